@@ -1,0 +1,1 @@
+//! Skeleton: address classification.

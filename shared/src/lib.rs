@@ -1,0 +1,23 @@
+//! The shared layer of LineProbe: every other crate stands on it.
+//!
+//! Modules are listed in the order a report's data flows through them: the
+//! wire schema a probe sends, the trace model inside it, the text parsers that
+//! turn traceroute output into that model, address classification and the
+//! first public hop, and the catalogs that name provinces, cities and carriers.
+//! Modules are private; their public items are re-exported flat here.
+
+mod error;
+mod report;
+mod trace;
+mod tracetext;
+mod addrclass;
+mod firsthop;
+mod catalog;
+
+pub use addrclass::*;
+pub use catalog::*;
+pub use error::*;
+pub use firsthop::*;
+pub use report::*;
+pub use trace::*;
+pub use tracetext::*;
