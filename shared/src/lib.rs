@@ -6,13 +6,13 @@
 //! first public hop, and the catalogs that name provinces, cities and carriers.
 //! Modules are private; their public items are re-exported flat here.
 
+mod addrclass;
+mod catalog;
 mod error;
+mod firsthop;
 mod report;
 mod trace;
 mod tracetext;
-mod addrclass;
-mod firsthop;
-mod catalog;
 
 pub use addrclass::*;
 pub use catalog::*;

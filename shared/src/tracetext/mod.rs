@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Hop};
 
-pub use decode::{decode_console_bytes, DecodedText};
+pub use decode::{DecodedText, decode_console_bytes};
 
 /// The tools whose output we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
