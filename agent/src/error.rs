@@ -1,0 +1,16 @@
+/// The error type of `lineprobe-agent`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A subcommand that is part of the agent's plan but not built yet.
+    #[error("`lineprobe-agent {command}` is planned but not built yet (see issue #{issue})")]
+    NotBuiltYet {
+        /// The subcommand.
+        command: &'static str,
+        /// The issue that tracks it.
+        issue: u32,
+    },
+    /// An error from the shared layer.
+    #[error(transparent)]
+    Shared(#[from] lineprobe_shared::Error),
+}

@@ -1,0 +1,11 @@
+//! The LineProbe probe agent: traces the route to the internet from a
+//! subscriber's device and reports it with what the subscriber declared.
+//!
+//! A library first — the Android app and the Windows service embed it — with a
+//! thin CLI for Linux and Windows.
+
+mod cli;
+mod error;
+
+pub use cli::{Cli, Command, main_with_args, run};
+pub use error::Error;
