@@ -5,7 +5,11 @@ use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::Path;
 
-use lineprobe_shared::{Hop, ParsedTrace, TraceFormat, parse_trace_bytes};
+use ipnet::IpNet;
+use lineprobe_shared::{
+    Classification, ClassifiedHop, Classifier, ClassifierConfig, Hop, ParsedTrace, TraceFormat,
+    parse_trace_bytes,
+};
 use serde::Serialize;
 
 use crate::Error;
@@ -93,6 +97,48 @@ pub(crate) fn parse(
     write_json(stdout, &ParseOutput::from(&trace))
 }
 
+/// The `trace first-hop` output.
+#[derive(Debug, Serialize)]
+struct FirstHopOutput<'a> {
+    format: TraceFormat,
+    target: Option<&'a str>,
+    target_addr: Option<IpAddr>,
+    /// `{"ttl", "addr"}` of the first public hop, or null.
+    first_public_hop: Option<FirstHopAddr>,
+    /// The first public hop's classification, when there is one.
+    first_public_class: Option<&'a Classification>,
+    cgnat_seen: bool,
+    ds_lite_seen: bool,
+    tunnel_seen: bool,
+    silent_skipped: usize,
+    /// Every hop of the trace with its kind and per-address classification.
+    hops: Vec<ClassifiedHop>,
+}
+
+#[derive(Debug, Serialize)]
+struct FirstHopAddr {
+    ttl: u8,
+    addr: IpAddr,
+}
+
+/// Parses `--public-cidr` values, naming the bad one and the expected form.
+fn classifier_for(public_cidrs: &[String]) -> Result<Classifier, Error> {
+    let mut extra_public = Vec::with_capacity(public_cidrs.len());
+    for (i, raw) in public_cidrs.iter().enumerate() {
+        let net: IpNet = raw.trim().parse().map_err(|_| {
+            lineprobe_shared::Error::Config {
+                key: format!("--public-cidr[{i}]"),
+                reason: format!(
+                    "{raw:?} is not a CIDR; write an address and prefix length such as \
+                     203.0.113.0/24 or 2001:db8::/32"
+                ),
+            }
+        })?;
+        extra_public.push(net);
+    }
+    Ok(Classifier::new(&ClassifierConfig { extra_public })?)
+}
+
 /// `trace first-hop`: prints the first public hop and every hop's class.
 pub(crate) fn first_hop(
     file: Option<&Path>,
@@ -100,6 +146,25 @@ pub(crate) fn first_hop(
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
 ) -> Result<(), Error> {
-    let _ = (file, public_cidrs, stdin, stdout);
-    Err(Error::NotBuiltYet { command: "trace first-hop", issue: 2 })
+    // Validate the options before reading what may be a long standard input.
+    let classifier = classifier_for(public_cidrs)?;
+    let raw = read_input(file, stdin)?;
+    let trace = parse_trace_bytes(&raw)?;
+    let analysis = classifier.first_public_hop(&trace.hops, trace.target_addr);
+    let out = FirstHopOutput {
+        format: trace.format,
+        target: trace.target.as_deref(),
+        target_addr: trace.target_addr,
+        first_public_hop: analysis
+            .first_public
+            .as_ref()
+            .map(|f| FirstHopAddr { ttl: f.ttl, addr: f.addr }),
+        first_public_class: analysis.first_public.as_ref().map(|f| &f.classification),
+        cgnat_seen: analysis.cgnat_seen,
+        ds_lite_seen: analysis.ds_lite_seen,
+        tunnel_seen: analysis.tunnel_seen,
+        silent_skipped: analysis.silent_skipped,
+        hops: classifier.classify_hops(&trace.hops, trace.target_addr),
+    };
+    write_json(stdout, &out)
 }
