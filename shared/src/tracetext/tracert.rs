@@ -420,6 +420,8 @@ fn error_mark(message: &str) -> Option<&'static str> {
         "сеть",
         "мережа",
         "网络",
+        "目标网",
+        "目標網",
         "網路",
         "ネットワーク",
         "네트워크",
@@ -555,7 +557,11 @@ fn shorten(s: &str) -> String {
 fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.split('\n')
         .enumerate()
-        .flat_map(|(i, l)| l.split('\r').map(move |seg| (i + 1, seg)))
+        .flat_map(|(i, l)| {
+            l.trim_end_matches('\r')
+                .split('\r')
+                .map(move |seg| (i + 1, seg))
+        })
 }
 
 /// A shell prompt, the echoed command or the console banner: never a header.
