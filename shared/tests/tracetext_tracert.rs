@@ -74,7 +74,11 @@ const CASES: &[Case] = &[
         target: Some("10.9.8.7"),
         target_addr: Some("10.9.8.7"),
         max_hops: Some(30),
-        hops: &[(1, &["192.168.31.1"]), (2, &["10.9.0.1"]), (3, &["10.9.0.1"])],
+        hops: &[
+            (1, &["192.168.31.1"]),
+            (2, &["10.9.0.1"]),
+            (3, &["10.9.0.1"]),
+        ],
     },
     Case {
         file: "zh-TW_hostname.txt",
@@ -244,7 +248,10 @@ const CASES: &[Case] = &[
 ];
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/tracert/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/tracert/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
@@ -253,7 +260,11 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn hop_list(trace: &ParsedTrace) -> Vec<(u8, Vec<IpAddr>)> {
-    trace.hops.iter().map(|h| (h.ttl, h.addrs.clone())).collect()
+    trace
+        .hops
+        .iter()
+        .map(|h| (h.ttl, h.addrs.clone()))
+        .collect()
 }
 
 fn check(case: &Case, trace: &ParsedTrace) {
@@ -273,8 +284,8 @@ fn check(case: &Case, trace: &ParsedTrace) {
 #[test]
 fn every_locale_fixture_parses_exactly() {
     for case in CASES {
-        let trace = parse_trace_text(&fixture(case.file))
-            .unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        let trace =
+            parse_trace_text(&fixture(case.file)).unwrap_or_else(|e| panic!("{}: {e}", case.file));
         check(case, &trace);
     }
 }
@@ -286,7 +297,10 @@ fn line_endings_tabs_bom_and_trailing_spaces_do_not_matter() {
         let variants = [
             text.replace('\n', "\r\n").replace("\r\r\n", "\r\n"),
             format!("\u{feff}{text}"),
-            text.lines().map(|l| format!("{l}   \t")).collect::<Vec<_>>().join("\n"),
+            text.lines()
+                .map(|l| format!("{l}   \t"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             text.replace("    ", "\t"),
             text.replace('\n', "\r\r\n"),
         ];
@@ -421,7 +435,11 @@ fn malformed_hop_line_is_reported_with_its_line() {
                 2     5 ms     4 ms     4 ms  ???garbage\n  \
                 3     5 ms     4 ms     4 ms  10.0.0.3\n";
     match parse_trace_text(text) {
-        Err(Error::MalformedTrace { format, line, reason }) => {
+        Err(Error::MalformedTrace {
+            format,
+            line,
+            reason,
+        }) => {
             assert_eq!(format, TraceFormat::WindowsTracert);
             assert_eq!(line, 4);
             assert!(reason.contains("address"), "{reason}");

@@ -12,8 +12,8 @@
 use std::borrow::Cow;
 
 use encoding_rs::{
-    BIG5, EUC_KR, Encoding, GBK, SHIFT_JIS, UTF_16BE, UTF_16LE, WINDOWS_1250, WINDOWS_1251,
-    WINDOWS_1252, WINDOWS_1254, IBM866,
+    BIG5, EUC_KR, Encoding, GBK, IBM866, SHIFT_JIS, UTF_16BE, UTF_16LE, WINDOWS_1250, WINDOWS_1251,
+    WINDOWS_1252, WINDOWS_1254,
 };
 
 /// Text decoded from console bytes, with the encoding that was used.
@@ -102,7 +102,7 @@ pub fn decode_console_bytes(raw: &[u8]) -> DecodedText<'_> {
     }
     // UTF-8 with a few broken bytes (a cut multi-byte character) still beats
     // a legacy page when it reads better.
-    let (lossy_utf8, _) = (String::from_utf8_lossy(raw), ());
+    let lossy_utf8 = String::from_utf8_lossy(raw);
     let utf8_score = plausibility(&lossy_utf8, Candidate::Rs(encoding_rs::UTF_8));
     match best {
         Some((score, cand, text, errors)) if score >= utf8_score => DecodedText {
@@ -249,13 +249,13 @@ fn plausibility(text: &str, cand: Candidate) -> i64 {
         score += word_score(&word, cand);
         word.clear();
         score += match c {
-            '\u{0}'..='\u{7f}' => 0,
+            '\u{0}'..='\u{7f}' | '\u{a0}' | '\u{2019}' | '\u{ab}' | '\u{bb}' => 0,
             '\u{fffd}' => -30,
             '\u{80}'..='\u{9f}' => -20,
-            '\u{a0}' | '\u{2019}' | '\u{ab}' | '\u{bb}' => 0,
             '\u{3000}'..='\u{303f}' | '\u{ff01}'..='\u{ff60}' => 1,
-            '\u{ff61}'..='\u{ff9f}' => -3,
+            // Box drawing: what a wrong OEM page makes of letters.
             '\u{2500}'..='\u{25ff}' => -6,
+            // Halfwidth katakana, symbols: likewise, from other pages.
             _ => -3,
         };
     }
@@ -283,8 +283,11 @@ fn word_score(word: &[char], cand: Candidate) -> i64 {
     .iter()
     .filter(|&&s| has(s))
     .count();
-    let latin_only = kinds <= 2 && !has(Script::Cyrillic) && !has(Script::Greek)
-        && !has(Script::Cjk) && !has(Script::Other);
+    let latin_only = kinds <= 2
+        && !has(Script::Cyrillic)
+        && !has(Script::Greek)
+        && !has(Script::Cjk)
+        && !has(Script::Other);
     if latin_only {
         // Accented letters live inside words with plain letters; a run of
         // nothing but accented letters is mojibake (`ÇëÇó`), unless short.

@@ -376,7 +376,15 @@ fn error_mark(message: &str) -> Option<&'static str> {
         .split_once([':', '：'])
         .map_or(norm.as_str(), |(_, b)| b);
     let any = |words: &[&str]| words.iter().any(|w| body.contains(w));
-    if any(&["fragment", "df set", "фрагмент", "分段", "分片", "フラグメント", "조각"]) {
+    if any(&[
+        "fragment",
+        "df set",
+        "фрагмент",
+        "分段",
+        "分片",
+        "フラグメント",
+        "조각",
+    ]) {
         Some("!F")
     } else if any(&["prohibit", "administrativ", "запрещ", "禁止"]) {
         Some("!X")
@@ -555,13 +563,11 @@ fn shorten(s: &str) -> String {
 /// The lines of `text` with their 1-based numbers, accepting `\n`, `\r\n`,
 /// `\r\r\n` and lone `\r`.
 fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.split('\n')
-        .enumerate()
-        .flat_map(|(i, l)| {
-            l.trim_end_matches('\r')
-                .split('\r')
-                .map(move |seg| (i + 1, seg))
-        })
+    text.split('\n').enumerate().flat_map(|(i, l)| {
+        l.trim_end_matches('\r')
+            .split('\r')
+            .map(move |seg| (i + 1, seg))
+    })
 }
 
 /// A shell prompt, the echoed command or the console banner: never a header.
@@ -759,7 +765,11 @@ fn read_header(header: &[&str]) -> (Option<String>, Option<IpAddr>, Option<u8>) 
             if let Some(addr) = inner.get(..close).and_then(parse_addr) {
                 target_addr = Some(addr);
                 let glued = tok.get(..open).filter(|n| !n.is_empty());
-                let before = if i > 0 { toks.get(i - 1).copied() } else { None };
+                let before = if i > 0 {
+                    toks.get(i - 1).copied()
+                } else {
+                    None
+                };
                 target = glued.or(before).map(str::to_owned);
             }
         }
@@ -787,7 +797,9 @@ fn read_header(header: &[&str]) -> (Option<String>, Option<IpAddr>, Option<u8>) 
                 .find(|&(_, c)| !c.is_ascii_digit())
                 .map_or(tok.len(), |(at, _)| at);
             let (digits, tail) = (tok.get(..end).unwrap_or(""), tok.get(end..).unwrap_or(""));
-            let tail_ok = tail.trim_start_matches([':', '.', ',', ';', ')', '\u{a0}']).is_empty()
+            let tail_ok = tail
+                .trim_start_matches([':', '.', ',', ';', ')', '\u{a0}'])
+                .is_empty()
                 || !tail.starts_with(|c: char| c.is_ascii() && c != ':');
             if !digits.is_empty() && tail_ok {
                 if let Ok(n) = digits.parse::<u8>() {
@@ -839,7 +851,10 @@ mod tests {
         let toks = ["<1", "毫秒", "2", "ms", "*", "10.0.0.1"];
         let (cols, used) = read_columns(&toks);
         assert_eq!(used, 5);
-        assert_eq!(cols, vec![Col::Rtt(0.5, true), Col::Rtt(2.0, true), Col::Star]);
+        assert_eq!(
+            cols,
+            vec![Col::Rtt(0.5, true), Col::Rtt(2.0, true), Col::Star]
+        );
         let (cols, used) = read_columns(&["12ms", "<1мс", "x"]);
         assert_eq!(used, 2);
         assert_eq!(cols, vec![Col::Rtt(12.0, true), Col::Rtt(0.5, true)]);
@@ -847,17 +862,29 @@ mod tests {
 
     #[test]
     fn error_marks_by_language() {
-        assert_eq!(error_mark("reports: Destination host unreachable."), Some("!H"));
+        assert_eq!(
+            error_mark("reports: Destination host unreachable."),
+            Some("!H")
+        );
         assert_eq!(error_mark("报告: 无法访问目标主机。"), Some("!H"));
-        assert_eq!(error_mark("reports: Destination net unreachable."), Some("!N"));
-        assert_eq!(error_mark("reports: Destination protocol unreachable."), Some("!P"));
+        assert_eq!(
+            error_mark("reports: Destination net unreachable."),
+            Some("!N")
+        );
+        assert_eq!(
+            error_mark("reports: Destination protocol unreachable."),
+            Some("!P")
+        );
         assert_eq!(error_mark("meldet: Zielnetz nicht erreichbar."), Some("!N"));
         assert_eq!(error_mark("something else"), None);
     }
 
     #[test]
     fn header_numbers_and_targets() {
-        let (t, a, m) = read_header(&["최대 30홉 이상의", "example.kr [192.0.2.4](으)로 가는 경로 추적:"]);
+        let (t, a, m) = read_header(&[
+            "최대 30홉 이상의",
+            "example.kr [192.0.2.4](으)로 가는 경로 추적:",
+        ]);
         assert_eq!(t.as_deref(), Some("example.kr"));
         assert_eq!(a, "192.0.2.4".parse().ok());
         assert_eq!(m, Some(30));
