@@ -32,11 +32,31 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Report, Error> {
             format!("is {} bytes; at most {max} bytes are accepted", bytes.len()),
         ));
     }
+    check_object(bytes)?;
     check_version(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let report: Report = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
     de.end()?;
     Ok(report)
+}
+
+/// serde accepts a struct written as an array of its fields; a report is an
+/// object, so anything else at the top is refused before serde sees it.
+fn check_object(bytes: &[u8]) -> Result<(), Error> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let found = match first {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'0'..=b'9' | b'-') => "a number",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        // An object, or not JSON at all: serde says which.
+        _ => return Ok(()),
+    };
+    Err(one(
+        DOCUMENT,
+        format!("is {found}; a report is a JSON object `{{\"schema\": 1, …}}`"),
+    ))
 }
 
 /// Reads only `schema` first, so that a report of another version is
