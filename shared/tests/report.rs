@@ -2,13 +2,15 @@
 //! name their field, and the envelope rules.
 
 use lineprobe_shared::{
-    EnvelopeHeaders, Error, Hop, MacAddress, Report, ReportId, ReportLimits, TraceEngine,
-    Violation,
+    EnvelopeHeaders, Error, Hop, MacAddress, Report, ReportId, ReportLimits, TraceEngine, Violation,
 };
 use serde_json::{Value, json};
 
 fn fixture_text(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/report/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/report/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -69,7 +71,11 @@ fn rejects(doc: &Value, field: &str, fragments: &[&str]) {
 /// Asserts a report built in code breaks exactly one rule, at `field`.
 fn violates(report: &Report, field: &str, fragments: &[&str]) {
     let found = report.violations().0;
-    assert_eq!(found.len(), 1, "expected one violation at {field}: {found:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one violation at {field}: {found:#?}"
+    );
     assert_eq!(found[0].field, field, "{found:#?}");
     for fragment in fragments {
         assert!(found[0].reason.contains(fragment), "{}", found[0].reason);
@@ -95,7 +101,10 @@ fn full_report_round_trips_exactly() {
     // Spot checks that the fields landed where they should.
     assert_eq!(report.trace.hops.len(), 5);
     assert_eq!(report.trace.engine, TraceEngine::WindowsIcmp);
-    assert_eq!(report.device.mac.map(|m| m.to_string()).as_deref(), Some("3c:7c:3f:12:ab:9e"));
+    assert_eq!(
+        report.device.mac.map(|m| m.to_string()).as_deref(),
+        Some("3c:7c:3f:12:ab:9e")
+    );
     let envelope = report.envelope.as_ref().expect("envelope");
     assert_eq!(envelope.headers.get("X-Real-IP"), Some("203.0.113.77"));
     assert_eq!(envelope.seq, 918_273);
@@ -103,26 +112,49 @@ fn full_report_round_trips_exactly() {
 
 #[test]
 fn minimal_report_round_trips() {
-    let report = Report::from_submitted_json(fixture_text("minimal.json").as_bytes()).expect("valid");
+    let report =
+        Report::from_submitted_json(fixture_text("minimal.json").as_bytes()).expect("valid");
     assert!(report.declared.province.is_none());
     assert!(report.trace.hops.is_empty());
     assert!(report.envelope.is_none() && report.consent.is_none());
     let encoded = report.to_json().expect("encodes");
     let text = String::from_utf8(encoded.clone()).expect("utf-8");
-    for absent in ["envelope", "consent", "endpoint_attempts", "spool_evicted", "raw_text", "\"mac\""] {
+    for absent in [
+        "envelope",
+        "consent",
+        "endpoint_attempts",
+        "spool_evicted",
+        "raw_text",
+        "\"mac\"",
+    ] {
         assert!(!text.contains(absent), "{absent} serialized: {text}");
     }
-    assert_eq!(Report::from_submitted_json(&encoded).expect("re-decodes"), report);
+    assert_eq!(
+        Report::from_submitted_json(&encoded).expect("re-decodes"),
+        report
+    );
     let pretty = report.to_json_pretty().expect("pretty");
-    assert_eq!(Report::from_json(pretty.as_bytes()).expect("pretty decodes"), report);
+    assert_eq!(
+        Report::from_json(pretty.as_bytes()).expect("pretty decodes"),
+        report
+    );
 }
 
 #[test]
 fn system_engine_report_carries_raw_text() {
     let report =
         Report::from_submitted_json(fixture_text("system_engine.json").as_bytes()).expect("valid");
-    assert_eq!(report.trace.engine, TraceEngine::System("tracert".to_owned()));
-    assert!(report.trace.raw_text.as_deref().is_some_and(|t| t.contains("Trace complete.")));
+    assert_eq!(
+        report.trace.engine,
+        TraceEngine::System("tracert".to_owned())
+    );
+    assert!(
+        report
+            .trace
+            .raw_text
+            .as_deref()
+            .is_some_and(|t| t.contains("Trace complete."))
+    );
     let again = Report::from_json(&report.to_json().expect("encodes")).expect("re-decodes");
     assert_eq!(again, report);
 }
@@ -156,8 +188,16 @@ fn other_schema_versions_are_rejected_with_the_supported_list() {
     let found = violations_of(Report::from_json(&bytes(&doc)));
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].field, "schema");
-    assert!(found[0].reason.contains("version 2 is not supported"), "{}", found[0].reason);
-    assert!(found[0].reason.contains("versions 1"), "{}", found[0].reason);
+    assert!(
+        found[0].reason.contains("version 2 is not supported"),
+        "{}",
+        found[0].reason
+    );
+    assert!(
+        found[0].reason.contains("versions 1"),
+        "{}",
+        found[0].reason
+    );
 
     set(&mut doc, "/schema", json!("1"));
     rejects(&doc, "schema", &["not supported"]);
@@ -173,19 +213,34 @@ fn other_schema_versions_are_rejected_with_the_supported_list() {
 #[test]
 fn report_id_must_be_a_canonical_uuid_v7() {
     let mut doc = fixture("minimal.json");
-    set(&mut doc, "/report_id", json!("3f2b8c1e-4d5a-4e6f-9a7b-8c9d0e1f2a3b"));
+    set(
+        &mut doc,
+        "/report_id",
+        json!("3f2b8c1e-4d5a-4e6f-9a7b-8c9d0e1f2a3b"),
+    );
     rejects(&doc, "report_id", &["version 4", "UUIDv7"]);
-    set(&mut doc, "/report_id", json!("01970A41-0B6D-7E02-8A11-55C0D7F3E912"));
+    set(
+        &mut doc,
+        "/report_id",
+        json!("01970A41-0B6D-7E02-8A11-55C0D7F3E912"),
+    );
     rejects(&doc, "report_id", &["lowercase hyphenated"]);
     set(&mut doc, "/report_id", json!("not-a-uuid"));
     rejects(&doc, "report_id", &["`not-a-uuid`"]);
     // Version nibble 7 but the NCS variant.
-    set(&mut doc, "/report_id", json!("01970a41-0b6d-7e02-0a11-55c0d7f3e912"));
+    set(
+        &mut doc,
+        "/report_id",
+        json!("01970a41-0b6d-7e02-0a11-55c0d7f3e912"),
+    );
     rejects(&doc, "report_id", &["variant"]);
 
     assert!(ReportId::parse("01970a41-0b6d-7e02-8a11-55c0d7f3e912").is_ok());
     let fresh = ReportId::new_v7();
-    assert_eq!(ReportId::parse(&fresh.to_string()).expect("own ids parse"), fresh);
+    assert_eq!(
+        ReportId::parse(&fresh.to_string()).expect("own ids parse"),
+        fresh
+    );
     assert!(ReportId::from_uuid(uuid::Uuid::nil()).is_err());
 }
 
@@ -216,11 +271,19 @@ fn unknown_fields_are_rejected_with_their_name() {
 
     let mut doc = fixture("full_stored.json");
     put(&mut doc, "/declared/location", "altitude", json!(10));
-    rejects(&doc, "declared.location.altitude", &["unknown field `altitude`"]);
+    rejects(
+        &doc,
+        "declared.location.altitude",
+        &["unknown field `altitude`"],
+    );
 
     let mut doc = fixture("full_stored.json");
     put(&mut doc, "/envelope/headers", "cookie", json!("s=1"));
-    rejects(&doc, "envelope.headers.cookie", &["unknown field `cookie`", "user-agent"]);
+    rejects(
+        &doc,
+        "envelope.headers.cookie",
+        &["unknown field `cookie`", "user-agent"],
+    );
 }
 
 #[test]
@@ -247,8 +310,16 @@ fn wrong_types_and_missing_fields_name_the_field() {
 
     let mut doc = fixture("minimal.json");
     set(&mut doc, "/trace/engine", json!("nmap"));
-    rejects(&doc, "trace.engine", &["`nmap` is not an engine", "system:<command>"]);
-    set(&mut doc, "/trace/engine", json!("system:/usr/sbin/traceroute"));
+    rejects(
+        &doc,
+        "trace.engine",
+        &["`nmap` is not an engine", "system:<command>"],
+    );
+    set(
+        &mut doc,
+        "/trace/engine",
+        json!("system:/usr/sbin/traceroute"),
+    );
     rejects(&doc, "trace.engine", &["bare program name"]);
     set(&mut doc, "/trace/engine", json!("system:"));
     rejects(&doc, "trace.engine", &["1 to 32"]);
@@ -260,14 +331,21 @@ fn wrong_types_and_missing_fields_name_the_field() {
 
 #[test]
 fn broken_json_is_a_json_error_and_non_objects_name_the_document() {
-    assert!(matches!(Report::from_json(b"{\"schema\": 1,"), Err(Error::Json(_))));
+    assert!(matches!(
+        Report::from_json(b"{\"schema\": 1,"),
+        Err(Error::Json(_))
+    ));
     let mut good = fixture_text("minimal.json").into_bytes();
     good.extend_from_slice(b" {}");
     assert!(matches!(Report::from_json(&good), Err(Error::Json(_))));
     for not_object in [&b"[1, 2]"[..], b" \"report\"", b"42", b"null", b"true"] {
         let found = violations_of(Report::from_json(not_object));
         assert_eq!(found[0].field, "(document)");
-        assert!(found[0].reason.contains("a report is a JSON object"), "{}", found[0].reason);
+        assert!(
+            found[0].reason.contains("a report is a JSON object"),
+            "{}",
+            found[0].reason
+        );
     }
     assert!(matches!(Report::from_json(b""), Err(Error::Json(_))));
 }
@@ -277,7 +355,11 @@ fn oversized_documents_are_refused_before_parsing() {
     let big = vec![b' '; ReportLimits::MAX_REPORT_BYTES + 1];
     let found = violations_of(Report::from_json(&big));
     assert_eq!(found[0].field, "(document)");
-    assert!(found[0].reason.contains("at most 1048576 bytes"), "{}", found[0].reason);
+    assert!(
+        found[0].reason.contains("at most 1048576 bytes"),
+        "{}",
+        found[0].reason
+    );
 }
 
 // --- hop limits and rules ---------------------------------------------------
@@ -302,16 +384,32 @@ fn per_hop_list_limits() {
     let cases: [(&str, Value, &str); 4] = [
         (
             "addrs",
-            json!((1..=9).map(|i| format!("203.0.113.{i}")).collect::<Vec<_>>()),
+            json!(
+                (1..=9)
+                    .map(|i| format!("203.0.113.{i}"))
+                    .collect::<Vec<_>>()
+            ),
             "has 9 addresses; at most 8",
         ),
         (
             "names",
-            json!((1..=9).map(|i| format!("r{i}.example.net")).collect::<Vec<_>>()),
+            json!(
+                (1..=9)
+                    .map(|i| format!("r{i}.example.net"))
+                    .collect::<Vec<_>>()
+            ),
             "has 9 names; at most 8",
         ),
-        ("rtt_ms", json!(vec![1.5; 17]), "has 17 round-trip times; at most 16"),
-        ("annotations", json!(vec!["!H"; 9]), "has 9 annotations; at most 8"),
+        (
+            "rtt_ms",
+            json!(vec![1.5; 17]),
+            "has 17 round-trip times; at most 16",
+        ),
+        (
+            "annotations",
+            json!(vec!["!H"; 9]),
+            "has 9 annotations; at most 8",
+        ),
     ];
     for (key, value, reason) in cases {
         let mut doc = fixture("full_stored.json");
@@ -328,7 +426,11 @@ fn ttls_start_at_one_and_strictly_increase() {
 
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/trace/hops/3/ttl", json!(3));
-    rejects(&doc, "trace.hops[3].ttl", &["is 3 after 3", "strictly increase"]);
+    rejects(
+        &doc,
+        "trace.hops[3].ttl",
+        &["is 3 after 3", "strictly increase"],
+    );
 
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/trace/hops/4/ttl", json!(2));
@@ -355,7 +457,11 @@ fn received_cannot_exceed_sent() {
 fn rtts_are_finite_and_bounded() {
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/trace/hops/0/rtt_ms/1", json!(-0.1));
-    rejects(&doc, "trace.hops[0].rtt_ms[1]", &["is -0.1", "from 0 to 60000"]);
+    rejects(
+        &doc,
+        "trace.hops[0].rtt_ms[1]",
+        &["is -0.1", "from 0 to 60000"],
+    );
     set(&mut doc, "/trace/hops/0/rtt_ms/1", json!(60000.5));
     rejects(&doc, "trace.hops[0].rtt_ms[1]", &["is 60000.5"]);
     set(&mut doc, "/trace/hops/0/rtt_ms/1", json!(60000.0));
@@ -377,7 +483,11 @@ fn hop_addresses_are_distinct_and_names_are_host_names() {
 
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/trace/hops/3/names/0", json!("x".repeat(254)));
-    rejects(&doc, "trace.hops[3].names[0]", &["254 characters", "at most 253"]);
+    rejects(
+        &doc,
+        "trace.hops[3].names[0]",
+        &["254 characters", "at most 253"],
+    );
     set(&mut doc, "/trace/hops/3/names/0", json!("core router"));
     rejects(&doc, "trace.hops[3].names[0]", &["U+0020", "whitespace"]);
     set(&mut doc, "/trace/hops/3/names/0", json!(""));
@@ -400,17 +510,37 @@ fn a_hop_built_in_code_is_checked_too() {
 fn string_lengths_are_bounded() {
     let cases: [(&str, usize, &str); 8] = [
         ("/account", ReportLimits::MAX_ACCOUNT_LEN, "account"),
-        ("/declared/address", ReportLimits::MAX_ADDRESS_LEN, "declared.address"),
-        ("/declared/city", ReportLimits::MAX_CITY_LEN, "declared.city"),
+        (
+            "/declared/address",
+            ReportLimits::MAX_ADDRESS_LEN,
+            "declared.address",
+        ),
+        (
+            "/declared/city",
+            ReportLimits::MAX_CITY_LEN,
+            "declared.city",
+        ),
         ("/device/os", ReportLimits::MAX_SHORT_TEXT_LEN, "device.os"),
-        ("/device/proxy/details", ReportLimits::MAX_DETAIL_LEN, "device.proxy.details"),
-        ("/trace/target", ReportLimits::MAX_HOSTNAME_LEN, "trace.target"),
+        (
+            "/device/proxy/details",
+            ReportLimits::MAX_DETAIL_LEN,
+            "device.proxy.details",
+        ),
+        (
+            "/trace/target",
+            ReportLimits::MAX_HOSTNAME_LEN,
+            "trace.target",
+        ),
         (
             "/envelope/headers/user-agent",
             ReportLimits::MAX_HEADER_VALUE_LEN,
             "envelope.headers.user-agent",
         ),
-        ("/endpoint_attempts/0/detail", ReportLimits::MAX_DETAIL_LEN, "endpoint_attempts[0].detail"),
+        (
+            "/endpoint_attempts/0/detail",
+            ReportLimits::MAX_DETAIL_LEN,
+            "endpoint_attempts[0].detail",
+        ),
     ];
     for (pointer, max, field) in cases {
         let mut doc = fixture("full_stored.json");
@@ -418,9 +548,17 @@ fn string_lengths_are_bounded() {
         set(&mut doc, pointer, json!("深".repeat(max)));
         let at_limit = Report::from_stored_json(&bytes(&doc));
         // Host names and other tokens are ASCII-agnostic; only the length matters here.
-        assert!(at_limit.is_ok(), "{field} at its limit: {:?}", at_limit.err().map(|e| e.to_string()));
+        assert!(
+            at_limit.is_ok(),
+            "{field} at its limit: {:?}",
+            at_limit.err().map(|e| e.to_string())
+        );
         set(&mut doc, pointer, json!("深".repeat(max + 1)));
-        rejects(&doc, field, &[&format!("is {} characters long; at most {max}", max + 1)]);
+        rejects(
+            &doc,
+            field,
+            &[&format!("is {} characters long; at most {max}", max + 1)],
+        );
     }
 }
 
@@ -434,10 +572,18 @@ fn single_line_fields_reject_control_characters() {
     rejects(&doc, "envelope.headers.via", &["U+001B"]);
     // Details may span lines.
     let mut doc = fixture("full_stored.json");
-    set(&mut doc, "/endpoint_attempts/0/detail", json!("tls error:\n  bad certificate"));
+    set(
+        &mut doc,
+        "/endpoint_attempts/0/detail",
+        json!("tls error:\n  bad certificate"),
+    );
     Report::from_stored_json(&bytes(&doc)).expect("multi-line detail");
     set(&mut doc, "/endpoint_attempts/0/detail", json!("bell\u{7}"));
-    rejects(&doc, "endpoint_attempts[0].detail", &["only newlines and tabs"]);
+    rejects(
+        &doc,
+        "endpoint_attempts[0].detail",
+        &["only newlines and tabs"],
+    );
 }
 
 #[test]
@@ -447,7 +593,11 @@ fn raw_text_is_bounded_and_only_for_system_engines() {
     set(&mut doc, "/trace/raw_text", json!("a".repeat(max)));
     Report::from_submitted_json(&bytes(&doc)).expect("64 KiB is the limit");
     set(&mut doc, "/trace/raw_text", json!("a".repeat(max + 1)));
-    rejects(&doc, "trace.raw_text", &["is 65537 bytes", "at most 65536 bytes"]);
+    rejects(
+        &doc,
+        "trace.raw_text",
+        &["is 65537 bytes", "at most 65536 bytes"],
+    );
     set(&mut doc, "/trace/raw_text", json!("1  <1 ms\u{0}"));
     rejects(&doc, "trace.raw_text", &["NUL"]);
 
@@ -456,7 +606,13 @@ fn raw_text_is_bounded_and_only_for_system_engines() {
     let found = violations_of(Report::from_json(&bytes(&doc)));
     let fields: Vec<&str> = found.iter().map(|v| v.field.as_str()).collect();
     assert_eq!(fields, ["trace.raw_text", "trace.raw_format"], "{found:#?}");
-    assert!(found[0].reason.contains("`system:tracert` engine must send"), "{}", found[0].reason);
+    assert!(
+        found[0]
+            .reason
+            .contains("`system:tracert` engine must send"),
+        "{}",
+        found[0].reason
+    );
 
     let mut doc = fixture("minimal.json");
     put(&mut doc, "/trace", "raw_text", json!("traceroute to …"));
@@ -468,17 +624,36 @@ fn list_limits_outside_hops() {
     let mut doc = fixture("full_stored.json");
     let addrs: Vec<String> = (0..33).map(|i| format!("2001:db8::{i:x}")).collect();
     set(&mut doc, "/device/local_addrs", json!(addrs));
-    rejects(&doc, "device.local_addrs", &["has 33 addresses; at most 32"]);
+    rejects(
+        &doc,
+        "device.local_addrs",
+        &["has 33 addresses; at most 32"],
+    );
 
     let mut doc = fixture("full_stored.json");
-    let attempt = doc.pointer("/endpoint_attempts/0").cloned().expect("attempt");
-    set(&mut doc, "/endpoint_attempts", Value::Array(vec![attempt; 33]));
+    let attempt = doc
+        .pointer("/endpoint_attempts/0")
+        .cloned()
+        .expect("attempt");
+    set(
+        &mut doc,
+        "/endpoint_attempts",
+        Value::Array(vec![attempt; 33]),
+    );
     rejects(&doc, "endpoint_attempts", &["has 33 entries; at most 32"]);
 
     let mut doc = fixture("system_engine.json");
     let fallback = json!({ "engine": "unprivileged", "reason": "not available" });
-    set(&mut doc, "/trace/engine_fallbacks", Value::Array(vec![fallback; 9]));
-    rejects(&doc, "trace.engine_fallbacks", &["has 9 entries; at most 8"]);
+    set(
+        &mut doc,
+        "/trace/engine_fallbacks",
+        Value::Array(vec![fallback; 9]),
+    );
+    rejects(
+        &doc,
+        "trace.engine_fallbacks",
+        &["has 9 entries; at most 8"],
+    );
 }
 
 // --- other rules ------------------------------------------------------------
@@ -487,7 +662,11 @@ fn list_limits_outside_hops() {
 fn declared_fields_have_their_formats() {
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/declared/province", json!("Guangdong"));
-    rejects(&doc, "declared.province", &["`Guangdong` is not an ISO 3166-2:CN code"]);
+    rejects(
+        &doc,
+        "declared.province",
+        &["`Guangdong` is not an ISO 3166-2:CN code"],
+    );
     set(&mut doc, "/declared/province", json!("cn-gd"));
     rejects(&doc, "declared.province", &["CN-"]);
 
@@ -510,7 +689,11 @@ fn declared_fields_have_their_formats() {
     rejects(&doc, "declared.location.lat", &["is 91", "from -90 to 90"]);
     set(&mut doc, "/declared/location/lat", json!(0.0));
     set(&mut doc, "/declared/location/lon", json!(-180.5));
-    rejects(&doc, "declared.location.lon", &["is -180.5", "from -180 to 180"]);
+    rejects(
+        &doc,
+        "declared.location.lon",
+        &["is -180.5", "from -180 to 180"],
+    );
     set(&mut doc, "/declared/location/lon", json!(0.0));
     set(&mut doc, "/declared/location/accuracy_m", json!(-1.0));
     rejects(&doc, "declared.location.accuracy_m", &["metres"]);
@@ -533,11 +716,16 @@ fn mac_needs_consent_and_a_valid_format() {
     set(&mut doc, "/device/mac", json!("3C-7C-3F-12-AB-9E"));
     let report = Report::from_stored_json(&bytes(&doc)).expect("Windows spelling");
     let encoded = String::from_utf8(report.to_json().expect("encodes")).expect("utf-8");
-    assert!(encoded.contains("\"mac\":\"3c:7c:3f:12:ab:9e\""), "{encoded}");
+    assert!(
+        encoded.contains("\"mac\":\"3c:7c:3f:12:ab:9e\""),
+        "{encoded}"
+    );
 
     assert!(MacAddress::parse("3c:7c-3f:12:ab:9e").is_err());
     assert_eq!(
-        MacAddress::parse("02:00:5E:10:00:01").expect("parses").octets(),
+        MacAddress::parse("02:00:5E:10:00:01")
+            .expect("parses")
+            .octets(),
         [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01]
     );
 }
@@ -546,15 +734,31 @@ fn mac_needs_consent_and_a_valid_format() {
 fn trace_consistency_rules() {
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/trace/protocol", json!("udp"));
-    rejects(&doc, "trace.protocol", &["windows-icmp engine only sends ICMP"]);
+    rejects(
+        &doc,
+        "trace.protocol",
+        &["windows-icmp engine only sends ICMP"],
+    );
 
     let mut doc = fixture("full_stored.json");
-    set(&mut doc, "/trace/engine_fallbacks/0/engine", json!("windows-icmp"));
-    rejects(&doc, "trace.engine_fallbacks[0].engine", &["the engine that ran the trace"]);
+    set(
+        &mut doc,
+        "/trace/engine_fallbacks/0/engine",
+        json!("windows-icmp"),
+    );
+    rejects(
+        &doc,
+        "trace.engine_fallbacks[0].engine",
+        &["the engine that ran the trace"],
+    );
 
     let mut doc = fixture("minimal.json");
     put(&mut doc, "/trace", "target_addr", json!("198.51.100.11"));
-    rejects(&doc, "trace.target_addr", &["198.51.100.11", "198.51.100.10", "must match"]);
+    rejects(
+        &doc,
+        "trace.target_addr",
+        &["198.51.100.11", "198.51.100.10", "must match"],
+    );
 
     let mut doc = fixture("minimal.json");
     set(&mut doc, "/trace/duration_ms", json!(3_600_001));
@@ -573,21 +777,41 @@ fn endpoint_attempt_rules() {
 
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/endpoint_attempts/1/http_status", json!(99));
-    rejects(&doc, "endpoint_attempts[1].http_status", &["is 99", "100 to 599"]);
+    rejects(
+        &doc,
+        "endpoint_attempts[1].http_status",
+        &["is 99", "100 to 599"],
+    );
 
     let mut doc = fixture("full_stored.json");
     put(&mut doc, "/endpoint_attempts/0", "http_status", json!(200));
-    rejects(&doc, "endpoint_attempts[0].http_status", &["outcome is `tls`"]);
+    rejects(
+        &doc,
+        "endpoint_attempts[0].http_status",
+        &["outcome is `tls`"],
+    );
 
     let mut doc = fixture("full_stored.json");
     set(&mut doc, "/endpoint_attempts/1/outcome", json!("ok"));
-    rejects(&doc, "endpoint_attempts[1].http_status", &["is 503 but outcome is `ok`"]);
+    rejects(
+        &doc,
+        "endpoint_attempts[1].http_status",
+        &["is 503 but outcome is `ok`"],
+    );
     set(&mut doc, "/endpoint_attempts/1/http_status", json!(202));
     Report::from_stored_json(&bytes(&doc)).expect("ok with 202");
 
     let mut doc = fixture("full_stored.json");
-    set(&mut doc, "/endpoint_attempts/0/endpoint", json!("ftp://r1.example.net/"));
-    rejects(&doc, "endpoint_attempts[0].endpoint", &["not an http(s) URL"]);
+    set(
+        &mut doc,
+        "/endpoint_attempts/0/endpoint",
+        json!("ftp://r1.example.net/"),
+    );
+    rejects(
+        &doc,
+        "endpoint_attempts[0].endpoint",
+        &["not an http(s) URL"],
+    );
     set(&mut doc, "/endpoint_attempts/0/outcome", json!("refused"));
     rejects(&doc, "endpoint_attempts[0].outcome", &["refused"]);
 }
@@ -600,9 +824,21 @@ fn every_violation_is_reported_at_once() {
     set(&mut doc, "/envelope/peer_port", json!(0));
     let found = violations_of(Report::from_json(&bytes(&doc)));
     let fields: Vec<&str> = found.iter().map(|v| v.field.as_str()).collect();
-    assert_eq!(fields, ["declared.province", "trace.hops[0].ttl", "envelope.peer_port"]);
-    let message = Report::from_json(&bytes(&doc)).expect_err("invalid").to_string();
-    assert!(message.starts_with("invalid report: declared.province: "), "{message}");
+    assert_eq!(
+        fields,
+        [
+            "declared.province",
+            "trace.hops[0].ttl",
+            "envelope.peer_port"
+        ]
+    );
+    let message = Report::from_json(&bytes(&doc))
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        message.starts_with("invalid report: declared.province: "),
+        "{message}"
+    );
 }
 
 #[test]
@@ -615,7 +851,11 @@ fn a_flood_of_violations_is_summarised() {
     let last = found.last().expect("summary");
     assert_eq!(last.field, "(document)");
     // 1 hop-count violation + 1000 TTL violations, 100 listed.
-    assert!(last.reason.starts_with("901 more violations"), "{}", last.reason);
+    assert!(
+        last.reason.starts_with("901 more violations"),
+        "{}",
+        last.reason
+    );
 }
 
 // --- envelope ---------------------------------------------------------------
@@ -679,7 +919,10 @@ fn envelope_headers_keep_only_selected_names() {
     assert!(!headers.insert("Cookie", "secret"));
     assert!(headers.insert("X-Forwarded-For", "203.0.113.1"));
     assert!(headers.insert("x-forwarded-for", "192.0.2.9\r\n"));
-    assert_eq!(headers.get("x-forwarded-for"), Some("203.0.113.1, 192.0.2.9  "));
+    assert_eq!(
+        headers.get("x-forwarded-for"),
+        Some("203.0.113.1, 192.0.2.9  ")
+    );
     assert!(headers.insert("via", &"v".repeat(2000)));
     assert_eq!(
         headers.get("VIA").map(|v| v.chars().count()),
@@ -692,4 +935,31 @@ fn envelope_headers_keep_only_selected_names() {
     let mut report = full();
     report.envelope.as_mut().expect("envelope").headers = headers;
     report.validate_stored().expect("inserted headers validate");
+}
+
+// --- never panics -------------------------------------------------------------
+
+mod never_panics {
+    use lineprobe_shared::Report;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Report::from_json(&bytes);
+        }
+
+        #[test]
+        fn on_a_damaged_report(at in 0usize..4000, cut in 0usize..64, junk in ".{0,16}") {
+            let text = super::fixture_text("full_stored.json");
+            let at = text.char_indices().map(|(i, _)| i).nth(at % text.chars().count()).unwrap_or(0);
+            let end = text[at..].char_indices().map(|(i, _)| at + i).nth(cut).unwrap_or(text.len());
+            let damaged = format!("{}{junk}{}", &text[..at], &text[end..]);
+            if let Ok(report) = Report::from_json(damaged.as_bytes()) {
+                // Whatever is accepted encodes and decodes to itself.
+                let again = Report::from_json(&report.to_json().expect("encodes")).expect("re-decodes");
+                prop_assert_eq!(again, report);
+            }
+        }
+    }
 }

@@ -45,11 +45,19 @@ pub struct ReceiverEnvelope {
 #[serde(deny_unknown_fields)]
 pub struct EnvelopeHeaders {
     /// `User-Agent`.
-    #[serde(rename = "user-agent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "user-agent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(length(max = ReportLimits::MAX_HEADER_VALUE_LEN))]
     pub user_agent: Option<String>,
     /// `Accept-Language`.
-    #[serde(rename = "accept-language", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accept-language",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(length(max = ReportLimits::MAX_HEADER_VALUE_LEN))]
     pub accept_language: Option<String>,
     /// `Via`: proxies on the way.
@@ -57,7 +65,11 @@ pub struct EnvelopeHeaders {
     #[schemars(length(max = ReportLimits::MAX_HEADER_VALUE_LEN))]
     pub via: Option<String>,
     /// `X-Forwarded-For`: proxies on the way, and the addresses they saw.
-    #[serde(rename = "x-forwarded-for", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "x-forwarded-for",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(length(max = ReportLimits::MAX_HEADER_VALUE_LEN))]
     pub x_forwarded_for: Option<String>,
     /// `X-Real-IP`.
@@ -97,7 +109,10 @@ impl EnvelopeHeaders {
             joined.push_str(", ");
         }
         joined.extend(value.chars().map(|c| if c.is_control() { ' ' } else { c }));
-        if let Some((cut, _)) = joined.char_indices().nth(ReportLimits::MAX_HEADER_VALUE_LEN) {
+        if let Some((cut, _)) = joined
+            .char_indices()
+            .nth(ReportLimits::MAX_HEADER_VALUE_LEN)
+        {
             joined.truncate(cut);
         }
         *slot = Some(joined);

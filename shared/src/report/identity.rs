@@ -11,7 +11,7 @@ use uuid::{Uuid, Variant, Version};
 use super::ReportLimits;
 use crate::{Error, Violations};
 
-/// A report's id: a UUIDv7, written in lowercase hyphenated form.
+/// A report's id: a version 7 UUID, written in lowercase hyphenated form.
 ///
 /// It is the idempotency key of a submission: a probe that resends a spooled
 /// report sends the same id, and the receiver stores it once. Version 7 keeps
@@ -25,7 +25,7 @@ impl ReportId {
         Self(Uuid::now_v7())
     }
 
-    /// Reads an id, rejecting anything but a lowercase hyphenated UUIDv7.
+    /// Reads an id, rejecting anything but a lowercase hyphenated version 7 UUID.
     pub fn parse(s: &str) -> Result<Self, Error> {
         Self::check_str(s).map_err(|reason| field_error("report_id", reason))
     }
@@ -151,7 +151,8 @@ impl InstallId {
         }
         let mut chars = s.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+        let rest_ok =
+            chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
         if !(first_ok && rest_ok) {
             return Err(format!(
                 "{} is not a terminal ID: use ASCII letters, digits, `.`, `_`, `:` and `-`, \
@@ -233,4 +234,26 @@ pub(super) fn quoted(s: &str) -> String {
     }
     out.push('`');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_escapes_controls_and_truncates() {
+        assert_eq!(quoted("a\nb"), "`a\\nb`");
+        let long = "x".repeat(200);
+        let q = quoted(&long);
+        assert_eq!(q.chars().count(), 80 + 3);
+        assert!(q.ends_with("…`"));
+    }
+
+    #[test]
+    fn install_id_length_counts_characters() {
+        // 64 two-byte characters are too odd for a terminal ID, not too long.
+        let err = InstallId::parse(&"é".repeat(64)).expect_err("non-ASCII");
+        assert!(err.to_string().contains("not a terminal ID"), "{err}");
+        assert!(InstallId::parse(&"a".repeat(64)).is_ok());
+    }
 }

@@ -38,7 +38,7 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 /// The schema versions this build reads.
 pub const SUPPORTED_REPORT_SCHEMA_VERSIONS: &[u32] = &[REPORT_SCHEMA_VERSION];
 
-/// LineProbe report, schema version 1.
+/// A probe's report, schema version 1.
 ///
 /// One probe run: who sent it, what the subscriber declared, the device, the
 /// trace, evidence from earlier submission attempts and, once stored, the

@@ -22,9 +22,21 @@ pub fn report_json_schema() -> Value {
     }
     if let Some(hop) = schema.pointer_mut("/$defs/Hop/properties") {
         limit(hop, "ttl", &[("minimum", json!(1))]);
-        limit(hop, "addrs", &[("maxItems", json!(ReportLimits::MAX_ADDRS_PER_HOP))]);
-        limit(hop, "names", &[("maxItems", json!(ReportLimits::MAX_NAMES_PER_HOP))]);
-        limit(hop, "rtt_ms", &[("maxItems", json!(ReportLimits::MAX_RTTS_PER_HOP))]);
+        limit(
+            hop,
+            "addrs",
+            &[("maxItems", json!(ReportLimits::MAX_ADDRS_PER_HOP))],
+        );
+        limit(
+            hop,
+            "names",
+            &[("maxItems", json!(ReportLimits::MAX_NAMES_PER_HOP))],
+        );
+        limit(
+            hop,
+            "rtt_ms",
+            &[("maxItems", json!(ReportLimits::MAX_RTTS_PER_HOP))],
+        );
         limit(
             hop,
             "annotations",
@@ -42,7 +54,10 @@ pub fn report_json_schema() -> Value {
         if let Some(items) = hop.pointer_mut("/rtt_ms/items") {
             limit_here(
                 items,
-                &[("minimum", json!(0)), ("maximum", json!(ReportLimits::MAX_RTT_MS))],
+                &[
+                    ("minimum", json!(0)),
+                    ("maximum", json!(ReportLimits::MAX_RTT_MS)),
+                ],
             );
         }
         if let Some(items) = hop.pointer_mut("/annotations/items") {

@@ -11,8 +11,7 @@ use serde_json::error::Category;
 use super::identity::quoted;
 use super::{
     AttemptOutcome, DeclaredLine, DeviceFacts, EndpointAttempt, ReceiverEnvelope, Report,
-    ReportLimits, ReportTrace, Stage, SUPPORTED_REPORT_SCHEMA_VERSIONS, TraceEngine,
-    TraceProtocol,
+    ReportLimits, ReportTrace, SUPPORTED_REPORT_SCHEMA_VERSIONS, Stage, TraceEngine, TraceProtocol,
 };
 use crate::{Error, Hop, Violations};
 
@@ -103,7 +102,10 @@ fn supported_versions() -> String {
         .iter()
         .map(u32::to_string)
         .collect();
-    format!("this build reads report schema versions {}", list.join(", "))
+    format!(
+        "this build reads report schema versions {}",
+        list.join(", ")
+    )
 }
 
 fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
@@ -127,7 +129,7 @@ fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
     one(field, reason)
 }
 
-/// serde_json's message with its position moved into parentheses.
+/// The `serde_json` message with its position moved into parentheses.
 fn located(err: &serde_json::Error) -> String {
     let message = err.to_string();
     let bare = message
@@ -160,7 +162,11 @@ pub(super) fn check_report(report: &Report, stage: Stage) -> Violations {
             ),
         );
     }
-    c.text("account", &report.account, LINE.optional(ReportLimits::MAX_ACCOUNT_LEN));
+    c.text(
+        "account",
+        &report.account,
+        LINE.optional(ReportLimits::MAX_ACCOUNT_LEN),
+    );
     check_declared(&mut c, &report.declared);
     check_device(&mut c, &report.device);
     if report.device.mac.is_some() && report.consent.is_none() {
@@ -211,7 +217,11 @@ fn check_declared(c: &mut Checker, declared: &DeclaredLine) {
         }
     }
     if let Some(city) = &declared.city {
-        let ok = c.text("declared.city", city, LINE.required(ReportLimits::MAX_CITY_LEN));
+        let ok = c.text(
+            "declared.city",
+            city,
+            LINE.required(ReportLimits::MAX_CITY_LEN),
+        );
         if ok && city.bytes().all(|b| b.is_ascii_digit()) && city.len() != 6 {
             c.push(
                 "declared.city",
@@ -230,7 +240,10 @@ fn check_declared(c: &mut Checker, declared: &DeclaredLine) {
             carrier,
             TOKEN.required(ReportLimits::MAX_CARRIER_LEN),
         );
-        let snake = carrier.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        let snake = carrier
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase())
             && carrier
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -253,8 +266,20 @@ fn check_declared(c: &mut Checker, declared: &DeclaredLine) {
         LINE.optional(ReportLimits::MAX_ADDRESS_LEN),
     );
     if let Some(location) = &declared.location {
-        c.range("declared.location.lat", location.lat, -90.0, 90.0, "degrees of latitude");
-        c.range("declared.location.lon", location.lon, -180.0, 180.0, "degrees of longitude");
+        c.range(
+            "declared.location.lat",
+            location.lat,
+            -90.0,
+            90.0,
+            "degrees of latitude",
+        );
+        c.range(
+            "declared.location.lon",
+            location.lon,
+            -180.0,
+            180.0,
+            "degrees of longitude",
+        );
         c.range(
             "declared.location.accuracy_m",
             location.accuracy_m,
@@ -287,7 +312,11 @@ fn check_device(c: &mut Checker, device: &DeviceFacts) {
 }
 
 fn check_trace(c: &mut Checker, trace: &ReportTrace) {
-    c.text("trace.target", &trace.target, TOKEN.required(ReportLimits::MAX_HOSTNAME_LEN));
+    c.text(
+        "trace.target",
+        &trace.target,
+        TOKEN.required(ReportLimits::MAX_HOSTNAME_LEN),
+    );
     if let (Ok(literal), Some(addr)) = (trace.target.parse::<IpAddr>(), trace.target_addr) {
         if literal != addr {
             c.push(
@@ -332,10 +361,18 @@ fn check_trace(c: &mut Checker, trace: &ReportTrace) {
     if trace.duration_ms > max_ms {
         c.push(
             "trace.duration_ms",
-            format!("is {} ms; at most {max_ms} ms (one hour) is accepted", trace.duration_ms),
+            format!(
+                "is {} ms; at most {max_ms} ms (one hour) is accepted",
+                trace.duration_ms
+            ),
         );
     }
-    c.count("trace.hops", trace.hops.len(), ReportLimits::MAX_HOPS, "hops");
+    c.count(
+        "trace.hops",
+        trace.hops.len(),
+        ReportLimits::MAX_HOPS,
+        "hops",
+    );
     let mut previous_ttl = None;
     for (i, hop) in trace.hops.iter().enumerate() {
         check_hop(c, &format!("trace.hops[{i}]"), hop, previous_ttl);
@@ -344,8 +381,8 @@ fn check_trace(c: &mut Checker, trace: &ReportTrace) {
     check_raw(c, trace);
 }
 
-/// The hop rules; `pub(crate)`-free on purpose: [`Hop`] carries no limits of
-/// its own because parsers may read longer traces than a report may carry.
+/// The hop rules. They live here, not on [`Hop`], because the limits are the
+/// report's: a parser may read a longer trace than a report may carry.
 fn check_hop(c: &mut Checker, at: &str, hop: &Hop, previous_ttl: Option<u8>) {
     match previous_ttl {
         _ if hop.ttl == 0 => c.push(format!("{at}.ttl"), "is 0; TTLs start at 1"),
@@ -481,8 +518,8 @@ fn check_attempts(c: &mut Checker, attempts: &[EndpointAttempt]) {
             &attempt.endpoint,
             TOKEN.required(ReportLimits::MAX_ENDPOINT_LEN),
         );
-        let http = attempt.endpoint.starts_with("https://")
-            || attempt.endpoint.starts_with("http://");
+        let http =
+            attempt.endpoint.starts_with("https://") || attempt.endpoint.starts_with("http://");
         if ok && !http {
             c.push(
                 format!("{at}.endpoint"),
@@ -540,7 +577,10 @@ fn check_envelope(c: &mut Checker, envelope: &ReceiverEnvelope) {
         );
     }
     if envelope.peer_port == 0 {
-        c.push("envelope.peer_port", "is 0; a TCP source port is 1 to 65535");
+        c.push(
+            "envelope.peer_port",
+            "is 0; a TCP source port is 1 to 65535",
+        );
     }
     let ok = c.text(
         "envelope.path",
@@ -674,7 +714,10 @@ impl Checker {
     /// Checks a list's length.
     fn count(&mut self, field: &str, len: usize, max: usize, what: &str) {
         if len > max {
-            self.push(field, format!("has {len} {what}; at most {max} are accepted"));
+            self.push(
+                field,
+                format!("has {len} {what}; at most {max} are accepted"),
+            );
         }
     }
 
@@ -691,7 +734,10 @@ impl Checker {
     /// Checks a text field; true when it passed.
     fn text(&mut self, field: &str, value: &str, rule: TextRule) -> bool {
         if rule.required && value.is_empty() {
-            self.push(field, "is empty; give a value or leave the field out if it is optional");
+            self.push(
+                field,
+                "is empty; give a value or leave the field out if it is optional",
+            );
             return false;
         }
         let len = value.chars().count();
