@@ -269,8 +269,8 @@ fn read_report_line(ttl: u8, rest: &str, columns: &[String]) -> Result<Hop, Stri
     Ok(hop)
 }
 
-/// A multipath or detail line under a hop: `    |  `|-- 10.0.0.2`,
-/// `        name`, `     AS1234 name`; MPLS label lines are skipped.
+/// A multipath or detail line under a hop (``|  `|-- 10.0.0.2``, an indented
+/// name, `AS1234 name`); MPLS label lines are skipped.
 fn read_multipath_line(hop: &mut Hop, body: &str) {
     let text =
         body.trim_start_matches(|c: char| matches!(c, '|' | '`' | '+' | '-') || c.is_whitespace());

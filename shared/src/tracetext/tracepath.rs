@@ -155,15 +155,12 @@ fn read_line(hop: &mut Hop, rest: &str) -> Result<(), String> {
         }
         // `asymm  3` and `pmtu 1492` keep their number; `reached`, `!H`
         // (and their translations) stand alone.
-        match tokens.get(i + 1).filter(|n| n.parse::<u32>().is_ok()) {
-            Some(number) => {
-                push_annotation(hop, &format!("{token} {number}"));
-                i += 2;
-            }
-            None => {
-                push_annotation(hop, token);
-                i += 1;
-            }
+        if let Some(number) = tokens.get(i + 1).filter(|n| n.parse::<u32>().is_ok()) {
+            push_annotation(hop, &format!("{token} {number}"));
+            i += 2;
+        } else {
+            push_annotation(hop, token);
+            i += 1;
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! `traceroute` as printed on Linux (Debian/modern 2.x and the older LBL
-//! code), FreeBSD, OpenBSD, NetBSD, macOS and BusyBox.
+//! code), FreeBSD, OpenBSD, NetBSD, macOS and `BusyBox`.
 //!
 //! All of them descend from the LBL tool and print one line per TTL: the TTL,
 //! then for each probe either `*` or the replying address (printed again only
@@ -7,7 +7,7 @@
 //! macOS print a further responder of the same TTL on a continuation line that
 //! starts with whitespace instead of a TTL. The line is read token by token,
 //! so spacing differences between the implementations do not matter; the
-//! spacing is only used to tell BusyBox apart.
+//! spacing is only used to tell `BusyBox` apart.
 //!
 //! The helpers at the end (address tokens, round-trip times, putting hops in
 //! order) are shared with the `tracepath` and `mtr` parsers.
@@ -107,12 +107,10 @@ pub(super) fn parse(text: &str) -> Result<ParsedTrace, Error> {
             continue;
         }
         let is_indented = line.starts_with(char::is_whitespace);
-        if let (true, Some(at)) = (is_indented, current) {
+        let continued = current.and_then(|at| hops.get_mut(at));
+        if let (true, Some(hop)) = (is_indented, continued) {
             if is_continuation(line.trim_start()) {
-                if let Some(hop) = hops.get_mut(at) {
-                    read_probes(hop, line).map_err(|reason| malformed(line_no, reason))?;
-                }
-                continue;
+                read_probes(hop, line).map_err(|reason| malformed(line_no, reason))?;
             }
         }
         // Anything else is noise around the output: a shell prompt and the
@@ -191,9 +189,9 @@ impl Header {
     }
 }
 
-/// Spacing clues that tell BusyBox from the other implementations.
+/// Spacing clues that tell `BusyBox` from the other implementations.
 ///
-/// BusyBox prints every timeout as `"  *"` (two spaces), so a silent hop is
+/// `BusyBox` prints every timeout as `"  *"` (two spaces), so a silent hop is
 /// `*  *  *` and a timeout before a reply is `*  10.0.0.1`; the LBL, Linux 2.x,
 /// BSD and macOS code prints `" *"`, giving `* * *`, `* 10.0.0.1` and `ms *`.
 #[derive(Debug, Default)]
@@ -226,11 +224,10 @@ impl Spacing {
         // 38, so this is a best guess only when nothing better is printed.
         header.is_some_and(|h| {
             !h.has_from
-                && match (h.packet_bytes, h.target_addr) {
-                    (Some(38 | 46), Some(IpAddr::V4(_)) | None) => true,
-                    (Some(72), Some(IpAddr::V6(_))) => true,
-                    _ => false,
-                }
+                && matches!(
+                    (h.packet_bytes, h.target_addr),
+                    (Some(38 | 46), Some(IpAddr::V4(_)) | None) | (Some(72), Some(IpAddr::V6(_)))
+                )
         })
     }
 }
