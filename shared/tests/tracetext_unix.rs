@@ -1,4 +1,4 @@
-//! `traceroute` text (Linux, BSD, macOS, BusyBox) through the public parser.
+//! `traceroute` text (Linux, BSD, macOS, `BusyBox`) through the public parser.
 
 use std::net::IpAddr;
 
@@ -200,6 +200,18 @@ fn busybox_ipv6_and_probe_size_heuristic() {
     let t = parse("busybox_no_timeouts.txt");
     assert_eq!(t.format, TraceFormat::BusyboxTraceroute);
     assert_eq!(hop_list(&t).len(), 2);
+}
+
+#[test]
+fn tcptraceroute_header_and_open_port() {
+    let t = parse("tcptraceroute_open.txt");
+    assert_eq!(t.format, TraceFormat::Traceroute);
+    assert_eq!(t.target.as_deref(), Some("shop.example.com"));
+    assert_eq!(t.target_addr, Some(ip("198.51.100.80")));
+    assert_eq!(t.max_hops, Some(30));
+    assert_eq!(t.hops.len(), 4);
+    assert_eq!(addrs(&t.hops[3]), vec!["198.51.100.80".to_owned()]);
+    assert_eq!(t.hops[3].annotations, vec!["open".to_owned()]);
 }
 
 #[test]

@@ -155,19 +155,27 @@ struct Header {
 
 impl Header {
     fn parse(line: &str) -> Option<Self> {
-        // tcptraceroute prints its own header; it is otherwise the same tool.
-        let rest = ["traceroute to ", "traceroute6 to ", "Tracing the path to "]
-            .iter()
-            .find_map(|p| line.strip_prefix(p))?;
-        let mut words = rest.split_whitespace();
-        let target = words
+        // tcptraceroute and Cisco IOS print their own headers; the hop lines
+        // are the LBL ones.
+        let rest = [
+            "traceroute to ",
+            "traceroute6 to ",
+            "Tracing the path to ",
+            "Tracing the route to ",
+        ]
+        .iter()
+        .find_map(|p| line.strip_prefix(p))?;
+        // `host (addr),`, or `host(addr),` as some routers print it.
+        let target = rest
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ',')
             .next()
-            .map(|t| t.trim_end_matches(',').to_owned())
-            .filter(|t| !t.starts_with('('));
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
         let target_addr = rest
             .split_once('(')
             .and_then(|(_, after)| after.split_once(')'))
-            .and_then(|(inner, _)| parse_addr(inner));
+            .and_then(|(inner, _)| parse_addr(inner))
+            .or_else(|| target.as_deref().and_then(parse_addr));
         let tokens: Vec<&str> = rest
             .split(|c: char| c.is_whitespace() || c == ',')
             .filter(|t| !t.is_empty())
@@ -284,8 +292,11 @@ fn read_probes(hop: &mut Hop, text: &str) -> Result<(), String> {
                 .ok_or_else(|| format!("{token:?} opens a `[` that is never closed"))?;
             i += used - 1;
             let inner = inner.trim();
-            // `[*]` is -A's "no AS known"; it says nothing.
-            if inner != "*" && !inner.is_empty() {
+            if let Some(addr) = parse_addr(inner) {
+                hop.push_addr(addr);
+            } else if inner != "*" && !inner.is_empty() {
+                // `[AS4134]` from -A (`[*]`: no AS known, which says
+                // nothing), tcptraceroute's `[open]`, Cisco's `[MPLS: …]`.
                 push_annotation(hop, inner);
             }
             continue;
@@ -324,9 +335,10 @@ fn read_probes(hop: &mut Hop, text: &str) -> Result<(), String> {
             push_annotation(hop, token);
             continue;
         }
-        if is_host_name(token) {
+        if is_name_like(token) {
             // The name before its `(address)`, or alone when the tool had
-            // only a name to print.
+            // only a name to print. Reverse DNS can hold odd characters, so
+            // anything without brackets or marks is taken as a name.
             hop.push_name(token);
             continue;
         }
@@ -458,6 +470,14 @@ pub(super) fn is_host_name(token: &str) -> bool {
         && token.chars().all(|c| {
             c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '/' | '%' | '~' | '@' | '+')
         })
+        && token.chars().any(char::is_alphanumeric)
+}
+
+/// A token that can only be a name: no brackets, marks or control characters.
+fn is_name_like(token: &str) -> bool {
+    !token.starts_with(['!', '*', '\'', '"'])
+        && !token.contains(['(', ')', '[', ']', '<', '>'])
+        && !token.chars().any(char::is_control)
         && token.chars().any(char::is_alphanumeric)
 }
 
