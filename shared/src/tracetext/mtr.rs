@@ -22,17 +22,62 @@ use crate::{Error, Hop};
 /// The report's columns when its `HOST:` header line is missing.
 const DEFAULT_COLUMNS: [&str; 7] = ["Loss%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev"];
 
-/// True for `mtr --json`: a JSON object with mtr's `hubs`.
+/// Where the fields of one hop are in a JSON document.
+#[derive(Debug)]
+struct JsonKeys {
+    count: &'static str,
+    addr: Option<&'static str>,
+    host: &'static str,
+    asn: &'static str,
+    /// JSON key, and the report column title it stands for.
+    stats: [(&'static str, &'static str); 6],
+}
+
+/// `mtr --json`: `{"report": {"mtr": {…}, "hubs": [{"count": 1, "host": …}]}}`.
+const HUB_KEYS: JsonKeys = JsonKeys {
+    count: "count",
+    addr: None,
+    host: "host",
+    asn: "ASN",
+    stats: [
+        ("Loss%", "Loss%"),
+        ("Snt", "Snt"),
+        ("Rcv", "Rcv"),
+        ("Drop", "Drop"),
+        ("Avg", "Avg"),
+        ("Last", "Last"),
+    ],
+};
+
+/// The flat variant: `{"dst": …, "hops": [{"hop": 1, "ipaddr": …, "sent": …}]}`.
+const FLAT_KEYS: JsonKeys = JsonKeys {
+    count: "hop",
+    addr: Some("ipaddr"),
+    host: "host",
+    asn: "asn",
+    stats: [
+        ("losspercent", "Loss%"),
+        ("sent", "Snt"),
+        ("received", "Rcv"),
+        ("drop", "Drop"),
+        ("avg", "Avg"),
+        ("last", "Last"),
+    ],
+};
+
+/// True for `mtr --json`: a JSON object with mtr's `hubs` (or the flat
+/// `hops` list with `ipaddr`).
 pub(super) fn looks_like_json(text: &str) -> bool {
-    json_start(text).is_some_and(|json| json.contains("\"hubs\""))
+    json_start(text).is_some_and(|json| {
+        json.contains("\"hubs\"") || (json.contains("\"hops\"") && json.contains("\"ipaddr\""))
+    })
 }
 
 /// True for `mtr --report`: the `HOST: … Loss%` header or `N.|--` hop lines.
 pub(super) fn looks_like_report(text: &str) -> bool {
     text.lines().any(|line| {
         let body = line.trim_start();
-        (body.starts_with("HOST:") && (body.contains("Loss%") || body.contains("Snt")))
-            || split_hop_number(line).is_some_and(|(_, marked, _)| marked)
+        header_titles(body).is_some() || split_hop_number(line).is_some_and(|(_, marked, _)| marked)
     })
 }
 
@@ -50,38 +95,59 @@ pub(super) fn parse_json(text: &str) -> Result<ParsedTrace, Error> {
         .map_err(|e| json_error(e.line(), format!("not valid JSON: {e}")))?;
 
     let report = value.get("report").unwrap_or(&value);
-    let hubs = report
-        .get("hubs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| json_error(0, "expected `report.hubs`, a list of hops".to_owned()))?;
+    // mtr writes `report.hubs`; some builds and wrappers write a flat
+    // `hops` list with lower-case keys. The keys of each are mapped onto
+    // the report's column titles.
+    let (list, keys) = if let Some(hubs) = report.get("hubs").and_then(Value::as_array) {
+        (hubs, &HUB_KEYS)
+    } else if let Some(hops) = report.get("hops").and_then(Value::as_array) {
+        (hops, &FLAT_KEYS)
+    } else {
+        return Err(json_error(
+            0,
+            "expected `report.hubs`, a list of hops".to_owned(),
+        ));
+    };
     let target = report
         .get("mtr")
-        .and_then(|m| m.get("dst"))
+        .unwrap_or(report)
+        .get("dst")
         .and_then(Value::as_str)
         .map(str::to_owned);
 
-    let mut hops = Vec::with_capacity(hubs.len());
-    for (i, hub) in hubs.iter().enumerate() {
-        let count = hub
-            .get("count")
-            .and_then(number)
-            .ok_or_else(|| json_error(0, format!("hub {i} has no `count` (its hop number)")))?;
+    let mut hops = Vec::with_capacity(list.len());
+    for (i, hub) in list.iter().enumerate() {
+        let count = hub.get(keys.count).and_then(number).ok_or_else(|| {
+            json_error(
+                0,
+                format!("hop {i} has no `{}` (its hop number)", keys.count),
+            )
+        })?;
         let ttl = ttl_from(count).ok_or_else(|| {
             json_error(
                 0,
-                format!("hub {i} has `count` {count}, not a hop number between 1 and 255"),
+                format!(
+                    "hop {i} has `{}` {count}, not a hop number between 1 and 255",
+                    keys.count
+                ),
             )
         })?;
         let mut hop = Hop::new(ttl);
-        if let Some(host) = hub.get("host").and_then(Value::as_str) {
-            read_host(&mut hop, &host.split_whitespace().collect::<Vec<_>>());
+        if let Some(addr) = keys.addr.and_then(|k| hub.get(k)).and_then(Value::as_str) {
+            read_host(&mut hop, &[addr]);
         }
-        if let Some(asn) = hub.get("ASN").and_then(Value::as_str) {
+        if let Some(host) = hub.get(keys.host).and_then(Value::as_str) {
+            if host != "unresolved" {
+                read_host(&mut hop, &host.split_whitespace().collect::<Vec<_>>());
+            }
+        }
+        if let Some(asn) = hub.get(keys.asn).and_then(Value::as_str) {
             push_asn(&mut hop, asn.trim());
         }
-        let stats: HashMap<&str, f64> = ["Loss%", "Snt", "Rcv", "Drop", "Avg", "Last"]
-            .into_iter()
-            .filter_map(|k| hub.get(k).and_then(number).map(|v| (k, v)))
+        let stats: HashMap<&str, f64> = keys
+            .stats
+            .iter()
+            .filter_map(|(key, title)| hub.get(*key).and_then(number).map(|v| (*title, v)))
             .collect();
         apply_stats(&mut hop, &stats);
         hops.push(hop);
@@ -107,13 +173,8 @@ pub(super) fn parse_report(text: &str) -> Result<ParsedTrace, Error> {
         let line_no = index + 1;
         let line = raw.trim_end();
         let body = line.trim_start();
-        if let Some(rest) = body.strip_prefix("HOST:") {
-            // `HOST: <local name>  Loss%  Snt …`: the titles give the
-            // column order (mtr -o can change it).
-            let titles: Vec<String> = rest.split_whitespace().skip(1).map(str::to_owned).collect();
-            if !titles.is_empty() {
-                columns = titles;
-            }
+        if let Some(titles) = header_titles(body) {
+            columns = titles;
             current = None;
             continue;
         }
@@ -153,6 +214,23 @@ pub(super) fn parse_report(text: &str) -> Result<ParsedTrace, Error> {
         locale: None,
         hops: finish_hops(hops),
     })
+}
+
+/// The column titles of a report header, `HOST: <local name>  Loss%  Snt …`,
+/// or of the interactive screen's ` Host  Loss%  Snt …` when one was pasted.
+/// The titles give the column order (`mtr -o` can change it).
+fn header_titles(body: &str) -> Option<Vec<String>> {
+    let titles: Vec<String> = if let Some(rest) = body.strip_prefix("HOST:") {
+        rest.split_whitespace().skip(1).map(str::to_owned).collect()
+    } else if let Some(rest) = body.strip_prefix("Host ") {
+        rest.split_whitespace().map(str::to_owned).collect()
+    } else {
+        return None;
+    };
+    titles
+        .iter()
+        .any(|t| matches!(t.as_str(), "Loss%" | "Snt" | "Rcv" | "Drop" | "Avg"))
+        .then_some(titles)
 }
 
 fn json_error(line: usize, reason: String) -> Error {
@@ -244,6 +322,17 @@ fn apply_stats(hop: &mut Hop, stats: &HashMap<&str, f64>) {
 /// Reads a hop line after `N.|--`: the host, then one value per column.
 fn read_report_line(ttl: u8, rest: &str, columns: &[String]) -> Result<Hop, String> {
     let tokens: Vec<&str> = rest.split_whitespace().collect();
+    if tokens.len() <= columns.len()
+        && !tokens
+            .iter()
+            .any(|t| t.trim_end_matches('%').parse::<f64>().is_ok())
+    {
+        // The interactive screen prints `???` and `(waiting for reply)`
+        // without statistics.
+        let mut hop = Hop::new(ttl);
+        read_host(&mut hop, &tokens);
+        return Ok(hop);
+    }
     let split = tokens.len().checked_sub(columns.len()).ok_or_else(|| {
         format!(
             "expected a host and {} columns ({}), found {} fields",

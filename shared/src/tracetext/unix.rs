@@ -93,6 +93,12 @@ pub(super) fn parse(text: &str) -> Result<ParsedTrace, Error> {
             continue;
         }
         if let Some((ttl_text, rest)) = split_ttl(line) {
+            if ttl_text.bytes().all(|b| b == b'0') {
+                // Some builds print a `0` line for the local host before
+                // the first hop; it is not a hop.
+                current = None;
+                continue;
+            }
             let ttl = parse_ttl(ttl_text).ok_or_else(|| {
                 malformed(
                     line_no,
@@ -128,7 +134,8 @@ pub(super) fn parse(text: &str) -> Result<ParsedTrace, Error> {
         trace.target_addr = h.target_addr;
         trace.max_hops = h.max_hops;
     }
-    if spacing.is_busybox(header.as_ref()) {
+    let cisco = header.as_ref().is_some_and(|h| h.cisco);
+    if !cisco && spacing.is_busybox(header.as_ref()) {
         trace.format = TraceFormat::BusyboxTraceroute;
     }
     trace.hops = finish_hops(hops);
@@ -151,6 +158,8 @@ struct Header {
     max_hops: Option<u8>,
     packet_bytes: Option<u32>,
     has_from: bool,
+    /// Cisco IOS pads its timeouts like `BusyBox` does.
+    cisco: bool,
 }
 
 impl Header {
@@ -193,6 +202,7 @@ impl Header {
             max_hops: number_before("hops").and_then(|n| u8::try_from(n).ok()),
             packet_bytes: number_before("byte"),
             has_from: tokens.contains(&"from"),
+            cisco: line.starts_with("Tracing the route to "),
         })
     }
 }
@@ -214,7 +224,11 @@ impl Spacing {
         if rest.contains("*  *") || (body.starts_with("*  ") && !body.starts_with("*   ")) {
             self.busybox = true;
         }
-        if rest.contains("* *") || rest.contains("ms *") || starts_single_spaced_star(body) {
+        if rest.contains("* *")
+            || rest.contains("ms *")
+            || rest.contains(" msec")
+            || starts_single_spaced_star(body)
+        {
             self.other = true;
         }
     }
