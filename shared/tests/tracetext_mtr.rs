@@ -142,3 +142,41 @@ fn broken_json_is_malformed() {
         })
     ));
 }
+
+#[test]
+fn pasted_interactive_screen() {
+    let t = parse("interactive_screen.txt");
+    assert_eq!(t.format, TraceFormat::MtrReport);
+    let ttls: Vec<u8> = t.hops.iter().map(|h| h.ttl).collect();
+    assert_eq!(ttls, vec![1, 2, 3, 4]);
+    assert_eq!(t.hops[0].names, vec!["_gateway".to_owned()]);
+    assert_eq!((t.hops[0].sent, t.hops[0].received), (30, 30));
+    assert!(t.hops[1].is_silent());
+    assert_eq!(t.hops[2].addrs, vec![ip("100.64.3.1"), ip("100.64.3.5")]);
+    assert_eq!((t.hops[2].sent, t.hops[2].received), (30, 29));
+    assert!(t.hops[3].is_silent());
+    assert_eq!(t.hops[3].annotations, vec!["waiting for reply".to_owned()]);
+}
+
+#[test]
+fn flat_json_hop_list() {
+    let t = parse("json_flat_hops.json");
+    assert_eq!(t.format, TraceFormat::MtrJson);
+    assert_eq!(t.target_addr, Some(ip("192.0.2.53")));
+    let list: Vec<(u8, Vec<IpAddr>, u16, u16)> = t
+        .hops
+        .iter()
+        .map(|h| (h.ttl, h.addrs.clone(), h.sent, h.received))
+        .collect();
+    assert_eq!(
+        list,
+        vec![
+            (1, vec![ip("203.0.113.1")], 5, 5),
+            (2, vec![], 5, 0),
+            (3, vec![ip("192.0.2.53")], 5, 4),
+        ]
+    );
+    assert!(t.hops[0].names.is_empty(), "`unresolved` is not a name");
+    assert_eq!(t.hops[2].names, vec!["ns.example.org".to_owned()]);
+    assert_eq!(t.hops[2].annotations, vec!["AS64501".to_owned()]);
+}

@@ -215,6 +215,39 @@ fn tcptraceroute_header_and_open_port() {
 }
 
 #[test]
+fn cisco_ios_output_reads_like_lbl() {
+    let t = parse("cisco_ios.txt");
+    assert_eq!(
+        t.format,
+        TraceFormat::Traceroute,
+        "padded timeouts are not BusyBox here"
+    );
+    assert_eq!(t.target_addr, Some(ip("192.0.2.99")));
+    assert_eq!(
+        hop_list(&t),
+        owned(&[
+            (1, &["10.0.0.1"]),
+            (2, &["10.0.1.1", "10.0.1.5"]),
+            (3, &[]),
+            (4, &["192.0.2.99"]),
+        ])
+    );
+    assert_eq!(t.hops[0].rtt_ms, vec![4.0, 0.0, 0.0]);
+    assert_eq!(
+        t.hops[1].annotations,
+        vec!["MPLS: Label 24 Exp 0".to_owned()]
+    );
+    assert_eq!((t.hops[3].sent, t.hops[3].received), (3, 2));
+}
+
+#[test]
+fn a_ttl_zero_line_is_not_a_hop() {
+    let text = "traceroute to 192.0.2.1 (192.0.2.1)...\n 0 -  *  *  *\n 1 192.0.2.1  9.87ms\n";
+    let t = parse_trace_text(text).expect("parses");
+    assert_eq!(hop_list(&t), owned(&[(1, &["192.0.2.1"])]));
+}
+
+#[test]
 fn output_without_header() {
     let t = parse("no_header.txt");
     assert_eq!(t.format, TraceFormat::Traceroute);

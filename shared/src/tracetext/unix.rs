@@ -612,6 +612,54 @@ mod tests {
         assert!(!s.is_busybox(None));
     }
 
+    /// Each detector claims its own tool's output and nobody else's.
+    #[test]
+    fn detectors_do_not_claim_each_other() {
+        use super::super::{mtr, tracepath};
+        macro_rules! fixtures {
+            ($dir:literal: $($name:literal),* $(,)?) => {
+                [$(include_str!(concat!("../../tests/fixtures/", $dir, "/", $name))),*]
+            };
+        }
+        let traceroute = fixtures!("traceroute":
+            "linux_names_asn.txt", "linux_n_bang.txt", "linux_icmp_ipv6.txt",
+            "macos_continuation.txt", "freebsd_traceroute6.txt", "openbsd_lbl.txt",
+            "busybox_router.txt", "busybox_n_ipv6.txt", "busybox_no_timeouts.txt",
+            "no_header.txt", "tcptraceroute_open.txt", "cisco_ios.txt");
+        let tracepath_out = fixtures!("tracepath":
+            "names_pmtu.txt", "ipv6_n.txt", "both_b.txt", "localized_fr.txt");
+        let reports = fixtures!("mtr":
+            "report_names_multipath.txt", "report_wide_asn.txt", "report_ipv6_fields.txt",
+            "interactive_screen.txt");
+        let json =
+            fixtures!("mtr": "json_new.json", "json_old_strings.json", "json_flat_hops.json");
+        let windows = "Tracing route to host.example [192.0.2.5]\r\nover a maximum of 30 hops:\r\n\r\n  \
+                       1    <1 ms    <1 ms    <1 ms  192.168.1.1\r\n  \
+                       2     *        *        *     Request timed out.\r\n  \
+                       3    12 ms    11 ms    12 ms  host.example [192.0.2.5]\r\n";
+        let claims = |t: &str| {
+            [
+                mtr::looks_like_json(t),
+                mtr::looks_like_report(t),
+                tracepath::looks_like(t),
+                looks_like(t),
+            ]
+        };
+        for t in traceroute {
+            assert_eq!(claims(t), [false, false, false, true], "{t}");
+        }
+        for t in tracepath_out {
+            assert_eq!(claims(t), [false, false, true, false], "{t}");
+        }
+        for t in reports {
+            assert_eq!(claims(t), [false, true, false, false], "{t}");
+        }
+        for t in json {
+            assert_eq!(claims(t), [true, false, false, false], "{t}");
+        }
+        assert_eq!(claims(windows), [false; 4]);
+    }
+
     #[test]
     fn command_echo_target() {
         let t = "root@r1:~# tracepath -n 192.0.2.9\n 1:  x\n";
