@@ -248,6 +248,21 @@ fn a_ttl_zero_line_is_not_a_hop() {
 }
 
 #[test]
+fn numbered_lines_before_the_header_are_not_hops() {
+    let text = "$ ping -c1 192.0.2.1; traceroute 192.0.2.1\n\
+                64 bytes from 192.0.2.1: icmp_seq=1 ttl=62 time=1.23 ms\n\
+                traceroute to 192.0.2.1 (192.0.2.1), 30 hops max, 60 byte packets\n \
+                1  10.0.0.1  0,512 ms  0,480 ms  0,470 ms\n \
+                2  192.0.2.1  1,201 ms  1,187 ms  1,166 ms\n";
+    let t = parse_trace_text(text).expect("parses");
+    assert_eq!(
+        hop_list(&t),
+        owned(&[(1, &["10.0.0.1"]), (2, &["192.0.2.1"])])
+    );
+    assert_eq!(t.hops[0].rtt_ms, vec![0.512, 0.480, 0.470]);
+}
+
+#[test]
 fn output_without_header() {
     let t = parse("no_header.txt");
     assert_eq!(t.format, TraceFormat::Traceroute);

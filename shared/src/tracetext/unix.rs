@@ -77,7 +77,14 @@ pub(super) fn parse(text: &str) -> Result<ParsedTrace, Error> {
     let mut current: Option<usize> = None;
     let mut spacing = Spacing::default();
 
-    for (index, raw) in text.lines().enumerate() {
+    // Whatever precedes the header (a prompt, the command, `ping` output
+    // pasted with it) is not part of the trace, even when it starts with a
+    // number.
+    let first_line = text
+        .lines()
+        .position(|l| Header::parse(clean_line(l).trim_start()).is_some())
+        .unwrap_or(0);
+    for (index, raw) in text.lines().enumerate().skip(first_line) {
         let line_no = index + 1;
         let line = clean_line(raw);
         if line.trim().is_empty() {
@@ -282,7 +289,9 @@ fn read_probes(hop: &mut Hop, text: &str) -> Result<(), String> {
             push_rtt(hop, ms);
             continue;
         }
-        if let Ok(ms) = token.parse::<f64>() {
+        // Some locales print `1,234 ms`.
+        let decimal = token.replace(',', ".");
+        if let Ok(ms) = decimal.parse::<f64>() {
             if tokens.get(i).is_some_and(|u| is_ms_unit(u)) {
                 if !ms.is_finite() || ms < 0.0 {
                     return Err(format!("{token:?} is not a round-trip time"));
