@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lineprobe_shared::{
-    Carrier, CarrierId, CarrierKind, Catalog, CityCode, CityKind, Error, ProvinceCode,
-    ProvinceKind,
+    Carrier, CarrierId, CarrierKind, Catalog, CityCode, CityKind, Error, ProvinceCode, ProvinceKind,
 };
 
 fn cat() -> Catalog {
@@ -16,11 +15,11 @@ fn cat() -> Catalog {
 }
 
 fn pc(s: &str) -> ProvinceCode {
-    ProvinceCode::new(s).unwrap()
+    ProvinceCode::new(s).expect("well-formed province code")
 }
 
 fn cid(s: &str) -> CarrierId {
-    CarrierId::new(s).unwrap()
+    CarrierId::new(s).expect("well-formed carrier id")
 }
 
 fn repo_catalog_dir() -> PathBuf {
@@ -68,7 +67,12 @@ fn every_prefecture_level_division_is_listed_once() {
         if let Some(code) = &city.code {
             assert!(codes.insert(code.clone()), "duplicate code {code}");
             let province = c.province_by_id(&city.province).unwrap();
-            assert_eq!(&province.gb_code[..2], code.province_digits(), "{}", city.name_zh);
+            assert_eq!(
+                &province.gb_code[..2],
+                code.province_digits(),
+                "{}",
+                city.name_zh
+            );
         }
     }
 }
@@ -77,15 +81,42 @@ fn every_prefecture_level_division_is_listed_once() {
 fn special_regions_and_directly_administered_units_are_present() {
     let c = cat();
     assert_eq!(
-        c.cities_in(&pc("CN-HK")).filter(|x| x.kind == CityKind::District).count(),
+        c.cities_in(&pc("CN-HK"))
+            .filter(|x| x.kind == CityKind::District)
+            .count(),
         18
     );
     assert_eq!(c.cities_in(&pc("CN-TW")).count(), 22);
-    assert!(c.cities_in(&pc("CN-MO")).filter(|x| x.kind == CityKind::Parish).count() >= 7);
-    assert_eq!(c.cities_in(&pc("CN-BJ")).filter(|x| x.kind == CityKind::District).count(), 16);
-    assert_eq!(c.cities_in(&pc("CN-SH")).filter(|x| x.kind == CityKind::District).count(), 16);
-    assert_eq!(c.cities_in(&pc("CN-TJ")).filter(|x| x.kind == CityKind::District).count(), 16);
-    assert_eq!(c.cities_in(&pc("CN-CQ")).filter(|x| x.kind != CityKind::Municipality).count(), 38);
+    assert!(
+        c.cities_in(&pc("CN-MO"))
+            .filter(|x| x.kind == CityKind::Parish)
+            .count()
+            >= 7
+    );
+    assert_eq!(
+        c.cities_in(&pc("CN-BJ"))
+            .filter(|x| x.kind == CityKind::District)
+            .count(),
+        16
+    );
+    assert_eq!(
+        c.cities_in(&pc("CN-SH"))
+            .filter(|x| x.kind == CityKind::District)
+            .count(),
+        16
+    );
+    assert_eq!(
+        c.cities_in(&pc("CN-TJ"))
+            .filter(|x| x.kind == CityKind::District)
+            .count(),
+        16
+    );
+    assert_eq!(
+        c.cities_in(&pc("CN-CQ"))
+            .filter(|x| x.kind != CityKind::Municipality)
+            .count(),
+        38
+    );
     for (code, name) in [
         ("429004", "仙桃市"),
         ("429005", "潜江市"),
@@ -137,7 +168,16 @@ fn guangdong_in_every_spelling() {
 fn maxmind_subdivision_forms_resolve() {
     let c = cat();
     // MaxMind's test City database: iso_code "22", name "Jilin Sheng", zh "吉林".
-    for s in ["22", "Jilin Sheng", "吉林", "吉林省", "吉", "Jilin", "CN-JL", "JL"] {
+    for s in [
+        "22",
+        "Jilin Sheng",
+        "吉林",
+        "吉林省",
+        "吉",
+        "Jilin",
+        "CN-JL",
+        "JL",
+    ] {
         assert_eq!(c.province(s).map(|p| p.id.as_str()), Some("CN-JL"), "{s:?}");
     }
 }
@@ -217,7 +257,16 @@ fn province_choices_list_every_id() {
 fn guangzhou_in_every_spelling() {
     let c = cat();
     let gd = pc("CN-GD");
-    for s in ["广州", "广州市", "Guangzhou", "Guangzhou Shi", "Guangzhou City", "GUANGZHOU", "440100", "Canton"] {
+    for s in [
+        "广州",
+        "广州市",
+        "Guangzhou",
+        "Guangzhou Shi",
+        "Guangzhou City",
+        "GUANGZHOU",
+        "440100",
+        "Canton",
+    ] {
         for province in [Some(&gd), None] {
             let city = c.city(province, s);
             assert_eq!(
@@ -249,7 +298,10 @@ fn ambiguous_city_names_need_a_province() {
     assert_eq!(code(None, "Suzhou"), None);
     assert_eq!(code(Some(&pc("CN-JS")), "Suzhou"), Some("320500".into()));
     assert_eq!(code(Some(&pc("CN-AH")), "Suzhou"), Some("341300".into()));
-    assert_eq!(code(Some(&pc("CN-ZJ")), "Taizhou Shi"), Some("331000".into()));
+    assert_eq!(
+        code(Some(&pc("CN-ZJ")), "Taizhou Shi"),
+        Some("331000".into())
+    );
     // Unique names resolve without a province.
     assert_eq!(code(None, "吉林"), Some("220200".into()));
     assert_eq!(code(None, "长春"), Some("220100".into()));
@@ -283,7 +335,12 @@ fn municipalities_resolve_as_cities() {
     }
     let pudong = c.city(Some(&pc("CN-SH")), "浦东").unwrap();
     assert_eq!(pudong.name_zh, "浦东新区");
-    assert_eq!(c.city(Some(&pc("CN-BJ")), "Haidian District").unwrap().name_zh, "海淀区");
+    assert_eq!(
+        c.city(Some(&pc("CN-BJ")), "Haidian District")
+            .unwrap()
+            .name_zh,
+        "海淀区"
+    );
 }
 
 #[test]
@@ -295,10 +352,16 @@ fn hong_kong_macao_and_taiwan_entries_resolve_without_codes() {
     assert!(wan_chai.code.is_none());
     assert_eq!(c.city(Some(&hk), "灣仔").unwrap().name_zh, "湾仔区");
     assert_eq!(c.city(None, "Sha Tin").unwrap().name_zh, "沙田区");
-    assert_eq!(c.city(Some(&pc("CN-MO")), "Taipa").unwrap().name_zh, "嘉模堂区");
+    assert_eq!(
+        c.city(Some(&pc("CN-MO")), "Taipa").unwrap().name_zh,
+        "嘉模堂区"
+    );
     assert_eq!(c.city(None, "São Lázaro").unwrap().name_zh, "望德堂区");
     assert_eq!(c.city(None, "Sao Lazaro").unwrap().name_zh, "望德堂区");
-    assert_eq!(c.city(Some(&pc("CN-TW")), "臺北市").unwrap().name_en, "Taipei");
+    assert_eq!(
+        c.city(Some(&pc("CN-TW")), "臺北市").unwrap().name_en,
+        "Taipei"
+    );
     assert_eq!(c.city(None, "Kaohsiung").unwrap().name_zh, "高雄市");
 }
 
@@ -402,25 +465,55 @@ fn organisation_strings_match_the_right_carrier() {
     let cases = [
         ("CNCGROUP China169 Backbone", Some("china_unicom")),
         ("China Unicom Liaoning", Some("china_unicom")),
-        ("CHINA UNICOM Industrial Internet Backbone", Some("china_unicom")),
+        (
+            "CHINA UNICOM Industrial Internet Backbone",
+            Some("china_unicom"),
+        ),
         ("Chinanet", Some("china_telecom")),
         ("China Telecom FUJIAN", Some("china_telecom")),
         ("China Telecom SHANGHAI", Some("china_telecom")),
-        ("IDC, China Telecommunications Corporation", Some("china_telecom")),
-        ("Guangdong Mobile Communication Co.Ltd.", Some("china_mobile")),
+        (
+            "IDC, China Telecommunications Corporation",
+            Some("china_telecom"),
+        ),
+        (
+            "Guangdong Mobile Communication Co.Ltd.",
+            Some("china_mobile"),
+        ),
         ("Guangdong Mobile", Some("china_mobile")),
-        ("China Mobile Communications Corporation", Some("china_mobile")),
-        ("China TieTong Telecommunications Corporation", Some("china_mobile")),
+        (
+            "China Mobile Communications Corporation",
+            Some("china_mobile"),
+        ),
+        (
+            "China TieTong Telecommunications Corporation",
+            Some("china_mobile"),
+        ),
         ("China TieTong", Some("china_mobile")),
         ("China Education and Research Network", Some("cernet")),
         ("CNIC-CAS", Some("cstnet")),
-        ("Beijing Gehua Catv Network Co., Ltd.", Some("china_broadnet")),
-        ("Beijing Dian-Xin-Tong Network Technologies Co., Ltd.", Some("drpeng")),
+        (
+            "Beijing Gehua Catv Network Co., Ltd.",
+            Some("china_broadnet"),
+        ),
+        (
+            "Beijing Dian-Xin-Tong Network Technologies Co., Ltd.",
+            Some("drpeng"),
+        ),
         ("北京电信通", Some("drpeng")),
         ("中国电信", Some("china_telecom")),
-        ("Hangzhou Alibaba Advertising Co.,Ltd.", Some("alibaba_cloud")),
-        ("Beijing Baidu Netcom Science and Technology Co., Ltd.", Some("baidu_cloud")),
-        ("Shenzhen Tencent Computer Systems Company Limited", Some("tencent_cloud")),
+        (
+            "Hangzhou Alibaba Advertising Co.,Ltd.",
+            Some("alibaba_cloud"),
+        ),
+        (
+            "Beijing Baidu Netcom Science and Technology Co., Ltd.",
+            Some("baidu_cloud"),
+        ),
+        (
+            "Shenzhen Tencent Computer Systems Company Limited",
+            Some("tencent_cloud"),
+        ),
         ("ＣＨＩＮＡ ＴＥＬＥＣＯＭ", Some("china_telecom")),
         // Look-alikes that are no Chinese access carrier.
         ("Beijing Teletron Telecom Engineering Co., Ltd.", None),
@@ -470,18 +563,33 @@ fn expected_upstreams() {
     assert!(!up("china_mobile", "china_mobile"));
     assert!(!up("no_such_carrier", "china_telecom"));
     // Tietong is China Mobile itself, not an upstream relation.
-    assert_eq!(carrier_id(c.carrier("铁通")), carrier_id(c.carrier_by_asn(9808)));
+    assert_eq!(
+        carrier_id(c.carrier("铁通")),
+        carrier_id(c.carrier_by_asn(9808))
+    );
 }
 
 #[test]
 fn carrier_choices_list_declarable_carriers_only() {
     let c = cat();
     let choices = c.carrier_choices();
-    for id in ["china_telecom", "china_unicom", "china_mobile", "china_broadnet", "drpeng", "cernet", "cstnet"] {
+    for id in [
+        "china_telecom",
+        "china_unicom",
+        "china_mobile",
+        "china_broadnet",
+        "drpeng",
+        "cernet",
+        "cstnet",
+    ] {
         assert!(choices.contains(id), "{id} missing from {choices}");
     }
     assert!(!choices.contains("alibaba_cloud"), "{choices}");
-    let hosting: Vec<_> = c.carriers().iter().filter(|x| x.kind == CarrierKind::Hosting).collect();
+    let hosting: Vec<_> = c
+        .carriers()
+        .iter()
+        .filter(|x| x.kind == CarrierKind::Hosting)
+        .collect();
     assert!(hosting.len() >= 7);
     assert!(c.carrier_ids().count() > hosting.len());
 }
@@ -499,9 +607,10 @@ impl Fixture {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("temp folder");
         for name in ["provinces.toml", "cities.toml", "carriers.toml"] {
-            let text = std::fs::read_to_string(repo_catalog_dir().join(name)).unwrap();
+            let text =
+                std::fs::read_to_string(repo_catalog_dir().join(name)).expect("repo catalog file");
             let text = if name == file {
                 let edited = edit(text.clone());
                 assert_ne!(edited, text, "the fixture edit changed nothing");
@@ -509,7 +618,7 @@ impl Fixture {
             } else {
                 text
             };
-            std::fs::write(dir.join(name), text).unwrap();
+            std::fs::write(dir.join(name), text).expect("write fixture");
         }
         Self(dir)
     }
@@ -545,7 +654,10 @@ fn duplicate_carrier_alias_is_refused() {
     });
     let (file, reason) = f.error();
     assert!(file.ends_with("carriers.toml"), "{file}");
-    assert_mentions(&reason, &["移动", "china_unicom", "china_mobile", "remove it from one"]);
+    assert_mentions(
+        &reason,
+        &["移动", "china_unicom", "china_mobile", "remove it from one"],
+    );
 }
 
 #[test]
@@ -561,7 +673,11 @@ fn duplicate_province_spelling_is_refused() {
 #[test]
 fn duplicate_city_spelling_within_a_province_is_refused() {
     let f = Fixture::new("cities.toml", |t| {
-        t.replacen("aliases = [\"深圳\"]", "aliases = [\"深圳\", \"Canton\"]", 1)
+        t.replacen(
+            "aliases = [\"深圳\"]",
+            "aliases = [\"深圳\", \"Canton\"]",
+            1,
+        )
     });
     let (_, reason) = f.error();
     assert_mentions(&reason, &["Canton", "广州市", "深圳市", "CN-GD"]);
@@ -569,7 +685,9 @@ fn duplicate_city_spelling_within_a_province_is_refused() {
 
 #[test]
 fn unknown_province_reference_is_refused() {
-    let f = Fixture::new("cities.toml", |t| t.replacen("id = \"CN-HI\"", "id = \"CN-XX\"", 1));
+    let f = Fixture::new("cities.toml", |t| {
+        t.replacen("id = \"CN-HI\"", "id = \"CN-XX\"", 1)
+    });
     let (file, reason) = f.error();
     assert!(file.ends_with("cities.toml"), "{file}");
     assert_mentions(&reason, &["CN-XX", "use one of", "CN-HI"]);
@@ -577,14 +695,18 @@ fn unknown_province_reference_is_refused() {
 
 #[test]
 fn code_province_mismatch_is_refused() {
-    let f = Fixture::new("cities.toml", |t| t.replacen("code = \"440100\"", "code = \"450199\"", 1));
+    let f = Fixture::new("cities.toml", |t| {
+        t.replacen("code = \"440100\"", "code = \"450199\"", 1)
+    });
     let (_, reason) = f.error();
     assert_mentions(&reason, &["450199", "starts with 45", "CN-GD", "440000"]);
 }
 
 #[test]
 fn duplicate_city_code_is_refused() {
-    let f = Fixture::new("cities.toml", |t| t.replacen("code = \"440300\"", "code = \"440100\"", 1));
+    let f = Fixture::new("cities.toml", |t| {
+        t.replacen("code = \"440300\"", "code = \"440100\"", 1)
+    });
     let (_, reason) = f.error();
     assert_mentions(&reason, &["440100", "already used by 广州市"]);
 }
@@ -599,22 +721,40 @@ fn unknown_upstream_is_refused() {
         )
     });
     let (_, reason) = f.error();
-    assert_mentions(&reason, &["drpeng", "china_telcom", "not a carrier", "china_telecom"]);
+    assert_mentions(
+        &reason,
+        &["drpeng", "china_telcom", "not a carrier", "china_telecom"],
+    );
 }
 
 #[test]
 fn bad_regex_is_refused() {
     let f = Fixture::new("carriers.toml", |t| {
-        t.replacen("org_pattern = '(?i)(unicom|", "org_pattern = '(?i)((unicom|", 1)
+        t.replacen(
+            "org_pattern = '(?i)(unicom|",
+            "org_pattern = '(?i)((unicom|",
+            1,
+        )
     });
     let (_, reason) = f.error();
-    assert_mentions(&reason, &["china_unicom", "org_pattern", "not a valid regular expression"]);
+    assert_mentions(
+        &reason,
+        &[
+            "china_unicom",
+            "org_pattern",
+            "not a valid regular expression",
+        ],
+    );
 }
 
 #[test]
 fn pattern_matching_everything_is_refused() {
     let f = Fixture::new("carriers.toml", |t| {
-        t.replacen("org_pattern = '(?i)(tencent|腾讯)'", "org_pattern = '(?i)(tencent|)'", 1)
+        t.replacen(
+            "org_pattern = '(?i)(tencent|腾讯)'",
+            "org_pattern = '(?i)(tencent|)'",
+            1,
+        )
     });
     let (_, reason) = f.error();
     assert_mentions(&reason, &["tencent_cloud", "empty string"]);
@@ -622,7 +762,9 @@ fn pattern_matching_everything_is_refused() {
 
 #[test]
 fn duplicate_asn_is_refused() {
-    let f = Fixture::new("carriers.toml", |t| t.replacen("asn = 17964,", "asn = 4134,", 1));
+    let f = Fixture::new("carriers.toml", |t| {
+        t.replacen("asn = 17964,", "asn = 4134,", 1)
+    });
     let (_, reason) = f.error();
     assert_mentions(&reason, &["AS4134", "china_telecom", "drpeng"]);
 }
@@ -636,14 +778,18 @@ fn unknown_keys_are_refused() {
     assert!(file.ends_with("provinces.toml"), "{file}");
     assert_mentions(&reason, &["unknown field `colour`"]);
 
-    let f = Fixture::new("carriers.toml", |t| t.replacen("kind = \"hosting\"", "kind = \"cloud\"", 1));
+    let f = Fixture::new("carriers.toml", |t| {
+        t.replacen("kind = \"hosting\"", "kind = \"cloud\"", 1)
+    });
     let (_, reason) = f.error();
     assert_mentions(&reason, &["cloud", "hosting"]);
 }
 
 #[test]
 fn malformed_ids_are_refused_at_parse_time() {
-    let f = Fixture::new("carriers.toml", |t| t.replacen("id = \"drpeng\"", "id = \"Dr.Peng\"", 1));
+    let f = Fixture::new("carriers.toml", |t| {
+        t.replacen("id = \"drpeng\"", "id = \"Dr.Peng\"", 1)
+    });
     let (_, reason) = f.error();
     assert_mentions(&reason, &["Dr.Peng", "snake_case"]);
 }
@@ -662,7 +808,10 @@ fn missing_file_is_an_io_error() {
 
 #[test]
 fn provinces_agree_with_reference_csv() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/china_provinces.csv");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/china_provinces.csv"
+    );
     let Ok(text) = std::fs::read_to_string(path) else {
         assert!(
             std::env::var_os("LINEPROBE_REQUIRE_SAMPLES").is_none(),
@@ -691,7 +840,9 @@ fn provinces_agree_with_reference_csv() {
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
         rows += 1;
-        let p = c.province(f[iso]).unwrap_or_else(|| panic!("{} missing", f[iso]));
+        let p = c
+            .province(f[iso])
+            .unwrap_or_else(|| panic!("{} missing", f[iso]));
         assert_eq!(p.id.as_str(), f[iso]);
         assert_eq!(p.legacy_code.to_string(), f[legacy], "{}", f[iso]);
         assert_eq!(p.gb_code, f[gb], "{}", f[iso]);
@@ -701,7 +852,12 @@ fn provinces_agree_with_reference_csv() {
         assert_eq!(p.capital_zh, f[cap_zh], "{}", f[iso]);
         assert_eq!(p.capital_en, f[cap_en], "{}", f[iso]);
         // The reference misspells Ningxia's ISO name ("Huizi"); ours is fixed.
-        assert_eq!(p.iso_name, f[official].replace("Huizi", "Huizu"), "{}", f[iso]);
+        assert_eq!(
+            p.iso_name,
+            f[official].replace("Huizi", "Huizu"),
+            "{}",
+            f[iso]
+        );
         // Every spelling in the reference resolves back to the same province.
         for s in [f[legacy], f[gb], f[zh], f[short], f[en], &p.iso_name]
             .into_iter()
@@ -712,7 +868,12 @@ fn provinces_agree_with_reference_csv() {
         }
         // The capital is a city of the province.
         let capital = c.city(Some(&p.id), f[cap_zh]);
-        assert!(capital.is_some(), "capital {} of {} not found", f[cap_zh], f[iso]);
+        assert!(
+            capital.is_some(),
+            "capital {} of {} not found",
+            f[cap_zh],
+            f[iso]
+        );
     }
     assert_eq!(rows, 34);
 }

@@ -76,7 +76,8 @@ fn parse<'de, T: Deserialize<'de>>(src: Source<'de>) -> Result<T, Error> {
 }
 
 /// How spellings are compared, for error messages.
-const FOLD_RULE: &str = "spellings are compared ignoring case, spaces, punctuation and full-width forms";
+const FOLD_RULE: &str =
+    "spellings are compared ignoring case, spaces, punctuation and full-width forms";
 
 /// Parses and checks the three files and builds the indexes.
 pub(super) fn build(
@@ -89,8 +90,8 @@ pub(super) fn build(
     let carriers: CarriersFile = parse(carriers_src)?;
 
     let (provinces, province_keys) = check_provinces(provinces_src.name, provinces.province)?;
-    let (cities, city_keys) = check_cities(cities_src.name, cities.province, &provinces)?;
-    let (carriers, index) = check_carriers(carriers_src.name, carriers.carrier)?;
+    let (cities, city_keys) = check_cities(cities_src.name, &cities.province, &provinces)?;
+    let (carriers, index) = check_carriers(carriers_src.name, &carriers.carrier)?;
 
     Ok(Catalog {
         provinces,
@@ -121,7 +122,10 @@ fn check_provinces(
     provinces: Vec<Province>,
 ) -> Result<(Vec<Province>, HashMap<String, usize>), Error> {
     if provinces.is_empty() {
-        return Err(fail(file, "no [[province]] entries; the catalog needs at least one"));
+        return Err(fail(
+            file,
+            "no [[province]] entries; the catalog needs at least one",
+        ));
     }
     let mut keys: HashMap<String, usize> = HashMap::new();
     let mut legacy: HashMap<u8, usize> = HashMap::new();
@@ -142,7 +146,10 @@ fn check_provinces(
         if p.short_zh.chars().count() != 1 {
             return Err(fail(
                 file,
-                format!("{owner}: short_zh `{}` must be one character, such as 粤", p.short_zh),
+                format!(
+                    "{owner}: short_zh `{}` must be one character, such as 粤",
+                    p.short_zh
+                ),
             ));
         }
         for (field, value) in [
@@ -207,16 +214,27 @@ fn check_provinces(
 
 type CityKeys = HashMap<String, Vec<(usize, Tier)>>;
 
+/// Cities checked so far, with their indexes.
+struct CityBuilder<'f> {
+    file: &'f str,
+    cities: Vec<City>,
+    keys: CityKeys,
+    codes: HashMap<CityCode, usize>,
+}
+
 fn check_cities(
     file: &str,
-    groups: Vec<CityGroup>,
+    groups: &[CityGroup],
     provinces: &[Province],
 ) -> Result<(Vec<City>, CityKeys), Error> {
-    let mut cities: Vec<City> = Vec::new();
-    let mut keys: CityKeys = HashMap::new();
-    let mut codes: HashMap<CityCode, usize> = HashMap::new();
+    let mut b = CityBuilder {
+        file,
+        cities: Vec::new(),
+        keys: HashMap::new(),
+        codes: HashMap::new(),
+    };
     let mut seen_groups: Vec<&ProvinceCode> = Vec::new();
-    for group in &groups {
+    for group in groups {
         let Some(province) = provinces.iter().find(|p| p.id == group.id) else {
             let choices: Vec<&str> = provinces.iter().map(|p| p.id.as_str()).collect();
             return Err(fail(
@@ -238,90 +256,109 @@ fn check_cities(
             ));
         }
         seen_groups.push(&group.id);
-        let prefix = province.gb_code.get(..2).unwrap_or_default();
         // Explicit spellings of this province's cities so far: key -> city index.
         let mut explicit: HashMap<String, usize> = HashMap::new();
         for entry in &group.cities {
-            let i = cities.len();
-            let owner = match &entry.code {
-                Some(code) => format!("city {} ({code}) in {}", entry.name_zh, group.id),
-                None => format!("city {} in {}", entry.name_zh, group.id),
-            };
-            if entry.name_zh.trim().is_empty() || entry.name_en.trim().is_empty() {
-                return Err(fail(file, format!("{owner}: name_zh and name_en must not be empty")));
-            }
-            if let Some(code) = &entry.code {
-                if code.province_digits() != prefix {
-                    return Err(fail(
-                        file,
-                        format!(
-                            "{owner}: code {code} starts with {} but {} has GB/T 2260 code {}; \
-                             list the city under the province its code names, or fix the code",
-                            code.province_digits(),
-                            group.id,
-                            province.gb_code
-                        ),
-                    ));
-                }
-                if let Some(&j) = codes.get(code) {
-                    let other = cities.get(j).map_or("?", |c| c.name_zh.as_str());
-                    return Err(fail(
-                        file,
-                        format!("{owner}: code {code} is already used by {other}; codes must be unique"),
-                    ));
-                }
-                codes.insert(code.clone(), i);
-            }
-
-            let mut spellings: Vec<&str> = vec![&entry.name_zh, &entry.name_en];
-            if let Some(code) = &entry.code {
-                spellings.push(code.as_str());
-            }
-            spellings.extend(entry.aliases.iter().map(String::as_str));
-            let mut own: Vec<String> = Vec::new();
-            for spelling in spellings {
-                let key = key_of(file, &owner, spelling)?;
-                if let Some(&j) = explicit.get(&key) {
-                    if j != i {
-                        let other = cities.get(j).map_or("?", |c| c.name_zh.as_str());
-                        return Err(fail(
-                            file,
-                            format!(
-                                "{owner}: `{spelling}` would name both {other} and {} in {}; \
-                                 remove it from one of them ({FOLD_RULE})",
-                                entry.name_zh, group.id
-                            ),
-                        ));
-                    }
-                }
-                explicit.insert(key.clone(), i);
-                if !own.contains(&key) {
-                    own.push(key);
-                }
-            }
-            for key in &own {
-                keys.entry(key.clone()).or_default().push((i, Tier::Explicit));
-            }
-            // The short form is derived, not declared: when two cities share it
-            // (新竹市 / 新竹县) it is simply ambiguous, not an error.
-            if let Some(short) = short_name(&entry.name_zh, CITY_NAME_SUFFIXES) {
-                let key = fold(short);
-                if !key.is_empty() && !own.contains(&key) {
-                    keys.entry(key).or_default().push((i, Tier::Derived));
-                }
-            }
-
-            cities.push(City {
-                code: entry.code.clone(),
-                province: group.id.clone(),
-                name_zh: entry.name_zh.clone(),
-                name_en: entry.name_en.clone(),
-                kind: entry.kind,
-                aliases: entry.aliases.clone(),
-            });
+            b.add(province, entry, &mut explicit)?;
         }
     }
-    Ok((cities, keys))
+    Ok((b.cities, b.keys))
+}
+
+impl CityBuilder<'_> {
+    fn add(
+        &mut self,
+        province: &Province,
+        entry: &CityEntry,
+        explicit: &mut HashMap<String, usize>,
+    ) -> Result<(), Error> {
+        let file = self.file;
+        let i = self.cities.len();
+        let owner = match &entry.code {
+            Some(code) => format!("city {} ({code}) in {}", entry.name_zh, province.id),
+            None => format!("city {} in {}", entry.name_zh, province.id),
+        };
+        if entry.name_zh.trim().is_empty() || entry.name_en.trim().is_empty() {
+            return Err(fail(
+                file,
+                format!("{owner}: name_zh and name_en must not be empty"),
+            ));
+        }
+        if let Some(code) = &entry.code {
+            let prefix = province.gb_code.get(..2).unwrap_or_default();
+            if code.province_digits() != prefix {
+                return Err(fail(
+                    file,
+                    format!(
+                        "{owner}: code {code} starts with {} but {} has GB/T 2260 code {}; \
+                         list the city under the province its code names, or fix the code",
+                        code.province_digits(),
+                        province.id,
+                        province.gb_code
+                    ),
+                ));
+            }
+            if let Some(&j) = self.codes.get(code) {
+                let other = self.cities.get(j).map_or("?", |c| c.name_zh.as_str());
+                return Err(fail(
+                    file,
+                    format!(
+                        "{owner}: code {code} is already used by {other}; codes must be unique"
+                    ),
+                ));
+            }
+            self.codes.insert(code.clone(), i);
+        }
+
+        let mut spellings: Vec<&str> = vec![&entry.name_zh, &entry.name_en];
+        if let Some(code) = &entry.code {
+            spellings.push(code.as_str());
+        }
+        spellings.extend(entry.aliases.iter().map(String::as_str));
+        let mut own: Vec<String> = Vec::new();
+        for spelling in spellings {
+            let key = key_of(file, &owner, spelling)?;
+            if let Some(&j) = explicit.get(&key).filter(|&&j| j != i) {
+                let other = self.cities.get(j).map_or("?", |c| c.name_zh.as_str());
+                return Err(fail(
+                    file,
+                    format!(
+                        "{owner}: `{spelling}` would name both {other} and {} in {}; \
+                         remove it from one of them ({FOLD_RULE})",
+                        entry.name_zh, province.id
+                    ),
+                ));
+            }
+            explicit.insert(key.clone(), i);
+            if !own.contains(&key) {
+                own.push(key);
+            }
+        }
+        for key in &own {
+            self.keys
+                .entry(key.clone())
+                .or_default()
+                .push((i, Tier::Explicit));
+        }
+        // The short form is derived, not declared: when two cities share it
+        // (新竹市 / 新竹县) it is simply ambiguous, not an error.
+        if let Some(short) = short_name(&entry.name_zh, CITY_NAME_SUFFIXES) {
+            let key = fold(short);
+            if !key.is_empty() && !own.contains(&key) {
+                self.keys.entry(key).or_default().push((i, Tier::Derived));
+            }
+        }
+
+        self.cities.push(City {
+            code: entry.code.clone(),
+            province: province.id.clone(),
+            name_zh: entry.name_zh.clone(),
+            name_en: entry.name_en.clone(),
+            kind: entry.kind,
+            aliases: entry.aliases.clone(),
+        });
+        Ok(())
+    }
 }
 
 struct CarrierIndex {
@@ -332,10 +369,13 @@ struct CarrierIndex {
 
 fn check_carriers(
     file: &str,
-    entries: Vec<CarrierEntry>,
+    entries: &[CarrierEntry],
 ) -> Result<(Vec<Carrier>, CarrierIndex), Error> {
     if entries.is_empty() {
-        return Err(fail(file, "no [[carrier]] entries; the catalog needs at least one"));
+        return Err(fail(
+            file,
+            "no [[carrier]] entries; the catalog needs at least one",
+        ));
     }
     let ids: Vec<&CarrierId> = entries.iter().map(|c| &c.id).collect();
     let mut index = CarrierIndex {
@@ -347,46 +387,92 @@ fn check_carriers(
     for (i, c) in entries.iter().enumerate() {
         let owner = format!("carrier {}", c.id);
         if ids.iter().take(i).any(|id| **id == c.id) {
-            return Err(fail(file, format!("{owner}: the id appears twice; ids must be unique")));
-        }
-        let org_pattern = Regex::new(&c.org_pattern).map_err(|e| {
-            fail(
+            return Err(fail(
                 file,
-                format!(
-                    "{owner}: org_pattern is not a valid regular expression (Rust `regex` \
-                     syntax; in TOML write it in single quotes so backslashes stay literal): {e}"
-                ),
-            )
-        })?;
-        if org_pattern.is_match("") {
+                format!("{owner}: the id appears twice; ids must be unique"),
+            ));
+        }
+        let org_pattern = check_pattern(file, &owner, &c.org_pattern)?;
+        check_upstreams(file, &owner, c, &ids)?;
+        index.add_numbers(file, &owner, i, c, &ids)?;
+        index.add_spellings(file, &owner, i, c, &ids)?;
+        carriers.push(Carrier {
+            id: c.id.clone(),
+            kind: c.kind,
+            name_zh: c.name_zh.clone(),
+            name_en: c.name_en.clone(),
+            aliases: c.aliases.clone(),
+            org_pattern,
+            mnc: c.mnc.clone(),
+            expected_upstreams: c.expected_upstreams.clone(),
+            asns: c.asns.clone(),
+            note: c.note.clone(),
+        });
+    }
+    Ok((carriers, index))
+}
+
+fn check_pattern(file: &str, owner: &str, pattern: &str) -> Result<Regex, Error> {
+    let re = Regex::new(pattern).map_err(|e| {
+        fail(
+            file,
+            format!(
+                "{owner}: org_pattern is not a valid regular expression (Rust `regex` \
+                 syntax; in TOML write it in single quotes so backslashes stay literal): {e}"
+            ),
+        )
+    })?;
+    if re.is_match("") {
+        return Err(fail(
+            file,
+            format!(
+                "{owner}: org_pattern `{pattern}` matches the empty string, so it would match \
+                 every organisation; make every alternative non-empty"
+            ),
+        ));
+    }
+    Ok(re)
+}
+
+fn check_upstreams(
+    file: &str,
+    owner: &str,
+    c: &CarrierEntry,
+    ids: &[&CarrierId],
+) -> Result<(), Error> {
+    for up in &c.expected_upstreams {
+        if *up == c.id {
+            return Err(fail(
+                file,
+                format!("{owner}: expected_upstreams names the carrier itself; remove `{up}`"),
+            ));
+        }
+        if !ids.contains(&up) {
+            let choices: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
             return Err(fail(
                 file,
                 format!(
-                    "{owner}: org_pattern `{}` matches the empty string, so it would match \
-                     every organisation; make every alternative non-empty",
-                    c.org_pattern
+                    "{owner}: expected_upstreams names `{up}`, which is not a carrier in \
+                     this catalog; use one of: {}",
+                    choices.join(", ")
                 ),
             ));
         }
-        for up in &c.expected_upstreams {
-            if *up == c.id {
-                return Err(fail(
-                    file,
-                    format!("{owner}: expected_upstreams names the carrier itself; remove `{up}`"),
-                ));
-            }
-            if !ids.contains(&up) {
-                let choices: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
-                return Err(fail(
-                    file,
-                    format!(
-                        "{owner}: expected_upstreams names `{up}`, which is not a carrier in \
-                         this catalog; use one of: {}",
-                        choices.join(", ")
-                    ),
-                ));
-            }
-        }
+    }
+    Ok(())
+}
+
+impl CarrierIndex {
+    /// Indexes the carrier's MNCs and ASNs; each belongs to one carrier.
+    fn add_numbers(
+        &mut self,
+        file: &str,
+        owner: &str,
+        i: usize,
+        c: &CarrierEntry,
+        ids: &[&CarrierId],
+    ) -> Result<(), Error> {
+        let name = |j: usize| ids.get(j).map_or("?", |id| id.as_str());
         for mnc in &c.mnc {
             if mnc.len() != 2 || !mnc.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(fail(
@@ -394,40 +480,53 @@ fn check_carriers(
                     format!("{owner}: mnc `{mnc}` must be two digits, such as \"00\""),
                 ));
             }
-            if let Some(&j) = index.mncs.get(mnc) {
-                let other = ids.get(j).map_or("?", |id| id.as_str());
+            if let Some(&j) = self.mncs.get(mnc) {
                 return Err(fail(
                     file,
-                    format!("{owner}: MNC 460-{mnc} is already listed under {other}; keep it in one carrier"),
+                    format!(
+                        "{owner}: MNC 460-{mnc} is already listed under {}; keep it in one carrier",
+                        name(j)
+                    ),
                 ));
             }
-            index.mncs.insert(mnc.clone(), i);
+            self.mncs.insert(mnc.clone(), i);
         }
         for asn in &c.asns {
             if asn.asn == 0 {
-                return Err(fail(file, format!("{owner}: AS0 is reserved and cannot be a carrier's ASN")));
+                return Err(fail(
+                    file,
+                    format!("{owner}: AS0 is reserved and cannot be a carrier's ASN"),
+                ));
             }
-            match index.asns.entry(asn.asn) {
-                Entry::Vacant(v) => {
-                    v.insert(i);
-                }
-                Entry::Occupied(o) => {
-                    let other = ids.get(*o.get()).map_or("?", |id| id.as_str());
-                    return Err(fail(
-                        file,
-                        format!(
-                            "{owner}: AS{} is already listed under {other}; an ASN belongs to one carrier",
-                            asn.asn
-                        ),
-                    ));
-                }
+            if let Some(&j) = self.asns.get(&asn.asn) {
+                return Err(fail(
+                    file,
+                    format!(
+                        "{owner}: AS{} is already listed under {}; an ASN belongs to one carrier",
+                        asn.asn,
+                        name(j)
+                    ),
+                ));
             }
+            self.asns.insert(asn.asn, i);
         }
+        Ok(())
+    }
+
+    /// Indexes the carrier's id, names and aliases; a spelling names one carrier.
+    fn add_spellings(
+        &mut self,
+        file: &str,
+        owner: &str,
+        i: usize,
+        c: &CarrierEntry,
+        ids: &[&CarrierId],
+    ) -> Result<(), Error> {
         let mut spellings: Vec<&str> = vec![c.id.as_str(), &c.name_zh, &c.name_en];
         spellings.extend(c.aliases.iter().map(String::as_str));
         for spelling in spellings {
-            let key = key_of(file, &owner, spelling)?;
-            match index.keys.entry(key) {
+            let key = key_of(file, owner, spelling)?;
+            match self.keys.entry(key) {
                 Entry::Vacant(v) => {
                     v.insert(i);
                 }
@@ -445,18 +544,6 @@ fn check_carriers(
                 }
             }
         }
-        carriers.push(Carrier {
-            id: c.id.clone(),
-            kind: c.kind,
-            name_zh: c.name_zh.clone(),
-            name_en: c.name_en.clone(),
-            aliases: c.aliases.clone(),
-            org_pattern,
-            mnc: c.mnc.clone(),
-            expected_upstreams: c.expected_upstreams.clone(),
-            asns: c.asns.clone(),
-            note: c.note.clone(),
-        });
+        Ok(())
     }
-    Ok((carriers, index))
 }

@@ -117,7 +117,7 @@ impl ProvinceCode {
             .is_some_and(|l| l.len() == 2 && l.bytes().all(|b| b.is_ascii_uppercase()))
     }
 
-    /// The two letters after `CN-` (`GD`), as GeoLite2 gives them.
+    /// The two letters after `CN-` (`GD`), as `GeoLite2` gives them.
     pub fn letters(&self) -> &str {
         self.0.get(3..).unwrap_or_default()
     }
@@ -155,7 +155,7 @@ string_id!(
     "GB/T 2260 administrative division code, e.g. 440100"
 );
 
-/// A carrier identifier from the carrier catalog: snake_case ASCII starting
+/// A carrier identifier from the carrier catalog: `snake_case` ASCII starting
 /// with a letter, at most 64 characters (`china_mobile`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -187,17 +187,16 @@ mod tests {
     #[test]
     fn province_code_form() {
         assert_eq!(ProvinceCode::new("CN-GD").unwrap().letters(), "GD");
-        for bad in ["cn-gd", "CN-G", "CN-GDX", "GD", "CN_GD", "", "CN-G1", "CN-ÄB"] {
+        for bad in [
+            "cn-gd", "CN-G", "CN-GDX", "GD", "CN_GD", "", "CN-G1", "CN-ÄB",
+        ] {
             assert!(ProvinceCode::new(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn city_code_form() {
-        assert_eq!(
-            CityCode::new("440100").unwrap().province_digits(),
-            "44"
-        );
+        assert_eq!(CityCode::new("440100").unwrap().province_digits(), "44");
         for bad in ["44010", "4401000", "44010a", "", "４４０１００"] {
             assert!(CityCode::new(bad).is_err(), "{bad}");
         }

@@ -24,8 +24,8 @@ pub use province::{Province, ProvinceKind};
 
 use build::Source;
 use normalize::{
-    CARRIER_SUFFIXES, CITY_SUFFIXES, PROVINCE_NAME_SUFFIXES, PROVINCE_SUFFIXES, fold, narrow,
-    peel, short_name,
+    CARRIER_SUFFIXES, CITY_SUFFIXES, PROVINCE_NAME_SUFFIXES, PROVINCE_SUFFIXES, fold, narrow, peel,
+    short_name,
 };
 
 use crate::Error;
@@ -147,7 +147,7 @@ impl Catalog {
 
     /// The province a name or code means, whatever the spelling: `广东`,
     /// `广东省`, `粤`, `Guangdong`, `Guangdong Sheng`, `Guangdong Province`,
-    /// `GD`, `gd`, `CN-GD`, `44` (the legacy numeric code MaxMind uses),
+    /// `GD`, `gd`, `CN-GD`, `44` (the legacy numeric code `MaxMind` uses),
     /// `440000` (GB/T 2260), full-width forms and extra spaces included.
     pub fn province(&self, name_or_code: &str) -> Option<&Province> {
         self.province_index(&fold(name_or_code))
@@ -155,12 +155,16 @@ impl Catalog {
     }
 
     fn province_index(&self, key: &str) -> Option<usize> {
-        let find = |k: &str| peel(k, PROVINCE_SUFFIXES, MAX_PEEL, |k| self.province_keys.get(k).copied());
+        let find = |k: &str| {
+            peel(k, PROVINCE_SUFFIXES, MAX_PEEL, |k| {
+                self.province_keys.get(k).copied()
+            })
+        };
         find(key).or_else(|| {
             COUNTRY_PREFIXES
                 .iter()
                 .filter_map(|p| key.strip_prefix(p))
-                .find_map(|rest| find(rest))
+                .find_map(find)
         })
     }
 
@@ -223,7 +227,8 @@ impl Catalog {
                 if rest.is_empty() {
                     continue;
                 }
-                if let Some(i) = peel(rest, CITY_SUFFIXES, 2, |k| self.city_unique(Some(&p.id), k)) {
+                if let Some(i) = peel(rest, CITY_SUFFIXES, 2, |k| self.city_unique(Some(&p.id), k))
+                {
                     if found.is_some_and(|f| f != i) {
                         return None;
                     }
@@ -290,13 +295,22 @@ impl Catalog {
         if key.is_empty() {
             return None;
         }
-        let find = |k: &str| peel(k, CARRIER_SUFFIXES, MAX_PEEL, |k| self.carrier_keys.get(k).copied());
+        let find = |k: &str| {
+            peel(k, CARRIER_SUFFIXES, MAX_PEEL, |k| {
+                self.carrier_keys.get(k).copied()
+            })
+        };
         let hit = find(&key).or_else(|| {
             // A province name before or after the carrier's.
-            self.provinces.iter().flat_map(Self::province_prefixes).find_map(|p| {
-                let rest = key.strip_prefix(p.as_str()).or_else(|| key.strip_suffix(p.as_str()))?;
-                if rest.is_empty() { None } else { find(rest) }
-            })
+            self.provinces
+                .iter()
+                .flat_map(Self::province_prefixes)
+                .find_map(|p| {
+                    let rest = key
+                        .strip_prefix(p.as_str())
+                        .or_else(|| key.strip_suffix(p.as_str()))?;
+                    if rest.is_empty() { None } else { find(rest) }
+                })
         });
         hit.and_then(|i| self.carriers.get(i))
     }
@@ -309,7 +323,9 @@ impl Catalog {
 
     /// The carrier of an MCC 460 mobile network code (`"00"` → China Mobile).
     pub fn carrier_by_mnc(&self, mnc: &str) -> Option<&Carrier> {
-        self.mncs.get(mnc.trim()).and_then(|&i| self.carriers.get(i))
+        self.mncs
+            .get(mnc.trim())
+            .and_then(|&i| self.carriers.get(i))
     }
 
     /// The carrier an organisation, ISP or AS-organisation string from a
@@ -373,7 +389,10 @@ mod tests {
         let tw = ProvinceCode::new("CN-TW").unwrap();
         assert!(c.city(Some(&tw), "新竹").is_none());
         assert_eq!(c.city(Some(&tw), "新竹市").unwrap().name_en, "Hsinchu City");
-        assert_eq!(c.city(Some(&tw), "新竹县").unwrap().name_en, "Hsinchu County");
+        assert_eq!(
+            c.city(Some(&tw), "新竹县").unwrap().name_en,
+            "Hsinchu County"
+        );
     }
 
     #[test]

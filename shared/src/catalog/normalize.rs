@@ -38,12 +38,16 @@ fn narrow_char(c: char) -> char {
 /// names (Macao) to their base letter.
 fn strip_accent(c: char) -> char {
     match c {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ǎ' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Ā' => 'a',
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ǎ' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Ā' => {
+            'a'
+        }
         'ç' | 'Ç' => 'c',
         'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ě' | 'È' | 'É' | 'Ê' | 'Ë' | 'Ē' => 'e',
         'ì' | 'í' | 'î' | 'ï' | 'ī' | 'ǐ' | 'Ì' | 'Í' | 'Î' | 'Ï' | 'Ī' => 'i',
         'ñ' | 'Ñ' => 'n',
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ō' | 'ǒ' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ō' => 'o',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ō' | 'ǒ' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ō' => {
+            'o'
+        }
         'ù' | 'ú' | 'û' | 'ü' | 'ū' | 'ǔ' | 'ǖ' | 'ǘ' | 'ǚ' | 'ǜ' | 'Ù' | 'Ú' | 'Û' | 'Ü' | 'Ū' => {
             'u'
         }
@@ -219,7 +223,10 @@ mod tests {
             strip_suffix("广西壮族自治区", PROVINCE_SUFFIXES),
             Some("广西")
         );
-        assert_eq!(strip_suffix("tianjinshi", PROVINCE_SUFFIXES), Some("tianjin"));
+        assert_eq!(
+            strip_suffix("tianjinshi", PROVINCE_SUFFIXES),
+            Some("tianjin")
+        );
         assert_eq!(strip_suffix("省", PROVINCE_SUFFIXES), None);
         assert_eq!(strip_suffix("guangdong", PROVINCE_SUFFIXES), None);
     }
@@ -234,9 +241,12 @@ mod tests {
 
     #[test]
     fn peel_tries_each_step() {
-        let hit = peel("中国移动通信集团有限公司", CARRIER_SUFFIXES, 4, |k| {
-            (k == "中国移动").then_some(())
-        });
+        let hit = peel(
+            "中国移动通信集团有限公司",
+            CARRIER_SUFFIXES,
+            4,
+            |k| (k == "中国移动").then_some(()),
+        );
         assert!(hit.is_some());
         let miss = peel("xyz", CARRIER_SUFFIXES, 4, |_| None::<()>);
         assert!(miss.is_none());

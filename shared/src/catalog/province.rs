@@ -11,9 +11,9 @@ use super::code::ProvinceCode;
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Province {
-    /// ISO 3166-2:CN code (`CN-GD`): the province's identifier in LineProbe.
+    /// ISO 3166-2:CN code (`CN-GD`): the province's identifier everywhere.
     pub id: ProvinceCode,
-    /// Former ISO 3166-2:CN numeric code (`44`); MaxMind's test data still
+    /// Former ISO 3166-2:CN numeric code (`44`); `MaxMind`'s test data still
     /// uses it (`"22"` for Jilin).
     pub legacy_code: u8,
     /// GB/T 2260 six-digit code (`440000`).
