@@ -877,3 +877,23 @@ fn provinces_agree_with_reference_csv() {
     }
     assert_eq!(rows, 34);
 }
+
+// ───────────────────────────── robustness ─────────────────────────────
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn lookups_never_panic(s in "\\PC{0,40}", asn in proptest::prelude::any::<u32>()) {
+        thread_local!(static CAT: Catalog = cat());
+        CAT.with(|c| {
+            let _ = c.province(&s);
+            let _ = c.city(None, &s);
+            let _ = c.city(Some(&pc("CN-GD")), &s);
+            let _ = c.carrier(&s);
+            let _ = c.carrier_by_org(&s);
+            let _ = c.carrier_by_mnc(&s);
+            let _ = c.carrier_by_asn(asn);
+        });
+    }
+}
