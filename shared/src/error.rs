@@ -62,6 +62,18 @@ pub enum Error {
     /// JSON could not be decoded.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+
+    /// An identifier or code (province code, city code, carrier id) is not
+    /// well-formed.
+    #[error("invalid {kind} `{value}`: expected {expected}")]
+    InvalidId {
+        /// What kind of identifier, in words: "province code".
+        kind: &'static str,
+        /// The value given (cut to a reasonable length).
+        value: String,
+        /// What would be accepted, with an example.
+        expected: &'static str,
+    },
 }
 
 /// One way in which a value broke the schema.
