@@ -18,7 +18,13 @@ fn serve_help_lists_listener_overrides() {
         .expect("run lineprobe-collector");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--export-listen", "--data-dir", "--plain-http", "--config"] {
+    for flag in [
+        "--listen",
+        "--export-listen",
+        "--data-dir",
+        "--plain-http",
+        "--config",
+    ] {
         assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
     }
 }

@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 pub struct Hop {
     /// The probe TTL (hop limit), from 1.
     pub ttl: u8,
-    /// Distinct addresses that answered at this TTL, in order of first reply.
-    /// Empty when nothing answered.
+    /// Distinct addresses that answered at this TTL, sorted by their text
+    /// form. Empty when nothing answered. The order is canonical rather than
+    /// the order of replies so that the same set of routers always gives the
+    /// same hop, whichever replied first: de-duplication of observations and
+    /// comparisons between traces depend on it.
     #[serde(default)]
     pub addrs: Vec<IpAddr>,
     /// Reverse-DNS names the tool printed for the addresses, in order of first
@@ -59,11 +62,15 @@ impl Hop {
         self.addrs.is_empty()
     }
 
-    /// Adds an address unless it is already listed.
+    /// Adds an address unless it is already listed, keeping the canonical
+    /// order (see [`Hop::addrs`]).
     pub fn push_addr(&mut self, addr: IpAddr) {
-        if !self.addrs.contains(&addr) {
-            self.addrs.push(addr);
+        if self.addrs.contains(&addr) {
+            return;
         }
+        let text = addr.to_string();
+        let at = self.addrs.partition_point(|a| a.to_string() < text);
+        self.addrs.insert(at, addr);
     }
 
     /// Adds a name unless it is already listed or is just the address again.

@@ -81,11 +81,26 @@ pub fn run(cli: &Cli, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<()
         Command::Trace(TraceCommand::FirstHop { file, public_cidrs }) => {
             crate::trace::first_hop(file.as_deref(), public_cidrs, stdin, stdout)
         }
-        Command::Pull { .. } => Err(Error::NotBuiltYet { command: "pull", issue: 5 }),
-        Command::Run => Err(Error::NotBuiltYet { command: "run", issue: 5 }),
-        Command::Serve => Err(Error::NotBuiltYet { command: "serve", issue: 6 }),
-        Command::Report { .. } => Err(Error::NotBuiltYet { command: "report", issue: 6 }),
-        Command::User { .. } => Err(Error::NotBuiltYet { command: "user", issue: 6 }),
+        Command::Pull { .. } => Err(Error::NotBuiltYet {
+            command: "pull",
+            issue: 5,
+        }),
+        Command::Run => Err(Error::NotBuiltYet {
+            command: "run",
+            issue: 5,
+        }),
+        Command::Serve => Err(Error::NotBuiltYet {
+            command: "serve",
+            issue: 6,
+        }),
+        Command::Report { .. } => Err(Error::NotBuiltYet {
+            command: "report",
+            issue: 6,
+        }),
+        Command::User { .. } => Err(Error::NotBuiltYet {
+            command: "user",
+            issue: 6,
+        }),
     }
 }
 

@@ -17,10 +17,12 @@ use crate::Error;
 /// Reads all of `file`, or standard input for `None` / `-`.
 fn read_input(file: Option<&Path>, stdin: &mut dyn Read) -> Result<Vec<u8>, Error> {
     match file {
-        Some(path) if path != Path::new("-") => std::fs::read(path).map_err(|source| Error::Input {
-            what: path.display().to_string(),
-            source,
-        }),
+        Some(path) if path != Path::new("-") => {
+            std::fs::read(path).map_err(|source| Error::Input {
+                what: path.display().to_string(),
+                source,
+            })
+        }
         _ => {
             let mut buf = Vec::new();
             stdin.read_to_end(&mut buf).map_err(|source| Error::Input {
@@ -125,15 +127,16 @@ struct FirstHopAddr {
 fn classifier_for(public_cidrs: &[String]) -> Result<Classifier, Error> {
     let mut extra_public = Vec::with_capacity(public_cidrs.len());
     for (i, raw) in public_cidrs.iter().enumerate() {
-        let net: IpNet = raw.trim().parse().map_err(|_| {
-            lineprobe_shared::Error::Config {
+        let net: IpNet = raw
+            .trim()
+            .parse()
+            .map_err(|_| lineprobe_shared::Error::Config {
                 key: format!("--public-cidr[{i}]"),
                 reason: format!(
                     "{raw:?} is not a CIDR; write an address and prefix length such as \
                      203.0.113.0/24 or 2001:db8::/32"
                 ),
-            }
-        })?;
+            })?;
         extra_public.push(net);
     }
     Ok(Classifier::new(&ClassifierConfig { extra_public })?)
@@ -155,10 +158,10 @@ pub(crate) fn first_hop(
         format: trace.format,
         target: trace.target.as_deref(),
         target_addr: trace.target_addr,
-        first_public_hop: analysis
-            .first_public
-            .as_ref()
-            .map(|f| FirstHopAddr { ttl: f.ttl, addr: f.addr }),
+        first_public_hop: analysis.first_public.as_ref().map(|f| FirstHopAddr {
+            ttl: f.ttl,
+            addr: f.addr,
+        }),
         first_public_class: analysis.first_public.as_ref().map(|f| &f.classification),
         cgnat_seen: analysis.cgnat_seen,
         ds_lite_seen: analysis.ds_lite_seen,

@@ -8,7 +8,9 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/traces").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/traces")
+        .join(name)
 }
 
 fn sync(args: &[&str], stdin: &[u8]) -> Output {
@@ -19,7 +21,12 @@ fn sync(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start lineprobe-sync");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
     child.wait_with_output().expect("wait for lineprobe-sync")
 }
 
@@ -60,7 +67,13 @@ const LINUX: &str = "traceroute to 198.51.100.20 (198.51.100.20), 30 hops max, 6
 #[test]
 fn parse_reads_a_gbk_tracert_file() {
     let v = json(&sync(
-        &["trace", "parse", example("home-cgnat-tracert-zh-CN.txt").to_str().expect("utf-8 path")],
+        &[
+            "trace",
+            "parse",
+            example("home-cgnat-tracert-zh-CN.txt")
+                .to_str()
+                .expect("utf-8 path"),
+        ],
         b"",
     ));
     assert_eq!(v["format"], "windows-tracert");
@@ -93,11 +106,17 @@ fn parse_reads_standard_input_with_dash_and_without_file() {
 
 #[test]
 fn unrecognized_input_exits_2_with_a_message() {
-    let out = sync(&["trace", "parse", "-"], b"hello, this is not a traceroute\n");
+    let out = sync(
+        &["trace", "parse", "-"],
+        b"hello, this is not a traceroute\n",
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unrecognized trace text") && err.contains("tracert"), "{err}");
+    assert!(
+        err.contains("unrecognized trace text") && err.contains("tracert"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -110,7 +129,13 @@ fn missing_file_exits_2_naming_it() {
 #[test]
 fn first_hop_skips_home_router_cgnat_and_silent_hops() {
     let v = json(&sync(
-        &["trace", "first-hop", example("home-cgnat-tracert-zh-CN.txt").to_str().expect("utf-8 path")],
+        &[
+            "trace",
+            "first-hop",
+            example("home-cgnat-tracert-zh-CN.txt")
+                .to_str()
+                .expect("utf-8 path"),
+        ],
         b"",
     ));
     assert_eq!(v["first_public_hop"]["ttl"], 4);
@@ -122,7 +147,10 @@ fn first_hop_skips_home_router_cgnat_and_silent_hops() {
         .iter()
         .map(|h| h["kind"].as_str().expect("kind"))
         .collect();
-    assert_eq!(&kinds[..4], ["private", "shared-cgnat", "no-reply", "public"]);
+    assert_eq!(
+        &kinds[..4],
+        ["private", "shared-cgnat", "no-reply", "public"]
+    );
 }
 
 #[test]
@@ -144,8 +172,14 @@ fn first_hop_honours_lab_public_cidrs() {
 
 #[test]
 fn bad_public_cidr_exits_2_saying_what_to_write() {
-    let out = sync(&["trace", "first-hop", "--public-cidr", "203.0.113.0/33", "-"], LINUX.as_bytes());
+    let out = sync(
+        &["trace", "first-hop", "--public-cidr", "203.0.113.0/33", "-"],
+        LINUX.as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("203.0.113.0/33") && err.contains("203.0.113.0/24"), "{err}");
+    assert!(
+        err.contains("203.0.113.0/33") && err.contains("203.0.113.0/24"),
+        "{err}"
+    );
 }

@@ -512,13 +512,11 @@ pub(super) fn push_annotation(hop: &mut Hop, text: &str) {
     }
 }
 
-/// Puts hops in TTL order, merging lines printed for the same TTL, and
-/// lists each hop's addresses in a canonical order.
+/// Puts hops in TTL order, merging lines printed for the same TTL.
 ///
-/// Several addresses at one TTL are load-balanced paths; the order the
-/// probes happened to hit them carries no meaning and changes from run to
-/// run, so they are listed in the order of their textual form. The same set
-/// of paths then always compares equal, whichever tool or run saw them.
+/// Addresses stay in the canonical order [`Hop::push_addr`] keeps: several
+/// addresses at one TTL are load-balanced paths, and the order the probes
+/// happened to hit them changes from run to run.
 pub(super) fn finish_hops(hops: Vec<Hop>) -> Vec<Hop> {
     let mut merged: Vec<Hop> = Vec::new();
     for hop in hops {
@@ -541,9 +539,6 @@ pub(super) fn finish_hops(hops: Vec<Hop>) -> Vec<Hop> {
         }
     }
     merged.sort_by_key(|h| h.ttl);
-    for hop in &mut merged {
-        hop.addrs.sort_by_cached_key(ToString::to_string);
-    }
     merged
 }
 
