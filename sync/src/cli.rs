@@ -116,6 +116,8 @@ where
     let mut out = stdout.lock();
     match run(&cli, &mut std::io::stdin().lock(), &mut out) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`| head`) is not a failure of ours.
+        Err(Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lineprobe-sync: {e}");
             ExitCode::from(e.exit_code())

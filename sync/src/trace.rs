@@ -35,8 +35,7 @@ fn read_input(file: Option<&Path>, stdin: &mut dyn Read) -> Result<Vec<u8>, Erro
 }
 
 fn write_json(stdout: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> {
-    serde_json::to_writer_pretty(&mut *stdout, value)
-        .map_err(|e| Error::Output(std::io::Error::other(e)))?;
+    serde_json::to_writer_pretty(&mut *stdout, value).map_err(|e| Error::Output(e.into()))?;
     writeln!(stdout).map_err(Error::Output)
 }
 
