@@ -2,14 +2,74 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A subcommand that is part of the collector's plan but not built yet.
-    #[error("`lineprobe-collector {command}` is planned but not built yet (see issue #{issue})")]
-    NotBuiltYet {
-        /// The subcommand.
-        command: &'static str,
-        /// The issue that tracks it.
-        issue: u32,
+    /// The configuration file could not be read.
+    #[error("cannot read the configuration {path}: {source}")]
+    ConfigFile {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
     },
+
+    /// A configuration value is wrong; the reason says what to write instead.
+    #[error("configuration `{key}`: {reason}")]
+    Config {
+        /// The key (or file) at fault.
+        key: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// Certificates or keys could not be loaded or generated.
+    #[error("TLS: {0}")]
+    Tls(String),
+
+    /// A listener could not be bound or failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The staging store has reached its bound: the report was not stored.
+    #[error("staging is full ({max} unacknowledged reports); retry after {retry_after_secs} s")]
+    StagingFull {
+        /// The configured bound.
+        max: u64,
+        /// Seconds the client should wait.
+        retry_after_secs: u64,
+    },
+
+    /// The staging store failed (disk full, I/O error, corruption).
+    #[error("staging store: {0}")]
+    Staging(String),
+
+    /// The staging store is shutting down and takes no more writes.
+    #[error("staging store is shutting down")]
+    StagingClosed,
+
+    /// An acknowledgement that cannot be right was refused; nothing changed.
+    #[error("acknowledgement refused: {0}")]
+    BadAck(String),
+
+    /// A published manifest was refused; nothing changed.
+    #[error("manifest refused: {0}")]
+    ManifestRefused(String),
+
+    /// Other I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An error from the shared layer.
     #[error(transparent)]
     Shared(#[from] lineprobe_shared::Error),

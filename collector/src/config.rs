@@ -1,0 +1,611 @@
+//! The collector's configuration: TOML, overridden by environment variables
+//! and then by command-line flags, validated in one place.
+//!
+//! Every key has a default, so `serve` runs with no file at all. Unknown keys
+//! are errors (a typo must not silently fall back to a default on an
+//! internet-facing server), and every message names the key and what to write.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Prefix of the environment variables that override configuration keys:
+/// `LINEPROBE_COLLECTOR__PUBLIC__LISTEN=0.0.0.0:443` sets `public.listen`.
+pub const ENV_PREFIX: &str = "LINEPROBE_COLLECTOR__";
+
+/// The export token may also come from this variable (it wins over the file),
+/// so that it need not be written into a config file.
+pub const EXPORT_TOKEN_ENV: &str = "LINEPROBE_EXPORT_TOKEN";
+
+/// The whole collector configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// This node's name, written into every report's envelope (`node_id`) and
+    /// checked on acknowledgements. Empty: the host name.
+    pub node_id: String,
+    /// Folder for the staging database, the generated certificate and state.
+    pub data_dir: PathBuf,
+    /// The public listener, for probes.
+    pub public: PublicConfig,
+    /// The export listener, for the internal puller.
+    pub export: ExportConfig,
+    /// The server certificate shared by both listeners.
+    pub tls: TlsConfig,
+    /// Size limits, timeouts and concurrency.
+    pub limits: LimitsConfig,
+    /// The staging store.
+    pub staging: StagingConfig,
+    /// The signed probe manifest.
+    pub manifest: ManifestConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The public listener: where probes send reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Serve plain HTTP instead of HTTPS. Allowed only together with
+    /// `behind_proxy = true` (a TLS-terminating reverse proxy in front), or
+    /// with `--plain-http` for local testing.
+    pub plain_http: bool,
+    /// A trusted reverse proxy terminates TLS in front of this listener.
+    pub behind_proxy: bool,
+    /// Path patterns on which reports are accepted (`POST`). `*` matches one
+    /// path segment, `**` any number of segments. Probes pick among them at
+    /// random so that a meddling gateway does not see one fixed URL.
+    pub paths: Vec<String>,
+    /// Socket peers whose PROXY protocol header or `X-Forwarded-For` /
+    /// `X-Real-IP` headers are believed. From anyone else these headers are
+    /// recorded but never used for the egress address.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Expect a PROXY protocol (v1 or v2) header on connections from
+    /// `trusted_proxies`.
+    pub proxy_protocol: bool,
+}
+
+/// The export listener: where the internal side pulls and acknowledges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Address and port to listen on; bind it to an interface the internet
+    /// cannot reach.
+    pub listen: SocketAddr,
+    /// Serve plain HTTP (local testing only).
+    pub plain_http: bool,
+    /// Bearer token the puller must present; also `LINEPROBE_EXPORT_TOKEN`.
+    /// At least 32 characters. Empty disables the export API (every request
+    /// answers 401), which is the safe default.
+    pub token: String,
+    /// PEM file of CA certificates: when set, the export listener requires a
+    /// client certificate signed by one of them, in addition to the token.
+    pub client_ca: Option<PathBuf>,
+    /// Most reports one `GET /export` returns.
+    pub max_batch: usize,
+}
+
+/// The server certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. With `key`; without both, a self-signed
+    /// certificate is generated into `data_dir/tls/` on first start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Host names (and addresses) for the generated self-signed certificate.
+    pub self_signed_names: Vec<String>,
+    /// How often the files are checked for changes, in seconds (they are also
+    /// reloaded on SIGHUP).
+    pub reload_check_secs: u64,
+}
+
+/// Limits: sizes, timeouts and concurrency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, as sent (possibly gzip), in bytes.
+    pub max_body_bytes: usize,
+    /// Largest report after gzip decompression, in bytes.
+    pub max_decompressed_bytes: usize,
+    /// Largest total size of the request head (line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Time allowed to receive the whole request head, in milliseconds: a
+    /// slowloris client is cut off after it.
+    pub header_read_timeout_ms: u64,
+    /// Time allowed for a whole request, body and storage included, in ms.
+    pub request_timeout_ms: u64,
+    /// Time allowed for the TLS handshake, in milliseconds.
+    pub tls_handshake_timeout_ms: u64,
+    /// Time an idle keep-alive connection is kept, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most open connections per listener; more are refused at accept.
+    pub max_connections: usize,
+    /// Most requests handled at once on the public listener; beyond it
+    /// requests are shed with 503 and `Retry-After` rather than queued.
+    pub max_concurrent_requests: usize,
+}
+
+/// The staging store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagingConfig {
+    /// Most reports kept unacknowledged; beyond it ingest answers 503 with
+    /// `Retry-After` until the puller catches up.
+    pub max_reports: u64,
+    /// Acknowledged reports are deleted after this many hours.
+    pub retention_hours: u64,
+    /// Most reports committed in one transaction (group commit).
+    pub group_commit_max: usize,
+    /// How long the writer waits for more reports to join a commit, in
+    /// microseconds; 0 commits whatever is queued at once.
+    pub group_commit_wait_us: u64,
+    /// `Retry-After` seconds sent with 503 when staging is full.
+    pub full_retry_after_secs: u64,
+}
+
+/// The signed probe manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManifestConfig {
+    /// Ed25519 public key (base64 of the 32 raw bytes, or a PEM file path
+    /// prefixed with `file:`) that published manifests must be signed with.
+    /// Empty: publishing is refused.
+    pub public_key: String,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time in-flight requests get to finish after SIGTERM, in seconds.
+    pub grace_secs: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `lineprobe_collector=debug`; the
+    /// `RUST_LOG` variable wins when set.
+    pub filter: String,
+    /// Write logs as JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            data_dir: PathBuf::from("lineprobe-collector-data"),
+            public: PublicConfig::default(),
+            export: ExportConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            staging: StagingConfig::default(),
+            manifest: ManifestConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            plain_http: false,
+            behind_proxy: false,
+            paths: vec![
+                "/api/v1/report".to_owned(),
+                "/api/v1/*/report".to_owned(),
+                "/static/*/upload".to_owned(),
+                "/cdn/**/collect".to_owned(),
+            ],
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+        }
+    }
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            plain_http: false,
+            token: String::new(),
+            client_ca: None,
+            max_batch: 1000,
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            self_signed_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            reload_check_secs: 10,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_decompressed_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 15_000,
+            tls_handshake_timeout_ms: 5_000,
+            idle_timeout_ms: 30_000,
+            max_connections: 2_048,
+            max_concurrent_requests: 512,
+        }
+    }
+}
+
+impl Default for StagingConfig {
+    fn default() -> Self {
+        Self {
+            max_reports: 1_000_000,
+            retention_hours: 72,
+            group_commit_max: 512,
+            group_commit_wait_us: 500,
+            full_retry_after_secs: 60,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_secs: 10 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            json: false,
+        }
+    }
+}
+
+/// Command-line flags that override the configuration (`serve`'s options).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--export-listen`.
+    pub export_listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--plain-http`: both listeners without TLS, for local testing.
+    pub plain_http: bool,
+}
+
+impl CollectorConfig {
+    /// Reads `path` (or starts from the defaults when `None`), applies
+    /// `LINEPROBE_COLLECTOR__…` and `LINEPROBE_EXPORT_TOKEN` from `env`, then
+    /// the command-line `overrides`, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, Error> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| Error::ConfigFile {
+                path: p.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let origin = path.map_or_else(
+            || "embedded defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+        Self::from_toml_with_env(&text, &origin, env, overrides)
+    }
+
+    /// Like [`CollectorConfig::load`] from TOML text; `origin` names it in
+    /// error messages.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, Error> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
+            key: origin.to_owned(),
+            reason: format!("not valid TOML: {}", e.message()),
+        })?;
+        let mut token_from_env = None;
+        for (name, value) in env {
+            if name == EXPORT_TOKEN_ENV {
+                token_from_env = Some(value);
+            } else if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                apply_env(&mut table, &name, path, &value)?;
+            }
+        }
+        let mut config: Self =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Config {
+                    key: origin.to_owned(),
+                    reason: format!(
+                        "{} (see config/collector.example.toml for every key)",
+                        e.message()
+                    ),
+                })?;
+        if let Some(token) = token_from_env {
+            config.export.token = token;
+        }
+        if let Some(listen) = overrides.listen {
+            config.public.listen = listen;
+        }
+        if let Some(listen) = overrides.export_listen {
+            config.export.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if overrides.plain_http {
+            config.public.plain_http = true;
+            config.export.plain_http = true;
+            // --plain-http is the explicit local-testing switch; it stands in
+            // for the reverse proxy the file would otherwise have to name.
+            config.public.behind_proxy = true;
+        }
+        if config.node_id.is_empty() {
+            config.node_id = default_node_id();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule that types alone cannot, in one place.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: key.to_owned(),
+                reason,
+            })
+        };
+        if !valid_node_id(&self.node_id) {
+            return bad(
+                "node_id",
+                format!(
+                    "{:?} is not a node name: use 1 to 64 letters, digits, '-', '_' or '.'",
+                    self.node_id
+                ),
+            );
+        }
+        if self.public.plain_http && !self.public.behind_proxy {
+            return bad(
+                "public.plain_http",
+                "plain HTTP on the public listener is allowed only behind a TLS-terminating \
+                 reverse proxy: set public.behind_proxy = true (and list it in \
+                 public.trusted_proxies), or remove public.plain_http"
+                    .to_owned(),
+            );
+        }
+        if self.public.listen == self.export.listen {
+            return bad(
+                "export.listen",
+                format!(
+                    "the export listener must not share the public listener's address {}; \
+                     bind it to an internal interface such as 127.0.0.1:9443",
+                    self.public.listen
+                ),
+            );
+        }
+        if self.public.paths.is_empty() {
+            return bad(
+                "public.paths",
+                "list at least one path pattern, e.g. \"/api/v1/report\"".to_owned(),
+            );
+        }
+        for (i, p) in self.public.paths.iter().enumerate() {
+            if let Err(reason) = crate::PathPattern::parse(p) {
+                return bad(&format!("public.paths[{i}]"), reason);
+            }
+        }
+        if self.public.proxy_protocol && self.public.trusted_proxies.is_empty() {
+            return bad(
+                "public.proxy_protocol",
+                "the PROXY protocol is only read from trusted proxies: list them in \
+                 public.trusted_proxies"
+                    .to_owned(),
+            );
+        }
+        if !self.export.token.is_empty() && self.export.token.chars().count() < 32 {
+            return bad(
+                "export.token",
+                "the export token must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+                    .to_owned(),
+            );
+        }
+        if self.export.max_batch == 0 || self.export.max_batch > 10_000 {
+            return bad("export.max_batch", "use a value from 1 to 10000".to_owned());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad(
+                "tls.cert",
+                "set both tls.cert and tls.key (PEM files), or neither to use a generated \
+                 self-signed certificate"
+                    .to_owned(),
+            );
+        }
+        if self.tls.reload_check_secs == 0 {
+            return bad("tls.reload_check_secs", "use at least 1 second".to_owned());
+        }
+        let l = &self.limits;
+        for (key, value, min) in [
+            ("limits.max_body_bytes", l.max_body_bytes, 1024),
+            (
+                "limits.max_decompressed_bytes",
+                l.max_decompressed_bytes,
+                1024,
+            ),
+            ("limits.max_header_bytes", l.max_header_bytes, 1024),
+            ("limits.max_connections", l.max_connections, 1),
+            (
+                "limits.max_concurrent_requests",
+                l.max_concurrent_requests,
+                1,
+            ),
+        ] {
+            if value < min {
+                return bad(key, format!("{value} is too small: use at least {min}"));
+            }
+        }
+        if l.max_body_bytes > lineprobe_shared::ReportLimits::MAX_REPORT_BYTES
+            || l.max_decompressed_bytes > lineprobe_shared::ReportLimits::MAX_REPORT_BYTES
+        {
+            return bad(
+                "limits.max_decompressed_bytes",
+                format!(
+                    "body limits above {} bytes exceed the largest report the schema allows",
+                    lineprobe_shared::ReportLimits::MAX_REPORT_BYTES
+                ),
+            );
+        }
+        for (key, value) in [
+            ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+            ("limits.request_timeout_ms", l.request_timeout_ms),
+            (
+                "limits.tls_handshake_timeout_ms",
+                l.tls_handshake_timeout_ms,
+            ),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
+        ] {
+            if !(10..=600_000).contains(&value) {
+                return bad(key, format!("{value} ms is out of range: use 10 to 600000"));
+            }
+        }
+        if self.staging.max_reports == 0 {
+            return bad("staging.max_reports", "use at least 1".to_owned());
+        }
+        if self.staging.group_commit_max == 0 {
+            return bad("staging.group_commit_max", "use at least 1".to_owned());
+        }
+        if self.staging.group_commit_wait_us > 100_000 {
+            return bad(
+                "staging.group_commit_wait_us",
+                "waiting more than 100000 µs for a commit only adds latency".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Time allowed to receive a request head.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.header_read_timeout_ms)
+    }
+
+    /// Time allowed for a whole request.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_timeout_ms)
+    }
+
+    /// Time allowed for a TLS handshake.
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.tls_handshake_timeout_ms)
+    }
+
+    /// Time an idle connection is kept.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.idle_timeout_ms)
+    }
+
+    /// Grace period for in-flight work at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown.grace_secs)
+    }
+
+    /// The staging database file.
+    pub fn staging_path(&self) -> PathBuf {
+        self.data_dir.join("staging.sqlite3")
+    }
+}
+
+/// Sets `path` (`SECTION__KEY`, case-insensitive) in `table` to `value`,
+/// read as a TOML value when it parses as one (numbers, booleans, arrays)
+/// and as a string otherwise.
+fn apply_env(table: &mut toml::Table, name: &str, path: &str, value: &str) -> Result<(), Error> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err(Error::Config {
+            key: name.to_owned(),
+            reason: format!(
+                "write the key path with double underscores, e.g. {ENV_PREFIX}PUBLIC__LISTEN"
+            ),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = keys.split_last().ok_or_else(|| Error::Config {
+        key: name.to_owned(),
+        reason: "name a key after the prefix".to_owned(),
+    })?;
+    let mut at = table;
+    for k in parents {
+        let entry = at
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry.as_table_mut().ok_or_else(|| Error::Config {
+            key: name.to_owned(),
+            reason: format!("`{k}` is not a section"),
+        })?;
+    }
+    at.insert(last.clone(), parsed);
+    Ok(())
+}
+
+fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The host name, cleaned into a valid node id, or `collector`.
+fn default_node_id() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if cleaned.is_empty() {
+        "collector".to_owned()
+    } else {
+        cleaned
+    }
+}
