@@ -9,6 +9,9 @@
 mod cli;
 mod config;
 mod error;
+mod ingest;
+mod listener;
+mod metrics;
 mod paths;
 mod server;
 mod staging;
@@ -16,5 +19,8 @@ mod staging;
 pub use cli::{Cli, Command, main_with_args, run};
 pub use config::*;
 pub use error::Error;
+pub use ingest::{IngestLimits, IngestState, egress_address, ingest_router, not_found};
+pub use listener::*;
+pub use metrics::{ConnectionEvent, IngestOutcome, ListenerName, Metrics};
 pub use paths::{PathPattern, PathSet};
 pub use staging::*;
