@@ -6,15 +6,23 @@
 //! material and the listeners that accept connections, the ingest router,
 //! the staging store, and the export router the internal side pulls from.
 
+mod certs;
 mod cli;
 mod config;
 mod error;
+mod listener;
 mod paths;
+mod proxyproto;
 mod server;
 mod staging;
 
+pub use certs::{CertStore, GENERATED_TLS_DIR};
 pub use cli::{Cli, Command, main_with_args, run};
 pub use config::*;
 pub use error::Error;
+pub use listener::{
+    ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, TlsInfo, bind, serve,
+};
 pub use paths::{PathPattern, PathSet};
+pub use proxyproto::{MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES, ProxyAddresses, ProxyHeader, parse_proxy_header};
 pub use staging::*;
