@@ -151,21 +151,21 @@ impl CertStore {
         let builder = match client_ca {
             Some(path) => {
                 let roots = load_client_roots(path)?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| {
-                        Error::Tls(format!(
-                            "client CA file {}: cannot verify clients with it: {e}",
-                            path.display()
-                        ))
-                    })?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| {
+                            Error::Tls(format!(
+                                "client CA file {}: cannot verify clients with it: {e}",
+                                path.display()
+                            ))
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(SwapResolver(Arc::clone(
-            &self.inner.current,
-        ))));
+        let mut config =
+            builder.with_cert_resolver(Arc::new(SwapResolver(Arc::clone(&self.inner.current))));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
@@ -216,7 +216,10 @@ impl CertStore {
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            match (&state.failed, read_pair(&self.inner.cert_path, &self.inner.key_path)) {
+            match (
+                &state.failed,
+                read_pair(&self.inner.cert_path, &self.inner.key_path),
+            ) {
                 (Some(failed), Ok(now)) => *failed == now,
                 _ => false,
             }
@@ -276,14 +279,14 @@ impl Hangup {
     fn new() -> Self {
         #[cfg(unix)]
         {
-            let signal =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot handle SIGHUP; certificate files are still polled");
-                        None
-                    }
-                };
+            let signal = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot handle SIGHUP; certificate files are still polled");
+                    None
+                }
+            };
             Self { signal }
         }
         #[cfg(not(unix))]
@@ -407,7 +410,11 @@ fn generate_self_signed(
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| Error::Tls(format!("cannot generate a self-signed certificate: {e}")))?;
     create_private_dir(dir)?;
-    write_atomic(key_path, generated.signing_key.serialize_pem().as_bytes(), true)?;
+    write_atomic(
+        key_path,
+        generated.signing_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     write_atomic(cert_path, generated.cert.pem().as_bytes(), false)?;
     Ok(())
 }

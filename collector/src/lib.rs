@@ -24,5 +24,7 @@ pub use listener::{
     ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, TlsInfo, bind, serve,
 };
 pub use paths::{PathPattern, PathSet};
-pub use proxyproto::{MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES, ProxyAddresses, ProxyHeader, parse_proxy_header};
+pub use proxyproto::{
+    MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES, ProxyAddresses, ProxyHeader, parse_proxy_header,
+};
 pub use staging::*;

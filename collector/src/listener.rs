@@ -414,10 +414,7 @@ where
 /// Size of the request head as sent, near enough: request line and headers
 /// with their separators.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let uri = req
-        .uri()
-        .path_and_query()
-        .map_or(1, |pq| pq.as_str().len());
+    let uri = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
     let line = req.method().as_str().len() + uri + " HTTP/1.1\r\n".len() + 1;
     req.headers().iter().fold(line, |n, (name, value)| {
         n + name.as_str().len() + value.len() + 4
@@ -576,7 +573,7 @@ impl AsyncWrite for ConnIo {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_flush(cx) {
             Poll::Pending => this.poll_idle(cx).map(Err),
-            ready => ready,
+            ready @ Poll::Ready(_) => ready,
         }
     }
 
@@ -584,7 +581,7 @@ impl AsyncWrite for ConnIo {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_shutdown(cx) {
             Poll::Pending => this.poll_idle(cx).map(Err),
-            ready => ready,
+            ready @ Poll::Ready(_) => ready,
         }
     }
 }

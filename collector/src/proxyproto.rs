@@ -1,4 +1,4 @@
-//! The PROXY protocol (HAProxy, versions 1 and 2): the header a trusted load
+//! The PROXY protocol (`HAProxy`, versions 1 and 2): the header a trusted load
 //! balancer puts in front of a connection to say which client it carries.
 //!
 //! Only the parser and a bounded reader live here; the listener decides whose
@@ -273,7 +273,9 @@ pub(crate) async fn read_proxy_header<S: AsyncRead + Unpin>(
                 source,
             })?;
             if n == 0 {
-                return Err(invalid("connection closed inside the PROXY protocol header"));
+                return Err(invalid(
+                    "connection closed inside the PROXY protocol header",
+                ));
             }
             buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
             if let Some((header, used)) = parse_proxy_header(&buf)? {
@@ -346,7 +348,11 @@ mod tests {
         assert!(parse_proxy_header(b"").unwrap().is_none());
         assert!(parse_proxy_header(b"PRO").unwrap().is_none());
         assert!(parse_proxy_header(b"PROXY TCP4 1.2.3.4").unwrap().is_none());
-        assert!(parse_proxy_header(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r").unwrap().is_none());
+        assert!(
+            parse_proxy_header(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r")
+                .unwrap()
+                .is_none()
+        );
         for bad in [
             &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"[..],
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX",
@@ -362,7 +368,11 @@ mod tests {
             b"GET / HTTP/1.1\r\n",
             b"\x16\x03\x01",
         ] {
-            assert!(parse_proxy_header(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_proxy_header(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let long = [b"PROXY UNKNOWN ".as_slice(), &[b'a'; 120]].concat();
         assert!(parse_proxy_header(&long).is_err());
@@ -393,7 +403,9 @@ mod tests {
         assert_eq!((h.addresses, n), (None, 16));
         let (h, _) = parse_proxy_header(&v2(0, 0x11, &p)).unwrap().unwrap();
         assert_eq!(h.addresses, None, "LOCAL ignores addresses");
-        let (h, _) = parse_proxy_header(&v2(1, 0x00, &[1, 2, 3])).unwrap().unwrap();
+        let (h, _) = parse_proxy_header(&v2(1, 0x00, &[1, 2, 3]))
+            .unwrap()
+            .unwrap();
         assert_eq!(h.addresses, None);
     }
 
@@ -426,7 +438,11 @@ mod tests {
         assert_eq!(rest, b"hello");
 
         let mut eof: &[u8] = b"PROXY TCP4 1.2.3.4";
-        assert!(read_proxy_header(&mut eof, Duration::from_secs(1)).await.is_err());
+        assert!(
+            read_proxy_header(&mut eof, Duration::from_secs(1))
+                .await
+                .is_err()
+        );
 
         let (mut client, mut server) = tokio::io::duplex(64);
         tokio::io::AsyncWriteExt::write_all(&mut client, b"PROXY ")

@@ -2,6 +2,11 @@
 //! cap, slowloris and handshake deadlines, head size, PROXY protocol and
 //! graceful shutdown.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on any setup error"
+)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -40,7 +45,8 @@ async fn whoami(Extension(info): Extension<ConnInfo>) -> String {
     format!(
         "peer={} proxied={} client={} tls={} sni={} client_cert={}",
         info.peer,
-        info.proxied.map_or_else(|| "none".to_owned(), |a| a.to_string()),
+        info.proxied
+            .map_or_else(|| "none".to_owned(), |a| a.to_string()),
         info.client(),
         info.tls.as_ref().map_or("none", |t| t.version.as_str()),
         info.tls
@@ -295,12 +301,18 @@ async fn a_slowloris_head_is_cut_off_after_the_header_read_timeout() {
     .await;
     let mut s = TcpStream::connect(server.addr).await.unwrap();
     let started = Instant::now();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .unwrap();
     let (mut rd, mut wr) = s.into_split();
     let trickle = tokio::spawn(async move {
         for i in 0..40 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if wr.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).await.is_err() {
+            if wr
+                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -444,15 +456,15 @@ async fn proxy_headers_from_a_trusted_peer_name_the_client() {
     assert!(out.contains("client=203.0.113.9:40000"), "{out}");
     assert!(out.contains("peer=127.0.0.1:"), "{out}");
 
-    let v6 = [
-        &b"PROXY TCP6 2001:db8::5 ::1 40001 443\r\n"[..],
-        GET_CLOSE,
-    ]
-    .concat();
+    let v6 = [&b"PROXY TCP6 2001:db8::5 ::1 40001 443\r\n"[..], GET_CLOSE].concat();
     let out = raw_exchange(server.addr, &v6, BOUND).await;
     assert!(out.contains("proxied=[2001:db8::5]:40001"), "{out}");
 
-    let v2 = [proxy_v2_tcp4([198, 51, 100, 23], 50000).as_slice(), GET_CLOSE].concat();
+    let v2 = [
+        proxy_v2_tcp4([198, 51, 100, 23], 50000).as_slice(),
+        GET_CLOSE,
+    ]
+    .concat();
     let out = raw_exchange(server.addr, &v2, BOUND).await;
     assert!(out.contains("proxied=198.51.100.23:50000"), "{out}");
 
@@ -489,7 +501,11 @@ async fn bad_or_missing_proxy_headers_from_a_trusted_peer_close_the_connection()
     // Nothing at all: closed after the header read timeout.
     let started = Instant::now();
     let mut s = TcpStream::connect(server.addr).await.unwrap();
-    assert!(read_to_close(&mut s, Duration::from_secs(3)).await.is_empty());
+    assert!(
+        read_to_close(&mut s, Duration::from_secs(3))
+            .await
+            .is_empty()
+    );
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(server.events.count(ListenerEvent::ProxyHeaderRejected), 5);
     server.shutdown.cancel();
@@ -506,7 +522,11 @@ async fn proxy_headers_from_an_untrusted_peer_are_not_interpreted() {
     .concat();
     let out = raw_exchange(server.addr, &v1, BOUND).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    let v2 = [proxy_v2_tcp4([198, 51, 100, 23], 50000).as_slice(), GET_CLOSE].concat();
+    let v2 = [
+        proxy_v2_tcp4([198, 51, 100, 23], 50000).as_slice(),
+        GET_CLOSE,
+    ]
+    .concat();
     let out = raw_exchange(server.addr, &v2, BOUND).await;
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(!out.contains("198.51.100.23"), "{out}");
@@ -569,7 +589,9 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_connections() {
     });
     // An idle keep-alive connection must not hold up the shutdown.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
     let mut first = [0u8; 12];
     idle.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
