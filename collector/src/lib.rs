@@ -33,4 +33,5 @@ pub use paths::{PathPattern, PathSet};
 pub use proxyproto::{
     MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES, ProxyAddresses, ProxyHeader, parse_proxy_header,
 };
+pub use server::RunningCollector;
 pub use staging::*;
