@@ -402,7 +402,8 @@ impl CollectorConfig {
                     .to_owned(),
             );
         }
-        if self.public.listen == self.export.listen {
+        // Port 0 asks the system for a free port, so two of them never clash.
+        if self.public.listen == self.export.listen && self.public.listen.port() != 0 {
             return bad(
                 "export.listen",
                 format!(
