@@ -9,6 +9,7 @@
 mod cli;
 mod config;
 mod error;
+mod export;
 mod paths;
 mod server;
 mod staging;
@@ -16,5 +17,6 @@ mod staging;
 pub use cli::{Cli, Command, main_with_args, run};
 pub use config::*;
 pub use error::Error;
+pub use export::*;
 pub use paths::{PathPattern, PathSet};
 pub use staging::*;
