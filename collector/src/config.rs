@@ -441,6 +441,17 @@ impl CollectorConfig {
         if self.export.max_batch == 0 || self.export.max_batch > 10_000 {
             return bad("export.max_batch", "use a value from 1 to 10000".to_owned());
         }
+        self.validate_tls_and_limits()
+    }
+
+    /// The TLS, limits and staging half of [`CollectorConfig::validate`].
+    fn validate_tls_and_limits(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: key.to_owned(),
+                reason,
+            })
+        };
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad(
                 "tls.cert",

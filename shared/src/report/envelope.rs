@@ -17,9 +17,12 @@ pub struct ReceiverEnvelope {
     /// The egress public address as the receiver (or a trusted proxy in front
     /// of it) saw it.
     pub peer_ip: IpAddr,
-    /// The egress TCP source port (1–65535), as seen with `peer_ip`.
+    /// The egress TCP source port (1–65535), as seen with `peer_ip`. Absent
+    /// when the address came from a trusted proxy's `X-Forwarded-For` or
+    /// `X-Real-IP`, which do not carry the client's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub peer_port: u16,
+    pub peer_port: Option<u16>,
     /// The request path the report arrived on (`/v1/reports`), without the
     /// query string.
     #[schemars(length(min = 1, max = ReportLimits::MAX_PATH_LEN), regex(pattern = "^/"))]

@@ -576,7 +576,7 @@ fn check_envelope(c: &mut Checker, envelope: &ReceiverEnvelope) {
             format!("is {}, which no peer can have", envelope.peer_ip),
         );
     }
-    if envelope.peer_port == 0 {
+    if envelope.peer_port == Some(0) {
         c.push(
             "envelope.peer_port",
             "is 0; a TCP source port is 1 to 65535",

@@ -1,0 +1,574 @@
+//! The public listener's router: reports posted by probes.
+//!
+//! A report is answered 2xx only after staging has committed it. Anything
+//! that is not a report on one of the configured paths gets the kind of 404
+//! any web server gives, so that the endpoint does not stand out to a
+//! meddling gateway that probes it.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use http_body_util::{BodyExt, Limited};
+use ipnet::IpNet;
+use lineprobe_shared::{EnvelopeHeaders, EnvelopeTls, ReceiverEnvelope, Report};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::metrics::{IngestOutcome, Metrics};
+use crate::{ConnInfo, Error, PathSet, StageOutcome, Staging};
+
+/// A request refused before staging: how to count it and what to answer.
+type Rejected = Box<(IngestOutcome, Response)>;
+
+/// Size and time limits of one ingest request.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Largest body as sent.
+    pub max_body_bytes: usize,
+    /// Largest report after decompression.
+    pub max_decompressed_bytes: usize,
+    /// Whole request, body and commit included.
+    pub request_timeout: Duration,
+}
+
+/// Everything the ingest handlers share.
+#[derive(Debug, Clone)]
+pub struct IngestState {
+    /// Where reports are committed.
+    pub staging: Staging,
+    /// The configured ingest paths.
+    pub paths: Arc<PathSet>,
+    /// This node's id, written into every envelope.
+    pub node_id: Arc<str>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Arc<[IpNet]>,
+    /// Size and time limits.
+    pub limits: IngestLimits,
+    /// Requests handled at once; beyond it requests are shed.
+    pub concurrency: Arc<Semaphore>,
+    /// `Retry-After` seconds when staging is full.
+    pub full_retry_after_secs: u64,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The public router: ingest on the configured paths, health checks, and an
+/// ordinary 404 for everything else. The manifest route is merged in by the
+/// server.
+pub fn ingest_router(state: IngestState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(ingest_or_not_found)
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: staging answers and is below its bound.
+async fn readyz(State(state): State<IngestState>) -> Response {
+    readiness(&state.staging).await
+}
+
+/// Shared with the export listener's `/readyz`.
+pub(crate) async fn readiness(staging: &Staging) -> Response {
+    match staging.stats().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}
+
+/// The 404 a stock web server would give.
+pub fn not_found() -> Response {
+    const PAGE: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
+        <center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/html"))],
+        PAGE,
+    )
+        .into_response()
+}
+
+async fn ingest_or_not_found(State(state): State<IngestState>, request: Request) -> Response {
+    if request.method() != Method::POST || !state.paths.matches(request.uri().path()) {
+        state.metrics.ingest(IngestOutcome::NotFound);
+        return not_found();
+    }
+    // Shed instead of queueing: a queue only turns overload into timeouts
+    // for everyone, while a prompt 503 lets the probe spool and retry.
+    let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
+        state.metrics.ingest(IngestOutcome::Shed);
+        return rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the receiver is busy; retry later",
+            Some(1),
+        );
+    };
+    let (outcome, response) = ingest(&state, request).await;
+    state.metrics.ingest(outcome);
+    response
+}
+
+async fn ingest(state: &IngestState, request: Request) -> (IngestOutcome, Response) {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let conn = parts.extensions.get::<ConnInfo>().cloned();
+    let path = parts.uri.path().to_owned();
+
+    let bytes = match read_body(state, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(rejected) => return *rejected,
+    };
+    let report = match Report::from_submitted_json(&bytes) {
+        Ok(r) => r,
+        Err(lineprobe_shared::Error::InvalidReport(violations)) => {
+            let body = json!({
+                "error": "invalid_report",
+                "detail": "the report breaks the schema; fix the fields listed",
+                "violations": violations,
+            });
+            return (
+                IngestOutcome::Invalid,
+                (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response(),
+            );
+        }
+        Err(e) => {
+            return (
+                IngestOutcome::Invalid,
+                rejection(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_report",
+                    &e.to_string(),
+                    None,
+                ),
+            );
+        }
+    };
+
+    let Some(conn) = conn else {
+        // Every connection is served through the listener, which always
+        // attaches ConnInfo; without it the egress address is unknown and
+        // the report would be worthless to the pipeline.
+        return (
+            IngestOutcome::StorageError,
+            rejection(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "no connection info",
+                None,
+            ),
+        );
+    };
+    let mut report = report;
+    report.envelope = Some(envelope(state, &conn, &parts.headers, &path));
+    let report_id = report.report_id.to_string();
+
+    let remaining = state
+        .limits
+        .request_timeout
+        .saturating_sub(started.elapsed());
+    let staged = tokio::time::timeout(remaining, state.staging.stage(report)).await;
+    stage_response(state, &report_id, staged)
+}
+
+/// The answer to a staging attempt: 2xx only for a committed report.
+fn stage_response(
+    state: &IngestState,
+    report_id: &str,
+    staged: Result<Result<StageOutcome, Error>, tokio::time::error::Elapsed>,
+) -> (IngestOutcome, Response) {
+    match staged {
+        Ok(Ok(StageOutcome::Stored { seq })) => (
+            IngestOutcome::Stored,
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"status": "stored", "report_id": report_id, "node_id": &*state.node_id, "seq": seq})),
+            )
+                .into_response(),
+        ),
+        Ok(Ok(StageOutcome::Duplicate { seq })) => (
+            IngestOutcome::Duplicate,
+            (
+                StatusCode::OK,
+                axum::Json(json!({"status": "duplicate", "report_id": report_id, "node_id": &*state.node_id, "seq": seq})),
+            )
+                .into_response(),
+        ),
+        Ok(Err(Error::StagingFull { retry_after_secs, .. })) => (
+            IngestOutcome::StagingFull,
+            rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "staging_full",
+                "the receiver's store is full until the internal side catches up; retry later",
+                Some(retry_after_secs.max(state.full_retry_after_secs)),
+            ),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "staging failed; answering 503");
+            (
+                IngestOutcome::StorageError,
+                rejection(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the report was not stored; retry later",
+                    Some(30),
+                ),
+            )
+        }
+        // The commit may still land after this; the probe's retry then gets
+        // `duplicate`, so the report is stored once either way.
+        Err(_) => (
+            IngestOutcome::Timeout,
+            rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the report was not confirmed stored in time; retry later",
+                Some(5),
+            ),
+        ),
+    }
+}
+
+/// Reads the body within the limits, decompressing gzip.
+async fn read_body(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Rejected> {
+    let limits = state.limits;
+    let gzip = content_is_gzip_json(headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(too_large("body", limits.max_body_bytes));
+    }
+    let read = tokio::time::timeout(
+        limits.request_timeout,
+        Limited::new(body, limits.max_body_bytes).collect(),
+    )
+    .await;
+    let raw = match read {
+        Err(_) => {
+            return Err(Box::new((
+                IngestOutcome::Timeout,
+                rejection(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the body did not arrive in time",
+                    None,
+                ),
+            )));
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(too_large("body", limits.max_body_bytes));
+        }
+        Ok(Err(e)) => {
+            return Err(Box::new((
+                IngestOutcome::Invalid,
+                rejection(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    &format!("cannot read the body: {e}"),
+                    None,
+                ),
+            )));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    if !gzip {
+        if raw.len() > limits.max_decompressed_bytes {
+            return Err(too_large("report", limits.max_decompressed_bytes));
+        }
+        return Ok(raw);
+    }
+    gunzip(&raw, limits.max_decompressed_bytes).map(Bytes::from)
+}
+
+/// Checks `Content-Encoding` and `Content-Type`; true for gzip.
+fn content_is_gzip_json(headers: &HeaderMap) -> Result<bool, Rejected> {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(HeaderValue::to_str)
+    {
+        None => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") => true,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
+        Some(_) => {
+            return Err(Box::new((
+                IngestOutcome::UnsupportedMedia,
+                rejection(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    "send the report as JSON, optionally with Content-Encoding: gzip",
+                    None,
+                ),
+            )));
+        }
+    };
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        if !(ct.starts_with("application/json") || ct.contains("+json")) {
+            return Err(Box::new((
+                IngestOutcome::UnsupportedMedia,
+                rejection(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the report with Content-Type: application/json",
+                    None,
+                ),
+            )));
+        }
+    }
+    Ok(gzip)
+}
+
+/// Decompresses gzip within `limit` bytes: a gzip bomb stops at the limit
+/// plus one byte.
+fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, Rejected> {
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit + 1));
+    let mut decoder = flate2::read::GzDecoder::new(raw).take(limit as u64 + 1);
+    if let Err(e) = decoder.read_to_end(&mut out) {
+        return Err(Box::new((
+            IngestOutcome::Invalid,
+            rejection(
+                StatusCode::BAD_REQUEST,
+                "bad_gzip",
+                &format!("the body is not valid gzip: {e}"),
+                None,
+            ),
+        )));
+    }
+    if out.len() > limit {
+        return Err(too_large("decompressed report", limit));
+    }
+    Ok(out)
+}
+
+fn too_large(what: &str, limit: usize) -> Rejected {
+    Box::new((
+        IngestOutcome::TooLarge,
+        rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("the {what} is larger than {limit} bytes"),
+            None,
+        ),
+    ))
+}
+
+/// What the receiver adds to a report.
+fn envelope(
+    state: &IngestState,
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    path: &str,
+) -> ReceiverEnvelope {
+    let mut recorded = EnvelopeHeaders::default();
+    for name in EnvelopeHeaders::SELECTED {
+        for value in headers.get_all(name) {
+            recorded.insert(name, &String::from_utf8_lossy(value.as_bytes()));
+        }
+    }
+    let (peer_ip, peer_port) = egress_address(conn, headers, &state.trusted_proxies);
+    ReceiverEnvelope {
+        received_at: Utc::now(),
+        peer_ip,
+        peer_port,
+        path: path
+            .chars()
+            .take(lineprobe_shared::ReportLimits::MAX_PATH_LEN)
+            .collect(),
+        headers: recorded,
+        tls: conn.tls.as_ref().map(|t| EnvelopeTls {
+            version: t.version.clone(),
+            sni: t.sni.clone(),
+        }),
+        node_id: state.node_id.to_string(),
+        seq: 0,
+    }
+}
+
+/// The subscriber's egress address.
+///
+/// The socket peer, unless that peer is a trusted proxy: then the PROXY
+/// protocol header it sent (already checked by the listener), else the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy,
+/// else `X-Real-IP`. Headers from anyone else are recorded but never
+/// believed — a probe behind a meddling gateway must not be able to claim
+/// another address.
+pub fn egress_address(
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> (IpAddr, Option<u16>) {
+    if let Some(p) = conn.proxied {
+        return (p.ip(), Some(p.port()));
+    }
+    let socket = (conn.peer.ip(), Some(conn.peer.port()));
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&canonical(ip)));
+    if !is_trusted(conn.peer.ip()) {
+        return socket;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(parse_forwarded_addr)
+        .collect();
+    if let Some(ip) = forwarded.iter().rev().find(|ip| !is_trusted(**ip)) {
+        return (*ip, None);
+    }
+    if let Some(ip) = forwarded.first() {
+        // Every hop was a trusted proxy: the left-most is the origin.
+        return (*ip, None);
+    }
+    if let Some(ip) = headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_forwarded_addr)
+    {
+        return (ip, None);
+    }
+    socket
+}
+
+/// One `X-Forwarded-For` element: an address, possibly `[v6]:port` or
+/// `v4:port`.
+fn parse_forwarded_addr(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim().trim_matches('"');
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    let inner = s.strip_prefix('[').and_then(|r| r.split(']').next())?;
+    inner.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// IPv4-mapped IPv6 (from dual-stack sockets) as plain IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// A JSON error: `{"error": code, "detail": sentence}`, with `Retry-After`.
+fn rejection(status: StatusCode, code: &str, detail: &str, retry_after: Option<u64>) -> Response {
+    let mut response =
+        (status, axum::Json(json!({"error": code, "detail": detail}))).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(peer: &str, proxied: Option<&str>) -> ConnInfo {
+        ConnInfo {
+            peer: peer.parse().unwrap(),
+            proxied: proxied.map(|p| p.parse().unwrap()),
+            local: "127.0.0.1:8443".parse().unwrap(),
+            tls: None,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn untrusted_peers_headers_are_not_believed() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-real-ip", "198.51.100.8"),
+        ]);
+        let (ip, port) = egress_address(&conn("203.0.113.5:40000", None), &h, &trusted);
+        assert_eq!(ip.to_string(), "203.0.113.5");
+        assert_eq!(port, Some(40000));
+    }
+
+    #[test]
+    fn trusted_proxy_gives_rightmost_untrusted_forwarded_address() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "192.0.2.1, 198.51.100.7, 10.1.1.1")]);
+        let (ip, port) = egress_address(&conn("10.0.0.2:5555", None), &h, &trusted);
+        assert_eq!(ip.to_string(), "198.51.100.7");
+        assert_eq!(port, None);
+        // Repeated headers are one list.
+        let h = headers(&[
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", "[2001:db8::9]:443"),
+        ]);
+        let (ip, _) = egress_address(&conn("10.0.0.2:5555", None), &h, &trusted);
+        assert_eq!(ip.to_string(), "2001:db8::9");
+    }
+
+    #[test]
+    fn trusted_proxy_falls_back_to_real_ip_then_socket() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-real-ip", "198.51.100.8")]);
+        assert_eq!(
+            egress_address(&conn("10.0.0.2:5555", None), &h, &trusted)
+                .0
+                .to_string(),
+            "198.51.100.8"
+        );
+        let h = headers(&[("x-forwarded-for", "not an address")]);
+        assert_eq!(
+            egress_address(&conn("10.0.0.2:5555", None), &h, &trusted),
+            ("10.0.0.2".parse().unwrap(), Some(5555))
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_address_wins() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "192.0.2.1")]);
+        let (ip, port) = egress_address(
+            &conn("10.0.0.2:5555", Some("198.51.100.9:61000")),
+            &h,
+            &trusted,
+        );
+        assert_eq!(
+            (ip.to_string(), port),
+            ("198.51.100.9".to_owned(), Some(61000))
+        );
+    }
+
+    #[test]
+    fn mapped_v4_peer_matches_v4_trusted_range() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "198.51.100.7")]);
+        let (ip, _) = egress_address(&conn("[::ffff:10.0.0.2]:5555", None), &h, &trusted);
+        assert_eq!(ip.to_string(), "198.51.100.7");
+    }
+}

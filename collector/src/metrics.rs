@@ -1,0 +1,204 @@
+//! Prometheus metrics: requests by outcome, connections, staging depth, the
+//! age of the oldest unacknowledged report and commit latency.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::{Error, Staging};
+
+/// Which listener a request or connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum ListenerName {
+    /// The public listener (probes).
+    Public,
+    /// The export listener (the internal puller).
+    Export,
+}
+
+/// How an ingest request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum IngestOutcome {
+    /// Committed to staging (2xx).
+    Stored,
+    /// Already stored (2xx, `duplicate`).
+    Duplicate,
+    /// The report broke the schema (4xx).
+    Invalid,
+    /// Body over the size limit, before or after decompression (413).
+    TooLarge,
+    /// Not JSON, or an encoding we do not take (415).
+    UnsupportedMedia,
+    /// Shed by the concurrency limit (503).
+    Shed,
+    /// Staging at its bound (503).
+    StagingFull,
+    /// Staging failed, e.g. disk full (503).
+    StorageError,
+    /// The request took longer than allowed (408/503).
+    Timeout,
+    /// Any path or method that is not an ingest endpoint (404/405).
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct IngestLabels {
+    outcome: IngestOutcome,
+}
+
+/// What happened to a connection at the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum ConnectionEvent {
+    /// Accepted and served.
+    Accepted,
+    /// Refused at the connection cap.
+    RefusedAtCap,
+    /// TLS handshake failed or timed out.
+    TlsFailed,
+    /// A required or malformed PROXY protocol header.
+    ProxyRejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnectionLabels {
+    listener: ListenerName,
+    event: ConnectionEvent,
+}
+
+/// The collector's metrics (shared by every task).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    ingest: Family<IngestLabels, Counter>,
+    connections: Family<ConnectionLabels, Counter>,
+    commit_seconds: Histogram,
+    commit_batch: Histogram,
+    staging_unacked: Gauge,
+    staging_highest_seq: Gauge,
+    oldest_unacked_seconds: Gauge<f64, AtomicU64>,
+    exported: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("lineprobe_collector");
+        let ingest = Family::<IngestLabels, Counter>::default();
+        registry.register(
+            "ingest_requests",
+            "Ingest requests by outcome",
+            ingest.clone(),
+        );
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Connections by listener and event",
+            connections.clone(),
+        );
+        // 100 µs to ~13 s: an fsync on a slow disk can take long.
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        registry.register(
+            "staging_commit_seconds",
+            "Duration of staging commits (one fsync'd transaction each)",
+            commit_seconds.clone(),
+        );
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "staging_commit_reports",
+            "Reports per staging commit (group commit size)",
+            commit_batch.clone(),
+        );
+        let staging_unacked = Gauge::default();
+        registry.register(
+            "staging_unacked_reports",
+            "Reports committed and not yet acknowledged by the puller",
+            staging_unacked.clone(),
+        );
+        let staging_highest_seq = Gauge::default();
+        registry.register(
+            "staging_highest_seq",
+            "Highest sequence number assigned",
+            staging_highest_seq.clone(),
+        );
+        let oldest_unacked_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "staging_oldest_unacked_age_seconds",
+            "Age of the oldest unacknowledged report (0 when none)",
+            oldest_unacked_seconds.clone(),
+        );
+        let exported = Counter::default();
+        registry.register(
+            "exported_reports",
+            "Reports sent to the puller",
+            exported.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            ingest,
+            connections,
+            commit_seconds,
+            commit_batch,
+            staging_unacked,
+            staging_highest_seq,
+            oldest_unacked_seconds,
+            exported,
+        })
+    }
+
+    /// Counts one ingest request.
+    pub fn ingest(&self, outcome: IngestOutcome) {
+        self.ingest.get_or_create(&IngestLabels { outcome }).inc();
+    }
+
+    /// The number of ingest requests that ended with `outcome` so far.
+    pub fn ingest_count(&self, outcome: IngestOutcome) -> u64 {
+        self.ingest.get_or_create(&IngestLabels { outcome }).get()
+    }
+
+    /// Counts one connection event.
+    pub fn connection(&self, listener: ListenerName, event: ConnectionEvent) {
+        self.connections
+            .get_or_create(&ConnectionLabels { listener, event })
+            .inc();
+    }
+
+    /// Records one staging commit.
+    pub fn commit(&self, took: Duration, reports: usize) {
+        self.commit_seconds.observe(took.as_secs_f64());
+        #[allow(clippy::cast_precision_loss)] // batch sizes are far below 2^52
+        self.commit_batch.observe(reports as f64);
+    }
+
+    /// Counts reports handed to the puller.
+    pub fn exported(&self, reports: u64) {
+        self.exported.inc_by(reports);
+    }
+
+    /// Refreshes the staging gauges and renders everything in the
+    /// Prometheus text format.
+    pub async fn render(&self, staging: &Staging) -> Result<String, Error> {
+        let stats = staging.stats().await?;
+        self.staging_unacked
+            .set(i64::try_from(stats.unacked).unwrap_or(i64::MAX));
+        self.staging_highest_seq
+            .set(i64::try_from(stats.highest_seq).unwrap_or(i64::MAX));
+        let age = stats.oldest_unacked.map_or(0.0, |t| {
+            let ms = (chrono::Utc::now() - t).num_milliseconds().max(0);
+            #[allow(clippy::cast_precision_loss)] // ages in ms fit easily
+            let secs = ms as f64 / 1000.0;
+            secs
+        });
+        self.oldest_unacked_seconds.set(age);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| Error::Staging(format!("cannot encode metrics: {e}")))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,191 @@
+//! The collector configuration: the example file, defaults, environment
+//! overrides, flags, and the messages that say what to fix.
+
+use std::path::PathBuf;
+
+use lineprobe_collector::{CollectorConfig, Overrides};
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml")
+}
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn err(text: &str) -> String {
+    CollectorConfig::from_toml_with_env(text, "test.toml", no_env(), &Overrides::default())
+        .expect_err("should be refused")
+        .to_string()
+}
+
+#[test]
+fn example_file_parses_and_equals_the_defaults() {
+    let from_file = CollectorConfig::load(Some(&example()), no_env(), &Overrides::default())
+        .expect("config/collector.example.toml is valid");
+    let defaults = CollectorConfig::load(None, no_env(), &Overrides::default()).expect("defaults");
+    assert_eq!(
+        from_file, defaults,
+        "the example must document the defaults exactly"
+    );
+}
+
+#[test]
+fn example_file_documents_every_key() {
+    let text = std::fs::read_to_string(example()).expect("read example");
+    let defaults = toml::Value::try_from(CollectorConfig::default()).expect("serialize defaults");
+    let mut missing = Vec::new();
+    let toml::Value::Table(sections) = defaults else {
+        panic!("table")
+    };
+    for (section, value) in sections {
+        match value {
+            toml::Value::Table(keys) => {
+                assert!(
+                    text.contains(&format!("[{section}]")),
+                    "section [{section}] missing"
+                );
+                for key in keys.keys() {
+                    if !text.contains(&format!("{key} =")) && !text.contains(&format!("# {key} ="))
+                    {
+                        missing.push(format!("{section}.{key}"));
+                    }
+                }
+            }
+            _ => {
+                if !text.contains(&format!("{section} =")) {
+                    missing.push(section);
+                }
+            }
+        }
+    }
+    // Optional keys with no default are shown commented out.
+    for optional in ["client_ca", "cert", "key"] {
+        assert!(
+            text.contains(&format!("# {optional} =")),
+            "{optional} not documented"
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "keys not documented in the example: {missing:?}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let e = err("[public]\nlisten_addr = \"0.0.0.0:1\"\n");
+    assert!(e.contains("listen_addr"), "{e}");
+    let e = err("colour = true\n");
+    assert!(e.contains("colour"), "{e}");
+}
+
+#[test]
+fn environment_overrides_keys_and_the_token() {
+    let env = vec![
+        (
+            "LINEPROBE_COLLECTOR__PUBLIC__LISTEN".to_owned(),
+            "127.0.0.1:18443".to_owned(),
+        ),
+        (
+            "LINEPROBE_COLLECTOR__LIMITS__MAX_CONNECTIONS".to_owned(),
+            "77".to_owned(),
+        ),
+        (
+            "LINEPROBE_COLLECTOR__NODE_ID".to_owned(),
+            "edge-7".to_owned(),
+        ),
+        ("LINEPROBE_EXPORT_TOKEN".to_owned(), "t".repeat(40)),
+        ("UNRELATED".to_owned(), "x".to_owned()),
+    ];
+    let c =
+        CollectorConfig::from_toml_with_env("", "test", env, &Overrides::default()).expect("valid");
+    assert_eq!(c.public.listen.to_string(), "127.0.0.1:18443");
+    assert_eq!(c.limits.max_connections, 77);
+    assert_eq!(c.node_id, "edge-7");
+    assert_eq!(c.export.token.len(), 40);
+}
+
+#[test]
+fn an_unknown_environment_key_is_an_error() {
+    let env = vec![(
+        "LINEPROBE_COLLECTOR__PUBLIC__LISTN".to_owned(),
+        "x".to_owned(),
+    )];
+    let e = CollectorConfig::from_toml_with_env("", "test", env, &Overrides::default())
+        .expect_err("typo")
+        .to_string();
+    assert!(e.contains("listn"), "{e}");
+}
+
+#[test]
+fn flags_win_over_file_and_environment() {
+    let env = vec![(
+        "LINEPROBE_COLLECTOR__PUBLIC__LISTEN".to_owned(),
+        "127.0.0.1:1".to_owned(),
+    )];
+    let o = Overrides {
+        listen: Some("127.0.0.1:2".parse().expect("addr")),
+        export_listen: Some("127.0.0.1:3".parse().expect("addr")),
+        data_dir: Some(PathBuf::from("/tmp/x")),
+        plain_http: true,
+    };
+    let c =
+        CollectorConfig::from_toml_with_env("[public]\nlisten = \"127.0.0.1:9\"\n", "t", env, &o)
+            .expect("valid");
+    assert_eq!(c.public.listen.port(), 2);
+    assert_eq!(c.export.listen.port(), 3);
+    assert!(c.public.plain_http && c.export.plain_http);
+    assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+}
+
+#[test]
+fn validation_messages_say_what_to_do() {
+    for (text, says) in [
+        ("[public]\nplain_http = true\n", "behind_proxy = true"),
+        ("[export]\nlisten = \"0.0.0.0:8443\"\n", "must not share"),
+        ("[export]\ntoken = \"short\"\n", "at least 32 characters"),
+        ("[public]\npaths = []\n", "at least one path"),
+        ("[public]\npaths = [\"/a/b*\"]\n", "public.paths[0]"),
+        ("[public]\nproxy_protocol = true\n", "trusted_proxies"),
+        ("[tls]\ncert = \"/x.pem\"\n", "tls.key"),
+        ("[limits]\nheader_read_timeout_ms = 0\n", "10 to 600000"),
+        ("[limits]\nmax_body_bytes = 10\n", "at least 1024"),
+        ("node_id = \"bad id!\"\n", "node name"),
+        ("[staging]\nmax_reports = 0\n", "staging.max_reports"),
+        ("[public\n", "not valid TOML"),
+    ] {
+        let e = err(text);
+        assert!(
+            e.contains(says),
+            "{text:?} gave {e:?}, expected it to mention {says:?}"
+        );
+    }
+}
+
+#[test]
+fn check_config_command_reports_valid_and_invalid_files() {
+    let bin = env!("CARGO_BIN_EXE_lineprobe-collector");
+    let ok = std::process::Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(example())
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("valid"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_conections = 5\n").expect("write");
+    let out = std::process::Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
+}
