@@ -265,6 +265,7 @@ struct ExportQuery {
     after: u64,
     /// Most reports to return, from 1; defaults to and is capped by the
     /// collector's `export.max_batch`.
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
