@@ -63,7 +63,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
                 plain_http: *plain_http,
             };
             let config = CollectorConfig::load(config.as_deref(), env, &overrides)?;
-            crate::server::run_until_signal(config)
+            crate::server::run_until_signal(&config)
         }
         Command::CheckConfig { config } => {
             let loaded = CollectorConfig::load(Some(config), env, &Overrides::default())?;

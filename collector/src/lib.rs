@@ -3,9 +3,12 @@
 //! has pulled and acknowledged them, and never opens a connection inward.
 //!
 //! Modules in the order a report flows through them: configuration, TLS
-//! material and the listeners that accept connections, the ingest router,
-//! the staging store, and the export router the internal side pulls from.
+//! material and the listeners that accept connections (with the PROXY
+//! protocol in front), the ingest router and its paths, the staging store,
+//! the export router the internal side pulls from, metrics, and the server
+//! that wires them together.
 
+mod certs;
 mod cli;
 mod config;
 mod error;
@@ -14,15 +17,23 @@ mod ingest;
 mod listener;
 mod metrics;
 mod paths;
+mod proxyproto;
 mod server;
 mod staging;
 
+pub use certs::{CertStore, GENERATED_TLS_DIR};
 pub use cli::{Cli, Command, main_with_args, run};
 pub use config::*;
 pub use error::Error;
 pub use export::*;
 pub use ingest::{IngestLimits, IngestState, egress_address, ingest_router, not_found};
-pub use listener::*;
-pub use metrics::{ConnectionEvent, IngestOutcome, ListenerName, Metrics};
+pub use listener::{
+    ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, TlsInfo, bind, serve,
+};
+pub use metrics::{IngestOutcome, ListenerName, Metrics};
 pub use paths::{PathPattern, PathSet};
+pub use proxyproto::{
+    MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES, ProxyAddresses, ProxyHeader, parse_proxy_header,
+};
+pub use server::RunningCollector;
 pub use staging::*;

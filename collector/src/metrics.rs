@@ -12,7 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::{Error, Staging};
+use std::net::SocketAddr;
+
+use crate::{Error, ListenerEvent, ListenerObserver, Staging};
 
 /// Which listener a request or connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -53,23 +55,15 @@ struct IngestLabels {
     outcome: IngestOutcome,
 }
 
-/// What happened to a connection at the listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum ConnectionEvent {
-    /// Accepted and served.
-    Accepted,
-    /// Refused at the connection cap.
-    RefusedAtCap,
-    /// TLS handshake failed or timed out.
-    TlsFailed,
-    /// A required or malformed PROXY protocol header.
-    ProxyRejected,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ConnectionLabels {
     listener: ListenerName,
-    event: ConnectionEvent,
+    event: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: ListenerName,
 }
 
 /// The collector's metrics (shared by every task).
@@ -78,6 +72,7 @@ pub struct Metrics {
     registry: Registry,
     ingest: Family<IngestLabels, Counter>,
     connections: Family<ConnectionLabels, Counter>,
+    open_connections: Family<ListenerLabels, Gauge>,
     commit_seconds: Histogram,
     commit_batch: Histogram,
     staging_unacked: Gauge,
@@ -98,9 +93,15 @@ impl Metrics {
         );
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
-            "connections",
-            "Connections by listener and event",
+            "connection_events",
+            "Connection events by listener (accepted, refused at the cap, TLS failures, timeouts…)",
             connections.clone(),
+        );
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Connections currently open, by listener",
+            open_connections.clone(),
         );
         // 100 µs to ~13 s: an fsync on a slow disk can take long.
         let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
@@ -143,6 +144,7 @@ impl Metrics {
             registry,
             ingest,
             connections,
+            open_connections,
             commit_seconds,
             commit_batch,
             staging_unacked,
@@ -162,11 +164,25 @@ impl Metrics {
         self.ingest.get_or_create(&IngestLabels { outcome }).get()
     }
 
-    /// Counts one connection event.
-    pub fn connection(&self, listener: ListenerName, event: ConnectionEvent) {
+    /// An observer that counts `listener`'s connection events.
+    pub fn listener_observer(
+        self: &Arc<Self>,
+        listener: ListenerName,
+    ) -> Arc<dyn ListenerObserver> {
+        Arc::new(ConnectionCounter {
+            metrics: Arc::clone(self),
+            listener,
+        })
+    }
+
+    /// How many times `event` happened on `listener` so far.
+    pub fn connection_events(&self, listener: ListenerName, event: ListenerEvent) -> u64 {
         self.connections
-            .get_or_create(&ConnectionLabels { listener, event })
-            .inc();
+            .get_or_create(&ConnectionLabels {
+                listener,
+                event: event_name(event),
+            })
+            .get()
     }
 
     /// Records one staging commit.
@@ -200,5 +216,56 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(|e| Error::Staging(format!("cannot encode metrics: {e}")))?;
         Ok(out)
+    }
+}
+
+/// Counts a listener's connection events into [`Metrics`].
+struct ConnectionCounter {
+    metrics: Arc<Metrics>,
+    listener: ListenerName,
+}
+
+impl ListenerObserver for ConnectionCounter {
+    fn on_event(&self, event: ListenerEvent, _peer: SocketAddr) {
+        let listener = self.listener;
+        match event {
+            ListenerEvent::Accepted => {
+                self.metrics
+                    .open_connections
+                    .get_or_create(&ListenerLabels { listener })
+                    .inc();
+            }
+            ListenerEvent::Closed => {
+                self.metrics
+                    .open_connections
+                    .get_or_create(&ListenerLabels { listener })
+                    .dec();
+                // Every accepted connection closes once; counting closes too
+                // would only repeat `accepted`.
+                return;
+            }
+            _ => {}
+        }
+        self.metrics
+            .connections
+            .get_or_create(&ConnectionLabels {
+                listener,
+                event: event_name(event),
+            })
+            .inc();
+    }
+}
+
+fn event_name(event: ListenerEvent) -> &'static str {
+    match event {
+        ListenerEvent::Accepted => "accepted",
+        ListenerEvent::RefusedAtCap => "refused_at_cap",
+        ListenerEvent::TlsHandshakeFailed => "tls_handshake_failed",
+        ListenerEvent::TlsHandshakeTimedOut => "tls_handshake_timed_out",
+        ListenerEvent::ProxyHeaderRejected => "proxy_header_rejected",
+        ListenerEvent::HeaderReadTimedOut => "header_read_timed_out",
+        ListenerEvent::IdleTimedOut => "idle_timed_out",
+        ListenerEvent::ForceClosed => "force_closed",
+        ListenerEvent::Closed => "closed",
     }
 }

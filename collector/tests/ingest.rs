@@ -1,0 +1,405 @@
+//! Ingest over real HTTPS on loopback: a 2xx only after the commit, one row
+//! per report id, clear 4xx errors, ordinary 404s, limits and shedding.
+
+mod support;
+
+use std::io::Write;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{public_url, sample_report, start};
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+#[tokio::test]
+async fn stored_then_duplicate_then_exported_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "").await;
+    let report = sample_report();
+    let url = public_url(&running, "/api/v1/report");
+
+    let r = client.post(&url).json(&report).send().await.expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "stored");
+    let seq = body["seq"].as_u64().expect("seq");
+
+    // The same report again, on another configured path: one row.
+    let r = client
+        .post(public_url(&running, "/api/v1/abc123/report"))
+        .json(&report)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "duplicate");
+    assert_eq!(body["seq"].as_u64(), Some(seq));
+
+    let exported = running.staging.export_after(0, 100).await.expect("export");
+    assert_eq!(exported.len(), 1);
+    let stored: Value = serde_json::from_slice(&exported[0].json).expect("stored json");
+    let env = &stored["envelope"];
+    assert_eq!(env["peer_ip"], "127.0.0.1");
+    assert!(env["peer_port"].as_u64().is_some_and(|p| p > 0));
+    assert_eq!(env["node_id"], "test-node");
+    assert_eq!(env["seq"].as_u64(), Some(seq));
+    assert_eq!(env["path"], "/api/v1/report");
+    assert_eq!(env["tls"]["sni"], "localhost");
+    assert!(
+        env["tls"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLS"))
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn headers_are_recorded_but_not_believed_from_untrusted_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "").await;
+    let r = client
+        .post(public_url(&running, "/static/x/upload"))
+        .header("X-Forwarded-For", "198.51.100.77")
+        .header("User-Agent", "Mozilla/5.0 (lineprobe test)")
+        .header("Accept-Language", "zh-CN,zh;q=0.9")
+        .json(&sample_report())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let exported = running.staging.export_after(0, 10).await.expect("export");
+    let stored: Value = serde_json::from_slice(&exported[0].json).expect("json");
+    assert_eq!(stored["envelope"]["peer_ip"], "127.0.0.1");
+    assert_eq!(
+        stored["envelope"]["headers"]["x-forwarded-for"],
+        "198.51.100.77"
+    );
+    assert_eq!(
+        stored["envelope"]["headers"]["accept-language"],
+        "zh-CN,zh;q=0.9"
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn trusted_proxy_forwarded_address_is_believed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(
+        dir.path(),
+        "[public]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
+    )
+    .await;
+    let r = client
+        .post(public_url(&running, "/api/v1/report"))
+        .header("X-Forwarded-For", "192.0.2.1, 198.51.100.77")
+        .json(&sample_report())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let exported = running.staging.export_after(0, 10).await.expect("export");
+    let stored: Value = serde_json::from_slice(&exported[0].json).expect("json");
+    assert_eq!(stored["envelope"]["peer_ip"], "198.51.100.77");
+    assert!(stored["envelope"].get("peer_port").is_none());
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn invalid_reports_get_4xx_naming_the_field_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "").await;
+    let url = public_url(&running, "/api/v1/report");
+
+    let mut bad = sample_report();
+    bad["trace"]["hops"][0]["ttl"] = json!(0);
+    let r = client.post(&url).json(&bad).send().await.expect("send");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_report");
+    let fields: Vec<&str> = body["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter_map(|v| v["field"].as_str())
+        .collect();
+    assert!(
+        fields.iter().any(|f| f.starts_with("trace.hops[0]")),
+        "{body}"
+    );
+
+    let mut unknown = sample_report();
+    unknown["surprise"] = json!(1);
+    let r = client.post(&url).json(&unknown).send().await.expect("send");
+    assert!(r.status().is_client_error());
+    let text = r.text().await.expect("text");
+    assert!(text.contains("surprise"), "{text}");
+
+    let mut with_envelope = sample_report();
+    with_envelope["envelope"] = json!({"received_at": "2025-01-01T00:00:00Z", "peer_ip": "192.0.2.1",
+        "path": "/x", "node_id": "n", "seq": 1});
+    let r = client
+        .post(&url)
+        .json(&with_envelope)
+        .send()
+        .await
+        .expect("send");
+    assert!(r.status().is_client_error());
+
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "malformed_report");
+
+    let r = client
+        .post(&url)
+        .header("content-type", "text/html")
+        .body("<html>")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    assert!(
+        running
+            .staging
+            .export_after(0, 10)
+            .await
+            .expect("export")
+            .is_empty()
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn other_paths_and_methods_get_an_ordinary_404() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "").await;
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/v2/report"),
+        (reqwest::Method::GET, "/api/v1/report"),
+        (reqwest::Method::GET, "/"),
+        (reqwest::Method::POST, "/export"),
+        (reqwest::Method::GET, "/metrics"),
+    ] {
+        let r = client
+            .request(method.clone(), public_url(&running, path))
+            .json(&sample_report())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        let text = r.text().await.expect("text");
+        assert!(
+            text.contains("404 Not Found") && !text.contains("lineprobe"),
+            "{text}"
+        );
+    }
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn gzip_bodies_and_their_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(
+        dir.path(),
+        "[limits]\nmax_body_bytes = 4096\nmax_decompressed_bytes = 16384\n",
+    )
+    .await;
+    let url = public_url(&running, "/api/v1/report");
+
+    let body = serde_json::to_vec(&sample_report()).expect("json");
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(&body))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // A gzip bomb: tiny on the wire, huge inflated.
+    let bomb = gzip(&vec![b' '; 10 * 1024 * 1024]);
+    assert!(bomb.len() < 4096);
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Over the body limit as sent.
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 8192])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn staging_full_answers_503_with_retry_after_and_stores_nothing_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(
+        dir.path(),
+        "[staging]\nmax_reports = 2\nfull_retry_after_secs = 42\n",
+    )
+    .await;
+    let url = public_url(&running, "/api/v1/report");
+    for _ in 0..2 {
+        let r = client
+            .post(&url)
+            .json(&sample_report())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = client
+        .post(&url)
+        .json(&sample_report())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "42");
+    assert_eq!(
+        running
+            .staging
+            .export_after(0, 10)
+            .await
+            .expect("export")
+            .len(),
+        2
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn concurrency_limit_sheds_with_503() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One request at a time, and a commit wait long enough that requests overlap.
+    let (running, client) = start(
+        dir.path(),
+        "[limits]\nmax_concurrent_requests = 1\n[staging]\ngroup_commit_wait_us = 100000\n",
+    )
+    .await;
+    let url = public_url(&running, "/api/v1/report");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(&url)
+                .json(&sample_report())
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }));
+    }
+    let mut shed = 0;
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            StatusCode::CREATED => stored += 1,
+            StatusCode::SERVICE_UNAVAILABLE => shed += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(stored >= 1 && shed >= 1, "stored {stored}, shed {shed}");
+    assert_eq!(
+        running
+            .staging
+            .export_after(0, 100)
+            .await
+            .expect("export")
+            .len(),
+        stored
+    );
+    assert_eq!(
+        running
+            .metrics
+            .ingest_count(lineprobe_collector::IngestOutcome::Shed),
+        shed as u64
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "").await;
+    let r = client
+        .post(public_url(&running, "/api/v1/report"))
+        .json(&sample_report())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for url in [
+        public_url(&running, "/healthz"),
+        public_url(&running, "/readyz"),
+    ] {
+        assert_eq!(
+            client.get(&url).send().await.expect("send").status(),
+            StatusCode::OK
+        );
+    }
+    let text = client
+        .get(support::export_url(&running, "/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "lineprobe_collector_ingest_requests_total{outcome=\"Stored\"} 1",
+        "lineprobe_collector_staging_unacked_reports 1",
+        "lineprobe_collector_staging_oldest_unacked_age_seconds",
+        "lineprobe_collector_staging_commit_seconds_bucket",
+        "lineprobe_collector_connection_events_total",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    running.shutdown().await.expect("shutdown");
+}
