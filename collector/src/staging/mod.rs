@@ -1,0 +1,504 @@
+//! The staging store: reports are kept here, durably, from the moment ingest
+//! acknowledges them until the internal side has pulled and acknowledged
+//! them.
+//!
+//! One SQLite file in WAL mode with `synchronous=FULL`. All changes go through
+//! one writer thread ([`writer`]) that commits concurrent reports together
+//! (group commit) and replies only after the commit; reads use their own
+//! read-only connections beside it. Every committed report gets the node's
+//! next sequence number (dense, never reused, kept across purges and
+//! restarts), which the exported JSON carries in its envelope.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lineprobe_shared::Report;
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use self::schema::{migrate, open_reader, open_writer, sql_error};
+use self::writer::{Request, Writer, to_sql_int};
+use crate::{Error, StagingConfig};
+
+/// Called after every commit with its duration and the number of reports in it.
+pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+
+/// How to open the store.
+#[derive(Clone)]
+pub struct StagingOptions {
+    /// The SQLite database file (its folder is created).
+    pub path: PathBuf,
+    /// This node's id: acknowledgements must name it.
+    pub node_id: String,
+    /// Most unacknowledged reports kept; beyond it `stage` fails with `StagingFull`.
+    pub max_reports: u64,
+    /// `Retry-After` seconds carried by `StagingFull`.
+    pub full_retry_after_secs: u64,
+    /// Acknowledged reports older than this are purged.
+    pub retention: Duration,
+    /// Most reports per transaction.
+    pub group_commit_max: usize,
+    /// How long the writer waits for more reports to join a commit.
+    pub group_commit_wait: Duration,
+    /// Told about every commit (for the commit-latency metric).
+    pub on_commit: Option<CommitObserver>,
+}
+
+impl StagingOptions {
+    /// Options for the store at `path` from the `[staging]` configuration;
+    /// no commit observer.
+    pub fn from_config(path: PathBuf, node_id: String, config: &StagingConfig) -> Self {
+        Self {
+            path,
+            node_id,
+            max_reports: config.max_reports,
+            full_retry_after_secs: config.full_retry_after_secs,
+            retention: Duration::from_secs(config.retention_hours.saturating_mul(3600)),
+            group_commit_max: config.group_commit_max,
+            group_commit_wait: Duration::from_micros(config.group_commit_wait_us),
+            on_commit: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for StagingOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagingOptions")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to a staged report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageOutcome {
+    /// Newly committed with this sequence number.
+    Stored {
+        /// The per-node sequence number.
+        seq: u64,
+    },
+    /// The same `report_id` was already stored (with this sequence number).
+    Duplicate {
+        /// The sequence number of the stored copy.
+        seq: u64,
+    },
+}
+
+/// One committed report, as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedReport {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The stored report JSON, envelope included, on one line.
+    pub json: Vec<u8>,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckOutcome {
+    /// Everything up to this sequence number is now acknowledged.
+    pub acked_up_to: u64,
+    /// How many reports this call newly acknowledged.
+    pub newly_acked: u64,
+}
+
+/// Figures for health and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagingStats {
+    /// Reports committed and not yet acknowledged.
+    pub unacked: u64,
+    /// Highest sequence number ever assigned (0: none).
+    pub highest_seq: u64,
+    /// Everything up to here is acknowledged.
+    pub acked_up_to: u64,
+    /// `received_at` of the oldest unacknowledged report.
+    pub oldest_unacked: Option<DateTime<Utc>>,
+}
+
+/// The durable store (cheap to clone).
+#[derive(Clone)]
+pub struct Staging {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    node_id: String,
+    retention: Duration,
+    /// The writer's queue; `None` once closing began.
+    sender: RwLock<Option<mpsc::Sender<Request>>>,
+    closed: AtomicBool,
+    /// Held for the whole of `close`, so a second `close` returns only after
+    /// the first one finished.
+    writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Idle read-only connections.
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging")
+            .field("path", &self.inner.path)
+            .field("node_id", &self.inner.node_id)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Idle read connections kept for reuse.
+const IDLE_READERS: usize = 4;
+
+/// Rows changed per purge transaction, so that a large purge does not hold
+/// the writer (and with it ingest) for long.
+const PURGE_CHUNK: usize = 2_000;
+
+impl Staging {
+    /// Opens (creating) the store and starts its writer.
+    ///
+    /// Fails when the store belongs to another `node_id` (sequence numbers
+    /// are per node), was written by a newer schema, or cannot use WAL.
+    pub fn open(options: StagingOptions) -> Result<Self, Error> {
+        if options.node_id.is_empty() {
+            return Err(Error::Config {
+                key: "node_id".to_owned(),
+                reason: "the staging store needs a node id; set node_id".to_owned(),
+            });
+        }
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                what: format!("cannot create the staging folder {}", dir.display()),
+                source,
+            })?;
+        }
+        let mut conn = open_writer(&options.path)?;
+        migrate(&mut conn, &options.node_id, &options.path)?;
+
+        let group_commit_max = options.group_commit_max.max(1);
+        let capacity = group_commit_max.saturating_mul(4).clamp(64, 65_536);
+        let (sender, receiver) = mpsc::channel(capacity);
+        let writer = Writer {
+            path: options.path.clone(),
+            conn: Some(conn),
+            node_id: options.node_id.clone(),
+            max_reports: options.max_reports,
+            full_retry_after_secs: options.full_retry_after_secs,
+            group_commit_max,
+            group_commit_wait: options.group_commit_wait,
+            on_commit: options.on_commit.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("staging-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| Error::Io {
+                what: "cannot start the staging writer thread".to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: options.path,
+                node_id: options.node_id,
+                retention: options.retention,
+                sender: RwLock::new(Some(sender)),
+                closed: AtomicBool::new(false),
+                writer: tokio::sync::Mutex::new(Some(handle)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Durably stores `report` (its envelope must be set; `seq` is assigned here).
+    ///
+    /// Returns only after the transaction holding the report committed to
+    /// disk. The envelope's `node_id` is set to the store's node. A
+    /// `report_id` already stored (also one purged within the last
+    /// retention) is answered `Duplicate` with the original `seq`. Errors:
+    /// `StagingFull` at the bound, `Staging` when the store failed (nothing
+    /// of the report was kept), `StagingClosed` after [`Staging::close`].
+    pub async fn stage(&self, report: Report) -> Result<StageOutcome, Error> {
+        let report = Box::new(report);
+        self.request(|reply| Request::Stage { report, reply }).await
+    }
+
+    /// Committed reports with `seq > after`, in `seq` order, at most `limit`.
+    ///
+    /// Acknowledged reports not yet purged are included; purged ones are not.
+    pub async fn export_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ExportedReport>, Error> {
+        if limit == 0 || after >= i64::MAX as u64 {
+            self.check_open()?;
+            return Ok(Vec::new());
+        }
+        self.read(move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, json FROM reports WHERE seq > ?1 AND json IS NOT NULL \
+                     ORDER BY seq LIMIT ?2",
+                )
+                .map_err(|e| sql_error("exporting reports", &e))?;
+            let rows = stmt
+                .query_map([to_sql_int(after), limit], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(|e| sql_error("exporting reports", &e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, json) = row.map_err(|e| sql_error("exporting reports", &e))?;
+                let seq = u64::try_from(seq)
+                    .map_err(|_| Error::Staging(format!("negative seq {seq} in the store")))?;
+                out.push(ExportedReport { seq, json });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Acknowledges everything up to `up_to` for `node_id`.
+    ///
+    /// Idempotent: acknowledging at or below the current cursor changes
+    /// nothing and reports the cursor. `BadAck` (nothing changed) when
+    /// `node_id` is not this node or `up_to` is beyond the highest `seq`.
+    pub async fn ack(&self, node_id: &str, up_to: u64) -> Result<AckOutcome, Error> {
+        let node_id = node_id.to_owned();
+        self.request(|reply| Request::Ack {
+            node_id,
+            up_to,
+            reply,
+        })
+        .await
+    }
+
+    /// Current figures.
+    pub async fn stats(&self) -> Result<StagingStats, Error> {
+        self.read(|conn| {
+            let tx = conn
+                .transaction()
+                .map_err(|e| sql_error("reading staging figures", &e))?;
+            let (highest, acked): (i64, i64) = tx
+                .query_row(
+                    "SELECT highest_seq, acked_up_to FROM state WHERE id = 1",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(|e| sql_error("reading staging figures", &e))?;
+            // Sequence numbers follow arrival, so the first unacknowledged
+            // one is the oldest (to within one group commit); reading it is
+            // one index lookup instead of a scan of the backlog.
+            let oldest_us: Option<i64> = tx
+                .query_row(
+                    "SELECT received_at_us FROM reports WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                    [acked],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error("reading staging figures", &e))?;
+            let highest_seq = u64::try_from(highest).unwrap_or(0);
+            let acked_up_to = u64::try_from(acked).unwrap_or(0);
+            Ok(StagingStats {
+                unacked: highest_seq.saturating_sub(acked_up_to),
+                highest_seq,
+                acked_up_to,
+                oldest_unacked: oldest_us.and_then(DateTime::<Utc>::from_timestamp_micros),
+            })
+        })
+        .await
+    }
+
+    /// Deletes acknowledged reports older than the retention; returns how many.
+    ///
+    /// "Older" counts from the acknowledgement. Unacknowledged reports are
+    /// never purged. A purged report's id is remembered for one more
+    /// retention, so its late retries are still answered `Duplicate`.
+    pub async fn purge(&self) -> Result<u64, Error> {
+        let retention = chrono::Duration::from_std(self.inner.retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let cutoff_us = Utc::now()
+            .checked_sub_signed(retention)
+            .map_or(i64::MIN, |t| t.timestamp_micros());
+        let mut total = 0_u64;
+        loop {
+            let chunk = self
+                .request(|reply| Request::Purge {
+                    cutoff_us,
+                    limit: PURGE_CHUNK,
+                    reply,
+                })
+                .await?;
+            total = total.saturating_add(chunk.purged);
+            if !chunk.more {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Stores a verified signed manifest unless its serial is not newer.
+    ///
+    /// `ManifestRefused`, naming the current serial, when `serial` is not
+    /// above it.
+    pub async fn put_manifest(&self, serial: u64, signed: Vec<u8>) -> Result<(), Error> {
+        self.request(|reply| Request::PutManifest {
+            serial,
+            signed,
+            reply,
+        })
+        .await
+    }
+
+    /// The current signed manifest and its serial.
+    pub async fn current_manifest(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        self.read(|conn| {
+            let row: Option<(i64, Vec<u8>)> = conn
+                .query_row("SELECT serial, signed FROM manifest WHERE id = 1", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()
+                .map_err(|e| sql_error("reading the manifest", &e))?;
+            Ok(row.map(|(serial, signed)| (u64::try_from(serial).unwrap_or(0), signed)))
+        })
+        .await
+    }
+
+    /// Runs SQLite's full integrity check on the database file.
+    ///
+    /// `Staging` error listing the problems when the check finds any.
+    pub async fn integrity_check(&self) -> Result<(), Error> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("PRAGMA integrity_check")
+                .map_err(|e| sql_error("checking the store", &e))?;
+            let problems = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(|e| sql_error("checking the store", &e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| sql_error("checking the store", &e))?;
+            if problems.len() == 1 && problems.first().is_some_and(|p| p == "ok") {
+                Ok(())
+            } else {
+                Err(Error::Staging(format!(
+                    "the staging database failed its integrity check: {}; \
+                     restore it or move it aside",
+                    problems.join("; ")
+                )))
+            }
+        })
+        .await
+    }
+
+    /// Flushes queued writes and stops the writer.
+    ///
+    /// Requests already queued are still served; afterwards every method
+    /// fails with `StagingClosed`. Calling it again does nothing.
+    pub async fn close(&self) -> Result<(), Error> {
+        let mut writer = self.inner.writer.lock().await;
+        self.inner.closed.store(true, Ordering::SeqCst);
+        // Dropping the last sender lets the writer drain its queue and stop;
+        // stage calls already past `sender()` hold a clone until they sent.
+        drop(
+            self.inner
+                .sender
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(handle) = writer.take() {
+            let joined = tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|e| Error::Staging(format!("waiting for the staging writer: {e}")))?;
+            if joined.is_err() {
+                return Err(Error::Staging(
+                    "the staging writer crashed while closing; see the log".to_owned(),
+                ));
+            }
+        }
+        self.inner
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            Err(Error::StagingClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The error for a request the writer dropped unanswered.
+    fn stopped(&self) -> Error {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            Error::StagingClosed
+        } else {
+            Error::Staging("the staging writer stopped unexpectedly; see the log".to_owned())
+        }
+    }
+
+    /// Sends a request to the writer and waits for its answer.
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Request,
+    ) -> Result<T, Error> {
+        let sender = self
+            .inner
+            .sender
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::StagingClosed)?;
+        let (reply, answer) = oneshot::channel();
+        let sent = sender.send(make(reply)).await;
+        drop(sender);
+        if sent.is_err() {
+            return Err(self.stopped());
+        }
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Runs `f` on an idle read-only connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.check_open()?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let idle = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => open_reader(&inner.path)?,
+            };
+            let result = f(&mut conn);
+            // A connection that failed may be in any state: let it go.
+            if result.is_ok() && !inner.closed.load(Ordering::SeqCst) {
+                let mut idle = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+                if idle.len() < IDLE_READERS {
+                    idle.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Staging(format!("a staging read failed: {e}")))?
+    }
+}

@@ -1,0 +1,185 @@
+//! The database file: connections, pragmas and the schema migrations.
+//!
+//! Migrations are numbered by SQLite's `user_version`: each one runs once, in
+//! the same transaction that raises the version, so a crash mid-migration
+//! leaves the previous version intact.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::Error;
+
+/// How long a connection waits for another one's lock before failing. Only
+/// another process writing the same file (a second collector started by
+/// mistake, an operator's `sqlite3` shell) makes it wait at all.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema, one entry per version: entry `i` moves version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    //
+    // `state` holds the counters that must survive purges and restarts: the
+    // highest `seq` ever assigned (never reused) and the acknowledgement
+    // cursor. Sequence numbers are dense: every committed report takes the
+    // next one, a rolled-back batch takes none.
+    //
+    // A purged report keeps its row as a tombstone (`json` NULL) so that a
+    // late retry of its `report_id` is still answered `duplicate`; tombstones
+    // are deleted one retention period after the purge.
+    "CREATE TABLE state (
+         id          INTEGER PRIMARY KEY CHECK (id = 1),
+         node_id     TEXT    NOT NULL,
+         highest_seq INTEGER NOT NULL CHECK (highest_seq >= 0),
+         acked_up_to INTEGER NOT NULL CHECK (acked_up_to >= 0 AND acked_up_to <= highest_seq)
+     );
+     CREATE TABLE reports (
+         seq            INTEGER PRIMARY KEY,
+         report_id      TEXT    NOT NULL UNIQUE,
+         received_at_us INTEGER NOT NULL,
+         json           BLOB,
+         acked_at_us    INTEGER,
+         purged_at_us   INTEGER
+     );
+     CREATE INDEX reports_purgeable ON reports (acked_at_us)
+         WHERE json IS NOT NULL AND acked_at_us IS NOT NULL;
+     CREATE INDEX reports_tombstones ON reports (purged_at_us)
+         WHERE json IS NULL;
+     CREATE TABLE manifest (
+         id           INTEGER PRIMARY KEY CHECK (id = 1),
+         serial       INTEGER NOT NULL,
+         signed       BLOB    NOT NULL,
+         stored_at_us INTEGER NOT NULL
+     );",
+];
+
+/// Wraps a SQLite error with what was being done, and says what to do about
+/// the errors an operator can fix.
+pub(super) fn sql_error(what: &str, e: &rusqlite::Error) -> Error {
+    let hint = match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => {
+            "; the disk holding the staging store is full: free space (nothing was stored)"
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+            "; make the staging folder writable by the collector"
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "; another program holds the staging database locked: run one collector per store"
+        }
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            "; the staging database is damaged: restore it or move it aside"
+        }
+        _ => "",
+    };
+    Error::Staging(format!("{what}: {e}{hint}"))
+}
+
+/// Opens the writer's connection: WAL, and every commit synced to disk before
+/// it returns.
+pub(super) fn open_writer(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_error(&format!("cannot open {}", path.display()), &e))?;
+    configure(&conn, path)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| sql_error("cannot switch to WAL", &e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Staging(format!(
+            "{} cannot use write-ahead logging (journal mode is {mode}); \
+             put the staging store on a local file system",
+            path.display()
+        )));
+    }
+    // FULL: the WAL is synced at every commit, so a commit that returned
+    // survives power loss, not just a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| sql_error("cannot set synchronous=FULL", &e))?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection; WAL lets it read beside the writer.
+pub(super) fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_error(&format!("cannot open {} for reading", path.display()), &e))?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), Error> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| sql_error(&format!("cannot configure {}", path.display()), &e))?;
+    // Integrity checks must see corruption instead of tolerating it.
+    conn.pragma_update(None, "cell_size_check", "ON")
+        .map_err(|e| sql_error("cannot enable cell_size_check", &e))?;
+    Ok(())
+}
+
+/// Brings the schema up to date and makes sure the store belongs to
+/// `node_id`.
+pub(super) fn migrate(conn: &mut Connection, node_id: &str, path: &Path) -> Result<(), Error> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error("cannot start the schema migration", &e))?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| sql_error("cannot read the schema version", &e))?;
+    let known = MIGRATIONS.len();
+    let start = usize::try_from(version)
+        .ok()
+        .filter(|v| *v <= known)
+        .ok_or_else(|| {
+            Error::Staging(format!(
+                "{} has schema version {version}, this collector knows up to {known}; \
+                 run a newer collector or move the file aside",
+                path.display()
+            ))
+        })?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        tx.execute_batch(sql)
+            .map_err(|e| sql_error(&format!("schema migration {}", i + 1), &e))?;
+    }
+    if start < known {
+        let target = i64::try_from(known).unwrap_or(i64::MAX);
+        tx.pragma_update(None, "user_version", target)
+            .map_err(|e| sql_error("cannot record the schema version", &e))?;
+    }
+    let owner: Option<String> = tx
+        .query_row("SELECT node_id FROM state WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(|e| sql_error("cannot read the store's state", &e))?;
+    match owner {
+        None => {
+            tx.execute(
+                "INSERT INTO state (id, node_id, highest_seq, acked_up_to) VALUES (1, ?1, 0, 0)",
+                [node_id],
+            )
+            .map_err(|e| sql_error("cannot initialise the store's state", &e))?;
+        }
+        Some(owner) if owner == node_id => {}
+        Some(owner) => {
+            // Sequence numbers are per node: continuing another node's
+            // sequence under a new name would confuse the puller's cursors.
+            return Err(Error::Config {
+                key: "node_id".to_owned(),
+                reason: format!(
+                    "the staging store {} belongs to node `{owner}`, not `{node_id}`; \
+                     set node_id back to `{owner}` or use another data_dir",
+                    path.display()
+                ),
+            });
+        }
+    }
+    tx.commit()
+        .map_err(|e| sql_error("cannot commit the schema migration", &e))
+}

@@ -1,0 +1,494 @@
+//! The single writer: every change to the store goes through one thread that
+//! owns the read-write connection.
+//!
+//! Stage requests that queue up while a commit is running are committed
+//! together in the next transaction (group commit): one `fsync` pays for the
+//! whole batch. A caller hears back only after its transaction committed, so
+//! a success always means the report is on disk; when a transaction fails,
+//! every request in it fails and nothing of it is kept.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lineprobe_shared::Report;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::schema::{open_writer, sql_error};
+use super::{AckOutcome, CommitObserver, StageOutcome};
+use crate::Error;
+
+/// The reply half of a request.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// One change for the writer.
+pub(super) enum Request {
+    /// Store a report.
+    Stage {
+        /// The report, envelope set.
+        report: Box<Report>,
+        /// Where the outcome goes.
+        reply: Reply<StageOutcome>,
+    },
+    /// Acknowledge up to a sequence number.
+    Ack {
+        /// The node the acknowledgement names.
+        node_id: String,
+        /// The new cursor.
+        up_to: u64,
+        /// Where the outcome goes.
+        reply: Reply<AckOutcome>,
+    },
+    /// Purge one chunk of old acknowledged reports and old tombstones.
+    Purge {
+        /// Acknowledged (or purged) at or before this instant, in µs since
+        /// the epoch.
+        cutoff_us: i64,
+        /// Most rows touched per kind.
+        limit: usize,
+        /// How many reports were purged and whether more work remains.
+        reply: Reply<PurgeChunk>,
+    },
+    /// Replace the manifest.
+    PutManifest {
+        /// Its serial.
+        serial: u64,
+        /// The signed bytes.
+        signed: Vec<u8>,
+        /// Where the outcome goes.
+        reply: Reply<()>,
+    },
+}
+
+/// What one purge chunk did.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PurgeChunk {
+    /// Reports whose content was deleted.
+    pub(super) purged: u64,
+    /// Whether a chunk limit was reached, so another chunk may find more.
+    pub(super) more: bool,
+}
+
+/// The writer's settings and its connection.
+pub(super) struct Writer {
+    pub(super) path: PathBuf,
+    pub(super) conn: Option<Connection>,
+    pub(super) node_id: String,
+    pub(super) max_reports: u64,
+    pub(super) full_retry_after_secs: u64,
+    pub(super) group_commit_max: usize,
+    pub(super) group_commit_wait: Duration,
+    pub(super) on_commit: Option<CommitObserver>,
+}
+
+/// One queued stage request.
+type Pending = (Box<Report>, Reply<StageOutcome>);
+
+impl Writer {
+    /// Serves requests until every sender is gone, then returns.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        // A private runtime only to wait on the channel with a timeout; the
+        // database work runs outside it, on this thread.
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("staging writer cannot start its timer: {e}");
+                return;
+            }
+        };
+        while let Some(first) = rt.block_on(rx.recv()) {
+            let mut batch = vec![first];
+            let waits = matches!(batch.first(), Some(Request::Stage { .. }))
+                && !self.group_commit_wait.is_zero();
+            let deadline = Instant::now() + self.group_commit_wait;
+            while batch.len() < self.group_commit_max {
+                match rx.try_recv() {
+                    Ok(request) => {
+                        batch.push(request);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                let now = Instant::now();
+                if !waits || now >= deadline {
+                    break;
+                }
+                match rt.block_on(tokio::time::timeout(deadline - now, rx.recv())) {
+                    Ok(Some(request)) => batch.push(request),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.serve(batch);
+        }
+        // Every sender is gone: close the connection, which checkpoints the
+        // WAL into the main file.
+        if let Some(conn) = self.conn.take() {
+            if let Err((_, e)) = conn.close() {
+                tracing::warn!("closing the staging store: {e}");
+            }
+        }
+    }
+
+    /// Serves a batch in order; runs of stage requests share one transaction.
+    fn serve(&mut self, batch: Vec<Request>) {
+        let mut stages: Vec<Pending> = Vec::new();
+        for request in batch {
+            match request {
+                Request::Stage { report, reply } => stages.push((report, reply)),
+                other => {
+                    self.stage_batch(std::mem::take(&mut stages));
+                    self.serve_one(other);
+                }
+            }
+        }
+        self.stage_batch(stages);
+    }
+
+    fn serve_one(&mut self, request: Request) {
+        match request {
+            Request::Stage { report, reply } => self.stage_batch(vec![(report, reply)]),
+            Request::Ack {
+                node_id,
+                up_to,
+                reply,
+            } => {
+                let result = self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
+                let _ = reply.send(result);
+            }
+            Request::Purge {
+                cutoff_us,
+                limit,
+                reply,
+            } => {
+                let result = self.transact("purging", |tx, _| purge(tx, cutoff_us, limit));
+                let _ = reply.send(result);
+            }
+            Request::PutManifest {
+                serial,
+                signed,
+                reply,
+            } => {
+                let result =
+                    self.transact("storing the manifest", |tx, _| put_manifest(tx, serial, &signed));
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The connection, reopened if an earlier failure dropped it.
+    fn connection(&mut self) -> Result<&mut Connection, Error> {
+        if self.conn.is_none() {
+            self.conn = Some(open_writer(&self.path)?);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| Error::Staging("the staging connection is gone".to_owned()))
+    }
+
+    /// Runs `f` in an immediate transaction and commits when it succeeds.
+    /// Errors of the request itself (`Op`) change nothing; store errors
+    /// drop the connection so that the next request starts clean.
+    fn transact<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> Result<T, TxError>,
+    ) -> Result<T, Error> {
+        let node_id = self.node_id.clone();
+        let result = (|| {
+            let conn = self.connection().map_err(TxError::Op)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| TxError::Sql(sql_error(what, &e)))?;
+            let value = f(&tx, &node_id)?;
+            tx.commit().map_err(|e| TxError::Sql(sql_error(what, &e)))?;
+            Ok(value)
+        })();
+        result.map_err(|e| match e {
+            TxError::Op(e) => e,
+            TxError::Sql(e) => {
+                self.conn = None;
+                e
+            }
+        })
+    }
+
+    /// Commits a batch of stage requests in one transaction, then replies.
+    fn stage_batch(&mut self, batch: Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let count = batch.len();
+        let (reports, replies): (Vec<Report>, Vec<_>) =
+            batch.into_iter().map(|(report, reply)| (*report, reply)).unzip();
+        let max_reports = self.max_reports;
+        let retry_after_secs = self.full_retry_after_secs;
+        let result = self.transact("committing reports", |tx, node_id| {
+            stage_all(tx, node_id, reports, max_reports, retry_after_secs)
+        });
+        match result {
+            Ok(outcomes) => {
+                if let Some(observer) = &self.on_commit {
+                    observer(started.elapsed(), count);
+                }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!("staging commit of {count} report(s) failed: {e}");
+                let message = match e {
+                    Error::Staging(message) => message,
+                    other => other.to_string(),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Staging(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+enum TxError {
+    /// The request was refused or could not start; the connection is fine.
+    Op(Error),
+    /// The store failed; the transaction was rolled back.
+    Sql(Error),
+}
+
+fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> TxError {
+    move |e| TxError::Sql(sql_error(what, &e))
+}
+
+/// The counters of the `state` row.
+fn read_state(tx: &rusqlite::Transaction<'_>) -> Result<(u64, u64), TxError> {
+    let (highest, acked): (i64, i64) = tx
+        .query_row(
+            "SELECT highest_seq, acked_up_to FROM state WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(sql("reading the store's state"))?;
+    let highest = u64::try_from(highest).map_err(|_| corrupt("highest_seq"))?;
+    let acked = u64::try_from(acked).map_err(|_| corrupt("acked_up_to"))?;
+    Ok((highest, acked))
+}
+
+fn corrupt(what: &str) -> TxError {
+    TxError::Sql(Error::Staging(format!(
+        "the store's {what} is negative; the staging database is damaged: restore it or move it aside"
+    )))
+}
+
+/// A `u64` as SQLite's integer; sequence numbers never come near the limit.
+pub(super) fn to_sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn stage_all(
+    tx: &rusqlite::Transaction<'_>,
+    node_id: &str,
+    reports: Vec<Report>,
+    max_reports: u64,
+    retry_after_secs: u64,
+) -> Result<Vec<Result<StageOutcome, Error>>, TxError> {
+    let (mut highest, acked) = read_state(tx)?;
+    let first_highest = highest;
+    let mut outcomes = Vec::with_capacity(reports.len());
+    // Ids committed by this batch: a retry racing its original lands in the
+    // same batch and must not become a second row.
+    let mut in_batch: HashMap<String, u64> = HashMap::new();
+    {
+        let mut find = tx
+            .prepare_cached("SELECT seq FROM reports WHERE report_id = ?1")
+            .map_err(sql("preparing the duplicate check"))?;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO reports (seq, report_id, received_at_us, json) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql("preparing the insert"))?;
+        for mut report in reports {
+            let id = report.report_id.to_string();
+            if let Some(seq) = in_batch.get(&id) {
+                outcomes.push(Ok(StageOutcome::Duplicate { seq: *seq }));
+                continue;
+            }
+            let stored: Option<i64> = find
+                .query_row([&id], |row| row.get(0))
+                .optional()
+                .map_err(sql("looking for a duplicate"))?;
+            if let Some(seq) = stored {
+                let seq = u64::try_from(seq).map_err(|_| corrupt("seq"))?;
+                outcomes.push(Ok(StageOutcome::Duplicate { seq }));
+                continue;
+            }
+            if highest.saturating_sub(acked) >= max_reports {
+                outcomes.push(Err(Error::StagingFull {
+                    max: max_reports,
+                    retry_after_secs,
+                }));
+                continue;
+            }
+            let seq = highest + 1;
+            let Some(envelope) = report.envelope.as_mut() else {
+                outcomes.push(Err(Error::Staging(
+                    "the report has no receiver envelope; ingest must set it before staging"
+                        .to_owned(),
+                )));
+                continue;
+            };
+            // The store is the authority on both: the exported JSON carries
+            // the sequence number it is exported under.
+            envelope.seq = seq;
+            node_id.clone_into(&mut envelope.node_id);
+            let received_at_us = envelope.received_at.timestamp_micros();
+            let json = match report.to_json() {
+                Ok(json) => json,
+                Err(e) => {
+                    outcomes.push(Err(Error::Staging(format!(
+                        "cannot encode report {id}: {e}"
+                    ))));
+                    continue;
+                }
+            };
+            insert
+                .execute(params![to_sql_int(seq), id, received_at_us, json])
+                .map_err(sql("inserting a report"))?;
+            highest = seq;
+            in_batch.insert(id, seq);
+            outcomes.push(Ok(StageOutcome::Stored { seq }));
+        }
+    }
+    if highest != first_highest {
+        tx.execute(
+            "UPDATE state SET highest_seq = ?1 WHERE id = 1",
+            [to_sql_int(highest)],
+        )
+        .map_err(sql("advancing the sequence number"))?;
+    }
+    Ok(outcomes)
+}
+
+fn ack(
+    tx: &rusqlite::Transaction<'_>,
+    own_node: &str,
+    node_id: &str,
+    up_to: u64,
+) -> Result<AckOutcome, TxError> {
+    if node_id != own_node {
+        return Err(TxError::Op(Error::BadAck(format!(
+            "this is node `{own_node}`, the acknowledgement names `{node_id}`; \
+             acknowledge each node's reports at that node"
+        ))));
+    }
+    let (highest, acked) = read_state(tx)?;
+    if up_to > highest {
+        return Err(TxError::Op(Error::BadAck(format!(
+            "up_to {up_to} is beyond the highest sequence number {highest} of node `{own_node}`; \
+             acknowledge only reports you have exported"
+        ))));
+    }
+    if up_to <= acked {
+        // Already acknowledged: a repeated acknowledgement changes nothing.
+        return Ok(AckOutcome {
+            acked_up_to: acked,
+            newly_acked: 0,
+        });
+    }
+    let now_us = Utc::now().timestamp_micros();
+    let newly = tx
+        .execute(
+            "UPDATE reports SET acked_at_us = ?1 WHERE seq > ?2 AND seq <= ?3",
+            params![now_us, to_sql_int(acked), to_sql_int(up_to)],
+        )
+        .map_err(sql("acknowledging reports"))?;
+    tx.execute(
+        "UPDATE state SET acked_up_to = ?1 WHERE id = 1",
+        [to_sql_int(up_to)],
+    )
+    .map_err(sql("advancing the acknowledgement cursor"))?;
+    Ok(AckOutcome {
+        acked_up_to: up_to,
+        newly_acked: u64::try_from(newly).unwrap_or(u64::MAX),
+    })
+}
+
+fn purge(
+    tx: &rusqlite::Transaction<'_>,
+    cutoff_us: i64,
+    limit: usize,
+) -> Result<PurgeChunk, TxError> {
+    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+    let now_us = Utc::now().timestamp_micros();
+    // The `seq <= acked_up_to` guard repeats what `acked_at_us` says, so that
+    // an unacknowledged report cannot be purged whatever the timestamps.
+    let purged = tx
+        .execute(
+            "UPDATE reports SET json = NULL, purged_at_us = ?1
+             WHERE seq IN (
+                 SELECT seq FROM reports
+                 WHERE json IS NOT NULL AND acked_at_us IS NOT NULL AND acked_at_us <= ?2
+                   AND seq <= (SELECT acked_up_to FROM state WHERE id = 1)
+                 LIMIT ?3)",
+            params![now_us, cutoff_us, limit_sql],
+        )
+        .map_err(sql("purging acknowledged reports"))?;
+    // Tombstones outlive their report by one more retention period, so a
+    // late retry of a purged report is still recognised.
+    let forgotten = tx
+        .execute(
+            "DELETE FROM reports WHERE seq IN (
+                 SELECT seq FROM reports
+                 WHERE json IS NULL AND purged_at_us <= ?1
+                 LIMIT ?2)",
+            params![cutoff_us, limit_sql],
+        )
+        .map_err(sql("forgetting old report ids"))?;
+    Ok(PurgeChunk {
+        purged: u64::try_from(purged).unwrap_or(u64::MAX),
+        more: purged >= limit || forgotten >= limit,
+    })
+}
+
+fn put_manifest(
+    tx: &rusqlite::Transaction<'_>,
+    serial: u64,
+    signed: &[u8],
+) -> Result<(), TxError> {
+    let current: Option<i64> = tx
+        .query_row("SELECT serial FROM manifest WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(sql("reading the current manifest"))?;
+    if let Some(current) = current {
+        let current = u64::try_from(current).unwrap_or(0);
+        if serial <= current {
+            return Err(TxError::Op(Error::ManifestRefused(format!(
+                "serial {serial} is not newer than the current serial {current}; \
+                 publish the manifest with a serial above {current}"
+            ))));
+        }
+    }
+    let serial_sql = i64::try_from(serial).map_err(|_| {
+        TxError::Op(Error::ManifestRefused(format!(
+            "serial {serial} is too large; use a serial up to {}",
+            i64::MAX
+        )))
+    })?;
+    tx.execute(
+        "INSERT INTO manifest (id, serial, signed, stored_at_us) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET
+             serial = excluded.serial, signed = excluded.signed, stored_at_us = excluded.stored_at_us",
+        params![serial_sql, signed, Utc::now().timestamp_micros()],
+    )
+    .map_err(sql("storing the manifest"))?;
+    Ok(())
+}
