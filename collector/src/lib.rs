@@ -12,6 +12,7 @@ mod certs;
 mod cli;
 mod config;
 mod error;
+mod export;
 mod ingest;
 mod listener;
 mod metrics;
@@ -24,6 +25,7 @@ pub use certs::{CertStore, GENERATED_TLS_DIR};
 pub use cli::{Cli, Command, main_with_args, run};
 pub use config::*;
 pub use error::Error;
+pub use export::*;
 pub use ingest::{IngestLimits, IngestState, egress_address, ingest_router, not_found};
 pub use listener::{
     ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, TlsInfo, bind, serve,

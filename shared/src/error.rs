@@ -74,6 +74,15 @@ pub enum Error {
         /// What would be accepted, with an example.
         expected: &'static str,
     },
+
+    /// A signed manifest (or a manifest key) was refused; nothing was applied.
+    #[error("manifest: {reason}")]
+    Manifest {
+        /// Why, for callers that answer each cause differently.
+        fault: crate::ManifestFault,
+        /// What was wrong and what to do about it.
+        reason: String,
+    },
 }
 
 /// One way in which a value broke the schema.

@@ -3,13 +3,15 @@
 //! Modules are listed in the order a report's data flows through them: the
 //! wire schema a probe sends, the trace model inside it, the text parsers that
 //! turn traceroute output into that model, address classification and the
-//! first public hop, and the catalogs that name provinces, cities and carriers.
+//! first public hop, the catalogs that name provinces, cities and carriers, and
+//! the signed manifest that tells probes what to do.
 //! Modules are private; their public items are re-exported flat here.
 
 mod addrclass;
 mod catalog;
 mod error;
 mod firsthop;
+mod manifest;
 mod report;
 mod trace;
 mod tracetext;
@@ -18,6 +20,7 @@ pub use addrclass::*;
 pub use catalog::*;
 pub use error::*;
 pub use firsthop::*;
+pub use manifest::*;
 pub use report::*;
 pub use trace::*;
 pub use tracetext::*;
