@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{healthz, readiness};
 use crate::{
-    CertStore, CollectorConfig, Error, IngestLimits, IngestState, ListenerName, ListenerOptions,
-    Metrics, PathSet, Staging, StagingOptions, bind, ingest_router, serve,
+    CertStore, CollectorConfig, Error, ExportState, IngestLimits, IngestState, ListenerName,
+    ListenerOptions, Metrics, PathSet, Staging, StagingOptions, bind, export_router, ingest_router,
+    manifest_routes, serve,
 };
 
 /// How often acknowledged reports past their retention are purged.
@@ -80,8 +81,9 @@ impl RunningCollector {
             full_retry_after_secs: config.staging.full_retry_after_secs,
             metrics: Arc::clone(&metrics),
         };
-        let public_router = ingest_router(ingest);
-        let export_router = internal_router(staging.clone(), Arc::clone(&metrics));
+        let public_router = ingest_router(ingest).merge(manifest_routes(staging.clone()));
+        let export_router = export_router(ExportState::from_config(config, staging.clone())?)
+            .merge(internal_router(staging.clone(), Arc::clone(&metrics)));
 
         let tasks = vec![
             tokio::spawn(serve(
@@ -212,7 +214,7 @@ fn local_addr(
     })
 }
 
-/// The export listener's router.
+/// Health and metrics on the export listener (the internal network).
 fn internal_router(staging: Staging, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))

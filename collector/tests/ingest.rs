@@ -336,8 +336,8 @@ async fn concurrency_limit_sheds_with_503() {
                 .status()
         }));
     }
-    let mut shed = 0;
-    let mut stored = 0;
+    let mut shed = 0u64;
+    let mut stored = 0usize;
     for t in tasks {
         match t.await.expect("task") {
             StatusCode::CREATED => stored += 1,
@@ -359,7 +359,7 @@ async fn concurrency_limit_sheds_with_503() {
         running
             .metrics
             .ingest_count(lineprobe_collector::IngestOutcome::Shed),
-        shed as u64
+        shed
     );
     running.shutdown().await.expect("shutdown");
 }
@@ -401,5 +401,50 @@ async fn health_and_metrics() {
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_report_store_one_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "").await;
+    let url = public_url(&running, "/api/v1/report");
+    let report = sample_report();
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let (client, url, report) = (client.clone(), url.clone(), report.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(&url).json(&report).send().await.expect("send");
+            let status = r.status();
+            let body: Value = r.json().await.expect("json");
+            (
+                status,
+                body["status"].as_str().map(str::to_owned),
+                body["seq"].as_u64(),
+            )
+        }));
+    }
+    let mut created = 0;
+    let mut seqs = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, word, seq) = t.await.expect("task");
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::OK => assert_eq!(word.as_deref(), Some("duplicate")),
+            other => panic!("unexpected {other}"),
+        }
+        seqs.insert(seq.expect("seq"));
+    }
+    assert_eq!(created, 1, "exactly one request stores the report");
+    assert_eq!(seqs.len(), 1, "every answer names the one stored copy");
+    assert_eq!(
+        running
+            .staging
+            .export_after(0, 100)
+            .await
+            .expect("export")
+            .len(),
+        1
+    );
     running.shutdown().await.expect("shutdown");
 }
