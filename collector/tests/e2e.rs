@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, told step by step
 async fn serve_ingest_export_ack_manifest_and_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = ManifestSigningKey::generate();
