@@ -10,6 +10,47 @@ pub enum Error {
         /// The issue that tracks it.
         issue: u32,
     },
+    /// A trace engine cannot run here; the reason says what would make it work.
+    #[error("trace engine {engine} is not available: {reason}")]
+    EngineUnavailable {
+        /// The engine.
+        engine: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A trace engine failed while tracing.
+    #[error("trace engine {engine} failed: {reason}")]
+    TraceFailed {
+        /// The engine.
+        engine: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The target could not be resolved or is not allowed.
+    #[error("cannot trace to {target}: {reason}")]
+    Target {
+        /// The target as given.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// A configuration value is wrong; the reason says what to write instead.
+    #[error("configuration `{key}`: {reason}")]
+    Config {
+        /// The key (or file) at fault.
+        key: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Other I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An error from the shared layer.
     #[error(transparent)]
     Shared(#[from] lineprobe_shared::Error),

@@ -2,10 +2,13 @@
 //! subscriber's device and reports it with what the subscriber declared.
 //!
 //! A library first — the Android app and the Windows service embed it — with a
-//! thin CLI for Linux and Windows.
+//! thin CLI for Linux and Windows. Modules in the order a probe run flows
+//! through them: the trace engines, then the CLI.
 
 mod cli;
+mod engine;
 mod error;
 
 pub use cli::{Cli, Command, main_with_args, run};
+pub use engine::{Engine, TraceOutcome, TraceRequest};
 pub use error::Error;

@@ -1,0 +1,90 @@
+//! Trace engines: four ways to trace the route, from the best (raw sockets)
+//! to the most portable (the platform's own tool), behind one trait so that
+//! `auto` can pick the best one the device allows and say why it skipped
+//! the others.
+//!
+//! Engines are synchronous: trippy-core is, and a blocking engine is the
+//! easiest thing for the Android app and the Windows service to host. The
+//! async agent runs them on a blocking thread.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use lineprobe_shared::{Hop, TraceEngine, TraceFormat, TraceProtocol};
+
+use crate::Error;
+
+/// What to trace and how hard to try.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRequest {
+    /// The destination address (already resolved).
+    pub target: IpAddr,
+    /// The destination as the user or config named it (host name or address).
+    pub target_name: String,
+    /// Probe protocol. Engines that cannot send it fall back to one they can
+    /// and say so in [`TraceOutcome::protocol`].
+    pub protocol: TraceProtocol,
+    /// First TTL probed (at least 1: trippy-core panics on 0).
+    pub first_ttl: u8,
+    /// Last TTL probed.
+    pub max_ttl: u8,
+    /// Probes sent per TTL (one round sends one probe to every TTL).
+    pub rounds: u8,
+    /// How long to wait for replies after the last probe of a round.
+    pub grace: Duration,
+    /// Hard limit on the whole trace, whatever the engine.
+    pub deadline: Duration,
+    /// Destination port for UDP/TCP probes.
+    pub port: u16,
+}
+
+impl TraceRequest {
+    /// The defaults: ICMP, TTL 1–30, one round, 1 s grace, 10 s deadline.
+    pub fn new(target: IpAddr, target_name: impl Into<String>) -> Self {
+        Self {
+            target,
+            target_name: target_name.into(),
+            protocol: TraceProtocol::Icmp,
+            first_ttl: 1,
+            max_ttl: 30,
+            rounds: 1,
+            grace: Duration::from_millis(1000),
+            deadline: Duration::from_secs(10),
+            port: 33434,
+        }
+    }
+}
+
+/// What an engine found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceOutcome {
+    /// The engine that ran.
+    pub engine: TraceEngine,
+    /// The protocol actually used.
+    pub protocol: TraceProtocol,
+    /// One entry per TTL up to the destination (or `max_ttl`), silent hops
+    /// included, in TTL order.
+    pub hops: Vec<Hop>,
+    /// Whether the destination itself answered.
+    pub reached: bool,
+    /// How long the trace took.
+    pub duration: Duration,
+    /// The tool's output, for the `system` engine.
+    pub raw_text: Option<String>,
+    /// The format of `raw_text`.
+    pub raw_format: Option<TraceFormat>,
+}
+
+/// A way of tracing.
+pub trait Engine: Send + Sync {
+    /// The engine's name in reports.
+    fn kind(&self) -> TraceEngine;
+
+    /// `Ok` when this engine can run here now, else why not — the reason
+    /// goes into the report's `engine_fallbacks`, so it should say what
+    /// would make it available ("needs CAP_NET_RAW or root").
+    fn check_available(&self) -> Result<(), String>;
+
+    /// Traces; blocks for at most `request.deadline` (plus a little).
+    fn trace(&self, request: &TraceRequest) -> Result<TraceOutcome, Error>;
+}
