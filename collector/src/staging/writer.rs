@@ -119,7 +119,9 @@ impl Writer {
                 if !waits || now >= deadline {
                     break;
                 }
-                match rt.block_on(tokio::time::timeout(deadline - now, rx.recv())) {
+                // The timer is created inside `block_on`, where the runtime is.
+                let wait = deadline - now;
+                match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
                     Ok(Some(request)) => batch.push(request),
                     Ok(None) | Err(_) => break,
                 }
