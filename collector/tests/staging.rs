@@ -86,7 +86,10 @@ async fn export_all(staging: &Staging) -> Vec<(u64, Report)> {
 }
 
 fn envelope(report: &Report) -> &ReceiverEnvelope {
-    report.envelope.as_ref().expect("stored reports have an envelope")
+    report
+        .envelope
+        .as_ref()
+        .expect("stored reports have an envelope")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,10 +100,15 @@ async fn stage_export_ack_purge_round_trip() {
     let staging = Staging::open(opts).unwrap();
 
     let empty = staging.stats().await.unwrap();
-    assert_eq!((empty.unacked, empty.highest_seq, empty.acked_up_to), (0, 0, 0));
+    assert_eq!(
+        (empty.unacked, empty.highest_seq, empty.acked_up_to),
+        (0, 0, 0)
+    );
     assert_eq!(empty.oldest_unacked, None);
 
-    let t0 = DateTime::parse_from_rfc3339("2025-06-03T10:00:00.123456Z").unwrap().to_utc();
+    let t0 = DateTime::parse_from_rfc3339("2025-06-03T10:00:00.123456Z")
+        .unwrap()
+        .to_utc();
     let sent: Vec<Report> = (0..3)
         .map(|i| report_with(ReportId::new_v7(), t0 + chrono::Duration::seconds(i)))
         .collect();
@@ -125,18 +133,31 @@ async fn stage_export_ack_purge_round_trip() {
     assert!(staging.export_after(0, 0).await.unwrap().is_empty());
 
     let stats = staging.stats().await.unwrap();
-    assert_eq!((stats.unacked, stats.highest_seq, stats.acked_up_to), (3, 3, 0));
+    assert_eq!(
+        (stats.unacked, stats.highest_seq, stats.acked_up_to),
+        (3, 3, 0)
+    );
     assert_eq!(stats.oldest_unacked, Some(t0));
 
     let ack = staging.ack(NODE, 2).await.unwrap();
     assert_eq!((ack.acked_up_to, ack.newly_acked), (2, 2));
     let stats = staging.stats().await.unwrap();
-    assert_eq!((stats.unacked, stats.highest_seq, stats.acked_up_to), (1, 3, 2));
-    assert_eq!(stats.oldest_unacked, Some(t0 + chrono::Duration::seconds(2)));
+    assert_eq!(
+        (stats.unacked, stats.highest_seq, stats.acked_up_to),
+        (1, 3, 2)
+    );
+    assert_eq!(
+        stats.oldest_unacked,
+        Some(t0 + chrono::Duration::seconds(2))
+    );
 
     // Acknowledged reports can still be exported until purged.
     assert_eq!(staging.export_after(0, 10).await.unwrap().len(), 3);
-    assert_eq!(staging.purge().await.unwrap(), 2, "the two acknowledged ones");
+    assert_eq!(
+        staging.purge().await.unwrap(),
+        2,
+        "the two acknowledged ones"
+    );
     let left = staging.export_after(0, 10).await.unwrap();
     assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
     // The unacknowledged one is never purged.
@@ -199,7 +220,10 @@ async fn seq_is_never_reused_across_reopen_and_purge() {
 
     let staging = Staging::open(opts.clone()).unwrap();
     let stats = staging.stats().await.unwrap();
-    assert_eq!((stats.unacked, stats.highest_seq, stats.acked_up_to), (0, 5, 5));
+    assert_eq!(
+        (stats.unacked, stats.highest_seq, stats.acked_up_to),
+        (0, 5, 5)
+    );
     assert_eq!(stats.oldest_unacked, None);
     assert_eq!(stored_seq(staging.stage(report()).await.unwrap()), 6);
     // Dropped without close: the writer still finishes and lets go.
@@ -305,7 +329,11 @@ async fn many_concurrent_stagers_get_distinct_dense_seqs_in_group_commits() {
     assert_eq!(by_seq.keys().max(), Some(&(total as u64)), "seqs are dense");
 
     let batches = batches.lock().unwrap().clone();
-    assert_eq!(batches.iter().sum::<usize>(), total, "every report was in a commit");
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        total,
+        "every report was in a commit"
+    );
     assert!(batches.iter().all(|n| *n <= 64), "group_commit_max holds");
     assert!(
         batches.len() < total / 2 && batches.iter().any(|n| *n > 1),
@@ -348,7 +376,11 @@ async fn the_bound_refuses_new_reports_and_stores_nothing() {
         StageOutcome::Duplicate { seq: 1 }
     );
     let stats = staging.stats().await.unwrap();
-    assert_eq!((stats.unacked, stats.highest_seq), (3, 3), "nothing more stored");
+    assert_eq!(
+        (stats.unacked, stats.highest_seq),
+        (3, 3),
+        "nothing more stored"
+    );
     assert_eq!(export_all(&staging).await.len(), 3);
 
     // Acknowledging makes room; the refused report was never stored.
@@ -392,7 +424,11 @@ async fn bad_acks_change_nothing_and_acks_are_idempotent() {
     let again = staging.ack(NODE, 2).await.unwrap();
     assert_eq!((again.acked_up_to, again.newly_acked), (2, 0));
     let lower = staging.ack(NODE, 1).await.unwrap();
-    assert_eq!((lower.acked_up_to, lower.newly_acked), (2, 0), "the cursor never moves back");
+    assert_eq!(
+        (lower.acked_up_to, lower.newly_acked),
+        (2, 0),
+        "the cursor never moves back"
+    );
     let zero = staging.ack(NODE, 0).await.unwrap();
     assert_eq!(zero.acked_up_to, 2);
     let rest = staging.ack(NODE, 4).await.unwrap();
@@ -469,12 +505,24 @@ async fn close_drains_the_queue_then_refuses_everything() {
         }
     }
 
-    assert!(matches!(staging.stage(report()).await, Err(Error::StagingClosed)));
-    assert!(matches!(staging.export_after(0, 1).await, Err(Error::StagingClosed)));
+    assert!(matches!(
+        staging.stage(report()).await,
+        Err(Error::StagingClosed)
+    ));
+    assert!(matches!(
+        staging.export_after(0, 1).await,
+        Err(Error::StagingClosed)
+    ));
     assert!(matches!(staging.stats().await, Err(Error::StagingClosed)));
-    assert!(matches!(staging.ack(NODE, 0).await, Err(Error::StagingClosed)));
+    assert!(matches!(
+        staging.ack(NODE, 0).await,
+        Err(Error::StagingClosed)
+    ));
     assert!(matches!(staging.purge().await, Err(Error::StagingClosed)));
-    assert!(matches!(staging.current_manifest().await, Err(Error::StagingClosed)));
+    assert!(matches!(
+        staging.current_manifest().await,
+        Err(Error::StagingClosed)
+    ));
     staging.close().await.unwrap();
     staging.clone().close().await.unwrap();
 
@@ -526,7 +574,11 @@ async fn a_report_without_envelope_is_refused_and_takes_no_seq() {
 async fn a_damaged_file_is_reported_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("staging.sqlite3");
-    std::fs::write(&path, b"this is not a database, just some text that is long enough").unwrap();
+    std::fs::write(
+        &path,
+        b"this is not a database, just some text that is long enough",
+    )
+    .unwrap();
     match Staging::open(options(&path)) {
         Err(Error::Staging(msg)) => assert!(msg.contains("damaged"), "{msg}"),
         other => panic!("expected a staging error, got {other:?}"),
@@ -570,7 +622,10 @@ fn crash_child() {
                             // Only after the success reply: this line is the
                             // "2xx" the parent holds the store to.
                             let mut out = std::io::stdout().lock();
-                            if writeln!(out, "{COMMITTED}{id}").and_then(|()| out.flush()).is_err() {
+                            if writeln!(out, "{COMMITTED}{id}")
+                                .and_then(|()| out.flush())
+                                .is_err()
+                            {
                                 // The parent is gone.
                                 std::process::exit(3);
                             }
@@ -631,7 +686,10 @@ async fn every_acknowledged_report_survives_sigkill() {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // A line cut by the kill is not a whole id and is skipped.
-                if let Some(id) = line.strip_prefix(COMMITTED).and_then(|s| ReportId::parse(s).ok()) {
+                if let Some(id) = line
+                    .strip_prefix(COMMITTED)
+                    .and_then(|s| ReportId::parse(s).ok())
+                {
                     if ids.is_empty() {
                         let _ = first_tx.send(());
                     }
@@ -651,7 +709,10 @@ async fn every_acknowledged_report_survives_sigkill() {
         assert!(!status.success(), "round {round}: the child was killed");
         let ids = reader.join().unwrap();
         assert!(!ids.is_empty());
-        eprintln!("round {round}: killed after {delay} ms, {} reports acknowledged", ids.len());
+        eprintln!(
+            "round {round}: killed after {delay} ms, {} reports acknowledged",
+            ids.len()
+        );
         promised.extend(ids);
     }
 
@@ -665,7 +726,11 @@ async fn every_acknowledged_report_survives_sigkill() {
         *count.entry(r.report_id).or_default() += 1;
     }
     for id in &promised {
-        assert_eq!(count.get(id), Some(&1), "acknowledged report {id} is stored once");
+        assert_eq!(
+            count.get(id),
+            Some(&1),
+            "acknowledged report {id} is stored once"
+        );
     }
     let stats = staging.stats().await.unwrap();
     assert_eq!(stats.highest_seq, exported.len() as u64);
@@ -673,7 +738,10 @@ async fn every_acknowledged_report_survives_sigkill() {
     // Retrying an acknowledged report after the crash is a duplicate.
     let sample = promised[promised.len() / 2];
     assert!(matches!(
-        staging.stage(report_with(sample, Utc::now())).await.unwrap(),
+        staging
+            .stage(report_with(sample, Utc::now()))
+            .await
+            .unwrap(),
         StageOutcome::Duplicate { .. }
     ));
     staging.close().await.unwrap();
@@ -711,7 +779,10 @@ impl Drop for TmpfsMount {
     fn drop(&mut self) {
         // Lazy, so that a store still open after a failed assert cannot keep
         // the mount around.
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -736,7 +807,7 @@ fn skip_or_fail(reason: &str) {
 /// Fills the file system holding `dir` with one file, up to the last byte.
 fn fill(dir: &Path) -> PathBuf {
     let filler = dir.join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
+    let mut file = std::fs::File::create(&filler).expect("create the filler file");
     let chunk = vec![0xA5_u8; 4096];
     loop {
         match file.write(&chunk) {
@@ -789,7 +860,10 @@ async fn a_full_disk_gives_errors_not_corruption_and_recovers() {
             Ok(StageOutcome::Stored { .. }) => stored.push(r.report_id),
             Ok(StageOutcome::Duplicate { .. }) => panic!("a fresh id cannot be a duplicate"),
             Err(Error::Staging(msg)) => {
-                assert!(msg.contains("full"), "the message says the disk is full: {msg}");
+                assert!(
+                    msg.contains("full"),
+                    "the message says the disk is full: {msg}"
+                );
                 refused.push(r);
             }
             Err(other) => panic!("expected a staging error, got {other:?}"),
@@ -816,7 +890,10 @@ async fn a_full_disk_gives_errors_not_corruption_and_recovers() {
     staging.integrity_check().await.unwrap();
     let exported = export_all(&staging).await;
     let exported_ids: Vec<ReportId> = exported.iter().map(|(_, r)| r.report_id).collect();
-    assert_eq!(exported_ids, stored, "every success is there once, in order");
+    assert_eq!(
+        exported_ids, stored,
+        "every success is there once, in order"
+    );
     for (i, (seq, _)) in exported.iter().enumerate() {
         assert_eq!(*seq, i as u64 + 1, "failed commits took no seq");
     }

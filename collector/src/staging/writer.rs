@@ -160,7 +160,8 @@ impl Writer {
                 up_to,
                 reply,
             } => {
-                let result = self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
+                let result =
+                    self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
                 let _ = reply.send(result);
             }
             Request::Purge {
@@ -176,8 +177,9 @@ impl Writer {
                 signed,
                 reply,
             } => {
-                let result =
-                    self.transact("storing the manifest", |tx, _| put_manifest(tx, serial, &signed));
+                let result = self.transact("storing the manifest", |tx, _| {
+                    put_manifest(tx, serial, &signed)
+                });
                 let _ = reply.send(result);
             }
         }
@@ -227,8 +229,10 @@ impl Writer {
         }
         let started = Instant::now();
         let count = batch.len();
-        let (reports, replies): (Vec<Report>, Vec<_>) =
-            batch.into_iter().map(|(report, reply)| (*report, reply)).unzip();
+        let (reports, replies): (Vec<Report>, Vec<_>) = batch
+            .into_iter()
+            .map(|(report, reply)| (*report, reply))
+            .unzip();
         let max_reports = self.max_reports;
         let retry_after_secs = self.full_retry_after_secs;
         let result = self.transact("committing reports", |tx, node_id| {
@@ -237,7 +241,15 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 if let Some(observer) = &self.on_commit {
-                    observer(started.elapsed(), count);
+                    // A panicking observer must not take the writer (and
+                    // with it every later report) down.
+                    let elapsed = started.elapsed();
+                    let observed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        observer(elapsed, count);
+                    }));
+                    if observed.is_err() {
+                        tracing::error!("the staging commit observer panicked");
+                    }
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
@@ -459,11 +471,7 @@ fn purge(
     })
 }
 
-fn put_manifest(
-    tx: &rusqlite::Transaction<'_>,
-    serial: u64,
-    signed: &[u8],
-) -> Result<(), TxError> {
+fn put_manifest(tx: &rusqlite::Transaction<'_>, serial: u64, signed: &[u8]) -> Result<(), TxError> {
     let current: Option<i64> = tx
         .query_row("SELECT serial FROM manifest WHERE id = 1", [], |row| {
             row.get(0)
