@@ -100,8 +100,15 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, Error> {
     // survives power loss, not just a process crash.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| sql_error("cannot set synchronous=FULL", &e))?;
+    // A WAL that grew during a burst is cut back after the next checkpoint
+    // instead of keeping its peak size on disk.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(|e| sql_error("cannot set journal_size_limit", &e))?;
     Ok(conn)
 }
+
+/// Bytes of WAL kept after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Opens a read-only connection; WAL lets it read beside the writer.
 pub(super) fn open_reader(path: &Path) -> Result<Connection, Error> {

@@ -119,7 +119,7 @@ impl Writer {
                 if !waits || now >= deadline {
                     break;
                 }
-                // The timer must be created inside the runtime's context.
+                // The timer is created inside `block_on`, where the runtime is.
                 let wait = deadline - now;
                 match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
                     Ok(Some(request)) => batch.push(request),
@@ -241,7 +241,15 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 if let Some(observer) = &self.on_commit {
-                    observer(started.elapsed(), count);
+                    // A panicking observer must not take the writer (and
+                    // with it every later report) down.
+                    let elapsed = started.elapsed();
+                    let observed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        observer(elapsed, count);
+                    }));
+                    if observed.is_err() {
+                        tracing::error!("the staging commit observer panicked");
+                    }
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
