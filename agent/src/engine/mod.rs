@@ -48,7 +48,7 @@ impl TraceRequest {
             first_ttl: 1,
             max_ttl: 30,
             rounds: 1,
-            grace: Duration::from_millis(1000),
+            grace: Duration::from_secs(1),
             deadline: Duration::from_secs(10),
             port: 33434,
         }
@@ -82,7 +82,7 @@ pub trait Engine: Send + Sync {
 
     /// `Ok` when this engine can run here now, else why not — the reason
     /// goes into the report's `engine_fallbacks`, so it should say what
-    /// would make it available ("needs CAP_NET_RAW or root").
+    /// would make it available ("needs `CAP_NET_RAW` or root").
     fn check_available(&self) -> Result<(), String>;
 
     /// Traces; blocks for at most `request.deadline` (plus a little).
