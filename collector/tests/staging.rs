@@ -42,7 +42,7 @@ fn report_with(id: ReportId, received_at: DateTime<Utc>) -> Report {
     report.envelope = Some(ReceiverEnvelope {
         received_at,
         peer_ip: "203.0.113.9".parse().expect("address"),
-        peer_port: 40_001,
+        peer_port: Some(40_001),
         path: "/v1/reports".to_owned(),
         headers: EnvelopeHeaders::default(),
         tls: None,
