@@ -448,3 +448,52 @@ async fn concurrent_retries_of_one_report_store_one_row() {
     );
     running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_body_that_trickles_in_past_the_request_timeout_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Plain HTTP behind a (pretend) proxy so that the test can write raw bytes.
+    let (running, _client) = start(
+        dir.path(),
+        "[public]\nplain_http = true\nbehind_proxy = true\n[limits]\nrequest_timeout_ms = 300\n",
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(running.public_addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"schema\":",
+        )
+        .await
+        .expect("write head");
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+            if response.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 5 s");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        running
+            .staging
+            .export_after(0, 10)
+            .await
+            .expect("export")
+            .is_empty()
+    );
+    running.shutdown().await.expect("shutdown");
+}
