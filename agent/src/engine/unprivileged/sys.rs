@@ -238,7 +238,7 @@ impl Round {
         // The classic traceroute ports, one per TTL, for UDP; ICMP has no
         // ports (the kernel picks the echo identifier per socket).
         let port = match self.probe {
-            Probe::Udp => self.port.saturating_add(u16::from(ttl) - 1),
+            Probe::Udp => self.port.saturating_add(u16::from(ttl.saturating_sub(1))),
             Probe::Echo => 0,
         };
         let to = SockaddrStorage::from(SocketAddr::new(self.target, port));
