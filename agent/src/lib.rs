@@ -10,5 +10,5 @@ mod engine;
 mod error;
 
 pub use cli::{Cli, Command, main_with_args, run};
-pub use engine::{Engine, TraceOutcome, TraceRequest};
+pub use engine::{Engine, TraceOutcome, TraceRequest, UnprivilegedEngine};
 pub use error::Error;
