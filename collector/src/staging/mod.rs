@@ -325,8 +325,8 @@ impl Staging {
     /// never purged. A purged report's id is remembered for one more
     /// retention, so its late retries are still answered `Duplicate`.
     pub async fn purge(&self) -> Result<u64, Error> {
-        let retention =
-            chrono::Duration::from_std(self.inner.retention).unwrap_or(chrono::Duration::MAX);
+        let retention = chrono::Duration::from_std(self.inner.retention)
+            .unwrap_or(chrono::Duration::MAX);
         let cutoff_us = Utc::now()
             .checked_sub_signed(retention)
             .map_or(i64::MIN, |t| t.timestamp_micros());
@@ -363,11 +363,9 @@ impl Staging {
     pub async fn current_manifest(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
         self.read(|conn| {
             let row: Option<(i64, Vec<u8>)> = conn
-                .query_row(
-                    "SELECT serial, signed FROM manifest WHERE id = 1",
-                    [],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
+                .query_row("SELECT serial, signed FROM manifest WHERE id = 1", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
                 .optional()
                 .map_err(|e| sql_error("reading the manifest", &e))?;
             Ok(row.map(|(serial, signed)| (u64::try_from(serial).unwrap_or(0), signed)))

@@ -160,8 +160,7 @@ impl Writer {
                 up_to,
                 reply,
             } => {
-                let result =
-                    self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
+                let result = self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
                 let _ = reply.send(result);
             }
             Request::Purge {
@@ -177,9 +176,8 @@ impl Writer {
                 signed,
                 reply,
             } => {
-                let result = self.transact("storing the manifest", |tx, _| {
-                    put_manifest(tx, serial, &signed)
-                });
+                let result =
+                    self.transact("storing the manifest", |tx, _| put_manifest(tx, serial, &signed));
                 let _ = reply.send(result);
             }
         }
@@ -229,10 +227,8 @@ impl Writer {
         }
         let started = Instant::now();
         let count = batch.len();
-        let (reports, replies): (Vec<Report>, Vec<_>) = batch
-            .into_iter()
-            .map(|(report, reply)| (*report, reply))
-            .unzip();
+        let (reports, replies): (Vec<Report>, Vec<_>) =
+            batch.into_iter().map(|(report, reply)| (*report, reply)).unzip();
         let max_reports = self.max_reports;
         let retry_after_secs = self.full_retry_after_secs;
         let result = self.transact("committing reports", |tx, node_id| {
@@ -463,7 +459,11 @@ fn purge(
     })
 }
 
-fn put_manifest(tx: &rusqlite::Transaction<'_>, serial: u64, signed: &[u8]) -> Result<(), TxError> {
+fn put_manifest(
+    tx: &rusqlite::Transaction<'_>,
+    serial: u64,
+    signed: &[u8],
+) -> Result<(), TxError> {
     let current: Option<i64> = tx
         .query_row("SELECT serial FROM manifest WHERE id = 1", [], |row| {
             row.get(0)
