@@ -9,9 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use lineprobe_agent::{AgentConfig, ManifestCheck, ProbeOutcome, apply_signed};
 use lineprobe_collector::{PathPattern, RunningCollector};
-use lineprobe_shared::{
-    AgentRelease, Manifest, ManifestSigningKey, ProbeSchedule, SignedManifest,
-};
+use lineprobe_shared::{AgentRelease, Manifest, ManifestSigningKey, ProbeSchedule, SignedManifest};
 use support::*;
 
 fn manifest(serial: u64, endpoints: Vec<String>) -> Manifest {
@@ -37,7 +35,10 @@ fn manifest(serial: u64, endpoints: Vec<String>) -> Manifest {
 
 /// A collector that accepts manifests signed by `key`.
 async fn collector_for(dir: &std::path::Path, key: &ManifestSigningKey) -> RunningCollector {
-    let extra = format!("[manifest]\npublic_key = \"{}\"\n", key.verifying_key().to_base64());
+    let extra = format!(
+        "[manifest]\npublic_key = \"{}\"\n",
+        key.verifying_key().to_base64()
+    );
     start_collector(dir, 0, &extra).await
 }
 
@@ -50,7 +51,10 @@ async fn publish(running: &RunningCollector, dir: &std::path::Path, signed: &Sig
         .build()
         .expect("client");
     let answer = client
-        .put(format!("https://localhost:{}/export/manifest", running.export_addr.port()))
+        .put(format!(
+            "https://localhost:{}/export/manifest",
+            running.export_addr.port()
+        ))
         .bearer_auth(export_token())
         .body(signed.to_json().expect("json"))
         .send()
@@ -74,19 +78,34 @@ async fn a_published_manifest_is_fetched_verified_and_applied() {
     // The agent knows a dead endpoint first and the collector second; the
     // manifest names only the collector and another path.
     let config = with_key(
-        agent_config(&[dead.clone(), endpoint(&running)], Some(&collector_cert(dir.path()))),
+        agent_config(
+            &[dead.clone(), endpoint(&running)],
+            Some(&collector_cert(dir.path())),
+        ),
         &key,
     );
     let (agent, _) = agent(state.path(), config, 3);
     agent.accept_consent().expect("consent");
     assert!(agent.applied_manifest().is_none());
 
-    publish(&running, dir.path(), &SignedManifest::sign(&manifest(5, vec![endpoint(&running)]), &key).expect("sign")).await;
+    publish(
+        &running,
+        dir.path(),
+        &SignedManifest::sign(&manifest(5, vec![endpoint(&running)]), &key).expect("sign"),
+    )
+    .await;
     let check = agent.update_manifest().await.expect("update");
-    assert!(matches!(check, ManifestCheck::Applied { serial: 5, .. }), "{check:?}");
+    assert!(
+        matches!(check, ManifestCheck::Applied { serial: 5, .. }),
+        "{check:?}"
+    );
 
     let settings = agent.settings().expect("settings");
-    let urls: Vec<_> = settings.endpoints.iter().map(|e| e.as_str().to_owned()).collect();
+    let urls: Vec<_> = settings
+        .endpoints
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
     assert_eq!(urls, vec![endpoint(&running)]);
     assert_eq!(settings.path_patterns, vec!["/static/*/upload".to_owned()]);
     assert_eq!(settings.interval, Duration::from_secs(120));
@@ -96,19 +115,42 @@ async fn a_published_manifest_is_fetched_verified_and_applied() {
     let release = status.update_available.clone().expect("update announced");
     assert_eq!(release.version, "99.0.0");
     let text = status.to_string();
-    assert!(text.contains("update available: agent 99.0.0") && text.contains(&"ab".repeat(32)), "{text}");
+    assert!(
+        text.contains("update available: agent 99.0.0") && text.contains(&"ab".repeat(32)),
+        "{text}"
+    );
 
     // Fetching again: the same serial is current, nothing changes.
     let check = agent.update_manifest().await.expect("again");
-    assert!(matches!(check, ManifestCheck::Current { serial: Some(5), .. }), "{check:?}");
+    assert!(
+        matches!(
+            check,
+            ManifestCheck::Current {
+                serial: Some(5),
+                ..
+            }
+        ),
+        "{check:?}"
+    );
 
     // The next probe uses the manifest's endpoint and path.
     let outcome = agent.probe_once().await.expect("probe");
-    assert!(matches!(outcome, ProbeOutcome::Delivered { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
     let reports = stored(&running).await;
-    assert!(reports[0].endpoint_attempts.is_empty(), "the dead endpoint was still tried");
+    assert!(
+        reports[0].endpoint_attempts.is_empty(),
+        "the dead endpoint was still tried"
+    );
     let path = &reports[0].envelope.as_ref().expect("envelope").path;
-    assert!(PathPattern::parse("/static/*/upload").expect("pattern").matches(path), "{path}");
+    assert!(
+        PathPattern::parse("/static/*/upload")
+            .expect("pattern")
+            .matches(path),
+        "{path}"
+    );
     running.shutdown().await.expect("shutdown");
 }
 
@@ -118,10 +160,18 @@ async fn forged_older_and_expired_manifests_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = collector_for(dir.path(), &key).await;
     let state = tempfile::tempdir().expect("tempdir");
-    let config = with_key(agent_config(&[endpoint(&running)], Some(&collector_cert(dir.path()))), &key);
+    let config = with_key(
+        agent_config(&[endpoint(&running)], Some(&collector_cert(dir.path()))),
+        &key,
+    );
     let (agent, _) = agent(state.path(), config.clone(), 3);
     agent.accept_consent().expect("consent");
-    publish(&running, dir.path(), &SignedManifest::sign(&manifest(5, vec![endpoint(&running)]), &key).expect("sign")).await;
+    publish(
+        &running,
+        dir.path(),
+        &SignedManifest::sign(&manifest(5, vec![endpoint(&running)]), &key).expect("sign"),
+    )
+    .await;
     agent.update_manifest().await.expect("applied");
     let manifest_file = state.path().join("manifest.json");
     let before_bytes = std::fs::read(&manifest_file).expect("stored manifest");
@@ -130,9 +180,21 @@ async fn forged_older_and_expired_manifests_change_nothing() {
     let evil = "https://203.0.113.66".to_owned();
     let now = Utc::now();
     let unchanged = |what: &str| {
-        assert_eq!(std::fs::read(&manifest_file).expect("read"), before_bytes, "{what} changed the stored manifest");
-        assert_eq!(agent.settings().expect("settings"), before, "{what} changed the settings");
-        assert_eq!(agent.applied_manifest().map(|m| m.serial), Some(5), "{what}");
+        assert_eq!(
+            std::fs::read(&manifest_file).expect("read"),
+            before_bytes,
+            "{what} changed the stored manifest"
+        );
+        assert_eq!(
+            agent.settings().expect("settings"),
+            before,
+            "{what} changed the settings"
+        );
+        assert_eq!(
+            agent.applied_manifest().map(|m| m.serial),
+            Some(5),
+            "{what}"
+        );
     };
 
     // Served over the network by a collector that trusts another key: a
@@ -140,12 +202,20 @@ async fn forged_older_and_expired_manifests_change_nothing() {
     let other = signing_key();
     let evil_dir = tempfile::tempdir().expect("tempdir");
     let evil_collector = collector_for(evil_dir.path(), &other).await;
-    publish(&evil_collector, evil_dir.path(), &SignedManifest::sign(&manifest(9, vec![evil.clone()]), &other).expect("sign")).await;
+    publish(
+        &evil_collector,
+        evil_dir.path(),
+        &SignedManifest::sign(&manifest(9, vec![evil.clone()]), &other).expect("sign"),
+    )
+    .await;
     // `--endpoint` points this agent (same state) at the other collector.
     let (engines, _) = engines(3);
     let evil_agent = lineprobe_agent::Agent::with_engines(
         lineprobe_agent::AgentOptions {
-            config: with_key(agent_config(&[], Some(&collector_cert(evil_dir.path()))), &key),
+            config: with_key(
+                agent_config(&[], Some(&collector_cert(evil_dir.path()))),
+                &key,
+            ),
             state_dir: Some(state.path().to_path_buf()),
             endpoints: vec![endpoint(&evil_collector)],
             insecure_skip_verify: false,
@@ -158,23 +228,53 @@ async fn forged_older_and_expired_manifests_change_nothing() {
     unchanged("a manifest signed with another key");
 
     // The right key id, an altered payload.
-    let mut altered = SignedManifest::sign(&manifest(9, vec![endpoint(&running)]), &key).expect("sign");
+    let mut altered =
+        SignedManifest::sign(&manifest(9, vec![endpoint(&running)]), &key).expect("sign");
     let other_payload = SignedManifest::sign(&manifest(9, vec![evil.clone()]), &key).expect("sign");
     altered.payload = other_payload.payload;
-    altered.signature = SignedManifest::sign(&manifest(10, vec![evil.clone()]), &key).expect("sign").signature;
+    altered.signature = SignedManifest::sign(&manifest(10, vec![evil.clone()]), &key)
+        .expect("sign")
+        .signature;
     let body = altered.to_json().expect("json");
-    let err = apply_signed(agent.state(), &key.verifying_key(), Some(5), now, &body, "test").expect_err("altered");
+    let err = apply_signed(
+        agent.state(),
+        &key.verifying_key(),
+        Some(5),
+        now,
+        &body,
+        "test",
+    )
+    .expect_err("altered");
     assert!(err.to_string().contains("signature"), "{err}");
     unchanged("an altered manifest");
 
     // Unsigned: not a signed manifest document at all.
     let plain = manifest(9, vec![evil.clone()]).to_json().expect("json");
-    apply_signed(agent.state(), &key.verifying_key(), Some(5), now, &plain, "test").expect_err("unsigned");
+    apply_signed(
+        agent.state(),
+        &key.verifying_key(),
+        Some(5),
+        now,
+        &plain,
+        "test",
+    )
+    .expect_err("unsigned");
     unchanged("an unsigned manifest");
 
     // Correctly signed but older.
-    let older = SignedManifest::sign(&manifest(3, vec![evil.clone()]), &key).expect("sign").to_json().expect("json");
-    let check = apply_signed(agent.state(), &key.verifying_key(), Some(5), now, &older, "test").expect("not an error");
+    let older = SignedManifest::sign(&manifest(3, vec![evil.clone()]), &key)
+        .expect("sign")
+        .to_json()
+        .expect("json");
+    let check = apply_signed(
+        agent.state(),
+        &key.verifying_key(),
+        Some(5),
+        now,
+        &older,
+        "test",
+    )
+    .expect("not an error");
     assert!(matches!(check, ManifestCheck::Current { .. }), "{check:?}");
     unchanged("an older manifest");
 
@@ -182,17 +282,39 @@ async fn forged_older_and_expired_manifests_change_nothing() {
     let mut expired = manifest(11, vec![evil.clone()]);
     expired.issued_at = now - chrono::Duration::days(40);
     expired.expires_at = now - chrono::Duration::days(1);
-    let expired = SignedManifest::sign(&expired, &key).expect("sign").to_json().expect("json");
-    let err = apply_signed(agent.state(), &key.verifying_key(), Some(5), now, &expired, "test").expect_err("expired");
+    let expired = SignedManifest::sign(&expired, &key)
+        .expect("sign")
+        .to_json()
+        .expect("json");
+    let err = apply_signed(
+        agent.state(),
+        &key.verifying_key(),
+        Some(5),
+        now,
+        &expired,
+        "test",
+    )
+    .expect_err("expired");
     assert!(err.to_string().contains("expired"), "{err}");
     unchanged("an expired manifest");
 
     // Editing the stored file does not steer the agent either.
     let mut tampered: SignedManifest = serde_json::from_slice(&before_bytes).expect("json");
-    tampered.payload = SignedManifest::sign(&manifest(12, vec![evil.clone()]), &other).expect("sign").payload;
+    tampered.payload = SignedManifest::sign(&manifest(12, vec![evil.clone()]), &other)
+        .expect("sign")
+        .payload;
     std::fs::write(&manifest_file, serde_json::to_vec(&tampered).expect("json")).expect("write");
-    assert!(agent.applied_manifest().is_none(), "a tampered stored manifest was trusted");
-    let urls: Vec<_> = agent.settings().expect("settings").endpoints.iter().map(|e| e.as_str().to_owned()).collect();
+    assert!(
+        agent.applied_manifest().is_none(),
+        "a tampered stored manifest was trusted"
+    );
+    let urls: Vec<_> = agent
+        .settings()
+        .expect("settings")
+        .endpoints
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
     assert!(!urls.contains(&evil), "{urls:?}");
 
     running.shutdown().await.expect("shutdown");

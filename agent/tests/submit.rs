@@ -21,7 +21,11 @@ async fn a_probe_is_stored_by_a_real_collector_over_pinned_tls() {
     agent.accept_consent().expect("consent");
 
     let outcome = agent.probe_once().await.expect("probe");
-    let ProbeOutcome::Delivered { report_id, delivery } = outcome else {
+    let ProbeOutcome::Delivered {
+        report_id,
+        delivery,
+    } = outcome
+    else {
         panic!("not delivered: {outcome:?}");
     };
     assert!(matches!(delivery, Delivery::Stored { .. }), "{delivery:?}");
@@ -40,18 +44,31 @@ async fn a_probe_is_stored_by_a_real_collector_over_pinned_tls() {
     assert_eq!(r.trace.engine_fallbacks.len(), 1);
     assert_eq!(r.trace.engine_fallbacks[0].engine, TraceEngine::TrippyCore);
     assert!(r.trace.engine_fallbacks[0].reason.contains("CAP_NET_RAW"));
-    assert_eq!(r.install_id, agent.state().install_id().expect("install id"));
+    assert_eq!(
+        r.install_id,
+        agent.state().install_id().expect("install id")
+    );
     assert!(r.consent.is_some());
     assert!(r.device.mac.is_none(), "MAC sent without send_mac");
     assert!(r.endpoint_attempts.is_empty());
     // Camouflage: a browser's User-Agent, a path drawn from the patterns.
     let envelope = r.envelope.as_ref().expect("envelope");
-    assert!(envelope.headers.user_agent.as_deref().is_some_and(|ua| ua.starts_with("Mozilla/5.0")));
+    assert!(
+        envelope
+            .headers
+            .user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("Mozilla/5.0"))
+    );
     let patterns: Vec<PathPattern> = lineprobe_agent::DEFAULT_PATH_PATTERNS
         .iter()
         .map(|p| PathPattern::parse(p).expect("pattern"))
         .collect();
-    assert!(patterns.iter().any(|p| p.matches(&envelope.path)), "{}", envelope.path);
+    assert!(
+        patterns.iter().any(|p| p.matches(&envelope.path)),
+        "{}",
+        envelope.path
+    );
 
     // The same install id on the next report.
     agent.probe_once().await.expect("second probe");
@@ -67,12 +84,18 @@ async fn a_dead_endpoint_falls_back_and_its_failure_travels_in_the_report() {
     let running = start_collector(col_dir.path(), 0, "").await;
     let state = tempfile::tempdir().expect("tempdir");
     let dead = dead_endpoint();
-    let config = agent_config(&[dead.clone(), endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let config = agent_config(
+        &[dead.clone(), endpoint(&running)],
+        Some(&collector_cert(col_dir.path())),
+    );
     let (agent, _) = agent(state.path(), config, 4);
     agent.accept_consent().expect("consent");
 
     let outcome = agent.probe_once().await.expect("probe");
-    assert!(matches!(outcome, ProbeOutcome::Delivered { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
     let reports = stored(&running).await;
     assert_eq!(reports.len(), 1);
     let attempts = &reports[0].endpoint_attempts;
@@ -87,8 +110,14 @@ async fn a_dead_endpoint_falls_back_and_its_failure_travels_in_the_report() {
         .iter()
         .map(|a| (a.endpoint.clone(), a.outcome))
         .collect();
-    assert!(outcomes.contains(&(dead, AttemptOutcome::Connect)), "{outcomes:?}");
-    assert!(outcomes.contains(&(endpoint(&running), AttemptOutcome::Ok)), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&(dead, AttemptOutcome::Connect)),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(endpoint(&running), AttemptOutcome::Ok)),
+        "{outcomes:?}"
+    );
     running.shutdown().await.expect("shutdown");
 }
 
@@ -102,9 +131,16 @@ async fn an_untrusted_certificate_is_a_tls_failure() {
     let (agent, _) = agent(state.path(), config, 3);
     agent.accept_consent().expect("consent");
     let outcome = agent.probe_once().await.expect("probe");
-    assert!(matches!(outcome, ProbeOutcome::Spooled { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, ProbeOutcome::Spooled { .. }),
+        "{outcome:?}"
+    );
     let status = agent.status().expect("status");
-    assert_eq!(status.last_endpoint_results[0].outcome, AttemptOutcome::Tls, "{status}");
+    assert_eq!(
+        status.last_endpoint_results[0].outcome,
+        AttemptOutcome::Tls,
+        "{status}"
+    );
     assert!(stored(&running).await.is_empty());
     running.shutdown().await.expect("shutdown");
 }
@@ -126,14 +162,33 @@ async fn a_report_refused_as_invalid_is_not_sent_elsewhere_nor_spooled() {
     let config = agent_config(&[endpoint(&small), endpoint(&good)], Some(&both));
     let (agent, _) = agent(state.path(), config, 20);
     agent.accept_consent().expect("consent");
-    assert!(agent.make_report().await.expect("report").to_json().expect("json").len() > 1024);
+    assert!(
+        agent
+            .make_report()
+            .await
+            .expect("report")
+            .to_json()
+            .expect("json")
+            .len()
+            > 1024
+    );
 
     let err = agent.probe_once().await.expect_err("refused");
     let text = err.to_string();
-    assert!(text.contains("413") && text.contains(&endpoint(&small)), "{text}");
-    assert!(stored(&good).await.is_empty(), "sent to the second endpoint");
+    assert!(
+        text.contains("413") && text.contains(&endpoint(&small)),
+        "{text}"
+    );
+    assert!(
+        stored(&good).await.is_empty(),
+        "sent to the second endpoint"
+    );
     assert!(stored(&small).await.is_empty());
-    assert_eq!(agent.spool().depth().expect("depth"), 0, "an invalid report was spooled");
+    assert_eq!(
+        agent.spool().depth().expect("depth"),
+        0,
+        "an invalid report was spooled"
+    );
     small.shutdown().await.expect("shutdown");
     good.shutdown().await.expect("shutdown");
 }
@@ -152,17 +207,32 @@ async fn spooled_reports_are_delivered_exactly_once_when_the_collector_comes_bac
     let (agent, _) = agent(state.path(), config, 4);
     agent.accept_consent().expect("consent");
     let outcome = agent.probe_once().await.expect("probe");
-    let ProbeOutcome::Spooled { report_id, evicted: 0 } = outcome else {
+    let ProbeOutcome::Spooled {
+        report_id,
+        evicted: 0,
+    } = outcome
+    else {
         panic!("not spooled: {outcome:?}");
     };
-    let entry = agent.spool().get(&report_id).expect("read").expect("spooled");
+    let entry = agent
+        .spool()
+        .get(&report_id)
+        .expect("read")
+        .expect("spooled");
     assert_eq!(entry.report.endpoint_attempts.len(), 1);
-    assert_eq!(entry.report.endpoint_attempts[0].outcome, AttemptOutcome::Connect);
+    assert_eq!(
+        entry.report.endpoint_attempts[0].outcome,
+        AttemptOutcome::Connect
+    );
     assert!(entry.next_attempt_at > entry.spooled_at);
 
     // Still down: the retry fails and the backoff grows.
     agent.flush_spool().await.expect("retry");
-    let again = agent.spool().get(&report_id).expect("read").expect("still spooled");
+    let again = agent
+        .spool()
+        .get(&report_id)
+        .expect("read")
+        .expect("still spooled");
     assert_eq!(again.retries, 1);
     assert_eq!(again.report.endpoint_attempts.len(), 2);
 
@@ -172,7 +242,11 @@ async fn spooled_reports_are_delivered_exactly_once_when_the_collector_comes_bac
     let reports = stored(&running).await;
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].report_id, report_id);
-    assert_eq!(reports[0].endpoint_attempts.len(), 2, "the failures travel with it");
+    assert_eq!(
+        reports[0].endpoint_attempts.len(),
+        2,
+        "the failures travel with it"
+    );
 
     // The answer was "lost": the same report comes back from the spool.
     agent.spool().put(&again).expect("respool");
@@ -193,7 +267,10 @@ async fn the_spool_is_bounded_and_the_evicted_count_travels_in_the_next_report()
     first.shutdown().await.expect("shutdown");
 
     let state = tempfile::tempdir().expect("tempdir");
-    let mut config = agent_config(&[format!("https://127.0.0.1:{port}")], Some(&collector_cert(col_dir.path())));
+    let mut config = agent_config(
+        &[format!("https://127.0.0.1:{port}")],
+        Some(&collector_cert(col_dir.path())),
+    );
     config.spool.max_reports = 2;
     let (agent, _) = agent(state.path(), config, 3);
     agent.accept_consent().expect("consent");
@@ -201,7 +278,10 @@ async fn the_spool_is_bounded_and_the_evicted_count_travels_in_the_next_report()
     let mut evicted = 0;
     for _ in 0..5 {
         match agent.probe_once().await.expect("probe") {
-            ProbeOutcome::Spooled { report_id, evicted: e } => {
+            ProbeOutcome::Spooled {
+                report_id,
+                evicted: e,
+            } => {
                 ids.push(report_id);
                 evicted += e;
             }
@@ -209,7 +289,11 @@ async fn the_spool_is_bounded_and_the_evicted_count_travels_in_the_next_report()
         }
     }
     assert_eq!(evicted, 3);
-    assert_eq!(agent.spool().ids().expect("ids"), ids[3..].to_vec(), "the oldest were evicted");
+    assert_eq!(
+        agent.spool().ids().expect("ids"),
+        ids[3..].to_vec(),
+        "the oldest were evicted"
+    );
     assert_eq!(agent.spool().evicted().expect("evicted"), 3);
 
     let running = start_collector(col_dir.path(), port, "").await;
@@ -217,7 +301,11 @@ async fn the_spool_is_bounded_and_the_evicted_count_travels_in_the_next_report()
     let reports = stored(&running).await;
     let got: Vec<_> = reports.iter().map(|r| r.report_id).collect();
     assert_eq!(got, ids[3..].to_vec());
-    assert_eq!(reports[0].spool_evicted, Some(3), "the next report carries the count");
+    assert_eq!(
+        reports[0].spool_evicted,
+        Some(3),
+        "the next report carries the count"
+    );
     assert_eq!(reports[1].spool_evicted, None, "the count is told once");
     assert_eq!(agent.spool().evicted().expect("evicted"), 0);
     running.shutdown().await.expect("shutdown");
@@ -240,9 +328,16 @@ async fn fronting_sends_another_server_name_and_host() {
     let (agent, _) = agent(state.path(), config, 3);
     agent.accept_consent().expect("consent");
     let outcome = agent.probe_once().await.expect("probe");
-    assert!(matches!(outcome, ProbeOutcome::Delivered { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
     let reports = stored(&running).await;
-    let tls = reports[0].envelope.as_ref().and_then(|e| e.tls.clone()).expect("tls info");
+    let tls = reports[0]
+        .envelope
+        .as_ref()
+        .and_then(|e| e.tls.clone())
+        .expect("tls info");
     assert_eq!(tls.sni.as_deref(), Some("localhost"));
     running.shutdown().await.expect("shutdown");
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lineprobe_agent::{Agent, AgentConfig, AgentOptions, Engine, Error, TraceOutcome, TraceRequest};
+use lineprobe_agent::{
+    Agent, AgentConfig, AgentOptions, Engine, Error, TraceOutcome, TraceRequest,
+};
 use lineprobe_collector::{CollectorConfig, Overrides, RunningCollector};
 use lineprobe_shared::{Hop, ManifestSigningKey, Report, TraceEngine, TraceProtocol};
 
@@ -40,7 +42,11 @@ impl Engine for FixedEngine {
             } else if ttl != 3 {
                 hop.push_addr(IpAddr::from([10, 0, ttl, 1]));
             }
-            hop.rtt_ms = if hop.is_silent() { vec![] } else { vec![1.5 * f64::from(ttl)] };
+            hop.rtt_ms = if hop.is_silent() {
+                vec![]
+            } else {
+                vec![1.5 * f64::from(ttl)]
+            };
             hop.sent = 1;
             hop.received = u16::from(!hop.is_silent());
             hops.push(hop);
@@ -104,8 +110,12 @@ pub(crate) fn collector_config(dir: &Path, port: u16, extra: &str) -> CollectorC
         data_dir: Some(dir.to_path_buf()),
         plain_http: false,
     };
-    let base = format!("node_id = \"test-node\"\n[export]\ntoken = \"{}\"\n{extra}", export_token());
-    CollectorConfig::from_toml_with_env(&base, "test", Vec::new(), &overrides).expect("valid collector config")
+    let base = format!(
+        "node_id = \"test-node\"\n[export]\ntoken = \"{}\"\n{extra}",
+        export_token()
+    );
+    CollectorConfig::from_toml_with_env(&base, "test", Vec::new(), &overrides)
+        .expect("valid collector config")
 }
 
 pub(crate) fn export_token() -> String {
@@ -136,8 +146,14 @@ pub(crate) fn free_port() -> u16 {
 /// An agent config: the example declared line, the pinned collector CA,
 /// short timeouts and retries.
 pub(crate) fn agent_config(endpoints: &[String], ca: Option<&Path>) -> AgentConfig {
-    let urls = endpoints.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ");
-    let ca = ca.map(|p| format!("ca_file = {:?}\n", p.display().to_string())).unwrap_or_default();
+    let urls = endpoints
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ca = ca
+        .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
+        .unwrap_or_default();
     let text = format!(
         "[endpoints]\nurls = [{urls}]\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\n{ca}\
          [schedule]\ninterval_secs = 60\njitter_secs = 0\nretry_base_secs = 1\nretry_max_secs = 1\n\
