@@ -23,7 +23,7 @@ use crate::facts::{Platform, SystemPlatform, collect_facts};
 use crate::manifest::{ManifestCheck, load_applied, update_manifest};
 use crate::probe::{SharedTracer, Tracer, report_trace, resolve_target};
 use crate::spool::{Spool, SpoolEntry, backoff};
-use crate::state::StateDir;
+use crate::state::{STATUS_FILE, StateDir};
 use crate::status::{
     AgentStatus, ManifestCheckRecord, ProbeRecord, StatusRecord, is_newer_version,
 };
@@ -553,10 +553,7 @@ impl Agent {
     // ──────────────────────────────── status ───────────────────────────────
 
     fn read_status(&self) -> Result<StatusRecord, Error> {
-        Ok(self
-            .state
-            .read_json(&self.state.status_path())?
-            .unwrap_or_default())
+        Ok(self.state.read_json(STATUS_FILE)?.unwrap_or_default())
     }
 
     fn update_status(&self, change: impl FnOnce(&mut StatusRecord)) -> Result<(), Error> {
@@ -566,7 +563,7 @@ impl Agent {
             .unwrap_or_else(PoisonError::into_inner);
         let mut record = self.read_status()?;
         change(&mut record);
-        self.state.write_json(&self.state.status_path(), &record)
+        self.state.write_json(STATUS_FILE, &record)
     }
 
     /// Consent, last probe, spool, endpoint results and manifest.
@@ -665,7 +662,7 @@ impl Agent {
             |s| (s.interval, s.jitter),
         );
         let extra =
-            rand::thread_rng().gen_range(0..=jitter.as_millis().min(u128::from(u64::MAX)) as u64);
+            rand::thread_rng().gen_range(0..=u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX));
         interval + Duration::from_millis(extra)
     }
 }

@@ -6,11 +6,11 @@ use lineprobe_shared::ConsentRecord;
 
 use crate::Error;
 use crate::spool::Spool;
-use crate::state::{StateDir, remove_if_present};
+use crate::state::{CONSENT_FILE, StateDir, remove_if_present};
 
 /// The recorded consent, if any.
 pub fn read_consent(state: &StateDir) -> Result<Option<ConsentRecord>, Error> {
-    state.read_json(&state.consent_path())
+    state.read_json(CONSENT_FILE)
 }
 
 /// Records that the subscriber accepted consent text `text_version` now.
@@ -19,7 +19,7 @@ pub fn accept_consent(state: &StateDir, text_version: &str) -> Result<ConsentRec
         accepted_at: Utc::now().fixed_offset(),
         text_version: text_version.trim().to_owned(),
     };
-    state.write_json(&state.consent_path(), &record)?;
+    state.write_json(CONSENT_FILE, &record)?;
     Ok(record)
 }
 
@@ -28,6 +28,6 @@ pub fn accept_consent(state: &StateDir, text_version: &str) -> Result<ConsentRec
 pub fn revoke_consent(state: &StateDir, spool: &Spool) -> Result<usize, Error> {
     // Consent first: should the spool deletion fail half-way, nothing is
     // sent from what is left.
-    remove_if_present(&state.consent_path())?;
+    remove_if_present(&state.path(CONSENT_FILE))?;
     spool.purge()
 }

@@ -13,7 +13,7 @@ use lineprobe_shared::{
 };
 
 use crate::Error;
-use crate::state::{StateDir, remove_if_present};
+use crate::state::{MANIFEST_FILE, StateDir, remove_if_present};
 use crate::submit::Submitter;
 
 /// What a manifest check did.
@@ -39,7 +39,7 @@ pub enum ManifestCheck {
 /// key to verify it with, or when the stored file no longer verifies).
 pub fn load_applied(state: &StateDir, key: Option<&ManifestVerifyingKey>) -> Option<Manifest> {
     let key = key?;
-    let signed: SignedManifest = match state.read_json(&state.manifest_path()) {
+    let signed: SignedManifest = match state.read_json(MANIFEST_FILE) {
         Ok(found) => found?,
         Err(e) => {
             tracing::warn!(error = %e, "ignoring the stored manifest");
@@ -90,7 +90,7 @@ pub fn apply_signed(
     let signed = SignedManifest::from_json(body)?;
     match accept_update(current, now, &signed, key) {
         Ok(manifest) => {
-            state.write_json(&state.manifest_path(), &signed)?;
+            state.write_json(MANIFEST_FILE, &signed)?;
             tracing::info!(serial = manifest.serial, from, "applied a new manifest");
             Ok(ManifestCheck::Applied {
                 serial: manifest.serial,
@@ -110,5 +110,5 @@ pub fn apply_signed(
 
 /// Forgets the applied manifest (for tests and resets).
 pub fn forget_manifest(state: &StateDir) -> Result<(), Error> {
-    remove_if_present(&state.manifest_path())
+    remove_if_present(&state.path(MANIFEST_FILE))
 }

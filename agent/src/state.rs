@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 use crate::Error;
 
 const INSTALL_ID_FILE: &str = "install_id";
-const CONSENT_FILE: &str = "consent.json";
-const STATUS_FILE: &str = "status.json";
-const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const CONSENT_FILE: &str = "consent.json";
+pub(crate) const STATUS_FILE: &str = "status.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 const SPOOL_DIR: &str = "spool";
 
 /// The agent's state folder.
@@ -46,19 +46,12 @@ impl StateDir {
         self.root.join(SPOOL_DIR)
     }
 
-    pub(crate) fn consent_path(&self) -> PathBuf {
-        self.root.join(CONSENT_FILE)
+    /// A file in the folder.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
     }
 
-    pub(crate) fn status_path(&self) -> PathBuf {
-        self.root.join(STATUS_FILE)
-    }
-
-    pub(crate) fn manifest_path(&self) -> PathBuf {
-        self.root.join(MANIFEST_FILE)
-    }
-
-    /// The installation's id: created once (a UUIDv7) and kept for good.
+    /// The installation's id: created once (a `UUIDv7`) and kept for good.
     pub fn install_id(&self) -> Result<InstallId, Error> {
         let path = self.root.join(INSTALL_ID_FILE);
         match fs::read_to_string(&path) {
@@ -82,13 +75,14 @@ impl StateDir {
         }
     }
 
-    /// Reads a JSON state file; `None` when it does not exist.
-    pub(crate) fn read_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, Error> {
-        read_json(path)
+    /// Reads the JSON state file `name`; `None` when it does not exist.
+    pub(crate) fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        read_json(&self.path(name))
     }
 
-    /// Writes a JSON state file atomically.
-    pub(crate) fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), Error> {
+    /// Writes the JSON state file `name` atomically.
+    pub(crate) fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
+        let path = &self.path(name);
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::State {
             path: path.display().to_string(),
             reason: format!("cannot encode: {e}"),

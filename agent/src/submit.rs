@@ -9,6 +9,7 @@
 //! the report must leave through the line it describes.
 
 use std::error::Error as _;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -413,7 +414,7 @@ impl CollectorAnswer {
             .collect::<Vec<_>>()
             .join(": ");
         if let Some(v) = &self.violations {
-            out.push_str(&format!(" {v}"));
+            let _ = write!(out, " {v}");
         }
         cut(&out)
     }
@@ -485,20 +486,12 @@ fn classify(err: &reqwest::Error) -> (AttemptOutcome, String) {
         AttemptOutcome::Connect
     };
     let detail = if causes.is_empty() {
-        err.without_url_string()
+        {
+            let text = err.to_string();
+            text.split(" for url (").next().unwrap_or(&text).to_owned()
+        }
     } else {
         causes.join(": ")
     };
     (outcome, detail)
-}
-
-trait WithoutUrl {
-    fn without_url_string(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_string(&self) -> String {
-        let text = self.to_string();
-        text.split(" for url (").next().unwrap_or(&text).to_owned()
-    }
 }

@@ -24,7 +24,7 @@ fn manifest(serial: u64, endpoints: Vec<String>) -> Manifest {
             interval_secs: 120,
             jitter_secs: 5,
         },
-        catalog_versions: Default::default(),
+        catalog_versions: std::collections::BTreeMap::default(),
         latest_agent: Some(AgentRelease {
             version: "99.0.0".to_owned(),
             url: "https://downloads.example.net/lineprobe/99.0.0/agent.zip".to_owned(),
@@ -155,7 +155,7 @@ async fn a_published_manifest_is_fetched_verified_and_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_older_and_expired_manifests_change_nothing() {
+async fn a_manifest_signed_with_another_key_changes_nothing() {
     let key = signing_key();
     let dir = tempfile::tempdir().expect("tempdir");
     let running = collector_for(dir.path(), &key).await;
@@ -178,7 +178,6 @@ async fn forged_older_and_expired_manifests_change_nothing() {
     let before = agent.settings().expect("settings");
 
     let evil = "https://203.0.113.66".to_owned();
-    let now = Utc::now();
     let unchanged = |what: &str| {
         assert_eq!(
             std::fs::read(&manifest_file).expect("read"),
@@ -227,9 +226,62 @@ async fn forged_older_and_expired_manifests_change_nothing() {
     assert!(err.to_string().contains("manifest"), "{err}");
     unchanged("a manifest signed with another key");
 
+    running.shutdown().await.expect("shutdown");
+    evil_collector.shutdown().await.expect("shutdown");
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one scenario, one refusal after another
+fn altered_unsigned_older_expired_and_tampered_manifests_change_nothing() {
+    let key = signing_key();
+    let other = signing_key();
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = with_key(agent_config(&["https://192.0.2.1".to_owned()], None), &key);
+    let (agent, _) = agent(state.path(), config, 3);
+    let now = Utc::now();
+    let current = SignedManifest::sign(&manifest(5, vec!["https://192.0.2.5".to_owned()]), &key)
+        .expect("sign")
+        .to_json()
+        .expect("json");
+    let check = apply_signed(
+        agent.state(),
+        &key.verifying_key(),
+        None,
+        now,
+        &current,
+        "test",
+    )
+    .expect("applied");
+    assert!(
+        matches!(check, ManifestCheck::Applied { serial: 5, .. }),
+        "{check:?}"
+    );
+    let manifest_file = state.path().join("manifest.json");
+    let before_bytes = std::fs::read(&manifest_file).expect("stored manifest");
+    let before = agent.settings().expect("settings");
+    let evil = "https://203.0.113.66".to_owned();
+    let unchanged = |what: &str| {
+        assert_eq!(
+            std::fs::read(&manifest_file).expect("read"),
+            before_bytes,
+            "{what} changed the stored manifest"
+        );
+        assert_eq!(
+            agent.settings().expect("settings"),
+            before,
+            "{what} changed the settings"
+        );
+        assert_eq!(
+            agent.applied_manifest().map(|m| m.serial),
+            Some(5),
+            "{what}"
+        );
+    };
+
     // The right key id, an altered payload.
     let mut altered =
-        SignedManifest::sign(&manifest(9, vec![endpoint(&running)]), &key).expect("sign");
+        SignedManifest::sign(&manifest(9, vec!["https://192.0.2.5".to_owned()]), &key)
+            .expect("sign");
     let other_payload = SignedManifest::sign(&manifest(9, vec![evil.clone()]), &key).expect("sign");
     altered.payload = other_payload.payload;
     altered.signature = SignedManifest::sign(&manifest(10, vec![evil.clone()]), &key)
@@ -316,7 +368,4 @@ async fn forged_older_and_expired_manifests_change_nothing() {
         .map(|e| e.as_str().to_owned())
         .collect();
     assert!(!urls.contains(&evil), "{urls:?}");
-
-    running.shutdown().await.expect("shutdown");
-    evil_collector.shutdown().await.expect("shutdown");
 }

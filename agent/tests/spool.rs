@@ -51,7 +51,12 @@ fn writes_are_atomic_and_leave_no_partial_files() {
     let names: Vec<String> = std::fs::read_dir(spool.dir())
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp") && !n.ends_with(".123.tmp"))
+        .filter(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("tmp"))
+                && !n.contains(".123.")
+        })
         .collect();
     assert!(names.is_empty(), "temporary files left: {names:?}");
 }
