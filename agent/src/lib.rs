@@ -34,7 +34,7 @@ pub use facts::{
     Platform, SystemPlatform, collect_facts, default_route_interface, default_route6_interface,
 };
 pub use manifest::{ManifestCheck, apply_signed, forget_manifest, load_applied, update_manifest};
-pub use probe::{SharedTracer, Tracer, report_trace, resolve_target, trace_with};
+pub use probe::{RAW_TEXT_BUDGET, SharedTracer, Tracer, report_trace, resolve_target, trace_with};
 pub use spool::{Spool, SpoolEntry, backoff};
 pub use state::{StateDir, write_atomic};
 pub use status::{AgentStatus, ManifestCheckRecord, ProbeRecord, StatusRecord, is_newer_version};

@@ -12,6 +12,11 @@ use lineprobe_shared::{EngineFallback, ReportLimits, ReportTrace, TraceEngine};
 
 use crate::{Engine, Error, TraceOutcome, TraceRequest};
 
+/// Most bytes of a system command's output put in a report: below the
+/// schema's 64 KiB so that the whole report stays within a collector's
+/// default 64 KiB body limit.
+pub const RAW_TEXT_BUDGET: usize = 48 * 1024;
+
 /// Runs a trace with the engine `choice` names (`auto`: the best one that
 /// works here) and says which better engines were passed over and why.
 ///
@@ -122,7 +127,7 @@ pub fn report_trace(
     let raw_text = system.then(|| {
         truncate_bytes(
             outcome.raw_text.unwrap_or_default(),
-            ReportLimits::MAX_RAW_TEXT_BYTES,
+            RAW_TEXT_BUDGET,
         )
     });
     ReportTrace {

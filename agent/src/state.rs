@@ -3,7 +3,7 @@
 //! atomically (write, fsync, rename, fsync the folder), so a crash or a
 //! pulled plug leaves either the old file or the new one, never half of one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
@@ -146,7 +146,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 fn sync_dir(dir: &Path) {
     // Windows cannot open a folder as a file; NTFS journals the rename.
     #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
+    if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
     #[cfg(not(unix))]

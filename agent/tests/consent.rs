@@ -100,3 +100,44 @@ async fn the_mac_is_sent_only_when_configured_and_consented() {
     }
     report.validate_submitted().expect("valid report");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gps_fix_from_the_host_replaces_the_typed_location() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (agent, _) = agent(state.path(), agent_config(&[dead_endpoint()], None), 3);
+    agent.accept_consent().expect("accept");
+    assert!(
+        agent
+            .make_report()
+            .await
+            .expect("report")
+            .declared
+            .location
+            .is_none()
+    );
+    agent.set_gps_fix(Some((22.54, 114.05, 15.0))).expect("fix");
+    let location = agent
+        .make_report()
+        .await
+        .expect("report")
+        .declared
+        .location
+        .expect("location");
+    assert_eq!(location.source, lineprobe_shared::LocationSource::Gps);
+    assert!((location.lat - 22.54).abs() < 1e-9 && (location.accuracy_m - 15.0).abs() < 1e-9);
+    let err = agent
+        .set_gps_fix(Some((95.0, 0.0, 1.0)))
+        .expect_err("not a position")
+        .to_string();
+    assert!(err.contains("latitude"), "{err}");
+    agent.set_gps_fix(None).expect("forget");
+    assert!(
+        agent
+            .make_report()
+            .await
+            .expect("report")
+            .declared
+            .location
+            .is_none()
+    );
+}
