@@ -124,12 +124,8 @@ pub fn report_trace(
     let mut hops = outcome.hops;
     hops.truncate(ReportLimits::MAX_HOPS);
     let system = outcome.engine.is_system();
-    let raw_text = system.then(|| {
-        truncate_bytes(
-            outcome.raw_text.unwrap_or_default(),
-            RAW_TEXT_BUDGET,
-        )
-    });
+    let raw_text =
+        system.then(|| truncate_bytes(outcome.raw_text.unwrap_or_default(), RAW_TEXT_BUDGET));
     ReportTrace {
         target: cut(&request.target_name, ReportLimits::MAX_HOSTNAME_LEN),
         target_addr: Some(request.target),
@@ -199,5 +195,70 @@ mod tests {
         let cut = truncate_bytes(text, ReportLimits::MAX_RAW_TEXT_BYTES);
         assert!(cut.len() <= ReportLimits::MAX_RAW_TEXT_BYTES);
         assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    #[derive(Debug)]
+    struct Failing;
+    impl Engine for Failing {
+        fn kind(&self) -> TraceEngine {
+            TraceEngine::Unprivileged
+        }
+        fn check_available(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn trace(&self, _: &TraceRequest) -> Result<TraceOutcome, Error> {
+            Err(Error::TraceFailed {
+                engine: "unprivileged".to_owned(),
+                reason: "ping_group_range excludes this user".to_owned(),
+            })
+        }
+    }
+
+    #[derive(Debug)]
+    struct System;
+    impl Engine for System {
+        fn kind(&self) -> TraceEngine {
+            TraceEngine::System("tracepath".to_owned())
+        }
+        fn check_available(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn trace(&self, _: &TraceRequest) -> Result<TraceOutcome, Error> {
+            Ok(TraceOutcome {
+                engine: self.kind(),
+                protocol: lineprobe_shared::TraceProtocol::Udp,
+                hops: Vec::new(),
+                reached: true,
+                duration: std::time::Duration::from_millis(900),
+                raw_text: Some("x".repeat(RAW_TEXT_BUDGET + 10)),
+                raw_format: None,
+            })
+        }
+    }
+
+    #[test]
+    fn a_failing_engine_falls_back_and_a_system_trace_keeps_its_text() {
+        let engines: Vec<Box<dyn Engine>> = vec![Box::new(Failing), Box::new(System)];
+        let request = TraceRequest::new(IpAddr::from([192, 0, 2, 1]), "192.0.2.1");
+        let (outcome, fallbacks) = trace_with(&engines, "auto", &request).expect("traced");
+        assert_eq!(fallbacks.len(), 1);
+        assert!(fallbacks[0].reason.contains("ping_group_range"));
+        let trace = report_trace(
+            &request,
+            chrono::Utc::now().fixed_offset(),
+            outcome,
+            fallbacks,
+        );
+        assert_eq!(trace.engine.to_string(), "system:tracepath");
+        assert_eq!(
+            trace.raw_text.as_ref().map(String::len),
+            Some(RAW_TEXT_BUDGET)
+        );
+        assert_eq!(trace.duration_ms, 900);
+
+        let only_system = trace_with(&engines, "system", &request).expect("system");
+        assert!(only_system.1.is_empty());
+        let err = trace_with(&engines, "unprivileged", &request).expect_err("fails");
+        assert!(err.to_string().contains("ping_group_range"), "{err}");
     }
 }
