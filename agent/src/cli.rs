@@ -1,10 +1,15 @@
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::Error;
+use crate::agent::{Agent, AgentOptions};
+use crate::config::AgentConfig;
+use crate::probe::SharedTracer;
+use crate::{Engine, Error};
 
 /// LineProbe probe agent: traces the route to the internet and reports it
 /// together with the line's declared province, city, carrier and account.
@@ -63,16 +68,175 @@ pub enum Command {
     },
 }
 
-/// Runs the agent with parsed arguments.
+/// The engines the CLI traces with, best first.
+fn default_tracer() -> SharedTracer {
+    let engines: Vec<Box<dyn Engine>> = vec![Box::new(crate::UnprivilegedEngine::new())];
+    Arc::new(engines)
+}
+
+/// Runs the agent with parsed arguments, printing to stdout.
 pub fn run(cli: &Cli) -> Result<(), Error> {
-    let command = match cli.command {
-        Command::Trace { .. } => "trace",
-        Command::Probe { .. } => "probe",
-        Command::Run => "run",
-        Command::Status => "status",
-        Command::Consent { .. } => "consent",
+    run_with(cli, default_tracer(), &mut std::io::stdout().lock())
+}
+
+/// Runs the agent with parsed arguments, tracing with `tracer` and printing
+/// to `out`: what [`run`] does, for hosts and tests that bring their own.
+pub fn run_with(cli: &Cli, tracer: SharedTracer, out: &mut dyn Write) -> Result<(), Error> {
+    if cli.insecure_skip_verify {
+        eprintln!(
+            "lineprobe-agent: warning: --insecure-skip-verify is for lab use only: the \
+             collector's certificate is NOT checked, anyone on the path can read and change \
+             reports"
+        );
+    }
+    let config = match &cli.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::default(),
     };
-    Err(Error::NotBuiltYet { command, issue: 4 })
+    let options = AgentOptions {
+        config,
+        state_dir: cli.state_dir.clone(),
+        endpoints: cli.endpoint.clone(),
+        insecure_skip_verify: cli.insecure_skip_verify,
+    };
+    let agent = Agent::new(options, tracer)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            what: "cannot start the async runtime".to_owned(),
+            source,
+        })?;
+    let write_err = |source| Error::Io {
+        what: "cannot write the output".to_owned(),
+        source,
+    };
+    match &cli.command {
+        Command::Trace {
+            target,
+            engine,
+            json,
+        } => {
+            let trace = runtime.block_on(agent.trace(Some(target), Some(engine)))?;
+            if *json {
+                let text = serde_json::to_string_pretty(&trace).map_err(|e| Error::Io {
+                    what: "cannot encode the trace".to_owned(),
+                    source: std::io::Error::other(e),
+                })?;
+                writeln!(out, "{text}").map_err(write_err)?;
+            } else {
+                write_trace(out, &trace).map_err(write_err)?;
+            }
+        }
+        Command::Probe { dry_run: true } => {
+            let report = runtime.block_on(agent.make_report())?;
+            writeln!(out, "{}", report.to_json_pretty()?).map_err(write_err)?;
+        }
+        Command::Probe { dry_run: false } => {
+            let outcome = runtime.block_on(agent.probe_once())?;
+            writeln!(out, "{outcome}").map_err(write_err)?;
+        }
+        Command::Run => {
+            runtime.block_on(agent.run(shutdown_signal()))?;
+            writeln!(out, "stopped").map_err(write_err)?;
+        }
+        Command::Status => {
+            write!(out, "{}", agent.status()?).map_err(write_err)?;
+        }
+        Command::Consent { accept: true, .. } => {
+            let record = agent.accept_consent()?;
+            writeln!(
+                out,
+                "consent recorded at {} (text version {})",
+                record.accepted_at.to_rfc3339(),
+                record.text_version
+            )
+            .map_err(write_err)?;
+        }
+        Command::Consent { revoke: true, .. } => {
+            let deleted = agent.revoke_consent()?;
+            writeln!(
+                out,
+                "consent revoked: nothing will be traced or sent; {deleted} spooled report(s) deleted"
+            )
+            .map_err(write_err)?;
+        }
+        Command::Consent { .. } => match agent.consent()? {
+            Some(c) => writeln!(
+                out,
+                "consent given at {} (text version {})",
+                c.accepted_at.to_rfc3339(),
+                c.text_version
+            )
+            .map_err(write_err)?,
+            None => writeln!(
+                out,
+                "consent not given; run `lineprobe-agent consent --accept`"
+            )
+            .map_err(write_err)?,
+        },
+    }
+    Ok(())
+}
+
+fn write_trace(out: &mut dyn Write, trace: &lineprobe_shared::ReportTrace) -> std::io::Result<()> {
+    let addr = trace
+        .target_addr
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "trace to {}{addr}, {} via {}, {} ms",
+        trace.target, trace.protocol, trace.engine, trace.duration_ms
+    )?;
+    for fallback in &trace.engine_fallbacks {
+        writeln!(out, "  not used: {}: {}", fallback.engine, fallback.reason)?;
+    }
+    for hop in &trace.hops {
+        let addrs = if hop.addrs.is_empty() {
+            "*".to_owned()
+        } else {
+            hop.addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let rtts = hop
+            .rtt_ms
+            .iter()
+            .map(|r| format!("{r:.1} ms"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        writeln!(out, "{:>3}  {addrs}  {rtts}", hop.ttl)?;
+    }
+    if let Some(raw) = &trace.raw_text {
+        if trace.hops.is_empty() {
+            writeln!(out, "{raw}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM where there is one (service managers send it).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Parses `args`, runs, and turns the outcome into an exit code with the

@@ -54,4 +54,45 @@ pub enum Error {
     /// An error from the shared layer.
     #[error(transparent)]
     Shared(#[from] lineprobe_shared::Error),
+    /// The user has not agreed (or has revoked consent): nothing is traced or sent.
+    #[error(
+        "the user has not agreed to tracing and sending: run `lineprobe-agent consent --accept` \
+         (or accept in the app) first"
+    )]
+    NoConsent,
+    /// A declared value is not in the catalog; the message lists the valid choices.
+    #[error("declared {field} {value:?} is not known; valid choices: {choices}")]
+    Declared {
+        /// `province`, `city` or `carrier`.
+        field: &'static str,
+        /// The value as configured.
+        value: String,
+        /// The values that would be accepted.
+        choices: String,
+    },
+    /// An endpoint said the report itself is invalid (4xx): it is not sent
+    /// elsewhere, since every collector would say the same.
+    #[error("{endpoint} refused the report as invalid (HTTP {status}): {detail}")]
+    Rejected {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// The collector's explanation (violations included).
+        detail: String,
+    },
+    /// No endpoint accepted the request; each one's failure is listed.
+    #[error("no endpoint could be reached: {summary}")]
+    Unreachable {
+        /// One `endpoint: outcome (detail)` per attempt.
+        summary: String,
+    },
+    /// A state file in the state folder is unreadable or corrupt.
+    #[error("state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
 }

@@ -1,0 +1,668 @@
+//! The agent as a library: what the CLI, the Android app and the Windows
+//! service host. An [`Agent`] owns everything it needs (config, state
+//! folder, catalog, tracer, platform) — there is no global state, so a host
+//! may run several, and every entry point can be called from any thread.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use lineprobe_shared::{
+    Catalog, ConsentRecord, DeclaredLocation, Manifest, ManifestVerifyingKey,
+    REPORT_SCHEMA_VERSION, Report, ReportId, ReportTrace,
+};
+use rand::Rng;
+
+use crate::config::{AgentConfig, Settings};
+use crate::consent::{accept_consent, read_consent, revoke_consent};
+use crate::declared::{Declared, resolve_declared};
+use crate::facts::{Platform, SystemPlatform, collect_facts};
+use crate::manifest::{ManifestCheck, load_applied, update_manifest};
+use crate::probe::{SharedTracer, Tracer, report_trace, resolve_target};
+use crate::spool::{Spool, SpoolEntry, backoff};
+use crate::state::{STATUS_FILE, StateDir};
+use crate::status::{
+    AgentStatus, ManifestCheckRecord, ProbeRecord, StatusRecord, is_newer_version,
+};
+use crate::submit::{Delivery, Submitter, TransportOptions, Undelivered};
+use crate::{Engine, Error, TraceRequest};
+
+/// The state folder used when neither the command line nor the config names one.
+pub const DEFAULT_STATE_DIR: &str = "lineprobe-agent-state";
+
+/// How to set up an [`Agent`].
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// The configuration.
+    pub config: AgentConfig,
+    /// The state folder; wins over `config.state_dir`.
+    pub state_dir: Option<PathBuf>,
+    /// Endpoints that replace the configured (and manifest) list.
+    pub endpoints: Vec<String>,
+    /// Lab use only: do not verify the collector's certificate.
+    pub insecure_skip_verify: bool,
+}
+
+/// What one probe run did with its report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// An endpoint accepted it.
+    Delivered {
+        /// The report.
+        report_id: ReportId,
+        /// Who took it and how.
+        delivery: Delivery,
+    },
+    /// No endpoint could be reached: it waits in the spool.
+    Spooled {
+        /// The report.
+        report_id: ReportId,
+        /// Older reports evicted to make room.
+        evicted: u64,
+    },
+}
+
+impl fmt::Display for ProbeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Delivered {
+                report_id,
+                delivery: Delivery::Stored { endpoint },
+            } => write!(f, "report {report_id} stored by {endpoint}"),
+            Self::Delivered {
+                report_id,
+                delivery: Delivery::Duplicate { endpoint },
+            } => write!(f, "report {report_id} was already stored ({endpoint})"),
+            Self::Spooled { report_id, evicted } => {
+                write!(
+                    f,
+                    "report {report_id} spooled: no endpoint could be reached"
+                )?;
+                if *evicted > 0 {
+                    write!(f, " ({evicted} older report(s) evicted)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a spool drain did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainSummary {
+    /// Reports an endpoint accepted (stored or duplicate).
+    pub delivered: usize,
+    /// Reports an endpoint refused as invalid (removed).
+    pub refused: usize,
+    /// Reports still waiting.
+    pub waiting: usize,
+}
+
+/// A probe agent.
+pub struct Agent {
+    config: AgentConfig,
+    state: StateDir,
+    spool: Spool,
+    catalog: Catalog,
+    declared: Declared,
+    tracer: SharedTracer,
+    platform: Arc<dyn Platform>,
+    manifest_key: Option<ManifestVerifyingKey>,
+    cli_endpoints: Vec<String>,
+    transport: TransportOptions,
+    gps: Mutex<Option<DeclaredLocation>>,
+    status_lock: Mutex<()>,
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agent")
+            .field("state", &self.state)
+            .field("manifest_key", &self.manifest_key)
+            .field("cli_endpoints", &self.cli_endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Sets up an agent that traces with `tracer`. Checks the config, the
+    /// declared values against the catalog, the manifest key and the pinned
+    /// CA now, so that a mistake shows at start rather than at the first probe.
+    pub fn new(options: AgentOptions, tracer: SharedTracer) -> Result<Self, Error> {
+        let AgentOptions {
+            config,
+            state_dir,
+            endpoints,
+            insecure_skip_verify,
+        } = options;
+        config.check()?;
+        let root = state_dir
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let state = StateDir::open(root)?;
+        let spool = Spool::new(state.spool_dir(), config.spool.max_reports);
+        let catalog = match &config.catalog.dir {
+            Some(dir) => Catalog::load_dir(dir)?,
+            None => Catalog::embedded()?,
+        };
+        let declared = resolve_declared(&config.declared, &catalog, None)?;
+        let manifest_key = config.manifest_key()?;
+        let pinned_roots = match &config.endpoints.ca_file {
+            Some(path) => TransportOptions::load_pinned(path)?,
+            None => Vec::new(),
+        };
+        let transport = TransportOptions {
+            connect_timeout: Duration::from_secs(config.endpoints.connect_timeout_secs),
+            request_timeout: Duration::from_secs(config.endpoints.request_timeout_secs),
+            pinned_roots,
+            insecure_skip_verify,
+        };
+        // The endpoint overrides are checked now, like the config.
+        Settings::resolve(&config, None, &endpoints)?;
+        Ok(Self {
+            config,
+            state,
+            spool,
+            catalog,
+            declared,
+            tracer,
+            platform: Arc::new(SystemPlatform),
+            manifest_key,
+            cli_endpoints: endpoints,
+            transport,
+            gps: Mutex::new(None),
+            status_lock: Mutex::new(()),
+        })
+    }
+
+    /// An agent tracing with `engines`, best first.
+    pub fn with_engines(
+        options: AgentOptions,
+        engines: Vec<Box<dyn Engine>>,
+    ) -> Result<Self, Error> {
+        let tracer: Arc<dyn Tracer> = Arc::new(engines);
+        Self::new(options, tracer)
+    }
+
+    /// Replaces the platform the device facts come from (the Android app
+    /// knows things the Linux code paths cannot read).
+    #[must_use]
+    pub fn with_platform(mut self, platform: Arc<dyn Platform>) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// The state folder.
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The catalogs declared values are checked against.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    // ─────────────────────────────── consent ───────────────────────────────
+
+    /// The recorded consent, if any.
+    pub fn consent(&self) -> Result<Option<ConsentRecord>, Error> {
+        read_consent(&self.state)
+    }
+
+    /// Records that the subscriber accepted the configured consent text now.
+    pub fn accept_consent(&self) -> Result<ConsentRecord, Error> {
+        accept_consent(&self.state, &self.config.consent.text_version)
+    }
+
+    /// Withdraws consent and deletes the spool; returns how many spooled
+    /// reports were deleted.
+    pub fn revoke_consent(&self) -> Result<usize, Error> {
+        revoke_consent(&self.state, &self.spool)
+    }
+
+    fn require_consent(&self) -> Result<ConsentRecord, Error> {
+        self.consent()?.ok_or(Error::NoConsent)
+    }
+
+    // ────────────────────────────── location ───────────────────────────────
+
+    /// Passes a position from the device (source `gps`), used by later
+    /// reports instead of the configured one; `None` forgets it.
+    pub fn set_gps_fix(&self, fix: Option<(f64, f64, f64)>) -> Result<(), Error> {
+        let location = match fix {
+            None => None,
+            Some((lat, lon, accuracy_m)) => {
+                let ok = (-90.0..=90.0).contains(&lat)
+                    && (-180.0..=180.0).contains(&lon)
+                    && (0.0..=lineprobe_shared::ReportLimits::MAX_LOCATION_ACCURACY_M)
+                        .contains(&accuracy_m);
+                if !ok {
+                    return Err(Error::Config {
+                        key: "location".to_owned(),
+                        reason: format!(
+                            "({lat}, {lon}) ±{accuracy_m} m is not a position: latitude -90 to 90, \
+                             longitude -180 to 180, accuracy 0 to 1000000 m"
+                        ),
+                    });
+                }
+                Some(DeclaredLocation {
+                    lat,
+                    lon,
+                    accuracy_m,
+                    source: lineprobe_shared::LocationSource::Gps,
+                })
+            }
+        };
+        *self.gps.lock().unwrap_or_else(PoisonError::into_inner) = location;
+        Ok(())
+    }
+
+    // ────────────────────────────── settings ───────────────────────────────
+
+    /// The applied manifest, verified again.
+    pub fn applied_manifest(&self) -> Option<Manifest> {
+        load_applied(&self.state, self.manifest_key.as_ref())
+    }
+
+    /// What a probe runs with now: config, manifest, command line.
+    pub fn settings(&self) -> Result<Settings, Error> {
+        Settings::resolve(
+            &self.config,
+            self.applied_manifest().as_ref(),
+            &self.cli_endpoints,
+        )
+    }
+
+    fn submitter(&self) -> Result<Submitter, Error> {
+        let settings = self.settings()?;
+        if settings.endpoints.is_empty() {
+            return Err(Error::Config {
+                key: "endpoints.urls".to_owned(),
+                reason: "no endpoint to send to: list collector URLs in endpoints.urls or pass \
+                         --endpoint URL"
+                    .to_owned(),
+            });
+        }
+        Submitter::new(settings, self.transport.clone())
+    }
+
+    // ─────────────────────────────── tracing ───────────────────────────────
+
+    /// Traces to `target` (default: `trace.target`, else the endpoints'
+    /// hosts) with `engine` (default: `trace.engine`). Needs consent.
+    pub async fn trace(
+        &self,
+        target: Option<&str>,
+        engine: Option<&str>,
+    ) -> Result<ReportTrace, Error> {
+        self.require_consent()?;
+        let candidates = match target {
+            Some(t) => vec![t.to_owned()],
+            None => self.trace_targets()?,
+        };
+        let (name, addr) = resolve_target(&candidates).await?;
+        let mut request = TraceRequest::new(addr, name);
+        request.max_ttl = self.config.trace.max_ttl;
+        request.rounds = self.config.trace.rounds;
+        request.deadline = Duration::from_secs(self.config.trace.deadline_secs);
+        let choice = engine.unwrap_or(&self.config.trace.engine).to_owned();
+        let started_at = Utc::now().fixed_offset();
+        let tracer = Arc::clone(&self.tracer);
+        let req = request.clone();
+        let (outcome, fallbacks) = tokio::task::spawn_blocking(move || tracer.trace(&choice, &req))
+            .await
+            .map_err(|e| Error::TraceFailed {
+                engine: "auto".to_owned(),
+                reason: format!("the trace thread stopped: {e}"),
+            })??;
+        Ok(report_trace(&request, started_at, outcome, fallbacks))
+    }
+
+    fn trace_targets(&self) -> Result<Vec<String>, Error> {
+        let configured = self.config.trace.target.trim();
+        if !configured.is_empty() {
+            return Ok(vec![configured.to_owned()]);
+        }
+        Ok(self
+            .settings()?
+            .endpoints
+            .iter()
+            .filter_map(|e| e.url.host_str().map(str::to_owned))
+            .collect())
+    }
+
+    // ─────────────────────────────── probing ───────────────────────────────
+
+    /// Traces and builds the report, without sending it. Needs consent.
+    pub async fn make_report(&self) -> Result<Report, Error> {
+        let consent = self.require_consent()?;
+        let trace = self.trace(None, None).await?;
+        let gps = self
+            .gps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let declared = match &gps {
+            Some(fix) => resolve_declared(&self.config.declared, &self.catalog, Some(fix))?,
+            None => self.declared.clone(),
+        };
+        let platform = Arc::clone(&self.platform);
+        let with_mac = self.config.device.send_mac;
+        let device =
+            tokio::task::spawn_blocking(move || collect_facts(platform.as_ref(), with_mac))
+                .await
+                .map_err(|e| Error::Io {
+                    what: "collecting device facts".to_owned(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        let report = Report {
+            schema: REPORT_SCHEMA_VERSION,
+            report_id: ReportId::new_v7(),
+            install_id: self.state.install_id()?,
+            account: declared.account,
+            created_at: Utc::now().fixed_offset(),
+            declared: declared.line,
+            device,
+            consent: Some(consent),
+            trace,
+            endpoint_attempts: Vec::new(),
+            spool_evicted: None,
+            envelope: None,
+        };
+        report.validate_submitted()?;
+        Ok(report)
+    }
+
+    /// One probe: trace, build the report, send it (or spool it).
+    pub async fn probe_once(&self) -> Result<ProbeOutcome, Error> {
+        // Fail on a missing endpoint before spending a trace on it.
+        let submitter = self.submitter()?;
+        let report = self.make_report().await?;
+        let outcome = self.deliver(&submitter, report, None).await;
+        let (report_id, result) = match &outcome {
+            Ok(
+                o @ (ProbeOutcome::Delivered { report_id, .. }
+                | ProbeOutcome::Spooled { report_id, .. }),
+            ) => (*report_id, o.to_string()),
+            Err((id, e)) => (*id, format!("refused: {e}")),
+        };
+        self.update_status(|s| {
+            s.last_probe = Some(ProbeRecord {
+                at: Utc::now(),
+                report_id,
+                result,
+            });
+        })?;
+        outcome.map_err(|(_, e)| e)
+    }
+
+    /// Sends `report` (a fresh one, or `spooled`'s) once round the
+    /// endpoints; spools it when none could be reached.
+    async fn deliver(
+        &self,
+        submitter: &Submitter,
+        mut report: Report,
+        spooled: Option<&SpoolEntry>,
+    ) -> Result<ProbeOutcome, (ReportId, Error)> {
+        let report_id = report.report_id;
+        let fail = |e: Error| (report_id, e);
+        let evicted = self.spool.evicted().map_err(fail)?;
+        report.spool_evicted = (evicted > 0).then_some(evicted);
+        let submission = submitter.submit(&mut report).await;
+        self.update_status(|s| s.record_attempts(&submission.attempts))
+            .map_err(fail)?;
+        match submission.result {
+            Ok(delivery) => {
+                // Only a report stored now carried the count: a duplicate's
+                // earlier copy was stored without it.
+                if matches!(delivery, Delivery::Stored { .. }) {
+                    self.spool.evictions_reported(evicted).map_err(fail)?;
+                }
+                self.spool.remove(&report_id).map_err(fail)?;
+                Ok(ProbeOutcome::Delivered {
+                    report_id,
+                    delivery,
+                })
+            }
+            Err(Undelivered::Rejected {
+                endpoint,
+                status,
+                detail,
+            }) => {
+                tracing::error!(%report_id, %endpoint, status, %detail, "report refused as invalid");
+                self.spool.remove(&report_id).map_err(fail)?;
+                Err(fail(Error::Rejected {
+                    endpoint,
+                    status,
+                    detail,
+                }))
+            }
+            Err(Undelivered::Unreachable { retry_after }) => {
+                let retries = spooled.map_or(0, |e| e.retries.saturating_add(1));
+                let wait = backoff(
+                    retries,
+                    Duration::from_secs(self.config.schedule.retry_base_secs),
+                    Duration::from_secs(self.config.schedule.retry_max_secs),
+                    retry_after,
+                    &mut rand::thread_rng(),
+                );
+                let now = Utc::now();
+                let entry = SpoolEntry {
+                    report,
+                    spooled_at: spooled.map_or(now, |e| e.spooled_at),
+                    retries,
+                    next_attempt_at: now
+                        + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+                };
+                let evicted_now = self.spool.put(&entry).map_err(fail)?;
+                Ok(ProbeOutcome::Spooled {
+                    report_id,
+                    evicted: evicted_now,
+                })
+            }
+        }
+    }
+
+    /// Retries the spooled reports whose backoff has passed, oldest first;
+    /// stops at the first that finds no endpoint (the line is still down).
+    pub async fn drain_spool(&self) -> Result<DrainSummary, Error> {
+        self.drain(false).await
+    }
+
+    /// Retries every spooled report now, backoff or not (the host knows the
+    /// network just came back).
+    pub async fn flush_spool(&self) -> Result<DrainSummary, Error> {
+        self.drain(true).await
+    }
+
+    async fn drain(&self, all: bool) -> Result<DrainSummary, Error> {
+        self.require_consent()?;
+        let mut summary = DrainSummary::default();
+        if self.spool.depth()? == 0 {
+            return Ok(summary);
+        }
+        let submitter = self.submitter()?;
+        let now = Utc::now();
+        for id in self.spool.ids()? {
+            let Some(entry) = self.spool.get(&id)? else {
+                continue;
+            };
+            if !all && entry.next_attempt_at > now {
+                continue;
+            }
+            match self
+                .deliver(&submitter, entry.report.clone(), Some(&entry))
+                .await
+            {
+                Ok(ProbeOutcome::Delivered { .. }) => summary.delivered += 1,
+                Ok(ProbeOutcome::Spooled { .. }) => break,
+                Err((_, Error::Rejected { .. })) => summary.refused += 1,
+                Err((_, e)) => return Err(e),
+            }
+        }
+        summary.waiting = self.spool.depth()?;
+        Ok(summary)
+    }
+
+    // ─────────────────────────────── manifest ──────────────────────────────
+
+    /// Fetches the manifest and applies it if it verifies and is newer.
+    /// Needs consent (it contacts the endpoints) and a manifest key.
+    pub async fn update_manifest(&self) -> Result<ManifestCheck, Error> {
+        self.require_consent()?;
+        let key = self.manifest_key.ok_or_else(|| Error::Config {
+            key: "manifest.public_key".to_owned(),
+            reason: "no manifest public key is configured or built in, so no manifest can be \
+                     trusted; set manifest.public_key"
+                .to_owned(),
+        })?;
+        let submitter = self.submitter()?;
+        let result = update_manifest(&self.state, &key, &submitter, Utc::now()).await;
+        let text = match &result {
+            Ok(ManifestCheck::Applied { serial, from }) => {
+                format!("applied serial {serial} from {from}")
+            }
+            Ok(ManifestCheck::Current { serial, .. }) => match serial {
+                Some(s) => format!("serial {s} is current"),
+                None => "no newer manifest".to_owned(),
+            },
+            Err(e) => format!("refused or failed: {e}"),
+        };
+        self.update_status(|s| {
+            s.last_manifest_check = Some(ManifestCheckRecord {
+                at: Utc::now(),
+                result: text,
+            });
+        })?;
+        result
+    }
+
+    // ──────────────────────────────── status ───────────────────────────────
+
+    fn read_status(&self) -> Result<StatusRecord, Error> {
+        Ok(self.state.read_json(STATUS_FILE)?.unwrap_or_default())
+    }
+
+    fn update_status(&self, change: impl FnOnce(&mut StatusRecord)) -> Result<(), Error> {
+        let _guard = self
+            .status_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut record = self.read_status()?;
+        change(&mut record);
+        self.state.write_json(STATUS_FILE, &record)
+    }
+
+    /// Consent, last probe, spool, endpoint results and manifest.
+    pub fn status(&self) -> Result<AgentStatus, Error> {
+        let record = self.read_status()?;
+        let manifest = self.applied_manifest();
+        let endpoints = self
+            .settings()
+            .map(|s| s.endpoints.iter().map(|e| e.as_str().to_owned()).collect())
+            .unwrap_or_default();
+        Ok(AgentStatus {
+            install_id: self.state.install_id()?,
+            consent: self.consent()?,
+            last_probe: record.last_probe,
+            spool_depth: self.spool.depth()?,
+            spool_evicted: self.spool.evicted()?,
+            last_endpoint_results: record.last_endpoint_results,
+            manifest_serial: manifest.as_ref().map(|m| m.serial),
+            manifest_expires_at: manifest.as_ref().map(|m| m.expires_at),
+            last_manifest_check: record.last_manifest_check,
+            update_available: manifest
+                .and_then(|m| m.latest_agent)
+                .filter(|r| is_newer_version(&r.version, env!("CARGO_PKG_VERSION"))),
+            endpoints,
+        })
+    }
+
+    // ──────────────────────────────── daemon ───────────────────────────────
+
+    /// Runs until `shutdown` completes: a probe every interval (plus
+    /// jitter), the spool drained in between, the manifest checked now and
+    /// then. Without consent it only waits for it. Returns promptly once
+    /// `shutdown` fires, even in the middle of a probe (a report cut off
+    /// before it was spooled is simply not made).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let idle = Duration::from_secs(60);
+        let mut next_probe = tokio::time::Instant::now();
+        let mut next_manifest = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            let consented = self.consent()?.is_some();
+            if consented {
+                if self.manifest_key.is_some() && next_manifest <= now {
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        result = self.update_manifest() => if let Err(e) = result {
+                            tracing::warn!(error = %e, "manifest check failed");
+                        },
+                    }
+                    next_manifest =
+                        now + Duration::from_secs(self.config.schedule.manifest_check_secs.max(60));
+                }
+                if next_probe <= now {
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        result = self.probe_once() => match result {
+                            Ok(outcome) => tracing::info!(%outcome, "probe done"),
+                            Err(e) => tracing::warn!(error = %e, "probe failed"),
+                        },
+                    }
+                    next_probe = tokio::time::Instant::now() + self.probe_wait();
+                }
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    result = self.drain_spool() => if let Err(e) = result {
+                        tracing::warn!(error = %e, "spool retry failed");
+                    },
+                }
+            }
+            let mut wake = if consented {
+                next_probe.min(next_manifest)
+            } else {
+                tokio::time::Instant::now() + idle
+            };
+            if let Some(due) = self.spool.next_due()? {
+                let delta = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                // Never spin: a retry that is due now waits a second.
+                wake = wake.min(tokio::time::Instant::now() + delta.max(Duration::from_secs(1)));
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn probe_wait(&self) -> Duration {
+        let (interval, jitter) = self.settings().map_or_else(
+            |_| {
+                (
+                    Duration::from_secs(self.config.schedule.interval_secs),
+                    Duration::from_secs(self.config.schedule.jitter_secs),
+                )
+            },
+            |s| (s.interval, s.jitter),
+        );
+        let extra =
+            rand::thread_rng().gen_range(0..=u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX));
+        interval + Duration::from_millis(extra)
+    }
+}

@@ -1,0 +1,344 @@
+//! Facts about the device: OS, version, architecture, the interfaces'
+//! addresses, the default-route interface's MAC (only with consent) and
+//! whether a proxy is configured. What differs per platform sits behind
+//! [`Platform`]; anything a platform cannot tell is left out, never guessed.
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+
+use lineprobe_shared::{DeviceFacts, MacAddress, ProxyFacts, ReportLimits};
+
+/// The environment variables that route a program's traffic through a proxy.
+const PROXY_ENV: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "SOCKS_PROXY",
+    "socks_proxy",
+];
+
+/// What the operating system can tell about itself.
+pub trait Platform: Send + Sync + Debug {
+    /// `linux`, `android`, `windows`, `macos`…
+    fn os(&self) -> String {
+        std::env::consts::OS.to_owned()
+    }
+    /// The OS version as the OS reports it; `unknown` when it does not.
+    fn os_version(&self) -> String;
+    /// The MAC of the interface the default route leaves through.
+    fn default_route_mac(&self) -> Option<MacAddress>;
+    /// Addresses of the device's own interfaces, loopback excluded.
+    fn local_addrs(&self) -> Vec<IpAddr> {
+        if_addrs::get_if_addrs()
+            .map(|addrs| {
+                addrs
+                    .into_iter()
+                    .filter(|a| !a.is_loopback())
+                    .map(|a| a.ip())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// A system-wide proxy setting, described without credentials.
+    fn system_proxy(&self) -> Option<String>;
+}
+
+/// The platform this agent was built for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemPlatform;
+
+impl Platform for SystemPlatform {
+    fn os_version(&self) -> String {
+        os_version()
+    }
+
+    fn default_route_mac(&self) -> Option<MacAddress> {
+        default_route_mac()
+    }
+
+    fn system_proxy(&self) -> Option<String> {
+        system_proxy()
+    }
+}
+
+/// Gathers the device facts; the MAC only when `with_mac` (the config asks
+/// for it and the subscriber consented).
+pub fn collect_facts(platform: &dyn Platform, with_mac: bool) -> DeviceFacts {
+    let env_proxy = env_proxy();
+    let system_proxy = platform.system_proxy();
+    let details = [system_proxy.as_deref(), env_proxy.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut local_addrs = platform.local_addrs();
+    local_addrs.sort_by_key(|a| (a.is_ipv6(), a.to_string()));
+    local_addrs.dedup();
+    local_addrs.truncate(ReportLimits::MAX_LOCAL_ADDRS);
+    DeviceFacts {
+        os: short(&platform.os()),
+        os_version: short(&platform.os_version()),
+        arch: std::env::consts::ARCH.to_owned(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        mac: if with_mac {
+            platform.default_route_mac()
+        } else {
+            None
+        },
+        local_addrs,
+        proxy: ProxyFacts {
+            system_configured: system_proxy.is_some(),
+            env_configured: env_proxy.is_some(),
+            details: (!details.is_empty()).then(|| cut(&details, ReportLimits::MAX_DETAIL_LEN)),
+        },
+    }
+}
+
+fn short(text: &str) -> String {
+    let one_line: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.is_empty() {
+        "unknown".to_owned()
+    } else {
+        cut(&one_line, ReportLimits::MAX_SHORT_TEXT_LEN)
+    }
+}
+
+fn cut(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// Proxy variables in the environment, as `NAME=host:port`.
+fn env_proxy() -> Option<String> {
+    let found: Vec<String> = PROXY_ENV
+        .iter()
+        .filter_map(|&name| {
+            let value = std::env::var(name).ok()?;
+            let value = value.trim();
+            (!value.is_empty()).then(|| format!("{name}={}", without_credentials(value)))
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
+/// `http://user:secret@proxy:3128` → `http://proxy:3128`: the back office
+/// needs to know a proxy is there, not its password.
+pub(crate) fn without_credentials(proxy: &str) -> String {
+    let (scheme, rest) = proxy.split_once("://").map_or(("", proxy), |(s, r)| (s, r));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if scheme.is_empty() {
+        rest.to_owned()
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn os_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+}
+
+#[cfg(windows)]
+fn os_version() -> String {
+    // `ver` prints "Microsoft Windows [Version 10.0.22631.4037]".
+    std::process::Command::new("cmd")
+        .args(["/C", "ver"])
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let start = text.find(|c: char| c.is_ascii_digit())?;
+            let version: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            Some(version)
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
+fn os_version() -> String {
+    std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn default_route_mac() -> Option<MacAddress> {
+    let route = std::fs::read_to_string("/proc/net/route").ok();
+    let route6 = std::fs::read_to_string("/proc/net/ipv6_route").ok();
+    let iface = route
+        .as_deref()
+        .and_then(default_route_interface)
+        .or_else(|| route6.as_deref().and_then(default_route6_interface))?;
+    let address = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).ok()?;
+    MacAddress::parse(address.trim()).ok()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn default_route_mac() -> Option<MacAddress> {
+    // Not read on this platform yet: left out rather than guessed.
+    None
+}
+
+/// The interface of the lowest-metric IPv4 default route in `/proc/net/route`.
+pub fn default_route_interface(table: &str) -> Option<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, flags, metric, mask) = (
+                cols.first()?,
+                cols.get(1)?,
+                cols.get(3)?,
+                cols.get(6)?,
+                cols.get(7)?,
+            );
+            let up = u32::from_str_radix(flags, 16).ok()? & 1 == 1;
+            (up && *dest == "00000000" && *mask == "00000000" && safe_iface(iface)).then(|| {
+                (
+                    metric.parse::<u32>().unwrap_or(u32::MAX),
+                    (*iface).to_owned(),
+                )
+            })
+        })
+        .min()
+        .map(|(_, iface)| iface)
+}
+
+/// The interface of the lowest-metric IPv6 default route in `/proc/net/ipv6_route`.
+pub fn default_route6_interface(table: &str) -> Option<String> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (dest, len, metric, iface) =
+                (cols.first()?, cols.get(1)?, cols.get(5)?, cols.get(9)?);
+            let default = dest.bytes().all(|b| b == b'0') && *len == "00";
+            (default && *iface != "lo" && safe_iface(iface)).then(|| {
+                (
+                    u32::from_str_radix(metric, 16).unwrap_or(u32::MAX),
+                    (*iface).to_owned(),
+                )
+            })
+        })
+        .min()
+        .map(|(_, iface)| iface)
+}
+
+/// An interface name is used in a /sys path: no separators or dots.
+fn safe_iface(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_@".contains(&b))
+}
+
+#[cfg(windows)]
+fn system_proxy() -> Option<String> {
+    // WinINet settings, read with `reg` to stay free of registry bindings.
+    let out = std::process::Command::new("reg")
+        .args([
+            "query",
+            r"HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| {
+        text.lines().find_map(|line| {
+            let mut cols = line.split_whitespace();
+            (cols.next()? == name).then(|| cols.nth(1).map(str::to_owned))?
+        })
+    };
+    let enabled = value("ProxyEnable").is_some_and(|v| v == "0x1");
+    let mut found = Vec::new();
+    if enabled {
+        if let Some(server) = value("ProxyServer") {
+            found.push(format!("ProxyServer={}", without_credentials(&server)));
+        }
+    }
+    if let Some(pac) = value("AutoConfigURL") {
+        found.push(format!("AutoConfigURL={}", without_credentials(&pac)));
+    }
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
+#[cfg(not(windows))]
+fn system_proxy() -> Option<String> {
+    // Desktop Linux keeps proxies in per-desktop settings, Android in the app's
+    // hands: nothing system-wide to read here.
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_route_is_found_in_proc_net_route() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
+            eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+            eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_route_interface(table).as_deref(), Some("eth0"));
+        assert_eq!(
+            default_route_interface("Iface\n../x\t00000000\t0\t0003\t0\t0\t1\t00000000\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn ipv6_default_route() {
+        let table = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n\
+            00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
+        assert_eq!(default_route6_interface(table).as_deref(), Some("wlan0"));
+    }
+
+    #[test]
+    fn proxy_credentials_are_dropped() {
+        assert_eq!(
+            without_credentials("http://u:secret@proxy:3128"),
+            "http://proxy:3128"
+        );
+        assert_eq!(without_credentials("proxy:3128"), "proxy:3128");
+    }
+
+    #[derive(Debug)]
+    struct Fixed;
+    impl Platform for Fixed {
+        fn os_version(&self) -> String {
+            "x\n".repeat(100)
+        }
+        fn default_route_mac(&self) -> Option<MacAddress> {
+            MacAddress::parse("02:00:00:00:00:01").ok()
+        }
+        fn local_addrs(&self) -> Vec<IpAddr> {
+            (0..40u8).map(|i| IpAddr::from([10, 0, 0, i])).collect()
+        }
+        fn system_proxy(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn facts_fit_the_report_limits_and_mac_needs_permission() {
+        let facts = collect_facts(&Fixed, false);
+        assert!(facts.mac.is_none());
+        assert_eq!(facts.local_addrs.len(), ReportLimits::MAX_LOCAL_ADDRS);
+        assert!(facts.os_version.chars().count() <= ReportLimits::MAX_SHORT_TEXT_LEN);
+        assert!(!facts.os_version.contains('\n'));
+        assert!(collect_facts(&Fixed, true).mac.is_some());
+    }
+}

@@ -1,0 +1,114 @@
+//! Applying the signed manifest: fetched from `/manifest` on the endpoints,
+//! verified against the agent's public key, refused when unsigned, forged,
+//! older than (or as old as) the applied one, or expired. A refused
+//! manifest changes nothing.
+//!
+//! The accepted manifest is kept in the state folder exactly as it was
+//! signed and verified again whenever it is loaded, so editing the file
+//! cannot steer the agent either.
+
+use chrono::{DateTime, Utc};
+use lineprobe_shared::{
+    Manifest, ManifestFault, ManifestVerifyingKey, SignedManifest, accept_update,
+};
+
+use crate::Error;
+use crate::state::{MANIFEST_FILE, StateDir, remove_if_present};
+use crate::submit::Submitter;
+
+/// What a manifest check did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestCheck {
+    /// A newer manifest was verified and applied.
+    Applied {
+        /// Its serial.
+        serial: u64,
+        /// The endpoint it came from.
+        from: String,
+    },
+    /// The endpoint served the manifest already applied (or an older one).
+    Current {
+        /// The applied serial.
+        serial: Option<u64>,
+        /// What the endpoint served.
+        served: String,
+    },
+}
+
+/// The applied manifest, verified again; `None` without one (or without a
+/// key to verify it with, or when the stored file no longer verifies).
+pub fn load_applied(state: &StateDir, key: Option<&ManifestVerifyingKey>) -> Option<Manifest> {
+    let key = key?;
+    let signed: SignedManifest = match state.read_json(MANIFEST_FILE) {
+        Ok(found) => found?,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the stored manifest");
+            return None;
+        }
+    };
+    match signed.verify(key) {
+        Ok(manifest) => Some(manifest),
+        Err(e) => {
+            tracing::warn!(error = %e, "the stored manifest does not verify; ignoring it");
+            None
+        }
+    }
+}
+
+/// Fetches the manifest from the endpoints in order and applies the first
+/// one that verifies and is newer. Nothing changes on any error.
+pub async fn update_manifest(
+    state: &StateDir,
+    key: &ManifestVerifyingKey,
+    submitter: &Submitter,
+    now: DateTime<Utc>,
+) -> Result<ManifestCheck, Error> {
+    let current = load_applied(state, Some(key)).map(|m| m.serial);
+    let (from, body) = submitter
+        .fetch_manifest()
+        .await
+        .map_err(|failures| Error::Unreachable {
+            summary: failures
+                .iter()
+                .map(|a| format!("{}: {}", a.endpoint, a.outcome.as_str()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+    apply_signed(state, key, current, now, &body, &from)
+}
+
+/// Verifies `body` (a [`SignedManifest`] document) and stores it when it is
+/// newer than `current`.
+pub fn apply_signed(
+    state: &StateDir,
+    key: &ManifestVerifyingKey,
+    current: Option<u64>,
+    now: DateTime<Utc>,
+    body: &[u8],
+    from: &str,
+) -> Result<ManifestCheck, Error> {
+    let signed = SignedManifest::from_json(body)?;
+    match accept_update(current, now, &signed, key) {
+        Ok(manifest) => {
+            state.write_json(MANIFEST_FILE, &signed)?;
+            tracing::info!(serial = manifest.serial, from, "applied a new manifest");
+            Ok(ManifestCheck::Applied {
+                serial: manifest.serial,
+                from: from.to_owned(),
+            })
+        }
+        Err(lineprobe_shared::Error::Manifest {
+            fault: ManifestFault::NotNewer,
+            reason,
+        }) => Ok(ManifestCheck::Current {
+            serial: current,
+            served: reason,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Forgets the applied manifest (for tests and resets).
+pub fn forget_manifest(state: &StateDir) -> Result<(), Error> {
+    remove_if_present(&state.path(MANIFEST_FILE))
+}

@@ -1,0 +1,235 @@
+//! The offline spool: reports that no endpoint accepted wait here, one file
+//! each, and are retried with exponential backoff and jitter. The spool is
+//! bounded; the oldest report is evicted to make room, and how many were
+//! evicted travels in the next report that gets stored.
+//!
+//! A spooled report keeps its `report_id` on every retry, so a retry of a
+//! report that was in fact stored (the answer was lost) is a duplicate the
+//! collector stores once.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lineprobe_shared::{Report, ReportId};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::state::{io, read_json, remove_if_present, write_atomic};
+
+const EVICTED_FILE: &str = "evicted";
+const ENTRY_SUFFIX: &str = ".json";
+
+/// One spooled report and its retry bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpoolEntry {
+    /// The report, with the attempts made so far in `endpoint_attempts`.
+    pub report: Report,
+    /// When it was first spooled.
+    pub spooled_at: DateTime<Utc>,
+    /// Failed retries since then.
+    pub retries: u32,
+    /// Not retried before this instant.
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// The spool folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spool {
+    dir: PathBuf,
+    max_reports: usize,
+}
+
+impl Spool {
+    /// The spool in `dir`, holding at most `max_reports` (at least 1).
+    pub fn new(dir: impl Into<PathBuf>, max_reports: usize) -> Self {
+        Self {
+            dir: dir.into(),
+            max_reports: max_reports.max(1),
+        }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ensure_dir(&self) -> Result<(), Error> {
+        fs::create_dir_all(&self.dir).map_err(|source| io(&self.dir, "create", source))
+    }
+
+    fn entry_path(&self, id: &ReportId) -> PathBuf {
+        self.dir.join(format!("{id}{ENTRY_SUFFIX}"))
+    }
+
+    /// Writes (or rewrites) an entry atomically, evicting the oldest other
+    /// entries beyond the bound; returns how many were evicted.
+    pub fn put(&self, entry: &SpoolEntry) -> Result<u64, Error> {
+        self.ensure_dir()?;
+        let path = self.entry_path(&entry.report.report_id);
+        let bytes = serde_json::to_vec(entry).map_err(|e| Error::State {
+            path: path.display().to_string(),
+            reason: format!("cannot encode the spooled report: {e}"),
+        })?;
+        write_atomic(&path, &bytes)?;
+        let mut ids = self.ids()?;
+        let mut evicted = 0;
+        // Report ids are UUIDv7: sorted, they are oldest first.
+        while ids.len() > self.max_reports {
+            let oldest = ids.remove(0);
+            if oldest == entry.report.report_id {
+                continue;
+            }
+            remove_if_present(&self.entry_path(&oldest))?;
+            evicted += 1;
+            tracing::warn!(report_id = %oldest, "spool full: evicted the oldest report");
+        }
+        if evicted > 0 {
+            self.set_evicted(self.evicted()?.saturating_add(evicted))?;
+        }
+        Ok(evicted)
+    }
+
+    /// Ids of the spooled reports, oldest first.
+    pub fn ids(&self) -> Result<Vec<ReportId>, Error> {
+        let listing = match fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(io(&self.dir, "list", source)),
+        };
+        let mut ids: Vec<ReportId> = listing
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name();
+                let stem = name.to_str()?.strip_suffix(ENTRY_SUFFIX)?.to_owned();
+                ReportId::parse(&stem).ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// How many reports wait.
+    pub fn depth(&self) -> Result<usize, Error> {
+        Ok(self.ids()?.len())
+    }
+
+    /// Reads one entry; `None` when it is gone. A corrupt entry (which
+    /// atomic writes rule out, short of disk damage) is removed: it could
+    /// never be sent.
+    pub fn get(&self, id: &ReportId) -> Result<Option<SpoolEntry>, Error> {
+        let path = self.entry_path(id);
+        match read_json::<SpoolEntry>(&path) {
+            Ok(entry) => Ok(entry),
+            Err(Error::State { reason, .. }) => {
+                tracing::warn!(path = %path.display(), %reason, "removing a corrupt spool entry");
+                remove_if_present(&path)?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All entries, oldest first.
+    pub fn entries(&self) -> Result<Vec<SpoolEntry>, Error> {
+        let mut out = Vec::new();
+        for id in self.ids()? {
+            if let Some(entry) = self.get(&id)? {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a delivered (or refused) report.
+    pub fn remove(&self, id: &ReportId) -> Result<(), Error> {
+        remove_if_present(&self.entry_path(id))
+    }
+
+    /// The earliest retry time among the entries.
+    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        Ok(self.entries()?.iter().map(|e| e.next_attempt_at).min())
+    }
+
+    /// Reports evicted and not yet told to a collector.
+    pub fn evicted(&self) -> Result<u64, Error> {
+        let path = self.dir.join(EVICTED_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text.trim().parse().unwrap_or(0)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(io(&path, "read", source)),
+        }
+    }
+
+    fn set_evicted(&self, count: u64) -> Result<(), Error> {
+        self.ensure_dir()?;
+        let path = self.dir.join(EVICTED_FILE);
+        if count == 0 {
+            remove_if_present(&path)
+        } else {
+            write_atomic(&path, count.to_string().as_bytes())
+        }
+    }
+
+    /// Records that a stored report told the collector about `told`
+    /// evictions; evictions since then stay counted.
+    pub fn evictions_reported(&self, told: u64) -> Result<(), Error> {
+        if told == 0 {
+            return Ok(());
+        }
+        self.set_evicted(self.evicted()?.saturating_sub(told))
+    }
+
+    /// Deletes every spooled report and the eviction count.
+    pub fn purge(&self) -> Result<usize, Error> {
+        let count = self.depth()?;
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(count),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(io(&self.dir, "delete", source)),
+        }
+    }
+}
+
+/// The wait before retry number `retries + 1`: `base · 2^retries`, capped
+/// at `max`, then drawn at random from its upper half ("equal jitter") so
+/// that probes that went offline together do not come back together. A
+/// server's `Retry-After` is a floor.
+pub fn backoff(
+    retries: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    rng: &mut impl Rng,
+) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(retries.min(31)).unwrap_or(u32::MAX));
+    let capped = exp.min(max);
+    let half = capped / 2;
+    let jitter = Duration::from_millis(
+        rng.gen_range(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX)),
+    );
+    let wait = half + jitter;
+    retry_after.map_or(wait, |floor| wait.max(floor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_respects_retry_after() {
+        let mut rng = rand::thread_rng();
+        let base = Duration::from_secs(60);
+        let max = Duration::from_secs(3600);
+        for retries in 0..40 {
+            let wait = backoff(retries, base, max, None, &mut rng);
+            let full = base.saturating_mul(1 << retries.min(20)).min(max);
+            assert!(wait >= full / 2 && wait <= full, "{retries}: {wait:?}");
+        }
+        let floor = Duration::from_secs(7200);
+        assert!(backoff(0, base, max, Some(floor), &mut rng) >= floor);
+    }
+}

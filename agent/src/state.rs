@@ -1,0 +1,196 @@
+//! The state folder: the install id, the consent record, the status of the
+//! last probe, the accepted manifest and the spool. Every file is written
+//! atomically (write, fsync, rename, fsync the folder), so a crash or a
+//! pulled plug leaves either the old file or the new one, never half of one.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use lineprobe_shared::InstallId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+const INSTALL_ID_FILE: &str = "install_id";
+pub(crate) const CONSENT_FILE: &str = "consent.json";
+pub(crate) const STATUS_FILE: &str = "status.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
+const SPOOL_DIR: &str = "spool";
+
+/// The agent's state folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating if needed) the state folder at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|source| Error::Io {
+            what: format!("cannot create the state folder {}", root.display()),
+            source,
+        })?;
+        Ok(Self { root })
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The spool folder (not created here).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.root.join(SPOOL_DIR)
+    }
+
+    /// A file in the folder.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The installation's id: created once (a `UUIDv7`) and kept for good.
+    pub fn install_id(&self) -> Result<InstallId, Error> {
+        let path = self.root.join(INSTALL_ID_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => InstallId::parse(text.trim()).map_err(|e| Error::State {
+                path: path.display().to_string(),
+                reason: format!("{e}; restore the file from a backup to keep the terminal ID"),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let fresh = uuid::Uuid::now_v7().hyphenated().to_string();
+                // `create_new` on the temporary name and a rename that
+                // refuses nothing: if two processes race, both write a valid
+                // id and the last rename wins before either reads it back.
+                write_atomic(&path, fresh.as_bytes())?;
+                let text = fs::read_to_string(&path).map_err(|source| io(&path, "read", source))?;
+                InstallId::parse(text.trim()).map_err(|e| Error::State {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(source) => Err(io(&path, "read", source)),
+        }
+    }
+
+    /// Reads the JSON state file `name`; `None` when it does not exist.
+    pub(crate) fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        read_json(&self.path(name))
+    }
+
+    /// Writes the JSON state file `name` atomically.
+    pub(crate) fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
+        let path = &self.path(name);
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::State {
+            path: path.display().to_string(),
+            reason: format!("cannot encode: {e}"),
+        })?;
+        write_atomic(path, &bytes)
+    }
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::State {
+                path: path.display().to_string(),
+                reason: format!("is not valid: {e}; delete it to start over"),
+            }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io(path, "read", source)),
+    }
+}
+
+pub(crate) fn io(path: &Path, verb: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        what: format!("cannot {verb} {}", path.display()),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content,
+/// never a mix: a temporary file in the same folder, flushed to disk, renamed
+/// over the target, and the folder flushed so the rename itself survives.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|source| io(&tmp, "create", source))?;
+        file.write_all(bytes)
+            .map_err(|source| io(&tmp, "write", source))?;
+        file.sync_all()
+            .map_err(|source| io(&tmp, "flush", source))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(|source| io(path, "replace", source))?;
+        sync_dir(dir);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Flushes a folder's entries (the rename) where the platform allows it.
+fn sync_dir(dir: &Path) {
+    // Windows cannot open a folder as a file; NTFS journals the rename.
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Removes `path` if present.
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(io(path, "delete", source)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(dir.path()).expect("open");
+        let first = state.install_id().expect("create");
+        let again = StateDir::open(dir.path())
+            .expect("reopen")
+            .install_id()
+            .expect("read");
+        assert_eq!(first, again);
+        let uuid = uuid::Uuid::parse_str(first.as_str()).expect("uuid");
+        assert_eq!(uuid.get_version_num(), 7);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.json");
+        write_atomic(&path, b"one").expect("write");
+        write_atomic(&path, b"two").expect("rewrite");
+        assert_eq!(fs::read(&path).expect("read"), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

@@ -1,0 +1,497 @@
+//! Sending a report: the endpoints in order until one accepts, each attempt
+//! bounded by a connect and a total timeout, every failure kept as evidence
+//! (a carrier blocking the receiver shows up as DNS, connect, TLS or
+//! timeout failures in the next report).
+//!
+//! Requests look like ordinary browser traffic: a path drawn from the
+//! configured patterns, browser-like headers, and optionally a fronting TLS
+//! server name and `Host`. The agent never goes through a configured proxy:
+//! the report must leave through the line it describes.
+
+use std::error::Error as _;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use lineprobe_shared::{AttemptOutcome, EndpointAttempt, Report, ReportLimits};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::config::{Endpoint, Settings};
+
+/// A browser's `User-Agent`: a probe that announces itself is easy to block.
+const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+    (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+
+/// How the HTTPS clients are built.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// Time to set up TCP and TLS.
+    pub connect_timeout: Duration,
+    /// Time for a whole request.
+    pub request_timeout: Duration,
+    /// CA certificates trusted besides the web roots.
+    pub pinned_roots: Vec<reqwest::Certificate>,
+    /// Lab use only: accept any certificate.
+    pub insecure_skip_verify: bool,
+}
+
+impl TransportOptions {
+    /// Reads the pinned CA file (PEM, one or more certificates).
+    pub fn load_pinned(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Error> {
+        let pem = std::fs::read(path).map_err(|source| Error::Io {
+            what: format!("cannot read endpoints.ca_file {}", path.display()),
+            source,
+        })?;
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Config {
+            key: "endpoints.ca_file".to_owned(),
+            reason: format!("{} is not PEM certificates: {e}", path.display()),
+        })
+    }
+
+    /// A client for `endpoint`; `front_addrs` pins the fronting name to
+    /// the endpoint's own addresses.
+    fn client(&self, front: Option<(&str, &[SocketAddr])>) -> Result<reqwest::Client, Error> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT)
+            .default_headers(browser_headers());
+        for root in &self.pinned_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        if self.insecure_skip_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        if let Some((name, addrs)) = front {
+            builder = builder.resolve_to_addrs(name, addrs);
+        }
+        builder.build().map_err(|e| Error::Config {
+            key: "endpoints".to_owned(),
+            reason: format!("cannot set up HTTPS: {e}"),
+        })
+    }
+}
+
+fn browser_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/plain, */*"),
+    );
+    headers.insert(
+        header::ACCEPT_LANGUAGE,
+        HeaderValue::from_static("zh-CN,zh;q=0.9,en;q=0.8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers
+}
+
+/// How a submission ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Delivery {
+    /// Stored now (201).
+    Stored {
+        /// The endpoint that took it.
+        endpoint: String,
+    },
+    /// The collector already had it (200 duplicate): stored once, earlier.
+    Duplicate {
+        /// The endpoint that said so.
+        endpoint: String,
+    },
+}
+
+impl Delivery {
+    /// The endpoint that accepted the report.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            Self::Stored { endpoint } | Self::Duplicate { endpoint } => endpoint,
+        }
+    }
+}
+
+/// Why no endpoint took the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undelivered {
+    /// An endpoint said the report is invalid; it is not sent elsewhere.
+    Rejected {
+        /// Who said so.
+        endpoint: String,
+        /// The status.
+        status: u16,
+        /// The collector's explanation.
+        detail: String,
+    },
+    /// Every endpoint failed; worth retrying later.
+    Unreachable {
+        /// The longest `Retry-After` any endpoint asked for.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// One submission: the result and every attempt made, this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// Delivered or not.
+    pub result: Result<Delivery, Undelivered>,
+    /// Each endpoint tried, in order, the last one included.
+    pub attempts: Vec<EndpointAttempt>,
+}
+
+/// Sends reports to the endpoints of one [`Settings`].
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    settings: Settings,
+    transport: TransportOptions,
+    plain: reqwest::Client,
+}
+
+impl Submitter {
+    /// A submitter; fails only if TLS cannot be set up.
+    pub fn new(settings: Settings, transport: TransportOptions) -> Result<Self, Error> {
+        let plain = transport.client(None)?;
+        Ok(Self {
+            settings,
+            transport,
+            plain,
+        })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The request to `endpoint` for `path`: the fronting name in the URL
+    /// (so it is the TLS server name) pinned to the endpoint's addresses.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        endpoint: &Endpoint,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, EndpointAttempt> {
+        let mut url = endpoint.join(path);
+        let client = match &endpoint.sni {
+            None => self.plain.clone(),
+            Some(sni) => {
+                let host = endpoint
+                    .url
+                    .host_str()
+                    .unwrap_or_default()
+                    .trim_matches(['[', ']']);
+                let port = endpoint.url.port_or_known_default().unwrap_or(443);
+                let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+                    Ok(found) => found.collect(),
+                    Err(e) => {
+                        return Err(attempt(
+                            endpoint,
+                            AttemptOutcome::Dns,
+                            None,
+                            Some(e.to_string()),
+                        ));
+                    }
+                };
+                if url.set_host(Some(sni)).is_err() {
+                    return Err(attempt(
+                        endpoint,
+                        AttemptOutcome::Dns,
+                        None,
+                        Some(format!("{sni:?} is not a usable server name")),
+                    ));
+                }
+                self.transport.client(Some((sni, &addrs))).map_err(|e| {
+                    attempt(endpoint, AttemptOutcome::Tls, None, Some(e.to_string()))
+                })?
+            }
+        };
+        let mut builder = client.request(method, url);
+        if let Some(host) = endpoint.host.as_deref().or(endpoint.sni.as_deref()) {
+            let authority = match endpoint.url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&authority) {
+                builder = builder.header(header::HOST, value);
+            }
+        }
+        Ok(builder)
+    }
+
+    /// Tries every endpoint in order until one accepts. Each failed attempt
+    /// is appended to `report.endpoint_attempts` before the next endpoint is
+    /// tried, so the endpoint that accepts learns how the others failed.
+    pub async fn submit(&self, report: &mut Report) -> Submission {
+        let mut attempts = Vec::new();
+        let mut retry_after: Option<Duration> = None;
+        for endpoint in &self.settings.endpoints {
+            let path = self.settings.random_path(&mut rand::thread_rng());
+            let body = match report.to_json() {
+                Ok(body) => body,
+                Err(e) => {
+                    return Submission {
+                        result: Err(Undelivered::Rejected {
+                            endpoint: endpoint.as_str().to_owned(),
+                            status: 0,
+                            detail: format!("the report cannot be encoded: {e}"),
+                        }),
+                        attempts,
+                    };
+                }
+            };
+            let (outcome, answer) = self.post(endpoint, &path, body).await;
+            attempts.push(outcome.clone());
+            match answer {
+                Answer::Accepted(delivery) => {
+                    return Submission {
+                        result: Ok(delivery),
+                        attempts,
+                    };
+                }
+                Answer::Invalid { status, detail } => {
+                    return Submission {
+                        result: Err(Undelivered::Rejected {
+                            endpoint: endpoint.as_str().to_owned(),
+                            status,
+                            detail,
+                        }),
+                        attempts,
+                    };
+                }
+                Answer::Failed { retry_after: ra } => {
+                    retry_after = retry_after.max(ra);
+                    push_attempt(report, outcome);
+                }
+            }
+        }
+        Submission {
+            result: Err(Undelivered::Unreachable { retry_after }),
+            attempts,
+        }
+    }
+
+    async fn post(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (EndpointAttempt, Answer) {
+        let builder = match self.request(reqwest::Method::POST, endpoint, path).await {
+            Ok(b) => b,
+            Err(failed) => return (failed, Answer::Failed { retry_after: None }),
+        };
+        let sent = builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let (outcome, detail) = classify(&e);
+                return (
+                    attempt(endpoint, outcome, None, Some(detail)),
+                    Answer::Failed { retry_after: None },
+                );
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let json: Option<CollectorAnswer> = serde_json::from_str(&text).ok();
+        let code = status.as_u16();
+        if status.is_success() {
+            let duplicate = json
+                .as_ref()
+                .is_some_and(|j| j.status.as_deref() == Some("duplicate"));
+            let name = endpoint.as_str().to_owned();
+            let delivery = if duplicate {
+                Delivery::Duplicate { endpoint: name }
+            } else {
+                Delivery::Stored { endpoint: name }
+            };
+            return (
+                attempt(endpoint, AttemptOutcome::Ok, Some(code), None),
+                Answer::Accepted(delivery),
+            );
+        }
+        let detail = json
+            .as_ref()
+            .map_or_else(|| snippet(&text), CollectorAnswer::describe);
+        let failed = attempt(
+            endpoint,
+            AttemptOutcome::HttpStatus,
+            Some(code),
+            Some(detail.clone()),
+        );
+        // Only the collector's own verdict on the report ends the round: a
+        // 404 from a gateway or a 403 from a filter says nothing about it.
+        let says_invalid = code == 422
+            || (matches!(code, 400 | 413 | 415)
+                && json.as_ref().is_some_and(|j| j.error.is_some()));
+        if says_invalid {
+            (
+                failed,
+                Answer::Invalid {
+                    status: code,
+                    detail,
+                },
+            )
+        } else {
+            (failed, Answer::Failed { retry_after })
+        }
+    }
+
+    /// `GET /manifest` from each endpoint in order; the first 200's body.
+    pub async fn fetch_manifest(&self) -> Result<(String, Vec<u8>), Vec<EndpointAttempt>> {
+        let mut failures = Vec::new();
+        for endpoint in &self.settings.endpoints {
+            let builder = match self
+                .request(reqwest::Method::GET, endpoint, "/manifest")
+                .await
+            {
+                Ok(b) => b,
+                Err(failed) => {
+                    failures.push(failed);
+                    continue;
+                }
+            };
+            match builder.send().await {
+                Ok(r) if r.status().is_success() => match r.bytes().await {
+                    Ok(body) => return Ok((endpoint.as_str().to_owned(), body.to_vec())),
+                    Err(e) => {
+                        let (outcome, detail) = classify(&e);
+                        failures.push(attempt(endpoint, outcome, None, Some(detail)));
+                    }
+                },
+                Ok(r) => failures.push(attempt(
+                    endpoint,
+                    AttemptOutcome::HttpStatus,
+                    Some(r.status().as_u16()),
+                    None,
+                )),
+                Err(e) => {
+                    let (outcome, detail) = classify(&e);
+                    failures.push(attempt(endpoint, outcome, None, Some(detail)));
+                }
+            }
+        }
+        Err(failures)
+    }
+}
+
+enum Answer {
+    Accepted(Delivery),
+    Invalid { status: u16, detail: String },
+    Failed { retry_after: Option<Duration> },
+}
+
+/// The JSON the collector answers with.
+#[derive(Debug, Deserialize)]
+struct CollectorAnswer {
+    status: Option<String>,
+    error: Option<String>,
+    detail: Option<String>,
+    violations: Option<serde_json::Value>,
+}
+
+impl CollectorAnswer {
+    fn describe(&self) -> String {
+        let mut out = [self.error.as_deref(), self.detail.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        if let Some(v) = &self.violations {
+            let _ = write!(out, " {v}");
+        }
+        cut(&out)
+    }
+}
+
+fn snippet(text: &str) -> String {
+    cut(text.trim())
+}
+
+fn cut(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(ReportLimits::MAX_DETAIL_LEN)
+        .collect()
+}
+
+fn attempt(
+    endpoint: &Endpoint,
+    outcome: AttemptOutcome,
+    http_status: Option<u16>,
+    detail: Option<String>,
+) -> EndpointAttempt {
+    let name: String = endpoint
+        .as_str()
+        .chars()
+        .take(ReportLimits::MAX_ENDPOINT_LEN)
+        .collect();
+    EndpointAttempt {
+        endpoint: name,
+        at: Utc::now().fixed_offset(),
+        outcome,
+        http_status,
+        detail: detail.map(|d| cut(&d)).filter(|d| !d.is_empty()),
+    }
+}
+
+/// Adds an attempt to the report's evidence, dropping the oldest beyond the
+/// schema's limit: the latest failures say most about the line now.
+pub(crate) fn push_attempt(report: &mut Report, attempt: EndpointAttempt) {
+    report.endpoint_attempts.push(attempt);
+    let excess = report
+        .endpoint_attempts
+        .len()
+        .saturating_sub(ReportLimits::MAX_ENDPOINT_ATTEMPTS);
+    report.endpoint_attempts.drain(..excess);
+}
+
+/// How far a failed request got, from reqwest's error chain.
+fn classify(err: &reqwest::Error) -> (AttemptOutcome, String) {
+    // The top-level message names the URL, whose random path could contain
+    // any word: classify on the causes only.
+    let mut causes = Vec::new();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        causes.push(inner.to_string());
+        source = inner.source();
+    }
+    let lower = causes.join(": ").to_ascii_lowercase();
+    let outcome = if err.is_timeout() || lower.contains("timed out") {
+        AttemptOutcome::Timeout
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        AttemptOutcome::Dns
+    } else if ["certificate", "tls", "handshake", "alert", "peer sent"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        AttemptOutcome::Tls
+    } else {
+        AttemptOutcome::Connect
+    };
+    let detail = if causes.is_empty() {
+        {
+            let text = err.to_string();
+            text.split(" for url (").next().unwrap_or(&text).to_owned()
+        }
+    } else {
+        causes.join(": ")
+    };
+    (outcome, detail)
+}

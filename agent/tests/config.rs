@@ -1,0 +1,173 @@
+//! The configuration file and the declared values.
+
+use std::path::PathBuf;
+
+use lineprobe_agent::{AgentConfig, AgentOptions, EndpointSpec, Error};
+use lineprobe_shared::LocationSource;
+
+fn example_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/agent.example.toml")
+}
+
+#[test]
+fn the_example_config_parses_and_means_what_it_says() {
+    let config = AgentConfig::load(&example_path()).expect("example config");
+    assert_eq!(config.endpoints.urls.len(), 3);
+    assert!(matches!(
+        &config.endpoints.urls[2],
+        EndpointSpec::Fronted { sni: Some(sni), .. } if sni == "static.example-cdn.net"
+    ));
+    assert_eq!(
+        config.endpoints.path_patterns,
+        lineprobe_agent::DEFAULT_PATH_PATTERNS
+            .map(str::to_owned)
+            .to_vec()
+    );
+    assert_eq!(config.schedule.interval_secs, 21600);
+    assert_eq!(config.declared.carrier.as_deref(), Some("china_mobile"));
+    let location = config.declared.location.expect("location");
+    assert_eq!(location.source, LocationSource::User);
+    // Every default written in the example is the real default.
+    let defaults = AgentConfig::default();
+    assert_eq!(config.schedule, defaults.schedule);
+    assert_eq!(config.spool, defaults.spool);
+    assert_eq!(config.trace, defaults.trace);
+    assert_eq!(config.consent, defaults.consent);
+    assert_eq!(config.device, defaults.device);
+    assert_eq!(
+        config.endpoints.connect_timeout_secs,
+        defaults.endpoints.connect_timeout_secs
+    );
+    assert_eq!(
+        config.endpoints.request_timeout_secs,
+        defaults.endpoints.request_timeout_secs
+    );
+
+    // And an agent starts with it (declared values resolve in the catalog).
+    let state = tempfile::tempdir().expect("tempdir");
+    let agent = lineprobe_agent::Agent::with_engines(
+        AgentOptions {
+            config,
+            state_dir: Some(state.path().to_path_buf()),
+            ..AgentOptions::default()
+        },
+        Vec::new(),
+    )
+    .expect("agent from the example");
+    let urls: Vec<_> = agent
+        .settings()
+        .expect("settings")
+        .endpoints
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    assert_eq!(urls[1], "https://198.51.100.24:8443");
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
+    let err = AgentConfig::from_toml("[endpoints]\nurl = []\n", "t")
+        .expect_err("unknown key")
+        .to_string();
+    assert!(
+        err.contains("unknown field") && err.contains("url"),
+        "{err}"
+    );
+    let err = AgentConfig::from_toml("[endpoints]\nurls = [\"http://c.example.net\"]\n", "t")
+        .expect_err("http")
+        .to_string();
+    assert!(
+        err.contains("endpoints.urls") && err.contains("https://"),
+        "{err}"
+    );
+    let err = AgentConfig::from_toml("[endpoints]\npath_patterns = [\"/a*/b\"]\n", "t")
+        .expect_err("pattern")
+        .to_string();
+    assert!(err.contains("path_patterns"), "{err}");
+    let err = AgentConfig::from_toml("[schedule]\ninterval_secs = 5\n", "t")
+        .expect_err("interval")
+        .to_string();
+    assert!(err.contains("schedule.interval_secs"), "{err}");
+}
+
+fn agent_with(declared: &str) -> Result<lineprobe_agent::Agent, Error> {
+    let config = AgentConfig::from_toml(&format!("[declared]\n{declared}\n"), "t").expect("parses");
+    let state = tempfile::tempdir().expect("tempdir");
+    lineprobe_agent::Agent::with_engines(
+        AgentOptions {
+            config,
+            state_dir: Some(state.path().to_path_buf()),
+            ..AgentOptions::default()
+        },
+        Vec::new(),
+    )
+}
+
+#[test]
+fn a_wrong_declared_value_is_an_error_listing_the_valid_choices() {
+    let err = agent_with("carrier = \"China Mobil\"")
+        .expect_err("typo")
+        .to_string();
+    assert!(
+        err.contains("carrier") && err.contains("China Mobil"),
+        "{err}"
+    );
+    assert!(
+        err.contains("china_mobile (中国移动)") && err.contains("china_telecom (中国电信)"),
+        "{err}"
+    );
+
+    let err = agent_with("province = \"Atlantis\"")
+        .expect_err("province")
+        .to_string();
+    assert!(
+        err.contains("CN-GD (广东省)") && err.contains("CN-BJ"),
+        "{err}"
+    );
+
+    let err = agent_with("province = \"广东\"\ncity = \"杭州\"")
+        .expect_err("city elsewhere")
+        .to_string();
+    assert!(
+        err.contains("city") && err.contains("深圳市") && !err.contains("杭州市 ("),
+        "{err}"
+    );
+
+    // Spellings the catalog knows are fine.
+    agent_with("province = \"Guangdong\"\ncity = \"440300\"\ncarrier = \"CMCC\"").expect("valid");
+    agent_with("").expect("nothing declared is fine");
+}
+
+#[test]
+fn endpoint_overrides_replace_the_configured_list() {
+    let config = AgentConfig::load(&example_path()).expect("example config");
+    let state = tempfile::tempdir().expect("tempdir");
+    let agent = lineprobe_agent::Agent::with_engines(
+        AgentOptions {
+            config: config.clone(),
+            state_dir: Some(state.path().to_path_buf()),
+            endpoints: vec!["https://192.0.2.1:9443".to_owned()],
+            insecure_skip_verify: false,
+        },
+        Vec::new(),
+    )
+    .expect("agent");
+    let urls: Vec<_> = agent
+        .settings()
+        .expect("settings")
+        .endpoints
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    assert_eq!(urls, vec!["https://192.0.2.1:9443".to_owned()]);
+    let bad = lineprobe_agent::Agent::with_engines(
+        AgentOptions {
+            config,
+            state_dir: Some(state.path().to_path_buf()),
+            endpoints: vec!["ftp://x".to_owned()],
+            insecure_skip_verify: false,
+        },
+        Vec::new(),
+    );
+    assert!(bad.is_err());
+}

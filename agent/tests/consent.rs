@@ -1,0 +1,143 @@
+//! Consent gating: nothing is traced or sent before the subscriber agreed;
+//! revoking stops all sending and deletes the spool.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use lineprobe_agent::{Error, ProbeOutcome};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_traced_or_sent_before_consent() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let (agent, traces) = agent(state.path(), config, 3);
+
+    assert!(matches!(agent.probe_once().await, Err(Error::NoConsent)));
+    assert!(matches!(agent.make_report().await, Err(Error::NoConsent)));
+    assert!(matches!(
+        agent.trace(Some("127.0.0.1"), None).await,
+        Err(Error::NoConsent)
+    ));
+    assert!(matches!(agent.flush_spool().await, Err(Error::NoConsent)));
+    let err = agent
+        .probe_once()
+        .await
+        .expect_err("no consent")
+        .to_string();
+    assert!(err.contains("consent --accept"), "{err}");
+    assert_eq!(traces.load(Ordering::SeqCst), 0, "traced before consent");
+    assert!(stored(&running).await.is_empty(), "sent before consent");
+    assert!(
+        agent
+            .status()
+            .expect("status")
+            .to_string()
+            .contains("consent: not given")
+    );
+
+    let record = agent.accept_consent().expect("accept");
+    assert_eq!(record.text_version, "1");
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(traces.load(Ordering::SeqCst), 1);
+    let reports = stored(&running).await;
+    assert_eq!(
+        reports[0].consent.as_ref(),
+        Some(&record),
+        "the consent travels in the report"
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_consent_deletes_the_spool_and_stops_sending() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[dead_endpoint()], None);
+    let (agent, traces) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("accept");
+    for _ in 0..2 {
+        let outcome = agent.probe_once().await.expect("probe");
+        assert!(
+            matches!(outcome, ProbeOutcome::Spooled { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(agent.spool().depth().expect("depth"), 2);
+
+    let deleted = agent.revoke_consent().expect("revoke");
+    assert_eq!(deleted, 2);
+    assert_eq!(agent.spool().depth().expect("depth"), 0);
+    assert!(!agent.spool().dir().exists(), "the spool folder is left");
+    assert!(agent.consent().expect("consent").is_none());
+    assert!(matches!(agent.probe_once().await, Err(Error::NoConsent)));
+    assert!(matches!(agent.flush_spool().await, Err(Error::NoConsent)));
+    assert!(matches!(
+        agent.update_manifest().await,
+        Err(Error::NoConsent)
+    ));
+    assert_eq!(traces.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mac_is_sent_only_when_configured_and_consented() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut config = agent_config(&[dead_endpoint()], None);
+    config.device.send_mac = true;
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("accept");
+    let report = agent.make_report().await.expect("report");
+    // Whether this machine has a default route with a MAC is its business;
+    // when the MAC is there, consent is too, and the report is valid.
+    if report.device.mac.is_some() {
+        assert!(report.consent.is_some());
+    }
+    report.validate_submitted().expect("valid report");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gps_fix_from_the_host_replaces_the_typed_location() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (agent, _) = agent(state.path(), agent_config(&[dead_endpoint()], None), 3);
+    agent.accept_consent().expect("accept");
+    assert!(
+        agent
+            .make_report()
+            .await
+            .expect("report")
+            .declared
+            .location
+            .is_none()
+    );
+    agent.set_gps_fix(Some((22.54, 114.05, 15.0))).expect("fix");
+    let location = agent
+        .make_report()
+        .await
+        .expect("report")
+        .declared
+        .location
+        .expect("location");
+    assert_eq!(location.source, lineprobe_shared::LocationSource::Gps);
+    assert!((location.lat - 22.54).abs() < 1e-9 && (location.accuracy_m - 15.0).abs() < 1e-9);
+    let err = agent
+        .set_gps_fix(Some((95.0, 0.0, 1.0)))
+        .expect_err("not a position")
+        .to_string();
+    assert!(err.contains("latitude"), "{err}");
+    agent.set_gps_fix(None).expect("forget");
+    assert!(
+        agent
+            .make_report()
+            .await
+            .expect("report")
+            .declared
+            .location
+            .is_none()
+    );
+}

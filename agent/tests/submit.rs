@@ -1,0 +1,346 @@
+//! Submission to a real collector started in this process: delivery over
+//! TLS with a pinned CA, endpoint fallback, invalid reports not retried
+//! elsewhere, the offline spool and exactly-once delivery, the spool bound.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use lineprobe_agent::{Delivery, ProbeOutcome};
+use lineprobe_collector::PathPattern;
+use lineprobe_shared::{AttemptOutcome, TraceEngine};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_is_stored_by_a_real_collector_over_pinned_tls() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let (agent, traces) = agent(state.path(), config, 6);
+    agent.accept_consent().expect("consent");
+
+    let outcome = agent.probe_once().await.expect("probe");
+    let ProbeOutcome::Delivered {
+        report_id,
+        delivery,
+    } = outcome
+    else {
+        panic!("not delivered: {outcome:?}");
+    };
+    assert!(matches!(delivery, Delivery::Stored { .. }), "{delivery:?}");
+    assert_eq!(traces.load(Ordering::SeqCst), 1);
+
+    let reports = stored(&running).await;
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r.report_id, report_id);
+    assert_eq!(r.declared.province.as_deref(), Some("CN-GD"));
+    assert_eq!(r.declared.city.as_deref(), Some("440300"));
+    assert_eq!(r.declared.carrier.as_deref(), Some("china_mobile"));
+    assert_eq!(r.account, "07551234567");
+    assert_eq!(r.trace.engine, TraceEngine::Unprivileged);
+    assert_eq!(r.trace.hops.len(), 6);
+    assert_eq!(r.trace.engine_fallbacks.len(), 1);
+    assert_eq!(r.trace.engine_fallbacks[0].engine, TraceEngine::TrippyCore);
+    assert!(r.trace.engine_fallbacks[0].reason.contains("CAP_NET_RAW"));
+    assert_eq!(
+        r.install_id,
+        agent.state().install_id().expect("install id")
+    );
+    assert!(r.consent.is_some());
+    assert!(r.device.mac.is_none(), "MAC sent without send_mac");
+    assert!(r.endpoint_attempts.is_empty());
+    // Camouflage: a browser's User-Agent, a path drawn from the patterns.
+    let envelope = r.envelope.as_ref().expect("envelope");
+    assert!(
+        envelope
+            .headers
+            .user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("Mozilla/5.0"))
+    );
+    let patterns: Vec<PathPattern> = lineprobe_agent::DEFAULT_PATH_PATTERNS
+        .iter()
+        .map(|p| PathPattern::parse(p).expect("pattern"))
+        .collect();
+    assert!(
+        patterns.iter().any(|p| p.matches(&envelope.path)),
+        "{}",
+        envelope.path
+    );
+
+    // The same install id on the next report.
+    agent.probe_once().await.expect("second probe");
+    let reports = stored(&running).await;
+    assert_eq!(reports[1].install_id, reports[0].install_id);
+    assert_ne!(reports[1].report_id, reports[0].report_id);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_falls_back_and_its_failure_travels_in_the_report() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let dead = dead_endpoint();
+    let config = agent_config(
+        &[dead.clone(), endpoint(&running)],
+        Some(&collector_cert(col_dir.path())),
+    );
+    let (agent, _) = agent(state.path(), config, 4);
+    agent.accept_consent().expect("consent");
+
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
+    let reports = stored(&running).await;
+    assert_eq!(reports.len(), 1);
+    let attempts = &reports[0].endpoint_attempts;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].endpoint, dead);
+    assert_eq!(attempts[0].outcome, AttemptOutcome::Connect, "{attempts:?}");
+
+    // Status remembers both endpoints' last results.
+    let status = agent.status().expect("status");
+    let outcomes: Vec<_> = status
+        .last_endpoint_results
+        .iter()
+        .map(|a| (a.endpoint.clone(), a.outcome))
+        .collect();
+    assert!(
+        outcomes.contains(&(dead, AttemptOutcome::Connect)),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(endpoint(&running), AttemptOutcome::Ok)),
+        "{outcomes:?}"
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_a_tls_failure() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    // No pinned CA: the self-signed certificate is not trusted.
+    let config = agent_config(&[endpoint(&running)], None);
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Spooled { .. }),
+        "{outcome:?}"
+    );
+    let status = agent.status().expect("status");
+    assert_eq!(
+        status.last_endpoint_results[0].outcome,
+        AttemptOutcome::Tls,
+        "{status}"
+    );
+    assert!(stored(&running).await.is_empty());
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_refused_as_invalid_is_not_sent_elsewhere_nor_spooled() {
+    // The first collector takes bodies of at most 1 KiB: it refuses the
+    // report (413, with its JSON verdict). The second would take it.
+    let small_dir = tempfile::tempdir().expect("tempdir");
+    let small = start_collector(small_dir.path(), 0, "[limits]\nmax_body_bytes = 1024\n").await;
+    let good_dir = tempfile::tempdir().expect("tempdir");
+    let good = start_collector(good_dir.path(), 0, "").await;
+    // Both collectors generated their own certificate: pin both.
+    let both = good_dir.path().join("both.pem");
+    let mut pem = std::fs::read(collector_cert(small_dir.path())).expect("cert");
+    pem.extend(std::fs::read(collector_cert(good_dir.path())).expect("cert"));
+    std::fs::write(&both, pem).expect("write");
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[endpoint(&small), endpoint(&good)], Some(&both));
+    let (agent, _) = agent(state.path(), config, 20);
+    agent.accept_consent().expect("consent");
+    assert!(
+        agent
+            .make_report()
+            .await
+            .expect("report")
+            .to_json()
+            .expect("json")
+            .len()
+            > 1024
+    );
+
+    let err = agent.probe_once().await.expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("413") && text.contains(&endpoint(&small)),
+        "{text}"
+    );
+    assert!(
+        stored(&good).await.is_empty(),
+        "sent to the second endpoint"
+    );
+    assert!(stored(&small).await.is_empty());
+    assert_eq!(
+        agent.spool().depth().expect("depth"),
+        0,
+        "an invalid report was spooled"
+    );
+    small.shutdown().await.expect("shutdown");
+    good.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_reports_are_delivered_exactly_once_when_the_collector_comes_back() {
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    // Start once to generate the certificate the agent pins, then stop.
+    let first = start_collector(col_dir.path(), port, "").await;
+    first.shutdown().await.expect("shutdown");
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(
+        std::slice::from_ref(&url),
+        Some(&collector_cert(col_dir.path())),
+    );
+    let (agent, _) = agent(state.path(), config, 4);
+    agent.accept_consent().expect("consent");
+    let outcome = agent.probe_once().await.expect("probe");
+    let ProbeOutcome::Spooled {
+        report_id,
+        evicted: 0,
+    } = outcome
+    else {
+        panic!("not spooled: {outcome:?}");
+    };
+    let entry = agent
+        .spool()
+        .get(&report_id)
+        .expect("read")
+        .expect("spooled");
+    assert_eq!(entry.report.endpoint_attempts.len(), 1);
+    assert_eq!(
+        entry.report.endpoint_attempts[0].outcome,
+        AttemptOutcome::Connect
+    );
+    assert!(entry.next_attempt_at > entry.spooled_at);
+
+    // Still down: the retry fails and the backoff grows.
+    agent.flush_spool().await.expect("retry");
+    let again = agent
+        .spool()
+        .get(&report_id)
+        .expect("read")
+        .expect("still spooled");
+    assert_eq!(again.retries, 1);
+    assert_eq!(again.report.endpoint_attempts.len(), 2);
+
+    let running = start_collector(col_dir.path(), port, "").await;
+    let summary = agent.flush_spool().await.expect("drain");
+    assert_eq!((summary.delivered, summary.waiting), (1, 0), "{summary:?}");
+    let reports = stored(&running).await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].report_id, report_id);
+    assert_eq!(
+        reports[0].endpoint_attempts.len(),
+        2,
+        "the failures travel with it"
+    );
+
+    // The answer was "lost": the same report comes back from the spool.
+    agent.spool().put(&again).expect("respool");
+    let summary = agent.flush_spool().await.expect("drain again");
+    assert_eq!(summary.delivered, 1);
+    let reports = stored(&running).await;
+    assert_eq!(reports.len(), 1, "stored twice");
+    let status = agent.status().expect("status");
+    assert_eq!(status.spool_depth, 0);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_is_bounded_and_the_evicted_count_travels_in_the_next_report() {
+    let port = free_port();
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let first = start_collector(col_dir.path(), port, "").await;
+    first.shutdown().await.expect("shutdown");
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut config = agent_config(
+        &[format!("https://127.0.0.1:{port}")],
+        Some(&collector_cert(col_dir.path())),
+    );
+    config.spool.max_reports = 2;
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    let mut ids = Vec::new();
+    let mut evicted = 0;
+    for _ in 0..5 {
+        match agent.probe_once().await.expect("probe") {
+            ProbeOutcome::Spooled {
+                report_id,
+                evicted: e,
+            } => {
+                ids.push(report_id);
+                evicted += e;
+            }
+            other @ ProbeOutcome::Delivered { .. } => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(evicted, 3);
+    assert_eq!(
+        agent.spool().ids().expect("ids"),
+        ids[3..].to_vec(),
+        "the oldest were evicted"
+    );
+    assert_eq!(agent.spool().evicted().expect("evicted"), 3);
+
+    let running = start_collector(col_dir.path(), port, "").await;
+    agent.flush_spool().await.expect("drain");
+    let reports = stored(&running).await;
+    let got: Vec<_> = reports.iter().map(|r| r.report_id).collect();
+    assert_eq!(got, ids[3..].to_vec());
+    assert_eq!(
+        reports[0].spool_evicted,
+        Some(3),
+        "the next report carries the count"
+    );
+    assert_eq!(reports[1].spool_evicted, None, "the count is told once");
+    assert_eq!(agent.spool().evicted().expect("evicted"), 0);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fronting_sends_another_server_name_and_host() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    // Connect to the IP literal, present `localhost` in TLS (the name the
+    // certificate has) and another Host.
+    let text = format!(
+        "[endpoints]\nurls = [{{ url = \"{}\", sni = \"localhost\", host = \"collector.internal\" }}]\n\
+         ca_file = {:?}\n",
+        endpoint(&running),
+        collector_cert(col_dir.path()).display().to_string()
+    );
+    let config = lineprobe_agent::AgentConfig::from_toml(&text, "fronting").expect("config");
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
+    let reports = stored(&running).await;
+    let tls = reports[0]
+        .envelope
+        .as_ref()
+        .and_then(|e| e.tls.clone())
+        .expect("tls info");
+    assert_eq!(tls.sni.as_deref(), Some("localhost"));
+    running.shutdown().await.expect("shutdown");
+}

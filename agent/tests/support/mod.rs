@@ -1,0 +1,193 @@
+//! Shared pieces of the agent's tests: a fixed trace engine (the real ones
+//! need privileges and a network to trace), a real collector started in this
+//! process on loopback, and agents pointed at it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use lineprobe_agent::{
+    Agent, AgentConfig, AgentOptions, Engine, Error, TraceOutcome, TraceRequest,
+};
+use lineprobe_collector::{CollectorConfig, Overrides, RunningCollector};
+use lineprobe_shared::{Hop, ManifestSigningKey, Report, TraceEngine, TraceProtocol};
+
+/// An engine that answers with a fixed path and counts its traces.
+#[derive(Debug)]
+pub(crate) struct FixedEngine {
+    pub(crate) kind: TraceEngine,
+    pub(crate) hops: u8,
+    pub(crate) traces: Arc<AtomicUsize>,
+}
+
+impl Engine for FixedEngine {
+    fn kind(&self) -> TraceEngine {
+        self.kind.clone()
+    }
+
+    fn check_available(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn trace(&self, request: &TraceRequest) -> Result<TraceOutcome, Error> {
+        self.traces.fetch_add(1, Ordering::SeqCst);
+        let mut hops = Vec::new();
+        for ttl in 1..=self.hops {
+            let mut hop = Hop::new(ttl);
+            if ttl == self.hops {
+                hop.push_addr(request.target);
+            } else if ttl != 3 {
+                hop.push_addr(IpAddr::from([10, 0, ttl, 1]));
+            }
+            hop.rtt_ms = if hop.is_silent() {
+                vec![]
+            } else {
+                vec![1.5 * f64::from(ttl)]
+            };
+            hop.sent = 1;
+            hop.received = u16::from(!hop.is_silent());
+            hops.push(hop);
+        }
+        Ok(TraceOutcome {
+            engine: self.kind.clone(),
+            protocol: TraceProtocol::Icmp,
+            hops,
+            reached: true,
+            duration: Duration::from_millis(42),
+            raw_text: None,
+            raw_format: None,
+        })
+    }
+}
+
+/// An engine that is never available here.
+#[derive(Debug)]
+pub(crate) struct UnavailableEngine;
+
+impl Engine for UnavailableEngine {
+    fn kind(&self) -> TraceEngine {
+        TraceEngine::TrippyCore
+    }
+
+    fn check_available(&self) -> Result<(), String> {
+        Err("raw sockets need CAP_NET_RAW or root".to_owned())
+    }
+
+    fn trace(&self, _: &TraceRequest) -> Result<TraceOutcome, Error> {
+        panic!("an unavailable engine must not be asked to trace")
+    }
+}
+
+/// The engines tests trace with, best first, and their trace counter.
+pub(crate) fn engines(hops: u8) -> (Vec<Box<dyn Engine>>, Arc<AtomicUsize>) {
+    let traces = Arc::new(AtomicUsize::new(0));
+    let list: Vec<Box<dyn Engine>> = vec![
+        Box::new(UnavailableEngine),
+        Box::new(FixedEngine {
+            kind: TraceEngine::Unprivileged,
+            hops,
+            traces: Arc::clone(&traces),
+        }),
+    ];
+    (list, traces)
+}
+
+/// A collector on loopback (`port` 0: any) with its data in `dir` and
+/// `extra` TOML appended to the test config.
+pub(crate) async fn start_collector(dir: &Path, port: u16, extra: &str) -> RunningCollector {
+    RunningCollector::start(&collector_config(dir, port, extra))
+        .await
+        .expect("collector starts")
+}
+
+pub(crate) fn collector_config(dir: &Path, port: u16, extra: &str) -> CollectorConfig {
+    let overrides = Overrides {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        export_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        data_dir: Some(dir.to_path_buf()),
+        plain_http: false,
+    };
+    let base = format!(
+        "node_id = \"test-node\"\n[export]\ntoken = \"{}\"\n{extra}",
+        export_token()
+    );
+    CollectorConfig::from_toml_with_env(&base, "test", Vec::new(), &overrides)
+        .expect("valid collector config")
+}
+
+pub(crate) fn export_token() -> String {
+    "test-export-token-0123456789abcdef".to_owned()
+}
+
+/// The collector's generated certificate: what the agent pins.
+pub(crate) fn collector_cert(dir: &Path) -> PathBuf {
+    dir.join("tls/cert.pem")
+}
+
+/// `https://127.0.0.1:PORT`.
+pub(crate) fn endpoint(running: &RunningCollector) -> String {
+    format!("https://127.0.0.1:{}", running.public_addr.port())
+}
+
+/// A loopback URL where nothing listens.
+pub(crate) fn dead_endpoint() -> String {
+    format!("https://127.0.0.1:{}", free_port())
+}
+
+/// A port nothing listens on (bound and released).
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// An agent config: the example declared line, the pinned collector CA,
+/// short timeouts and retries.
+pub(crate) fn agent_config(endpoints: &[String], ca: Option<&Path>) -> AgentConfig {
+    let urls = endpoints
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ca = ca
+        .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
+        .unwrap_or_default();
+    let text = format!(
+        "[endpoints]\nurls = [{urls}]\nconnect_timeout_secs = 2\nrequest_timeout_secs = 5\n{ca}\
+         [schedule]\ninterval_secs = 60\njitter_secs = 0\nretry_base_secs = 1\nretry_max_secs = 1\n\
+         [declared]\nprovince = \"广东\"\ncity = \"深圳\"\ncarrier = \"中国移动\"\n\
+         account = \"07551234567\"\naddress = \"南山区桃源街道某村 3 巷 7 号\"\n"
+    );
+    AgentConfig::from_toml(&text, "test config").expect("valid agent config")
+}
+
+/// An agent over `state` with `config`, tracing `hops` fixed hops.
+pub(crate) fn agent(state: &Path, config: AgentConfig, hops: u8) -> (Agent, Arc<AtomicUsize>) {
+    let (list, traces) = engines(hops);
+    let options = AgentOptions {
+        config,
+        state_dir: Some(state.to_path_buf()),
+        endpoints: Vec::new(),
+        insecure_skip_verify: false,
+    };
+    (Agent::with_engines(options, list).expect("agent"), traces)
+}
+
+/// Every report the collector has stored, in order.
+pub(crate) async fn stored(running: &RunningCollector) -> Vec<Report> {
+    running
+        .staging
+        .export_after(0, 10_000)
+        .await
+        .expect("export")
+        .into_iter()
+        .map(|r| Report::from_stored_json(&r.json).expect("stored report"))
+        .collect()
+}
+
+/// A fresh manifest signing key.
+pub(crate) fn signing_key() -> ManifestSigningKey {
+    ManifestSigningKey::generate()
+}
