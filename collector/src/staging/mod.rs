@@ -9,6 +9,7 @@
 //! next sequence number (dense, never reused, kept across purges and
 //! restarts), which the exported JSON carries in its envelope.
 
+mod checkpoint;
 mod schema;
 mod writer;
 
@@ -23,6 +24,7 @@ use lineprobe_shared::Report;
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
 use self::schema::{migrate, open_reader, open_writer, sql_error};
 use self::writer::{Request, Writer, to_sql_int};
 use crate::{Error, StagingConfig};
@@ -138,6 +140,8 @@ struct Inner {
     /// Held for the whole of `close`, so a second `close` returns only after
     /// the first one finished.
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Runs WAL checkpoints beside the writer; stopped after it.
+    checkpointer: Mutex<Option<Checkpointer>>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
 }
@@ -193,6 +197,7 @@ impl Staging {
             group_commit_wait: options.group_commit_wait,
             on_commit: options.on_commit.clone(),
         };
+        let checkpointer = Checkpointer::spawn(&options.path, CHECKPOINT_INTERVAL)?;
         let handle = std::thread::Builder::new()
             .name("staging-writer".to_owned())
             .spawn(move || writer.run(receiver))
@@ -208,6 +213,7 @@ impl Staging {
                 sender: RwLock::new(Some(sender)),
                 closed: AtomicBool::new(false),
                 writer: tokio::sync::Mutex::new(Some(handle)),
+                checkpointer: Mutex::new(Some(checkpointer)),
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -426,6 +432,17 @@ impl Staging {
                     "the staging writer crashed while closing; see the log".to_owned(),
                 ));
             }
+        }
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(checkpointer) = checkpointer {
+            tokio::task::spawn_blocking(move || checkpointer.stop())
+                .await
+                .map_err(|e| Error::Staging(format!("stopping the checkpoint thread: {e}")))?;
         }
         self.inner
             .readers

@@ -104,6 +104,10 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, Error> {
     // instead of keeping its peak size on disk.
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
         .map_err(|e| sql_error("cannot set journal_size_limit", &e))?;
+    // Checkpoints run on their own thread (see `checkpoint`), never inside
+    // a commit that reports are waiting on.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(|e| sql_error("cannot turn off automatic checkpoints", &e))?;
     Ok(conn)
 }
 
