@@ -10,5 +10,6 @@ mod engine;
 mod error;
 
 pub use cli::{Cli, Command, main_with_args, run};
+pub use engine::WindowsIcmpEngine;
 pub use engine::{Engine, TraceOutcome, TraceRequest};
 pub use error::Error;
