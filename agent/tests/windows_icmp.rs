@@ -55,7 +55,9 @@ fn is_unavailable_off_windows() {
     assert_eq!(engine.kind(), TraceEngine::WindowsIcmp);
     let reason = engine.check_available().expect_err("only on Windows");
     assert!(reason.contains("only on Windows"), "{reason}");
-    let err = engine.trace(&loopback_request()).expect_err("only on Windows");
+    let err = engine
+        .trace(&loopback_request())
+        .expect_err("only on Windows");
     assert!(err.to_string().contains("windows-icmp"), "{err}");
 }
 
@@ -81,7 +83,10 @@ fn traces_through_routers() {
     let last = out.hops.last().expect("hops");
     assert_eq!(last.addrs, [target]);
     for hop in &out.hops[..out.hops.len() - 1] {
-        assert!(!hop.addrs.contains(&target), "the target only at the end: {hop:?}");
+        assert!(
+            !hop.addrs.contains(&target),
+            "the target only at the end: {hop:?}"
+        );
         assert!(!hop.is_silent(), "every router answers in the lab: {hop:?}");
     }
 }
