@@ -70,7 +70,10 @@ pub enum Command {
 
 /// The engines the CLI traces with, best first.
 fn default_tracer() -> SharedTracer {
-    let engines: Vec<Box<dyn Engine>> = vec![Box::new(crate::UnprivilegedEngine::new())];
+    let engines: Vec<Box<dyn Engine>> = vec![
+        Box::new(crate::UnprivilegedEngine::new()),
+        Box::new(crate::WindowsIcmpEngine::new()),
+    ];
     Arc::new(engines)
 }
 

@@ -28,7 +28,7 @@ pub use cli::{Cli, Command, main_with_args, run, run_with};
 pub use config::*;
 pub use consent::{accept_consent, read_consent, revoke_consent};
 pub use declared::{Declared, resolve_declared};
-pub use engine::{Engine, TraceOutcome, TraceRequest, UnprivilegedEngine};
+pub use engine::{Engine, TraceOutcome, TraceRequest, UnprivilegedEngine, WindowsIcmpEngine};
 pub use error::Error;
 pub use facts::{
     Platform, SystemPlatform, collect_facts, default_route_interface, default_route6_interface,

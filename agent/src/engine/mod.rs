@@ -18,6 +18,10 @@ use lineprobe_shared::{Hop, TraceEngine, TraceFormat, TraceProtocol};
 
 use crate::Error;
 
+mod windows_icmp;
+
+pub use windows_icmp::WindowsIcmpEngine;
+
 /// What to trace and how hard to try.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceRequest {
