@@ -11,4 +11,8 @@ mod error;
 
 pub use cli::{Cli, Command, main_with_args, run};
 pub use engine::{Engine, TraceOutcome, TraceRequest};
+pub use engine::{
+    SystemEngine, SystemTool, TrippyEngine, engine_named, engines_for_platform, trace_auto,
+    trace_auto_platform,
+};
 pub use error::Error;

@@ -7,6 +7,14 @@
 //! easiest thing for the Android app and the Windows service to host. The
 //! async agent runs them on a blocking thread.
 
+mod auto;
+mod system;
+mod trippy;
+
+pub use auto::{engine_named, engines_for_platform, trace_auto, trace_auto_platform};
+pub use system::{SystemEngine, SystemTool};
+pub use trippy::TrippyEngine;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
