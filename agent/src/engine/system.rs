@@ -284,7 +284,7 @@ fn run_tool(
     request: &TraceRequest,
 ) -> Result<TraceOutcome, Error> {
     let started = Instant::now();
-    let mut command = Command::new(program);
+    let mut command = line_buffered(program);
     command
         .args(tool.args(request))
         .stdin(Stdio::null())
@@ -330,6 +330,21 @@ fn run_tool(
         raw_text: Some(text),
         raw_format: Some(parsed.format),
     })
+}
+
+/// A command for `program` whose standard output is line-buffered where
+/// coreutils' `stdbuf` exists: the Unix tools buffer a pipe in blocks, so a
+/// tool killed at the deadline would otherwise lose everything it printed.
+fn line_buffered(program: &Path) -> Command {
+    if cfg!(unix) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(stdbuf) = find_program("stdbuf", &path, &[PathBuf::from("/usr/bin")]) {
+            let mut command = Command::new(stdbuf);
+            command.arg("-oL").arg(program);
+            return command;
+        }
+    }
+    Command::new(program)
 }
 
 /// Why a run gave no hops, for the report: the tool's own complaint first.
