@@ -88,9 +88,7 @@ mod bench {
     }
 
     fn tool_run(lab: &Lab, name: &str, args: &[&str]) -> Option<Run> {
-        let Some(program) = args.first() else {
-            return None;
-        };
+        let program = args.first()?;
         if lab::which(program).is_none() {
             println!("  ({name} not measured: `{program}` is not installed)");
             return None;
@@ -133,7 +131,10 @@ mod bench {
             .filter_map(|(addr, ttl)| addr.map(|a| (ttl, a)))
             .collect();
         let label = if v6 { "IPv6" } else { "IPv4" };
-        println!("\n{label}: sub -> {target} (never answers); responding hops expected: {}", show(&expected));
+        println!(
+            "\n{label}: sub -> {target} (never answers); responding hops expected: {}",
+            show(&expected)
+        );
 
         let mut runs = agent_runs(lab, target);
         let family_flag = if v6 { "-6" } else { "-4" };
@@ -165,7 +166,11 @@ mod bench {
             );
         }
         for agent in runs.iter().filter(|r| r.agent) {
-            let bound = if agent.seconds <= GOAL_SECONDS { "PASS" } else { "MISS" };
+            let bound = if agent.seconds <= GOAL_SECONDS {
+                "PASS"
+            } else {
+                "MISS"
+            };
             println!(
                 "  {}: {:.2} s, goal <= {GOAL_SECONDS} s: {bound}",
                 agent.name, agent.seconds

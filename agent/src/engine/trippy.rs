@@ -93,7 +93,7 @@ mod platform {
 
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 mod platform {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::IpAddr;
     use std::sync::atomic::{AtomicU16, Ordering};
     use std::sync::{Arc, Mutex, PoisonError, mpsc};
     use std::thread;
@@ -151,7 +151,7 @@ mod platform {
         }
     }
 
-    fn record(round: &Round<'_>) -> RoundRecord {
+    fn record(round: &Round<'_>, target: IpAddr) -> RoundRecord {
         let probes = round
             .probes
             .iter()
@@ -166,7 +166,7 @@ mod platform {
                         // The destination's own port unreachable ends a UDP
                         // trace normally; other codes from a router are the
                         // `!H`/`!N`… marks traceroute prints.
-                        IcmpPacketType::Unreachable(code) if done.host != round_target(round) => {
+                        IcmpPacketType::Unreachable(code) if done.host != target => {
                             Some(unreachable_mark(code.0))
                         }
                         _ => None,
@@ -186,24 +186,6 @@ mod platform {
             target_found: round.reason == CompletionReason::TargetFound,
             largest_ttl: round.largest_ttl.0,
         }
-    }
-
-    /// The address that answered at the round's target TTL, when the target
-    /// was found (used only to tell the destination's unreachable apart).
-    fn round_target(round: &Round<'_>) -> IpAddr {
-        round
-            .probes
-            .iter()
-            .find_map(|status| match status {
-                ProbeStatus::Complete(done)
-                    if round.reason == CompletionReason::TargetFound
-                        && done.ttl == round.largest_ttl =>
-                {
-                    Some(done.host)
-                }
-                _ => None,
-            })
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
 
     fn unreachable_mark(code: u8) -> String {
@@ -272,6 +254,7 @@ mod platform {
             .build()
             .map_err(|e| trippy_error(format!("bad settings: {e}")))?;
 
+        let target = request.target;
         let rounds_seen: Arc<Mutex<Vec<RoundRecord>>> = Arc::default();
         let sink = Arc::clone(&rounds_seen);
         let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
@@ -283,7 +266,7 @@ mod platform {
                         .run_with(|round| {
                             sink.lock()
                                 .unwrap_or_else(PoisonError::into_inner)
-                                .push(record(round));
+                                .push(record(round, target));
                         })
                         .map_err(|e| e.to_string())
                 });
