@@ -10,7 +10,7 @@ mod engine;
 mod error;
 
 pub use cli::{Cli, Command, main_with_args, run};
-pub use engine::{Engine, TraceOutcome, TraceRequest};
+pub use engine::{Engine, TraceOutcome, TraceRequest, UnprivilegedEngine};
 pub use engine::{
     SystemEngine, SystemTool, TrippyEngine, engine_named, engines_for_platform, trace_auto,
     trace_auto_platform,

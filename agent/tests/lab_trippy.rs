@@ -269,35 +269,47 @@ fn lab_trippy_without_privileges_says_why_and_auto_falls_back() {
         "--bounding-set=-all",
     ];
     let target = lab.silent_target(false);
-    let result = run_child(
-        &lab,
-        binary.path(),
-        "child_without_privileges",
-        &nobody,
-        target,
-    );
-    let why = result["trippy"].as_str().unwrap_or_default();
-    assert!(why.contains("needs root or CAP_NET_RAW"), "{result}");
-    let fallbacks = result["fallbacks"].as_array().cloned().unwrap_or_default();
-    assert_eq!(
-        fallbacks.first().and_then(|f| f["engine"].as_str()),
-        Some("trippy-core"),
-        "{result}"
-    );
-    assert!(
-        fallbacks
-            .first()
-            .and_then(|f| f["reason"].as_str())
-            .is_some_and(|r| r.contains("CAP_NET_RAW")),
-        "{result}"
-    );
-    let engine = result["outcome"]["engine"].as_str().unwrap_or_default();
-    assert_ne!(engine, "trippy-core", "{result}");
-    assert_eq!(
-        responding(&hops_of(&result["outcome"])),
-        expected_responding(&lab, false),
-        "{result}"
-    );
+    // Without raw sockets auto passes trippy over (saying why) and takes
+    // the next engine, the unprivileged one (which also works with ICMP
+    // sockets closed, over UDP).
+    for ping_allowed in [true, false] {
+        let (engine, passed_over) = ("unprivileged", &["trippy-core"][..]);
+        lab.set_ping_allowed(ping_allowed);
+        let result = run_child(
+            &lab,
+            binary.path(),
+            "child_without_privileges",
+            &nobody,
+            target,
+        );
+        let why = result["trippy"].as_str().unwrap_or_default();
+        assert!(why.contains("needs root or CAP_NET_RAW"), "{result}");
+        let fallbacks = result["fallbacks"].as_array().cloned().unwrap_or_default();
+        let names: Vec<&str> = fallbacks
+            .iter()
+            .filter_map(|f| f["engine"].as_str())
+            .collect();
+        assert_eq!(names, passed_over, "{result}");
+        assert!(
+            fallbacks
+                .first()
+                .and_then(|f| f["reason"].as_str())
+                .is_some_and(|r| r.contains("CAP_NET_RAW")),
+            "{result}"
+        );
+        assert!(
+            fallbacks
+                .iter()
+                .all(|f| f["reason"].as_str().is_some_and(|r| !r.is_empty())),
+            "{result}"
+        );
+        assert_eq!(result["outcome"]["engine"], engine, "{result}");
+        assert_eq!(
+            responding(&hops_of(&result["outcome"])),
+            expected_responding(&lab, false),
+            "{result}"
+        );
+    }
 }
 
 #[test]

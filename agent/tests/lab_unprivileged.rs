@@ -6,9 +6,13 @@ mod lab;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use lab::{Lab, run_bounded};
+use lineprobe_shared::{Classifier, ClassifierConfig, Hop};
 
 /// Parses `traceroute -n -q 1` output: one entry per TTL, `None` for `*`.
 fn parse_traceroute(text: &str) -> Vec<Option<IpAddr>> {
@@ -167,5 +171,233 @@ fn lab_removes_its_namespaces_when_dropped() {
             !after.contains(name.as_str()),
             "{name} left behind:\n{after}"
         );
+    }
+}
+
+// ---- the `unprivileged` engine in the lab ----
+
+/// What `lab_trace` printed.
+#[derive(Debug)]
+struct Traced {
+    protocol: String,
+    reached: bool,
+    duration_ms: u64,
+    hops: Vec<Hop>,
+    /// The whole run as the test saw it: process start to exit.
+    wall: Duration,
+}
+
+/// The `lab_trace` example, built (or found up to date) next to this test.
+fn lab_trace_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            // <target>/<profile>/deps/lab_unprivileged-<hash>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the profile directory")
+                .to_path_buf();
+            let binary = profile_dir.join("examples").join("lab_trace");
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "lineprobe-agent",
+                    "--example",
+                    "lab_trace",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if let Some(target_dir) = profile_dir.parent() {
+                cargo.env("CARGO_TARGET_DIR", target_dir);
+            }
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cargo.arg("--release");
+            }
+            match run_bounded(cargo, Duration::from_secs(600)) {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "building lab_trace failed, using {}: {}",
+                    binary.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => eprintln!("building lab_trace failed, using {}: {e}", binary.display()),
+            }
+            assert!(
+                binary.is_file(),
+                "{} is missing: run `cargo build -p lineprobe-agent --example lab_trace`",
+                binary.display()
+            );
+            binary
+        })
+        .clone()
+}
+
+/// Runs `lab_trace unprivileged <target> <extra…>` in `sub` as `nobody`
+/// with no capabilities.
+fn trace_unprivileged(lab: &Lab, target: IpAddr, extra: &[&str]) -> Traced {
+    let binary = lab_trace_binary();
+    let binary = binary.to_str().expect("a UTF-8 path");
+    let target = target.to_string();
+    let args = [&[binary, "unprivileged", &target][..], extra].concat();
+    let cmd = lab.exec_unprivileged("sub", &args);
+    let started = Instant::now();
+    let out = run_bounded(cmd, Duration::from_secs(30)).expect("lab_trace runs");
+    let wall = started.elapsed();
+    assert!(
+        out.status.success(),
+        "lab_trace {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("lab_trace prints JSON");
+    assert_eq!(json["engine"], "unprivileged", "{json}");
+    Traced {
+        protocol: json["protocol"].as_str().expect("a protocol").to_owned(),
+        reached: json["reached"].as_bool().expect("reached"),
+        duration_ms: json["duration_ms"].as_u64().expect("duration_ms"),
+        hops: serde_json::from_value(json["hops"].clone()).expect("hops"),
+        wall,
+    }
+}
+
+/// The first address of each hop, `None` for silent ones.
+fn first_addrs(hops: &[Hop]) -> Vec<Option<IpAddr>> {
+    hops.iter().map(|h| h.addrs.first().copied()).collect()
+}
+
+fn lab_classifier(lab: &Lab) -> Classifier {
+    Classifier::new(&ClassifierConfig {
+        extra_public: lab.public_cidrs(),
+    })
+    .expect("the lab's public CIDRs are valid")
+}
+
+#[test]
+fn unprivileged_engine_lists_every_answering_hop_within_the_time_bound() {
+    let test = "unprivileged_engine_lists_every_answering_hop_within_the_time_bound";
+    let Some(lab) = Lab::start_or_skip(test) else {
+        return;
+    };
+    let classifier = lab_classifier(&lab);
+    for ping_allowed in [true, false] {
+        lab.set_ping_allowed(ping_allowed);
+        for v6 in [false, true] {
+            let target = lab.silent_target(v6);
+            let traced = trace_unprivileged(&lab, target, &[]);
+            let label = format!(
+                "to {target} with ping sockets {}",
+                if ping_allowed { "allowed" } else { "closed" }
+            );
+            println!(
+                "unprivileged {label}: {} protocol, {} ms in the engine, {:?} wall time",
+                traced.protocol, traced.duration_ms, traced.wall
+            );
+            let expected_protocol = if ping_allowed { "icmp" } else { "udp" };
+            assert_eq!(traced.protocol, expected_protocol, "{label}");
+            assert!(!traced.reached, "{label}: the receiver answers nothing");
+            // Defaults: TTL 1 to 30, every TTL listed.
+            assert_eq!(traced.hops.len(), 30, "{label}: {:?}", traced.hops);
+            let expected = lab.expected_hops(v6);
+            let addrs = first_addrs(&traced.hops);
+            assert_eq!(
+                addrs[..expected.len()],
+                expected[..],
+                "{label}: {:?}",
+                traced.hops
+            );
+            assert!(
+                addrs[expected.len()..].iter().all(Option::is_none),
+                "{label}: nothing answers beyond r3: {:?}",
+                traced.hops
+            );
+            for hop in &traced.hops {
+                assert_eq!(hop.sent, 1, "{label}: one round: {hop:?}");
+                assert_eq!(usize::from(hop.received), hop.rtt_ms.len());
+                assert!(
+                    hop.rtt_ms.iter().all(|&ms| ms > 0.0 && ms < 1000.0),
+                    "{hop:?}"
+                );
+            }
+            assert!(
+                traced.wall <= Duration::from_millis(1500),
+                "{label}: a trace to a silent receiver took {:?}; the bound is 1.5 s \
+                 with the defaults",
+                traced.wall
+            );
+            let analysis = classifier.first_public_hop(&traced.hops, Some(target));
+            assert_eq!(
+                analysis.first_public_addr(),
+                Some((3, lab.addr_of("r1", v6))),
+                "{label}: the first public hop is r1"
+            );
+            if !v6 {
+                assert!(analysis.cgnat_seen, "{label}: the CGN's shared address");
+            }
+        }
+    }
+    // A deadline shorter than the grace period cuts the wait, not the hops
+    // that already answered.
+    let traced = trace_unprivileged(&lab, lab.silent_target(false), &["--deadline-ms", "300"]);
+    println!(
+        "unprivileged with a 300 ms deadline: {:?} wall time",
+        traced.wall
+    );
+    assert!(
+        traced.wall < Duration::from_millis(700),
+        "{:?}",
+        traced.wall
+    );
+    assert!(traced.duration_ms < 400, "{}", traced.duration_ms);
+    let expected = lab.expected_hops(false);
+    assert_eq!(first_addrs(&traced.hops)[..expected.len()], expected[..]);
+}
+
+#[test]
+fn unprivileged_engine_stops_at_an_answering_target() {
+    let Some(lab) = Lab::start_or_skip("unprivileged_engine_stops_at_an_answering_target") else {
+        return;
+    };
+    for (ping_allowed, protocol, expected) in [
+        (true, "icmp", "icmp"),
+        (true, "udp", "udp"),
+        (true, "tcp", "udp"),
+        (false, "icmp", "udp"),
+    ] {
+        lab.set_ping_allowed(ping_allowed);
+        for v6 in [false, true] {
+            let target = lab.answering_target(v6);
+            let traced = trace_unprivileged(
+                &lab,
+                target,
+                &["--protocol", protocol, "--rounds", "2", "--grace-ms", "400"],
+            );
+            let label = format!("{protocol} to {target}, ping sockets allowed: {ping_allowed}");
+            assert_eq!(traced.protocol, expected, "{label}");
+            assert!(traced.reached, "{label}: {:?}", traced.hops);
+            let mut hops = lab.expected_hops(v6);
+            // r3 answers as the destination at TTL 5.
+            *hops.last_mut().unwrap() = Some(target);
+            assert_eq!(
+                first_addrs(&traced.hops),
+                hops,
+                "{label}: {:?}",
+                traced.hops
+            );
+            for hop in &traced.hops {
+                assert_eq!(hop.sent, 2, "{label}: two rounds: {hop:?}");
+                let answered = if hop.is_silent() { 0 } else { 2 };
+                assert_eq!(hop.received, answered, "{label}: {hop:?}");
+            }
+            // Two rounds with r2 silent: two grace periods, no more.
+            assert!(
+                traced.wall < Duration::from_millis(1300),
+                "{label}: {:?}",
+                traced.wall
+            );
+        }
     }
 }

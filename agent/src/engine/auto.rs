@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use lineprobe_shared::{EngineFallback, ReportLimits, TraceEngine};
 
-use super::{Engine, SystemEngine, SystemTool, TraceOutcome, TraceRequest, TrippyEngine};
+use super::{
+    Engine, SystemEngine, SystemTool, TraceOutcome, TraceRequest, TrippyEngine, UnprivilegedEngine,
+};
 use crate::Error;
 
 /// The engines of this platform, best first: the list `auto` tries.
@@ -19,12 +21,16 @@ pub fn engines_for_platform() -> Vec<Box<dyn Engine>> {
     if !cfg!(target_os = "android") {
         engines.push(Box::new(TrippyEngine::new()));
     }
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        engines.push(Box::new(UnprivilegedEngine::new()));
+    }
     engines.push(Box::new(SystemEngine::new()));
     engines
 }
 
 /// The engine a user or config named: `trippy` (or `trippy-core`),
-/// `system`, or `system:<command>` for one tool (`system:tracepath`).
+/// `unprivileged`, `system`, or `system:<command>` for one tool
+/// (`system:tracepath`).
 /// `auto` is not an engine; use [`trace_auto`] for it.
 pub fn engine_named(name: &str) -> Result<Box<dyn Engine>, Error> {
     let unknown = |why: String| Error::Config {
@@ -33,6 +39,7 @@ pub fn engine_named(name: &str) -> Result<Box<dyn Engine>, Error> {
     };
     match name.trim() {
         "trippy" | "trippy-core" => Ok(Box::new(TrippyEngine::new())),
+        "unprivileged" => Ok(Box::new(UnprivilegedEngine::new())),
         "system" => Ok(Box::new(SystemEngine::new())),
         other => {
             if let Some(command) = other.strip_prefix("system:") {
@@ -306,6 +313,9 @@ mod tests {
         if !cfg!(target_os = "android") {
             assert_eq!(kinds.first(), Some(&TraceEngine::TrippyCore));
         }
+        if cfg!(target_os = "linux") {
+            assert_eq!(kinds.get(1), Some(&TraceEngine::Unprivileged));
+        }
     }
 
     #[test]
@@ -313,6 +323,10 @@ mod tests {
         assert_eq!(
             engine_named("trippy").map(|e| e.kind()).ok(),
             Some(TraceEngine::TrippyCore)
+        );
+        assert_eq!(
+            engine_named("unprivileged").map(|e| e.kind()).ok(),
+            Some(TraceEngine::Unprivileged)
         );
         assert_eq!(
             engine_named("system:tracepath").map(|e| e.kind()).ok(),

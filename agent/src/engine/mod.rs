@@ -7,6 +7,10 @@
 //! easiest thing for the Android app and the Windows service to host. The
 //! async agent runs them on a blocking thread.
 
+mod unprivileged;
+
+pub use unprivileged::UnprivilegedEngine;
+
 mod auto;
 mod system;
 mod trippy;
