@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::agent::{Agent, AgentOptions};
 use crate::config::AgentConfig;
 use crate::probe::SharedTracer;
-use crate::{Engine, Error};
+use crate::Error;
 
 /// LineProbe probe agent: traces the route to the internet and reports it
 /// together with the line's declared province, city, carrier and account.
@@ -70,11 +70,7 @@ pub enum Command {
 
 /// The engines the CLI traces with, best first.
 fn default_tracer() -> SharedTracer {
-    let engines: Vec<Box<dyn Engine>> = vec![
-        Box::new(crate::UnprivilegedEngine::new()),
-        Box::new(crate::WindowsIcmpEngine::new()),
-    ];
-    Arc::new(engines)
+    Arc::new(crate::engines_for_platform())
 }
 
 /// Runs the agent with parsed arguments, printing to stdout.

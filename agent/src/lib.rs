@@ -29,6 +29,10 @@ pub use config::*;
 pub use consent::{accept_consent, read_consent, revoke_consent};
 pub use declared::{Declared, resolve_declared};
 pub use engine::{Engine, TraceOutcome, TraceRequest, UnprivilegedEngine, WindowsIcmpEngine};
+pub use engine::{
+    SystemEngine, SystemTool, TrippyEngine, engine_named, engines_for_platform, trace_auto,
+    trace_auto_platform,
+};
 pub use error::Error;
 pub use facts::{
     Platform, SystemPlatform, collect_facts, default_route_interface, default_route6_interface,

@@ -65,7 +65,6 @@ pub fn trace_with(
     choice: &str,
     request: &TraceRequest,
 ) -> Result<(TraceOutcome, Vec<EngineFallback>), Error> {
-    let mut fallbacks = Vec::new();
     let mut candidates = engines
         .iter()
         .filter(|e| engine_matches(choice, &e.kind()))
@@ -87,30 +86,10 @@ pub fn trace_with(
             },
         });
     }
-    for engine in candidates {
-        let kind = engine.kind();
-        let result = engine
-            .check_available()
-            .and_then(|()| engine.trace(request).map_err(|e| e.to_string()));
-        match result {
-            Ok(outcome) => {
-                fallbacks.retain(|f: &EngineFallback| f.engine != outcome.engine);
-                return Ok((outcome, fallbacks));
-            }
-            Err(reason) => fallbacks.push(EngineFallback {
-                engine: kind,
-                reason: cut(&reason, ReportLimits::MAX_DETAIL_LEN),
-            }),
-        }
-    }
-    Err(Error::TraceFailed {
-        engine: choice.to_owned(),
-        reason: fallbacks
-            .iter()
-            .map(|f| format!("{}: {}", f.engine, f.reason))
-            .collect::<Vec<_>>()
-            .join("; "),
-    })
+    // The fallback walk itself (deadline shared across attempts, reasons
+    // recorded best first) lives with the engines.
+    let candidates: Vec<&dyn Engine> = candidates.map(AsRef::as_ref).collect();
+    crate::engine::trace_auto(&candidates, request)
 }
 
 /// The report's trace from an engine's outcome, within the schema's limits.

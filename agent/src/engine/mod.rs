@@ -11,6 +11,14 @@ mod unprivileged;
 
 pub use unprivileged::UnprivilegedEngine;
 
+mod auto;
+mod system;
+mod trippy;
+
+pub use auto::{engine_named, engines_for_platform, trace_auto, trace_auto_platform};
+pub use system::{SystemEngine, SystemTool};
+pub use trippy::TrippyEngine;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
