@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
 use self::schema::{migrate, open_reader, open_writer, sql_error};
-use self::writer::{Request, Writer, to_sql_int};
+use self::writer::{EncodedReport, Request, Writer, to_sql_int};
 use crate::{Error, StagingConfig};
 
 /// Called after every commit with its duration and the number of reports in it.
@@ -233,7 +233,8 @@ impl Staging {
     /// `StagingFull` at the bound, `Staging` when the store failed (nothing
     /// of the report was kept), `StagingClosed` after [`Staging::close`].
     pub async fn stage(&self, report: Report) -> Result<StageOutcome, Error> {
-        let report = Box::new(report);
+        self.check_open()?;
+        let report = EncodedReport::encode(report, &self.inner.node_id)?;
         self.request(|reply| Request::Stage { report, reply }).await
     }
 

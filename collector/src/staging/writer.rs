@@ -27,8 +27,8 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 pub(super) enum Request {
     /// Store a report.
     Stage {
-        /// The report, envelope set.
-        report: Box<Report>,
+        /// The report, encoded by the caller.
+        report: EncodedReport,
         /// Where the outcome goes.
         reply: Reply<StageOutcome>,
     },
@@ -84,7 +84,7 @@ pub(super) struct Writer {
 }
 
 /// One queued stage request.
-type Pending = (Box<Report>, Reply<StageOutcome>);
+type Pending = (EncodedReport, Reply<StageOutcome>);
 
 impl Writer {
     /// Serves requests until every sender is gone, then returns.
@@ -229,14 +229,11 @@ impl Writer {
         }
         let started = Instant::now();
         let count = batch.len();
-        let (reports, replies): (Vec<Report>, Vec<_>) = batch
-            .into_iter()
-            .map(|(report, reply)| (*report, reply))
-            .unzip();
+        let (reports, replies): (Vec<EncodedReport>, Vec<_>) = batch.into_iter().unzip();
         let max_reports = self.max_reports;
         let retry_after_secs = self.full_retry_after_secs;
-        let result = self.transact("committing reports", |tx, node_id| {
-            stage_all(tx, node_id, reports, max_reports, retry_after_secs)
+        let result = self.transact("committing reports", |tx, _node_id| {
+            stage_all(tx, reports, max_reports, retry_after_secs)
         });
         match result {
             Ok(outcomes) => {
@@ -308,8 +305,7 @@ pub(super) fn to_sql_int(value: u64) -> i64 {
 
 fn stage_all(
     tx: &rusqlite::Transaction<'_>,
-    node_id: &str,
-    reports: Vec<Report>,
+    reports: Vec<EncodedReport>,
     max_reports: u64,
     retry_after_secs: u64,
 ) -> Result<Vec<Result<StageOutcome, Error>>, TxError> {
@@ -328,8 +324,12 @@ fn stage_all(
                 "INSERT INTO reports (seq, report_id, received_at_us, json) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(sql("preparing the insert"))?;
-        for mut report in reports {
-            let id = report.report_id.to_string();
+        for report in reports {
+            let EncodedReport {
+                id,
+                received_at_us,
+                json,
+            } = report;
             if let Some(seq) = in_batch.get(&id) {
                 outcomes.push(Ok(StageOutcome::Duplicate { seq: *seq }));
                 continue;
@@ -351,27 +351,9 @@ fn stage_all(
                 continue;
             }
             let seq = highest + 1;
-            let Some(envelope) = report.envelope.as_mut() else {
-                outcomes.push(Err(Error::Staging(
-                    "the report has no receiver envelope; ingest must set it before staging"
-                        .to_owned(),
-                )));
-                continue;
-            };
-            // The store is the authority on both: the exported JSON carries
-            // the sequence number it is exported under.
-            envelope.seq = seq;
-            node_id.clone_into(&mut envelope.node_id);
-            let received_at_us = envelope.received_at.timestamp_micros();
-            let json = match report.to_json() {
-                Ok(json) => json,
-                Err(e) => {
-                    outcomes.push(Err(Error::Staging(format!(
-                        "cannot encode report {id}: {e}"
-                    ))));
-                    continue;
-                }
-            };
+            // The store is the authority on the sequence number: the
+            // exported JSON carries the one it is exported under.
+            let json = with_seq(&json, seq);
             insert
                 .execute(params![to_sql_int(seq), id, received_at_us, json])
                 .map_err(sql("inserting a report"))?;
@@ -501,4 +483,79 @@ fn put_manifest(tx: &rusqlite::Transaction<'_>, serial: u64, signed: &[u8]) -> R
     )
     .map_err(sql("storing the manifest"))?;
     Ok(())
+}
+
+/// A report encoded for the store by the caller, so that the single writer
+/// thread only inserts: serialising a report costs about as much as
+/// inserting it, and callers run in parallel while the writer does not.
+pub(super) struct EncodedReport {
+    /// The idempotency key.
+    pub(super) id: String,
+    /// The receiver's clock, µs since the epoch.
+    pub(super) received_at_us: i64,
+    /// The stored JSON with `"seq":0` as its very last member; the writer
+    /// puts the real sequence number there.
+    pub(super) json: Vec<u8>,
+}
+
+/// How every encoded report ends: the envelope is the report's last member
+/// and `seq` the envelope's last, both by the order of their fields.
+const SEQ_PLACEHOLDER_TAIL: &[u8] = b"\"seq\":0}}";
+
+impl EncodedReport {
+    /// Encodes `report` for the store of `node_id` (the store is the
+    /// authority on the envelope's node and sequence number).
+    pub(super) fn encode(mut report: Report, node_id: &str) -> Result<Self, Error> {
+        let id = report.report_id.to_string();
+        let Some(envelope) = report.envelope.as_mut() else {
+            return Err(Error::Staging(
+                "the report has no receiver envelope; ingest must set it before staging".to_owned(),
+            ));
+        };
+        envelope.seq = 0;
+        node_id.clone_into(&mut envelope.node_id);
+        let received_at_us = envelope.received_at.timestamp_micros();
+        let json = report
+            .to_json()
+            .map_err(|e| Error::Staging(format!("cannot encode report {id}: {e}")))?;
+        if !json.ends_with(SEQ_PLACEHOLDER_TAIL) {
+            return Err(Error::Staging(format!(
+                "cannot encode report {id}: its JSON does not end with the envelope's seq; \
+                 the report type's field order changed"
+            )));
+        }
+        Ok(Self {
+            id,
+            received_at_us,
+            json,
+        })
+    }
+}
+
+/// The encoded JSON with `seq` in place of the placeholder.
+fn with_seq(json: &[u8], seq: u64) -> Vec<u8> {
+    // `0}}` is the placeholder's digit and the two closing braces.
+    let keep = json.len().saturating_sub(3);
+    let digits = seq.to_string();
+    let mut out = Vec::with_capacity(keep + digits.len() + 2);
+    out.extend_from_slice(json.get(..keep).unwrap_or(json));
+    out.extend_from_slice(digits.as_bytes());
+    out.extend_from_slice(b"}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_replaces_the_placeholder() {
+        let json = br#"{"a":1,"envelope":{"node_id":"n","seq":0}}"#;
+        assert!(json.ends_with(SEQ_PLACEHOLDER_TAIL));
+        assert_eq!(with_seq(json, 0), json.to_vec());
+        assert_eq!(
+            with_seq(json, 12_345),
+            br#"{"a":1,"envelope":{"node_id":"n","seq":12345}}"#.to_vec()
+        );
+    }
 }
