@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::Error;
 use crate::agent::{Agent, AgentOptions};
 use crate::config::AgentConfig;
 use crate::probe::SharedTracer;
-use crate::Error;
 
 /// LineProbe probe agent: traces the route to the internet and reports it
 /// together with the line's declared province, city, carrier and account.
