@@ -135,9 +135,9 @@ impl Drop for Process {
     }
 }
 
-/// Reads everything from `pipe` on a thread; the first line goes to
-/// `first_line`, the rest is discarded (so the process never blocks on a
-/// full pipe) and the whole text is returned when the pipe closes.
+/// Reads `pipe` on a thread until it closes: the first line goes to
+/// `first_line`, the rest is discarded so that the process never blocks on
+/// a full pipe.
 fn drain(pipe: impl Read + Send + 'static, first_line: mpsc::Sender<String>) {
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
@@ -596,7 +596,7 @@ fn lab_probe_reports_the_public_nat_address_and_the_labs_hops() {
         work.path(),
         "root",
         User::Root,
-        &[live.clone()],
+        std::slice::from_ref(&live),
         &site.cert(),
     );
     root.accept_consent();
@@ -712,7 +712,7 @@ fn lab_spooled_report_is_delivered_once_after_the_collector_was_down() {
         work.path(),
         "root",
         User::Root,
-        &[live.clone()],
+        std::slice::from_ref(&live),
         &site.cert(),
     );
     agent.accept_consent();
