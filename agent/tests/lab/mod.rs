@@ -345,6 +345,20 @@ impl Lab {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Lets `recv` talk to itself over loopback (IPv4 and IPv6), which its
+    /// firewall otherwise drops like everything but [`Lab::RECV_TCP_PORT`]:
+    /// for a service there that only listens on loopback (a collector's
+    /// export API) and a client run inside `recv` too.
+    pub fn open_recv_loopback(&self) {
+        for tool in ["iptables", "ip6tables"] {
+            run_ok(self.exec(
+                "recv",
+                &[tool, "-I", "INPUT", "1", "-i", "lo", "-j", "ACCEPT"],
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
     fn sysctl(&self, node: &str, settings: &[&str]) -> Result<(), String> {
         run_ok(self.exec(node, &[&["sysctl", "-q", "-w"][..], settings].concat()))
     }
