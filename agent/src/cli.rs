@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::Error;
-use crate::agent::{Agent, AgentOptions};
+use crate::agent::{Agent, AgentOptions, ProbeOutcome};
 use crate::config::AgentConfig;
 use crate::probe::SharedTracer;
 
@@ -78,6 +78,37 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     run_with(cli, default_tracer(), &mut std::io::stdout().lock())
 }
 
+fn write_err(source: std::io::Error) -> Error {
+    Error::Io {
+        what: "cannot write the output".to_owned(),
+        source,
+    }
+}
+
+/// `probe`: one probe, then — when it got through — whatever waited in the
+/// spool too, so that a probe run from cron or a scheduled task delivers it
+/// without the daemon.
+fn probe(
+    agent: &Agent,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let outcome = runtime.block_on(agent.probe_once())?;
+    writeln!(out, "{outcome}").map_err(write_err)?;
+    if matches!(outcome, ProbeOutcome::Delivered { .. }) {
+        let drained = runtime.block_on(agent.flush_spool())?;
+        if drained.delivered + drained.refused + drained.waiting > 0 {
+            writeln!(
+                out,
+                "spool: {} delivered, {} refused as invalid, {} still waiting",
+                drained.delivered, drained.refused, drained.waiting
+            )
+            .map_err(write_err)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the agent with parsed arguments, tracing with `tracer` and printing
 /// to `out`: what [`run`] does, for hosts and tests that bring their own.
 pub fn run_with(cli: &Cli, tracer: SharedTracer, out: &mut dyn Write) -> Result<(), Error> {
@@ -106,10 +137,6 @@ pub fn run_with(cli: &Cli, tracer: SharedTracer, out: &mut dyn Write) -> Result<
             what: "cannot start the async runtime".to_owned(),
             source,
         })?;
-    let write_err = |source| Error::Io {
-        what: "cannot write the output".to_owned(),
-        source,
-    };
     match &cli.command {
         Command::Trace {
             target,
@@ -131,10 +158,7 @@ pub fn run_with(cli: &Cli, tracer: SharedTracer, out: &mut dyn Write) -> Result<
             let report = runtime.block_on(agent.make_report())?;
             writeln!(out, "{}", report.to_json_pretty()?).map_err(write_err)?;
         }
-        Command::Probe { dry_run: false } => {
-            let outcome = runtime.block_on(agent.probe_once())?;
-            writeln!(out, "{outcome}").map_err(write_err)?;
-        }
+        Command::Probe { dry_run: false } => probe(&agent, &runtime, out)?,
         Command::Run => {
             runtime.block_on(agent.run(shutdown_signal()))?;
             writeln!(out, "stopped").map_err(write_err)?;
