@@ -70,7 +70,15 @@ pub async fn update_manifest(
         .map_err(|failures| Error::Unreachable {
             summary: failures
                 .iter()
-                .map(|a| format!("{}: {}", a.endpoint, a.outcome.as_str()))
+                .map(|a| match (a.http_status, a.detail.as_deref()) {
+                    // The collector answers 404 until a manifest is published.
+                    (Some(404), _) => format!("{}: no manifest published there (404)", a.endpoint),
+                    (Some(status), _) => format!("{}: HTTP {status}", a.endpoint),
+                    (None, Some(detail)) => {
+                        format!("{}: {} ({detail})", a.endpoint, a.outcome.as_str())
+                    }
+                    (None, None) => format!("{}: {}", a.endpoint, a.outcome.as_str()),
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
         })?;
