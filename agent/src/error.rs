@@ -2,14 +2,6 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A subcommand that is part of the agent's plan but not built yet.
-    #[error("`lineprobe-agent {command}` is planned but not built yet (see issue #{issue})")]
-    NotBuiltYet {
-        /// The subcommand.
-        command: &'static str,
-        /// The issue that tracks it.
-        issue: u32,
-    },
     /// A trace engine cannot run here; the reason says what would make it work.
     #[error("trace engine {engine} is not available: {reason}")]
     EngineUnavailable {
