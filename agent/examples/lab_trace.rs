@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --example lab_trace
-//! lab_trace unprivileged 203.0.113.10 [--protocol udp] [--rounds 3]
+//! lab_trace unprivileged|trippy|system|system:<tool>|windows-icmp 203.0.113.10 [--protocol udp] [--rounds 3]
 //! ```
 //!
 //! The lab tests run it inside a network namespace as an unprivileged user;
@@ -14,13 +14,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use lineprobe_agent::{Engine, TraceRequest, UnprivilegedEngine};
-use lineprobe_shared::{TraceEngine, TraceProtocol};
+use lineprobe_agent::{Engine, TraceRequest};
+use lineprobe_shared::TraceProtocol;
 
 /// Runs one trace engine and prints the outcome as JSON.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The engine (`unprivileged`).
+    /// The engine (`unprivileged`, `trippy`, `system`, `system:<tool>`, `windows-icmp`).
     engine: String,
     /// The target address.
     target: IpAddr,
@@ -43,10 +43,7 @@ struct Args {
 }
 
 fn engine(name: &str) -> Result<Box<dyn Engine>, String> {
-    match TraceEngine::parse(name).map_err(|e| e.to_string())? {
-        TraceEngine::Unprivileged => Ok(Box::new(UnprivilegedEngine::new())),
-        other => Err(format!("lab_trace does not run the {other} engine")),
-    }
+    lineprobe_agent::engine_named(name).map_err(|e| e.to_string())
 }
 
 fn protocol(name: &str) -> Result<TraceProtocol, String> {
