@@ -87,8 +87,7 @@ impl Default for EndpointsConfig {
 }
 
 /// One configured endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointSpec {
     /// `"https://collector.example.net"`.
     Url(String),
@@ -98,12 +97,58 @@ pub enum EndpointSpec {
         url: String,
         /// The TLS server name to send instead of the URL's host; the
         /// certificate is checked against it.
-        #[serde(default)]
         sni: Option<String>,
         /// The HTTP `Host` header to send instead of the URL's host.
-        #[serde(default)]
         host: Option<String>,
     },
+}
+
+// Written by hand rather than `#[serde(untagged)]`: untagged enums answer
+// every mistake with "data did not match any variant", while this names the
+// unknown or missing key of a fronted endpoint.
+impl<'de> Deserialize<'de> for EndpointSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fronted {
+            url: String,
+            #[serde(default)]
+            sni: Option<String>,
+            #[serde(default)]
+            host: Option<String>,
+        }
+
+        struct SpecVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for SpecVisitor {
+            type Value = EndpointSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an endpoint URL such as \"https://203.0.113.7\", or a table \
+                     { url = \"…\", sni = \"…\", host = \"…\" }",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointSpec, E> {
+                Ok(EndpointSpec::Url(v.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EndpointSpec, A::Error> {
+                let f = Fronted::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(EndpointSpec::Fronted {
+                    url: f.url,
+                    sni: f.sni,
+                    host: f.host,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(SpecVisitor)
+    }
 }
 
 /// `[schedule]`.

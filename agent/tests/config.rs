@@ -171,3 +171,23 @@ fn endpoint_overrides_replace_the_configured_list() {
     );
     assert!(bad.is_err());
 }
+
+#[test]
+fn a_fronted_endpoint_with_a_wrong_key_names_it() {
+    let err = AgentConfig::from_toml(
+        "[endpoints]\nurls = [{ url = \"https://203.0.113.7\", snii = \"cdn.example.com\" }]\n",
+        "t",
+    )
+    .expect_err("unknown key")
+    .to_string();
+    assert!(err.contains("snii") && err.contains("sni"), "{err}");
+    let err = AgentConfig::from_toml("[endpoints]\nurls = [{ sni = \"cdn.example.com\" }]\n", "t")
+        .expect_err("missing url")
+        .to_string();
+    assert!(err.contains("url"), "{err}");
+    let ok = AgentConfig::from_toml(
+        "[endpoints]\nurls = [\"https://198.51.100.1\", { url = \"https://203.0.113.7\", sni = \"cdn.example.com\" }]\n",
+        "t",
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
