@@ -1,4 +1,5 @@
 //! The address-plan and range-table sources, and the chain over them.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::net::IpAddr;
 
