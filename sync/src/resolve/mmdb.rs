@@ -210,16 +210,22 @@ impl MmdbSource {
             MmdbKind::Isp => result
                 .decode::<geoip2::Isp<'_>>()?
                 .map(|r| self.isp_facts(&r)),
-            MmdbKind::AnonymousIp => result.decode::<geoip2::AnonymousIp>()?.map(|r| IpFacts {
-                anonymous: Some(Anonymous {
+            // The database lists anonymising networks only; a record with no
+            // flag set says nothing.
+            MmdbKind::AnonymousIp => result
+                .decode::<geoip2::AnonymousIp>()?
+                .map(|r| Anonymous {
                     vpn: flag(r.is_anonymous_vpn),
                     proxy: flag(r.is_public_proxy),
                     residential_proxy: flag(r.is_residential_proxy),
                     hosting: flag(r.is_hosting_provider),
                     tor: flag(r.is_tor_exit_node),
+                })
+                .filter(|a| *a != Anonymous::default())
+                .map(|a| IpFacts {
+                    anonymous: Some(a),
+                    ..IpFacts::default()
                 }),
-                ..IpFacts::default()
-            }),
             MmdbKind::ConnectionType => {
                 result
                     .decode::<geoip2::ConnectionType<'_>>()?
