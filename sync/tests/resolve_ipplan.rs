@@ -185,3 +185,46 @@ fn the_chain_takes_each_attribute_from_the_first_source_that_knows_it() {
     let r = chain.resolve(&cat, ip("192.0.2.1")).unwrap();
     assert_eq!(r, lineprobe_sync::Resolved::default());
 }
+
+#[test]
+fn a_toml_chain_opens_csv_files_and_keeps_the_city_in_the_resolved_province() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("plan.csv"),
+        "cidr,province\n49.64.0.0/16,广东\n",
+    )
+    .unwrap();
+    // A later source placing the block in another province's city.
+    std::fs::write(
+        dir.path().join("geo.csv"),
+        "cidr,province,city,carrier\n49.64.0.0/12,吉林,长春,电信\n",
+    )
+    .unwrap();
+    let config = lineprobe_sync::ChainConfig::from_toml(
+        "chain.toml",
+        "[[source]]\nkind = \"ipplan\"\npath = \"plan.csv\"\nversion = \"p1\"\n\n\
+         [[source]]\nkind = \"ipplan\"\nname = \"other\"\npath = \"geo.csv\"\n",
+    )
+    .unwrap();
+    let cat = std::sync::Arc::new(catalog());
+    let chain = config.build(dir.path(), &cat).unwrap();
+    assert_eq!(chain.sources().len(), 2);
+    let r = chain.resolve(&cat, ip("49.64.3.3")).unwrap();
+    let p = r.province.unwrap();
+    assert_eq!(
+        (p.value.as_str(), p.source.as_str(), p.version.as_str()),
+        ("CN-GD", "ipplan", "p1")
+    );
+    assert!(r.city.is_none(), "a Jilin city under a Guangdong province");
+    assert_eq!(r.carrier.unwrap().source, "other");
+    // Only the second source knows this one: its province and city together.
+    let r = chain.resolve(&cat, ip("49.70.0.1")).unwrap();
+    assert_eq!(r.city.unwrap().value.as_str(), "220100");
+
+    let missing =
+        lineprobe_sync::ChainConfig::from_toml("c.toml", "[[source]]\nkind = \"ranges\"\n")
+            .unwrap()
+            .build(dir.path(), &cat)
+            .unwrap_err();
+    assert!(missing.to_string().contains("path"), "{missing}");
+}
