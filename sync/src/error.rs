@@ -25,6 +25,24 @@ pub enum Error {
     /// An error from the shared layer: an unrecognized trace, a bad catalog…
     #[error(transparent)]
     Shared(#[from] lineprobe_shared::Error),
+    /// An address data source (address plan, range table, configuration)
+    /// holds something that cannot be used; `what` names the file and line.
+    #[error("{what}: {message}")]
+    SourceData {
+        /// The file, with `:line` when one line is at fault.
+        what: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A MaxMind-format database cannot be opened or read.
+    #[error("MaxMind-format database {what}: {source}")]
+    Mmdb {
+        /// The file.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: maxminddb::MaxMindDbError,
+    },
 }
 
 impl Error {
@@ -32,7 +50,11 @@ impl Error {
     /// caller can fix it), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::NotBuiltYet { .. } | Self::Input { .. } | Self::Shared(_) => 2,
+            Self::NotBuiltYet { .. }
+            | Self::Input { .. }
+            | Self::Shared(_)
+            | Self::SourceData { .. }
+            | Self::Mmdb { .. } => 2,
             Self::Output(_) => 1,
         }
     }

@@ -5,7 +5,9 @@
 
 mod cli;
 mod error;
+mod resolve;
 mod trace;
 
 pub use cli::{Cli, Command, TraceCommand, main_with_args, run};
 pub use error::Error;
+pub use resolve::*;

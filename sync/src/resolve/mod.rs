@@ -1,0 +1,442 @@
+//! Resolving the actual carrier, province and city of an address through an
+//! ordered chain of sources: the carrier's own address plan, ASN range
+//! tables, MaxMind-format databases. Every attribute remembers which source
+//! and which data version gave it, so a verdict can say why.
+
+mod config;
+mod ipplan;
+mod mmdb;
+mod ranges;
+
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use lineprobe_shared::{CarrierId, Catalog, CityCode, ProvinceCode};
+use serde::Serialize;
+
+use crate::Error;
+
+pub use config::{ChainConfig, SourceConfig, SourceKind};
+pub use ipplan::IpPlanSource;
+pub use mmdb::{MmdbKind, MmdbSource};
+pub use ranges::RangesSource;
+
+/// A source of facts about addresses.
+pub trait IpSource: fmt::Debug + Send + Sync {
+    /// The source's name, as configured (`ipplan`, `geolite2-city`…).
+    fn name(&self) -> &str;
+    /// The version of the data the source answers from (a build date, a
+    /// file date, a release name).
+    fn data_version(&self) -> &str;
+    /// What the source knows about `ip`, or `None` when it knows nothing.
+    fn lookup(&self, ip: IpAddr) -> Result<Option<IpFacts>, Error>;
+}
+
+/// What kind of line or network an address belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpType {
+    /// A home broadband line.
+    Residential,
+    /// A business line (dedicated or enterprise broadband).
+    Enterprise,
+    /// A data centre, hosting or cloud network.
+    Idc,
+    /// A mobile (cellular) network.
+    Mobile,
+    /// A campus or research network.
+    Education,
+    /// A government network.
+    Government,
+    /// Known to the source but of no definite kind.
+    Unknown,
+}
+
+impl IpType {
+    /// The accepted spellings, for error messages.
+    pub const CHOICES: &'static str = "residential (家宽), enterprise (专线/企业), idc (数据中心), \
+         mobile (移动网络), education (教育网), government (政务), unknown";
+
+    /// Parses an address-plan spelling: `residential`, `家宽`, `IDC`, …
+    pub fn parse(s: &str) -> Option<Self> {
+        let key = s.trim().to_lowercase();
+        let t = match key.as_str() {
+            "residential" | "home" | "broadband" | "家宽" | "家庭宽带" | "住宅" | "家庭" => {
+                Self::Residential
+            }
+            "enterprise" | "business" | "corporate" | "专线" | "企业" | "企业宽带" | "政企" => {
+                Self::Enterprise
+            }
+            "idc" | "hosting" | "datacenter" | "data_center" | "数据中心" | "机房" => {
+                Self::Idc
+            }
+            "mobile" | "cellular" | "移动网络" | "蜂窝" => Self::Mobile,
+            "education" | "campus" | "教育网" | "校园网" => Self::Education,
+            "government" | "政务" | "政府" => Self::Government,
+            "unknown" | "未知" => Self::Unknown,
+            _ => return None,
+        };
+        Some(t)
+    }
+}
+
+/// The anonymity flags of a MaxMind Anonymous-IP record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[allow(clippy::struct_excessive_bools)] // five independent flags, as the database has them
+pub struct Anonymous {
+    /// Registered to an anonymous VPN provider.
+    pub vpn: bool,
+    /// A public proxy.
+    pub proxy: bool,
+    /// A proxy on a residential line.
+    pub residential_proxy: bool,
+    /// A hosting or VPN provider.
+    pub hosting: bool,
+    /// A Tor exit node.
+    pub tor: bool,
+}
+
+/// What one source knows about one address; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpFacts {
+    /// The carrier, as a catalog id.
+    pub carrier: Option<CarrierId>,
+    /// The province, as a catalog id.
+    pub province: Option<ProvinceCode>,
+    /// The city, as a catalog code.
+    pub city: Option<CityCode>,
+    /// The announcing autonomous system.
+    pub asn: Option<u32>,
+    /// The organisation or ISP name, as the source spells it.
+    pub org: Option<String>,
+    /// The kind of network.
+    pub ip_type: Option<IpType>,
+    /// The customer the block is assigned to (address plans only).
+    pub customer: Option<String>,
+    /// Anonymity flags.
+    pub anonymous: Option<Anonymous>,
+}
+
+impl IpFacts {
+    /// True when no field is known.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A value with the source and data version that gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attributed<T> {
+    /// The value.
+    pub value: T,
+    /// The source's name.
+    pub source: String,
+    /// The source's data version.
+    pub version: String,
+}
+
+/// The facts about an address after the whole chain, each with its origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    /// The carrier.
+    pub carrier: Option<Attributed<CarrierId>>,
+    /// The province.
+    pub province: Option<Attributed<ProvinceCode>>,
+    /// The city; always within `province` when both are known.
+    pub city: Option<Attributed<CityCode>>,
+    /// The autonomous system.
+    pub asn: Option<Attributed<u32>>,
+    /// The organisation or ISP name.
+    pub org: Option<Attributed<String>>,
+    /// The kind of network.
+    pub ip_type: Option<Attributed<IpType>>,
+    /// The customer.
+    pub customer: Option<Attributed<String>>,
+    /// Anonymity flags.
+    pub anonymous: Option<Attributed<Anonymous>>,
+}
+
+/// An ordered chain of sources: for each attribute the first source that
+/// knows it wins, later sources fill in the rest.
+#[derive(Debug, Default)]
+pub struct Chain {
+    sources: Vec<Box<dyn IpSource>>,
+}
+
+impl Chain {
+    /// A chain of `sources`, asked in this order.
+    pub fn new(sources: Vec<Box<dyn IpSource>>) -> Self {
+        Self { sources }
+    }
+
+    /// Appends a source, asked after the others.
+    pub fn push(&mut self, source: Box<dyn IpSource>) {
+        self.sources.push(source);
+    }
+
+    /// The sources, in order.
+    pub fn sources(&self) -> &[Box<dyn IpSource>] {
+        &self.sources
+    }
+
+    /// Resolves `ip` attribute by attribute. `catalog` keeps the city
+    /// consistent with the province: a city from a later source that lies in
+    /// another province than the one already resolved is not taken.
+    pub fn resolve(&self, catalog: &Catalog, ip: IpAddr) -> Result<Resolved, Error> {
+        let mut out = Resolved::default();
+        for source in &self.sources {
+            let Some(facts) = source.lookup(ip)? else {
+                continue;
+            };
+            let tag = Origin {
+                source: source.name(),
+                version: source.data_version(),
+            };
+            fill(&mut out.carrier, facts.carrier, &tag);
+            fill(&mut out.province, facts.province, &tag);
+            if out.city.is_none() {
+                if let Some(city) = facts.city {
+                    let city_province = catalog.city_by_code(&city).map(|c| &c.province);
+                    let fits = match (&out.province, city_province) {
+                        (Some(p), Some(cp)) => p.value == *cp,
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    };
+                    if fits {
+                        if out.province.is_none() {
+                            out.province = city_province.cloned().map(|p| tag.tag(p));
+                        }
+                        out.city = Some(tag.tag(city));
+                    }
+                }
+            }
+            fill(&mut out.asn, facts.asn, &tag);
+            fill(&mut out.org, facts.org, &tag);
+            fill(&mut out.ip_type, facts.ip_type, &tag);
+            fill(&mut out.customer, facts.customer, &tag);
+            fill(&mut out.anonymous, facts.anonymous, &tag);
+        }
+        Ok(out)
+    }
+}
+
+/// The source and data version a value came from.
+struct Origin<'a> {
+    source: &'a str,
+    version: &'a str,
+}
+
+impl Origin<'_> {
+    fn tag<T>(&self, value: T) -> Attributed<T> {
+        Attributed {
+            value,
+            source: self.source.to_owned(),
+            version: self.version.to_owned(),
+        }
+    }
+}
+
+fn fill<T>(slot: &mut Option<Attributed<T>>, value: Option<T>, origin: &Origin<'_>) {
+    if slot.is_none() {
+        *slot = value.map(|v| origin.tag(v));
+    }
+}
+
+/// The day a file was last modified, as a default data version.
+pub(crate) fn file_date(path: &Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_or_else(
+            |_| "unknown".to_owned(),
+            |t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .format("%Y-%m-%d")
+                    .to_string()
+            },
+        )
+}
+
+/// An address as a number with its family, IPv4-mapped IPv6 addresses
+/// folded to IPv4 so that both spellings find the same row.
+pub(crate) fn key(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => (false, u128::from(u32::from(v4))),
+            None => (true, u128::from(v6)),
+        },
+    }
+}
+
+/// Address ranges mapped to values, flattened at build time into disjoint
+/// segments so that a lookup is one binary search; where ranges overlap the
+/// narrowest one wins (a /24 carved out of a /16 keeps its own row).
+#[derive(Debug, Clone)]
+pub(crate) struct RangeTable<T> {
+    v4: Vec<(u128, u128, usize)>,
+    v6: Vec<(u128, u128, usize)>,
+    values: Vec<T>,
+}
+
+impl<T> RangeTable<T> {
+    /// Builds the table from `(start, end, value)` rows of one family each
+    /// (the caller checks that start and end share a family and start ≤ end).
+    pub(crate) fn build(rows: Vec<(IpAddr, IpAddr, T)>) -> Self {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        let mut values = Vec::with_capacity(rows.len());
+        for (start, end, value) in rows {
+            let (six, s) = key(start);
+            let (_, e) = key(end);
+            let idx = values.len();
+            values.push(value);
+            if six {
+                v6.push((s, e, idx));
+            } else {
+                v4.push((s, e, idx));
+            }
+        }
+        Self {
+            v4: flatten(&v4),
+            v6: flatten(&v6),
+            values,
+        }
+    }
+
+    /// The value of the narrowest range that holds `ip`.
+    pub(crate) fn get(&self, ip: IpAddr) -> Option<&T> {
+        let (six, k) = key(ip);
+        let segs = if six { &self.v6 } else { &self.v4 };
+        let i = segs.partition_point(|&(s, _, _)| s <= k).checked_sub(1)?;
+        let &(_, e, idx) = segs.get(i)?;
+        if k <= e { self.values.get(idx) } else { None }
+    }
+
+    /// The number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// Turns possibly overlapping ranges into sorted disjoint segments, each
+/// owned by the narrowest covering range (on equal width, the later row).
+fn flatten(ranges: &[(u128, u128, usize)]) -> Vec<(u128, u128, usize)> {
+    // Boundaries: every start, and every end + 1, with the range's width.
+    let mut events: Vec<(u128, bool, u128, usize)> = Vec::with_capacity(ranges.len() * 2);
+    for &(s, e, i) in ranges {
+        events.push((s, true, e - s, i));
+        if let Some(after) = e.checked_add(1) {
+            events.push((after, false, e - s, i));
+        }
+    }
+    events.sort_unstable_by_key(|&(at, _, _, _)| at);
+    // Active ranges ordered by (width, reverse row) so the first is the winner.
+    let mut active: BTreeSet<(u128, Reverse<usize>)> = BTreeSet::new();
+    let mut out: Vec<(u128, u128, usize)> = Vec::new();
+    let mut j = 0;
+    while j < events.len() {
+        let Some(&(at, _, _, _)) = events.get(j) else {
+            break;
+        };
+        while let Some(&(a, is_start, width, i)) = events.get(j) {
+            if a != at {
+                break;
+            }
+            let k = (width, Reverse(i));
+            if is_start {
+                active.insert(k);
+            } else {
+                active.remove(&k);
+            }
+            j += 1;
+        }
+        let next = events.get(j).map(|&(a, _, _, _)| a);
+        if let Some(&(_, Reverse(winner))) = active.first() {
+            let end = next.map_or(u128::MAX, |n| n - 1);
+            match out.last_mut() {
+                Some(last) if last.2 == winner && last.1.checked_add(1) == Some(at) => {
+                    last.1 = end;
+                }
+                _ => out.push((at, end, winner)),
+            }
+        }
+    }
+    out
+}
+
+/// Normalises a province spelling to a catalog id.
+pub(crate) fn province_id(catalog: &Catalog, s: &str) -> Option<ProvinceCode> {
+    catalog.province(s).map(|p| p.id.clone())
+}
+
+/// Normalises a city spelling to a catalog code, within `province` if known.
+pub(crate) fn city_code(
+    catalog: &Catalog,
+    province: Option<&ProvinceCode>,
+    s: &str,
+) -> Option<CityCode> {
+    catalog.city(province, s).and_then(|c| c.code.clone())
+}
+
+/// The carrier of an autonomous system or, failing that, of an organisation
+/// string.
+pub(crate) fn carrier_of(catalog: &Catalog, asn: Option<u32>, orgs: &[&str]) -> Option<CarrierId> {
+    asn.and_then(|a| catalog.carrier_by_asn(a))
+        .or_else(|| orgs.iter().find_map(|o| catalog.carrier_by_org(o)))
+        .map(|c| c.id.clone())
+}
+
+/// An ASN's carrier's network kind: a hosting network means a data centre.
+pub(crate) fn hosting_type(catalog: &Catalog, carrier: Option<&CarrierId>) -> Option<IpType> {
+    carrier
+        .and_then(|c| catalog.carrier_by_id(c))
+        .filter(|c| c.is_hosting())
+        .map(|_| IpType::Idc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn narrowest_range_wins_and_gaps_stay_empty() {
+        let t = RangeTable::build(vec![
+            (ip("10.0.0.0"), ip("10.0.255.255"), "wide"),
+            (ip("10.0.1.0"), ip("10.0.1.255"), "narrow"),
+            (ip("10.0.1.128"), ip("10.0.1.128"), "host"),
+            (ip("2001:db8::"), ip("2001:db8::ffff"), "six"),
+        ]);
+        assert_eq!(t.get(ip("10.0.0.5")), Some(&"wide"));
+        assert_eq!(t.get(ip("10.0.1.5")), Some(&"narrow"));
+        assert_eq!(t.get(ip("10.0.1.128")), Some(&"host"));
+        assert_eq!(t.get(ip("10.0.1.129")), Some(&"narrow"));
+        assert_eq!(t.get(ip("10.0.2.0")), Some(&"wide"));
+        assert_eq!(t.get(ip("10.1.0.0")), None);
+        assert_eq!(t.get(ip("9.255.255.255")), None);
+        assert_eq!(t.get(ip("::ffff:10.0.1.7")), Some(&"narrow"));
+        assert_eq!(t.get(ip("2001:db8::1")), Some(&"six"));
+        assert_eq!(t.get(ip("2001:db9::1")), None);
+    }
+
+    #[test]
+    fn full_range_ends_do_not_overflow() {
+        let t = RangeTable::build(vec![(ip("0.0.0.0"), ip("255.255.255.255"), 1)]);
+        assert_eq!(t.get(ip("255.255.255.255")), Some(&1));
+        let t = RangeTable::build(vec![(
+            ip("::"),
+            ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            2,
+        )]);
+        assert_eq!(
+            t.get(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            Some(&2)
+        );
+    }
+}
