@@ -8,7 +8,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use lineprobe_shared::Catalog;
 
-use super::{IpFacts, IpSource, IpType, RangeTable, city_code, file_date, province_id};
+use super::{IpFacts, IpSource, IpType, RangeTable, city_code, open_data_file, province_id};
 use crate::Error;
 
 /// An address plan loaded into memory; lookups are one binary search.
@@ -27,11 +27,7 @@ impl IpPlanSource {
         path: &Path,
         catalog: &Catalog,
     ) -> Result<Self, Error> {
-        let file = std::fs::File::open(path).map_err(|source| Error::Input {
-            what: path.display().to_string(),
-            source,
-        })?;
-        let version = version.unwrap_or_else(|| file_date(path));
+        let (file, version) = open_data_file(path, version)?;
         Self::from_reader(name, version, &path.display().to_string(), file, catalog)
     }
 

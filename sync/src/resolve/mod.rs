@@ -245,6 +245,19 @@ fn fill<T>(slot: &mut Option<Attributed<T>>, value: Option<T>, origin: &Origin<'
     }
 }
 
+/// Opens a source's data file, with its data version: `version` when the
+/// configuration gave one, else the day the file was last modified.
+pub(crate) fn open_data_file(
+    path: &Path,
+    version: Option<String>,
+) -> Result<(std::fs::File, String), Error> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Input {
+        what: path.display().to_string(),
+        source,
+    })?;
+    Ok((file, version.unwrap_or_else(|| file_date(path))))
+}
+
 /// The day a file was last modified, as a default data version.
 pub(crate) fn file_date(path: &Path) -> String {
     std::fs::metadata(path)

@@ -7,7 +7,7 @@ use std::path::Path;
 use lineprobe_shared::Catalog;
 
 use super::ipplan::check_range;
-use super::{IpFacts, IpSource, RangeTable, carrier_of, file_date, hosting_type};
+use super::{IpFacts, IpSource, RangeTable, carrier_of, hosting_type, open_data_file};
 use crate::Error;
 
 /// A `start,end,asn,org` table in memory; lookups are one binary search.
@@ -26,11 +26,7 @@ impl RangesSource {
         path: &Path,
         catalog: &Catalog,
     ) -> Result<Self, Error> {
-        let file = std::fs::File::open(path).map_err(|source| Error::Input {
-            what: path.display().to_string(),
-            source,
-        })?;
-        let version = version.unwrap_or_else(|| file_date(path));
+        let (file, version) = open_data_file(path, version)?;
         Self::from_reader(name, version, &path.display().to_string(), file, catalog)
     }
 
