@@ -46,49 +46,7 @@ fn collector_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary's path");
-            // <target>/<profile>/deps/lab_e2e-<hash>
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("the profile directory")
-                .to_path_buf();
-            let binary = profile_dir.join("lineprobe-collector");
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "lineprobe-collector",
-                    "--bin",
-                    "lineprobe-collector",
-                ])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if let Some(target_dir) = profile_dir.parent() {
-                cargo.env("CARGO_TARGET_DIR", target_dir);
-            }
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cargo.arg("--release");
-            }
-            match run_bounded(cargo, Duration::from_secs(600)) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "building lineprobe-collector failed, using {}: {}",
-                    binary.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                Err(e) => eprintln!(
-                    "building lineprobe-collector failed, using {}: {e}",
-                    binary.display()
-                ),
-            }
-            assert!(
-                binary.is_file(),
-                "{} is missing: run `cargo build -p lineprobe-collector`",
-                binary.display()
-            );
-            binary
+            lab::workspace_binary("lineprobe-collector", "--bin", "lineprobe-collector")
         })
         .clone()
 }

@@ -6,8 +6,7 @@ mod lab;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -191,48 +190,7 @@ struct Traced {
 fn lab_trace_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary's path");
-            // <target>/<profile>/deps/lab_unprivileged-<hash>
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("the profile directory")
-                .to_path_buf();
-            let binary = profile_dir.join("examples").join("lab_trace");
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "lineprobe-agent",
-                    "--example",
-                    "lab_trace",
-                ])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if let Some(target_dir) = profile_dir.parent() {
-                cargo.env("CARGO_TARGET_DIR", target_dir);
-            }
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cargo.arg("--release");
-            }
-            match run_bounded(cargo, Duration::from_secs(600)) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "building lab_trace failed, using {}: {}",
-                    binary.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                Err(e) => eprintln!("building lab_trace failed, using {}: {e}", binary.display()),
-            }
-            assert!(
-                binary.is_file(),
-                "{} is missing: run `cargo build -p lineprobe-agent --example lab_trace`",
-                binary.display()
-            );
-            binary
-        })
+        .get_or_init(|| lab::workspace_binary("lineprobe-agent", "--example", "lab_trace"))
         .clone()
 }
 

@@ -37,7 +37,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -687,4 +687,47 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<Output, String> 
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
     })
+}
+
+/// A binary (`kind` = `--bin`) or example (`--example`) of this workspace,
+/// built — or found up to date — in the running test's target folder and
+/// profile, so that it can be run inside a namespace.
+pub fn workspace_binary(package: &str, kind: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // <target>/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the profile directory")
+        .to_path_buf();
+    let binary = if kind == "--example" {
+        profile_dir.join("examples").join(name)
+    } else {
+        profile_dir.join(name)
+    };
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--quiet", "-p", package, kind, name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Some(target_dir) = profile_dir.parent() {
+        cargo.env("CARGO_TARGET_DIR", target_dir);
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cargo.arg("--release");
+    }
+    match run_bounded(cargo, Duration::from_secs(600)) {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => eprintln!(
+            "building {name} failed, using {}: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("building {name} failed, using {}: {e}", binary.display()),
+    }
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build -p {package} {kind} {name}`",
+        binary.display()
+    );
+    binary
 }
