@@ -10,6 +10,20 @@ pub enum Error {
         /// The issue that tracks it.
         issue: u32,
     },
+    /// A configuration key holds something that cannot be used.
+    #[error("configuration {key}: {reason}")]
+    Config {
+        /// The key (`database.url`) or the file.
+        key: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A failure inside the program itself (a worker thread that died).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The demo could not run.
+    #[error("demo: {0}")]
+    Demo(String),
     /// Reading the input failed.
     #[error("cannot read {what}: {source}")]
     Input {
@@ -43,6 +57,117 @@ pub enum Error {
         #[source]
         source: maxminddb::MaxMindDbError,
     },
+    /// A `[[collector]]` entry cannot be used as configured.
+    #[error("collector {name:?}: {message}")]
+    CollectorConfig {
+        /// The collector's configured name (or its position).
+        name: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// Pulling from or acknowledging to a collector failed.
+    #[error("collector {name:?}: {message}")]
+    Collector {
+        /// The collector's configured name.
+        name: String,
+        /// What went wrong, and what to check.
+        message: String,
+    },
+    /// A lookup service (the `http` source) could not answer for an
+    /// address: it timed out, answered with an error status or with JSON the
+    /// field mapping does not fit, or the rate limit left no slot in time.
+    #[error("address source `{source_name}` could not look up {ip}: {message}")]
+    Lookup {
+        /// The source's configured name.
+        source_name: String,
+        /// The address looked up.
+        ip: std::net::IpAddr,
+        /// What failed and, where the operator can act, how to fix it.
+        message: String,
+    },
+    /// The database URL names no database the store can open.
+    #[error("database URL `{url}` {reason}")]
+    BadDatabaseUrl {
+        /// The URL, its password (if any) masked.
+        url: String,
+        /// What is wrong, and the forms that work.
+        reason: String,
+    },
+    /// The directory of an SQLite database cannot be created.
+    #[error(
+        "cannot create the directory {} for the SQLite database: {source}; \
+         check the path and its permissions",
+        path.display()
+    )]
+    DatabaseDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database operation failed; `context` says what was being done and
+    /// in which database.
+    #[error("{context}: {source}")]
+    Database {
+        /// What was being done, and where.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database schema cannot be brought up to date.
+    #[error(
+        "cannot bring the schema of the {target} up to date: {source}; if another version of \
+         lineprobe-sync wrote this database, run that version or point this one at a new database"
+    )]
+    Migrate {
+        /// The database.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A collector now answers with another node id than its pull cursor
+    /// belongs to: it was replaced and numbers its reports afresh.
+    #[error(
+        "collector `{collector}` now answers as node `{new_node}`, but its pull cursor belongs \
+         to node `{old_node}`: a replaced collector numbers its reports afresh, so configure it \
+         under a new collector name (the old cursor and the reports pulled under it are kept)"
+    )]
+    CollectorReplaced {
+        /// The collector's configured name.
+        collector: String,
+        /// The node the cursor belongs to.
+        old_node: String,
+        /// The node that answered.
+        new_node: String,
+    },
+    /// A report file or the report folder cannot be written or read.
+    #[error(
+        "cannot write the report file {}: {source}; check that the folder can be created and \
+         written (report.out_dir, or --out)",
+        path.display()
+    )]
+    ReportFile {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store was handed something it cannot keep (a sequence number
+    /// beyond the database's range, a result for an unknown report…).
+    #[error("{0}")]
+    StoreInput(String),
+    /// A back-office account cannot be created or changed as asked (the
+    /// name is taken, there is no such user, the password is too short…).
+    #[error("{0}")]
+    UserAccount(String),
+    /// The back office cannot serve: its address is taken, its certificate
+    /// cannot be read, its manifest key is unusable.
+    #[error("back office: {0}")]
+    Backoffice(String),
 }
 
 impl Error {
@@ -52,10 +177,25 @@ impl Error {
         match self {
             Self::NotBuiltYet { .. }
             | Self::Input { .. }
+            | Self::Config { .. }
             | Self::Shared(_)
             | Self::SourceData { .. }
-            | Self::Mmdb { .. } => 2,
-            Self::Output(_) => 1,
+            | Self::Mmdb { .. }
+            | Self::CollectorConfig { .. }
+            | Self::BadDatabaseUrl { .. }
+            | Self::CollectorReplaced { .. }
+            | Self::UserAccount(_) => 2,
+            Self::Output(_)
+            | Self::Collector { .. }
+            | Self::Lookup { .. }
+            | Self::DatabaseDir { .. }
+            | Self::ReportFile { .. }
+            | Self::Database { .. }
+            | Self::Migrate { .. }
+            | Self::StoreInput(_)
+            | Self::Internal(_)
+            | Self::Demo(_)
+            | Self::Backoffice(_) => 1,
         }
     }
 }

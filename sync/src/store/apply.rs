@@ -1,0 +1,625 @@
+//! The rules of [`Store::apply`](super::Store::apply), worked out in memory.
+//!
+//! Both backends load the rows a batch touches, let [`plan`] replay the
+//! batch record by record against them, and write the final state of every
+//! touched row. So the rules live in one place, the two backends cannot
+//! drift apart, and PostgreSQL can write each table with one set-based
+//! statement in which no row appears twice.
+
+use std::collections::{HashMap, HashSet};
+
+use super::records::{ApplySummary, ObservationRecord, Processed, QuarantineRecord};
+use super::rows::{LineRow, VerdictRow};
+use crate::Error;
+
+/// Where a raw report is in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RawState {
+    /// Stored, not applied yet.
+    Pending,
+    /// Applied as an observation.
+    Processed,
+    /// Applied as a quarantined report.
+    Quarantined,
+}
+
+impl RawState {
+    /// The spelling in the `state` column.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processed => "processed",
+            Self::Quarantined => "quarantined",
+        }
+    }
+
+    /// Reads the `state` column.
+    pub(super) fn parse(text: &str) -> Result<Self, Error> {
+        match text {
+            "pending" => Ok(Self::Pending),
+            "processed" => Ok(Self::Processed),
+            "quarantined" => Ok(Self::Quarantined),
+            other => Err(Error::StoreInput(format!(
+                "the database holds a raw report in the unknown state `{other}`; \
+                 was it written by a newer lineprobe-sync?"
+            ))),
+        }
+    }
+}
+
+/// An observation row as loaded and as written.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(super) struct ObservationState {
+    pub(super) id: i64,
+    pub(super) obs_key: String,
+    pub(super) line_key: String,
+    pub(super) install_id: String,
+    pub(super) account: String,
+    pub(super) declared_province: Option<String>,
+    pub(super) declared_city: Option<String>,
+    pub(super) declared_carrier: Option<String>,
+    pub(super) egress_ip: String,
+    pub(super) first_hop_ip: Option<String>,
+    pub(super) path_json: String,
+    pub(super) engine: String,
+    pub(super) agent_version: String,
+    pub(super) os: String,
+    pub(super) count: i64,
+    pub(super) first_seen: i64,
+    pub(super) last_seen: i64,
+    pub(super) first_report_id: String,
+    pub(super) last_report_id: String,
+    pub(super) latest_verdict_id: Option<i64>,
+    pub(super) latest_verdict_key: Option<String>,
+}
+
+/// A line row as loaded, with the last-seen time of its current observation
+/// (which decides whether another observation takes over).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct LineState {
+    #[sqlx(flatten)]
+    pub(super) line: LineRow,
+    pub(super) current_seen: Option<i64>,
+}
+
+/// A line-history row to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HistoryEntry {
+    pub(super) line_key: String,
+    pub(super) verdict_id: i64,
+    pub(super) verdict: String,
+    pub(super) actual_carrier: Option<String>,
+    pub(super) actual_province: Option<String>,
+    pub(super) actual_city: Option<String>,
+    pub(super) current_from: i64,
+    pub(super) replaced_at: i64,
+}
+
+/// The final state of a raw report the batch touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RawWrite {
+    pub(super) id: i64,
+    pub(super) state: RawState,
+    pub(super) observation_id: Option<i64>,
+}
+
+/// Everything one batch writes. New observations and verdicts carry
+/// temporary negative ids until [`Plan::assign_ids`] gives them real ones.
+#[derive(Debug, Default)]
+pub(super) struct Plan {
+    /// Observations to insert.
+    pub(super) new_observations: Vec<ObservationState>,
+    /// Existing observations whose counts, seen times or latest verdict
+    /// changed.
+    pub(super) changed_observations: Vec<ObservationState>,
+    /// Verdicts to insert.
+    pub(super) verdicts: Vec<VerdictRow>,
+    /// Lines to insert.
+    pub(super) new_lines: Vec<LineRow>,
+    /// Existing lines to replace, each once.
+    pub(super) changed_lines: Vec<LineRow>,
+    /// Line-history rows to insert.
+    pub(super) history: Vec<HistoryEntry>,
+    /// Quarantine rows to insert or replace, each raw report once.
+    pub(super) quarantine: Vec<QuarantineRecord>,
+    /// Raw reports that left quarantine: their quarantine rows go.
+    pub(super) unquarantine: Vec<i64>,
+    /// Raw reports to update, each once.
+    pub(super) raws: Vec<RawWrite>,
+    /// What the batch did.
+    pub(super) summary: ApplySummary,
+}
+
+impl Plan {
+    /// Replaces the temporary ids with the ones the database allocated:
+    /// `observation_ids[i]` for temporary observation id `-(i + 1)`, and
+    /// likewise for verdicts.
+    pub(super) fn assign_ids(&mut self, observation_ids: &[i64], verdict_ids: &[i64]) {
+        let obs = |id: i64| real_id(id, observation_ids);
+        let verdict = |id: i64| real_id(id, verdict_ids);
+        for o in self
+            .new_observations
+            .iter_mut()
+            .chain(self.changed_observations.iter_mut())
+        {
+            o.id = obs(o.id);
+            o.latest_verdict_id = o.latest_verdict_id.map(verdict);
+        }
+        for v in &mut self.verdicts {
+            v.id = verdict(v.id);
+            v.observation_id = obs(v.observation_id);
+        }
+        for l in self
+            .new_lines
+            .iter_mut()
+            .chain(self.changed_lines.iter_mut())
+        {
+            l.verdict_id = verdict(l.verdict_id);
+            l.observation_id = obs(l.observation_id);
+        }
+        for h in &mut self.history {
+            h.verdict_id = verdict(h.verdict_id);
+        }
+        for r in &mut self.raws {
+            r.observation_id = r.observation_id.map(obs);
+        }
+    }
+}
+
+/// The temporary id of the `index`-th new row.
+fn temp_id(index: usize) -> i64 {
+    -1 - i64::try_from(index).unwrap_or(i64::MAX - 1)
+}
+
+fn real_id(id: i64, allocated: &[i64]) -> i64 {
+    if id >= 0 {
+        return id;
+    }
+    usize::try_from(-1 - id)
+        .ok()
+        .and_then(|i| allocated.get(i).copied())
+        .unwrap_or(id)
+}
+
+/// The raw ids of a batch that the database does not hold, as an error.
+pub(super) fn check_raws_exist(
+    batch: &[Processed],
+    raws: &HashMap<i64, RawState>,
+) -> Result<(), Error> {
+    let mut missing: Vec<i64> = batch
+        .iter()
+        .map(Processed::raw_id)
+        .filter(|id| !raws.contains_key(id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    let shown: Vec<String> = missing.iter().take(10).map(i64::to_string).collect();
+    Err(Error::StoreInput(format!(
+        "cannot apply results for raw reports that the database does not hold (ids {}{}); \
+         apply only results of reports listed by pending_raw or processed_raw of this database",
+        shown.join(", "),
+        if missing.len() > 10 { ", …" } else { "" }
+    )))
+}
+
+/// Which records of a batch apply: a record applies when its raw report is
+/// still pending, or when it is marked `reprocess`. A record applied earlier
+/// in the batch counts, so one report twice in a batch applies once.
+pub(super) fn eligible(batch: &[Processed], raws: &HashMap<i64, RawState>) -> Vec<bool> {
+    let mut state = raws.clone();
+    batch
+        .iter()
+        .map(|record| {
+            let Some(current) = state.get_mut(&record.raw_id()) else {
+                return false;
+            };
+            let applies = *current == RawState::Pending || record.reprocess();
+            if applies {
+                *current = match record {
+                    Processed::Quarantine(_) => RawState::Quarantined,
+                    Processed::Observation(_) => RawState::Processed,
+                };
+            }
+            applies
+        })
+        .collect()
+}
+
+/// The observation and line keys the applying records of a batch touch.
+pub(super) fn touched_keys(batch: &[Processed], eligible: &[bool]) -> (Vec<String>, Vec<String>) {
+    let mut obs = HashSet::new();
+    let mut lines = HashSet::new();
+    for (record, applies) in batch.iter().zip(eligible) {
+        if let (Processed::Observation(o), true) = (record, applies) {
+            obs.insert(o.obs_key.as_str());
+            lines.insert(o.line_key.as_str());
+        }
+    }
+    (
+        obs.into_iter().map(str::to_owned).collect(),
+        lines.into_iter().map(str::to_owned).collect(),
+    )
+}
+
+/// Replays a batch against the rows it touches and returns what to write.
+pub(super) fn plan(
+    batch: &[Processed],
+    eligible: &[bool],
+    raws: &HashMap<i64, RawState>,
+    observations: Vec<ObservationState>,
+    lines: Vec<LineState>,
+) -> Plan {
+    let mut planner = Planner::new(raws, observations, lines);
+    for (record, &applies) in batch.iter().zip(eligible) {
+        if !applies {
+            planner.summary.skipped += 1;
+            continue;
+        }
+        match record {
+            Processed::Quarantine(q) => planner.quarantine(q),
+            Processed::Observation(o) => planner.observe(o),
+        }
+    }
+    planner.finish()
+}
+
+struct RawTrack {
+    initial: RawState,
+    state: RawState,
+    observation_id: Option<i64>,
+    touched: bool,
+}
+
+struct ObsSlot {
+    row: ObservationState,
+    is_new: bool,
+    dirty: bool,
+}
+
+struct LineSlot {
+    line: LineRow,
+    /// The last-seen time of the current observation.
+    current_seen: i64,
+    is_new: bool,
+    dirty: bool,
+}
+
+struct Planner<'a> {
+    raws: HashMap<i64, RawTrack>,
+    /// Raw ids in the order the batch first touched them.
+    raw_order: Vec<i64>,
+    observations: Vec<ObsSlot>,
+    obs_index: HashMap<String, usize>,
+    new_observations: usize,
+    lines: Vec<LineSlot>,
+    line_index: HashMap<String, usize>,
+    verdicts: Vec<VerdictRow>,
+    history: Vec<HistoryEntry>,
+    quarantine: HashMap<i64, &'a QuarantineRecord>,
+    changed_lines: HashSet<usize>,
+    summary: ApplySummary,
+}
+
+impl<'a> Planner<'a> {
+    fn new(
+        raws: &HashMap<i64, RawState>,
+        observations: Vec<ObservationState>,
+        lines: Vec<LineState>,
+    ) -> Self {
+        let raws = raws
+            .iter()
+            .map(|(&id, &state)| {
+                let track = RawTrack {
+                    initial: state,
+                    state,
+                    observation_id: None,
+                    touched: false,
+                };
+                (id, track)
+            })
+            .collect();
+        let obs_index = observations
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.obs_key.clone(), i))
+            .collect();
+        let observations = observations
+            .into_iter()
+            .map(|row| ObsSlot {
+                row,
+                is_new: false,
+                dirty: false,
+            })
+            .collect();
+        let line_index = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.line.line_key.clone(), i))
+            .collect();
+        let lines = lines
+            .into_iter()
+            .map(|l| LineSlot {
+                current_seen: l.current_seen.unwrap_or(i64::MIN),
+                line: l.line,
+                is_new: false,
+                dirty: false,
+            })
+            .collect();
+        Self {
+            raws,
+            raw_order: Vec::new(),
+            observations,
+            obs_index,
+            new_observations: 0,
+            lines,
+            line_index,
+            verdicts: Vec::new(),
+            history: Vec::new(),
+            quarantine: HashMap::new(),
+            changed_lines: HashSet::new(),
+            summary: ApplySummary::default(),
+        }
+    }
+
+    /// Moves a raw report to its new state; returns the state it had.
+    fn move_raw(&mut self, id: i64, state: RawState, observation_id: Option<i64>) -> RawState {
+        let Some(track) = self.raws.get_mut(&id) else {
+            // check_raws_exist ran before; a missing id cannot get here.
+            return RawState::Pending;
+        };
+        if !track.touched {
+            track.touched = true;
+            self.raw_order.push(id);
+        }
+        let before = track.state;
+        track.state = state;
+        track.observation_id = observation_id;
+        before
+    }
+
+    fn quarantine(&mut self, record: &'a QuarantineRecord) {
+        self.move_raw(record.raw_id, RawState::Quarantined, None);
+        self.quarantine.insert(record.raw_id, record);
+        self.summary.quarantined += 1;
+    }
+
+    fn observe(&mut self, record: &ObservationRecord) {
+        // A report counts (count, seen times, line reports) the first time
+        // it becomes an observation; re-deciding a processed report does not.
+        let counted = self
+            .raws
+            .get(&record.raw_id)
+            .is_none_or(|t| t.state != RawState::Processed);
+        let oi = self.observation(record, counted);
+        let verdict_id = self.verdict(oi, record);
+        let observation_id = self.observations[oi].row.id;
+        self.line(oi, verdict_id, record, counted);
+        self.move_raw(record.raw_id, RawState::Processed, Some(observation_id));
+    }
+
+    /// Folds the record into its observation (new or existing); returns the
+    /// observation's slot.
+    fn observation(&mut self, r: &ObservationRecord, counted: bool) -> usize {
+        let at = r.observed_at_ms;
+        if let Some(&i) = self.obs_index.get(&r.obs_key) {
+            self.summary.observations_repeated += 1;
+            let slot = &mut self.observations[i];
+            slot.dirty = true;
+            if counted {
+                let o = &mut slot.row;
+                o.count = o.count.saturating_add(1);
+                if at < o.first_seen {
+                    o.first_seen = at;
+                    o.first_report_id.clone_from(&r.report_id);
+                }
+                // Ties go to the report applied later.
+                if at >= o.last_seen {
+                    o.last_seen = at;
+                    o.last_report_id.clone_from(&r.report_id);
+                }
+            }
+            return i;
+        }
+        self.summary.observations_new += 1;
+        let row = ObservationState {
+            id: temp_id(self.new_observations),
+            obs_key: r.obs_key.clone(),
+            line_key: r.line_key.clone(),
+            install_id: r.install_id.clone(),
+            account: r.account.clone(),
+            declared_province: r.declared_province.clone(),
+            declared_city: r.declared_city.clone(),
+            declared_carrier: r.declared_carrier.clone(),
+            egress_ip: r.egress_ip.clone(),
+            first_hop_ip: r.first_hop_ip.clone(),
+            path_json: r.path_json.clone(),
+            engine: r.engine.clone(),
+            agent_version: r.agent_version.clone(),
+            os: r.os.clone(),
+            count: 1,
+            first_seen: at,
+            last_seen: at,
+            first_report_id: r.report_id.clone(),
+            last_report_id: r.report_id.clone(),
+            latest_verdict_id: None,
+            latest_verdict_key: None,
+        };
+        self.new_observations += 1;
+        self.observations.push(ObsSlot {
+            row,
+            is_new: true,
+            dirty: true,
+        });
+        let i = self.observations.len() - 1;
+        self.obs_index.insert(r.obs_key.clone(), i);
+        i
+    }
+
+    /// Records the verdict unless it repeats the observation's latest one;
+    /// returns the observation's latest verdict id.
+    fn verdict(&mut self, oi: usize, r: &ObservationRecord) -> i64 {
+        let o = &mut self.observations[oi].row;
+        let v = &r.verdict;
+        if let (Some(id), Some(key)) = (o.latest_verdict_id, o.latest_verdict_key.as_deref())
+            && key == v.verdict_key
+        {
+            return id;
+        }
+        let id = temp_id(self.verdicts.len());
+        self.verdicts.push(VerdictRow {
+            id,
+            line_key: r.line_key.clone(),
+            observation_id: o.id,
+            report_id: r.report_id.clone(),
+            verdict: v.verdict.clone(),
+            verdict_key: v.verdict_key.clone(),
+            reasons_json: v.reasons_json.clone(),
+            evidence_json: v.evidence_json.clone(),
+            actual_carrier: v.actual_carrier.clone(),
+            actual_province: v.actual_province.clone(),
+            actual_city: v.actual_city.clone(),
+            egress_carrier: v.egress_carrier.clone(),
+            first_hop_carrier: v.first_hop_carrier.clone(),
+            filled_json: v.filled_json.clone(),
+            data_versions_json: v.data_versions_json.clone(),
+            observed_at_ms: r.observed_at_ms,
+            decided_at_ms: v.decided_at_ms,
+        });
+        o.latest_verdict_id = Some(id);
+        o.latest_verdict_key = Some(v.verdict_key.clone());
+        self.summary.verdicts_new += 1;
+        id
+    }
+
+    /// Keeps one truth per line: the observation seen last is current, and
+    /// the line follows its latest verdict.
+    fn line(&mut self, oi: usize, verdict_id: i64, r: &ObservationRecord, counted: bool) {
+        let o = &self.observations[oi].row;
+        let v = &r.verdict;
+        let decided = v.decided_at_ms;
+        let Some(&li) = self.line_index.get(&r.line_key) else {
+            self.lines.push(LineSlot {
+                line: LineRow {
+                    line_key: r.line_key.clone(),
+                    account: o.account.clone(),
+                    install_id: o.install_id.clone(),
+                    declared_province: o.declared_province.clone(),
+                    declared_city: o.declared_city.clone(),
+                    declared_carrier: o.declared_carrier.clone(),
+                    actual_carrier: v.actual_carrier.clone(),
+                    actual_province: v.actual_province.clone(),
+                    actual_city: v.actual_city.clone(),
+                    egress_ip: o.egress_ip.clone(),
+                    first_hop_ip: o.first_hop_ip.clone(),
+                    verdict: v.verdict.clone(),
+                    verdict_id,
+                    observation_id: o.id,
+                    reports: 1,
+                    first_seen_ms: r.observed_at_ms,
+                    last_seen_ms: r.observed_at_ms,
+                    current_from_ms: decided,
+                    updated_at_ms: decided,
+                },
+                current_seen: o.last_seen,
+                is_new: true,
+                dirty: true,
+            });
+            let li = self.lines.len() - 1;
+            self.line_index.insert(r.line_key.clone(), li);
+            self.changed_lines.insert(li);
+            return;
+        };
+        let slot = &mut self.lines[li];
+        slot.dirty = true;
+        let line = &mut slot.line;
+        // Ties go to the observation applied later.
+        let current = line.observation_id == o.id || o.last_seen >= slot.current_seen;
+        if current {
+            if line.verdict_id != verdict_id {
+                self.history.push(HistoryEntry {
+                    line_key: line.line_key.clone(),
+                    verdict_id: line.verdict_id,
+                    verdict: line.verdict.clone(),
+                    actual_carrier: line.actual_carrier.clone(),
+                    actual_province: line.actual_province.clone(),
+                    actual_city: line.actual_city.clone(),
+                    current_from: line.current_from_ms,
+                    replaced_at: decided,
+                });
+                line.current_from_ms = decided;
+                self.changed_lines.insert(li);
+            }
+            slot.current_seen = o.last_seen;
+            line.account.clone_from(&o.account);
+            line.install_id.clone_from(&o.install_id);
+            line.declared_province.clone_from(&o.declared_province);
+            line.declared_city.clone_from(&o.declared_city);
+            line.declared_carrier.clone_from(&o.declared_carrier);
+            line.egress_ip.clone_from(&o.egress_ip);
+            line.first_hop_ip.clone_from(&o.first_hop_ip);
+            line.observation_id = o.id;
+            line.verdict_id = verdict_id;
+            // A repeated verdict key means the same verdict, so the record's
+            // copy of it is as good as the stored one.
+            line.verdict.clone_from(&v.verdict);
+            line.actual_carrier.clone_from(&v.actual_carrier);
+            line.actual_province.clone_from(&v.actual_province);
+            line.actual_city.clone_from(&v.actual_city);
+        }
+        if counted {
+            line.reports = line.reports.saturating_add(1);
+            line.first_seen_ms = line.first_seen_ms.min(r.observed_at_ms);
+            line.last_seen_ms = line.last_seen_ms.max(r.observed_at_ms);
+        }
+        line.updated_at_ms = line.updated_at_ms.max(decided);
+    }
+
+    fn finish(self) -> Plan {
+        let mut plan = Plan {
+            summary: self.summary,
+            verdicts: self.verdicts,
+            history: self.history,
+            ..Plan::default()
+        };
+        plan.summary.lines_changed = self.changed_lines.len() as u64;
+        for slot in self.observations {
+            match (slot.is_new, slot.dirty) {
+                (true, _) => plan.new_observations.push(slot.row),
+                (false, true) => plan.changed_observations.push(slot.row),
+                (false, false) => {}
+            }
+        }
+        for slot in self.lines {
+            match (slot.is_new, slot.dirty) {
+                (true, _) => plan.new_lines.push(slot.line),
+                (false, true) => plan.changed_lines.push(slot.line),
+                (false, false) => {}
+            }
+        }
+        for id in self.raw_order {
+            let Some(track) = self.raws.get(&id) else {
+                continue;
+            };
+            plan.raws.push(RawWrite {
+                id,
+                state: track.state,
+                observation_id: track.observation_id,
+            });
+            match track.state {
+                RawState::Quarantined => {
+                    if let Some(record) = self.quarantine.get(&id) {
+                        plan.quarantine.push((*record).clone());
+                    }
+                }
+                RawState::Processed if track.initial == RawState::Quarantined => {
+                    plan.unquarantine.push(id);
+                }
+                RawState::Processed | RawState::Pending => {}
+            }
+        }
+        plan
+    }
+}

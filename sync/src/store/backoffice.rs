@@ -1,0 +1,965 @@
+//! What the compliance back office keeps and reads: accounts, sessions,
+//! login throttling, the audit log, the probe manifests it signed and where
+//! they were published, and the fast listings its pages show (lines by
+//! keyset, the dashboard's breakdown, probes, quarantine).
+//!
+//! Both backends run the same SQL text here; the `on_reader!` and `on_writer!`
+//! macros pick the pool (on SQLite, the read-only pool or the single
+//! writer).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+
+use super::queries::Param;
+use super::{Backend, LineFilter, LineRow, QuarantineRow, Store};
+use crate::Error;
+
+/// Runs `$body` with `$pool` bound to the backend's reading pool.
+macro_rules! on_reader {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(p) => {
+                let $pool = &p.readers;
+                $body
+            }
+            Backend::Postgres(p) => {
+                let $pool = p;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the backend's writing pool.
+macro_rules! on_writer {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(p) => {
+                let $pool = &p.writer;
+                $body
+            }
+            Backend::Postgres(p) => {
+                let $pool = p;
+                $body
+            }
+        }
+    };
+}
+
+/// A back-office account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct UserRow {
+    /// The account's row.
+    pub id: i64,
+    /// The sign-in name.
+    pub name: String,
+    /// `viewer` or `admin`.
+    pub role: String,
+    /// The argon2id PHC string (never shown).
+    #[serde(skip)]
+    pub password_hash: String,
+    /// A disabled account cannot sign in.
+    pub disabled: bool,
+    /// When it was created (Unix ms).
+    pub created_at_ms: i64,
+    /// Its last change (Unix ms).
+    pub updated_at_ms: i64,
+    /// Its last successful sign-in (Unix ms).
+    pub last_login_at_ms: Option<i64>,
+}
+
+const USER_COLUMNS: &str = "id, name, role, password_hash, disabled, created_at AS created_at_ms, \
+     updated_at AS updated_at_ms, last_login_at AS last_login_at_ms";
+
+/// A new session, as stored: the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession<'a> {
+    /// Hex SHA-256 of the cookie's token.
+    pub token_hash: &'a str,
+    /// The account signed in.
+    pub user_id: i64,
+    /// The session's anti-forgery token, put in every form.
+    pub csrf_token: &'a str,
+    /// When it was made (Unix ms).
+    pub created_at_ms: i64,
+    /// When it ends regardless of use (Unix ms).
+    pub expires_at_ms: i64,
+    /// The address it was made from.
+    pub source_ip: &'a str,
+    /// The browser's User-Agent, cut short.
+    pub user_agent: &'a str,
+}
+
+/// A live session with its account.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SessionUser {
+    /// The account's row.
+    pub user_id: i64,
+    /// The sign-in name.
+    pub name: String,
+    /// `viewer` or `admin`.
+    pub role: String,
+    /// Whether the account was disabled since.
+    pub disabled: bool,
+    /// The session's anti-forgery token.
+    pub csrf_token: String,
+    /// When the session was made (Unix ms).
+    pub created_at_ms: i64,
+    /// Its last use (Unix ms).
+    pub last_seen_at_ms: i64,
+    /// When it ends regardless of use (Unix ms).
+    pub expires_at_ms: i64,
+}
+
+/// Failed sign-ins under one throttling key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct ThrottleState {
+    /// Failures counted.
+    pub failures: i64,
+    /// The last one (Unix ms).
+    pub last_failure_ms: i64,
+    /// No sign-in under this key before this time (Unix ms).
+    pub locked_until_ms: i64,
+}
+
+/// One audit log entry to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry<'a> {
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// Who: the account name, `cli:<user>` for the command line, or the
+    /// name tried in a failed sign-in.
+    pub actor: &'a str,
+    /// What: `login`, `login_failed`, `logout`, `user_add`, `export_csv`,
+    /// `manifest_publish`…
+    pub action: &'a str,
+    /// From where.
+    pub source_ip: &'a str,
+    /// The particulars, as JSON.
+    pub detail: &'a serde_json::Value,
+}
+
+/// A stored audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    /// Its row (increasing).
+    pub id: i64,
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// From where.
+    pub source_ip: String,
+    /// The particulars, as JSON.
+    pub detail_json: String,
+}
+
+/// A probe manifest signed by the back office.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ManifestRow {
+    /// Its serial.
+    pub serial: i64,
+    /// The manifest JSON, exactly as signed.
+    pub manifest_json: String,
+    /// The signed wire form (`SignedManifest` JSON).
+    pub signed_json: String,
+    /// The id of the key that signed it.
+    pub key_id: String,
+    /// When it was signed (Unix ms).
+    pub created_at_ms: i64,
+    /// Who signed it.
+    pub created_by: String,
+}
+
+/// One attempt to publish a manifest to a collector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PublicationRow {
+    /// The manifest's serial.
+    pub serial: i64,
+    /// The collector's configured name.
+    pub collector: String,
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// Whether the collector holds the manifest now.
+    pub accepted: bool,
+    /// The collector's HTTP status, when it answered.
+    pub http_status: Option<i64>,
+    /// The serial the collector said it holds, when it refused an older one.
+    pub collector_serial: Option<i64>,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// Lines by declared province, declared and actual carrier and verdict:
+/// the dashboard's breakdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct BreakdownRow {
+    /// Declared province.
+    pub province: Option<String>,
+    /// Declared carrier.
+    pub carrier: Option<String>,
+    /// Actual carrier.
+    pub actual_carrier: Option<String>,
+    /// Current verdict.
+    pub verdict: String,
+    /// Lines.
+    pub lines: i64,
+}
+
+/// Lines last seen on one day with one verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TrendRow {
+    /// Days since 1970-01-01 (at the offset asked for).
+    pub day: i64,
+    /// Current verdict.
+    pub verdict: String,
+    /// Lines.
+    pub lines: i64,
+}
+
+/// A probe installation, from the line it reported last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ProbeRow {
+    /// The installation.
+    pub install_id: String,
+    /// The line it reports.
+    pub line_key: String,
+    /// Its last report (Unix ms).
+    pub last_seen_ms: i64,
+    /// The trace engine of its current observation.
+    pub engine: String,
+    /// Its agent version.
+    pub agent_version: String,
+    /// Its operating system.
+    pub os: String,
+    /// The id of its last report.
+    pub last_report_id: String,
+    /// Reports of the line.
+    pub reports: i64,
+}
+
+/// Where a keyset page of lines starts: after this line in the order
+/// `last_seen DESC, line_key DESC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineCursor {
+    /// The last line's `last_seen` (Unix ms).
+    pub last_seen_ms: i64,
+    /// The last line's key.
+    pub line_key: String,
+}
+
+/// The columns of a [`LineRow`], from `lines l`.
+const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
+     l.declared_city, l.declared_carrier, l.actual_carrier, l.actual_province, l.actual_city, \
+     l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.observation_id, l.reports, \
+     l.first_seen AS first_seen_ms, l.last_seen AS last_seen_ms, \
+     l.current_from AS current_from_ms, l.updated_at AS updated_at_ms";
+
+/// Which index a page of lines should walk, when the caller knows better
+/// than the database's statistics: each names the filter (or pair) whose
+/// index leads, the other filters being checked on the rows it yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineLead {
+    /// Declared province.
+    Province,
+    /// Declared city.
+    City,
+    /// Declared carrier.
+    DeclaredCarrier,
+    /// Actual carrier.
+    ActualCarrier,
+    /// Declared and actual carrier together.
+    Carriers,
+    /// Verdict.
+    Verdict,
+}
+
+impl LineLead {
+    fn leads(self, column: &str) -> bool {
+        matches!(
+            (self, column),
+            (Self::Province, "l.declared_province")
+                | (Self::City, "l.declared_city")
+                | (Self::DeclaredCarrier | Self::Carriers, "l.declared_carrier")
+                | (Self::ActualCarrier | Self::Carriers, "l.actual_carrier")
+                | (Self::Verdict, "l.verdict")
+        )
+    }
+}
+
+/// `WHERE` conditions for the filter's set fields (limit and offset are
+/// not used), appended to `sql` with their parameters. With `lead` on
+/// SQLite, the other equality filters are written `+column` (SQLite's way
+/// of keeping a term from choosing the index), so that the index `lead`
+/// names is walked: SQLite's statistics cannot see that, say, one verdict
+/// is rare, and walking the wrong index for two filters no line meets at
+/// once reads every line of one of them.
+fn line_conditions<'a>(
+    filter: &'a LineFilter,
+    lead: Option<LineLead>,
+    sqlite: bool,
+    sql: &mut String,
+    params: &mut Vec<Param<'a>>,
+) {
+    let texts = [
+        ("l.declared_province", &filter.province),
+        ("l.declared_city", &filter.city),
+        ("l.declared_carrier", &filter.declared_carrier),
+        ("l.actual_carrier", &filter.actual_carrier),
+        ("l.verdict", &filter.verdict),
+    ];
+    for (column, value) in texts {
+        if let Some(value) = value {
+            params.push(Param::Text(value));
+            let plus = match lead {
+                Some(lead) if sqlite && !lead.leads(column) => "+",
+                _ => "",
+            };
+            let _ = write!(sql, " AND {plus}{column} = ${}", params.len());
+        }
+    }
+    if let Some(since) = filter.seen_since_ms {
+        params.push(Param::Int(since));
+        let _ = write!(sql, " AND l.last_seen >= ${}", params.len());
+    }
+    if let Some(until) = filter.seen_until_ms {
+        params.push(Param::Int(until));
+        let _ = write!(sql, " AND l.last_seen <= ${}", params.len());
+    }
+}
+
+/// Binds built parameters to a query, on either backend.
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut query = $query;
+        for param in $params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+
+impl Store {
+    // ----- accounts -----
+
+    /// Creates an account; `None` when the name is taken.
+    pub async fn user_insert(
+        &self,
+        name: &str,
+        role: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, Error> {
+        let context = || format!("cannot create back-office user `{name}`");
+        let sql = "INSERT INTO users (name, role, password_hash, disabled, created_at, updated_at) \
+                   VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT (name) DO NOTHING RETURNING id";
+        on_writer!(self, pool => sqlx::query_scalar(sql)
+            .bind(name)
+            .bind(role)
+            .bind(password_hash)
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.db(context))
+    }
+
+    /// The account named `name`.
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<UserRow>, Error> {
+        let context = || format!("cannot read back-office user `{name}`");
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1");
+        on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.db(context))
+    }
+
+    /// Every account, by name.
+    pub async fn users(&self) -> Result<Vec<UserRow>, Error> {
+        let context = || "cannot list the back-office users".to_owned();
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name");
+        on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await)
+            .map_err(self.db(context))
+    }
+
+    /// Sets an account's password hash and ends its sessions; `false` when
+    /// there is no such account.
+    pub async fn user_set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let context = || format!("cannot change the password of back-office user `{name}`");
+        on_writer!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "UPDATE users SET password_hash = $2, updated_at = $3 WHERE name = $1 \
+                 RETURNING id",
+            )
+            .bind(name)
+            .bind(password_hash)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = id {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(id.is_some())
+        }.await)
+        .map_err(self.db(context))
+    }
+
+    /// Disables (ending its sessions) or enables an account; `false` when
+    /// there is no such account.
+    pub async fn user_set_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let context = || format!("cannot disable or enable back-office user `{name}`");
+        on_writer!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "UPDATE users SET disabled = $2, updated_at = $3 WHERE name = $1 RETURNING id",
+            )
+            .bind(name)
+            .bind(disabled)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some(id), true) = (id, disabled) {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(id.is_some())
+        }.await)
+        .map_err(self.db(context))
+    }
+
+    /// Changes an account's role and ends its sessions (they carry the old
+    /// role's forms); `false` when there is no such account.
+    pub async fn user_set_role(&self, name: &str, role: &str, now_ms: i64) -> Result<bool, Error> {
+        let context = || format!("cannot change the role of back-office user `{name}`");
+        on_writer!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "UPDATE users SET role = $2, updated_at = $3 WHERE name = $1 RETURNING id",
+            )
+            .bind(name)
+            .bind(role)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = id {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(id.is_some())
+        }.await)
+        .map_err(self.db(context))
+    }
+
+    /// How many enabled admins there are.
+    pub async fn active_admins(&self) -> Result<i64, Error> {
+        let context = || "cannot count the back-office admins".to_owned();
+        on_reader!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = FALSE",
+        )
+        .fetch_one(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    // ----- sessions -----
+
+    /// Stores a new session and records the account's sign-in.
+    pub async fn session_insert(&self, session: &NewSession<'_>) -> Result<(), Error> {
+        let context = || "cannot store a back-office session".to_owned();
+        on_writer!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, \
+                 last_seen_at, expires_at, source_ip, user_agent) \
+                 VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+            )
+            .bind(session.token_hash)
+            .bind(session.user_id)
+            .bind(session.csrf_token)
+            .bind(session.created_at_ms)
+            .bind(session.expires_at_ms)
+            .bind(session.source_ip)
+            .bind(session.user_agent)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+                .bind(session.user_id)
+                .bind(session.created_at_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }.await)
+        .map_err(self.db(context))
+    }
+
+    /// The session whose token hashes to `token_hash`, with its account,
+    /// expired or not (the caller decides).
+    pub async fn session_user(&self, token_hash: &str) -> Result<Option<SessionUser>, Error> {
+        let context = || "cannot read a back-office session".to_owned();
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT u.id AS user_id, u.name, u.role, u.disabled, s.csrf_token, \
+             s.created_at AS created_at_ms, s.last_seen_at AS last_seen_at_ms, \
+             s.expires_at AS expires_at_ms \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    /// Records that a session was used at `now_ms`.
+    pub async fn session_touch(&self, token_hash: &str, now_ms: i64) -> Result<(), Error> {
+        let context = || "cannot update a back-office session".to_owned();
+        on_writer!(self, pool => sqlx::query(
+            "UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map(|_| ())
+        .map_err(self.db(context))
+    }
+
+    /// Ends a session.
+    pub async fn session_delete(&self, token_hash: &str) -> Result<(), Error> {
+        let context = || "cannot end a back-office session".to_owned();
+        on_writer!(self, pool => sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+        .map(|_| ())
+        .map_err(self.db(context))
+    }
+
+    /// Deletes sessions that expired before `now_ms` or were idle since
+    /// before `idle_before_ms`; returns how many.
+    pub async fn sessions_purge(&self, now_ms: i64, idle_before_ms: i64) -> Result<u64, Error> {
+        let context = || "cannot purge expired back-office sessions".to_owned();
+        on_writer!(self, pool => sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at < $2",
+        )
+        .bind(now_ms)
+        .bind(idle_before_ms)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map_err(self.db(context))
+    }
+
+    // ----- login throttling -----
+
+    /// The throttling state of `key`, if it has failures on record.
+    pub async fn throttle_state(&self, key: &str) -> Result<Option<ThrottleState>, Error> {
+        let context = || "cannot read the sign-in throttle".to_owned();
+        on_writer!(self, pool => sqlx::query_as(
+            "SELECT failures, last_failure AS last_failure_ms, locked_until AS locked_until_ms \
+             FROM login_throttle WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    /// Stores the throttling state of `key`.
+    pub async fn throttle_put(&self, key: &str, state: ThrottleState) -> Result<(), Error> {
+        let context = || "cannot update the sign-in throttle".to_owned();
+        on_writer!(self, pool => sqlx::query(
+            "INSERT INTO login_throttle (key, failures, last_failure, locked_until) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET \
+             failures = excluded.failures, last_failure = excluded.last_failure, \
+             locked_until = excluded.locked_until",
+        )
+        .bind(key)
+        .bind(state.failures)
+        .bind(state.last_failure_ms)
+        .bind(state.locked_until_ms)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map(|_| ())
+        .map_err(self.db(context))
+    }
+
+    /// Forgets the failures of `key`.
+    pub async fn throttle_clear(&self, key: &str) -> Result<(), Error> {
+        let context = || "cannot update the sign-in throttle".to_owned();
+        on_writer!(self, pool => sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+        .map(|_| ())
+        .map_err(self.db(context))
+    }
+
+    /// Forgets throttling state whose last failure is older than
+    /// `before_ms` and whose lock has ended: names tried once long ago do
+    /// not pile up.
+    pub async fn throttle_purge(&self, before_ms: i64, now_ms: i64) -> Result<u64, Error> {
+        let context = || "cannot purge the sign-in throttle".to_owned();
+        on_writer!(self, pool => sqlx::query(
+            "DELETE FROM login_throttle WHERE last_failure < $1 AND locked_until <= $2",
+        )
+        .bind(before_ms)
+        .bind(now_ms)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map_err(self.db(context))
+    }
+
+    // ----- audit log -----
+
+    /// Writes an audit log entry.
+    pub async fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), Error> {
+        let context = || format!("cannot write the audit log entry `{}`", entry.action);
+        let detail = entry.detail.to_string();
+        on_writer!(self, pool => sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, source_ip, detail) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(entry.at_ms)
+        .bind(entry.actor)
+        .bind(entry.action)
+        .bind(entry.source_ip)
+        .bind(&detail)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map(|_| ())
+        .map_err(self.db(context))
+    }
+
+    /// Audit log entries, newest first: below `before_id` when given, and
+    /// only `action` when given.
+    pub async fn audit_page(
+        &self,
+        before_id: Option<i64>,
+        action: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, Error> {
+        let context = || "cannot read the audit log".to_owned();
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT id, at AS at_ms, actor, action, source_ip, detail AS detail_json \
+             FROM audit_log WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR action = $2) \
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(before_id)
+        .bind(action)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    // ----- probe manifests -----
+
+    /// The manifest with the highest serial.
+    pub async fn manifest_latest(&self) -> Result<Option<ManifestRow>, Error> {
+        let context = || "cannot read the latest probe manifest".to_owned();
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT serial, manifest AS manifest_json, signed AS signed_json, key_id, \
+             created_at AS created_at_ms, created_by FROM manifests ORDER BY serial DESC LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    /// The serial the next manifest must exceed: the highest signed here or
+    /// reported held by a collector.
+    pub async fn manifest_serial_floor(&self) -> Result<i64, Error> {
+        let context = || "cannot read the probe manifest serials".to_owned();
+        on_reader!(self, pool => sqlx::query_scalar(
+            "SELECT MAX(s) FROM (SELECT COALESCE(MAX(serial), 0) AS s FROM manifests \
+             UNION ALL SELECT COALESCE(MAX(collector_serial), 0) FROM manifest_publications) t",
+        )
+        .fetch_one(pool)
+        .await)
+        .map(|s: Option<i64>| s.unwrap_or(0))
+        .map_err(self.db(context))
+    }
+
+    /// Stores a signed manifest; `false` when its serial is taken (another
+    /// admin signed one at the same moment).
+    pub async fn manifest_insert(&self, row: &ManifestRow) -> Result<bool, Error> {
+        let context = || format!("cannot store probe manifest {}", row.serial);
+        on_writer!(self, pool => sqlx::query(
+            "INSERT INTO manifests (serial, manifest, signed, key_id, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (serial) DO NOTHING",
+        )
+        .bind(row.serial)
+        .bind(&row.manifest_json)
+        .bind(&row.signed_json)
+        .bind(&row.key_id)
+        .bind(row.created_at_ms)
+        .bind(&row.created_by)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map(|n| n == 1)
+        .map_err(self.db(context))
+    }
+
+    /// Records an attempt to publish a manifest to a collector.
+    pub async fn publication_insert(&self, row: &PublicationRow) -> Result<(), Error> {
+        let context = || {
+            format!(
+                "cannot record the publication of manifest {} to `{}`",
+                row.serial, row.collector
+            )
+        };
+        on_writer!(self, pool => sqlx::query(
+            "INSERT INTO manifest_publications (serial, collector, at, accepted, http_status, \
+             collector_serial, message) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(row.serial)
+        .bind(&row.collector)
+        .bind(row.at_ms)
+        .bind(row.accepted)
+        .bind(row.http_status)
+        .bind(row.collector_serial)
+        .bind(&row.message)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map(|_| ())
+        .map_err(self.db(context))
+    }
+
+    /// Every publication attempt of manifest `serial`, oldest first.
+    pub async fn publications(&self, serial: i64) -> Result<Vec<PublicationRow>, Error> {
+        let context = || format!("cannot read the publications of manifest {serial}");
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT serial, collector, at AS at_ms, accepted, http_status, collector_serial, \
+             message FROM manifest_publications WHERE serial = $1 ORDER BY id",
+        )
+        .bind(serial)
+        .fetch_all(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    // ----- pages -----
+
+    /// One page of the current lines that pass `filter` (its `limit`; its
+    /// `offset` is not used), in the order `last_seen DESC, line_key DESC`,
+    /// after `cursor` when given. Keyset paging: a deep page costs what the
+    /// first one does. `lead` picks the index to walk (see [`LineLead`]);
+    /// PostgreSQL's own statistics see skew and choose for themselves.
+    pub async fn line_page(
+        &self,
+        filter: &LineFilter,
+        cursor: Option<&LineCursor>,
+        lead: Option<LineLead>,
+    ) -> Result<Vec<LineRow>, Error> {
+        let context = || "cannot list the lines".to_owned();
+        let mut sql = format!("SELECT {LINE_COLUMNS} FROM lines l WHERE TRUE");
+        let mut params = Vec::new();
+        let sqlite = matches!(self.backend, Backend::Sqlite(_));
+        line_conditions(filter, lead, sqlite, &mut sql, &mut params);
+        if let Some(cursor) = cursor {
+            params.push(Param::Int(cursor.last_seen_ms));
+            params.push(Param::Text(&cursor.line_key));
+            let _ = write!(
+                sql,
+                " AND (l.last_seen, l.line_key) < (${}, ${})",
+                params.len() - 1,
+                params.len()
+            );
+        }
+        params.push(Param::Int(i64::from(filter.limit)));
+        let _ = write!(
+            sql,
+            " ORDER BY l.last_seen DESC, l.line_key DESC LIMIT ${}",
+            params.len()
+        );
+        on_reader!(self, pool => bind_all!(sqlx::query_as(AssertSqlSafe(sql)), params)
+            .fetch_all(pool)
+            .await)
+        .map_err(self.db(context))
+    }
+
+    /// The reasons (JSON) of the verdicts `ids`, by id.
+    pub async fn verdict_reasons(&self, ids: &[i64]) -> Result<Vec<(i64, String)>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let context = || format!("cannot read the reasons of {} verdicts", ids.len());
+        match &self.backend {
+            Backend::Sqlite(p) => {
+                let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
+                sqlx::query_as(
+                    "SELECT id, reasons FROM verdicts \
+                     WHERE id IN (SELECT value FROM json_each($1))",
+                )
+                .bind(list)
+                .fetch_all(&p.readers)
+                .await
+            }
+            Backend::Postgres(p) => {
+                sqlx::query_as("SELECT id, reasons FROM verdicts WHERE id = ANY($1)")
+                    .bind(ids)
+                    .fetch_all(p)
+                    .await
+            }
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Every current line by declared province, declared carrier, actual
+    /// carrier and verdict, in one pass over an index.
+    pub async fn line_breakdown(&self) -> Result<Vec<BreakdownRow>, Error> {
+        let context = || "cannot count the lines by province, carrier and verdict".to_owned();
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT declared_province AS province, declared_carrier AS carrier, actual_carrier, \
+             verdict, COUNT(*) AS lines FROM lines \
+             GROUP BY declared_province, declared_carrier, actual_carrier, verdict",
+        )
+        .fetch_all(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    /// Lines last seen at or after `since_ms`, by day and verdict; days
+    /// are counted at `offset_ms` from UTC.
+    pub async fn line_trend(&self, since_ms: i64, offset_ms: i64) -> Result<Vec<TrendRow>, Error> {
+        let context = || "cannot count the lines by day".to_owned();
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT (last_seen + $2) / 86400000 AS day, verdict, COUNT(*) AS lines FROM lines \
+             WHERE last_seen >= $1 GROUP BY 1, 2",
+        )
+        .bind(since_ms)
+        .bind(offset_ms)
+        .fetch_all(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    /// Reports in quarantine.
+    pub async fn quarantine_count(&self) -> Result<i64, Error> {
+        let context = || "cannot count the quarantined reports".to_owned();
+        on_reader!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM quarantine")
+            .fetch_one(pool)
+            .await)
+        .map_err(self.db(context))
+    }
+
+    /// Pulled reports the pipeline has not processed yet.
+    pub async fn pending_count(&self) -> Result<i64, Error> {
+        let context = || "cannot count the pending reports".to_owned();
+        on_reader!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM raw_reports WHERE state = 'pending'",
+        )
+        .fetch_one(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    /// Quarantined reports, newest first, below quarantine row `before_id`
+    /// when given.
+    pub async fn quarantine_page(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineRow>, Error> {
+        let context = || "cannot list the quarantined reports".to_owned();
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT q.id, q.raw_id, r.collector, r.node_id, r.seq, q.report_id, q.install_id, \
+             q.reasons AS reasons_json, q.summary, q.quarantined_at AS quarantined_at_ms \
+             FROM quarantine q JOIN raw_reports r ON r.id = q.raw_id \
+             WHERE ($1 IS NULL OR q.id < $1) ORDER BY q.id DESC LIMIT $2",
+        )
+        .bind(before_id)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
+    /// Probe installations by their line's last report, newest first,
+    /// after `cursor` when given; only `install_id` when given.
+    pub async fn probe_page(
+        &self,
+        install_id: Option<&str>,
+        cursor: Option<&LineCursor>,
+        limit: u32,
+    ) -> Result<Vec<ProbeRow>, Error> {
+        let context = || "cannot list the probes".to_owned();
+        let mut sql = "SELECT l.install_id, l.line_key, l.last_seen AS last_seen_ms, o.engine, \
+                       o.agent_version, o.os, o.last_report_id, l.reports \
+                       FROM lines l JOIN observations o ON o.id = l.observation_id WHERE TRUE"
+            .to_owned();
+        let mut params = Vec::new();
+        if let Some(install) = install_id {
+            params.push(Param::Text(install));
+            let _ = write!(sql, " AND l.install_id = ${}", params.len());
+        }
+        if let Some(cursor) = cursor {
+            params.push(Param::Int(cursor.last_seen_ms));
+            params.push(Param::Text(&cursor.line_key));
+            let _ = write!(
+                sql,
+                " AND (l.last_seen, l.line_key) < (${}, ${})",
+                params.len() - 1,
+                params.len()
+            );
+        }
+        params.push(Param::Int(i64::from(limit)));
+        let _ = write!(
+            sql,
+            " ORDER BY l.last_seen DESC, l.line_key DESC LIMIT ${}",
+            params.len()
+        );
+        on_reader!(self, pool => bind_all!(sqlx::query_as(AssertSqlSafe(sql)), params)
+            .fetch_all(pool)
+            .await)
+        .map_err(self.db(context))
+    }
+
+    /// The body of the report `report_id`, exactly as pulled (the newest
+    /// copy when a re-pull stored it twice).
+    pub async fn raw_body_by_report_id(&self, report_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        let context = || format!("cannot read report {report_id}");
+        on_reader!(self, pool => sqlx::query_scalar(
+            "SELECT body FROM raw_reports WHERE report_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(report_id)
+        .fetch_optional(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+}

@@ -1,0 +1,586 @@
+//! The internal database: the pulled reports exactly as pulled, the pull
+//! cursors, the quarantine, the de-duplicated observations with their
+//! verdicts, one current row per line with its history, and the cache of
+//! slow address sources.
+//!
+//! SQLite (embedded, the default) and PostgreSQL (production) hold the same
+//! tables and follow the same rules: the rules of [`Store::apply`] are
+//! worked out once in memory (`apply.rs`) and each backend only loads and
+//! writes rows. PostgreSQL writes a whole batch with one set-based statement
+//! (parallel arrays, `UNNEST`); SQLite, in-process, writes row by row inside
+//! one transaction. Times are Unix milliseconds everywhere.
+
+mod apply;
+pub(crate) mod backoffice;
+mod period;
+mod postgres;
+mod queries;
+mod records;
+mod rows;
+mod sqlite;
+
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::Error;
+
+pub use period::{
+    PeriodLine, PeriodLineGroup, PeriodProbeReports, PeriodQuarantineReason, PeriodQuery,
+    PeriodReports, PeriodRows, PeriodTrendLines, PeriodWindow,
+};
+pub use records::{
+    ApplySummary, CachedAnswer, LineFilter, ObservationRecord, Processed, PullBatch, PullCommit,
+    PulledReport, QuarantineRecord, VerdictRecord,
+};
+pub use rows::{
+    LineHistoryRow, LineRow, ObservationRow, PullCursor, QuarantineRow, RawReport, StoreCounts,
+    VerdictRow,
+};
+
+/// The internal database of `lineprobe-sync`. Cheap to clone: clones share
+/// the connection pools.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+    /// Names the database in error messages ("SQLite database /var/…").
+    target: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::Pools),
+    Postgres(PgPool),
+}
+
+/// Where a database URL points.
+#[derive(Debug, PartialEq, Eq)]
+enum Location {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+const URL_HELP: &str = "use `sqlite:PATH`, `sqlite://PATH` or a plain path ending in .db or \
+                        .sqlite for the embedded database, or \
+                        `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` for PostgreSQL";
+
+impl Store {
+    /// Opens (and creates, for SQLite) the database `url` names and brings
+    /// its schema up to date.
+    ///
+    /// `sqlite:PATH`, `sqlite://PATH` or a plain path ending in `.db`,
+    /// `.sqlite` or `.sqlite3` open SQLite; `postgres://` and
+    /// `postgresql://` open PostgreSQL.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        match locate(url)? {
+            Location::Sqlite(path) => {
+                let target: Arc<str> = format!("SQLite database {}", path.display()).into();
+                let pools = sqlite::open(&path, &target).await?;
+                Ok(Store {
+                    backend: Backend::Sqlite(pools),
+                    target,
+                })
+            }
+            Location::Postgres(url) => {
+                let (pool, target) = postgres::open(&url).await?;
+                Ok(Store {
+                    backend: Backend::Postgres(pool),
+                    target: target.into(),
+                })
+            }
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Names the database, for logs: "SQLite database PATH" or
+    /// "PostgreSQL database HOST:PORT/NAME" (never a password).
+    pub fn describe(&self) -> &str {
+        &self.target
+    }
+
+    /// Closes the connections; waits for the ones in use to come back.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(pools) => pools.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The pull cursor of `collector`, if it ever pulled.
+    pub async fn cursor(&self, collector: &str) -> Result<Option<PullCursor>, Error> {
+        let context = || format!("cannot read the pull cursor of collector `{collector}`");
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::cursor(&p.readers, collector).await,
+            Backend::Postgres(p) => postgres::cursor(p, collector).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Every pull cursor, by collector name.
+    pub async fn cursors(&self) -> Result<Vec<PullCursor>, Error> {
+        let context = || "cannot read the pull cursors".to_owned();
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::cursors(&p.readers).await,
+            Backend::Postgres(p) => postgres::cursors(p).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Stores one pull in one transaction: inserts the reports (a report
+    /// already stored, same node and sequence number, is counted as a
+    /// duplicate and not stored again) and moves the collector's cursor
+    /// forward to `next_after` (never back), recording the pull as
+    /// successful.
+    ///
+    /// When the collector's cursor belongs to another node, the collector
+    /// was replaced and numbers its reports afresh: nothing is written and
+    /// [`Error::CollectorReplaced`] says how to go on.
+    pub async fn commit_pull(&self, batch: &PullBatch<'_>) -> Result<PullCommit, Error> {
+        if batch.collector.is_empty() || batch.node_id.is_empty() {
+            return Err(Error::StoreInput(format!(
+                "cannot commit a pull without a collector name and a node id \
+                 (collector `{}`, node `{}`)",
+                batch.collector, batch.node_id
+            )));
+        }
+        let next_after = seq_to_i64(batch.next_after, batch.collector, "the next cursor")?;
+        for report in batch.reports {
+            seq_to_i64(report.seq, batch.collector, "a report's sequence number")?;
+        }
+        let context = || {
+            format!(
+                "cannot store the pull of collector `{}` (node `{}`)",
+                batch.collector, batch.node_id
+            )
+        };
+        let outcome = match &self.backend {
+            Backend::Sqlite(p) => sqlite::commit_pull(&p.writer, batch, next_after).await,
+            Backend::Postgres(p) => postgres::commit_pull(p, batch, next_after).await,
+        }
+        .map_err(self.db(context))?;
+        match outcome {
+            PullOutcome::Committed(commit) => Ok(commit),
+            PullOutcome::NodeChanged { old_node } => Err(Error::CollectorReplaced {
+                collector: batch.collector.to_owned(),
+                old_node,
+                new_node: batch.node_id.to_owned(),
+            }),
+        }
+    }
+
+    /// Records that `collector` was told it may drop its reports up to
+    /// `acked_up_to` (the acknowledged number never moves back), and clears
+    /// its recorded error: it answered.
+    pub async fn record_ack(&self, collector: &str, acked_up_to: u64) -> Result<(), Error> {
+        let acked = seq_to_i64(acked_up_to, collector, "the acknowledged number")?;
+        let context = || format!("cannot record the acknowledgement of collector `{collector}`");
+        let found = match &self.backend {
+            Backend::Sqlite(p) => sqlite::record_ack(&p.writer, collector, acked).await,
+            Backend::Postgres(p) => postgres::record_ack(p, collector, acked).await,
+        }
+        .map_err(self.db(context))?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::StoreInput(format!(
+                "cannot record an acknowledgement for collector `{collector}`: it has no pull \
+                 cursor; acknowledge only what a committed pull stored"
+            )))
+        }
+    }
+
+    /// Records a failed pull of `collector` (creating its cursor when it
+    /// never pulled; its node id stays empty until a pull succeeds).
+    pub async fn record_pull_error(
+        &self,
+        collector: &str,
+        at_ms: i64,
+        message: &str,
+    ) -> Result<(), Error> {
+        let context = || format!("cannot record the pull error of collector `{collector}`");
+        match &self.backend {
+            Backend::Sqlite(p) => {
+                sqlite::record_pull_error(&p.writer, collector, at_ms, message).await
+            }
+            Backend::Postgres(p) => postgres::record_pull_error(p, collector, at_ms, message).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Raw reports not applied yet with an id above `after_id`, in id order.
+    pub async fn pending_raw(&self, after_id: i64, limit: u32) -> Result<Vec<RawReport>, Error> {
+        let context = || "cannot list the pending raw reports".to_owned();
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::pending_raw(&p.readers, after_id, limit).await,
+            Backend::Postgres(p) => postgres::pending_raw(p, after_id, limit).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Raw reports applied as observations (neither pending nor
+    /// quarantined) with an id above `after_id` and, when `since_ms` is
+    /// given, received (or else pulled) at or after it; in id order. For
+    /// `reprocess`.
+    pub async fn processed_raw(
+        &self,
+        since_ms: Option<i64>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<RawReport>, Error> {
+        let context = || "cannot list the processed raw reports".to_owned();
+        match &self.backend {
+            Backend::Sqlite(p) => {
+                sqlite::processed_raw(&p.readers, since_ms, after_id, limit).await
+            }
+            Backend::Postgres(p) => postgres::processed_raw(p, since_ms, after_id, limit).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Applies a batch of pipeline results in one transaction.
+    ///
+    /// - A record whose raw report is no longer pending is skipped unless it
+    ///   is marked `reprocess`, so applying a batch twice changes nothing.
+    ///   A raw id the database does not hold is an error.
+    /// - A quarantine record stores (or replaces) the report's quarantine
+    ///   row.
+    /// - An observation record folds into the observation with its
+    ///   `obs_key`: count, first and last seen, first and last report. A
+    ///   reprocessed report leaves counts and seen times alone.
+    /// - A verdict whose key differs from the observation's latest verdict
+    ///   is stored and becomes the latest; an identical one is not stored
+    ///   again.
+    /// - The line's current observation is the one seen last (ties: the one
+    ///   applied later); the line follows its latest verdict, and a replaced
+    ///   verdict goes to the line's history. An older observation never
+    ///   becomes current.
+    pub async fn apply(&self, batch: &[Processed]) -> Result<ApplySummary, Error> {
+        if batch.is_empty() {
+            return Ok(ApplySummary::default());
+        }
+        let context = || format!("cannot apply a batch of {} results", batch.len());
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::apply(&p.writer, batch).await,
+            Backend::Postgres(p) => postgres::apply(p, batch).await,
+        }
+        .map_err(|e| self.apply_error(e, context))
+    }
+
+    /// The current lines that pass `filter`, last seen first.
+    pub async fn lines(&self, filter: &LineFilter) -> Result<Vec<LineRow>, Error> {
+        let context = || "cannot list the lines".to_owned();
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::lines(&p.readers, filter).await,
+            Backend::Postgres(p) => postgres::lines(p, filter).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// One line, if it was ever seen.
+    pub async fn line(&self, line_key: &str) -> Result<Option<LineRow>, Error> {
+        let context = || format!("cannot read line `{line_key}`");
+        let sql = queries::line();
+        match &self.backend {
+            Backend::Sqlite(p) => {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(line_key)
+                    .fetch_optional(&p.readers)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(line_key)
+                    .fetch_optional(p)
+                    .await
+            }
+        }
+        .map_err(self.db(context))
+    }
+
+    /// The observation with the dedupe key `obs_key`, if any.
+    pub async fn observation(&self, obs_key: &str) -> Result<Option<ObservationRow>, Error> {
+        let context = || format!("cannot read observation `{obs_key}`");
+        let sql = queries::observation();
+        match &self.backend {
+            Backend::Sqlite(p) => {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(obs_key)
+                    .fetch_optional(&p.readers)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(obs_key)
+                    .fetch_optional(p)
+                    .await
+            }
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Every observation of a line, last seen first.
+    pub async fn line_observations(&self, line_key: &str) -> Result<Vec<ObservationRow>, Error> {
+        let context = || format!("cannot list the observations of line `{line_key}`");
+        let sql = queries::line_observations();
+        match &self.backend {
+            Backend::Sqlite(p) => {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(line_key)
+                    .fetch_all(&p.readers)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(line_key)
+                    .fetch_all(p)
+                    .await
+            }
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Every verdict of a line, newest first.
+    pub async fn line_verdicts(&self, line_key: &str) -> Result<Vec<VerdictRow>, Error> {
+        let context = || format!("cannot list the verdicts of line `{line_key}`");
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::line_verdicts(&p.readers, line_key).await,
+            Backend::Postgres(p) => postgres::line_verdicts(p, line_key).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// The replaced verdicts of a line, newest first.
+    pub async fn line_history(&self, line_key: &str) -> Result<Vec<LineHistoryRow>, Error> {
+        let context = || format!("cannot list the history of line `{line_key}`");
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::line_history(&p.readers, line_key).await,
+            Backend::Postgres(p) => postgres::line_history(p, line_key).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Quarantined reports, newest first.
+    pub async fn quarantined(&self, limit: u32, offset: u32) -> Result<Vec<QuarantineRow>, Error> {
+        let context = || "cannot list the quarantined reports".to_owned();
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::quarantined(&p.readers, limit, offset).await,
+            Backend::Postgres(p) => postgres::quarantined(p, limit, offset).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// How many rows each table holds.
+    pub async fn counts(&self) -> Result<StoreCounts, Error> {
+        let context = || "cannot count the rows".to_owned();
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::counts(&p.readers).await,
+            Backend::Postgres(p) => postgres::counts(p).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// The cached answers of `source` that have not expired at `now_ms`.
+    pub async fn cache_load(&self, source: &str, now_ms: i64) -> Result<Vec<CachedAnswer>, Error> {
+        let context = || format!("cannot load the cached answers of source `{source}`");
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::cache_load(&p.readers, source, now_ms).await,
+            Backend::Postgres(p) => postgres::cache_load(p, source, now_ms).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Stores answers of address sources, replacing earlier ones for the
+    /// same source and address. When `entries` names one source and
+    /// address twice, the later entry wins.
+    pub async fn cache_put(&self, entries: &[CachedAnswer]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let context = || format!("cannot store {} cached answers", entries.len());
+        match &self.backend {
+            Backend::Sqlite(p) => sqlite::cache_put(&p.writer, entries).await,
+            Backend::Postgres(p) => postgres::cache_put(p, entries).await,
+        }
+        .map_err(self.db(context))
+    }
+
+    /// Wraps a database error with what was being done and where.
+    fn db<F>(&self, context: F) -> impl FnOnce(sqlx::Error) -> Error + use<F>
+    where
+        F: FnOnce() -> String,
+    {
+        let target = Arc::clone(&self.target);
+        move |source| Error::Database {
+            context: format!("{} in the {target}", context()),
+            source,
+        }
+    }
+
+    fn apply_error<F>(&self, error: ApplyError, context: F) -> Error
+    where
+        F: FnOnce() -> String,
+    {
+        match error {
+            ApplyError::Sql(source) => self.db(context)(source),
+            ApplyError::Store(error) => error,
+        }
+    }
+}
+
+/// How a pull commit ended, short of a database failure.
+#[derive(Debug)]
+enum PullOutcome {
+    Committed(PullCommit),
+    /// The collector's cursor belongs to another node; nothing was written.
+    NodeChanged {
+        old_node: String,
+    },
+}
+
+/// An apply failure: the database's, or the batch's own.
+#[derive(Debug)]
+enum ApplyError {
+    Sql(sqlx::Error),
+    Store(Error),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Sql(error)
+    }
+}
+
+impl From<Error> for ApplyError {
+    fn from(error: Error) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// A sequence number as the database holds it (BIGINT).
+fn seq_to_i64(seq: u64, collector: &str, what: &str) -> Result<i64, Error> {
+    i64::try_from(seq).map_err(|_| {
+        Error::StoreInput(format!(
+            "collector `{collector}` sent {what} {seq}, above the largest the database holds \
+             ({}); the collector's numbering is broken: check the collector before pulling \
+             again",
+            i64::MAX
+        ))
+    })
+}
+
+/// Works out which backend a database URL names.
+fn locate(url: &str) -> Result<Location, Error> {
+    let bad = |reason: &str| Error::BadDatabaseUrl {
+        url: redact(url),
+        reason: format!("{reason}; {URL_HELP}"),
+    };
+    let trimmed = url.trim();
+    if trimmed.is_empty() {
+        return Err(bad("is empty"));
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return Ok(Location::Postgres(trimmed.to_owned()));
+    }
+    if let Some(rest) = lower.strip_prefix("sqlite:") {
+        let path = &trimmed[trimmed.len() - rest.len()..];
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(bad("names no file"));
+        }
+        if path == ":memory:" || path.starts_with(":memory:?") || path.contains("mode=memory") {
+            return Err(bad(
+                "names an in-memory database, which would lose every report at exit",
+            ));
+        }
+        return Ok(Location::Sqlite(path.into()));
+    }
+    if let Some((scheme, _)) = trimmed.split_once("://") {
+        return Err(bad(&format!("has the unsupported scheme `{scheme}`")));
+    }
+    let is_sqlite_file = [".db", ".sqlite", ".sqlite3"]
+        .iter()
+        .any(|ext| lower.ends_with(ext));
+    if is_sqlite_file {
+        return Ok(Location::Sqlite(trimmed.into()));
+    }
+    Err(bad(
+        "is neither a database URL nor a path ending in .db or .sqlite",
+    ))
+}
+
+/// A URL fit for messages: the password, if any, replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some((user, _password)) = userinfo.split_once(':') else {
+        return url.to_owned();
+    };
+    format!("{scheme}://{user}:***{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!(
+            locate("sqlite:/var/lib/lp/sync.db").unwrap(),
+            Location::Sqlite("/var/lib/lp/sync.db".into())
+        );
+        assert_eq!(
+            locate("sqlite:///var/lib/lp/sync").unwrap(),
+            Location::Sqlite("/var/lib/lp/sync".into())
+        );
+        assert_eq!(
+            locate("sqlite://data/sync.db").unwrap(),
+            Location::Sqlite("data/sync.db".into())
+        );
+        assert_eq!(
+            locate("data/sync.sqlite").unwrap(),
+            Location::Sqlite("data/sync.sqlite".into())
+        );
+        assert_eq!(
+            locate("postgresql://u@h/db").unwrap(),
+            Location::Postgres("postgresql://u@h/db".into())
+        );
+        for bad in [
+            "",
+            "mysql://h/db",
+            "data/sync.txt",
+            "sqlite:",
+            "sqlite::memory:",
+        ] {
+            let error = locate(bad).unwrap_err();
+            assert!(
+                matches!(error, Error::BadDatabaseUrl { .. }),
+                "{bad}: {error}"
+            );
+            assert_eq!(error.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(redact("mysql://u:secret@h:1/db"), "mysql://u:***@h:1/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        let message = locate("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(!message.contains("secret"), "{message}");
+        assert!(message.contains("sqlite:PATH"), "{message}");
+    }
+}

@@ -1,0 +1,597 @@
+//! The production backend. Every write of a batch is set-based: the rows of
+//! a table go as parallel arrays (`UNNEST`), and all tables of an apply in
+//! one statement, so a batch of thousands of reports costs a handful of
+//! round trips, not thousands.
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row as _, Transaction};
+
+use super::apply::{self, LineState, ObservationState, Plan, RawState};
+use super::queries::{self, Param};
+use super::records::{ApplySummary, CachedAnswer, LineFilter, Processed, PullBatch, PullCommit};
+use super::rows::{
+    LineHistoryRow, LineRow, PullCursor, QuarantineRow, RawReport, StoreCounts, VerdictRow,
+};
+use super::{ApplyError, PullOutcome, URL_HELP, redact};
+use crate::Error;
+
+/// Connections in the pool.
+const CONNECTIONS: u32 = 8;
+/// How long to wait for a connection before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The advisory lock that serializes `apply` across processes: the plan is
+/// worked out from rows read first, so two applies must not interleave.
+const APPLY_LOCK: i64 = 0x4C50_5359_4E43; // "LPSYNC"
+
+type Tx = Transaction<'static, Postgres>;
+
+/// Connects and brings the schema up to date; returns the pool and the
+/// database's name for messages.
+pub(super) async fn open(url: &str) -> Result<(PgPool, String), Error> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| Error::BadDatabaseUrl {
+        url: redact(url),
+        reason: format!("cannot be read ({e}); {URL_HELP}"),
+    })?;
+    let target = format!(
+        "PostgreSQL database {}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options
+            .get_database()
+            .unwrap_or_else(|| options.get_username())
+    );
+    let pool = PgPoolOptions::new()
+        .max_connections(CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|source| Error::Database {
+            context: format!(
+                "cannot connect to the {target}; check that PostgreSQL runs there and that the \
+                 URL's user, password and database are right"
+            ),
+            source,
+        })?;
+    sqlx::migrate!("migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(|source| Error::Migrate {
+            target: target.clone(),
+            source,
+        })?;
+    Ok((pool, target))
+}
+
+/// One column of rows, for `UNNEST`.
+fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
+
+fn count_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(super) async fn cursor(
+    pool: &PgPool,
+    collector: &str,
+) -> Result<Option<PullCursor>, sqlx::Error> {
+    sqlx::query_as(queries::CURSOR)
+        .bind(collector)
+        .fetch_optional(pool)
+        .await
+}
+
+pub(super) async fn cursors(pool: &PgPool) -> Result<Vec<PullCursor>, sqlx::Error> {
+    sqlx::query_as(queries::CURSORS).fetch_all(pool).await
+}
+
+pub(super) async fn commit_pull(
+    pool: &PgPool,
+    batch: &PullBatch<'_>,
+    next_after: i64,
+) -> Result<PullOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let reports = batch.reports;
+    // One statement: the reports and the cursor. When the cursor belongs to
+    // another node, the upsert's WHERE leaves it alone and returns nothing,
+    // and the transaction is rolled back below.
+    let committed: Option<(i64, i64)> = sqlx::query_as(
+        "WITH inserted AS ( \
+           INSERT INTO raw_reports \
+             (collector, node_id, seq, report_id, received_at, body, pulled_at) \
+           SELECT $1, $2, u.seq, u.report_id, u.received_at, u.body, $7 \
+           FROM UNNEST($3::bigint[], $4::text[], $5::bigint[], $6::bytea[]) \
+             AS u(seq, report_id, received_at, body) \
+           ON CONFLICT (node_id, seq) DO NOTHING \
+           RETURNING 1) \
+         INSERT INTO pull_cursors \
+           (collector, node_id, after_seq, last_pull_at, last_ok_at, pulled_total) \
+         SELECT $1, $2, $8, $7, $7, (SELECT count(*) FROM inserted) \
+         ON CONFLICT (collector) DO UPDATE SET \
+           node_id = EXCLUDED.node_id, \
+           after_seq = GREATEST(pull_cursors.after_seq, EXCLUDED.after_seq), \
+           last_pull_at = EXCLUDED.last_pull_at, \
+           last_ok_at = EXCLUDED.last_ok_at, \
+           last_error = NULL, \
+           last_error_at = NULL, \
+           pulled_total = pull_cursors.pulled_total + EXCLUDED.pulled_total \
+         WHERE pull_cursors.node_id = '' OR pull_cursors.node_id = EXCLUDED.node_id \
+         RETURNING after_seq, (SELECT count(*) FROM inserted)",
+    )
+    .bind(batch.collector)
+    .bind(batch.node_id)
+    // Range checked by Store::commit_pull.
+    .bind(col(reports, |r| i64::try_from(r.seq).unwrap_or(i64::MAX)))
+    .bind(col(reports, |r| r.report_id.as_deref()))
+    .bind(col(reports, |r| r.received_at_ms))
+    .bind(col(reports, |r| r.body.as_slice()))
+    .bind(batch.pulled_at_ms)
+    .bind(next_after)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((after, inserted)) = committed else {
+        let old_node: String = sqlx::query_scalar(queries::CURSOR_NODE)
+            .bind(batch.collector)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        return Ok(PullOutcome::NodeChanged { old_node });
+    };
+    tx.commit().await?;
+    let inserted = u64::try_from(inserted).unwrap_or(0);
+    let total = u64::try_from(reports.len()).unwrap_or(u64::MAX);
+    Ok(PullOutcome::Committed(PullCommit {
+        inserted,
+        duplicates: total - inserted,
+        after_seq: u64::try_from(after).unwrap_or(0),
+    }))
+}
+
+pub(super) async fn record_ack(
+    pool: &PgPool,
+    collector: &str,
+    acked: i64,
+) -> Result<bool, sqlx::Error> {
+    // A confirmed ack means the collector answered: an error recorded
+    // earlier (a lost ack, a collector that was down) is over.
+    let done = sqlx::query(
+        "UPDATE pull_cursors SET acked_seq = GREATEST(acked_seq, $2), last_error = NULL, \
+         last_error_at = NULL WHERE collector = $1",
+    )
+    .bind(collector)
+    .bind(acked)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn record_pull_error(
+    pool: &PgPool,
+    collector: &str,
+    at_ms: i64,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO pull_cursors (collector, last_pull_at, last_error, last_error_at) \
+         VALUES ($1, $2, $3, $2) \
+         ON CONFLICT (collector) DO UPDATE SET \
+           last_pull_at = EXCLUDED.last_pull_at, \
+           last_error = EXCLUDED.last_error, \
+           last_error_at = EXCLUDED.last_error_at",
+    )
+    .bind(collector)
+    .bind(at_ms)
+    .bind(message)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn pending_raw(
+    pool: &PgPool,
+    after_id: i64,
+    limit: u32,
+) -> Result<Vec<RawReport>, sqlx::Error> {
+    sqlx::query_as(queries::PENDING_RAW)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+}
+
+pub(super) async fn processed_raw(
+    pool: &PgPool,
+    since_ms: Option<i64>,
+    after_id: i64,
+    limit: u32,
+) -> Result<Vec<RawReport>, sqlx::Error> {
+    sqlx::query_as(queries::PROCESSED_RAW)
+        .bind(after_id)
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+}
+
+pub(super) async fn apply(pool: &PgPool, batch: &[Processed]) -> Result<ApplySummary, ApplyError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPLY_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let ids: Vec<i64> = batch.iter().map(Processed::raw_id).collect();
+    let found = sqlx::query("SELECT id, state FROM raw_reports WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut raws = HashMap::with_capacity(found.len());
+    for row in found {
+        let state: String = row.try_get("state")?;
+        raws.insert(row.try_get::<i64, _>("id")?, RawState::parse(&state)?);
+    }
+    apply::check_raws_exist(batch, &raws)?;
+    let eligible = apply::eligible(batch, &raws);
+    let (obs_keys, line_keys) = apply::touched_keys(batch, &eligible);
+    let keys = "SELECT UNNEST($1::text[])";
+    let observations: Vec<ObservationState> = if obs_keys.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(AssertSqlSafe(queries::observation_states(keys)))
+            .bind(&obs_keys)
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    let lines: Vec<LineState> = if line_keys.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(AssertSqlSafe(queries::line_states(keys)))
+            .bind(&line_keys)
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    let mut plan = apply::plan(batch, &eligible, &raws, observations, lines);
+    let (obs_ids, verdict_ids) =
+        allocate(&mut tx, plan.new_observations.len(), plan.verdicts.len()).await?;
+    plan.assign_ids(&obs_ids, &verdict_ids);
+    write_plan(&mut tx, &plan).await?;
+    tx.commit().await?;
+    Ok(plan.summary)
+}
+
+/// Ids for the batch's new observations and verdicts from their sequences,
+/// in one round trip.
+async fn allocate(
+    tx: &mut Tx,
+    observations: usize,
+    verdicts: usize,
+) -> Result<(Vec<i64>, Vec<i64>), sqlx::Error> {
+    if observations == 0 && verdicts == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    sqlx::query_as(
+        "SELECT ARRAY(SELECT nextval('observations_id_seq') FROM generate_series(1, $1)), \
+         ARRAY(SELECT nextval('verdicts_id_seq') FROM generate_series(1, $2))",
+    )
+    .bind(count_i64(observations))
+    .bind(count_i64(verdicts))
+    .fetch_one(&mut **tx)
+    .await
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the columns of `lines`, in table order.
+fn bind_lines<'q>(query: PgQuery<'q>, lines: &[LineRow]) -> PgQuery<'q> {
+    query
+        .bind(col(lines, |l| l.line_key.as_str()))
+        .bind(col(lines, |l| l.account.as_str()))
+        .bind(col(lines, |l| l.install_id.as_str()))
+        .bind(col(lines, |l| l.declared_province.as_deref()))
+        .bind(col(lines, |l| l.declared_city.as_deref()))
+        .bind(col(lines, |l| l.declared_carrier.as_deref()))
+        .bind(col(lines, |l| l.actual_carrier.as_deref()))
+        .bind(col(lines, |l| l.actual_province.as_deref()))
+        .bind(col(lines, |l| l.actual_city.as_deref()))
+        .bind(col(lines, |l| l.egress_ip.as_str()))
+        .bind(col(lines, |l| l.first_hop_ip.as_deref()))
+        .bind(col(lines, |l| l.verdict.as_str()))
+        .bind(col(lines, |l| l.verdict_id))
+        .bind(col(lines, |l| l.observation_id))
+        .bind(col(lines, |l| i64::try_from(l.reports).unwrap_or(i64::MAX)))
+        .bind(col(lines, |l| l.first_seen_ms))
+        .bind(col(lines, |l| l.last_seen_ms))
+        .bind(col(lines, |l| l.current_from_ms))
+        .bind(col(lines, |l| l.updated_at_ms))
+}
+
+/// `$n::type[], …` for the next parameters, numbering on from `next`.
+fn arrays(next: &mut usize, types: &[&str]) -> String {
+    let mut out = Vec::with_capacity(types.len());
+    for t in types {
+        *next += 1;
+        out.push(format!("${next}::{t}[]"));
+    }
+    out.join(", ")
+}
+
+/// Every write of a batch in one statement: each table is written by one
+/// data-modifying CTE from parallel arrays. The plan never touches a row
+/// twice (new and changed observations are disjoint, and so are the
+/// quarantine rows upserted and deleted), which is what lets them share one
+/// statement and one snapshot. One statement is one round trip, whatever
+/// the batch size.
+static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
+    let n = &mut 0;
+    let new_observations = arrays(
+        n,
+        &[
+            "bigint", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+            "text", "text", "text", "text", "bigint", "bigint", "bigint", "text", "text", "bigint",
+            "text",
+        ],
+    );
+    let changed_observations = arrays(
+        n,
+        &[
+            "bigint", "bigint", "bigint", "bigint", "text", "text", "bigint", "text",
+        ],
+    );
+    let verdicts = arrays(
+        n,
+        &[
+            "bigint", "text", "bigint", "text", "text", "text", "text", "text", "text", "text",
+            "text", "text", "text", "text", "text", "bigint", "bigint",
+        ],
+    );
+    let line_types = [
+        "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+        "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+    ];
+    let new_lines = arrays(n, &line_types);
+    let changed_lines = arrays(n, &line_types);
+    let history = arrays(
+        n,
+        &[
+            "text", "bigint", "text", "text", "text", "text", "bigint", "bigint",
+        ],
+    );
+    let quarantine = arrays(n, &["bigint", "text", "text", "text", "text", "bigint"]);
+    let unquarantine = arrays(n, &["bigint"]);
+    let raws = arrays(n, &["bigint", "text", "bigint"]);
+    format!(
+        "WITH new_observations AS ( \
+           INSERT INTO observations (id, obs_key, line_key, install_id, account, \
+             declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, path, \
+             engine, agent_version, os, count, first_seen, last_seen, first_report_id, \
+             last_report_id, latest_verdict_id, latest_verdict_key) \
+           SELECT * FROM UNNEST({new_observations})), \
+         changed_observations AS ( \
+           UPDATE observations o SET count = u.count, first_seen = u.first_seen, \
+             last_seen = u.last_seen, first_report_id = u.first_report_id, \
+             last_report_id = u.last_report_id, latest_verdict_id = u.latest_verdict_id, \
+             latest_verdict_key = u.latest_verdict_key \
+           FROM UNNEST({changed_observations}) AS u(id, count, first_seen, last_seen, \
+             first_report_id, last_report_id, latest_verdict_id, latest_verdict_key) \
+           WHERE o.id = u.id), \
+         new_verdicts AS ( \
+           INSERT INTO verdicts (id, line_key, observation_id, report_id, verdict, \
+             verdict_key, reasons, evidence, actual_carrier, actual_province, actual_city, \
+             egress_carrier, first_hop_carrier, filled, data_versions, observed_at, decided_at) \
+           SELECT * FROM UNNEST({verdicts})), \
+         new_lines AS ( \
+           INSERT INTO lines (line_key, account, install_id, declared_province, \
+             declared_city, declared_carrier, actual_carrier, actual_province, actual_city, \
+             egress_ip, first_hop_ip, verdict, verdict_id, observation_id, reports, \
+             first_seen, last_seen, current_from, updated_at) \
+           SELECT * FROM UNNEST({new_lines})), \
+         changed_lines AS ( \
+           UPDATE lines l SET account = u.account, install_id = u.install_id, \
+             declared_province = u.declared_province, declared_city = u.declared_city, \
+             declared_carrier = u.declared_carrier, actual_carrier = u.actual_carrier, \
+             actual_province = u.actual_province, actual_city = u.actual_city, \
+             egress_ip = u.egress_ip, first_hop_ip = u.first_hop_ip, verdict = u.verdict, \
+             verdict_id = u.verdict_id, observation_id = u.observation_id, \
+             reports = u.reports, first_seen = u.first_seen, last_seen = u.last_seen, \
+             current_from = u.current_from, updated_at = u.updated_at \
+           FROM UNNEST({changed_lines}) AS u(line_key, account, install_id, \
+             declared_province, declared_city, declared_carrier, actual_carrier, \
+             actual_province, actual_city, egress_ip, first_hop_ip, verdict, verdict_id, \
+             observation_id, reports, first_seen, last_seen, current_from, updated_at) \
+           WHERE l.line_key = u.line_key), \
+         new_history AS ( \
+           INSERT INTO line_history (line_key, verdict_id, verdict, actual_carrier, \
+             actual_province, actual_city, current_from, replaced_at) \
+           SELECT line_key, verdict_id, verdict, actual_carrier, actual_province, \
+             actual_city, current_from, replaced_at \
+           FROM UNNEST({history}) WITH ORDINALITY AS u(line_key, verdict_id, verdict, \
+             actual_carrier, actual_province, actual_city, current_from, replaced_at, n) \
+           ORDER BY n), \
+         quarantined AS ( \
+           INSERT INTO quarantine (raw_id, report_id, install_id, reasons, summary, \
+             quarantined_at) \
+           SELECT * FROM UNNEST({quarantine}) \
+           ON CONFLICT (raw_id) DO UPDATE SET report_id = EXCLUDED.report_id, \
+             install_id = EXCLUDED.install_id, reasons = EXCLUDED.reasons, \
+             summary = EXCLUDED.summary, quarantined_at = EXCLUDED.quarantined_at), \
+         unquarantined AS ( \
+           DELETE FROM quarantine WHERE raw_id = ANY({unquarantine})), \
+         raws AS ( \
+           UPDATE raw_reports r SET state = u.state, observation_id = u.observation_id \
+           FROM UNNEST({raws}) AS u(id, state, observation_id) WHERE r.id = u.id) \
+         SELECT 1"
+    )
+});
+
+async fn write_plan(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+    let new = &plan.new_observations;
+    let changed = &plan.changed_observations;
+    let verdicts = &plan.verdicts;
+    let history = &plan.history;
+    let quarantine = &plan.quarantine;
+    let raws = &plan.raws;
+    let query = sqlx::query(AssertSqlSafe(WRITE_PLAN.as_str()))
+        // new observations
+        .bind(col(new, |o| o.id))
+        .bind(col(new, |o| o.obs_key.as_str()))
+        .bind(col(new, |o| o.line_key.as_str()))
+        .bind(col(new, |o| o.install_id.as_str()))
+        .bind(col(new, |o| o.account.as_str()))
+        .bind(col(new, |o| o.declared_province.as_deref()))
+        .bind(col(new, |o| o.declared_city.as_deref()))
+        .bind(col(new, |o| o.declared_carrier.as_deref()))
+        .bind(col(new, |o| o.egress_ip.as_str()))
+        .bind(col(new, |o| o.first_hop_ip.as_deref()))
+        .bind(col(new, |o| o.path_json.as_str()))
+        .bind(col(new, |o| o.engine.as_str()))
+        .bind(col(new, |o| o.agent_version.as_str()))
+        .bind(col(new, |o| o.os.as_str()))
+        .bind(col(new, |o| o.count))
+        .bind(col(new, |o| o.first_seen))
+        .bind(col(new, |o| o.last_seen))
+        .bind(col(new, |o| o.first_report_id.as_str()))
+        .bind(col(new, |o| o.last_report_id.as_str()))
+        .bind(col(new, |o| o.latest_verdict_id))
+        .bind(col(new, |o| o.latest_verdict_key.as_deref()))
+        // changed observations
+        .bind(col(changed, |o| o.id))
+        .bind(col(changed, |o| o.count))
+        .bind(col(changed, |o| o.first_seen))
+        .bind(col(changed, |o| o.last_seen))
+        .bind(col(changed, |o| o.first_report_id.as_str()))
+        .bind(col(changed, |o| o.last_report_id.as_str()))
+        .bind(col(changed, |o| o.latest_verdict_id))
+        .bind(col(changed, |o| o.latest_verdict_key.as_deref()))
+        // verdicts
+        .bind(col(verdicts, |v| v.id))
+        .bind(col(verdicts, |v| v.line_key.as_str()))
+        .bind(col(verdicts, |v| v.observation_id))
+        .bind(col(verdicts, |v| v.report_id.as_str()))
+        .bind(col(verdicts, |v| v.verdict.as_str()))
+        .bind(col(verdicts, |v| v.verdict_key.as_str()))
+        .bind(col(verdicts, |v| v.reasons_json.as_str()))
+        .bind(col(verdicts, |v| v.evidence_json.as_str()))
+        .bind(col(verdicts, |v| v.actual_carrier.as_deref()))
+        .bind(col(verdicts, |v| v.actual_province.as_deref()))
+        .bind(col(verdicts, |v| v.actual_city.as_deref()))
+        .bind(col(verdicts, |v| v.egress_carrier.as_deref()))
+        .bind(col(verdicts, |v| v.first_hop_carrier.as_deref()))
+        .bind(col(verdicts, |v| v.filled_json.as_str()))
+        .bind(col(verdicts, |v| v.data_versions_json.as_str()))
+        .bind(col(verdicts, |v| v.observed_at_ms))
+        .bind(col(verdicts, |v| v.decided_at_ms));
+    let query = bind_lines(bind_lines(query, &plan.new_lines), &plan.changed_lines)
+        // line history
+        .bind(col(history, |h| h.line_key.as_str()))
+        .bind(col(history, |h| h.verdict_id))
+        .bind(col(history, |h| h.verdict.as_str()))
+        .bind(col(history, |h| h.actual_carrier.as_deref()))
+        .bind(col(history, |h| h.actual_province.as_deref()))
+        .bind(col(history, |h| h.actual_city.as_deref()))
+        .bind(col(history, |h| h.current_from))
+        .bind(col(history, |h| h.replaced_at))
+        // quarantine
+        .bind(col(quarantine, |q| q.raw_id))
+        .bind(col(quarantine, |q| q.report_id.as_deref()))
+        .bind(col(quarantine, |q| q.install_id.as_deref()))
+        .bind(col(quarantine, |q| q.reasons_json.as_str()))
+        .bind(col(quarantine, |q| q.summary.as_str()))
+        .bind(col(quarantine, |q| q.at_ms))
+        .bind(&plan.unquarantine)
+        // raw reports
+        .bind(col(raws, |r| r.id))
+        .bind(col(raws, |r| r.state.as_str()))
+        .bind(col(raws, |r| r.observation_id));
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub(super) async fn lines(pool: &PgPool, filter: &LineFilter) -> Result<Vec<LineRow>, sqlx::Error> {
+    let (sql, params) = queries::lines(filter);
+    let mut query = sqlx::query_as(AssertSqlSafe(sql));
+    for param in params {
+        query = match param {
+            Param::Text(text) => query.bind(text),
+            Param::Int(int) => query.bind(int),
+        };
+    }
+    query.fetch_all(pool).await
+}
+
+pub(super) async fn line_verdicts(
+    pool: &PgPool,
+    line_key: &str,
+) -> Result<Vec<VerdictRow>, sqlx::Error> {
+    sqlx::query_as(queries::LINE_VERDICTS)
+        .bind(line_key)
+        .fetch_all(pool)
+        .await
+}
+
+pub(super) async fn line_history(
+    pool: &PgPool,
+    line_key: &str,
+) -> Result<Vec<LineHistoryRow>, sqlx::Error> {
+    sqlx::query_as(queries::LINE_HISTORY)
+        .bind(line_key)
+        .fetch_all(pool)
+        .await
+}
+
+pub(super) async fn quarantined(
+    pool: &PgPool,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<QuarantineRow>, sqlx::Error> {
+    sqlx::query_as(queries::QUARANTINED)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
+        .fetch_all(pool)
+        .await
+}
+
+pub(super) async fn counts(pool: &PgPool) -> Result<StoreCounts, sqlx::Error> {
+    sqlx::query_as(queries::COUNTS).fetch_one(pool).await
+}
+
+pub(super) async fn cache_load(
+    pool: &PgPool,
+    source: &str,
+    now_ms: i64,
+) -> Result<Vec<CachedAnswer>, sqlx::Error> {
+    sqlx::query_as(queries::CACHE_LOAD)
+        .bind(source)
+        .bind(now_ms)
+        .fetch_all(pool)
+        .await
+}
+
+pub(super) async fn cache_put(pool: &PgPool, entries: &[CachedAnswer]) -> Result<(), sqlx::Error> {
+    // One statement may not update a row twice: keep the last entry for
+    // each source and address.
+    let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        last.insert((e.source.as_str(), e.ip.as_str()), i);
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    let rows: Vec<&CachedAnswer> = keep.into_iter().map(|i| &entries[i]).collect();
+    sqlx::query(
+        "INSERT INTO resolver_cache (source, ip, facts, fetched_at, expires_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
+         ON CONFLICT (source, ip) DO UPDATE SET facts = EXCLUDED.facts, \
+         fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at",
+    )
+    .bind(col(&rows, |e| e.source.as_str()))
+    .bind(col(&rows, |e| e.ip.as_str()))
+    .bind(col(&rows, |e| e.facts_json.as_deref()))
+    .bind(col(&rows, |e| e.fetched_at_ms))
+    .bind(col(&rows, |e| e.expires_at_ms))
+    .execute(pool)
+    .await?;
+    Ok(())
+}

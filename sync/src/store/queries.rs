@@ -1,0 +1,143 @@
+//! SQL both backends run as is. SQLite reads `$1` as the first parameter
+//! just as PostgreSQL does, so reads need only one text.
+
+use std::fmt::Write as _;
+
+use super::records::LineFilter;
+
+pub(super) const CURSOR: &str = "SELECT collector, node_id, after_seq, acked_seq, \
+     last_pull_at AS last_pull_at_ms, last_ok_at AS last_ok_at_ms, last_error, \
+     last_error_at AS last_error_at_ms, pulled_total FROM pull_cursors WHERE collector = $1";
+
+pub(super) const CURSORS: &str = "SELECT collector, node_id, after_seq, acked_seq, \
+     last_pull_at AS last_pull_at_ms, last_ok_at AS last_ok_at_ms, last_error, \
+     last_error_at AS last_error_at_ms, pulled_total FROM pull_cursors ORDER BY collector";
+
+pub(super) const CURSOR_NODE: &str = "SELECT node_id FROM pull_cursors WHERE collector = $1";
+
+pub(super) const PENDING_RAW: &str = "SELECT id, collector, node_id, seq, body, \
+     pulled_at AS pulled_at_ms FROM raw_reports \
+     WHERE state = 'pending' AND id > $1 ORDER BY id LIMIT $2";
+
+pub(super) const PROCESSED_RAW: &str = "SELECT id, collector, node_id, seq, body, \
+     pulled_at AS pulled_at_ms FROM raw_reports \
+     WHERE state = 'processed' AND id > $1 \
+     AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(received_at, pulled_at) >= $2) \
+     ORDER BY id LIMIT $3";
+
+/// The columns of a [`LineRow`](super::LineRow), from `lines l`.
+const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
+     l.declared_city, l.declared_carrier, l.actual_carrier, l.actual_province, l.actual_city, \
+     l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.observation_id, l.reports, \
+     l.first_seen AS first_seen_ms, l.last_seen AS last_seen_ms, \
+     l.current_from AS current_from_ms, l.updated_at AS updated_at_ms";
+
+/// The lines an apply touches, with their current observation's last seen
+/// time; `{keys}` is replaced by each backend's list of keys.
+pub(super) fn line_states(keys: &str) -> String {
+    format!(
+        "SELECT {LINE_COLUMNS}, o.last_seen AS current_seen FROM lines l \
+         LEFT JOIN observations o ON o.id = l.observation_id WHERE l.line_key IN ({keys})"
+    )
+}
+
+/// The observations an apply touches; `{keys}` as for [`line_states`].
+pub(super) fn observation_states(keys: &str) -> String {
+    format!(
+        "SELECT id, obs_key, line_key, install_id, account, declared_province, declared_city, \
+         declared_carrier, egress_ip, first_hop_ip, path AS path_json, engine, agent_version, os, \
+         count, first_seen, last_seen, first_report_id, last_report_id, latest_verdict_id, \
+         latest_verdict_key FROM observations WHERE obs_key IN ({keys})"
+    )
+}
+
+const OBSERVATION_COLUMNS: &str = "SELECT id, obs_key, line_key, install_id, account, \
+     declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, \
+     path AS path_json, engine, agent_version, os, count, first_seen AS first_seen_ms, \
+     last_seen AS last_seen_ms, first_report_id, last_report_id, latest_verdict_id, \
+     latest_verdict_key FROM observations";
+
+pub(super) fn observation() -> String {
+    format!("{OBSERVATION_COLUMNS} WHERE obs_key = $1")
+}
+
+pub(super) fn line_observations() -> String {
+    format!("{OBSERVATION_COLUMNS} WHERE line_key = $1 ORDER BY last_seen DESC, id DESC")
+}
+
+pub(super) fn line() -> String {
+    format!("SELECT {LINE_COLUMNS} FROM lines l WHERE l.line_key = $1")
+}
+
+pub(super) const LINE_VERDICTS: &str = "SELECT id, line_key, observation_id, report_id, verdict, \
+     verdict_key, reasons AS reasons_json, evidence AS evidence_json, actual_carrier, \
+     actual_province, actual_city, egress_carrier, first_hop_carrier, filled AS filled_json, \
+     data_versions AS data_versions_json, observed_at AS observed_at_ms, \
+     decided_at AS decided_at_ms FROM verdicts WHERE line_key = $1 ORDER BY id DESC";
+
+pub(super) const LINE_HISTORY: &str = "SELECT id, line_key, verdict_id, verdict, actual_carrier, \
+     actual_province, actual_city, current_from AS current_from_ms, \
+     replaced_at AS replaced_at_ms FROM line_history WHERE line_key = $1 ORDER BY id DESC";
+
+pub(super) const QUARANTINED: &str = "SELECT q.id, q.raw_id, r.collector, r.node_id, r.seq, \
+     q.report_id, q.install_id, q.reasons AS reasons_json, q.summary, \
+     q.quarantined_at AS quarantined_at_ms FROM quarantine q \
+     JOIN raw_reports r ON r.id = q.raw_id ORDER BY q.id DESC LIMIT $1 OFFSET $2";
+
+pub(super) const COUNTS: &str = "SELECT \
+     (SELECT COUNT(*) FROM raw_reports) AS raw, \
+     (SELECT COUNT(*) FROM raw_reports WHERE state = 'pending') AS pending, \
+     (SELECT COUNT(*) FROM raw_reports WHERE state = 'processed') AS processed, \
+     (SELECT COUNT(*) FROM raw_reports WHERE state = 'quarantined') AS quarantined, \
+     (SELECT COUNT(*) FROM observations) AS observations, \
+     (SELECT COUNT(*) FROM verdicts) AS verdicts, \
+     (SELECT COUNT(*) FROM lines) AS lines, \
+     (SELECT COUNT(*) FROM line_history) AS line_history";
+
+pub(super) const CACHE_LOAD: &str = "SELECT source, ip, facts AS facts_json, \
+     fetched_at AS fetched_at_ms, expires_at AS expires_at_ms FROM resolver_cache \
+     WHERE source = $1 AND expires_at > $2 ORDER BY ip";
+
+/// A parameter of a built query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Param<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// The query of [`Store::lines`](super::Store::lines): only the conditions
+/// the filter sets, so every one of them can use its index.
+pub(super) fn lines(filter: &LineFilter) -> (String, Vec<Param<'_>>) {
+    let mut sql = format!("SELECT {LINE_COLUMNS} FROM lines l WHERE TRUE");
+    let mut params = Vec::new();
+    let texts = [
+        ("l.declared_province", &filter.province),
+        ("l.declared_city", &filter.city),
+        ("l.declared_carrier", &filter.declared_carrier),
+        ("l.actual_carrier", &filter.actual_carrier),
+        ("l.verdict", &filter.verdict),
+    ];
+    for (column, value) in texts {
+        if let Some(value) = value {
+            params.push(Param::Text(value));
+            let _ = write!(sql, " AND {column} = ${}", params.len());
+        }
+    }
+    if let Some(since) = filter.seen_since_ms {
+        params.push(Param::Int(since));
+        let _ = write!(sql, " AND l.last_seen >= ${}", params.len());
+    }
+    if let Some(until) = filter.seen_until_ms {
+        params.push(Param::Int(until));
+        let _ = write!(sql, " AND l.last_seen <= ${}", params.len());
+    }
+    params.push(Param::Int(i64::from(filter.limit)));
+    params.push(Param::Int(i64::from(filter.offset)));
+    let _ = write!(
+        sql,
+        " ORDER BY l.last_seen DESC, l.line_key LIMIT ${} OFFSET ${}",
+        params.len() - 1,
+        params.len()
+    );
+    (sql, params)
+}

@@ -1,0 +1,622 @@
+//! The embedded backend. One writer connection (SQLite allows one writer at
+//! a time; a pool of one queues writers in the process instead of letting
+//! them fail on a lock), a few read-only connections beside it (WAL lets
+//! them read while the writer writes). Writes are row by row inside one
+//! transaction: in-process, a statement costs microseconds.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row as _, SqlitePool, Transaction};
+
+use super::apply::{self, LineState, ObservationState, Plan, RawState};
+use super::queries::{self, Param};
+use super::records::{ApplySummary, CachedAnswer, LineFilter, Processed, PullBatch, PullCommit};
+use super::rows::{
+    LineHistoryRow, LineRow, PullCursor, QuarantineRow, RawReport, StoreCounts, VerdictRow,
+};
+use super::{ApplyError, PullOutcome};
+use crate::Error;
+
+/// How long a statement waits for a lock another process holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read-only connections beside the writer.
+const READERS: u32 = 4;
+
+type Tx = Transaction<'static, sqlx::Sqlite>;
+
+/// The writer and the readers of one database file.
+#[derive(Debug, Clone)]
+pub(super) struct Pools {
+    pub(super) writer: SqlitePool,
+    pub(super) readers: SqlitePool,
+}
+
+impl Pools {
+    pub(super) async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Opens (creating it and its directory when needed) the database file and
+/// brings its schema up to date.
+pub(super) async fn open(path: &Path, target: &str) -> Result<Pools, Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| Error::DatabaseDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+    }
+    let base = SqliteConnectOptions::new()
+        .filename(path)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let writer_options = base
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let open_error = |source| Error::Database {
+        context: format!(
+            "cannot open the {target}; check that the path names an SQLite file (or a new one) \
+             in a writable directory"
+        ),
+        source,
+    };
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(writer_options)
+        .await
+        .map_err(open_error)?;
+    migrate(&writer, target).await?;
+    // The file exists and is in WAL mode now; readers only read.
+    let readers = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .connect_with(base.pragma("query_only", "ON"))
+        .await
+        .map_err(open_error)?;
+    Ok(Pools { writer, readers })
+}
+
+/// Brings the schema up to date. Two processes opening a new file at once
+/// (the daemon starting and `status` asked right away) both find it
+/// unmigrated, and sqlx takes no migration lock on SQLite: the loser's
+/// migration fails on the tables the winner just created, in a transaction
+/// that leaves nothing behind. It tries again, a few times: by then the
+/// winner's migration is recorded and there is nothing left to do.
+async fn migrate(writer: &SqlitePool, target: &str) -> Result<(), Error> {
+    const ATTEMPTS: u64 = 5;
+    let mut attempt = 1;
+    loop {
+        match sqlx::migrate!("migrations/sqlite").run(writer).await {
+            Ok(()) => return Ok(()),
+            Err(
+                sqlx::migrate::MigrateError::Execute(_)
+                | sqlx::migrate::MigrateError::ExecuteMigration(..),
+            ) if attempt < ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                attempt += 1;
+            }
+            Err(source) => {
+                return Err(Error::Migrate {
+                    target: target.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+async fn begin(writer: &SqlitePool) -> Result<Tx, sqlx::Error> {
+    // IMMEDIATE takes the write lock up front, so another process writing
+    // the same file makes us wait (busy timeout) instead of failing halfway.
+    writer.begin_with("BEGIN IMMEDIATE").await
+}
+
+pub(super) async fn cursor(
+    readers: &SqlitePool,
+    collector: &str,
+) -> Result<Option<PullCursor>, sqlx::Error> {
+    sqlx::query_as(queries::CURSOR)
+        .bind(collector)
+        .fetch_optional(readers)
+        .await
+}
+
+pub(super) async fn cursors(readers: &SqlitePool) -> Result<Vec<PullCursor>, sqlx::Error> {
+    sqlx::query_as(queries::CURSORS).fetch_all(readers).await
+}
+
+pub(super) async fn commit_pull(
+    writer: &SqlitePool,
+    batch: &PullBatch<'_>,
+    next_after: i64,
+) -> Result<PullOutcome, sqlx::Error> {
+    let mut tx = begin(writer).await?;
+    let mut inserted: u64 = 0;
+    for report in batch.reports {
+        let done = sqlx::query(
+            "INSERT INTO raw_reports \
+             (collector, node_id, seq, report_id, received_at, body, pulled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (node_id, seq) DO NOTHING",
+        )
+        .bind(batch.collector)
+        .bind(batch.node_id)
+        // Range checked by Store::commit_pull.
+        .bind(i64::try_from(report.seq).unwrap_or(i64::MAX))
+        .bind(report.report_id.as_deref())
+        .bind(report.received_at_ms)
+        .bind(report.body.as_slice())
+        .bind(batch.pulled_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        inserted += done.rows_affected();
+    }
+    let after: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO pull_cursors \
+         (collector, node_id, after_seq, last_pull_at, last_ok_at, pulled_total) \
+         VALUES ($1, $2, $3, $4, $4, $5) \
+         ON CONFLICT (collector) DO UPDATE SET \
+           node_id = excluded.node_id, \
+           after_seq = MAX(pull_cursors.after_seq, excluded.after_seq), \
+           last_pull_at = excluded.last_pull_at, \
+           last_ok_at = excluded.last_ok_at, \
+           last_error = NULL, \
+           last_error_at = NULL, \
+           pulled_total = pull_cursors.pulled_total + excluded.pulled_total \
+         WHERE pull_cursors.node_id = '' OR pull_cursors.node_id = excluded.node_id \
+         RETURNING after_seq",
+    )
+    .bind(batch.collector)
+    .bind(batch.node_id)
+    .bind(next_after)
+    .bind(batch.pulled_at_ms)
+    .bind(i64::try_from(inserted).unwrap_or(i64::MAX))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(after) = after else {
+        let old_node: String = sqlx::query_scalar(queries::CURSOR_NODE)
+            .bind(batch.collector)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        return Ok(PullOutcome::NodeChanged { old_node });
+    };
+    tx.commit().await?;
+    let total = u64::try_from(batch.reports.len()).unwrap_or(u64::MAX);
+    Ok(PullOutcome::Committed(PullCommit {
+        inserted,
+        duplicates: total - inserted,
+        after_seq: u64::try_from(after).unwrap_or(0),
+    }))
+}
+
+pub(super) async fn record_ack(
+    writer: &SqlitePool,
+    collector: &str,
+    acked: i64,
+) -> Result<bool, sqlx::Error> {
+    // A confirmed ack means the collector answered: an error recorded
+    // earlier (a lost ack, a collector that was down) is over.
+    let done = sqlx::query(
+        "UPDATE pull_cursors SET acked_seq = MAX(acked_seq, $2), last_error = NULL, \
+         last_error_at = NULL WHERE collector = $1",
+    )
+    .bind(collector)
+    .bind(acked)
+    .execute(writer)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn record_pull_error(
+    writer: &SqlitePool,
+    collector: &str,
+    at_ms: i64,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO pull_cursors (collector, last_pull_at, last_error, last_error_at) \
+         VALUES ($1, $2, $3, $2) \
+         ON CONFLICT (collector) DO UPDATE SET \
+           last_pull_at = excluded.last_pull_at, \
+           last_error = excluded.last_error, \
+           last_error_at = excluded.last_error_at",
+    )
+    .bind(collector)
+    .bind(at_ms)
+    .bind(message)
+    .execute(writer)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn pending_raw(
+    readers: &SqlitePool,
+    after_id: i64,
+    limit: u32,
+) -> Result<Vec<RawReport>, sqlx::Error> {
+    sqlx::query_as(queries::PENDING_RAW)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(readers)
+        .await
+}
+
+pub(super) async fn processed_raw(
+    readers: &SqlitePool,
+    since_ms: Option<i64>,
+    after_id: i64,
+    limit: u32,
+) -> Result<Vec<RawReport>, sqlx::Error> {
+    sqlx::query_as(queries::PROCESSED_RAW)
+        .bind(after_id)
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .fetch_all(readers)
+        .await
+}
+
+/// A JSON array of the items: SQLite's `json_each` turns it into a set, so
+/// a whole batch of keys goes in one parameter.
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    // Serializing integers and strings cannot fail.
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+pub(super) async fn apply(
+    writer: &SqlitePool,
+    batch: &[Processed],
+) -> Result<ApplySummary, ApplyError> {
+    let mut tx = begin(writer).await?;
+    let ids: Vec<i64> = batch.iter().map(Processed::raw_id).collect();
+    let found = sqlx::query(
+        "SELECT id, state FROM raw_reports WHERE id IN (SELECT value FROM json_each($1))",
+    )
+    .bind(json_list(&ids))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut raws = HashMap::with_capacity(found.len());
+    for row in found {
+        let state: String = row.try_get("state")?;
+        raws.insert(row.try_get::<i64, _>("id")?, RawState::parse(&state)?);
+    }
+    apply::check_raws_exist(batch, &raws)?;
+    let eligible = apply::eligible(batch, &raws);
+    let (obs_keys, line_keys) = apply::touched_keys(batch, &eligible);
+    let keys = "SELECT value FROM json_each($1)";
+    let observations: Vec<ObservationState> = if obs_keys.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(AssertSqlSafe(queries::observation_states(keys)))
+            .bind(json_list(&obs_keys))
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    let lines: Vec<LineState> = if line_keys.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(AssertSqlSafe(queries::line_states(keys)))
+            .bind(json_list(&line_keys))
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    let mut plan = apply::plan(batch, &eligible, &raws, observations, lines);
+    // The writer is the only one: ids above the largest are free.
+    let obs_ids = allocate(
+        &mut tx,
+        "SELECT COALESCE(MAX(id), 0) FROM observations",
+        plan.new_observations.len(),
+    )
+    .await?;
+    let verdict_ids = allocate(
+        &mut tx,
+        "SELECT COALESCE(MAX(id), 0) FROM verdicts",
+        plan.verdicts.len(),
+    )
+    .await?;
+    plan.assign_ids(&obs_ids, &verdict_ids);
+    write_plan(&mut tx, &plan).await?;
+    tx.commit().await?;
+    Ok(plan.summary)
+}
+
+/// `count` unused ids of a table; `max_id` selects its largest id.
+async fn allocate(
+    tx: &mut Tx,
+    max_id: &'static str,
+    count: usize,
+) -> Result<Vec<i64>, sqlx::Error> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let max: i64 = sqlx::query_scalar(max_id).fetch_one(&mut **tx).await?;
+    Ok((1..=i64::try_from(count).unwrap_or(i64::MAX))
+        .map(|i| max + i)
+        .collect())
+}
+
+async fn write_plan(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+    write_observations(tx, plan).await?;
+    for v in &plan.verdicts {
+        insert_verdict(tx, v).await?;
+    }
+    for l in plan.new_lines.iter().chain(&plan.changed_lines) {
+        upsert_line(tx, l).await?;
+    }
+    write_history(tx, plan).await?;
+    write_quarantine(tx, plan).await?;
+    for r in &plan.raws {
+        sqlx::query("UPDATE raw_reports SET state = $2, observation_id = $3 WHERE id = $1")
+            .bind(r.id)
+            .bind(r.state.as_str())
+            .bind(r.observation_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn write_observations(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+    for o in &plan.new_observations {
+        sqlx::query(
+            "INSERT INTO observations (id, obs_key, line_key, install_id, account, \
+             declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, path, \
+             engine, agent_version, os, count, first_seen, last_seen, first_report_id, \
+             last_report_id, latest_verdict_id, latest_verdict_key) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+             $19, $20, $21)",
+        )
+        .bind(o.id)
+        .bind(&o.obs_key)
+        .bind(&o.line_key)
+        .bind(&o.install_id)
+        .bind(&o.account)
+        .bind(o.declared_province.as_deref())
+        .bind(o.declared_city.as_deref())
+        .bind(o.declared_carrier.as_deref())
+        .bind(&o.egress_ip)
+        .bind(o.first_hop_ip.as_deref())
+        .bind(&o.path_json)
+        .bind(&o.engine)
+        .bind(&o.agent_version)
+        .bind(&o.os)
+        .bind(o.count)
+        .bind(o.first_seen)
+        .bind(o.last_seen)
+        .bind(&o.first_report_id)
+        .bind(&o.last_report_id)
+        .bind(o.latest_verdict_id)
+        .bind(o.latest_verdict_key.as_deref())
+        .execute(&mut **tx)
+        .await?;
+    }
+    for o in &plan.changed_observations {
+        sqlx::query(
+            "UPDATE observations SET count = $2, first_seen = $3, last_seen = $4, \
+             first_report_id = $5, last_report_id = $6, latest_verdict_id = $7, \
+             latest_verdict_key = $8 WHERE id = $1",
+        )
+        .bind(o.id)
+        .bind(o.count)
+        .bind(o.first_seen)
+        .bind(o.last_seen)
+        .bind(&o.first_report_id)
+        .bind(&o.last_report_id)
+        .bind(o.latest_verdict_id)
+        .bind(o.latest_verdict_key.as_deref())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_history(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+    for h in &plan.history {
+        sqlx::query(
+            "INSERT INTO line_history (line_key, verdict_id, verdict, actual_carrier, \
+             actual_province, actual_city, current_from, replaced_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&h.line_key)
+        .bind(h.verdict_id)
+        .bind(&h.verdict)
+        .bind(h.actual_carrier.as_deref())
+        .bind(h.actual_province.as_deref())
+        .bind(h.actual_city.as_deref())
+        .bind(h.current_from)
+        .bind(h.replaced_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_quarantine(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+    for q in &plan.quarantine {
+        sqlx::query(
+            "INSERT INTO quarantine (raw_id, report_id, install_id, reasons, summary, \
+             quarantined_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (raw_id) DO UPDATE SET report_id = excluded.report_id, \
+             install_id = excluded.install_id, reasons = excluded.reasons, \
+             summary = excluded.summary, quarantined_at = excluded.quarantined_at",
+        )
+        .bind(q.raw_id)
+        .bind(q.report_id.as_deref())
+        .bind(q.install_id.as_deref())
+        .bind(&q.reasons_json)
+        .bind(&q.summary)
+        .bind(q.at_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for raw_id in &plan.unquarantine {
+        sqlx::query("DELETE FROM quarantine WHERE raw_id = $1")
+            .bind(raw_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_verdict(tx: &mut Tx, v: &VerdictRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO verdicts (id, line_key, observation_id, report_id, verdict, verdict_key, \
+         reasons, evidence, actual_carrier, actual_province, actual_city, egress_carrier, \
+         first_hop_carrier, filled, data_versions, observed_at, decided_at) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(v.id)
+    .bind(&v.line_key)
+    .bind(v.observation_id)
+    .bind(&v.report_id)
+    .bind(&v.verdict)
+    .bind(&v.verdict_key)
+    .bind(&v.reasons_json)
+    .bind(&v.evidence_json)
+    .bind(v.actual_carrier.as_deref())
+    .bind(v.actual_province.as_deref())
+    .bind(v.actual_city.as_deref())
+    .bind(v.egress_carrier.as_deref())
+    .bind(v.first_hop_carrier.as_deref())
+    .bind(&v.filled_json)
+    .bind(&v.data_versions_json)
+    .bind(v.observed_at_ms)
+    .bind(v.decided_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_line(tx: &mut Tx, l: &LineRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO lines (line_key, account, install_id, declared_province, declared_city, \
+         declared_carrier, actual_carrier, actual_province, actual_city, egress_ip, \
+         first_hop_ip, verdict, verdict_id, observation_id, reports, first_seen, last_seen, \
+         current_from, updated_at) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT (line_key) DO UPDATE SET account = excluded.account, \
+         install_id = excluded.install_id, declared_province = excluded.declared_province, \
+         declared_city = excluded.declared_city, declared_carrier = excluded.declared_carrier, \
+         actual_carrier = excluded.actual_carrier, actual_province = excluded.actual_province, \
+         actual_city = excluded.actual_city, egress_ip = excluded.egress_ip, \
+         first_hop_ip = excluded.first_hop_ip, verdict = excluded.verdict, \
+         verdict_id = excluded.verdict_id, observation_id = excluded.observation_id, \
+         reports = excluded.reports, first_seen = excluded.first_seen, \
+         last_seen = excluded.last_seen, current_from = excluded.current_from, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&l.line_key)
+    .bind(&l.account)
+    .bind(&l.install_id)
+    .bind(l.declared_province.as_deref())
+    .bind(l.declared_city.as_deref())
+    .bind(l.declared_carrier.as_deref())
+    .bind(l.actual_carrier.as_deref())
+    .bind(l.actual_province.as_deref())
+    .bind(l.actual_city.as_deref())
+    .bind(&l.egress_ip)
+    .bind(l.first_hop_ip.as_deref())
+    .bind(&l.verdict)
+    .bind(l.verdict_id)
+    .bind(l.observation_id)
+    .bind(i64::try_from(l.reports).unwrap_or(i64::MAX))
+    .bind(l.first_seen_ms)
+    .bind(l.last_seen_ms)
+    .bind(l.current_from_ms)
+    .bind(l.updated_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn lines(
+    readers: &SqlitePool,
+    filter: &LineFilter,
+) -> Result<Vec<LineRow>, sqlx::Error> {
+    let (sql, params) = queries::lines(filter);
+    let mut query = sqlx::query_as(AssertSqlSafe(sql));
+    for param in params {
+        query = match param {
+            Param::Text(text) => query.bind(text),
+            Param::Int(int) => query.bind(int),
+        };
+    }
+    query.fetch_all(readers).await
+}
+
+pub(super) async fn line_verdicts(
+    readers: &SqlitePool,
+    line_key: &str,
+) -> Result<Vec<VerdictRow>, sqlx::Error> {
+    sqlx::query_as(queries::LINE_VERDICTS)
+        .bind(line_key)
+        .fetch_all(readers)
+        .await
+}
+
+pub(super) async fn line_history(
+    readers: &SqlitePool,
+    line_key: &str,
+) -> Result<Vec<LineHistoryRow>, sqlx::Error> {
+    sqlx::query_as(queries::LINE_HISTORY)
+        .bind(line_key)
+        .fetch_all(readers)
+        .await
+}
+
+pub(super) async fn quarantined(
+    readers: &SqlitePool,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<QuarantineRow>, sqlx::Error> {
+    sqlx::query_as(queries::QUARANTINED)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
+        .fetch_all(readers)
+        .await
+}
+
+pub(super) async fn counts(readers: &SqlitePool) -> Result<StoreCounts, sqlx::Error> {
+    sqlx::query_as(queries::COUNTS).fetch_one(readers).await
+}
+
+pub(super) async fn cache_load(
+    readers: &SqlitePool,
+    source: &str,
+    now_ms: i64,
+) -> Result<Vec<CachedAnswer>, sqlx::Error> {
+    sqlx::query_as(queries::CACHE_LOAD)
+        .bind(source)
+        .bind(now_ms)
+        .fetch_all(readers)
+        .await
+}
+
+pub(super) async fn cache_put(
+    writer: &SqlitePool,
+    entries: &[CachedAnswer],
+) -> Result<(), sqlx::Error> {
+    let mut tx = begin(writer).await?;
+    for e in entries {
+        sqlx::query(
+            "INSERT INTO resolver_cache (source, ip, facts, fetched_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, ip) DO UPDATE SET \
+             facts = excluded.facts, fetched_at = excluded.fetched_at, \
+             expires_at = excluded.expires_at",
+        )
+        .bind(&e.source)
+        .bind(&e.ip)
+        .bind(e.facts_json.as_deref())
+        .bind(e.fetched_at_ms)
+        .bind(e.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
