@@ -94,7 +94,7 @@ mod bench {
             return None;
         }
         let started = Instant::now();
-        let out = match lab::run_bounded(lab.exec("sub", args), Duration::from_secs(180)) {
+        let out = match lab::run_bounded(lab.exec("sub", args), Duration::from_mins(3)) {
             Ok(out) => out,
             Err(e) => {
                 println!("  ({name} not measured: {e})");

@@ -600,7 +600,7 @@ impl Agent {
     /// before it was spooled is simply not made).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let mut shutdown = std::pin::pin!(shutdown);
-        let idle = Duration::from_secs(60);
+        let idle = Duration::from_mins(1);
         let mut next_probe = tokio::time::Instant::now();
         let mut next_manifest = tokio::time::Instant::now();
         loop {

@@ -233,10 +233,10 @@ fn write_trace(out: &mut dyn Write, trace: &lineprobe_shared::ReportTrace) -> st
             .join("  ");
         writeln!(out, "{:>3}  {addrs}  {rtts}", hop.ttl)?;
     }
-    if let Some(raw) = &trace.raw_text {
-        if trace.hops.is_empty() {
-            writeln!(out, "{raw}")?;
-        }
+    if let Some(raw) = &trace.raw_text
+        && trace.hops.is_empty()
+    {
+        writeln!(out, "{raw}")?;
     }
     Ok(())
 }

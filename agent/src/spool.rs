@@ -222,14 +222,14 @@ mod tests {
     #[test]
     fn backoff_grows_is_capped_and_respects_retry_after() {
         let mut rng = rand::thread_rng();
-        let base = Duration::from_secs(60);
-        let max = Duration::from_secs(3600);
+        let base = Duration::from_mins(1);
+        let max = Duration::from_hours(1);
         for retries in 0..40 {
             let wait = backoff(retries, base, max, None, &mut rng);
             let full = base.saturating_mul(1 << retries.min(20)).min(max);
             assert!(wait >= full / 2 && wait <= full, "{retries}: {wait:?}");
         }
-        let floor = Duration::from_secs(7200);
+        let floor = Duration::from_hours(2);
         assert!(backoff(0, base, max, Some(floor), &mut rng) >= floor);
     }
 }

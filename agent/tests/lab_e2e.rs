@@ -30,7 +30,7 @@ const NODE_ID: &str = "lab-node";
 const EXPORT_TOKEN: &str = "lab-export-token-0123456789abcdef";
 /// Most any one agent command may take (a trace, then a submission that may
 /// wait out a dead endpoint's connect timeout).
-const AGENT_LIMIT: Duration = Duration::from_secs(60);
+const AGENT_LIMIT: Duration = Duration::from_mins(1);
 /// Most the collector may take to print its addresses, or to stop on SIGTERM.
 const COLLECTOR_LIMIT: Duration = Duration::from_secs(20);
 

@@ -190,7 +190,7 @@ fn run_child(
     let mut cmd = lab.exec("sub", &args);
     cmd.env(CHILD_ENV, child)
         .env(TARGET_ENV, target.to_string());
-    let out = run_bounded(cmd, Duration::from_secs(60)).expect("child runs");
+    let out = run_bounded(cmd, Duration::from_mins(1)).expect("child runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{child} failed:\n{stdout}\n{stderr}");

@@ -108,7 +108,7 @@ async fn a_published_manifest_is_fetched_verified_and_applied() {
         .collect();
     assert_eq!(urls, vec![endpoint(&running)]);
     assert_eq!(settings.path_patterns, vec!["/static/*/upload".to_owned()]);
-    assert_eq!(settings.interval, Duration::from_secs(120));
+    assert_eq!(settings.interval, Duration::from_mins(2));
 
     let status = agent.status().expect("status");
     assert_eq!(status.manifest_serial, Some(5));

@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// How often acknowledged reports past their retention are purged.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+const PURGE_INTERVAL: Duration = Duration::from_mins(1);
 
 /// A running collector: its bound addresses and the handle that stops it.
 #[derive(Debug)]

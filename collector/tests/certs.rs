@@ -230,7 +230,7 @@ async fn sighup_reloads_at_once() {
     let store = CertStore::load_or_generate(&files.config(), Path::new("/unused")).unwrap();
     let cancel = CancellationToken::new();
     // Polling once an hour: only the signal can explain a reload.
-    let reloader = store.spawn_reloader(Duration::from_secs(3600), cancel.clone());
+    let reloader = store.spawn_reloader(Duration::from_hours(1), cancel.clone());
     let b = new_pair();
     files.write(&b);
     tokio::time::sleep(Duration::from_millis(50)).await;

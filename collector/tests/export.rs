@@ -39,7 +39,7 @@ impl Harness {
             node_id: NODE.to_owned(),
             max_reports: 10_000,
             full_retry_after_secs: 5,
-            retention: Duration::from_secs(3600),
+            retention: Duration::from_hours(1),
             group_commit_max: 64,
             group_commit_wait: Duration::ZERO,
             on_commit: None,

@@ -25,7 +25,7 @@ fn options(path: &Path) -> StagingOptions {
         node_id: NODE.to_owned(),
         max_reports: 1_000_000,
         full_retry_after_secs: 17,
-        retention: Duration::from_secs(3600),
+        retention: Duration::from_hours(1),
         group_commit_max: 256,
         group_commit_wait: Duration::from_micros(500),
         on_commit: None,
@@ -633,11 +633,11 @@ fn crash_child() {
                         }
                         // Retries of earlier reports and the puller's
                         // acknowledgements run beside the writes.
-                        if i % 7 == 3 {
-                            if let Some(old) = mine.get(mine.len() / 2) {
-                                let again = staging.stage(old.clone()).await.unwrap();
-                                assert!(matches!(again, StageOutcome::Duplicate { .. }));
-                            }
+                        if i % 7 == 3
+                            && let Some(old) = mine.get(mine.len() / 2)
+                        {
+                            let again = staging.stage(old.clone()).await.unwrap();
+                            assert!(matches!(again, StageOutcome::Duplicate { .. }));
                         }
                         if task == 0 && i % 50 == 49 {
                             let stats = staging.stats().await.unwrap();
@@ -699,7 +699,7 @@ async fn every_acknowledged_report_survives_sigkill() {
             ids
         });
         first_rx
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_mins(1))
             .expect("the child commits something");
         let delay = rng.gen_range(20..400);
         std::thread::sleep(Duration::from_millis(delay));
@@ -852,7 +852,7 @@ async fn a_full_disk_gives_errors_not_corruption_and_recovers() {
     let started = Instant::now();
     while refused.len() < 5 {
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_mins(1),
             "a full disk never made staging fail"
         );
         let r = report();

@@ -659,17 +659,17 @@ pub fn accept_update(
             ),
         ));
     }
-    if let Some(current) = current_serial {
-        if manifest.serial <= current {
-            return Err(fault(
-                ManifestFault::NotNewer,
-                format!(
-                    "serial {} is not newer than the current manifest's serial {current}; an \
+    if let Some(current) = current_serial
+        && manifest.serial <= current
+    {
+        return Err(fault(
+            ManifestFault::NotNewer,
+            format!(
+                "serial {} is not newer than the current manifest's serial {current}; an \
                      older or replayed manifest changes nothing",
-                    manifest.serial
-                ),
-            ));
-        }
+                manifest.serial
+            ),
+        ));
     }
     Ok(manifest)
 }

@@ -67,10 +67,10 @@ impl Checker<'_> {
                 .unwrap_or_else(|| panic!("dangling {reference}"));
             self.check(target, value, at, errors);
         }
-        if let Some(options) = schema.get("anyOf").and_then(Value::as_array) {
-            if !options.iter().any(|s| self.passes(s, value, at)) {
-                errors.push(format!("{at}: matches no anyOf option"));
-            }
+        if let Some(options) = schema.get("anyOf").and_then(Value::as_array)
+            && !options.iter().any(|s| self.passes(s, value, at))
+        {
+            errors.push(format!("{at}: matches no anyOf option"));
         }
         if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
             let matching = options.iter().filter(|s| self.passes(s, value, at)).count();
@@ -89,15 +89,15 @@ impl Checker<'_> {
                 return;
             }
         }
-        if let Some(expected) = schema.get("const") {
-            if expected != value {
-                errors.push(format!("{at}: {value} is not {expected}"));
-            }
+        if let Some(expected) = schema.get("const")
+            && expected != value
+        {
+            errors.push(format!("{at}: {value} is not {expected}"));
         }
-        if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-            if !options.contains(value) {
-                errors.push(format!("{at}: {value} is not one of {options:?}"));
-            }
+        if let Some(options) = schema.get("enum").and_then(Value::as_array)
+            && !options.contains(value)
+        {
+            errors.push(format!("{at}: {value} is not one of {options:?}"));
         }
         match value {
             Value::Object(object) => self.check_object(schema, object, at, errors),
@@ -139,10 +139,10 @@ impl Checker<'_> {
     }
 
     fn check_array(&self, schema: &Value, items: &[Value], at: &str, errors: &mut Vec<String>) {
-        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-            if items.len() as u64 > max {
-                errors.push(format!("{at}: {} items > {max}", items.len()));
-            }
+        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+            && items.len() as u64 > max
+        {
+            errors.push(format!("{at}: {} items > {max}", items.len()));
         }
         if let Some(sub) = schema.get("items") {
             for (i, item) in items.iter().enumerate() {

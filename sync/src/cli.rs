@@ -2,10 +2,16 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
-use crate::Error;
+use crate::{
+    DemoOptions, Error, LineFilter, Pipeline, PipelineRun, PullSettings, Puller, ReportArgs,
+    ReportScheduler, Store, SyncConfig, UserCommand, load_resolver_cache, print_verdict_table,
+    run_user_command, save_resolver_cache, serve_backoffice, verdict_rows, write_verdicts_csv,
+};
 
 /// LineProbe internal side: pulls probe reports one way from the collectors
 /// and judges each line's compliance; batch reports and the back office.
@@ -25,32 +31,101 @@ pub struct Cli {
 /// What the internal side can be asked to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Pull new reports from every configured collector into the internal database.
+    /// The whole system on this machine: an in-process collector on loopback,
+    /// built-in reports and one live probe over HTTPS, a one-way pull into an
+    /// embedded database, the pipeline, and the verdict table.
+    Demo {
+        /// Keep the demo's files (collector staging, certificate, database) here.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Do not run the live probe from this machine.
+        #[arg(long)]
+        no_live_probe: bool,
+    },
+    /// Pull new reports from every configured collector into the internal
+    /// database, then process them.
     Pull {
         /// Pull once and exit instead of every configured interval.
         #[arg(long)]
         once: bool,
+        /// Only pull; leave the pipeline for later.
+        #[arg(long)]
+        no_process: bool,
     },
-    /// Run the daemon: periodic pulls, the pipeline, scheduled reports and the back office.
+    /// Run the daemon: a pull round and the pipeline every configured interval.
     Run,
-    /// Serve the compliance back office (web UI).
+    /// Process the pulled reports that are still pending.
+    Process,
+    /// Run the verdicts again (after the IP data changed) for reports received
+    /// since a date; changed verdicts are recorded with the data versions used.
+    Reprocess {
+        /// Only reports received on or after this day (YYYY-MM-DD) or time (RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+    },
+    /// List the current verdicts: declared vs actual, first public hop, reasons.
+    Verdicts {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only lines declared in this province (ISO code or name).
+        #[arg(long)]
+        province: Option<String>,
+        /// Only lines declared in this city (name or GB/T 2260 code).
+        #[arg(long)]
+        city: Option<String>,
+        /// Only lines declared on this carrier (id or name).
+        #[arg(long)]
+        carrier: Option<String>,
+        /// Only lines whose actual carrier is this one.
+        #[arg(long)]
+        actual_carrier: Option<String>,
+        /// Only this verdict (`compliant`, `non_compliant`, `violating_ip`, `proxy_suspected`,
+        /// `indeterminate`).
+        #[arg(long)]
+        verdict: Option<String>,
+        /// Only lines seen on or after this day (YYYY-MM-DD) or time (RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Most lines listed.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Lines skipped first (paging).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// List quarantined reports with their reasons.
+    Quarantine {
+        /// Most reports listed.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the pull cursors of every collector and the database counts.
+    Status,
+    /// Serve the compliance back office (web UI) until Ctrl-C or SIGTERM; see
+    /// `[backoffice]` in the configuration. `run` serves it too when
+    /// `backoffice.enabled = true`.
     Serve,
-    /// Write the batch compliance report for a period.
-    Report {
-        /// day, week or month.
-        #[arg(long, default_value = "day")]
-        period: String,
-    },
-    /// Manage back-office users (add, passwd, disable).
-    User {
-        /// add, passwd or disable.
-        action: String,
-        /// The user name.
-        name: String,
-    },
+    /// Write the batch compliance report of a period (day, week, month) as CSV, JSON and HTML,
+    /// or catch up on every period missed.
+    Report(ReportArgs),
+    /// Manage back-office users: add, passwd, disable, enable, role, list.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Read traceroute text: parse it, or find its first public hop.
     #[command(subcommand)]
     Trace(TraceCommand),
+}
+
+/// Output formats of the listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned table for people.
+    Table,
+    /// JSON.
+    Json,
+    /// CSV with a header row.
+    Csv,
 }
 
 /// The trace tools.
@@ -81,26 +156,399 @@ pub fn run(cli: &Cli, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<()
         Command::Trace(TraceCommand::FirstHop { file, public_cidrs }) => {
             crate::trace::first_hop(file.as_deref(), public_cidrs, stdin, stdout)
         }
-        Command::Pull { .. } => Err(Error::NotBuiltYet {
-            command: "pull",
-            issue: 5,
+        Command::User(user) => runtime()?.block_on(async {
+            let config = SyncConfig::load(
+                cli.config.as_deref(),
+                std::env::vars(),
+                cli.database.as_deref(),
+            )?;
+            let store = Store::open(&config.database_url()).await?;
+            let result = run_user_command(&store, user, stdin, stdout).await;
+            store.close().await;
+            result
         }),
-        Command::Run => Err(Error::NotBuiltYet {
-            command: "run",
-            issue: 5,
+        other => runtime()?.block_on(run_async(cli, other, stdout)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+async fn run_async(cli: &Cli, command: &Command, stdout: &mut dyn Write) -> Result<(), Error> {
+    if let Command::Demo {
+        data_dir,
+        no_live_probe,
+    } = command
+    {
+        let options = DemoOptions {
+            data_dir: data_dir.clone(),
+            no_live_probe: *no_live_probe,
+        };
+        crate::run_demo(&options, stdout, &mut std::io::stderr()).await?;
+        return Ok(());
+    }
+    let config = SyncConfig::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        cli.database.as_deref(),
+    )?;
+    let store = Store::open(&config.database_url()).await?;
+    let result = match command {
+        Command::Pull { once, no_process } => {
+            if *once {
+                pull_round(&config, &store, !*no_process).await
+            } else {
+                daemon(&config, &store, !*no_process, false).await
+            }
+        }
+        Command::Run => daemon(&config, &store, true, true).await,
+        Command::Serve => {
+            let shutdown = CancellationToken::new();
+            let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+            let served = serve_backoffice(&config, store.clone(), shutdown).await;
+            signals.abort();
+            served
+        }
+        Command::Process => {
+            let pipeline = pipeline(&config, &store).await?;
+            let run = pipeline
+                .run_pending(&store, config.pipeline.batch, log_progress)
+                .await?;
+            save_resolver_cache(pipeline.chain(), &store).await?;
+            print_run(&run);
+            Ok(())
+        }
+        Command::Reprocess { since } => {
+            let since_ms = since.as_deref().map(parse_since).transpose()?;
+            let pipeline = pipeline(&config, &store).await?;
+            let run = pipeline
+                .reprocess(&store, since_ms, config.pipeline.batch, log_progress)
+                .await?;
+            save_resolver_cache(pipeline.chain(), &store).await?;
+            print_run(&run);
+            Ok(())
+        }
+        Command::Verdicts { .. } => list_verdicts(&config, &store, command, stdout).await,
+        Command::Report(args) => crate::report_command(&config, &store, args, stdout).await,
+        Command::Quarantine { limit } => {
+            let rows = store.quarantined(*limit, 0).await?;
+            serde_json::to_writer_pretty(&mut *stdout, &rows)
+                .map_err(|e| Error::Output(e.into()))?;
+            writeln!(stdout).map_err(Error::Output)
+        }
+        Command::Status => {
+            let status = serde_json::json!({
+                "database": store.backend_name(),
+                "collectors": store.cursors().await?,
+                "counts": store.counts().await?,
+            });
+            serde_json::to_writer_pretty(&mut *stdout, &status)
+                .map_err(|e| Error::Output(e.into()))?;
+            writeln!(stdout).map_err(Error::Output)
+        }
+        _ => Ok(()),
+    };
+    store.close().await;
+    result
+}
+
+/// `verdicts`: the current verdicts the filters select, in `format`.
+async fn list_verdicts(
+    config: &SyncConfig,
+    store: &Store,
+    command: &Command,
+    stdout: &mut dyn Write,
+) -> Result<(), Error> {
+    let Command::Verdicts {
+        format,
+        province,
+        city,
+        carrier,
+        actual_carrier,
+        verdict,
+        since,
+        limit,
+        offset,
+    } = command
+    else {
+        return Ok(());
+    };
+    let catalog = config.catalog()?;
+    let filter = LineFilter {
+        province: province
+            .as_deref()
+            .map(|p| normalise_province(&catalog, p))
+            .transpose()?,
+        city: city.as_deref().map(|c| {
+            catalog
+                .city(None, c)
+                .and_then(|c| c.code.as_ref().map(|c| c.as_str().to_owned()))
+                .unwrap_or_else(|| c.to_owned())
         }),
-        Command::Serve => Err(Error::NotBuiltYet {
-            command: "serve",
-            issue: 6,
-        }),
-        Command::Report { .. } => Err(Error::NotBuiltYet {
-            command: "report",
-            issue: 6,
-        }),
-        Command::User { .. } => Err(Error::NotBuiltYet {
-            command: "user",
-            issue: 6,
-        }),
+        declared_carrier: carrier
+            .as_deref()
+            .map(|c| normalise_carrier(&catalog, c))
+            .transpose()?,
+        actual_carrier: actual_carrier
+            .as_deref()
+            .map(|c| normalise_carrier(&catalog, c))
+            .transpose()?,
+        verdict: verdict.as_deref().map(check_verdict).transpose()?,
+        seen_since_ms: since.as_deref().map(parse_since).transpose()?,
+        seen_until_ms: None,
+        limit: *limit,
+        offset: *offset,
+    };
+    let rows = verdict_rows(store, &catalog, &filter).await?;
+    match format {
+        Format::Table => print_verdict_table(stdout, &catalog, &rows).map_err(Error::Output),
+        Format::Csv => write_verdicts_csv(stdout, &rows),
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *stdout, &rows)
+                .map_err(|e| Error::Output(e.into()))?;
+            writeln!(stdout).map_err(Error::Output)
+        }
+    }
+}
+
+/// The pipeline of the configuration, its lookup services' caches loaded
+/// from the database.
+async fn pipeline(config: &SyncConfig, store: &Store) -> Result<Pipeline, Error> {
+    let catalog = config.catalog()?;
+    let chain = Arc::new(config.chain(&catalog)?);
+    let cached = load_resolver_cache(&chain, store).await?;
+    if cached > 0 {
+        tracing::debug!(answers = cached, "resolver cache loaded");
+    }
+    Ok(Pipeline::new(catalog, chain, config.classifier()?))
+}
+
+fn puller(config: &SyncConfig) -> Result<Puller, Error> {
+    Puller::new(
+        &config.collectors,
+        PullSettings {
+            interval_s: config.pull.interval_s,
+            max_pages_per_round: config.pull.max_pages_per_round,
+        },
+    )
+}
+
+/// One pull round over every collector, then the pipeline.
+async fn pull_round(config: &SyncConfig, store: &Store, process: bool) -> Result<(), Error> {
+    if config.collectors.is_empty() {
+        return Err(Error::Config {
+            key: "collector".to_owned(),
+            reason: "no collector is configured: add a [[collector]] table with name, url and \
+                     token_env (see config/sync.example.toml)"
+                .to_owned(),
+        });
+    }
+    let puller = puller(config)?;
+    let rounds = puller.pull_once(store).await;
+    let mut failed = Vec::new();
+    let mut failed_names = Vec::new();
+    for round in &rounds {
+        if let Some(e) = &round.error {
+            tracing::error!(collector = %round.collector, error = %e, "pull failed");
+            failed.push(format!("{}: {e}", round.collector));
+            failed_names.push(round.collector.clone());
+        } else {
+            tracing::info!(
+                collector = %round.collector, pulled = round.pulled, new = round.inserted,
+                duplicates = round.duplicates, cursor = round.cursor, "pulled"
+            );
+        }
+    }
+    if process {
+        let pipeline = pipeline(config, store).await?;
+        let run = pipeline
+            .run_pending(store, config.pipeline.batch, log_progress)
+            .await?;
+        save_resolver_cache(pipeline.chain(), store).await?;
+        print_run(&run);
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        // The healthy collectors were pulled and processed; the exit code
+        // still tells a scheduler that one was not.
+        Err(Error::Collector {
+            name: failed_names.join(", "),
+            message: failed.join("; "),
+        })
+    }
+}
+
+/// Pull rounds and the pipeline every interval until Ctrl-C or SIGTERM;
+/// with `serve`, also the back office when `backoffice.enabled`.
+async fn daemon(
+    config: &SyncConfig,
+    store: &Store,
+    process: bool,
+    serve: bool,
+) -> Result<(), Error> {
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let puller = puller(config)?;
+    let pipeline = pipeline(config, store).await?;
+    let reports = ReportScheduler::from_config(config)?;
+    let backoffice = (config.backoffice.enabled && serve).then(|| {
+        let (config, store, shutdown) = (config.clone(), store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_backoffice(&config, store, shutdown.clone()).await {
+                tracing::error!(error = %e, "the back office stopped; the daemon goes on");
+            }
+        })
+    });
+    let interval = std::time::Duration::from_secs(config.pull.interval_s);
+    tracing::info!(
+        collectors = config.collectors.len(),
+        interval_s = config.pull.interval_s,
+        database = store.backend_name(),
+        "lineprobe-sync running"
+    );
+    let result = loop {
+        for round in puller.pull_once(store).await {
+            if let Some(e) = &round.error {
+                tracing::error!(collector = %round.collector, error = %e, "pull failed");
+            }
+        }
+        if process {
+            match pipeline
+                .run_pending(store, config.pipeline.batch, log_progress)
+                .await
+            {
+                Ok(run) if run.read > 0 => tracing::info!(
+                    read = run.read,
+                    quarantined = run.quarantined,
+                    new = run.observations_new,
+                    verdicts = run.verdicts_new,
+                    "processed"
+                ),
+                Ok(_) => {}
+                // A failing source or database is retried next round; the
+                // reports stay pending.
+                Err(e) => tracing::error!(error = %e, "pipeline failed"),
+            }
+            if let Err(e) = save_resolver_cache(pipeline.chain(), store).await {
+                tracing::warn!(error = %e, "resolver cache not saved");
+            }
+            // After the pipeline, so a report counts what was just pulled.
+            if let Some(reports) = &reports {
+                reports.tick(store).await;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+    };
+    signals.abort();
+    if let Some(backoffice) = backoffice {
+        let _ = backoffice.await;
+    }
+    tracing::info!("lineprobe-sync stopped");
+    result
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            shutdown.cancel();
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
+
+fn log_progress(run: &PipelineRun) {
+    tracing::debug!(
+        read = run.read,
+        elapsed_ms = run.elapsed_ms,
+        "pipeline progress"
+    );
+}
+
+fn print_run(run: &PipelineRun) {
+    tracing::info!(
+        read = run.read,
+        quarantined = run.quarantined,
+        observations_new = run.observations_new,
+        repeated = run.observations_repeated,
+        verdicts_new = run.verdicts_new,
+        lines_changed = run.lines_changed,
+        elapsed_ms = run.elapsed_ms,
+        "pipeline done"
+    );
+}
+
+/// A day (`2026-11-01`, midnight UTC) or an RFC 3339 time, as Unix ms.
+fn parse_since(s: &str) -> Result<i64, Error> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| Error::Config {
+            key: "--since".to_owned(),
+            reason: format!("{s:?} is not a date: write YYYY-MM-DD or an RFC 3339 time"),
+        })
+}
+
+fn normalise_province(catalog: &lineprobe_shared::Catalog, s: &str) -> Result<String, Error> {
+    catalog
+        .province(s)
+        .map(|p| p.id.as_str().to_owned())
+        .ok_or_else(|| Error::Config {
+            key: "--province".to_owned(),
+            reason: format!(
+                "{s:?} is not a province; use one of {}",
+                catalog.province_choices()
+            ),
+        })
+}
+
+fn normalise_carrier(catalog: &lineprobe_shared::Catalog, s: &str) -> Result<String, Error> {
+    catalog
+        .carrier(s)
+        .map(|c| c.id.as_str().to_owned())
+        .ok_or_else(|| Error::Config {
+            key: "--carrier".to_owned(),
+            reason: format!(
+                "{s:?} is not a carrier; use one of {}",
+                catalog.carrier_choices()
+            ),
+        })
+}
+
+fn check_verdict(s: &str) -> Result<String, Error> {
+    const VERDICTS: [&str; 5] = [
+        "compliant",
+        "non_compliant",
+        "violating_ip",
+        "proxy_suspected",
+        "indeterminate",
+    ];
+    if VERDICTS.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(Error::Config {
+            key: "--verdict".to_owned(),
+            reason: format!("{s:?} is not a verdict; use one of {}", VERDICTS.join(", ")),
+        })
     }
 }
 
@@ -112,6 +560,7 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
+    init_logging();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match run(&cli, &mut std::io::stdin().lock(), &mut out) {
@@ -123,4 +572,15 @@ where
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings, and the
+/// sync crate's own progress at info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lineprobe_sync=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -383,10 +383,10 @@ fn hops_from_rounds(rounds: &[RoundRecord], first_ttl: u8) -> (Vec<Hop>, bool) {
                 hop.received = hop.received.saturating_add(1);
                 hop.push_addr(*addr);
                 hop.rtt_ms.push(rtt_ms(*rtt));
-                if let Some(mark) = mark {
-                    if !hop.annotations.contains(mark) {
-                        hop.annotations.push(mark.clone());
-                    }
+                if let Some(mark) = mark
+                    && !hop.annotations.contains(mark)
+                {
+                    hop.annotations.push(mark.clone());
                 }
             }
         }

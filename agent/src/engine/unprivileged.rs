@@ -203,10 +203,10 @@ fn assemble(
                 hop.push_addr(reply.from);
                 hop.rtt_ms.push(millis(reply.rtt));
                 hop.received = hop.received.saturating_add(1);
-                if let ReplyKind::Unreachable(mark) = &reply.kind {
-                    if !hop.annotations.contains(mark) {
-                        hop.annotations.push(mark.clone());
-                    }
+                if let ReplyKind::Unreachable(mark) = &reply.kind
+                    && !hop.annotations.contains(mark)
+                {
+                    hop.annotations.push(mark.clone());
                 }
             }
             hop

@@ -313,10 +313,10 @@ impl HopTable {
             Verdict::OtherIcmp => Some(status_name(reply.status)),
             _ => None,
         };
-        if let Some(mark) = mark {
-            if !hop.annotations.contains(&mark) {
-                hop.annotations.push(mark);
-            }
+        if let Some(mark) = mark
+            && !hop.annotations.contains(&mark)
+        {
+            hop.annotations.push(mark);
         }
         let (ends, reached) = match verdict {
             Verdict::Destination => (true, true),
@@ -450,13 +450,13 @@ fn run_trace<S: EchoSender>(sender: &S, request: &TraceRequest) -> Result<TraceO
             }
         }
     }
-    if !table.any_reply {
-        if let Some(status) = table.first_failure {
-            return Err(failed(format!(
-                "Windows could not send or receive the ICMP echoes: {}",
-                status_name(status)
-            )));
-        }
+    if !table.any_reply
+        && let Some(status) = table.first_failure
+    {
+        return Err(failed(format!(
+            "Windows could not send or receive the ICMP echoes: {}",
+            status_name(status)
+        )));
     }
     let (hops, reached) = table.finish();
     Ok(TraceOutcome {

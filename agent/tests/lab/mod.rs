@@ -715,7 +715,7 @@ pub fn workspace_binary(package: &str, kind: &str, name: &str) -> PathBuf {
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cargo.arg("--release");
     }
-    match run_bounded(cargo, Duration::from_secs(600)) {
+    match run_bounded(cargo, Duration::from_mins(10)) {
         Ok(out) if out.status.success() => {}
         Ok(out) => eprintln!(
             "building {name} failed, using {}: {}",

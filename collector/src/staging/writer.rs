@@ -130,10 +130,10 @@ impl Writer {
         }
         // Every sender is gone: close the connection, which checkpoints the
         // WAL into the main file.
-        if let Some(conn) = self.conn.take() {
-            if let Err((_, e)) = conn.close() {
-                tracing::warn!("closing the staging store: {e}");
-            }
+        if let Some(conn) = self.conn.take()
+            && let Err((_, e)) = conn.close()
+        {
+            tracing::warn!("closing the staging store: {e}");
         }
     }
 

@@ -93,12 +93,20 @@ pub(super) fn build(
     let (cities, city_keys) = check_cities(cities_src.name, &cities.province, &provinces)?;
     let (carriers, index) = check_carriers(carriers_src.name, &carriers.carrier)?;
 
+    // The first city with each code, as a scan in catalog order finds it.
+    let mut city_codes = HashMap::with_capacity(cities.len());
+    for (i, city) in cities.iter().enumerate() {
+        if let Some(code) = &city.code {
+            city_codes.entry(code.clone()).or_insert(i);
+        }
+    }
     Ok(Catalog {
         provinces,
         cities,
         carriers,
         province_keys,
         city_keys,
+        city_codes,
         carrier_keys: index.keys,
         asns: index.asns,
         mncs: index.mncs,

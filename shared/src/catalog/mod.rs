@@ -61,6 +61,9 @@ pub struct Catalog {
     carriers: Vec<Carrier>,
     province_keys: HashMap<String, usize>,
     city_keys: HashMap<String, Vec<(usize, Tier)>>,
+    /// GB/T 2260 code → city: the pipeline looks codes up several times per
+    /// report.
+    city_codes: HashMap<CityCode, usize>,
     carrier_keys: HashMap<String, usize>,
     asns: HashMap<u32, usize>,
     mncs: HashMap<String, usize>,
@@ -197,7 +200,7 @@ impl Catalog {
 
     /// The city with this GB/T 2260 code.
     pub fn city_by_code(&self, code: &CityCode) -> Option<&City> {
-        self.cities.iter().find(|c| c.code.as_ref() == Some(code))
+        self.city_codes.get(code).and_then(|&i| self.cities.get(i))
     }
 
     /// The city a name or code means within `province`, or anywhere when
@@ -339,10 +342,10 @@ impl Catalog {
         let mut best: Option<(usize, &Carrier)> = None;
         for c in &self.carriers {
             let longest = c.org_pattern.find_iter(&org).map(|m| m.len()).max();
-            if let Some(len) = longest {
-                if best.is_none_or(|(b, _)| len > b) {
-                    best = Some((len, c));
-                }
+            if let Some(len) = longest
+                && best.is_none_or(|(b, _)| len > b)
+            {
+                best = Some((len, c));
             }
         }
         best.map(|(_, c)| c)

@@ -36,10 +36,10 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Report, Error> {
     // paths and reading the version separately costs as much again as the
     // decode itself — on the collector's hot path. Only a document that
     // fails here is decoded again, slowly, to say exactly what is wrong.
-    if let Ok(report) = serde_json::from_slice::<Report>(bytes) {
-        if SUPPORTED_REPORT_SCHEMA_VERSIONS.contains(&report.schema) {
-            return Ok(report);
-        }
+    if let Ok(report) = serde_json::from_slice::<Report>(bytes)
+        && SUPPORTED_REPORT_SCHEMA_VERSIONS.contains(&report.schema)
+    {
+        return Ok(report);
     }
     check_version(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -326,13 +326,13 @@ fn check_trace(c: &mut Checker, trace: &ReportTrace) {
         &trace.target,
         TOKEN.required(ReportLimits::MAX_HOSTNAME_LEN),
     );
-    if let (Ok(literal), Some(addr)) = (trace.target.parse::<IpAddr>(), trace.target_addr) {
-        if literal != addr {
-            c.push(
-                "trace.target_addr",
-                format!("is {addr} but the target is the address {literal}; they must match"),
-            );
-        }
+    if let (Ok(literal), Some(addr)) = (trace.target.parse::<IpAddr>(), trace.target_addr)
+        && literal != addr
+    {
+        c.push(
+            "trace.target_addr",
+            format!("is {addr} but the target is the address {literal}; they must match"),
+        );
     }
     if trace.engine == TraceEngine::WindowsIcmp && trace.protocol != TraceProtocol::Icmp {
         c.push(

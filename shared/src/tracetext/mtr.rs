@@ -136,10 +136,10 @@ pub(super) fn parse_json(text: &str) -> Result<ParsedTrace, Error> {
         if let Some(addr) = keys.addr.and_then(|k| hub.get(k)).and_then(Value::as_str) {
             read_host(&mut hop, &[addr]);
         }
-        if let Some(host) = hub.get(keys.host).and_then(Value::as_str) {
-            if host != "unresolved" {
-                read_host(&mut hop, &host.split_whitespace().collect::<Vec<_>>());
-            }
+        if let Some(host) = hub.get(keys.host).and_then(Value::as_str)
+            && host != "unresolved"
+        {
+            read_host(&mut hop, &host.split_whitespace().collect::<Vec<_>>());
         }
         if let Some(asn) = hub.get(keys.asn).and_then(Value::as_str) {
             push_asn(&mut hop, asn.trim());
@@ -191,10 +191,10 @@ pub(super) fn parse_report(text: &str) -> Result<ParsedTrace, Error> {
             current = Some(hops.len() - 1);
             continue;
         }
-        if line.starts_with(char::is_whitespace) {
-            if let Some(hop) = current.and_then(|at| hops.get_mut(at)) {
-                read_multipath_line(hop, body);
-            }
+        if line.starts_with(char::is_whitespace)
+            && let Some(hop) = current.and_then(|at| hops.get_mut(at))
+        {
+            read_multipath_line(hop, body);
         }
         // Otherwise `Start: …`, the prompt and command, blank lines.
     }
@@ -310,12 +310,11 @@ fn apply_stats(hop: &mut Hop, stats: &HashMap<&str, f64>) {
         // `???`: mtr prints zeros for a hop that never answered.
         hop.received = 0;
     }
-    if hop.received > 0 {
-        if let Some(ms) = stats.get("Avg").or_else(|| stats.get("Last")) {
-            if *ms >= 0.0 {
-                hop.rtt_ms.push(*ms);
-            }
-        }
+    if hop.received > 0
+        && let Some(ms) = stats.get("Avg").or_else(|| stats.get("Last"))
+        && *ms >= 0.0
+    {
+        hop.rtt_ms.push(*ms);
     }
 }
 

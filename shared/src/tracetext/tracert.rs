@@ -297,16 +297,14 @@ fn read_columns(toks: &[&str]) -> (Vec<Col>, usize) {
             .char_indices()
             .find(|&(_, c)| !(c.is_ascii_digit() || c == '.' || c == '<'))
             .map(|(at, _)| at);
-        if let Some(at) = split {
-            if let (Some(num), Some(unit)) = (tok.get(..at), tok.get(at..)) {
-                if let Some((v, int)) = rtt_value(num) {
-                    if is_unit(unit) {
-                        cols.push(Col::Rtt(v, int));
-                        i += 1;
-                        continue;
-                    }
-                }
-            }
+        if let Some(at) = split
+            && let (Some(num), Some(unit)) = (tok.get(..at), tok.get(at..))
+            && let Some((v, int)) = rtt_value(num)
+            && is_unit(unit)
+        {
+            cols.push(Col::Rtt(v, int));
+            i += 1;
+            continue;
         }
         break;
     }
@@ -801,13 +799,13 @@ fn read_header(header: &[&str]) -> (Option<String>, Option<IpAddr>, Option<u8>) 
                 .trim_start_matches([':', '.', ',', ';', ')', '\u{a0}'])
                 .is_empty()
                 || !tail.starts_with(|c: char| c.is_ascii() && c != ':');
-            if !digits.is_empty() && tail_ok {
-                if let Ok(n) = digits.parse::<u8>() {
-                    if n > 0 {
-                        max_hops = Some(n);
-                        break;
-                    }
-                }
+            if !digits.is_empty()
+                && tail_ok
+                && let Ok(n) = digits.parse::<u8>()
+                && n > 0
+            {
+                max_hops = Some(n);
+                break;
             }
         }
         if max_hops.is_some() {

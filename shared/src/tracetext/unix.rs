@@ -121,10 +121,10 @@ pub(super) fn parse(text: &str) -> Result<ParsedTrace, Error> {
         }
         let is_indented = line.starts_with(char::is_whitespace);
         let continued = current.and_then(|at| hops.get_mut(at));
-        if let (true, Some(hop)) = (is_indented, continued) {
-            if is_continuation(line.trim_start()) {
-                read_probes(hop, line).map_err(|reason| malformed(line_no, reason))?;
-            }
+        if let (true, Some(hop)) = (is_indented, continued)
+            && is_continuation(line.trim_start())
+        {
+            read_probes(hop, line).map_err(|reason| malformed(line_no, reason))?;
         }
         // Anything else is noise around the output: a shell prompt and the
         // command, `traceroute: Warning: ...` from stderr, blank lines.

@@ -2,9 +2,11 @@
 //! Anonymous-IP, Connection-Type, and DB-IP's flat layout. The kind is read
 //! from the file's metadata; IPv6 addresses only go to files that hold IPv6.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use lineprobe_shared::{Catalog, ProvinceCode};
 use maxminddb::{Reader, geoip2};
@@ -65,6 +67,55 @@ struct Db {
     path: PathBuf,
     kind: MmdbKind,
     reader: Reader<Vec<u8>>,
+    records: RecordCache,
+}
+
+/// Most decoded records kept per file. A City database has a few hundred
+/// thousand distinct records at most; the hot ones (the carriers' routers
+/// and the blocks subscribers' lines are in) are far fewer.
+const CACHED_RECORDS: usize = 1 << 16;
+
+/// The facts of each record decoded so far, by the record's offset in the
+/// file's data section. Many networks share one record (every block of a
+/// carrier in one city), and decoding a record and normalising its names
+/// against the catalogs costs several times the tree walk that finds it,
+/// so each record is decoded once. The facts depend on the record only,
+/// never on the address looked up. A record that says nothing is kept as
+/// empty facts. Bounded: when full it starts over.
+#[derive(Default)]
+struct RecordCache {
+    records: RwLock<HashMap<usize, IpFacts>>,
+}
+
+impl RecordCache {
+    fn get(&self, offset: usize) -> Option<IpFacts> {
+        self.records
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&offset)
+            .cloned()
+    }
+
+    fn put(&self, offset: usize, facts: Option<&IpFacts>) {
+        let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
+        if records.len() >= CACHED_RECORDS {
+            records.clear();
+        }
+        records.insert(offset, facts.cloned().unwrap_or_default());
+    }
+}
+
+impl fmt::Debug for RecordCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self
+            .records
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("RecordCache")
+            .field("records", &len)
+            .finish()
+    }
 }
 
 /// One or more MaxMind-format files answering as one source (typically an
@@ -138,6 +189,7 @@ fn open_db(path: &Path) -> Result<Db, Error> {
         path: path.to_owned(),
         kind,
         reader,
+        records: RecordCache::default(),
     })
 }
 
@@ -165,6 +217,23 @@ fn flag(b: Option<bool>) -> bool {
 impl MmdbSource {
     fn lookup_db(&self, db: &Db, ip: IpAddr) -> Result<Option<IpFacts>, maxminddb::MaxMindDbError> {
         let result = db.reader.lookup(ip)?;
+        let Some(offset) = result.offset() else {
+            return Ok(None);
+        };
+        if let Some(facts) = db.records.get(offset) {
+            return Ok((!facts.is_empty()).then_some(facts));
+        }
+        let facts = self.decode(db, &result)?;
+        db.records.put(offset, facts.as_ref());
+        Ok(facts)
+    }
+
+    /// The facts of the record a lookup found.
+    fn decode(
+        &self,
+        db: &Db,
+        result: &maxminddb::LookupResult<'_, Vec<u8>>,
+    ) -> Result<Option<IpFacts>, maxminddb::MaxMindDbError> {
         let cat = &*self.catalog;
         let facts = match db.kind {
             MmdbKind::City => result
@@ -359,5 +428,85 @@ impl IpSource for MmdbSource {
             }
         }
         Ok(merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ipnet::IpNet;
+    use mmdb_writer::{IpVersion, Writer};
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Isp {
+        autonomous_system_number: u32,
+        isp: &'static str,
+    }
+
+    fn db(dir: &Path) -> (PathBuf, PathBuf) {
+        let mut city = Writer::builder("GeoIP2-City")
+            .ip_version(IpVersion::V6)
+            .build();
+        let gd = json!({
+            "country": { "iso_code": "CN" },
+            "subdivisions": [{ "iso_code": "GD" }],
+            "city": { "names": { "en": "Guangzhou" } },
+        });
+        // Two networks share one record; a third says nothing of China.
+        for net in ["113.64.0.0/16", "113.66.0.0/16"] {
+            city.insert(net.parse::<IpNet>().unwrap(), &gd).unwrap();
+        }
+        city.insert(
+            "81.2.69.0/24".parse::<IpNet>().unwrap(),
+            &json!({ "country": { "iso_code": "GB" } }),
+        )
+        .unwrap();
+        let mut isp = Writer::builder("GeoIP2-ISP")
+            .ip_version(IpVersion::V6)
+            .build();
+        isp.insert(
+            "113.64.0.0/14".parse::<IpNet>().unwrap(),
+            &Isp {
+                autonomous_system_number: 4134,
+                isp: "Chinanet",
+            },
+        )
+        .unwrap();
+        let paths = (dir.join("city.mmdb"), dir.join("isp.mmdb"));
+        std::fs::write(&paths.0, city.to_bytes().unwrap()).unwrap();
+        std::fs::write(&paths.1, isp.to_bytes().unwrap()).unwrap();
+        paths
+    }
+
+    #[test]
+    fn records_are_decoded_once_and_answer_like_the_first_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (city, isp) = db(dir.path());
+        let catalog = Arc::new(Catalog::embedded().unwrap());
+        let source = MmdbSource::open("m", None, &[city, isp], catalog).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+
+        let first = source.lookup(ip("113.64.1.1")).unwrap().unwrap();
+        assert_eq!(first.province.as_ref().unwrap().as_str(), "CN-GD");
+        assert_eq!(first.city.as_ref().unwrap().as_str(), "440100");
+        assert_eq!(first.carrier.as_ref().unwrap().as_str(), "china_telecom");
+        assert_eq!(first.asn, Some(4134));
+        // Again, another address of the same record, and its IPv4-mapped
+        // form: the cached record answers the same.
+        for again in ["113.64.1.1", "113.66.200.7", "::ffff:113.64.9.9"] {
+            assert_eq!(source.lookup(ip(again)).unwrap().as_ref(), Some(&first));
+        }
+        let cached = |i: usize| source.dbs[i].records.records.read().unwrap().len();
+        assert_eq!((cached(0), cached(1)), (1, 1));
+        // A record that says nothing stays nothing, also from the cache.
+        for _ in 0..2 {
+            assert_eq!(source.lookup(ip("81.2.69.1")).unwrap(), None);
+        }
+        assert_eq!(cached(0), 2);
+        // An address in no network is not cached.
+        assert_eq!(source.lookup(ip("8.8.8.8")).unwrap(), None);
+        assert_eq!(cached(0), 2);
     }
 }

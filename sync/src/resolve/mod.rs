@@ -1,9 +1,24 @@
 //! Resolving the actual carrier, province and city of an address through an
 //! ordered chain of sources: the carrier's own address plan, ASN range
-//! tables, MaxMind-format databases. Every attribute remembers which source
-//! and which data version gave it, so a verdict can say why.
+//! tables, MaxMind-format databases, an HTTP lookup service. Every attribute
+//! remembers which source and which data version gave it, so a verdict can
+//! say why.
+//!
+//! [`IpFacts`] and its parts serialize to JSON (the form the HTTP source's
+//! answer cache is persisted in); absent attributes are left out:
+//!
+//! ```json
+//! {"carrier":"china_telecom","province":"CN-GD","city":"440100","asn":4134,
+//!  "org":"Chinanet","ip_type":"residential",
+//!  "anonymous":{"vpn":false,"proxy":true,"residential_proxy":false,"hosting":false,"tor":false}}
+//! ```
+//!
+//! `ip_type` is one of `residential`, `enterprise`, `idc`, `mobile`,
+//! `education`, `government`, `unknown`. Reading ignores fields it does not
+//! know, so a cache written by a newer version still loads.
 
 mod config;
+mod http;
 mod ipplan;
 mod mmdb;
 mod ranges;
@@ -15,11 +30,15 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use lineprobe_shared::{CarrierId, Catalog, CityCode, ProvinceCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-pub use config::{ChainConfig, SourceConfig, SourceKind};
+pub use config::{ChainConfig, Rate, SourceConfig, SourceKind};
+pub use http::{
+    AnswerCache, CacheEntry, FieldMap, HttpSettings, HttpSource, JsonPointer, Pointers,
+    SuccessCheck,
+};
 pub use ipplan::IpPlanSource;
 pub use mmdb::{MmdbKind, MmdbSource};
 pub use ranges::RangesSource;
@@ -33,10 +52,16 @@ pub trait IpSource: fmt::Debug + Send + Sync {
     fn data_version(&self) -> &str;
     /// What the source knows about `ip`, or `None` when it knows nothing.
     fn lookup(&self, ip: IpAddr) -> Result<Option<IpFacts>, Error>;
+    /// The cache of answers of a source that keeps one (the HTTP source),
+    /// so that it can be persisted and preloaded; `None` for sources that
+    /// answer from local data.
+    fn answer_cache(&self) -> Option<&AnswerCache> {
+        None
+    }
 }
 
 /// What kind of line or network an address belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IpType {
     /// A home broadband line.
@@ -84,7 +109,8 @@ impl IpType {
 }
 
 /// The anonymity flags of a MaxMind Anonymous-IP record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[allow(clippy::struct_excessive_bools)] // five independent flags, as the database has them
 pub struct Anonymous {
     /// Registered to an anonymous VPN provider.
@@ -100,23 +126,32 @@ pub struct Anonymous {
 }
 
 /// What one source knows about one address; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IpFacts {
     /// The carrier, as a catalog id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub carrier: Option<CarrierId>,
     /// The province, as a catalog id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub province: Option<ProvinceCode>,
     /// The city, as a catalog code.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<CityCode>,
     /// The announcing autonomous system.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub asn: Option<u32>,
     /// The organisation or ISP name, as the source spells it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
     /// The kind of network.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_type: Option<IpType>,
     /// The customer the block is assigned to (address plans only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub customer: Option<String>,
     /// Anonymity flags.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<Anonymous>,
 }
 
@@ -157,6 +192,20 @@ pub struct Resolved {
     pub customer: Option<Attributed<String>>,
     /// Anonymity flags.
     pub anonymous: Option<Attributed<Anonymous>>,
+    /// The sources that failed to answer (a lookup service that timed out,
+    /// a database that cannot be read): the attributes above come from the
+    /// others, and a caller may retry later for a fuller answer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<SourceFailure>,
+}
+
+/// A source that failed while resolving an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceFailure {
+    /// The source's name.
+    pub source: String,
+    /// What failed, as the error says it.
+    pub message: String,
 }
 
 /// An ordered chain of sources: for each attribute the first source that
@@ -185,11 +234,34 @@ impl Chain {
     /// Resolves `ip` attribute by attribute. `catalog` keeps the city
     /// consistent with the province: a city from a later source that lies in
     /// another province than the one already resolved is not taken.
+    ///
+    /// A source that fails does not stop the chain: its error is logged
+    /// (`warn`), recorded in [`Resolved::failures`], and the other sources
+    /// answer. One misbehaving lookup service must not leave every address
+    /// unresolved; the caller sees the failure and may retry later. The
+    /// `Result` is kept for errors of the chain itself; today there are none.
+    ///
+    /// Sources may block (the HTTP source waits on the network): call this
+    /// from a blocking thread, never from an async runtime's worker.
     pub fn resolve(&self, catalog: &Catalog, ip: IpAddr) -> Result<Resolved, Error> {
         let mut out = Resolved::default();
         for source in &self.sources {
-            let Some(facts) = source.lookup(ip)? else {
-                continue;
+            let facts = match source.lookup(ip) {
+                Ok(Some(facts)) => facts,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(
+                        source = source.name(),
+                        %ip,
+                        %error,
+                        "address source failed; resolving with the others"
+                    );
+                    out.failures.push(SourceFailure {
+                        source: source.name().to_owned(),
+                        message: error.to_string(),
+                    });
+                    continue;
+                }
             };
             let tag = Origin {
                 source: source.name(),
@@ -197,20 +269,20 @@ impl Chain {
             };
             fill(&mut out.carrier, facts.carrier, &tag);
             fill(&mut out.province, facts.province, &tag);
-            if out.city.is_none() {
-                if let Some(city) = facts.city {
-                    let city_province = catalog.city_by_code(&city).map(|c| &c.province);
-                    let fits = match (&out.province, city_province) {
-                        (Some(p), Some(cp)) => p.value == *cp,
-                        (None, _) => true,
-                        (Some(_), None) => false,
-                    };
-                    if fits {
-                        if out.province.is_none() {
-                            out.province = city_province.cloned().map(|p| tag.tag(p));
-                        }
-                        out.city = Some(tag.tag(city));
+            if out.city.is_none()
+                && let Some(city) = facts.city
+            {
+                let city_province = catalog.city_by_code(&city).map(|c| &c.province);
+                let fits = match (&out.province, city_province) {
+                    (Some(p), Some(cp)) => p.value == *cp,
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                };
+                if fits {
+                    if out.province.is_none() {
+                        out.province = city_province.cloned().map(|p| tag.tag(p));
                     }
+                    out.city = Some(tag.tag(city));
                 }
             }
             fill(&mut out.asn, facts.asn, &tag);

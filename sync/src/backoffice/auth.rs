@@ -1,0 +1,760 @@
+//! Signing in and out, sessions, the anti-forgery check on every form, and
+//! sign-in throttling.
+//!
+//! A session is a random 256-bit token in a cookie; the database keeps its
+//! SHA-256, so neither a database copy nor a log of it signs anybody in.
+//! Each session has its own anti-forgery token, put in every form and
+//! compared (in constant time) on every POST. The sign-in form, used before
+//! there is a session, carries a token that must match a short-lived
+//! cookie of its own (double submit). Cookies are `HttpOnly`,
+//! `SameSite=Strict`, `Path=/` and, unless plain HTTP was configured for
+//! local testing, `Secure` with the `__Host-` prefix.
+
+use std::fmt::Write as _;
+
+use axum::Form;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use maud::html;
+use rand::RngCore as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use super::accounts::{Role, verify_password};
+use super::layout::{self, Notice};
+use super::{BackofficeState, NewSession, ThrottleState, header_value};
+use crate::BackofficeConfig;
+
+/// Largest form body accepted.
+const MAX_FORM_BYTES: usize = 256 * 1024;
+/// A session's last use is written at most this often (ms).
+const TOUCH_EVERY_MS: i64 = 60_000;
+/// Lifetime of the sign-in form's cookie (s).
+const LOGIN_COOKIE_TTL_S: u64 = 3600;
+/// Longest user name accepted at sign-in.
+const MAX_NAME_CHARS: usize = 64;
+
+/// The signed-in user of a request, put in its extensions by
+/// [`require_session`].
+#[derive(Debug, Clone)]
+pub(super) struct Viewer {
+    /// The account name.
+    pub(super) name: String,
+    /// Its role.
+    pub(super) role: Role,
+    /// The session's anti-forgery token, for the forms of the page.
+    pub(super) csrf: String,
+    /// The session's token hash (to end it).
+    pub(super) token_hash: String,
+    /// The client's address.
+    pub(super) ip: String,
+}
+
+impl Viewer {
+    pub(super) fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// A fresh random token: 32 bytes, URL-safe base64.
+pub(super) fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What the database keeps of a session token: its SHA-256, in hex.
+pub(super) fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Compares two secrets in constant time.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// A PHC hash of a random password, to verify against when the name given
+/// does not exist (so that such an answer takes as long as a wrong
+/// password's).
+pub(super) fn dummy_hash() -> String {
+    super::accounts::hash_password(&new_token()).unwrap_or_default()
+}
+
+fn session_cookie(state: &BackofficeState) -> &'static str {
+    if state.inner.secure_cookies {
+        "__Host-lp_session"
+    } else {
+        "lp_session"
+    }
+}
+
+fn login_cookie(state: &BackofficeState) -> &'static str {
+    if state.inner.secure_cookies {
+        "__Host-lp_login"
+    } else {
+        "lp_login"
+    }
+}
+
+/// A `Set-Cookie` value; `max_age_s` 0 deletes the cookie.
+fn set_cookie(state: &BackofficeState, name: &str, value: &str, max_age_s: u64) -> HeaderValue {
+    let mut cookie =
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}");
+    if max_age_s > 0 {
+        let expires = chrono::Utc::now()
+            + chrono::Duration::seconds(i64::try_from(max_age_s).unwrap_or(i64::MAX / 1000));
+        let _ = write!(
+            cookie,
+            "; Expires={}",
+            expires.format("%a, %d %b %Y %H:%M:%S GMT")
+        );
+    }
+    if state.inner.secure_cookies {
+        cookie.push_str("; Secure");
+    }
+    header_value(&cookie)
+}
+
+/// The value of cookie `name`, if the request sent it (once).
+fn read_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// Only a path on this site may follow sign-in.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && n.len() <= 2000
+                && !n.chars().any(char::is_control) =>
+        {
+            n.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+/// The session's user, or a redirect to the sign-in page (GET) or a 401
+/// (anything else). On a POST, also checks the anti-forgery token.
+pub(super) async fn require_session(
+    State(state): State<BackofficeState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = state.client_ip(
+        request.extensions().get::<lineprobe_collector::ConnInfo>(),
+        request.headers(),
+    );
+    let viewer = match session_viewer(&state, request.headers(), ip).await {
+        Ok(Some(viewer)) => viewer,
+        Ok(None) => return unauthenticated(&request),
+        Err(response) => return response,
+    };
+    let (mut parts, body) = request.into_parts();
+    let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+        body
+    } else {
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+            return layout::error_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some(&viewer),
+                "Form too large",
+                "The form sent is larger than the back office accepts.",
+            );
+        };
+        if !form_token_matches(&parts.headers, &bytes, &viewer.csrf) {
+            tracing::warn!(user = %viewer.name, path = %parts.uri.path(), ip = %viewer.ip,
+                "a form without a valid anti-forgery token was refused");
+            return layout::error_page(
+                StatusCode::FORBIDDEN,
+                Some(&viewer),
+                "Form refused",
+                "The form did not carry this session's anti-forgery token: it is out of date \
+                 or did not come from this site. Reload the page and send it again.",
+            );
+        }
+        axum::body::Body::from(bytes)
+    };
+    parts.extensions.insert(viewer);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Whether an URL-encoded form body carries `csrf` equal to `expected`.
+fn form_token_matches(headers: &HeaderMap, body: &[u8], expected: &str) -> bool {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return false;
+    }
+    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
+        return false;
+    };
+    let mut tokens = pairs.iter().filter(|(k, _)| k == "csrf").map(|(_, v)| v);
+    match (tokens.next(), tokens.next()) {
+        (Some(token), None) => same_secret(token, expected),
+        _ => false,
+    }
+}
+
+/// The signed-in user of the request's session cookie: `Ok(None)` when
+/// there is none or it ended.
+async fn session_viewer(
+    state: &BackofficeState,
+    headers: &HeaderMap,
+    ip: String,
+) -> Result<Option<Viewer>, Response> {
+    let Some(token) = read_cookie(headers, session_cookie(state)) else {
+        return Ok(None);
+    };
+    let hash = token_hash(token);
+    let store = state.store();
+    let found = store
+        .session_user(&hash)
+        .await
+        .map_err(|e| layout::internal_error(None, &e))?;
+    let Some(session) = found else {
+        return Ok(None);
+    };
+    let now = state.now_ms();
+    let idle_ms = i64::try_from(state.config().session_idle_s).unwrap_or(i64::MAX / 1000) * 1000;
+    let role = Role::parse(&session.role);
+    if session.disabled
+        || role.is_none()
+        || session.expires_at_ms <= now
+        || session.last_seen_at_ms.saturating_add(idle_ms) <= now
+    {
+        store
+            .session_delete(&hash)
+            .await
+            .map_err(|e| layout::internal_error(None, &e))?;
+        return Ok(None);
+    }
+    if now - session.last_seen_at_ms >= TOUCH_EVERY_MS {
+        store
+            .session_touch(&hash, now)
+            .await
+            .map_err(|e| layout::internal_error(None, &e))?;
+    }
+    Ok(Some(Viewer {
+        name: session.name,
+        role: role.unwrap_or(Role::Viewer),
+        csrf: session.csrf_token,
+        token_hash: hash,
+        ip,
+    }))
+}
+
+fn unauthenticated(request: &Request) -> Response {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", axum::http::uri::PathAndQuery::as_str);
+        let location = if target == "/" {
+            "/login".to_owned()
+        } else {
+            format!(
+                "/login?{}",
+                serde_urlencoded::to_string([("next", target)]).unwrap_or_default()
+            )
+        };
+        Redirect::to(&location).into_response()
+    } else {
+        layout::error_page(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "Sign in first",
+            "Your session has ended. Sign in again, then send the form again.",
+        )
+    }
+}
+
+/// Refuses the admin pages to anyone but admins (and records the attempt).
+pub(super) async fn require_admin(
+    State(state): State<BackofficeState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(viewer) = request.extensions().get::<Viewer>().cloned() else {
+        return unauthenticated(&request);
+    };
+    if viewer.is_admin() {
+        return next.run(request).await;
+    }
+    state
+        .audit(
+            &viewer.name,
+            "access_denied",
+            &viewer.ip,
+            serde_json::json!({ "method": request.method().as_str(), "path": request.uri().path() }),
+        )
+        .await;
+    layout::error_page(
+        StatusCode::FORBIDDEN,
+        Some(&viewer),
+        "Admins only",
+        "This page is for back-office admins. Ask an admin if you need it.",
+    )
+}
+
+/// The query of the sign-in page.
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginQuery {
+    next: Option<String>,
+}
+
+/// `GET /login`.
+pub(super) async fn login_page(
+    State(state): State<BackofficeState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref());
+    login_form(&state, &headers, &next, StatusCode::OK, None)
+}
+
+/// The sign-in form, with a fresh (or the current) form token cookie.
+fn login_form(
+    state: &BackofficeState,
+    headers: &HeaderMap,
+    next: &str,
+    status: StatusCode,
+    notice: Option<&Notice>,
+) -> Response {
+    let token = read_cookie(headers, login_cookie(state))
+        .filter(|t| t.len() == 43)
+        .map_or_else(new_token, str::to_owned);
+    let body = html! {
+        section.login {
+            h1 { "LineProbe compliance back office" }
+            p.muted { "线路合规核查 — sign in to continue." }
+            @if let Some(notice) = notice { (notice) }
+            form method="post" action="/login" {
+                input type="hidden" name="csrf" value=(token);
+                input type="hidden" name="next" value=(next);
+                label { "User name" input type="text" name="name" autocomplete="username" required autofocus; }
+                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                button type="submit" { "Sign in" }
+            }
+        }
+    };
+    let mut response = layout::page_response(status, "Sign in", None, "", &body);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, login_cookie(state), &token, LOGIN_COOKIE_TTL_S),
+    );
+    response
+}
+
+/// The sign-in form as sent.
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    next: Option<String>,
+}
+
+/// `POST /login`.
+pub(super) async fn login(
+    State(state): State<BackofficeState>,
+    headers: HeaderMap,
+    conn: Option<axum::Extension<lineprobe_collector::ConnInfo>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let ip = state.client_ip(conn.as_ref().map(|c| &c.0), &headers);
+    let next = safe_next(form.next.as_deref());
+    let cookie_ok = read_cookie(&headers, login_cookie(&state))
+        .is_some_and(|c| !form.csrf.is_empty() && same_secret(c, &form.csrf));
+    if !cookie_ok {
+        tracing::warn!(%ip, "a sign-in form without a valid anti-forgery token was refused");
+        return login_form(
+            &state,
+            &headers,
+            &next,
+            StatusCode::FORBIDDEN,
+            Some(&Notice::error(
+                "The sign-in form was out of date or did not come from this site. Try again.",
+            )),
+        );
+    }
+    let name: String = form.name.trim().chars().take(MAX_NAME_CHARS).collect();
+    let keys = [
+        format!("user:{}", name.to_lowercase()),
+        format!("addr:{ip}"),
+    ];
+    let outcome = match attempt(&state, &name, form.password, &keys).await {
+        Ok(outcome) => outcome,
+        Err(e) => return layout::internal_error(None, &e),
+    };
+    match outcome {
+        Attempt::Throttled { wait_s } => {
+            state
+                .audit(
+                    &name,
+                    "login_failed",
+                    &ip,
+                    serde_json::json!({ "reason": "throttled", "retry_after_s": wait_s }),
+                )
+                .await;
+            let mut response = login_form(
+                &state,
+                &headers,
+                &next,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&Notice::error(&format!(
+                    "Too many failed sign-ins for this name or from this address. Wait \
+                     {wait_s} seconds, then try again."
+                ))),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header_value(&wait_s.to_string()));
+            response
+        }
+        Attempt::Failed { reason, failures } => {
+            state
+                .audit(
+                    &name,
+                    "login_failed",
+                    &ip,
+                    serde_json::json!({ "reason": reason, "failures": failures }),
+                )
+                .await;
+            login_form(
+                &state,
+                &headers,
+                &next,
+                StatusCode::UNAUTHORIZED,
+                Some(&Notice::error(
+                    "Sign-in failed: the name or the password is wrong, or the account is \
+                     disabled.",
+                )),
+            )
+        }
+        Attempt::Passed(user) => match start_session(&state, &user, &headers, &ip).await {
+            Ok(token) => {
+                let mut response = Redirect::to(&next).into_response();
+                let headers = response.headers_mut();
+                let ttl_s = state.config().session_ttl_s;
+                headers.append(
+                    header::SET_COOKIE,
+                    set_cookie(&state, session_cookie(&state), &token, ttl_s),
+                );
+                headers.append(
+                    header::SET_COOKIE,
+                    set_cookie(&state, login_cookie(&state), "", 0),
+                );
+                response
+            }
+            Err(e) => layout::internal_error(None, &e),
+        },
+    }
+}
+
+/// How a sign-in attempt ended.
+enum Attempt {
+    /// A key is locked for this long; the password was not checked.
+    Throttled { wait_s: i64 },
+    /// Refused (why, for the audit log only; and the failures counted).
+    Failed { reason: &'static str, failures: i64 },
+    /// The name and password are right and the account may sign in.
+    Passed(Box<super::UserRow>),
+}
+
+/// Checks the throttle of `keys`, then the password (against a dummy hash
+/// when the name does not exist), and counts a failure against every key.
+async fn attempt(
+    state: &BackofficeState,
+    name: &str,
+    password: String,
+    keys: &[String; 2],
+) -> Result<Attempt, crate::Error> {
+    let store = state.store();
+    let now = state.now_ms();
+    let mut locked_until = 0;
+    for key in keys {
+        if let Some(s) = store.throttle_state(key).await? {
+            locked_until = locked_until.max(s.locked_until_ms);
+        }
+    }
+    if locked_until > now {
+        return Ok(Attempt::Throttled {
+            wait_s: (locked_until - now + 999) / 1000,
+        });
+    }
+    let user = store.user_by_name(name).await?;
+    let hash = user.as_ref().map_or_else(
+        || state.inner.dummy_hash.clone(),
+        |u| u.password_hash.clone(),
+    );
+    let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let failure = match &user {
+        None => Some("unknown_user"),
+        Some(u) if u.disabled => Some("disabled"),
+        Some(_) if !verified => Some("bad_password"),
+        Some(u) if Role::parse(&u.role).is_none() => Some("bad_role"),
+        Some(_) => None,
+    };
+    match (failure, user) {
+        (None, Some(user)) => {
+            store.throttle_clear(&keys[0]).await?;
+            Ok(Attempt::Passed(Box::new(user)))
+        }
+        (reason, _) => {
+            let policy = ThrottlePolicy::from_config(state.config());
+            let mut failures = 0;
+            for key in keys {
+                let previous = store.throttle_state(key).await?;
+                let next = throttle_after_failure(previous, now, &policy);
+                failures = failures.max(next.failures);
+                store.throttle_put(key, next).await?;
+            }
+            Ok(Attempt::Failed {
+                reason: reason.unwrap_or("unknown_user"),
+                failures,
+            })
+        }
+    }
+}
+
+/// Stores a new session for `user` (a fresh token: a session is never
+/// carried over from before sign-in) and returns its token.
+async fn start_session(
+    state: &BackofficeState,
+    user: &super::UserRow,
+    headers: &HeaderMap,
+    ip: &str,
+) -> Result<String, crate::Error> {
+    let store = state.store();
+    let now = state.now_ms();
+    let token = new_token();
+    let csrf = new_token();
+    let hash = token_hash(&token);
+    let ttl_ms = i64::try_from(state.config().session_ttl_s).unwrap_or(i64::MAX / 1000) * 1000;
+    let user_agent: String = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
+    store
+        .session_insert(&NewSession {
+            token_hash: &hash,
+            user_id: user.id,
+            csrf_token: &csrf,
+            created_at_ms: now,
+            expires_at_ms: now + ttl_ms,
+            source_ip: ip,
+            user_agent: &user_agent,
+        })
+        .await?;
+    let idle_ms = i64::try_from(state.config().session_idle_s).unwrap_or(0) * 1000;
+    if let Err(e) = store.sessions_purge(now, now - idle_ms).await {
+        tracing::warn!(error = %e, "expired sessions not purged");
+    }
+    let window_ms = ThrottlePolicy::from_config(state.config()).window_ms;
+    if let Err(e) = store.throttle_purge(now - window_ms, now).await {
+        tracing::warn!(error = %e, "old sign-in failures not purged");
+    }
+    state
+        .audit(
+            &user.name,
+            "login",
+            ip,
+            serde_json::json!({ "role": user.role, "user_agent": user_agent }),
+        )
+        .await;
+    Ok(token)
+}
+
+/// `POST /logout`.
+pub(super) async fn logout(
+    State(state): State<BackofficeState>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+) -> Response {
+    if let Err(e) = state.store().session_delete(&viewer.token_hash).await {
+        return layout::internal_error(Some(&viewer), &e);
+    }
+    state
+        .audit(&viewer.name, "logout", &viewer.ip, serde_json::json!({}))
+        .await;
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, session_cookie(&state), "", 0),
+    );
+    response
+}
+
+/// How failed sign-ins slow further ones down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Failures allowed before any wait.
+    pub free_failures: u32,
+    /// The first wait (ms); it doubles with each further failure.
+    pub base_ms: i64,
+    /// The longest wait (ms).
+    pub max_ms: i64,
+    /// Failures older than this (ms) are forgotten.
+    pub window_ms: i64,
+}
+
+impl ThrottlePolicy {
+    /// The policy of the `[backoffice]` configuration.
+    pub fn from_config(config: &BackofficeConfig) -> Self {
+        let ms = |s: u64| i64::try_from(s).unwrap_or(i64::MAX / 1000) * 1000;
+        Self {
+            free_failures: config.login_free_failures,
+            base_ms: ms(config.login_backoff_s),
+            max_ms: ms(config.login_backoff_max_s),
+            window_ms: ms(config.login_failure_window_s),
+        }
+    }
+}
+
+/// The throttling state after one more failed sign-in at `now_ms`: the
+/// failures count up (from zero again when the last one is older than the
+/// window), and past the free ones each failure locks the key for
+/// `base · 2^(n−1)` (capped), n counting the failures past the free ones.
+pub fn throttle_after_failure(
+    previous: Option<ThrottleState>,
+    now_ms: i64,
+    policy: &ThrottlePolicy,
+) -> ThrottleState {
+    let failures = match previous {
+        Some(p) if now_ms - p.last_failure_ms < policy.window_ms => p.failures + 1,
+        _ => 1,
+    };
+    let over = failures - i64::from(policy.free_failures);
+    let locked_until_ms = if over > 0 {
+        let doublings = u32::try_from(over - 1).unwrap_or(u32::MAX).min(40);
+        let wait = policy
+            .base_ms
+            .saturating_mul(1_i64 << doublings)
+            .min(policy.max_ms);
+        now_ms + wait
+    } else {
+        0
+    };
+    ThrottleState {
+        failures,
+        last_failure_ms: now_ms,
+        locked_until_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_after_the_free_failures_and_is_capped() {
+        let policy = ThrottlePolicy {
+            free_failures: 2,
+            base_ms: 1000,
+            max_ms: 5000,
+            window_ms: 60_000,
+        };
+        let mut state = None;
+        let mut waits = Vec::new();
+        for i in 0..6 {
+            let now = 1_000_000 + i * 10;
+            let next = throttle_after_failure(state, now, &policy);
+            waits.push(if next.locked_until_ms == 0 {
+                0
+            } else {
+                next.locked_until_ms - now
+            });
+            state = Some(next);
+        }
+        assert_eq!(waits, [0, 0, 1000, 2000, 4000, 5000]);
+        // A failure after the window starts counting again.
+        let fresh = throttle_after_failure(state, 2_000_000, &policy);
+        assert_eq!((fresh.failures, fresh.locked_until_ms), (1, 0));
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), a);
+        assert!(same_secret(&a, &a.clone()));
+        assert!(!same_secret(&a, &b));
+        assert!(!same_secret(&a, &a[..42]));
+    }
+
+    #[test]
+    fn only_local_paths_follow_sign_in() {
+        assert_eq!(safe_next(Some("/lines?verdict=x")), "/lines?verdict=x");
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "lines",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x_lp_session=bad; lp_session=good; other=1"),
+        );
+        assert_eq!(read_cookie(&headers, "lp_session"), Some("good"));
+        assert_eq!(read_cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn forms_need_exactly_one_matching_token() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert!(form_token_matches(&headers, b"a=1&csrf=tok", "tok"));
+        assert!(!form_token_matches(&headers, b"a=1", "tok"));
+        assert!(!form_token_matches(&headers, b"csrf=tok&csrf=tok", "tok"));
+        assert!(!form_token_matches(&headers, b"csrf=other", "tok"));
+        assert!(!form_token_matches(&HeaderMap::new(), b"csrf=tok", "tok"));
+    }
+}

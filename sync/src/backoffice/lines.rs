@@ -1,0 +1,619 @@
+//! The lines: current verdicts with filters (province, city, declared and
+//! actual carrier, verdict, dates), keyset pages and CSV export.
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
+use lineprobe_shared::Catalog;
+use maud::{Markup, html};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Viewer;
+use super::layout::{
+    self, Notice, VERDICTS, carrier_name, city_name, or_dash, province_name, verdict_badge,
+    verdict_style,
+};
+use super::{BackofficeState, LineCursor, header_value};
+use crate::{Error, LineFilter, LineRow};
+
+/// Lines read per database round trip while exporting.
+const EXPORT_BATCH: u32 = 2000;
+
+/// The lines page's query string: the filters as the form sends them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub(super) struct LinesQuery {
+    #[serde(default, skip_serializing_if = "blank")]
+    province: Option<String>,
+    #[serde(default, skip_serializing_if = "blank")]
+    city: Option<String>,
+    #[serde(default, skip_serializing_if = "blank")]
+    carrier: Option<String>,
+    #[serde(default, skip_serializing_if = "blank")]
+    actual: Option<String>,
+    #[serde(default, skip_serializing_if = "blank")]
+    verdict: Option<String>,
+    #[serde(default, skip_serializing_if = "blank")]
+    from: Option<String>,
+    #[serde(default, skip_serializing_if = "blank")]
+    to: Option<String>,
+    /// The keyset cursor: `<last_seen ms>.<line key>` of the line before
+    /// the page.
+    #[serde(default, skip_serializing_if = "blank")]
+    after: Option<String>,
+    /// How many lines came before the page (for "lines 51–100").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<u64>,
+}
+
+#[allow(
+    clippy::ref_option,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn blank(value: &Option<String>) -> bool {
+    value.as_deref().is_none_or(|v| v.trim().is_empty())
+}
+
+fn set(value: Option<&String>) -> Option<&str> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+impl LinesQuery {
+    /// The same filters without paging, as a query string.
+    fn filters_only(&self) -> String {
+        let mut q = self.clone();
+        q.after = None;
+        q.n = None;
+        serde_urlencoded::to_string(&q).unwrap_or_default()
+    }
+
+    /// The filter these parameters select, and a message for each value
+    /// that was not understood (and not applied).
+    fn filter(&self, state: &BackofficeState, limit: u32) -> (LineFilter, Vec<String>) {
+        let catalog = state.catalog();
+        let mut problems = Vec::new();
+        let mut filter = LineFilter {
+            limit,
+            ..LineFilter::default()
+        };
+        if let Some(p) = set(self.province.as_ref()) {
+            match catalog.province(p) {
+                Some(p) => filter.province = Some(p.id.as_str().to_owned()),
+                None => problems.push(format!("{p:?} is not a province")),
+            }
+        }
+        if let Some(c) = set(self.city.as_ref()) {
+            let province = filter
+                .province
+                .as_deref()
+                .and_then(|p| lineprobe_shared::ProvinceCode::new(p).ok());
+            filter.city = Some(
+                catalog
+                    .city(province.as_ref(), c)
+                    .and_then(|c| c.code.as_ref().map(|code| code.as_str().to_owned()))
+                    .unwrap_or_else(|| c.to_owned()),
+            );
+        }
+        for (value, slot, what) in [
+            (
+                set(self.carrier.as_ref()),
+                &mut filter.declared_carrier,
+                "declared carrier",
+            ),
+            (
+                set(self.actual.as_ref()),
+                &mut filter.actual_carrier,
+                "actual carrier",
+            ),
+        ] {
+            if let Some(value) = value {
+                match catalog.carrier(value) {
+                    Some(c) => *slot = Some(c.id.as_str().to_owned()),
+                    None => problems.push(format!("{value:?} is not a {what}")),
+                }
+            }
+        }
+        if let Some(v) = set(self.verdict.as_ref()) {
+            if VERDICTS.contains(&v) {
+                filter.verdict = Some(v.to_owned());
+            } else {
+                problems.push(format!("{v:?} is not a verdict"));
+            }
+        }
+        let offset_ms = i64::from(state.config().utc_offset_minutes) * 60_000;
+        let day_start = |text: &str| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp_millis() - offset_ms)
+        };
+        if let Some(from) = set(self.from.as_ref()) {
+            match day_start(from) {
+                Some(ms) => filter.seen_since_ms = Some(ms),
+                None => problems.push(format!("{from:?} is not a date (YYYY-MM-DD)")),
+            }
+        }
+        if let Some(to) = set(self.to.as_ref()) {
+            match day_start(to) {
+                Some(ms) => filter.seen_until_ms = Some(ms + 86_400_000 - 1),
+                None => problems.push(format!("{to:?} is not a date (YYYY-MM-DD)")),
+            }
+        }
+        (filter, problems)
+    }
+
+    fn cursor(&self) -> Option<LineCursor> {
+        let (ms, key) = set(self.after.as_ref())?.split_once('.')?;
+        Some(LineCursor {
+            last_seen_ms: ms.parse().ok()?,
+            line_key: key.to_owned(),
+        })
+    }
+}
+
+/// The findings that decided a verdict, by code: failed checks and raised
+/// signals; for a compliant line the checks that held, for an
+/// indeterminate one what could not be known.
+pub(super) fn deciding_reasons(verdict: &str, reasons_json: &str) -> Vec<String> {
+    let findings: Vec<serde_json::Value> = serde_json::from_str(reasons_json).unwrap_or_default();
+    let field = |f: &serde_json::Value, k: &str| {
+        f.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let deciding: Vec<String> = findings
+        .iter()
+        .filter(|f| matches!(field(f, "outcome").as_str(), "fail" | "signal"))
+        .map(|f| field(f, "code"))
+        .collect();
+    if !deciding.is_empty() {
+        return deciding;
+    }
+    findings
+        .iter()
+        .filter(|f| {
+            let code = field(f, "code");
+            if verdict == "indeterminate" {
+                field(f, "outcome") == "unknown"
+                    && [
+                        "carrier_unknown",
+                        "region_unknown",
+                        "no_public_hop",
+                        "egress_not_public",
+                    ]
+                    .contains(&code.as_str())
+            } else {
+                field(f, "outcome") == "pass"
+                    && (code.ends_with("_match") || code.ends_with("_expected_upstream"))
+            }
+        })
+        .map(|f| field(f, "code"))
+        .collect()
+}
+
+/// The reasons of each line's current verdict, in the lines' order.
+async fn reasons_of(state: &BackofficeState, rows: &[LineRow]) -> Result<Vec<Vec<String>>, Error> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.verdict_id).collect();
+    let found: std::collections::HashMap<i64, String> = state
+        .store()
+        .verdict_reasons(&ids)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(rows
+        .iter()
+        .map(|r| {
+            found
+                .get(&r.verdict_id)
+                .map(|json| deciding_reasons(&r.verdict, json))
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+/// The link to a line's case view.
+pub(super) fn case_link(line_key: &str) -> String {
+    format!(
+        "/case?{}",
+        serde_urlencoded::to_string([("line", line_key)]).unwrap_or_default()
+    )
+}
+
+/// `GET /lines`.
+pub(super) async fn page(
+    State(state): State<BackofficeState>,
+    Extension(viewer): Extension<Viewer>,
+    Query(query): Query<LinesQuery>,
+) -> Response {
+    let (filter, problems) = query.filter(&state, state.config().page_size);
+    let cursor = query.cursor();
+    let store = state.store();
+    // The dashboard's counts give the total (counting a filter's matches
+    // among a million lines costs more than the page) and tell which
+    // filter's index to walk.
+    let figures = state.figures_if_ready();
+    let lead = figures.as_ref().and_then(|f| f.lead(&filter));
+    let rows = match store.line_page(&filter, cursor.as_ref(), lead).await {
+        Ok(rows) => rows,
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
+    };
+    let count = figures
+        .as_ref()
+        .and_then(|f| Some((f.count(&filter)?, f.computed_at_ms)));
+    let reasons = match reasons_of(&state, &rows).await {
+        Ok(reasons) => reasons,
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
+    };
+    let start = query.n.unwrap_or(0);
+    let shown = rows.len() as u64;
+    let next = (rows.len() == filter.limit as usize)
+        .then(|| rows.last())
+        .flatten()
+        .map(|last| {
+            let mut q = query.clone();
+            q.after = Some(format!("{}.{}", last.last_seen_ms, last.line_key));
+            q.n = Some(start + shown);
+            format!(
+                "/lines?{}",
+                serde_urlencoded::to_string(&q).unwrap_or_default()
+            )
+        });
+    let filters = query.filters_only();
+    let count_text = match count {
+        Some((n, at)) => format!("{n} lines matched at {}", state.time(at)),
+        None if cursor.is_none() && next.is_none() => format!("{shown} lines match"),
+        None => "Lines".to_owned(),
+    };
+    let catalog = state.catalog();
+    let body = html! {
+        h1 { "Lines 线路" }
+        (filter_form(&state, &query))
+        @for p in &problems { (Notice::error(&format!("{p}; that filter is not applied."))) }
+        div.pager {
+            span { (count_text) @if shown > 0 { "; showing " (start + 1) "–" (start + shown) } "." }
+            a.button.secondary href={"/lines/export.csv?" (filters)} { "Export CSV" }
+        }
+        div.panel {
+            table {
+                thead { tr {
+                    th { "Line" } th { "Verdict" } th { "Declared 申报" } th { "Actual 实际" } th { "First public hop" }
+                    th { "Egress" } th.num { "Reports" } th { "Last seen" } th { "Reasons" }
+                } }
+                tbody {
+                    @for (row, reasons) in rows.iter().zip(&reasons) {
+                        tr {
+                            td { a href=(case_link(&row.line_key)) { (row.line_key) } }
+                            td { (verdict_badge(&row.verdict)) }
+                            td { (place(catalog, row.declared_carrier.as_deref(), row.declared_province.as_deref(), row.declared_city.as_deref())) }
+                            td { (place(catalog, row.actual_carrier.as_deref(), row.actual_province.as_deref(), row.actual_city.as_deref())) }
+                            td.mono { (row.first_hop_ip.as_deref().unwrap_or("—")) }
+                            td.mono { (row.egress_ip) }
+                            td.num { (row.reports) }
+                            td.mono { (state.time(row.last_seen_ms)) }
+                            td.mono { (reasons.join(", ")) }
+                        }
+                    }
+                }
+            }
+            @if rows.is_empty() { p.muted { "No line matches." } }
+        }
+        div.pager {
+            @if cursor.is_some() { a href={"/lines?" (filters)} { "← First page" } }
+            @if let Some(next) = next { a href=(next) { "Next page →" } }
+        }
+    };
+    layout::page_response(StatusCode::OK, "Lines", Some(&viewer), "/lines", &body)
+}
+
+/// Carrier, province and city in one cell.
+pub(super) fn place(
+    catalog: &Catalog,
+    carrier: Option<&str>,
+    province: Option<&str>,
+    city: Option<&str>,
+) -> Markup {
+    html! {
+        (or_dash(carrier, |c| carrier_name(catalog, c))) " · "
+        (or_dash(province, |p| province_name(catalog, p))) " · "
+        (or_dash(city, |c| city_name(catalog, c)))
+    }
+}
+
+fn filter_form(state: &BackofficeState, query: &LinesQuery) -> Markup {
+    let catalog = state.catalog();
+    let chosen = |v: &Option<String>, id: &str| v.as_deref() == Some(id);
+    html! {
+        form.filters method="get" action="/lines" {
+            label { "Province 省份"
+                select name="province" {
+                    option value="" { "any" }
+                    @for p in catalog.provinces() {
+                        option value=(p.id.as_str()) selected[chosen(&query.province, p.id.as_str())] { (p.name_zh) }
+                    }
+                }
+            }
+            label { "City 城市" input type="text" name="city" value=(query.city.as_deref().unwrap_or("")) placeholder="name or code"; }
+            label { "Declared carrier 申报运营商"
+                select name="carrier" {
+                    option value="" { "any" }
+                    @for c in catalog.carriers().iter().filter(|c| c.is_declarable()) {
+                        option value=(c.id.as_str()) selected[chosen(&query.carrier, c.id.as_str())] { (c.name_zh) }
+                    }
+                }
+            }
+            label { "Actual carrier 实际运营商"
+                select name="actual" {
+                    option value="" { "any" }
+                    @for c in catalog.carriers() {
+                        option value=(c.id.as_str()) selected[chosen(&query.actual, c.id.as_str())] { (c.name_zh) }
+                    }
+                }
+            }
+            label { "Verdict 结论"
+                select name="verdict" {
+                    option value="" { "any" }
+                    @for v in VERDICTS {
+                        option value=(v) selected[chosen(&query.verdict, v)] { (verdict_style(v).0) " " (verdict_style(v).1) }
+                    }
+                }
+            }
+            label { "Seen from 起" input type="date" name="from" value=(query.from.as_deref().unwrap_or("")); }
+            label { "Seen until 止" input type="date" name="to" value=(query.to.as_deref().unwrap_or("")); }
+            button type="submit" { "Filter" }
+            a href="/lines" { "Clear" }
+        }
+    }
+}
+
+/// A CSV cell a spreadsheet will not run: text that starts like a formula
+/// gets a leading apostrophe (the values come from subscribers).
+fn csv_safe(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
+const CSV_HEADER: [&str; 22] = [
+    "line",
+    "account",
+    "install_id",
+    "verdict",
+    "declared_province",
+    "declared_province_name",
+    "declared_city",
+    "declared_city_name",
+    "declared_carrier",
+    "declared_carrier_name",
+    "actual_carrier",
+    "actual_carrier_name",
+    "actual_province",
+    "actual_province_name",
+    "actual_city",
+    "actual_city_name",
+    "first_hop_ip",
+    "egress_ip",
+    "reports",
+    "first_seen",
+    "last_seen",
+    "reasons",
+];
+
+/// CSV rows of `rows`, the header first when `header`.
+fn csv_chunk(
+    state: &BackofficeState,
+    rows: &[LineRow],
+    reasons: &[Vec<String>],
+    header: bool,
+) -> Result<Vec<u8>, csv::Error> {
+    let catalog = state.catalog();
+    let mut out = Vec::with_capacity(rows.len() * 300 + 400);
+    if header {
+        // Spreadsheets read UTF-8 CSV with Chinese text right only with a BOM.
+        out.extend_from_slice("\u{feff}".as_bytes());
+    }
+    let mut w = csv::Writer::from_writer(out);
+    if header {
+        w.write_record(CSV_HEADER)?;
+    }
+    let opt = |v: Option<&str>| v.map(csv_safe).unwrap_or_default();
+    let named = |v: Option<&str>, f: &dyn Fn(&str) -> String| {
+        v.map(|v| csv_safe(&f(v))).unwrap_or_default()
+    };
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| {
+                t.with_timezone(&state.offset())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+            })
+            .unwrap_or_default()
+    };
+    for (r, reasons) in rows.iter().zip(reasons) {
+        w.write_record([
+            csv_safe(&r.line_key),
+            csv_safe(&r.account),
+            csv_safe(&r.install_id),
+            r.verdict.clone(),
+            opt(r.declared_province.as_deref()),
+            named(r.declared_province.as_deref(), &|p| {
+                province_name(catalog, p)
+            }),
+            opt(r.declared_city.as_deref()),
+            named(r.declared_city.as_deref(), &|c| city_name(catalog, c)),
+            opt(r.declared_carrier.as_deref()),
+            named(r.declared_carrier.as_deref(), &|c| carrier_name(catalog, c)),
+            opt(r.actual_carrier.as_deref()),
+            named(r.actual_carrier.as_deref(), &|c| carrier_name(catalog, c)),
+            opt(r.actual_province.as_deref()),
+            named(r.actual_province.as_deref(), &|p| province_name(catalog, p)),
+            opt(r.actual_city.as_deref()),
+            named(r.actual_city.as_deref(), &|c| city_name(catalog, c)),
+            opt(r.first_hop_ip.as_deref()),
+            csv_safe(&r.egress_ip),
+            r.reports.to_string(),
+            time(r.first_seen_ms),
+            time(r.last_seen_ms),
+            reasons.join(" "),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// Where an export stream stands.
+struct Export {
+    state: BackofficeState,
+    filter: LineFilter,
+    lead: Option<super::LineLead>,
+    cursor: Option<LineCursor>,
+    left: u64,
+    first: bool,
+    done: bool,
+}
+
+/// `GET /lines/export.csv`: every line the filters select (up to
+/// `export_max_rows`), streamed; written to the audit log.
+pub(super) async fn export_csv(
+    State(state): State<BackofficeState>,
+    Extension(viewer): Extension<Viewer>,
+    Query(query): Query<LinesQuery>,
+) -> Response {
+    let (mut filter, problems) = query.filter(&state, EXPORT_BATCH);
+    if !problems.is_empty() {
+        return layout::error_page(
+            StatusCode::BAD_REQUEST,
+            Some(&viewer),
+            "Export refused",
+            &format!("{}; fix the filters and export again.", problems.join("; ")),
+        );
+    }
+    let max = state.config().export_max_rows;
+    filter.limit = EXPORT_BATCH.min(max);
+    state
+        .audit(
+            &viewer.name,
+            "export_csv",
+            &viewer.ip,
+            serde_json::json!({
+                "what": "lines",
+                "filters": serde_json::to_value(&query).unwrap_or_default(),
+                "max_rows": max,
+            }),
+        )
+        .await;
+    let lead = state.figures_if_ready().and_then(|f| f.lead(&filter));
+    let export = Export {
+        state: state.clone(),
+        filter,
+        lead,
+        cursor: None,
+        left: u64::from(max),
+        first: true,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(export, |mut ex| async move {
+        if ex.done {
+            return None;
+        }
+        let chunk = next_chunk(&mut ex).await;
+        if chunk.is_err() {
+            ex.done = true;
+        }
+        Some((chunk, ex))
+    });
+    let name = format!(
+        "attachment; filename=\"lineprobe-lines-{}.csv\"",
+        chrono::DateTime::from_timestamp_millis(state.now_ms())
+            .map(|t| t
+                .with_timezone(&state.offset())
+                .format("%Y%m%d-%H%M%S")
+                .to_string())
+            .unwrap_or_default()
+    );
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                header_value("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, header_value(&name)),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The next piece of an export.
+async fn next_chunk(ex: &mut Export) -> Result<Bytes, std::io::Error> {
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "CSV export failed midway");
+        std::io::Error::other(e.to_string())
+    };
+    let limit = u32::try_from(ex.left.min(u64::from(EXPORT_BATCH))).unwrap_or(EXPORT_BATCH);
+    if limit == 0 {
+        ex.done = true;
+        return Ok(Bytes::new());
+    }
+    ex.filter.limit = limit;
+    let rows = ex
+        .state
+        .store()
+        .line_page(&ex.filter, ex.cursor.as_ref(), ex.lead)
+        .await
+        .map_err(|e| fail(&e))?;
+    let reasons = reasons_of(&ex.state, &rows).await.map_err(|e| fail(&e))?;
+    let chunk = csv_chunk(&ex.state, &rows, &reasons, ex.first).map_err(|e| fail(&e))?;
+    ex.first = false;
+    ex.left -= rows.len() as u64;
+    if rows.len() < limit as usize {
+        ex.done = true;
+    }
+    ex.cursor = rows.last().map(|r| LineCursor {
+        last_seen_ms: r.last_seen_ms,
+        line_key: r.line_key.clone(),
+    });
+    Ok(Bytes::from(chunk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreadsheet_formulas_are_defused() {
+        assert_eq!(csv_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(csv_safe("+86"), "'+86");
+        assert_eq!(csv_safe("account:0755"), "account:0755");
+    }
+
+    #[test]
+    fn reasons_follow_the_verdict() {
+        let json = r#"[{"code":"carrier_match","outcome":"pass"},{"code":"province_mismatch","outcome":"fail"},{"code":"egress_anonymous","outcome":"unknown"}]"#;
+        assert_eq!(
+            deciding_reasons("violating_ip", json),
+            ["province_mismatch"]
+        );
+        let compliant = r#"[{"code":"carrier_match","outcome":"pass"},{"code":"multi_level_path","outcome":"pass"}]"#;
+        assert_eq!(deciding_reasons("compliant", compliant), ["carrier_match"]);
+        assert!(deciding_reasons("compliant", "not json").is_empty());
+    }
+
+    #[test]
+    fn cursors_round_trip_through_the_query() {
+        let q = LinesQuery {
+            after: Some("1700000000000.account:a.b".to_owned()),
+            ..LinesQuery::default()
+        };
+        let c = q.cursor().unwrap();
+        assert_eq!(c.last_seen_ms, 1_700_000_000_000);
+        assert_eq!(c.line_key, "account:a.b");
+        let bad = LinesQuery {
+            after: Some("x.y".to_owned()),
+            ..LinesQuery::default()
+        };
+        assert!(bad.cursor().is_none());
+    }
+}

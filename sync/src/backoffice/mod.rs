@@ -1,0 +1,359 @@
+//! The compliance back office: server-rendered pages over the internal
+//! database for the compliance team, behind a sign-in.
+//!
+//! - Accounts live in the database with argon2id hashes (`lineprobe-sync
+//!   user add|passwd|disable`); roles are `viewer` (read) and `admin`
+//!   (also the probe configuration, users and the audit log).
+//! - Sessions are random tokens in `HttpOnly`, `SameSite=Strict`, `Secure`
+//!   cookies; the database keeps only their SHA-256. Every form carries the
+//!   session's anti-forgery token and every POST is checked against it.
+//! - Sign-ins are throttled per user name and per address with an
+//!   exponential backoff; an error never says whether the name exists.
+//! - Sign-ins (also failed), configuration changes and exports go to the
+//!   audit log.
+//! - Pages: the dashboard, the lines with filters and CSV export, a line's
+//!   case view (printable evidence), quarantine, probes, and for admins the
+//!   probe configuration (signed manifest publishing), users and the audit
+//!   log. No JavaScript; charts are inline SVG.
+//!
+//! [`router`] builds the whole application as an axum [`Router`];
+//! [`serve`] puts it on HTTPS (or plain HTTP behind a proxy) with the
+//! collector's hardened accept loop.
+
+mod accounts;
+mod admin;
+mod auth;
+mod case;
+mod charts;
+mod dashboard;
+mod layout;
+mod lines;
+mod manifest;
+mod monitor;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware;
+use axum::routing::{get, post};
+use lineprobe_shared::{Catalog, Classifier, ManifestSigningKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::{BackofficeConfig, CollectorEndpoint, Error, Store, SyncConfig};
+
+pub use crate::store::backoffice::{
+    AuditEntry, AuditRow, BreakdownRow, LineCursor, LineLead, ManifestRow, NewSession, ProbeRow,
+    PublicationRow, SessionUser, ThrottleState, TrendRow, UserRow,
+};
+pub use accounts::{Role, UserCommand, check_password, hash_password, run_user_command};
+pub use auth::{ThrottlePolicy, throttle_after_failure};
+pub use manifest::{ManifestForm, PublishOutcome, load_manifest_key};
+
+/// Everything the pages need; cheap to clone.
+#[derive(Clone)]
+pub struct BackofficeState {
+    inner: Arc<Inner>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+struct Inner {
+    store: Store,
+    config: BackofficeConfig,
+    catalog: Arc<Catalog>,
+    classifier: Classifier,
+    collectors: Vec<CollectorEndpoint>,
+    signing_key: Option<ManifestSigningKey>,
+    /// Cookies carry `Secure` (and the `__Host-` prefix).
+    secure_cookies: bool,
+    /// A hash of a random password, verified when the name given at
+    /// sign-in does not exist, so that the answer takes as long.
+    dummy_hash: String,
+    dashboard: dashboard::Cache,
+}
+
+impl std::fmt::Debug for BackofficeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackofficeState")
+            .field("store", &self.inner.store.describe())
+            .field("listen", &self.inner.config.listen)
+            .field("secure_cookies", &self.inner.secure_cookies)
+            .field(
+                "manifest_key",
+                &self
+                    .inner
+                    .signing_key
+                    .as_ref()
+                    .map(ManifestSigningKey::key_id),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackofficeState {
+    /// The state for `config` over `store`: reads the catalogs, the
+    /// classifier's settings and the manifest signing key.
+    pub fn new(config: &SyncConfig, store: Store) -> Result<Self, Error> {
+        let signing_key = match &config.backoffice.manifest_key {
+            Some(path) => Some(load_manifest_key(&config.resolve_path(path))?),
+            None => None,
+        };
+        Ok(Self::with_parts(
+            config.backoffice.clone(),
+            store,
+            config.catalog()?,
+            config.classifier()?,
+            config.collectors.clone(),
+            signing_key,
+        ))
+    }
+
+    /// The state from its parts (tests, and [`BackofficeState::new`]).
+    pub fn with_parts(
+        config: BackofficeConfig,
+        store: Store,
+        catalog: Arc<Catalog>,
+        classifier: Classifier,
+        collectors: Vec<CollectorEndpoint>,
+        signing_key: Option<ManifestSigningKey>,
+    ) -> Self {
+        let secure_cookies = !config.allow_plain_http;
+        let dummy_hash = auth::dummy_hash();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                catalog,
+                classifier,
+                collectors,
+                signing_key,
+                secure_cookies,
+                dummy_hash,
+                dashboard: dashboard::Cache::default(),
+            }),
+            clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
+        }
+    }
+
+    /// The same state reading the time (Unix ms) from `clock`: for tests
+    /// of expiry and backoff.
+    #[must_use]
+    pub fn with_clock(self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self {
+            inner: self.inner,
+            clock: Arc::new(clock),
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn config(&self) -> &BackofficeConfig {
+        &self.inner.config
+    }
+
+    fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Writes an audit entry; a failure is logged, never shown (the action
+    /// it records has happened).
+    async fn audit(&self, actor: &str, action: &str, ip: &str, detail: serde_json::Value) {
+        let entry = AuditEntry {
+            at_ms: self.now_ms(),
+            actor,
+            action,
+            source_ip: ip,
+            detail: &detail,
+        };
+        if let Err(e) = self.inner.store.audit(&entry).await {
+            tracing::error!(error = %e, action, actor, "audit log entry not written");
+        }
+    }
+
+    /// The client's address: the connection's peer, or behind a trusted
+    /// proxy the last address its `X-Forwarded-For` names.
+    fn client_ip(
+        &self,
+        conn: Option<&lineprobe_collector::ConnInfo>,
+        headers: &HeaderMap,
+    ) -> String {
+        let Some(conn) = conn else {
+            return "unknown".to_owned();
+        };
+        let peer = conn.client().ip();
+        let config = self.config();
+        if config.behind_proxy && conn.is_trusted_proxy(&config.trusted_proxies) {
+            let forwarded = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+                .map(|a| a.to_canonical())
+                .collect::<Vec<_>>();
+            // The rightmost address no trusted proxy holds is the one the
+            // first trusted proxy saw; anything left of it the client wrote.
+            if let Some(ip) = forwarded
+                .iter()
+                .rev()
+                .find(|ip| !config.trusted_proxies.iter().any(|n| n.contains(*ip)))
+                .or(forwarded.first())
+            {
+                return ip.to_string();
+            }
+        }
+        peer.to_string()
+    }
+}
+
+/// The whole back office as a router. Every route but the sign-in page and
+/// the stylesheet requires a session; the admin pages require the admin
+/// role; every POST requires the session's anti-forgery token.
+pub fn router(state: BackofficeState) -> Router {
+    let admin = Router::new()
+        .route("/config", get(manifest::page))
+        .route("/config/publish", post(manifest::publish))
+        .route("/config/republish", post(manifest::republish))
+        .route("/users", get(admin::users_page).post(admin::add_user))
+        .route("/users/change", post(admin::change_user))
+        .route("/audit", get(admin::audit_page))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+    let signed_in = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/lines", get(lines::page))
+        .route("/lines/export.csv", get(lines::export_csv))
+        .route("/case", get(case::page))
+        .route("/quarantine", get(monitor::quarantine_page))
+        .route("/probes", get(monitor::probes_page))
+        .route("/account", get(admin::account_page))
+        .route("/account/password", post(admin::change_own_password))
+        .route("/logout", post(auth::logout))
+        .merge(admin)
+        .fallback(layout::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ));
+    Router::new()
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/assets/app.css", get(layout::stylesheet))
+        .merge(signed_in)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            layout::security_headers,
+        ))
+        .with_state(state)
+}
+
+/// Serves the back office until `shutdown` fires: HTTPS with the
+/// configured certificate (or a generated self-signed one), or plain HTTP
+/// when `behind_proxy` or `allow_plain_http` says so.
+pub async fn serve(
+    config: &SyncConfig,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let state = BackofficeState::new(config, store)?;
+    let listener = lineprobe_collector::bind(config.backoffice.listen)
+        .await
+        .map_err(|e| Error::Backoffice(format!("{e}; is another program using the port?")))?;
+    serve_on(config, state, listener, shutdown).await
+}
+
+/// Like [`serve`], on a listener already bound (tests bind port 0).
+pub async fn serve_on(
+    config: &SyncConfig,
+    state: BackofficeState,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let bo = &config.backoffice;
+    let tls = if bo.behind_proxy || bo.allow_plain_http {
+        None
+    } else {
+        let certs = match (&bo.tls_cert, &bo.tls_key) {
+            (Some(cert), Some(key)) => lineprobe_collector::CertStore::from_pem_files(
+                &config.resolve_path(cert),
+                &config.resolve_path(key),
+            ),
+            _ => lineprobe_collector::CertStore::load_or_generate(
+                &lineprobe_collector::TlsConfig {
+                    cert: None,
+                    key: None,
+                    self_signed_names: bo.self_signed_names.clone(),
+                    reload_check_secs: 60,
+                },
+                &config.resolve_path(&config.data_dir).join("backoffice"),
+            ),
+        }
+        .map_err(|e| Error::Backoffice(format!("cannot load the HTTPS certificate: {e}")))?;
+        if certs.is_generated() {
+            tracing::warn!(
+                cert = %certs.cert_path().display(),
+                "the back office serves a generated self-signed certificate; configure \
+                 backoffice.tls_cert and tls_key for one the browsers trust"
+            );
+        }
+        drop(certs.spawn_reloader(Duration::from_mins(1), shutdown.clone()));
+        Some(
+            certs
+                .server_config(None)
+                .map_err(|e| Error::Backoffice(format!("cannot set up HTTPS: {e}")))?,
+        )
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let local = listener.local_addr().map_or(bo.listen, |a| a);
+    if state.store().users().await?.is_empty() {
+        tracing::warn!(
+            "no back-office user exists yet: create one with `lineprobe-sync user add NAME \
+             --role admin`"
+        );
+    }
+    tracing::info!(url = %format!("{scheme}://{local}/"), "back office listening");
+    // Count the dashboard's figures now, so that the first visitor does not
+    // wait for a pass over every line.
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.figures().await {
+            tracing::warn!(error = %e, "dashboard figures not counted at start");
+        }
+    });
+    let options = lineprobe_collector::ListenerOptions {
+        max_connections: 256,
+        header_read_timeout: Duration::from_secs(10),
+        tls_handshake_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_mins(2),
+        max_header_bytes: 32 * 1024,
+        trusted_proxies: Vec::new(),
+        proxy_protocol: false,
+        shutdown_grace: Duration::from_secs(10),
+    };
+    lineprobe_collector::serve(listener, tls, options, router(state), shutdown, None)
+        .await
+        .map_err(|e| Error::Backoffice(e.to_string()))
+}
+
+/// A header value from text that is known to be valid.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `Content-Type` of the pages.
+const HTML: &str = "text/html; charset=utf-8";
+
+/// A response header pair for the page type.
+fn html_type() -> (header::HeaderName, HeaderValue) {
+    (header::CONTENT_TYPE, HeaderValue::from_static(HTML))
+}

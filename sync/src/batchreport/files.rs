@@ -1,0 +1,186 @@
+//! The report folder: file names, which periods are written already, and
+//! writes that never leave a half-written file behind.
+//!
+//! A period's files share the stem `lineprobe-report-{kind}-{label}`:
+//! `.json`, `.html`, and the CSV tables `-{table}.csv`. A format of a period
+//! counts as written when its marker file is there: the `.json`, the
+//! `.html`, or `-summary.csv` (the CSV table written last).
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::csvfiles::CSV_MARKER;
+use super::period::{Period, PeriodKind};
+use super::settings::ReportFormat;
+use crate::Error;
+
+/// The start of every report file's name.
+pub const FILE_PREFIX: &str = "lineprobe-report";
+
+/// `lineprobe-report-day-2026-11-21`.
+pub fn file_stem(period: &Period) -> String {
+    format!("{FILE_PREFIX}-{}-{}", period.kind(), period.label())
+}
+
+/// The file whose presence marks `format` of `period` as written.
+pub fn marker_name(period: &Period, format: ReportFormat) -> String {
+    let stem = file_stem(period);
+    match format {
+        ReportFormat::Json => format!("{stem}.json"),
+        ReportFormat::Html => format!("{stem}.html"),
+        ReportFormat::Csv => format!("{stem}-{CSV_MARKER}.csv"),
+    }
+}
+
+/// The periods of `kind` whose every format in `formats` is written in
+/// `dir` (none when `dir` does not exist).
+pub fn written_periods(
+    dir: &Path,
+    kind: PeriodKind,
+    formats: &[ReportFormat],
+) -> Result<BTreeSet<Period>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(source) => {
+            return Err(Error::ReportFile {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let prefix = format!("{FILE_PREFIX}-{kind}-");
+    let mut names = HashSet::new();
+    let mut candidates = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::ReportFile {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some(period) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.get(..kind.label_len()))
+            .and_then(|label| Period::parse_label(kind, label))
+        {
+            candidates.insert(period);
+        }
+        names.insert(name);
+    }
+    Ok(candidates
+        .into_iter()
+        .filter(|p| formats.iter().all(|f| names.contains(&marker_name(p, *f))))
+        .collect())
+}
+
+/// What [`write_file`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// The file was created or its contents replaced.
+    Written,
+    /// The file already held exactly these bytes; it was left alone.
+    Unchanged,
+}
+
+/// Writes `bytes` to `dir/name`: through a temporary file renamed into
+/// place, so the file is either the old one or the whole new one. A file
+/// that already holds these bytes is not touched.
+pub(super) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileOutcome, Error> {
+    let path = dir.join(name);
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(FileOutcome::Unchanged);
+    }
+    let file_error = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| Error::ReportFile { path, source }
+    };
+    // Starts with a dot: never taken for a report by `written_periods`.
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &path)
+    })();
+    if let Err(source) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(file_error(&path)(source));
+    }
+    Ok(FileOutcome::Written)
+}
+
+/// Creates the report folder (and its parents) when needed.
+pub(super) fn create_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::ReportFile {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    #[test]
+    fn a_period_counts_as_written_when_every_format_marker_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |s| {
+            Period::containing(
+                PeriodKind::Day,
+                NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap(),
+            )
+        };
+        let touch = |name: &str| std::fs::write(dir.path().join(name), b"x").unwrap();
+        touch("lineprobe-report-day-2026-11-20.json");
+        touch("lineprobe-report-day-2026-11-20.html");
+        touch("lineprobe-report-day-2026-11-20-summary.csv");
+        touch("lineprobe-report-day-2026-11-21.json");
+        touch("lineprobe-report-day-2026-11-21-by-city.csv");
+        touch("lineprobe-report-week-2026-W47.json");
+        touch("lineprobe-report-day-2026-13-01.json");
+        touch(".lineprobe-report-day-2026-11-22.json.1.tmp");
+        let all = [ReportFormat::Csv, ReportFormat::Json, ReportFormat::Html];
+        let written = written_periods(dir.path(), PeriodKind::Day, &all).unwrap();
+        assert_eq!(written.into_iter().collect::<Vec<_>>(), [day("2026-11-20")]);
+        let json = written_periods(dir.path(), PeriodKind::Day, &[ReportFormat::Json]).unwrap();
+        assert_eq!(
+            json.into_iter().collect::<Vec<_>>(),
+            [day("2026-11-20"), day("2026-11-21")]
+        );
+        let weeks = written_periods(dir.path(), PeriodKind::Week, &[ReportFormat::Json]).unwrap();
+        assert_eq!(weeks.len(), 1);
+        assert!(
+            written_periods(&dir.path().join("absent"), PeriodKind::Day, &all)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_identical_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            write_file(dir.path(), "a.json", b"{}").unwrap(),
+            FileOutcome::Written
+        );
+        assert_eq!(
+            write_file(dir.path(), "a.json", b"{}").unwrap(),
+            FileOutcome::Unchanged
+        );
+        assert_eq!(
+            write_file(dir.path(), "a.json", b"[]").unwrap(),
+            FileOutcome::Written
+        );
+        assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), b"[]");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+}

@@ -1,0 +1,444 @@
+//! Batch compliance reports: `lineprobe-sync report` and the reports the
+//! daemon writes on its schedule.
+//!
+//! A report covers one period — a day, an ISO week or a month in the
+//! configured UTC offset (default `+08:00`) — and says how many lines were
+//! observed, their verdicts and compliance rate by carrier, province and
+//! city, which lines are non-compliant, violating IP or proxy-suspected
+//! (with the evidence), why reports were quarantined, how active the probes
+//! were, and how all that changed since the previous period. The
+//! definitions are written into every report ([`DEFINITIONS`]).
+//!
+//! The same figures go out as JSON (one document), CSV (one file per table,
+//! see [`csv_tables`]) and HTML (one self-contained page with inline SVG
+//! charts). Files hold only the period and the data — no time of writing —
+//! so writing a period again gives byte-identical files (and a file whose
+//! bytes would not change is not touched). `--catch-up`, and the daemon's
+//! schedule, write every complete period after the newest one already in
+//! the report folder.
+
+mod csvfiles;
+mod figures;
+mod files;
+mod html;
+mod period;
+mod settings;
+
+use std::io::{IsTerminal as _, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use lineprobe_shared::Catalog;
+
+pub use csvfiles::{CSV_MARKER, csv_tables};
+pub use figures::{
+    Activity, CarrierPair, Change, CollectorActivity, DEFINITIONS, GroupFigures, LISTED_VERDICTS,
+    ListedLine, ListedReason, Named, PeriodFigures, PeriodInfo, Place, ProbeActivity,
+    QuarantineFigures, REPORT_FORMAT, REPORT_KIND, ReasonCount, Summary, Trend, TrendPoint,
+    VERDICTS, VerdictCounts, build_figures, period_figures,
+};
+pub use files::{FILE_PREFIX, FileOutcome, file_stem, marker_name, written_periods};
+pub use html::{HTML_MAX_LISTED, html};
+pub use period::{Period, PeriodKind, parse_utc_offset, period_at};
+pub use settings::{ReportConfig, ReportFormat, ReportSchedule, ReportSettings};
+
+use crate::{Error, Store, SyncConfig};
+
+/// `lineprobe-sync report`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// The period a report covers.
+    #[arg(long, value_enum, default_value_t = PeriodKind::Day)]
+    pub period: PeriodKind,
+    /// The period containing this day (YYYY-MM-DD), time (RFC 3339) or named by this label
+    /// (2026-W47, 2026-11); default: the last complete period.
+    #[arg(long, value_name = "DATE", conflicts_with = "catch_up")]
+    pub at: Option<String>,
+    /// Formats to write, comma separated: csv, json, html (default: `report.formats` of the
+    /// configuration, all three).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub format: Vec<ReportFormat>,
+    /// Folder to write to (default: `report.out_dir` of the configuration, `reports`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write every complete period after the newest one already in the folder (only the last
+    /// complete period when there is none).
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Take this time (RFC 3339) as now: which periods are complete, and which are due.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+}
+
+/// One file of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Whether its contents changed (a file already holding the same bytes
+    /// is left alone).
+    pub outcome: FileOutcome,
+}
+
+/// The files of one period's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenReport {
+    /// The period.
+    pub period: Period,
+    /// Its files, in the order written.
+    pub files: Vec<WrittenFile>,
+    /// Reports received in the period that were still pending.
+    pub pending: u64,
+}
+
+/// The files of a period's report in `formats`: (file name, contents), in
+/// the order they are written (each format's marker file last of its
+/// format).
+pub fn render(
+    figures: &PeriodFigures,
+    period: &Period,
+    formats: &[ReportFormat],
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let stem = file_stem(period);
+    let mut out = Vec::new();
+    for format in settings::normalise_formats(formats) {
+        match format {
+            ReportFormat::Csv => {
+                for (table, bytes) in csv_tables(figures)? {
+                    out.push((format!("{stem}-{table}.csv"), bytes));
+                }
+            }
+            ReportFormat::Json => {
+                let mut bytes =
+                    serde_json::to_vec_pretty(figures).map_err(|e| Error::Output(e.into()))?;
+                bytes.push(b'\n');
+                out.push((format!("{stem}.json"), bytes));
+            }
+            ReportFormat::Html => out.push((format!("{stem}.html"), html(figures).into_bytes())),
+        }
+    }
+    Ok(out)
+}
+
+/// Works out and writes the report of `period`.
+pub async fn write_report(
+    store: &Store,
+    catalog: &Catalog,
+    settings: &ReportSettings,
+    period: Period,
+) -> Result<WrittenReport, Error> {
+    let figures = period_figures(store, catalog, period, settings.offset).await?;
+    files::create_dir(&settings.out_dir)?;
+    let mut written = Vec::new();
+    for (name, bytes) in render(&figures, &period, &settings.formats)? {
+        let outcome = files::write_file(&settings.out_dir, &name, &bytes)?;
+        written.push(WrittenFile {
+            path: settings.out_dir.join(name),
+            outcome,
+        });
+    }
+    let pending = figures.summary.reports_pending;
+    if pending > 0 {
+        tracing::warn!(
+            period = %period,
+            pending,
+            "reports received in the period are still pending: the report changes once they \
+             are processed (run `lineprobe-sync process`, then write it again)"
+        );
+    }
+    Ok(WrittenReport {
+        period,
+        files: written,
+        pending,
+    })
+}
+
+/// The periods catch-up writes to bring the folder up to `target`: every
+/// period after the newest one written there (all formats present), up to
+/// and including `target`; only `target` when none is written; none when
+/// `target` is written or an even later one is.
+pub fn periods_to_catch_up(
+    settings: &ReportSettings,
+    target: Period,
+) -> Result<Vec<Period>, Error> {
+    let written = written_periods(&settings.out_dir, target.kind(), &settings.formats)?;
+    Ok(match written.last() {
+        None => vec![target],
+        Some(newest) => newest.next().through(target),
+    })
+}
+
+/// Writes the reports of `periods`, in order, showing progress on a
+/// terminal.
+pub async fn write_reports(
+    store: &Store,
+    catalog: &Catalog,
+    settings: &ReportSettings,
+    periods: &[Period],
+    progress: &Progress,
+) -> Result<Vec<WrittenReport>, Error> {
+    progress.start(periods.len());
+    let mut out = Vec::with_capacity(periods.len());
+    for period in periods {
+        progress.message(&period.to_string());
+        let report = write_report(store, catalog, settings, *period).await?;
+        let changed = report
+            .files
+            .iter()
+            .filter(|f| f.outcome == FileOutcome::Written)
+            .count();
+        tracing::debug!(
+            period = %period,
+            files = report.files.len(),
+            changed,
+            folder = %settings.out_dir.display(),
+            "report written"
+        );
+        out.push(report);
+        progress.step();
+    }
+    progress.finish();
+    if let (Some(first), Some(last)) = (out.first(), out.last()) {
+        let changed = out
+            .iter()
+            .flat_map(|r| &r.files)
+            .filter(|f| f.outcome == FileOutcome::Written)
+            .count();
+        tracing::info!(
+            reports = out.len(),
+            first = %first.period,
+            last = %last.period,
+            files_changed = changed,
+            folder = %settings.out_dir.display(),
+            "reports written"
+        );
+    }
+    Ok(out)
+}
+
+/// A progress bar on standard error when it is a terminal; nothing
+/// otherwise (logs and pipes stay free of control sequences).
+#[derive(Debug)]
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    /// A bar when standard error is a terminal.
+    pub fn on_terminal() -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix("reports");
+            Self(Some(bar))
+        } else {
+            Self(None)
+        }
+    }
+
+    /// No progress shown.
+    pub fn hidden() -> Self {
+        Self(None)
+    }
+
+    fn start(&self, len: usize) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(u64::try_from(len).unwrap_or(u64::MAX));
+            bar.set_position(0);
+        }
+    }
+
+    fn message(&self, text: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(text.to_owned());
+        }
+    }
+
+    fn step(&self) {
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `lineprobe-sync report`: writes the asked period's report (or catches
+/// up) and prints each file with what happened to it.
+pub async fn report_command(
+    config: &SyncConfig,
+    store: &Store,
+    args: &ReportArgs,
+    stdout: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut settings = ReportSettings::from_config(config)?;
+    if let Some(out) = &args.out {
+        settings.out_dir.clone_from(out);
+    }
+    if !args.format.is_empty() {
+        settings.formats = settings::normalise_formats(&args.format);
+    }
+    let now = match &args.now {
+        Some(text) => parse_now(text)?,
+        None => Utc::now(),
+    };
+    let kind = args.period;
+    let last_complete = Period::last_complete(kind, now, settings.offset);
+    let periods = if args.catch_up {
+        periods_to_catch_up(&settings, last_complete)?
+    } else {
+        let period = match &args.at {
+            Some(at) => period_at(kind, at, settings.offset)?,
+            None => last_complete,
+        };
+        if !period.is_complete(now, settings.offset) {
+            return Err(Error::Config {
+                key: "--at".to_owned(),
+                reason: format!(
+                    "{period} is not over until {}: its report would still change; ask for a \
+                     complete period (the last one is {})",
+                    period.ends_at(settings.offset).to_rfc3339(),
+                    last_complete.label()
+                ),
+            });
+        }
+        vec![period]
+    };
+    let catalog = config.catalog()?;
+    if periods.is_empty() {
+        writeln!(
+            stdout,
+            "up to date: the {kind} report of {} (the last complete {kind}) is in {}",
+            last_complete.label(),
+            settings.out_dir.display()
+        )
+        .map_err(Error::Output)?;
+        return Ok(());
+    }
+    let reports = write_reports(
+        store,
+        &catalog,
+        &settings,
+        &periods,
+        &Progress::on_terminal(),
+    )
+    .await?;
+    for report in &reports {
+        for file in &report.files {
+            let what = match file.outcome {
+                FileOutcome::Written => "written",
+                FileOutcome::Unchanged => "unchanged",
+            };
+            writeln!(stdout, "{what}\t{}", file.path.display()).map_err(Error::Output)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--now`: an RFC 3339 time, or a day (its midnight UTC).
+fn parse_now(text: &str) -> Result<DateTime<Utc>, Error> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(t.to_utc());
+    }
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| Error::Config {
+            key: "--now".to_owned(),
+            reason: format!(
+                "{text:?} is not a time: write RFC 3339, e.g. 2026-11-22T01:30:00+08:00"
+            ),
+        })
+}
+
+/// The reports `lineprobe-sync run` writes by itself (`report.schedule`).
+#[derive(Debug, Clone)]
+pub struct ReportScheduler {
+    settings: ReportSettings,
+    entries: Vec<(PeriodKind, chrono::NaiveTime)>,
+    catalog: Arc<Catalog>,
+}
+
+impl ReportScheduler {
+    /// The scheduler of the configuration; `None` when nothing is
+    /// scheduled.
+    pub fn from_config(config: &SyncConfig) -> Result<Option<Self>, Error> {
+        let entries = settings::schedule(&config.report)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            settings: ReportSettings::from_config(config)?,
+            entries,
+            catalog: config.catalog()?,
+        }))
+    }
+
+    /// The latest period of `kind` due at `now`, when its report is due
+    /// from `at` on the first day of the period after it.
+    pub fn due_period(
+        &self,
+        kind: PeriodKind,
+        at: chrono::NaiveTime,
+        now: DateTime<Utc>,
+    ) -> Period {
+        let offset = self.settings.offset;
+        let current = Period::containing_instant(kind, now, offset);
+        let due_from = current
+            .start()
+            .and_time(at)
+            .and_local_timezone(offset)
+            .single();
+        match due_from {
+            Some(due) if now >= due => current.previous(),
+            _ => current.previous().previous(),
+        }
+    }
+
+    /// Writes every scheduled report due at `now` that is not in the
+    /// folder yet, with catch-up.
+    pub async fn run_due(
+        &self,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<WrittenReport>, Error> {
+        let mut out = Vec::new();
+        for (kind, at) in &self.entries {
+            let target = self.due_period(*kind, *at, now);
+            let periods = periods_to_catch_up(&self.settings, target)?;
+            if periods.is_empty() {
+                continue;
+            }
+            out.extend(
+                write_reports(
+                    store,
+                    &self.catalog,
+                    &self.settings,
+                    &periods,
+                    &Progress::hidden(),
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// One round of the daemon: writes what is due now; a failure is
+    /// logged and tried again next round.
+    pub async fn tick(&self, store: &Store) {
+        if let Err(e) = self.run_due(store, Utc::now()).await {
+            tracing::error!(error = %e, "scheduled report failed; trying again next round");
+        }
+    }
+}

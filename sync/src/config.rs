@@ -1,0 +1,642 @@
+//! The internal side's configuration: TOML, overridden by environment
+//! variables (`LINEPROBE_SYNC__DATABASE__URL=…` sets `database.url`) and then
+//! by command-line flags, validated in one place.
+//!
+//! Every key has a default, so the programs run with no file at all: an
+//! embedded SQLite database in the data folder, no collectors, the embedded
+//! catalogs and no address data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
+use serde::Deserialize;
+
+use crate::{Chain, ChainConfig, CollectorEndpoint, Error, ReportConfig};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "LINEPROBE_SYNC__";
+
+/// The whole configuration of `lineprobe-sync`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Folder for the embedded database and state.
+    pub data_dir: PathBuf,
+    /// The internal database.
+    pub database: DatabaseConfig,
+    /// Pulling from the collectors.
+    pub pull: PullConfig,
+    /// The collectors to pull from, each with its own credentials.
+    #[serde(rename = "collector")]
+    pub collectors: Vec<CollectorEndpoint>,
+    /// The processing pipeline.
+    pub pipeline: PipelineConfig,
+    /// The ordered address sources (`[[resolve.source]]`).
+    pub resolve: ChainConfig,
+    /// Folder of catalog files (`provinces.toml`, `cities.toml`,
+    /// `carriers.toml`) replacing the embedded catalogs.
+    pub catalog_dir: Option<PathBuf>,
+    /// Logging.
+    pub log: LogConfig,
+    /// The batch compliance reports (`[report]`).
+    pub report: ReportConfig,
+    /// The compliance back office (`lineprobe-sync serve`).
+    pub backoffice: BackofficeConfig,
+    /// Where relative paths in the file are taken from: the file's folder
+    /// (not a key; set when loading).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("lineprobe-sync-data"),
+            database: DatabaseConfig::default(),
+            pull: PullConfig::default(),
+            collectors: Vec::new(),
+            pipeline: PipelineConfig::default(),
+            resolve: ChainConfig::default(),
+            catalog_dir: None,
+            log: LogConfig::default(),
+            report: ReportConfig::default(),
+            backoffice: BackofficeConfig::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// The internal database.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`. Empty: an SQLite file
+    /// `sync.sqlite3` in `data_dir`.
+    pub url: String,
+}
+
+/// Pulling from the collectors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PullConfig {
+    /// Seconds between pull rounds in `lineprobe-sync run`.
+    pub interval_s: u64,
+    /// Most pages fetched from one collector in one round, so that a
+    /// collector with a large backlog yields to the pipeline now and then.
+    pub max_pages_per_round: u32,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 60,
+            max_pages_per_round: 100,
+        }
+    }
+}
+
+/// The processing pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Reports processed and written per database transaction.
+    pub batch: u32,
+    /// Address blocks treated as public although the IANA registries call
+    /// them special-purpose: only for labs built on documentation ranges.
+    pub public_cidrs: Vec<IpNet>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch: 2000,
+            public_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter (`info`, `lineprobe_sync=debug`…); `RUST_LOG` wins.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: "text".to_owned(),
+        }
+    }
+}
+
+impl SyncConfig {
+    /// Reads `path` (or the embedded defaults when `None`), applies the
+    /// `LINEPROBE_SYNC__…` variables from `env` and the `--database`
+    /// override, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        database: Option<&str>,
+    ) -> Result<Self, Error> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| Error::Input {
+                what: p.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let origin = path.map_or_else(
+            || "embedded defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let mut config = Self::from_toml_with_env(&text, &origin, env)?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            config.base_dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            };
+        }
+        if let Some(url) = database {
+            url.clone_into(&mut config.database.url);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text and applies environment overrides; `origin` names
+    /// the text in error messages. Call [`SyncConfig::validate`] afterwards.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Error> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
+            key: origin.to_owned(),
+            reason: format!("not valid TOML: {}", e.message()),
+        })?;
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                apply_env(&mut table, &name, path, &value)?;
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config {
+                key: origin.to_owned(),
+                reason: format!(
+                    "{} (see config/sync.example.toml for every key)",
+                    e.message()
+                ),
+            })
+    }
+
+    /// Checks every rule that types alone cannot, in one place.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: key.to_owned(),
+                reason,
+            })
+        };
+        let url = &self.database.url;
+        if !url.is_empty()
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+        {
+            return bad(
+                "database.url",
+                format!(
+                    "{:?} is not a database URL: write sqlite://PATH or \
+                     postgres://USER@HOST:PORT/DATABASE",
+                    redact(url)
+                ),
+            );
+        }
+        if self.pull.interval_s == 0 {
+            return bad("pull.interval_s", "must be at least 1 second".to_owned());
+        }
+        if self.pull.max_pages_per_round == 0 {
+            return bad("pull.max_pages_per_round", "must be at least 1".to_owned());
+        }
+        if !(1..=50_000).contains(&self.pipeline.batch) {
+            return bad(
+                "pipeline.batch",
+                format!("{} is out of range: use 1 to 50000", self.pipeline.batch),
+            );
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return bad(
+                "log.format",
+                format!("{:?}: write \"text\" or \"json\"", self.log.format),
+            );
+        }
+        self.report.validate()?;
+        self.backoffice.validate()?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.collectors.iter().enumerate() {
+            c.validate().map_err(|e| Error::Config {
+                key: format!("collector[{i}]"),
+                reason: e.to_string(),
+            })?;
+            if !names.insert(c.name.clone()) {
+                return bad(
+                    &format!("collector[{i}].name"),
+                    format!(
+                        "{:?} is used by two collectors: the name keys the pull cursor, \
+                         give each collector its own",
+                        c.name
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL to open: the configured one, or the embedded SQLite
+    /// file in the data folder.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.resolve_path(&self.data_dir)
+                    .join("sync.sqlite3")
+                    .display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// `path` taken relative to the configuration file's folder.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The catalogs: the configured folder, or the embedded ones.
+    pub fn catalog(&self) -> Result<Arc<Catalog>, Error> {
+        let catalog = match &self.catalog_dir {
+            Some(dir) => Catalog::load_dir(self.resolve_path(dir))?,
+            None => Catalog::embedded()?,
+        };
+        Ok(Arc::new(catalog))
+    }
+
+    /// Opens the configured address sources, in order.
+    pub fn chain(&self, catalog: &Arc<Catalog>) -> Result<Chain, Error> {
+        self.resolve.build(&self.base_dir, catalog)
+    }
+
+    /// The address classifier, with the configured lab-public blocks.
+    pub fn classifier(&self) -> Result<Classifier, Error> {
+        Ok(Classifier::new(&ClassifierConfig {
+            extra_public: self.pipeline.public_cidrs.clone(),
+        })?)
+    }
+}
+
+/// The compliance back office: where it listens, how it protects its
+/// sessions, and the key it signs probe manifests with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackofficeConfig {
+    /// Also serve the back office inside `lineprobe-sync run`.
+    pub enabled: bool,
+    /// Address and port to listen on.
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain for HTTPS, with `tls_key`. Without both (and
+    /// without `behind_proxy` or `allow_plain_http`) a self-signed
+    /// certificate is generated into `data_dir/backoffice/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Host names and addresses the generated certificate names.
+    pub self_signed_names: Vec<String>,
+    /// Serve plain HTTP to a reverse proxy that terminates HTTPS: cookies
+    /// stay `Secure`, and the client address is read from
+    /// `X-Forwarded-For` when the connection comes from `trusted_proxies`.
+    pub behind_proxy: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (with `behind_proxy`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Serve plain HTTP with cookies that are not `Secure`: for local
+    /// testing only, and only on a loopback address.
+    pub allow_plain_http: bool,
+    /// A session ends this many seconds after sign-in.
+    pub session_ttl_s: u64,
+    /// A session unused for this many seconds ends.
+    pub session_idle_s: u64,
+    /// Failed sign-ins (per user name and per address) allowed before the
+    /// backoff starts.
+    pub login_free_failures: u32,
+    /// The first backoff, in seconds; it doubles with every further failure.
+    pub login_backoff_s: u64,
+    /// The longest backoff, in seconds.
+    pub login_backoff_max_s: u64,
+    /// Failures older than this many seconds are forgotten.
+    pub login_failure_window_s: u64,
+    /// The Ed25519 private key probe manifests are signed with (PEM
+    /// `PRIVATE KEY` or base64 of the 32-byte seed); without it the probe
+    /// configuration page cannot publish.
+    pub manifest_key: Option<PathBuf>,
+    /// How long a published manifest stays valid, in days.
+    pub manifest_validity_days: u32,
+    /// Lines per page.
+    pub page_size: u32,
+    /// Most lines one CSV export writes.
+    pub export_max_rows: u32,
+    /// The dashboard's figures are recomputed when older than this many
+    /// seconds (in the background; the page never waits for a refresh once
+    /// it has figures).
+    pub dashboard_max_age_s: u64,
+    /// Times are shown, and date filters and the daily trend are taken, at
+    /// this offset from UTC in minutes (480: China Standard Time).
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for BackofficeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8450)),
+            tls_cert: None,
+            tls_key: None,
+            self_signed_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            behind_proxy: false,
+            trusted_proxies: vec![
+                IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            allow_plain_http: false,
+            session_ttl_s: 8 * 3600,
+            session_idle_s: 3600,
+            login_free_failures: 3,
+            login_backoff_s: 2,
+            login_backoff_max_s: 900,
+            login_failure_window_s: 3600,
+            manifest_key: None,
+            manifest_validity_days: 90,
+            page_size: 50,
+            export_max_rows: 1_000_000,
+            dashboard_max_age_s: 30,
+            utc_offset_minutes: 480,
+        }
+    }
+}
+
+impl BackofficeConfig {
+    /// Checks the section; called by [`SyncConfig::validate`].
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: format!("backoffice.{key}"),
+                reason,
+            })
+        };
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad(
+                "tls_cert",
+                "give tls_cert and tls_key together (or neither, for a generated \
+                 self-signed certificate)"
+                    .to_owned(),
+            );
+        }
+        let plain = self.behind_proxy || self.allow_plain_http;
+        if plain && self.tls_cert.is_some() {
+            return bad(
+                "tls_cert",
+                "behind_proxy and allow_plain_http serve plain HTTP; remove tls_cert and \
+                 tls_key, or the plain HTTP setting"
+                    .to_owned(),
+            );
+        }
+        if self.behind_proxy && self.allow_plain_http {
+            return bad(
+                "allow_plain_http",
+                "choose one: behind_proxy (HTTPS at the proxy, Secure cookies) or \
+                 allow_plain_http (local testing)"
+                    .to_owned(),
+            );
+        }
+        if self.allow_plain_http && !self.listen.ip().is_loopback() {
+            return bad(
+                "allow_plain_http",
+                format!(
+                    "plain HTTP with cookies that are not Secure is for local testing only: \
+                     listen on a loopback address (not {}), or serve HTTPS (tls_cert/tls_key) \
+                     or behind a proxy (behind_proxy = true)",
+                    self.listen
+                ),
+            );
+        }
+        self.validate_limits()
+    }
+
+    /// The numeric keys' ranges.
+    fn validate_limits(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: format!("backoffice.{key}"),
+                reason,
+            })
+        };
+        if !(60..=7 * 86_400).contains(&self.session_ttl_s) {
+            return bad(
+                "session_ttl_s",
+                format!(
+                    "{} is out of range: use 60 to 604800 (one minute to 7 days)",
+                    self.session_ttl_s
+                ),
+            );
+        }
+        if !(60..=self.session_ttl_s).contains(&self.session_idle_s) {
+            return bad(
+                "session_idle_s",
+                format!(
+                    "{} is out of range: use 60 to session_ttl_s ({})",
+                    self.session_idle_s, self.session_ttl_s
+                ),
+            );
+        }
+        if self.login_free_failures > 20 {
+            return bad(
+                "login_free_failures",
+                format!("{} is too many: use 0 to 20", self.login_free_failures),
+            );
+        }
+        if self.login_backoff_s == 0 || self.login_backoff_s > self.login_backoff_max_s {
+            return bad(
+                "login_backoff_s",
+                "must be at least 1 and at most login_backoff_max_s".to_owned(),
+            );
+        }
+        if self.login_backoff_max_s > 86_400 {
+            return bad(
+                "login_backoff_max_s",
+                "use at most 86400 (one day)".to_owned(),
+            );
+        }
+        if self.login_failure_window_s < 60 {
+            return bad(
+                "login_failure_window_s",
+                "use at least 60 seconds".to_owned(),
+            );
+        }
+        if !(1..=400).contains(&self.manifest_validity_days) {
+            return bad(
+                "manifest_validity_days",
+                format!(
+                    "{} is out of range: use 1 to 400 (probes refuse longer validity)",
+                    self.manifest_validity_days
+                ),
+            );
+        }
+        if !(10..=500).contains(&self.page_size) {
+            return bad(
+                "page_size",
+                format!("{} is out of range: use 10 to 500", self.page_size),
+            );
+        }
+        if self.export_max_rows == 0 {
+            return bad("export_max_rows", "must be at least 1".to_owned());
+        }
+        if !(1..=3600).contains(&self.dashboard_max_age_s) {
+            return bad(
+                "dashboard_max_age_s",
+                format!(
+                    "{} is out of range: use 1 to 3600",
+                    self.dashboard_max_age_s
+                ),
+            );
+        }
+        if !(-720..=840).contains(&self.utc_offset_minutes) {
+            return bad(
+                "utc_offset_minutes",
+                format!(
+                    "{} is out of range: use -720 to 840",
+                    self.utc_offset_minutes
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A URL with any password replaced, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Sets `path` (`SECTION__KEY`, case-insensitive) in `table` to `value`,
+/// read as a TOML value when it parses as one and as a string otherwise.
+fn apply_env(table: &mut toml::Table, name: &str, path: &str, value: &str) -> Result<(), Error> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err(Error::Config {
+            key: name.to_owned(),
+            reason: format!(
+                "write the key path with double underscores, e.g. {ENV_PREFIX}DATABASE__URL"
+            ),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = keys.split_last().ok_or_else(|| Error::Config {
+        key: name.to_owned(),
+        reason: "name a key after the prefix".to_owned(),
+    })?;
+    let mut at = table;
+    for k in parents {
+        let entry = at
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry.as_table_mut().ok_or_else(|| Error::Config {
+            key: name.to_owned(),
+            reason: format!("`{k}` is not a section"),
+        })?;
+    }
+    at.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://lp:secret@db:5432/lp"),
+            "postgres://lp:***@db:5432/lp"
+        );
+        assert_eq!(redact("postgres://lp@db/lp"), "postgres://lp@db/lp");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn env_overrides_reach_nested_keys() {
+        let config = SyncConfig::from_toml_with_env(
+            "[pull]\ninterval_s = 5\n",
+            "test",
+            [
+                (
+                    "LINEPROBE_SYNC__DATABASE__URL".to_owned(),
+                    "postgres://x@h/db".to_owned(),
+                ),
+                (
+                    "LINEPROBE_SYNC__PIPELINE__BATCH".to_owned(),
+                    "17".to_owned(),
+                ),
+                ("OTHER".to_owned(), "ignored".to_owned()),
+            ],
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.database.url, "postgres://x@h/db");
+        assert_eq!(config.pipeline.batch, 17);
+        assert_eq!(config.pull.interval_s, 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_say_what_to_fix() {
+        let err = SyncConfig::from_toml_with_env("[pull]\nintervall_s = 5\n", "f.toml", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("intervall_s"), "{err}");
+        let config =
+            SyncConfig::from_toml_with_env("[database]\nurl = \"mysql://x\"\n", "f", []).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("database.url") && err.contains("sqlite://"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,618 @@
+//! The processing pipeline: pulled raw reports → extract and validate
+//! (quarantine) → first public hop → resolve → verdict → the database, where
+//! identical observations collapse and each line keeps one current verdict.
+//!
+//! The CPU work (decoding, validation, resolution, the verdict) runs on
+//! blocking threads, a batch split among them; the database work of one batch
+//! overlaps the CPU work of the next.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lineprobe_shared::{CarrierId, Catalog, Classifier, Report, TraceFormat};
+use serde::Serialize;
+
+use crate::{
+    ActualLine, ApplySummary, Attributed, Chain, DeclaredFacts, Error, LineEvidence,
+    ObservationRecord, Processed, QuarantineRecord, RawReport, Reason, Resolved, Store, Verdict,
+    VerdictRecord, extract, judge, line_key, observation_key,
+};
+
+/// What a pipeline run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PipelineRun {
+    /// Raw reports read.
+    pub read: u64,
+    /// Reports that went to quarantine.
+    pub quarantined: u64,
+    /// Observations seen for the first time.
+    pub observations_new: u64,
+    /// Repeats of known observations (collapsed).
+    pub observations_repeated: u64,
+    /// Verdict rows written (new or changed verdicts).
+    pub verdicts_new: u64,
+    /// Lines whose current verdict changed.
+    pub lines_changed: u64,
+    /// Records the database had already applied (a re-run after a crash).
+    pub skipped: u64,
+    /// Wall time, in milliseconds.
+    pub elapsed_ms: u64,
+    /// Time spent reading pending reports from the database, in
+    /// milliseconds.
+    pub fetch_ms: u64,
+    /// Wall time of the CPU work (extract, resolve, verdict) on the worker
+    /// threads, in milliseconds.
+    pub process_ms: u64,
+    /// Time the database took to apply the batches, in milliseconds; it
+    /// overlaps the CPU work of the next batch.
+    pub apply_ms: u64,
+    /// Worker threads used for the CPU work.
+    pub workers: usize,
+}
+
+impl PipelineRun {
+    fn add(&mut self, read: usize, s: &ApplySummary) {
+        self.read += read as u64;
+        self.quarantined += s.quarantined;
+        self.observations_new += s.observations_new;
+        self.observations_repeated += s.observations_repeated;
+        self.verdicts_new += s.verdicts_new;
+        self.lines_changed += s.lines_changed;
+        self.skipped += s.skipped;
+    }
+}
+
+/// The pipeline: catalogs, the address sources and the classifier.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    catalog: Arc<Catalog>,
+    chain: Arc<Chain>,
+    classifier: Arc<Classifier>,
+    workers: usize,
+}
+
+impl Pipeline {
+    /// A pipeline over these catalogs, sources and classifier, using every
+    /// core for the CPU work.
+    pub fn new(catalog: Arc<Catalog>, chain: Arc<Chain>, classifier: Classifier) -> Self {
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            catalog,
+            chain,
+            classifier: Arc::new(classifier),
+            workers,
+        }
+    }
+
+    /// Uses `workers` threads for the CPU work (at least one).
+    #[must_use]
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// The catalogs.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The address sources.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Turns one raw report into what the database applies: a quarantine
+    /// record with reasons, or an observation with its verdict. Errors only
+    /// when an address source fails; the report then stays pending.
+    pub fn process(
+        &self,
+        raw: &RawReport,
+        reprocess: bool,
+        now_ms: i64,
+    ) -> Result<Processed, Error> {
+        let extracted = match extract(&raw.body, &raw.node_id, &self.catalog) {
+            Ok(x) => x,
+            Err(q) => {
+                return Ok(Processed::Quarantine(QuarantineRecord {
+                    raw_id: raw.id,
+                    reprocess,
+                    report_id: q.report_id.clone(),
+                    install_id: q.install_id.clone(),
+                    reasons_json: serde_json::to_string(&q.reasons)
+                        .map_err(|e| Error::Output(e.into()))?,
+                    summary: q.summary(),
+                    at_ms: now_ms,
+                }));
+            }
+        };
+        let report = &extracted.report;
+        let evidence = LineEvidence::gather(
+            report,
+            extracted.declared.clone(),
+            &self.catalog,
+            &self.classifier,
+            |ip| self.chain.resolve(&self.catalog, ip),
+        )?;
+        let verdict = judge(&evidence);
+        let envelope = report.envelope.as_ref();
+        let observed_at_ms =
+            envelope.map_or(raw.pulled_at_ms, |e| e.received_at.timestamp_millis());
+        let declared = &extracted.declared;
+        let first_hop = evidence.public_hops.first();
+        let record = ObservationRecord {
+            raw_id: raw.id,
+            reprocess,
+            obs_key: observation_key(report),
+            line_key: line_key(&report.account, report.install_id.as_str()),
+            report_id: report.report_id.to_string(),
+            install_id: report.install_id.as_str().to_owned(),
+            account: report.account.trim().to_owned(),
+            observed_at_ms,
+            declared_province: declared.province.as_ref().map(|p| p.as_str().to_owned()),
+            declared_city: declared
+                .city_code
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .or_else(|| declared.city.clone()),
+            declared_carrier: declared.carrier.as_ref().map(|c| c.as_str().to_owned()),
+            egress_ip: envelope.map_or_else(String::new, |e| e.peer_ip.to_string()),
+            first_hop_ip: first_hop.map(|h| h.ip.to_string()),
+            path_json: path_json(report),
+            engine: report.trace.engine.to_string(),
+            agent_version: report.device.agent_version.clone(),
+            os: report.device.os.clone(),
+            verdict: verdict_record(&verdict, &evidence, report, &extracted, now_ms)?,
+        };
+        Ok(Processed::Observation(Box::new(record)))
+    }
+
+    /// Processes a batch on the worker threads, keeping its order.
+    pub async fn process_batch(
+        &self,
+        rows: Vec<RawReport>,
+        reprocess: bool,
+    ) -> Result<Vec<Processed>, Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.process_batch_blocking(&rows, reprocess))
+            .await
+            .map_err(|e| Error::Internal(format!("pipeline worker failed: {e}")))?
+    }
+
+    /// [`Pipeline::process_batch`] on the calling thread and its helpers.
+    pub fn process_batch_blocking(
+        &self,
+        rows: &[RawReport],
+        reprocess: bool,
+    ) -> Result<Vec<Processed>, Error> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let workers = self.workers.min(rows.len().max(1));
+        if workers <= 1 {
+            return rows
+                .iter()
+                .map(|raw| self.process(raw, reprocess, now_ms))
+                .collect();
+        }
+        let chunk = rows.len().div_ceil(workers);
+        let results: Vec<Result<Vec<Processed>, Error>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|raw| self.process(raw, reprocess, now_ms))
+                            .collect::<Result<Vec<_>, Error>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("a pipeline worker panicked".to_owned()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(rows.len());
+        for part in results {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+
+    /// Processes every pending raw report, `batch` per transaction, calling
+    /// `progress` after each batch.
+    pub async fn run_pending(
+        &self,
+        store: &Store,
+        batch: u32,
+        progress: impl FnMut(&PipelineRun),
+    ) -> Result<PipelineRun, Error> {
+        self.run(store, batch, Selection::Pending, progress).await
+    }
+
+    /// Runs the verdicts again for the processed reports received since
+    /// `since_ms` (all when `None`), after the address data changed: a
+    /// verdict that comes out differently is written as a new verdict with
+    /// the data versions it used; counts and seen times do not change.
+    pub async fn reprocess(
+        &self,
+        store: &Store,
+        since_ms: Option<i64>,
+        batch: u32,
+        progress: impl FnMut(&PipelineRun),
+    ) -> Result<PipelineRun, Error> {
+        self.run(store, batch, Selection::Processed { since_ms }, progress)
+            .await
+    }
+
+    async fn run(
+        &self,
+        store: &Store,
+        batch: u32,
+        selection: Selection,
+        mut progress: impl FnMut(&PipelineRun),
+    ) -> Result<PipelineRun, Error> {
+        let started = Instant::now();
+        let mut run = PipelineRun {
+            workers: self.workers,
+            ..PipelineRun::default()
+        };
+        let fetch = |after: i64| {
+            let store = store.clone();
+            async move {
+                match selection {
+                    Selection::Pending => store.pending_raw(after, batch).await,
+                    Selection::Processed { since_ms } => {
+                        store.processed_raw(since_ms, after, batch).await
+                    }
+                }
+            }
+        };
+        let mut fetch_time = Duration::ZERO;
+        let mut process_time = Duration::ZERO;
+        let mut apply_time = Duration::ZERO;
+        let t = Instant::now();
+        let mut rows = fetch(0).await?;
+        fetch_time += t.elapsed();
+        // While the database applies one batch, the next is read and
+        // processed: the CPU and the database work at the same time.
+        let mut pending_apply: Option<(usize, ApplyTask)> = None;
+        loop {
+            if rows.is_empty() {
+                break;
+            }
+            let after = rows.last().map_or(0, |r| r.id);
+            let read = rows.len();
+            let t = Instant::now();
+            let reprocess = selection != Selection::Pending;
+            let processed = self.process_batch(rows, reprocess).await?;
+            process_time += t.elapsed();
+            if let Some((n, handle)) = pending_apply.take() {
+                let (summary, took) = join_apply(handle).await?;
+                apply_time += took;
+                run.add(n, &summary);
+                run.elapsed_ms = elapsed_ms(started.elapsed());
+                progress(&run);
+            }
+            let store2 = store.clone();
+            pending_apply = Some((
+                read,
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let summary = store2.apply(&processed).await?;
+                    Ok((summary, t.elapsed()))
+                }),
+            ));
+            let t = Instant::now();
+            rows = fetch(after).await?;
+            fetch_time += t.elapsed();
+        }
+        if let Some((n, handle)) = pending_apply.take() {
+            let (summary, took) = join_apply(handle).await?;
+            apply_time += took;
+            run.add(n, &summary);
+        }
+        run.fetch_ms = elapsed_ms(fetch_time);
+        run.process_ms = elapsed_ms(process_time);
+        run.apply_ms = elapsed_ms(apply_time);
+        run.elapsed_ms = elapsed_ms(started.elapsed());
+        progress(&run);
+        Ok(run)
+    }
+}
+
+/// Which raw reports a run reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Selection {
+    /// Those not processed yet.
+    Pending,
+    /// Those processed already, received since `since_ms` (all when `None`).
+    Processed { since_ms: Option<i64> },
+}
+
+/// A batch being applied by the database: its summary and how long it took.
+type ApplyTask = tokio::task::JoinHandle<Result<(ApplySummary, Duration), Error>>;
+
+async fn join_apply(handle: ApplyTask) -> Result<(ApplySummary, Duration), Error> {
+    handle
+        .await
+        .map_err(|e| Error::Internal(format!("database writer task failed: {e}")))?
+}
+
+fn elapsed_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The path as `[[ttl, ["addr", …]], …]`: what dedupe compares.
+fn path_json(report: &Report) -> String {
+    let hops: Vec<(u8, &[IpAddr])> = report
+        .trace
+        .hops
+        .iter()
+        .map(|h| (h.ttl, h.addrs.as_slice()))
+        .collect();
+    // A list of numbers and addresses always serializes.
+    serde_json::to_string(&hops).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The evidence document of a verdict: everything the verdict rests on.
+/// Serialized straight from the pipeline's values (no intermediate JSON
+/// tree); keys are in alphabetical order.
+#[derive(Serialize)]
+struct EvidenceDoc<'a> {
+    actual: &'a ActualLine,
+    declared: DeclaredDoc<'a>,
+    declared_ids: &'a DeclaredFacts,
+    device_proxy: DeviceProxyDoc<'a>,
+    egress: Option<EgressDoc<'a>>,
+    envelope: Option<EnvelopeDoc<'a>>,
+    hops_from_raw: bool,
+    parsed_format: Option<TraceFormat>,
+    public_hops: Vec<HopDoc<'a>>,
+    target: Option<IpAddr>,
+    target_carrier: Option<&'a Attributed<CarrierId>>,
+    warnings: &'a [Reason],
+}
+
+/// What the subscriber declared, as sent.
+#[derive(Serialize)]
+struct DeclaredDoc<'a> {
+    address: &'a str,
+    carrier: Option<&'a str>,
+    city: Option<&'a str>,
+    province: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DeviceProxyDoc<'a> {
+    details: Option<&'a str>,
+    env_configured: bool,
+    system_configured: bool,
+}
+
+#[derive(Serialize)]
+struct EgressDoc<'a> {
+    ip: IpAddr,
+    public: bool,
+    resolved: &'a Resolved,
+}
+
+#[derive(Serialize)]
+struct EnvelopeDoc<'a> {
+    node_id: &'a str,
+    path: &'a str,
+    peer_ip: IpAddr,
+    peer_port: Option<u16>,
+    received_at: DateTime<Utc>,
+    seq: u64,
+}
+
+#[derive(Serialize)]
+struct HopDoc<'a> {
+    ip: IpAddr,
+    resolved: &'a Resolved,
+    ttl: u8,
+}
+
+fn evidence_json(
+    verdict: &Verdict,
+    evidence: &LineEvidence<'_>,
+    report: &Report,
+    extracted: &crate::Extracted,
+) -> Result<String, Error> {
+    let declared = &report.declared;
+    let proxy = &report.device.proxy;
+    let doc = EvidenceDoc {
+        actual: &verdict.actual,
+        declared: DeclaredDoc {
+            address: &declared.address,
+            carrier: declared.carrier.as_deref(),
+            city: declared.city.as_deref(),
+            province: declared.province.as_deref(),
+        },
+        declared_ids: &extracted.declared,
+        device_proxy: DeviceProxyDoc {
+            details: proxy.details.as_deref(),
+            env_configured: proxy.env_configured,
+            system_configured: proxy.system_configured,
+        },
+        egress: evidence.egress.as_ref().map(|e| EgressDoc {
+            ip: e.ip,
+            public: e.public,
+            resolved: &e.resolved,
+        }),
+        envelope: report.envelope.as_ref().map(|e| EnvelopeDoc {
+            node_id: &e.node_id,
+            path: &e.path,
+            peer_ip: e.peer_ip,
+            peer_port: e.peer_port,
+            received_at: e.received_at,
+            seq: e.seq,
+        }),
+        hops_from_raw: extracted.hops_from_raw,
+        parsed_format: extracted.parsed_format,
+        public_hops: evidence
+            .public_hops
+            .iter()
+            .map(|h| HopDoc {
+                ip: h.ip,
+                resolved: &h.resolved,
+                ttl: h.ttl,
+            })
+            .collect(),
+        target: report.trace.target_addr,
+        target_carrier: evidence.target_carrier.as_ref(),
+        warnings: &extracted.warnings,
+    };
+    serde_json::to_string(&doc).map_err(|e| Error::Output(e.into()))
+}
+
+fn verdict_record(
+    verdict: &Verdict,
+    evidence: &LineEvidence<'_>,
+    report: &Report,
+    extracted: &crate::Extracted,
+    now_ms: i64,
+) -> Result<VerdictRecord, Error> {
+    let egress = evidence.egress.as_ref();
+    let carrier_of = |r: Option<&Resolved>| {
+        r.and_then(|r| r.carrier.as_ref())
+            .map(|c| c.value.as_str().to_owned())
+    };
+    Ok(VerdictRecord {
+        verdict_key: verdict.verdict_key(),
+        verdict: verdict.kind.as_str().to_owned(),
+        reasons_json: serde_json::to_string(&verdict.reasons)
+            .map_err(|e| Error::Output(e.into()))?,
+        evidence_json: evidence_json(verdict, evidence, report, extracted)?,
+        actual_carrier: verdict.actual.carrier.as_ref().map(|a| a.value.clone()),
+        actual_province: verdict.actual.province.as_ref().map(|a| a.value.clone()),
+        actual_city: verdict.actual.city.as_ref().map(|a| a.value.clone()),
+        egress_carrier: carrier_of(egress.map(|e| &e.resolved)),
+        first_hop_carrier: carrier_of(evidence.public_hops.first().map(|h| &h.resolved)),
+        filled_json: serde_json::to_string(&verdict.filled).map_err(|e| Error::Output(e.into()))?,
+        data_versions_json: serde_json::to_string(&verdict.data_versions)
+            .map_err(|e| Error::Output(e.into()))?,
+        decided_at_ms: now_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use lineprobe_shared::{ClassifierConfig, EnvelopeHeaders, ReceiverEnvelope};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{demo_cases, demo_chain};
+
+    /// The evidence document as it was first written: a JSON tree built
+    /// with `json!`. The serialized document must say the same.
+    fn evidence_tree(
+        verdict: &Verdict,
+        evidence: &LineEvidence<'_>,
+        report: &Report,
+        extracted: &crate::Extracted,
+    ) -> Value {
+        let resolved_json = |r: &Resolved| serde_json::to_value(r).unwrap();
+        let egress = evidence.egress.as_ref();
+        let hops: Vec<Value> = evidence
+            .public_hops
+            .iter()
+            .map(|h| json!({ "ttl": h.ttl, "ip": h.ip, "resolved": resolved_json(&h.resolved) }))
+            .collect();
+        let envelope = report.envelope.as_ref().map(|e| {
+            json!({
+                "node_id": e.node_id, "seq": e.seq, "received_at": e.received_at,
+                "peer_ip": e.peer_ip, "peer_port": e.peer_port, "path": e.path,
+            })
+        });
+        json!({
+            "declared": {
+                "province": report.declared.province,
+                "city": report.declared.city,
+                "carrier": report.declared.carrier,
+                "address": report.declared.address,
+            },
+            "declared_ids": extracted.declared,
+            "device_proxy": {
+                "system_configured": report.device.proxy.system_configured,
+                "env_configured": report.device.proxy.env_configured,
+                "details": report.device.proxy.details,
+            },
+            "egress": egress.map(|e| json!({
+                "ip": e.ip, "public": e.public, "resolved": resolved_json(&e.resolved),
+            })),
+            "public_hops": hops,
+            "target": report.trace.target_addr,
+            "target_carrier": evidence.target_carrier,
+            "hops_from_raw": extracted.hops_from_raw,
+            "parsed_format": extracted.parsed_format,
+            "warnings": extracted.warnings,
+            "envelope": envelope,
+            "actual": verdict.actual,
+        })
+    }
+
+    #[test]
+    fn evidence_and_path_documents_say_what_the_json_trees_said() {
+        let catalog = Catalog::embedded().unwrap();
+        let chain = demo_chain(&catalog).unwrap();
+        let classifier = Classifier::new(&ClassifierConfig::default()).unwrap();
+        let now = chrono::Utc::now().fixed_offset();
+        let mut judged = 0;
+        for (i, case) in demo_cases(now).unwrap().into_iter().enumerate() {
+            let mut report = case.report;
+            report.envelope = Some(ReceiverEnvelope {
+                received_at: chrono::Utc::now(),
+                peer_ip: case.egress.unwrap_or_else(|| "127.0.0.1".parse().unwrap()),
+                peer_port: (i % 2 == 0).then_some(40_000),
+                path: "/api/v1/report".to_owned(),
+                headers: EnvelopeHeaders::default(),
+                tls: None,
+                node_id: "n1".to_owned(),
+                seq: i as u64 + 1,
+            });
+            let body = report.to_json().unwrap();
+            let Ok(extracted) = extract(&body, "n1", &catalog) else {
+                continue;
+            };
+            let evidence = LineEvidence::gather(
+                &extracted.report,
+                extracted.declared.clone(),
+                &catalog,
+                &classifier,
+                |ip| chain.resolve(&catalog, ip),
+            )
+            .unwrap();
+            let verdict = judge(&evidence);
+            let written: Value = serde_json::from_str(
+                &evidence_json(&verdict, &evidence, &extracted.report, &extracted).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                written,
+                evidence_tree(&verdict, &evidence, &extracted.report, &extracted),
+                "{}",
+                case.label
+            );
+            let hops: Vec<Value> = extracted
+                .report
+                .trace
+                .hops
+                .iter()
+                .map(|h| json!([h.ttl, h.addrs]))
+                .collect();
+            assert_eq!(
+                path_json(&extracted.report),
+                Value::Array(hops).to_string(),
+                "{}",
+                case.label
+            );
+            judged += 1;
+        }
+        assert!(judged >= 10, "only {judged} demo cases judged");
+    }
+}

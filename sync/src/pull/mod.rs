@@ -1,0 +1,421 @@
+//! The one-way puller: the internal side asks each collector for the reports
+//! it has not yet stored, stores them, and only then acknowledges them.
+//!
+//! Every exchange is a request the internal side starts (see the one-way
+//! rule in the design). Per collector, a round repeats: fetch a page after
+//! the stored cursor → commit its reports and the new cursor in one
+//! transaction ([`PullSink::commit`]) → acknowledge up to the new cursor.
+//! A crash between commit and ack only means the ack is repeated later
+//! (acks are idempotent); a crash before the commit means the page is pulled
+//! again, and the sink ignores `(node_id, seq)` it already holds. Collectors
+//! are pulled concurrently, so one that is down or slow holds up no other
+//! beyond its own request timeout.
+
+mod client;
+mod endpoint;
+mod ndjson;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+pub use client::{AckReceipt, CollectorClient, ManifestAnswer, Page};
+pub use endpoint::{CollectorEndpoint, ExportSecret, PullSettings, validate_collectors};
+pub use ndjson::PulledLine;
+
+use crate::Error;
+use client::PageFault;
+
+/// Where pulled reports are stored: the internal database implements it.
+///
+/// The futures are `Send` so that a puller can run on a spawned task.
+pub trait PullSink: Send + Sync {
+    /// The stored cursor of `collector`: the node id it answered with and
+    /// the last `seq` committed, or `None` before the first commit.
+    fn cursor(
+        &self,
+        collector: &str,
+    ) -> impl Future<Output = Result<Option<(String, u64)>, Error>> + Send;
+
+    /// Stores `reports` from `node_id` and moves the cursor of `collector`
+    /// to `(node_id, next_after)`, all in ONE transaction: either both land
+    /// or neither. Reports whose `(node_id, seq)` is already stored are
+    /// skipped (a page pulled again after a lost commit or ack). Returns how
+    /// many reports were newly stored.
+    fn commit(
+        &self,
+        collector: &str,
+        node_id: &str,
+        reports: &[PulledLine],
+        next_after: u64,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Records that the collector confirmed the acknowledgement up to
+    /// `up_to` (bookkeeping; nothing depends on it).
+    fn acked(&self, collector: &str, up_to: u64) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Records a failed round or a failed acknowledgement of `collector`,
+    /// for operators; `message` says what failed and what to check.
+    fn failed(
+        &self,
+        collector: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// What one round did with one collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorRound {
+    /// The collector's configured name.
+    pub collector: String,
+    /// The node id it answered with, when it answered.
+    pub node_id: Option<String>,
+    /// Pages of reports committed.
+    pub pages: u32,
+    /// Reports pulled.
+    pub pulled: u64,
+    /// Reports newly stored.
+    pub inserted: u64,
+    /// Reports pulled that were already stored.
+    pub duplicates: u64,
+    /// The cursor at the end of the round: the last `seq` committed.
+    pub cursor: u64,
+    /// The highest `seq` the collector confirmed acknowledged this round.
+    pub acked_up_to: Option<u64>,
+    /// The collector answered an empty page: nothing more is waiting.
+    pub caught_up: bool,
+    /// Why the round stopped early; what was committed before stays.
+    pub error: Option<String>,
+    /// The last acknowledgement of the round failed (not fatal: the next
+    /// round acknowledges again).
+    pub ack_error: Option<String>,
+    /// How long the round took.
+    pub elapsed: Duration,
+}
+
+impl CollectorRound {
+    fn new(collector: &str) -> Self {
+        Self {
+            collector: collector.to_owned(),
+            node_id: None,
+            pages: 0,
+            pulled: 0,
+            inserted: 0,
+            duplicates: 0,
+            cursor: 0,
+            acked_up_to: None,
+            caught_up: false,
+            error: None,
+            ack_error: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+/// Pulls every enabled collector; see the [module docs](self).
+#[derive(Debug)]
+pub struct Puller {
+    clients: Vec<CollectorClient>,
+    settings: PullSettings,
+    /// Per collector, the highest `seq` this puller has had acknowledged.
+    /// Empty at start, so a new puller acknowledges its stored cursor once:
+    /// an ack lost before a restart is repeated.
+    acked: Mutex<HashMap<String, u64>>,
+}
+
+impl Puller {
+    /// Validates the collectors (names unique) and settings and builds a
+    /// client for each enabled collector, reading tokens from the
+    /// environment (`token_env`) and the TLS files.
+    pub fn new(endpoints: &[CollectorEndpoint], settings: PullSettings) -> Result<Self, Error> {
+        validate_collectors(endpoints)?;
+        let clients = endpoints
+            .iter()
+            .filter(|e| e.enabled)
+            .map(CollectorClient::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_clients(clients, settings)
+    }
+
+    /// A puller over clients already built; disabled ones are left out.
+    pub fn from_clients(
+        clients: Vec<CollectorClient>,
+        settings: PullSettings,
+    ) -> Result<Self, Error> {
+        settings.validate()?;
+        let endpoints: Vec<CollectorEndpoint> =
+            clients.iter().map(|c| c.endpoint().clone()).collect();
+        validate_collectors(&endpoints)?;
+        Ok(Self {
+            clients: clients
+                .into_iter()
+                .filter(|c| c.endpoint().enabled)
+                .collect(),
+            settings,
+            acked: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The names of the collectors pulled.
+    pub fn collectors(&self) -> Vec<&str> {
+        self.clients.iter().map(CollectorClient::name).collect()
+    }
+
+    /// The pacing settings.
+    pub fn settings(&self) -> &PullSettings {
+        &self.settings
+    }
+
+    /// One round: every enabled collector concurrently, each until it has
+    /// caught up, failed, or given `max_pages_per_round` pages.
+    pub async fn pull_once<S: PullSink>(&self, sink: &S) -> Vec<CollectorRound> {
+        self.round(self.clients.iter(), sink, &CancellationToken::new())
+            .await
+    }
+
+    /// Pulls in rounds until `shutdown` is cancelled: a collector that has
+    /// more waiting is pulled again at once; when all have caught up or
+    /// failed, the next round starts `interval` after this one ended. On
+    /// shutdown no new page is fetched; a commit under way completes.
+    pub async fn run<S: PullSink>(
+        &self,
+        sink: &S,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        tracing::info!(
+            collectors = ?self.collectors(),
+            interval_s = interval.as_secs_f64(),
+            "puller started"
+        );
+        let mut pending: Vec<&CollectorClient> = self.clients.iter().collect();
+        while !shutdown.is_cancelled() {
+            let rounds = self.round(pending.iter().copied(), sink, &shutdown).await;
+            let behind: Vec<&str> = rounds
+                .iter()
+                .filter(|r| r.error.is_none() && !r.caught_up)
+                .map(|r| r.collector.as_str())
+                .collect();
+            if behind.is_empty() || shutdown.is_cancelled() {
+                pending = self.clients.iter().collect();
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(interval) => {}
+                }
+            } else {
+                tracing::debug!(collectors = ?behind, "more reports waiting: pulling again");
+                pending = self
+                    .clients
+                    .iter()
+                    .filter(|c| behind.contains(&c.name()))
+                    .collect();
+            }
+        }
+        tracing::info!("puller stopped");
+    }
+
+    async fn round<'a, S: PullSink>(
+        &self,
+        clients: impl Iterator<Item = &'a CollectorClient>,
+        sink: &S,
+        shutdown: &CancellationToken,
+    ) -> Vec<CollectorRound> {
+        // Polled together on this task: no detached work, and a collector
+        // waiting on its network does not stop the others from progressing.
+        join_all(clients.map(|client| self.pull_collector(client, sink, shutdown))).await
+    }
+
+    async fn pull_collector<S: PullSink>(
+        &self,
+        client: &CollectorClient,
+        sink: &S,
+        shutdown: &CancellationToken,
+    ) -> CollectorRound {
+        let started = Instant::now();
+        let mut round = CollectorRound::new(client.name());
+        if let Err(e) = self.pull_pages(client, sink, shutdown, &mut round).await {
+            let message = match e {
+                Error::Collector { message, .. } => message,
+                other => other.to_string(),
+            };
+            tracing::warn!(collector = client.name(), error = %message, "pull failed");
+            if let Err(e) = sink.failed(client.name(), &message).await {
+                tracing::warn!(collector = client.name(), error = %e,
+                    "cannot record the failed pull");
+            }
+            round.error = Some(message);
+            // Acknowledge again once the collector answers, even with
+            // nothing new: the confirmed ack also clears the recorded error.
+            self.acked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(client.name());
+        }
+        round.elapsed = started.elapsed();
+        if round.pulled > 0 || round.error.is_some() {
+            tracing::info!(
+                collector = %round.collector,
+                pages = round.pages,
+                pulled = round.pulled,
+                inserted = round.inserted,
+                duplicates = round.duplicates,
+                cursor = round.cursor,
+                caught_up = round.caught_up,
+                elapsed_ms = round.elapsed.as_millis(),
+                "pull round"
+            );
+        } else {
+            tracing::debug!(collector = %round.collector, cursor = round.cursor,
+                "pull round: nothing new");
+        }
+        round
+    }
+
+    async fn pull_pages<S: PullSink>(
+        &self,
+        client: &CollectorClient,
+        sink: &S,
+        shutdown: &CancellationToken,
+        round: &mut CollectorRound,
+    ) -> Result<(), Error> {
+        let name = client.name();
+        let (mut expected_node, mut after) = match sink.cursor(name).await? {
+            Some((node, after)) => (Some(node), after),
+            None => (None, 0),
+        };
+        round.cursor = after;
+        let mut limit = client.endpoint().batch;
+        while round.pages < self.settings.max_pages_per_round {
+            let fetched = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                fetched = client.fetch(after, limit) => fetched,
+            };
+            let page = match fetched {
+                Ok(page) => page,
+                Err(PageFault::TooLarge(message)) if limit > 1 => {
+                    limit = (limit / 2).max(1);
+                    tracing::warn!(collector = name, %message, batch = limit,
+                        "page too large: asking for fewer reports");
+                    continue;
+                }
+                Err(fault) => {
+                    return Err(Error::Collector {
+                        name: name.to_owned(),
+                        message: fault.message().to_owned(),
+                    });
+                }
+            };
+            if let Some(expected) = &expected_node
+                && *expected != page.node_id
+            {
+                return Err(Error::Collector {
+                    name: name.to_owned(),
+                    message: format!(
+                        "the collector answers as node {:?} but the cursor of {name:?} was \
+                         committed for node {expected:?}: refusing to pull. A replaced \
+                         collector starts its seqs over; configure it under a new name",
+                        page.node_id
+                    ),
+                });
+            }
+            round.node_id = Some(page.node_id.clone());
+            if page.reports.is_empty() {
+                round.caught_up = true;
+                // An acknowledgement lost in an earlier round (or before a
+                // restart) is repeated once nothing new would carry it; one
+                // that failed in this round waits for the next.
+                if after > 0 && round.ack_error.is_none() && self.last_acked(name) < after {
+                    self.acknowledge(client, sink, &page.node_id, after, round)
+                        .await;
+                }
+                return Ok(());
+            }
+            let pulled = page.reports.len() as u64;
+            let inserted = sink
+                .commit(name, &page.node_id, &page.reports, page.next_after)
+                .await?
+                .min(pulled);
+            round.pages += 1;
+            round.pulled += pulled;
+            round.inserted += inserted;
+            round.duplicates += pulled - inserted;
+            after = page.next_after;
+            round.cursor = after;
+            expected_node = Some(page.node_id.clone());
+            tracing::debug!(
+                collector = name,
+                pulled,
+                inserted,
+                cursor = after,
+                "page committed"
+            );
+            // Only now, with the page committed, may the collector forget it.
+            self.acknowledge(client, sink, &page.node_id, after, round)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges up to `up_to`; a failure is logged and recorded, never
+    /// fatal.
+    async fn acknowledge<S: PullSink>(
+        &self,
+        client: &CollectorClient,
+        sink: &S,
+        node_id: &str,
+        up_to: u64,
+        round: &mut CollectorRound,
+    ) {
+        let name = client.name();
+        match client.ack(node_id, up_to).await {
+            Ok(receipt) => {
+                self.acked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.to_owned(), up_to);
+                round.acked_up_to = Some(up_to);
+                round.ack_error = None;
+                if receipt.acked_up_to < up_to {
+                    tracing::warn!(
+                        collector = name,
+                        up_to,
+                        acked_up_to = receipt.acked_up_to,
+                        "the collector confirms a lower acknowledgement than sent"
+                    );
+                }
+                if let Err(e) = sink.acked(name, up_to).await {
+                    tracing::warn!(collector = name, error = %e, "cannot record the ack");
+                }
+            }
+            Err(e) => {
+                let message = match e {
+                    Error::Collector { message, .. } => message,
+                    other => other.to_string(),
+                };
+                tracing::warn!(collector = name, up_to, error = %message,
+                    "acknowledgement failed; it is repeated next round");
+                let note = format!(
+                    "acknowledgement up to seq {up_to} failed (repeated next round): {message}"
+                );
+                if let Err(e) = sink.failed(name, &note).await {
+                    tracing::warn!(collector = name, error = %e, "cannot record the failed ack");
+                }
+                round.ack_error = Some(message);
+            }
+        }
+    }
+
+    fn last_acked(&self, collector: &str) -> u64 {
+        self.acked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(collector)
+            .copied()
+            .unwrap_or(0)
+    }
+}

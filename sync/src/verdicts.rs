@@ -1,0 +1,309 @@
+//! The current verdict of each line, for people (a table), spreadsheets (CSV)
+//! and programs (JSON): declared vs actual attributes, the first public hop,
+//! the egress address and the reasons.
+
+use std::io::{self, Write};
+
+use lineprobe_shared::{CarrierId, Catalog, CityCode, ProvinceCode};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, LineFilter, Store};
+
+/// One line's current verdict, ready to print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerdictLine {
+    /// `account:…` or `install:…`.
+    pub line: String,
+    /// The installation that reported last.
+    pub install_id: String,
+    /// The verdict.
+    pub verdict: String,
+    /// Declared province, city and carrier (catalog ids or as written).
+    pub declared_province: Option<String>,
+    /// Declared city.
+    pub declared_city: Option<String>,
+    /// Declared carrier.
+    pub declared_carrier: Option<String>,
+    /// Actual carrier, province and city.
+    pub actual_carrier: Option<String>,
+    /// Actual province.
+    pub actual_province: Option<String>,
+    /// Actual city.
+    pub actual_city: Option<String>,
+    /// The first public hop.
+    pub first_hop_ip: Option<String>,
+    /// The egress address.
+    pub egress_ip: String,
+    /// Reports seen for the line.
+    pub reports: u64,
+    /// Last seen (RFC 3339).
+    pub last_seen: String,
+    /// The findings that decided: failed checks and raised proxy signals
+    /// (`carrier_mismatch`, `egress_hosting`…), or the passed checks of a
+    /// compliant line.
+    pub reasons: Vec<String>,
+    /// Every finding with its sentence.
+    pub findings: Vec<FindingText>,
+}
+
+/// A finding as stored with the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingText {
+    /// Its code.
+    pub code: String,
+    /// pass, fail, unknown or signal.
+    pub outcome: String,
+    /// Its sentence.
+    pub message: String,
+}
+
+/// The current verdicts of the lines `filter` selects, newest first.
+pub async fn verdict_rows(
+    store: &Store,
+    catalog: &Catalog,
+    filter: &LineFilter,
+) -> Result<Vec<VerdictLine>, Error> {
+    let lines = store.lines(filter).await?;
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        let verdicts = store.line_verdicts(&line.line_key).await?;
+        let current = verdicts
+            .iter()
+            .find(|v| v.id == line.verdict_id)
+            .or_else(|| verdicts.first());
+        let findings: Vec<FindingText> = current
+            .and_then(|v| serde_json::from_str(&v.reasons_json).ok())
+            .unwrap_or_default();
+        let deciding: Vec<String> = findings
+            .iter()
+            .filter(|f| f.outcome == "fail" || f.outcome == "signal")
+            .map(|f| f.code.clone())
+            .collect();
+        let reasons = if deciding.is_empty() {
+            // Nothing failed: say what held (a compliant line), or what
+            // could not be known (an indeterminate one).
+            let wanted = if line.verdict == "indeterminate" {
+                "unknown"
+            } else {
+                "pass"
+            };
+            findings
+                .iter()
+                .filter(|f| {
+                    f.outcome == wanted
+                        && if wanted == "unknown" {
+                            // The proxy checks that could not run say
+                            // nothing more than these.
+                            [
+                                "carrier_unknown",
+                                "region_unknown",
+                                "no_public_hop",
+                                "egress_not_public",
+                            ]
+                            .contains(&f.code.as_str())
+                        } else {
+                            f.code.ends_with("_match") || f.code.ends_with("_expected_upstream")
+                        }
+                })
+                .map(|f| f.code.clone())
+                .collect()
+        } else {
+            deciding
+        };
+        out.push(VerdictLine {
+            line: line.line_key.clone(),
+            install_id: line.install_id.clone(),
+            verdict: line.verdict.clone(),
+            declared_province: line.declared_province.clone(),
+            declared_city: line.declared_city.as_deref().map(|c| city_name(catalog, c)),
+            declared_carrier: line.declared_carrier.clone(),
+            actual_carrier: line.actual_carrier.clone(),
+            actual_province: line.actual_province.clone(),
+            actual_city: line.actual_city.as_deref().map(|c| city_name(catalog, c)),
+            first_hop_ip: line.first_hop_ip.clone(),
+            egress_ip: line.egress_ip.clone(),
+            reports: line.reports,
+            last_seen: ms_to_rfc3339(line.last_seen_ms),
+            reasons,
+            findings,
+        });
+    }
+    Ok(out)
+}
+
+/// A city code as its name (`440300` → `深圳`); other text as it is.
+fn city_name(catalog: &Catalog, city: &str) -> String {
+    CityCode::new(city)
+        .ok()
+        .and_then(|code| catalog.city_by_code(&code))
+        .map_or_else(|| city.to_owned(), |c| c.name_zh.clone())
+}
+
+/// A carrier id with its Chinese name (`china_mobile` → `中国移动`).
+pub fn carrier_name(catalog: &Catalog, id: &str) -> String {
+    CarrierId::new(id)
+        .ok()
+        .and_then(|c| catalog.carrier_by_id(&c).map(|c| c.name_zh.clone()))
+        .unwrap_or_else(|| id.to_owned())
+}
+
+/// A province code with its Chinese name (`CN-GD` → `广东省`).
+pub fn province_name(catalog: &Catalog, code: &str) -> String {
+    ProvinceCode::new(code)
+        .ok()
+        .and_then(|p| catalog.province_by_id(&p).map(|p| p.name_zh.clone()))
+        .unwrap_or_else(|| code.to_owned())
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// Prints the verdicts as an aligned table.
+pub fn print_verdict_table(
+    out: &mut dyn Write,
+    catalog: &Catalog,
+    rows: &[VerdictLine],
+) -> io::Result<()> {
+    let header = [
+        "line",
+        "verdict",
+        "declared",
+        "actual",
+        "first hop",
+        "egress",
+        "reasons",
+    ];
+    let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "?".to_owned());
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            let declared = format!(
+                "{} {} {}",
+                r.declared_carrier
+                    .as_deref()
+                    .map_or_else(|| "?".to_owned(), |c| carrier_name(catalog, c)),
+                r.declared_province
+                    .as_deref()
+                    .map_or_else(|| "?".to_owned(), |p| province_name(catalog, p)),
+                opt(&r.declared_city),
+            );
+            let actual = format!(
+                "{} {} {}",
+                r.actual_carrier
+                    .as_deref()
+                    .map_or_else(|| "?".to_owned(), |c| carrier_name(catalog, c)),
+                r.actual_province
+                    .as_deref()
+                    .map_or_else(|| "?".to_owned(), |p| province_name(catalog, p)),
+                opt(&r.actual_city),
+            );
+            [
+                r.line.clone(),
+                r.verdict.clone(),
+                declared,
+                actual,
+                r.first_hop_ip.clone().unwrap_or_else(|| "-".to_owned()),
+                r.egress_ip.clone(),
+                r.reasons.join(", "),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(width);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let line = |out: &mut dyn Write, row: &[String]| -> io::Result<()> {
+        let mut text = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            text.push_str(cell);
+            if i + 1 < row.len() {
+                text.push_str(&" ".repeat(w - width(cell) + 2));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(out, &header.map(str::to_owned))?;
+    line(out, &widths.map(|w| "-".repeat(w)))?;
+    for row in &cells {
+        line(out, row)?;
+    }
+    Ok(())
+}
+
+/// Prints the verdicts as CSV with a header row.
+pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(), Error> {
+    let mut w = csv::Writer::from_writer(out);
+    let csv_err = |e: csv::Error| Error::Output(io::Error::other(e));
+    w.write_record([
+        "line",
+        "install_id",
+        "verdict",
+        "declared_province",
+        "declared_city",
+        "declared_carrier",
+        "actual_carrier",
+        "actual_province",
+        "actual_city",
+        "first_hop_ip",
+        "egress_ip",
+        "reports",
+        "last_seen",
+        "reasons",
+    ])
+    .map_err(csv_err)?;
+    for r in rows {
+        let o = |s: &Option<String>| s.clone().unwrap_or_default();
+        w.write_record([
+            r.line.clone(),
+            r.install_id.clone(),
+            r.verdict.clone(),
+            o(&r.declared_province),
+            o(&r.declared_city),
+            o(&r.declared_carrier),
+            o(&r.actual_carrier),
+            o(&r.actual_province),
+            o(&r.actual_city),
+            o(&r.first_hop_ip),
+            r.egress_ip.clone(),
+            r.reports.to_string(),
+            r.last_seen.clone(),
+            r.reasons.join(" "),
+        ])
+        .map_err(csv_err)?;
+    }
+    w.flush().map_err(Error::Output)
+}
+
+/// Terminal columns a text takes: CJK and full-width characters take two.
+fn width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            let c = c as u32;
+            let wide = (0x1100..=0x115F).contains(&c)
+                || (0x2E80..=0xA4CF).contains(&c)
+                || (0xAC00..=0xD7A3).contains(&c)
+                || (0xF900..=0xFAFF).contains(&c)
+                || (0xFE30..=0xFE4F).contains(&c)
+                || (0xFF00..=0xFF60).contains(&c)
+                || (0xFFE0..=0xFFE6).contains(&c);
+            if wide { 2 } else { 1 }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chinese_takes_two_columns() {
+        assert_eq!(width("深圳"), 4);
+        assert_eq!(width("CN-GD"), 5);
+        assert_eq!(width("中国移动 广东"), 13);
+    }
+}

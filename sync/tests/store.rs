@@ -1,0 +1,1616 @@
+//! The internal database, tested the same way on both backends: every test
+//! runs against a fresh SQLite file and, when `LINEPROBE_TEST_PG` names a
+//! PostgreSQL server, against a fresh PostgreSQL database created for the
+//! test and dropped after it. Without `LINEPROBE_TEST_PG` the PostgreSQL run
+//! is skipped with a printed reason, unless `LINEPROBE_REQUIRE_LAB=1`, which
+//! makes a missing or unreachable PostgreSQL a failure.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lineprobe_sync::{
+    ApplySummary, CachedAnswer, Error, LineFilter, ObservationRecord, Processed, PullBatch,
+    PulledReport, QuarantineRecord, Store, VerdictRecord,
+};
+use sqlx::Connection as _;
+
+/// What a test body gets: the store and the URL it was opened with.
+#[derive(Clone)]
+struct Ctx {
+    store: Store,
+    url: String,
+}
+
+/// Runs `body` against a fresh SQLite database and a fresh PostgreSQL one.
+async fn on_each_backend<F, Fut>(test: &str, body: F)
+where
+    F: Fn(Ctx) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite:{}",
+        dir.path().join("nested/dir/store.db").display()
+    );
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.backend_name(), "sqlite");
+    run_isolated(body(Ctx {
+        store: store.clone(),
+        url,
+    }))
+    .await
+    .inspect_err(|_| eprintln!("{test} failed on SQLite"))
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    store.close().await;
+
+    let Some(pg) = TestPg::create(test).await else {
+        return;
+    };
+    let store = Store::open(&pg.url).await.unwrap();
+    assert_eq!(store.backend_name(), "postgres");
+    let outcome = run_isolated(body(Ctx {
+        store: store.clone(),
+        url: pg.url.clone(),
+    }))
+    .await;
+    store.close().await;
+    pg.drop_database().await;
+    if let Err(panic) = outcome {
+        eprintln!("{test} failed on PostgreSQL");
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs a test body on its own task, so a failing assertion comes back as a
+/// value and the database can be cleaned up before the test fails.
+async fn run_isolated(
+    body: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::any::Any + Send>> {
+    match tokio::time::timeout(Duration::from_mins(2), tokio::spawn(body)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(join)) => Err(join
+            .try_into_panic()
+            .unwrap_or_else(|e| Box::new(e.to_string()))),
+        Err(_) => Err(Box::new("the test body took more than 120 s".to_owned())),
+    }
+}
+
+fn lab_required() -> bool {
+    std::env::var("LINEPROBE_REQUIRE_LAB").is_ok_and(|v| v == "1")
+}
+
+/// A PostgreSQL database made for one test.
+struct TestPg {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestPg {
+    async fn create(test: &str) -> Option<TestPg> {
+        let skip = |reason: String| {
+            assert!(
+                !lab_required(),
+                "{test}: LINEPROBE_REQUIRE_LAB=1 but PostgreSQL cannot be used: {reason}"
+            );
+            eprintln!(
+                "SKIPPED {test} on PostgreSQL: {reason} (set LINEPROBE_TEST_PG=postgres://… to \
+                 run it, LINEPROBE_REQUIRE_LAB=1 to fail instead)"
+            );
+            None
+        };
+        let Ok(admin_url) = std::env::var("LINEPROBE_TEST_PG") else {
+            return skip("LINEPROBE_TEST_PG is not set".to_owned());
+        };
+        let mut admin = match tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::PgConnection::connect(&admin_url),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return skip(format!("cannot connect to LINEPROBE_TEST_PG: {e}")),
+            Err(_) => return skip("connecting to LINEPROBE_TEST_PG timed out".to_owned()),
+        };
+        let name = unique_name();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let url = with_database(&admin_url, &name);
+        Some(TestPg {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    async fn drop_database(self) {
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        admin.close().await.unwrap();
+    }
+}
+
+/// `lp_t_store_<pid>_<time>_<n>`: unique across parallel tests and runs.
+fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "lp_t_store_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The URL with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+// ---- record builders -------------------------------------------------------
+
+fn report(seq: u64, body: &[u8]) -> PulledReport {
+    PulledReport {
+        seq,
+        report_id: Some(format!("r-{seq}")),
+        received_at_ms: i64::try_from(seq).ok().map(|s| s.saturating_add(1_000)),
+        body: body.to_vec(),
+    }
+}
+
+fn pull<'a>(node: &'a str, reports: &'a [PulledReport], next_after: u64) -> PullBatch<'a> {
+    PullBatch {
+        collector: "dmz-1",
+        node_id: node,
+        reports,
+        next_after,
+        pulled_at_ms: 5_000,
+    }
+}
+
+/// Stores `n` pending raw reports from collector `dmz-1`; returns their ids.
+async fn stored_raws(store: &Store, first_seq: u64, n: u64) -> Vec<i64> {
+    let reports: Vec<PulledReport> = (first_seq..first_seq + n)
+        .map(|s| report(s, format!("{{\"seq\":{s}}}").as_bytes()))
+        .collect();
+    let commit = store
+        .commit_pull(&pull("node-a", &reports, first_seq + n - 1))
+        .await
+        .unwrap();
+    assert_eq!(commit.inserted, n);
+    let pending = store.pending_raw(0, 100_000).await.unwrap();
+    pending
+        .iter()
+        .filter(|r| (first_seq..first_seq + n).contains(&r.seq))
+        .map(|r| r.id)
+        .collect()
+}
+
+fn verdict(key: &str, verdict: &str, actual_carrier: &str, decided_at_ms: i64) -> VerdictRecord {
+    VerdictRecord {
+        verdict_key: key.to_owned(),
+        verdict: verdict.to_owned(),
+        reasons_json: format!("[\"{verdict}\"]"),
+        evidence_json: "{}".to_owned(),
+        actual_carrier: Some(actual_carrier.to_owned()),
+        actual_province: Some("CN-GD".to_owned()),
+        actual_city: Some("4401".to_owned()),
+        egress_carrier: Some(actual_carrier.to_owned()),
+        first_hop_carrier: Some(actual_carrier.to_owned()),
+        filled_json: "{}".to_owned(),
+        data_versions_json: "{\"ipplan\":\"2025-01\"}".to_owned(),
+        decided_at_ms,
+    }
+}
+
+/// An observation of `line` seen at `at` with verdict `v`.
+fn observation(raw_id: i64, obs: &str, line: &str, at: i64, v: VerdictRecord) -> Processed {
+    Processed::Observation(Box::new(ObservationRecord {
+        raw_id,
+        reprocess: false,
+        obs_key: obs.to_owned(),
+        line_key: line.to_owned(),
+        report_id: format!("rep-{raw_id}"),
+        install_id: format!("inst-{line}"),
+        account: format!("acct-{line}"),
+        observed_at_ms: at,
+        declared_province: Some("CN-GD".to_owned()),
+        declared_city: Some("4401".to_owned()),
+        declared_carrier: Some("cmcc".to_owned()),
+        egress_ip: format!("203.0.113.{}", obs.len()),
+        first_hop_ip: Some("198.51.100.1".to_owned()),
+        path_json: format!("[\"{obs}\"]"),
+        engine: "trippy-core".to_owned(),
+        agent_version: "0.1.0".to_owned(),
+        os: "windows".to_owned(),
+        verdict: v,
+    }))
+}
+
+fn reprocessed(record: Processed) -> Processed {
+    match record {
+        Processed::Observation(mut o) => {
+            o.reprocess = true;
+            Processed::Observation(o)
+        }
+        Processed::Quarantine(mut q) => {
+            q.reprocess = true;
+            Processed::Quarantine(q)
+        }
+    }
+}
+
+fn quarantine(raw_id: i64, reasons_json: &str, summary: &str) -> Processed {
+    Processed::Quarantine(QuarantineRecord {
+        raw_id,
+        reprocess: false,
+        report_id: Some(format!("rep-{raw_id}")),
+        install_id: None,
+        reasons_json: reasons_json.to_owned(),
+        summary: summary.to_owned(),
+        at_ms: 7_000,
+    })
+}
+
+// ---- opening ---------------------------------------------------------------
+
+#[tokio::test]
+async fn opening_twice_migrates_once_and_keeps_the_data() {
+    on_each_backend("opening_twice", |ctx| async move {
+        let ids = stored_raws(&ctx.store, 1, 2).await;
+        assert_eq!(ids.len(), 2);
+        let again = Store::open(&ctx.url).await.unwrap();
+        assert_eq!(again.backend_name(), ctx.store.backend_name());
+        assert_eq!(again.counts().await.unwrap().raw, 2);
+        assert_eq!(again.counts().await.unwrap().pending, 2);
+        again.close().await;
+        // The first store still works beside the second one's close.
+        assert_eq!(ctx.store.counts().await.unwrap().raw, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_url_says_which_forms_work() {
+    for url in [
+        "mysql://u:secret@db/lp",
+        "reports.txt",
+        "",
+        "sqlite::memory:",
+    ] {
+        let error = Store::open(url).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, Error::BadDatabaseUrl { .. }),
+            "{url}: {message}"
+        );
+        assert_eq!(error.exit_code(), 2, "{message}");
+        assert!(message.contains("sqlite:PATH"), "{message}");
+        assert!(message.contains("postgres://"), "{message}");
+        assert!(!message.contains("secret"), "a password leaked: {message}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_a_database_error() {
+    // Port 1 on loopback: nothing listens there, the connection is refused.
+    let started = Instant::now();
+    let error = Store::open("postgres://lp:secret@127.0.0.1:1/lp")
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::Database { .. }), "{message}");
+    assert_eq!(error.exit_code(), 1);
+    assert!(message.contains("127.0.0.1:1/lp"), "{message}");
+    assert!(!message.contains("secret"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn an_sqlite_file_in_an_unwritable_place_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let url = format!("sqlite:{}", file.join("sync.db").display());
+    let error = Store::open(&url).await.unwrap_err();
+    assert!(matches!(error, Error::DatabaseDir { .. }), "{error}");
+    assert_eq!(error.exit_code(), 1);
+    let not_sqlite = dir.path().join("garbage.db");
+    std::fs::write(&not_sqlite, vec![b'x'; 4096]).unwrap();
+    let error = Store::open(not_sqlite.to_str().unwrap()).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Database { .. } | Error::Migrate { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("garbage.db"), "{error}");
+}
+
+// ---- pulling ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_repeated_pull_stores_nothing_twice_and_the_cursor_only_moves_forward() {
+    on_each_backend("repeated_pull", |ctx| async move {
+        let s = &ctx.store;
+        assert!(s.cursor("dmz-1").await.unwrap().is_none());
+        let first = [report(1, b"a"), report(2, b"b"), report(3, b"c")];
+        let c = s.commit_pull(&pull("node-a", &first, 3)).await.unwrap();
+        assert_eq!((c.inserted, c.duplicates, c.after_seq), (3, 0, 3));
+
+        // The collector did not see our ack and sends 2 and 3 again, with 4.
+        let again = [report(2, b"b"), report(3, b"c"), report(4, b"d")];
+        let c = s.commit_pull(&pull("node-a", &again, 4)).await.unwrap();
+        assert_eq!((c.inserted, c.duplicates, c.after_seq), (1, 2, 4));
+
+        // A stale export (next_after behind the cursor) never moves it back;
+        // one report twice in one batch is one row.
+        let stale = [report(5, b"e"), report(5, b"e")];
+        let c = s.commit_pull(&pull("node-a", &stale, 2)).await.unwrap();
+        assert_eq!((c.inserted, c.duplicates, c.after_seq), (1, 1, 4));
+
+        // An empty pull still records a successful pull.
+        let c = s.commit_pull(&pull("node-a", &[], 4)).await.unwrap();
+        assert_eq!((c.inserted, c.duplicates, c.after_seq), (0, 0, 4));
+
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.raw, counts.pending), (5, 5));
+        let cursor = s.cursor("dmz-1").await.unwrap().unwrap();
+        assert_eq!(cursor.node_id, "node-a");
+        assert_eq!(cursor.after_seq, 4);
+        assert_eq!(cursor.pulled_total, 5);
+        assert_eq!(cursor.last_pull_at_ms, Some(5_000));
+        assert_eq!(cursor.last_ok_at_ms, Some(5_000));
+        assert_eq!(cursor.last_error, None);
+
+        let raws = s.pending_raw(0, 100).await.unwrap();
+        let seqs: Vec<u64> = raws.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(raws[3].body, b"d");
+        assert_eq!(raws[3].collector, "dmz-1");
+        assert_eq!(raws[3].node_id, "node-a");
+        assert_eq!(raws[3].pulled_at_ms, 5_000);
+
+        // Acks only move forward too.
+        s.record_ack("dmz-1", 3).await.unwrap();
+        s.record_ack("dmz-1", 2).await.unwrap();
+        assert_eq!(s.cursor("dmz-1").await.unwrap().unwrap().acked_seq, 3);
+        let error = s.record_ack("dmz-9", 1).await.unwrap_err();
+        assert!(error.to_string().contains("dmz-9"), "{error}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replaced_collector_is_refused_and_nothing_is_written() {
+    on_each_backend("replaced_collector", |ctx| async move {
+        let s = &ctx.store;
+        s.commit_pull(&pull("node-a", &[report(1, b"a")], 1))
+            .await
+            .unwrap();
+        let fresh = [report(1, b"new node, new numbering"), report(2, b"x")];
+        let error = s.commit_pull(&pull("node-b", &fresh, 2)).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, Error::CollectorReplaced { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("node-a") && message.contains("node-b"),
+            "{message}"
+        );
+        assert!(message.contains("new collector name"), "{message}");
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(s.counts().await.unwrap().raw, 1);
+        let cursor = s.cursor("dmz-1").await.unwrap().unwrap();
+        assert_eq!((cursor.node_id.as_str(), cursor.after_seq), ("node-a", 1));
+        assert_eq!(cursor.pulled_total, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pull_errors_are_recorded_and_cleared_by_the_next_good_pull() {
+    on_each_backend("pull_errors", |ctx| async move {
+        let s = &ctx.store;
+        s.record_pull_error("dmz-1", 1_000, "connection refused")
+            .await
+            .unwrap();
+        let cursor = s.cursor("dmz-1").await.unwrap().unwrap();
+        assert_eq!(cursor.node_id, "");
+        assert_eq!(cursor.after_seq, 0);
+        assert_eq!(cursor.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(cursor.last_error_at_ms, Some(1_000));
+        assert_eq!(cursor.last_pull_at_ms, Some(1_000));
+        assert_eq!(cursor.last_ok_at_ms, None);
+
+        // The first good pull names the node.
+        s.commit_pull(&pull("node-a", &[report(1, b"a")], 1))
+            .await
+            .unwrap();
+        let cursor = s.cursor("dmz-1").await.unwrap().unwrap();
+        assert_eq!(cursor.node_id, "node-a");
+        assert_eq!((cursor.last_error, cursor.last_error_at_ms), (None, None));
+
+        s.record_pull_error("dmz-1", 9_000, "TLS: 证书已过期")
+            .await
+            .unwrap();
+        let cursor = s.cursor("dmz-1").await.unwrap().unwrap();
+        assert_eq!(cursor.last_error.as_deref(), Some("TLS: 证书已过期"));
+        assert_eq!(cursor.last_ok_at_ms, Some(5_000));
+        assert_eq!((cursor.node_id.as_str(), cursor.after_seq), ("node-a", 1));
+
+        s.record_pull_error("dmz-2", 9_500, "timeout")
+            .await
+            .unwrap();
+        let names: Vec<String> = s
+            .cursors()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.collector)
+            .collect();
+        assert_eq!(names, ["dmz-1", "dmz-2"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sequence_numbers_beyond_the_database_range_are_refused() {
+    on_each_backend("huge_seq", |ctx| async move {
+        let s = &ctx.store;
+        let huge = [report(u64::MAX, b"x")];
+        let error = s.commit_pull(&pull("node-a", &huge, 1)).await.unwrap_err();
+        assert!(matches!(error, Error::StoreInput(_)), "{error}");
+        assert!(error.to_string().contains(&u64::MAX.to_string()), "{error}");
+        let error = s
+            .commit_pull(&pull("node-a", &[], u64::MAX))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::StoreInput(_)), "{error}");
+        assert!(s.cursor("dmz-1").await.unwrap().is_none());
+        let max = [report(i64::MAX.unsigned_abs(), b"x")];
+        let c = s.commit_pull(&pull("node-a", &max, 9)).await.unwrap();
+        assert_eq!(c.inserted, 1);
+        let raws = s.pending_raw(0, 10).await.unwrap();
+        assert_eq!(raws[0].seq, i64::MAX.unsigned_abs());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_utf8_round_trips_byte_exact() {
+    on_each_backend("binary_body", |ctx| async move {
+        let body: Vec<u8> = (0..=255u8).chain([0xff, 0xfe, 0x00, 0xc3, 0x28]).collect();
+        assert!(std::str::from_utf8(&body).is_err());
+        let reports = [PulledReport {
+            seq: 7,
+            report_id: None,
+            received_at_ms: None,
+            body: body.clone(),
+        }];
+        ctx.store
+            .commit_pull(&pull("node-a", &reports, 7))
+            .await
+            .unwrap();
+        let raws = ctx.store.pending_raw(0, 10).await.unwrap();
+        assert_eq!(raws.len(), 1);
+        assert_eq!(raws[0].body, body);
+    })
+    .await;
+}
+
+// ---- listing raw reports ---------------------------------------------------
+
+#[tokio::test]
+async fn pending_and_processed_reports_are_listed_in_id_order() {
+    on_each_backend("raw_listing", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 5).await;
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let page: Vec<i64> = s
+            .pending_raw(ids[1], 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(page, ids[2..4]);
+
+        let v = || verdict("k1", "compliant", "cmcc", 9_000);
+        let batch = [
+            observation(ids[0], "o1", "l1", 100, v()),
+            quarantine(ids[1], "[\"bad\"]", "bad report"),
+            observation(ids[2], "o1", "l1", 200, v()),
+        ];
+        s.apply(&batch).await.unwrap();
+        let pending: Vec<i64> = s
+            .pending_raw(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(pending, ids[3..]);
+        let processed: Vec<i64> = s
+            .processed_raw(None, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(processed, [ids[0], ids[2]]);
+        let after: Vec<i64> = s
+            .processed_raw(None, ids[0], 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(after, [ids[2]]);
+        // received_at of seq n is 1000 + n: seq 3 was received at 1003.
+        let since: Vec<u64> = s
+            .processed_raw(Some(1_002), 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(since, [3]);
+        assert!(
+            s.processed_raw(Some(1_004), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let limited = s.processed_raw(None, 0, 1).await.unwrap();
+        assert_eq!(limited.len(), 1);
+
+        let counts = s.counts().await.unwrap();
+        assert_eq!(
+            (
+                counts.raw,
+                counts.pending,
+                counts.processed,
+                counts.quarantined
+            ),
+            (5, 2, 2, 1)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn processed_reports_without_a_receive_time_go_by_their_pull_time() {
+    on_each_backend("processed_pull_time", |ctx| async move {
+        let s = &ctx.store;
+        let reports = [PulledReport {
+            seq: 1,
+            report_id: None,
+            received_at_ms: None,
+            body: b"{}".to_vec(),
+        }];
+        s.commit_pull(&pull("node-a", &reports, 1)).await.unwrap();
+        let id = s.pending_raw(0, 1).await.unwrap()[0].id;
+        s.apply(&[observation(
+            id,
+            "o",
+            "l",
+            1,
+            verdict("k", "compliant", "cmcc", 2),
+        )])
+        .await
+        .unwrap();
+        // Pulled at 5000.
+        assert_eq!(s.processed_raw(Some(5_000), 0, 9).await.unwrap().len(), 1);
+        assert!(s.processed_raw(Some(5_001), 0, 9).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+// ---- apply -----------------------------------------------------------------
+
+#[tokio::test]
+async fn identical_observations_collapse_with_counts_and_seen_times() {
+    on_each_backend("dedupe", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 4).await;
+        let v = || verdict("k1", "compliant", "cmcc", 9_000);
+        // Three reports of one observation in one batch, out of time order,
+        // then a fourth in the next batch.
+        let summary = s
+            .apply(&[
+                observation(ids[0], "o1", "l1", 200, v()),
+                observation(ids[1], "o1", "l1", 100, v()),
+                observation(ids[2], "o1", "l1", 300, v()),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(summary.observations_new, 1);
+        assert_eq!(summary.observations_repeated, 2);
+        assert_eq!(summary.verdicts_new, 1);
+        assert_eq!(summary.lines_changed, 1);
+        assert_eq!(summary.skipped, 0);
+        let o = s.observation("o1").await.unwrap().unwrap();
+        assert_eq!(o.count, 3);
+        assert_eq!((o.first_seen_ms, o.last_seen_ms), (100, 300));
+        assert_eq!(o.first_report_id, format!("rep-{}", ids[1]));
+        assert_eq!(o.last_report_id, format!("rep-{}", ids[2]));
+        assert_eq!(o.latest_verdict_key.as_deref(), Some("k1"));
+
+        let summary = s
+            .apply(&[observation(ids[3], "o1", "l1", 250, v())])
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.observations_new, summary.observations_repeated),
+            (0, 1)
+        );
+        assert_eq!((summary.verdicts_new, summary.lines_changed), (0, 0));
+        let o = s.observation("o1").await.unwrap().unwrap();
+        assert_eq!(o.count, 4);
+        assert_eq!((o.first_seen_ms, o.last_seen_ms), (100, 300));
+        assert_eq!(o.last_report_id, format!("rep-{}", ids[2]));
+
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(line.reports, 4);
+        assert_eq!((line.first_seen_ms, line.last_seen_ms), (100, 300));
+        assert_eq!(line.observation_id, o.id);
+        assert_eq!(Some(line.verdict_id), o.latest_verdict_id);
+        assert_eq!(line.verdict, "compliant");
+        assert_eq!(line.account, "acct-l1");
+        assert_eq!(line.install_id, "inst-l1");
+        assert_eq!(line.declared_carrier.as_deref(), Some("cmcc"));
+        assert_eq!(line.egress_ip, o.egress_ip);
+
+        // Identical verdicts collapse: one verdict row, no history.
+        assert_eq!(s.line_verdicts("l1").await.unwrap().len(), 1);
+        assert!(s.line_history("l1").await.unwrap().is_empty());
+        let counts = s.counts().await.unwrap();
+        assert_eq!(
+            (
+                counts.observations,
+                counts.verdicts,
+                counts.lines,
+                counts.processed
+            ),
+            (1, 1, 1, 4)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_changed_verdict_replaces_the_current_one_and_goes_to_history() {
+    on_each_backend("verdict_change", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 3).await;
+        s.apply(&[observation(
+            ids[0],
+            "o1",
+            "l1",
+            100,
+            verdict("k1", "compliant", "cmcc", 1_000),
+        )])
+        .await
+        .unwrap();
+        let first = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(first.current_from_ms, 1_000);
+
+        // New address data: the same observation is now judged otherwise.
+        let summary = s
+            .apply(&[observation(
+                ids[1],
+                "o1",
+                "l1",
+                200,
+                verdict("k2", "non_compliant", "chinanet", 2_000),
+            )])
+            .await
+            .unwrap();
+        assert_eq!((summary.verdicts_new, summary.lines_changed), (1, 1));
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(line.verdict, "non_compliant");
+        assert_eq!(line.actual_carrier.as_deref(), Some("chinanet"));
+        assert_ne!(line.verdict_id, first.verdict_id);
+        assert_eq!((line.current_from_ms, line.updated_at_ms), (2_000, 2_000));
+        assert_eq!(line.reports, 2);
+
+        let history = s.line_history("l1").await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].verdict_id, first.verdict_id);
+        assert_eq!(history[0].verdict, "compliant");
+        assert_eq!(history[0].actual_carrier.as_deref(), Some("cmcc"));
+        assert_eq!(
+            (history[0].current_from_ms, history[0].replaced_at_ms),
+            (1_000, 2_000)
+        );
+
+        let verdicts = s.line_verdicts("l1").await.unwrap();
+        let keys: Vec<&str> = verdicts.iter().map(|v| v.verdict_key.as_str()).collect();
+        assert_eq!(keys, ["k2", "k1"], "newest first");
+        assert_eq!(verdicts[0].report_id, format!("rep-{}", ids[1]));
+        assert_eq!(verdicts[0].observed_at_ms, 200);
+        assert_eq!(verdicts[0].data_versions_json, "{\"ipplan\":\"2025-01\"}");
+
+        // Back to the first verdict: a new verdict row again (it differs
+        // from the latest), and another history row.
+        s.apply(&[observation(
+            ids[2],
+            "o1",
+            "l1",
+            300,
+            verdict("k1", "compliant", "cmcc", 3_000),
+        )])
+        .await
+        .unwrap();
+        assert_eq!(s.line_verdicts("l1").await.unwrap().len(), 3);
+        let history = s.line_history("l1").await.unwrap();
+        let replaced: Vec<&str> = history.iter().map(|h| h.verdict.as_str()).collect();
+        assert_eq!(replaced, ["non_compliant", "compliant"], "newest first");
+        assert_eq!(s.observation("o1").await.unwrap().unwrap().count, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_older_observation_never_becomes_current() {
+    on_each_backend("out_of_order", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 4).await;
+        s.apply(&[observation(
+            ids[0],
+            "new-path",
+            "l1",
+            1_000,
+            verdict("kx", "compliant", "cmcc", 10),
+        )])
+        .await
+        .unwrap();
+        let current = s.line("l1").await.unwrap().unwrap();
+
+        // A second collector delivers an older report of another path late.
+        let summary = s
+            .apply(&[observation(
+                ids[1],
+                "old-path-x",
+                "l1",
+                500,
+                verdict("ky", "proxy_suspected", "chinanet", 20),
+            )])
+            .await
+            .unwrap();
+        assert_eq!((summary.observations_new, summary.verdicts_new), (1, 1));
+        assert_eq!(summary.lines_changed, 0);
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(line.observation_id, current.observation_id);
+        assert_eq!(line.verdict_id, current.verdict_id);
+        assert_eq!(line.verdict, "compliant");
+        assert_eq!(line.reports, 2);
+        assert_eq!((line.first_seen_ms, line.last_seen_ms), (500, 1_000));
+        assert!(s.line_history("l1").await.unwrap().is_empty());
+        assert_eq!(s.line_observations("l1").await.unwrap().len(), 2);
+
+        // Within one batch too: the older one does not win because it is
+        // applied later; a tie goes to the one applied later.
+        s.apply(&[
+            observation(
+                ids[2],
+                "old-path-x",
+                "l1",
+                800,
+                verdict("ky", "proxy_suspected", "chinanet", 30),
+            ),
+            observation(
+                ids[3],
+                "old-path-x",
+                "l1",
+                1_000,
+                verdict("ky", "proxy_suspected", "chinanet", 40),
+            ),
+        ])
+        .await
+        .unwrap();
+        let line = s.line("l1").await.unwrap().unwrap();
+        let old = s.observation("old-path-x").await.unwrap().unwrap();
+        assert_eq!(
+            line.observation_id, old.id,
+            "the tie went to the later report"
+        );
+        assert_eq!(line.verdict, "proxy_suspected");
+        assert_eq!(line.egress_ip, old.egress_ip);
+        assert_eq!(line.reports, 4);
+        let history = s.line_history("l1").await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].verdict_id, current.verdict_id);
+        assert_eq!(history[0].replaced_at_ms, 40);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_newer_observation_in_the_same_batch_takes_over_the_line() {
+    on_each_backend("same_batch_takeover", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 3).await;
+        let summary = s
+            .apply(&[
+                observation(
+                    ids[0],
+                    "a",
+                    "l1",
+                    100,
+                    verdict("ka", "compliant", "cmcc", 1),
+                ),
+                observation(
+                    ids[1],
+                    "b",
+                    "l1",
+                    200,
+                    verdict("kb", "non_compliant", "cucc", 2),
+                ),
+                observation(
+                    ids[2],
+                    "a",
+                    "l1",
+                    150,
+                    verdict("ka", "compliant", "cmcc", 3),
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(summary.observations_new, 2);
+        assert_eq!(summary.verdicts_new, 2);
+        let line = s.line("l1").await.unwrap().unwrap();
+        let b = s.observation("b").await.unwrap().unwrap();
+        assert_eq!(line.observation_id, b.id);
+        assert_eq!(line.verdict, "non_compliant");
+        assert_eq!(line.reports, 3);
+        // "a" was current first, then replaced by "b" in the same batch.
+        let history = s.line_history("l1").await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].verdict, "compliant");
+        let a = s.observation("a").await.unwrap().unwrap();
+        assert_eq!(Some(history[0].verdict_id), a.latest_verdict_id);
+        assert_eq!(a.count, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reprocessing_replaces_the_verdict_without_touching_counts() {
+    on_each_backend("reprocess", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 2).await;
+        let record = |raw, at, v| observation(raw, "o1", "l1", at, v);
+        s.apply(&[
+            record(ids[0], 100, verdict("k1", "compliant", "cmcc", 1_000)),
+            record(ids[1], 200, verdict("k1", "compliant", "cmcc", 1_000)),
+        ])
+        .await
+        .unwrap();
+        let before_obs = s.observation("o1").await.unwrap().unwrap();
+        let before_line = s.line("l1").await.unwrap().unwrap();
+
+        // Without `reprocess` the same report is skipped.
+        let summary = s
+            .apply(&[record(
+                ids[1],
+                200,
+                verdict("k2", "violating_ip", "cmcc", 2_000),
+            )])
+            .await
+            .unwrap();
+        assert_eq!(summary.skipped, 1);
+        assert_eq!(s.line("l1").await.unwrap().unwrap(), before_line);
+
+        // With it, the verdict is decided again.
+        let summary = s
+            .apply(&[reprocessed(record(
+                ids[1],
+                200,
+                verdict("k2", "violating_ip", "cmcc", 2_000),
+            ))])
+            .await
+            .unwrap();
+        assert_eq!(summary.skipped, 0);
+        assert_eq!((summary.verdicts_new, summary.lines_changed), (1, 1));
+        let obs = s.observation("o1").await.unwrap().unwrap();
+        assert_eq!(obs.count, before_obs.count);
+        assert_eq!(
+            (obs.first_seen_ms, obs.last_seen_ms),
+            (before_obs.first_seen_ms, before_obs.last_seen_ms)
+        );
+        assert_eq!(obs.latest_verdict_key.as_deref(), Some("k2"));
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(line.verdict, "violating_ip");
+        assert_eq!(line.reports, before_line.reports);
+        assert_eq!(
+            (line.first_seen_ms, line.last_seen_ms),
+            (before_line.first_seen_ms, before_line.last_seen_ms)
+        );
+        let history = s.line_history("l1").await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].verdict_id, before_line.verdict_id);
+
+        // Reprocessing with an unchanged verdict changes nothing.
+        let summary = s
+            .apply(&[reprocessed(record(
+                ids[0],
+                100,
+                verdict("k2", "violating_ip", "cmcc", 3_000),
+            ))])
+            .await
+            .unwrap();
+        assert_eq!((summary.verdicts_new, summary.lines_changed), (0, 0));
+        assert_eq!(s.line_history("l1").await.unwrap().len(), 1);
+        assert_eq!(s.observation("o1").await.unwrap().unwrap().count, 2);
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.processed, counts.verdicts), (2, 2));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn applying_the_same_batch_twice_changes_nothing() {
+    on_each_backend("apply_twice", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 4).await;
+        let batch = [
+            observation(
+                ids[0],
+                "o1",
+                "l1",
+                100,
+                verdict("k1", "compliant", "cmcc", 1),
+            ),
+            observation(
+                ids[1],
+                "o2",
+                "l2",
+                100,
+                verdict("k2", "compliant", "cmcc", 1),
+            ),
+            quarantine(ids[2], "[\"schema\"]", "unknown field"),
+            observation(
+                ids[3],
+                "o1",
+                "l1",
+                300,
+                verdict("k3", "non_compliant", "cucc", 2),
+            ),
+        ];
+        let first = s.apply(&batch).await.unwrap();
+        assert_eq!(first.skipped, 0);
+        assert_eq!(first.quarantined, 1);
+        let counts = s.counts().await.unwrap();
+        let lines = s.lines(&LineFilter::default()).await.unwrap();
+        let history = s.line_history("l1").await.unwrap();
+
+        let second = s.apply(&batch).await.unwrap();
+        assert_eq!(second.skipped, 4);
+        assert_eq!(
+            (
+                second.quarantined,
+                second.observations_new,
+                second.verdicts_new,
+                second.lines_changed
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(s.counts().await.unwrap(), counts);
+        assert_eq!(s.lines(&LineFilter::default()).await.unwrap(), lines);
+        assert_eq!(s.line_history("l1").await.unwrap(), history);
+
+        // One report twice in one batch applies once.
+        let more = stored_raws(s, 10, 1).await;
+        let twice = [
+            observation(
+                more[0],
+                "o1",
+                "l1",
+                400,
+                verdict("k3", "non_compliant", "cucc", 3),
+            ),
+            observation(
+                more[0],
+                "o1",
+                "l1",
+                400,
+                verdict("k3", "non_compliant", "cucc", 3),
+            ),
+        ];
+        let summary = s.apply(&twice).await.unwrap();
+        assert_eq!((summary.observations_repeated, summary.skipped), (1, 1));
+        assert_eq!(s.observation("o1").await.unwrap().unwrap().count, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_applies_do_not_lose_counts() {
+    on_each_backend("concurrent_apply", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 40).await;
+        let v = || verdict("k1", "compliant", "cmcc", 1);
+        // Four applies at once, each folding ten reports into the same
+        // observation and line.
+        let tasks: Vec<_> = ids
+            .chunks(10)
+            .map(|chunk| {
+                let store = s.clone();
+                let batch: Vec<Processed> = chunk
+                    .iter()
+                    .map(|&id| observation(id, "o1", "l1", id, v()))
+                    .collect();
+                tokio::spawn(async move { store.apply(&batch).await.unwrap() })
+            })
+            .collect();
+        let mut new = 0;
+        for task in tasks {
+            new += task.await.unwrap().observations_new;
+        }
+        assert_eq!(new, 1, "exactly one apply created the observation");
+        assert_eq!(s.observation("o1").await.unwrap().unwrap().count, 40);
+        assert_eq!(s.line("l1").await.unwrap().unwrap().reports, 40);
+        assert_eq!(s.line_verdicts("l1").await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[test]
+fn the_store_can_be_shared_between_tasks() {
+    fn shareable<T: Clone + std::fmt::Debug + Send + Sync + 'static>() {}
+    shareable::<Store>();
+}
+
+#[tokio::test]
+async fn results_for_unknown_reports_are_refused_and_nothing_is_written() {
+    on_each_backend("unknown_raw", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 1).await;
+        let error = s
+            .apply(&[
+                observation(
+                    ids[0],
+                    "o1",
+                    "l1",
+                    100,
+                    verdict("k1", "compliant", "cmcc", 1),
+                ),
+                observation(
+                    999_999,
+                    "o1",
+                    "l1",
+                    100,
+                    verdict("k1", "compliant", "cmcc", 1),
+                ),
+            ])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::StoreInput(_)), "{error}");
+        assert!(error.to_string().contains("999999"), "{error}");
+        let counts = s.counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.observations, counts.lines),
+            (1, 0, 0)
+        );
+        assert_eq!(s.apply(&[]).await.unwrap(), ApplySummary::default());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn quarantined_reports_keep_their_reasons() {
+    on_each_backend("quarantine", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 3).await;
+        let summary = s
+            .apply(&[
+                quarantine(
+                    ids[0],
+                    "[\"missing install_id\"]",
+                    "the report names no installation",
+                ),
+                quarantine(ids[1], "[\"bad ip\"]", "the egress address is not public"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(summary.quarantined, 2);
+        let rows = s.quarantined(10, 0).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].raw_id, ids[1], "newest first");
+        assert_eq!(rows[1].reasons_json, "[\"missing install_id\"]");
+        assert_eq!(rows[1].summary, "the report names no installation");
+        assert_eq!(rows[1].report_id, Some(format!("rep-{}", ids[0])));
+        assert_eq!(rows[1].install_id, None);
+        assert_eq!(
+            (rows[1].collector.as_str(), rows[1].node_id.as_str()),
+            ("dmz-1", "node-a")
+        );
+        assert_eq!(rows[1].seq, 1);
+        assert_eq!(rows[1].quarantined_at_ms, 7_000);
+        let page = s.quarantined(1, 1).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].raw_id, ids[0]);
+
+        // Re-applied without reprocess: skipped; with it: reasons replaced.
+        let summary = s
+            .apply(&[quarantine(ids[0], "[\"x\"]", "x")])
+            .await
+            .unwrap();
+        assert_eq!(summary.skipped, 1);
+        s.apply(&[reprocessed(quarantine(
+            ids[0],
+            "[\"stricter rule\"]",
+            "new rule",
+        ))])
+        .await
+        .unwrap();
+        let rows = s.quarantined(10, 0).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        let row = rows.iter().find(|r| r.raw_id == ids[0]).unwrap();
+        assert_eq!(
+            (row.reasons_json.as_str(), row.summary.as_str()),
+            ("[\"stricter rule\"]", "new rule")
+        );
+
+        // A quarantined report that passes on reprocess leaves quarantine
+        // and counts as an observation for the first time.
+        let summary = s
+            .apply(&[reprocessed(observation(
+                ids[1],
+                "o1",
+                "l1",
+                100,
+                verdict("k1", "compliant", "cmcc", 1),
+            ))])
+            .await
+            .unwrap();
+        assert_eq!(summary.observations_new, 1);
+        let rows = s.quarantined(10, 0).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(s.line("l1").await.unwrap().unwrap().reports, 1);
+        let counts = s.counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.processed, counts.quarantined),
+            (1, 1, 1)
+        );
+
+        // A processed report that fails on reprocess goes to quarantine.
+        s.apply(&[reprocessed(quarantine(
+            ids[1],
+            "[\"now invalid\"]",
+            "invalid",
+        ))])
+        .await
+        .unwrap();
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.processed, counts.quarantined), (0, 2));
+        assert!(s.processed_raw(None, 0, 10).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+/// Five lines: (line, province, city, declared carrier, actual carrier,
+/// verdict, last seen).
+const LINE_SPECS: [(&str, &str, &str, &str, &str, &str, i64); 5] = [
+    ("l1", "CN-GD", "4401", "cmcc", "cmcc", "compliant", 100),
+    (
+        "l2",
+        "CN-GD",
+        "4403",
+        "cmcc",
+        "chinanet",
+        "non_compliant",
+        200,
+    ),
+    ("l3", "CN-BJ", "1101", "cucc", "cucc", "compliant", 300),
+    (
+        "l4",
+        "CN-GD",
+        "4401",
+        "cucc",
+        "chinanet",
+        "non_compliant",
+        400,
+    ),
+    (
+        "l5",
+        "CN-SH",
+        "3101",
+        "cmcc",
+        "cmcc",
+        "proxy_suspected",
+        500,
+    ),
+];
+
+/// Filters over [`LINE_SPECS`] and the lines each must return, in order.
+fn line_filter_cases() -> Vec<(LineFilter, Vec<&'static str>)> {
+    let all = LineFilter::default;
+    let text = |s: &str| Some(s.to_owned());
+    vec![
+        (all(), vec!["l5", "l4", "l3", "l2", "l1"]),
+        (
+            LineFilter {
+                province: text("CN-GD"),
+                ..all()
+            },
+            vec!["l4", "l2", "l1"],
+        ),
+        (
+            LineFilter {
+                province: text("CN-GD"),
+                city: text("4401"),
+                ..all()
+            },
+            vec!["l4", "l1"],
+        ),
+        (
+            LineFilter {
+                declared_carrier: text("cmcc"),
+                ..all()
+            },
+            vec!["l5", "l2", "l1"],
+        ),
+        (
+            LineFilter {
+                actual_carrier: text("chinanet"),
+                ..all()
+            },
+            vec!["l4", "l2"],
+        ),
+        (
+            LineFilter {
+                verdict: text("non_compliant"),
+                declared_carrier: text("cmcc"),
+                ..all()
+            },
+            vec!["l2"],
+        ),
+        (
+            LineFilter {
+                seen_since_ms: Some(200),
+                seen_until_ms: Some(400),
+                ..all()
+            },
+            vec!["l4", "l3", "l2"],
+        ),
+        (
+            LineFilter {
+                limit: 2,
+                offset: 1,
+                ..all()
+            },
+            vec!["l4", "l3"],
+        ),
+        (
+            LineFilter {
+                limit: 2,
+                offset: 4,
+                ..all()
+            },
+            vec!["l1"],
+        ),
+        (
+            LineFilter {
+                verdict: text("indeterminate"),
+                ..all()
+            },
+            vec![],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn lines_are_filtered_and_paged_newest_first() {
+    on_each_backend("line_filters", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 5).await;
+        let batch: Vec<Processed> = LINE_SPECS
+            .iter()
+            .zip(&ids)
+            .map(|(&(line, province, city, declared, actual, v, at), &raw)| {
+                let mut record = observation(raw, line, line, at, verdict(line, v, actual, at));
+                if let Processed::Observation(o) = &mut record {
+                    o.declared_province = Some(province.to_owned());
+                    o.declared_city = Some(city.to_owned());
+                    o.declared_carrier = Some(declared.to_owned());
+                }
+                record
+            })
+            .collect();
+        s.apply(&batch).await.unwrap();
+        for (filter, expected) in line_filter_cases() {
+            let got: Vec<String> = s
+                .lines(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| l.line_key)
+                .collect();
+            assert_eq!(got, expected, "{filter:?}");
+        }
+        assert!(s.line("nope").await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cached_answers_expire() {
+    on_each_backend("resolver_cache", |ctx| async move {
+        let s = &ctx.store;
+        let entry = |ip: &str, facts: Option<&str>, expires: i64| CachedAnswer {
+            source: "ipapi".into(),
+            ip: ip.into(),
+            facts_json: facts.map(str::to_owned),
+            fetched_at_ms: 1_000,
+            expires_at_ms: expires,
+        };
+        s.cache_put(&[
+            entry("198.51.100.1", Some("{\"carrier\":\"cmcc\"}"), 5_000),
+            entry("198.51.100.2", None, 9_000),
+            entry("198.51.100.3", Some("{}"), 2_000),
+            CachedAnswer {
+                source: "other".into(),
+                ..entry("198.51.100.1", None, 9_000)
+            },
+        ])
+        .await
+        .unwrap();
+        let ips = |at| {
+            let s = s.clone();
+            async move {
+                s.cache_load("ipapi", at)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.ip)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            ips(1_500).await,
+            ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        );
+        assert_eq!(ips(2_000).await, ["198.51.100.1", "198.51.100.2"]);
+        assert_eq!(ips(5_000).await, ["198.51.100.2"]);
+        let loaded = s.cache_load("ipapi", 0).await.unwrap();
+        assert_eq!(
+            loaded[0],
+            entry("198.51.100.1", Some("{\"carrier\":\"cmcc\"}"), 5_000)
+        );
+        assert_eq!(loaded[1].facts_json, None, "knows nothing is kept as such");
+
+        // Upsert: a fresh answer replaces the old one; twice in one call,
+        // the later wins.
+        s.cache_put(&[
+            entry("198.51.100.1", Some("{\"v\":1}"), 20_000),
+            entry("198.51.100.1", Some("{\"v\":2}"), 30_000),
+        ])
+        .await
+        .unwrap();
+        let loaded = s.cache_load("ipapi", 10_000).await.unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].facts_json.as_deref(), Some("{\"v\":2}"));
+        assert_eq!(loaded[0].expires_at_ms, 30_000);
+        assert_eq!(s.cache_load("other", 0).await.unwrap().len(), 1);
+        s.cache_put(&[]).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn chinese_text_round_trips() {
+    on_each_backend("unicode", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 2).await;
+        let mut v = verdict("键-1", "不合规", "中国电信", 1);
+        v.reasons_json = "[\"申报移动，实际电信（城中村）\"]".into();
+        v.actual_city = Some("广州市".into());
+        let mut record = observation(ids[0], "观测-1", "线路-广州-001", 100, v);
+        if let Processed::Observation(o) = &mut record {
+            o.account = "宽带账号-张三".into();
+            o.declared_city = Some("广州市".into());
+            o.declared_carrier = Some("中国移动".into());
+        }
+        s.apply(&[
+            record,
+            quarantine(ids[1], "[\"缺少安装标识\"]", "报告缺少安装标识，无法处理"),
+        ])
+        .await
+        .unwrap();
+        let line = s.line("线路-广州-001").await.unwrap().unwrap();
+        assert_eq!(line.account, "宽带账号-张三");
+        assert_eq!(line.declared_city.as_deref(), Some("广州市"));
+        assert_eq!(line.actual_carrier.as_deref(), Some("中国电信"));
+        assert_eq!(line.verdict, "不合规");
+        let filtered = s
+            .lines(&LineFilter {
+                declared_carrier: Some("中国移动".into()),
+                ..LineFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(filtered.len(), 1);
+        let verdicts = s.line_verdicts("线路-广州-001").await.unwrap();
+        assert_eq!(
+            verdicts[0].reasons_json,
+            "[\"申报移动，实际电信（城中村）\"]"
+        );
+        assert_eq!(verdicts[0].verdict_key, "键-1");
+        assert!(s.observation("观测-1").await.unwrap().is_some());
+        let q = s.quarantined(10, 0).await.unwrap();
+        assert_eq!(q[0].summary, "报告缺少安装标识，无法处理");
+        assert_eq!(q[0].reasons_json, "[\"缺少安装标识\"]");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn row_structs_serialize_for_the_command_line() {
+    on_each_backend("serialize", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 1).await;
+        s.apply(&[observation(
+            ids[0],
+            "o1",
+            "l1",
+            100,
+            verdict("k1", "compliant", "cmcc", 1),
+        )])
+        .await
+        .unwrap();
+        let line = s.line("l1").await.unwrap().unwrap();
+        let json = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["line_key"], "l1");
+        assert_eq!(json["reports"], 1);
+        let counts = serde_json::to_value(s.counts().await.unwrap()).unwrap();
+        assert_eq!(counts["lines"], 1);
+    })
+    .await;
+}
+
+// ---- throughput (by hand) --------------------------------------------------
+
+/// A report body of about 2 KB that compresses like real JSON.
+fn json_body(seq: u64) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut body = format!(
+        "{{\"schema\":1,\"report_id\":\"0192{seq:028x}\",\"install_id\":\"inst-{}\",\"hops\":[",
+        seq % 5_000
+    );
+    let mut state = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for ttl in 1..=14 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let octets = state.to_le_bytes();
+        let _ = write!(
+            body,
+            "{{\"ttl\":{ttl},\"addrs\":[\"{}.{}.{}.{}\"],\"rtt_ms\":[{}.{},{}.{}],\
+             \"sent\":3,\"received\":3}},",
+            octets[0],
+            octets[1],
+            octets[2],
+            octets[3],
+            octets[4] % 90,
+            octets[5] % 10,
+            octets[6] % 90,
+            octets[7] % 10,
+        );
+    }
+    body.push_str("{\"ttl\":15,\"addrs\":[],\"rtt_ms\":[],\"sent\":3,\"received\":0}]}");
+    body.into_bytes()
+}
+
+/// Pulls and applies `total` reports in batches of `batch` and prints
+/// reports per second. `record` makes the pipeline's result for a report.
+async fn measure(
+    s: &Store,
+    scenario: &str,
+    first_seq: u64,
+    total: u64,
+    batch: u64,
+    record: impl Fn(&lineprobe_sync::RawReport) -> Processed,
+) {
+    let mut pull_time = Duration::ZERO;
+    let mut apply_time = Duration::ZERO;
+    let mut after_id = s
+        .pending_raw(0, 1)
+        .await
+        .unwrap()
+        .first()
+        .map_or(0, |r| r.id - 1);
+    for start in (first_seq..first_seq + total).step_by(usize::try_from(batch).unwrap()) {
+        let reports: Vec<PulledReport> = (start..start + batch)
+            .map(|seq| report(seq, &json_body(seq)))
+            .collect();
+        let t = Instant::now();
+        s.commit_pull(&pull("node-a", &reports, start + batch - 1))
+            .await
+            .unwrap();
+        pull_time += t.elapsed();
+        let raws = s
+            .pending_raw(after_id, u32::try_from(batch).unwrap())
+            .await
+            .unwrap();
+        after_id = raws.last().unwrap().id;
+        let results: Vec<Processed> = raws.iter().map(&record).collect();
+        let t = Instant::now();
+        s.apply(&results).await.unwrap();
+        apply_time += t.elapsed();
+    }
+    let n = f64::from(u32::try_from(total).unwrap());
+    eprintln!(
+        "{} {scenario}: commit_pull {:.0} reports/s, apply {:.0} reports/s, \
+         both in turn {:.0} reports/s",
+        s.backend_name(),
+        n / pull_time.as_secs_f64(),
+        n / apply_time.as_secs_f64(),
+        n / (pull_time + apply_time).as_secs_f64(),
+    );
+}
+
+/// Pulls and applies 20 000 reports (~2 KB JSON bodies, batches of 2 000)
+/// in two scenarios and prints reports per second for each backend:
+/// "steady", 5 000 lines whose observation repeats with the same verdict
+/// (the common case), and "churn", where every report brings another
+/// observation of its line, with a new verdict and a history row. Not a
+/// timed assertion; run by hand:
+///
+/// ```text
+/// LINEPROBE_TEST_PG=postgres://postgres@127.0.0.1:5432/test \
+///   cargo test -p lineprobe-sync --release --test store -- --ignored --nocapture throughput
+/// ```
+#[tokio::test]
+#[ignore = "a measurement to run by hand, not a test"]
+async fn throughput() {
+    on_each_backend("throughput", |ctx| async move {
+        let s = &ctx.store;
+        let at = |raw: &lineprobe_sync::RawReport| i64::try_from(raw.seq).unwrap();
+        measure(s, "steady", 1, 20_000, 2_000, |raw| {
+            let line = format!("steady-{}", raw.seq % 5_000);
+            let v = verdict("k", "compliant", "cmcc", at(raw));
+            observation(raw.id, &line, &line, at(raw), v)
+        })
+        .await;
+        measure(s, "churn", 100_001, 20_000, 2_000, |raw| {
+            let line = format!("churn-{}", raw.seq % 5_000);
+            let obs = format!("churn-obs-{}", raw.seq % 15_000);
+            let key = format!("k{}", raw.seq % 3);
+            observation(
+                raw.id,
+                &obs,
+                &line,
+                at(raw),
+                verdict(&key, "compliant", "cmcc", at(raw)),
+            )
+        })
+        .await;
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.processed, counts.pending), (40_000, 0));
+    })
+    .await;
+}
