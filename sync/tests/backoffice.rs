@@ -1,0 +1,840 @@
+//! The compliance back office through its router (no socket): sign-in,
+//! sessions, anti-forgery tokens, throttling, roles, the audit log, and
+//! every page over the demo's real lines; on SQLite and, with
+//! `LINEPROBE_TEST_PG`, on PostgreSQL.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod backoffice_support;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use backoffice_support::{on_each_backend, seed_demo, seed_synthetic};
+use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
+use lineprobe_sync::{BackofficeConfig, BackofficeState, Store, backoffice_router, hash_password};
+use sha2::Digest as _;
+use tower::ServiceExt as _;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A settable clock (Unix ms) for the state.
+#[derive(Clone)]
+struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    fn new() -> Clock {
+        Clock(Arc::new(AtomicI64::new(
+            chrono::Utc::now().timestamp_millis(),
+        )))
+    }
+    fn advance_s(&self, s: i64) {
+        self.0.fetch_add(s * 1000, Ordering::SeqCst);
+    }
+}
+
+/// The back office over `store` with `config` and a settable clock.
+fn app(store: &Store, config: BackofficeConfig, clock: &Clock) -> Router {
+    let clock = clock.clone();
+    let state = BackofficeState::with_parts(
+        config,
+        store.clone(),
+        Arc::new(Catalog::embedded().unwrap()),
+        Classifier::new(&ClassifierConfig::default()).unwrap(),
+        Vec::new(),
+        None,
+    )
+    .with_clock(move || clock.0.load(Ordering::SeqCst));
+    backoffice_router(state)
+}
+
+async fn add_user(store: &Store, name: &str, role: &str) {
+    let hash = hash_password(PASSWORD).unwrap();
+    store
+        .user_insert(name, role, &hash, chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A response, read whole.
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("no csrf field")
+            + 19;
+        self.body[at..at + self.body[at..].find('"').unwrap()].to_owned()
+    }
+
+    fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+}
+
+/// A browser without a network: a cookie jar and a client address.
+struct Browser {
+    router: Router,
+    cookies: BTreeMap<String, String>,
+    ip: IpAddr,
+}
+
+impl Browser {
+    fn new(router: &Router) -> Browser {
+        Browser {
+            router: router.clone(),
+            cookies: BTreeMap::new(),
+            ip: "192.0.2.10".parse().unwrap(),
+        }
+    }
+
+    fn from(router: &Router, ip: &str) -> Browser {
+        Browser {
+            ip: ip.parse().unwrap(),
+            ..Browser::new(router)
+        }
+    }
+
+    async fn send(&mut self, method: Method, path: &str, form: Option<String>) -> Page {
+        let mut request = Request::builder().method(method).uri(path);
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            request = request.header(header::COOKIE, jar.join("; "));
+        }
+        let body = match form {
+            Some(form) => {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(form)
+            }
+            None => Body::empty(),
+        };
+        let mut request = request.body(body).unwrap();
+        request
+            .extensions_mut()
+            .insert(lineprobe_collector::ConnInfo {
+                peer: SocketAddr::new(self.ip, 50_000),
+                proxied: None,
+                local: "127.0.0.1:8450".parse().unwrap(),
+                tls: None,
+            });
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        for cookie in headers.get_all(header::SET_COOKIE) {
+            let text = cookie.to_str().unwrap();
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        Page {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> Page {
+        let form = serde_urlencoded::to_string(pairs).unwrap();
+        self.send(Method::POST, path, Some(form)).await
+    }
+
+    /// Signs in through the form; returns the answer to the POST.
+    async fn sign_in(&mut self, name: &str, password: &str) -> Page {
+        let form = self.get("/login").await;
+        assert_eq!(form.status, StatusCode::OK);
+        let csrf = form.csrf();
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("name", name),
+                ("password", password),
+                ("next", "/"),
+            ],
+        )
+        .await
+    }
+
+    /// The session's anti-forgery token, from a page's form.
+    async fn csrf(&mut self) -> String {
+        self.get("/account").await.csrf()
+    }
+}
+
+/// The text of the page's notice.
+fn notice(body: &str) -> &str {
+    let Some(at) = body.find("class=\"notice") else {
+        return "";
+    };
+    let start = at + body[at..].find('>').unwrap() + 1;
+    &body[start..start + body[start..].find('<').unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_page_is_reachable_without_signing_in() {
+    on_each_backend(
+        "no_page_is_reachable_without_signing_in",
+        |url| async move {
+            let store = Store::open(&url).await.unwrap();
+            seed_demo(&store).await;
+            let app = app(&store, BackofficeConfig::default(), &Clock::new());
+            let mut anonymous = Browser::new(&app);
+            for path in [
+                "/",
+                "/lines",
+                "/lines?verdict=compliant",
+                "/lines/export.csv",
+                "/case?line=account:07552660505",
+                "/quarantine",
+                "/probes",
+                "/config",
+                "/users",
+                "/audit",
+                "/account",
+                "/no-such-page",
+            ] {
+                let page = anonymous.get(path).await;
+                assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+                assert!(page.location().starts_with("/login"), "{path}");
+                assert!(!page.body.contains("07552660505"), "{path} leaked data");
+            }
+            let page = anonymous.get("/lines?verdict=compliant").await;
+            assert_eq!(
+                page.location(),
+                "/login?next=%2Flines%3Fverdict%3Dcompliant"
+            );
+            for path in ["/logout", "/config/publish", "/users", "/account/password"] {
+                let page = anonymous.post(path, &[("csrf", "x")]).await;
+                assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{path}");
+            }
+            assert_eq!(
+                anonymous.get("/assets/app.css").await.status,
+                StatusCode::OK
+            );
+            let login = anonymous.get("/login").await;
+            assert_eq!(login.status, StatusCode::OK);
+            let csp = login.headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap();
+            assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+            assert_eq!(login.headers[header::CACHE_CONTROL], "no-store");
+            store.close().await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_makes_a_hardened_session_that_signing_out_ends() {
+    on_each_backend("signing_in_makes_a_hardened_session", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "admin").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut ann = Browser::new(&app);
+        let form = ann.get("/login").await;
+        let login_cookie = form.set_cookies()[0].to_owned();
+        for attribute in [
+            "__Host-lp_login=",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+        ] {
+            assert!(login_cookie.contains(attribute), "{login_cookie}");
+        }
+        let done = ann.sign_in("ann", PASSWORD).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(done.location(), "/");
+        let session = done
+            .set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with("__Host-lp_session="))
+            .unwrap()
+            .to_owned();
+        for attribute in [
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Max-Age=28800",
+            "Expires=",
+        ] {
+            assert!(session.contains(attribute), "{session}");
+        }
+        // The database keeps the token's hash, never the token.
+        let token = ann.cookies["__Host-lp_session"].clone();
+        assert!(store.session_user(&token).await.unwrap().is_none());
+        let hash = sha2::Sha256::digest(token.as_bytes())
+            .iter()
+            .fold(String::new(), |s, b| s + &format!("{b:02x}"));
+        let session_row = store.session_user(&hash).await.unwrap().unwrap();
+        assert_eq!(session_row.name, "ann");
+        assert!(session_row.expires_at_ms > chrono::Utc::now().timestamp_millis());
+
+        let dashboard = ann.get("/").await;
+        assert_eq!(dashboard.status, StatusCode::OK, "{}", dashboard.body);
+        assert!(dashboard.body.contains("Dashboard"));
+        // Signing out ends the session on the server, not just the cookie.
+        let stolen = ann.cookies.clone();
+        let csrf = ann.csrf().await;
+        let out = ann.post("/logout", &[("csrf", &csrf)]).await;
+        assert_eq!(out.status, StatusCode::SEE_OTHER);
+        assert!(store.session_user(&hash).await.unwrap().is_none());
+        let mut replay = Browser::new(&app);
+        replay.cookies = stolen;
+        assert_eq!(replay.get("/").await.status, StatusCode::SEE_OTHER);
+
+        let log = store.audit_page(None, None, 10).await.unwrap();
+        let actions: Vec<&str> = log.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, ["logout", "login"]);
+        assert_eq!(log[1].actor, "ann");
+        assert_eq!(log[1].source_ip, "192.0.2.10");
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_do_not_tell_names_apart_and_are_audited() {
+    on_each_backend(
+        "failed_sign_ins_do_not_tell_names_apart",
+        |url| async move {
+            let store = Store::open(&url).await.unwrap();
+            add_user(&store, "ann", "viewer").await;
+            add_user(&store, "bob", "viewer").await;
+            store
+                .user_set_disabled("bob", true, chrono::Utc::now().timestamp_millis())
+                .await
+                .unwrap();
+            let app = app(&store, BackofficeConfig::default(), &Clock::new());
+            let wrong_password = Browser::from(&app, "192.0.2.1")
+                .sign_in("ann", "wrong password!")
+                .await;
+            let unknown_name = Browser::from(&app, "192.0.2.2")
+                .sign_in("nobody", PASSWORD)
+                .await;
+            let disabled = Browser::from(&app, "192.0.2.3")
+                .sign_in("bob", PASSWORD)
+                .await;
+            for page in [&wrong_password, &unknown_name, &disabled] {
+                assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+                assert_eq!(notice(&page.body), notice(&wrong_password.body));
+                assert!(!page.body.contains("nobody") && !page.body.contains("bob"));
+                assert!(page.set_cookies().iter().all(|c| !c.contains("lp_session")));
+            }
+            assert!(notice(&wrong_password.body).contains("Sign-in failed"));
+            let log = store
+                .audit_page(None, Some("login_failed"), 10)
+                .await
+                .unwrap();
+            let reasons: BTreeMap<String, String> = log
+                .iter()
+                .map(|r| {
+                    let detail: serde_json::Value = serde_json::from_str(&r.detail_json).unwrap();
+                    (
+                        r.actor.clone(),
+                        detail["reason"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(reasons["ann"], "bad_password");
+            assert_eq!(reasons["nobody"], "unknown_user");
+            assert_eq!(reasons["bob"], "disabled");
+            store.close().await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_back_off_per_name_and_per_address() {
+    on_each_backend("sign_ins_back_off", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        add_user(&store, "cid", "viewer").await;
+        let clock = Clock::new();
+        let config = BackofficeConfig {
+            login_free_failures: 2,
+            login_backoff_s: 4,
+            login_backoff_max_s: 60,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &clock);
+        // Per name: failures from many addresses lock the name.
+        for (i, want) in [StatusCode::UNAUTHORIZED; 3].into_iter().enumerate() {
+            let page = Browser::from(&app, &format!("198.51.100.{i}"))
+                .sign_in("ann", "bad guess number")
+                .await;
+            assert_eq!(page.status, want, "attempt {i}");
+        }
+        // Third failure locked `ann` for 4 s: even the right password waits.
+        let locked = Browser::from(&app, "198.51.100.9")
+            .sign_in("ann", PASSWORD)
+            .await;
+        assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(locked.headers[header::RETRY_AFTER], "4");
+        assert!(notice(&locked.body).contains("Wait 4 seconds"));
+        clock.advance_s(5);
+        let fourth = Browser::from(&app, "198.51.100.9")
+            .sign_in("ann", "bad guess again!")
+            .await;
+        assert_eq!(fourth.status, StatusCode::UNAUTHORIZED);
+        // The next failure doubles the wait.
+        let locked = Browser::from(&app, "198.51.100.8")
+            .sign_in("ann", PASSWORD)
+            .await;
+        assert_eq!(locked.headers[header::RETRY_AFTER], "8");
+        clock.advance_s(9);
+        let ok = Browser::from(&app, "198.51.100.8")
+            .sign_in("ann", PASSWORD)
+            .await;
+        assert_eq!(ok.status, StatusCode::SEE_OTHER);
+
+        // Per address: one address guessing many names is locked out too,
+        // whatever name it tries next.
+        for name in ["x1", "x2", "x3"] {
+            let page = Browser::from(&app, "203.0.113.5")
+                .sign_in(name, "whatever it is")
+                .await;
+            assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        }
+        let page = Browser::from(&app, "203.0.113.5")
+            .sign_in("cid", PASSWORD)
+            .await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+        let page = Browser::from(&app, "203.0.113.6")
+            .sign_in("cid", PASSWORD)
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_their_token_are_refused() {
+    on_each_backend("forms_without_their_token_are_refused", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "admin").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        // The sign-in form needs its own token and cookie.
+        let mut fresh = Browser::new(&app);
+        let page = fresh
+            .post("/login", &[("name", "ann"), ("password", PASSWORD)])
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        fresh.get("/login").await;
+        let page = fresh
+            .post(
+                "/login",
+                &[("csrf", "forged"), ("name", "ann"), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+
+        let mut ann = Browser::new(&app);
+        assert_eq!(
+            ann.sign_in("ann", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
+        let csrf = ann.csrf().await;
+        let cases: [(&str, Vec<(&str, &str)>); 4] = [
+            (
+                "/users",
+                vec![
+                    ("name", "eve"),
+                    ("role", "admin"),
+                    ("password", PASSWORD),
+                    ("again", PASSWORD),
+                ],
+            ),
+            (
+                "/users",
+                vec![
+                    ("csrf", "not-the-token"),
+                    ("name", "eve"),
+                    ("role", "admin"),
+                    ("password", PASSWORD),
+                    ("again", PASSWORD),
+                ],
+            ),
+            (
+                "/users",
+                vec![
+                    ("csrf", &csrf),
+                    ("csrf", &csrf),
+                    ("name", "eve"),
+                    ("role", "admin"),
+                    ("password", PASSWORD),
+                    ("again", PASSWORD),
+                ],
+            ),
+            ("/logout", vec![]),
+        ];
+        for (path, pairs) in &cases {
+            let page = ann.post(path, pairs).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path} {pairs:?}");
+            assert!(page.body.contains("anti-forgery"));
+        }
+        assert!(store.user_by_name("eve").await.unwrap().is_none());
+        // A token from another session does not pass either.
+        let mut other = Browser::new(&app);
+        other.sign_in("ann", PASSWORD).await;
+        let other_csrf = other.csrf().await;
+        assert_ne!(other_csrf, csrf);
+        let page = ann
+            .post(
+                "/users",
+                &[
+                    ("csrf", &other_csrf),
+                    ("name", "eve"),
+                    ("role", "viewer"),
+                    ("password", PASSWORD),
+                    ("again", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        // With its own token the form works.
+        let page = ann
+            .post(
+                "/users",
+                &[
+                    ("csrf", &csrf),
+                    ("name", "eve"),
+                    ("role", "viewer"),
+                    ("password", PASSWORD),
+                    ("again", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        assert_eq!(
+            store.user_by_name("eve").await.unwrap().unwrap().role,
+            "viewer"
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_cannot_reach_admin_pages() {
+    on_each_backend("viewers_cannot_reach_admin_pages", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "admin").await;
+        add_user(&store, "vic", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+        let home = vic.get("/").await;
+        assert!(!home.body.contains("href=\"/config\"") && !home.body.contains("href=\"/audit\""));
+        for path in ["/config", "/users", "/audit"] {
+            let page = vic.get(path).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+            assert!(page.body.contains("Admins only"));
+        }
+        let csrf = vic.csrf().await;
+        for path in [
+            "/config/publish",
+            "/config/republish",
+            "/users",
+            "/users/change",
+        ] {
+            let page = vic
+                .post(
+                    path,
+                    &[
+                        ("csrf", &csrf),
+                        ("name", "ann"),
+                        ("action", "disable"),
+                        ("serial", "1"),
+                    ],
+                )
+                .await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        }
+        assert!(!store.user_by_name("ann").await.unwrap().unwrap().disabled);
+        let denied = store
+            .audit_page(None, Some("access_denied"), 20)
+            .await
+            .unwrap();
+        assert_eq!(denied.len(), 7);
+        assert!(denied.iter().all(|r| r.actor == "vic"));
+
+        let mut ann = Browser::new(&app);
+        ann.sign_in("ann", PASSWORD).await;
+        for path in ["/config", "/users", "/audit"] {
+            assert_eq!(ann.get(path).await.status, StatusCode::OK, "{path}");
+        }
+        let audit = ann.get("/audit?action=access_denied").await;
+        assert!(audit.body.contains("vic") && audit.body.contains("/config/publish"));
+        // Disabling vic ends vic's session at once.
+        let csrf = ann.csrf().await;
+        let page = ann
+            .post(
+                "/users/change",
+                &[("csrf", &csrf), ("name", "vic"), ("action", "disable")],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        assert_eq!(vic.get("/").await.status, StatusCode::SEE_OTHER);
+        // An admin cannot lock themselves out here.
+        let page = ann
+            .post(
+                "/users/change",
+                &[("csrf", &csrf), ("name", "ann"), ("action", "make_viewer")],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST);
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_idle_or_expired() {
+    on_each_backend("sessions_end_when_idle_or_expired", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        let clock = Clock::new();
+        let config = BackofficeConfig {
+            session_ttl_s: 3600,
+            session_idle_s: 600,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &clock);
+        let mut ann = Browser::new(&app);
+        ann.sign_in("ann", PASSWORD).await;
+        // Used every 9 minutes, the session lives until its hour is up.
+        for _ in 0..6 {
+            clock.advance_s(540);
+            assert_eq!(ann.get("/").await.status, StatusCode::OK);
+        }
+        clock.advance_s(540);
+        assert_eq!(
+            ann.get("/").await.status,
+            StatusCode::SEE_OTHER,
+            "expired after ttl"
+        );
+        // Left alone longer than the idle limit, a session ends.
+        ann.sign_in("ann", PASSWORD).await;
+        assert_eq!(ann.get("/").await.status, StatusCode::OK);
+        clock.advance_s(601);
+        assert_eq!(ann.get("/").await.status, StatusCode::SEE_OTHER, "idle");
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_show_the_lines() {
+    on_each_backend("the_pages_show_the_lines", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        seed_demo(&store).await;
+        add_user(&store, "vic", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+
+        let home = vic.get("/").await;
+        assert_eq!(home.status, StatusCode::OK);
+        // 10 lines, 6 compliant of 9 determinate, one quarantined, the
+        // collector's pull status.
+        assert!(
+            home.body.contains("<div class=\"big\">10</div>"),
+            "{}",
+            home.body
+        );
+        assert!(home.body.contains("66.7 %"));
+        assert!(home.body.contains("demo-dmz-1"));
+        assert!(home.body.contains("<svg"));
+        assert!(home.body.contains("中国移动"));
+
+        let lines = vic.get("/lines").await;
+        assert_eq!(lines.body.matches("href=\"/case?line=").count(), 10);
+        let filtered = vic.get("/lines?verdict=non_compliant").await;
+        assert_eq!(filtered.body.matches("href=\"/case?line=").count(), 1);
+        assert!(filtered.body.contains("account:07552660505"));
+        assert!(filtered.body.contains("carrier_mismatch"));
+        let by_place = vic.get("/lines?province=CN-GD&carrier=china_mobile").await;
+        assert_eq!(
+            by_place.body.matches("href=\"/case?line=").count(),
+            3,
+            "{}",
+            by_place.body
+        );
+        let by_city = vic.get("/lines?city=%E6%B7%B1%E5%9C%B3").await; // 深圳
+        assert_eq!(by_city.body.matches("href=\"/case?line=").count(), 2);
+        let by_actual = vic.get("/lines?actual=china_telecom").await;
+        assert_eq!(by_actual.body.matches("href=\"/case?line=").count(), 5);
+        let future = vic.get("/lines?from=2999-01-01").await;
+        assert!(future.body.contains("No line matches"));
+        let bad = vic.get("/lines?verdict=guilty").await;
+        assert!(bad.body.contains("is not a verdict"));
+
+        let case = vic.get("/case?line=account%3A07552660505").await;
+        assert_eq!(case.status, StatusCode::OK);
+        for want in [
+            "carrier_mismatch",
+            "中国移动",
+            "中国电信",
+            "the subscriber",
+            "first public hop",
+            "private",
+            "113.116.32.1",
+            "regions demo-2026.11",
+            "Reasons",
+            "History",
+        ] {
+            assert!(case.body.contains(want), "case view lacks {want}");
+        }
+        assert_eq!(
+            vic.get("/case?line=account%3Anobody").await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        let quarantine = vic.get("/quarantine").await;
+        assert!(quarantine.body.contains("SZ-LG-001010"));
+        assert!(quarantine.body.contains("trace.hops"));
+        let probes = vic.get("/probes").await;
+        assert!(probes.body.contains("GZ-YX-000606"));
+        assert!(probes.body.contains("unprivileged") || probes.body.contains("trippy"));
+        let one = vic.get("/probes?install=GZ-YX-000606").await;
+        assert_eq!(one.body.matches("href=\"/case?line=").count(), 1);
+
+        let csv = vic.get("/lines/export.csv?verdict=compliant").await;
+        assert_eq!(csv.status, StatusCode::OK);
+        assert!(
+            csv.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv")
+        );
+        assert!(
+            csv.headers[header::CONTENT_DISPOSITION]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment")
+        );
+        let text = csv.body.strip_prefix('\u{feff}').unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(&reader.headers().unwrap()[0], "line");
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 6);
+        assert!(rows.iter().all(|r| &r[3] == "compliant"));
+        let export = store.audit_page(None, Some("export_csv"), 5).await.unwrap();
+        assert_eq!(export.len(), 1);
+        assert_eq!(export[0].actor, "vic");
+        assert!(export[0].detail_json.contains("\"verdict\":\"compliant\""));
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_pages_and_the_export_cover_every_line_once() {
+    on_each_backend("keyset_pages_cover_every_line_once", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        seed_synthetic(&url, 137, now).await;
+        add_user(&store, "vic", "viewer").await;
+        let config = BackofficeConfig {
+            page_size: 10,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+        // Without the dashboard's counts a page does not say how many match.
+        let uncounted = vic.get("/lines").await;
+        assert!(
+            !uncounted.body.contains("137"),
+            "no total before the counts"
+        );
+        assert!(
+            vic.get("/")
+                .await
+                .body
+                .contains("<div class=\"big\">137</div>")
+        );
+        let mut seen = Vec::new();
+        let mut next = Some("/lines".to_owned());
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            let page = vic.get(&path).await;
+            pages += 1;
+            assert!(page.body.contains("137 lines matched at"), "{path}");
+            for part in page.body.split("href=\"/case?line=").skip(1) {
+                seen.push(part[..part.find('"').unwrap()].to_owned());
+            }
+            next = page.body.split("<a href=\"").skip(1).find_map(|a| {
+                let (href, rest) = a.split_once('"')?;
+                rest.starts_with(">Next page")
+                    .then(|| href.replace("&amp;", "&"))
+            });
+        }
+        assert_eq!(pages, 14);
+        let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!((seen.len(), unique.len()), (137, 137));
+        let csv = vic.get("/lines/export.csv").await;
+        assert_eq!(csv.body.lines().count(), 138);
+        // Totals of filtered lists come from the same counts.
+        for filter in [
+            "verdict=compliant",
+            "verdict=compliant&carrier=china_mobile&actual=china_mobile",
+            "province=CN-GD",
+        ] {
+            let exported = vic.get(&format!("/lines/export.csv?{filter}")).await;
+            let want = exported.body.lines().count() - 1;
+            let page = vic.get(&format!("/lines?{filter}")).await;
+            assert!(
+                page.body.contains(&format!("{want} lines matched at")),
+                "{filter}: {want}"
+            );
+        }
+        // City and date filters are not counted ahead: only what is shown.
+        let dated = vic.get("/lines?from=2000-01-01").await;
+        assert!(!dated.body.contains("matched at"));
+        store.close().await;
+    })
+    .await;
+}
