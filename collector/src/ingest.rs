@@ -401,6 +401,7 @@ fn envelope(
         }),
         node_id: state.node_id.to_string(),
         seq: 0,
+        trust: None,
     }
 }
 

@@ -97,6 +97,7 @@ fn report() -> Report {
         tls: None,
         node_id: NODE.to_owned(),
         seq: 0,
+        trust: None,
     });
     report
 }

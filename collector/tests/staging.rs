@@ -49,6 +49,7 @@ fn report_with(id: ReportId, received_at: DateTime<Utc>) -> Report {
         // Ingest's value; the store writes its own node id over it.
         node_id: "set-by-ingest".to_owned(),
         seq: 0,
+        trust: None,
     });
     report
 }

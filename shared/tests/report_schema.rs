@@ -263,8 +263,8 @@ fn every_object_in_the_schema_rejects_unknown_properties() {
     walk(&report_json_schema(), "#", &mut objects);
     // Report, DeclaredLine, DeclaredLocation, DeviceFacts, ProxyFacts,
     // ConsentRecord, ReportTrace, EngineFallback, Hop, EndpointAttempt,
-    // ReceiverEnvelope, EnvelopeHeaders, EnvelopeTls.
-    assert_eq!(objects, 13);
+    // ReceiverEnvelope, EnvelopeHeaders, EnvelopeTls, ArrivalTrust.
+    assert_eq!(objects, 14);
 }
 
 #[test]

@@ -1166,6 +1166,7 @@ fn make_report(
         }),
         node_id: NODE.to_owned(),
         seq: 0,
+        trust: None,
     });
     Ok(report)
 }

@@ -574,6 +574,7 @@ mod tests {
                 tls: None,
                 node_id: "n1".to_owned(),
                 seq: i as u64 + 1,
+                trust: None,
             });
             let body = report.to_json().unwrap();
             let Ok(extracted) = extract(&body, "n1", &catalog) else {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::ReportLimits;
+use super::{ArrivalTrust, ReportLimits};
 
 /// The receiver's record of how a report arrived. A probe never sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -39,6 +39,10 @@ pub struct ReceiverEnvelope {
     /// The node's sequence number for this report: strictly increasing per
     /// node, so the puller can resume after the last one it committed.
     pub seq: u64,
+    /// How far the receiver trusted the report's sources when it arrived.
+    /// Absent from receivers that predate trust scoring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<ArrivalTrust>,
 }
 
 /// The request headers a receiver records; no others are kept.

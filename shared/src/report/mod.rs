@@ -15,6 +15,7 @@ mod identity;
 mod limits;
 mod schema;
 mod tracerun;
+mod trust;
 mod validate;
 
 use chrono::{DateTime, FixedOffset};
@@ -31,6 +32,7 @@ pub use identity::{InstallId, ReportId};
 pub use limits::ReportLimits;
 pub use schema::report_json_schema;
 pub use tracerun::{EngineFallback, ReportTrace, TraceEngine, TraceProtocol};
+pub use trust::{ArrivalTrust, SignatureCheck, TrustReason, TrustScore};
 
 /// The schema version this build writes.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
