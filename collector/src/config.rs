@@ -47,6 +47,10 @@ pub struct CollectorConfig {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Traffic accounting, anomalies and budgets.
+    pub traffic: crate::TrafficConfig,
+    /// Trust scores.
+    pub trust: crate::TrustConfig,
 }
 
 /// The public listener: where probes send reports.
@@ -196,6 +200,8 @@ impl Default for CollectorConfig {
             manifest: ManifestConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            traffic: crate::TrafficConfig::default(),
+            trust: crate::TrustConfig::default(),
         }
     }
 }
@@ -445,7 +451,9 @@ impl CollectorConfig {
         if self.export.max_batch == 0 || self.export.max_batch > 10_000 {
             return bad("export.max_batch", "use a value from 1 to 10000".to_owned());
         }
-        self.validate_tls_and_limits()
+        self.validate_tls_and_limits()?;
+        self.traffic.validate()?;
+        self.trust.validate()
     }
 
     /// The TLS, limits and staging half of [`CollectorConfig::validate`].

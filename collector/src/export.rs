@@ -175,6 +175,11 @@ pub fn export_router(state: ExportState) -> Router {
         .with_state(state)
 }
 
+/// Puts `routes` (served on the export listener) behind the export token.
+pub(crate) fn with_token(routes: Router, state: &ExportState) -> Router {
+    routes.route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+}
+
 /// `GET /manifest` for probes, to mount on the public listener: the current
 /// signed manifest as published, or 404 when none has been.
 pub fn manifest_routes(staging: Staging) -> Router {
@@ -669,13 +674,32 @@ static OPENAPI_JSON: LazyLock<Result<String, String>> =
                        document needs `Authorization: Bearer <export token>` (and, when \
                        configured, a client certificate).",
     ),
-    paths(list_reports, ack_reports, publish_manifest, export_current_manifest, openapi_json),
-    components(schemas(ApiError, AckRequest, AckResponse, SignedManifestDoc)),
+    paths(
+        list_reports,
+        ack_reports,
+        publish_manifest,
+        export_current_manifest,
+        crate::traffic::api::list_episodes,
+        crate::traffic::api::list_low_trust,
+        openapi_json
+    ),
+    components(schemas(
+        ApiError,
+        AckRequest,
+        AckResponse,
+        SignedManifestDoc,
+        crate::traffic::api::EpisodeList,
+        crate::traffic::api::LowTrustList,
+        crate::traffic::Episode,
+        crate::traffic::LowTrustUnit,
+        crate::traffic::UnitKind
+    )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
         (name = "export", description = "Pulling and acknowledging reports"),
         (name = "manifest", description = "The signed probe manifest"),
+        (name = "traffic", description = "Traffic anomaly episodes and low-trust units"),
         (name = "meta", description = "This document"),
     ),
 )]

@@ -19,12 +19,12 @@ use axum::routing::get;
 use chrono::Utc;
 use http_body_util::{BodyExt, Limited};
 use ipnet::IpNet;
-use lineprobe_shared::{EnvelopeHeaders, EnvelopeTls, ReceiverEnvelope, Report};
+use lineprobe_shared::{EnvelopeHeaders, EnvelopeTls, ReceiverEnvelope, Report, SignatureCheck};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::metrics::{IngestOutcome, Metrics};
-use crate::{ConnInfo, Error, PathSet, StageOutcome, Staging};
+use crate::{Admission, ConnInfo, Error, PathSet, StageOutcome, Staging, Ticket, Traffic};
 
 /// A request refused before staging: how to count it and what to answer.
 type Rejected = Box<(IngestOutcome, Response)>;
@@ -59,6 +59,8 @@ pub struct IngestState {
     pub full_retry_after_secs: u64,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Traffic accounting, budgets and trust.
+    pub traffic: Arc<Traffic>,
 }
 
 /// The public router: ingest on the configured paths, health checks, and an
@@ -107,10 +109,27 @@ async fn ingest_or_not_found(State(state): State<IngestState>, request: Request)
         state.metrics.ingest(IngestOutcome::NotFound);
         return not_found();
     }
+    // Accounted, and throttled when its source is in an anomaly episode and
+    // over its budget, before anything of the body is read.
+    let peer = request
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|conn| egress_address(conn, request.headers(), &state.trusted_proxies).0);
+    let mut ticket = match peer.map(|ip| state.traffic.admit(ip, request.uri().path())) {
+        Some(Admission::Throttled { retry_after_secs }) => {
+            state.metrics.ingest(IngestOutcome::Throttled);
+            return throttled(retry_after_secs);
+        }
+        Some(Admission::Proceed(ticket)) => Some(ticket),
+        None => None,
+    };
     // Shed instead of queueing: a queue only turns overload into timeouts
     // for everyone, while a prompt 503 lets the probe spool and retry.
     let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
         state.metrics.ingest(IngestOutcome::Shed);
+        if let Some(ticket) = ticket {
+            state.traffic.finish(ticket, IngestOutcome::Shed);
+        }
         return rejection(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -118,12 +137,29 @@ async fn ingest_or_not_found(State(state): State<IngestState>, request: Request)
             Some(1),
         );
     };
-    let (outcome, response) = ingest(&state, request).await;
+    let (outcome, response) = ingest(&state, request, ticket.as_mut()).await;
     state.metrics.ingest(outcome);
+    if let Some(ticket) = ticket {
+        state.traffic.finish(ticket, outcome);
+    }
     response
 }
 
-async fn ingest(state: &IngestState, request: Request) -> (IngestOutcome, Response) {
+/// 429: the source is flooding; the probe spools and retries later.
+fn throttled(retry_after_secs: u64) -> Response {
+    rejection(
+        StatusCode::TOO_MANY_REQUESTS,
+        "throttled",
+        "too many requests from this source; retry later",
+        Some(retry_after_secs),
+    )
+}
+
+async fn ingest(
+    state: &IngestState,
+    request: Request,
+    mut ticket: Option<&mut Ticket>,
+) -> (IngestOutcome, Response) {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let conn = parts.extensions.get::<ConnInfo>().cloned();
@@ -133,7 +169,14 @@ async fn ingest(state: &IngestState, request: Request) -> (IngestOutcome, Respon
         Ok(b) => b,
         Err(rejected) => return *rejected,
     };
-    let report = match Report::from_submitted_json(&bytes) {
+    let parsed = Report::from_submitted_json(&bytes);
+    if let Some(t) = ticket.as_deref_mut() {
+        t.bytes = bytes.len() as u64;
+        if parsed.is_err() {
+            t.sniff_install_id(&bytes);
+        }
+    }
+    let report = match parsed {
         Ok(r) => r,
         Err(lineprobe_shared::Error::InvalidReport(violations)) => {
             let body = json!({
@@ -173,8 +216,19 @@ async fn ingest(state: &IngestState, request: Request) -> (IngestOutcome, Respon
             ),
         );
     };
+    if let Some(t) = ticket.as_deref_mut()
+        && let Err(secs) = state.traffic.identify(t, report.install_id.as_str())
+    {
+        return (IngestOutcome::Throttled, throttled(secs));
+    }
     let mut report = report;
-    report.envelope = Some(envelope(state, &conn, &parts.headers, &path));
+    let mut envelope = envelope(state, &conn, &parts.headers, &path);
+    if let Some(t) = ticket.as_deref() {
+        // Signature checking plugs in here; until then every report is
+        // unsigned (and its trust capped at `trust.unsigned_cap`).
+        envelope.trust = state.traffic.arrival_trust(t, SignatureCheck::Unsigned);
+    }
+    report.envelope = Some(envelope);
     let report_id = report.report_id.to_string();
 
     let remaining = state

@@ -20,6 +20,7 @@ mod paths;
 mod proxyproto;
 mod server;
 mod staging;
+mod traffic;
 
 pub use certs::{CertStore, GENERATED_TLS_DIR};
 pub use cli::{Cli, Command, main_with_args, run};
@@ -37,3 +38,8 @@ pub use proxyproto::{
 };
 pub use server::RunningCollector;
 pub use staging::*;
+pub use traffic::{
+    Admission, Band, BandRules, Clock, Episode, LowTrustUnit, ManualClock, SystemClock, Ticket,
+    Traffic, TrafficConfig, TrustConfig, TrustEntry, TrustRow, UnitKey, UnitKind, source_prefix,
+    traffic_routes,
+};

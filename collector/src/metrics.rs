@@ -48,6 +48,8 @@ pub enum IngestOutcome {
     Timeout,
     /// Any path or method that is not an ingest endpoint (404/405).
     NotFound,
+    /// A unit in an anomaly episode over its budget (429).
+    Throttled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -59,6 +61,11 @@ struct IngestLabels {
 struct ConnectionLabels {
     listener: ListenerName,
     event: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UnitLabels {
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -79,6 +86,10 @@ pub struct Metrics {
     staging_highest_seq: Gauge,
     oldest_unacked_seconds: Gauge<f64, AtomicU64>,
     exported: Counter,
+    episodes_open: Gauge,
+    episodes_opened: Counter,
+    throttled: Family<UnitLabels, Counter>,
+    low_trust_units: Family<UnitLabels, Gauge>,
 }
 
 impl Metrics {
@@ -140,8 +151,37 @@ impl Metrics {
             "Reports sent to the puller",
             exported.clone(),
         );
+        let episodes_open = Gauge::default();
+        registry.register(
+            "traffic_anomaly_episodes_open",
+            "Traffic anomaly episodes going on now",
+            episodes_open.clone(),
+        );
+        let episodes_opened = Counter::default();
+        registry.register(
+            "traffic_anomaly_episodes",
+            "Traffic anomaly episodes opened",
+            episodes_opened.clone(),
+        );
+        let throttled = Family::<UnitLabels, Counter>::default();
+        registry.register(
+            "traffic_throttled_requests",
+            "Requests answered 429 because their unit (prefix or install) was in an anomaly \
+             episode and over its budget",
+            throttled.clone(),
+        );
+        let low_trust_units = Family::<UnitLabels, Gauge>::default();
+        registry.register(
+            "trust_low_units",
+            "Units (prefix or install) whose trust is below trust.low_threshold",
+            low_trust_units.clone(),
+        );
         Arc::new(Self {
             registry,
+            episodes_open,
+            episodes_opened,
+            throttled,
+            low_trust_units,
             ingest,
             connections,
             open_connections,
@@ -195,6 +235,33 @@ impl Metrics {
     /// Counts reports handed to the puller.
     pub fn exported(&self, reports: u64) {
         self.exported.inc_by(reports);
+    }
+
+    /// Counts an anomaly episode opened.
+    pub fn traffic_episode_opened(&self) {
+        self.episodes_opened.inc();
+    }
+
+    /// Counts a request throttled for its unit of `kind`.
+    pub fn traffic_throttled(&self, kind: &'static str) {
+        self.throttled.get_or_create(&UnitLabels { kind }).inc();
+    }
+
+    /// Requests throttled so far for units of `kind`.
+    pub fn traffic_throttled_count(&self, kind: &'static str) -> u64 {
+        self.throttled.get_or_create(&UnitLabels { kind }).get()
+    }
+
+    /// Sets the traffic gauges.
+    pub fn traffic_gauges(&self, open_episodes: usize, low_prefixes: usize, low_installs: usize) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.episodes_open.set(n(open_episodes));
+        self.low_trust_units
+            .get_or_create(&UnitLabels { kind: "prefix" })
+            .set(n(low_prefixes));
+        self.low_trust_units
+            .get_or_create(&UnitLabels { kind: "install" })
+            .set(n(low_installs));
     }
 
     /// Refreshes the staging gauges and renders everything in the

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{healthz, readiness};
 use crate::{
     CertStore, CollectorConfig, Error, ExportState, IngestLimits, IngestState, ListenerName,
-    ListenerOptions, Metrics, PathSet, Staging, StagingOptions, bind, export_router, ingest_router,
-    manifest_routes, serve,
+    ListenerOptions, Metrics, PathSet, Staging, StagingOptions, SystemClock, Traffic, bind,
+    export_router, ingest_router, manifest_routes, serve, traffic_routes,
 };
 
 /// How often acknowledged reports past their retention are purged.
@@ -63,6 +63,22 @@ impl RunningCollector {
         let public_addr = local_addr(&public_listener, config.public.listen)?;
         let export_addr = local_addr(&export_listener, config.export.listen)?;
 
+        let traffic = Arc::new(Traffic::new(
+            config,
+            Arc::new(SystemClock),
+            Some(Arc::clone(&metrics)),
+        ));
+        if traffic.enabled() {
+            background.push(
+                traffic
+                    .start(
+                        staging.clone(),
+                        Duration::from_secs(config.trust.flush_secs),
+                        shutdown.child_token(),
+                    )
+                    .await?,
+            );
+        }
         let paths = PathSet::parse(&config.public.paths).map_err(|reason| Error::Config {
             key: "public.paths".to_owned(),
             reason,
@@ -80,9 +96,15 @@ impl RunningCollector {
             concurrency: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             full_retry_after_secs: config.staging.full_retry_after_secs,
             metrics: Arc::clone(&metrics),
+            traffic: Arc::clone(&traffic),
         };
         let public_router = ingest_router(ingest).merge(manifest_routes(staging.clone()));
-        let export_router = export_router(ExportState::from_config(config, staging.clone())?)
+        let export_state = ExportState::from_config(config, staging.clone())?;
+        let export_router = export_router(export_state.clone())
+            .merge(crate::export::with_token(
+                traffic_routes(Arc::clone(&traffic)),
+                &export_state,
+            ))
             .merge(internal_router(staging.clone(), Arc::clone(&metrics)));
 
         let tasks = vec![

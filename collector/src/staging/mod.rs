@@ -11,6 +11,7 @@
 
 mod checkpoint;
 mod schema;
+mod trust;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -380,6 +381,26 @@ impl Staging {
             Ok(row.map(|(serial, signed)| (u64::try_from(serial).unwrap_or(0), signed)))
         })
         .await
+    }
+
+    /// Writes changed trust scores, keeping at most `max_units` rows (the
+    /// least recently seen are dropped).
+    pub async fn save_trust(
+        &self,
+        rows: Vec<crate::traffic::TrustRow>,
+        max_units: usize,
+    ) -> Result<(), Error> {
+        self.request(|reply| Request::SaveTrust {
+            rows,
+            max_units,
+            reply,
+        })
+        .await
+    }
+
+    /// The `limit` most recently seen stored trust scores.
+    pub async fn load_trust(&self, limit: usize) -> Result<Vec<crate::traffic::TrustRow>, Error> {
+        self.read(move |conn| trust::load(conn, limit)).await
     }
 
     /// Runs SQLite's full integrity check on the database file.

@@ -52,6 +52,23 @@ const MIGRATIONS: &[&str] = &[
          signed       BLOB    NOT NULL,
          stored_at_us INTEGER NOT NULL
      );",
+    // Version 2.
+    //
+    // Trust scores of traffic units (`kind` `prefix` or `install`), kept
+    // across restarts. Written in the background by the traffic monitor and
+    // pruned to its bound, least recently seen first.
+    "CREATE TABLE trust_scores (
+         kind                TEXT    NOT NULL CHECK (kind IN ('prefix', 'install')),
+         unit                TEXT    NOT NULL,
+         score               REAL    NOT NULL CHECK (score >= 0 AND score <= 100),
+         accepted            INTEGER NOT NULL CHECK (accepted >= 0),
+         rejects             INTEGER NOT NULL CHECK (rejects >= 0),
+         anomalies           INTEGER NOT NULL CHECK (anomalies >= 0),
+         last_seen_minute    INTEGER NOT NULL,
+         last_reject_minute  INTEGER,
+         PRIMARY KEY (kind, unit)
+     ) WITHOUT ROWID;
+     CREATE INDEX trust_scores_seen ON trust_scores (last_seen_minute);",
 ];
 
 /// Wraps a SQLite error with what was being done, and says what to do about

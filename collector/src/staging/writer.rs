@@ -51,6 +51,15 @@ pub(super) enum Request {
         /// How many reports were purged and whether more work remains.
         reply: Reply<PurgeChunk>,
     },
+    /// Store changed trust scores (`staging::trust`).
+    SaveTrust {
+        /// The changed rows.
+        rows: Vec<crate::traffic::TrustRow>,
+        /// Most rows kept.
+        max_units: usize,
+        /// Where the outcome goes.
+        reply: Reply<()>,
+    },
     /// Replace the manifest.
     PutManifest {
         /// Its serial.
@@ -170,6 +179,16 @@ impl Writer {
                 reply,
             } => {
                 let result = self.transact("purging", |tx, _| purge(tx, cutoff_us, limit));
+                let _ = reply.send(result);
+            }
+            Request::SaveTrust {
+                rows,
+                max_units,
+                reply,
+            } => {
+                let result = self.transact("storing trust scores", |tx, _| {
+                    super::trust::save(tx, &rows, max_units).map_err(TxError::Sql)
+                });
                 let _ = reply.send(result);
             }
             Request::PutManifest {

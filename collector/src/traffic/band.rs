@@ -1,0 +1,152 @@
+//! The expected band of a unit's per-minute request count, from robust
+//! statistics of its recent minutes: the median and the median absolute
+//! deviation (MAD). One flood minute moves neither, unlike a mean and a
+//! standard deviation, so a flood cannot teach the band to accept itself
+//! within a few minutes.
+
+/// MAD times this estimates the standard deviation of normal data.
+const MAD_TO_SIGMA: f64 = 1.4826;
+
+/// What is normal for one unit in one minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    /// The median request count per minute.
+    pub median: f64,
+    /// The spread one "MAD" stands for (scaled MAD, with floors).
+    pub scale: f64,
+    /// Counts above this are anomalous.
+    pub upper: f64,
+}
+
+/// The parameters of a band.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandRules {
+    /// Scaled MADs above the median where the band ends.
+    pub mads: f64,
+    /// Counts at or below this are never anomalous.
+    pub floor: f64,
+}
+
+impl Band {
+    /// The band of `counts` (one per minute, quiet minutes as 0).
+    ///
+    /// The scale never drops below 1 request, nor below a tenth of the
+    /// median: a perfectly regular unit (MAD 0) must not turn its first
+    /// extra request into an anomaly of infinite degree.
+    pub fn learn(counts: &mut [f64], rules: BandRules) -> Self {
+        let median = median(counts);
+        for c in counts.iter_mut() {
+            *c = (*c - median).abs();
+        }
+        let mad = median_of(counts);
+        let scale = (mad * MAD_TO_SIGMA).max(1.0).max(median * 0.1);
+        Self {
+            median,
+            scale,
+            upper: (median + rules.mads * scale).max(rules.floor),
+        }
+    }
+
+    /// The wider of two bands (a young unit is held to its own band and the
+    /// node's norm, whichever allows more).
+    pub fn widest(self, other: Self) -> Self {
+        if other.upper > self.upper { other } else { self }
+    }
+
+    /// Whether `count` is outside the band.
+    pub fn is_anomalous(&self, count: f64) -> bool {
+        count > self.upper
+    }
+
+    /// How many scales above the median `count` is (0 at or below it).
+    pub fn degree(&self, count: f64) -> f64 {
+        ((count - self.median) / self.scale).max(0.0)
+    }
+}
+
+/// The median of `values` (0 when empty); sorts them.
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    median_of(values)
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    let upper = values.get(mid).copied().unwrap_or(0.0);
+    if values.len() % 2 == 1 {
+        upper
+    } else {
+        let lower = values.get(mid - 1).copied().unwrap_or(0.0);
+        f64::midpoint(lower, upper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: BandRules = BandRules {
+        mads: 6.0,
+        floor: 20.0,
+    };
+
+    #[test]
+    fn median_of_odd_and_even_and_empty() {
+        assert!((median(&mut [3.0, 1.0, 2.0]) - 2.0).abs() < 1e-9);
+        assert!((median(&mut [4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-9);
+        assert!(median(&mut []).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_quiet_units_small_burst_is_within_the_floor() {
+        // One report an hour: median 0, MAD 0.
+        let mut counts = vec![0.0; 59];
+        counts.push(1.0);
+        let band = Band::learn(&mut counts, RULES);
+        assert!(band.median.abs() < 1e-9);
+        assert!((band.scale - 1.0).abs() < 1e-9, "{band:?}");
+        assert!(!band.is_anomalous(20.0), "retries after an outage");
+        assert!(band.is_anomalous(21.0));
+        assert!((band.degree(21.0) - 21.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_busy_units_band_follows_its_spread() {
+        // A NAT'd /24 with ~100 ± 10 requests a minute.
+        let mut counts: Vec<f64> = (0..60).map(|i| 90.0 + f64::from(i % 21)).collect();
+        let band = Band::learn(&mut counts, RULES);
+        assert!((band.median - 100.0).abs() <= 1.0, "{band:?}");
+        assert!(band.scale > 5.0 && band.scale < 20.0, "{band:?}");
+        assert!(!band.is_anomalous(130.0));
+        assert!(band.is_anomalous(1000.0));
+        assert!(band.degree(1000.0) > 50.0);
+    }
+
+    #[test]
+    fn one_flood_minute_does_not_move_the_band() {
+        let mut quiet: Vec<f64> = (0..60).map(|i| f64::from(i % 3)).collect();
+        let before = Band::learn(&mut quiet.clone(), RULES);
+        quiet[10] = 100_000.0;
+        let after = Band::learn(&mut quiet, RULES);
+        assert!((before.upper - after.upper).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_wider_band_wins() {
+        let narrow = Band {
+            median: 0.0,
+            scale: 1.0,
+            upper: 20.0,
+        };
+        let wide = Band {
+            median: 50.0,
+            scale: 5.0,
+            upper: 80.0,
+        };
+        assert_eq!(narrow.widest(wide), wide);
+        assert_eq!(wide.widest(narrow), wide);
+    }
+}

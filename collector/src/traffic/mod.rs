@@ -1,0 +1,745 @@
+//! Receiver defences: per-minute traffic accounting per unit (source prefix,
+//! `install_id`, path pattern), anomaly detection against a band learned
+//! from each unit's history, anomaly episodes, budgets that throttle units
+//! in an episode (429 with `Retry-After`) so that normal probes keep their
+//! share of the node, and trust scores that travel with each report.
+//!
+//! Everything here runs under two short-held locks (traffic, then trust,
+//! never both at once) and does constant work per request, except the band
+//! of a unit, learned once per unit and minute. A background task
+//! ([`Traffic::sweep`]) closes minutes and episodes of units that went
+//! quiet, refreshes the gauges and writes changed trust scores to the
+//! staging database.
+
+pub(crate) mod api;
+mod band;
+mod budget;
+mod config;
+mod episodes;
+mod trust;
+mod units;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use lineprobe_shared::{ArrivalTrust, SignatureCheck};
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use self::api::traffic_routes;
+pub use self::band::{Band, BandRules};
+use self::budget::TokenBucket;
+pub use self::config::{TrafficConfig, TrustConfig};
+pub use self::episodes::Episode;
+use self::episodes::EpisodeLog;
+use self::trust::{TrustBook, UnitFlags};
+pub use self::trust::{LowTrustUnit, TrustEntry, TrustRow};
+use self::units::{Bucket, UnitState};
+pub use self::units::{UnitKey, UnitKind, source_prefix};
+use crate::metrics::IngestOutcome;
+use crate::{CollectorConfig, Metrics, PathPattern, Staging};
+
+/// Where the traffic monitor reads the time: the system clock, or a manual
+/// one in tests.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock at `ms` since the epoch.
+    pub fn at(ms: u64) -> Arc<Self> {
+        Arc::new(Self(AtomicU64::new(ms)))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How often the background task sweeps.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The answer to a request's admission.
+#[derive(Debug)]
+pub enum Admission {
+    /// Serve it; hand the ticket back through [`Traffic::finish`].
+    Proceed(Ticket),
+    /// Answer 429 with `Retry-After` this many seconds; nothing is read.
+    Throttled {
+        /// Seconds.
+        retry_after_secs: u64,
+    },
+}
+
+/// What the monitor knows of one request while it is served.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    minute: u64,
+    prefix: UnitKey,
+    path: Option<UnitKey>,
+    install: Option<UnitKey>,
+    install_counted: bool,
+    in_episode: bool,
+    /// Body bytes read (after decompression).
+    pub bytes: u64,
+}
+
+impl Ticket {
+    /// The source prefix unit.
+    pub fn prefix(&self) -> &UnitKey {
+        &self.prefix
+    }
+
+    /// Names the report's `install_id` from a body that did not parse as a
+    /// report, when its JSON gets that far, so that the reject counts
+    /// against the installation too.
+    pub fn sniff_install_id(&mut self, body: &[u8]) {
+        #[derive(Deserialize)]
+        struct Sniff {
+            install_id: Option<String>,
+        }
+        if self.install.is_none()
+            && let Ok(Sniff {
+                install_id: Some(id),
+            }) = serde_json::from_slice::<Sniff>(body)
+            && let Ok(id) = lineprobe_shared::InstallId::parse(&id)
+        {
+            self.install = Some(UnitKey::Install(id.as_str().to_owned()));
+        }
+    }
+}
+
+/// Trust events collected under the traffic lock, applied after it.
+enum TrustEvent {
+    EpisodeOpened(UnitKey),
+    AnomalousMinute(UnitKey),
+}
+
+/// The per-unit tables and episodes (under the traffic lock).
+#[derive(Debug)]
+struct Monitor {
+    tables: HashMap<UnitKind, HashMap<UnitKey, UnitState>>,
+    /// The node-wide band of each kind, from the last closed minute.
+    norms: HashMap<UnitKind, Band>,
+    norm_minute: u64,
+    episodes: EpisodeLog,
+    anomalous_total: TokenBucket,
+    opened_total: u64,
+}
+
+/// The traffic monitor, budgets and trust book of one node.
+#[derive(Debug)]
+pub struct Traffic {
+    config: TrafficConfig,
+    clock: Arc<dyn Clock>,
+    paths: Vec<(PathPattern, String)>,
+    rules: BandRules,
+    monitor: Mutex<Monitor>,
+    trust: Mutex<TrustBook>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Traffic {
+    /// A monitor for `config`'s `[traffic]` and `[trust]` sections and its
+    /// ingest paths, reading `clock`, counting into `metrics`.
+    pub fn new(
+        config: &CollectorConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        let traffic = config.traffic.clone();
+        let paths = config
+            .public
+            .paths
+            .iter()
+            .filter_map(|p| PathPattern::parse(p).ok().map(|pat| (pat, p.clone())))
+            .collect();
+        let now = clock.now_ms();
+        let rules = BandRules {
+            mads: traffic.anomaly_mads,
+            floor: f64::from(traffic.min_anomaly_requests_per_minute),
+        };
+        let total_rate = traffic.node_capacity_per_second * traffic.anomalous_total_share;
+        Self {
+            paths,
+            rules,
+            monitor: Mutex::new(Monitor {
+                tables: UnitKind::ALL
+                    .into_iter()
+                    .map(|k| (k, HashMap::new()))
+                    .collect(),
+                norms: HashMap::new(),
+                norm_minute: 0,
+                episodes: EpisodeLog::new(traffic.episodes_kept),
+                anomalous_total: TokenBucket::new(total_rate, now),
+                opened_total: 0,
+            }),
+            trust: Mutex::new(TrustBook::new(config.trust.clone())),
+            config: traffic,
+            clock,
+            metrics,
+        }
+    }
+
+    /// Whether accounting is on (`traffic.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    fn minute(now_ms: u64) -> u64 {
+        now_ms / 60_000
+    }
+
+    /// Counts a request from `peer` on `path` before anything of it is read,
+    /// and throttles it when its source prefix is in an anomaly episode and
+    /// over its budget.
+    pub fn admit(&self, peer: IpAddr, path: &str) -> Admission {
+        let now = self.clock.now_ms();
+        let minute = Self::minute(now);
+        let prefix = UnitKey::prefix_of(peer);
+        let path = self
+            .paths
+            .iter()
+            .find(|(p, _)| p.matches(path))
+            .map(|(_, raw)| UnitKey::Path(raw.clone()));
+        let mut ticket = Ticket {
+            minute,
+            prefix,
+            path,
+            install: None,
+            install_counted: false,
+            in_episode: false,
+            bytes: 0,
+        };
+        if !self.config.enabled {
+            return Admission::Proceed(ticket);
+        }
+        let mut events = Vec::new();
+        let throttled = {
+            let mut m = lock(&self.monitor);
+            if let Some(path) = &ticket.path {
+                ticket.in_episode |= self.count(&mut m, path, now, &mut events);
+            }
+            ticket.in_episode |= self.count(&mut m, &ticket.prefix, now, &mut events);
+            self.over_budget(&mut m, &ticket.prefix, now)
+        };
+        self.apply(events, minute);
+        if throttled {
+            if let Some(metrics) = &self.metrics {
+                metrics.traffic_throttled(UnitKind::Prefix.as_str());
+            }
+            return Admission::Throttled {
+                retry_after_secs: self.config.throttle_retry_after_secs,
+            };
+        }
+        Admission::Proceed(ticket)
+    }
+
+    /// Counts the report's `install_id` once its body parsed, and throttles
+    /// it (`Err` with `Retry-After` seconds) when that installation is in an
+    /// anomaly episode and over its budget — before the report is staged.
+    pub fn identify(&self, ticket: &mut Ticket, install_id: &str) -> Result<(), u64> {
+        let unit = UnitKey::Install(install_id.to_owned());
+        ticket.install = Some(unit.clone());
+        if !self.config.enabled {
+            return Ok(());
+        }
+        ticket.install_counted = true;
+        let now = self.clock.now_ms();
+        let mut events = Vec::new();
+        let throttled = {
+            let mut m = lock(&self.monitor);
+            ticket.in_episode |= self.count(&mut m, &unit, now, &mut events);
+            self.over_budget(&mut m, &unit, now)
+        };
+        self.apply(events, Self::minute(now));
+        if throttled {
+            if let Some(metrics) = &self.metrics {
+                metrics.traffic_throttled(UnitKind::Install.as_str());
+            }
+            return Err(self.config.throttle_retry_after_secs);
+        }
+        Ok(())
+    }
+
+    /// The trust of the report `ticket` stands for as it arrives, given its
+    /// signature check. `None` when accounting is off.
+    pub fn arrival_trust(
+        &self,
+        ticket: &Ticket,
+        signature: SignatureCheck,
+    ) -> Option<ArrivalTrust> {
+        if !self.config.enabled {
+            return None;
+        }
+        let flags = UnitFlags {
+            in_episode: ticket.in_episode,
+        };
+        Some(lock(&self.trust).arrival(
+            &ticket.prefix,
+            ticket.install.as_ref(),
+            flags,
+            signature,
+            ticket.minute,
+        ))
+    }
+
+    /// Records how the request ended: bytes and rejects into its units, and
+    /// the outcome into their trust.
+    pub fn finish(&self, ticket: Ticket, outcome: IngestOutcome) {
+        if !self.config.enabled {
+            return;
+        }
+        let accepted = matches!(outcome, IngestOutcome::Stored | IngestOutcome::Duplicate);
+        let rejected = matches!(
+            outcome,
+            IngestOutcome::Invalid | IngestOutcome::TooLarge | IngestOutcome::UnsupportedMedia
+        );
+        let now = self.clock.now_ms();
+        let mut events = Vec::new();
+        {
+            let mut m = lock(&self.monitor);
+            if let Some(install) = &ticket.install
+                && !ticket.install_counted
+            {
+                self.count(&mut m, install, now, &mut events);
+            }
+            let units = [Some(&ticket.prefix), ticket.path.as_ref(), ticket.install.as_ref()];
+            for unit in units.into_iter().flatten() {
+                let Monitor {
+                    tables, episodes, ..
+                } = &mut *m;
+                let Some(state) = tables
+                    .get_mut(&unit.kind())
+                    .and_then(|t| t.get_mut(unit))
+                else {
+                    continue;
+                };
+                if state.current.minute == ticket.minute {
+                    state.current.bytes = state.current.bytes.saturating_add(ticket.bytes);
+                    state.current.rejects += u32::from(rejected);
+                }
+                if let Some(id) = state.episode {
+                    episodes.add(id, 0, ticket.bytes, u64::from(rejected), 0);
+                }
+            }
+        }
+        self.apply(events, ticket.minute);
+        if accepted || rejected {
+            let mut book = lock(&self.trust);
+            for unit in [Some(&ticket.prefix), ticket.install.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if accepted {
+                    book.accepted(unit, ticket.minute, ticket.in_episode);
+                } else {
+                    book.rejected(unit, ticket.minute);
+                }
+            }
+        }
+    }
+
+    /// Counts one request of `unit`; true when the unit is in an episode.
+    fn count(
+        &self,
+        m: &mut Monitor,
+        unit: &UnitKey,
+        now_ms: u64,
+        events: &mut Vec<TrustEvent>,
+    ) -> bool {
+        let minute = Self::minute(now_ms);
+        let kind = unit.kind();
+        let norm = m.norms.get(&kind).copied();
+        let Monitor {
+            tables,
+            episodes,
+            opened_total,
+            ..
+        } = m;
+        let table = tables.entry(kind).or_default();
+        if !table.contains_key(unit) && table.len() >= self.config.max_units {
+            evict(table, episodes, minute);
+        }
+        let state = table
+            .entry(unit.clone())
+            .or_insert_with(|| UnitState::new(minute));
+        self.advance(unit, state, episodes, minute, events);
+        if state.band.is_none() {
+            state.band = Some(self.band_for(state, norm));
+        }
+        state.current.requests = state.current.requests.saturating_add(1);
+        let count = f64::from(state.current.requests);
+        let before = state.episode;
+        let band = state.band.unwrap_or(Band {
+            median: 0.0,
+            scale: 1.0,
+            upper: self.rules.floor,
+        });
+        if !state.current_anomalous && band.is_anomalous(count) {
+            state.current_anomalous = true;
+            let joins = state.episode.and_then(|id| episodes.last_minute(id)).is_some_and(
+                |last| minute <= last + u64::from(self.config.episode_gap_minutes) + 1,
+            );
+            match state.episode {
+                Some(id) if joins => {
+                    episodes.extend(id, minute);
+                    events.push(TrustEvent::AnomalousMinute(unit.clone()));
+                }
+                _ => {
+                    if let Some(old) = state.episode.take() {
+                        episodes.close(old, minute);
+                    }
+                    // The budget refills at the unit's own rate from here.
+                    // The new episode starts with the minute's counts so far,
+                    // this request included.
+                    let id = episodes.open(unit, minute, &state.current, band.median);
+                    state.episode = Some(id);
+                    state.budget = Some(TokenBucket::new(
+                        self.config.node_capacity_per_second * self.config.anomalous_unit_share,
+                        now_ms,
+                    ));
+                    *opened_total = opened_total.saturating_add(1);
+                    events.push(TrustEvent::EpisodeOpened(unit.clone()));
+                    if let Some(metrics) = &self.metrics {
+                        metrics.traffic_episode_opened();
+                    }
+                }
+            }
+        }
+        if let Some(id) = before
+            && state.episode == Some(id)
+        {
+            episodes.add(id, 1, 0, 0, 0);
+        }
+        if let Some(id) = state.episode {
+            if state.current_anomalous {
+                episodes.observe(id, state.current.requests, band.degree(count));
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Closes the unit's minute when it is over and its episode when it has
+    /// been quiet for longer than the gap.
+    fn advance(
+        &self,
+        unit: &UnitKey,
+        state: &mut UnitState,
+        episodes: &mut EpisodeLog,
+        minute: u64,
+        events: &mut Vec<TrustEvent>,
+    ) {
+        if let Some((closed, anomalous)) = state.roll(minute, self.config.history_minutes)
+            && anomalous
+        {
+            if let Some(id) = state.episode {
+                let previous = state.last_anomalous_requests;
+                let ratio = if previous == 0 {
+                    1.0
+                } else {
+                    f64::from(closed.requests.max(previous))
+                        / f64::from(closed.requests.min(previous).max(1))
+                };
+                if ratio > self.config.alike_ratio
+                    && episodes.last_minute(id).is_some_and(|l| l == closed.minute)
+                    && closed.minute > 0
+                {
+                    // The traffic changed character: the changed minute
+                    // starts an episode of its own.
+                    let new_id = split(episodes, id, unit, &closed);
+                    state.episode = Some(new_id);
+                    events.push(TrustEvent::EpisodeOpened(unit.clone()));
+                    if let Some(metrics) = &self.metrics {
+                        metrics.traffic_episode_opened();
+                    }
+                }
+            }
+            state.last_anomalous_requests = closed.requests;
+        }
+        if let Some(id) = state.episode {
+            let stale = episodes
+                .last_minute(id)
+                .is_none_or(|last| minute > last + u64::from(self.config.episode_gap_minutes) + 1);
+            if stale {
+                episodes.close(id, minute);
+                state.episode = None;
+                state.budget = None;
+                state.last_anomalous_requests = 0;
+            }
+        }
+    }
+
+    /// The band of a unit's current minute: its own, and for a young unit
+    /// also the node's norm of its kind, whichever allows more.
+    fn band_for(&self, state: &UnitState, norm: Option<Band>) -> Band {
+        let floor = Band {
+            median: 0.0,
+            scale: 1.0,
+            upper: self.rules.floor,
+        };
+        let own = state.learn_band(self.config.history_minutes, self.rules);
+        let young = state.observed_minutes(self.config.history_minutes)
+            < u64::from(self.config.min_history_minutes);
+        match (own, young) {
+            (Some(own), false) => own,
+            (Some(own), true) => own.widest(norm.unwrap_or(floor)),
+            (None, _) => norm.unwrap_or(floor).widest(floor),
+        }
+    }
+
+    /// Takes a token for a unit in an episode: its own budget first, then
+    /// the share all anomalous units have together. True: throttle.
+    fn over_budget(&self, m: &mut Monitor, unit: &UnitKey, now_ms: u64) -> bool {
+        let Monitor {
+            tables,
+            episodes,
+            anomalous_total,
+            ..
+        } = m;
+        let Some(state) = tables.get_mut(&unit.kind()).and_then(|t| t.get_mut(unit)) else {
+            return false;
+        };
+        let (Some(id), Some(budget)) = (state.episode, state.budget.as_mut()) else {
+            return false;
+        };
+        if !budget.try_take(now_ms) {
+            state.current.throttled = state.current.throttled.saturating_add(1);
+            episodes.add(id, 0, 0, 0, 1);
+            return true;
+        }
+        if !anomalous_total.try_take(now_ms) {
+            budget.give_back();
+            state.current.throttled = state.current.throttled.saturating_add(1);
+            episodes.add(id, 0, 0, 0, 1);
+            return true;
+        }
+        false
+    }
+
+    fn apply(&self, events: Vec<TrustEvent>, minute: u64) {
+        if events.is_empty() {
+            return;
+        }
+        let mut book = lock(&self.trust);
+        for event in events {
+            match event {
+                // Path units are shared by every probe: they are watched,
+                // never scored.
+                TrustEvent::EpisodeOpened(unit) if unit.kind() != UnitKind::Path => {
+                    tracing::warn!(unit = %unit, "traffic anomaly episode opened");
+                    book.episode_opened(&unit, minute);
+                }
+                TrustEvent::AnomalousMinute(unit) if unit.kind() != UnitKind::Path => {
+                    book.anomalous_minute(&unit, minute);
+                }
+                TrustEvent::EpisodeOpened(unit) => {
+                    tracing::warn!(unit = %unit, "traffic anomaly episode opened");
+                }
+                TrustEvent::AnomalousMinute(_) => {}
+            }
+        }
+    }
+
+    /// Closes finished minutes and episodes of every unit, relearns the
+    /// node-wide norms once a minute and refreshes the gauges.
+    pub fn sweep(&self) {
+        if !self.config.enabled {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let minute = Self::minute(now);
+        let mut events = Vec::new();
+        let open = {
+            let mut m = lock(&self.monitor);
+            let Monitor {
+                tables,
+                episodes,
+                norms,
+                norm_minute,
+                ..
+            } = &mut *m;
+            let relearn = *norm_minute != minute;
+            for (kind, table) in tables.iter_mut() {
+                let mut counts = Vec::new();
+                for (unit, state) in table.iter_mut() {
+                    self.advance(unit, state, episodes, minute, &mut events);
+                    if relearn
+                        && let Some(b) = state.closed_bucket(minute.saturating_sub(1))
+                    {
+                        counts.push(f64::from(b.learned));
+                    }
+                }
+                if relearn {
+                    if counts.is_empty() {
+                        norms.remove(kind);
+                    } else {
+                        norms.insert(*kind, Band::learn(&mut counts, self.rules));
+                    }
+                }
+            }
+            *norm_minute = minute;
+            episodes.open_count()
+        };
+        self.apply(events, minute);
+        if let Some(metrics) = &self.metrics {
+            let (prefixes, installs) = lock(&self.trust).low_counts();
+            metrics.traffic_gauges(open, prefixes, installs);
+        }
+    }
+
+    /// Ongoing and recent anomaly episodes, newest first.
+    pub fn episodes(&self, ongoing_only: bool, limit: usize) -> Vec<Episode> {
+        lock(&self.monitor).episodes.list(ongoing_only, limit)
+    }
+
+    /// Episodes opened since start.
+    pub fn episodes_opened(&self) -> u64 {
+        lock(&self.monitor).opened_total
+    }
+
+    /// Units whose trust is below `trust.low_threshold`, lowest first.
+    pub fn low_trust(&self, limit: usize) -> Vec<LowTrustUnit> {
+        let low = lock(&self.trust).low(limit);
+        let m = lock(&self.monitor);
+        low.iter()
+            .map(|(unit, entry)| {
+                let in_episode = m
+                    .tables
+                    .get(&unit.kind())
+                    .and_then(|t| t.get(unit))
+                    .is_some_and(|s| s.episode.is_some());
+                trust::low_trust_view(unit, entry, in_episode)
+            })
+            .collect()
+    }
+
+    /// The current score of a unit (the initial score when unknown).
+    pub fn trust_score(&self, unit: &UnitKey) -> f64 {
+        lock(&self.trust).score(unit)
+    }
+
+    /// Restores scores read from the staging database.
+    pub fn load_trust(&self, rows: Vec<TrustRow>) {
+        lock(&self.trust).load(rows);
+    }
+
+    /// Writes the scores changed since the last call to `staging`; on
+    /// failure they stay marked and go with the next write.
+    pub async fn flush_trust(&self, staging: &Staging) -> Result<usize, crate::Error> {
+        let rows = lock(&self.trust).take_dirty();
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let n = rows.len();
+        let max_units = lock(&self.trust).capacity();
+        match staging.save_trust(rows.clone(), max_units).await {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                lock(&self.trust).mark_dirty(&rows);
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads the stored scores, then sweeps every few seconds and writes
+    /// changed scores every `trust.flush_secs` until `shutdown`, with a last
+    /// write after it.
+    pub async fn start(
+        self: &Arc<Self>,
+        staging: Staging,
+        flush_every: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<JoinHandle<()>, crate::Error> {
+        let limit = lock(&self.trust).capacity();
+        let rows = staging.load_trust(limit).await?;
+        tracing::info!(units = rows.len(), "trust scores restored");
+        self.load_trust(rows);
+        let traffic = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+            let mut flush = tokio::time::interval(flush_every);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = sweep.tick() => traffic.sweep(),
+                    _ = flush.tick() => {
+                        if let Err(e) = traffic.flush_trust(&staging).await {
+                            tracing::warn!(error = %e, "writing trust scores failed; will retry");
+                        }
+                    }
+                }
+            }
+            if let Err(e) = traffic.flush_trust(&staging).await {
+                tracing::warn!(error = %e, "writing trust scores at shutdown failed");
+            }
+        }))
+    }
+}
+
+/// Splits the closed minute `closed` off episode `id` into a new episode.
+fn split(episodes: &mut EpisodeLog, id: u64, unit: &UnitKey, closed: &Bucket) -> u64 {
+    episodes.retract(id, closed);
+    episodes.close(id, closed.minute);
+    episodes.open(unit, closed.minute, closed, 0.0)
+}
+
+/// Forgets the least recently active tenth of a full table, closing their
+/// episodes.
+fn evict(table: &mut HashMap<UnitKey, UnitState>, episodes: &mut EpisodeLog, minute: u64) {
+    let mut active: Vec<u64> = table.values().map(UnitState::last_active_minute).collect();
+    if active.is_empty() {
+        return;
+    }
+    let n = (active.len() / 10).max(1);
+    let (_, cut, _) = active.select_nth_unstable(n - 1);
+    let cut = *cut;
+    let mut budget = n;
+    table.retain(|_, state| {
+        if budget > 0 && state.last_active_minute() <= cut {
+            budget -= 1;
+            if let Some(id) = state.episode {
+                episodes.close(id, minute);
+            }
+            false
+        } else {
+            true
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;
