@@ -344,3 +344,62 @@ async fn fronting_sends_another_server_name_and_host() {
     assert_eq!(tls.sni.as_deref(), Some("localhost"));
     running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_report_is_spooled_until_after_retry_after() {
+    // Any second request a minute from one source is an anomaly here, and
+    // its budget is one request: the third is throttled.
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(
+        col_dir.path(),
+        0,
+        "[traffic]\nmin_anomaly_requests_per_minute = 1\nnode_capacity_per_second = 1.0\n\
+         anomalous_unit_share = 0.001\nanomalous_total_share = 0.01\n\
+         throttle_retry_after_secs = 600\n",
+    )
+    .await;
+    let pem = std::fs::read(collector_cert(col_dir.path())).expect("cert");
+    let flooder = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+        .build()
+        .expect("client");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = flooder
+            .post(format!("{}/api/v1/report", endpoint(&running)))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("answer");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, vec![422, 422, 429]);
+
+    // The probe shares the source: it is answered 429 too, and keeps its
+    // report, to retry no sooner than the collector asked.
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    let before = chrono::Utc::now();
+    let outcome = agent.probe_once().await.expect("probe");
+    let ProbeOutcome::Spooled { report_id, .. } = outcome else {
+        panic!("not spooled: {outcome:?}");
+    };
+    let entry = agent
+        .spool()
+        .get(&report_id)
+        .expect("read")
+        .expect("spooled");
+    let attempt = &entry.report.endpoint_attempts[0];
+    assert_eq!(attempt.outcome, AttemptOutcome::HttpStatus);
+    assert_eq!(attempt.http_status, Some(429));
+    assert!(
+        entry.next_attempt_at >= before + chrono::Duration::seconds(600),
+        "retry at {} despite Retry-After: 600",
+        entry.next_attempt_at
+    );
+    assert!(stored(&running).await.is_empty());
+    running.shutdown().await.expect("shutdown");
+}

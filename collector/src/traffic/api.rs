@@ -109,10 +109,7 @@ pub(crate) async fn list_episodes(
     let query = match query {
         Ok(Query(q)) => q,
         Err(e) => {
-            return bad_query(format!(
-                "{}; use ?ongoing=true&limit=N",
-                e.body_text()
-            ));
+            return bad_query(format!("{}; use ?ongoing=true&limit=N", e.body_text()));
         }
     };
     let limit = match limit_of(query.limit) {

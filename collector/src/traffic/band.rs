@@ -50,7 +50,11 @@ impl Band {
     /// The wider of two bands (a young unit is held to its own band and the
     /// node's norm, whichever allows more).
     pub fn widest(self, other: Self) -> Self {
-        if other.upper > self.upper { other } else { self }
+        if other.upper > self.upper {
+            other
+        } else {
+            self
+        }
     }
 
     /// Whether `count` is outside the band.

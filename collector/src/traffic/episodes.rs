@@ -84,7 +84,13 @@ impl EpisodeLog {
     }
 
     /// Opens an episode of `unit` at `minute` with the minute's counts so far.
-    pub(crate) fn open(&mut self, unit: &UnitKey, minute: u64, current: &Bucket, baseline: f64) -> u64 {
+    pub(crate) fn open(
+        &mut self,
+        unit: &UnitKey,
+        minute: u64,
+        current: &Bucket,
+        baseline: f64,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let view = Episode {

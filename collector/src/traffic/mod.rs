@@ -36,8 +36,8 @@ use self::budget::TokenBucket;
 pub use self::config::{TrafficConfig, TrustConfig};
 pub use self::episodes::Episode;
 use self::episodes::EpisodeLog;
-use self::trust::{TrustBook, UnitFlags};
 pub use self::trust::{LowTrustUnit, TrustEntry, TrustRow};
+use self::trust::{TrustBook, UnitFlags};
 use self::units::{Bucket, UnitState};
 pub use self::units::{UnitKey, UnitKind, source_prefix};
 use crate::metrics::IngestOutcome;
@@ -106,6 +106,7 @@ pub struct Ticket {
     path: Option<UnitKey>,
     install: Option<UnitKey>,
     install_counted: bool,
+    /// Its source prefix or `install_id` is in an anomaly episode.
     in_episode: bool,
     /// Body bytes read (after decompression).
     pub bytes: u64,
@@ -248,8 +249,10 @@ impl Traffic {
         let mut events = Vec::new();
         let throttled = {
             let mut m = lock(&self.monitor);
+            // A path is shared by every probe: an episode of it is shown,
+            // but taints no report's trust.
             if let Some(path) = &ticket.path {
-                ticket.in_episode |= self.count(&mut m, path, now, &mut events);
+                self.count(&mut m, path, now, &mut events);
             }
             ticket.in_episode |= self.count(&mut m, &ticket.prefix, now, &mut events);
             self.over_budget(&mut m, &ticket.prefix, now)
@@ -335,15 +338,16 @@ impl Traffic {
             {
                 self.count(&mut m, install, now, &mut events);
             }
-            let units = [Some(&ticket.prefix), ticket.path.as_ref(), ticket.install.as_ref()];
+            let units = [
+                Some(&ticket.prefix),
+                ticket.path.as_ref(),
+                ticket.install.as_ref(),
+            ];
             for unit in units.into_iter().flatten() {
                 let Monitor {
                     tables, episodes, ..
                 } = &mut *m;
-                let Some(state) = tables
-                    .get_mut(&unit.kind())
-                    .and_then(|t| t.get_mut(unit))
-                else {
+                let Some(state) = tables.get_mut(&unit.kind()).and_then(|t| t.get_mut(unit)) else {
                     continue;
                 };
                 if state.current.minute == ticket.minute {
@@ -409,9 +413,12 @@ impl Traffic {
         });
         if !state.current_anomalous && band.is_anomalous(count) {
             state.current_anomalous = true;
-            let joins = state.episode.and_then(|id| episodes.last_minute(id)).is_some_and(
-                |last| minute <= last + u64::from(self.config.episode_gap_minutes) + 1,
-            );
+            let joins = state
+                .episode
+                .and_then(|id| episodes.last_minute(id))
+                .is_some_and(|last| {
+                    minute <= last + u64::from(self.config.episode_gap_minutes) + 1
+                });
             match state.episode {
                 Some(id) if joins => {
                     episodes.extend(id, minute);
@@ -597,9 +604,7 @@ impl Traffic {
                 let mut counts = Vec::new();
                 for (unit, state) in table.iter_mut() {
                     self.advance(unit, state, episodes, minute, &mut events);
-                    if relearn
-                        && let Some(b) = state.closed_bucket(minute.saturating_sub(1))
-                    {
+                    if relearn && let Some(b) = state.closed_bucket(minute.saturating_sub(1)) {
                         counts.push(f64::from(b.learned));
                     }
                 }

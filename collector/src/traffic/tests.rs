@@ -111,7 +111,11 @@ fn a_flood_is_one_episode_throttled_while_others_pass() {
     // 40, +10 for ten clean minutes, +1 for the flood's first minute
     // before it crossed the band, -20 for the episode, -5 for each further
     // anomalous minute.
-    assert!((t.trust_score(&prefix) - 21.0).abs() < 1e-9, "{}", t.trust_score(&prefix));
+    assert!(
+        (t.trust_score(&prefix) - 21.0).abs() < 1e-9,
+        "{}",
+        t.trust_score(&prefix)
+    );
     let low = t.low_trust(10);
     assert_eq!(low.len(), 1);
     assert_eq!(low[0].unit, "203.0.113.0/24");
@@ -123,7 +127,10 @@ fn a_flood_is_one_episode_throttled_while_others_pass() {
     assert!(t.episodes(true, 10).is_empty());
     let closed = t.episodes(false, 10);
     assert!(closed.iter().all(|e| !e.ongoing && e.ended_at.is_some()));
-    assert!(send(&t, "203.0.113.5"), "the budget is gone with the episode");
+    assert!(
+        send(&t, "203.0.113.5"),
+        "the budget is gone with the episode"
+    );
 }
 
 #[test]

@@ -373,7 +373,10 @@ mod tests {
         );
         assert_eq!(t.score.get(), 50);
         assert_eq!((t.prefix.get(), t.install.get()), (50, 50));
-        assert_eq!(t.reasons, vec![TrustReason::Unsigned, TrustReason::NewSource]);
+        assert_eq!(
+            t.reasons,
+            vec![TrustReason::Unsigned, TrustReason::NewSource]
+        );
     }
 
     #[test]
@@ -382,7 +385,10 @@ mod tests {
         for _ in 0..100 {
             b.accepted(&install(), 7, false);
         }
-        assert!((b.score(&install()) - 51.0).abs() < 1e-9, "one raise in minute 7");
+        assert!(
+            (b.score(&install()) - 51.0).abs() < 1e-9,
+            "one raise in minute 7"
+        );
         for minute in 8..100 {
             b.accepted(&install(), minute, false);
         }
@@ -400,8 +406,13 @@ mod tests {
         );
         assert_eq!(verified.install.get(), 100);
         assert_eq!(verified.score.get(), 51, "the prefix is still young");
-        let unsigned =
-            b.arrival(&install(), None, UnitFlags::default(), SignatureCheck::Unsigned, 200);
+        let unsigned = b.arrival(
+            &install(),
+            None,
+            UnitFlags::default(),
+            SignatureCheck::Unsigned,
+            200,
+        );
         assert_eq!(unsigned.score.get(), 60);
         // Accepted reports inside an episode raise nothing.
         let before = b.score(&prefix());
@@ -434,7 +445,13 @@ mod tests {
             ]
         );
         // The reject is no longer recent an hour later.
-        let later = b.arrival(&prefix(), None, UnitFlags::default(), SignatureCheck::Verified, 70);
+        let later = b.arrival(
+            &prefix(),
+            None,
+            UnitFlags::default(),
+            SignatureCheck::Verified,
+            70,
+        );
         assert!(!later.reasons.contains(&TrustReason::RecentRejects));
         let low = b.low(10);
         assert_eq!(low.len(), 1);

@@ -183,9 +183,7 @@ impl UnitState {
         if self.current.requests > 0 {
             self.current.minute
         } else {
-            self.history
-                .back()
-                .map_or(self.first_minute, |b| b.minute)
+            self.history.back().map_or(self.first_minute, |b| b.minute)
         }
     }
 

@@ -1,0 +1,254 @@
+//! A flood from one source prefix (client sockets bound to 127.0.1.9) while
+//! normal probes (127.0.2.x, other /24s) keep sending: the flooder gets 429
+//! with `Retry-After` and is flagged (an ongoing episode and a low-trust
+//! unit on the export API, kept across a restart), and every normal report
+//! is stored, carrying its trust at arrival.
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lineprobe_collector::RunningCollector;
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::*;
+
+const TRAFFIC: &str = "[traffic]
+min_anomaly_requests_per_minute = 30
+node_capacity_per_second = 200.0
+anomalous_unit_share = 0.01
+anomalous_total_share = 0.1
+throttle_retry_after_secs = 7
+[trust]
+initial = 40
+flush_secs = 1
+";
+
+/// A client whose connections come from `local`.
+fn client_from(dir: &Path, local: &str) -> reqwest::Client {
+    let pem = std::fs::read(dir.join("tls/cert.pem")).expect("generated certificate");
+    let cert = reqwest::Certificate::from_pem(&pem).expect("PEM certificate");
+    reqwest::Client::builder()
+        .add_root_certificate(cert)
+        .local_address(local.parse::<IpAddr>().expect("address"))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+fn url(running: &RunningCollector) -> String {
+    format!(
+        "https://127.0.0.1:{}/api/v1/report",
+        running.public_addr.port()
+    )
+}
+
+async fn export_get(client: &reqwest::Client, running: &RunningCollector, path: &str) -> Value {
+    let response = client
+        .get(export_url(running, path))
+        .bearer_auth(export_token())
+        .send()
+        .await
+        .expect("export answers");
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_is_throttled_and_flagged_while_normal_probes_all_succeed() {
+    tokio::time::timeout(Duration::from_secs(90), scenario())
+        .await
+        .expect("the scenario finishes in time");
+}
+
+async fn scenario() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, admin) = start(dir.path(), TRAFFIC).await;
+    let target = url(&running);
+
+    // The flood: 8 connections from 127.0.1.9, 400 reports in all.
+    let flooder = client_from(dir.path(), "127.0.1.9");
+    let throttled = Arc::new(AtomicU64::new(0));
+    let stored = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let (client, target) = (flooder.clone(), target.clone());
+        let (throttled, stored) = (Arc::clone(&throttled), Arc::clone(&stored));
+        flood.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let mut report = sample_report();
+                report["install_id"] = Value::from("flooder-1");
+                let response = client
+                    .post(&target)
+                    .json(&report)
+                    .send()
+                    .await
+                    .expect("the collector answers the flooder");
+                match response.status() {
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        let retry = response.headers().get("retry-after").cloned();
+                        assert_eq!(retry.as_ref().map(|v| v.as_bytes()), Some(&b"7"[..]));
+                        let body: Value = response.json().await.expect("JSON");
+                        assert_eq!(body["error"], "throttled");
+                        throttled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    StatusCode::CREATED => {
+                        stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => panic!("flooder got {other}"),
+                }
+            }
+        }));
+    }
+
+    // Meanwhile three normal probes, each from its own /24.
+    let mut normal = Vec::new();
+    for i in 1..=3 {
+        let client = client_from(dir.path(), &format!("127.0.{}.1", i + 1));
+        let target = target.clone();
+        normal.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..10 {
+                let mut report = sample_report();
+                report["install_id"] = Value::from(format!("probe-{i}"));
+                let response = client
+                    .post(&target)
+                    .json(&report)
+                    .send()
+                    .await
+                    .expect("the collector answers a probe");
+                assert_eq!(response.status(), StatusCode::CREATED, "a normal probe");
+                ids.push(report["report_id"].as_str().expect("id").to_owned());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            ids
+        }));
+    }
+    let mut normal_ids = Vec::new();
+    for task in normal {
+        normal_ids.extend(task.await.expect("normal probe"));
+    }
+    for task in flood {
+        task.await.expect("flooder");
+    }
+    let throttled = throttled.load(Ordering::Relaxed);
+    let stored = stored.load(Ordering::Relaxed);
+    assert!(throttled >= 300, "throttled {throttled}, stored {stored}");
+    assert_eq!(throttled + stored, 400);
+
+    // Flagged: an ongoing episode of the flooder's /24, and nobody else's
+    // source prefix.
+    let episodes = export_get(&admin, &running, "/export/traffic/episodes?ongoing=true").await;
+    let prefixes: Vec<&Value> = episodes["episodes"]
+        .as_array()
+        .expect("episodes")
+        .iter()
+        .filter(|e| e["kind"] == "prefix")
+        .collect();
+    assert_eq!(prefixes.len(), 1, "{episodes:#}");
+    let e = prefixes[0];
+    assert_eq!(e["unit"], "127.0.1.0/24");
+    assert_eq!(e["ongoing"], true);
+    assert!(e["throttled"].as_u64().expect("throttled") >= 300, "{e:#}");
+    assert!(e["peak_degree"].as_f64().expect("degree") > 6.0, "{e:#}");
+    assert!(episodes["open"].as_u64().expect("open") >= 1);
+
+    // The flooder's trust is low now.
+    let low = export_get(&admin, &running, "/export/traffic/low-trust").await;
+    let units = low["units"].as_array().expect("units");
+    assert!(
+        units.iter().any(|u| u["unit"] == "127.0.1.0/24"
+            && u["kind"] == "prefix"
+            && u["in_episode"] == true),
+        "{low:#}"
+    );
+    assert!(
+        units
+            .iter()
+            .all(|u| !u["unit"].as_str().unwrap_or("").starts_with("127.0.2.")),
+        "{low:#}"
+    );
+    // Both listings need the token.
+    let anonymous = admin
+        .get(export_url(&running, "/export/traffic/episodes"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    // Every normal report is stored, with its trust at arrival; the
+    // flooder's stored reports name the episode.
+    let page = admin
+        .get(export_url(&running, "/export?limit=10000"))
+        .bearer_auth(export_token())
+        .send()
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("body");
+    let reports: Vec<Value> = page
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("report JSON"))
+        .collect();
+    assert_eq!(reports.len() as u64, 30 + stored);
+    for id in &normal_ids {
+        let r = reports
+            .iter()
+            .find(|r| r["report_id"] == id.as_str())
+            .expect("normal report stored");
+        let trust = &r["envelope"]["trust"];
+        assert_eq!(trust["signature"], "unsigned", "{trust:#}");
+        assert!(trust["score"].as_u64().expect("score") >= 40, "{trust:#}");
+        let reasons = trust["reasons"].as_array().expect("reasons");
+        assert!(!reasons.iter().any(|r| r == "anomaly_episode"), "{trust:#}");
+    }
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["envelope"]["peer_ip"] == "127.0.1.9"
+                && r["envelope"]["trust"]["reasons"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "anomaly_episode"))),
+        "no flooder report names the episode"
+    );
+
+    // Metrics.
+    let metrics = admin
+        .get(export_url(&running, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("lineprobe_collector_traffic_throttled_requests_total{kind=\"prefix\"}"),
+        "{metrics}"
+    );
+    // The prefix, the flooder's install id and the path: three episodes.
+    let opened = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lineprobe_collector_traffic_anomaly_episodes_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(opened, Some(3), "{metrics}");
+    assert!(metrics.contains("outcome=\"Throttled\""), "{metrics}");
+
+    // A restart keeps the scores (written at shutdown at the latest).
+    running.shutdown().await.expect("shutdown");
+    let (running, admin) = start(dir.path(), TRAFFIC).await;
+    let low = export_get(&admin, &running, "/export/traffic/low-trust").await;
+    assert!(
+        low["units"]
+            .as_array()
+            .expect("units")
+            .iter()
+            .any(|u| u["unit"] == "127.0.1.0/24" && u["in_episode"] == false),
+        "{low:#}"
+    );
+    running.shutdown().await.expect("shutdown");
+}
