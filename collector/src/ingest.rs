@@ -128,7 +128,7 @@ async fn ingest_or_not_found(State(state): State<IngestState>, request: Request)
     let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
         state.metrics.ingest(IngestOutcome::Shed);
         if let Some(ticket) = ticket {
-            state.traffic.finish(ticket, IngestOutcome::Shed);
+            state.traffic.finish(&ticket, IngestOutcome::Shed);
         }
         return rejection(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -140,7 +140,7 @@ async fn ingest_or_not_found(State(state): State<IngestState>, request: Request)
     let (outcome, response) = ingest(&state, request, ticket.as_mut()).await;
     state.metrics.ingest(outcome);
     if let Some(ticket) = ticket {
-        state.traffic.finish(ticket, outcome);
+        state.traffic.finish(&ticket, outcome);
     }
     response
 }

@@ -178,10 +178,6 @@ impl Metrics {
         );
         Arc::new(Self {
             registry,
-            episodes_open,
-            episodes_opened,
-            throttled,
-            low_trust_units,
             ingest,
             connections,
             open_connections,
@@ -191,6 +187,10 @@ impl Metrics {
             staging_highest_seq,
             oldest_unacked_seconds,
             exported,
+            episodes_open,
+            episodes_opened,
+            throttled,
+            low_trust_units,
         })
     }
 

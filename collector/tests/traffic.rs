@@ -68,10 +68,33 @@ async fn a_flooder_is_throttled_and_flagged_while_normal_probes_all_succeed() {
 async fn scenario() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, admin) = start(dir.path(), TRAFFIC).await;
-    let target = url(&running);
+    let (normal_ids, stored, throttled) = send_traffic(dir.path(), &running).await;
+    assert!(throttled >= 300, "throttled {throttled}, stored {stored}");
+    assert_eq!(throttled + stored, 400);
+    check_flagged(&admin, &running).await;
+    check_stored(&admin, &running, &normal_ids, stored).await;
+    check_metrics(&admin, &running).await;
+    // A restart keeps the scores (written at shutdown at the latest).
+    running.shutdown().await.expect("shutdown");
+    let (running, admin) = start(dir.path(), TRAFFIC).await;
+    let low = export_get(&admin, &running, "/export/traffic/low-trust").await;
+    assert!(
+        low["units"]
+            .as_array()
+            .expect("units")
+            .iter()
+            .any(|u| u["unit"] == "127.0.1.0/24" && u["in_episode"] == false),
+        "{low:#}"
+    );
+    running.shutdown().await.expect("shutdown");
+}
 
+/// The flood and the normal probes at once: the normal probes' report ids,
+/// and how many of the flooder's reports were stored and throttled.
+async fn send_traffic(dir: &Path, running: &RunningCollector) -> (Vec<String>, u64, u64) {
+    let target = url(running);
     // The flood: 8 connections from 127.0.1.9, 400 reports in all.
-    let flooder = client_from(dir.path(), "127.0.1.9");
+    let flooder = client_from(dir, "127.0.1.9");
     let throttled = Arc::new(AtomicU64::new(0));
     let stored = Arc::new(AtomicU64::new(0));
     let mut flood = Vec::new();
@@ -91,7 +114,10 @@ async fn scenario() {
                 match response.status() {
                     StatusCode::TOO_MANY_REQUESTS => {
                         let retry = response.headers().get("retry-after").cloned();
-                        assert_eq!(retry.as_ref().map(|v| v.as_bytes()), Some(&b"7"[..]));
+                        assert_eq!(
+                            retry.as_ref().map(reqwest::header::HeaderValue::as_bytes),
+                            Some(&b"7"[..])
+                        );
                         let body: Value = response.json().await.expect("JSON");
                         assert_eq!(body["error"], "throttled");
                         throttled.fetch_add(1, Ordering::Relaxed);
@@ -108,7 +134,7 @@ async fn scenario() {
     // Meanwhile three normal probes, each from its own /24.
     let mut normal = Vec::new();
     for i in 1..=3 {
-        let client = client_from(dir.path(), &format!("127.0.{}.1", i + 1));
+        let client = client_from(dir, &format!("127.0.{}.1", i + 1));
         let target = target.clone();
         normal.push(tokio::spawn(async move {
             let mut ids = Vec::new();
@@ -135,14 +161,17 @@ async fn scenario() {
     for task in flood {
         task.await.expect("flooder");
     }
-    let throttled = throttled.load(Ordering::Relaxed);
-    let stored = stored.load(Ordering::Relaxed);
-    assert!(throttled >= 300, "throttled {throttled}, stored {stored}");
-    assert_eq!(throttled + stored, 400);
+    (
+        normal_ids,
+        stored.load(Ordering::Relaxed),
+        throttled.load(Ordering::Relaxed),
+    )
+}
 
+async fn check_flagged(admin: &reqwest::Client, running: &RunningCollector) {
     // Flagged: an ongoing episode of the flooder's /24, and nobody else's
     // source prefix.
-    let episodes = export_get(&admin, &running, "/export/traffic/episodes?ongoing=true").await;
+    let episodes = export_get(admin, running, "/export/traffic/episodes?ongoing=true").await;
     let prefixes: Vec<&Value> = episodes["episodes"]
         .as_array()
         .expect("episodes")
@@ -158,7 +187,7 @@ async fn scenario() {
     assert!(episodes["open"].as_u64().expect("open") >= 1);
 
     // The flooder's trust is low now.
-    let low = export_get(&admin, &running, "/export/traffic/low-trust").await;
+    let low = export_get(admin, running, "/export/traffic/low-trust").await;
     let units = low["units"].as_array().expect("units");
     assert!(
         units.iter().any(|u| u["unit"] == "127.0.1.0/24"
@@ -174,16 +203,23 @@ async fn scenario() {
     );
     // Both listings need the token.
     let anonymous = admin
-        .get(export_url(&running, "/export/traffic/episodes"))
+        .get(export_url(running, "/export/traffic/episodes"))
         .send()
         .await
         .expect("answer");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
 
+async fn check_stored(
+    admin: &reqwest::Client,
+    running: &RunningCollector,
+    normal_ids: &[String],
+    stored: u64,
+) {
     // Every normal report is stored, with its trust at arrival; the
     // flooder's stored reports name the episode.
     let page = admin
-        .get(export_url(&running, "/export?limit=10000"))
+        .get(export_url(running, "/export?limit=10000"))
         .bearer_auth(export_token())
         .send()
         .await
@@ -196,7 +232,7 @@ async fn scenario() {
         .map(|l| serde_json::from_str(l).expect("report JSON"))
         .collect();
     assert_eq!(reports.len() as u64, 30 + stored);
-    for id in &normal_ids {
+    for id in normal_ids {
         let r = reports
             .iter()
             .find(|r| r["report_id"] == id.as_str())
@@ -216,10 +252,12 @@ async fn scenario() {
                     .is_some_and(|a| a.iter().any(|x| x == "anomaly_episode"))),
         "no flooder report names the episode"
     );
+}
 
+async fn check_metrics(admin: &reqwest::Client, running: &RunningCollector) {
     // Metrics.
     let metrics = admin
-        .get(export_url(&running, "/metrics"))
+        .get(export_url(running, "/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -237,18 +275,4 @@ async fn scenario() {
         .and_then(|n| n.trim().parse::<u64>().ok());
     assert_eq!(opened, Some(3), "{metrics}");
     assert!(metrics.contains("outcome=\"Throttled\""), "{metrics}");
-
-    // A restart keeps the scores (written at shutdown at the latest).
-    running.shutdown().await.expect("shutdown");
-    let (running, admin) = start(dir.path(), TRAFFIC).await;
-    let low = export_get(&admin, &running, "/export/traffic/low-trust").await;
-    assert!(
-        low["units"]
-            .as_array()
-            .expect("units")
-            .iter()
-            .any(|u| u["unit"] == "127.0.1.0/24" && u["in_episode"] == false),
-        "{low:#}"
-    );
-    running.shutdown().await.expect("shutdown");
 }

@@ -70,7 +70,7 @@ pub(crate) struct LowTrustList {
     units: Vec<LowTrustUnit>,
 }
 
-fn bad_query(detail: String) -> Response {
+fn bad_query(detail: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
         axum::Json(serde_json::json!({"error": "bad_query", "detail": detail})),
@@ -78,13 +78,11 @@ fn bad_query(detail: String) -> Response {
         .into_response()
 }
 
-fn limit_of(limit: Option<usize>) -> Result<usize, Response> {
+fn limit_of(limit: Option<usize>) -> Result<usize, String> {
     match limit {
         None => Ok(100),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => Err(bad_query(format!(
-            "limit {n} is out of range: use 1 to {MAX_LIMIT}"
-        ))),
+        Some(n) => Err(format!("limit {n} is out of range: use 1 to {MAX_LIMIT}")),
     }
 }
 
@@ -109,12 +107,12 @@ pub(crate) async fn list_episodes(
     let query = match query {
         Ok(Query(q)) => q,
         Err(e) => {
-            return bad_query(format!("{}; use ?ongoing=true&limit=N", e.body_text()));
+            return bad_query(&format!("{}; use ?ongoing=true&limit=N", e.body_text()));
         }
     };
     let limit = match limit_of(query.limit) {
         Ok(l) => l,
-        Err(response) => return response,
+        Err(detail) => return bad_query(&detail),
     };
     let episodes = traffic.episodes(query.ongoing, limit);
     let open = traffic.episodes(true, usize::MAX).len();
@@ -145,11 +143,11 @@ pub(crate) async fn list_low_trust(
 ) -> Response {
     let query = match query {
         Ok(Query(q)) => q,
-        Err(e) => return bad_query(format!("{}; use ?limit=N", e.body_text())),
+        Err(e) => return bad_query(&format!("{}; use ?limit=N", e.body_text())),
     };
     let limit = match limit_of(query.limit) {
         Ok(l) => l,
-        Err(response) => return response,
+        Err(detail) => return bad_query(&detail),
     };
     axum::Json(LowTrustList {
         units: traffic.low_trust(limit),

@@ -49,6 +49,7 @@ impl Band {
 
     /// The wider of two bands (a young unit is held to its own band and the
     /// node's norm, whichever allows more).
+    #[must_use]
     pub fn widest(self, other: Self) -> Self {
         if other.upper > self.upper {
             other

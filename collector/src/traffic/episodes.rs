@@ -195,7 +195,7 @@ impl EpisodeLog {
     /// closed first) unless `ongoing_only`, at most `limit`.
     pub(crate) fn list(&self, ongoing_only: bool, limit: usize) -> Vec<Episode> {
         let mut open: Vec<Episode> = self.open.values().map(|e| e.view.clone()).collect();
-        open.sort_by(|a, b| b.id.cmp(&a.id));
+        open.sort_by_key(|e| std::cmp::Reverse(e.id));
         let closed = self.closed.iter().rev().cloned();
         if ongoing_only {
             open.into_iter().take(limit).collect()

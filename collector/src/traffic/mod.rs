@@ -255,7 +255,7 @@ impl Traffic {
                 self.count(&mut m, path, now, &mut events);
             }
             ticket.in_episode |= self.count(&mut m, &ticket.prefix, now, &mut events);
-            self.over_budget(&mut m, &ticket.prefix, now)
+            Self::over_budget(&mut m, &ticket.prefix, now)
         };
         self.apply(events, minute);
         if throttled {
@@ -284,7 +284,7 @@ impl Traffic {
         let throttled = {
             let mut m = lock(&self.monitor);
             ticket.in_episode |= self.count(&mut m, &unit, now, &mut events);
-            self.over_budget(&mut m, &unit, now)
+            Self::over_budget(&mut m, &unit, now)
         };
         self.apply(events, Self::minute(now));
         if throttled {
@@ -320,7 +320,7 @@ impl Traffic {
 
     /// Records how the request ended: bytes and rejects into its units, and
     /// the outcome into their trust.
-    pub fn finish(&self, ticket: Ticket, outcome: IngestOutcome) {
+    pub fn finish(&self, ticket: &Ticket, outcome: IngestOutcome) {
         if !self.config.enabled {
             return;
         }
@@ -498,10 +498,10 @@ impl Traffic {
             state.last_anomalous_requests = closed.requests;
         }
         if let Some(id) = state.episode {
-            let stale = episodes
+            let quiet_too_long = episodes
                 .last_minute(id)
                 .is_none_or(|last| minute > last + u64::from(self.config.episode_gap_minutes) + 1);
-            if stale {
+            if quiet_too_long {
                 episodes.close(id, minute);
                 state.episode = None;
                 state.budget = None;
@@ -530,7 +530,7 @@ impl Traffic {
 
     /// Takes a token for a unit in an episode: its own budget first, then
     /// the share all anomalous units have together. True: throttle.
-    fn over_budget(&self, m: &mut Monitor, unit: &UnitKey, now_ms: u64) -> bool {
+    fn over_budget(m: &mut Monitor, unit: &UnitKey, now_ms: u64) -> bool {
         let Monitor {
             tables,
             episodes,

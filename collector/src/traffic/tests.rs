@@ -14,8 +14,10 @@ use crate::CollectorConfig;
 const T0: u64 = 1_795_305_600_000;
 
 fn config(edit: impl FnOnce(&mut CollectorConfig)) -> CollectorConfig {
-    let mut c = CollectorConfig::default();
-    c.node_id = "test".to_owned();
+    let mut c = CollectorConfig {
+        node_id: "test".to_owned(),
+        ..CollectorConfig::default()
+    };
     c.public.paths = vec!["/api/v1/report".to_owned()];
     c.traffic.min_anomaly_requests_per_minute = 20;
     c.traffic.node_capacity_per_second = 100.0;
@@ -34,7 +36,7 @@ fn ip(s: &str) -> IpAddr {
 fn send(t: &Traffic, from: &str) -> bool {
     match t.admit(ip(from), "/api/v1/report") {
         Admission::Proceed(ticket) => {
-            t.finish(ticket, IngestOutcome::Stored);
+            t.finish(&ticket, IngestOutcome::Stored);
             true
         }
         Admission::Throttled { retry_after_secs } => {
@@ -233,7 +235,7 @@ fn arrival_trust_names_the_episode_and_the_unsigned_cap() {
     assert_eq!(trust.score.get(), 40);
     assert_eq!(trust.signature, SignatureCheck::Unsigned);
     assert!(!trust.reasons.contains(&TrustReason::AnomalyEpisode));
-    t.finish(ticket, IngestOutcome::Invalid);
+    t.finish(&ticket, IngestOutcome::Invalid);
     // The reject lowered both units.
     let install = UnitKey::Install("tid-1".to_owned());
     assert!((t.trust_score(&install) - 35.0).abs() < 1e-9);
@@ -243,7 +245,7 @@ fn arrival_trust_names_the_episode_and_the_unsigned_cap() {
         panic!("throttled");
     };
     ticket.sniff_install_id(br#"{"install_id": "tid-2", "trace": 7}"#);
-    t.finish(ticket, IngestOutcome::Invalid);
+    t.finish(&ticket, IngestOutcome::Invalid);
     assert!((t.trust_score(&UnitKey::Install("tid-2".to_owned())) - 35.0).abs() < 1e-9);
 }
 
