@@ -26,7 +26,7 @@
 //! Knobs (environment variables):
 //! - `LINEPROBE_FLOOD_SECS` measured seconds per phase (default 20)
 //! - `LINEPROBE_FLOOD_PROBES` normal probes (default 50)
-//! - `LINEPROBE_FLOOD_CONNS` flooder connections (default 16)
+//! - `LINEPROBE_FLOOD_CONNS` flooder connections (default 256)
 
 #![allow(
     clippy::cast_precision_loss,
@@ -96,7 +96,7 @@ impl Phase {
 fn run() -> Result<()> {
     let secs = Duration::from_secs(knob("LINEPROBE_FLOOD_SECS", 20));
     let probes = knob("LINEPROBE_FLOOD_PROBES", 50);
-    let conns = knob("LINEPROBE_FLOOD_CONNS", 16);
+    let conns = knob("LINEPROBE_FLOOD_CONNS", 256);
     let dir = tempfile::tempdir().context("temp dir")?;
     let template = report_template()?;
 
@@ -191,7 +191,12 @@ impl Flood {
             let (stop, counts) = (Arc::clone(&stop), Arc::clone(&counts));
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let slot = match client.post(&target).body(body(&template)).send().await {
+                    let slot = match client
+                        .post(&target)
+                        .body(body(&template, "flooder-1"))
+                        .send()
+                        .await
+                    {
                         Ok(r) if r.status().as_u16() == 201 => 0,
                         Ok(r) if r.status().as_u16() == 429 => 1,
                         _ => 2,
@@ -251,9 +256,10 @@ fn report_template() -> Result<Value> {
     Ok(serde_json::from_slice(&std::fs::read(path)?)?)
 }
 
-fn body(template: &Value) -> Vec<u8> {
+fn body(template: &Value, install_id: &str) -> Vec<u8> {
     let mut v = template.clone();
     v["report_id"] = Value::String(ReportId::new_v7().to_string());
+    v["install_id"] = Value::from(install_id);
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
@@ -278,7 +284,8 @@ async fn normal_phase(
             let mut at = start + offset;
             while at < start + length {
                 tokio::time::sleep_until(at.into()).await;
-                let (client, target, body) = (client.clone(), target.clone(), body(&template));
+                let (client, target) = (client.clone(), target.clone());
+                let body = body(&template, &format!("probe-{i}"));
                 let scheduled = at;
                 inflight.push(tokio::spawn(async move {
                     let response = client

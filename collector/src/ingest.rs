@@ -118,6 +118,8 @@ async fn ingest_or_not_found(State(state): State<IngestState>, request: Request)
     let mut ticket = match peer.map(|ip| state.traffic.admit(ip, request.uri().path())) {
         Some(Admission::Throttled { retry_after_secs }) => {
             state.metrics.ingest(IngestOutcome::Throttled);
+            // Tarpit: a timer, no request slot, the body left unread.
+            tokio::time::sleep(state.traffic.throttle_delay()).await;
             return throttled(retry_after_secs);
         }
         Some(Admission::Proceed(ticket)) => Some(ticket),

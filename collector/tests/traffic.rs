@@ -23,6 +23,7 @@ node_capacity_per_second = 200.0
 anomalous_unit_share = 0.01
 anomalous_total_share = 0.1
 throttle_retry_after_secs = 7
+throttle_delay_ms = 0
 [trust]
 initial = 40
 flush_secs = 1

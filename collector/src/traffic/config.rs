@@ -43,6 +43,11 @@ pub struct TrafficConfig {
     pub anomalous_total_share: f64,
     /// `Retry-After` seconds sent with 429.
     pub throttle_retry_after_secs: u64,
+    /// How long a throttled request waits before its 429 is sent, in ms: a
+    /// flooder's connection then costs a timer instead of a busy loop, and
+    /// a closed-loop flooder slows to one request per connection per delay.
+    /// It holds neither a request slot nor the body.
+    pub throttle_delay_ms: u64,
     /// Closed anomaly episodes kept in memory for the export API.
     pub episodes_kept: usize,
 }
@@ -96,6 +101,7 @@ impl Default for TrafficConfig {
             anomalous_unit_share: 0.02,
             anomalous_total_share: 0.2,
             throttle_retry_after_secs: 60,
+            throttle_delay_ms: 1_000,
             episodes_kept: 1_000,
         }
     }
@@ -179,6 +185,9 @@ impl TrafficConfig {
         }
         if !(1..=3600).contains(&self.throttle_retry_after_secs) {
             return bad("traffic.throttle_retry_after_secs", "use 1 to 3600 seconds");
+        }
+        if self.throttle_delay_ms > 10_000 {
+            return bad("traffic.throttle_delay_ms", "use 0 to 10000 ms");
         }
         if !(1..=1_000_000).contains(&self.episodes_kept) {
             return bad("traffic.episodes_kept", "use 1 to 1000000");

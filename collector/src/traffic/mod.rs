@@ -213,6 +213,11 @@ impl Traffic {
         }
     }
 
+    /// How long a throttled request waits for its 429.
+    pub fn throttle_delay(&self) -> Duration {
+        Duration::from_millis(self.config.throttle_delay_ms)
+    }
+
     /// Whether accounting is on (`traffic.enabled`).
     pub fn enabled(&self) -> bool {
         self.config.enabled
