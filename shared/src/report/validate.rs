@@ -118,13 +118,13 @@ fn supported_versions() -> String {
 }
 
 fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
-    let path = err.path().to_string();
+    let path = field_path(err.path());
     let inner = err.into_inner();
     if inner.classify() != Category::Data {
         return Error::Json(inner);
     }
     let reason = located(&inner);
-    let parent = if path == "." { None } else { Some(path) };
+    let parent = if path.is_empty() { None } else { Some(path) };
     // serde reports a missing field at its parent; name the field itself.
     let missing = reason
         .strip_prefix("missing field `")
@@ -136,6 +136,57 @@ fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
         (None, None) => DOCUMENT.to_owned(),
     };
     one(field, reason)
+}
+
+/// Longest object key shown in a field path; a hostile key is cut.
+const MAX_KEY_SHOWN: usize = 64;
+
+/// A decoding error's location as a field path (`trace.hops[3].addrs`), or
+/// empty at the top. Keys are whatever the sender wrote, including unknown
+/// ones: a key that is not a plain name (empty, with dots, brackets, spaces
+/// or control characters) is written quoted, `[""]` or `["a.b"]`, so the
+/// path stays unambiguous and printable.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    use std::fmt::Write as _;
+
+    let mut out = String::new();
+    for segment in path {
+        // Writing to a String cannot fail.
+        let _ = match segment {
+            Segment::Seq { index } => write!(out, "[{index}]"),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                let plain = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if plain && key.len() <= MAX_KEY_SHOWN {
+                    let dot = if out.is_empty() { "" } else { "." };
+                    write!(out, "{dot}{key}")
+                } else {
+                    out.push_str("[\"");
+                    let mut shown = 0;
+                    for ch in key.chars().take(MAX_KEY_SHOWN) {
+                        shown += ch.len_utf8();
+                        match ch {
+                            '"' | '\\' => {
+                                out.push('\\');
+                                out.push(ch);
+                            }
+                            ch if ch.is_control() => {
+                                let _ = write!(out, "\\u{:04x}", u32::from(ch));
+                            }
+                            ch => out.push(ch),
+                        }
+                    }
+                    let more = if shown < key.len() { "…" } else { "" };
+                    write!(out, "\"{more}]")
+                }
+            }
+            Segment::Unknown => write!(out, "[?]"),
+        };
+    }
+    out
 }
 
 /// The `serde_json` message with its position moved into parentheses.
