@@ -45,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let signed = SignedManifest::sign_bytes(data, signing);
-    let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().expect("a date");
+    let now = Utc
+        .with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
+        .single()
+        .expect("a date");
     let _ = expect_manifest_error(accept_update(Some(1), now, &signed, &verifying));
 
     if let Some(wire) = expect_manifest_error(SignedManifest::from_json(data)) {

@@ -8,8 +8,8 @@
 
 #![no_main]
 
-use lineprobe_shared::{Error, ParsedTrace, parse_trace_bytes, parse_trace_text};
 use libfuzzer_sys::fuzz_target;
+use lineprobe_shared::{Error, ParsedTrace, parse_trace_bytes, parse_trace_text};
 
 fn check(result: Result<ParsedTrace, Error>) {
     match result {
@@ -37,9 +37,7 @@ fn check(result: Result<ParsedTrace, Error>) {
             }
         }
         Err(
-            e @ (Error::UnrecognizedTrace { .. }
-            | Error::MalformedTrace { .. }
-            | Error::Json(_)),
+            e @ (Error::UnrecognizedTrace { .. } | Error::MalformedTrace { .. } | Error::Json(_)),
         ) => {
             assert!(!e.to_string().is_empty());
         }
