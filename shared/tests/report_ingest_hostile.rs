@@ -403,6 +403,24 @@ fn unknown_keys_that_are_not_names_are_quoted_in_the_field_path() {
     assert_eq!(fields, [format!("[\"{}\"…]", "k".repeat(64))]);
 }
 
+/// A key given twice is reported at that key, like a missing one.
+#[test]
+fn a_repeated_key_is_reported_at_the_key() {
+    let text = String::from_utf8(seed(VALID_SEEDS[0])).expect("UTF-8");
+    let twice = text.replacen("\"os\":", "\"os\":\"linux\",\"os\":", 1);
+    assert_ne!(twice, text);
+    let found = match Report::from_json(twice.as_bytes()) {
+        Err(Error::InvalidReport(v)) => v.0,
+        other => panic!("expected violations, got {other:?}"),
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].field, "device.os");
+    assert!(
+        found[0].reason.starts_with("duplicate field `os`"),
+        "{found:?}"
+    );
+}
+
 /// `serde_json` calls a value of the wrong type for a field that takes one of a
 /// few names a syntax error ("expected value"); the body is JSON all the same
 /// and the probe must be told which field to fix and what it takes.

@@ -135,9 +135,11 @@ fn path_error(err: serde_path_to_error::Error<serde_json::Error>, bytes: &[u8]) 
     let inner = err.into_inner();
     let reason = located(&inner);
     let parent = if path.is_empty() { None } else { Some(path) };
-    // serde reports a missing field at its parent; name the field itself.
+    // serde reports a missing or repeated field at its parent; name the
+    // field itself.
     let missing = reason
         .strip_prefix("missing field `")
+        .or_else(|| reason.strip_prefix("duplicate field `"))
         .and_then(|rest| rest.split('`').next());
     let field = match (parent, missing) {
         (Some(parent), Some(name)) => format!("{parent}.{name}"),
