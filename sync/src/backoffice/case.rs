@@ -225,7 +225,7 @@ fn facts(state: &BackofficeState, line: &LineRow, decision: &Decision<'_>) -> Ma
                 @if let Some(trust) = evidence.get("trust").filter(|t| !t.is_null()) {
                     dt { "Source trust 来源可信度" } dd {
                         @if trust.get("low").and_then(serde_json::Value::as_bool) == Some(true) { (low_trust_badge()) " " }
-                        "score " (trust.get("score").map(ToString::to_string).unwrap_or_else(|| "?".to_owned())) "/100 at arrival"
+                        "score " (trust.get("score").map_or_else(|| "?".to_owned(), ToString::to_string)) "/100 at arrival"
                         @if let Some(sig) = text(trust, "/signature") { ", signature " span.mono { (sig) } }
                         @if let Some(reasons) = trust.get("reasons").and_then(serde_json::Value::as_array) {
                             @if !reasons.is_empty() {
