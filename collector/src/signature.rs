@@ -678,7 +678,7 @@ mod tests {
         // Past its expiry the entry is gone (the timestamp check refuses it
         // by then anyway).
         assert!(matches!(
-            cache.claim([1; 32], 100, 101),
+            cache.claim([1; 32], 150, 101),
             Claim::Fresh { evicted: 0 }
         ));
         cache.claim([2; 32], 200, 101);
