@@ -707,6 +707,19 @@ mod tests {
     }
 
     #[test]
+    fn signing_paths_are_checked() {
+        let e = AgentConfig::from_toml("[signing]\nenrol_patterns = []\n", "t").expect_err("empty");
+        assert!(e.to_string().contains("signing.enrol_patterns"), "{e}");
+        let e = AgentConfig::from_toml("[signing]\nenrol_patterns = [\"enrol\"]\n", "t")
+            .expect_err("relative");
+        assert!(e.to_string().contains("must start with '/'"), "{e}");
+        let e = AgentConfig::from_toml("[signing]\nenabeld = true\n", "t").expect_err("typo");
+        assert!(e.to_string().contains("enabeld"), "{e}");
+        AgentConfig::from_toml("[signing]\nenabled = false\nenrol_patterns = []\n", "t")
+            .expect("signing off needs no paths");
+    }
+
+    #[test]
     fn bad_patterns_are_refused() {
         for bad in ["api", "/a//b", "/a*/b", "/**", "/a b"] {
             assert!(check_pattern(bad).is_err(), "{bad}");
