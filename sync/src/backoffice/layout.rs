@@ -154,6 +154,7 @@ pub(super) fn page_response(
         ("/lines", "Lines 线路", false),
         ("/quarantine", "Quarantine 隔离", false),
         ("/probes", "Probes 探针", false),
+        ("/traffic", "Traffic 流量", false),
         ("/config", "Probe configuration 探针配置", true),
         ("/users", "Users 用户", true),
         ("/audit", "Audit log 审计", true),
