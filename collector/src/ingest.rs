@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::metrics::{IngestOutcome, Metrics};
-use crate::{ConnInfo, Error, PathSet, StageOutcome, Staging};
+use crate::{ConnInfo, Error, PathSet, SignatureVerifier, StageOutcome, Staging};
 
 /// A request refused before staging: how to count it and what to answer.
 type Rejected = Box<(IngestOutcome, Response)>;
@@ -59,6 +59,10 @@ pub struct IngestState {
     pub full_retry_after_secs: u64,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Signed probes: signature checks, and the enrolment paths.
+    pub signatures: Arc<SignatureVerifier>,
+    /// The enrolment path patterns (`signing.enrol_paths`).
+    pub enrol_paths: Arc<PathSet>,
 }
 
 /// The public router: ingest on the configured paths, health checks, and an
@@ -103,6 +107,17 @@ pub fn not_found() -> Response {
 }
 
 async fn ingest_or_not_found(State(state): State<IngestState>, request: Request) -> Response {
+    if request.method() == Method::POST && state.enrol_paths.matches(request.uri().path()) {
+        let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
+            return rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the receiver is busy; retry later",
+                Some(1),
+            );
+        };
+        return crate::enrol::enrol(&state.signatures, &state.trusted_proxies, request).await;
+    }
     if request.method() != Method::POST || !state.paths.matches(request.uri().path()) {
         state.metrics.ingest(IngestOutcome::NotFound);
         return not_found();
@@ -173,8 +188,20 @@ async fn ingest(state: &IngestState, request: Request) -> (IngestOutcome, Respon
             ),
         );
     };
+    let signature = match state
+        .signatures
+        .check_report(&parts.headers, &bytes, &report)
+        .await
+    {
+        Ok(checked) => checked,
+        Err(rejected) => return (IngestOutcome::SignatureRejected, rejected.into_response()),
+    };
     let mut report = report;
-    report.envelope = Some(envelope(state, &conn, &parts.headers, &path));
+    let mut envelope = envelope(state, &conn, &parts.headers, &path);
+    // INTEGRATION POINT (issue 7, trust): `signature.check` is this report's
+    // `SignatureCheck`; the trust computation takes it as an argument.
+    envelope.trust = Some(crate::signature_only_trust(signature.check));
+    report.envelope = Some(envelope);
     let report_id = report.report_id.to_string();
 
     let remaining = state
@@ -182,6 +209,10 @@ async fn ingest(state: &IngestState, request: Request) -> (IngestOutcome, Respon
         .request_timeout
         .saturating_sub(started.elapsed());
     let staged = tokio::time::timeout(remaining, state.staging.stage(report)).await;
+    if !matches!(staged, Ok(Ok(_))) {
+        // Not stored: the probe will send the same signed request again.
+        state.signatures.release(&signature);
+    }
     stage_response(state, &report_id, staged)
 }
 

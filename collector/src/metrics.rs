@@ -48,6 +48,9 @@ pub enum IngestOutcome {
     Timeout,
     /// Any path or method that is not an ingest endpoint (404/405).
     NotFound,
+    /// Refused by the signature check (4xx; the reason is counted in
+    /// `signature_checks`).
+    SignatureRejected,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -79,6 +82,8 @@ pub struct Metrics {
     staging_highest_seq: Gauge,
     oldest_unacked_seconds: Gauge<f64, AtomicU64>,
     exported: Counter,
+    /// Signature checks and enrolments.
+    pub signatures: crate::SignatureMetrics,
 }
 
 impl Metrics {
@@ -140,6 +145,7 @@ impl Metrics {
             "Reports sent to the puller",
             exported.clone(),
         );
+        let signatures = crate::SignatureMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             ingest,
@@ -151,6 +157,7 @@ impl Metrics {
             staging_highest_seq,
             oldest_unacked_seconds,
             exported,
+            signatures,
         })
     }
 

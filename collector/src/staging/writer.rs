@@ -51,6 +51,13 @@ pub(super) enum Request {
         /// How many reports were purged and whether more work remains.
         reply: Reply<PurgeChunk>,
     },
+    /// Record a probe's key enrolment.
+    Enrol {
+        /// The enrolment.
+        enrolment: super::enrolment::Enrolment,
+        /// Where the outcome goes.
+        reply: Reply<super::EnrolOutcome>,
+    },
     /// Replace the manifest.
     PutManifest {
         /// Its serial.
@@ -182,6 +189,12 @@ impl Writer {
                 });
                 let _ = reply.send(result);
             }
+            Request::Enrol { enrolment, reply } => {
+                let result = self.transact("recording an enrolment", |tx, _| {
+                    super::enrolment::enrol(tx, &enrolment)
+                });
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -267,14 +280,14 @@ impl Writer {
 }
 
 /// Why a transaction did not commit.
-enum TxError {
+pub(super) enum TxError {
     /// The request was refused or could not start; the connection is fine.
     Op(Error),
     /// The store failed; the transaction was rolled back.
     Sql(Error),
 }
 
-fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> TxError {
+pub(super) fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> TxError {
     move |e| TxError::Sql(sql_error(what, &e))
 }
 
