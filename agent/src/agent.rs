@@ -22,6 +22,7 @@ use crate::declared::{Declared, resolve_declared};
 use crate::facts::{Platform, SystemPlatform, collect_facts};
 use crate::manifest::{ManifestCheck, load_applied, update_manifest};
 use crate::probe::{SharedTracer, Tracer, report_trace, resolve_target};
+use crate::signing::{FileKeyStore, KEY_FILE, KeyStore, Signer};
 use crate::spool::{Spool, SpoolEntry, backoff};
 use crate::state::{STATUS_FILE, StateDir};
 use crate::status::{
@@ -115,6 +116,9 @@ pub struct Agent {
     transport: TransportOptions,
     gps: Mutex<Option<DeclaredLocation>>,
     status_lock: Mutex<()>,
+    /// Signs uploads; `None` when `signing.enabled` is off. Shared by every
+    /// submitter so that enrolments and clock corrections are learned once.
+    signer: Option<Signer>,
 }
 
 impl fmt::Debug for Agent {
@@ -162,6 +166,12 @@ impl Agent {
         };
         // The endpoint overrides are checked now, like the config.
         Settings::resolve(&config, None, &endpoints)?;
+        let signer = if config.signing.enabled {
+            let store: Arc<dyn KeyStore> = Arc::new(FileKeyStore::new(state.path(KEY_FILE)));
+            Some(Signer::new(store, config.signing.enrol_patterns.clone()))
+        } else {
+            None
+        };
         Ok(Self {
             config,
             state,
@@ -175,6 +185,7 @@ impl Agent {
             transport,
             gps: Mutex::new(None),
             status_lock: Mutex::new(()),
+            signer,
         })
     }
 
@@ -192,6 +203,19 @@ impl Agent {
     #[must_use]
     pub fn with_platform(mut self, platform: Arc<dyn Platform>) -> Self {
         self.platform = platform;
+        self
+    }
+
+    /// Keeps the probe's key in `store` instead of the state folder's
+    /// `probe_key` file: the Android app passes an Android Keystore key, the
+    /// Windows service a CNG key, so that the private key never leaves the
+    /// platform's store (see [`KeyStore`]). No effect when `signing.enabled`
+    /// is off.
+    #[must_use]
+    pub fn with_key_store(mut self, store: Arc<dyn KeyStore>) -> Self {
+        if let Some(signer) = &self.signer {
+            self.signer = Some(signer.with_store(store));
+        }
         self
     }
 
@@ -296,7 +320,7 @@ impl Agent {
                     .to_owned(),
             });
         }
-        Submitter::new(settings, self.transport.clone())
+        Ok(Submitter::new(settings, self.transport.clone())?.with_signer(self.signer.clone()))
     }
 
     // ─────────────────────────────── tracing ───────────────────────────────

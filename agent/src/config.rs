@@ -51,6 +51,35 @@ pub struct AgentConfig {
     pub catalog: CatalogConfig,
     /// The signed manifest.
     pub manifest: ManifestConfig,
+    /// Signed uploads.
+    pub signing: SigningConfig,
+}
+
+/// The enrolment paths the default collector configuration accepts.
+pub const DEFAULT_ENROL_PATTERNS: [&str; 2] = ["/api/v1/enrol", "/api/v1/*/enrol"];
+
+/// `[signing]`: the probe's own key and signed uploads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Create a key pair, enrol it at each collector and sign every upload.
+    /// Collectors that predate signing get unsigned reports either way.
+    pub enabled: bool,
+    /// Enrolment paths in the collector's syntax (its `signing.enrol_paths`);
+    /// one is drawn at random per enrolment.
+    pub enrol_patterns: Vec<String>,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            enrol_patterns: DEFAULT_ENROL_PATTERNS
+                .iter()
+                .map(|&p| p.to_owned())
+                .collect(),
+        }
+    }
 }
 
 /// `[endpoints]`.
@@ -373,6 +402,17 @@ impl AgentConfig {
         if self.consent.text_version.trim().is_empty() {
             return Err(config_error("consent.text_version", "must not be empty"));
         }
+        if self.signing.enabled && self.signing.enrol_patterns.is_empty() {
+            return Err(config_error(
+                "signing.enrol_patterns",
+                "is empty; list at least one path, e.g. \"/api/v1/enrol\", or set \
+                 signing.enabled = false",
+            ));
+        }
+        for pattern in &self.signing.enrol_patterns {
+            check_pattern(pattern)
+                .map_err(|reason| config_error("signing.enrol_patterns", reason))?;
+        }
         Ok(())
     }
 
@@ -664,6 +704,19 @@ mod tests {
             let err = Endpoint::parse(bad).expect_err(bad).to_string();
             assert!(err.contains("endpoints.urls"), "{err}");
         }
+    }
+
+    #[test]
+    fn signing_paths_are_checked() {
+        let e = AgentConfig::from_toml("[signing]\nenrol_patterns = []\n", "t").expect_err("empty");
+        assert!(e.to_string().contains("signing.enrol_patterns"), "{e}");
+        let e = AgentConfig::from_toml("[signing]\nenrol_patterns = [\"enrol\"]\n", "t")
+            .expect_err("relative");
+        assert!(e.to_string().contains("must start with '/'"), "{e}");
+        let e = AgentConfig::from_toml("[signing]\nenabeld = true\n", "t").expect_err("typo");
+        assert!(e.to_string().contains("enabeld"), "{e}");
+        AgentConfig::from_toml("[signing]\nenabled = false\nenrol_patterns = []\n", "t")
+            .expect("signing off needs no paths");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod error;
 mod facts;
 mod manifest;
 mod probe;
+mod signing;
 mod spool;
 mod state;
 mod status;
@@ -39,6 +40,7 @@ pub use facts::{
 };
 pub use manifest::{ManifestCheck, apply_signed, forget_manifest, load_applied, update_manifest};
 pub use probe::{RAW_TEXT_BUDGET, SharedTracer, Tracer, report_trace, resolve_target, trace_with};
+pub use signing::{FileKeyStore, KEY_FILE, KeyStore, UNSUPPORTED_RECHECK};
 pub use spool::{Spool, SpoolEntry, backoff};
 pub use state::{StateDir, write_atomic};
 pub use status::{AgentStatus, ManifestCheckRecord, ProbeRecord, StatusRecord, is_newer_version};

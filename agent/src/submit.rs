@@ -14,12 +14,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
-use lineprobe_shared::{AttemptOutcome, EndpointAttempt, Report, ReportLimits};
+use lineprobe_shared::{AttemptOutcome, EndpointAttempt, InstallId, Report, ReportLimits};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::config::{Endpoint, Settings};
+use crate::config::{Endpoint, Settings, fill_pattern};
+use crate::signing::{Mode, Signer};
 
 /// A browser's `User-Agent`: a probe that announces itself is easy to block.
 const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
@@ -151,6 +152,7 @@ pub struct Submitter {
     settings: Settings,
     transport: TransportOptions,
     plain: reqwest::Client,
+    signer: Option<Signer>,
 }
 
 impl Submitter {
@@ -161,7 +163,15 @@ impl Submitter {
             settings,
             transport,
             plain,
+            signer: None,
         })
+    }
+
+    /// Signs uploads with `signer`, enrolling at each endpoint first.
+    #[must_use]
+    pub(crate) fn with_signer(mut self, signer: Option<Signer>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// The settings in use.
@@ -245,7 +255,7 @@ impl Submitter {
                     };
                 }
             };
-            let (outcome, answer) = self.post(endpoint, &path, body).await;
+            let (outcome, answer) = self.send_report(endpoint, &path, body, report).await;
             attempts.push(outcome.clone());
             match answer {
                 Answer::Accepted(delivery) => {
@@ -264,7 +274,9 @@ impl Submitter {
                         attempts,
                     };
                 }
-                Answer::Failed { retry_after: ra } => {
+                Answer::Failed {
+                    retry_after: ra, ..
+                } => {
                     retry_after = retry_after.max(ra);
                     push_attempt(report, outcome);
                 }
@@ -276,28 +288,151 @@ impl Submitter {
         }
     }
 
+    /// Sends a report to one endpoint, signed when the agent signs and the
+    /// endpoint knows enrolment; enrols first when needed, and once more
+    /// (or corrects the clock) when the collector says so.
+    async fn send_report(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: Vec<u8>,
+        report: &Report,
+    ) -> (EndpointAttempt, Answer) {
+        let Some(signer) = &self.signer else {
+            return self.post(endpoint, path, body, None).await;
+        };
+        let name = endpoint.as_str();
+        let install_id = &report.install_id;
+        let report_id = report.report_id.to_string();
+        if signer.mode(name) == Mode::Enrol {
+            self.enrol(signer, endpoint, install_id).await;
+        }
+        let mut again = true;
+        loop {
+            let signature = match signer.mode(name) {
+                Mode::Unsigned => None,
+                Mode::Sign | Mode::Enrol => {
+                    match signer.sign_report(name, install_id, &report_id, &body) {
+                        Ok(header) => Some(header),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot sign the report; sending it unsigned");
+                            None
+                        }
+                    }
+                }
+            };
+            let (attempt, answer) = self.post(endpoint, path, body.clone(), signature).await;
+            if let Answer::Failed {
+                error: Some(code),
+                server_time,
+                ..
+            } = &answer
+                && again
+            {
+                again = false;
+                match (code.as_str(), server_time) {
+                    ("unknown_key", _) => {
+                        signer.forget(name);
+                        self.enrol(signer, endpoint, install_id).await;
+                        continue;
+                    }
+                    ("stale_timestamp", Some(t)) => {
+                        signer.clock(name, *t);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            return (attempt, answer);
+        }
+    }
+
+    /// Enrols the probe's key at `endpoint` and records what came of it.
+    async fn enrol(&self, signer: &Signer, endpoint: &Endpoint, install_id: &InstallId) {
+        let name = endpoint.as_str();
+        for _ in 0..2 {
+            let patterns = signer.enrol_patterns();
+            let index = rand::Rng::gen_range(&mut rand::thread_rng(), 0..patterns.len().max(1));
+            let Some(pattern) = patterns.get(index) else {
+                return;
+            };
+            let path = fill_pattern(pattern, &mut rand::thread_rng());
+            let (body, signature) = match signer.enrolment(name, install_id) {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make the key enrolment; reports go unsigned");
+                    signer.unsupported(name);
+                    return;
+                }
+            };
+            let Ok(builder) = self.request(reqwest::Method::POST, endpoint, &path).await else {
+                return;
+            };
+            let sent = builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(lineprobe_shared::SIGNATURE_HEADER, signature)
+                .body(body)
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::info!(endpoint = name, error = %e, "key enrolment failed");
+                    return;
+                }
+            };
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            let answer: Option<CollectorAnswer> = serde_json::from_str(&text).ok();
+            let server_time = answer.as_ref().and_then(|a| a.server_time);
+            if status.is_success() {
+                tracing::info!(endpoint = name, "probe key enrolled");
+                signer.enrolled(name, server_time);
+                return;
+            }
+            if status == reqwest::StatusCode::NOT_FOUND {
+                // A collector that predates signing: send unsigned.
+                signer.unsupported(name);
+                return;
+            }
+            let code = answer.as_ref().and_then(|a| a.error.as_deref());
+            if let (Some("stale_timestamp"), Some(t)) = (code, server_time) {
+                signer.clock(name, t);
+                continue;
+            }
+            tracing::warn!(
+                endpoint = name,
+                status = status.as_u16(),
+                answer = %snippet(&text),
+                "the collector refused the key enrolment"
+            );
+            return;
+        }
+    }
+
     async fn post(
         &self,
         endpoint: &Endpoint,
         path: &str,
         body: Vec<u8>,
+        signature: Option<String>,
     ) -> (EndpointAttempt, Answer) {
         let builder = match self.request(reqwest::Method::POST, endpoint, path).await {
             Ok(b) => b,
-            Err(failed) => return (failed, Answer::Failed { retry_after: None }),
+            Err(failed) => return (failed, Answer::failed(None)),
         };
-        let sent = builder
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
+        let mut builder = builder.header(header::CONTENT_TYPE, "application/json");
+        if let Some(signature) = signature {
+            builder = builder.header(lineprobe_shared::SIGNATURE_HEADER, signature);
+        }
+        let sent = builder.body(body).send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
                 let (outcome, detail) = classify(&e);
                 return (
                     attempt(endpoint, outcome, None, Some(detail)),
-                    Answer::Failed { retry_after: None },
+                    Answer::failed(None),
                 );
             }
         };
@@ -337,9 +472,13 @@ impl Submitter {
         );
         // Only the collector's own verdict on the report ends the round: a
         // 404 from a gateway or a 403 from a filter says nothing about it.
+        // A refused signature header is the agent's fault, not the report's:
+        // the report is kept and retried.
         let says_invalid = code == 422
             || (matches!(code, 400 | 413 | 415)
-                && json.as_ref().is_some_and(|j| j.error.is_some()));
+                && json.as_ref().is_some_and(|j| {
+                    j.error.is_some() && j.error.as_deref() != Some("bad_signature_header")
+                }));
         if says_invalid {
             (
                 failed,
@@ -349,7 +488,14 @@ impl Submitter {
                 },
             )
         } else {
-            (failed, Answer::Failed { retry_after })
+            (
+                failed,
+                Answer::Failed {
+                    retry_after,
+                    error: json.as_ref().and_then(|j| j.error.clone()),
+                    server_time: json.as_ref().and_then(|j| j.server_time),
+                },
+            )
         }
     }
 
@@ -393,8 +539,27 @@ impl Submitter {
 
 enum Answer {
     Accepted(Delivery),
-    Invalid { status: u16, detail: String },
-    Failed { retry_after: Option<Duration> },
+    Invalid {
+        status: u16,
+        detail: String,
+    },
+    Failed {
+        retry_after: Option<Duration>,
+        /// The collector's error code, when it answered with one.
+        error: Option<String>,
+        /// The collector's clock, when it said.
+        server_time: Option<i64>,
+    },
+}
+
+impl Answer {
+    fn failed(retry_after: Option<Duration>) -> Self {
+        Self::Failed {
+            retry_after,
+            error: None,
+            server_time: None,
+        }
+    }
 }
 
 /// The JSON the collector answers with.
@@ -404,6 +569,7 @@ struct CollectorAnswer {
     error: Option<String>,
     detail: Option<String>,
     violations: Option<serde_json::Value>,
+    server_time: Option<i64>,
 }
 
 impl CollectorAnswer {

@@ -34,6 +34,7 @@ fn the_example_config_parses_and_means_what_it_says() {
     assert_eq!(config.trace, defaults.trace);
     assert_eq!(config.consent, defaults.consent);
     assert_eq!(config.device, defaults.device);
+    assert_eq!(config.signing, defaults.signing);
     assert_eq!(
         config.endpoints.connect_timeout_secs,
         defaults.endpoints.connect_timeout_secs

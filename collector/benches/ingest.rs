@@ -68,7 +68,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use lineprobe_collector::{
     CertStore, CollectorConfig, IngestLimits, IngestState, ListenerName, ListenerOptions, Metrics,
-    PathSet, Staging, StagingOptions, SystemClock, Traffic, bind, ingest_router, serve,
+    PathSet, SignatureVerifier, Staging, StagingOptions, SystemClock, Traffic, bind, ingest_router,
+    serve,
 };
 use lineprobe_shared::{Report, ReportId};
 use rustls::pki_types::ServerName;
@@ -464,6 +465,14 @@ fn ingest_state(
         concurrency: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
         full_retry_after_secs: config.staging.full_retry_after_secs,
         metrics: Arc::clone(metrics),
+        signatures: SignatureVerifier::new(
+            config.signing.clone(),
+            staging.clone(),
+            metrics.signatures.clone(),
+        ),
+        enrol_paths: Arc::new(
+            PathSet::parse(&config.signing.enrol_paths).map_err(anyhow::Error::msg)?,
+        ),
         traffic: Arc::new(Traffic::new(
             config,
             Arc::new(SystemClock),

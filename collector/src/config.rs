@@ -43,6 +43,8 @@ pub struct CollectorConfig {
     pub staging: StagingConfig,
     /// The signed probe manifest.
     pub manifest: ManifestConfig,
+    /// Signed probes: enrolment and signature checks.
+    pub signing: crate::SigningConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -198,6 +200,7 @@ impl Default for CollectorConfig {
             limits: LimitsConfig::default(),
             staging: StagingConfig::default(),
             manifest: ManifestConfig::default(),
+            signing: crate::SigningConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             traffic: crate::TrafficConfig::default(),
@@ -433,6 +436,12 @@ impl CollectorConfig {
                 return bad(&format!("public.paths[{i}]"), reason);
             }
         }
+        let report_paths =
+            crate::PathSet::parse(&self.public.paths).map_err(|reason| Error::Config {
+                key: "public.paths".to_owned(),
+                reason,
+            })?;
+        self.signing.validate(&report_paths)?;
         if self.public.proxy_protocol && self.public.trusted_proxies.is_empty() {
             return bad(
                 "public.proxy_protocol",

@@ -19,12 +19,14 @@ use axum::routing::get;
 use chrono::Utc;
 use http_body_util::{BodyExt, Limited};
 use ipnet::IpNet;
-use lineprobe_shared::{EnvelopeHeaders, EnvelopeTls, ReceiverEnvelope, Report, SignatureCheck};
+use lineprobe_shared::{EnvelopeHeaders, EnvelopeTls, ReceiverEnvelope, Report};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::metrics::{IngestOutcome, Metrics};
-use crate::{Admission, ConnInfo, Error, PathSet, StageOutcome, Staging, Ticket, Traffic};
+use crate::{
+    Admission, ConnInfo, Error, PathSet, SignatureVerifier, StageOutcome, Staging, Ticket, Traffic,
+};
 
 /// A request refused before staging: how to count it and what to answer.
 type Rejected = Box<(IngestOutcome, Response)>;
@@ -59,6 +61,10 @@ pub struct IngestState {
     pub full_retry_after_secs: u64,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Signed probes: signature checks, and the enrolment paths.
+    pub signatures: Arc<SignatureVerifier>,
+    /// The enrolment path patterns (`signing.enrol_paths`).
+    pub enrol_paths: Arc<PathSet>,
     /// Traffic accounting, budgets and trust.
     pub traffic: Arc<Traffic>,
 }
@@ -105,6 +111,17 @@ pub fn not_found() -> Response {
 }
 
 async fn ingest_or_not_found(State(state): State<IngestState>, request: Request) -> Response {
+    if request.method() == Method::POST && state.enrol_paths.matches(request.uri().path()) {
+        let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
+            return rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the receiver is busy; retry later",
+                Some(1),
+            );
+        };
+        return crate::enrol::enrol(&state.signatures, &state.trusted_proxies, request).await;
+    }
     if request.method() != Method::POST || !state.paths.matches(request.uri().path()) {
         state.metrics.ingest(IngestOutcome::NotFound);
         return not_found();
@@ -223,13 +240,24 @@ async fn ingest(
     {
         return (IngestOutcome::Throttled, throttled(secs));
     }
+    let signature = match state
+        .signatures
+        .check_report(&parts.headers, &bytes, &report)
+        .await
+    {
+        Ok(checked) => checked,
+        Err(rejected) => return (IngestOutcome::SignatureRejected, rejected.into_response()),
+    };
     let mut report = report;
     let mut envelope = envelope(state, &conn, &parts.headers, &path);
-    if let Some(t) = ticket.as_deref() {
-        // Signature checking plugs in here; until then every report is
-        // unsigned (and its trust capped at `trust.unsigned_cap`).
-        envelope.trust = state.traffic.arrival_trust(t, SignatureCheck::Unsigned);
-    }
+    // The report's trust at arrival: its units' scores and the signature
+    // check (the signature alone when traffic accounting is off).
+    envelope.trust = Some(
+        ticket
+            .as_deref()
+            .and_then(|t| state.traffic.arrival_trust(t, signature.check))
+            .unwrap_or_else(|| crate::signature_only_trust(signature.check)),
+    );
     report.envelope = Some(envelope);
     let report_id = report.report_id.to_string();
 
@@ -238,6 +266,10 @@ async fn ingest(
         .request_timeout
         .saturating_sub(started.elapsed());
     let staged = tokio::time::timeout(remaining, state.staging.stage(report)).await;
+    if !matches!(staged, Ok(Ok(_))) {
+        // Not stored: the probe will send the same signed request again.
+        state.signatures.release(&signature);
+    }
     stage_response(state, &report_id, staged)
 }
 

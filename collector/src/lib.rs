@@ -11,6 +11,7 @@
 mod certs;
 mod cli;
 mod config;
+mod enrol;
 mod error;
 mod export;
 mod ingest;
@@ -19,12 +20,14 @@ mod metrics;
 mod paths;
 mod proxyproto;
 mod server;
+mod signature;
 mod staging;
 mod traffic;
 
 pub use certs::{CertStore, GENERATED_TLS_DIR};
 pub use cli::{Cli, Command, main_with_args, run};
 pub use config::*;
+pub use enrol::MAX_ENROL_BODY_BYTES;
 pub use error::Error;
 pub use export::*;
 pub use ingest::{IngestLimits, IngestState, egress_address, ingest_router, not_found};
@@ -37,6 +40,10 @@ pub use proxyproto::{
     MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES, ProxyAddresses, ProxyHeader, parse_proxy_header,
 };
 pub use server::RunningCollector;
+pub use signature::{
+    CheckedSignature, SignatureMetrics, SignatureOutcome, SignatureRejection, SignatureVerifier,
+    SigningConfig, signature_only_trust,
+};
 pub use staging::*;
 pub use traffic::{
     Admission, Band, BandRules, Clock, Episode, LowTrustUnit, ManualClock, SystemClock, Ticket,

@@ -48,6 +48,9 @@ pub enum IngestOutcome {
     Timeout,
     /// Any path or method that is not an ingest endpoint (404/405).
     NotFound,
+    /// Refused by the signature check (4xx; the reason is counted in
+    /// `signature_checks`).
+    SignatureRejected,
     /// A unit in an anomaly episode over its budget (429).
     Throttled,
 }
@@ -86,6 +89,8 @@ pub struct Metrics {
     staging_highest_seq: Gauge,
     oldest_unacked_seconds: Gauge<f64, AtomicU64>,
     exported: Counter,
+    /// Signature checks and enrolments.
+    pub signatures: crate::SignatureMetrics,
     episodes_open: Gauge,
     episodes_opened: Counter,
     throttled: Family<UnitLabels, Counter>,
@@ -151,6 +156,7 @@ impl Metrics {
             "Reports sent to the puller",
             exported.clone(),
         );
+        let signatures = crate::SignatureMetrics::register(&mut registry);
         let episodes_open = Gauge::default();
         registry.register(
             "traffic_anomaly_episodes_open",
@@ -187,6 +193,7 @@ impl Metrics {
             staging_highest_seq,
             oldest_unacked_seconds,
             exported,
+            signatures,
             episodes_open,
             episodes_opened,
             throttled,

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{healthz, readiness};
 use crate::{
     CertStore, CollectorConfig, Error, ExportState, IngestLimits, IngestState, ListenerName,
-    ListenerOptions, Metrics, PathSet, Staging, StagingOptions, SystemClock, Traffic, bind,
-    export_router, ingest_router, manifest_routes, serve, traffic_routes,
+    ListenerOptions, Metrics, PathSet, SignatureVerifier, Staging, StagingOptions, SystemClock,
+    Traffic, bind, export_router, ingest_router, manifest_routes, serve, traffic_routes,
 };
 
 /// How often acknowledged reports past their retention are purged.
@@ -96,6 +96,17 @@ impl RunningCollector {
             concurrency: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             full_retry_after_secs: config.staging.full_retry_after_secs,
             metrics: Arc::clone(&metrics),
+            signatures: SignatureVerifier::new(
+                config.signing.clone(),
+                staging.clone(),
+                metrics.signatures.clone(),
+            ),
+            enrol_paths: Arc::new(PathSet::parse(&config.signing.enrol_paths).map_err(
+                |reason| Error::Config {
+                    key: "signing.enrol_paths".to_owned(),
+                    reason,
+                },
+            )?),
             traffic: Arc::clone(&traffic),
         };
         let public_router = ingest_router(ingest).merge(manifest_routes(staging.clone()));

@@ -83,6 +83,15 @@ pub enum Error {
         /// What was wrong and what to do about it.
         reason: String,
     },
+
+    /// A probe's request signature, its header or a probe key was refused.
+    #[error("signature: {reason}")]
+    Signature {
+        /// Why, for callers that answer each cause differently.
+        fault: crate::SignatureFault,
+        /// What was wrong and what to do about it.
+        reason: String,
+    },
 }
 
 /// One way in which a value broke the schema.

@@ -4,7 +4,8 @@
 //! wire schema a probe sends, the trace model inside it, the text parsers that
 //! turn traceroute output into that model, address classification and the
 //! first public hop, the catalogs that name provinces, cities and carriers, and
-//! the signed manifest that tells probes what to do.
+//! the signed manifest that tells probes what to do, and the signatures
+//! probes put on their uploads.
 //! Modules are private; their public items are re-exported flat here.
 
 mod addrclass;
@@ -13,6 +14,7 @@ mod error;
 mod firsthop;
 mod manifest;
 mod report;
+mod signing;
 mod trace;
 mod tracetext;
 
@@ -22,5 +24,6 @@ pub use error::*;
 pub use firsthop::*;
 pub use manifest::*;
 pub use report::*;
+pub use signing::*;
 pub use trace::*;
 pub use tracetext::*;

@@ -84,6 +84,10 @@ pub enum Command {
         /// `indeterminate`).
         #[arg(long)]
         verdict: Option<String>,
+        /// Only lines whose current verdict came from a low-trust source
+        /// (`low`) or from a trusted one (`normal`).
+        #[arg(long, value_name = "low|normal")]
+        trust: Option<String>,
         /// Only lines seen on or after this day (YYYY-MM-DD) or time (RFC 3339).
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
@@ -270,6 +274,7 @@ async fn list_verdicts(
         carrier,
         actual_carrier,
         verdict,
+        trust,
         since,
         limit,
         offset,
@@ -298,6 +303,17 @@ async fn list_verdicts(
             .map(|c| normalise_carrier(&catalog, c))
             .transpose()?,
         verdict: verdict.as_deref().map(check_verdict).transpose()?,
+        low_trust: match trust.as_deref() {
+            None => None,
+            Some("low") => Some(true),
+            Some("normal") => Some(false),
+            Some(other) => {
+                return Err(Error::Config {
+                    key: "--trust".to_owned(),
+                    reason: format!("{other:?} is not a trust level: write low or normal"),
+                });
+            }
+        },
         seen_since_ms: since.as_deref().map(parse_since).transpose()?,
         seen_until_ms: None,
         limit: *limit,
@@ -324,7 +340,10 @@ async fn pipeline(config: &SyncConfig, store: &Store) -> Result<Pipeline, Error>
     if cached > 0 {
         tracing::debug!(answers = cached, "resolver cache loaded");
     }
-    Ok(Pipeline::new(catalog, chain, config.classifier()?))
+    Ok(
+        Pipeline::new(catalog, chain, config.classifier()?)
+            .with_trust_policy(config.trust_policy()),
+    )
 }
 
 fn puller(config: &SyncConfig) -> Result<Puller, Error> {

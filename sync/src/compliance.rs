@@ -551,6 +551,11 @@ pub struct Verdict {
     pub filled: Vec<Filled>,
     /// Source name → data version of every source that contributed.
     pub data_versions: BTreeMap<String, String>,
+    /// Whether the report came from a low-trust source (see
+    /// [`crate::TrustPolicy`]); the pipeline sets it after judging. A
+    /// verdict from a low-trust source is a different verdict: it is listed
+    /// apart.
+    pub low_trust: bool,
 }
 
 impl Verdict {
@@ -591,6 +596,10 @@ impl Verdict {
         for (source, version) in &self.data_versions {
             h.part(source);
             h.part(version);
+        }
+        // Only when set, so the keys of earlier verdicts stay as they were.
+        if self.low_trust {
+            h.part("low_trust");
         }
         h.finish()
     }
@@ -647,6 +656,7 @@ pub fn judge(ev: &LineEvidence<'_>) -> Verdict {
         reasons: j.findings,
         filled,
         data_versions: data_versions(ev, egress),
+        low_trust: false,
     }
 }
 

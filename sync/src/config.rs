@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
 use serde::Deserialize;
 
-use crate::{Chain, ChainConfig, CollectorEndpoint, Error, ReportConfig};
+use crate::{Chain, ChainConfig, CollectorEndpoint, Error, ReportConfig, TrustPolicy};
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "LINEPROBE_SYNC__";
@@ -106,6 +106,13 @@ pub struct PipelineConfig {
     /// Address blocks treated as public although the IANA registries call
     /// them special-purpose: only for labs built on documentation ranges.
     pub public_cidrs: Vec<IpNet>,
+    /// Verdicts from reports whose trust score at arrival is below this
+    /// (0–100) are marked low-trust and listed apart; 0 marks none by
+    /// score.
+    pub low_trust_below: u8,
+    /// Verdicts from a probe whose signing key changed are marked
+    /// low-trust whatever the score.
+    pub key_changed_is_low_trust: bool,
 }
 
 impl Default for PipelineConfig {
@@ -113,6 +120,8 @@ impl Default for PipelineConfig {
         Self {
             batch: 2000,
             public_cidrs: Vec::new(),
+            low_trust_below: TrustPolicy::default().low_below,
+            key_changed_is_low_trust: TrustPolicy::default().key_changed_is_low,
         }
     }
 }
@@ -221,6 +230,15 @@ impl SyncConfig {
                 ),
             );
         }
+        if self.pipeline.low_trust_below > 100 {
+            return bad(
+                "pipeline.low_trust_below",
+                format!(
+                    "{} is out of range: trust scores are 0 to 100",
+                    self.pipeline.low_trust_below
+                ),
+            );
+        }
         if self.pull.interval_s == 0 {
             return bad("pull.interval_s", "must be at least 1 second".to_owned());
         }
@@ -297,6 +315,14 @@ impl SyncConfig {
     /// Opens the configured address sources, in order.
     pub fn chain(&self, catalog: &Arc<Catalog>) -> Result<Chain, Error> {
         self.resolve.build(&self.base_dir, catalog)
+    }
+
+    /// How verdicts are marked by their reports' trust at arrival.
+    pub fn trust_policy(&self) -> TrustPolicy {
+        TrustPolicy {
+            low_below: self.pipeline.low_trust_below,
+            key_changed_is_low: self.pipeline.key_changed_is_low_trust,
+        }
     }
 
     /// The address classifier, with the configured lab-public blocks.

@@ -23,6 +23,7 @@ mod resolve;
 mod resolvercache;
 mod store;
 mod trace;
+mod trust;
 mod validate;
 mod verdicts;
 
@@ -44,5 +45,6 @@ pub use pull::*;
 pub use resolve::*;
 pub use resolvercache::{load_resolver_cache, save_resolver_cache};
 pub use store::*;
+pub use trust::{TrustMark, TrustPolicy};
 pub use validate::*;
 pub use verdicts::*;

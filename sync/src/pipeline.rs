@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::{
     ActualLine, ApplySummary, Attributed, Chain, DeclaredFacts, Error, LineEvidence,
-    ObservationRecord, Processed, QuarantineRecord, RawReport, Reason, Resolved, Store, Verdict,
-    VerdictRecord, extract, judge, line_key, observation_key,
+    ObservationRecord, Processed, QuarantineRecord, RawReport, Reason, Resolved, Store, TrustMark,
+    TrustPolicy, Verdict, VerdictRecord, extract, judge, line_key, observation_key,
 };
 
 /// What a pipeline run did.
@@ -71,6 +71,7 @@ pub struct Pipeline {
     chain: Arc<Chain>,
     classifier: Arc<Classifier>,
     workers: usize,
+    trust: TrustPolicy,
 }
 
 impl Pipeline {
@@ -83,7 +84,15 @@ impl Pipeline {
             chain,
             classifier: Arc::new(classifier),
             workers,
+            trust: TrustPolicy::default(),
         }
+    }
+
+    /// Marks verdicts by this policy on the reports' trust at arrival.
+    #[must_use]
+    pub fn with_trust_policy(mut self, policy: TrustPolicy) -> Self {
+        self.trust = policy;
+        self
     }
 
     /// Uses `workers` threads for the CPU work (at least one).
@@ -135,8 +144,10 @@ impl Pipeline {
             &self.classifier,
             |ip| self.chain.resolve(&self.catalog, ip),
         )?;
-        let verdict = judge(&evidence);
+        let mut verdict = judge(&evidence);
         let envelope = report.envelope.as_ref();
+        let trust = self.trust.mark(envelope.and_then(|e| e.trust.as_ref()));
+        verdict.low_trust = trust.low;
         let observed_at_ms =
             envelope.map_or(raw.pulled_at_ms, |e| e.received_at.timestamp_millis());
         let declared = &extracted.declared;
@@ -163,7 +174,7 @@ impl Pipeline {
             engine: report.trace.engine.to_string(),
             agent_version: report.device.agent_version.clone(),
             os: report.device.os.clone(),
-            verdict: verdict_record(&verdict, &evidence, report, &extracted, now_ms)?,
+            verdict: verdict_record(&verdict, &evidence, report, &extracted, &trust, now_ms)?,
         };
         Ok(Processed::Observation(Box::new(record)))
     }
@@ -374,6 +385,9 @@ struct EvidenceDoc<'a> {
     public_hops: Vec<HopDoc<'a>>,
     target: Option<IpAddr>,
     target_carrier: Option<&'a Attributed<CarrierId>>,
+    /// The trust at arrival, when the receiver scored it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trust: Option<&'a TrustMark>,
     warnings: &'a [Reason],
 }
 
@@ -422,6 +436,7 @@ fn evidence_json(
     evidence: &LineEvidence<'_>,
     report: &Report,
     extracted: &crate::Extracted,
+    trust: &TrustMark,
 ) -> Result<String, Error> {
     let declared = &report.declared;
     let proxy = &report.device.proxy;
@@ -465,6 +480,7 @@ fn evidence_json(
             .collect(),
         target: report.trace.target_addr,
         target_carrier: evidence.target_carrier.as_ref(),
+        trust: trust.score.is_some().then_some(trust),
         warnings: &extracted.warnings,
     };
     serde_json::to_string(&doc).map_err(|e| Error::Output(e.into()))
@@ -475,6 +491,7 @@ fn verdict_record(
     evidence: &LineEvidence<'_>,
     report: &Report,
     extracted: &crate::Extracted,
+    trust: &TrustMark,
     now_ms: i64,
 ) -> Result<VerdictRecord, Error> {
     let egress = evidence.egress.as_ref();
@@ -487,7 +504,7 @@ fn verdict_record(
         verdict: verdict.kind.as_str().to_owned(),
         reasons_json: serde_json::to_string(&verdict.reasons)
             .map_err(|e| Error::Output(e.into()))?,
-        evidence_json: evidence_json(verdict, evidence, report, extracted)?,
+        evidence_json: evidence_json(verdict, evidence, report, extracted, trust)?,
         actual_carrier: verdict.actual.carrier.as_ref().map(|a| a.value.clone()),
         actual_province: verdict.actual.province.as_ref().map(|a| a.value.clone()),
         actual_city: verdict.actual.city.as_ref().map(|a| a.value.clone()),
@@ -497,12 +514,14 @@ fn verdict_record(
         data_versions_json: serde_json::to_string(&verdict.data_versions)
             .map_err(|e| Error::Output(e.into()))?,
         decided_at_ms: now_ms,
+        trust_score: trust.score.map(i16::from),
+        low_trust: trust.low,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use lineprobe_shared::{ClassifierConfig, EnvelopeHeaders, ReceiverEnvelope};
+    use lineprobe_shared::{ArrivalTrust, ClassifierConfig, EnvelopeHeaders, ReceiverEnvelope};
     use serde_json::{Value, json};
 
     use super::*;
@@ -556,6 +575,70 @@ mod tests {
         })
     }
 
+    /// The first demo case with a verdict, processed with `trust` in its
+    /// envelope.
+    fn processed_with_trust(trust: Option<ArrivalTrust>) -> ObservationRecord {
+        let catalog = Arc::new(Catalog::embedded().unwrap());
+        let chain = Arc::new(demo_chain(&catalog).unwrap());
+        let classifier = Classifier::new(&ClassifierConfig::default()).unwrap();
+        let pipeline = Pipeline::new(catalog, chain, classifier);
+        let case = demo_cases(chrono::Utc::now().fixed_offset())
+            .unwrap()
+            .into_iter()
+            .find(|c| c.expect == "non_compliant")
+            .unwrap();
+        let mut report = case.report;
+        report.envelope = Some(ReceiverEnvelope {
+            received_at: chrono::Utc::now(),
+            peer_ip: case.egress.unwrap(),
+            peer_port: Some(40_000),
+            path: "/api/v1/report".to_owned(),
+            headers: EnvelopeHeaders::default(),
+            tls: None,
+            node_id: "n1".to_owned(),
+            seq: 1,
+            trust,
+        });
+        let raw = RawReport {
+            id: 1,
+            collector: "c".to_owned(),
+            node_id: "n1".to_owned(),
+            seq: 1,
+            body: report.to_json().unwrap(),
+            pulled_at_ms: 0,
+        };
+        match pipeline.process(&raw, false, 0).unwrap() {
+            Processed::Observation(o) => *o,
+            Processed::Quarantine(q) => panic!("quarantined: {}", q.summary),
+        }
+    }
+
+    #[test]
+    fn a_low_trust_arrival_marks_the_verdict_and_makes_it_a_different_verdict() {
+        let score = lineprobe_shared::TrustScore::new(15).unwrap();
+        let low = processed_with_trust(Some(ArrivalTrust {
+            score,
+            install: score,
+            prefix: lineprobe_shared::TrustScore::FULL,
+            signature: lineprobe_shared::SignatureCheck::Unsigned,
+            reasons: vec![lineprobe_shared::TrustReason::AnomalyEpisode],
+        }));
+        let unscored = processed_with_trust(None);
+        assert!(low.verdict.low_trust);
+        assert_eq!(low.verdict.trust_score, Some(15));
+        assert!(!unscored.verdict.low_trust);
+        assert_eq!(unscored.verdict.trust_score, None);
+        // Same facts, same verdict kind; but a low-trust verdict is listed
+        // apart, so it does not collapse into the trusted one.
+        assert_eq!(low.verdict.verdict, unscored.verdict.verdict);
+        assert_ne!(low.verdict.verdict_key, unscored.verdict.verdict_key);
+        let evidence: Value = serde_json::from_str(&low.verdict.evidence_json).unwrap();
+        assert_eq!(evidence["trust"]["low"], json!(true));
+        assert_eq!(evidence["trust"]["reasons"], json!(["anomaly_episode"]));
+        let evidence: Value = serde_json::from_str(&unscored.verdict.evidence_json).unwrap();
+        assert!(evidence.get("trust").is_none());
+    }
+
     #[test]
     fn evidence_and_path_documents_say_what_the_json_trees_said() {
         let catalog = Catalog::embedded().unwrap();
@@ -590,7 +673,14 @@ mod tests {
             .unwrap();
             let verdict = judge(&evidence);
             let written: Value = serde_json::from_str(
-                &evidence_json(&verdict, &evidence, &extracted.report, &extracted).unwrap(),
+                &evidence_json(
+                    &verdict,
+                    &evidence,
+                    &extracted.report,
+                    &extracted,
+                    &TrustMark::UNSCORED,
+                )
+                .unwrap(),
             )
             .unwrap();
             assert_eq!(

@@ -44,6 +44,10 @@ pub struct VerdictLine {
     pub reasons: Vec<String>,
     /// Every finding with its sentence.
     pub findings: Vec<FindingText>,
+    /// Whether the verdict came from a low-trust source (listed apart).
+    pub low_trust: bool,
+    /// The report's trust score at arrival, when its receiver scored it.
+    pub trust_score: Option<u8>,
 }
 
 /// A finding as stored with the verdict.
@@ -126,6 +130,10 @@ pub async fn verdict_rows(
             last_seen: ms_to_rfc3339(line.last_seen_ms),
             reasons,
             findings,
+            low_trust: line.low_trust,
+            trust_score: current
+                .and_then(|v| v.trust_score)
+                .and_then(|s| u8::try_from(s).ok()),
         });
     }
     Ok(out)
@@ -202,7 +210,11 @@ pub fn print_verdict_table(
             );
             [
                 r.line.clone(),
-                r.verdict.clone(),
+                if r.low_trust {
+                    format!("{} (low trust)", r.verdict)
+                } else {
+                    r.verdict.clone()
+                },
                 declared,
                 actual,
                 r.first_hop_ip.clone().unwrap_or_else(|| "-".to_owned()),
@@ -254,6 +266,8 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
         "reports",
         "last_seen",
         "reasons",
+        "low_trust",
+        "trust_score",
     ])
     .map_err(csv_err)?;
     for r in rows {
@@ -273,6 +287,8 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
             r.reports.to_string(),
             r.last_seen.clone(),
             r.reasons.join(" "),
+            r.low_trust.to_string(),
+            r.trust_score.map(|s| s.to_string()).unwrap_or_default(),
         ])
         .map_err(csv_err)?;
     }

@@ -18,6 +18,7 @@ use backoffice_support::{on_each_backend, seed_demo, seed_synthetic};
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
 use lineprobe_sync::{BackofficeConfig, BackofficeState, Store, backoffice_router, hash_password};
 use sha2::Digest as _;
+use sqlx::Connection as _;
 use tower::ServiceExt as _;
 
 const PASSWORD: &str = "correct horse battery";
@@ -665,6 +666,42 @@ async fn sessions_end_when_idle_or_expired() {
     .await;
 }
 
+/// Source trust: the demo's collector trusted every report; a line whose
+/// current verdict came from a low-trust source is listed apart by the
+/// trust filter and marked wherever it shows.
+async fn check_trust_filter(vic: &mut Browser, url: &str) {
+    let low = vic.get("/lines?trust=low").await;
+    assert!(low.body.contains("No line matches"), "{}", low.body);
+    let normal = vic.get("/lines?trust=normal").await;
+    assert_eq!(normal.body.matches("href=\"/case?line=").count(), 10);
+    let mark = "UPDATE lines SET low_trust = TRUE WHERE line_key = 'account:07552660505'";
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(mark).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(mark).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    }
+    let low = vic.get("/lines?trust=low").await;
+    assert_eq!(low.body.matches("href=\"/case?line=").count(), 1);
+    assert!(low.body.contains("account:07552660505"));
+    assert!(
+        low.body.contains("class=\"badge low-trust\""),
+        "{}",
+        low.body
+    );
+    let all = vic.get("/lines").await;
+    assert_eq!(
+        all.body.matches("class=\"badge low-trust\"").count(),
+        1,
+        "one marked line"
+    );
+    let bad = vic.get("/lines?trust=maybe").await;
+    assert!(bad.body.contains("is not a trust level"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_show_the_lines() {
     on_each_backend("the_pages_show_the_lines", |url| async move {
@@ -710,6 +747,8 @@ async fn the_pages_show_the_lines() {
         assert!(future.body.contains("No line matches"));
         let bad = vic.get("/lines?verdict=guilty").await;
         assert!(bad.body.contains("is not a verdict"));
+
+        check_trust_filter(&mut vic, &url).await;
 
         let case = vic.get("/case?line=account%3A07552660505").await;
         assert_eq!(case.status, StatusCode::OK);

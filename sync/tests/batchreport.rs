@@ -390,6 +390,72 @@ async fn the_figures_of_a_seeded_day_are_right() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_from_low_trust_sources_are_listed_apart() {
+    on_each_backend("low_trust_listed_apart", |ctx| async move {
+        // The same non-compliant line twice over: once as the collector
+        // trusted it, once (another account) from a flooding source.
+        let (trusted, egress) = case("gd-mobile", 21);
+        let (mut flooded, _) = case("gd-mobile", 21);
+        flooded["account"] = json!("07550000999");
+        flooded["install_id"] = json!("SZ-NS-000999");
+        flooded["report_id"] = json!(lineprobe_shared::ReportId::new_v7().to_string());
+        let mut flooded = stored(flooded, &egress, at(21, 10, 0), 2);
+        let mut doc: Value = serde_json::from_slice(&flooded.body).unwrap();
+        doc["envelope"]["trust"] = json!({
+            "score": 18, "install": 18, "prefix": 30, "signature": "unsigned",
+            "reasons": ["anomaly_episode", "unsigned"],
+        });
+        flooded.body = serde_json::to_vec(&doc).unwrap();
+        // Moved onto another carrier's route, so both are non-compliant.
+        let (urban, urban_egress) = case("urban-village", 21);
+        let mut moved = trusted.clone();
+        moved["trace"] = urban["trace"].clone();
+        let mut flooded_doc: Value = serde_json::from_slice(&flooded.body).unwrap();
+        flooded_doc["trace"] = urban["trace"].clone();
+        flooded_doc["envelope"]["peer_ip"] = json!(urban_egress);
+        flooded.body = serde_json::to_vec(&flooded_doc).unwrap();
+        let reports = vec![stored(moved, &urban_egress, at(21, 9, 0), 1), flooded];
+        pull_and_process(&ctx.store, &reports, at(21, 11, 0)).await;
+
+        let f = serde_json::to_value(figures(&ctx.store, day(21)).await).unwrap();
+        let lines = |key: &str| -> Vec<(String, String, bool)> {
+            f[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    (
+                        l["line"].as_str().unwrap().to_owned(),
+                        l["verdict"].as_str().unwrap().to_owned(),
+                        l["low_trust"].as_bool().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            lines("listed_lines"),
+            [(
+                "account:07552660101".to_owned(),
+                "non_compliant".to_owned(),
+                false
+            )]
+        );
+        assert_eq!(
+            lines("low_trust_lines"),
+            [(
+                "account:07550000999".to_owned(),
+                "non_compliant".to_owned(),
+                true
+            )]
+        );
+        // Not hidden: both lines count in the figures.
+        assert_eq!(f["summary"]["lines_observed"], 2, "{:#}", f["summary"]);
+        assert_eq!(f["summary"]["verdicts"]["non_compliant"], 2);
+    })
+    .await;
+}
+
 /// 2026-11-21 against 2026-11-20: the totals, the previous day's, the change.
 fn check_totals(f: &Value) {
     assert_eq!(f["report"], "lineprobe-compliance-report");
@@ -747,6 +813,7 @@ async fn the_files_agree_and_a_second_run_is_identical() {
                 "carrier-mismatches",
                 "collectors",
                 "listed-lines",
+                "low-trust-lines",
                 "probes",
                 "quarantine",
                 "summary",
@@ -1093,7 +1160,7 @@ async fn the_command_writes_the_files() {
             &weekly.display().to_string(),
         ]);
         assert_eq!(code, 0, "{stdout}\n{stderr}");
-        assert_eq!(stdout.lines().count(), 12, "{stdout}");
+        assert_eq!(stdout.lines().count(), 13, "{stdout}");
         assert!(
             weekly
                 .join("lineprobe-report-week-2026-W47-summary.csv")

@@ -222,6 +222,8 @@ fn verdict(key: &str, verdict: &str, actual_carrier: &str, decided_at_ms: i64) -
         filled_json: "{}".to_owned(),
         data_versions_json: "{\"ipplan\":\"2025-01\"}".to_owned(),
         decided_at_ms,
+        trust_score: None,
+        low_trust: false,
     }
 }
 
@@ -629,6 +631,72 @@ async fn processed_reports_without_a_receive_time_go_by_their_pull_time() {
 }
 
 // ---- apply -----------------------------------------------------------------
+
+#[tokio::test]
+async fn trust_at_arrival_marks_the_verdict_and_follows_the_current_line() {
+    on_each_backend("trust_marks", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 3).await;
+        let low = VerdictRecord {
+            trust_score: Some(12),
+            low_trust: true,
+            ..verdict("k-low", "non_compliant", "ctcc", 1_000)
+        };
+        s.apply(&[observation(ids[0], "o1", "l1", 100, low)])
+            .await
+            .unwrap();
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert!(line.low_trust, "the line follows its low-trust verdict");
+        let v = &s.line_verdicts("l1").await.unwrap()[0];
+        assert_eq!((v.trust_score, v.low_trust), (Some(12), true));
+
+        // A later, trusted observation replaces it: the line is no longer
+        // marked; the earlier verdict keeps its mark.
+        let trusted = VerdictRecord {
+            trust_score: Some(90),
+            ..verdict("k-ok", "non_compliant", "ctcc", 2_000)
+        };
+        s.apply(&[observation(ids[1], "o2", "l1", 200, trusted)])
+            .await
+            .unwrap();
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert!(!line.low_trust);
+        let verdicts = s.line_verdicts("l1").await.unwrap();
+        let marks: Vec<_> = verdicts
+            .iter()
+            .map(|v| (v.verdict_key.as_str(), v.trust_score, v.low_trust))
+            .collect();
+        assert_eq!(
+            marks,
+            [("k-ok", Some(90), false), ("k-low", Some(12), true)]
+        );
+
+        // An older observation from a low-trust source does not become
+        // current, so it does not mark the line.
+        let stale = VerdictRecord {
+            trust_score: Some(5),
+            low_trust: true,
+            ..verdict("k-stale", "compliant", "cmcc", 3_000)
+        };
+        s.apply(&[observation(ids[2], "o3", "l1", 50, stale)])
+            .await
+            .unwrap();
+        assert!(!s.line("l1").await.unwrap().unwrap().low_trust);
+        let filter = LineFilter {
+            low_trust: Some(true),
+            limit: 10,
+            ..LineFilter::default()
+        };
+        assert!(s.lines(&filter).await.unwrap().is_empty());
+        let filter = LineFilter {
+            low_trust: Some(false),
+            limit: 10,
+            ..LineFilter::default()
+        };
+        assert_eq!(s.lines(&filter).await.unwrap().len(), 1);
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn identical_observations_collapse_with_counts_and_seen_times() {

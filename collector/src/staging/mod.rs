@@ -10,6 +10,7 @@
 //! restarts), which the exported JSON carries in its envelope.
 
 mod checkpoint;
+mod enrolment;
 mod schema;
 mod trust;
 mod writer;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
+pub use self::enrolment::{EnrolOutcome, EnrolledKey, InstallKeys};
 use self::schema::{migrate, open_reader, open_writer, sql_error};
 use self::writer::{EncodedReport, Request, Writer, to_sql_int};
 use crate::{Error, StagingConfig};

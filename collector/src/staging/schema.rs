@@ -52,7 +52,30 @@ const MIGRATIONS: &[&str] = &[
          signed       BLOB    NOT NULL,
          stored_at_us INTEGER NOT NULL
      );",
-    // Version 2.
+    // Version 2: signed probes.
+    //
+    // `probe_installs` has one row per enrolled `install_id`: when it was
+    // first seen, the key it enrolled last and when its key last changed
+    // (NULL while it has only ever had one). `probe_keys` is the key
+    // history: every key ever enrolled for an install, never deleted, so
+    // that a contested `install_id` stays visible. See `crate::enrol` for
+    // the policy.
+    "CREATE TABLE probe_installs (
+         install_id        TEXT    PRIMARY KEY,
+         first_seen_us     INTEGER NOT NULL,
+         current_key_id    TEXT    NOT NULL,
+         key_changed_at_us INTEGER
+     );
+     CREATE TABLE probe_keys (
+         install_id         TEXT    NOT NULL REFERENCES probe_installs (install_id),
+         key_id             TEXT    NOT NULL,
+         public_key         BLOB    NOT NULL CHECK (length(public_key) = 32),
+         enrolled_at_us     INTEGER NOT NULL,
+         last_enrolled_at_us INTEGER NOT NULL,
+         enrolled_from      TEXT    NOT NULL,
+         PRIMARY KEY (install_id, key_id)
+     );",
+    // Version 3.
     //
     // Trust scores of traffic units (`kind` `prefix` or `install`), kept
     // across restarts. Written in the background by the traffic monitor and

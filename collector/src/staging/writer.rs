@@ -60,6 +60,13 @@ pub(super) enum Request {
         /// Where the outcome goes.
         reply: Reply<()>,
     },
+    /// Record a probe's key enrolment.
+    Enrol {
+        /// The enrolment.
+        enrolment: super::enrolment::Enrolment,
+        /// Where the outcome goes.
+        reply: Reply<super::EnrolOutcome>,
+    },
     /// Replace the manifest.
     PutManifest {
         /// Its serial.
@@ -181,6 +188,16 @@ impl Writer {
                 let result = self.transact("purging", |tx, _| purge(tx, cutoff_us, limit));
                 let _ = reply.send(result);
             }
+            Request::PutManifest {
+                serial,
+                signed,
+                reply,
+            } => {
+                let result = self.transact("storing the manifest", |tx, _| {
+                    put_manifest(tx, serial, &signed)
+                });
+                let _ = reply.send(result);
+            }
             Request::SaveTrust {
                 rows,
                 max_units,
@@ -191,13 +208,9 @@ impl Writer {
                 });
                 let _ = reply.send(result);
             }
-            Request::PutManifest {
-                serial,
-                signed,
-                reply,
-            } => {
-                let result = self.transact("storing the manifest", |tx, _| {
-                    put_manifest(tx, serial, &signed)
+            Request::Enrol { enrolment, reply } => {
+                let result = self.transact("recording an enrolment", |tx, _| {
+                    super::enrolment::enrol(tx, &enrolment)
                 });
                 let _ = reply.send(result);
             }
@@ -286,14 +299,14 @@ impl Writer {
 }
 
 /// Why a transaction did not commit.
-enum TxError {
+pub(super) enum TxError {
     /// The request was refused or could not start; the connection is fine.
     Op(Error),
     /// The store failed; the transaction was rolled back.
     Sql(Error),
 }
 
-fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> TxError {
+pub(super) fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> TxError {
     move |e| TxError::Sql(sql_error(what, &e))
 }
 
@@ -348,7 +361,6 @@ fn stage_all(
                 id,
                 received_at_us,
                 json,
-                seq_at,
             } = report;
             if let Some(seq) = in_batch.get(&id) {
                 outcomes.push(Ok(StageOutcome::Duplicate { seq: *seq }));
@@ -373,7 +385,7 @@ fn stage_all(
             let seq = highest + 1;
             // The store is the authority on the sequence number: the
             // exported JSON carries the one it is exported under.
-            let json = with_seq(&json, seq_at, seq);
+            let json = with_seq(&json, seq);
             insert
                 .execute(params![to_sql_int(seq), id, received_at_us, json])
                 .map_err(sql("inserting a report"))?;
@@ -513,11 +525,9 @@ pub(super) struct EncodedReport {
     pub(super) id: String,
     /// The receiver's clock, µs since the epoch.
     pub(super) received_at_us: i64,
-    /// The stored JSON with `"seq":0` in the envelope; the writer puts the
-    /// real sequence number there.
+    /// The stored JSON with `"seq":0` as its very last member; the writer
+    /// puts the real sequence number there.
     pub(super) json: Vec<u8>,
-    /// Where the placeholder digit `0` of `seq` is in `json`.
-    pub(super) seq_at: usize,
 }
 
 /// How every encoded report ends: the envelope is the report's last member
@@ -537,10 +547,7 @@ impl EncodedReport {
         envelope.seq = 0;
         node_id.clone_into(&mut envelope.node_id);
         let received_at_us = envelope.received_at.timestamp_micros();
-        // `trust` follows `seq` in the envelope: it is encoded apart and
-        // spliced back in after the placeholder, which keeps its place.
-        let trust = envelope.trust.take();
-        let mut json = report
+        let json = report
             .to_json()
             .map_err(|e| Error::Staging(format!("cannot encode report {id}: {e}")))?;
         if !json.ends_with(SEQ_PLACEHOLDER_TAIL) {
@@ -549,32 +556,23 @@ impl EncodedReport {
                  the report type's field order changed"
             )));
         }
-        let seq_at = json.len() - 3;
-        if let Some(trust) = trust {
-            let trust = serde_json::to_vec(&trust)
-                .map_err(|e| Error::Staging(format!("cannot encode report {id}'s trust: {e}")))?;
-            json.truncate(json.len() - 2);
-            json.extend_from_slice(b",\"trust\":");
-            json.extend_from_slice(&trust);
-            json.extend_from_slice(b"}}");
-        }
         Ok(Self {
             id,
             received_at_us,
             json,
-            seq_at,
         })
     }
 }
 
-/// The encoded JSON with `seq` in place of the placeholder digit at `at`.
-fn with_seq(json: &[u8], at: usize, seq: u64) -> Vec<u8> {
-    let at = at.min(json.len());
+/// The encoded JSON with `seq` in place of the placeholder.
+fn with_seq(json: &[u8], seq: u64) -> Vec<u8> {
+    // `0}}` is the placeholder's digit and the two closing braces.
+    let keep = json.len().saturating_sub(3);
     let digits = seq.to_string();
-    let mut out = Vec::with_capacity(json.len() + digits.len());
-    out.extend_from_slice(json.get(..at).unwrap_or(json));
+    let mut out = Vec::with_capacity(keep + digits.len() + 2);
+    out.extend_from_slice(json.get(..keep).unwrap_or(json));
     out.extend_from_slice(digits.as_bytes());
-    out.extend_from_slice(json.get(at + 1..).unwrap_or_default());
+    out.extend_from_slice(b"}}");
     out
 }
 
@@ -586,17 +584,10 @@ mod tests {
     fn seq_replaces_the_placeholder() {
         let json = br#"{"a":1,"envelope":{"node_id":"n","seq":0}}"#;
         assert!(json.ends_with(SEQ_PLACEHOLDER_TAIL));
-        let at = json.len() - 3;
-        assert_eq!(with_seq(json, at, 0), json.to_vec());
+        assert_eq!(with_seq(json, 0), json.to_vec());
         assert_eq!(
-            with_seq(json, at, 12_345),
+            with_seq(json, 12_345),
             br#"{"a":1,"envelope":{"node_id":"n","seq":12345}}"#.to_vec()
-        );
-        // A member after `seq` (the envelope's trust) stays where it is.
-        let json = br#"{"envelope":{"seq":0,"trust":{"score":50}}}"#;
-        assert_eq!(
-            with_seq(json, 19, 7),
-            br#"{"envelope":{"seq":7,"trust":{"score":50}}}"#.to_vec()
         );
     }
 }

@@ -332,7 +332,10 @@ impl Traffic {
         let accepted = matches!(outcome, IngestOutcome::Stored | IngestOutcome::Duplicate);
         let rejected = matches!(
             outcome,
-            IngestOutcome::Invalid | IngestOutcome::TooLarge | IngestOutcome::UnsupportedMedia
+            IngestOutcome::Invalid
+                | IngestOutcome::TooLarge
+                | IngestOutcome::UnsupportedMedia
+                | IngestOutcome::SignatureRejected
         );
         let now = self.clock.now_ms();
         let mut events = Vec::new();

@@ -36,13 +36,15 @@ pub struct ReceiverEnvelope {
     /// The receiving node's id.
     #[schemars(length(min = 1, max = ReportLimits::MAX_SHORT_TEXT_LEN), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
     pub node_id: String,
-    /// The node's sequence number for this report: strictly increasing per
-    /// node, so the puller can resume after the last one it committed.
-    pub seq: u64,
     /// How far the receiver trusted the report's sources when it arrived.
     /// Absent from receivers that predate trust scoring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<ArrivalTrust>,
+    /// The node's sequence number for this report: strictly increasing per
+    /// node, so the puller can resume after the last one it committed.
+    /// Kept the last field: the staging store writes the number into the
+    /// encoded JSON's tail.
+    pub seq: u64,
 }
 
 /// The request headers a receiver records; no others are kept.

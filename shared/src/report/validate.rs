@@ -43,7 +43,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Report, Error> {
     }
     check_version(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let report: Report = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    let report: Report =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| path_error(e, bytes))?;
     de.end()?;
     Ok(report)
 }
@@ -117,17 +118,28 @@ fn supported_versions() -> String {
     )
 }
 
-fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
-    let path = err.path().to_string();
-    let inner = err.into_inner();
-    if inner.classify() != Category::Data {
-        return Error::Json(inner);
+fn path_error(err: serde_path_to_error::Error<serde_json::Error>, bytes: &[u8]) -> Error {
+    let path = field_path(err.path());
+    if err.inner().classify() != Category::Data {
+        // serde_json reports a value of the wrong type for a field that
+        // takes one of a few names (`"protocol": null`) as a syntax error,
+        // "expected value". The document is JSON all the same: say which
+        // field is wrong instead of answering "invalid JSON".
+        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes)
+            && !path.is_empty()
+        {
+            return one(path, wrong_kind_of_value(&doc, err.path()));
+        }
+        return Error::Json(err.into_inner());
     }
+    let inner = err.into_inner();
     let reason = located(&inner);
-    let parent = if path == "." { None } else { Some(path) };
-    // serde reports a missing field at its parent; name the field itself.
+    let parent = if path.is_empty() { None } else { Some(path) };
+    // serde reports a missing or repeated field at its parent; name the
+    // field itself.
     let missing = reason
         .strip_prefix("missing field `")
+        .or_else(|| reason.strip_prefix("duplicate field `"))
         .and_then(|rest| rest.split('`').next());
     let field = match (parent, missing) {
         (Some(parent), Some(name)) => format!("{parent}.{name}"),
@@ -136,6 +148,101 @@ fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
         (None, None) => DOCUMENT.to_owned(),
     };
     one(field, reason)
+}
+
+/// Why the value at `path` in `doc` was refused, for a field whose type
+/// `serde_json` does not name in its error. The names the field accepts are
+/// found by decoding once more with an empty string in that place: serde then
+/// lists them: "expected one of `icmp`, `udp`, `tcp`".
+fn wrong_kind_of_value(doc: &serde_json::Value, path: &serde_path_to_error::Path) -> String {
+    use serde_json::Value;
+    use serde_path_to_error::Segment;
+
+    let pointer: String = path
+        .iter()
+        .map(|segment| match segment {
+            Segment::Seq { index } => format!("/{index}"),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => "/?".to_owned(),
+        })
+        .collect();
+    let found = match doc.pointer(&pointer) {
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Number(_)) => "a number",
+        Some(Value::String(_)) => "a string",
+        Some(Value::Array(_)) => "a list",
+        Some(Value::Object(_)) => "an object",
+        None => "not a value this field takes",
+    };
+    let expected = (|| {
+        let mut probe = doc.clone();
+        *probe.pointer_mut(&pointer)? = Value::String(String::new());
+        let again = serde_path_to_error::deserialize::<_, Report>(&probe).err()?;
+        if again.path().to_string() != path.to_string() {
+            return None;
+        }
+        let message = again.into_inner().to_string();
+        let (_, names) = message.split_once(", expected ")?;
+        Some(names.to_owned())
+    })();
+    match expected {
+        Some(names) => format!("is {found}; expected {names}"),
+        None => format!("is {found}, which this field does not take"),
+    }
+}
+
+/// Longest object key shown in a field path; a hostile key is cut.
+const MAX_KEY_SHOWN: usize = 64;
+
+/// A decoding error's location as a field path (`trace.hops[3].addrs`), or
+/// empty at the top. Keys are whatever the sender wrote, including unknown
+/// ones: a key that is not a plain name (empty, with dots, brackets, spaces
+/// or control characters) is written quoted, `[""]` or `["a.b"]`, so the
+/// path stays unambiguous and printable.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    use std::fmt::Write as _;
+
+    let mut out = String::new();
+    for segment in path {
+        // Writing to a String cannot fail.
+        let _ = match segment {
+            Segment::Seq { index } => write!(out, "[{index}]"),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                let plain = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if plain && key.len() <= MAX_KEY_SHOWN {
+                    let dot = if out.is_empty() { "" } else { "." };
+                    write!(out, "{dot}{key}")
+                } else {
+                    out.push_str("[\"");
+                    let mut shown = 0;
+                    for ch in key.chars().take(MAX_KEY_SHOWN) {
+                        shown += ch.len_utf8();
+                        match ch {
+                            '"' | '\\' => {
+                                out.push('\\');
+                                out.push(ch);
+                            }
+                            ch if ch.is_control() => {
+                                let _ = write!(out, "\\u{:04x}", u32::from(ch));
+                            }
+                            ch => out.push(ch),
+                        }
+                    }
+                    let more = if shown < key.len() { "…" } else { "" };
+                    write!(out, "\"{more}]")
+                }
+            }
+            Segment::Unknown => write!(out, "[?]"),
+        };
+    }
+    out
 }
 
 /// The `serde_json` message with its position moved into parentheses.

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use super::BackofficeState;
 use super::auth::Viewer;
-use super::layout::{self, carrier_name, city_name, or_dash, province_name, verdict_badge};
+use super::layout::{
+    self, carrier_name, city_name, low_trust_badge, or_dash, province_name, verdict_badge,
+};
 use super::lines::deciding_reasons;
 use crate::{LineHistoryRow, LineRow, ObservationRow, VerdictRow};
 
@@ -168,7 +170,7 @@ pub(super) async fn page(
         div.print-only {
             p { "LineProbe compliance evidence — printed " (state.time(state.now_ms())) " (" (state.offset_label()) ") by " (viewer.name) "." }
         }
-        h1 { "Line " span.mono { (line.line_key) } " " (verdict_badge(&line.verdict)) }
+        h1 { "Line " span.mono { (line.line_key) } " " (verdict_badge(&line.verdict)) @if line.low_trust { (low_trust_badge()) } }
         p.noprint { a href="/lines" { "← Lines" } " · Print this page (Ctrl+P) for the evidence file." }
         (facts(&state, &line, &decision))
         h2 { "Declared against actual 申报与实际" }
@@ -218,6 +220,19 @@ fn facts(state: &BackofficeState, line: &LineRow, decision: &Decision<'_>) -> Ma
                         " on " span.mono { (text(env, "/path").unwrap_or("?")) }
                         " from " span.mono { (text(env, "/peer_ip").unwrap_or("?")) }
                         " at " (text(env, "/received_at").unwrap_or("?"))
+                    }
+                }
+                @if let Some(trust) = evidence.get("trust").filter(|t| !t.is_null()) {
+                    dt { "Source trust 来源可信度" } dd {
+                        @if trust.get("low").and_then(serde_json::Value::as_bool) == Some(true) { (low_trust_badge()) " " }
+                        "score " (trust.get("score").map_or_else(|| "?".to_owned(), ToString::to_string)) "/100 at arrival"
+                        @if let Some(sig) = text(trust, "/signature") { ", signature " span.mono { (sig) } }
+                        @if let Some(reasons) = trust.get("reasons").and_then(serde_json::Value::as_array) {
+                            @if !reasons.is_empty() {
+                                " — " (reasons.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join(", "))
+                            }
+                        }
+                        @if let Some(why) = text(trust, "/why_low") { p.muted { (why) } }
                     }
                 }
             }
@@ -366,7 +381,7 @@ fn history_table(
                         @let replaced = history.iter().find(|h| h.verdict_id == v.id);
                         tr {
                             td { (state.time(v.decided_at_ms)) }
-                            td { (verdict_badge(&v.verdict)) }
+                            td { (verdict_badge(&v.verdict)) @if v.low_trust { (low_trust_badge()) } }
                             td { (super::lines::place(catalog, v.actual_carrier.as_deref(), v.actual_province.as_deref(), v.actual_city.as_deref())) }
                             td.mono { (v.report_id) }
                             td {

@@ -41,6 +41,16 @@ pub(super) fn verdict_badge(verdict: &str) -> Markup {
     html! { span class={"badge v-" (verdict)} title=(en) { (zh) " · " (en) } }
 }
 
+/// The mark of a verdict from a low-trust source: shown beside the verdict,
+/// never instead of it.
+pub(super) fn low_trust_badge() -> Markup {
+    html! {
+        span.badge.low-trust title="from a low-trust source: the collector saw anomalous traffic, rejected reports, a missing signature or a changed key" {
+            "低可信 · low trust"
+        }
+    }
+}
+
 /// A carrier id as its Chinese name (the id when unknown).
 pub(super) fn carrier_name(catalog: &Catalog, id: &str) -> String {
     CarrierId::new(id)
@@ -144,6 +154,7 @@ pub(super) fn page_response(
         ("/lines", "Lines 线路", false),
         ("/quarantine", "Quarantine 隔离", false),
         ("/probes", "Probes 探针", false),
+        ("/traffic", "Traffic 流量", false),
         ("/config", "Probe configuration 探针配置", true),
         ("/users", "Users 用户", true),
         ("/audit", "Audit log 审计", true),
@@ -294,6 +305,7 @@ th, td { text-align:left; padding:.35rem .5rem; border-bottom:1px solid var(--li
 th { background:#eef1f5; font-weight:600; }
 td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
 .badge { display:inline-block; padding:0 .45rem; border-radius:3px; color:#fff; font-size:.85em; white-space:nowrap; }
+.badge.low-trust { background:#fff; color:#8a5300; border:1px dashed #8a5300; margin-left:.25rem; }
 .v-compliant { background:#2e7d32; } .v-non_compliant { background:#c62828; } .v-violating_ip { background:#ef6c00; }
 .v-proxy_suspected { background:#6a1b9a; } .v-indeterminate { background:#757575; }
 .cards { display:grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap:.75rem; margin-bottom:1rem; }

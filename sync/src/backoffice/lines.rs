@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Viewer;
 use super::layout::{
-    self, Notice, VERDICTS, carrier_name, city_name, or_dash, province_name, verdict_badge,
-    verdict_style,
+    self, Notice, VERDICTS, carrier_name, city_name, low_trust_badge, or_dash, province_name,
+    verdict_badge, verdict_style,
 };
 use super::{BackofficeState, LineCursor, header_value};
 use crate::{Error, LineFilter, LineRow};
@@ -35,6 +35,9 @@ pub(super) struct LinesQuery {
     actual: Option<String>,
     #[serde(default, skip_serializing_if = "blank")]
     verdict: Option<String>,
+    /// `low` or `normal`: the trust of the current verdict's source.
+    #[serde(default, skip_serializing_if = "blank")]
+    trust: Option<String>,
     #[serde(default, skip_serializing_if = "blank")]
     from: Option<String>,
     #[serde(default, skip_serializing_if = "blank")]
@@ -121,6 +124,12 @@ impl LinesQuery {
             } else {
                 problems.push(format!("{v:?} is not a verdict"));
             }
+        }
+        match set(self.trust.as_ref()) {
+            None => {}
+            Some("low") => filter.low_trust = Some(true),
+            Some("normal") => filter.low_trust = Some(false),
+            Some(t) => problems.push(format!("{t:?} is not a trust level (low or normal)")),
         }
         let offset_ms = i64::from(state.config().utc_offset_minutes) * 60_000;
         let day_start = |text: &str| {
@@ -286,7 +295,7 @@ pub(super) async fn page(
                     @for (row, reasons) in rows.iter().zip(&reasons) {
                         tr {
                             td { a href=(case_link(&row.line_key)) { (row.line_key) } }
-                            td { (verdict_badge(&row.verdict)) }
+                            td { (verdict_badge(&row.verdict)) @if row.low_trust { (low_trust_badge()) } }
                             td { (place(catalog, row.declared_carrier.as_deref(), row.declared_province.as_deref(), row.declared_city.as_deref())) }
                             td { (place(catalog, row.actual_carrier.as_deref(), row.actual_province.as_deref(), row.actual_city.as_deref())) }
                             td.mono { (row.first_hop_ip.as_deref().unwrap_or("—")) }
@@ -360,6 +369,13 @@ fn filter_form(state: &BackofficeState, query: &LinesQuery) -> Markup {
                     }
                 }
             }
+            label { "Source trust 来源可信度"
+                select name="trust" {
+                    option value="" { "any" }
+                    option value="low" selected[chosen(&query.trust, "low")] { "low trust only 仅低可信" }
+                    option value="normal" selected[chosen(&query.trust, "normal")] { "trusted only 仅可信" }
+                }
+            }
             label { "Seen from 起" input type="date" name="from" value=(query.from.as_deref().unwrap_or("")); }
             label { "Seen until 止" input type="date" name="to" value=(query.to.as_deref().unwrap_or("")); }
             button type="submit" { "Filter" }
@@ -378,7 +394,7 @@ fn csv_safe(text: &str) -> String {
     }
 }
 
-const CSV_HEADER: [&str; 22] = [
+const CSV_HEADER: [&str; 23] = [
     "line",
     "account",
     "install_id",
@@ -401,6 +417,7 @@ const CSV_HEADER: [&str; 22] = [
     "first_seen",
     "last_seen",
     "reasons",
+    "low_trust",
 ];
 
 /// CSV rows of `rows`, the header first when `header`.
@@ -458,6 +475,7 @@ fn csv_chunk(
             time(r.first_seen_ms),
             time(r.last_seen_ms),
             reasons.join(" "),
+            r.low_trust.to_string(),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))

@@ -30,6 +30,7 @@ mod layout;
 mod lines;
 mod manifest;
 mod monitor;
+mod traffic;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -237,6 +238,7 @@ pub fn router(state: BackofficeState) -> Router {
         .route("/case", get(case::page))
         .route("/quarantine", get(monitor::quarantine_page))
         .route("/probes", get(monitor::probes_page))
+        .route("/traffic", get(traffic::page))
         .route("/account", get(admin::account_page))
         .route("/account/password", post(admin::change_own_password))
         .route("/logout", post(auth::logout))

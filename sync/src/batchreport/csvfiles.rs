@@ -17,7 +17,7 @@
 //!
 //! `-summary.csv` is written last: when it is there, so are the others.
 
-use super::figures::{GroupFigures, Named, PeriodFigures, VERDICTS};
+use super::figures::{GroupFigures, ListedLine, Named, PeriodFigures, VERDICTS};
 use crate::Error;
 
 /// The suffix of the CSV file written last; its presence marks the CSV form
@@ -32,7 +32,8 @@ pub fn csv_tables(f: &PeriodFigures) -> Result<Vec<(&'static str, Vec<u8>)>, Err
         ("by-province", groups(f, &f.by_province, false)?),
         ("by-city", groups(f, &f.by_city, true)?),
         ("carrier-mismatches", carrier_mismatches(f)?),
-        ("listed-lines", listed_lines(f)?),
+        ("listed-lines", listed_lines(f, &f.listed_lines)?),
+        ("low-trust-lines", listed_lines(f, &f.low_trust_lines)?),
         ("quarantine", quarantine(f)?),
         ("collectors", collectors(f)?),
         ("probes", probes(f)?),
@@ -204,7 +205,7 @@ fn carrier_mismatches(f: &PeriodFigures) -> Result<Vec<u8>, Error> {
     t.finish()
 }
 
-fn listed_lines(f: &PeriodFigures) -> Result<Vec<u8>, Error> {
+fn listed_lines(f: &PeriodFigures, lines: &[ListedLine]) -> Result<Vec<u8>, Error> {
     let mut t = Table::new(
         f,
         &[
@@ -235,7 +236,7 @@ fn listed_lines(f: &PeriodFigures) -> Result<Vec<u8>, Error> {
             "evidence",
         ],
     )?;
-    for l in &f.listed_lines {
+    for l in lines {
         let codes: Vec<&str> = l.reasons.iter().map(|r| r.code.as_str()).collect();
         let sentences: Vec<String> = l
             .reasons

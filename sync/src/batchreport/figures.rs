@@ -174,6 +174,10 @@ pub struct PeriodFigures {
     /// The proxy-suspected, non-compliant and violating-IP lines, with
     /// their evidence.
     pub listed_lines: Vec<ListedLine>,
+    /// The same lines whose verdict came from a low-trust source (the
+    /// collector saw anomalous traffic, rejected reports, no signature or a
+    /// changed key): listed apart, not hidden and not counted out.
+    pub low_trust_lines: Vec<ListedLine>,
     /// Quarantined reports.
     pub quarantine: QuarantineFigures,
     /// Probe activity.
@@ -323,6 +327,8 @@ pub struct ListedLine {
     /// The findings that decided the verdict (failed checks, raised proxy
     /// signals), each with its evidence.
     pub reasons: Vec<ListedReason>,
+    /// Whether the verdict came from a low-trust source.
+    pub low_trust: bool,
 }
 
 /// One finding of a listed line's verdict.
@@ -467,6 +473,10 @@ pub fn build_figures(
     let summary = summary_of(&period.label(), current);
     let previous_summary = summary_of(&period.previous().label(), previous);
     let change = change(&summary, &previous_summary);
+    let (low_trust_lines, listed_lines): (Vec<ListedLine>, Vec<ListedLine>) =
+        listed_lines(&names, offset, &current.lines)
+            .into_iter()
+            .partition(|l| l.low_trust);
     PeriodFigures {
         report: REPORT_KIND,
         format: REPORT_FORMAT,
@@ -502,7 +512,8 @@ pub fn build_figures(
             )
         }),
         carrier_mismatches: carrier_mismatches(&names, current),
-        listed_lines: listed_lines(&names, offset, &current.lines),
+        listed_lines,
+        low_trust_lines,
         quarantine: quarantine(current, previous),
         activity: activity(current, previous),
         trend: trend(period, offset, current),
@@ -633,6 +644,7 @@ fn listed_lines(names: &Names<'_>, offset: FixedOffset, lines: &[PeriodLine]) ->
                 .map(|t| rfc3339(t.with_timezone(&offset)))
                 .unwrap_or_default(),
             reasons: deciding_reasons(&l.reasons_json),
+            low_trust: l.low_trust,
         })
         .collect();
     let rank = |v: &str| LISTED_VERDICTS.iter().position(|x| *x == v);

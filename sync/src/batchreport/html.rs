@@ -162,7 +162,24 @@ pub fn html(f: &PeriodFigures) -> String {
     section(&mut h, "按城市合规情况", "Compliance by declared city");
     group_table(&mut h, &f.by_city, "城市 City", true);
     mismatches(&mut h, f);
-    listed(&mut h, &f.listed_lines);
+    listed(
+        &mut h,
+        &f.listed_lines,
+        "问题线路",
+        "Proxy-suspected, non-compliant and violating-IP lines",
+        None,
+    );
+    listed(
+        &mut h,
+        &f.low_trust_lines,
+        "低可信来源的问题线路",
+        "The same, from low-trust sources",
+        Some(
+            "这些结论来自低可信来源（异常流量、被拒报告、未签名或密钥变更），单列于此，仅供核查。 \
+             These verdicts come from low-trust sources (anomalous traffic, rejected reports, \
+             no signature or a changed key): listed apart, to be checked before acting on them.",
+        ),
+    );
     quarantine(&mut h, f);
     activity(&mut h, f);
     definitions(&mut h, f);
@@ -567,12 +584,11 @@ fn mismatches(h: &mut String, f: &PeriodFigures) {
     h.push_str("</table>\n");
 }
 
-fn listed(h: &mut String, lines: &[ListedLine]) {
-    section(
-        h,
-        "问题线路",
-        "Proxy-suspected, non-compliant and violating-IP lines",
-    );
+fn listed(h: &mut String, lines: &[ListedLine], zh: &str, en: &str, note: Option<&str>) {
+    section(h, zh, en);
+    if let Some(note) = note {
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(note));
+    }
     if lines.is_empty() {
         h.push_str("<p class=\"note\">无。 None.</p>\n");
         return;

@@ -84,8 +84,8 @@ impl PageFault {
 pub struct CollectorClient {
     endpoint: CollectorEndpoint,
     base: Url,
-    token: ExportSecret,
-    http: reqwest::Client,
+    pub(super) token: ExportSecret,
+    pub(super) http: reqwest::Client,
 }
 
 impl CollectorClient {
@@ -260,14 +260,14 @@ impl CollectorClient {
         })
     }
 
-    fn error(&self, message: String) -> Error {
+    pub(super) fn error(&self, message: String) -> Error {
         Error::Collector {
             name: self.endpoint.name.clone(),
             message,
         }
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         // `base_url` has checked that the URL has a host, so it can be a base.
         if let Ok(mut path) = url.path_segments_mut() {
@@ -391,7 +391,7 @@ impl CollectorClient {
     }
 
     /// A message for a failed request: timeouts and TLS named as such.
-    fn transport_error(&self, what: &str, e: &reqwest::Error) -> String {
+    pub(super) fn transport_error(&self, what: &str, e: &reqwest::Error) -> String {
         let chain = error_chain(e);
         if let Some(hint) = tls_hint(&chain) {
             return format!("{what} failed: {chain}; {hint}");
@@ -420,7 +420,7 @@ impl CollectorClient {
     }
 
     /// A message for a non-200 answer, quoting the collector's `detail`.
-    async fn status_error(&self, what: &str, response: reqwest::Response) -> String {
+    pub(super) async fn status_error(&self, what: &str, response: reqwest::Response) -> String {
         let status = response.status();
         let location = response
             .headers()

@@ -14,6 +14,7 @@
 mod client;
 mod endpoint;
 mod ndjson;
+mod traffic;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use client::{AckReceipt, CollectorClient, ManifestAnswer, Page};
 pub use endpoint::{CollectorEndpoint, ExportSecret, PullSettings, validate_collectors};
 pub use ndjson::PulledLine;
+pub use traffic::{LowTrustSource, TrafficEpisode, TrafficView};
 
 use crate::Error;
 use client::PageFault;

@@ -485,6 +485,8 @@ impl<'a> Planner<'a> {
             first_hop_carrier: v.first_hop_carrier.clone(),
             filled_json: v.filled_json.clone(),
             data_versions_json: v.data_versions_json.clone(),
+            trust_score: v.trust_score,
+            low_trust: v.low_trust,
             observed_at_ms: r.observed_at_ms,
             decided_at_ms: v.decided_at_ms,
         });
@@ -516,6 +518,7 @@ impl<'a> Planner<'a> {
                     first_hop_ip: o.first_hop_ip.clone(),
                     verdict: v.verdict.clone(),
                     verdict_id,
+                    low_trust: v.low_trust,
                     observation_id: o.id,
                     reports: 1,
                     first_seen_ms: r.observed_at_ms,
@@ -565,6 +568,7 @@ impl<'a> Planner<'a> {
             // A repeated verdict key means the same verdict, so the record's
             // copy of it is as good as the stored one.
             line.verdict.clone_from(&v.verdict);
+            line.low_trust = v.low_trust;
             line.actual_carrier.clone_from(&v.actual_carrier);
             line.actual_province.clone_from(&v.actual_province);
             line.actual_city.clone_from(&v.actual_city);

@@ -255,7 +255,8 @@ pub struct LineCursor {
 /// The columns of a [`LineRow`], from `lines l`.
 const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
      l.declared_city, l.declared_carrier, l.actual_carrier, l.actual_province, l.actual_city, \
-     l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.observation_id, l.reports, \
+     l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.low_trust, l.observation_id, \
+     l.reports, \
      l.first_seen AS first_seen_ms, l.last_seen AS last_seen_ms, \
      l.current_from AS current_from_ms, l.updated_at AS updated_at_ms";
 
@@ -321,6 +322,13 @@ fn line_conditions<'a>(
             };
             let _ = write!(sql, " AND {plus}{column} = ${}", params.len());
         }
+    }
+    match filter.low_trust {
+        // Written `= TRUE` on both backends: the very expression of the
+        // partial index that lists low-trust lines.
+        Some(true) => sql.push_str(" AND l.low_trust = TRUE"),
+        Some(false) => sql.push_str(" AND l.low_trust = FALSE"),
+        None => {}
     }
     if let Some(since) = filter.seen_since_ms {
         params.push(Param::Int(since));

@@ -97,6 +97,8 @@ pub struct PeriodLine {
     pub reports: u64,
     /// When the last of them was received.
     pub last_report_ms: i64,
+    /// Whether the verdict came from a low-trust source.
+    pub low_trust: bool,
 }
 
 /// Lines observed in one trend bucket, by their verdict for the bucket.
@@ -245,7 +247,7 @@ macro_rules! line_columns {
         "SELECT pl.line_key, o.account, o.install_id, o.declared_province, o.declared_city, \
          o.declared_carrier, v.actual_province, v.actual_city, v.actual_carrier, o.egress_ip, \
          v.egress_carrier, o.first_hop_ip, v.first_hop_carrier, v.verdict, v.id AS verdict_id, \
-         v.reasons AS reasons_json, pl.reports, pl.last_report AS last_report_ms \
+         v.reasons AS reasons_json, pl.reports, pl.last_report AS last_report_ms, v.low_trust \
          FROM pl JOIN observations o ON o.id = pl.observation_id \
          JOIN verdicts v ON v.id = pl.verdict_id "
     };

@@ -307,6 +307,7 @@ fn bind_lines<'q>(query: PgQuery<'q>, lines: &[LineRow]) -> PgQuery<'q> {
         .bind(col(lines, |l| l.last_seen_ms))
         .bind(col(lines, |l| l.current_from_ms))
         .bind(col(lines, |l| l.updated_at_ms))
+        .bind(col(lines, |l| l.low_trust))
 }
 
 /// `$n::type[], …` for the next parameters, numbering on from `next`.
@@ -345,12 +346,12 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
         n,
         &[
             "bigint", "text", "bigint", "text", "text", "text", "text", "text", "text", "text",
-            "text", "text", "text", "text", "text", "bigint", "bigint",
+            "text", "text", "text", "text", "text", "bigint", "bigint", "smallint", "boolean",
         ],
     );
     let line_types = [
         "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-        "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+        "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean",
     ];
     let new_lines = arrays(n, &line_types);
     let changed_lines = arrays(n, &line_types);
@@ -381,13 +382,14 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
          new_verdicts AS ( \
            INSERT INTO verdicts (id, line_key, observation_id, report_id, verdict, \
              verdict_key, reasons, evidence, actual_carrier, actual_province, actual_city, \
-             egress_carrier, first_hop_carrier, filled, data_versions, observed_at, decided_at) \
+             egress_carrier, first_hop_carrier, filled, data_versions, observed_at, decided_at, \
+             trust_score, low_trust) \
            SELECT * FROM UNNEST({verdicts})), \
          new_lines AS ( \
            INSERT INTO lines (line_key, account, install_id, declared_province, \
              declared_city, declared_carrier, actual_carrier, actual_province, actual_city, \
              egress_ip, first_hop_ip, verdict, verdict_id, observation_id, reports, \
-             first_seen, last_seen, current_from, updated_at) \
+             first_seen, last_seen, current_from, updated_at, low_trust) \
            SELECT * FROM UNNEST({new_lines})), \
          changed_lines AS ( \
            UPDATE lines l SET account = u.account, install_id = u.install_id, \
@@ -397,11 +399,13 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
              egress_ip = u.egress_ip, first_hop_ip = u.first_hop_ip, verdict = u.verdict, \
              verdict_id = u.verdict_id, observation_id = u.observation_id, \
              reports = u.reports, first_seen = u.first_seen, last_seen = u.last_seen, \
-             current_from = u.current_from, updated_at = u.updated_at \
+             current_from = u.current_from, updated_at = u.updated_at, \
+             low_trust = u.low_trust \
            FROM UNNEST({changed_lines}) AS u(line_key, account, install_id, \
              declared_province, declared_city, declared_carrier, actual_carrier, \
              actual_province, actual_city, egress_ip, first_hop_ip, verdict, verdict_id, \
-             observation_id, reports, first_seen, last_seen, current_from, updated_at) \
+             observation_id, reports, first_seen, last_seen, current_from, updated_at, \
+             low_trust) \
            WHERE l.line_key = u.line_key), \
          new_history AS ( \
            INSERT INTO line_history (line_key, verdict_id, verdict, actual_carrier, \
@@ -483,7 +487,9 @@ async fn write_plan(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
         .bind(col(verdicts, |v| v.filled_json.as_str()))
         .bind(col(verdicts, |v| v.data_versions_json.as_str()))
         .bind(col(verdicts, |v| v.observed_at_ms))
-        .bind(col(verdicts, |v| v.decided_at_ms));
+        .bind(col(verdicts, |v| v.decided_at_ms))
+        .bind(col(verdicts, |v| v.trust_score))
+        .bind(col(verdicts, |v| v.low_trust));
     let query = bind_lines(bind_lines(query, &plan.new_lines), &plan.changed_lines)
         // line history
         .bind(col(history, |h| h.line_key.as_str()))

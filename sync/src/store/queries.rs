@@ -28,7 +28,8 @@ pub(super) const PROCESSED_RAW: &str = "SELECT id, collector, node_id, seq, body
 /// The columns of a [`LineRow`](super::LineRow), from `lines l`.
 const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
      l.declared_city, l.declared_carrier, l.actual_carrier, l.actual_province, l.actual_city, \
-     l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.observation_id, l.reports, \
+     l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.low_trust, l.observation_id, \
+     l.reports, \
      l.first_seen AS first_seen_ms, l.last_seen AS last_seen_ms, \
      l.current_from AS current_from_ms, l.updated_at AS updated_at_ms";
 
@@ -73,7 +74,7 @@ pub(super) const LINE_VERDICTS: &str = "SELECT id, line_key, observation_id, rep
      verdict_key, reasons AS reasons_json, evidence AS evidence_json, actual_carrier, \
      actual_province, actual_city, egress_carrier, first_hop_carrier, filled AS filled_json, \
      data_versions AS data_versions_json, observed_at AS observed_at_ms, \
-     decided_at AS decided_at_ms FROM verdicts WHERE line_key = $1 ORDER BY id DESC";
+     decided_at AS decided_at_ms, trust_score, low_trust FROM verdicts WHERE line_key = $1 ORDER BY id DESC";
 
 pub(super) const LINE_HISTORY: &str = "SELECT id, line_key, verdict_id, verdict, actual_carrier, \
      actual_province, actual_city, current_from AS current_from_ms, \
@@ -122,6 +123,13 @@ pub(super) fn lines(filter: &LineFilter) -> (String, Vec<Param<'_>>) {
             params.push(Param::Text(value));
             let _ = write!(sql, " AND {column} = ${}", params.len());
         }
+    }
+    match filter.low_trust {
+        // Written `= TRUE` on both backends: the very expression of the
+        // partial index that lists low-trust lines.
+        Some(true) => sql.push_str(" AND l.low_trust = TRUE"),
+        Some(false) => sql.push_str(" AND l.low_trust = FALSE"),
+        None => {}
     }
     if let Some(since) = filter.seen_since_ms {
         params.push(Param::Int(since));

@@ -148,6 +148,11 @@ pub struct VerdictRecord {
     pub filled_json: String,
     /// The versions of the data the verdict was decided on, as JSON.
     pub data_versions_json: String,
+    /// The report's trust score at arrival (0–100), when its receiver
+    /// scored it.
+    pub trust_score: Option<i16>,
+    /// Whether the report came from a low-trust source.
+    pub low_trust: bool,
     /// When the verdict was decided (Unix ms).
     pub decided_at_ms: i64,
 }
@@ -185,6 +190,9 @@ pub struct LineFilter {
     pub actual_carrier: Option<String>,
     /// Current verdict, exact.
     pub verdict: Option<String>,
+    /// Only lines whose current verdict is (`true`) or is not (`false`)
+    /// from a low-trust source.
+    pub low_trust: Option<bool>,
     /// Only lines last seen at or after this time (Unix ms).
     pub seen_since_ms: Option<i64>,
     /// Only lines last seen at or before this time (Unix ms).
@@ -203,6 +211,7 @@ impl Default for LineFilter {
             declared_carrier: None,
             actual_carrier: None,
             verdict: None,
+            low_trust: None,
             seen_since_ms: None,
             seen_until_ms: None,
             limit: 100,

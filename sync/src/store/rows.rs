@@ -77,6 +77,8 @@ pub struct LineRow {
     pub verdict: String,
     /// The current verdict's row.
     pub verdict_id: i64,
+    /// Whether the current verdict came from a low-trust source.
+    pub low_trust: bool,
     /// The current observation (the one seen last).
     pub observation_id: i64,
     /// Reports of the line.
@@ -174,6 +176,10 @@ pub struct VerdictRow {
     pub filled_json: String,
     /// Data versions, as JSON.
     pub data_versions_json: String,
+    /// The report's trust score at arrival, when its receiver scored it.
+    pub trust_score: Option<i16>,
+    /// Whether the report came from a low-trust source.
+    pub low_trust: bool,
     /// When the report was observed.
     pub observed_at_ms: i64,
     /// When the verdict was decided.

@@ -468,8 +468,9 @@ async fn insert_verdict(tx: &mut Tx, v: &VerdictRow) -> Result<(), sqlx::Error> 
     sqlx::query(
         "INSERT INTO verdicts (id, line_key, observation_id, report_id, verdict, verdict_key, \
          reasons, evidence, actual_carrier, actual_province, actual_city, egress_carrier, \
-         first_hop_carrier, filled, data_versions, observed_at, decided_at) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         first_hop_carrier, filled, data_versions, observed_at, decided_at, trust_score, \
+         low_trust) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(v.id)
     .bind(&v.line_key)
@@ -488,6 +489,8 @@ async fn insert_verdict(tx: &mut Tx, v: &VerdictRow) -> Result<(), sqlx::Error> 
     .bind(&v.data_versions_json)
     .bind(v.observed_at_ms)
     .bind(v.decided_at_ms)
+    .bind(v.trust_score)
+    .bind(v.low_trust)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -498,8 +501,9 @@ async fn upsert_line(tx: &mut Tx, l: &LineRow) -> Result<(), sqlx::Error> {
         "INSERT INTO lines (line_key, account, install_id, declared_province, declared_city, \
          declared_carrier, actual_carrier, actual_province, actual_city, egress_ip, \
          first_hop_ip, verdict, verdict_id, observation_id, reports, first_seen, last_seen, \
-         current_from, updated_at) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         current_from, updated_at, low_trust) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20) \
          ON CONFLICT (line_key) DO UPDATE SET account = excluded.account, \
          install_id = excluded.install_id, declared_province = excluded.declared_province, \
          declared_city = excluded.declared_city, declared_carrier = excluded.declared_carrier, \
@@ -509,7 +513,7 @@ async fn upsert_line(tx: &mut Tx, l: &LineRow) -> Result<(), sqlx::Error> {
          verdict_id = excluded.verdict_id, observation_id = excluded.observation_id, \
          reports = excluded.reports, first_seen = excluded.first_seen, \
          last_seen = excluded.last_seen, current_from = excluded.current_from, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at, low_trust = excluded.low_trust",
     )
     .bind(&l.line_key)
     .bind(&l.account)
@@ -530,6 +534,7 @@ async fn upsert_line(tx: &mut Tx, l: &LineRow) -> Result<(), sqlx::Error> {
     .bind(l.last_seen_ms)
     .bind(l.current_from_ms)
     .bind(l.updated_at_ms)
+    .bind(l.low_trust)
     .execute(&mut **tx)
     .await?;
     Ok(())

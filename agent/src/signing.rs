@@ -1,0 +1,366 @@
+//! Signed probes, the agent's side: the probe's own Ed25519 key, its
+//! enrolment at each collector, and the signature on every upload.
+//!
+//! The key pair is created on first use and kept by a [`KeyStore`]. The
+//! default, [`FileKeyStore`], keeps the secret seed in the state folder
+//! (`probe_key`, mode 0600 on Unix). An embedding app should supply its own
+//! store through [`crate::Agent::with_key_store`] where the platform offers
+//! one, so that the private key never leaves it:
+//!
+//! - Android: an Android Keystore key (`KeyPairGenerator` with
+//!   `KeyProperties.KEY_ALGORITHM_EC` and the `Ed25519` curve, API 33+; the
+//!   app signs through `Signature.getInstance("Ed25519")`);
+//! - Windows: a CNG key in the Microsoft Software (or Platform/TPM) Key
+//!   Storage Provider, signing through `NCryptSignHash`.
+//!
+//! The store only has to hand out the public key and sign bytes; the agent
+//! builds the message (`lineprobe_shared::signed_message`) and the header.
+//!
+//! Enrolment happens per collector endpoint, on the first upload to it in
+//! this process (it is idempotent at the collector), and again whenever the
+//! collector answers `unknown_key` (a node that lost its store, or another
+//! node behind the same name). A collector that answers the enrolment with
+//! 404 predates signing: reports go to it unsigned, and enrolment is tried
+//! again after [`UNSUPPORTED_RECHECK`].
+//!
+//! Every attempt is signed when it is sent, with a timestamp that never
+//! repeats within the process, so a retry of a spooled report is a fresh
+//! request and never looks like a replay. The collector's `server_time`
+//! (in enrolment answers and `stale_timestamp` refusals) corrects a wrong
+//! device clock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lineprobe_shared::{
+    InstallId, ProbePublicKey, ProbeSigningKey, SignatureHeader, SignedPurpose, body_sha256_hex,
+    signed_message,
+};
+
+use crate::Error;
+
+/// The key file in the state folder.
+pub const KEY_FILE: &str = "probe_key";
+
+/// How long a collector that does not know enrolment is left alone before
+/// enrolment is tried again.
+pub const UNSUPPORTED_RECHECK: Duration = Duration::from_hours(24);
+
+/// Where a probe's key pair lives. Implementations must be usable from any
+/// thread; `public_key` creates the key pair on first use and returns the
+/// same key afterwards.
+pub trait KeyStore: Send + Sync + fmt::Debug {
+    /// The probe's public key, creating the key pair if there is none yet.
+    fn public_key(&self) -> Result<ProbePublicKey, Error>;
+    /// Signs `message` with the private key (Ed25519, 64 bytes).
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error>;
+}
+
+/// The default [`KeyStore`]: the secret seed in a file (base64), readable
+/// only by its owner on Unix.
+#[derive(Debug)]
+pub struct FileKeyStore {
+    path: PathBuf,
+    key: Mutex<Option<ProbeSigningKey>>,
+}
+
+impl FileKeyStore {
+    /// A store keeping the key in `path` (created on first use).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            key: Mutex::new(None),
+        }
+    }
+
+    /// The key file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn key(&self) -> Result<ProbeSigningKey, Error> {
+        let mut cached = self.key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = cached.as_ref() {
+            return Ok(key.clone());
+        }
+        let key = match std::fs::read_to_string(&self.path) {
+            Ok(text) => ProbeSigningKey::from_base64(&text).map_err(|e| Error::State {
+                path: self.path.display().to_string(),
+                reason: format!(
+                    "{e}; delete it to make a new key (the collectors will flag the key change)"
+                ),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let fresh = ProbeSigningKey::generate();
+                write_private(&self.path, fresh.to_base64().as_bytes())?;
+                fresh
+            }
+            Err(source) => return Err(crate::state::io(&self.path, "read", source)),
+        };
+        *cached = Some(key.clone());
+        Ok(key)
+    }
+}
+
+impl KeyStore for FileKeyStore {
+    fn public_key(&self) -> Result<ProbePublicKey, Error> {
+        Ok(self.key()?.public_key())
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+        Ok(self.key()?.sign(message))
+    }
+}
+
+/// Writes a secret atomically, readable only by the owner on Unix (the
+/// temporary file is created with that mode, so the secret is never
+/// readable by others, not even for a moment).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = dir.join(format!(".probe_key.{}.tmp", uuid::Uuid::now_v7().simple()));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&tmp)
+            .map_err(|source| crate::state::io(&tmp, "create", source))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| crate::state::io(&tmp, "write", source))?;
+        drop(file);
+        // `rename` refuses nothing: two processes racing both write a valid
+        // key and the last one wins before either enrols (each re-reads).
+        std::fs::rename(&tmp, path).map_err(|source| crate::state::io(path, "replace", source))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What the agent knows about one endpoint's enrolment.
+#[derive(Debug, Clone, Copy)]
+enum Enrolment {
+    /// Enrolled; the collector's clock minus ours, in seconds.
+    Enrolled { offset: i64 },
+    /// The collector does not know enrolment (404): unsigned until then.
+    Unsupported { until: Instant },
+}
+
+/// How to send to one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Sign (enrolled, or enrolment failed for a reason worth signing anyway).
+    Sign,
+    /// Send unsigned: the collector predates signing.
+    Unsigned,
+    /// Enrol first.
+    Enrol,
+}
+
+/// The signing side of one agent: its key store, install id, and what it
+/// learned about each endpoint. Cheap to clone; clones share what they learn.
+#[derive(Debug, Clone)]
+pub(crate) struct Signer {
+    store: Arc<dyn KeyStore>,
+    enrol_patterns: Arc<[String]>,
+    learned: Arc<Mutex<Learned>>,
+}
+
+#[derive(Debug, Default)]
+struct Learned {
+    endpoints: HashMap<String, Enrolment>,
+    /// The last timestamp signed with, per endpoint: timestamps never
+    /// repeat, so no two attempts ever carry the same signature.
+    last_ts: HashMap<String, i64>,
+}
+
+impl Signer {
+    pub(crate) fn new(store: Arc<dyn KeyStore>, enrol_patterns: Vec<String>) -> Self {
+        Self {
+            store,
+            enrol_patterns: enrol_patterns.into(),
+            learned: Arc::new(Mutex::new(Learned::default())),
+        }
+    }
+
+    /// The same signer with another key store (and nothing learned yet:
+    /// enrolments were of the other store's key).
+    pub(crate) fn with_store(&self, store: Arc<dyn KeyStore>) -> Self {
+        Self::new(store, self.enrol_patterns.to_vec())
+    }
+
+    fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
+        self.learned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The enrolment path patterns.
+    pub(crate) fn enrol_patterns(&self) -> &[String] {
+        &self.enrol_patterns
+    }
+
+    /// How to send to `endpoint` now.
+    pub(crate) fn mode(&self, endpoint: &str) -> Mode {
+        match self.learned().endpoints.get(endpoint) {
+            Some(Enrolment::Enrolled { .. }) => Mode::Sign,
+            Some(Enrolment::Unsupported { until }) if Instant::now() < *until => Mode::Unsigned,
+            _ => Mode::Enrol,
+        }
+    }
+
+    /// Records a successful enrolment at `endpoint` and its clock.
+    pub(crate) fn enrolled(&self, endpoint: &str, server_time: Option<i64>) {
+        let offset = server_time.map_or(0, |t| t - Utc::now().timestamp());
+        self.learned()
+            .endpoints
+            .insert(endpoint.to_owned(), Enrolment::Enrolled { offset });
+    }
+
+    /// Records that `endpoint` does not know enrolment.
+    pub(crate) fn unsupported(&self, endpoint: &str) {
+        self.learned().endpoints.insert(
+            endpoint.to_owned(),
+            Enrolment::Unsupported {
+                until: Instant::now() + UNSUPPORTED_RECHECK,
+            },
+        );
+    }
+
+    /// Forgets `endpoint`'s enrolment (it answered `unknown_key`).
+    pub(crate) fn forget(&self, endpoint: &str) {
+        self.learned().endpoints.remove(endpoint);
+    }
+
+    /// Corrects `endpoint`'s clock offset from its `server_time`.
+    pub(crate) fn clock(&self, endpoint: &str, server_time: i64) {
+        let offset = server_time - Utc::now().timestamp();
+        let mut learned = self.learned();
+        if let Some(Enrolment::Enrolled { offset: o }) = learned.endpoints.get_mut(endpoint) {
+            *o = offset;
+        } else {
+            learned
+                .endpoints
+                .insert(endpoint.to_owned(), Enrolment::Enrolled { offset });
+        }
+    }
+
+    /// A timestamp for `endpoint`: our clock corrected by its offset, and
+    /// above every timestamp signed before.
+    fn timestamp(&self, endpoint: &str) -> i64 {
+        let mut learned = self.learned();
+        let offset = match learned.endpoints.get(endpoint) {
+            Some(Enrolment::Enrolled { offset }) => *offset,
+            _ => 0,
+        };
+        let last = learned.last_ts.entry(endpoint.to_owned()).or_insert(0);
+        let ts = (Utc::now().timestamp() + offset).max(*last + 1);
+        *last = ts;
+        ts
+    }
+
+    /// The `LineProbe-Signature` header for a report upload to `endpoint`.
+    pub(crate) fn sign_report(
+        &self,
+        endpoint: &str,
+        install_id: &InstallId,
+        report_id: &str,
+        body: &[u8],
+    ) -> Result<String, Error> {
+        self.sign(endpoint, SignedPurpose::Report, install_id, report_id, body)
+    }
+
+    /// An enrolment of `install_id` and its signature header for `endpoint`.
+    pub(crate) fn enrolment(
+        &self,
+        endpoint: &str,
+        install_id: &InstallId,
+    ) -> Result<(Vec<u8>, String), Error> {
+        let nonce = uuid::Uuid::now_v7().to_string();
+        let request = lineprobe_shared::EnrolRequest {
+            install_id: install_id.clone(),
+            public_key: self.store.public_key()?.to_base64(),
+            nonce: nonce.clone(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| Error::State {
+            path: KEY_FILE.to_owned(),
+            reason: format!("cannot encode the enrolment: {e}"),
+        })?;
+        let header = self.sign(endpoint, SignedPurpose::Enrol, install_id, &nonce, &body)?;
+        Ok((body, header))
+    }
+
+    fn sign(
+        &self,
+        endpoint: &str,
+        purpose: SignedPurpose,
+        install_id: &InstallId,
+        nonce: &str,
+        body: &[u8],
+    ) -> Result<String, Error> {
+        let ts = self.timestamp(endpoint);
+        let message = signed_message(purpose, install_id, nonce, ts, &body_sha256_hex(body));
+        let header = SignatureHeader {
+            key_id: self.store.public_key()?.key_id(),
+            ts,
+            signature: self.store.sign(&message)?,
+        };
+        Ok(header.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_key_store_creates_once_keeps_and_protects_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(KEY_FILE);
+        let store = FileKeyStore::new(&path);
+        let first = store.public_key().expect("create");
+        assert_eq!(store.public_key().expect("again"), first);
+        let reopened = FileKeyStore::new(&path).public_key().expect("read");
+        assert_eq!(reopened, first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let message = b"m";
+        let sig = store.sign(message).expect("sign");
+        first.verify(message, &sig).expect("verifies");
+        std::fs::write(&path, "garbage").expect("write");
+        let e = FileKeyStore::new(&path).public_key().expect_err("bad file");
+        assert!(e.to_string().contains("delete it"), "{e}");
+    }
+
+    #[test]
+    fn timestamps_never_repeat_and_follow_the_collector_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = Signer::new(
+            Arc::new(FileKeyStore::new(dir.path().join(KEY_FILE))),
+            vec!["/api/v1/enrol".to_owned()],
+        );
+        let a = signer.timestamp("https://c");
+        let b = signer.timestamp("https://c");
+        assert!(b > a);
+        signer.clock("https://c", Utc::now().timestamp() + 10_000);
+        assert!(signer.timestamp("https://c") >= Utc::now().timestamp() + 9_990);
+        assert_eq!(signer.mode("https://c"), Mode::Sign);
+        signer.forget("https://c");
+        assert_eq!(signer.mode("https://c"), Mode::Enrol);
+        signer.unsupported("https://c");
+        assert_eq!(signer.mode("https://c"), Mode::Unsigned);
+    }
+}

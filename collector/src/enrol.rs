@@ -1,0 +1,281 @@
+//! Probe key enrolment: `POST` on one of `signing.enrol_paths`.
+//!
+//! A probe sends an [`EnrolRequest`] (its `install_id`, its Ed25519 public
+//! key, a fresh nonce) signed with the private key of the key it enrols
+//! (purpose `enrol`), which proves it holds that key: nobody can enrol a
+//! public key copied from someone else. The timestamp window and the replay
+//! check apply as for reports.
+//!
+//! # Policy: a different key for a known `install_id`
+//!
+//! An `install_id` is not a secret, so the obvious attack is to enrol one's
+//! own key under someone else's `install_id`, to send reports in its name
+//! or to lock the real probe out. The receiver cannot refuse a new key
+//! outright either: a real probe that lost its key (app data cleared,
+//! platform key store reset) has no way to prove who it is. So:
+//!
+//! - the new key is accepted and becomes the current one, but the
+//!   installation is marked as changed: every report from it — signed by
+//!   the new key *or an earlier one* — carries `key_changed` for
+//!   `signing.key_change_flag_days`. Neither party can make its reports look
+//!   clean, and the internal side sees the installation as contested;
+//! - earlier keys stay valid: a hijacker cannot lock the real probe out by
+//!   enrolling over it, only make its reports flagged;
+//! - every key ever enrolled is kept with when and from which address, so
+//!   a contested installation can be investigated; at most
+//!   `signing.max_keys_per_install` keys per installation (409 beyond), so
+//!   the history stays bounded;
+//! - unsigned reports for an enrolled installation are refused (see
+//!   [`crate::signature`]), so enrolling never makes it easier to speak in a
+//!   probe's name than not enrolling.
+//!
+//! Enrolments are rare (once per probe and node, again after key loss); the
+//! traffic limits of the public listener bound the rate at which anyone can
+//! enrol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use http_body_util::{BodyExt, Limited};
+use lineprobe_shared::{
+    EnrolRequest, EnrolResponse, InstallId, ProbePublicKey, SignedPurpose, body_sha256_hex,
+    signed_message,
+};
+use serde_json::json;
+
+use crate::signature::{SignatureRejection, SignatureVerifier, forged, signature_header};
+use crate::{ConnInfo, EnrolOutcome, egress_address};
+
+/// Largest enrolment body accepted, in bytes: the request is about 150.
+pub const MAX_ENROL_BODY_BYTES: usize = 4096;
+
+/// Time allowed to receive an enrolment body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one enrolment request (the caller matched the path and method).
+pub(crate) async fn enrol(
+    verifier: &Arc<SignatureVerifier>,
+    trusted_proxies: &[ipnet::IpNet],
+    request: Request,
+) -> Response {
+    let (result, response) = match enrol_inner(verifier, trusted_proxies, request).await {
+        Ok((result, response)) => (result, response),
+        Err(rejection) => (rejection.0, rejection.1),
+    };
+    verifier.metrics().enrolment(result);
+    response
+}
+
+type Refusal = Box<(&'static str, Response)>;
+
+fn refuse(result: &'static str, status: StatusCode, code: &str, detail: &str) -> Refusal {
+    Box::new((
+        result,
+        (
+            status,
+            axum::Json(json!({
+                "error": code,
+                "detail": detail,
+                "server_time": Utc::now().timestamp(),
+            })),
+        )
+            .into_response(),
+    ))
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as a `map_err` function
+fn from_signature(rejection: SignatureRejection) -> Refusal {
+    Box::new((rejection.outcome.as_str(), rejection.into_response()))
+}
+
+async fn enrol_inner(
+    verifier: &Arc<SignatureVerifier>,
+    trusted_proxies: &[ipnet::IpNet],
+    request: Request,
+) -> Result<(&'static str, Response), Refusal> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body).await?;
+    let (enrolment, key) = parse_enrolment(&bytes)?;
+    let header = signature_header(&parts.headers)
+        .map_err(from_signature)?
+        .ok_or_else(|| {
+            refuse(
+                "unsigned",
+                StatusCode::UNAUTHORIZED,
+                "signature_required",
+                "sign the enrolment with the key it enrols (LineProbe-Signature header, purpose \
+                 enrol, the enrolment's nonce as nonce)",
+            )
+        })?;
+    if header.key_id != key.key_id() {
+        return Err(refuse(
+            "forged",
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            &format!(
+                "the signature names key {} but the enrolment carries key {}; sign with the key \
+                 being enrolled",
+                header.key_id,
+                key.key_id()
+            ),
+        ));
+    }
+    let now = Utc::now();
+    verifier
+        .check_time(header.ts, now)
+        .map_err(from_signature)?;
+    let message = signed_message(
+        SignedPurpose::Enrol,
+        &enrolment.install_id,
+        &enrolment.nonce,
+        header.ts,
+        &body_sha256_hex(&bytes),
+    );
+    key.verify(&message, &header.signature)
+        .map_err(|e| from_signature(forged(&e)))?;
+    let replay_key = verifier
+        .claim(&message, header.ts, now)
+        .map_err(from_signature)?;
+    let from = parts.extensions.get::<ConnInfo>().map_or_else(
+        || std::net::IpAddr::from([0, 0, 0, 0]),
+        |conn| egress_address(conn, &parts.headers, trusted_proxies).0,
+    );
+    let outcome = verifier
+        .staging()
+        .enrol_key(
+            &enrolment.install_id,
+            key,
+            from,
+            verifier.config().max_keys_per_install,
+        )
+        .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            verifier.release_key(replay_key);
+            tracing::error!(error = %e, "cannot record an enrolment; answering 503");
+            let mut refusal = refuse(
+                "storage_error",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the enrolment was not recorded; retry later",
+            );
+            refusal
+                .1
+                .headers_mut()
+                .insert(header::RETRY_AFTER, 30.into());
+            return Err(refusal);
+        }
+    };
+    Ok(answer(&enrolment.install_id, &key, &outcome))
+}
+
+/// The enrolment and its key, checked.
+fn parse_enrolment(bytes: &[u8]) -> Result<(EnrolRequest, ProbePublicKey), Refusal> {
+    let enrolment: EnrolRequest = serde_json::from_slice(bytes).map_err(|e| {
+        refuse(
+            "invalid",
+            StatusCode::BAD_REQUEST,
+            "invalid_enrolment",
+            &format!(
+                "the body is not an enrolment ({{\"install_id\", \"public_key\", \"nonce\"}}): {e}"
+            ),
+        )
+    })?;
+    let key = ProbePublicKey::from_base64(&enrolment.public_key).map_err(|e| {
+        refuse(
+            "invalid",
+            StatusCode::BAD_REQUEST,
+            "invalid_enrolment",
+            &format!("public_key: {e}"),
+        )
+    })?;
+    if !(8..=64).contains(&enrolment.nonce.len())
+        || !enrolment
+            .nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(refuse(
+            "invalid",
+            StatusCode::BAD_REQUEST,
+            "invalid_enrolment",
+            "nonce: use a fresh random UUID (8 to 64 letters, digits and '-')",
+        ));
+    }
+    Ok((enrolment, key))
+}
+
+fn answer(
+    install_id: &InstallId,
+    key: &ProbePublicKey,
+    outcome: &EnrolOutcome,
+) -> (&'static str, Response) {
+    let respond = |result: &'static str, status: StatusCode| {
+        let body = EnrolResponse {
+            status: result.to_owned(),
+            key_id: key.key_id(),
+            server_time: Utc::now().timestamp(),
+        };
+        (result, (status, axum::Json(body)).into_response())
+    };
+    match outcome {
+        EnrolOutcome::New => respond("enrolled", StatusCode::CREATED),
+        EnrolOutcome::Same => respond("already_enrolled", StatusCode::OK),
+        EnrolOutcome::Changed { previous_key_id } => {
+            tracing::warn!(
+                %install_id,
+                previous_key_id,
+                key_id = key.key_id(),
+                "a probe enrolled a different key for a known install_id; its reports are flagged"
+            );
+            respond("key_changed", StatusCode::CREATED)
+        }
+        EnrolOutcome::TooManyKeys { max } => {
+            let refusal = refuse(
+                "too_many_keys",
+                StatusCode::CONFLICT,
+                "too_many_keys",
+                &format!(
+                    "install_id {install_id} has already enrolled {max} different keys; no more \
+                     are accepted for it (keep the probe's key, or reinstall for a new install_id)"
+                ),
+            );
+            *refusal
+        }
+    }
+}
+
+async fn read_body(body: Body) -> Result<axum::body::Bytes, Refusal> {
+    match tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(body, MAX_ENROL_BODY_BYTES).collect(),
+    )
+    .await
+    {
+        Err(_) => Err(refuse(
+            "invalid",
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the body did not arrive in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(refuse(
+            "invalid",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("an enrolment is at most {MAX_ENROL_BODY_BYTES} bytes"),
+        )),
+        Ok(Err(e)) => Err(refuse(
+            "invalid",
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            &format!("cannot read the body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
