@@ -63,22 +63,7 @@ impl RunningCollector {
         let public_addr = local_addr(&public_listener, config.public.listen)?;
         let export_addr = local_addr(&export_listener, config.export.listen)?;
 
-        let traffic = Arc::new(Traffic::new(
-            config,
-            Arc::new(SystemClock),
-            Some(Arc::clone(&metrics)),
-        ));
-        if traffic.enabled() {
-            background.push(
-                traffic
-                    .start(
-                        staging.clone(),
-                        Duration::from_secs(config.trust.flush_secs),
-                        shutdown.child_token(),
-                    )
-                    .await?,
-            );
-        }
+        let traffic = start_traffic(config, &metrics, &staging, &shutdown, &mut background).await?;
         let paths = PathSet::parse(&config.public.paths).map_err(|reason| Error::Config {
             key: "public.paths".to_owned(),
             reason,
@@ -183,6 +168,34 @@ impl RunningCollector {
         self.staging.close().await?;
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// The traffic monitor, with its background task (sweeps and trust-score
+/// writes) started when it is enabled.
+async fn start_traffic(
+    config: &CollectorConfig,
+    metrics: &Arc<Metrics>,
+    staging: &Staging,
+    shutdown: &CancellationToken,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Result<Arc<Traffic>, Error> {
+    let traffic = Arc::new(Traffic::new(
+        config,
+        Arc::new(SystemClock),
+        Some(Arc::clone(metrics)),
+    ));
+    if traffic.enabled() {
+        background.push(
+            traffic
+                .start(
+                    staging.clone(),
+                    Duration::from_secs(config.trust.flush_secs),
+                    shutdown.child_token(),
+                )
+                .await?,
+        );
+    }
+    Ok(traffic)
 }
 
 /// Opens the staging store, reporting commits to `metrics`.
