@@ -122,8 +122,10 @@ fn csrf(body: &str) -> String {
 
 /// The rows of the current manifest's collector table: name → accepted.
 fn accepted(body: &str) -> BTreeMap<String, bool> {
-    let table =
-        &body[body.find("Current manifest").unwrap()..body.find("Edit and publish").unwrap()];
+    let table = &body[body
+        .find("Current manifest")
+        .unwrap_or_else(|| panic!("{body}"))
+        ..body.find("Edit and publish").unwrap()];
     table
         .split("<tr><td>")
         .skip(1)
@@ -360,6 +362,18 @@ async fn an_admin_signs_and_publishes_manifests_to_the_collectors() {
     assert!(accepted(&page)["a"]);
     assert!(accepted(&page)["c"]);
     assert_eq!(a.staging.current_manifest().await.unwrap().unwrap().0, 42);
+
+    // The traffic page asks every collector for its anomaly episodes and
+    // low-trust sources (none here: see collector_traffic.rs for a flood).
+    let (status, page) = ann.get("/traffic").await;
+    assert_eq!(status, 200);
+    for want in [
+        "Collector <span class=\"mono\">a</span>",
+        "Anomaly episodes",
+        "Low-trust sources",
+    ] {
+        assert!(page.contains(want), "{want} in {page}");
+    }
 
     // A bad form publishes nothing and says why.
     let mut bad = form(&token, "1.6.0");
