@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use super::queries::Param;
+use super::queries::{LINE_COLUMNS, Param};
 use super::{Backend, LineFilter, LineRow, QuarantineRow, Store};
 use crate::Error;
 
@@ -252,14 +252,6 @@ pub struct LineCursor {
     pub line_key: String,
 }
 
-/// The columns of a [`LineRow`], from `lines l`.
-const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
-     l.declared_city, l.declared_carrier, l.actual_carrier, l.actual_province, l.actual_city, \
-     l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.low_trust, l.observation_id, \
-     l.reports, \
-     l.first_seen AS first_seen_ms, l.last_seen AS last_seen_ms, \
-     l.current_from AS current_from_ms, l.updated_at AS updated_at_ms";
-
 /// Which index a page of lines should walk, when the caller knows better
 /// than the database's statistics: each names the filter (or pair) whose
 /// index leads, the other filters being checked on the rows it yields.
@@ -299,7 +291,7 @@ impl LineLead {
 /// names is walked: SQLite's statistics cannot see that, say, one verdict
 /// is rare, and walking the wrong index for two filters no line meets at
 /// once reads every line of one of them.
-fn line_conditions<'a>(
+pub(super) fn line_conditions<'a>(
     filter: &'a LineFilter,
     lead: Option<LineLead>,
     sqlite: bool,

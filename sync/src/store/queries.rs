@@ -26,7 +26,7 @@ pub(super) const PROCESSED_RAW: &str = "SELECT id, collector, node_id, seq, body
      ORDER BY id LIMIT $3";
 
 /// The columns of a [`LineRow`](super::LineRow), from `lines l`.
-const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
+pub(super) const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
      l.declared_city, l.declared_carrier, l.actual_carrier, l.actual_province, l.actual_city, \
      l.egress_ip, l.first_hop_ip, l.verdict, l.verdict_id, l.low_trust, l.observation_id, \
      l.reports, \
@@ -111,34 +111,7 @@ pub(super) enum Param<'a> {
 pub(super) fn lines(filter: &LineFilter) -> (String, Vec<Param<'_>>) {
     let mut sql = format!("SELECT {LINE_COLUMNS} FROM lines l WHERE TRUE");
     let mut params = Vec::new();
-    let texts = [
-        ("l.declared_province", &filter.province),
-        ("l.declared_city", &filter.city),
-        ("l.declared_carrier", &filter.declared_carrier),
-        ("l.actual_carrier", &filter.actual_carrier),
-        ("l.verdict", &filter.verdict),
-    ];
-    for (column, value) in texts {
-        if let Some(value) = value {
-            params.push(Param::Text(value));
-            let _ = write!(sql, " AND {column} = ${}", params.len());
-        }
-    }
-    match filter.low_trust {
-        // Written `= TRUE` on both backends: the very expression of the
-        // partial index that lists low-trust lines.
-        Some(true) => sql.push_str(" AND l.low_trust = TRUE"),
-        Some(false) => sql.push_str(" AND l.low_trust = FALSE"),
-        None => {}
-    }
-    if let Some(since) = filter.seen_since_ms {
-        params.push(Param::Int(since));
-        let _ = write!(sql, " AND l.last_seen >= ${}", params.len());
-    }
-    if let Some(until) = filter.seen_until_ms {
-        params.push(Param::Int(until));
-        let _ = write!(sql, " AND l.last_seen <= ${}", params.len());
-    }
+    super::backoffice::line_conditions(filter, None, false, &mut sql, &mut params);
     params.push(Param::Int(i64::from(filter.limit)));
     params.push(Param::Int(i64::from(filter.offset)));
     let _ = write!(
