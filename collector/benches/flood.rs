@@ -55,6 +55,11 @@ fn knob(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+// The collector binary's allocator (collector/src/main.rs), so that the
+// figures are those of the program as shipped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,

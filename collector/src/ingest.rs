@@ -265,7 +265,8 @@ async fn ingest(
         .limits
         .request_timeout
         .saturating_sub(started.elapsed());
-    let staged = tokio::time::timeout(remaining, state.staging.stage(report)).await;
+    let staged =
+        tokio::time::timeout(remaining, state.staging.stage_received(report, &bytes)).await;
     if !matches!(staged, Ok(Ok(_))) {
         // Not stored: the probe will send the same signed request again.
         state.signatures.release(&signature);

@@ -571,6 +571,115 @@ async fn a_report_without_envelope_is_refused_and_takes_no_seq() {
     staging.close().await.unwrap();
 }
 
+/// A submission as a probe might send it: the minimal report with a fresh
+/// id, compact, with `edit` applied to its JSON value first.
+fn submission(edit: impl FnOnce(&mut serde_json::Value)) -> (ReportId, String) {
+    let id = ReportId::new_v7();
+    let mut value: serde_json::Value = serde_json::from_str(MINIMAL).expect("the fixture is JSON");
+    value["report_id"] = serde_json::Value::String(id.to_string());
+    edit(&mut value);
+    (
+        id,
+        serde_json::to_string(&value).expect("a JSON value encodes"),
+    )
+}
+
+/// Decodes `body` as ingest does and gives it the test envelope.
+fn received(body: &str) -> Report {
+    let mut report = Report::from_submitted_json(body.as_bytes()).expect("a valid submission");
+    report.envelope = report_with(report.report_id, Utc::now()).envelope;
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_reports_keep_the_probes_bytes_with_the_envelope_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::open(options(&db_path(&dir))).unwrap();
+
+    // Compact, as the agent sends it, with whitespace around: the stored
+    // JSON is the probe's own bytes, then the envelope.
+    let (id, compact) = submission(|_| {});
+    let body = format!("  {compact}\t\r\n");
+    let seq = stored_seq(
+        staging
+            .stage_received(received(&body), body.as_bytes())
+            .await
+            .unwrap(),
+    );
+    // Pretty-printed: re-encoded on one line instead.
+    let (pretty_id, _) = submission(|_| {});
+    let mut pretty_value: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+    pretty_value["report_id"] = serde_json::Value::String(pretty_id.to_string());
+    let pretty = serde_json::to_string_pretty(&pretty_value).unwrap();
+    staging
+        .stage_received(received(&pretty), pretty.as_bytes())
+        .await
+        .unwrap();
+    // An envelope key the decoder reads as no envelope, plainly or escaped:
+    // appending one would repeat the key, so these are re-encoded too.
+    let mut tricky = Vec::new();
+    let (null_id, with_null) = submission(|v| v["envelope"] = serde_json::Value::Null);
+    if Report::from_submitted_json(with_null.as_bytes()).is_ok() {
+        tricky.push((null_id, with_null));
+    }
+    let (escaped_id, plain) = submission(|_| {});
+    let escaped = plain.replacen('{', r#"{"envel\u006fpe":null,"#, 1);
+    if Report::from_submitted_json(escaped.as_bytes()).is_ok() {
+        tricky.push((escaped_id, escaped));
+    }
+    for (_, body) in &tricky {
+        staging
+            .stage_received(received(body), body.as_bytes())
+            .await
+            .unwrap();
+    }
+    // The same id again is a duplicate, whichever way it is staged.
+    assert_eq!(
+        staging
+            .stage_received(received(&compact), compact.as_bytes())
+            .await
+            .unwrap(),
+        StageOutcome::Duplicate { seq }
+    );
+
+    let exported = staging.export_after(0, 100).await.unwrap();
+    assert_eq!(exported.len(), 2 + tricky.len());
+    for row in &exported {
+        assert!(!row.json.contains(&b'\n'), "exported JSON must be one line");
+        let report = Report::from_stored_json(&row.json).expect("stored JSON is valid");
+        assert_eq!(envelope(&report).seq, row.seq);
+        assert_eq!(envelope(&report).node_id, NODE);
+    }
+    let first = &exported[0];
+    let open = compact.strip_suffix('}').unwrap();
+    assert!(
+        first.json.starts_with(open.as_bytes()),
+        "the probe's bytes come first, unchanged"
+    );
+    assert!(
+        first
+            .json
+            .ends_with(format!(r#""seq":{seq}}}}}"#).as_bytes())
+    );
+    let stored = Report::from_stored_json(&first.json).unwrap();
+    assert_eq!(stored.report_id, id);
+    let mut decoded = received(&compact);
+    decoded.envelope = stored.envelope.clone();
+    assert_eq!(
+        stored, decoded,
+        "the stored report decodes as the submission did"
+    );
+    let ids: Vec<ReportId> = exported
+        .iter()
+        .map(|row| Report::from_stored_json(&row.json).unwrap().report_id)
+        .collect();
+    assert_eq!(ids[1], pretty_id);
+    for (i, (tricky_id, _)) in tricky.iter().enumerate() {
+        assert_eq!(ids[2 + i], *tricky_id);
+    }
+    staging.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_file_is_reported_not_used() {
     let dir = tempfile::tempdir().unwrap();

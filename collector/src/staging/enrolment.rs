@@ -6,7 +6,10 @@
 //! for a known `install_id` means — lives in [`crate::enrol`]; this module
 //! only records facts: every key ever enrolled, when, and from where.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::sync::{PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use lineprobe_shared::{InstallId, ProbePublicKey};
@@ -70,6 +73,62 @@ pub enum EnrolOutcome {
     },
 }
 
+/// Which installations ever enrolled a key, as fingerprints in memory.
+///
+/// Every report, signed or not, asks whether its installation enrolled: an
+/// unsigned report from one that did is refused. Asking the database costs
+/// a hop to the blocking pool and a read transaction per report, most of
+/// them for installations that never enrolled (probes that predate
+/// signing). The index answers "never enrolled" without either; only
+/// installations it may hold are looked up. It is loaded when the store
+/// opens and the writer adds an installation before committing its first
+/// enrolment, so it never misses one; a fingerprint collision or an
+/// enrolment that failed to commit only costs the lookup it would have
+/// saved. Enrolments are never deleted, so nothing is ever removed.
+pub(super) struct EnrolledIndex {
+    hasher: RandomState,
+    fingerprints: RwLock<HashSet<u64>>,
+}
+
+impl EnrolledIndex {
+    /// The index of every installation in `probe_installs`.
+    pub(super) fn load(conn: &rusqlite::Connection) -> Result<Self, Error> {
+        let what = "loading the enrolled installations";
+        let index = Self {
+            hasher: RandomState::new(),
+            fingerprints: RwLock::new(HashSet::new()),
+        };
+        let mut stmt = conn
+            .prepare("SELECT install_id FROM probe_installs")
+            .map_err(|e| sql_error(what, &e))?;
+        let ids = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|e| sql_error(what, &e))?;
+        for id in ids {
+            index.insert(&id.map_err(|e| sql_error(what, &e))?);
+        }
+        Ok(index)
+    }
+
+    /// Remembers that `install_id` enrolled (or is about to).
+    pub(super) fn insert(&self, install_id: &str) {
+        let fingerprint = self.hasher.hash_one(install_id);
+        self.fingerprints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(fingerprint);
+    }
+
+    /// False only when `install_id` certainly never enrolled.
+    pub(super) fn may_contain(&self, install_id: &str) -> bool {
+        let fingerprint = self.hasher.hash_one(install_id);
+        self.fingerprints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&fingerprint)
+    }
+}
+
 impl Staging {
     /// Records `key` for `install_id`, enrolled from `from`; at most
     /// `max_keys` distinct keys are kept per installation.
@@ -94,6 +153,10 @@ impl Staging {
 
     /// The keys enrolled for `install_id`; `None` when it never enrolled.
     pub async fn install_keys(&self, install_id: &InstallId) -> Result<Option<InstallKeys>, Error> {
+        if !self.inner.enrolled.may_contain(install_id.as_str()) {
+            self.check_open()?;
+            return Ok(None);
+        }
         let install_id = install_id.as_str().to_owned();
         self.read(move |conn| {
             let what = "reading enrolled probe keys";
@@ -164,7 +227,7 @@ fn damaged(what: &str) -> Error {
 
 /// One enrolment for the writer.
 pub(super) struct Enrolment {
-    install_id: String,
+    pub(super) install_id: String,
     key_id: String,
     public_key: [u8; 32],
     from: String,

@@ -2,10 +2,13 @@
 //! acknowledges them until the internal side has pulled and acknowledged
 //! them.
 //!
-//! One SQLite file in WAL mode with `synchronous=FULL`. All changes go through
-//! one writer thread ([`writer`]) that commits concurrent reports together
-//! (group commit) and replies only after the commit; reads use their own
-//! read-only connections beside it. Every committed report gets the node's
+//! One SQLite file in WAL mode. All changes go through one writer thread
+//! ([`writer`]) that commits concurrent reports together (group commit); a
+//! sync thread ([`walsync`]) syncs the WAL after each commit and only then
+//! sends the replies, so a reply always means the change survives power
+//! loss, while the writer commits the next batch during the sync. Reads use
+//! their own read-only connections beside it, and exports stop at the last
+//! synced report. Every committed report gets the node's
 //! next sequence number (dense, never reused, kept across purges and
 //! restarts), which the exported JSON carries in its envelope.
 
@@ -13,6 +16,7 @@ mod checkpoint;
 mod enrolment;
 mod schema;
 mod trust;
+mod walsync;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -27,8 +31,10 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
+use self::enrolment::EnrolledIndex;
 pub use self::enrolment::{EnrolOutcome, EnrolledKey, InstallKeys};
 use self::schema::{migrate, open_reader, open_writer, sql_error};
+use self::walsync::{Durability, WalSyncer};
 use self::writer::{EncodedReport, Request, Writer, to_sql_int};
 use crate::{Error, StagingConfig};
 
@@ -147,6 +153,10 @@ struct Inner {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
+    /// Installations that may have enrolled a key.
+    enrolled: Arc<EnrolledIndex>,
+    /// How far the store is on disk.
+    durability: Arc<Durability>,
 }
 
 impl std::fmt::Debug for Staging {
@@ -186,6 +196,22 @@ impl Staging {
         }
         let mut conn = open_writer(&options.path)?;
         migrate(&mut conn, &options.node_id, &options.path)?;
+        let enrolled = Arc::new(EnrolledIndex::load(&conn)?);
+        // The syncer first syncs whatever the WAL holds (commits of a
+        // process that crashed may never have been synced), so every seq
+        // stored so far is durable before ingest starts.
+        let durability = Arc::new(Durability::new(0));
+        let syncer = WalSyncer::spawn(
+            &options.path,
+            Arc::clone(&durability),
+            options.on_commit.clone(),
+        )?;
+        let highest: i64 = conn
+            .query_row("SELECT highest_seq FROM state WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .map_err(|e| sql_error("cannot read the store's state", &e))?;
+        durability.durable_up_to(u64::try_from(highest).unwrap_or(0));
 
         let group_commit_max = options.group_commit_max.max(1);
         let capacity = group_commit_max.saturating_mul(4).clamp(64, 65_536);
@@ -198,7 +224,9 @@ impl Staging {
             full_retry_after_secs: options.full_retry_after_secs,
             group_commit_max,
             group_commit_wait: options.group_commit_wait,
-            on_commit: options.on_commit.clone(),
+            enrolled: Arc::clone(&enrolled),
+            syncer: Some(syncer),
+            durability: Arc::clone(&durability),
         };
         let checkpointer = Checkpointer::spawn(&options.path, CHECKPOINT_INTERVAL)?;
         let handle = std::thread::Builder::new()
@@ -218,6 +246,8 @@ impl Staging {
                 writer: tokio::sync::Mutex::new(Some(handle)),
                 checkpointer: Mutex::new(Some(checkpointer)),
                 readers: Mutex::new(Vec::new()),
+                enrolled,
+                durability,
             }),
         })
     }
@@ -241,6 +271,22 @@ impl Staging {
         self.request(|reply| Request::Stage { report, reply }).await
     }
 
+    /// Durably stores a report as ingest received it: `submitted` is the
+    /// JSON the probe sent and `report` its decoded form with the envelope
+    /// set. The stored JSON is `submitted` with the envelope appended (the
+    /// probe's bytes, not a re-encoding), unless those bytes cannot take it
+    /// (pretty-printed, escaped keys); then as [`Staging::stage`]. Outcomes
+    /// and errors as [`Staging::stage`].
+    pub async fn stage_received(
+        &self,
+        report: Report,
+        submitted: &[u8],
+    ) -> Result<StageOutcome, Error> {
+        self.check_open()?;
+        let report = EncodedReport::encode_received(report, submitted, &self.inner.node_id)?;
+        self.request(|reply| Request::Stage { report, reply }).await
+    }
+
     /// Committed reports with `seq > after`, in `seq` order, at most `limit`.
     ///
     /// Acknowledged reports not yet purged are included; purged ones are not.
@@ -253,16 +299,19 @@ impl Staging {
             self.check_open()?;
             return Ok(Vec::new());
         }
+        // Only what is on disk: a report committed but not yet synced could
+        // still be lost, and its seq then given to another.
+        let durable = self.inner.durability.durable_seq();
         self.read(move |conn| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT seq, json FROM reports WHERE seq > ?1 AND json IS NOT NULL \
+                    "SELECT seq, json FROM reports WHERE seq > ?1 AND seq <= ?3 AND json IS NOT NULL \
                      ORDER BY seq LIMIT ?2",
                 )
                 .map_err(|e| sql_error("exporting reports", &e))?;
             let rows = stmt
-                .query_map([to_sql_int(after), limit], |row| {
+                .query_map([to_sql_int(after), limit, to_sql_int(durable)], |row| {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
                 })
                 .map_err(|e| sql_error("exporting reports", &e))?;

@@ -2,13 +2,14 @@
 //! owns the read-write connection.
 //!
 //! Stage requests that queue up while a commit is running are committed
-//! together in the next transaction (group commit): one `fsync` pays for the
-//! whole batch. A caller hears back only after its transaction committed, so
-//! a success always means the report is on disk; when a transaction fails,
-//! every request in it fails and nothing of it is kept.
+//! together in the next transaction (group commit). A caller hears back
+//! only after its transaction committed and the sync thread (`walsync`)
+//! synced it, so a success always means the report is on disk; when a
+//! transaction fails, every request in it fails and nothing of it is kept.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -17,7 +18,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema::{open_writer, sql_error};
-use super::{AckOutcome, CommitObserver, StageOutcome};
+use super::walsync::{Committed, Durability, WalSyncer};
+use super::{AckOutcome, StageOutcome};
 use crate::Error;
 
 /// The reply half of a request.
@@ -96,7 +98,13 @@ pub(super) struct Writer {
     pub(super) full_retry_after_secs: u64,
     pub(super) group_commit_max: usize,
     pub(super) group_commit_wait: Duration,
-    pub(super) on_commit: Option<CommitObserver>,
+    /// Installations that may have enrolled; see `EnrolledIndex`.
+    pub(super) enrolled: Arc<super::enrolment::EnrolledIndex>,
+    /// Makes commits durable and sends their replies (`walsync`); taken
+    /// when the writer stops.
+    pub(super) syncer: Option<WalSyncer>,
+    /// Whether syncs still work.
+    pub(super) durability: Arc<Durability>,
 }
 
 /// One queued stage request.
@@ -144,8 +152,11 @@ impl Writer {
             }
             self.serve(batch);
         }
-        // Every sender is gone: close the connection, which checkpoints the
-        // WAL into the main file.
+        // Every sender is gone: answer what waits for a sync, then close
+        // the connection, which checkpoints the WAL into the main file.
+        if let Some(syncer) = self.syncer.take() {
+            syncer.finish();
+        }
         if let Some(conn) = self.conn.take()
             && let Err((_, e)) = conn.close()
         {
@@ -178,7 +189,7 @@ impl Writer {
             } => {
                 let result =
                     self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
-                let _ = reply.send(result);
+                self.reply_when_durable(reply, result);
             }
             Request::Purge {
                 cutoff_us,
@@ -186,7 +197,7 @@ impl Writer {
                 reply,
             } => {
                 let result = self.transact("purging", |tx, _| purge(tx, cutoff_us, limit));
-                let _ = reply.send(result);
+                self.reply_when_durable(reply, result);
             }
             Request::PutManifest {
                 serial,
@@ -196,7 +207,7 @@ impl Writer {
                 let result = self.transact("storing the manifest", |tx, _| {
                     put_manifest(tx, serial, &signed)
                 });
-                let _ = reply.send(result);
+                self.reply_when_durable(reply, result);
             }
             Request::SaveTrust {
                 rows,
@@ -206,13 +217,16 @@ impl Writer {
                 let result = self.transact("storing trust scores", |tx, _| {
                     super::trust::save(tx, &rows, max_units).map_err(TxError::Sql)
                 });
-                let _ = reply.send(result);
+                self.reply_when_durable(reply, result);
             }
             Request::Enrol { enrolment, reply } => {
+                // Before the commit, so that no unsigned report of an
+                // installation that has enrolled is let through unchecked.
+                self.enrolled.insert(&enrolment.install_id);
                 let result = self.transact("recording an enrolment", |tx, _| {
                     super::enrolment::enrol(tx, &enrolment)
                 });
-                let _ = reply.send(result);
+                self.reply_when_durable(reply, result);
             }
         }
     }
@@ -235,6 +249,9 @@ impl Writer {
         what: &str,
         f: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> Result<T, TxError>,
     ) -> Result<T, Error> {
+        if let Some(e) = self.durability.failure() {
+            return Err(e);
+        }
         let node_id = self.node_id.clone();
         let result = (|| {
             let conn = self.connection().map_err(TxError::Op)?;
@@ -254,7 +271,8 @@ impl Writer {
         })
     }
 
-    /// Commits a batch of stage requests in one transaction, then replies.
+    /// Commits a batch of stage requests in one transaction; the replies
+    /// go out once the sync thread has made it durable.
     fn stage_batch(&mut self, batch: Vec<Pending>) {
         if batch.is_empty() {
             return;
@@ -269,20 +287,29 @@ impl Writer {
         });
         match result {
             Ok(outcomes) => {
-                if let Some(observer) = &self.on_commit {
-                    // A panicking observer must not take the writer (and
-                    // with it every later report) down.
-                    let elapsed = started.elapsed();
-                    let observed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        observer(elapsed, count);
-                    }));
-                    if observed.is_err() {
-                        tracing::error!("the staging commit observer panicked");
+                let highest_seq = outcomes
+                    .iter()
+                    .filter_map(|o| match o {
+                        Ok(StageOutcome::Stored { seq }) => Some(*seq),
+                        _ => None,
+                    })
+                    .max();
+                let on_synced = Box::new(move |synced: Result<(), &str>| {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        // A duplicate waits for the sync too: its original
+                        // may be in a transaction that is not yet on disk.
+                        let outcome = match (synced, outcome) {
+                            (Ok(()), outcome) | (Err(_), outcome @ Err(_)) => outcome,
+                            (Err(why), Ok(_)) => Err(Error::Staging(why.to_owned())),
+                        };
+                        let _ = reply.send(outcome);
                     }
-                }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
+                });
+                self.hand_over(Committed {
+                    on_synced,
+                    highest_seq,
+                    batch: Some((started, count)),
+                });
             }
             Err(e) => {
                 tracing::error!("staging commit of {count} report(s) failed: {e}");
@@ -294,6 +321,34 @@ impl Writer {
                     let _ = reply.send(Err(Error::Staging(message.clone())));
                 }
             }
+        }
+    }
+
+    /// Answers a request whose transaction committed once it is durable;
+    /// one that failed (and so changed nothing) at once.
+    fn reply_when_durable<T: Send + 'static>(&self, reply: Reply<T>, result: Result<T, Error>) {
+        match result {
+            Ok(value) => self.hand_over(Committed {
+                on_synced: Box::new(move |synced| {
+                    let _ = reply.send(
+                        synced
+                            .map(|()| value)
+                            .map_err(|why| Error::Staging(why.to_owned())),
+                    );
+                }),
+                highest_seq: None,
+                batch: None,
+            }),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn hand_over(&self, committed: Committed) {
+        match &self.syncer {
+            Some(syncer) => syncer.hand_over(committed),
+            None => (committed.on_synced)(Err("the staging store is closing")),
         }
     }
 }
@@ -351,11 +406,24 @@ fn stage_all(
         let mut find = tx
             .prepare_cached("SELECT seq FROM reports WHERE report_id = ?1")
             .map_err(sql("preparing the duplicate check"))?;
+        // A repeated id is the rare case: the insert itself finds it (the
+        // UNIQUE index is probed either way), and only then is its stored
+        // seq looked up.
         let mut insert = tx
             .prepare_cached(
-                "INSERT INTO reports (seq, report_id, received_at_us, json) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO reports (seq, report_id, received_at_us, json) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (report_id) DO NOTHING",
             )
             .map_err(sql("preparing the insert"))?;
+        let mut stored_seq = |id: &str| -> Result<Option<u64>, TxError> {
+            let stored: Option<i64> = find
+                .query_row([id], |row| row.get(0))
+                .optional()
+                .map_err(sql("looking for a duplicate"))?;
+            stored
+                .map(|seq| u64::try_from(seq).map_err(|_| corrupt("seq")))
+                .transpose()
+        };
         for report in reports {
             let EncodedReport {
                 id,
@@ -366,29 +434,35 @@ fn stage_all(
                 outcomes.push(Ok(StageOutcome::Duplicate { seq: *seq }));
                 continue;
             }
-            let stored: Option<i64> = find
-                .query_row([&id], |row| row.get(0))
-                .optional()
-                .map_err(sql("looking for a duplicate"))?;
-            if let Some(seq) = stored {
-                let seq = u64::try_from(seq).map_err(|_| corrupt("seq"))?;
-                outcomes.push(Ok(StageOutcome::Duplicate { seq }));
-                continue;
-            }
             if highest.saturating_sub(acked) >= max_reports {
-                outcomes.push(Err(Error::StagingFull {
-                    max: max_reports,
-                    retry_after_secs,
-                }));
+                // Full: a repeat of a stored report is still answered
+                // `duplicate`, anything new waits.
+                outcomes.push(match stored_seq(&id)? {
+                    Some(seq) => Ok(StageOutcome::Duplicate { seq }),
+                    None => Err(Error::StagingFull {
+                        max: max_reports,
+                        retry_after_secs,
+                    }),
+                });
                 continue;
             }
             let seq = highest + 1;
             // The store is the authority on the sequence number: the
             // exported JSON carries the one it is exported under.
             let json = with_seq(&json, seq);
-            insert
+            let inserted = insert
                 .execute(params![to_sql_int(seq), id, received_at_us, json])
                 .map_err(sql("inserting a report"))?;
+            if inserted == 0 {
+                let seq = stored_seq(&id)?.ok_or_else(|| {
+                    TxError::Sql(Error::Staging(format!(
+                        "report {id} was neither inserted nor found; the staging database is damaged: \
+                         restore it or move it aside"
+                    )))
+                })?;
+                outcomes.push(Ok(StageOutcome::Duplicate { seq }));
+                continue;
+            }
             highest = seq;
             in_batch.insert(id, seq);
             outcomes.push(Ok(StageOutcome::Stored { seq }));
@@ -562,6 +636,78 @@ impl EncodedReport {
             json,
         })
     }
+}
+
+impl EncodedReport {
+    /// Encodes a report that ingest decoded from `submitted`: the bytes the
+    /// probe sent with the receiver's envelope appended as the last member.
+    ///
+    /// Keeping the probe's own bytes is both cheaper than encoding the whole
+    /// report again (the largest single cost of staging after decoding) and
+    /// more faithful: the internal side receives exactly what was sent.
+    /// `report` must be the decoded `submitted` with its envelope set; when
+    /// the bytes cannot be extended safely (see [`spliceable`]) the report is
+    /// encoded as by [`EncodedReport::encode`].
+    pub(super) fn encode_received(
+        mut report: Report,
+        submitted: &[u8],
+        node_id: &str,
+    ) -> Result<Self, Error> {
+        let Some(object) = spliceable(submitted) else {
+            return Self::encode(report, node_id);
+        };
+        let id = report.report_id.to_string();
+        let Some(mut envelope) = report.envelope.take() else {
+            return Err(Error::Staging(
+                "the report has no receiver envelope; ingest must set it before staging".to_owned(),
+            ));
+        };
+        envelope.seq = 0;
+        node_id.clone_into(&mut envelope.node_id);
+        let received_at_us = envelope.received_at.timestamp_micros();
+        // `object` ends with its closing brace; the envelope goes before it.
+        let open = object.get(..object.len() - 1).unwrap_or_default();
+        let mut json = Vec::with_capacity(object.len() + 512);
+        json.extend_from_slice(open);
+        json.extend_from_slice(b",\"envelope\":");
+        serde_json::to_writer(&mut json, &envelope)
+            .map_err(|e| Error::Staging(format!("cannot encode the envelope of {id}: {e}")))?;
+        json.push(b'}');
+        if !json.ends_with(SEQ_PLACEHOLDER_TAIL) {
+            return Err(Error::Staging(format!(
+                "cannot encode report {id}: its envelope does not end with seq; \
+                 the envelope type's field order changed"
+            )));
+        }
+        Ok(Self {
+            id,
+            received_at_us,
+            json,
+        })
+    }
+}
+
+/// The submitted object without surrounding whitespace, when appending the
+/// envelope to it gives a correct stored report; `None` otherwise.
+///
+/// The bytes already decoded as a report, so they are one JSON object with
+/// only known members, no repeated key and no envelope *value*. Three
+/// things still rule splicing out:
+/// - a line break anywhere: exported reports are one NDJSON line each (JSON
+///   strings cannot hold a raw line break, so it is formatting);
+/// - the text `envelope`, or any `\u` escape (which could spell it): a
+///   submitted `"envelope": null` decodes as no envelope, and appending one
+///   would repeat the key;
+/// - anything but `{…}` around the whitespace.
+fn spliceable(submitted: &[u8]) -> Option<&[u8]> {
+    let start = submitted.iter().position(|b| !b.is_ascii_whitespace())?;
+    let end = submitted.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    let object = submitted.get(start..=end)?;
+    let braced = object.len() >= 2 && object.first() == Some(&b'{') && object.last() == Some(&b'}');
+    let unsafe_text = memchr::memchr2(b'\n', b'\r', object).is_some()
+        || memchr::memmem::find(object, b"envelope").is_some()
+        || memchr::memmem::find(object, b"\\u").is_some();
+    (braced && !unsafe_text).then_some(object)
 }
 
 /// The encoded JSON with `seq` in place of the placeholder.

@@ -468,7 +468,7 @@ fn check_trace(c: &mut Checker, trace: &ReportTrace) {
             );
         }
         c.text(
-            &format!("trace.engine_fallbacks[{i}].reason"),
+            || format!("trace.engine_fallbacks[{i}].reason"),
             &fallback.reason,
             PARAGRAPH.required(ReportLimits::MAX_DETAIL_LEN),
         );
@@ -491,7 +491,15 @@ fn check_trace(c: &mut Checker, trace: &ReportTrace) {
     );
     let mut previous_ttl = None;
     for (i, hop) in trace.hops.iter().enumerate() {
-        check_hop(c, &format!("trace.hops[{i}]"), hop, previous_ttl);
+        check_hop(
+            c,
+            Item {
+                list: "trace.hops",
+                index: i,
+            },
+            hop,
+            previous_ttl,
+        );
         previous_ttl = Some(hop.ttl);
     }
     check_raw(c, trace);
@@ -499,7 +507,7 @@ fn check_trace(c: &mut Checker, trace: &ReportTrace) {
 
 /// The hop rules. They live here, not on [`Hop`], because the limits are the
 /// report's: a parser may read a longer trace than a report may carry.
-fn check_hop(c: &mut Checker, at: &str, hop: &Hop, previous_ttl: Option<u8>) {
+fn check_hop(c: &mut Checker, at: Item<'_>, hop: &Hop, previous_ttl: Option<u8>) {
     match previous_ttl {
         _ if hop.ttl == 0 => c.push(format!("{at}.ttl"), "is 0; TTLs start at 1"),
         Some(previous) if hop.ttl <= previous => c.push(
@@ -512,14 +520,24 @@ fn check_hop(c: &mut Checker, at: &str, hop: &Hop, previous_ttl: Option<u8>) {
         _ => {}
     }
     c.count(
-        &format!("{at}.addrs"),
+        || format!("{at}.addrs"),
         hop.addrs.len(),
         ReportLimits::MAX_ADDRS_PER_HOP,
         "addresses",
     );
+    // A handful of addresses per hop: comparing with the earlier ones beats
+    // hashing them; past the limit (already a violation) a set keeps a
+    // hostile hop linear.
     let mut seen = HashSet::new();
     for (j, addr) in hop.addrs.iter().enumerate() {
-        if !seen.insert(addr) {
+        let repeated = if hop.addrs.len() <= ReportLimits::MAX_ADDRS_PER_HOP {
+            hop.addrs
+                .get(..j)
+                .is_some_and(|earlier| earlier.contains(addr))
+        } else {
+            !seen.insert(addr)
+        };
+        if repeated {
             c.push(
                 format!("{at}.addrs[{j}]"),
                 format!("repeats {addr}; list each address once"),
@@ -527,27 +545,27 @@ fn check_hop(c: &mut Checker, at: &str, hop: &Hop, previous_ttl: Option<u8>) {
         }
     }
     c.count(
-        &format!("{at}.names"),
+        || format!("{at}.names"),
         hop.names.len(),
         ReportLimits::MAX_NAMES_PER_HOP,
         "names",
     );
     for (j, name) in hop.names.iter().enumerate() {
         c.text(
-            &format!("{at}.names[{j}]"),
+            || format!("{at}.names[{j}]"),
             name,
             TOKEN.required(ReportLimits::MAX_HOSTNAME_LEN),
         );
     }
     c.count(
-        &format!("{at}.rtt_ms"),
+        || format!("{at}.rtt_ms"),
         hop.rtt_ms.len(),
         ReportLimits::MAX_RTTS_PER_HOP,
         "round-trip times",
     );
     for (j, &rtt) in hop.rtt_ms.iter().enumerate() {
         c.range(
-            &format!("{at}.rtt_ms[{j}]"),
+            || format!("{at}.rtt_ms[{j}]"),
             rtt,
             0.0,
             ReportLimits::MAX_RTT_MS,
@@ -565,14 +583,14 @@ fn check_hop(c: &mut Checker, at: &str, hop: &Hop, previous_ttl: Option<u8>) {
         );
     }
     c.count(
-        &format!("{at}.annotations"),
+        || format!("{at}.annotations"),
         hop.annotations.len(),
         ReportLimits::MAX_ANNOTATIONS_PER_HOP,
         "annotations",
     );
     for (j, annotation) in hop.annotations.iter().enumerate() {
         c.text(
-            &format!("{at}.annotations[{j}]"),
+            || format!("{at}.annotations[{j}]"),
             annotation,
             LINE.required(ReportLimits::MAX_ANNOTATION_LEN),
         );
@@ -628,9 +646,12 @@ fn check_attempts(c: &mut Checker, attempts: &[EndpointAttempt]) {
         "entries",
     );
     for (i, attempt) in attempts.iter().enumerate() {
-        let at = format!("endpoint_attempts[{i}]");
+        let at = Item {
+            list: "endpoint_attempts",
+            index: i,
+        };
         let ok = c.text(
-            &format!("{at}.endpoint"),
+            || format!("{at}.endpoint"),
             &attempt.endpoint,
             TOKEN.required(ReportLimits::MAX_ENDPOINT_LEN),
         );
@@ -646,18 +667,18 @@ fn check_attempts(c: &mut Checker, attempts: &[EndpointAttempt]) {
                 ),
             );
         }
-        let status_field = format!("{at}.http_status");
+        let status_field = || format!("{at}.http_status");
         match (attempt.outcome, attempt.http_status) {
             (AttemptOutcome::HttpStatus, None) => c.push(
-                status_field,
+                status_field(),
                 "is missing; outcome `http_status` needs the status that was received",
             ),
             (_, Some(status)) if !(100..=599).contains(&status) => c.push(
-                status_field,
+                status_field(),
                 format!("is {status}; HTTP statuses are 100 to 599"),
             ),
             (AttemptOutcome::Ok, Some(status)) if !(200..=299).contains(&status) => c.push(
-                status_field,
+                status_field(),
                 format!("is {status} but outcome is `ok`; an accepted report has a 2xx status"),
             ),
             (
@@ -667,7 +688,7 @@ fn check_attempts(c: &mut Checker, attempts: &[EndpointAttempt]) {
                 | AttemptOutcome::Timeout),
                 Some(_),
             ) => c.push(
-                status_field,
+                status_field(),
                 format!(
                     "is present but outcome is `{}`; only `http_status` and `ok` carry a status",
                     outcome.as_str()
@@ -677,7 +698,7 @@ fn check_attempts(c: &mut Checker, attempts: &[EndpointAttempt]) {
         }
         if let Some(detail) = &attempt.detail {
             c.text(
-                &format!("{at}.detail"),
+                || format!("{at}.detail"),
                 detail,
                 PARAGRAPH.optional(ReportLimits::MAX_DETAIL_LEN),
             );
@@ -711,7 +732,7 @@ fn check_envelope(c: &mut Checker, envelope: &ReceiverEnvelope) {
     }
     for (name, value) in envelope.headers.iter() {
         c.text(
-            &format!("envelope.headers.{name}"),
+            || format!("envelope.headers.{name}"),
             value,
             LINE.optional(ReportLimits::MAX_HEADER_VALUE_LEN),
         );
@@ -800,6 +821,40 @@ impl Shape {
     }
 }
 
+/// A violation's field path, written out only when a rule is broken.
+///
+/// Almost every report breaks none, and formatting the path of every hop,
+/// address and name up front cost as much as the checks themselves (on the
+/// receiver's hot path): paths built from indexes are closures.
+trait FieldPath {
+    fn path(self) -> String;
+}
+
+impl FieldPath for &str {
+    fn path(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl<F: FnOnce() -> String> FieldPath for F {
+    fn path(self) -> String {
+        self()
+    }
+}
+
+/// `list[index]`, as the prefix of the paths inside one list item.
+#[derive(Debug, Clone, Copy)]
+struct Item<'a> {
+    list: &'a str,
+    index: usize,
+}
+
+impl std::fmt::Display for Item<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.list, self.index)
+    }
+}
+
 /// Collects violations, listing at most [`MAX_LISTED`].
 #[derive(Debug, Default)]
 struct Checker {
@@ -828,38 +883,43 @@ impl Checker {
     }
 
     /// Checks a list's length.
-    fn count(&mut self, field: &str, len: usize, max: usize, what: &str) {
+    fn count(&mut self, field: impl FieldPath, len: usize, max: usize, what: &str) {
         if len > max {
             self.push(
-                field,
+                field.path(),
                 format!("has {len} {what}; at most {max} are accepted"),
             );
         }
     }
 
     /// Checks a finite number lies in `min..=max`.
-    fn range(&mut self, field: &str, value: f64, min: f64, max: f64, unit: &str) {
+    fn range(&mut self, field: impl FieldPath, value: f64, min: f64, max: f64, unit: &str) {
         if !value.is_finite() || value < min || value > max {
             self.push(
-                field,
+                field.path(),
                 format!("is {value}; must be a finite number of {unit} from {min} to {max}"),
             );
         }
     }
 
     /// Checks a text field; true when it passed.
-    fn text(&mut self, field: &str, value: &str, rule: TextRule) -> bool {
+    fn text(&mut self, field: impl FieldPath, value: &str, rule: TextRule) -> bool {
         if rule.required && value.is_empty() {
             self.push(
-                field,
+                field.path(),
                 "is empty; give a value or leave the field out if it is optional",
             );
             return false;
         }
-        let len = value.chars().count();
+        // No more bytes than the limit means no more characters either.
+        let len = if value.len() <= rule.max_chars {
+            0
+        } else {
+            value.chars().count()
+        };
         if len > rule.max_chars {
             self.push(
-                field,
+                field.path(),
                 format!(
                     "is {len} characters long; at most {} are accepted",
                     rule.max_chars
@@ -885,7 +945,7 @@ impl Checker {
             _ => "a control character; send a single line of printable text".to_owned(),
         };
         self.push(
-            field,
+            field.path(),
             format!(
                 "contains U+{:04X} at character {} ({what})",
                 u32::from(ch),

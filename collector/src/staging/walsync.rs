@@ -1,0 +1,272 @@
+//! WAL syncs beside the writer: a commit is made durable by this thread,
+//! not by the writer's own `COMMIT`.
+//!
+//! With `synchronous=FULL` every commit waits for its `fsync` on the writer
+//! thread, and the writer can do nothing else meanwhile: at ingest's rates
+//! it spent about half its time waiting on the disk while reports queued
+//! behind it. Here the writer's connection runs with `synchronous=NORMAL`
+//! (in WAL mode: a commit is written to the WAL but not synced; checkpoints
+//! and WAL resets still sync, so the file stays consistent whatever
+//! happens) and hands each committed transaction's replies to this thread,
+//! which syncs the WAL file and only then sends them. The writer meanwhile
+//! commits the next batch, and one sync covers every transaction written
+//! before it started: the same group commit, with the disk and the writer
+//! working at once.
+//!
+//! Nothing is answered before it is on disk: a reply (stored, duplicate,
+//! acknowledged, enrolled…) waits for the first sync that began after its
+//! transaction committed. Exports stop at the durable sequence number, so
+//! the puller never sees a report that a power loss could still take back
+//! (its `seq` would then be given to another report). When a sync fails
+//! the page cache can no longer be trusted to hold what it did not write
+//! (a later sync may succeed with earlier pages lost), so the store stops
+//! accepting changes until the collector is restarted, as PostgreSQL does.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::CommitObserver;
+use crate::Error;
+
+/// What to do once a committed transaction is durable (`Ok`) or its sync
+/// failed (`Err`, with the reason).
+pub(super) type OnSynced = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// One committed transaction waiting for its sync.
+pub(super) struct Committed {
+    /// Sends its replies.
+    pub(super) on_synced: OnSynced,
+    /// The highest report `seq` it stored, if it stored any.
+    pub(super) highest_seq: Option<u64>,
+    /// When its batch started, for the commit-latency observer; `None`
+    /// for transactions that are not report batches.
+    pub(super) batch: Option<(Instant, usize)>,
+}
+
+/// State shared by the writer, the sync thread and readers.
+#[derive(Debug)]
+pub(super) struct Durability {
+    /// Every report with `seq` up to this is on disk.
+    durable_seq: AtomicU64,
+    /// A sync failed: the store takes no more changes.
+    failed: AtomicBool,
+}
+
+impl Durability {
+    pub(super) fn new(durable_seq: u64) -> Self {
+        Self {
+            durable_seq: AtomicU64::new(durable_seq),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Records that every report up to `seq` is durable.
+    pub(super) fn durable_up_to(&self, seq: u64) {
+        self.durable_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Every report up to this `seq` is durable.
+    pub(super) fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// The error for changes after a failed sync; `None` while syncs work.
+    pub(super) fn failure(&self) -> Option<Error> {
+        self.failed.load(Ordering::Acquire).then(|| {
+            Error::Staging(
+                "syncing the staging store to disk failed earlier, so nothing more is accepted: \
+                 check the disk, then restart the collector (everything acknowledged before the \
+                 failure is kept)"
+                    .to_owned(),
+            )
+        })
+    }
+}
+
+/// The sync thread's handle. Dropping the sender ([`WalSyncer::finish`])
+/// lets it sync what is left and stop.
+pub(super) struct WalSyncer {
+    sender: Option<SyncSender<Committed>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Transactions handed over but not yet being synced. One: the writer can
+/// commit the next batch while the current sync runs, and then waits, so
+/// that reports queue up into larger batches instead of a train of tiny
+/// transactions (each of which rewrites the index and state pages).
+const QUEUED: usize = 1;
+
+impl WalSyncer {
+    /// Opens the WAL of the database at `db` and starts syncing it.
+    ///
+    /// The WAL file must exist (the writer's connection creates it when it
+    /// opens the database in WAL mode). Everything already in it is synced
+    /// first: a store reopened after a crash of the process (not of the
+    /// machine) may hold commits that were never synced.
+    pub(super) fn spawn(
+        db: &Path,
+        durability: Arc<Durability>,
+        on_commit: Option<CommitObserver>,
+    ) -> Result<Self, Error> {
+        let mut wal = WalFile::open(db)?;
+        wal.sync().map_err(|e| Error::Io {
+            what: format!("cannot sync {}", wal.path.display()),
+            source: e,
+        })?;
+        let (sender, receiver) = sync_channel(QUEUED);
+        let handle = std::thread::Builder::new()
+            .name("staging-sync".to_owned())
+            .spawn(move || run(wal, &receiver, &durability, on_commit.as_ref()))
+            .map_err(|source| Error::Io {
+                what: "cannot start the staging sync thread".to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            sender: Some(sender),
+            handle: Some(handle),
+        })
+    }
+
+    /// Hands over a committed transaction; blocks while one is already
+    /// waiting for the sync after the current one.
+    pub(super) fn hand_over(&self, committed: Committed) {
+        let Some(sender) = &self.sender else {
+            (committed.on_synced)(Err("the staging sync thread has stopped"));
+            return;
+        };
+        let committed = match sender.try_send(committed) {
+            Ok(()) => return,
+            Err(TrySendError::Full(c)) => c,
+            Err(TrySendError::Disconnected(c)) => {
+                (c.on_synced)(Err("the staging sync thread has stopped"));
+                return;
+            }
+        };
+        if let Err(e) = sender.send(committed) {
+            (e.0.on_synced)(Err("the staging sync thread has stopped"));
+        }
+    }
+
+    /// Syncs and answers everything handed over, then stops the thread.
+    pub(super) fn finish(mut self) {
+        self.sender.take();
+        if let Some(handle) = self.handle.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("the staging sync thread panicked");
+        }
+    }
+}
+
+impl Drop for WalSyncer {
+    fn drop(&mut self) {
+        // Only reached when `finish` was not called (the writer panicked):
+        // disconnecting still lets the thread answer what it holds.
+        self.sender.take();
+    }
+}
+
+fn run(
+    mut wal: WalFile,
+    receiver: &Receiver<Committed>,
+    durability: &Durability,
+    on_commit: Option<&CommitObserver>,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        batch.extend(receiver.try_iter());
+        let result = if durability.failed.load(Ordering::Acquire) {
+            Err("an earlier sync of the staging store failed".to_owned())
+        } else {
+            wal.sync().map_err(|e| {
+                tracing::error!(path = %wal.path.display(), error = %e,
+                    "syncing the staging WAL failed; refusing further changes until restart");
+                durability.failed.store(true, Ordering::Release);
+                format!("syncing {} failed: {e}", wal.path.display())
+            })
+        };
+        if result.is_ok()
+            && let Some(highest) = batch.iter().filter_map(|c| c.highest_seq).max()
+        {
+            durability.durable_up_to(highest);
+        }
+        let synced_at = Instant::now();
+        for committed in batch {
+            if let (Some(observer), Some((started, count)), Ok(())) =
+                (on_commit, committed.batch, &result)
+            {
+                observe(observer, synced_at.duration_since(started), count);
+            }
+            (committed.on_synced)(result.as_ref().copied().map_err(String::as_str));
+        }
+    }
+}
+
+/// Tells the observer about one durable batch; a panicking observer must
+/// not take the sync thread (and with it every later reply) down.
+fn observe(observer: &CommitObserver, took: Duration, count: usize) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        observer(took, count);
+    }));
+    if outcome.is_err() {
+        tracing::error!("the staging commit observer panicked");
+    }
+}
+
+/// The open WAL file.
+struct WalFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl WalFile {
+    fn open(db: &Path) -> Result<Self, Error> {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-wal");
+        let path = PathBuf::from(path);
+        let file = File::open(&path).map_err(|source| Error::Io {
+            what: format!(
+                "cannot open the staging WAL {} (the store must be in WAL mode on a local file system)",
+                path.display()
+            ),
+            source,
+        })?;
+        Ok(Self { path, file })
+    }
+
+    /// `fdatasync` of the WAL. Should the file have been replaced (SQLite
+    /// deletes the WAL when its last connection closes and recreates it on
+    /// the next open; the checkpoint thread's connection normally prevents
+    /// that), the current one is opened and synced as well.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        if self.replaced()? {
+            let current = File::open(&self.path)?;
+            current.sync_data()?;
+            self.file = current;
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn replaced(&self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+
+    #[cfg(unix)]
+    fn replaced(&self) -> std::io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let open = self.file.metadata()?;
+        match std::fs::metadata(&self.path) {
+            Ok(current) => Ok(current.ino() != open.ino() || current.dev() != open.dev()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
