@@ -4,7 +4,8 @@
 //! Every exchange is a request the internal side starts (see the one-way
 //! rule in the design). Per collector, a round repeats: fetch a page after
 //! the stored cursor → commit its reports and the new cursor in one
-//! transaction ([`PullSink::commit`]) → acknowledge up to the new cursor.
+//! transaction ([`PullSink::commit`]) → acknowledge up to the new cursor;
+//! the next page is fetched while the previous one is committed.
 //! A crash between commit and ack only means the ack is repeated later
 //! (acks are idempotent); a crash before the commit means the page is pulled
 //! again, and the sink ignores `(node_id, seq)` it already holds. Collectors
@@ -291,11 +292,17 @@ impl Puller {
         };
         round.cursor = after;
         let mut limit = client.endpoint().batch;
-        while round.pages < self.settings.max_pages_per_round {
-            let fetched = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                fetched = client.fetch(after, limit) => fetched,
+        let max_pages = self.settings.max_pages_per_round;
+        // The page fetched while the previous one was being committed.
+        let mut ahead: Option<Result<Page, PageFault>> = None;
+        while round.pages < max_pages {
+            let fetched = match ahead.take() {
+                Some(fetched) => fetched,
+                None => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    fetched = client.fetch(after, limit) => fetched,
+                },
             };
             let page = match fetched {
                 Ok(page) => page,
@@ -337,29 +344,63 @@ impl Puller {
                 }
                 return Ok(());
             }
-            let pulled = page.reports.len() as u64;
-            let inserted = sink
-                .commit(name, &page.node_id, &page.reports, page.next_after)
-                .await?
-                .min(pulled);
-            round.pages += 1;
-            round.pulled += pulled;
-            round.inserted += inserted;
-            round.duplicates += pulled - inserted;
-            after = page.next_after;
-            round.cursor = after;
-            expected_node = Some(page.node_id.clone());
-            tracing::debug!(
-                collector = name,
-                pulled,
-                inserted,
-                cursor = after,
-                "page committed"
-            );
-            // Only now, with the page committed, may the collector forget it.
-            self.acknowledge(client, sink, &page.node_id, after, round)
-                .await;
+            // The next page is fetched while this one is committed and
+            // acknowledged: the network and the collector work while the
+            // database does. The collector keeps every report until it is
+            // acknowledged, so a page fetched ahead of a commit that fails is
+            // only dropped, and pulled again next round.
+            let fetch_ahead = round.pages + 1 < max_pages;
+            let next_after = page.next_after;
+            let store = self.store_page(client, sink, &page, round);
+            let fetch_next = async {
+                if !fetch_ahead {
+                    return None;
+                }
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => None,
+                    fetched = client.fetch(next_after, limit) => Some(fetched),
+                }
+            };
+            let (stored, fetched_next) = tokio::join!(store, fetch_next);
+            stored?;
+            after = next_after;
+            expected_node = Some(page.node_id);
+            ahead = fetched_next;
         }
+        Ok(())
+    }
+
+    /// Commits one page (its reports and the new cursor in one transaction)
+    /// and, only once it is committed, acknowledges it.
+    async fn store_page<S: PullSink>(
+        &self,
+        client: &CollectorClient,
+        sink: &S,
+        page: &Page,
+        round: &mut CollectorRound,
+    ) -> Result<(), Error> {
+        let name = client.name();
+        let pulled = page.reports.len() as u64;
+        let inserted = sink
+            .commit(name, &page.node_id, &page.reports, page.next_after)
+            .await?
+            .min(pulled);
+        round.pages += 1;
+        round.pulled += pulled;
+        round.inserted += inserted;
+        round.duplicates += pulled - inserted;
+        round.cursor = page.next_after;
+        tracing::debug!(
+            collector = name,
+            pulled,
+            inserted,
+            cursor = page.next_after,
+            "page committed"
+        );
+        // Only now, with the page committed, may the collector forget it.
+        self.acknowledge(client, sink, &page.node_id, page.next_after, round)
+            .await;
         Ok(())
     }
 
