@@ -296,13 +296,14 @@ impl Puller {
         // The page fetched while the previous one was being committed.
         let mut ahead: Option<Result<Page, PageFault>> = None;
         while round.pages < max_pages {
-            let fetched = match ahead.take() {
-                Some(fetched) => fetched,
-                None => tokio::select! {
+            let fetched = if let Some(fetched) = ahead.take() {
+                fetched
+            } else {
+                tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return Ok(()),
                     fetched = client.fetch(after, limit) => fetched,
-                },
+                }
             };
             let page = match fetched {
                 Ok(page) => page,

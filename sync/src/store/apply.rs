@@ -47,6 +47,47 @@ impl RawState {
     }
 }
 
+/// A raw report of a batch as loaded: its state, and what its outcome row
+/// copies from it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct RawStateRow {
+    id: i64,
+    state: String,
+    collector: String,
+    received_at: Option<i64>,
+    pulled_at: i64,
+}
+
+/// What a raw report's outcome row copies from the report, so that the
+/// period figures read the outcomes alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RawOrigin {
+    pub(super) collector: String,
+    pub(super) received_at: Option<i64>,
+    pub(super) pulled_at: i64,
+}
+
+/// The raw reports of a batch by id: their states, and their origins.
+pub(super) type RawRows = (HashMap<i64, RawState>, HashMap<i64, RawOrigin>);
+
+/// Splits the loaded raw reports into their states and origins.
+pub(super) fn raw_rows(rows: Vec<RawStateRow>) -> Result<RawRows, Error> {
+    let mut states = HashMap::with_capacity(rows.len());
+    let mut origins = HashMap::with_capacity(rows.len());
+    for row in rows {
+        states.insert(row.id, RawState::parse(&row.state)?);
+        origins.insert(
+            row.id,
+            RawOrigin {
+                collector: row.collector,
+                received_at: row.received_at,
+                pulled_at: row.pulled_at,
+            },
+        );
+    }
+    Ok((states, origins))
+}
+
 /// An observation row as loaded and as written.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub(super) struct ObservationState {

@@ -882,7 +882,7 @@ impl Store {
     pub async fn pending_count(&self) -> Result<i64, Error> {
         let context = || "cannot count the pending reports".to_owned();
         on_reader!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM raw_reports WHERE state = 'pending'",
+            "SELECT COUNT(*) FROM raw_pending",
         )
         .fetch_one(pool)
         .await)

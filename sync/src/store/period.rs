@@ -5,7 +5,9 @@
 //! A raw report belongs to the window its receive time falls in: the
 //! receiver's `received_at`, or the pull time for a report whose envelope
 //! could not be read (`COALESCE(received_at, pulled_at)`, indexed by
-//! migration 0002).
+//! migration 0002 and, on the outcomes it moved to, 0006). Processed and
+//! quarantined reports are read from `raw_outcomes`, which copies those
+//! times, so the figures never read the report bodies.
 //!
 //! A line is *observed* in a window when at least one of its processed
 //! reports was received in it. Its *verdict for the window* is the one its
@@ -186,7 +188,7 @@ pub struct PeriodQuery<'a> {
 }
 
 /// The raw reports received in the window (`$1`, `$2`); `r` is the row.
-/// The expression is the one migration 0002 indexes.
+/// The expression is the one migrations 0002 and 0006 index.
 macro_rules! in_window {
     () => {
         "COALESCE(r.received_at, r.pulled_at) >= $1 AND COALESCE(r.received_at, r.pulled_at) < $2"
@@ -217,7 +219,7 @@ macro_rules! period_lines {
         concat!(
             "WITH po AS (SELECT r.observation_id, COUNT(*) AS reports, \
              MAX(COALESCE(r.received_at, r.pulled_at)) AS t, MAX(r.id) AS last_id \
-             FROM raw_reports r WHERE ",
+             FROM raw_outcomes r WHERE ",
             in_window!(),
             " AND r.state = 'processed' GROUP BY r.observation_id), \
              ranked AS (SELECT o.line_key, po.observation_id, po.t, \
@@ -272,7 +274,7 @@ const LINES_POSTGRES: &str = concat!(
 const TREND_LINES: &str = concat!(
     "WITH po AS (SELECT (COALESCE(r.received_at, r.pulled_at) - $1) / $3 AS bucket, \
      r.observation_id, MAX(COALESCE(r.received_at, r.pulled_at)) AS t, MAX(r.id) AS last_id \
-     FROM raw_reports r WHERE ",
+     FROM raw_outcomes r WHERE ",
     in_window!(),
     " AND r.state = 'processed' \
      GROUP BY (COALESCE(r.received_at, r.pulled_at) - $1) / $3, r.observation_id), \
@@ -286,16 +288,20 @@ const TREND_LINES: &str = concat!(
      GROUP BY pb.bucket, v.verdict"
 );
 
-/// `$3`: the bucket length.
+/// `$3`: the bucket length. Pending reports have no outcome yet: they are
+/// read from the pending list (short: what the pipeline has not reached)
+/// with their reports.
 const REPORTS: &str = concat!(
     "SELECT (COALESCE(r.received_at, r.pulled_at) - $1) / $3 AS bucket, r.collector, r.state, \
-     COUNT(*) AS reports FROM raw_reports r WHERE ",
+     COUNT(*) AS reports FROM (SELECT o.received_at, o.pulled_at, o.collector, o.state \
+     FROM raw_outcomes o UNION ALL SELECT w.received_at, w.pulled_at, w.collector, 'pending' \
+     FROM raw_pending p JOIN raw_reports w ON w.id = p.raw_id) AS r WHERE ",
     in_window!(),
     " GROUP BY (COALESCE(r.received_at, r.pulled_at) - $1) / $3, r.collector, r.state"
 );
 
 const PROBES: &str = concat!(
-    "WITH po AS (SELECT r.observation_id, COUNT(*) AS reports FROM raw_reports r WHERE ",
+    "WITH po AS (SELECT r.observation_id, COUNT(*) AS reports FROM raw_outcomes r WHERE ",
     in_window!(),
     " AND r.state = 'processed' GROUP BY r.observation_id) \
      SELECT o.engine, o.agent_version, CAST(SUM(po.reports) AS BIGINT) AS reports, \
@@ -306,10 +312,10 @@ const PROBES: &str = concat!(
 
 const INSTALLS: &str = concat!(
     "SELECT COUNT(*) FROM (SELECT o.install_id FROM (SELECT DISTINCT r.observation_id \
-     FROM raw_reports r WHERE ",
+     FROM raw_outcomes r WHERE ",
     in_window!(),
     " AND r.state = 'processed') AS po JOIN observations o ON o.id = po.observation_id \
-     UNION SELECT q.install_id FROM raw_reports r JOIN quarantine q ON q.raw_id = r.id WHERE ",
+     UNION SELECT q.install_id FROM raw_outcomes r JOIN quarantine q ON q.raw_id = r.id WHERE ",
     in_window!(),
     " AND r.state = 'quarantined' AND q.install_id IS NOT NULL) AS i"
 );
@@ -319,7 +325,7 @@ const INSTALLS: &str = concat!(
 const QUARANTINE_SQLITE: &str = concat!(
     "SELECT COALESCE(CASE WHEN j.type = 'object' THEN json_extract(j.value, '$.code') END, \
      'unknown') AS code, COUNT(DISTINCT r.id) AS reports \
-     FROM raw_reports r JOIN quarantine q ON q.raw_id = r.id, \
+     FROM raw_outcomes r JOIN quarantine q ON q.raw_id = r.id, \
      json_each(CASE WHEN json_valid(q.reasons) THEN CASE WHEN json_type(q.reasons) = 'array' \
      THEN q.reasons ELSE '[]' END ELSE '[]' END) AS j WHERE ",
     in_window!(),
@@ -328,7 +334,7 @@ const QUARANTINE_SQLITE: &str = concat!(
 
 const QUARANTINE_POSTGRES: &str = concat!(
     "SELECT COALESCE(j.value ->> 'code', 'unknown') AS code, COUNT(DISTINCT r.id) AS reports \
-     FROM raw_reports r JOIN quarantine q ON q.raw_id = r.id \
+     FROM raw_outcomes r JOIN quarantine q ON q.raw_id = r.id \
      CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(q.reasons::jsonb) = 'array' \
      THEN q.reasons::jsonb ELSE '[]'::jsonb END) AS j(value) WHERE ",
     in_window!(),

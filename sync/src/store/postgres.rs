@@ -9,9 +9,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Row as _, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
-use super::apply::{self, LineState, ObservationState, Plan, RawState};
+use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
 use super::queries::{self, Param};
 use super::records::{ApplySummary, CachedAnswer, LineFilter, Processed, PullBatch, PullCommit};
 use super::rows::{
@@ -24,6 +24,9 @@ use crate::Error;
 const CONNECTIONS: u32 = 8;
 /// How long to wait for a connection before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Memory for each sort and in-memory table of a statement on the store's
+/// connections.
+const WORK_MEM: &str = "64MB";
 /// The advisory lock that serializes `apply` across processes: the plan is
 /// worked out from rows read first, so two applies must not interleave.
 const APPLY_LOCK: i64 = 0x4C50_5359_4E43; // "LPSYNC"
@@ -33,10 +36,16 @@ type Tx = Transaction<'static, Postgres>;
 /// Connects and brings the schema up to date; returns the pool and the
 /// database's name for messages.
 pub(super) async fn open(url: &str) -> Result<(PgPool, String), Error> {
-    let options = PgConnectOptions::from_str(url).map_err(|e| Error::BadDatabaseUrl {
-        url: redact(url),
-        reason: format!("cannot be read ({e}); {URL_HELP}"),
-    })?;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::BadDatabaseUrl {
+            url: redact(url),
+            reason: format!("cannot be read ({e}); {URL_HELP}"),
+        })?
+        // An apply hands PostgreSQL a batch as arrays, which it unpacks
+        // into in-memory tables; with the server's default of 4 MB a batch
+        // of verdicts (their evidence documents) spilled to temporary files
+        // and was read back. Reading pending reports sorts their bodies too.
+        .options([("work_mem", WORK_MEM)]);
     let target = format!(
         "PostgreSQL database {}:{}/{}",
         options.get_host(),
@@ -97,9 +106,10 @@ pub(super) async fn commit_pull(
 ) -> Result<PullOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let reports = batch.reports;
-    // One statement: the reports and the cursor. When the cursor belongs to
-    // another node, the upsert's WHERE leaves it alone and returns nothing,
-    // and the transaction is rolled back below.
+    // One statement: the reports, their entries in the pending list and the
+    // cursor. When the cursor belongs to another node, the upsert's WHERE
+    // leaves it alone and returns nothing, and the transaction is rolled
+    // back below.
     let committed: Option<(i64, i64)> = sqlx::query_as(
         "WITH inserted AS ( \
            INSERT INTO raw_reports \
@@ -108,7 +118,8 @@ pub(super) async fn commit_pull(
            FROM UNNEST($3::bigint[], $4::text[], $5::bigint[], $6::bytea[]) \
              AS u(seq, report_id, received_at, body) \
            ON CONFLICT (node_id, seq) DO NOTHING \
-           RETURNING 1) \
+           RETURNING id), \
+         pending AS (INSERT INTO raw_pending (raw_id) SELECT id FROM inserted) \
          INSERT INTO pull_cursors \
            (collector, node_id, after_seq, last_pull_at, last_ok_at, pulled_total) \
          SELECT $1, $2, $8, $7, $7, (SELECT count(*) FROM inserted) \
@@ -225,15 +236,13 @@ pub(super) async fn apply(pool: &PgPool, batch: &[Processed]) -> Result<ApplySum
         .execute(&mut *tx)
         .await?;
     let ids: Vec<i64> = batch.iter().map(Processed::raw_id).collect();
-    let found = sqlx::query("SELECT id, state FROM raw_reports WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut raws = HashMap::with_capacity(found.len());
-    for row in found {
-        let state: String = row.try_get("state")?;
-        raws.insert(row.try_get::<i64, _>("id")?, RawState::parse(&state)?);
-    }
+    let found: Vec<RawStateRow> = sqlx::query_as(AssertSqlSafe(queries::raw_states(
+        "SELECT UNNEST($1::bigint[])",
+    )))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let (raws, origins) = apply::raw_rows(found)?;
     apply::check_raws_exist(batch, &raws)?;
     let eligible = apply::eligible(batch, &raws);
     let (obs_keys, line_keys) = apply::touched_keys(batch, &eligible);
@@ -258,7 +267,7 @@ pub(super) async fn apply(pool: &PgPool, batch: &[Processed]) -> Result<ApplySum
     let (obs_ids, verdict_ids) =
         allocate(&mut tx, plan.new_observations.len(), plan.verdicts.len()).await?;
     plan.assign_ids(&obs_ids, &verdict_ids);
-    write_plan(&mut tx, &plan).await?;
+    write_plan(&mut tx, &plan, &origins).await?;
     tx.commit().await?;
     Ok(plan.summary)
 }
@@ -363,7 +372,9 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     );
     let quarantine = arrays(n, &["bigint", "text", "text", "text", "text", "bigint"]);
     let unquarantine = arrays(n, &["bigint"]);
-    let raws = arrays(n, &["bigint", "text", "bigint"]);
+    // The decided raw reports' pending entries go: those of the outcomes' ids.
+    let raw_ids = format!("${}::bigint[]", *n + 1);
+    let raws = arrays(n, &["bigint", "text", "bigint", "text", "bigint", "bigint"]);
     format!(
         "WITH new_observations AS ( \
            INSERT INTO observations (id, obs_key, line_key, install_id, account, \
@@ -424,14 +435,23 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
              summary = EXCLUDED.summary, quarantined_at = EXCLUDED.quarantined_at), \
          unquarantined AS ( \
            DELETE FROM quarantine WHERE raw_id = ANY({unquarantine})), \
-         raws AS ( \
-           UPDATE raw_reports r SET state = u.state, observation_id = u.observation_id \
-           FROM UNNEST({raws}) AS u(id, state, observation_id) WHERE r.id = u.id) \
+         outcomes AS ( \
+           INSERT INTO raw_outcomes (id, state, observation_id, collector, received_at, \
+             pulled_at) \
+           SELECT * FROM UNNEST({raws}) \
+           ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
+             observation_id = EXCLUDED.observation_id), \
+         applied AS ( \
+           DELETE FROM raw_pending WHERE raw_id = ANY({raw_ids})) \
          SELECT 1"
     )
 });
 
-async fn write_plan(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+async fn write_plan(
+    tx: &mut Tx,
+    plan: &Plan,
+    origins: &HashMap<i64, RawOrigin>,
+) -> Result<(), sqlx::Error> {
     let new = &plan.new_observations;
     let changed = &plan.changed_observations;
     let verdicts = &plan.verdicts;
@@ -508,10 +528,17 @@ async fn write_plan(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
         .bind(col(quarantine, |q| q.summary.as_str()))
         .bind(col(quarantine, |q| q.at_ms))
         .bind(&plan.unquarantine)
-        // raw reports
+        // raw reports' outcomes
         .bind(col(raws, |r| r.id))
         .bind(col(raws, |r| r.state.as_str()))
-        .bind(col(raws, |r| r.observation_id));
+        .bind(col(raws, |r| r.observation_id))
+        .bind(col(raws, |r| {
+            origins.get(&r.id).map(|o| o.collector.as_str())
+        }))
+        .bind(col(raws, |r| {
+            origins.get(&r.id).and_then(|o| o.received_at)
+        }))
+        .bind(col(raws, |r| origins.get(&r.id).map(|o| o.pulled_at)));
     query.execute(&mut **tx).await?;
     Ok(())
 }

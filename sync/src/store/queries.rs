@@ -15,15 +15,27 @@ pub(super) const CURSORS: &str = "SELECT collector, node_id, after_seq, acked_se
 
 pub(super) const CURSOR_NODE: &str = "SELECT node_id FROM pull_cursors WHERE collector = $1";
 
-pub(super) const PENDING_RAW: &str = "SELECT id, collector, node_id, seq, body, \
-     pulled_at AS pulled_at_ms FROM raw_reports \
-     WHERE state = 'pending' AND id > $1 ORDER BY id LIMIT $2";
+/// The pending reports are those `raw_pending` lists (see migration 0006).
+pub(super) const PENDING_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
+     r.pulled_at AS pulled_at_ms FROM raw_pending p JOIN raw_reports r ON r.id = p.raw_id \
+     WHERE p.raw_id > $1 ORDER BY p.raw_id LIMIT $2";
 
-pub(super) const PROCESSED_RAW: &str = "SELECT id, collector, node_id, seq, body, \
-     pulled_at AS pulled_at_ms FROM raw_reports \
-     WHERE state = 'processed' AND id > $1 \
-     AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(received_at, pulled_at) >= $2) \
-     ORDER BY id LIMIT $3";
+pub(super) const PROCESSED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
+     r.pulled_at AS pulled_at_ms FROM raw_outcomes o JOIN raw_reports r ON r.id = o.id \
+     WHERE o.state = 'processed' AND o.id > $1 \
+     AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(o.received_at, o.pulled_at) >= $2) \
+     ORDER BY o.id LIMIT $3";
+
+/// The raw reports of an apply with their state (pending when they have no
+/// outcome yet) and what their outcome row copies; `{ids}` is replaced by
+/// each backend's list of ids.
+pub(super) fn raw_states(ids: &str) -> String {
+    format!(
+        "SELECT r.id, COALESCE(o.state, 'pending') AS state, r.collector, r.received_at, \
+         r.pulled_at FROM raw_reports r LEFT JOIN raw_outcomes o ON o.id = r.id \
+         WHERE r.id IN ({ids})"
+    )
+}
 
 /// The columns of a [`LineRow`](super::LineRow), from `lines l`.
 pub(super) const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.declared_province, \
@@ -87,9 +99,9 @@ pub(super) const QUARANTINED: &str = "SELECT q.id, q.raw_id, r.collector, r.node
 
 pub(super) const COUNTS: &str = "SELECT \
      (SELECT COUNT(*) FROM raw_reports) AS raw, \
-     (SELECT COUNT(*) FROM raw_reports WHERE state = 'pending') AS pending, \
-     (SELECT COUNT(*) FROM raw_reports WHERE state = 'processed') AS processed, \
-     (SELECT COUNT(*) FROM raw_reports WHERE state = 'quarantined') AS quarantined, \
+     (SELECT COUNT(*) FROM raw_pending) AS pending, \
+     (SELECT COUNT(*) FROM raw_outcomes WHERE state = 'processed') AS processed, \
+     (SELECT COUNT(*) FROM raw_outcomes WHERE state = 'quarantined') AS quarantined, \
      (SELECT COUNT(*) FROM observations) AS observations, \
      (SELECT COUNT(*) FROM verdicts) AS verdicts, \
      (SELECT COUNT(*) FROM lines) AS lines, \

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row as _, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, SqlitePool, Transaction};
 
-use super::apply::{self, LineState, ObservationState, Plan, RawState};
+use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
 use super::queries::{self, Param};
 use super::records::{ApplySummary, CachedAnswer, LineFilter, Processed, PullBatch, PullCommit};
 use super::rows::{
@@ -155,6 +155,13 @@ pub(super) async fn commit_pull(
         .bind(batch.pulled_at_ms)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0 {
+            // A new report waits for the pipeline.
+            sqlx::query("INSERT INTO raw_pending (raw_id) VALUES ($1)")
+                .bind(done.last_insert_rowid())
+                .execute(&mut *tx)
+                .await?;
+        }
         inserted += done.rows_affected();
     }
     let after: Option<i64> = sqlx::query_scalar(
@@ -275,17 +282,13 @@ pub(super) async fn apply(
 ) -> Result<ApplySummary, ApplyError> {
     let mut tx = begin(writer).await?;
     let ids: Vec<i64> = batch.iter().map(Processed::raw_id).collect();
-    let found = sqlx::query(
-        "SELECT id, state FROM raw_reports WHERE id IN (SELECT value FROM json_each($1))",
-    )
+    let found: Vec<RawStateRow> = sqlx::query_as(AssertSqlSafe(queries::raw_states(
+        "SELECT value FROM json_each($1)",
+    )))
     .bind(json_list(&ids))
     .fetch_all(&mut *tx)
     .await?;
-    let mut raws = HashMap::with_capacity(found.len());
-    for row in found {
-        let state: String = row.try_get("state")?;
-        raws.insert(row.try_get::<i64, _>("id")?, RawState::parse(&state)?);
-    }
+    let (raws, origins) = apply::raw_rows(found)?;
     apply::check_raws_exist(batch, &raws)?;
     let eligible = apply::eligible(batch, &raws);
     let (obs_keys, line_keys) = apply::touched_keys(batch, &eligible);
@@ -321,7 +324,7 @@ pub(super) async fn apply(
     )
     .await?;
     plan.assign_ids(&obs_ids, &verdict_ids);
-    write_plan(&mut tx, &plan).await?;
+    write_plan(&mut tx, &plan, &origins).await?;
     tx.commit().await?;
     Ok(plan.summary)
 }
@@ -341,7 +344,11 @@ async fn allocate(
         .collect())
 }
 
-async fn write_plan(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+async fn write_plan(
+    tx: &mut Tx,
+    plan: &Plan,
+    origins: &HashMap<i64, RawOrigin>,
+) -> Result<(), sqlx::Error> {
     write_observations(tx, plan).await?;
     for v in &plan.verdicts {
         insert_verdict(tx, v).await?;
@@ -352,10 +359,23 @@ async fn write_plan(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
     write_history(tx, plan).await?;
     write_quarantine(tx, plan).await?;
     for r in &plan.raws {
-        sqlx::query("UPDATE raw_reports SET state = $2, observation_id = $3 WHERE id = $1")
+        let origin = origins.get(&r.id);
+        sqlx::query(
+            "INSERT INTO raw_outcomes (id, state, observation_id, collector, received_at, \
+             pulled_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+             observation_id = excluded.observation_id",
+        )
+        .bind(r.id)
+        .bind(r.state.as_str())
+        .bind(r.observation_id)
+        .bind(origin.map(|o| o.collector.as_str()))
+        .bind(origin.and_then(|o| o.received_at))
+        .bind(origin.map(|o| o.pulled_at))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM raw_pending WHERE raw_id = $1")
             .bind(r.id)
-            .bind(r.state.as_str())
-            .bind(r.observation_id)
             .execute(&mut **tx)
             .await?;
     }

@@ -448,7 +448,9 @@ impl TestDb {
 
     /// Every raw report row: (node, seq, report id, state), in id order.
     pub async fn raw_rows(&self) -> Vec<RawRow> {
-        const SQL: &str = "SELECT node_id, seq, report_id, state FROM raw_reports ORDER BY id";
+        // A report's state is its outcome's; without one it is pending.
+        const SQL: &str = "SELECT r.node_id, r.seq, r.report_id, COALESCE(o.state, 'pending') \
+             FROM raw_reports r LEFT JOIN raw_outcomes o ON o.id = r.id ORDER BY r.id";
         let rows: Vec<(String, i64, Option<String>, String)> = match self.backend {
             Backend::Sqlite => {
                 let mut conn = self.sqlite_conn().await;
