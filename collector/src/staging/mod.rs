@@ -30,7 +30,7 @@ use lineprobe_shared::Report;
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
+use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer, WalLength};
 use self::enrolment::EnrolledIndex;
 pub use self::enrolment::{EnrolOutcome, EnrolledKey, InstallKeys};
 use self::schema::{migrate, open_reader, open_writer, sql_error};
@@ -200,6 +200,7 @@ impl Staging {
         // The syncer first syncs whatever the WAL holds (commits of a
         // process that crashed may never have been synced), so every seq
         // stored so far is durable before ingest starts.
+        let wal_length = Arc::new(WalLength::default());
         let durability = Arc::new(Durability::new(0));
         let syncer = WalSyncer::spawn(
             &options.path,
@@ -227,8 +228,9 @@ impl Staging {
             enrolled: Arc::clone(&enrolled),
             syncer: Some(syncer),
             durability: Arc::clone(&durability),
+            wal_length: Arc::clone(&wal_length),
         };
-        let checkpointer = Checkpointer::spawn(&options.path, CHECKPOINT_INTERVAL)?;
+        let checkpointer = Checkpointer::spawn(&options.path, CHECKPOINT_INTERVAL, wal_length)?;
         let handle = std::thread::Builder::new()
             .name("staging-writer".to_owned())
             .spawn(move || writer.run(receiver))

@@ -25,10 +25,12 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use super::CommitObserver;
 use crate::Error;
@@ -55,6 +57,10 @@ pub(super) struct Durability {
     durable_seq: AtomicU64,
     /// A sync failed: the store takes no more changes.
     failed: AtomicBool,
+    /// Transactions handed over and not yet answered.
+    in_flight: AtomicUsize,
+    /// Told when `in_flight` drops to zero.
+    idle: Notify,
 }
 
 impl Durability {
@@ -62,6 +68,26 @@ impl Durability {
         Self {
             durable_seq: AtomicU64::new(durable_seq),
             failed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Whether the sync thread has transactions to sync.
+    pub(super) fn syncing(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves once the sync thread has answered everything handed over
+    /// (possibly at once, for an earlier idle moment nobody waited for).
+    pub(super) async fn until_idle(&self) {
+        self.idle.notified().await;
+    }
+
+    /// `count` handed-over transactions were answered.
+    fn answered(&self, count: usize) {
+        if self.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
+            self.idle.notify_one();
         }
     }
 
@@ -91,15 +117,10 @@ impl Durability {
 /// The sync thread's handle. Dropping the sender ([`WalSyncer::finish`])
 /// lets it sync what is left and stop.
 pub(super) struct WalSyncer {
-    sender: Option<SyncSender<Committed>>,
+    sender: Option<Sender<Committed>>,
     handle: Option<JoinHandle<()>>,
+    durability: Arc<Durability>,
 }
-
-/// Transactions handed over but not yet being synced. One: the writer can
-/// commit the next batch while the current sync runs, and then waits, so
-/// that reports queue up into larger batches instead of a train of tiny
-/// transactions (each of which rewrites the index and state pages).
-const QUEUED: usize = 1;
 
 impl WalSyncer {
     /// Opens the WAL of the database at `db` and starts syncing it.
@@ -118,10 +139,19 @@ impl WalSyncer {
             what: format!("cannot sync {}", wal.path.display()),
             source: e,
         })?;
-        let (sender, receiver) = sync_channel(QUEUED);
+        // Unbounded: the writer never waits for a sync. It commits what
+        // arrived during the last commit and goes on, and each sync covers
+        // every commit made before it began, so a report waits for at most
+        // the sync in progress and the next one. (A bounded hand-over made
+        // the writer wait with a commit ready, adding a third.) What is
+        // queued here is bounded by the requests in flight.
+        let (sender, receiver) = channel();
         let handle = std::thread::Builder::new()
             .name("staging-sync".to_owned())
-            .spawn(move || run(wal, &receiver, &durability, on_commit.as_ref()))
+            .spawn({
+                let durability = Arc::clone(&durability);
+                move || run(wal, &receiver, &durability, on_commit.as_ref())
+            })
             .map_err(|source| Error::Io {
                 what: "cannot start the staging sync thread".to_owned(),
                 source,
@@ -129,26 +159,20 @@ impl WalSyncer {
         Ok(Self {
             sender: Some(sender),
             handle: Some(handle),
+            durability,
         })
     }
 
-    /// Hands over a committed transaction; blocks while one is already
-    /// waiting for the sync after the current one.
+    /// Hands over a committed transaction.
     pub(super) fn hand_over(&self, committed: Committed) {
-        let Some(sender) = &self.sender else {
+        self.durability.in_flight.fetch_add(1, Ordering::AcqRel);
+        let sent = match &self.sender {
+            Some(sender) => sender.send(committed).map_err(|e| e.0),
+            None => Err(committed),
+        };
+        if let Err(committed) = sent {
+            self.durability.answered(1);
             (committed.on_synced)(Err("the staging sync thread has stopped"));
-            return;
-        };
-        let committed = match sender.try_send(committed) {
-            Ok(()) => return,
-            Err(TrySendError::Full(c)) => c,
-            Err(TrySendError::Disconnected(c)) => {
-                (c.on_synced)(Err("the staging sync thread has stopped"));
-                return;
-            }
-        };
-        if let Err(e) = sender.send(committed) {
-            (e.0.on_synced)(Err("the staging sync thread has stopped"));
         }
     }
 
@@ -196,6 +220,7 @@ fn run(
             durability.durable_up_to(highest);
         }
         let synced_at = Instant::now();
+        let answered = batch.len();
         for committed in batch {
             if let (Some(observer), Some((started, count)), Ok(())) =
                 (on_commit, committed.batch, &result)
@@ -204,6 +229,7 @@ fn run(
             }
             (committed.on_synced)(result.as_ref().copied().map_err(String::as_str));
         }
+        durability.answered(answered);
     }
 }
 

@@ -17,6 +17,7 @@ use lineprobe_shared::Report;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::{RESTART_FRAMES, WalLength};
 use super::schema::{open_writer, sql_error};
 use super::walsync::{Committed, Durability, WalSyncer};
 use super::{AckOutcome, StageOutcome};
@@ -105,7 +106,13 @@ pub(super) struct Writer {
     pub(super) syncer: Option<WalSyncer>,
     /// Whether syncs still work.
     pub(super) durability: Arc<Durability>,
+    /// The WAL's length as the checkpoint thread last saw it.
+    pub(super) wal_length: Arc<WalLength>,
 }
+
+/// A batch this large is committed while the previous one is still being
+/// synced (see `Writer::gather_while_syncing`).
+const OVERLAP_BATCH: usize = 32;
 
 /// One queued stage request.
 type Pending = (EncodedReport, Reply<StageOutcome>);
@@ -150,7 +157,11 @@ impl Writer {
                     Ok(None) | Err(_) => break,
                 }
             }
+            if matches!(batch.first(), Some(Request::Stage { .. })) {
+                self.gather_while_syncing(&rt, &mut rx, &mut batch);
+            }
             self.serve(batch);
+            self.restart_long_wal();
         }
         // Every sender is gone: answer what waits for a sync, then close
         // the connection, which checkpoints the WAL into the main file.
@@ -161,6 +172,66 @@ impl Writer {
             && let Err((_, e)) = conn.close()
         {
             tracing::warn!("closing the staging store: {e}");
+        }
+    }
+
+    /// While the sync thread is busy, a small batch waits for more reports
+    /// or for the sync to end, whichever comes first: committed now it
+    /// would wait for the next sync all the same, and a train of tiny
+    /// transactions costs more per report (each rewrites the index and
+    /// state pages). A batch of [`OVERLAP_BATCH`] is committed at once, so
+    /// that under load the next commit is ready when the sync ends.
+    fn gather_while_syncing(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        rx: &mut mpsc::Receiver<Request>,
+        batch: &mut Vec<Request>,
+    ) {
+        let enough = OVERLAP_BATCH.min(self.group_commit_max);
+        while batch.len() < enough && self.durability.syncing() {
+            let next = rt.block_on(async {
+                tokio::select! {
+                    request = rx.recv() => Some(request),
+                    () = self.durability.until_idle() => None,
+                }
+            });
+            match next {
+                Some(Some(request)) => batch.push(request),
+                Some(None) | None => return,
+            }
+            while batch.len() < enough {
+                match rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Once the WAL is long, checkpoints what the checkpoint thread has not
+    /// yet copied, so that the next transaction starts the WAL over (see
+    /// `checkpoint`). Runs between transactions; a reader still using old
+    /// frames only postpones the restart to a later try.
+    fn restart_long_wal(&mut self) {
+        let Some(frames) = self.wal_length.take_if_over(RESTART_FRAMES) else {
+            return;
+        };
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let started = Instant::now();
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        }) {
+            Ok((log, done)) => tracing::debug!(
+                frames,
+                log,
+                done,
+                took_ms = started.elapsed().as_secs_f64() * 1e3,
+                "staging WAL checkpointed for a restart"
+            ),
+            // The checkpoint thread reports failures; this is only a try.
+            Err(e) => tracing::debug!(error = %e, "staging WAL restart checkpoint failed"),
         }
     }
 
@@ -368,11 +439,8 @@ pub(super) fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> TxError {
 /// The counters of the `state` row.
 fn read_state(tx: &rusqlite::Transaction<'_>) -> Result<(u64, u64), TxError> {
     let (highest, acked): (i64, i64) = tx
-        .query_row(
-            "SELECT highest_seq, acked_up_to FROM state WHERE id = 1",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        .prepare_cached("SELECT highest_seq, acked_up_to FROM state WHERE id = 1")
+        .and_then(|mut stmt| stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(sql("reading the store's state"))?;
     let highest = u64::try_from(highest).map_err(|_| corrupt("highest_seq"))?;
     let acked = u64::try_from(acked).map_err(|_| corrupt("acked_up_to"))?;
@@ -469,11 +537,9 @@ fn stage_all(
         }
     }
     if highest != first_highest {
-        tx.execute(
-            "UPDATE state SET highest_seq = ?1 WHERE id = 1",
-            [to_sql_int(highest)],
-        )
-        .map_err(sql("advancing the sequence number"))?;
+        tx.prepare_cached("UPDATE state SET highest_seq = ?1 WHERE id = 1")
+            .and_then(|mut stmt| stmt.execute([to_sql_int(highest)]))
+            .map_err(sql("advancing the sequence number"))?;
     }
     Ok(outcomes)
 }
