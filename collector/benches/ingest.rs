@@ -15,8 +15,15 @@
 //!    last one is answered);
 //!
 //!    phases 1 and 2 alternate in rounds (both servers stay up), so that
-//!    load from elsewhere on the machine weighs on both sides of the ratio;
-//! 3. half load: durable again, open loop at half the rate phase 2 reached;
+//!    load from elsewhere on the machine weighs on both sides of the ratio,
+//!    and run at each connection count of the sweep (64 and 256): a durable
+//!    store needs requests in flight to fill its group commits, a collector
+//!    serving a province's probes has hundreds at once, and 64 closed-loop
+//!    connections measure the sync's latency more than the server's rate.
+//!    The goal is judged at the last (largest) count, the others printed
+//!    beside it;
+//! 3. half load: durable again, open loop at half the rate phase 2 reached
+//!    at the goal's connection count;
 //!    latency counts from each request's scheduled start, so a stall shows
 //!    up in the figures instead of silently slowing the generator
 //!    (coordinated omission).
@@ -32,7 +39,8 @@
 //! - `LINEPROBE_BENCH_ROUNDS` rounds the no-op and durable phases alternate
 //!   in, splitting their measured seconds (default 2)
 //! - `LINEPROBE_BENCH_WARMUP_SECS` warm-up seconds per round (default 1)
-//! - `LINEPROBE_BENCH_CONNS` concurrent connections (default 64)
+//! - `LINEPROBE_BENCH_CONNS` concurrent connections, a comma-separated
+//!   sweep whose last count is the goal's (default `64,256`)
 //! - `LINEPROBE_BENCH_TLS` 1 for HTTPS (default), 0 for plain HTTP
 //! - `LINEPROBE_BENCH_SERVER_THREADS` / `LINEPROBE_BENCH_CLIENT_THREADS`
 //!   worker threads of each runtime (default: the number of cores)
@@ -113,7 +121,8 @@ fn main() -> ExitCode {
 struct Knobs {
     secs: u64,
     warmup_secs: u64,
-    conns: usize,
+    /// Connection counts to measure at; the last is the goal's.
+    conns: Vec<usize>,
     rounds: u64,
     tls: bool,
     server_threads: usize,
@@ -129,7 +138,7 @@ impl Knobs {
         Ok(Self {
             secs: env_num("LINEPROBE_BENCH_SECS", 10)?.max(1),
             warmup_secs: env_num("LINEPROBE_BENCH_WARMUP_SECS", 1)?,
-            conns: env_num("LINEPROBE_BENCH_CONNS", 64)?.max(1),
+            conns: env_list("LINEPROBE_BENCH_CONNS", &[64, 256])?,
             rounds: env_num("LINEPROBE_BENCH_ROUNDS", 2)?.max(1),
             tls: env_num("LINEPROBE_BENCH_TLS", 1)? != 0,
             server_threads: env_num("LINEPROBE_BENCH_SERVER_THREADS", cores)?.max(1),
@@ -143,6 +152,23 @@ impl Knobs {
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     Ok(env_opt(name)?.unwrap_or(default))
+}
+
+/// A comma-separated list of connection counts, each at least 1.
+fn env_list(name: &str, default: &[usize]) -> Result<Vec<usize>> {
+    let Ok(raw) = std::env::var(name) else {
+        return Ok(default.to_vec());
+    };
+    let list = raw
+        .split(',')
+        .map(|v| v.trim().parse::<usize>().ok().filter(|n| *n > 0))
+        .collect::<Option<Vec<_>>>()
+        .filter(|l| !l.is_empty());
+    list.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{name}={raw:?} is not a list of connection counts; write e.g. `64,256` or unset it"
+        )
+    })
 }
 
 fn env_opt<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -209,7 +235,7 @@ fn run() -> Result<bool> {
 
     let templates = Arc::new(Templates::new()?);
     println!(
-        "lineprobe-collector ingest benchmark: {} cores, {} connections, {}, {} s measured per phase \
+        "lineprobe-collector ingest benchmark: {} cores, {:?} connections, {}, {} s measured per phase \
          (no-op and durable alternating in {} rounds), {} s warm-up per round, server/client threads {}/{}",
         std::thread::available_parallelism().map_or(0, usize::from),
         knobs.conns,
@@ -254,45 +280,57 @@ fn run() -> Result<bool> {
     };
 
     // Phases 1 and 2 alternate in rounds, so that a neighbour that loads
-    // the machine for a while skews both sides of the ratio alike.
+    // the machine for a while skews both sides of the ratio alike; the pair
+    // runs at each connection count.
     let round_secs = Duration::from_secs_f64(knobs.secs as f64 / knobs.rounds as f64);
-    let mut noop_result = Outcome::default();
-    let mut durable_result = Outcome::default();
-    let mut durable_commits = CommitSnapshot::default();
-    for _ in 0..knobs.rounds {
-        noop_result.merge(load(
-            &client_rt,
-            &noop_target,
-            &templates,
-            &knobs,
-            round_secs,
-            Pace::Closed,
-            StatusCode::NO_CONTENT,
-        )?);
-        let before = commits.snapshot();
-        durable_result.merge(load(
-            &client_rt,
-            &durable_target,
-            &templates,
-            &knobs,
-            round_secs,
-            Pace::Closed,
-            StatusCode::CREATED,
-        )?);
-        durable_commits.add(&commits.snapshot().since(&before));
+    let mut sweep: Vec<Level> = Vec::new();
+    for &conns in &knobs.conns {
+        let mut level = Level {
+            conns,
+            ..Level::default()
+        };
+        for _ in 0..knobs.rounds {
+            level.noop.merge(load(
+                &client_rt,
+                &noop_target,
+                &templates,
+                &knobs,
+                conns,
+                round_secs,
+                Pace::Closed,
+                StatusCode::NO_CONTENT,
+            )?);
+            let before = commits.snapshot();
+            level.durable.merge(load(
+                &client_rt,
+                &durable_target,
+                &templates,
+                &knobs,
+                conns,
+                round_secs,
+                Pace::Closed,
+                StatusCode::CREATED,
+            )?);
+            level.commits.add(&commits.snapshot().since(&before));
+        }
+        level.noop.latencies.sort_unstable();
+        level.durable.latencies.sort_unstable();
+        sweep.push(level);
     }
     noop.stop(&server_rt)?;
-    noop_result.latencies.sort_unstable();
-    durable_result.latencies.sort_unstable();
+    let Some(goal_level) = sweep.last() else {
+        bail!("LINEPROBE_BENCH_CONNS names no connection count");
+    };
 
-    // Phase 3: open loop at half the durable rate.
-    let half_rate = durable_result.rate() / 2.0;
+    // Phase 3: open loop at half the durable rate of the goal level.
+    let half_rate = goal_level.durable.rate() / 2.0;
     let before = commits.snapshot();
     let mut half_result = load(
         &client_rt,
         &durable_target,
         &templates,
         &knobs,
+        goal_level.conns,
         Duration::from_secs(knobs.secs),
         Pace::Open { rate: half_rate },
         StatusCode::CREATED,
@@ -310,32 +348,48 @@ fn run() -> Result<bool> {
     // The figures.
     println!(
         "report body: mean {:.0} bytes ({} template variants, a fresh report_id each)",
-        durable_result.mean_body(),
+        goal_level.durable.mean_body(),
         VARIANTS
     );
     println!();
     println!(
-        "{:<22} {:>11} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "{:<26} {:>11} {:>9} {:>9} {:>9} {:>8} {:>10}",
         "phase", "reports/s", "p50 ms", "p99 ms", "max ms", "errors", "cpu cores"
     );
-    noop_result.print_row("no-op (204)");
-    durable_result.print_row("durable (201)");
+    for level in &sweep {
+        level
+            .noop
+            .print_row(&format!("no-op (204), {} conns", level.conns));
+        level
+            .durable
+            .print_row(&format!("durable (201), {} conns", level.conns));
+    }
     half_result.print_row(&format!("half load @ {half_rate:.0}/s"));
     println!();
-    durable_commits.print("durable");
-    half_commits.print("half load");
+    for level in &sweep {
+        level
+            .commits
+            .print(&format!("durable, {} conns:", level.conns));
+    }
+    half_commits.print("half load:");
     cpu_costs(&templates)?;
     println!();
 
-    let ratio = if noop_result.rate() > 0.0 {
-        durable_result.rate() / noop_result.rate()
-    } else {
-        0.0
-    };
-    println!(
-        "durable/no-op ratio = {ratio:.2} (goal >= 0.40): {}",
-        verdict(ratio >= 0.40)
-    );
+    for level in &sweep {
+        let ratio = level.ratio();
+        if level.conns == goal_level.conns {
+            println!(
+                "durable/no-op ratio at {} connections = {ratio:.2} (goal >= 0.40): {}",
+                level.conns,
+                verdict(ratio >= 0.40)
+            );
+        } else {
+            println!(
+                "durable/no-op ratio at {} connections = {ratio:.2} (for comparison)",
+                level.conns
+            );
+        }
+    }
     let p99 = half_result.percentile_ms(0.99);
     println!(
         "p99 at half load = {p99:.1} ms (goal < 50 ms): {}",
@@ -344,11 +398,13 @@ fn run() -> Result<bool> {
 
     // A broken run is a failure whatever the speed.
     let mut ok = true;
-    for (name, r) in [
-        ("no-op", &noop_result),
-        ("durable", &durable_result),
-        ("half load", &half_result),
-    ] {
+    let mut checked: Vec<(String, &Outcome)> = Vec::new();
+    for level in &sweep {
+        checked.push((format!("no-op at {} conns", level.conns), &level.noop));
+        checked.push((format!("durable at {} conns", level.conns), &level.durable));
+    }
+    checked.push(("half load".to_owned(), &half_result));
+    for (name, r) in checked {
         if r.failures() > 0 {
             ok = false;
             eprintln!(
@@ -363,7 +419,7 @@ fn run() -> Result<bool> {
             eprintln!("{name}: no request completed in the measured window");
         }
     }
-    let answered = durable_result.total_ok + half_result.total_ok;
+    let answered = sweep.iter().map(|l| l.durable.total_ok).sum::<u64>() + half_result.total_ok;
     if rows != answered || distinct != answered || highest_seq != answered {
         ok = false;
         eprintln!(
@@ -902,19 +958,40 @@ impl Outcome {
     }
 }
 
+/// The no-op and durable phases at one connection count.
+#[derive(Debug, Default)]
+struct Level {
+    conns: usize,
+    noop: Outcome,
+    durable: Outcome,
+    commits: CommitSnapshot,
+}
+
+impl Level {
+    fn ratio(&self) -> f64 {
+        if self.noop.rate() > 0.0 {
+            self.durable.rate() / self.noop.rate()
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Runs one phase: connects, warms up, measures, merges.
+#[allow(clippy::too_many_arguments)] // one call per phase, every argument differs
 fn load(
     rt: &Runtime,
     target: &Target,
     templates: &Arc<Templates>,
     knobs: &Knobs,
+    conns: usize,
     secs: Duration,
     pace: Pace,
     expect: StatusCode,
 ) -> Result<Outcome> {
     let cpu_before = process_cpu_secs();
     let mut outcome = rt.block_on(async {
-        let senders = join_all((0..knobs.conns).map(|_| target.connect()))
+        let senders = join_all((0..conns).map(|_| target.connect()))
             .await
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
@@ -922,7 +999,7 @@ fn load(
         let measure_from = start + Duration::from_secs(knobs.warmup_secs);
         let until = measure_from + secs;
         let counter = Arc::new(AtomicU64::new(0));
-        let conns = senders.len();
+        let conns = senders.len().max(1);
         let tasks: Vec<_> = senders
             .into_iter()
             .enumerate()
