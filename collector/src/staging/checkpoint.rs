@@ -156,7 +156,10 @@ mod tests {
         length.report(RESTART_FRAMES - 1);
         assert_eq!(length.take_if_over(RESTART_FRAMES), None);
         length.report(RESTART_FRAMES + 5);
-        assert_eq!(length.take_if_over(RESTART_FRAMES), Some(RESTART_FRAMES + 5));
+        assert_eq!(
+            length.take_if_over(RESTART_FRAMES),
+            Some(RESTART_FRAMES + 5)
+        );
         // Taken: the writer acts once, then waits for the next report.
         assert_eq!(length.take_if_over(RESTART_FRAMES), None);
         length.report(RESTART_FRAMES);

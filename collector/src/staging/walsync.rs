@@ -296,3 +296,101 @@ impl WalFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn wal_beside(dir: &Path) -> PathBuf {
+        let db = dir.join("store.sqlite3");
+        std::fs::write(dir.join("store.sqlite3-wal"), b"frames").expect("write a WAL file");
+        db
+    }
+
+    #[test]
+    fn replies_follow_the_sync_and_the_durable_seq_advances() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = wal_beside(dir.path());
+        let durability = Arc::new(Durability::new(0));
+        let counted = Arc::new(AtomicUsize::new(0));
+        let observer: CommitObserver = {
+            let counted = Arc::clone(&counted);
+            Arc::new(move |_, count| {
+                counted.fetch_add(count, Ordering::SeqCst);
+            })
+        };
+        let syncer =
+            WalSyncer::spawn(&db, Arc::clone(&durability), Some(observer)).expect("syncer");
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        for (i, seq) in [Some(3), None, Some(7), Some(5)].into_iter().enumerate() {
+            let answers = Arc::clone(&answers);
+            let durable = Arc::clone(&durability);
+            syncer.hand_over(Committed {
+                on_synced: Box::new(move |synced| {
+                    // Durable before anyone hears of it.
+                    if let Some(seq) = seq {
+                        assert!(durable.durable_seq() >= seq);
+                    }
+                    answers
+                        .lock()
+                        .expect("answers")
+                        .push((i, synced.map_err(str::to_owned)));
+                }),
+                highest_seq: seq,
+                batch: seq.map(|_| (Instant::now(), 2)),
+            });
+        }
+        syncer.finish();
+        let answers = answers.lock().expect("answers").clone();
+        assert_eq!(
+            answers,
+            vec![(0, Ok(())), (1, Ok(())), (2, Ok(())), (3, Ok(()))],
+            "every transaction answered, in order"
+        );
+        assert_eq!(durability.durable_seq(), 7);
+        assert!(!durability.syncing());
+        assert_eq!(
+            counted.load(Ordering::SeqCst),
+            6,
+            "three report batches of 2"
+        );
+        assert!(durability.failure().is_none());
+    }
+
+    #[test]
+    fn a_replaced_wal_file_is_synced_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = wal_beside(dir.path());
+        let mut wal = WalFile::open(&db).expect("open");
+        let first = wal.file.metadata().expect("metadata");
+        // As when SQLite deletes the WAL and a later connection creates it.
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, b"new frames").expect("write");
+        std::fs::rename(&fresh, &wal.path).expect("replace the WAL");
+        wal.sync().expect("sync");
+        let now = wal.file.metadata().expect("metadata");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_ne!(first.ino(), now.ino(), "the current file is the one held");
+        }
+        assert_eq!(first.len(), 6);
+        assert_eq!(now.len(), 10);
+    }
+
+    #[test]
+    fn a_store_without_a_wal_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let Err(e) = WalSyncer::spawn(
+            &dir.path().join("none.sqlite3"),
+            Arc::new(Durability::new(0)),
+            None,
+        ) else {
+            panic!("a missing WAL must be an error");
+        };
+        assert!(e.to_string().contains("WAL"), "{e}");
+    }
+}
