@@ -95,6 +95,11 @@ const GOAL_RESOLVE_RATIO: f64 = 3.0;
 /// The data version of the generated IP data.
 const DATA_VERSION: &str = "bench-2026.11";
 
+// The allocator of the programs measured: `lineprobe-sync` (src/main.rs) and
+// the collector (its main.rs) both run on mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let options = Options::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
