@@ -139,6 +139,7 @@ pub(super) async fn commit_pull(
 ) -> Result<PullOutcome, sqlx::Error> {
     let mut tx = begin(writer).await?;
     let mut inserted: u64 = 0;
+    let mut new_ids = Vec::with_capacity(batch.reports.len());
     for report in batch.reports {
         let done = sqlx::query(
             "INSERT INTO raw_reports \
@@ -156,13 +157,16 @@ pub(super) async fn commit_pull(
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() > 0 {
-            // A new report waits for the pipeline.
-            sqlx::query("INSERT INTO raw_pending (raw_id) VALUES ($1)")
-                .bind(done.last_insert_rowid())
-                .execute(&mut *tx)
-                .await?;
+            new_ids.push(done.last_insert_rowid());
         }
         inserted += done.rows_affected();
+    }
+    // The new reports wait for the pipeline (one statement for the page).
+    if !new_ids.is_empty() {
+        sqlx::query("INSERT INTO raw_pending (raw_id) SELECT value FROM json_each($1)")
+            .bind(json_list(&new_ids))
+            .execute(&mut *tx)
+            .await?;
     }
     let after: Option<i64> = sqlx::query_scalar(
         "INSERT INTO pull_cursors \
@@ -374,8 +378,12 @@ async fn write_plan(
         .bind(origin.map(|o| o.pulled_at))
         .execute(&mut **tx)
         .await?;
-        sqlx::query("DELETE FROM raw_pending WHERE raw_id = $1")
-            .bind(r.id)
+    }
+    // The decided reports are pending no more.
+    if !plan.raws.is_empty() {
+        let ids: Vec<i64> = plan.raws.iter().map(|r| r.id).collect();
+        sqlx::query("DELETE FROM raw_pending WHERE raw_id IN (SELECT value FROM json_each($1))")
+            .bind(json_list(&ids))
             .execute(&mut **tx)
             .await?;
     }
