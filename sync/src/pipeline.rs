@@ -10,14 +10,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use lineprobe_shared::{CarrierId, Catalog, Classifier, Report, TraceFormat};
+use lineprobe_shared::{Catalog, Classifier, Report};
 use serde::Serialize;
 
+use crate::evidence::evidence_json;
 use crate::{
-    ActualLine, ApplySummary, Attributed, Chain, DeclaredFacts, Error, LineEvidence,
-    ObservationRecord, Processed, QuarantineRecord, RawReport, Reason, Resolved, Store, TrustMark,
-    TrustPolicy, Verdict, VerdictRecord, extract, judge, line_key, observation_key,
+    ApplySummary, Chain, Error, LineEvidence, ObservationRecord, Processed, QuarantineRecord,
+    RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict, VerdictRecord, extract, judge,
+    line_key, observation_key,
 };
 
 /// What a pipeline run did.
@@ -369,123 +369,6 @@ fn path_json(report: &Report) -> String {
     serde_json::to_string(&hops).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// The evidence document of a verdict: everything the verdict rests on.
-/// Serialized straight from the pipeline's values (no intermediate JSON
-/// tree); keys are in alphabetical order.
-#[derive(Serialize)]
-struct EvidenceDoc<'a> {
-    actual: &'a ActualLine,
-    declared: DeclaredDoc<'a>,
-    declared_ids: &'a DeclaredFacts,
-    device_proxy: DeviceProxyDoc<'a>,
-    egress: Option<EgressDoc<'a>>,
-    envelope: Option<EnvelopeDoc<'a>>,
-    hops_from_raw: bool,
-    parsed_format: Option<TraceFormat>,
-    public_hops: Vec<HopDoc<'a>>,
-    target: Option<IpAddr>,
-    target_carrier: Option<&'a Attributed<CarrierId>>,
-    /// The trust at arrival, when the receiver scored it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trust: Option<&'a TrustMark>,
-    warnings: &'a [Reason],
-}
-
-/// What the subscriber declared, as sent.
-#[derive(Serialize)]
-struct DeclaredDoc<'a> {
-    address: &'a str,
-    carrier: Option<&'a str>,
-    city: Option<&'a str>,
-    province: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct DeviceProxyDoc<'a> {
-    details: Option<&'a str>,
-    env_configured: bool,
-    system_configured: bool,
-}
-
-#[derive(Serialize)]
-struct EgressDoc<'a> {
-    ip: IpAddr,
-    public: bool,
-    resolved: &'a Resolved,
-}
-
-#[derive(Serialize)]
-struct EnvelopeDoc<'a> {
-    node_id: &'a str,
-    path: &'a str,
-    peer_ip: IpAddr,
-    peer_port: Option<u16>,
-    received_at: DateTime<Utc>,
-    seq: u64,
-}
-
-#[derive(Serialize)]
-struct HopDoc<'a> {
-    ip: IpAddr,
-    resolved: &'a Resolved,
-    ttl: u8,
-}
-
-fn evidence_json(
-    verdict: &Verdict,
-    evidence: &LineEvidence<'_>,
-    report: &Report,
-    extracted: &crate::Extracted,
-    trust: &TrustMark,
-) -> Result<String, Error> {
-    let declared = &report.declared;
-    let proxy = &report.device.proxy;
-    let doc = EvidenceDoc {
-        actual: &verdict.actual,
-        declared: DeclaredDoc {
-            address: &declared.address,
-            carrier: declared.carrier.as_deref(),
-            city: declared.city.as_deref(),
-            province: declared.province.as_deref(),
-        },
-        declared_ids: &extracted.declared,
-        device_proxy: DeviceProxyDoc {
-            details: proxy.details.as_deref(),
-            env_configured: proxy.env_configured,
-            system_configured: proxy.system_configured,
-        },
-        egress: evidence.egress.as_ref().map(|e| EgressDoc {
-            ip: e.ip,
-            public: e.public,
-            resolved: &e.resolved,
-        }),
-        envelope: report.envelope.as_ref().map(|e| EnvelopeDoc {
-            node_id: &e.node_id,
-            path: &e.path,
-            peer_ip: e.peer_ip,
-            peer_port: e.peer_port,
-            received_at: e.received_at,
-            seq: e.seq,
-        }),
-        hops_from_raw: extracted.hops_from_raw,
-        parsed_format: extracted.parsed_format,
-        public_hops: evidence
-            .public_hops
-            .iter()
-            .map(|h| HopDoc {
-                ip: h.ip,
-                resolved: &h.resolved,
-                ttl: h.ttl,
-            })
-            .collect(),
-        target: report.trace.target_addr,
-        target_carrier: evidence.target_carrier.as_ref(),
-        trust: trust.score.is_some().then_some(trust),
-        warnings: &extracted.warnings,
-    };
-    serde_json::to_string(&doc).map_err(|e| Error::Output(e.into()))
-}
-
 fn verdict_record(
     verdict: &Verdict,
     evidence: &LineEvidence<'_>,
@@ -527,8 +410,8 @@ mod tests {
     use super::*;
     use crate::{demo_cases, demo_chain};
 
-    /// The evidence document as it was first written: a JSON tree built
-    /// with `json!`. The serialized document must say the same.
+    /// The evidence document as it was first written (version 1): a JSON
+    /// tree built with `json!`. The document written now must read as it.
     fn evidence_tree(
         verdict: &Verdict,
         evidence: &LineEvidence<'_>,
@@ -640,7 +523,7 @@ mod tests {
     }
 
     #[test]
-    fn evidence_and_path_documents_say_what_the_json_trees_said() {
+    fn evidence_and_path_documents_read_as_the_json_trees_said() {
         let catalog = Catalog::embedded().unwrap();
         let chain = demo_chain(&catalog).unwrap();
         let classifier = Classifier::new(&ClassifierConfig::default()).unwrap();
@@ -672,23 +555,25 @@ mod tests {
             )
             .unwrap();
             let verdict = judge(&evidence);
-            let written: Value = serde_json::from_str(
-                &evidence_json(
-                    &verdict,
-                    &evidence,
-                    &extracted.report,
-                    &extracted,
-                    &TrustMark::UNSCORED,
-                )
-                .unwrap(),
+            let json = evidence_json(
+                &verdict,
+                &evidence,
+                &extracted.report,
+                &extracted,
+                &TrustMark::UNSCORED,
             )
             .unwrap();
+            let written: Value = serde_json::from_str(&json).unwrap();
             assert_eq!(
-                written,
-                evidence_tree(&verdict, &evidence, &extracted.report, &extracted),
+                written["v"],
+                json!(crate::EVIDENCE_VERSION),
                 "{}",
                 case.label
             );
+            let tree = evidence_tree(&verdict, &evidence, &extracted.report, &extracted);
+            // The compact document reads as the tree, and is smaller.
+            assert_eq!(crate::read_evidence(&json).unwrap(), tree, "{}", case.label);
+            assert!(json.len() < tree.to_string().len(), "{}", case.label);
             let hops: Vec<Value> = extracted
                 .report
                 .trace

@@ -666,6 +666,71 @@ async fn sessions_end_when_idle_or_expired() {
     .await;
 }
 
+/// A verdict stored before the compact evidence document (version 1, no
+/// `v`, sources repeated per attribute) shows the same case page as the
+/// document the pipeline writes now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_stored_with_the_old_evidence_shape_reads_the_same() {
+    on_each_backend(
+        "a_case_stored_with_the_old_evidence_shape_reads_the_same",
+        |url| async move {
+            let store = Store::open(&url).await.unwrap();
+            seed_demo(&store).await;
+            add_user(&store, "vic", "viewer").await;
+            let app = app(&store, BackofficeConfig::default(), &Clock::new());
+            let mut vic = Browser::new(&app);
+            vic.sign_in("vic", PASSWORD).await;
+            let path = "/case?line=account%3A07552660505";
+            let now = vic.get(path).await;
+            assert_eq!(now.status, StatusCode::OK);
+            let verdicts = store.line_verdicts("account:07552660505").await.unwrap();
+            assert!(!verdicts.is_empty());
+            for v in &verdicts {
+                let stored: serde_json::Value = serde_json::from_str(&v.evidence_json).unwrap();
+                assert_eq!(stored["v"], lineprobe_sync::EVIDENCE_VERSION);
+                let old = lineprobe_sync::expand_evidence(stored);
+                assert!(old.get("v").is_none() && old.get("sources").is_none());
+                assert!(old["public_hops"][0]["resolved"]["carrier"]["source"].is_string());
+                let text = old.to_string();
+                assert!(text.len() > v.evidence_json.len());
+                if url.starts_with("postgres") {
+                    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                    sqlx::query("UPDATE verdicts SET evidence = $1 WHERE id = $2")
+                        .bind(&text)
+                        .bind(v.id)
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                    conn.close().await.unwrap();
+                } else {
+                    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                    sqlx::query("UPDATE verdicts SET evidence = ?1 WHERE id = ?2")
+                        .bind(&text)
+                        .bind(v.id)
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                    conn.close().await.unwrap();
+                }
+            }
+            let old = vic.get(path).await;
+            assert_eq!(old.status, StatusCode::OK);
+            for want in [
+                "carrier_mismatch",
+                "first public hop",
+                "113.116.32.1",
+                "regions demo-2026.11",
+                "the subscriber",
+            ] {
+                assert!(old.body.contains(want), "case view lacks {want}");
+            }
+            assert_eq!(old.body, now.body);
+            store.close().await;
+        },
+    )
+    .await;
+}
+
 /// Source trust: the demo's collector trusted every report; a line whose
 /// current verdict came from a low-trust source is listed apart by the
 /// trust filter and marked wherever it shows.

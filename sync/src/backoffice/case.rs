@@ -104,7 +104,10 @@ impl<'a> Decision<'a> {
         };
         Self {
             verdict,
-            evidence: parse(|v| &v.evidence_json).unwrap_or(Value::Null),
+            // Either version of the document, in the version 1 shape.
+            evidence: verdict
+                .and_then(|v| crate::read_evidence(&v.evidence_json))
+                .unwrap_or(Value::Null),
             findings: list(parse(|v| &v.reasons_json)),
             filled: list(parse(|v| &v.filled_json)),
             versions: match parse(|v| &v.data_versions_json) {
