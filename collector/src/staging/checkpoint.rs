@@ -10,18 +10,19 @@
 //! commits go on while it copies.
 //!
 //! A passive checkpoint beside a busy writer never catches up completely,
-//! though, and SQLite starts the WAL over only when it did: under steady
+//! though, and SQLite starts the WAL over only when one did: under steady
 //! load the WAL grew without bound (700 MB in a 30 s benchmark), every
 //! commit allocated new blocks, and the eventual cut back to
 //! `journal_size_limit` freed hundreds of megabytes at once, stalling a
-//! commit for over a second. So this thread also reports how long the WAL
-//! is ([`WalLength`]); once it passes [`RESTART_FRAMES`] the writer, between
-//! two transactions, checkpoints the few frames this thread has not yet
-//! copied, and its next transaction starts the WAL over from the top.
+//! commit for over a second. So once the WAL passes [`RESTART_FRAMES`],
+//! this thread runs passive checkpoints back to back until the writer has
+//! added only a few frames during one, then a `RESTART` checkpoint: it
+//! holds the writer off only while it copies those last frames, after
+//! which the next commit writes the WAL from the top again. (The writer finishing
+//! the checkpoint itself was tried: its sync of the database then flushed
+//! everything this thread had just copied, holding ingest up ~100 ms.)
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -31,31 +32,16 @@ use rusqlite::{Connection, OpenFlags};
 use super::schema::sql_error;
 use crate::Error;
 
+/// How long a restart waits for the writer and readers.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+
 /// How often a passive checkpoint runs.
 pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// WAL frames (pages) after which the writer finishes a checkpoint so
-/// that the WAL starts over: 32 MiB of 4 KiB pages, below
-/// `journal_size_limit`, so the WAL file is reused, never cut back.
+/// WAL frames (pages) after which a checkpoint restarts the WAL: 32 MiB of
+/// 4 KiB pages, below `journal_size_limit`, so the WAL file is reused,
+/// never cut back.
 pub(super) const RESTART_FRAMES: u64 = 8_192;
-
-/// The WAL's length in frames as the last checkpoint found it; the writer
-/// takes it (resetting it to 0) when it acts on it.
-#[derive(Debug, Default)]
-pub(super) struct WalLength(AtomicU64);
-
-impl WalLength {
-    /// The length last reported, if it has reached `frames`; taking it
-    /// means the next check waits for the next checkpoint's report.
-    pub(super) fn take_if_over(&self, frames: u64) -> Option<u64> {
-        let length = self.0.load(Ordering::Acquire);
-        (length >= frames && self.0.swap(0, Ordering::AcqRel) >= frames).then_some(length)
-    }
-
-    fn report(&self, frames: u64) {
-        self.0.store(frames, Ordering::Release);
-    }
-}
 
 /// The checkpoint thread; stops when dropped or [`Checkpointer::stop`]ped.
 pub(super) struct Checkpointer {
@@ -65,21 +51,22 @@ pub(super) struct Checkpointer {
 
 impl Checkpointer {
     /// Starts checkpointing `path` every `interval`.
-    pub(super) fn spawn(
-        path: &Path,
-        interval: Duration,
-        length: Arc<WalLength>,
-    ) -> Result<Self, Error> {
+    pub(super) fn spawn(path: &Path, interval: Duration) -> Result<Self, Error> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sql_error(&format!("cannot open {} to checkpoint", path.display()), &e))?;
+        // A restart waits this long for a gap between the writer's
+        // transactions and for readers to move on; else it is retried at
+        // the next pass.
+        conn.busy_timeout(RESTART_WAIT)
+            .map_err(|e| sql_error("cannot configure the checkpoint connection", &e))?;
         let (stop, stopped) = mpsc::channel::<()>();
         let path: PathBuf = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("staging-checkpoint".to_owned())
-            .spawn(move || run(&conn, &path, &stopped, interval, &length))
+            .spawn(move || run(&conn, &path, &stopped, interval))
             .map_err(|source| Error::Io {
                 what: "cannot start the staging checkpoint thread".to_owned(),
                 source,
@@ -108,27 +95,14 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(
-    conn: &Connection,
-    path: &Path,
-    stopped: &mpsc::Receiver<()>,
-    interval: Duration,
-    length: &WalLength,
-) {
+fn run(conn: &Connection, path: &Path, stopped: &mpsc::Receiver<()>, interval: Duration) {
     let mut failing = false;
     loop {
         match stopped.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        // (busy, frames in the WAL, frames checkpointed)
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            row.get::<_, i64>(1)
-        });
-        if let Ok(frames) = &result {
-            length.report(u64::try_from(*frames).unwrap_or(0));
-        }
-        match (result, failing) {
+        match (pass(conn), failing) {
             (Ok(_), true) => {
                 tracing::info!(path = %path.display(), "staging checkpoints work again");
                 failing = false;
@@ -145,24 +119,101 @@ fn run(
     }
 }
 
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pass {
+    /// Frames in the WAL when the passive checkpoint ran.
+    pub(super) frames: i64,
+    /// Whether a restart checkpoint followed and completed.
+    pub(super) restarted: bool,
+}
+
+/// One passive checkpoint, and a restart once the WAL is long.
+pub(super) fn pass(conn: &Connection) -> rusqlite::Result<Pass> {
+    // Each returns (busy, frames in the WAL, frames checkpointed).
+    let checkpoint = |mode: &str| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+        })
+    };
+    let (_, frames) = checkpoint("PASSIVE")?;
+    if u64::try_from(frames).map_or(true, |f| f < RESTART_FRAMES) {
+        return Ok(Pass {
+            frames,
+            restarted: false,
+        });
+    }
+    // Catch up first: each passive pass copies what the writer appended
+    // during the one before, so the passes shrink; once only a few frames
+    // came in, the restart, which holds the writer off, copies just those.
+    let mut last = frames;
+    for _ in 0..CATCH_UP_PASSES {
+        let (_, now) = checkpoint("PASSIVE")?;
+        let arrived = now.saturating_sub(last);
+        last = now;
+        if arrived <= RESTART_REMAINDER {
+            break;
+        }
+    }
+    let restarted = checkpoint("RESTART")?.0 == 0;
+    Ok(Pass { frames, restarted })
+}
+
+/// Passive passes at most before a restart.
+const CATCH_UP_PASSES: usize = 4;
+
+/// Frames the restart may have left to copy.
+const RESTART_REMAINDER: i64 = 256;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Commits `rows` rows of a page each.
+    fn write(conn: &Connection, rows: usize) {
+        let tx = conn.unchecked_transaction().expect("begin");
+        for _ in 0..rows {
+            tx.execute("INSERT INTO t (v) VALUES (zeroblob(3000))", [])
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+
     #[test]
-    fn a_long_wal_is_taken_once_per_report() {
-        let length = WalLength::default();
-        assert_eq!(length.take_if_over(RESTART_FRAMES), None);
-        length.report(RESTART_FRAMES - 1);
-        assert_eq!(length.take_if_over(RESTART_FRAMES), None);
-        length.report(RESTART_FRAMES + 5);
-        assert_eq!(
-            length.take_if_over(RESTART_FRAMES),
-            Some(RESTART_FRAMES + 5)
-        );
-        // Taken: the writer acts once, then waits for the next report.
-        assert_eq!(length.take_if_over(RESTART_FRAMES), None);
-        length.report(RESTART_FRAMES);
-        assert_eq!(length.take_if_over(RESTART_FRAMES), Some(RESTART_FRAMES));
+    fn a_long_wal_is_restarted_a_short_one_is_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let writer = Connection::open(&path).expect("open");
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        writer
+            .pragma_update(None, "synchronous", "OFF")
+            .expect("sync off");
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no auto checkpoints");
+        writer
+            .execute_batch("CREATE TABLE t (v BLOB)")
+            .expect("table");
+        let checkpointer = Connection::open(&path).expect("open");
+        checkpointer
+            .busy_timeout(RESTART_WAIT)
+            .expect("busy timeout");
+
+        write(&writer, 100);
+        let short = pass(&checkpointer).expect("pass");
+        assert!(!short.restarted, "{short:?}");
+        assert!(short.frames > 0);
+
+        let rows = usize::try_from(RESTART_FRAMES).expect("fits") + 100;
+        write(&writer, rows);
+        let long = pass(&checkpointer).expect("pass");
+        assert!(long.restarted, "{long:?}");
+        assert!(long.frames >= i64::try_from(RESTART_FRAMES).expect("fits"));
+        // The next commit writes the WAL from the top.
+        write(&writer, 10);
+        let after = pass(&checkpointer).expect("pass");
+        assert!(after.frames < 100, "the WAL started over: {after:?}");
     }
 }

@@ -15,6 +15,7 @@
 mod checkpoint;
 mod enrolment;
 mod schema;
+mod stored;
 mod trust;
 mod walsync;
 mod writer;
@@ -30,7 +31,7 @@ use lineprobe_shared::Report;
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer, WalLength};
+use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
 use self::enrolment::EnrolledIndex;
 pub use self::enrolment::{EnrolOutcome, EnrolledKey, InstallKeys};
 use self::schema::{migrate, open_reader, open_writer, sql_error};
@@ -200,7 +201,6 @@ impl Staging {
         // The syncer first syncs whatever the WAL holds (commits of a
         // process that crashed may never have been synced), so every seq
         // stored so far is durable before ingest starts.
-        let wal_length = Arc::new(WalLength::default());
         let durability = Arc::new(Durability::new(0));
         let syncer = WalSyncer::spawn(
             &options.path,
@@ -228,9 +228,8 @@ impl Staging {
             enrolled: Arc::clone(&enrolled),
             syncer: Some(syncer),
             durability: Arc::clone(&durability),
-            wal_length: Arc::clone(&wal_length),
         };
-        let checkpointer = Checkpointer::spawn(&options.path, CHECKPOINT_INTERVAL, wal_length)?;
+        let checkpointer = Checkpointer::spawn(&options.path, CHECKPOINT_INTERVAL)?;
         let handle = std::thread::Builder::new()
             .name("staging-writer".to_owned())
             .spawn(move || writer.run(receiver))
@@ -319,9 +318,12 @@ impl Staging {
                 .map_err(|e| sql_error("exporting reports", &e))?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, json) = row.map_err(|e| sql_error("exporting reports", &e))?;
+                let (seq, stored) = row.map_err(|e| sql_error("exporting reports", &e))?;
                 let seq = u64::try_from(seq)
                     .map_err(|_| Error::Staging(format!("negative seq {seq} in the store")))?;
+                // The store is the authority on the sequence number: the
+                // exported JSON carries the one it is exported under.
+                let json = stored::unpack(&stored, seq)?;
                 out.push(ExportedReport { seq, json });
             }
             Ok(out)

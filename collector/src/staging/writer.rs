@@ -17,8 +17,8 @@ use lineprobe_shared::Report;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{RESTART_FRAMES, WalLength};
 use super::schema::{open_writer, sql_error};
+use super::stored::{SEQ_PLACEHOLDER_TAIL, pack};
 use super::walsync::{Committed, Durability, WalSyncer};
 use super::{AckOutcome, StageOutcome};
 use crate::Error;
@@ -106,8 +106,6 @@ pub(super) struct Writer {
     pub(super) syncer: Option<WalSyncer>,
     /// Whether syncs still work.
     pub(super) durability: Arc<Durability>,
-    /// The WAL's length as the checkpoint thread last saw it.
-    pub(super) wal_length: Arc<WalLength>,
 }
 
 /// A batch this large is committed while the previous one is still being
@@ -161,7 +159,6 @@ impl Writer {
                 self.gather_while_syncing(&rt, &mut rx, &mut batch);
             }
             self.serve(batch);
-            self.restart_long_wal();
         }
         // Every sender is gone: answer what waits for a sync, then close
         // the connection, which checkpoints the WAL into the main file.
@@ -205,33 +202,6 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-        }
-    }
-
-    /// Once the WAL is long, checkpoints what the checkpoint thread has not
-    /// yet copied, so that the next transaction starts the WAL over (see
-    /// `checkpoint`). Runs between transactions; a reader still using old
-    /// frames only postpones the restart to a later try.
-    fn restart_long_wal(&mut self) {
-        let Some(frames) = self.wal_length.take_if_over(RESTART_FRAMES) else {
-            return;
-        };
-        let Some(conn) = self.conn.as_ref() else {
-            return;
-        };
-        let started = Instant::now();
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        }) {
-            Ok((log, done)) => tracing::debug!(
-                frames,
-                log,
-                done,
-                took_ms = started.elapsed().as_secs_f64() * 1e3,
-                "staging WAL checkpointed for a restart"
-            ),
-            // The checkpoint thread reports failures; this is only a try.
-            Err(e) => tracing::debug!(error = %e, "staging WAL restart checkpoint failed"),
         }
     }
 
@@ -496,7 +466,7 @@ fn stage_all(
             let EncodedReport {
                 id,
                 received_at_us,
-                json,
+                stored,
             } = report;
             if let Some(seq) = in_batch.get(&id) {
                 outcomes.push(Ok(StageOutcome::Duplicate { seq: *seq }));
@@ -515,11 +485,8 @@ fn stage_all(
                 continue;
             }
             let seq = highest + 1;
-            // The store is the authority on the sequence number: the
-            // exported JSON carries the one it is exported under.
-            let json = with_seq(&json, seq);
             let inserted = insert
-                .execute(params![to_sql_int(seq), id, received_at_us, json])
+                .execute(params![to_sql_int(seq), id, received_at_us, stored])
                 .map_err(sql("inserting a report"))?;
             if inserted == 0 {
                 let seq = stored_seq(&id)?.ok_or_else(|| {
@@ -665,14 +632,10 @@ pub(super) struct EncodedReport {
     pub(super) id: String,
     /// The receiver's clock, µs since the epoch.
     pub(super) received_at_us: i64,
-    /// The stored JSON with `"seq":0` as its very last member; the writer
-    /// puts the real sequence number there.
-    pub(super) json: Vec<u8>,
+    /// The stored form (`stored::pack`) of the JSON with `"seq":0` as its
+    /// very last member; the export puts the real sequence number there.
+    pub(super) stored: Vec<u8>,
 }
-
-/// How every encoded report ends: the envelope is the report's last member
-/// and `seq` the envelope's last, both by the order of their fields.
-const SEQ_PLACEHOLDER_TAIL: &[u8] = b"\"seq\":0}}";
 
 impl EncodedReport {
     /// Encodes `report` for the store of `node_id` (the store is the
@@ -699,7 +662,7 @@ impl EncodedReport {
         Ok(Self {
             id,
             received_at_us,
-            json,
+            stored: pack(&json),
         })
     }
 }
@@ -748,7 +711,7 @@ impl EncodedReport {
         Ok(Self {
             id,
             received_at_us,
-            json,
+            stored: pack(&json),
         })
     }
 }
@@ -774,32 +737,4 @@ fn spliceable(submitted: &[u8]) -> Option<&[u8]> {
         || memchr::memmem::find(object, b"envelope").is_some()
         || memchr::memmem::find(object, b"\\u").is_some();
     (braced && !unsafe_text).then_some(object)
-}
-
-/// The encoded JSON with `seq` in place of the placeholder.
-fn with_seq(json: &[u8], seq: u64) -> Vec<u8> {
-    // `0}}` is the placeholder's digit and the two closing braces.
-    let keep = json.len().saturating_sub(3);
-    let digits = seq.to_string();
-    let mut out = Vec::with_capacity(keep + digits.len() + 2);
-    out.extend_from_slice(json.get(..keep).unwrap_or(json));
-    out.extend_from_slice(digits.as_bytes());
-    out.extend_from_slice(b"}}");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seq_replaces_the_placeholder() {
-        let json = br#"{"a":1,"envelope":{"node_id":"n","seq":0}}"#;
-        assert!(json.ends_with(SEQ_PLACEHOLDER_TAIL));
-        assert_eq!(with_seq(json, 0), json.to_vec());
-        assert_eq!(
-            with_seq(json, 12_345),
-            br#"{"a":1,"envelope":{"node_id":"n","seq":12345}}"#.to_vec()
-        );
-    }
 }
