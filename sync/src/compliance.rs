@@ -82,11 +82,11 @@ use lineprobe_shared::{
     CarrierId, Catalog, CityCode, Classifier, HopKind, ProvinceCode, ProxyFacts, Report,
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::validate::prefecture_of;
-use crate::{Attributed, DeclaredFacts, IpType, Resolved};
+use crate::{Anonymous, Attributed, DeclaredFacts, IpType, Resolved};
 
 // ───────────────────────────────── input ─────────────────────────────────
 
@@ -437,7 +437,160 @@ pub struct Finding {
     /// One English sentence (catalog names may be Chinese).
     pub message: String,
     /// The values compared: declared and actual, addresses, sources.
-    pub evidence: Value,
+    pub evidence: FindingEvidence,
+}
+
+/// The values a finding compared. Serialized (as the finding's `evidence`)
+/// as an object of its fields in alphabetical order, or `null` for
+/// [`FindingEvidence::None`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum FindingEvidence {
+    /// Nothing to show.
+    None,
+    /// The egress address the finding is about.
+    Egress {
+        /// The address.
+        egress_ip: IpAddr,
+    },
+    /// The first public hop that resolves to a carrier.
+    PublicHop {
+        /// Its carrier.
+        carrier: CarrierId,
+        /// Its address.
+        hop_ip: IpAddr,
+        /// The source of the carrier.
+        source: String,
+        /// The hop's TTL.
+        ttl: u8,
+        /// The source's data version.
+        version: String,
+    },
+    /// The egress carrier against the first public hop's.
+    EgressAndHop {
+        /// The egress carrier.
+        egress_carrier: CarrierId,
+        /// The egress address.
+        egress_ip: IpAddr,
+        /// The source of the egress carrier.
+        egress_source: String,
+        /// Its data version.
+        egress_version: String,
+        /// The hop's carrier.
+        hop_carrier: CarrierId,
+        /// The hop's address.
+        hop_ip: IpAddr,
+        /// The source of the hop's carrier.
+        hop_source: String,
+        /// Its data version.
+        hop_version: String,
+        /// The hop's TTL.
+        ttl: u8,
+    },
+    /// The egress's network: carrier and IP type.
+    EgressNetwork {
+        /// The egress carrier.
+        carrier: Option<Attributed<CarrierId>>,
+        /// The egress address.
+        egress_ip: IpAddr,
+        /// The egress IP type.
+        ip_type: Option<Attributed<IpType>>,
+    },
+    /// The egress's anonymity flags.
+    EgressAnonymous {
+        /// The flags.
+        anonymous: Attributed<Anonymous>,
+        /// The egress address.
+        egress_ip: IpAddr,
+    },
+    /// The public path's carriers.
+    Path {
+        /// Changes between unrelated carriers.
+        carrier_changes: usize,
+        /// The hops that resolved to a carrier, in order.
+        path: Vec<PathHop>,
+    },
+    /// The device's proxy settings.
+    Device {
+        /// A proxy is set in the probe's environment.
+        env_configured: bool,
+        /// A system-wide proxy is configured.
+        system_configured: bool,
+    },
+    /// The carrier check.
+    Carrier {
+        /// The line's actual carrier.
+        actual: Option<String>,
+        /// The declared carrier.
+        declared: Option<CarrierId>,
+        /// Where the actual carrier came from.
+        provenance: Option<Provenance>,
+    },
+    /// The egress's province where no region was declared.
+    EgressProvince {
+        /// The egress province.
+        actual_province: Attributed<ProvinceCode>,
+        /// The egress address.
+        egress_ip: IpAddr,
+    },
+    /// The province check.
+    Province {
+        /// The egress province.
+        actual: ProvinceCode,
+        /// The declared province.
+        declared: ProvinceCode,
+        /// The egress address.
+        egress_ip: IpAddr,
+        /// The source of the egress province.
+        source: String,
+        /// Its data version.
+        version: String,
+    },
+    /// A city check that could not be made.
+    CityUnknown {
+        /// The egress city, when known.
+        actual: Option<Attributed<CityCode>>,
+        /// The declared city as written.
+        declared: String,
+        /// Its code, when it names one.
+        declared_code: Option<CityCode>,
+        /// The egress address.
+        egress_ip: IpAddr,
+    },
+    /// The city check.
+    City {
+        /// The egress city.
+        actual: CityCode,
+        /// The declared city as written.
+        declared: String,
+        /// Its code.
+        declared_code: CityCode,
+        /// The egress address.
+        egress_ip: IpAddr,
+        /// The source of the egress city.
+        source: String,
+        /// Its data version.
+        version: String,
+    },
+}
+
+impl FindingEvidence {
+    /// The evidence as a JSON value, as it is stored.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// A public hop on the path, with its carrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathHop {
+    /// Its carrier.
+    pub carrier: CarrierId,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its TTL.
+    pub ttl: u8,
 }
 
 /// Which address a value came from.
@@ -699,7 +852,13 @@ struct Judge<'e, 'a> {
 }
 
 impl<'e> Judge<'e, '_> {
-    fn push(&mut self, code: FindingCode, outcome: Outcome, message: String, evidence: Value) {
+    fn push(
+        &mut self,
+        code: FindingCode,
+        outcome: Outcome,
+        message: String,
+        evidence: FindingEvidence,
+    ) {
         self.findings.push(Finding {
             code,
             outcome,
@@ -716,7 +875,7 @@ impl<'e> Judge<'e, '_> {
                     FindingCode::EgressMissing,
                     Outcome::Unknown,
                     "the report carries no egress address; the IP check cannot be made".to_owned(),
-                    Value::Null,
+                    FindingEvidence::None,
                 );
                 None
             }
@@ -730,7 +889,7 @@ impl<'e> Judge<'e, '_> {
                          cannot be made",
                         e.ip
                     ),
-                    json!({ "egress_ip": e.ip }),
+                    FindingEvidence::Egress { egress_ip: e.ip },
                 );
                 None
             }
@@ -747,7 +906,7 @@ impl<'e> Judge<'e, '_> {
                 "the trace reached no public hop (only private, shared or silent hops before \
                  the destination); the line's carrier can only come from the egress address"
                     .to_owned(),
-                Value::Null,
+                FindingEvidence::None,
             );
         }
         hops.iter().enumerate().find_map(|(i, hop)| {
@@ -802,17 +961,17 @@ impl<'e> Judge<'e, '_> {
                 FindingCode::FirstHopHosting,
                 Outcome::Unknown,
                 "no public hop resolved to a carrier".to_owned(),
-                Value::Null,
+                FindingEvidence::None,
             );
             return None;
         };
-        let evidence = json!({
-            "hop_ip": hop.hop.ip,
-            "ttl": hop.hop.ttl,
-            "carrier": hop.carrier.value,
-            "source": hop.carrier.source,
-            "version": hop.carrier.version,
-        });
+        let evidence = FindingEvidence::PublicHop {
+            carrier: hop.carrier.value.clone(),
+            hop_ip: hop.hop.ip,
+            source: hop.carrier.source.clone(),
+            ttl: hop.hop.ttl,
+            version: hop.carrier.version.clone(),
+        };
         if self.is_hosting(&hop.carrier.value) {
             let message = format!(
                 "the public hop {} (TTL {}) is in the hosting network {}: the trace itself \
@@ -859,21 +1018,21 @@ impl<'e> Judge<'e, '_> {
                 "the egress carrier and the first public hop's cannot both be resolved, so \
                  they cannot be compared"
                     .to_owned(),
-                Value::Null,
+                FindingEvidence::None,
             );
             return None;
         };
-        let evidence = json!({
-            "egress_ip": e.ip,
-            "egress_carrier": ec.value,
-            "egress_source": ec.source,
-            "egress_version": ec.version,
-            "hop_ip": hop.hop.ip,
-            "ttl": hop.hop.ttl,
-            "hop_carrier": hop.carrier.value,
-            "hop_source": hop.carrier.source,
-            "hop_version": hop.carrier.version,
-        });
+        let evidence = FindingEvidence::EgressAndHop {
+            egress_carrier: ec.value.clone(),
+            egress_ip: e.ip,
+            egress_source: ec.source.clone(),
+            egress_version: ec.version.clone(),
+            hop_carrier: hop.carrier.value.clone(),
+            hop_ip: hop.hop.ip,
+            hop_source: hop.carrier.source.clone(),
+            hop_version: hop.carrier.version.clone(),
+            ttl: hop.hop.ttl,
+        };
         let (egress_name, hop_name) = (
             carrier_name(self.cat, &ec.value),
             carrier_name(self.cat, &hop.carrier.value),
@@ -911,7 +1070,7 @@ impl<'e> Judge<'e, '_> {
                 code,
                 Outcome::Unknown,
                 "no public egress address to look at".to_owned(),
-                Value::Null,
+                FindingEvidence::None,
             );
             return None;
         };
@@ -919,11 +1078,11 @@ impl<'e> Judge<'e, '_> {
         let ip_type = e.resolved.ip_type.as_ref();
         let hosting_carrier = carrier.filter(|c| self.is_hosting(&c.value));
         let idc = ip_type.filter(|t| t.value == IpType::Idc);
-        let evidence = json!({
-            "egress_ip": e.ip,
-            "carrier": carrier,
-            "ip_type": ip_type,
-        });
+        let evidence = FindingEvidence::EgressNetwork {
+            carrier: carrier.cloned(),
+            egress_ip: e.ip,
+            ip_type: ip_type.cloned(),
+        };
         if let Some(c) = hosting_carrier {
             let message = format!(
                 "the egress {} is in the hosting network {} ({} {}): a server, VPS or proxy, \
@@ -966,7 +1125,7 @@ impl<'e> Judge<'e, '_> {
                 code,
                 Outcome::Unknown,
                 "no source gives anonymity flags for the egress".to_owned(),
-                Value::Null,
+                FindingEvidence::None,
             );
             return None;
         };
@@ -981,7 +1140,10 @@ impl<'e> Judge<'e, '_> {
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
         .collect();
-        let evidence = json!({ "egress_ip": e.ip, "anonymous": a });
+        let evidence = FindingEvidence::EgressAnonymous {
+            anonymous: a.clone(),
+            egress_ip: e.ip,
+        };
         if named.is_empty() {
             let message = format!(
                 "{} ({}) flags the egress {} as nothing anonymous",
@@ -1026,7 +1188,7 @@ impl<'e> Judge<'e, '_> {
                 code,
                 Outcome::Unknown,
                 "no public hop resolved to a carrier".to_owned(),
-                Value::Null,
+                FindingEvidence::None,
             );
             return None;
         }
@@ -1038,11 +1200,18 @@ impl<'e> Judge<'e, '_> {
                 changes += 1;
             }
         }
-        let sequence: Vec<Value> = path
+        let sequence: Vec<PathHop> = path
             .iter()
-            .map(|(hop, c)| json!({ "ttl": hop.ttl, "ip": hop.ip, "carrier": c }))
+            .map(|(hop, c)| PathHop {
+                carrier: (*c).clone(),
+                ip: hop.ip,
+                ttl: hop.ttl,
+            })
             .collect();
-        let evidence = json!({ "path": sequence, "carrier_changes": changes });
+        let evidence = FindingEvidence::Path {
+            carrier_changes: changes,
+            path: sequence,
+        };
         let names: Vec<String> = path
             .iter()
             .map(|(_, c)| carrier_name(self.cat, c))
@@ -1067,7 +1236,10 @@ impl<'e> Judge<'e, '_> {
 
     fn signal_device_proxy(&mut self) -> Option<Strength> {
         let p = self.ev.device_proxy;
-        let evidence = json!(p);
+        let evidence = FindingEvidence::Device {
+            env_configured: p.env_configured,
+            system_configured: p.system_configured,
+        };
         if p.any() {
             let which = match (p.system_configured, p.env_configured) {
                 (true, true) => "a system proxy and an environment proxy are",
@@ -1134,11 +1306,11 @@ impl<'e> Judge<'e, '_> {
     fn check_carrier(&mut self, line: Option<&LineCarrier>) -> bool {
         let declared = self.ev.declared.carrier.as_ref();
         let actual = line.map(|l| &l.actual);
-        let evidence = json!({
-            "declared": declared,
-            "actual": actual.map(|a| &a.value),
-            "provenance": actual.map(|a| &a.provenance),
-        });
+        let evidence = FindingEvidence::Carrier {
+            actual: actual.map(|a| a.value.clone()),
+            declared: declared.cloned(),
+            provenance: actual.map(|a| a.provenance.clone()),
+        };
         let Some(d) = declared else {
             let message = match actual {
                 Some(a) => format!(
@@ -1266,7 +1438,7 @@ impl<'e> Judge<'e, '_> {
                      the line is, so the IP check is not applied",
                     e.ip
                 ),
-                json!({ "egress_ip": e.ip }),
+                FindingEvidence::Egress { egress_ip: e.ip },
             );
             return out;
         }
@@ -1289,7 +1461,7 @@ impl<'e> Judge<'e, '_> {
                     "no source knows the egress {}'s province; the IP check cannot be made",
                     e.ip
                 ),
-                json!({ "egress_ip": e.ip }),
+                FindingEvidence::Egress { egress_ip: e.ip },
             );
             return out;
         };
@@ -1303,17 +1475,20 @@ impl<'e> Judge<'e, '_> {
                     e.ip,
                     province_name(self.cat, &actual_province.value)
                 ),
-                json!({ "egress_ip": e.ip, "actual_province": actual_province }),
+                FindingEvidence::EgressProvince {
+                    actual_province: actual_province.clone(),
+                    egress_ip: e.ip,
+                },
             );
         }
         if let Some(dp) = &declared.province {
-            let evidence = json!({
-                "egress_ip": e.ip,
-                "declared": dp,
-                "actual": actual_province.value,
-                "source": actual_province.source,
-                "version": actual_province.version,
-            });
+            let evidence = FindingEvidence::Province {
+                actual: actual_province.value.clone(),
+                declared: dp.clone(),
+                egress_ip: e.ip,
+                source: actual_province.source.clone(),
+                version: actual_province.version.clone(),
+            };
             let (d_name, a_name) = (
                 province_name(self.cat, dp),
                 province_name(self.cat, &actual_province.value),
@@ -1355,12 +1530,12 @@ impl<'e> Judge<'e, '_> {
             } else {
                 format!("no source knows the egress {}'s city", e.ip)
             };
-            let evidence = json!({
-                "egress_ip": e.ip,
-                "declared": text,
-                "declared_code": declared.city_code,
-                "actual": e.resolved.city,
-            });
+            let evidence = FindingEvidence::CityUnknown {
+                actual: e.resolved.city.clone(),
+                declared: text,
+                declared_code: declared.city_code.clone(),
+                egress_ip: e.ip,
+            };
             self.push(
                 FindingCode::CityUnknown,
                 Outcome::Unknown,
@@ -1369,14 +1544,14 @@ impl<'e> Judge<'e, '_> {
             );
             return false;
         };
-        let evidence = json!({
-            "egress_ip": e.ip,
-            "declared": text,
-            "declared_code": dc,
-            "actual": ac.value,
-            "source": ac.source,
-            "version": ac.version,
-        });
+        let evidence = FindingEvidence::City {
+            actual: ac.value.clone(),
+            declared: text,
+            declared_code: dc.clone(),
+            egress_ip: e.ip,
+            source: ac.source.clone(),
+            version: ac.version.clone(),
+        };
         let (d_name, a_name) = (city_name(self.cat, dc), city_name(self.cat, &ac.value));
         if same_city(dc, &ac.value) {
             let message = format!("the egress {} is in the declared city {d_name}", e.ip);
@@ -1669,6 +1844,65 @@ mod tests {
         assert!(same_city(&code("110105"), &code("110000")));
         assert!(!same_city(&code("440300"), &code("440100")));
         assert!(!same_city(&code("440305"), &code("440106")));
+    }
+
+    #[test]
+    fn finding_evidence_is_stored_as_the_objects_readers_know() {
+        use serde_json::json;
+        let ip: IpAddr = "113.116.32.1".parse().unwrap();
+        let carrier = |id: &str| CarrierId::new(id).unwrap();
+        assert_eq!(FindingEvidence::None.to_value(), Value::Null);
+        assert_eq!(
+            FindingEvidence::Egress { egress_ip: ip }.to_value(),
+            json!({ "egress_ip": "113.116.32.1" })
+        );
+        let checked = FindingEvidence::Carrier {
+            actual: Some("china_telecom".to_owned()),
+            declared: Some(carrier("china_mobile")),
+            provenance: Some(Provenance {
+                role: IpRole::FirstPublicHop,
+                ip,
+                ttl: Some(3),
+                source: "ipplan".to_owned(),
+                version: "2025-01".to_owned(),
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&checked).unwrap(),
+            r#"{"actual":"china_telecom","declared":"china_mobile","provenance":{"role":"first_public_hop","ip":"113.116.32.1","ttl":3,"source":"ipplan","version":"2025-01"}}"#
+        );
+        let path = FindingEvidence::Path {
+            carrier_changes: 2,
+            path: vec![PathHop {
+                carrier: carrier("china_mobile"),
+                ip,
+                ttl: 3,
+            }],
+        };
+        assert_eq!(
+            path.to_value(),
+            json!({
+                "carrier_changes": 2,
+                "path": [{ "carrier": "china_mobile", "ip": "113.116.32.1", "ttl": 3 }],
+            })
+        );
+        let network = FindingEvidence::EgressNetwork {
+            carrier: None,
+            egress_ip: ip,
+            ip_type: Some(Attributed {
+                value: IpType::Idc,
+                source: "ipplan".to_owned(),
+                version: "2025-01".to_owned(),
+            }),
+        };
+        assert_eq!(
+            network.to_value(),
+            json!({
+                "carrier": null,
+                "egress_ip": "113.116.32.1",
+                "ip_type": { "value": "idc", "source": "ipplan", "version": "2025-01" },
+            })
+        );
     }
 
     #[test]

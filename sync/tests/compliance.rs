@@ -426,9 +426,12 @@ fn an_urban_village_mobile_line_on_telecom_is_non_compliant() {
         "{}",
         f.message
     );
-    assert_eq!(f.evidence["declared"], "china_mobile");
-    assert_eq!(f.evidence["actual"], "china_telecom");
-    assert_eq!(f.evidence["provenance"]["source"], "geolite2-asn");
+    assert_eq!(f.evidence.to_value()["declared"], "china_mobile");
+    assert_eq!(f.evidence.to_value()["actual"], "china_telecom");
+    assert_eq!(
+        f.evidence.to_value()["provenance"]["source"],
+        "geolite2-asn"
+    );
     // The egress agrees with the line: no proxy.
     assert_eq!(
         outcome(&v, FindingCode::EgressCarrierDiffersFromFirstHop),
@@ -514,9 +517,9 @@ fn an_egress_in_another_province_is_a_violating_ip() {
         f.message
     );
     assert!(f.message.contains("北京市 (CN-BJ)"), "{}", f.message);
-    assert_eq!(f.evidence["declared"], "CN-GD");
-    assert_eq!(f.evidence["actual"], "CN-BJ");
-    assert_eq!(f.evidence["source"], "ipplan");
+    assert_eq!(f.evidence.to_value()["declared"], "CN-GD");
+    assert_eq!(f.evidence.to_value()["actual"], "CN-BJ");
+    assert_eq!(f.evidence.to_value()["source"], "ipplan");
     assert_eq!(outcome(&v, FindingCode::CityMismatch), Outcome::Fail);
     assert!(v.filled.is_empty());
     assert_eq!(v.actual.province.as_ref().unwrap().value, "CN-BJ");
@@ -604,7 +607,7 @@ fn an_idc_or_anonymous_egress_is_a_proxy() {
     let f = finding(&v, FindingCode::EgressAnonymous);
     assert_eq!(f.outcome, Outcome::Signal);
     assert!(f.message.contains("anonymous VPN"), "{}", f.message);
-    assert_eq!(f.evidence["anonymous"]["value"]["vpn"], true);
+    assert_eq!(f.evidence.to_value()["anonymous"]["value"]["vpn"], true);
     // Flags all clear: the check passes.
     let mut ev = anonymous_egress();
     ev.egress.as_mut().unwrap().resolved.anonymous = Some(at(Anonymous::default(), "anon"));
@@ -620,7 +623,7 @@ fn a_device_proxy_alone_is_only_a_signal() {
     assert_eq!(v.kind, VerdictKind::Compliant);
     let f = finding(&v, FindingCode::DeviceProxy);
     assert_eq!(f.outcome, Outcome::Signal);
-    assert_eq!(f.evidence["system_configured"], true);
+    assert_eq!(f.evidence.to_value()["system_configured"], true);
 
     // With an egress that disagrees, it is a proxy (the strong signal decides).
     let mut ev = alibaba_egress();
@@ -639,7 +642,7 @@ fn a_path_changing_carrier_twice_is_a_multi_level_proxy() {
     assert_eq!(v.kind, VerdictKind::ProxySuspected);
     let f = finding(&v, FindingCode::MultiLevelPath);
     assert_eq!(f.outcome, Outcome::Signal);
-    assert_eq!(f.evidence["carrier_changes"], 2);
+    assert_eq!(f.evidence.to_value()["carrier_changes"], 2);
     assert!(f.message.contains("→"), "{}", f.message);
 
     // The destination's own network ends the path and is no level.
@@ -649,7 +652,7 @@ fn a_path_changing_carrier_twice_is_a_multi_level_proxy() {
     assert_eq!(v.kind, VerdictKind::Compliant);
     assert_eq!(outcome(&v, FindingCode::MultiLevelPath), Outcome::Pass);
     assert_eq!(
-        finding(&v, FindingCode::MultiLevelPath).evidence["carrier_changes"],
+        finding(&v, FindingCode::MultiLevelPath).evidence.to_value()["carrier_changes"],
         1
     );
 
