@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lineprobe_shared::Report;
+use lineprobe_shared::{ReceiverEnvelope, Report};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -642,32 +642,18 @@ impl EncodedReport {
     /// authority on the envelope's node and sequence number).
     pub(super) fn encode(mut report: Report, node_id: &str) -> Result<Self, Error> {
         let id = report.report_id.to_string();
-        let Some(envelope) = report.envelope.as_mut() else {
-            return Err(Error::Staging(
-                "the report has no receiver envelope; ingest must set it before staging".to_owned(),
-            ));
-        };
-        envelope.seq = 0;
-        node_id.clone_into(&mut envelope.node_id);
-        let received_at_us = envelope.received_at.timestamp_micros();
+        let received_at_us = stamp(report.envelope.as_mut().ok_or_else(no_envelope)?, node_id);
         let json = report
             .to_json()
             .map_err(|e| Error::Staging(format!("cannot encode report {id}: {e}")))?;
-        if !json.ends_with(SEQ_PLACEHOLDER_TAIL) {
-            return Err(Error::Staging(format!(
-                "cannot encode report {id}: its JSON does not end with the envelope's seq; \
-                 the report type's field order changed"
-            )));
-        }
-        Ok(Self {
+        Self::packed(
             id,
             received_at_us,
-            stored: pack(&json),
-        })
+            &json,
+            "its JSON does not end with the envelope's seq; the report type's field order changed",
+        )
     }
-}
 
-impl EncodedReport {
     /// Encodes a report that ingest decoded from `submitted`: the bytes the
     /// probe sent with the receiver's envelope appended as the last member.
     ///
@@ -686,14 +672,8 @@ impl EncodedReport {
             return Self::encode(report, node_id);
         };
         let id = report.report_id.to_string();
-        let Some(mut envelope) = report.envelope.take() else {
-            return Err(Error::Staging(
-                "the report has no receiver envelope; ingest must set it before staging".to_owned(),
-            ));
-        };
-        envelope.seq = 0;
-        node_id.clone_into(&mut envelope.node_id);
-        let received_at_us = envelope.received_at.timestamp_micros();
+        let mut envelope = report.envelope.take().ok_or_else(no_envelope)?;
+        let received_at_us = stamp(&mut envelope, node_id);
         // `object` ends with its closing brace; the envelope goes before it.
         let open = object.get(..object.len() - 1).unwrap_or_default();
         let mut json = Vec::with_capacity(object.len() + 512);
@@ -702,18 +682,43 @@ impl EncodedReport {
         serde_json::to_writer(&mut json, &envelope)
             .map_err(|e| Error::Staging(format!("cannot encode the envelope of {id}: {e}")))?;
         json.push(b'}');
+        Self::packed(
+            id,
+            received_at_us,
+            &json,
+            "its envelope does not end with seq; the envelope type's field order changed",
+        )
+    }
+
+    /// The stored form of `json`, which must end with the seq placeholder
+    /// (`broken` says why it would not).
+    fn packed(id: String, received_at_us: i64, json: &[u8], broken: &str) -> Result<Self, Error> {
         if !json.ends_with(SEQ_PLACEHOLDER_TAIL) {
             return Err(Error::Staging(format!(
-                "cannot encode report {id}: its envelope does not end with seq; \
-                 the envelope type's field order changed"
+                "cannot encode report {id}: {broken}"
             )));
         }
         Ok(Self {
             id,
             received_at_us,
-            stored: pack(&json),
+            stored: pack(json),
         })
     }
+}
+
+/// Makes the store the authority on the envelope's node and sequence
+/// number (the placeholder 0, filled in at export); returns `received_at`
+/// in µs since the epoch.
+fn stamp(envelope: &mut ReceiverEnvelope, node_id: &str) -> i64 {
+    envelope.seq = 0;
+    node_id.clone_into(&mut envelope.node_id);
+    envelope.received_at.timestamp_micros()
+}
+
+fn no_envelope() -> Error {
+    Error::Staging(
+        "the report has no receiver envelope; ingest must set it before staging".to_owned(),
+    )
 }
 
 /// The submitted object without surrounding whitespace, when appending the
