@@ -6,6 +6,7 @@
 //! drift apart, and PostgreSQL can write each table with one set-based
 //! statement in which no row appears twice.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
 use super::records::{ApplySummary, ObservationRecord, Processed, QuarantineRecord};
@@ -270,11 +271,14 @@ pub(super) fn eligible(batch: &[Processed], raws: &HashMap<i64, RawState>) -> Ve
 }
 
 /// The observation and line keys the applying records of a batch touch.
-pub(super) fn touched_keys(batch: &[Processed], eligible: &[bool]) -> (Vec<String>, Vec<String>) {
+pub(super) fn touched_keys<R: Borrow<Processed>>(
+    batch: &[R],
+    eligible: &[bool],
+) -> (Vec<String>, Vec<String>) {
     let mut obs = HashSet::new();
     let mut lines = HashSet::new();
     for (record, applies) in batch.iter().zip(eligible) {
-        if let (Processed::Observation(o), true) = (record, applies) {
+        if let (Processed::Observation(o), true) = (record.borrow(), applies) {
             obs.insert(o.obs_key.as_str());
             lines.insert(o.line_key.as_str());
         }
@@ -286,8 +290,8 @@ pub(super) fn touched_keys(batch: &[Processed], eligible: &[bool]) -> (Vec<Strin
 }
 
 /// Replays a batch against the rows it touches and returns what to write.
-pub(super) fn plan(
-    batch: &[Processed],
+pub(super) fn plan<R: Borrow<Processed>>(
+    batch: &[R],
     eligible: &[bool],
     raws: &HashMap<i64, RawState>,
     observations: Vec<ObservationState>,
@@ -299,7 +303,7 @@ pub(super) fn plan(
             planner.summary.skipped += 1;
             continue;
         }
-        match record {
+        match record.borrow() {
             Processed::Quarantine(q) => planner.quarantine(q),
             Processed::Observation(o) => planner.observe(o),
         }
@@ -666,5 +670,216 @@ impl<'a> Planner<'a> {
             }
         }
         plan
+    }
+}
+
+/// Adds what one part of a batch did to what the others did.
+pub(super) fn add_summary(total: &mut ApplySummary, part: &ApplySummary) {
+    total.quarantined += part.quarantined;
+    total.observations_new += part.observations_new;
+    total.observations_repeated += part.observations_repeated;
+    total.verdicts_new += part.verdicts_new;
+    total.lines_changed += part.lines_changed;
+    total.skipped += part.skipped;
+}
+
+/// Splits a batch into at most `parts` groups of record indices (each in
+/// batch order) such that no raw report, observation or line is touched by
+/// records of two groups: records that share any of them are connected, and
+/// a connected set goes whole into one group. Each group can then be
+/// planned and written on its own — in its own transaction, at the same
+/// time as the others — and reads and writes only rows no other group
+/// touches. Connected sets are dealt out largest first to the group with
+/// the fewest records, so the groups come out about even.
+pub(super) fn partition(batch: &[Processed], parts: usize) -> Vec<Vec<usize>> {
+    let parts = parts.max(1);
+    if parts == 1 || batch.len() < 2 {
+        return vec![(0..batch.len()).collect()];
+    }
+    let mut sets = DisjointSets::new(batch.len());
+    let mut by_raw: HashMap<i64, usize> = HashMap::with_capacity(batch.len());
+    let mut by_obs: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut by_line: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    for (i, record) in batch.iter().enumerate() {
+        let first = *by_raw.entry(record.raw_id()).or_insert(i);
+        sets.union(first, i);
+        if let Processed::Observation(o) = record {
+            let first = *by_obs.entry(o.obs_key.as_str()).or_insert(i);
+            sets.union(first, i);
+            let first = *by_line.entry(o.line_key.as_str()).or_insert(i);
+            sets.union(first, i);
+        }
+    }
+    // Connected sets in the order of their first record, then largest first
+    // (a stable sort keeps ties in batch order, so the split is the same
+    // every time for the same batch).
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for i in 0..batch.len() {
+        let root = sets.find(i);
+        let set = members.entry(root).or_default();
+        if set.is_empty() {
+            roots.push(root);
+        }
+        set.push(i);
+    }
+    let mut connected: Vec<Vec<usize>> = roots
+        .iter()
+        .filter_map(|root| members.remove(root))
+        .collect();
+    connected.sort_by_key(|set| std::cmp::Reverse(set.len()));
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); parts.min(connected.len())];
+    for set in connected {
+        if let Some(smallest) = groups.iter_mut().min_by_key(|g| g.len()) {
+            smallest.extend(set);
+        }
+    }
+    for group in &mut groups {
+        group.sort_unstable();
+    }
+    groups
+}
+
+/// Union–find over record indices.
+struct DisjointSets {
+    parent: Vec<usize>,
+}
+
+impl DisjointSets {
+    fn new(n: usize) -> Self {
+        Self {
+            parent: (0..n).collect(),
+        }
+    }
+
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.parent[i] != i {
+            // Path halving: each visited node skips to its grandparent.
+            self.parent[i] = self.parent[self.parent[i]];
+            i = self.parent[i];
+        }
+        i
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            // The smaller index stays the root.
+            let (root, child) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.parent[child] = root;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::VerdictRecord;
+
+    fn obs(raw_id: i64, obs_key: &str, line_key: &str) -> Processed {
+        let text = String::new;
+        Processed::Observation(Box::new(ObservationRecord {
+            raw_id,
+            reprocess: false,
+            obs_key: obs_key.to_owned(),
+            line_key: line_key.to_owned(),
+            report_id: text(),
+            install_id: text(),
+            account: text(),
+            observed_at_ms: 0,
+            declared_province: None,
+            declared_city: None,
+            declared_carrier: None,
+            egress_ip: text(),
+            first_hop_ip: None,
+            path_json: text(),
+            engine: text(),
+            agent_version: text(),
+            os: text(),
+            verdict: VerdictRecord {
+                verdict_key: text(),
+                verdict: text(),
+                reasons_json: text(),
+                evidence_json: text(),
+                actual_carrier: None,
+                actual_province: None,
+                actual_city: None,
+                egress_carrier: None,
+                first_hop_carrier: None,
+                filled_json: text(),
+                data_versions_json: text(),
+                trust_score: None,
+                low_trust: false,
+                decided_at_ms: 0,
+            },
+        }))
+    }
+
+    fn quarantine(raw_id: i64) -> Processed {
+        Processed::Quarantine(QuarantineRecord {
+            raw_id,
+            reprocess: false,
+            report_id: None,
+            install_id: None,
+            reasons_json: "[]".to_owned(),
+            summary: String::new(),
+            at_ms: 0,
+        })
+    }
+
+    /// Which group each record landed in.
+    fn group_of(groups: &[Vec<usize>], n: usize) -> Vec<usize> {
+        let mut of = vec![usize::MAX; n];
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members {
+                assert_eq!(of[i], usize::MAX, "record {i} is in two groups");
+                of[i] = g;
+            }
+        }
+        assert!(
+            of.iter().all(|&g| g != usize::MAX),
+            "a record is in no group"
+        );
+        of
+    }
+
+    #[test]
+    fn records_that_share_a_raw_report_observation_or_line_stay_together() {
+        let batch = vec![
+            obs(1, "o1", "l1"),
+            obs(2, "o2", "l2"),
+            obs(3, "o3", "l1"), // line of record 0
+            obs(4, "o2", "l9"), // observation of record 1 (with another line)
+            quarantine(2),      // raw report of record 1
+            obs(5, "o5", "l5"),
+            obs(6, "o6", "l6"),
+            quarantine(7),
+            obs(8, "o8", "l9"), // line of record 3
+        ];
+        let groups = partition(&batch, 2);
+        assert_eq!(groups.len(), 2);
+        let of = group_of(&groups, batch.len());
+        assert_eq!(of[0], of[2]);
+        assert_eq!(of[1], of[3]);
+        assert_eq!(of[1], of[4]);
+        assert_eq!(of[3], of[8]);
+        for group in &groups {
+            assert!(group.windows(2).all(|w| w[0] < w[1]), "not in batch order");
+        }
+        // The largest connected set (records 1, 3, 4, 8) is alone with
+        // the smallest ones; the groups come out about even.
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        assert!(sizes.iter().all(|&s| s >= 4), "uneven groups: {sizes:?}");
+    }
+
+    #[test]
+    fn a_batch_of_one_line_is_one_group_and_one_part_is_the_whole_batch() {
+        let batch: Vec<Processed> = (0..5).map(|i| obs(i, &format!("o{i}"), "l")).collect();
+        assert_eq!(partition(&batch, 2), vec![vec![0, 1, 2, 3, 4]]);
+        let mixed = vec![obs(1, "a", "x"), obs(2, "b", "y"), quarantine(3)];
+        assert_eq!(partition(&mixed, 1), vec![vec![0, 1, 2]]);
+        assert_eq!(partition(&[], 2), vec![Vec::<usize>::new()]);
+        let groups = partition(&mixed, 8);
+        assert_eq!(groups.len(), 3, "no more groups than connected sets");
     }
 }

@@ -13,6 +13,7 @@
 mod apply;
 pub(crate) mod backoffice;
 mod period;
+mod pgcopy;
 mod postgres;
 mod queries;
 mod records;
@@ -45,6 +46,9 @@ pub struct Store {
     backend: Backend,
     /// Names the database in error messages ("SQLite database /var/…").
     target: Arc<str>,
+    /// Serializes this process's applies on PostgreSQL (see
+    /// `postgres::apply`).
+    apply_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +83,7 @@ impl Store {
                 Ok(Store {
                     backend: Backend::Sqlite(pools),
                     target,
+                    apply_gate: Arc::default(),
                 })
             }
             Location::Postgres(url) => {
@@ -86,6 +91,7 @@ impl Store {
                 Ok(Store {
                     backend: Backend::Postgres(pool),
                     target: target.into(),
+                    apply_gate: Arc::default(),
                 })
             }
         }
@@ -268,7 +274,7 @@ impl Store {
         let context = || format!("cannot apply a batch of {} results", batch.len());
         match &self.backend {
             Backend::Sqlite(p) => sqlite::apply(&p.writer, batch).await,
-            Backend::Postgres(p) => postgres::apply(p, batch).await,
+            Backend::Postgres(p) => postgres::apply(p, &self.apply_gate, batch).await,
         }
         .map_err(|e| self.apply_error(e, context))
     }

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
+use super::pgcopy::CopyRows;
 use super::queries::{self, Param};
 use super::records::{ApplySummary, CachedAnswer, LineFilter, Processed, PullBatch, PullCommit};
 use super::rows::{
@@ -229,7 +230,16 @@ pub(super) async fn processed_raw(
         .await
 }
 
-pub(super) async fn apply(pool: &PgPool, batch: &[Processed]) -> Result<ApplySummary, ApplyError> {
+pub(super) async fn apply(
+    pool: &PgPool,
+    gate: &tokio::sync::Mutex<()>,
+    batch: &[Processed],
+) -> Result<ApplySummary, ApplyError> {
+    // One apply at a time in this process: an apply holds the lock below on
+    // one connection while it waits for more from the pool, so applies of
+    // one process queueing on the lock could otherwise hold every
+    // connection and starve the one that holds it.
+    let _serial = gate.lock().await;
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(APPLY_LOCK)
@@ -245,14 +255,76 @@ pub(super) async fn apply(pool: &PgPool, batch: &[Processed]) -> Result<ApplySum
     let (raws, origins) = apply::raw_rows(found)?;
     apply::check_raws_exist(batch, &raws)?;
     let eligible = apply::eligible(batch, &raws);
-    let (obs_keys, line_keys) = apply::touched_keys(batch, &eligible);
+    let shared = Shared {
+        batch,
+        eligible: &eligible,
+        raws: &raws,
+        origins: &origins,
+    };
+    // The batch is split into parts that touch disjoint rows (apply::
+    // partition), written at the same time over separate connections: one
+    // backend applying a batch was the pipeline's bottleneck while the other
+    // core idled. The first part is written in the transaction that holds
+    // the lock, and it commits last, so another apply never reads a row a
+    // part of this one is still writing. A part that fails leaves its raw
+    // reports pending (the next run applies them); the parts that committed
+    // stand, each whole.
+    let mut groups = apply::partition(batch, APPLY_PARTS).into_iter();
+    let first = groups.next().unwrap_or_default();
+    let others = groups.map(|group| {
+        let shared = &shared;
+        async move {
+            let mut tx = pool.begin().await?;
+            let summary = apply_part(&mut tx, shared, &group).await?;
+            tx.commit().await?;
+            Ok::<_, ApplyError>(summary)
+        }
+    });
+    let (mine, theirs) = tokio::join!(
+        apply_part(&mut tx, &shared, &first),
+        futures_util::future::try_join_all(others)
+    );
+    let theirs = theirs?;
+    let mut summary = mine?;
+    for part in &theirs {
+        apply::add_summary(&mut summary, part);
+    }
+    tx.commit().await?;
+    Ok(summary)
+}
+
+/// How many parts a batch is applied in at once.
+const APPLY_PARTS: usize = 2;
+
+/// What every part of an apply reads: the batch, which of its records
+/// apply, and its raw reports as loaded under the lock.
+struct Shared<'a> {
+    batch: &'a [Processed],
+    eligible: &'a [bool],
+    raws: &'a HashMap<i64, apply::RawState>,
+    origins: &'a HashMap<i64, RawOrigin>,
+}
+
+/// Plans and writes the records `group` of the batch (indices, in batch
+/// order) in `tx`.
+async fn apply_part(
+    tx: &mut Tx,
+    shared: &Shared<'_>,
+    group: &[usize],
+) -> Result<ApplySummary, ApplyError> {
+    if group.is_empty() {
+        return Ok(ApplySummary::default());
+    }
+    let records: Vec<&Processed> = group.iter().map(|&i| &shared.batch[i]).collect();
+    let eligible: Vec<bool> = group.iter().map(|&i| shared.eligible[i]).collect();
+    let (obs_keys, line_keys) = apply::touched_keys(&records, &eligible);
     let keys = "SELECT UNNEST($1::text[])";
     let observations: Vec<ObservationState> = if obs_keys.is_empty() {
         Vec::new()
     } else {
         sqlx::query_as(AssertSqlSafe(queries::observation_states(keys)))
             .bind(&obs_keys)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
     };
     let lines: Vec<LineState> = if line_keys.is_empty() {
@@ -260,15 +332,14 @@ pub(super) async fn apply(pool: &PgPool, batch: &[Processed]) -> Result<ApplySum
     } else {
         sqlx::query_as(AssertSqlSafe(queries::line_states(keys)))
             .bind(&line_keys)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
     };
-    let mut plan = apply::plan(batch, &eligible, &raws, observations, lines);
+    let mut plan = apply::plan(&records, &eligible, shared.raws, observations, lines);
     let (obs_ids, verdict_ids) =
-        allocate(&mut tx, plan.new_observations.len(), plan.verdicts.len()).await?;
+        allocate(tx, plan.new_observations.len(), plan.verdicts.len()).await?;
     plan.assign_ids(&obs_ids, &verdict_ids);
-    write_plan(&mut tx, &plan, &origins).await?;
-    tx.commit().await?;
+    write_plan(tx, &plan, shared.origins).await?;
     Ok(plan.summary)
 }
 
@@ -329,7 +400,8 @@ fn arrays(next: &mut usize, types: &[&str]) -> String {
     out.join(", ")
 }
 
-/// Every write of a batch in one statement: each table is written by one
+/// The writes of a batch other than the large inserts (which go as COPY,
+/// see `write_plan`) in one statement: each table is written by one
 /// data-modifying CTE from parallel arrays. The plan never touches a row
 /// twice (new and changed observations are disjoint, and so are the
 /// quarantine rows upserted and deleted), which is what lets them share one
@@ -337,25 +409,10 @@ fn arrays(next: &mut usize, types: &[&str]) -> String {
 /// the batch size.
 static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     let n = &mut 0;
-    let new_observations = arrays(
-        n,
-        &[
-            "bigint", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-            "text", "text", "text", "text", "bigint", "bigint", "bigint", "text", "text", "bigint",
-            "text",
-        ],
-    );
     let changed_observations = arrays(
         n,
         &[
             "bigint", "bigint", "bigint", "bigint", "text", "text", "bigint", "text",
-        ],
-    );
-    let verdicts = arrays(
-        n,
-        &[
-            "bigint", "text", "bigint", "text", "text", "text", "text", "text", "text", "text",
-            "text", "text", "text", "text", "text", "bigint", "bigint", "smallint", "boolean",
         ],
     );
     let line_types = [
@@ -364,25 +421,13 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     ];
     let new_lines = arrays(n, &line_types);
     let changed_lines = arrays(n, &line_types);
-    let history = arrays(
-        n,
-        &[
-            "text", "bigint", "text", "text", "text", "text", "bigint", "bigint",
-        ],
-    );
     let quarantine = arrays(n, &["bigint", "text", "text", "text", "text", "bigint"]);
     let unquarantine = arrays(n, &["bigint"]);
     // The decided raw reports' pending entries go: those of the outcomes' ids.
     let raw_ids = format!("${}::bigint[]", *n + 1);
     let raws = arrays(n, &["bigint", "text", "bigint", "text", "bigint", "bigint"]);
     format!(
-        "WITH new_observations AS ( \
-           INSERT INTO observations (id, obs_key, line_key, install_id, account, \
-             declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, path, \
-             engine, agent_version, os, count, first_seen, last_seen, first_report_id, \
-             last_report_id, latest_verdict_id, latest_verdict_key) \
-           SELECT * FROM UNNEST({new_observations})), \
-         changed_observations AS ( \
+        "WITH changed_observations AS ( \
            UPDATE observations o SET count = u.count, first_seen = u.first_seen, \
              last_seen = u.last_seen, first_report_id = u.first_report_id, \
              last_report_id = u.last_report_id, latest_verdict_id = u.latest_verdict_id, \
@@ -390,12 +435,6 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
            FROM UNNEST({changed_observations}) AS u(id, count, first_seen, last_seen, \
              first_report_id, last_report_id, latest_verdict_id, latest_verdict_key) \
            WHERE o.id = u.id), \
-         new_verdicts AS ( \
-           INSERT INTO verdicts (id, line_key, observation_id, report_id, verdict, \
-             verdict_key, reasons, evidence, actual_carrier, actual_province, actual_city, \
-             egress_carrier, first_hop_carrier, filled, data_versions, observed_at, decided_at, \
-             trust_score, low_trust) \
-           SELECT * FROM UNNEST({verdicts})), \
          new_lines AS ( \
            INSERT INTO lines (line_key, account, install_id, declared_province, \
              declared_city, declared_carrier, actual_carrier, actual_province, actual_city, \
@@ -418,14 +457,6 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
              observation_id, reports, first_seen, last_seen, current_from, updated_at, \
              low_trust) \
            WHERE l.line_key = u.line_key), \
-         new_history AS ( \
-           INSERT INTO line_history (line_key, verdict_id, verdict, actual_carrier, \
-             actual_province, actual_city, current_from, replaced_at) \
-           SELECT line_key, verdict_id, verdict, actual_carrier, actual_province, \
-             actual_city, current_from, replaced_at \
-           FROM UNNEST({history}) WITH ORDINALITY AS u(line_key, verdict_id, verdict, \
-             actual_carrier, actual_province, actual_city, current_from, replaced_at, n) \
-           ORDER BY n), \
          quarantined AS ( \
            INSERT INTO quarantine (raw_id, report_id, install_id, reasons, summary, \
              quarantined_at) \
@@ -447,40 +478,121 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+const COPY_OBSERVATIONS: &str = "COPY observations (id, obs_key, line_key, install_id, account, \
+     declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, path, engine, \
+     agent_version, os, count, first_seen, last_seen, first_report_id, last_report_id, \
+     latest_verdict_id, latest_verdict_key) FROM STDIN (FORMAT binary)";
+
+fn observation_rows(rows: &[ObservationState]) -> CopyRows {
+    let mut out = CopyRows::with_capacity(rows.len() * 640);
+    for o in rows {
+        out.row(21)
+            .int8(o.id)
+            .text(&o.obs_key)
+            .text(&o.line_key)
+            .text(&o.install_id)
+            .text(&o.account)
+            .opt_text(o.declared_province.as_deref())
+            .opt_text(o.declared_city.as_deref())
+            .opt_text(o.declared_carrier.as_deref())
+            .text(&o.egress_ip)
+            .opt_text(o.first_hop_ip.as_deref())
+            .text(&o.path_json)
+            .text(&o.engine)
+            .text(&o.agent_version)
+            .text(&o.os)
+            .int8(o.count)
+            .int8(o.first_seen)
+            .int8(o.last_seen)
+            .text(&o.first_report_id)
+            .text(&o.last_report_id)
+            .opt_int8(o.latest_verdict_id)
+            .opt_text(o.latest_verdict_key.as_deref());
+    }
+    out
+}
+
+const COPY_VERDICTS: &str = "COPY verdicts (id, line_key, observation_id, report_id, verdict, \
+     verdict_key, reasons, evidence, actual_carrier, actual_province, actual_city, \
+     egress_carrier, first_hop_carrier, filled, data_versions, observed_at, decided_at, \
+     trust_score, low_trust) FROM STDIN (FORMAT binary)";
+
+fn verdict_rows(rows: &[VerdictRow]) -> CopyRows {
+    let mut out = CopyRows::with_capacity(rows.len() * 5120);
+    for v in rows {
+        out.row(19)
+            .int8(v.id)
+            .text(&v.line_key)
+            .int8(v.observation_id)
+            .text(&v.report_id)
+            .text(&v.verdict)
+            .text(&v.verdict_key)
+            .text(&v.reasons_json)
+            .text(&v.evidence_json)
+            .opt_text(v.actual_carrier.as_deref())
+            .opt_text(v.actual_province.as_deref())
+            .opt_text(v.actual_city.as_deref())
+            .opt_text(v.egress_carrier.as_deref())
+            .opt_text(v.first_hop_carrier.as_deref())
+            .text(&v.filled_json)
+            .text(&v.data_versions_json)
+            .int8(v.observed_at_ms)
+            .int8(v.decided_at_ms)
+            .opt_int2(v.trust_score)
+            .bool(v.low_trust);
+    }
+    out
+}
+
+/// The id column is left to its sequence: COPY takes the rows in order, so
+/// a line's history keeps the order in which its verdicts were replaced.
+const COPY_HISTORY: &str = "COPY line_history (line_key, verdict_id, verdict, actual_carrier, \
+     actual_province, actual_city, current_from, replaced_at) FROM STDIN (FORMAT binary)";
+
+fn history_rows(rows: &[apply::HistoryEntry]) -> CopyRows {
+    let mut out = CopyRows::with_capacity(rows.len() * 128);
+    for h in rows {
+        out.row(8)
+            .text(&h.line_key)
+            .int8(h.verdict_id)
+            .text(&h.verdict)
+            .opt_text(h.actual_carrier.as_deref())
+            .opt_text(h.actual_province.as_deref())
+            .opt_text(h.actual_city.as_deref())
+            .int8(h.current_from)
+            .int8(h.replaced_at);
+    }
+    out
+}
+
+/// Sends `rows` with the COPY `statement`; nothing when there are none.
+async fn copy_in(tx: &mut Tx, statement: &str, rows: CopyRows) -> Result<(), sqlx::Error> {
+    if rows.rows() == 0 {
+        return Ok(());
+    }
+    let mut copy = tx.copy_in_raw(statement).await?;
+    copy.send(rows.finish()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
 async fn write_plan(
     tx: &mut Tx,
     plan: &Plan,
     origins: &HashMap<i64, RawOrigin>,
 ) -> Result<(), sqlx::Error> {
-    let new = &plan.new_observations;
+    copy_in(
+        tx,
+        COPY_OBSERVATIONS,
+        observation_rows(&plan.new_observations),
+    )
+    .await?;
+    copy_in(tx, COPY_VERDICTS, verdict_rows(&plan.verdicts)).await?;
+    copy_in(tx, COPY_HISTORY, history_rows(&plan.history)).await?;
     let changed = &plan.changed_observations;
-    let verdicts = &plan.verdicts;
-    let history = &plan.history;
     let quarantine = &plan.quarantine;
     let raws = &plan.raws;
     let query = sqlx::query(AssertSqlSafe(WRITE_PLAN.as_str()))
-        // new observations
-        .bind(col(new, |o| o.id))
-        .bind(col(new, |o| o.obs_key.as_str()))
-        .bind(col(new, |o| o.line_key.as_str()))
-        .bind(col(new, |o| o.install_id.as_str()))
-        .bind(col(new, |o| o.account.as_str()))
-        .bind(col(new, |o| o.declared_province.as_deref()))
-        .bind(col(new, |o| o.declared_city.as_deref()))
-        .bind(col(new, |o| o.declared_carrier.as_deref()))
-        .bind(col(new, |o| o.egress_ip.as_str()))
-        .bind(col(new, |o| o.first_hop_ip.as_deref()))
-        .bind(col(new, |o| o.path_json.as_str()))
-        .bind(col(new, |o| o.engine.as_str()))
-        .bind(col(new, |o| o.agent_version.as_str()))
-        .bind(col(new, |o| o.os.as_str()))
-        .bind(col(new, |o| o.count))
-        .bind(col(new, |o| o.first_seen))
-        .bind(col(new, |o| o.last_seen))
-        .bind(col(new, |o| o.first_report_id.as_str()))
-        .bind(col(new, |o| o.last_report_id.as_str()))
-        .bind(col(new, |o| o.latest_verdict_id))
-        .bind(col(new, |o| o.latest_verdict_key.as_deref()))
         // changed observations
         .bind(col(changed, |o| o.id))
         .bind(col(changed, |o| o.count))
@@ -489,37 +601,8 @@ async fn write_plan(
         .bind(col(changed, |o| o.first_report_id.as_str()))
         .bind(col(changed, |o| o.last_report_id.as_str()))
         .bind(col(changed, |o| o.latest_verdict_id))
-        .bind(col(changed, |o| o.latest_verdict_key.as_deref()))
-        // verdicts
-        .bind(col(verdicts, |v| v.id))
-        .bind(col(verdicts, |v| v.line_key.as_str()))
-        .bind(col(verdicts, |v| v.observation_id))
-        .bind(col(verdicts, |v| v.report_id.as_str()))
-        .bind(col(verdicts, |v| v.verdict.as_str()))
-        .bind(col(verdicts, |v| v.verdict_key.as_str()))
-        .bind(col(verdicts, |v| v.reasons_json.as_str()))
-        .bind(col(verdicts, |v| v.evidence_json.as_str()))
-        .bind(col(verdicts, |v| v.actual_carrier.as_deref()))
-        .bind(col(verdicts, |v| v.actual_province.as_deref()))
-        .bind(col(verdicts, |v| v.actual_city.as_deref()))
-        .bind(col(verdicts, |v| v.egress_carrier.as_deref()))
-        .bind(col(verdicts, |v| v.first_hop_carrier.as_deref()))
-        .bind(col(verdicts, |v| v.filled_json.as_str()))
-        .bind(col(verdicts, |v| v.data_versions_json.as_str()))
-        .bind(col(verdicts, |v| v.observed_at_ms))
-        .bind(col(verdicts, |v| v.decided_at_ms))
-        .bind(col(verdicts, |v| v.trust_score))
-        .bind(col(verdicts, |v| v.low_trust));
+        .bind(col(changed, |o| o.latest_verdict_key.as_deref()));
     let query = bind_lines(bind_lines(query, &plan.new_lines), &plan.changed_lines)
-        // line history
-        .bind(col(history, |h| h.line_key.as_str()))
-        .bind(col(history, |h| h.verdict_id))
-        .bind(col(history, |h| h.verdict.as_str()))
-        .bind(col(history, |h| h.actual_carrier.as_deref()))
-        .bind(col(history, |h| h.actual_province.as_deref()))
-        .bind(col(history, |h| h.actual_city.as_deref()))
-        .bind(col(history, |h| h.current_from))
-        .bind(col(history, |h| h.replaced_at))
         // quarantine
         .bind(col(quarantine, |q| q.raw_id))
         .bind(col(quarantine, |q| q.report_id.as_deref()))
