@@ -58,6 +58,13 @@ impl CopyRows {
         self
     }
 
+    /// A `bytea` value.
+    pub(super) fn bytea(&mut self, value: &[u8]) -> &mut Self {
+        self.len_prefix(value.len());
+        self.buf.extend_from_slice(value);
+        self
+    }
+
     /// A `text` value or NULL.
     pub(super) fn opt_text(&mut self, value: Option<&str>) -> &mut Self {
         if let Some(v) = value {
@@ -122,7 +129,8 @@ mod tests {
             .opt_text(None)
             .opt_int2(Some(-2))
             .bool(true);
-        assert_eq!(rows.rows(), 1);
+        rows.row(1).bytea(&[0, 0xff]);
+        assert_eq!(rows.rows(), 2);
         let bytes = rows.finish();
         let mut expected = b"PGCOPY\n\xff\r\n\0".to_vec();
         expected.extend([0, 0, 0, 0, 0, 0, 0, 0]);
@@ -132,6 +140,7 @@ mod tests {
         expected.extend([0xff, 0xff, 0xff, 0xff]);
         expected.extend([0, 0, 0, 2, 0xff, 0xfe]);
         expected.extend([0, 0, 0, 1, 1]);
+        expected.extend([0, 1, 0, 0, 0, 2, 0, 0xff]);
         expected.extend([0xff, 0xff]);
         assert_eq!(bytes, expected);
     }

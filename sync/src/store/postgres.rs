@@ -105,6 +105,110 @@ pub(super) async fn commit_pull(
     batch: &PullBatch<'_>,
     next_after: i64,
 ) -> Result<PullOutcome, sqlx::Error> {
+    // Nearly every page is new reports: they go as COPY, which has no ON
+    // CONFLICT. A page that repeats a stored report (a lost ack, a restart)
+    // fails on the unique (node, seq) key and is committed again, whole,
+    // by the statement that skips duplicates.
+    match commit_pull_copy(pool, batch, next_after).await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+            commit_pull_upsert(pool, batch, next_after).await
+        }
+        other => other,
+    }
+}
+
+/// PostgreSQL's SQLSTATE for a unique key violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+const COPY_RAW_REPORTS: &str = "COPY raw_reports (id, collector, node_id, seq, report_id, \
+     received_at, body, pulled_at) FROM STDIN (FORMAT binary)";
+
+/// [`commit_pull`] for a page of reports none of which is stored yet: ids
+/// from the sequence, the reports as binary COPY (the bodies are read once
+/// by the server, not parsed out of a `bytea[]` and copied again), then
+/// their pending entries and the cursor in one statement. A report stored
+/// before fails the whole transaction with a unique violation.
+async fn commit_pull_copy(
+    pool: &PgPool,
+    batch: &PullBatch<'_>,
+    next_after: i64,
+) -> Result<PullOutcome, sqlx::Error> {
+    let reports = batch.reports;
+    let mut tx = pool.begin().await?;
+    let ids: Vec<i64> = if reports.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
+            "SELECT ARRAY(SELECT nextval('raw_reports_id_seq') FROM generate_series(1, $1))",
+        )
+        .bind(count_i64(reports.len()))
+        .fetch_one(&mut *tx)
+        .await?
+    };
+    let bytes: usize = reports.iter().map(|r| r.body.len() + 96).sum();
+    let mut rows = CopyRows::with_capacity(bytes);
+    for (report, &id) in reports.iter().zip(&ids) {
+        rows.row(8)
+            .int8(id)
+            .text(batch.collector)
+            .text(batch.node_id)
+            // Range checked by Store::commit_pull.
+            .int8(i64::try_from(report.seq).unwrap_or(i64::MAX))
+            .opt_text(report.report_id.as_deref())
+            .opt_int8(report.received_at_ms)
+            .bytea(&report.body)
+            .int8(batch.pulled_at_ms);
+    }
+    copy_in(&mut tx, COPY_RAW_REPORTS, rows).await?;
+    // When the cursor belongs to another node, the upsert's WHERE leaves it
+    // alone and returns nothing, and the transaction is rolled back below.
+    let after: Option<i64> = sqlx::query_scalar(
+        "WITH pending AS (INSERT INTO raw_pending (raw_id) SELECT UNNEST($3::bigint[])) \
+         INSERT INTO pull_cursors \
+           (collector, node_id, after_seq, last_pull_at, last_ok_at, pulled_total) \
+         VALUES ($1, $2, $4, $5, $5, $6) \
+         ON CONFLICT (collector) DO UPDATE SET \
+           node_id = EXCLUDED.node_id, \
+           after_seq = GREATEST(pull_cursors.after_seq, EXCLUDED.after_seq), \
+           last_pull_at = EXCLUDED.last_pull_at, \
+           last_ok_at = EXCLUDED.last_ok_at, \
+           last_error = NULL, \
+           last_error_at = NULL, \
+           pulled_total = pull_cursors.pulled_total + EXCLUDED.pulled_total \
+         WHERE pull_cursors.node_id = '' OR pull_cursors.node_id = EXCLUDED.node_id \
+         RETURNING after_seq",
+    )
+    .bind(batch.collector)
+    .bind(batch.node_id)
+    .bind(&ids)
+    .bind(next_after)
+    .bind(batch.pulled_at_ms)
+    .bind(count_i64(ids.len()))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(after) = after else {
+        let old_node: String = sqlx::query_scalar(queries::CURSOR_NODE)
+            .bind(batch.collector)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        return Ok(PullOutcome::NodeChanged { old_node });
+    };
+    tx.commit().await?;
+    Ok(PullOutcome::Committed(PullCommit {
+        inserted: u64::try_from(ids.len()).unwrap_or(u64::MAX),
+        duplicates: 0,
+        after_seq: u64::try_from(after).unwrap_or(0),
+    }))
+}
+
+/// [`commit_pull`] for a page that may hold reports stored before (a
+/// re-pull): duplicates are skipped by the insert itself.
+async fn commit_pull_upsert(
+    pool: &PgPool,
+    batch: &PullBatch<'_>,
+    next_after: i64,
+) -> Result<PullOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let reports = batch.reports;
     // One statement: the reports, their entries in the pending list and the
