@@ -685,7 +685,8 @@ pub(super) fn add_summary(total: &mut ApplySummary, part: &ApplySummary) {
 
 /// Splits a batch into at most `parts` groups of record indices (each in
 /// batch order) such that no raw report, observation or line is touched by
-/// records of two groups: records that share any of them are connected, and
+/// records of two groups, and the quarantine records are in one group:
+/// records that share any of these are connected, and
 /// a connected set goes whole into one group. Each group can then be
 /// planned and written on its own — in its own transaction, at the same
 /// time as the others — and reads and writes only rows no other group
@@ -700,14 +701,24 @@ pub(super) fn partition(batch: &[Processed], parts: usize) -> Vec<Vec<usize>> {
     let mut by_raw: HashMap<i64, usize> = HashMap::with_capacity(batch.len());
     let mut by_obs: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
     let mut by_line: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    // The quarantine is listed in the order its rows were written (their
+    // ids): all of a batch's quarantine records go into one group, so they
+    // are written in batch order. They are few.
+    let mut first_quarantined = None;
     for (i, record) in batch.iter().enumerate() {
         let first = *by_raw.entry(record.raw_id()).or_insert(i);
         sets.union(first, i);
-        if let Processed::Observation(o) = record {
-            let first = *by_obs.entry(o.obs_key.as_str()).or_insert(i);
-            sets.union(first, i);
-            let first = *by_line.entry(o.line_key.as_str()).or_insert(i);
-            sets.union(first, i);
+        match record {
+            Processed::Observation(o) => {
+                let first = *by_obs.entry(o.obs_key.as_str()).or_insert(i);
+                sets.union(first, i);
+                let first = *by_line.entry(o.line_key.as_str()).or_insert(i);
+                sets.union(first, i);
+            }
+            Processed::Quarantine(_) => {
+                let first = *first_quarantined.get_or_insert(i);
+                sets.union(first, i);
+            }
         }
     }
     // Connected sets in the order of their first record, then largest first
@@ -853,8 +864,11 @@ mod tests {
             quarantine(2),      // raw report of record 1
             obs(5, "o5", "l5"),
             obs(6, "o6", "l6"),
-            quarantine(7),
+            quarantine(7),      // quarantined, as record 4
             obs(8, "o8", "l9"), // line of record 3
+            obs(9, "o9", "l10"),
+            obs(10, "o10", "l11"),
+            obs(11, "o11", "l12"),
         ];
         let groups = partition(&batch, 2);
         assert_eq!(groups.len(), 2);
@@ -863,13 +877,14 @@ mod tests {
         assert_eq!(of[1], of[3]);
         assert_eq!(of[1], of[4]);
         assert_eq!(of[3], of[8]);
+        assert_eq!(of[4], of[7], "the quarantine is written by one group");
         for group in &groups {
             assert!(group.windows(2).all(|w| w[0] < w[1]), "not in batch order");
         }
-        // The largest connected set (records 1, 3, 4, 8) is alone with
-        // the smallest ones; the groups come out about even.
+        // The largest connected set (records 1, 3, 4, 7, 8) is joined
+        // only by single records; the groups come out even.
         let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
-        assert!(sizes.iter().all(|&s| s >= 4), "uneven groups: {sizes:?}");
+        assert_eq!(sizes.iter().max(), Some(&6), "uneven groups: {sizes:?}");
     }
 
     #[test]
