@@ -37,7 +37,9 @@
 //! Knobs (environment variables):
 //! - `LINEPROBE_BENCH_SECS` measured seconds per phase (default 10)
 //! - `LINEPROBE_BENCH_ROUNDS` rounds the no-op and durable phases alternate
-//!   in, splitting their measured seconds (default 2)
+//!   in, splitting their measured seconds (default 4: the VM's neighbours
+//!   move the no-op rate by ±15 % from minute to minute, and short
+//!   alternating rounds let a slow spell hit both sides alike)
 //! - `LINEPROBE_BENCH_WARMUP_SECS` warm-up seconds per round (default 1)
 //! - `LINEPROBE_BENCH_CONNS` concurrent connections, a comma-separated
 //!   sweep whose last count is the goal's (default `64,256`)
@@ -139,7 +141,7 @@ impl Knobs {
             secs: env_num("LINEPROBE_BENCH_SECS", 10)?.max(1),
             warmup_secs: env_num("LINEPROBE_BENCH_WARMUP_SECS", 1)?,
             conns: env_list("LINEPROBE_BENCH_CONNS", &[64, 256])?,
-            rounds: env_num("LINEPROBE_BENCH_ROUNDS", 2)?.max(1),
+            rounds: env_num("LINEPROBE_BENCH_ROUNDS", 4)?.max(1),
             tls: env_num("LINEPROBE_BENCH_TLS", 1)? != 0,
             server_threads: env_num("LINEPROBE_BENCH_SERVER_THREADS", cores)?.max(1),
             client_threads: env_num("LINEPROBE_BENCH_CLIENT_THREADS", cores)?.max(1),
@@ -290,7 +292,7 @@ fn run() -> Result<bool> {
             ..Level::default()
         };
         for _ in 0..knobs.rounds {
-            level.noop.merge(load(
+            let noop = load(
                 &client_rt,
                 &noop_target,
                 &templates,
@@ -299,9 +301,9 @@ fn run() -> Result<bool> {
                 round_secs,
                 Pace::Closed,
                 StatusCode::NO_CONTENT,
-            )?);
+            )?;
             let before = commits.snapshot();
-            level.durable.merge(load(
+            let durable = load(
                 &client_rt,
                 &durable_target,
                 &templates,
@@ -310,8 +312,13 @@ fn run() -> Result<bool> {
                 round_secs,
                 Pace::Closed,
                 StatusCode::CREATED,
-            )?);
+            )?;
             level.commits.add(&commits.snapshot().since(&before));
+            if noop.rate() > 0.0 {
+                level.round_ratios.push(durable.rate() / noop.rate());
+            }
+            level.noop.merge(noop);
+            level.durable.merge(durable);
         }
         level.noop.latencies.sort_unstable();
         level.durable.latencies.sort_unstable();
@@ -375,6 +382,9 @@ fn run() -> Result<bool> {
     cpu_costs(&templates)?;
     println!();
 
+    for level in &sweep {
+        level.print_spread();
+    }
     for level in &sweep {
         let ratio = level.ratio();
         if level.conns == goal_level.conns {
@@ -927,6 +937,16 @@ impl Outcome {
         }
     }
 
+    /// CPU the whole process (server, load generator, store threads) spent
+    /// per request answered as expected, warm-up included, in µs.
+    fn cpu_us_per_request(&self) -> f64 {
+        if self.total_ok > 0 {
+            self.cpu_secs * 1e6 / self.total_ok as f64
+        } else {
+            0.0
+        }
+    }
+
     fn mean_body(&self) -> f64 {
         self.body_bytes as f64 / self.bodies.max(1) as f64
     }
@@ -965,9 +985,36 @@ struct Level {
     noop: Outcome,
     durable: Outcome,
     commits: CommitSnapshot,
+    /// The durable/no-op ratio of each round on its own.
+    round_ratios: Vec<f64>,
 }
 
 impl Level {
+    /// How far the rounds' own ratios spread, and the ratio of the CPU
+    /// the whole process spent per answered request (warm-up included): time
+    /// stolen by the hypervisor is in neither CPU figure, so this one moves
+    /// less with the neighbours than the rates do.
+    fn print_spread(&self) {
+        let mut ratios = self.round_ratios.clone();
+        ratios.sort_by(f64::total_cmp);
+        let (Some(low), Some(high)) = (ratios.first(), ratios.last()) else {
+            return;
+        };
+        let median = ratios[ratios.len() / 2];
+        let noop_us = self.noop.cpu_us_per_request();
+        let durable_us = self.durable.cpu_us_per_request();
+        println!(
+            "  {} conns: per-round ratios {low:.2}..{high:.2} (median {median:.2}); CPU per request \
+             no-op {noop_us:.1} µs, durable {durable_us:.1} µs (CPU-cost ratio {:.2})",
+            self.conns,
+            if durable_us > 0.0 {
+                noop_us / durable_us
+            } else {
+                0.0
+            }
+        );
+    }
+
     fn ratio(&self) -> f64 {
         if self.noop.rate() > 0.0 {
             self.durable.rate() / self.noop.rate()
