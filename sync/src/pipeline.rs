@@ -39,8 +39,9 @@ pub struct PipelineRun {
     pub skipped: u64,
     /// Wall time, in milliseconds.
     pub elapsed_ms: u64,
-    /// Time spent reading pending reports from the database, in
-    /// milliseconds.
+    /// Time spent waiting for pending reports from the database, in
+    /// milliseconds (each page after the first is read while the one
+    /// before is processed).
     pub fetch_ms: u64,
     /// Wall time of the CPU work (extract, resolve, verdict) on the worker
     /// threads, in milliseconds.
@@ -296,6 +297,10 @@ impl Pipeline {
                 break;
             }
             let after = rows.last().map_or(0, |r| r.id);
+            // The next page is read while this one is processed and the one
+            // before is applied: it lists only reports after this page's
+            // last, which neither apply touches.
+            let next = tokio::spawn(fetch(after));
             let read = rows.len();
             let t = Instant::now();
             let reprocess = selection != Selection::Pending;
@@ -318,7 +323,9 @@ impl Pipeline {
                 }),
             ));
             let t = Instant::now();
-            rows = fetch(after).await?;
+            rows = next
+                .await
+                .map_err(|e| Error::Internal(format!("pending report reader failed: {e}")))??;
             fetch_time += t.elapsed();
         }
         if let Some((n, handle)) = pending_apply.take() {
