@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,7 @@ async fn load(
     public: SocketAddr,
     conns: usize,
     stop: CancellationToken,
+    progress: Arc<AtomicUsize>,
 ) -> (HashMap<String, u16>, usize) {
     let client = support::client(dir);
     let acked: Arc<Mutex<HashMap<String, u16>>> = Arc::default();
@@ -87,6 +89,7 @@ async fn load(
         let client = client.clone();
         let acked = Arc::clone(&acked);
         let errors = Arc::clone(&errors);
+        let progress = Arc::clone(&progress);
         let stop = stop.clone();
         let url = format!("https://localhost:{}/api/v1/report", public.port());
         tasks.push(tokio::spawn(async move {
@@ -101,6 +104,7 @@ async fn load(
                 match outcome {
                     Ok(r) if r.status().is_success() => {
                         acked.lock().expect("lock").insert(id, r.status().as_u16());
+                        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(_) | Err(_) => {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -177,13 +181,25 @@ async fn kill_9_under_load_loses_no_acknowledged_report() {
         let collector = spawn(dir.path());
         let stop = CancellationToken::new();
         let public = collector.public;
+        let progress = Arc::new(AtomicUsize::new(0));
         let generator = tokio::spawn({
             let dir = dir.path().to_path_buf();
             let stop = stop.clone();
-            async move { load(&dir, public, 16, stop).await }
+            let progress = Arc::clone(&progress);
+            async move { load(&dir, public, 16, stop, progress).await }
         });
-        // Let the load run, then kill at a different moment each round.
-        tokio::time::sleep(Duration::from_millis(700 + round * 350)).await;
+        // Kill under load: once reports are being acknowledged (a fixed
+        // sleep found none yet on a machine busy with other builds), at a
+        // different moment each round.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no report acknowledged within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200 + round * 350)).await;
         signal(&collector.child, "-KILL");
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.cancel();
@@ -208,7 +224,7 @@ async fn sigterm_under_load_ends_every_request_as_durable_2xx_or_error() {
     let generator = tokio::spawn({
         let dir = dir.path().to_path_buf();
         let stop = stop.clone();
-        async move { load(&dir, public, 16, stop).await }
+        async move { load(&dir, public, 16, stop, Arc::default()).await }
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
     let sent_at = Instant::now();
