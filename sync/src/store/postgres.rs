@@ -100,6 +100,24 @@ pub(super) async fn cursors(pool: &PgPool) -> Result<Vec<PullCursor>, sqlx::Erro
     sqlx::query_as(queries::CURSORS).fetch_all(pool).await
 }
 
+/// The pull cursor's upsert after a page is stored, shared by both ways of
+/// committing one: it moves forward only, clears the last error, counts
+/// the new reports, and leaves a cursor of another node alone (the
+/// statement then returns no row).
+macro_rules! advance_cursor {
+    () => {
+        " ON CONFLICT (collector) DO UPDATE SET \
+           node_id = EXCLUDED.node_id, \
+           after_seq = GREATEST(pull_cursors.after_seq, EXCLUDED.after_seq), \
+           last_pull_at = EXCLUDED.last_pull_at, \
+           last_ok_at = EXCLUDED.last_ok_at, \
+           last_error = NULL, \
+           last_error_at = NULL, \
+           pulled_total = pull_cursors.pulled_total + EXCLUDED.pulled_total \
+         WHERE pull_cursors.node_id = '' OR pull_cursors.node_id = EXCLUDED.node_id"
+    };
+}
+
 pub(super) async fn commit_pull(
     pool: &PgPool,
     batch: &PullBatch<'_>,
@@ -162,22 +180,14 @@ async fn commit_pull_copy(
     copy_in(&mut tx, COPY_RAW_REPORTS, rows).await?;
     // When the cursor belongs to another node, the upsert's WHERE leaves it
     // alone and returns nothing, and the transaction is rolled back below.
-    let after: Option<i64> = sqlx::query_scalar(
+    let after: Option<i64> = sqlx::query_scalar(concat!(
         "WITH pending AS (INSERT INTO raw_pending (raw_id) SELECT UNNEST($3::bigint[])) \
          INSERT INTO pull_cursors \
            (collector, node_id, after_seq, last_pull_at, last_ok_at, pulled_total) \
-         VALUES ($1, $2, $4, $5, $5, $6) \
-         ON CONFLICT (collector) DO UPDATE SET \
-           node_id = EXCLUDED.node_id, \
-           after_seq = GREATEST(pull_cursors.after_seq, EXCLUDED.after_seq), \
-           last_pull_at = EXCLUDED.last_pull_at, \
-           last_ok_at = EXCLUDED.last_ok_at, \
-           last_error = NULL, \
-           last_error_at = NULL, \
-           pulled_total = pull_cursors.pulled_total + EXCLUDED.pulled_total \
-         WHERE pull_cursors.node_id = '' OR pull_cursors.node_id = EXCLUDED.node_id \
-         RETURNING after_seq",
-    )
+         VALUES ($1, $2, $4, $5, $5, $6)",
+        advance_cursor!(),
+        " RETURNING after_seq",
+    ))
     .bind(batch.collector)
     .bind(batch.node_id)
     .bind(&ids)
@@ -186,20 +196,8 @@ async fn commit_pull_copy(
     .bind(count_i64(ids.len()))
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(after) = after else {
-        let old_node: String = sqlx::query_scalar(queries::CURSOR_NODE)
-            .bind(batch.collector)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        return Ok(PullOutcome::NodeChanged { old_node });
-    };
-    tx.commit().await?;
-    Ok(PullOutcome::Committed(PullCommit {
-        inserted: u64::try_from(ids.len()).unwrap_or(u64::MAX),
-        duplicates: 0,
-        after_seq: u64::try_from(after).unwrap_or(0),
-    }))
+    let inserted = count_i64(ids.len());
+    finish_pull(tx, batch, after.map(|after| (after, inserted))).await
 }
 
 /// [`commit_pull`] for a page that may hold reports stored before (a
@@ -215,7 +213,7 @@ async fn commit_pull_upsert(
     // cursor. When the cursor belongs to another node, the upsert's WHERE
     // leaves it alone and returns nothing, and the transaction is rolled
     // back below.
-    let committed: Option<(i64, i64)> = sqlx::query_as(
+    let committed: Option<(i64, i64)> = sqlx::query_as(concat!(
         "WITH inserted AS ( \
            INSERT INTO raw_reports \
              (collector, node_id, seq, report_id, received_at, body, pulled_at) \
@@ -227,18 +225,10 @@ async fn commit_pull_upsert(
          pending AS (INSERT INTO raw_pending (raw_id) SELECT id FROM inserted) \
          INSERT INTO pull_cursors \
            (collector, node_id, after_seq, last_pull_at, last_ok_at, pulled_total) \
-         SELECT $1, $2, $8, $7, $7, (SELECT count(*) FROM inserted) \
-         ON CONFLICT (collector) DO UPDATE SET \
-           node_id = EXCLUDED.node_id, \
-           after_seq = GREATEST(pull_cursors.after_seq, EXCLUDED.after_seq), \
-           last_pull_at = EXCLUDED.last_pull_at, \
-           last_ok_at = EXCLUDED.last_ok_at, \
-           last_error = NULL, \
-           last_error_at = NULL, \
-           pulled_total = pull_cursors.pulled_total + EXCLUDED.pulled_total \
-         WHERE pull_cursors.node_id = '' OR pull_cursors.node_id = EXCLUDED.node_id \
-         RETURNING after_seq, (SELECT count(*) FROM inserted)",
-    )
+         SELECT $1, $2, $8, $7, $7, (SELECT count(*) FROM inserted)",
+        advance_cursor!(),
+        " RETURNING after_seq, (SELECT count(*) FROM inserted)",
+    ))
     .bind(batch.collector)
     .bind(batch.node_id)
     // Range checked by Store::commit_pull.
@@ -250,6 +240,17 @@ async fn commit_pull_upsert(
     .bind(next_after)
     .fetch_optional(&mut *tx)
     .await?;
+    finish_pull(tx, batch, committed).await
+}
+
+/// Ends a pull's transaction: committed with the cursor's new position and
+/// how many of the page's reports were new, or, when the cursor's upsert
+/// returned nothing because it belongs to another node, rolled back.
+async fn finish_pull(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &PullBatch<'_>,
+    committed: Option<(i64, i64)>,
+) -> Result<PullOutcome, sqlx::Error> {
     let Some((after, inserted)) = committed else {
         let old_node: String = sqlx::query_scalar(queries::CURSOR_NODE)
             .bind(batch.collector)
@@ -260,10 +261,10 @@ async fn commit_pull_upsert(
     };
     tx.commit().await?;
     let inserted = u64::try_from(inserted).unwrap_or(0);
-    let total = u64::try_from(reports.len()).unwrap_or(u64::MAX);
+    let total = u64::try_from(batch.reports.len()).unwrap_or(u64::MAX);
     Ok(PullOutcome::Committed(PullCommit {
         inserted,
-        duplicates: total - inserted,
+        duplicates: total.saturating_sub(inserted),
         after_seq: u64::try_from(after).unwrap_or(0),
     }))
 }
