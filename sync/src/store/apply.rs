@@ -143,6 +143,8 @@ pub(super) struct RawWrite {
     pub(super) id: i64,
     pub(super) state: RawState,
     pub(super) observation_id: Option<i64>,
+    /// It was pending when the batch was loaded: it has no outcome row yet.
+    pub(super) was_pending: bool,
 }
 
 /// Everything one batch writes. New observations and verdicts carry
@@ -656,6 +658,7 @@ impl<'a> Planner<'a> {
                 id,
                 state: track.state,
                 observation_id: track.observation_id,
+                was_pending: track.initial == RawState::Pending,
             });
             match track.state {
                 RawState::Quarantined => {
@@ -885,6 +888,170 @@ mod tests {
         // only by single records; the groups come out even.
         let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
         assert_eq!(sizes.iter().max(), Some(&6), "uneven groups: {sizes:?}");
+    }
+
+    /// `obs` with a time, a verdict key and the reprocess flag.
+    fn seen(
+        raw_id: i64,
+        obs_key: &str,
+        line_key: &str,
+        at: i64,
+        key: &str,
+        again: bool,
+    ) -> Processed {
+        let mut record = obs(raw_id, obs_key, line_key);
+        if let Processed::Observation(o) = &mut record {
+            o.observed_at_ms = at;
+            o.reprocess = again;
+            o.verdict.verdict_key = key.to_owned();
+            o.verdict.decided_at_ms = raw_id;
+        }
+        record
+    }
+
+    /// The rows a replay of random batches holds, as a database would.
+    #[derive(Default)]
+    struct Replay {
+        seed: u64,
+        states: HashMap<i64, RawState>,
+        records: HashMap<i64, (String, String, i64)>,
+        observations: HashMap<String, ObservationState>,
+        lines: HashMap<String, LineRow>,
+        ids: (i64, i64, i64),
+    }
+
+    impl Replay {
+        fn next(&mut self, n: usize) -> usize {
+            self.seed = self
+                .seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(self.seed >> 33).unwrap() % n
+        }
+
+        /// New reports at random times (out of order, repeating an
+        /// observation now and then) and re-decided processed ones.
+        fn batch(&mut self) -> Vec<Processed> {
+            let mut batch = Vec::new();
+            for _ in 0..=self.next(12) {
+                let key = format!("v{}", self.next(3));
+                let mut processed: Vec<i64> = self
+                    .states
+                    .iter()
+                    .filter(|(_, s)| **s == RawState::Processed)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !processed.is_empty() && self.next(5) == 0 {
+                    processed.sort_unstable();
+                    let id = processed[self.next(processed.len())];
+                    let (obs_key, line_key, at) = self.records[&id].clone();
+                    batch.push(seen(id, &obs_key, &line_key, at, &key, true));
+                    continue;
+                }
+                self.ids.0 += 1;
+                let id = self.ids.0;
+                let line_key = format!("line{}", self.next(4));
+                let obs_key = format!("{line_key}/obs{}", self.next(4));
+                let at = i64::try_from(self.next(1000)).unwrap();
+                self.states.insert(id, RawState::Pending);
+                self.records
+                    .insert(id, (obs_key.clone(), line_key.clone(), at));
+                batch.push(seen(id, &obs_key, &line_key, at, &key, false));
+            }
+            batch
+        }
+
+        /// The last seen time of the observation `id`.
+        fn seen_of(&self, id: i64) -> Option<i64> {
+            self.observations
+                .values()
+                .find(|o| o.id == id)
+                .map(|o| o.last_seen)
+        }
+
+        /// Plans `batch` against the rows it touches, loading each line
+        /// with its current observation's own time (what the store read
+        /// before), and keeps what it writes.
+        fn apply(&mut self, batch: &[Processed]) {
+            let eligible = eligible(batch, &self.states);
+            let (obs_keys, line_keys) = touched_keys(batch, &eligible);
+            let observations = obs_keys
+                .iter()
+                .filter_map(|k| self.observations.get(k).cloned())
+                .collect();
+            let lines = line_keys
+                .iter()
+                .filter_map(|k| self.lines.get(k))
+                .map(|line| LineState {
+                    line: line.clone(),
+                    current_seen: self.seen_of(line.observation_id),
+                })
+                .collect();
+            let mut plan = plan(batch, &eligible, &self.states, observations, lines);
+            let allocate = |n: usize, last: &mut i64| -> Vec<i64> {
+                (0..n)
+                    .map(|_| {
+                        *last += 1;
+                        *last
+                    })
+                    .collect()
+            };
+            let obs_ids = allocate(plan.new_observations.len(), &mut self.ids.1);
+            let verdict_ids = allocate(plan.verdicts.len(), &mut self.ids.2);
+            plan.assign_ids(&obs_ids, &verdict_ids);
+            for o in plan
+                .new_observations
+                .into_iter()
+                .chain(plan.changed_observations)
+            {
+                self.observations.insert(o.obs_key.clone(), o);
+            }
+            for l in plan.new_lines.into_iter().chain(plan.changed_lines) {
+                self.lines.insert(l.line_key.clone(), l);
+            }
+            for r in plan.raws {
+                self.states.insert(r.id, r.state);
+            }
+        }
+    }
+
+    /// `line_states` reads a line's current observation's last seen time
+    /// from the line itself: that holds only if the current observation is
+    /// always one seen last. Replays random batches (reports out of order,
+    /// repeats, re-decided reports) through `plan` and checks every line
+    /// against its observations after each.
+    #[test]
+    fn the_current_observation_is_always_one_seen_last() {
+        let mut replay = Replay {
+            seed: 0x5EED_1234_ABCD,
+            ..Replay::default()
+        };
+        for _ in 0..300 {
+            let batch = replay.batch();
+            replay.apply(&batch);
+            for line in replay.lines.values() {
+                let current = replay.seen_of(line.observation_id);
+                assert_eq!(
+                    current,
+                    Some(line.last_seen_ms),
+                    "line {} follows an observation last seen at {current:?}, but was \
+                     seen at {}",
+                    line.line_key,
+                    line.last_seen_ms
+                );
+                let latest = replay
+                    .observations
+                    .values()
+                    .filter(|o| o.line_key == line.line_key)
+                    .map(|o| o.last_seen)
+                    .max();
+                assert_eq!(latest, Some(line.last_seen_ms));
+            }
+        }
+        assert!(
+            replay.lines.len() == 4 && replay.observations.len() > 10,
+            "the replay covers too little"
+        );
     }
 
     #[test]

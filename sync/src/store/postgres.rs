@@ -1,5 +1,5 @@
-//! The production backend. Every write of a batch is set-based: the rows of
-//! a table go as parallel arrays (`UNNEST`), and all tables of an apply in
+//! The production backend. Every write of a batch is set-based: new rows go
+//! as binary COPY, updates as parallel arrays (`UNNEST`) with all tables in
 //! one statement, so a batch of thousands of reports costs a handful of
 //! round trips, not thousands.
 
@@ -505,13 +505,12 @@ fn arrays(next: &mut usize, types: &[&str]) -> String {
     out.join(", ")
 }
 
-/// The writes of a batch other than the large inserts (which go as COPY,
-/// see `write_plan`) in one statement: each table is written by one
+/// The writes of a batch other than its inserts (which go as COPY, see
+/// `write_plan`) in one statement: each table is written by one
 /// data-modifying CTE from parallel arrays. The plan never touches a row
-/// twice (new and changed observations are disjoint, and so are the
-/// quarantine rows upserted and deleted), which is what lets them share one
-/// statement and one snapshot. One statement is one round trip, whatever
-/// the batch size.
+/// twice (the quarantine rows upserted and deleted are disjoint), which is
+/// what lets them share one statement and one snapshot. One statement is
+/// one round trip, whatever the batch size.
 static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     let n = &mut 0;
     let changed_observations = arrays(
@@ -524,13 +523,11 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
         "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
         "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean",
     ];
-    let new_lines = arrays(n, &line_types);
     let changed_lines = arrays(n, &line_types);
     let quarantine = arrays(n, &["bigint", "text", "text", "text", "text", "bigint"]);
     let unquarantine = arrays(n, &["bigint"]);
-    // The decided raw reports' pending entries go: those of the outcomes' ids.
-    let raw_ids = format!("${}::bigint[]", *n + 1);
-    let raws = arrays(n, &["bigint", "text", "bigint", "text", "bigint", "bigint"]);
+    let decided = arrays(n, &["bigint"]);
+    let changed_outcomes = arrays(n, &["bigint", "text", "bigint"]);
     format!(
         "WITH changed_observations AS ( \
            UPDATE observations o SET count = u.count, first_seen = u.first_seen, \
@@ -540,12 +537,6 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
            FROM UNNEST({changed_observations}) AS u(id, count, first_seen, last_seen, \
              first_report_id, last_report_id, latest_verdict_id, latest_verdict_key) \
            WHERE o.id = u.id), \
-         new_lines AS ( \
-           INSERT INTO lines (line_key, account, install_id, declared_province, \
-             declared_city, declared_carrier, actual_carrier, actual_province, actual_city, \
-             egress_ip, first_hop_ip, verdict, verdict_id, observation_id, reports, \
-             first_seen, last_seen, current_from, updated_at, low_trust) \
-           SELECT * FROM UNNEST({new_lines})), \
          changed_lines AS ( \
            UPDATE lines l SET account = u.account, install_id = u.install_id, \
              declared_province = u.declared_province, declared_city = u.declared_city, \
@@ -571,14 +562,12 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
              summary = EXCLUDED.summary, quarantined_at = EXCLUDED.quarantined_at), \
          unquarantined AS ( \
            DELETE FROM quarantine WHERE raw_id = ANY({unquarantine})), \
-         outcomes AS ( \
-           INSERT INTO raw_outcomes (id, state, observation_id, collector, received_at, \
-             pulled_at) \
-           SELECT * FROM UNNEST({raws}) \
-           ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
-             observation_id = EXCLUDED.observation_id), \
+         changed_outcomes AS ( \
+           UPDATE raw_outcomes o SET state = u.state, observation_id = u.observation_id \
+           FROM UNNEST({changed_outcomes}) AS u(id, state, observation_id) \
+           WHERE o.id = u.id), \
          applied AS ( \
-           DELETE FROM raw_pending WHERE raw_id = ANY({raw_ids})) \
+           DELETE FROM raw_pending WHERE raw_id = ANY({decided})) \
          SELECT 1"
     )
 });
@@ -649,6 +638,62 @@ fn verdict_rows(rows: &[VerdictRow]) -> CopyRows {
     out
 }
 
+const COPY_LINES: &str = "COPY lines (line_key, account, install_id, declared_province, \
+     declared_city, declared_carrier, actual_carrier, actual_province, actual_city, egress_ip, \
+     first_hop_ip, verdict, verdict_id, observation_id, reports, first_seen, last_seen, \
+     current_from, updated_at, low_trust) FROM STDIN (FORMAT binary)";
+
+fn line_rows(rows: &[LineRow]) -> CopyRows {
+    let mut out = CopyRows::with_capacity(rows.len() * 320);
+    for l in rows {
+        out.row(20)
+            .text(&l.line_key)
+            .text(&l.account)
+            .text(&l.install_id)
+            .opt_text(l.declared_province.as_deref())
+            .opt_text(l.declared_city.as_deref())
+            .opt_text(l.declared_carrier.as_deref())
+            .opt_text(l.actual_carrier.as_deref())
+            .opt_text(l.actual_province.as_deref())
+            .opt_text(l.actual_city.as_deref())
+            .text(&l.egress_ip)
+            .opt_text(l.first_hop_ip.as_deref())
+            .text(&l.verdict)
+            .int8(l.verdict_id)
+            .int8(l.observation_id)
+            .int8(i64::try_from(l.reports).unwrap_or(i64::MAX))
+            .int8(l.first_seen_ms)
+            .int8(l.last_seen_ms)
+            .int8(l.current_from_ms)
+            .int8(l.updated_at_ms)
+            .bool(l.low_trust);
+    }
+    out
+}
+
+const COPY_OUTCOMES: &str = "COPY raw_outcomes (id, state, observation_id, collector, \
+     received_at, pulled_at) FROM STDIN (FORMAT binary)";
+
+/// The outcome rows of the raw reports that were pending: none of them
+/// has one yet (a report is pending exactly while it has none, and the
+/// apply lock keeps it so), so they are plain inserts. A report decided
+/// before (re-decided, or applied twice) has its row updated by
+/// `WRITE_PLAN` instead.
+fn outcome_rows(raws: &[apply::RawWrite], origins: &HashMap<i64, RawOrigin>) -> CopyRows {
+    let mut out = CopyRows::with_capacity(raws.len() * 96);
+    for r in raws.iter().filter(|r| r.was_pending) {
+        let origin = origins.get(&r.id);
+        out.row(6)
+            .int8(r.id)
+            .text(r.state.as_str())
+            .opt_int8(r.observation_id)
+            .opt_text(origin.map(|o| o.collector.as_str()))
+            .opt_int8(origin.and_then(|o| o.received_at))
+            .opt_int8(origin.map(|o| o.pulled_at));
+    }
+    out
+}
+
 /// The id column is left to its sequence: COPY takes the rows in order, so
 /// a line's history keeps the order in which its verdicts were replaced.
 const COPY_HISTORY: &str = "COPY line_history (line_key, verdict_id, verdict, actual_carrier, \
@@ -694,9 +739,14 @@ async fn write_plan(
     .await?;
     copy_in(tx, COPY_VERDICTS, verdict_rows(&plan.verdicts)).await?;
     copy_in(tx, COPY_HISTORY, history_rows(&plan.history)).await?;
+    copy_in(tx, COPY_LINES, line_rows(&plan.new_lines)).await?;
+    // An insert with ON CONFLICT is a speculative insertion: a probe of the
+    // key first and an extra WAL record to confirm each row. Nearly every
+    // outcome is a report's first, which conflicts with nothing.
+    copy_in(tx, COPY_OUTCOMES, outcome_rows(&plan.raws, origins)).await?;
     let changed = &plan.changed_observations;
     let quarantine = &plan.quarantine;
-    let raws = &plan.raws;
+    let redecided: Vec<&apply::RawWrite> = plan.raws.iter().filter(|r| !r.was_pending).collect();
     let query = sqlx::query(AssertSqlSafe(WRITE_PLAN.as_str()))
         // changed observations
         .bind(col(changed, |o| o.id))
@@ -707,7 +757,7 @@ async fn write_plan(
         .bind(col(changed, |o| o.last_report_id.as_str()))
         .bind(col(changed, |o| o.latest_verdict_id))
         .bind(col(changed, |o| o.latest_verdict_key.as_deref()));
-    let query = bind_lines(bind_lines(query, &plan.new_lines), &plan.changed_lines)
+    let query = bind_lines(query, &plan.changed_lines)
         // quarantine
         .bind(col(quarantine, |q| q.raw_id))
         .bind(col(quarantine, |q| q.report_id.as_deref()))
@@ -716,17 +766,12 @@ async fn write_plan(
         .bind(col(quarantine, |q| q.summary.as_str()))
         .bind(col(quarantine, |q| q.at_ms))
         .bind(&plan.unquarantine)
-        // raw reports' outcomes
-        .bind(col(raws, |r| r.id))
-        .bind(col(raws, |r| r.state.as_str()))
-        .bind(col(raws, |r| r.observation_id))
-        .bind(col(raws, |r| {
-            origins.get(&r.id).map(|o| o.collector.as_str())
-        }))
-        .bind(col(raws, |r| {
-            origins.get(&r.id).and_then(|o| o.received_at)
-        }))
-        .bind(col(raws, |r| origins.get(&r.id).map(|o| o.pulled_at)));
+        // every decided report leaves the pending list
+        .bind(col(&plan.raws, |r| r.id))
+        // the outcomes of reports decided before
+        .bind(col(&redecided, |r| r.id))
+        .bind(col(&redecided, |r| r.state.as_str()))
+        .bind(col(&redecided, |r| r.observation_id));
     query.execute(&mut **tx).await?;
     Ok(())
 }

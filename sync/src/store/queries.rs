@@ -47,10 +47,18 @@ pub(super) const LINE_COLUMNS: &str = "l.line_key, l.account, l.install_id, l.de
 
 /// The lines an apply touches, with their current observation's last seen
 /// time; `{keys}` is replaced by each backend's list of keys.
+///
+/// That time is the line's own `last_seen`: the apply counts a report into
+/// its observation's and its line's seen times alike, and an observation
+/// becomes current exactly when its last seen time reaches the current
+/// one's, so the current observation is always one seen last (see
+/// `apply::tests::the_current_observation_is_always_one_seen_last`).
+/// Reading it from the line spares a lookup of the observation, often a
+/// page no longer cached, for every line a batch touches.
 pub(super) fn line_states(keys: &str) -> String {
     format!(
-        "SELECT {LINE_COLUMNS}, o.last_seen AS current_seen FROM lines l \
-         LEFT JOIN observations o ON o.id = l.observation_id WHERE l.line_key IN ({keys})"
+        "SELECT {LINE_COLUMNS}, l.last_seen AS current_seen FROM lines l \
+         WHERE l.line_key IN ({keys})"
     )
 }
 
