@@ -48,9 +48,10 @@
 //!   worker threads of each runtime (default: the number of cores)
 //! - `LINEPROBE_BENCH_DIR` folder for the temporary store (default: the
 //!   system temp folder; put it on the disk you want to measure)
-//! - `LINEPROBE_BENCH_GROUP_COMMIT_WAIT_US` / `LINEPROBE_BENCH_GROUP_COMMIT_MAX`
-//!   override `staging.group_commit_wait_us` / `group_commit_max` (default:
-//!   the configuration defaults), for tuning
+//! - `LINEPROBE_BENCH_GROUP_COMMIT_WAIT_US` / `LINEPROBE_BENCH_GROUP_COMMIT_GAP_US`
+//!   / `LINEPROBE_BENCH_GROUP_COMMIT_MAX` override `staging.group_commit_wait_us`
+//!   / `group_commit_gap_us` / `group_commit_max` (default: the configuration
+//!   defaults), for tuning
 
 // Figures are counts and durations turned into floats for printing; the
 // precision lost beyond 2^52 requests does not matter here.
@@ -131,6 +132,7 @@ struct Knobs {
     client_threads: usize,
     dir: Option<PathBuf>,
     group_commit_wait_us: Option<u64>,
+    group_commit_gap_us: Option<u64>,
     group_commit_max: Option<usize>,
 }
 
@@ -147,6 +149,7 @@ impl Knobs {
             client_threads: env_num("LINEPROBE_BENCH_CLIENT_THREADS", cores)?.max(1),
             dir: std::env::var_os("LINEPROBE_BENCH_DIR").map(PathBuf::from),
             group_commit_wait_us: env_opt("LINEPROBE_BENCH_GROUP_COMMIT_WAIT_US")?,
+            group_commit_gap_us: env_opt("LINEPROBE_BENCH_GROUP_COMMIT_GAP_US")?,
             group_commit_max: env_opt("LINEPROBE_BENCH_GROUP_COMMIT_MAX")?,
         })
     }
@@ -214,6 +217,9 @@ fn run() -> Result<bool> {
     if let Some(us) = knobs.group_commit_wait_us {
         config.staging.group_commit_wait_us = us;
     }
+    if let Some(us) = knobs.group_commit_gap_us {
+        config.staging.group_commit_gap_us = us;
+    }
     if let Some(max) = knobs.group_commit_max {
         config.staging.group_commit_max = max.max(1);
     }
@@ -249,10 +255,11 @@ fn run() -> Result<bool> {
         knobs.client_threads,
     );
     println!(
-        "store: {} (group commit: at most {} reports, wait {} µs)",
+        "store: {} (group commit: at most {} reports, wait up to {} µs, ended by a {} µs gap)",
         config.staging_path().display(),
         config.staging.group_commit_max,
-        config.staging.group_commit_wait_us
+        config.staging.group_commit_wait_us,
+        config.staging.group_commit_gap_us
     );
 
     // Both servers run side by side; the generator loads one at a time.
@@ -385,6 +392,11 @@ fn run() -> Result<bool> {
     for level in &sweep {
         level.print_spread();
     }
+    println!(
+        "  half load: CPU per request {:.1} µs; by thread group {}",
+        half_result.cpu_us_per_request(),
+        half_result.by_group.per_request(half_result.total_ok)
+    );
     for level in &sweep {
         let ratio = level.ratio();
         if level.conns == goal_level.conns {
@@ -902,6 +914,8 @@ struct Outcome {
     cpu_secs: f64,
     /// Wall seconds those CPU seconds were spent in.
     wall_secs: f64,
+    /// The CPU seconds by thread group (see [`ThreadCpu`]).
+    by_group: ThreadCpu,
 }
 
 impl Outcome {
@@ -916,6 +930,7 @@ impl Outcome {
         self.secs += other.secs;
         self.cpu_secs += other.cpu_secs;
         self.wall_secs += other.wall_secs;
+        self.by_group.add(&other.by_group);
         if self.first_problem.is_none() {
             self.first_problem = other.first_problem;
         }
@@ -1013,6 +1028,11 @@ impl Level {
                 0.0
             }
         );
+        println!(
+            "    CPU µs per request by thread group: no-op {}; durable {}",
+            self.noop.by_group.per_request(self.noop.total_ok),
+            self.durable.by_group.per_request(self.durable.total_ok)
+        );
     }
 
     fn ratio(&self) -> f64 {
@@ -1037,6 +1057,7 @@ fn load(
     expect: StatusCode,
 ) -> Result<Outcome> {
     let cpu_before = process_cpu_secs();
+    let groups_before = ThreadCpu::now();
     let mut outcome = rt.block_on(async {
         let senders = join_all((0..conns).map(|_| target.connect()))
             .await
@@ -1081,31 +1102,111 @@ fn load(
         Ok::<_, anyhow::Error>(total)
     })?;
     outcome.cpu_secs = process_cpu_secs() - cpu_before;
+    outcome.by_group = ThreadCpu::now().since(&groups_before);
     outcome.wall_secs = secs.as_secs_f64() + knobs.warmup_secs as f64;
     Ok(outcome)
 }
 
-/// CPU seconds this process used so far (user and system), from
-/// `/proc/self/stat`; 0 where that does not exist.
-fn process_cpu_secs() -> f64 {
+/// CPU seconds by thread group: which part of the process the durable
+/// path's extra cost per request lands in (the server's runtime, the load
+/// generator's, the staging threads), without a profiler. Threads are told
+/// apart by name; one that ended between two readings loses its share,
+/// which is why the total is read separately from the whole process.
+#[derive(Debug, Default, Clone)]
+struct ThreadCpu {
+    /// (group, CPU seconds), in [`THREAD_GROUPS`] order plus "other".
+    secs: Vec<(&'static str, f64)>,
+}
+
+/// Thread-name prefixes and the group each belongs to. Linux keeps the
+/// first 15 bytes of a thread's name.
+const THREAD_GROUPS: [(&str, &str); 5] = [
+    ("bench-server", "server"),
+    ("bench-client", "client"),
+    ("staging-writer", "writer"),
+    ("staging-sync", "sync"),
+    ("staging-checkp", "checkpoint"),
+];
+
+impl ThreadCpu {
+    fn now() -> Self {
+        let mut secs: Vec<(&'static str, f64)> = THREAD_GROUPS
+            .iter()
+            .map(|(_, group)| (*group, 0.0))
+            .chain(std::iter::once(("other", 0.0)))
+            .collect();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Self::default();
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let name = head.split_once('(').map_or("", |(_, name)| name);
+            let i = THREAD_GROUPS
+                .iter()
+                .position(|(prefix, _)| name.starts_with(prefix))
+                .unwrap_or(THREAD_GROUPS.len());
+            secs[i].1 += stat_cpu_secs(rest);
+        }
+        Self { secs }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        let mut out = self.clone();
+        for (slot, (_, earlier)) in out.secs.iter_mut().zip(&before.secs) {
+            slot.1 = (slot.1 - earlier).max(0.0);
+        }
+        out
+    }
+
+    fn add(&mut self, other: &Self) {
+        if self.secs.is_empty() {
+            self.secs.clone_from(&other.secs);
+            return;
+        }
+        for (slot, (_, more)) in self.secs.iter_mut().zip(&other.secs) {
+            slot.1 += more;
+        }
+    }
+
+    /// "server 20.1, client 9.8, …" in µs per request.
+    fn per_request(&self, requests: u64) -> String {
+        let n = requests.max(1) as f64;
+        self.secs
+            .iter()
+            .filter(|(_, secs)| *secs > 0.0)
+            .map(|(group, secs)| format!("{group} {:.1}", secs * 1e6 / n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// User and system CPU seconds from the fields of a `stat` file after the
+/// parenthesised command name (utime and stime are the 12th and 13th).
+fn stat_cpu_secs(after_name: &str) -> f64 {
     // Linux reports in clock ticks, which are 1/100 s on every mainstream
     // configuration (`getconf CLK_TCK`).
     const TICKS_PER_SEC: f64 = 100.0;
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, the 12th and 13th after the name.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let ticks: u64 = rest
+    let ticks: u64 = after_name
         .split_whitespace()
         .skip(11)
         .take(2)
         .filter_map(|f| f.parse::<u64>().ok())
         .sum();
     ticks as f64 / TICKS_PER_SEC
+}
+
+/// CPU seconds this process used so far (user and system), from
+/// `/proc/self/stat`; 0 where that does not exist.
+fn process_cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| stat_cpu_secs(rest)))
+        .unwrap_or(0.0)
 }
 
 /// One connection of the load generator.

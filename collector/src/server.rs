@@ -209,6 +209,7 @@ async fn open_staging(config: &CollectorConfig, metrics: &Arc<Metrics>) -> Resul
         retention: Duration::from_secs(config.staging.retention_hours.saturating_mul(3600)),
         group_commit_max: config.staging.group_commit_max,
         group_commit_wait: Duration::from_micros(config.staging.group_commit_wait_us),
+        group_commit_gap: Duration::from_micros(config.staging.group_commit_gap_us),
         on_commit: Some(Arc::new(move |took, n| commit_metrics.commit(took, n))),
     };
     // Opening runs migrations and may wait on a lock: keep it off the

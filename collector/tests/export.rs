@@ -42,6 +42,7 @@ impl Harness {
             retention: Duration::from_hours(1),
             group_commit_max: 64,
             group_commit_wait: Duration::ZERO,
+            group_commit_gap: Duration::ZERO,
             on_commit: None,
         })
         .expect("open staging");

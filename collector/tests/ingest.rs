@@ -318,7 +318,7 @@ async fn concurrency_limit_sheds_with_503() {
     // One request at a time, and a commit wait long enough that requests overlap.
     let (running, client) = start(
         dir.path(),
-        "[limits]\nmax_concurrent_requests = 1\n[staging]\ngroup_commit_wait_us = 100000\n",
+        "[limits]\nmax_concurrent_requests = 1\n[staging]\ngroup_commit_wait_us = 100000\ngroup_commit_gap_us = 0\n",
     )
     .await;
     let url = public_url(&running, "/api/v1/report");

@@ -28,6 +28,7 @@ fn options(path: &Path) -> StagingOptions {
         retention: Duration::from_hours(1),
         group_commit_max: 256,
         group_commit_wait: Duration::from_micros(500),
+        group_commit_gap: Duration::ZERO,
         on_commit: None,
     }
 }
@@ -234,6 +235,68 @@ async fn seq_is_never_reused_across_reopen_and_purge() {
     assert_eq!(stored_seq(staging.stage(report()).await.unwrap()), 7);
     let seqs: Vec<u64> = export_all(&staging).await.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, vec![6, 7]);
+    staging.close().await.unwrap();
+}
+
+/// Options whose commits linger `wait` at most, ended by `gap` without a
+/// report, counting commits.
+fn lingering(
+    dir: &tempfile::TempDir,
+    wait: Duration,
+    gap: Duration,
+) -> (StagingOptions, Arc<AtomicUsize>) {
+    let mut opts = options(&db_path(dir));
+    opts.group_commit_wait = wait;
+    opts.group_commit_gap = gap;
+    let commits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&commits);
+    opts.on_commit = Some(Arc::new(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    (opts, commits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_report_is_committed_after_the_gap_not_the_whole_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, commits) = lingering(&dir, Duration::from_secs(20), Duration::from_millis(1));
+    let staging = Staging::open(opts).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), staging.stage(report()))
+        .await
+        .expect("a lone report waited for the whole 20 s linger, not for the 1 ms gap");
+    assert!(matches!(outcome.unwrap(), StageOutcome::Stored { .. }));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(commits.load(Ordering::SeqCst), 1);
+    staging.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_that_keep_coming_within_the_gap_share_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reports 5 ms apart, a 300 ms gap: one commit, or two if the machine
+    // stalls for longer than the gap once; without the linger each report
+    // would be committed on its own.
+    let (opts, commits) = lingering(&dir, Duration::from_secs(10), Duration::from_millis(300));
+    let staging = Staging::open(opts).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let staging = staging.clone();
+        tasks.push(tokio::spawn(async move { staging.stage(report()).await }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for task in tasks {
+        assert!(matches!(
+            task.await.unwrap().unwrap(),
+            StageOutcome::Stored { .. }
+        ));
+    }
+    let commits = commits.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&commits),
+        "{commits} commits for 10 reports 5 ms apart"
+    );
+    assert_eq!(export_all(&staging).await.len(), 10);
     staging.close().await.unwrap();
 }
 

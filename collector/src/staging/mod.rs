@@ -14,6 +14,7 @@
 
 mod checkpoint;
 mod enrolment;
+mod park;
 mod schema;
 mod stored;
 mod trust;
@@ -57,8 +58,12 @@ pub struct StagingOptions {
     pub retention: Duration,
     /// Most reports per transaction.
     pub group_commit_max: usize,
-    /// How long the writer waits for more reports to join a commit.
+    /// The longest the writer holds a commit back for more reports to
+    /// join it, counted from its first report.
     pub group_commit_wait: Duration,
+    /// The wait ends earlier once no report has arrived for this long;
+    /// zero: it always lasts `group_commit_wait`.
+    pub group_commit_gap: Duration,
     /// Told about every commit (for the commit-latency metric).
     pub on_commit: Option<CommitObserver>,
 }
@@ -75,6 +80,7 @@ impl StagingOptions {
             retention: Duration::from_secs(config.retention_hours.saturating_mul(3600)),
             group_commit_max: config.group_commit_max,
             group_commit_wait: Duration::from_micros(config.group_commit_wait_us),
+            group_commit_gap: Duration::from_micros(config.group_commit_gap_us),
             on_commit: None,
         }
     }
@@ -225,6 +231,7 @@ impl Staging {
             full_retry_after_secs: options.full_retry_after_secs,
             group_commit_max,
             group_commit_wait: options.group_commit_wait,
+            group_commit_gap: options.group_commit_gap,
             enrolled: Arc::clone(&enrolled),
             syncer: Some(syncer),
             durability: Arc::clone(&durability),
