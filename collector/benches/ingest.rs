@@ -1112,10 +1112,10 @@ fn load(
 /// generator's, the staging threads), without a profiler. Threads are told
 /// apart by name; one that ended between two readings loses its share,
 /// which is why the total is read separately from the whole process.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Copy)]
 struct ThreadCpu {
-    /// (group, CPU seconds), in [`THREAD_GROUPS`] order plus "other".
-    secs: Vec<(&'static str, f64)>,
+    /// CPU seconds per group, in [`THREAD_GROUPS`] order, then the rest.
+    secs: [f64; THREAD_GROUPS.len() + 1],
 }
 
 /// Thread-name prefixes and the group each belongs to. Linux keeps the
@@ -1130,13 +1130,9 @@ const THREAD_GROUPS: [(&str, &str); 5] = [
 
 impl ThreadCpu {
     fn now() -> Self {
-        let mut secs: Vec<(&'static str, f64)> = THREAD_GROUPS
-            .iter()
-            .map(|(_, group)| (*group, 0.0))
-            .chain(std::iter::once(("other", 0.0)))
-            .collect();
+        let mut out = Self::default();
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return Self::default();
+            return out;
         };
         for task in tasks.flatten() {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -1150,34 +1146,33 @@ impl ThreadCpu {
                 .iter()
                 .position(|(prefix, _)| name.starts_with(prefix))
                 .unwrap_or(THREAD_GROUPS.len());
-            secs[i].1 += stat_cpu_secs(rest);
+            out.secs[i] += stat_cpu_secs(rest);
         }
-        Self { secs }
+        out
     }
 
     fn since(&self, before: &Self) -> Self {
-        let mut out = self.clone();
-        for (slot, (_, earlier)) in out.secs.iter_mut().zip(&before.secs) {
-            slot.1 = (slot.1 - earlier).max(0.0);
+        let mut out = *self;
+        for (slot, earlier) in out.secs.iter_mut().zip(before.secs) {
+            *slot = (*slot - earlier).max(0.0);
         }
         out
     }
 
     fn add(&mut self, other: &Self) {
-        if self.secs.is_empty() {
-            self.secs.clone_from(&other.secs);
-            return;
-        }
-        for (slot, (_, more)) in self.secs.iter_mut().zip(&other.secs) {
-            slot.1 += more;
+        for (slot, more) in self.secs.iter_mut().zip(other.secs) {
+            *slot += more;
         }
     }
 
     /// "server 20.1, client 9.8, …" in µs per request.
     fn per_request(&self, requests: u64) -> String {
         let n = requests.max(1) as f64;
-        self.secs
+        THREAD_GROUPS
             .iter()
+            .map(|(_, group)| *group)
+            .chain(std::iter::once("other"))
+            .zip(self.secs)
             .filter(|(_, secs)| *secs > 0.0)
             .map(|(group, secs)| format!("{group} {:.1}", secs * 1e6 / n))
             .collect::<Vec<_>>()

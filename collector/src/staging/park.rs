@@ -1,10 +1,11 @@
-//! Waiting on the writer's queue with a deadline finer than a millisecond.
+//! Waiting on futures from the writer's plain thread, with a deadline
+//! finer than a millisecond.
 //!
-//! The writer is a plain thread that waits on async channels. Tokio's
-//! timers tick in whole milliseconds, too coarse for a group-commit linger
-//! that ends after a gap of some 100 µs without a report, so the writer
-//! polls its futures itself and sleeps with [`std::thread::park_timeout`],
-//! which the kernel times to the microsecond; a sender's wake-up unparks it.
+//! Tokio's timers tick in whole milliseconds, too coarse for a batch that
+//! looks at the queue every 200 µs while the sync thread works, so the
+//! writer polls its futures itself and sleeps with
+//! [`std::thread::park_timeout`], which the kernel times to the
+//! microsecond; a wake-up (a sender, the sync thread) unparks it.
 
 use std::future::Future;
 use std::pin::pin;

@@ -111,7 +111,7 @@ pub(super) struct Writer {
 }
 
 /// A batch this large is committed while the previous one is still being
-/// synced (see `Writer::gather_while_syncing`).
+/// synced (see `Writer::gather`).
 const OVERLAP_BATCH: usize = 32;
 
 /// How often a batch waiting for the sync thread looks for new reports.
