@@ -274,6 +274,16 @@ async fn ingest(
     stage_response(state, &report_id, staged)
 }
 
+/// The body of a 2xx: written straight from borrowed fields, as every
+/// stored report is answered with one.
+#[derive(serde::Serialize)]
+struct Staged<'a> {
+    status: &'static str,
+    report_id: &'a str,
+    node_id: &'a str,
+    seq: u64,
+}
+
 /// The answer to a staging attempt: 2xx only for a committed report.
 fn stage_response(
     state: &IngestState,
@@ -285,7 +295,12 @@ fn stage_response(
             IngestOutcome::Stored,
             (
                 StatusCode::CREATED,
-                axum::Json(json!({"status": "stored", "report_id": report_id, "node_id": &*state.node_id, "seq": seq})),
+                axum::Json(Staged {
+                    status: "stored",
+                    report_id,
+                    node_id: &state.node_id,
+                    seq,
+                }),
             )
                 .into_response(),
         ),
@@ -293,11 +308,18 @@ fn stage_response(
             IngestOutcome::Duplicate,
             (
                 StatusCode::OK,
-                axum::Json(json!({"status": "duplicate", "report_id": report_id, "node_id": &*state.node_id, "seq": seq})),
+                axum::Json(Staged {
+                    status: "duplicate",
+                    report_id,
+                    node_id: &state.node_id,
+                    seq,
+                }),
             )
                 .into_response(),
         ),
-        Ok(Err(Error::StagingFull { retry_after_secs, .. })) => (
+        Ok(Err(Error::StagingFull {
+            retry_after_secs, ..
+        })) => (
             IngestOutcome::StagingFull,
             rejection(
                 StatusCode::SERVICE_UNAVAILABLE,

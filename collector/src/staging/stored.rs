@@ -32,10 +32,21 @@ const MAX_UNPACKED: usize = 1024 * 1024;
 
 /// Compresses an encoded report (ending with the seq placeholder).
 pub(super) fn pack(json: &[u8]) -> Vec<u8> {
-    let block = lz4_flex::block::compress_prepend_size(json);
-    let mut stored = Vec::with_capacity(block.len() + 1);
-    stored.push(LZ4);
-    stored.extend_from_slice(&block);
+    // Tag, then the length as `compress_prepend_size` would write it, then
+    // the block compressed in place: one buffer, no copy of the block.
+    const HEAD: usize = 1 + 4;
+    let len = u32::try_from(json.len()).unwrap_or(u32::MAX);
+    let mut stored = vec![0; HEAD + lz4_flex::block::get_maximum_output_size(json.len())];
+    stored[0] = LZ4;
+    stored[1..HEAD].copy_from_slice(&len.to_le_bytes());
+    if let Ok(written) = lz4_flex::block::compress_into(json, &mut stored[HEAD..]) {
+        stored.truncate(HEAD + written);
+    } else {
+        // The buffer is sized for the worst case, so this cannot happen;
+        // the allocating encoder is the fallback all the same.
+        stored.truncate(1);
+        stored.extend_from_slice(&lz4_flex::block::compress_prepend_size(json));
+    }
     stored
 }
 
@@ -107,6 +118,18 @@ mod tests {
         let exported = unpack(&stored, 77).expect("unpack");
         assert_eq!(exported, with_seq(JSON, 77));
         assert!(exported.ends_with(br#""seq":77}}"#));
+    }
+
+    #[test]
+    fn packing_in_place_writes_the_format_stores_already_hold() {
+        // Values written before packing compressed in place were the tag
+        // followed by `compress_prepend_size`; both must stay one format.
+        let big: Vec<u8> = JSON.repeat(40);
+        for json in [JSON, &big[..], b""] {
+            let mut before = vec![LZ4];
+            before.extend_from_slice(&lz4_flex::block::compress_prepend_size(json));
+            assert_eq!(pack(json), before);
+        }
     }
 
     #[test]
