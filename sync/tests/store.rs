@@ -1391,36 +1391,164 @@ fn line_filter_cases() -> Vec<(LineFilter, Vec<&'static str>)> {
     ]
 }
 
+/// Stores the lines of [`LINE_SPECS`].
+async fn store_spec_lines(s: &Store) {
+    let ids = stored_raws(s, 1, 5).await;
+    let batch: Vec<Processed> = LINE_SPECS
+        .iter()
+        .zip(&ids)
+        .map(|(&(line, province, city, declared, actual, v, at), &raw)| {
+            let mut record = observation(raw, line, line, at, verdict(line, v, actual, at));
+            if let Processed::Observation(o) = &mut record {
+                o.declared_province = Some(province.to_owned());
+                o.declared_city = Some(city.to_owned());
+                o.declared_carrier = Some(declared.to_owned());
+            }
+            record
+        })
+        .collect();
+    s.apply(&batch).await.unwrap();
+}
+
+/// Every case of [`line_filter_cases`] returns its lines in order.
+async fn assert_line_filters(s: &Store) {
+    for (filter, expected) in line_filter_cases() {
+        let got: Vec<String> = s
+            .lines(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line_key)
+            .collect();
+        assert_eq!(got, expected, "{filter:?}");
+    }
+}
+
 #[tokio::test]
 async fn lines_are_filtered_and_paged_newest_first() {
     on_each_backend("line_filters", |ctx| async move {
         let s = &ctx.store;
-        let ids = stored_raws(s, 1, 5).await;
-        let batch: Vec<Processed> = LINE_SPECS
-            .iter()
-            .zip(&ids)
-            .map(|(&(line, province, city, declared, actual, v, at), &raw)| {
-                let mut record = observation(raw, line, line, at, verdict(line, v, actual, at));
-                if let Processed::Observation(o) = &mut record {
-                    o.declared_province = Some(province.to_owned());
-                    o.declared_city = Some(city.to_owned());
-                    o.declared_carrier = Some(declared.to_owned());
-                }
-                record
-            })
-            .collect();
-        s.apply(&batch).await.unwrap();
-        for (filter, expected) in line_filter_cases() {
-            let got: Vec<String> = s
-                .lines(&filter)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|l| l.line_key)
-                .collect();
-            assert_eq!(got, expected, "{filter:?}");
-        }
+        store_spec_lines(s).await;
+        assert_line_filters(s).await;
         assert!(s.line("nope").await.unwrap().is_none());
+    })
+    .await;
+}
+
+/// The newest migration's version, from the files the binary embeds.
+fn newest_migration() -> i64 {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.split_once('_')?.0.parse::<i64>().ok()
+        })
+        .max()
+        .unwrap()
+}
+
+/// Undoes migrations 0009 and 0008 on a database with data, so that it is
+/// exactly what a store of schema 7 was: PostgreSQL's two carrier indexes
+/// back in place of the merged one and no pair statistics; on SQLite both
+/// are no-ops, so only their records go.
+const BACK_TO_SCHEMA_7_PG: &str = "
+    DROP STATISTICS lines_verdict_actual;
+    CREATE INDEX lines_actual_carrier_seen ON lines (actual_carrier, last_seen, line_key);
+    CREATE INDEX lines_carriers_seen ON lines (declared_carrier, actual_carrier, last_seen, line_key);
+    DROP INDEX lines_actual_carriers_seen;
+    DELETE FROM _sqlx_migrations WHERE version > 7;";
+const BACK_TO_SCHEMA_7_SQLITE: &str = "DELETE FROM _sqlx_migrations WHERE version > 7;";
+
+#[tokio::test]
+async fn a_store_of_an_older_schema_is_migrated_with_its_data() {
+    on_each_backend("older_schema", |ctx| async move {
+        store_spec_lines(&ctx.store).await;
+        let postgres = ctx.store.backend_name() == "postgres";
+        let versions_and_indexes = async |url: &str| -> (Vec<i64>, Vec<String>, i64) {
+            if postgres {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let versions = sqlx::query_scalar(
+                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let indexes = sqlx::query_scalar(
+                    "SELECT indexname::text FROM pg_indexes WHERE tablename = 'lines' \
+                     ORDER BY indexname",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let stats: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'lines_verdict_actual'",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                conn.close().await.unwrap();
+                (versions, indexes, stats)
+            } else {
+                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+                let versions = sqlx::query_scalar(
+                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let indexes = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lines' \
+                     ORDER BY name",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                conn.close().await.unwrap();
+                (versions, indexes, 0)
+            }
+        };
+        let (versions, indexes, stats) = versions_and_indexes(&ctx.url).await;
+        let newest = newest_migration();
+        assert_eq!(versions, (1..=newest).collect::<Vec<_>>());
+
+        // Back to schema 7, data and all, by another connection.
+        if postgres {
+            let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
+            sqlx::raw_sql(BACK_TO_SCHEMA_7_PG)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&ctx.url).await.unwrap();
+            sqlx::raw_sql(BACK_TO_SCHEMA_7_SQLITE)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+        let (old_versions, old_indexes, old_stats) = versions_and_indexes(&ctx.url).await;
+        assert_eq!(old_versions, (1..=7).collect::<Vec<_>>());
+        assert_eq!(old_stats, 0);
+        if postgres {
+            assert!(old_indexes.iter().any(|i| i == "lines_carriers_seen"));
+            assert_ne!(old_indexes, indexes);
+        }
+
+        // Opening it, as the binary does, brings it to the newest schema:
+        // the same versions, indexes and statistics as a new store's, and
+        // every line still found by every filter.
+        let upgraded = Store::open(&ctx.url).await.unwrap();
+        assert_eq!(
+            versions_and_indexes(&ctx.url).await,
+            (versions, indexes, stats)
+        );
+        if postgres {
+            assert_eq!(stats, 1);
+        }
+        assert_line_filters(&upgraded).await;
+        assert_eq!(upgraded.counts().await.unwrap().raw, 5);
+        upgraded.close().await;
     })
     .await;
 }
