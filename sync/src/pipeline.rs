@@ -55,13 +55,23 @@ pub struct PipelineRun {
 
 impl PipelineRun {
     fn add(&mut self, read: usize, s: &ApplySummary) {
+        // Destructured, so that a counter added to the summary must be
+        // carried into the run's figures too.
+        let ApplySummary {
+            quarantined,
+            observations_new,
+            observations_repeated,
+            verdicts_new,
+            lines_changed,
+            skipped,
+        } = *s;
         self.read += read as u64;
-        self.quarantined += s.quarantined;
-        self.observations_new += s.observations_new;
-        self.observations_repeated += s.observations_repeated;
-        self.verdicts_new += s.verdicts_new;
-        self.lines_changed += s.lines_changed;
-        self.skipped += s.skipped;
+        self.quarantined += quarantined;
+        self.observations_new += observations_new;
+        self.observations_repeated += observations_repeated;
+        self.verdicts_new += verdicts_new;
+        self.lines_changed += lines_changed;
+        self.skipped += skipped;
     }
 }
 

@@ -676,16 +676,6 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Adds what one part of a batch did to what the others did.
-pub(super) fn add_summary(total: &mut ApplySummary, part: &ApplySummary) {
-    total.quarantined += part.quarantined;
-    total.observations_new += part.observations_new;
-    total.observations_repeated += part.observations_repeated;
-    total.verdicts_new += part.verdicts_new;
-    total.lines_changed += part.lines_changed;
-    total.skipped += part.skipped;
-}
-
 /// Splits a batch into at most `parts` groups of record indices (each in
 /// batch order) such that no raw report, observation or line is touched by
 /// records of two groups, and the quarantine records are in one group:

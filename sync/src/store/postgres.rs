@@ -392,7 +392,7 @@ pub(super) async fn apply(
     let theirs = theirs?;
     let mut summary = mine?;
     for part in &theirs {
-        apply::add_summary(&mut summary, part);
+        summary += part;
     }
     tx.commit().await?;
     Ok(summary)

@@ -177,6 +177,27 @@ pub struct ApplySummary {
     pub skipped: u64,
 }
 
+impl std::ops::AddAssign<&ApplySummary> for ApplySummary {
+    /// Adds what another part of a batch (or another batch) did.
+    fn add_assign(&mut self, part: &ApplySummary) {
+        // Destructured, so that a new counter cannot be forgotten here.
+        let ApplySummary {
+            quarantined,
+            observations_new,
+            observations_repeated,
+            verdicts_new,
+            lines_changed,
+            skipped,
+        } = *part;
+        self.quarantined += quarantined;
+        self.observations_new += observations_new;
+        self.observations_repeated += observations_repeated;
+        self.verdicts_new += verdicts_new;
+        self.lines_changed += lines_changed;
+        self.skipped += skipped;
+    }
+}
+
 /// Which lines [`Store::lines`](super::Store::lines) returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineFilter {
