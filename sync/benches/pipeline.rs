@@ -1686,7 +1686,7 @@ fn print_end_to_end(f: &EndToEnd, counts: &lineprobe_sync::StoreCounts) {
         counts.raw,
         counts.quarantined,
         counts.observations,
-        f.run.observations_repeated,
+        f.run.applied.observations_repeated,
         counts.verdicts,
         counts.lines,
         counts.line_history

@@ -443,9 +443,9 @@ async fn daemon(
             {
                 Ok(run) if run.read > 0 => tracing::info!(
                     read = run.read,
-                    quarantined = run.quarantined,
-                    new = run.observations_new,
-                    verdicts = run.verdicts_new,
+                    quarantined = run.applied.quarantined,
+                    new = run.applied.observations_new,
+                    verdicts = run.applied.verdicts_new,
                     "processed"
                 ),
                 Ok(_) => {}
@@ -502,11 +502,11 @@ fn log_progress(run: &PipelineRun) {
 fn print_run(run: &PipelineRun) {
     tracing::info!(
         read = run.read,
-        quarantined = run.quarantined,
-        observations_new = run.observations_new,
-        repeated = run.observations_repeated,
-        verdicts_new = run.verdicts_new,
-        lines_changed = run.lines_changed,
+        quarantined = run.applied.quarantined,
+        observations_new = run.applied.observations_new,
+        repeated = run.applied.observations_repeated,
+        verdicts_new = run.applied.verdicts_new,
+        lines_changed = run.applied.lines_changed,
         elapsed_ms = run.elapsed_ms,
         "pipeline done"
     );

@@ -25,18 +25,11 @@ use crate::{
 pub struct PipelineRun {
     /// Raw reports read.
     pub read: u64,
-    /// Reports that went to quarantine.
-    pub quarantined: u64,
-    /// Observations seen for the first time.
-    pub observations_new: u64,
-    /// Repeats of known observations (collapsed).
-    pub observations_repeated: u64,
-    /// Verdict rows written (new or changed verdicts).
-    pub verdicts_new: u64,
-    /// Lines whose current verdict changed.
-    pub lines_changed: u64,
-    /// Records the database had already applied (a re-run after a crash).
-    pub skipped: u64,
+    /// What the database did with them: quarantined, new and repeated
+    /// observations, new verdicts, changed lines, skipped records (flat in
+    /// the JSON form, beside `read`).
+    #[serde(flatten)]
+    pub applied: ApplySummary,
     /// Wall time, in milliseconds.
     pub elapsed_ms: u64,
     /// Time spent waiting for pending reports from the database, in
@@ -55,23 +48,8 @@ pub struct PipelineRun {
 
 impl PipelineRun {
     fn add(&mut self, read: usize, s: &ApplySummary) {
-        // Destructured, so that a counter added to the summary must be
-        // carried into the run's figures too.
-        let ApplySummary {
-            quarantined,
-            observations_new,
-            observations_repeated,
-            verdicts_new,
-            lines_changed,
-            skipped,
-        } = *s;
         self.read += read as u64;
-        self.quarantined += quarantined;
-        self.observations_new += observations_new;
-        self.observations_repeated += observations_repeated;
-        self.verdicts_new += verdicts_new;
-        self.lines_changed += lines_changed;
-        self.skipped += skipped;
+        self.applied += s;
     }
 }
 
@@ -426,6 +404,29 @@ mod tests {
 
     use super::*;
     use crate::{demo_cases, demo_chain};
+
+    #[test]
+    fn a_run_adds_up_its_batches_and_serialises_flat() {
+        let mut run = PipelineRun::default();
+        let batch = ApplySummary {
+            quarantined: 1,
+            observations_new: 2,
+            observations_repeated: 3,
+            verdicts_new: 4,
+            lines_changed: 5,
+            skipped: 6,
+        };
+        run.add(10, &batch);
+        run.add(11, &batch);
+        assert_eq!(run.read, 21);
+        assert_eq!(run.applied.skipped, 12);
+        assert_eq!(run.applied.observations_repeated, 6);
+        let json = serde_json::to_value(&run).unwrap();
+        assert_eq!(json["read"], 21);
+        assert_eq!(json["quarantined"], 2);
+        assert_eq!(json["lines_changed"], 10);
+        assert!(json.get("applied").is_none(), "{json}");
+    }
 
     /// The evidence document as it was first written (version 1): a JSON
     /// tree built with `json!`. The document written now must read as it.

@@ -209,7 +209,7 @@ async fn demo_with_collector(
     let run = pipeline.run_pending(&store, 500, |_| {}).await?;
     step(format!(
         "{} reports: {} observations, {} quarantined, {} verdicts",
-        run.read, run.observations_new, run.quarantined, run.verdicts_new
+        run.read, run.applied.observations_new, run.applied.quarantined, run.applied.verdicts_new
     ));
 
     let rows = verdict_rows(&store, &catalog, &crate::LineFilter::default()).await?;

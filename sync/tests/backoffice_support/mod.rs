@@ -243,7 +243,7 @@ pub async fn seed_demo(store: &Store) {
         .run_pending(store, 500, |_| {})
         .await
         .unwrap();
-    assert_eq!(run.quarantined, 1, "{run:?}");
+    assert_eq!(run.applied.quarantined, 1, "{run:?}");
 }
 
 /// What synthetic lines look like: the verdict mix and how far back they
