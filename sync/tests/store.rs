@@ -1447,87 +1447,92 @@ fn newest_migration() -> i64 {
         .unwrap()
 }
 
-/// Undoes migrations 0009 and 0008 on a database with data, so that it is
-/// exactly what a store of schema 7 was: PostgreSQL's two carrier indexes
-/// back in place of the merged one and no pair statistics; on SQLite both
-/// are no-ops, so only their records go.
-const BACK_TO_SCHEMA_7_PG: &str = "
-    DROP STATISTICS lines_verdict_actual;
-    CREATE INDEX lines_actual_carrier_seen ON lines (actual_carrier, last_seen, line_key);
-    CREATE INDEX lines_carriers_seen ON lines (declared_carrier, actual_carrier, last_seen, line_key);
-    DROP INDEX lines_actual_carriers_seen;
-    DELETE FROM _sqlx_migrations WHERE version > 7;";
-const BACK_TO_SCHEMA_7_SQLITE: &str = "DELETE FROM _sqlx_migrations WHERE version > 7;";
+/// How to read, and to take back to schema 7, one backend's database.
+struct SchemaSql {
+    /// The lines table's indexes, by name.
+    indexes: &'static str,
+    /// How many of PostgreSQL's pair statistics exist (0 on SQLite).
+    statistics: &'static str,
+    /// Undoes migrations 0009 and 0008 on a database with data, so that it
+    /// is exactly what a store of schema 7 was: PostgreSQL's two carrier
+    /// indexes back in place of the merged one and no pair statistics; on
+    /// SQLite both are no-ops, so only their records go.
+    back_to_7: &'static str,
+}
+
+const PG_SCHEMA: SchemaSql = SchemaSql {
+    indexes: "SELECT indexname::text FROM pg_indexes WHERE tablename = 'lines' ORDER BY indexname",
+    statistics: "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'lines_verdict_actual'",
+    back_to_7: "
+        DROP STATISTICS lines_verdict_actual;
+        CREATE INDEX lines_actual_carrier_seen ON lines (actual_carrier, last_seen, line_key);
+        CREATE INDEX lines_carriers_seen
+            ON lines (declared_carrier, actual_carrier, last_seen, line_key);
+        DROP INDEX lines_actual_carriers_seen;
+        DELETE FROM _sqlx_migrations WHERE version > 7;",
+};
+
+const SQLITE_SCHEMA: SchemaSql = SchemaSql {
+    indexes: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lines' \
+              ORDER BY name",
+    statistics: "SELECT 0",
+    back_to_7: "DELETE FROM _sqlx_migrations WHERE version > 7;",
+};
+
+/// Applied migrations, the lines table's indexes and the statistics count,
+/// read over a connection of its own; with `back_to_7`, first takes the
+/// database back to schema 7.
+async fn schema_of<C>(url: &str, sql: &SchemaSql, back_to_7: bool) -> (Vec<i64>, Vec<String>, i64)
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    i64: sqlx::Type<C::Database> + for<'r> sqlx::Decode<'r, C::Database>,
+    String: sqlx::Type<C::Database> + for<'r> sqlx::Decode<'r, C::Database>,
+    <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+    (i64,): for<'r> sqlx::FromRow<'r, <C::Database as sqlx::Database>::Row>,
+    (String,): for<'r> sqlx::FromRow<'r, <C::Database as sqlx::Database>::Row>,
+{
+    let mut conn = C::connect(url).await.unwrap();
+    if back_to_7 {
+        sqlx::raw_sql(sql.back_to_7)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let versions =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let indexes = sqlx::query_scalar(sql.indexes)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let statistics = sqlx::query_scalar(sql.statistics)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    (versions, indexes, statistics)
+}
 
 #[tokio::test]
 async fn a_store_of_an_older_schema_is_migrated_with_its_data() {
     on_each_backend("older_schema", |ctx| async move {
         store_spec_lines(&ctx.store).await;
         let postgres = ctx.store.backend_name() == "postgres";
-        let versions_and_indexes = async |url: &str| -> (Vec<i64>, Vec<String>, i64) {
+        let schema = async |back_to_7: bool| {
             if postgres {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                let versions = sqlx::query_scalar(
-                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-                )
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-                let indexes = sqlx::query_scalar(
-                    "SELECT indexname::text FROM pg_indexes WHERE tablename = 'lines' \
-                     ORDER BY indexname",
-                )
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-                let stats: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'lines_verdict_actual'",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-                conn.close().await.unwrap();
-                (versions, indexes, stats)
+                schema_of::<sqlx::PgConnection>(&ctx.url, &PG_SCHEMA, back_to_7).await
             } else {
-                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-                let versions = sqlx::query_scalar(
-                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-                )
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-                let indexes = sqlx::query_scalar(
-                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lines' \
-                     ORDER BY name",
-                )
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-                conn.close().await.unwrap();
-                (versions, indexes, 0)
+                schema_of::<sqlx::SqliteConnection>(&ctx.url, &SQLITE_SCHEMA, back_to_7).await
             }
         };
-        let (versions, indexes, stats) = versions_and_indexes(&ctx.url).await;
-        let newest = newest_migration();
-        assert_eq!(versions, (1..=newest).collect::<Vec<_>>());
+        let (versions, indexes, stats) = schema(false).await;
+        assert_eq!(versions, (1..=newest_migration()).collect::<Vec<_>>());
 
         // Back to schema 7, data and all, by another connection.
-        if postgres {
-            let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
-            sqlx::raw_sql(BACK_TO_SCHEMA_7_PG)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        } else {
-            let mut conn = sqlx::SqliteConnection::connect(&ctx.url).await.unwrap();
-            sqlx::raw_sql(BACK_TO_SCHEMA_7_SQLITE)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        }
-        let (old_versions, old_indexes, old_stats) = versions_and_indexes(&ctx.url).await;
+        let (old_versions, old_indexes, old_stats) = schema(true).await;
         assert_eq!(old_versions, (1..=7).collect::<Vec<_>>());
         assert_eq!(old_stats, 0);
         if postgres {
@@ -1539,10 +1544,7 @@ async fn a_store_of_an_older_schema_is_migrated_with_its_data() {
         // the same versions, indexes and statistics as a new store's, and
         // every line still found by every filter.
         let upgraded = Store::open(&ctx.url).await.unwrap();
-        assert_eq!(
-            versions_and_indexes(&ctx.url).await,
-            (versions, indexes, stats)
-        );
+        assert_eq!(schema(false).await, (versions, indexes, stats));
         if postgres {
             assert_eq!(stats, 1);
         }
