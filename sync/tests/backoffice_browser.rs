@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backoffice_support::{lab_required, seed_demo, seed_synthetic};
+use backoffice_support::pgscratch::lab_required;
+use backoffice_support::{seed_demo, seed_synthetic};
 use base64::Engine as _;
 use lineprobe_collector::{CollectorConfig, Overrides, RunningCollector};
 use lineprobe_shared::ManifestSigningKey;

@@ -20,8 +20,7 @@ use std::future::Future;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
@@ -31,7 +30,9 @@ use lineprobe_sync::{
     period_figures, periods_to_catch_up, write_reports,
 };
 use serde_json::{Value, json};
-use sqlx::Connection as _;
+
+mod pgscratch;
+use pgscratch::ScratchPg;
 
 // ---- backends --------------------------------------------------------------
 
@@ -70,7 +71,7 @@ where
         }
     }
 
-    let Some(pg) = TestPg::create(test).await else {
+    let Some(pg) = ScratchPg::create(test, "report").await else {
         return out;
     };
     let store = Store::open(&pg.url).await.unwrap();
@@ -81,7 +82,7 @@ where
     }))
     .await;
     store.close().await;
-    pg.drop_database().await;
+    pg.drop_database().await.unwrap();
     match result {
         Ok(value) => out.push(value),
         Err(panic) => {
@@ -102,96 +103,6 @@ async fn run_isolated<T: Send + 'static>(
             .unwrap_or_else(|e| Box::new(e.to_string()))),
         Err(_) => Err(Box::new("the test body took more than 180 s".to_owned())),
     }
-}
-
-fn lab_required() -> bool {
-    std::env::var("LINEPROBE_REQUIRE_LAB").is_ok_and(|v| v == "1")
-}
-
-/// A PostgreSQL database made for one test.
-struct TestPg {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestPg {
-    async fn create(test: &str) -> Option<TestPg> {
-        let skip = |reason: String| {
-            assert!(
-                !lab_required(),
-                "{test}: LINEPROBE_REQUIRE_LAB=1 but PostgreSQL cannot be used: {reason}"
-            );
-            eprintln!(
-                "SKIPPED {test} on PostgreSQL: {reason} (set LINEPROBE_TEST_PG=postgres://… to \
-                 run it, LINEPROBE_REQUIRE_LAB=1 to fail instead)"
-            );
-            None
-        };
-        let Ok(admin_url) = std::env::var("LINEPROBE_TEST_PG") else {
-            return skip("LINEPROBE_TEST_PG is not set".to_owned());
-        };
-        let mut admin = match tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::PgConnection::connect(&admin_url),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return skip(format!("cannot connect to LINEPROBE_TEST_PG: {e}")),
-            Err(_) => return skip("connecting to LINEPROBE_TEST_PG timed out".to_owned()),
-        };
-        let name = unique_name();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let url = with_database(&admin_url, &name);
-        Some(TestPg {
-            admin_url,
-            name,
-            url,
-        })
-    }
-
-    async fn drop_database(self) {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        admin.close().await.unwrap();
-    }
-}
-
-fn unique_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "lp_t_report_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    format!("{}/{name}{query}", &base[..authority_end])
 }
 
 // ---- the seed --------------------------------------------------------------

@@ -4,24 +4,22 @@
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)] // each user takes what it needs
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
 use lineprobe_sync::{Pipeline, PullBatch, PulledReport, Store, demo_chain};
 use sqlx::Connection as _;
 
-/// Whether a missing lab prerequisite is a failure (CI) or a skip.
-pub fn lab_required() -> bool {
-    std::env::var("LINEPROBE_REQUIRE_LAB").is_ok_and(|v| v == "1")
-}
+#[path = "../pgscratch/mod.rs"]
+pub mod pgscratch;
+use pgscratch::ScratchPg;
 
 /// A database made for one test: a temporary SQLite file, or a PostgreSQL
 /// database created on `LINEPROBE_TEST_PG` and dropped at the end.
 pub struct TestDb {
     pub url: String,
-    pg: Option<(String, String)>,
+    pg: Option<ScratchPg>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -41,54 +39,18 @@ impl TestDb {
     /// when `LINEPROBE_TEST_PG` is unset or unreachable, unless the lab is
     /// required.
     pub async fn postgres(test: &str) -> Option<TestDb> {
-        let skip = |reason: String| {
-            assert!(
-                !lab_required(),
-                "{test}: LINEPROBE_REQUIRE_LAB=1 but PostgreSQL cannot be used: {reason}"
-            );
-            eprintln!(
-                "SKIPPED {test} on PostgreSQL: {reason} (set LINEPROBE_TEST_PG=postgres://… to \
-                 run it, LINEPROBE_REQUIRE_LAB=1 to fail instead)"
-            );
-            None
-        };
-        let Ok(admin_url) = std::env::var("LINEPROBE_TEST_PG") else {
-            return skip("LINEPROBE_TEST_PG is not set".to_owned());
-        };
-        let mut admin = match tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::PgConnection::connect(&admin_url),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return skip(format!("cannot connect to LINEPROBE_TEST_PG: {e}")),
-            Err(_) => return skip("connecting to LINEPROBE_TEST_PG timed out".to_owned()),
-        };
-        let name = unique_name();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
+        let pg = ScratchPg::create(test, "bo").await?;
         Some(TestDb {
-            url: with_database(&admin_url, &name),
-            pg: Some((admin_url, name)),
+            url: pg.url.clone(),
+            pg: Some(pg),
             _dir: None,
         })
     }
 
     /// Drops the PostgreSQL database (SQLite files go with the folder).
     pub async fn drop_database(self) {
-        if let Some((admin_url, name)) = &self.pg {
-            let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-            admin.close().await.unwrap();
+        if let Some(pg) = &self.pg {
+            pg.drop_database().await.unwrap();
         }
     }
 
@@ -131,32 +93,6 @@ async fn run_isolated(
             .unwrap_or_else(|e| Box::new(e.to_string()))),
         Err(_) => Err(Box::new("the test body took more than 180 s".to_owned())),
     }
-}
-
-fn unique_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "lp_t_bo_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    format!("{}/{name}{query}", &base[..authority_end])
 }
 
 /// One pulled report of the demo.

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lineprobe_collector::{
     CollectorConfig, Overrides, RunningCollector, Staging, StagingConfig, StagingOptions,
@@ -31,6 +31,10 @@ use lineprobe_shared::{InstallId, Report, ReportId};
 use lineprobe_sync::{DemoCase, Store};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
+
+#[path = "../pgscratch/mod.rs"]
+mod pgscratch;
+use pgscratch::ScratchPg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -317,35 +321,24 @@ pub struct TestDb {
     pg: Option<PgDatabase>,
 }
 
+/// Dropped when its `TestDb` drops, also while unwinding from a failure.
 #[derive(Debug)]
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
+struct PgDatabase(ScratchPg);
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         // Drop runs on a runtime thread (or while unwinding from a failed
         // assertion): the database is dropped from a thread of its own with
         // its own runtime, bounded, so that cleanup happens either way.
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
+        let pg = self.0.clone();
         let done = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("cleanup runtime");
             runtime.block_on(async {
-                let drop = async {
-                    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await?;
-                    admin.close().await
-                };
-                match tokio::time::timeout(Duration::from_secs(20), drop).await {
+                let name = &pg.name;
+                match tokio::time::timeout(Duration::from_secs(20), pg.drop_database()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => eprintln!("cannot drop the test database {name}: {e}"),
                     Err(_) => eprintln!("dropping the test database {name} timed out"),
@@ -354,10 +347,6 @@ impl Drop for PgDatabase {
         });
         let _ = done.join();
     }
-}
-
-fn lab_required() -> bool {
-    std::env::var("LINEPROBE_REQUIRE_LAB").is_ok_and(|v| v == "1")
 }
 
 /// Every backend this run tests: a fresh SQLite file in `dir`, and a fresh
@@ -394,42 +383,12 @@ impl TestDb {
     /// A fresh PostgreSQL database, or `None` (with the reason printed)
     /// when none can be had and the lab is not required.
     pub async fn postgres(test: &str) -> Option<TestDb> {
-        let skip = |reason: String| {
-            assert!(
-                !lab_required(),
-                "{test}: LINEPROBE_REQUIRE_LAB=1 but PostgreSQL cannot be used: {reason}"
-            );
-            eprintln!(
-                "SKIPPED {test} on PostgreSQL: {reason} (set LINEPROBE_TEST_PG=postgres://… to \
-                 run it, LINEPROBE_REQUIRE_LAB=1 to fail instead)"
-            );
-            None
-        };
-        let Ok(admin_url) = std::env::var("LINEPROBE_TEST_PG") else {
-            return skip("LINEPROBE_TEST_PG is not set".to_owned());
-        };
-        let mut admin = match tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::PgConnection::connect(&admin_url),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return skip(format!("cannot connect to LINEPROBE_TEST_PG: {e}")),
-            Err(_) => return skip("connecting to LINEPROBE_TEST_PG timed out".to_owned()),
-        };
-        let name = unique_db_name();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let url = with_database(&admin_url, &name);
+        let pg = ScratchPg::create(test, "e2e").await?;
         Some(TestDb {
             backend: Backend::Postgres,
-            url,
+            url: pg.url.clone(),
             sqlite_path: None,
-            pg: Some(PgDatabase { admin_url, name }),
+            pg: Some(PgDatabase(pg)),
         })
     }
 
@@ -545,34 +504,6 @@ pub struct RawRow {
     pub seq: u64,
     pub report_id: Option<String>,
     pub state: String,
-}
-
-/// `lp_t_<pid>_<time>_<n>`: unique across parallel tests and runs.
-fn unique_db_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "lp_t_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The URL with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    format!("{}/{name}{query}", &base[..authority_end])
 }
 
 /// Checks that `rows` hold every seq from 1 to `upto` of `node` exactly
