@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, PgPool};
 
+use queries::Param;
+
 use crate::Error;
 
 pub use period::{
@@ -55,6 +57,25 @@ pub struct Store {
 enum Backend {
     Sqlite(sqlite::Pools),
     Postgres(PgPool),
+}
+
+/// Runs one read on whichever backend the store has: `$read` is written
+/// once and compiled for each, with `$pool` the backend's pool for reads
+/// (SQLite's readers, PostgreSQL's pool). Reads share their SQL
+/// (`queries`), so only the pool's type differs.
+macro_rules! read {
+    ($store:expr, |$pool:ident| $read:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(p) => {
+                let $pool = &p.readers;
+                $read.await
+            }
+            Backend::Postgres(p) => {
+                let $pool = p;
+                $read.await
+            }
+        }
+    };
 }
 
 /// Where a database URL points.
@@ -122,20 +143,17 @@ impl Store {
     /// The pull cursor of `collector`, if it ever pulled.
     pub async fn cursor(&self, collector: &str) -> Result<Option<PullCursor>, Error> {
         let context = || format!("cannot read the pull cursor of collector `{collector}`");
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::cursor(&p.readers, collector).await,
-            Backend::Postgres(p) => postgres::cursor(p, collector).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::CURSOR)
+            .bind(collector)
+            .fetch_optional(pool))
         .map_err(self.db(context))
     }
 
     /// Every pull cursor, by collector name.
     pub async fn cursors(&self) -> Result<Vec<PullCursor>, Error> {
         let context = || "cannot read the pull cursors".to_owned();
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::cursors(&p.readers).await,
-            Backend::Postgres(p) => postgres::cursors(p).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::CURSORS)
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 
@@ -223,10 +241,10 @@ impl Store {
     /// Raw reports not applied yet with an id above `after_id`, in id order.
     pub async fn pending_raw(&self, after_id: i64, limit: u32) -> Result<Vec<RawReport>, Error> {
         let context = || "cannot list the pending raw reports".to_owned();
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::pending_raw(&p.readers, after_id, limit).await,
-            Backend::Postgres(p) => postgres::pending_raw(p, after_id, limit).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::PENDING_RAW)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 
@@ -241,12 +259,11 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<RawReport>, Error> {
         let context = || "cannot list the processed raw reports".to_owned();
-        match &self.backend {
-            Backend::Sqlite(p) => {
-                sqlite::processed_raw(&p.readers, since_ms, after_id, limit).await
-            }
-            Backend::Postgres(p) => postgres::processed_raw(p, since_ms, after_id, limit).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::PROCESSED_RAW)
+            .bind(after_id)
+            .bind(since_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 
@@ -282,10 +299,17 @@ impl Store {
     /// The current lines that pass `filter`, last seen first.
     pub async fn lines(&self, filter: &LineFilter) -> Result<Vec<LineRow>, Error> {
         let context = || "cannot list the lines".to_owned();
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::lines(&p.readers, filter).await,
-            Backend::Postgres(p) => postgres::lines(p, filter).await,
-        }
+        read!(self, |pool| {
+            let (sql, params) = queries::lines(filter);
+            let mut query = sqlx::query_as(AssertSqlSafe(sql));
+            for param in params {
+                query = match param {
+                    Param::Text(text) => query.bind(text),
+                    Param::Int(int) => query.bind(int),
+                };
+            }
+            query.fetch_all(pool)
+        })
         .map_err(self.db(context))
     }
 
@@ -293,20 +317,9 @@ impl Store {
     pub async fn line(&self, line_key: &str) -> Result<Option<LineRow>, Error> {
         let context = || format!("cannot read line `{line_key}`");
         let sql = queries::line();
-        match &self.backend {
-            Backend::Sqlite(p) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(line_key)
-                    .fetch_optional(&p.readers)
-                    .await
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(line_key)
-                    .fetch_optional(p)
-                    .await
-            }
-        }
+        read!(self, |pool| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(line_key)
+            .fetch_optional(pool))
         .map_err(self.db(context))
     }
 
@@ -314,20 +327,9 @@ impl Store {
     pub async fn observation(&self, obs_key: &str) -> Result<Option<ObservationRow>, Error> {
         let context = || format!("cannot read observation `{obs_key}`");
         let sql = queries::observation();
-        match &self.backend {
-            Backend::Sqlite(p) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(obs_key)
-                    .fetch_optional(&p.readers)
-                    .await
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(obs_key)
-                    .fetch_optional(p)
-                    .await
-            }
-        }
+        read!(self, |pool| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(obs_key)
+            .fetch_optional(pool))
         .map_err(self.db(context))
     }
 
@@ -335,70 +337,54 @@ impl Store {
     pub async fn line_observations(&self, line_key: &str) -> Result<Vec<ObservationRow>, Error> {
         let context = || format!("cannot list the observations of line `{line_key}`");
         let sql = queries::line_observations();
-        match &self.backend {
-            Backend::Sqlite(p) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(line_key)
-                    .fetch_all(&p.readers)
-                    .await
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(line_key)
-                    .fetch_all(p)
-                    .await
-            }
-        }
+        read!(self, |pool| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(line_key)
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 
     /// Every verdict of a line, newest first.
     pub async fn line_verdicts(&self, line_key: &str) -> Result<Vec<VerdictRow>, Error> {
         let context = || format!("cannot list the verdicts of line `{line_key}`");
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::line_verdicts(&p.readers, line_key).await,
-            Backend::Postgres(p) => postgres::line_verdicts(p, line_key).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::LINE_VERDICTS)
+            .bind(line_key)
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 
     /// The replaced verdicts of a line, newest first.
     pub async fn line_history(&self, line_key: &str) -> Result<Vec<LineHistoryRow>, Error> {
         let context = || format!("cannot list the history of line `{line_key}`");
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::line_history(&p.readers, line_key).await,
-            Backend::Postgres(p) => postgres::line_history(p, line_key).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::LINE_HISTORY)
+            .bind(line_key)
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 
     /// Quarantined reports, newest first.
     pub async fn quarantined(&self, limit: u32, offset: u32) -> Result<Vec<QuarantineRow>, Error> {
         let context = || "cannot list the quarantined reports".to_owned();
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::quarantined(&p.readers, limit, offset).await,
-            Backend::Postgres(p) => postgres::quarantined(p, limit, offset).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::QUARANTINED)
+            .bind(i64::from(limit))
+            .bind(i64::from(offset))
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 
     /// How many rows each table holds.
     pub async fn counts(&self) -> Result<StoreCounts, Error> {
         let context = || "cannot count the rows".to_owned();
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::counts(&p.readers).await,
-            Backend::Postgres(p) => postgres::counts(p).await,
-        }
-        .map_err(self.db(context))
+        read!(self, |pool| sqlx::query_as(queries::COUNTS).fetch_one(pool))
+            .map_err(self.db(context))
     }
 
     /// The cached answers of `source` that have not expired at `now_ms`.
     pub async fn cache_load(&self, source: &str, now_ms: i64) -> Result<Vec<CachedAnswer>, Error> {
         let context = || format!("cannot load the cached answers of source `{source}`");
-        match &self.backend {
-            Backend::Sqlite(p) => sqlite::cache_load(&p.readers, source, now_ms).await,
-            Backend::Postgres(p) => postgres::cache_load(p, source, now_ms).await,
-        }
+        read!(self, |pool| sqlx::query_as(queries::CACHE_LOAD)
+            .bind(source)
+            .bind(now_ms)
+            .fetch_all(pool))
         .map_err(self.db(context))
     }
 

@@ -13,11 +13,9 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
 use super::pgcopy::CopyRows;
-use super::queries::{self, Param};
-use super::records::{ApplySummary, CachedAnswer, LineFilter, Processed, PullBatch, PullCommit};
-use super::rows::{
-    LineHistoryRow, LineRow, PullCursor, QuarantineRow, RawReport, StoreCounts, VerdictRow,
-};
+use super::queries;
+use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
+use super::rows::{LineRow, VerdictRow};
 use super::{ApplyError, PullOutcome, URL_HELP, redact};
 use crate::Error;
 
@@ -84,20 +82,6 @@ fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
 
 fn count_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-pub(super) async fn cursor(
-    pool: &PgPool,
-    collector: &str,
-) -> Result<Option<PullCursor>, sqlx::Error> {
-    sqlx::query_as(queries::CURSOR)
-        .bind(collector)
-        .fetch_optional(pool)
-        .await
-}
-
-pub(super) async fn cursors(pool: &PgPool) -> Result<Vec<PullCursor>, sqlx::Error> {
-    sqlx::query_as(queries::CURSORS).fetch_all(pool).await
 }
 
 /// The pull cursor's upsert after a page is stored, shared by both ways of
@@ -307,32 +291,6 @@ pub(super) async fn record_pull_error(
     .execute(pool)
     .await?;
     Ok(())
-}
-
-pub(super) async fn pending_raw(
-    pool: &PgPool,
-    after_id: i64,
-    limit: u32,
-) -> Result<Vec<RawReport>, sqlx::Error> {
-    sqlx::query_as(queries::PENDING_RAW)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-}
-
-pub(super) async fn processed_raw(
-    pool: &PgPool,
-    since_ms: Option<i64>,
-    after_id: i64,
-    limit: u32,
-) -> Result<Vec<RawReport>, sqlx::Error> {
-    sqlx::query_as(queries::PROCESSED_RAW)
-        .bind(after_id)
-        .bind(since_ms)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
 }
 
 pub(super) async fn apply(
@@ -774,66 +732,6 @@ async fn write_plan(
         .bind(col(&redecided, |r| r.observation_id));
     query.execute(&mut **tx).await?;
     Ok(())
-}
-
-pub(super) async fn lines(pool: &PgPool, filter: &LineFilter) -> Result<Vec<LineRow>, sqlx::Error> {
-    let (sql, params) = queries::lines(filter);
-    let mut query = sqlx::query_as(AssertSqlSafe(sql));
-    for param in params {
-        query = match param {
-            Param::Text(text) => query.bind(text),
-            Param::Int(int) => query.bind(int),
-        };
-    }
-    query.fetch_all(pool).await
-}
-
-pub(super) async fn line_verdicts(
-    pool: &PgPool,
-    line_key: &str,
-) -> Result<Vec<VerdictRow>, sqlx::Error> {
-    sqlx::query_as(queries::LINE_VERDICTS)
-        .bind(line_key)
-        .fetch_all(pool)
-        .await
-}
-
-pub(super) async fn line_history(
-    pool: &PgPool,
-    line_key: &str,
-) -> Result<Vec<LineHistoryRow>, sqlx::Error> {
-    sqlx::query_as(queries::LINE_HISTORY)
-        .bind(line_key)
-        .fetch_all(pool)
-        .await
-}
-
-pub(super) async fn quarantined(
-    pool: &PgPool,
-    limit: u32,
-    offset: u32,
-) -> Result<Vec<QuarantineRow>, sqlx::Error> {
-    sqlx::query_as(queries::QUARANTINED)
-        .bind(i64::from(limit))
-        .bind(i64::from(offset))
-        .fetch_all(pool)
-        .await
-}
-
-pub(super) async fn counts(pool: &PgPool) -> Result<StoreCounts, sqlx::Error> {
-    sqlx::query_as(queries::COUNTS).fetch_one(pool).await
-}
-
-pub(super) async fn cache_load(
-    pool: &PgPool,
-    source: &str,
-    now_ms: i64,
-) -> Result<Vec<CachedAnswer>, sqlx::Error> {
-    sqlx::query_as(queries::CACHE_LOAD)
-        .bind(source)
-        .bind(now_ms)
-        .fetch_all(pool)
-        .await
 }
 
 pub(super) async fn cache_put(pool: &PgPool, entries: &[CachedAnswer]) -> Result<(), sqlx::Error> {

@@ -12,11 +12,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, SqlitePool, Transaction};
 
 use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
-use super::queries::{self, Param};
-use super::records::{ApplySummary, CachedAnswer, LineFilter, Processed, PullBatch, PullCommit};
-use super::rows::{
-    LineHistoryRow, LineRow, PullCursor, QuarantineRow, RawReport, StoreCounts, VerdictRow,
-};
+use super::queries;
+use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
+use super::rows::{LineRow, VerdictRow};
 use super::{ApplyError, PullOutcome};
 use crate::Error;
 
@@ -116,20 +114,6 @@ async fn begin(writer: &SqlitePool) -> Result<Tx, sqlx::Error> {
     // IMMEDIATE takes the write lock up front, so another process writing
     // the same file makes us wait (busy timeout) instead of failing halfway.
     writer.begin_with("BEGIN IMMEDIATE").await
-}
-
-pub(super) async fn cursor(
-    readers: &SqlitePool,
-    collector: &str,
-) -> Result<Option<PullCursor>, sqlx::Error> {
-    sqlx::query_as(queries::CURSOR)
-        .bind(collector)
-        .fetch_optional(readers)
-        .await
-}
-
-pub(super) async fn cursors(readers: &SqlitePool) -> Result<Vec<PullCursor>, sqlx::Error> {
-    sqlx::query_as(queries::CURSORS).fetch_all(readers).await
 }
 
 pub(super) async fn commit_pull(
@@ -245,32 +229,6 @@ pub(super) async fn record_pull_error(
     .execute(writer)
     .await?;
     Ok(())
-}
-
-pub(super) async fn pending_raw(
-    readers: &SqlitePool,
-    after_id: i64,
-    limit: u32,
-) -> Result<Vec<RawReport>, sqlx::Error> {
-    sqlx::query_as(queries::PENDING_RAW)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(readers)
-        .await
-}
-
-pub(super) async fn processed_raw(
-    readers: &SqlitePool,
-    since_ms: Option<i64>,
-    after_id: i64,
-    limit: u32,
-) -> Result<Vec<RawReport>, sqlx::Error> {
-    sqlx::query_as(queries::PROCESSED_RAW)
-        .bind(after_id)
-        .bind(since_ms)
-        .bind(i64::from(limit))
-        .fetch_all(readers)
-        .await
 }
 
 /// A JSON array of the items: SQLite's `json_each` turns it into a set, so
@@ -566,69 +524,6 @@ async fn upsert_line(tx: &mut Tx, l: &LineRow) -> Result<(), sqlx::Error> {
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-pub(super) async fn lines(
-    readers: &SqlitePool,
-    filter: &LineFilter,
-) -> Result<Vec<LineRow>, sqlx::Error> {
-    let (sql, params) = queries::lines(filter);
-    let mut query = sqlx::query_as(AssertSqlSafe(sql));
-    for param in params {
-        query = match param {
-            Param::Text(text) => query.bind(text),
-            Param::Int(int) => query.bind(int),
-        };
-    }
-    query.fetch_all(readers).await
-}
-
-pub(super) async fn line_verdicts(
-    readers: &SqlitePool,
-    line_key: &str,
-) -> Result<Vec<VerdictRow>, sqlx::Error> {
-    sqlx::query_as(queries::LINE_VERDICTS)
-        .bind(line_key)
-        .fetch_all(readers)
-        .await
-}
-
-pub(super) async fn line_history(
-    readers: &SqlitePool,
-    line_key: &str,
-) -> Result<Vec<LineHistoryRow>, sqlx::Error> {
-    sqlx::query_as(queries::LINE_HISTORY)
-        .bind(line_key)
-        .fetch_all(readers)
-        .await
-}
-
-pub(super) async fn quarantined(
-    readers: &SqlitePool,
-    limit: u32,
-    offset: u32,
-) -> Result<Vec<QuarantineRow>, sqlx::Error> {
-    sqlx::query_as(queries::QUARANTINED)
-        .bind(i64::from(limit))
-        .bind(i64::from(offset))
-        .fetch_all(readers)
-        .await
-}
-
-pub(super) async fn counts(readers: &SqlitePool) -> Result<StoreCounts, sqlx::Error> {
-    sqlx::query_as(queries::COUNTS).fetch_one(readers).await
-}
-
-pub(super) async fn cache_load(
-    readers: &SqlitePool,
-    source: &str,
-    now_ms: i64,
-) -> Result<Vec<CachedAnswer>, sqlx::Error> {
-    sqlx::query_as(queries::CACHE_LOAD)
-        .bind(source)
-        .bind(now_ms)
-        .fetch_all(readers)
-        .await
 }
 
 pub(super) async fn cache_put(
