@@ -3,9 +3,9 @@
 //! they were published, and the fast listings its pages show (lines by
 //! keyset, the dashboard's breakdown, probes, quarantine).
 //!
-//! Both backends run the same SQL text here; the `on_reader!` and `on_writer!`
-//! macros pick the pool (on SQLite, the read-only pool or the single
-//! writer).
+//! Both backends run the same SQL text here; the store's `on_reader!` and
+//! `on_writer!` macros pick the pool (on SQLite, the read-only pool or the
+//! single writer).
 
 use std::fmt::Write as _;
 
@@ -15,38 +15,6 @@ use sqlx::AssertSqlSafe;
 use super::queries::{LINE_COLUMNS, Param};
 use super::{Backend, LineFilter, LineRow, QuarantineRow, Store};
 use crate::Error;
-
-/// Runs `$body` with `$pool` bound to the backend's reading pool.
-macro_rules! on_reader {
-    ($self:expr, $pool:ident => $body:expr) => {
-        match &$self.backend {
-            Backend::Sqlite(p) => {
-                let $pool = &p.readers;
-                $body
-            }
-            Backend::Postgres(p) => {
-                let $pool = p;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` with `$pool` bound to the backend's writing pool.
-macro_rules! on_writer {
-    ($self:expr, $pool:ident => $body:expr) => {
-        match &$self.backend {
-            Backend::Sqlite(p) => {
-                let $pool = &p.writer;
-                $body
-            }
-            Backend::Postgres(p) => {
-                let $pool = p;
-                $body
-            }
-        }
-    };
-}
 
 /// A back-office account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -330,20 +298,6 @@ pub(super) fn line_conditions<'a>(
         params.push(Param::Int(until));
         let _ = write!(sql, " AND l.last_seen <= ${}", params.len());
     }
-}
-
-/// Binds built parameters to a query, on either backend.
-macro_rules! bind_all {
-    ($query:expr, $params:expr) => {{
-        let mut query = $query;
-        for param in $params {
-            query = match param {
-                Param::Text(text) => query.bind(text),
-                Param::Int(int) => query.bind(int),
-            };
-        }
-        query
-    }};
 }
 
 impl Store {

@@ -10,6 +10,54 @@
 //! (parallel arrays, `UNNEST`); SQLite, in-process, writes row by row inside
 //! one transaction. Times are Unix milliseconds everywhere.
 
+/// Runs `$body` with `$pool` bound to the backend's reading pool: the
+/// body is written once and compiled for each backend, for the reads and
+/// writes whose SQL both run as is (`queries`, `backoffice`).
+macro_rules! on_reader {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(p) => {
+                let $pool = &p.readers;
+                $body
+            }
+            Backend::Postgres(p) => {
+                let $pool = p;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the backend's writing pool.
+macro_rules! on_writer {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(p) => {
+                let $pool = &p.writer;
+                $body
+            }
+            Backend::Postgres(p) => {
+                let $pool = p;
+                $body
+            }
+        }
+    };
+}
+
+/// Binds built parameters to a query, on either backend.
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut query = $query;
+        for param in $params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+
 mod apply;
 pub(crate) mod backoffice;
 mod period;
@@ -57,25 +105,6 @@ pub struct Store {
 enum Backend {
     Sqlite(sqlite::Pools),
     Postgres(PgPool),
-}
-
-/// Runs one read on whichever backend the store has: `$read` is written
-/// once and compiled for each, with `$pool` the backend's pool for reads
-/// (SQLite's readers, PostgreSQL's pool). Reads share their SQL
-/// (`queries`), so only the pool's type differs.
-macro_rules! read {
-    ($store:expr, |$pool:ident| $read:expr) => {
-        match &$store.backend {
-            Backend::Sqlite(p) => {
-                let $pool = &p.readers;
-                $read.await
-            }
-            Backend::Postgres(p) => {
-                let $pool = p;
-                $read.await
-            }
-        }
-    };
 }
 
 /// Where a database URL points.
@@ -143,17 +172,17 @@ impl Store {
     /// The pull cursor of `collector`, if it ever pulled.
     pub async fn cursor(&self, collector: &str) -> Result<Option<PullCursor>, Error> {
         let context = || format!("cannot read the pull cursor of collector `{collector}`");
-        read!(self, |pool| sqlx::query_as(queries::CURSOR)
+        on_reader!(self, pool => sqlx::query_as(queries::CURSOR)
             .bind(collector)
-            .fetch_optional(pool))
+            .fetch_optional(pool).await)
         .map_err(self.db(context))
     }
 
     /// Every pull cursor, by collector name.
     pub async fn cursors(&self) -> Result<Vec<PullCursor>, Error> {
         let context = || "cannot read the pull cursors".to_owned();
-        read!(self, |pool| sqlx::query_as(queries::CURSORS)
-            .fetch_all(pool))
+        on_reader!(self, pool => sqlx::query_as(queries::CURSORS)
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
@@ -241,10 +270,10 @@ impl Store {
     /// Raw reports not applied yet with an id above `after_id`, in id order.
     pub async fn pending_raw(&self, after_id: i64, limit: u32) -> Result<Vec<RawReport>, Error> {
         let context = || "cannot list the pending raw reports".to_owned();
-        read!(self, |pool| sqlx::query_as(queries::PENDING_RAW)
+        on_reader!(self, pool => sqlx::query_as(queries::PENDING_RAW)
             .bind(after_id)
             .bind(i64::from(limit))
-            .fetch_all(pool))
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
@@ -259,11 +288,11 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<RawReport>, Error> {
         let context = || "cannot list the processed raw reports".to_owned();
-        read!(self, |pool| sqlx::query_as(queries::PROCESSED_RAW)
+        on_reader!(self, pool => sqlx::query_as(queries::PROCESSED_RAW)
             .bind(after_id)
             .bind(since_ms)
             .bind(i64::from(limit))
-            .fetch_all(pool))
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
@@ -299,17 +328,10 @@ impl Store {
     /// The current lines that pass `filter`, last seen first.
     pub async fn lines(&self, filter: &LineFilter) -> Result<Vec<LineRow>, Error> {
         let context = || "cannot list the lines".to_owned();
-        read!(self, |pool| {
-            let (sql, params) = queries::lines(filter);
-            let mut query = sqlx::query_as(AssertSqlSafe(sql));
-            for param in params {
-                query = match param {
-                    Param::Text(text) => query.bind(text),
-                    Param::Int(int) => query.bind(int),
-                };
-            }
-            query.fetch_all(pool)
-        })
+        let (sql, params) = queries::lines(filter);
+        on_reader!(self, pool => bind_all!(sqlx::query_as(AssertSqlSafe(sql)), params)
+            .fetch_all(pool)
+            .await)
         .map_err(self.db(context))
     }
 
@@ -317,9 +339,9 @@ impl Store {
     pub async fn line(&self, line_key: &str) -> Result<Option<LineRow>, Error> {
         let context = || format!("cannot read line `{line_key}`");
         let sql = queries::line();
-        read!(self, |pool| sqlx::query_as(AssertSqlSafe(sql))
+        on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(sql))
             .bind(line_key)
-            .fetch_optional(pool))
+            .fetch_optional(pool).await)
         .map_err(self.db(context))
     }
 
@@ -327,9 +349,9 @@ impl Store {
     pub async fn observation(&self, obs_key: &str) -> Result<Option<ObservationRow>, Error> {
         let context = || format!("cannot read observation `{obs_key}`");
         let sql = queries::observation();
-        read!(self, |pool| sqlx::query_as(AssertSqlSafe(sql))
+        on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(sql))
             .bind(obs_key)
-            .fetch_optional(pool))
+            .fetch_optional(pool).await)
         .map_err(self.db(context))
     }
 
@@ -337,54 +359,54 @@ impl Store {
     pub async fn line_observations(&self, line_key: &str) -> Result<Vec<ObservationRow>, Error> {
         let context = || format!("cannot list the observations of line `{line_key}`");
         let sql = queries::line_observations();
-        read!(self, |pool| sqlx::query_as(AssertSqlSafe(sql))
+        on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(sql))
             .bind(line_key)
-            .fetch_all(pool))
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
     /// Every verdict of a line, newest first.
     pub async fn line_verdicts(&self, line_key: &str) -> Result<Vec<VerdictRow>, Error> {
         let context = || format!("cannot list the verdicts of line `{line_key}`");
-        read!(self, |pool| sqlx::query_as(queries::LINE_VERDICTS)
+        on_reader!(self, pool => sqlx::query_as(queries::LINE_VERDICTS)
             .bind(line_key)
-            .fetch_all(pool))
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
     /// The replaced verdicts of a line, newest first.
     pub async fn line_history(&self, line_key: &str) -> Result<Vec<LineHistoryRow>, Error> {
         let context = || format!("cannot list the history of line `{line_key}`");
-        read!(self, |pool| sqlx::query_as(queries::LINE_HISTORY)
+        on_reader!(self, pool => sqlx::query_as(queries::LINE_HISTORY)
             .bind(line_key)
-            .fetch_all(pool))
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
     /// Quarantined reports, newest first.
     pub async fn quarantined(&self, limit: u32, offset: u32) -> Result<Vec<QuarantineRow>, Error> {
         let context = || "cannot list the quarantined reports".to_owned();
-        read!(self, |pool| sqlx::query_as(queries::QUARANTINED)
+        on_reader!(self, pool => sqlx::query_as(queries::QUARANTINED)
             .bind(i64::from(limit))
             .bind(i64::from(offset))
-            .fetch_all(pool))
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
     /// How many rows each table holds.
     pub async fn counts(&self) -> Result<StoreCounts, Error> {
         let context = || "cannot count the rows".to_owned();
-        read!(self, |pool| sqlx::query_as(queries::COUNTS).fetch_one(pool))
+        on_reader!(self, pool => sqlx::query_as(queries::COUNTS).fetch_one(pool).await)
             .map_err(self.db(context))
     }
 
     /// The cached answers of `source` that have not expired at `now_ms`.
     pub async fn cache_load(&self, source: &str, now_ms: i64) -> Result<Vec<CachedAnswer>, Error> {
         let context = || format!("cannot load the cached answers of source `{source}`");
-        read!(self, |pool| sqlx::query_as(queries::CACHE_LOAD)
+        on_reader!(self, pool => sqlx::query_as(queries::CACHE_LOAD)
             .bind(source)
             .bind(now_ms)
-            .fetch_all(pool))
+            .fetch_all(pool).await)
         .map_err(self.db(context))
     }
 
