@@ -10,14 +10,15 @@
 //! (parallel arrays, `UNNEST`); SQLite, in-process, writes row by row inside
 //! one transaction. Times are Unix milliseconds everywhere.
 
-/// Runs `$body` with `$pool` bound to the backend's reading pool: the
-/// body is written once and compiled for each backend, for the reads and
-/// writes whose SQL both run as is (`queries`, `backoffice`).
-macro_rules! on_reader {
-    ($self:expr, $pool:ident => $body:expr) => {
+/// Runs `$body` with `$pool` bound to one of the backend's pools (on
+/// SQLite, the pool named `$sqlite`; PostgreSQL has one): the body is
+/// written once and compiled for each backend, for the reads and writes
+/// whose SQL both run as is (`queries`, `backoffice`).
+macro_rules! on_pool {
+    ($self:expr, $sqlite:ident, $pool:ident => $body:expr) => {
         match &$self.backend {
             Backend::Sqlite(p) => {
-                let $pool = &p.readers;
+                let $pool = &p.$sqlite;
                 $body
             }
             Backend::Postgres(p) => {
@@ -28,19 +29,17 @@ macro_rules! on_reader {
     };
 }
 
-/// Runs `$body` with `$pool` bound to the backend's writing pool.
+/// [`on_pool!`] on the reading pool (SQLite's read-only connections).
+macro_rules! on_reader {
+    ($self:expr, $pool:ident => $body:expr) => {
+        on_pool!($self, readers, $pool => $body)
+    };
+}
+
+/// [`on_pool!`] on the writing pool (SQLite's single writer).
 macro_rules! on_writer {
     ($self:expr, $pool:ident => $body:expr) => {
-        match &$self.backend {
-            Backend::Sqlite(p) => {
-                let $pool = &p.writer;
-                $body
-            }
-            Backend::Postgres(p) => {
-                let $pool = p;
-                $body
-            }
-        }
+        on_pool!($self, writer, $pool => $body)
     };
 }
 
