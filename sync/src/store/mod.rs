@@ -233,12 +233,16 @@ impl Store {
     pub async fn record_ack(&self, collector: &str, acked_up_to: u64) -> Result<(), Error> {
         let acked = seq_to_i64(acked_up_to, collector, "the acknowledged number")?;
         let context = || format!("cannot record the acknowledgement of collector `{collector}`");
-        let found = match &self.backend {
-            Backend::Sqlite(p) => sqlite::record_ack(&p.writer, collector, acked).await,
-            Backend::Postgres(p) => postgres::record_ack(p, collector, acked).await,
-        }
+        // A confirmed ack means the collector answered: an error recorded
+        // earlier (a lost ack, a collector that was down) is over.
+        let updated = on_writer!(self, pool => sqlx::query(queries::RECORD_ACK)
+            .bind(collector)
+            .bind(acked)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
         .map_err(self.db(context))?;
-        if found {
+        if updated > 0 {
             Ok(())
         } else {
             Err(Error::StoreInput(format!(
@@ -257,12 +261,13 @@ impl Store {
         message: &str,
     ) -> Result<(), Error> {
         let context = || format!("cannot record the pull error of collector `{collector}`");
-        match &self.backend {
-            Backend::Sqlite(p) => {
-                sqlite::record_pull_error(&p.writer, collector, at_ms, message).await
-            }
-            Backend::Postgres(p) => postgres::record_pull_error(p, collector, at_ms, message).await,
-        }
+        on_writer!(self, pool => sqlx::query(queries::RECORD_PULL_ERROR)
+            .bind(collector)
+            .bind(at_ms)
+            .bind(message)
+            .execute(pool)
+            .await
+            .map(|_| ()))
         .map_err(self.db(context))
     }
 

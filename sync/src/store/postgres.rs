@@ -253,46 +253,6 @@ async fn finish_pull(
     }))
 }
 
-pub(super) async fn record_ack(
-    pool: &PgPool,
-    collector: &str,
-    acked: i64,
-) -> Result<bool, sqlx::Error> {
-    // A confirmed ack means the collector answered: an error recorded
-    // earlier (a lost ack, a collector that was down) is over.
-    let done = sqlx::query(
-        "UPDATE pull_cursors SET acked_seq = GREATEST(acked_seq, $2), last_error = NULL, \
-         last_error_at = NULL WHERE collector = $1",
-    )
-    .bind(collector)
-    .bind(acked)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() > 0)
-}
-
-pub(super) async fn record_pull_error(
-    pool: &PgPool,
-    collector: &str,
-    at_ms: i64,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO pull_cursors (collector, last_pull_at, last_error, last_error_at) \
-         VALUES ($1, $2, $3, $2) \
-         ON CONFLICT (collector) DO UPDATE SET \
-           last_pull_at = EXCLUDED.last_pull_at, \
-           last_error = EXCLUDED.last_error, \
-           last_error_at = EXCLUDED.last_error_at",
-    )
-    .bind(collector)
-    .bind(at_ms)
-    .bind(message)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 pub(super) async fn apply(
     pool: &PgPool,
     gate: &tokio::sync::Mutex<()>,

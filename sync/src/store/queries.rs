@@ -15,6 +15,20 @@ pub(super) const CURSORS: &str = "SELECT collector, node_id, after_seq, acked_se
 
 pub(super) const CURSOR_NODE: &str = "SELECT node_id FROM pull_cursors WHERE collector = $1";
 
+/// Moves the acknowledged number forward only and clears the recorded
+/// error (a CASE, as SQLite has no `GREATEST` and PostgreSQL no two-argument
+/// `MAX`).
+pub(super) const RECORD_ACK: &str = "UPDATE pull_cursors SET \
+     acked_seq = CASE WHEN $2 > acked_seq THEN $2 ELSE acked_seq END, \
+     last_error = NULL, last_error_at = NULL WHERE collector = $1";
+
+/// Records a failed pull, creating the cursor when the collector never
+/// pulled (its node id stays empty until a pull succeeds).
+pub(super) const RECORD_PULL_ERROR: &str = "INSERT INTO pull_cursors \
+     (collector, last_pull_at, last_error, last_error_at) VALUES ($1, $2, $3, $2) \
+     ON CONFLICT (collector) DO UPDATE SET last_pull_at = excluded.last_pull_at, \
+     last_error = excluded.last_error, last_error_at = excluded.last_error_at";
+
 /// The pending reports are those `raw_pending` lists (see migration 0006).
 pub(super) const PENDING_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
      r.pulled_at AS pulled_at_ms FROM raw_pending p JOIN raw_reports r ON r.id = p.raw_id \

@@ -191,46 +191,6 @@ pub(super) async fn commit_pull(
     }))
 }
 
-pub(super) async fn record_ack(
-    writer: &SqlitePool,
-    collector: &str,
-    acked: i64,
-) -> Result<bool, sqlx::Error> {
-    // A confirmed ack means the collector answered: an error recorded
-    // earlier (a lost ack, a collector that was down) is over.
-    let done = sqlx::query(
-        "UPDATE pull_cursors SET acked_seq = MAX(acked_seq, $2), last_error = NULL, \
-         last_error_at = NULL WHERE collector = $1",
-    )
-    .bind(collector)
-    .bind(acked)
-    .execute(writer)
-    .await?;
-    Ok(done.rows_affected() > 0)
-}
-
-pub(super) async fn record_pull_error(
-    writer: &SqlitePool,
-    collector: &str,
-    at_ms: i64,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO pull_cursors (collector, last_pull_at, last_error, last_error_at) \
-         VALUES ($1, $2, $3, $2) \
-         ON CONFLICT (collector) DO UPDATE SET \
-           last_pull_at = excluded.last_pull_at, \
-           last_error = excluded.last_error, \
-           last_error_at = excluded.last_error_at",
-    )
-    .bind(collector)
-    .bind(at_ms)
-    .bind(message)
-    .execute(writer)
-    .await?;
-    Ok(())
-}
-
 /// A JSON array of the items: SQLite's `json_each` turns it into a set, so
 /// a whole batch of keys goes in one parameter.
 fn json_list<T: serde::Serialize>(items: &[T]) -> String {
