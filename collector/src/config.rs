@@ -588,40 +588,14 @@ impl CollectorConfig {
     }
 }
 
-/// Sets `path` (`SECTION__KEY`, case-insensitive) in `table` to `value`,
-/// read as a TOML value when it parses as one (numbers, booleans, arrays)
-/// and as a string otherwise.
+/// Applies one `ENV_PREFIX` variable to the configuration table; its
+/// problems are configuration errors of this program.
 fn apply_env(table: &mut toml::Table, name: &str, path: &str, value: &str) -> Result<(), Error> {
-    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-    if keys.iter().any(String::is_empty) {
-        return Err(Error::Config {
-            key: name.to_owned(),
-            reason: format!(
-                "write the key path with double underscores, e.g. {ENV_PREFIX}PUBLIC__LISTEN"
-            ),
-        });
-    }
-    let parsed = format!("v = {value}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let (last, parents) = keys.split_last().ok_or_else(|| Error::Config {
-        key: name.to_owned(),
-        reason: "name a key after the prefix".to_owned(),
-    })?;
-    let mut at = table;
-    for k in parents {
-        let entry = at
-            .entry(k.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        at = entry.as_table_mut().ok_or_else(|| Error::Config {
-            key: name.to_owned(),
-            reason: format!("`{k}` is not a section"),
-        })?;
-    }
-    at.insert(last.clone(), parsed);
-    Ok(())
+    let example = format!("{ENV_PREFIX}PUBLIC__LISTEN");
+    lineprobe_shared::apply_env_override(table, name, path, value, &example).map_err(|e| match e {
+        lineprobe_shared::Error::Config { key, reason } => Error::Config { key, reason },
+        other => Error::Shared(other),
+    })
 }
 
 fn valid_node_id(id: &str) -> bool {

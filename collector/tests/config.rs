@@ -119,6 +119,31 @@ fn an_unknown_environment_key_is_an_error() {
 }
 
 #[test]
+fn a_malformed_environment_key_is_a_configuration_error_naming_it() {
+    for (name, says) in [
+        (
+            "LINEPROBE_COLLECTOR__PUBLIC____LISTEN",
+            "LINEPROBE_COLLECTOR__PUBLIC__LISTEN",
+        ),
+        (
+            "LINEPROBE_COLLECTOR__NODE_ID__X",
+            "`node_id` is not a section",
+        ),
+    ] {
+        let env = vec![(name.to_owned(), "1".to_owned())];
+        let toml = "node_id = \"edge-7\"\n";
+        let e = CollectorConfig::from_toml_with_env(toml, "test", env, &Overrides::default())
+            .expect_err("malformed");
+        assert!(
+            matches!(e, lineprobe_collector::Error::Config { .. }),
+            "{e}"
+        );
+        let e = e.to_string();
+        assert!(e.contains(name) && e.contains(says), "{e}");
+    }
+}
+
+#[test]
 fn flags_win_over_file_and_environment() {
     let env = vec![(
         "LINEPROBE_COLLECTOR__PUBLIC__LISTEN".to_owned(),

@@ -10,6 +10,7 @@
 
 mod addrclass;
 mod catalog;
+mod envoverride;
 mod error;
 mod firsthop;
 mod manifest;
@@ -20,6 +21,7 @@ mod tracetext;
 
 pub use addrclass::*;
 pub use catalog::*;
+pub use envoverride::*;
 pub use error::*;
 pub use firsthop::*;
 pub use manifest::*;
