@@ -351,6 +351,32 @@ fn broken_json_is_a_json_error_and_non_objects_name_the_document() {
 }
 
 #[test]
+fn text_that_is_not_utf8_is_a_json_error_at_the_byte() {
+    // Decoding checks the document as UTF-8 in one pass before decoding it
+    // as text; bytes that fail that check still get the slow decode, whose
+    // error says where the bad byte is.
+    let good = fixture_text("minimal.json");
+    assert!(Report::from_submitted_json(good.as_bytes()).is_ok());
+    let mut doc = fixture("minimal.json");
+    set(&mut doc, "/device/os", json!("OS_MARK"));
+    let text = serde_json::to_string(&doc).expect("serializes");
+    let mut broken = text.into_bytes();
+    let at = broken
+        .windows(7)
+        .position(|w| w == b"OS_MARK")
+        .expect("marker");
+    broken[at + 2] = 0xff;
+    match Report::from_submitted_json(&broken) {
+        Err(Error::Json(e)) => {
+            let said = e.to_string();
+            assert!(said.contains("invalid unicode code point"), "{said}");
+            assert!(said.contains(&format!("column {}", at + 3)), "{said}");
+        }
+        other => panic!("expected a JSON error at the bad byte, got {other:?}"),
+    }
+}
+
+#[test]
 fn oversized_documents_are_refused_before_parsing() {
     let big = vec![b' '; ReportLimits::MAX_REPORT_BYTES + 1];
     let found = violations_of(Report::from_json(&big));

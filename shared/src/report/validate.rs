@@ -36,7 +36,10 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Report, Error> {
     // paths and reading the version separately costs as much again as the
     // decode itself — on the collector's hot path. Only a document that
     // fails here is decoded again, slowly, to say exactly what is wrong.
-    if let Ok(report) = serde_json::from_slice::<Report>(bytes)
+    // The text is checked as UTF-8 once, in one pass, and decoded as `str`:
+    // decoding bytes checks every string on its own, a fifth of the decode.
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && let Ok(report) = serde_json::from_str::<Report>(text)
         && SUPPORTED_REPORT_SCHEMA_VERSIONS.contains(&report.schema)
     {
         return Ok(report);
