@@ -66,6 +66,7 @@ mod queries;
 mod records;
 mod rows;
 mod sqlite;
+mod tables;
 
 use std::sync::Arc;
 

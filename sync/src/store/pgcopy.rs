@@ -9,6 +9,8 @@
 //! per value: nothing to escape, whatever the JSON holds.
 //! <https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4>
 
+use super::tables::{Cell, TableRow};
+
 /// A COPY data stream in the binary format, built in memory.
 #[derive(Debug)]
 pub(super) struct CopyRows {
@@ -107,6 +109,36 @@ impl CopyRows {
         self.len_prefix(1);
         self.buf.push(u8::from(value));
         self
+    }
+
+    /// The stream of `rows`, in the order of the table's column list;
+    /// `bytes_per_row` is a guess of their size.
+    pub(super) fn of<'a, R: TableRow + 'a>(
+        rows: impl IntoIterator<Item = &'a R>,
+        bytes_per_row: usize,
+    ) -> Self {
+        let rows = rows.into_iter();
+        let mut out = Self::with_capacity(rows.size_hint().0 * bytes_per_row);
+        for row in rows {
+            out.push(row);
+        }
+        out
+    }
+
+    /// One row of a table.
+    pub(super) fn push<R: TableRow>(&mut self, row: &R) {
+        let cells = row.cells();
+        self.row(i16::try_from(cells.len()).unwrap_or(i16::MAX));
+        for cell in cells {
+            match cell {
+                Cell::Int8(v) => self.int8(v),
+                Cell::OptInt8(v) => self.opt_int8(v),
+                Cell::OptInt2(v) => self.opt_int2(v),
+                Cell::Text(v) => self.text(v),
+                Cell::OptText(v) => self.opt_text(v),
+                Cell::Bool(v) => self.bool(v),
+            };
+        }
     }
 
     /// The whole stream, with its trailer.

@@ -15,7 +15,8 @@ use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateR
 use super::pgcopy::CopyRows;
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
-use super::rows::{LineRow, VerdictRow};
+use super::rows::LineRow;
+use super::tables::{TableRow, copy_statement};
 use super::{ApplyError, PullOutcome, URL_HELP, redact};
 use crate::Error;
 
@@ -490,105 +491,6 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const COPY_OBSERVATIONS: &str = "COPY observations (id, obs_key, line_key, install_id, account, \
-     declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, path, engine, \
-     agent_version, os, count, first_seen, last_seen, first_report_id, last_report_id, \
-     latest_verdict_id, latest_verdict_key) FROM STDIN (FORMAT binary)";
-
-fn observation_rows(rows: &[ObservationState]) -> CopyRows {
-    let mut out = CopyRows::with_capacity(rows.len() * 640);
-    for o in rows {
-        out.row(21)
-            .int8(o.id)
-            .text(&o.obs_key)
-            .text(&o.line_key)
-            .text(&o.install_id)
-            .text(&o.account)
-            .opt_text(o.declared_province.as_deref())
-            .opt_text(o.declared_city.as_deref())
-            .opt_text(o.declared_carrier.as_deref())
-            .text(&o.egress_ip)
-            .opt_text(o.first_hop_ip.as_deref())
-            .text(&o.path_json)
-            .text(&o.engine)
-            .text(&o.agent_version)
-            .text(&o.os)
-            .int8(o.count)
-            .int8(o.first_seen)
-            .int8(o.last_seen)
-            .text(&o.first_report_id)
-            .text(&o.last_report_id)
-            .opt_int8(o.latest_verdict_id)
-            .opt_text(o.latest_verdict_key.as_deref());
-    }
-    out
-}
-
-const COPY_VERDICTS: &str = "COPY verdicts (id, line_key, observation_id, report_id, verdict, \
-     verdict_key, reasons, evidence, actual_carrier, actual_province, actual_city, \
-     egress_carrier, first_hop_carrier, filled, data_versions, observed_at, decided_at, \
-     trust_score, low_trust) FROM STDIN (FORMAT binary)";
-
-fn verdict_rows(rows: &[VerdictRow]) -> CopyRows {
-    let mut out = CopyRows::with_capacity(rows.len() * 5120);
-    for v in rows {
-        out.row(19)
-            .int8(v.id)
-            .text(&v.line_key)
-            .int8(v.observation_id)
-            .text(&v.report_id)
-            .text(&v.verdict)
-            .text(&v.verdict_key)
-            .text(&v.reasons_json)
-            .text(&v.evidence_json)
-            .opt_text(v.actual_carrier.as_deref())
-            .opt_text(v.actual_province.as_deref())
-            .opt_text(v.actual_city.as_deref())
-            .opt_text(v.egress_carrier.as_deref())
-            .opt_text(v.first_hop_carrier.as_deref())
-            .text(&v.filled_json)
-            .text(&v.data_versions_json)
-            .int8(v.observed_at_ms)
-            .int8(v.decided_at_ms)
-            .opt_int2(v.trust_score)
-            .bool(v.low_trust);
-    }
-    out
-}
-
-const COPY_LINES: &str = "COPY lines (line_key, account, install_id, declared_province, \
-     declared_city, declared_carrier, actual_carrier, actual_province, actual_city, egress_ip, \
-     first_hop_ip, verdict, verdict_id, observation_id, reports, first_seen, last_seen, \
-     current_from, updated_at, low_trust) FROM STDIN (FORMAT binary)";
-
-fn line_rows(rows: &[LineRow]) -> CopyRows {
-    let mut out = CopyRows::with_capacity(rows.len() * 320);
-    for l in rows {
-        out.row(20)
-            .text(&l.line_key)
-            .text(&l.account)
-            .text(&l.install_id)
-            .opt_text(l.declared_province.as_deref())
-            .opt_text(l.declared_city.as_deref())
-            .opt_text(l.declared_carrier.as_deref())
-            .opt_text(l.actual_carrier.as_deref())
-            .opt_text(l.actual_province.as_deref())
-            .opt_text(l.actual_city.as_deref())
-            .text(&l.egress_ip)
-            .opt_text(l.first_hop_ip.as_deref())
-            .text(&l.verdict)
-            .int8(l.verdict_id)
-            .int8(l.observation_id)
-            .int8(i64::try_from(l.reports).unwrap_or(i64::MAX))
-            .int8(l.first_seen_ms)
-            .int8(l.last_seen_ms)
-            .int8(l.current_from_ms)
-            .int8(l.updated_at_ms)
-            .bool(l.low_trust);
-    }
-    out
-}
-
 const COPY_OUTCOMES: &str = "COPY raw_outcomes (id, state, observation_id, collector, \
      received_at, pulled_at) FROM STDIN (FORMAT binary)";
 
@@ -612,25 +514,19 @@ fn outcome_rows(raws: &[apply::RawWrite], origins: &HashMap<i64, RawOrigin>) -> 
     out
 }
 
-/// The id column is left to its sequence: COPY takes the rows in order, so
-/// a line's history keeps the order in which its verdicts were replaced.
-const COPY_HISTORY: &str = "COPY line_history (line_key, verdict_id, verdict, actual_carrier, \
-     actual_province, actual_city, current_from, replaced_at) FROM STDIN (FORMAT binary)";
-
-fn history_rows(rows: &[apply::HistoryEntry]) -> CopyRows {
-    let mut out = CopyRows::with_capacity(rows.len() * 128);
-    for h in rows {
-        out.row(8)
-            .text(&h.line_key)
-            .int8(h.verdict_id)
-            .text(&h.verdict)
-            .opt_text(h.actual_carrier.as_deref())
-            .opt_text(h.actual_province.as_deref())
-            .opt_text(h.actual_city.as_deref())
-            .int8(h.current_from)
-            .int8(h.replaced_at);
-    }
-    out
+/// Sends whole rows of a table by COPY (`bytes_per_row` a guess of their
+/// size); nothing when there are none.
+async fn copy_rows<R: TableRow>(
+    tx: &mut Tx,
+    rows: &[R],
+    bytes_per_row: usize,
+) -> Result<(), sqlx::Error> {
+    copy_in(
+        tx,
+        &copy_statement::<R>(),
+        CopyRows::of(rows, bytes_per_row),
+    )
+    .await
 }
 
 /// Sends `rows` with the COPY `statement`; nothing when there are none.
@@ -649,15 +545,10 @@ async fn write_plan(
     plan: &Plan,
     origins: &HashMap<i64, RawOrigin>,
 ) -> Result<(), sqlx::Error> {
-    copy_in(
-        tx,
-        COPY_OBSERVATIONS,
-        observation_rows(&plan.new_observations),
-    )
-    .await?;
-    copy_in(tx, COPY_VERDICTS, verdict_rows(&plan.verdicts)).await?;
-    copy_in(tx, COPY_HISTORY, history_rows(&plan.history)).await?;
-    copy_in(tx, COPY_LINES, line_rows(&plan.new_lines)).await?;
+    copy_rows(tx, &plan.new_observations, 640).await?;
+    copy_rows(tx, &plan.verdicts, 5120).await?;
+    copy_rows(tx, &plan.history, 128).await?;
+    copy_rows(tx, &plan.new_lines, 320).await?;
     // An insert with ON CONFLICT is a speculative insertion: a probe of the
     // key first and an extra WAL record to confirm each row. Nearly every
     // outcome is a report's first, which conflicts with nothing.

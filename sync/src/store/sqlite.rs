@@ -15,6 +15,7 @@ use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateR
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
 use super::rows::{LineRow, VerdictRow};
+use super::tables::{Cell, TableRow, insert_statement, upsert_statement};
 use super::{ApplyError, PullOutcome};
 use crate::Error;
 
@@ -271,14 +272,23 @@ async fn write_plan(
     plan: &Plan,
     origins: &HashMap<i64, RawOrigin>,
 ) -> Result<(), sqlx::Error> {
-    write_observations(tx, plan).await?;
-    for v in &plan.verdicts {
-        insert_verdict(tx, v).await?;
-    }
-    for l in plan.new_lines.iter().chain(&plan.changed_lines) {
-        upsert_line(tx, l).await?;
-    }
-    write_history(tx, plan).await?;
+    insert_rows(
+        tx,
+        &plan.new_observations,
+        &insert_statement::<ObservationState>(),
+    )
+    .await?;
+    update_observations(tx, plan).await?;
+    insert_rows(tx, &plan.verdicts, &insert_statement::<VerdictRow>()).await?;
+    let upsert_line = upsert_statement::<LineRow>("line_key");
+    insert_rows(tx, &plan.new_lines, &upsert_line).await?;
+    insert_rows(tx, &plan.changed_lines, &upsert_line).await?;
+    insert_rows(
+        tx,
+        &plan.history,
+        &insert_statement::<apply::HistoryEntry>(),
+    )
+    .await?;
     write_quarantine(tx, plan).await?;
     for r in &plan.raws {
         let origin = origins.get(&r.id);
@@ -308,40 +318,8 @@ async fn write_plan(
     Ok(())
 }
 
-async fn write_observations(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
-    for o in &plan.new_observations {
-        sqlx::query(
-            "INSERT INTO observations (id, obs_key, line_key, install_id, account, \
-             declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, path, \
-             engine, agent_version, os, count, first_seen, last_seen, first_report_id, \
-             last_report_id, latest_verdict_id, latest_verdict_key) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19, $20, $21)",
-        )
-        .bind(o.id)
-        .bind(&o.obs_key)
-        .bind(&o.line_key)
-        .bind(&o.install_id)
-        .bind(&o.account)
-        .bind(o.declared_province.as_deref())
-        .bind(o.declared_city.as_deref())
-        .bind(o.declared_carrier.as_deref())
-        .bind(&o.egress_ip)
-        .bind(o.first_hop_ip.as_deref())
-        .bind(&o.path_json)
-        .bind(&o.engine)
-        .bind(&o.agent_version)
-        .bind(&o.os)
-        .bind(o.count)
-        .bind(o.first_seen)
-        .bind(o.last_seen)
-        .bind(&o.first_report_id)
-        .bind(&o.last_report_id)
-        .bind(o.latest_verdict_id)
-        .bind(o.latest_verdict_key.as_deref())
-        .execute(&mut **tx)
-        .await?;
-    }
+/// Observations seen again: their counts, times and latest verdict.
+async fn update_observations(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
     for o in &plan.changed_observations {
         sqlx::query(
             "UPDATE observations SET count = $2, first_seen = $3, last_seen = $4, \
@@ -356,27 +334,6 @@ async fn write_observations(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error>
         .bind(&o.last_report_id)
         .bind(o.latest_verdict_id)
         .bind(o.latest_verdict_key.as_deref())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn write_history(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
-    for h in &plan.history {
-        sqlx::query(
-            "INSERT INTO line_history (line_key, verdict_id, verdict, actual_carrier, \
-             actual_province, actual_city, current_from, replaced_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&h.line_key)
-        .bind(h.verdict_id)
-        .bind(&h.verdict)
-        .bind(h.actual_carrier.as_deref())
-        .bind(h.actual_province.as_deref())
-        .bind(h.actual_city.as_deref())
-        .bind(h.current_from)
-        .bind(h.replaced_at)
         .execute(&mut **tx)
         .await?;
     }
@@ -410,79 +367,22 @@ async fn write_quarantine(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn insert_verdict(tx: &mut Tx, v: &VerdictRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO verdicts (id, line_key, observation_id, report_id, verdict, verdict_key, \
-         reasons, evidence, actual_carrier, actual_province, actual_city, egress_carrier, \
-         first_hop_carrier, filled, data_versions, observed_at, decided_at, trust_score, \
-         low_trust) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-    )
-    .bind(v.id)
-    .bind(&v.line_key)
-    .bind(v.observation_id)
-    .bind(&v.report_id)
-    .bind(&v.verdict)
-    .bind(&v.verdict_key)
-    .bind(&v.reasons_json)
-    .bind(&v.evidence_json)
-    .bind(v.actual_carrier.as_deref())
-    .bind(v.actual_province.as_deref())
-    .bind(v.actual_city.as_deref())
-    .bind(v.egress_carrier.as_deref())
-    .bind(v.first_hop_carrier.as_deref())
-    .bind(&v.filled_json)
-    .bind(&v.data_versions_json)
-    .bind(v.observed_at_ms)
-    .bind(v.decided_at_ms)
-    .bind(v.trust_score)
-    .bind(v.low_trust)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn upsert_line(tx: &mut Tx, l: &LineRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO lines (line_key, account, install_id, declared_province, declared_city, \
-         declared_carrier, actual_carrier, actual_province, actual_city, egress_ip, \
-         first_hop_ip, verdict, verdict_id, observation_id, reports, first_seen, last_seen, \
-         current_from, updated_at, low_trust) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20) \
-         ON CONFLICT (line_key) DO UPDATE SET account = excluded.account, \
-         install_id = excluded.install_id, declared_province = excluded.declared_province, \
-         declared_city = excluded.declared_city, declared_carrier = excluded.declared_carrier, \
-         actual_carrier = excluded.actual_carrier, actual_province = excluded.actual_province, \
-         actual_city = excluded.actual_city, egress_ip = excluded.egress_ip, \
-         first_hop_ip = excluded.first_hop_ip, verdict = excluded.verdict, \
-         verdict_id = excluded.verdict_id, observation_id = excluded.observation_id, \
-         reports = excluded.reports, first_seen = excluded.first_seen, \
-         last_seen = excluded.last_seen, current_from = excluded.current_from, \
-         updated_at = excluded.updated_at, low_trust = excluded.low_trust",
-    )
-    .bind(&l.line_key)
-    .bind(&l.account)
-    .bind(&l.install_id)
-    .bind(l.declared_province.as_deref())
-    .bind(l.declared_city.as_deref())
-    .bind(l.declared_carrier.as_deref())
-    .bind(l.actual_carrier.as_deref())
-    .bind(l.actual_province.as_deref())
-    .bind(l.actual_city.as_deref())
-    .bind(&l.egress_ip)
-    .bind(l.first_hop_ip.as_deref())
-    .bind(&l.verdict)
-    .bind(l.verdict_id)
-    .bind(l.observation_id)
-    .bind(i64::try_from(l.reports).unwrap_or(i64::MAX))
-    .bind(l.first_seen_ms)
-    .bind(l.last_seen_ms)
-    .bind(l.current_from_ms)
-    .bind(l.updated_at_ms)
-    .bind(l.low_trust)
-    .execute(&mut **tx)
-    .await?;
+/// Inserts whole rows of a table, one `sql` statement (from `tables`) each.
+async fn insert_rows<R: TableRow>(tx: &mut Tx, rows: &[R], sql: &str) -> Result<(), sqlx::Error> {
+    for row in rows {
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for cell in row.cells() {
+            query = match cell {
+                Cell::Int8(v) => query.bind(v),
+                Cell::OptInt8(v) => query.bind(v),
+                Cell::OptInt2(v) => query.bind(v),
+                Cell::Text(v) => query.bind(v),
+                Cell::OptText(v) => query.bind(v),
+                Cell::Bool(v) => query.bind(v),
+            };
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,328 @@
+//! The tables an apply writes whole rows into, each described once: its
+//! columns in order and each row's values in that order. PostgreSQL sends
+//! the rows by binary COPY, SQLite inserts them one statement each; both
+//! take the column list and the values from here, so the two backends
+//! cannot write a column under another's name.
+
+use super::apply::{HistoryEntry, ObservationState};
+use super::rows::{LineRow, VerdictRow};
+
+/// One value of a row, typed as its column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Cell<'a> {
+    Int8(i64),
+    OptInt8(Option<i64>),
+    OptInt2(Option<i16>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Bool(bool),
+}
+
+/// A row of one of the tables an apply writes.
+pub(super) trait TableRow {
+    /// The table.
+    const TABLE: &'static str;
+    /// Its columns, in the order of [`TableRow::cells`].
+    const COLUMNS: &'static [&'static str];
+    /// The row's values, one per column.
+    fn cells(&self) -> Vec<Cell<'_>>;
+}
+
+/// `COPY table (columns) FROM STDIN (FORMAT binary)`.
+pub(super) fn copy_statement<R: TableRow>() -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        R::TABLE,
+        R::COLUMNS.join(", ")
+    )
+}
+
+/// `INSERT INTO table (columns) VALUES ($1, …)`.
+pub(super) fn insert_statement<R: TableRow>() -> String {
+    let params: Vec<String> = (1..=R::COLUMNS.len()).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        R::TABLE,
+        R::COLUMNS.join(", "),
+        params.join(", ")
+    )
+}
+
+/// An insert that replaces every other column of the row with the same
+/// `key`.
+pub(super) fn upsert_statement<R: TableRow>(key: &str) -> String {
+    let set: Vec<String> = R::COLUMNS
+        .iter()
+        .filter(|c| **c != key)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "{} ON CONFLICT ({key}) DO UPDATE SET {}",
+        insert_statement::<R>(),
+        set.join(", ")
+    )
+}
+
+impl TableRow for ObservationState {
+    const TABLE: &'static str = "observations";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "obs_key",
+        "line_key",
+        "install_id",
+        "account",
+        "declared_province",
+        "declared_city",
+        "declared_carrier",
+        "egress_ip",
+        "first_hop_ip",
+        "path",
+        "engine",
+        "agent_version",
+        "os",
+        "count",
+        "first_seen",
+        "last_seen",
+        "first_report_id",
+        "last_report_id",
+        "latest_verdict_id",
+        "latest_verdict_key",
+    ];
+
+    fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            Cell::Int8(self.id),
+            Cell::Text(&self.obs_key),
+            Cell::Text(&self.line_key),
+            Cell::Text(&self.install_id),
+            Cell::Text(&self.account),
+            Cell::OptText(self.declared_province.as_deref()),
+            Cell::OptText(self.declared_city.as_deref()),
+            Cell::OptText(self.declared_carrier.as_deref()),
+            Cell::Text(&self.egress_ip),
+            Cell::OptText(self.first_hop_ip.as_deref()),
+            Cell::Text(&self.path_json),
+            Cell::Text(&self.engine),
+            Cell::Text(&self.agent_version),
+            Cell::Text(&self.os),
+            Cell::Int8(self.count),
+            Cell::Int8(self.first_seen),
+            Cell::Int8(self.last_seen),
+            Cell::Text(&self.first_report_id),
+            Cell::Text(&self.last_report_id),
+            Cell::OptInt8(self.latest_verdict_id),
+            Cell::OptText(self.latest_verdict_key.as_deref()),
+        ]
+    }
+}
+
+impl TableRow for VerdictRow {
+    const TABLE: &'static str = "verdicts";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "line_key",
+        "observation_id",
+        "report_id",
+        "verdict",
+        "verdict_key",
+        "reasons",
+        "evidence",
+        "actual_carrier",
+        "actual_province",
+        "actual_city",
+        "egress_carrier",
+        "first_hop_carrier",
+        "filled",
+        "data_versions",
+        "observed_at",
+        "decided_at",
+        "trust_score",
+        "low_trust",
+    ];
+
+    fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            Cell::Int8(self.id),
+            Cell::Text(&self.line_key),
+            Cell::Int8(self.observation_id),
+            Cell::Text(&self.report_id),
+            Cell::Text(&self.verdict),
+            Cell::Text(&self.verdict_key),
+            Cell::Text(&self.reasons_json),
+            Cell::Text(&self.evidence_json),
+            Cell::OptText(self.actual_carrier.as_deref()),
+            Cell::OptText(self.actual_province.as_deref()),
+            Cell::OptText(self.actual_city.as_deref()),
+            Cell::OptText(self.egress_carrier.as_deref()),
+            Cell::OptText(self.first_hop_carrier.as_deref()),
+            Cell::Text(&self.filled_json),
+            Cell::Text(&self.data_versions_json),
+            Cell::Int8(self.observed_at_ms),
+            Cell::Int8(self.decided_at_ms),
+            Cell::OptInt2(self.trust_score),
+            Cell::Bool(self.low_trust),
+        ]
+    }
+}
+
+impl TableRow for LineRow {
+    const TABLE: &'static str = "lines";
+    const COLUMNS: &'static [&'static str] = &[
+        "line_key",
+        "account",
+        "install_id",
+        "declared_province",
+        "declared_city",
+        "declared_carrier",
+        "actual_carrier",
+        "actual_province",
+        "actual_city",
+        "egress_ip",
+        "first_hop_ip",
+        "verdict",
+        "verdict_id",
+        "observation_id",
+        "reports",
+        "first_seen",
+        "last_seen",
+        "current_from",
+        "updated_at",
+        "low_trust",
+    ];
+
+    fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            Cell::Text(&self.line_key),
+            Cell::Text(&self.account),
+            Cell::Text(&self.install_id),
+            Cell::OptText(self.declared_province.as_deref()),
+            Cell::OptText(self.declared_city.as_deref()),
+            Cell::OptText(self.declared_carrier.as_deref()),
+            Cell::OptText(self.actual_carrier.as_deref()),
+            Cell::OptText(self.actual_province.as_deref()),
+            Cell::OptText(self.actual_city.as_deref()),
+            Cell::Text(&self.egress_ip),
+            Cell::OptText(self.first_hop_ip.as_deref()),
+            Cell::Text(&self.verdict),
+            Cell::Int8(self.verdict_id),
+            Cell::Int8(self.observation_id),
+            Cell::Int8(i64::try_from(self.reports).unwrap_or(i64::MAX)),
+            Cell::Int8(self.first_seen_ms),
+            Cell::Int8(self.last_seen_ms),
+            Cell::Int8(self.current_from_ms),
+            Cell::Int8(self.updated_at_ms),
+            Cell::Bool(self.low_trust),
+        ]
+    }
+}
+
+/// The id column is left to its sequence: rows go in the order given, so a
+/// line's history keeps the order in which its verdicts were replaced.
+impl TableRow for HistoryEntry {
+    const TABLE: &'static str = "line_history";
+    const COLUMNS: &'static [&'static str] = &[
+        "line_key",
+        "verdict_id",
+        "verdict",
+        "actual_carrier",
+        "actual_province",
+        "actual_city",
+        "current_from",
+        "replaced_at",
+    ];
+
+    fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            Cell::Text(&self.line_key),
+            Cell::Int8(self.verdict_id),
+            Cell::Text(&self.verdict),
+            Cell::OptText(self.actual_carrier.as_deref()),
+            Cell::OptText(self.actual_province.as_deref()),
+            Cell::OptText(self.actual_city.as_deref()),
+            Cell::Int8(self.current_from),
+            Cell::Int8(self.replaced_at),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history() -> HistoryEntry {
+        HistoryEntry {
+            line_key: "acct:1".to_owned(),
+            verdict_id: 7,
+            verdict: "compliant".to_owned(),
+            actual_carrier: Some("china_mobile".to_owned()),
+            actual_province: None,
+            actual_city: None,
+            current_from: 10,
+            replaced_at: 20,
+        }
+    }
+
+    #[test]
+    fn statements_name_every_column_once_in_order() {
+        assert_eq!(
+            copy_statement::<HistoryEntry>(),
+            "COPY line_history (line_key, verdict_id, verdict, actual_carrier, \
+             actual_province, actual_city, current_from, replaced_at) FROM STDIN (FORMAT binary)"
+        );
+        assert_eq!(
+            insert_statement::<HistoryEntry>(),
+            "INSERT INTO line_history (line_key, verdict_id, verdict, actual_carrier, \
+             actual_province, actual_city, current_from, replaced_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        );
+        let upsert = upsert_statement::<LineRow>("line_key");
+        assert!(
+            upsert.ends_with(
+                "ON CONFLICT (line_key) DO UPDATE SET account = excluded.account, \
+                 install_id = excluded.install_id, declared_province = excluded.declared_province, \
+                 declared_city = excluded.declared_city, declared_carrier = excluded.declared_carrier, \
+                 actual_carrier = excluded.actual_carrier, actual_province = excluded.actual_province, \
+                 actual_city = excluded.actual_city, egress_ip = excluded.egress_ip, \
+                 first_hop_ip = excluded.first_hop_ip, verdict = excluded.verdict, \
+                 verdict_id = excluded.verdict_id, observation_id = excluded.observation_id, \
+                 reports = excluded.reports, first_seen = excluded.first_seen, \
+                 last_seen = excluded.last_seen, current_from = excluded.current_from, \
+                 updated_at = excluded.updated_at, low_trust = excluded.low_trust"
+            ),
+            "{upsert}"
+        );
+        assert!(upsert.contains("$20)"), "{upsert}");
+    }
+
+    #[test]
+    fn rows_have_one_cell_per_column() {
+        let h = history();
+        assert_eq!(h.cells().len(), HistoryEntry::COLUMNS.len());
+        assert_eq!(h.cells()[3], Cell::OptText(Some("china_mobile")));
+        let line = LineRow {
+            line_key: "acct:1".to_owned(),
+            account: "1".to_owned(),
+            install_id: "I".to_owned(),
+            declared_province: None,
+            declared_city: None,
+            declared_carrier: None,
+            actual_carrier: None,
+            actual_province: None,
+            actual_city: None,
+            egress_ip: "192.0.2.1".to_owned(),
+            first_hop_ip: None,
+            verdict: "compliant".to_owned(),
+            verdict_id: 1,
+            low_trust: false,
+            observation_id: 2,
+            reports: u64::MAX,
+            first_seen_ms: 3,
+            last_seen_ms: 4,
+            current_from_ms: 5,
+            updated_at_ms: 6,
+        };
+        assert_eq!(line.cells().len(), LineRow::COLUMNS.len());
+        // A count past what the column holds is written as its largest value.
+        assert_eq!(line.cells()[14], Cell::Int8(i64::MAX));
+    }
+}
