@@ -36,8 +36,16 @@ async fn serve_ingest_export_ack_manifest_and_stop() {
             key.verifying_key().to_base64(),
         )
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the collector");
+    // The log goes to stderr; read it on the side so the pipe never fills.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -195,4 +203,11 @@ async fn serve_ingest_export_ack_manifest_and_stop() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "{exit}");
+    // A log that is not a terminal (a file, a journal) gets no colour codes.
+    let log = log.join().expect("log reader");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a piped log: {log:?}"
+    );
 }

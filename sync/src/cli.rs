@@ -367,21 +367,18 @@ async fn pull_round(config: &SyncConfig, store: &Store, process: bool) -> Result
         });
     }
     let puller = puller(config)?;
+    // The puller logs a round that pulled something or failed (a failure
+    // as a warning); a one-off pull also says which collectors had nothing
+    // new, and ends with the exit code and one message.
     let rounds = puller.pull_once(store).await;
-    let mut failed = Vec::new();
-    let mut failed_names = Vec::new();
-    for round in &rounds {
-        if let Some(e) = &round.error {
-            tracing::error!(collector = %round.collector, error = %e, "pull failed");
-            failed.push(format!("{}: {e}", round.collector));
-            failed_names.push(round.collector.clone());
-        } else {
-            tracing::info!(
-                collector = %round.collector, pulled = round.pulled, new = round.inserted,
-                duplicates = round.duplicates, cursor = round.cursor, "pulled"
-            );
-        }
+    for round in rounds.iter().filter(|r| r.error.is_none() && r.pulled == 0) {
+        tracing::info!(collector = %round.collector, cursor = round.cursor, "nothing new");
     }
+    let failed: Vec<(&str, &str)> = rounds
+        .iter()
+        .filter_map(|r| Some((r.collector.as_str(), r.error.as_deref()?)))
+        .collect();
+    let failure = collector_failure(&failed);
     if process {
         let pipeline = pipeline(config, store).await?;
         let run = pipeline
@@ -390,15 +387,33 @@ async fn pull_round(config: &SyncConfig, store: &Store, process: bool) -> Result
         save_resolver_cache(pipeline.chain(), store).await?;
         print_run(&run);
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        // The healthy collectors were pulled and processed; the exit code
-        // still tells a scheduler that one was not.
-        Err(Error::Collector {
-            name: failed_names.join(", "),
-            message: failed.join("; "),
-        })
+    // The healthy collectors were pulled and processed; the exit code
+    // still tells a scheduler that one was not.
+    failure.map_or(Ok(()), Err)
+}
+
+/// The error of a pull in which the collectors listed (name, what went
+/// wrong) failed; none when all answered. A single failure is said once,
+/// under its collector's name.
+fn collector_failure(failed: &[(&str, &str)]) -> Option<Error> {
+    match failed {
+        [] => None,
+        [(name, message)] => Some(Error::Collector {
+            name: (*name).to_owned(),
+            message: (*message).to_owned(),
+        }),
+        several => Some(Error::Collector {
+            name: several
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: several
+                .iter()
+                .map(|(n, m)| format!("{n}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
     }
 }
 
@@ -431,11 +446,8 @@ async fn daemon(
         "lineprobe-sync running"
     );
     let result = loop {
-        for round in puller.pull_once(store).await {
-            if let Some(e) = &round.error {
-                tracing::error!(collector = %round.collector, error = %e, "pull failed");
-            }
-        }
+        // Each round's outcome, a failure included, is logged by the puller.
+        puller.pull_once(store).await;
         if process {
             match pipeline
                 .run_pending(store, config.pipeline.batch, log_progress)
@@ -598,8 +610,12 @@ where
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lineprobe_sync=info"));
+    // Colour only for a person at a terminal, not in a file or a journal.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -427,6 +427,46 @@ async fn bad_configuration_exits_2_naming_the_key_for_every_subcommand() {
 // --- 1c. several processes opening a new database at once -----------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_fails_a_pull_once_with_one_message() {
+    bounded(TEST_BOUND, "collector down", async {
+        let dir = tempfile::tempdir().unwrap();
+        // A loopback port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = write_config(
+            dir.path(),
+            "down.toml",
+            &format!(
+                "[[collector]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port}\"\n\
+                 allow_plain_http = true\ntoken_env = \"{}\"\n",
+                support::TOKEN_ENV
+            ),
+        );
+        let db = format!("sqlite://{}", dir.path().join("db.sqlite3").display());
+        let out = SyncCli::new(&config, &db, &dir.path().join("logs"))
+            .run(&["pull", "--once"])
+            .await;
+        // Exit 1 (the pull failed, the configuration is fine); the failure
+        // is logged once, and the last line names the collector once and
+        // says what to check.
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        assert_eq!(out.stderr.matches("pull failed").count(), 1, "{out:?}");
+        let last = out.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("lineprobe-sync: collector \"down\": GET /export: cannot connect"),
+            "{out:?}"
+        );
+        assert!(last.contains("check `url`"), "{out:?}");
+        // The log is not a terminal: no colour codes in it.
+        assert!(!out.stderr.contains('\u{1b}'), "{out:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_opening_a_new_database_at_once_all_succeed() {
     // The daemon started and `status` asked right away: both find the
     // database new and bring its schema up to date at the same moment.

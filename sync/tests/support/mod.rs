@@ -265,8 +265,7 @@ impl SyncCli {
         command
             .args(args)
             .env(TOKEN_ENV, TOKEN)
-            .env("RUST_LOG", "warn,lineprobe_sync=info")
-            .env("NO_COLOR", "1");
+            .env("RUST_LOG", "warn,lineprobe_sync=info");
         for (k, v) in &self.env {
             command.env(k, v);
         }
