@@ -73,11 +73,13 @@ pub struct IngestState {
 /// ordinary 404 for everything else. The manifest route is merged in by the
 /// server.
 pub fn ingest_router(state: IngestState) -> Router {
+    // One shared allocation: axum clones the state for every request, and
+    // one reference count is cheaper than the dozen behind the fields.
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(ingest_or_not_found)
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// Liveness: the process answers.
@@ -86,7 +88,7 @@ pub(crate) async fn healthz() -> &'static str {
 }
 
 /// Readiness: staging answers and is below its bound.
-async fn readyz(State(state): State<IngestState>) -> Response {
+async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
     readiness(&state.staging).await
 }
 
@@ -110,7 +112,7 @@ pub fn not_found() -> Response {
         .into_response()
 }
 
-async fn ingest_or_not_found(State(state): State<IngestState>, request: Request) -> Response {
+async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Request) -> Response {
     if request.method() == Method::POST && state.enrol_paths.matches(request.uri().path()) {
         let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
             return rejection(
