@@ -492,44 +492,37 @@ impl Store {
 
     /// Records that a session was used at `now_ms`.
     pub async fn session_touch(&self, token_hash: &str, now_ms: i64) -> Result<(), Error> {
-        let context = || "cannot update a back-office session".to_owned();
-        on_writer!(self, pool => sqlx::query(
+        execute!(
+            self,
+            "cannot update a back-office session",
             "UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1",
+            token_hash,
+            now_ms,
         )
-        .bind(token_hash)
-        .bind(now_ms)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
         .map(|_| ())
-        .map_err(self.db(context))
     }
 
     /// Ends a session.
     pub async fn session_delete(&self, token_hash: &str) -> Result<(), Error> {
-        let context = || "cannot end a back-office session".to_owned();
-        on_writer!(self, pool => sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))
+        execute!(
+            self,
+            "cannot end a back-office session",
+            "DELETE FROM sessions WHERE token_hash = $1",
+            token_hash,
+        )
         .map(|_| ())
-        .map_err(self.db(context))
     }
 
     /// Deletes sessions that expired before `now_ms` or were idle since
     /// before `idle_before_ms`; returns how many.
     pub async fn sessions_purge(&self, now_ms: i64, idle_before_ms: i64) -> Result<u64, Error> {
-        let context = || "cannot purge expired back-office sessions".to_owned();
-        on_writer!(self, pool => sqlx::query(
+        execute!(
+            self,
+            "cannot purge expired back-office sessions",
             "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at < $2",
+            now_ms,
+            idle_before_ms,
         )
-        .bind(now_ms)
-        .bind(idle_before_ms)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
-        .map_err(self.db(context))
     }
 
     // ----- login throttling -----
@@ -549,72 +542,62 @@ impl Store {
 
     /// Stores the throttling state of `key`.
     pub async fn throttle_put(&self, key: &str, state: ThrottleState) -> Result<(), Error> {
-        let context = || "cannot update the sign-in throttle".to_owned();
-        on_writer!(self, pool => sqlx::query(
+        execute!(
+            self,
+            "cannot update the sign-in throttle",
             "INSERT INTO login_throttle (key, failures, last_failure, locked_until) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET \
              failures = excluded.failures, last_failure = excluded.last_failure, \
              locked_until = excluded.locked_until",
+            key,
+            state.failures,
+            state.last_failure_ms,
+            state.locked_until_ms,
         )
-        .bind(key)
-        .bind(state.failures)
-        .bind(state.last_failure_ms)
-        .bind(state.locked_until_ms)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
         .map(|_| ())
-        .map_err(self.db(context))
     }
 
     /// Forgets the failures of `key`.
     pub async fn throttle_clear(&self, key: &str) -> Result<(), Error> {
-        let context = || "cannot update the sign-in throttle".to_owned();
-        on_writer!(self, pool => sqlx::query("DELETE FROM login_throttle WHERE key = $1")
-            .bind(key)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))
+        execute!(
+            self,
+            "cannot update the sign-in throttle",
+            "DELETE FROM login_throttle WHERE key = $1",
+            key,
+        )
         .map(|_| ())
-        .map_err(self.db(context))
     }
 
     /// Forgets throttling state whose last failure is older than
     /// `before_ms` and whose lock has ended: names tried once long ago do
     /// not pile up.
     pub async fn throttle_purge(&self, before_ms: i64, now_ms: i64) -> Result<u64, Error> {
-        let context = || "cannot purge the sign-in throttle".to_owned();
-        on_writer!(self, pool => sqlx::query(
+        execute!(
+            self,
+            "cannot purge the sign-in throttle",
             "DELETE FROM login_throttle WHERE last_failure < $1 AND locked_until <= $2",
+            before_ms,
+            now_ms,
         )
-        .bind(before_ms)
-        .bind(now_ms)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
-        .map_err(self.db(context))
     }
 
     // ----- audit log -----
 
     /// Writes an audit log entry.
     pub async fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), Error> {
-        let context = || format!("cannot write the audit log entry `{}`", entry.action);
         let detail = entry.detail.to_string();
-        on_writer!(self, pool => sqlx::query(
+        execute!(
+            self,
+            format!("cannot write the audit log entry `{}`", entry.action),
             "INSERT INTO audit_log (at, actor, action, source_ip, detail) \
              VALUES ($1, $2, $3, $4, $5)",
+            entry.at_ms,
+            entry.actor,
+            entry.action,
+            entry.source_ip,
+            &detail,
         )
-        .bind(entry.at_ms)
-        .bind(entry.actor)
-        .bind(entry.action)
-        .bind(entry.source_ip)
-        .bind(&detail)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
         .map(|_| ())
-        .map_err(self.db(context))
     }
 
     /// Audit log entries, newest first: below `before_id` when given, and
@@ -670,48 +653,40 @@ impl Store {
     /// Stores a signed manifest; `false` when its serial is taken (another
     /// admin signed one at the same moment).
     pub async fn manifest_insert(&self, row: &ManifestRow) -> Result<bool, Error> {
-        let context = || format!("cannot store probe manifest {}", row.serial);
-        on_writer!(self, pool => sqlx::query(
+        execute!(
+            self,
+            format!("cannot store probe manifest {}", row.serial),
             "INSERT INTO manifests (serial, manifest, signed, key_id, created_at, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (serial) DO NOTHING",
+            row.serial,
+            &row.manifest_json,
+            &row.signed_json,
+            &row.key_id,
+            row.created_at_ms,
+            &row.created_by,
         )
-        .bind(row.serial)
-        .bind(&row.manifest_json)
-        .bind(&row.signed_json)
-        .bind(&row.key_id)
-        .bind(row.created_at_ms)
-        .bind(&row.created_by)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
         .map(|n| n == 1)
-        .map_err(self.db(context))
     }
 
     /// Records an attempt to publish a manifest to a collector.
     pub async fn publication_insert(&self, row: &PublicationRow) -> Result<(), Error> {
-        let context = || {
+        execute!(
+            self,
             format!(
                 "cannot record the publication of manifest {} to `{}`",
                 row.serial, row.collector
-            )
-        };
-        on_writer!(self, pool => sqlx::query(
+            ),
             "INSERT INTO manifest_publications (serial, collector, at, accepted, http_status, \
              collector_serial, message) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            row.serial,
+            &row.collector,
+            row.at_ms,
+            row.accepted,
+            row.http_status,
+            row.collector_serial,
+            &row.message,
         )
-        .bind(row.serial)
-        .bind(&row.collector)
-        .bind(row.at_ms)
-        .bind(row.accepted)
-        .bind(row.http_status)
-        .bind(row.collector_serial)
-        .bind(&row.message)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
         .map(|_| ())
-        .map_err(self.db(context))
     }
 
     /// Every publication attempt of manifest `serial`, oldest first.

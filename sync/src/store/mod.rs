@@ -43,6 +43,20 @@ macro_rules! on_writer {
     };
 }
 
+/// Runs one statement with its parameters on the writing pool and gives
+/// the number of rows it changed; a failure is a database error saying
+/// `$context` (a `String`, built only then).
+macro_rules! execute {
+    ($self:expr, $context:expr, $sql:expr $(, $param:expr)* $(,)?) => {
+        on_writer!($self, pool => sqlx::query($sql)
+            $(.bind($param))*
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err($self.db(|| String::from($context)))
+    };
+}
+
 /// Binds built parameters to a query, on either backend.
 macro_rules! bind_all {
     ($query:expr, $params:expr) => {{
