@@ -16,7 +16,7 @@ use super::pgcopy::CopyRows;
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
 use super::rows::LineRow;
-use super::tables::{TableRow, copy_statement};
+use super::tables::{ColumnValues, TableRow, columns, copy_statement, names};
 use super::{ApplyError, PullOutcome, URL_HELP, redact};
 use crate::Error;
 
@@ -389,29 +389,36 @@ async fn allocate(
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds the columns of `lines`, in table order.
-fn bind_lines<'q>(query: PgQuery<'q>, lines: &[LineRow]) -> PgQuery<'q> {
+/// Binds each column of `rows` as one typed array, in table order.
+fn bind_columns<'q, R: TableRow>(mut query: PgQuery<'q>, rows: &'q [R]) -> PgQuery<'q> {
+    for column in columns(rows) {
+        query = match column {
+            ColumnValues::Int8(v) => query.bind(v),
+            ColumnValues::Int2(v) => query.bind(v),
+            ColumnValues::Text(v) => query.bind(v),
+            ColumnValues::Bool(v) => query.bind(v),
+        };
+    }
     query
-        .bind(col(lines, |l| l.line_key.as_str()))
-        .bind(col(lines, |l| l.account.as_str()))
-        .bind(col(lines, |l| l.install_id.as_str()))
-        .bind(col(lines, |l| l.declared_province.as_deref()))
-        .bind(col(lines, |l| l.declared_city.as_deref()))
-        .bind(col(lines, |l| l.declared_carrier.as_deref()))
-        .bind(col(lines, |l| l.actual_carrier.as_deref()))
-        .bind(col(lines, |l| l.actual_province.as_deref()))
-        .bind(col(lines, |l| l.actual_city.as_deref()))
-        .bind(col(lines, |l| l.egress_ip.as_str()))
-        .bind(col(lines, |l| l.first_hop_ip.as_deref()))
-        .bind(col(lines, |l| l.verdict.as_str()))
-        .bind(col(lines, |l| l.verdict_id))
-        .bind(col(lines, |l| l.observation_id))
-        .bind(col(lines, |l| i64::try_from(l.reports).unwrap_or(i64::MAX)))
-        .bind(col(lines, |l| l.first_seen_ms))
-        .bind(col(lines, |l| l.last_seen_ms))
-        .bind(col(lines, |l| l.current_from_ms))
-        .bind(col(lines, |l| l.updated_at_ms))
-        .bind(col(lines, |l| l.low_trust))
+}
+
+/// `UPDATE table t SET c = u.c, … FROM UNNEST($n::type[], …) AS u(…)
+/// WHERE t.key = u.key`: every column of the rows bound by [`bind_columns`]
+/// replaces the stored one.
+fn update_from_arrays<R: TableRow>(next: &mut usize, key: &str) -> String {
+    let types: Vec<&str> = R::COLUMNS.iter().map(|(_, ty)| ty.pg_name()).collect();
+    let set: Vec<String> = names::<R>()
+        .filter(|c| *c != key)
+        .map(|c| format!("{c} = u.{c}"))
+        .collect();
+    format!(
+        "UPDATE {table} t SET {set} FROM UNNEST({arrays}) AS u({names}) \
+         WHERE t.{key} = u.{key}",
+        table = R::TABLE,
+        set = set.join(", "),
+        arrays = arrays(next, &types),
+        names = names::<R>().collect::<Vec<_>>().join(", "),
+    )
 }
 
 /// `$n::type[], …` for the next parameters, numbering on from `next`.
@@ -438,11 +445,7 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
             "bigint", "bigint", "bigint", "bigint", "text", "text", "bigint", "text",
         ],
     );
-    let line_types = [
-        "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-        "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean",
-    ];
-    let changed_lines = arrays(n, &line_types);
+    let changed_lines = update_from_arrays::<LineRow>(n, "line_key");
     let quarantine = arrays(n, &["bigint", "text", "text", "text", "text", "bigint"]);
     let unquarantine = arrays(n, &["bigint"]);
     let decided = arrays(n, &["bigint"]);
@@ -456,22 +459,7 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
            FROM UNNEST({changed_observations}) AS u(id, count, first_seen, last_seen, \
              first_report_id, last_report_id, latest_verdict_id, latest_verdict_key) \
            WHERE o.id = u.id), \
-         changed_lines AS ( \
-           UPDATE lines l SET account = u.account, install_id = u.install_id, \
-             declared_province = u.declared_province, declared_city = u.declared_city, \
-             declared_carrier = u.declared_carrier, actual_carrier = u.actual_carrier, \
-             actual_province = u.actual_province, actual_city = u.actual_city, \
-             egress_ip = u.egress_ip, first_hop_ip = u.first_hop_ip, verdict = u.verdict, \
-             verdict_id = u.verdict_id, observation_id = u.observation_id, \
-             reports = u.reports, first_seen = u.first_seen, last_seen = u.last_seen, \
-             current_from = u.current_from, updated_at = u.updated_at, \
-             low_trust = u.low_trust \
-           FROM UNNEST({changed_lines}) AS u(line_key, account, install_id, \
-             declared_province, declared_city, declared_carrier, actual_carrier, \
-             actual_province, actual_city, egress_ip, first_hop_ip, verdict, verdict_id, \
-             observation_id, reports, first_seen, last_seen, current_from, updated_at, \
-             low_trust) \
-           WHERE l.line_key = u.line_key), \
+         changed_lines AS ({changed_lines}), \
          quarantined AS ( \
            INSERT INTO quarantine (raw_id, report_id, install_id, reasons, summary, \
              quarantined_at) \
@@ -566,7 +554,7 @@ async fn write_plan(
         .bind(col(changed, |o| o.last_report_id.as_str()))
         .bind(col(changed, |o| o.latest_verdict_id))
         .bind(col(changed, |o| o.latest_verdict_key.as_deref()));
-    let query = bind_lines(query, &plan.changed_lines)
+    let query = bind_columns(query, &plan.changed_lines)
         // quarantine
         .bind(col(quarantine, |q| q.raw_id))
         .bind(col(quarantine, |q| q.report_id.as_deref()))

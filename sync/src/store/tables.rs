@@ -18,14 +18,86 @@ pub(super) enum Cell<'a> {
     Bool(bool),
 }
 
+/// A column's SQL type, which PostgreSQL's typed arrays name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SqlType {
+    Int8,
+    Int2,
+    Text,
+    Bool,
+}
+
+impl SqlType {
+    /// The PostgreSQL name of the type.
+    pub(super) fn pg_name(self) -> &'static str {
+        match self {
+            Self::Int8 => "bigint",
+            Self::Int2 => "smallint",
+            Self::Text => "text",
+            Self::Bool => "boolean",
+        }
+    }
+}
+
+use SqlType::{Bool, Int2, Int8, Text};
+
 /// A row of one of the tables an apply writes.
 pub(super) trait TableRow {
     /// The table.
     const TABLE: &'static str;
-    /// Its columns, in the order of [`TableRow::cells`].
-    const COLUMNS: &'static [&'static str];
+    /// Its columns with their types, in the order of [`TableRow::cells`].
+    const COLUMNS: &'static [(&'static str, SqlType)];
     /// The row's values, one per column.
     fn cells(&self) -> Vec<Cell<'_>>;
+}
+
+/// The column names of `R`, comma-separated.
+fn column_list<R: TableRow>() -> String {
+    names::<R>().collect::<Vec<_>>().join(", ")
+}
+
+/// The column names of `R`, in order.
+pub(super) fn names<R: TableRow>() -> impl Iterator<Item = &'static str> {
+    R::COLUMNS.iter().map(|(name, _)| *name)
+}
+
+/// One column of many rows, as PostgreSQL takes a typed array parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ColumnValues<'a> {
+    Int8(Vec<Option<i64>>),
+    Int2(Vec<Option<i16>>),
+    Text(Vec<Option<&'a str>>),
+    Bool(Vec<bool>),
+}
+
+/// `rows` turned column-wise: one array of values per column of `R`.
+pub(super) fn columns<R: TableRow>(rows: &[R]) -> Vec<ColumnValues<'_>> {
+    let mut out: Vec<ColumnValues<'_>> = R::COLUMNS
+        .iter()
+        .map(|(_, ty)| match ty {
+            Int8 => ColumnValues::Int8(Vec::with_capacity(rows.len())),
+            Int2 => ColumnValues::Int2(Vec::with_capacity(rows.len())),
+            Text => ColumnValues::Text(Vec::with_capacity(rows.len())),
+            Bool => ColumnValues::Bool(Vec::with_capacity(rows.len())),
+        })
+        .collect();
+    for row in rows {
+        for (column, cell) in out.iter_mut().zip(row.cells()) {
+            match (column, cell) {
+                (ColumnValues::Int8(v), Cell::Int8(x)) => v.push(Some(x)),
+                (ColumnValues::Int8(v), Cell::OptInt8(x)) => v.push(x),
+                (ColumnValues::Int2(v), Cell::OptInt2(x)) => v.push(x),
+                (ColumnValues::Text(v), Cell::Text(x)) => v.push(Some(x)),
+                (ColumnValues::Text(v), Cell::OptText(x)) => v.push(x),
+                (ColumnValues::Bool(v), Cell::Bool(x)) => v.push(x),
+                (column, cell) => unreachable!(
+                    "{}: a {cell:?} in a column declared {column:?}; COLUMNS and cells() disagree",
+                    R::TABLE
+                ),
+            }
+        }
+    }
+    out
 }
 
 /// `COPY table (columns) FROM STDIN (FORMAT binary)`.
@@ -33,7 +105,7 @@ pub(super) fn copy_statement<R: TableRow>() -> String {
     format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         R::TABLE,
-        R::COLUMNS.join(", ")
+        column_list::<R>()
     )
 }
 
@@ -43,7 +115,7 @@ pub(super) fn insert_statement<R: TableRow>() -> String {
     format!(
         "INSERT INTO {} ({}) VALUES ({})",
         R::TABLE,
-        R::COLUMNS.join(", "),
+        column_list::<R>(),
         params.join(", ")
     )
 }
@@ -51,9 +123,8 @@ pub(super) fn insert_statement<R: TableRow>() -> String {
 /// An insert that replaces every other column of the row with the same
 /// `key`.
 pub(super) fn upsert_statement<R: TableRow>(key: &str) -> String {
-    let set: Vec<String> = R::COLUMNS
-        .iter()
-        .filter(|c| **c != key)
+    let set: Vec<String> = names::<R>()
+        .filter(|c| *c != key)
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
@@ -65,28 +136,28 @@ pub(super) fn upsert_statement<R: TableRow>(key: &str) -> String {
 
 impl TableRow for ObservationState {
     const TABLE: &'static str = "observations";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "obs_key",
-        "line_key",
-        "install_id",
-        "account",
-        "declared_province",
-        "declared_city",
-        "declared_carrier",
-        "egress_ip",
-        "first_hop_ip",
-        "path",
-        "engine",
-        "agent_version",
-        "os",
-        "count",
-        "first_seen",
-        "last_seen",
-        "first_report_id",
-        "last_report_id",
-        "latest_verdict_id",
-        "latest_verdict_key",
+    const COLUMNS: &'static [(&'static str, SqlType)] = &[
+        ("id", Int8),
+        ("obs_key", Text),
+        ("line_key", Text),
+        ("install_id", Text),
+        ("account", Text),
+        ("declared_province", Text),
+        ("declared_city", Text),
+        ("declared_carrier", Text),
+        ("egress_ip", Text),
+        ("first_hop_ip", Text),
+        ("path", Text),
+        ("engine", Text),
+        ("agent_version", Text),
+        ("os", Text),
+        ("count", Int8),
+        ("first_seen", Int8),
+        ("last_seen", Int8),
+        ("first_report_id", Text),
+        ("last_report_id", Text),
+        ("latest_verdict_id", Int8),
+        ("latest_verdict_key", Text),
     ];
 
     fn cells(&self) -> Vec<Cell<'_>> {
@@ -118,26 +189,26 @@ impl TableRow for ObservationState {
 
 impl TableRow for VerdictRow {
     const TABLE: &'static str = "verdicts";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "line_key",
-        "observation_id",
-        "report_id",
-        "verdict",
-        "verdict_key",
-        "reasons",
-        "evidence",
-        "actual_carrier",
-        "actual_province",
-        "actual_city",
-        "egress_carrier",
-        "first_hop_carrier",
-        "filled",
-        "data_versions",
-        "observed_at",
-        "decided_at",
-        "trust_score",
-        "low_trust",
+    const COLUMNS: &'static [(&'static str, SqlType)] = &[
+        ("id", Int8),
+        ("line_key", Text),
+        ("observation_id", Int8),
+        ("report_id", Text),
+        ("verdict", Text),
+        ("verdict_key", Text),
+        ("reasons", Text),
+        ("evidence", Text),
+        ("actual_carrier", Text),
+        ("actual_province", Text),
+        ("actual_city", Text),
+        ("egress_carrier", Text),
+        ("first_hop_carrier", Text),
+        ("filled", Text),
+        ("data_versions", Text),
+        ("observed_at", Int8),
+        ("decided_at", Int8),
+        ("trust_score", Int2),
+        ("low_trust", Bool),
     ];
 
     fn cells(&self) -> Vec<Cell<'_>> {
@@ -167,27 +238,27 @@ impl TableRow for VerdictRow {
 
 impl TableRow for LineRow {
     const TABLE: &'static str = "lines";
-    const COLUMNS: &'static [&'static str] = &[
-        "line_key",
-        "account",
-        "install_id",
-        "declared_province",
-        "declared_city",
-        "declared_carrier",
-        "actual_carrier",
-        "actual_province",
-        "actual_city",
-        "egress_ip",
-        "first_hop_ip",
-        "verdict",
-        "verdict_id",
-        "observation_id",
-        "reports",
-        "first_seen",
-        "last_seen",
-        "current_from",
-        "updated_at",
-        "low_trust",
+    const COLUMNS: &'static [(&'static str, SqlType)] = &[
+        ("line_key", Text),
+        ("account", Text),
+        ("install_id", Text),
+        ("declared_province", Text),
+        ("declared_city", Text),
+        ("declared_carrier", Text),
+        ("actual_carrier", Text),
+        ("actual_province", Text),
+        ("actual_city", Text),
+        ("egress_ip", Text),
+        ("first_hop_ip", Text),
+        ("verdict", Text),
+        ("verdict_id", Int8),
+        ("observation_id", Int8),
+        ("reports", Int8),
+        ("first_seen", Int8),
+        ("last_seen", Int8),
+        ("current_from", Int8),
+        ("updated_at", Int8),
+        ("low_trust", Bool),
     ];
 
     fn cells(&self) -> Vec<Cell<'_>> {
@@ -220,15 +291,15 @@ impl TableRow for LineRow {
 /// line's history keeps the order in which its verdicts were replaced.
 impl TableRow for HistoryEntry {
     const TABLE: &'static str = "line_history";
-    const COLUMNS: &'static [&'static str] = &[
-        "line_key",
-        "verdict_id",
-        "verdict",
-        "actual_carrier",
-        "actual_province",
-        "actual_city",
-        "current_from",
-        "replaced_at",
+    const COLUMNS: &'static [(&'static str, SqlType)] = &[
+        ("line_key", Text),
+        ("verdict_id", Int8),
+        ("verdict", Text),
+        ("actual_carrier", Text),
+        ("actual_province", Text),
+        ("actual_city", Text),
+        ("current_from", Int8),
+        ("replaced_at", Int8),
     ];
 
     fn cells(&self) -> Vec<Cell<'_>> {
@@ -324,5 +395,72 @@ mod tests {
         assert_eq!(line.cells().len(), LineRow::COLUMNS.len());
         // A count past what the column holds is written as its largest value.
         assert_eq!(line.cells()[14], Cell::Int8(i64::MAX));
+        // Column-wise, each cell lands in an array of its declared type
+        // (`columns` refuses a cell of another type).
+        let by_column = columns(std::slice::from_ref(&line));
+        assert_eq!(by_column.len(), LineRow::COLUMNS.len());
+        assert_eq!(by_column[14], ColumnValues::Int8(vec![Some(i64::MAX)]));
+        assert_eq!(by_column[19], ColumnValues::Bool(vec![false]));
+        assert_eq!(columns(&[h, history()])[3], {
+            ColumnValues::Text(vec![Some("china_mobile"), Some("china_mobile")])
+        });
+        assert_eq!(columns::<LineRow>(&[])[0], ColumnValues::Text(Vec::new()));
+    }
+
+    #[test]
+    fn every_table_declares_the_types_of_its_cells() {
+        let text = || "x".to_owned();
+        let observation = ObservationState {
+            id: 1,
+            obs_key: text(),
+            line_key: text(),
+            install_id: text(),
+            account: text(),
+            declared_province: None,
+            declared_city: Some(text()),
+            declared_carrier: None,
+            egress_ip: text(),
+            first_hop_ip: None,
+            path_json: text(),
+            engine: text(),
+            agent_version: text(),
+            os: text(),
+            count: 2,
+            first_seen: 3,
+            last_seen: 4,
+            first_report_id: text(),
+            last_report_id: text(),
+            latest_verdict_id: None,
+            latest_verdict_key: Some(text()),
+        };
+        let verdict = VerdictRow {
+            id: 1,
+            line_key: text(),
+            observation_id: 2,
+            report_id: text(),
+            verdict: text(),
+            verdict_key: text(),
+            reasons_json: text(),
+            evidence_json: text(),
+            actual_carrier: None,
+            actual_province: Some(text()),
+            actual_city: None,
+            egress_carrier: None,
+            first_hop_carrier: None,
+            filled_json: text(),
+            data_versions_json: text(),
+            trust_score: Some(90),
+            low_trust: true,
+            observed_at_ms: 3,
+            decided_at_ms: 4,
+        };
+        assert_eq!(
+            columns(std::slice::from_ref(&observation)).len(),
+            ObservationState::COLUMNS.len()
+        );
+        let by_column = columns(std::slice::from_ref(&verdict));
+        assert_eq!(by_column.len(), VerdictRow::COLUMNS.len());
+        assert_eq!(by_column[17], ColumnValues::Int2(vec![Some(90)]));
+        assert_eq!(columns(&[history()]).len(), HistoryEntry::COLUMNS.len());
     }
 }
