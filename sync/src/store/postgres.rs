@@ -16,7 +16,7 @@ use super::pgcopy::CopyRows;
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
 use super::rows::LineRow;
-use super::tables::{ColumnValues, TableRow, columns, copy_statement, names};
+use super::tables::{ColumnValues, OutcomeRow, TableRow, columns, copy_statement, names};
 use super::{ApplyError, PullOutcome, URL_HELP, redact};
 use crate::Error;
 
@@ -479,29 +479,6 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const COPY_OUTCOMES: &str = "COPY raw_outcomes (id, state, observation_id, collector, \
-     received_at, pulled_at) FROM STDIN (FORMAT binary)";
-
-/// The outcome rows of the raw reports that were pending: none of them
-/// has one yet (a report is pending exactly while it has none, and the
-/// apply lock keeps it so), so they are plain inserts. A report decided
-/// before (re-decided, or applied twice) has its row updated by
-/// `WRITE_PLAN` instead.
-fn outcome_rows(raws: &[apply::RawWrite], origins: &HashMap<i64, RawOrigin>) -> CopyRows {
-    let mut out = CopyRows::with_capacity(raws.len() * 96);
-    for r in raws.iter().filter(|r| r.was_pending) {
-        let origin = origins.get(&r.id);
-        out.row(6)
-            .int8(r.id)
-            .text(r.state.as_str())
-            .opt_int8(r.observation_id)
-            .opt_text(origin.map(|o| o.collector.as_str()))
-            .opt_int8(origin.and_then(|o| o.received_at))
-            .opt_int8(origin.map(|o| o.pulled_at));
-    }
-    out
-}
-
 /// Sends whole rows of a table by COPY (`bytes_per_row` a guess of their
 /// size); nothing when there are none.
 async fn copy_rows<R: TableRow>(
@@ -540,7 +517,13 @@ async fn write_plan(
     // An insert with ON CONFLICT is a speculative insertion: a probe of the
     // key first and an extra WAL record to confirm each row. Nearly every
     // outcome is a report's first, which conflicts with nothing.
-    copy_in(tx, COPY_OUTCOMES, outcome_rows(&plan.raws, origins)).await?;
+    // The outcome rows of the raw reports that were pending: none of them
+    // has one yet (a report is pending exactly while it has none, and the
+    // apply lock keeps it so), so they are plain inserts. A report decided
+    // before (re-decided, or applied twice) has its row updated by
+    // `WRITE_PLAN` instead.
+    let first_outcomes = OutcomeRow::of(plan.raws.iter().filter(|r| r.was_pending), origins);
+    copy_rows(tx, &first_outcomes, 96).await?;
     let changed = &plan.changed_observations;
     let quarantine = &plan.quarantine;
     let redecided: Vec<&apply::RawWrite> = plan.raws.iter().filter(|r| !r.was_pending).collect();

@@ -15,7 +15,7 @@ use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateR
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
 use super::rows::{LineRow, VerdictRow};
-use super::tables::{Cell, TableRow, insert_statement, upsert_statement};
+use super::tables::{Cell, OutcomeRow, TableRow, insert_statement, upsert_statement};
 use super::{ApplyError, PullOutcome};
 use crate::Error;
 
@@ -290,23 +290,14 @@ async fn write_plan(
     )
     .await?;
     write_quarantine(tx, plan).await?;
-    for r in &plan.raws {
-        let origin = origins.get(&r.id);
-        sqlx::query(
-            "INSERT INTO raw_outcomes (id, state, observation_id, collector, received_at, \
-             pulled_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-             observation_id = excluded.observation_id",
-        )
-        .bind(r.id)
-        .bind(r.state.as_str())
-        .bind(r.observation_id)
-        .bind(origin.map(|o| o.collector.as_str()))
-        .bind(origin.and_then(|o| o.received_at))
-        .bind(origin.map(|o| o.pulled_at))
-        .execute(&mut **tx)
-        .await?;
-    }
+    // A report decided before keeps where it came from; only its outcome
+    // changes.
+    let outcome = format!(
+        "{} ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+         observation_id = excluded.observation_id",
+        insert_statement::<OutcomeRow<'_>>()
+    );
+    insert_rows(tx, &OutcomeRow::of(&plan.raws, origins), &outcome).await?;
     // The decided reports are pending no more.
     if !plan.raws.is_empty() {
         let ids: Vec<i64> = plan.raws.iter().map(|r| r.id).collect();

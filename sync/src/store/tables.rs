@@ -4,7 +4,9 @@
 //! take the column list and the values from here, so the two backends
 //! cannot write a column under another's name.
 
-use super::apply::{HistoryEntry, ObservationState};
+use std::collections::HashMap;
+
+use super::apply::{HistoryEntry, ObservationState, RawOrigin, RawWrite};
 use super::rows::{LineRow, VerdictRow};
 
 /// One value of a row, typed as its column.
@@ -316,6 +318,56 @@ impl TableRow for HistoryEntry {
     }
 }
 
+/// The outcome of a raw report the batch decided, with where it came from
+/// (absent when its origin was not loaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OutcomeRow<'a> {
+    pub(super) id: i64,
+    pub(super) state: &'static str,
+    pub(super) observation_id: Option<i64>,
+    pub(super) origin: Option<&'a RawOrigin>,
+}
+
+impl<'a> OutcomeRow<'a> {
+    /// The outcome rows of `raws`, each with its origin from `origins`.
+    pub(super) fn of<'r>(
+        raws: impl IntoIterator<Item = &'r RawWrite>,
+        origins: &'a HashMap<i64, RawOrigin>,
+    ) -> Vec<Self> {
+        raws.into_iter()
+            .map(|r| Self {
+                id: r.id,
+                state: r.state.as_str(),
+                observation_id: r.observation_id,
+                origin: origins.get(&r.id),
+            })
+            .collect()
+    }
+}
+
+impl TableRow for OutcomeRow<'_> {
+    const TABLE: &'static str = "raw_outcomes";
+    const COLUMNS: &'static [(&'static str, SqlType)] = &[
+        ("id", Int8),
+        ("state", Text),
+        ("observation_id", Int8),
+        ("collector", Text),
+        ("received_at", Int8),
+        ("pulled_at", Int8),
+    ];
+
+    fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            Cell::Int8(self.id),
+            Cell::Text(self.state),
+            Cell::OptInt8(self.observation_id),
+            Cell::OptText(self.origin.map(|o| o.collector.as_str())),
+            Cell::OptInt8(self.origin.and_then(|o| o.received_at)),
+            Cell::OptInt8(self.origin.map(|o| o.pulled_at)),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +514,41 @@ mod tests {
         assert_eq!(by_column.len(), VerdictRow::COLUMNS.len());
         assert_eq!(by_column[17], ColumnValues::Int2(vec![Some(90)]));
         assert_eq!(columns(&[history()]).len(), HistoryEntry::COLUMNS.len());
+    }
+
+    #[test]
+    fn outcomes_carry_their_origin_when_it_was_loaded() {
+        use super::super::apply::RawState;
+        let raws = [
+            RawWrite {
+                id: 1,
+                state: RawState::Processed,
+                observation_id: Some(9),
+                was_pending: true,
+            },
+            RawWrite {
+                id: 2,
+                state: RawState::Quarantined,
+                observation_id: None,
+                was_pending: false,
+            },
+        ];
+        let origins = HashMap::from([(
+            1,
+            RawOrigin {
+                collector: "dmz-1".to_owned(),
+                received_at: None,
+                pulled_at: 5,
+            },
+        )]);
+        let outcomes = OutcomeRow::of(&raws, &origins);
+        let by_column = columns(&outcomes);
+        assert_eq!(by_column.len(), OutcomeRow::COLUMNS.len());
+        assert_eq!(
+            by_column[1],
+            ColumnValues::Text(vec![Some("processed"), Some("quarantined")])
+        );
+        assert_eq!(by_column[3], ColumnValues::Text(vec![Some("dmz-1"), None]));
+        assert_eq!(by_column[5], ColumnValues::Int8(vec![Some(5), None]));
     }
 }
