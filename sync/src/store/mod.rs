@@ -6,9 +6,11 @@
 //! SQLite (embedded, the default) and PostgreSQL (production) hold the same
 //! tables and follow the same rules: the rules of [`Store::apply`] are
 //! worked out once in memory (`apply.rs`) and each backend only loads and
-//! writes rows. PostgreSQL writes a whole batch with one set-based statement
-//! (parallel arrays, `UNNEST`); SQLite, in-process, writes row by row inside
-//! one transaction. Times are Unix milliseconds everywhere.
+//! writes rows. PostgreSQL writes a batch's new rows by binary COPY and its
+//! updates with one set-based statement (parallel arrays, `UNNEST`); SQLite,
+//! in-process, writes row by row inside one transaction. The tables written
+//! whole are described once (`tables.rs`) for both. Times are Unix
+//! milliseconds everywhere.
 
 /// Runs `$body` with `$pool` bound to one of the backend's pools (on
 /// SQLite, the pool named `$sqlite`; PostgreSQL has one): the body is
