@@ -113,12 +113,8 @@ impl CopyRows {
 
     /// The stream of `rows`, in the order of the table's column list;
     /// `bytes_per_row` is a guess of their size.
-    pub(super) fn of<'a, R: TableRow + 'a>(
-        rows: impl IntoIterator<Item = &'a R>,
-        bytes_per_row: usize,
-    ) -> Self {
-        let rows = rows.into_iter();
-        let mut out = Self::with_capacity(rows.size_hint().0 * bytes_per_row);
+    pub(super) fn of<R: TableRow>(rows: &[R], bytes_per_row: usize) -> Self {
+        let mut out = Self::with_capacity(rows.len() * bytes_per_row);
         for row in rows {
             out.push(row);
         }

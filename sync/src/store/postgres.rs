@@ -16,7 +16,9 @@ use super::pgcopy::CopyRows;
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
 use super::rows::LineRow;
-use super::tables::{ColumnValues, OutcomeRow, TableRow, columns, copy_statement, names};
+use super::tables::{
+    ColumnValues, OutcomeRow, TableRow, assignments, column_list, columns, copy_statement,
+};
 use super::{ApplyError, PullOutcome, URL_HELP, redact};
 use crate::Error;
 
@@ -407,17 +409,13 @@ fn bind_columns<'q, R: TableRow>(mut query: PgQuery<'q>, rows: &'q [R]) -> PgQue
 /// replaces the stored one.
 fn update_from_arrays<R: TableRow>(next: &mut usize, key: &str) -> String {
     let types: Vec<&str> = R::COLUMNS.iter().map(|(_, ty)| ty.pg_name()).collect();
-    let set: Vec<String> = names::<R>()
-        .filter(|c| *c != key)
-        .map(|c| format!("{c} = u.{c}"))
-        .collect();
     format!(
         "UPDATE {table} t SET {set} FROM UNNEST({arrays}) AS u({names}) \
          WHERE t.{key} = u.{key}",
         table = R::TABLE,
-        set = set.join(", "),
+        set = assignments::<R>(key, "u"),
         arrays = arrays(next, &types),
-        names = names::<R>().collect::<Vec<_>>().join(", "),
+        names = column_list::<R>(),
     )
 }
 
@@ -514,14 +512,13 @@ async fn write_plan(
     copy_rows(tx, &plan.verdicts, 5120).await?;
     copy_rows(tx, &plan.history, 128).await?;
     copy_rows(tx, &plan.new_lines, 320).await?;
-    // An insert with ON CONFLICT is a speculative insertion: a probe of the
-    // key first and an extra WAL record to confirm each row. Nearly every
-    // outcome is a report's first, which conflicts with nothing.
     // The outcome rows of the raw reports that were pending: none of them
     // has one yet (a report is pending exactly while it has none, and the
     // apply lock keeps it so), so they are plain inserts. A report decided
     // before (re-decided, or applied twice) has its row updated by
-    // `WRITE_PLAN` instead.
+    // `WRITE_PLAN` instead. (An insert with ON CONFLICT is a speculative
+    // insertion: a probe of the key first and an extra WAL record to
+    // confirm each row; nearly every outcome is a report's first.)
     let first_outcomes = OutcomeRow::of(plan.raws.iter().filter(|r| r.was_pending), origins);
     copy_rows(tx, &first_outcomes, 96).await?;
     let changed = &plan.changed_observations;

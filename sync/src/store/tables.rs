@@ -1,6 +1,7 @@
 //! The tables an apply writes whole rows into, each described once: its
-//! columns in order and each row's values in that order. PostgreSQL sends
-//! the rows by binary COPY, SQLite inserts them one statement each; both
+//! columns in order with their types, and each row's values in that order.
+//! PostgreSQL sends new rows by binary COPY and replaces changed ones from
+//! typed arrays; SQLite inserts or upserts them one statement each; both
 //! take the column list and the values from here, so the two backends
 //! cannot write a column under another's name.
 
@@ -54,12 +55,22 @@ pub(super) trait TableRow {
 }
 
 /// The column names of `R`, comma-separated.
-fn column_list<R: TableRow>() -> String {
+pub(super) fn column_list<R: TableRow>() -> String {
     names::<R>().collect::<Vec<_>>().join(", ")
 }
 
+/// `c = from.c, …` for every column of `R` but `key`: the SET list that
+/// replaces a row's columns with those of `from`.
+pub(super) fn assignments<R: TableRow>(key: &str, from: &str) -> String {
+    names::<R>()
+        .filter(|c| *c != key)
+        .map(|c| format!("{c} = {from}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The column names of `R`, in order.
-pub(super) fn names<R: TableRow>() -> impl Iterator<Item = &'static str> {
+fn names<R: TableRow>() -> impl Iterator<Item = &'static str> {
     R::COLUMNS.iter().map(|(name, _)| *name)
 }
 
@@ -125,14 +136,10 @@ pub(super) fn insert_statement<R: TableRow>() -> String {
 /// An insert that replaces every other column of the row with the same
 /// `key`.
 pub(super) fn upsert_statement<R: TableRow>(key: &str) -> String {
-    let set: Vec<String> = names::<R>()
-        .filter(|c| *c != key)
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
     format!(
         "{} ON CONFLICT ({key}) DO UPDATE SET {}",
         insert_statement::<R>(),
-        set.join(", ")
+        assignments::<R>(key, "excluded")
     )
 }
 
