@@ -610,12 +610,9 @@ where
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lineprobe_sync=info"));
-    // Colour only for a person at a terminal, not in a file or a journal.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
+        .with_ansi(lineprobe_shared::log_in_colour())
         .with_writer(std::io::stderr)
         .try_init();
 }

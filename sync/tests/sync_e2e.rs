@@ -427,6 +427,43 @@ async fn bad_configuration_exits_2_naming_the_key_for_every_subcommand() {
 // --- 1c. several processes opening a new database at once -----------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_a_new_database_at_once_all_succeed() {
+    // The daemon started and `status` asked right away: both find the
+    // database new and bring its schema up to date at the same moment.
+    bounded(TEST_BOUND, "concurrent first opens", async {
+        let root = tempfile::tempdir().unwrap();
+        let config = root.path().join("empty.toml");
+        std::fs::write(&config, "").unwrap();
+        for db in backends("concurrent_open", root.path()).await {
+            for attempt in 0..3 {
+                let url = match db.backend {
+                    support::Backend::Sqlite => format!(
+                        "sqlite://{}",
+                        root.path()
+                            .join(format!("race-{attempt}.sqlite3"))
+                            .display()
+                    ),
+                    support::Backend::Postgres => db.url.clone(),
+                };
+                if attempt > 0 && db.backend == support::Backend::Postgres {
+                    break;
+                }
+                let cli = SyncCli::new(&config, &url, &root.path().join("logs"));
+                let mut children: Vec<Proc> = (0..6).map(|_| cli.spawn(&["status"])).collect();
+                for child in &mut children {
+                    let out = child.wait(support::RUN_BOUND).await;
+                    assert!(out.status.success(), "{}: {out:?}", db.label());
+                    assert_eq!(out.json()["counts"]["raw"], 0);
+                }
+            }
+        }
+    })
+    .await;
+}
+
+// --- 1d. a collector that is down -------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_fails_a_pull_once_with_one_message() {
     bounded(TEST_BOUND, "collector down", async {
         let dir = tempfile::tempdir().unwrap();
@@ -462,41 +499,6 @@ async fn a_collector_that_is_down_fails_a_pull_once_with_one_message() {
         assert!(last.contains("check `url`"), "{out:?}");
         // The log is not a terminal: no colour codes in it.
         assert!(!out.stderr.contains('\u{1b}'), "{out:?}");
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn processes_opening_a_new_database_at_once_all_succeed() {
-    // The daemon started and `status` asked right away: both find the
-    // database new and bring its schema up to date at the same moment.
-    bounded(TEST_BOUND, "concurrent first opens", async {
-        let root = tempfile::tempdir().unwrap();
-        let config = root.path().join("empty.toml");
-        std::fs::write(&config, "").unwrap();
-        for db in backends("concurrent_open", root.path()).await {
-            for attempt in 0..3 {
-                let url = match db.backend {
-                    support::Backend::Sqlite => format!(
-                        "sqlite://{}",
-                        root.path()
-                            .join(format!("race-{attempt}.sqlite3"))
-                            .display()
-                    ),
-                    support::Backend::Postgres => db.url.clone(),
-                };
-                if attempt > 0 && db.backend == support::Backend::Postgres {
-                    break;
-                }
-                let cli = SyncCli::new(&config, &url, &root.path().join("logs"));
-                let mut children: Vec<Proc> = (0..6).map(|_| cli.spawn(&["status"])).collect();
-                for child in &mut children {
-                    let out = child.wait(support::RUN_BOUND).await;
-                    assert!(out.status.success(), "{}: {out:?}", db.label());
-                    assert_eq!(out.json()["counts"]["raw"], 0);
-                }
-            }
-        }
     })
     .await;
 }
