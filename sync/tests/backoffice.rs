@@ -16,7 +16,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use backoffice_support::{on_each_backend, seed_demo, seed_synthetic};
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
-use lineprobe_sync::{BackofficeConfig, BackofficeState, Store, backoffice_router, hash_password};
+use lineprobe_sync::{
+    BackofficeConfig, BackofficeState, NewSession, Store, backoffice_router, hash_password,
+};
 use sha2::Digest as _;
 use sqlx::Connection as _;
 use tower::ServiceExt as _;
@@ -626,6 +628,74 @@ async fn viewers_cannot_reach_admin_pages() {
             )
             .await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST);
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_changes_end_the_sessions_they_outdate() {
+    on_each_backend("account_changes_end_sessions", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "admin").await;
+        let ann = store.user_by_name("ann").await.unwrap().unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let sign_in = |token: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .session_insert(&NewSession {
+                        token_hash: token,
+                        user_id: ann.id,
+                        csrf_token: "csrf",
+                        created_at_ms: now,
+                        expires_at_ms: now + 3_600_000,
+                        source_ip: "192.0.2.1",
+                        user_agent: "test",
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        let signed_in = |token: &'static str| {
+            let store = store.clone();
+            async move { store.session_user(token).await.unwrap().is_some() }
+        };
+
+        sign_in("a").await;
+        assert!(store.user_set_role("ann", "viewer", now + 1).await.unwrap());
+        assert!(!signed_in("a").await, "a new role ends the session");
+        sign_in("b").await;
+        assert!(
+            store
+                .user_set_password("ann", "new hash", now + 2)
+                .await
+                .unwrap()
+        );
+        assert!(!signed_in("b").await, "a new password ends the session");
+        sign_in("c").await;
+        assert!(store.user_set_disabled("ann", true, now + 3).await.unwrap());
+        assert!(!signed_in("c").await, "disabling ends the session");
+        sign_in("d").await;
+        assert!(
+            store
+                .user_set_disabled("ann", false, now + 4)
+                .await
+                .unwrap()
+        );
+        assert!(signed_in("d").await, "enabling leaves sessions alone");
+
+        let ann = store.user_by_name("ann").await.unwrap().unwrap();
+        assert_eq!(
+            (ann.role.as_str(), ann.password_hash.as_str(), ann.disabled),
+            ("viewer", "new hash", false)
+        );
+        assert_eq!(ann.updated_at_ms, now + 4);
+        // No such account: nothing changes, and the caller is told.
+        assert!(!store.user_set_role("nobody", "admin", now).await.unwrap());
+        assert!(!store.user_set_password("nobody", "x", now).await.unwrap());
+        assert!(!store.user_set_disabled("nobody", true, now).await.unwrap());
+        assert!(signed_in("d").await);
         store.close().await;
     })
     .await;

@@ -41,6 +41,46 @@ pub struct UserRow {
 const USER_COLUMNS: &str = "id, name, role, password_hash, disabled, created_at AS created_at_ms, \
      updated_at AS updated_at_ms, last_login_at AS last_login_at_ms";
 
+/// One change to a back-office account.
+#[derive(Debug, Clone, Copy)]
+enum UserChange<'a> {
+    Password(&'a str),
+    Disabled(bool),
+    Role(&'a str),
+}
+
+impl UserChange<'_> {
+    /// The update, binding the new value, the account's name and the time.
+    fn statement(self) -> &'static str {
+        match self {
+            Self::Password(_) => {
+                "UPDATE users SET password_hash = $1, updated_at = $3 WHERE name = $2 RETURNING id"
+            }
+            Self::Disabled(_) => {
+                "UPDATE users SET disabled = $1, updated_at = $3 WHERE name = $2 RETURNING id"
+            }
+            Self::Role(_) => {
+                "UPDATE users SET role = $1, updated_at = $3 WHERE name = $2 RETURNING id"
+            }
+        }
+    }
+
+    /// A new password or role invalidates the sessions signed in under the
+    /// old one; enabling an account has no session to end.
+    fn ends_sessions(self) -> bool {
+        !matches!(self, Self::Disabled(false))
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Password(_) => "change the password of",
+            Self::Disabled(true) => "disable",
+            Self::Disabled(false) => "enable",
+            Self::Role(_) => "change the role of",
+        }
+    }
+}
+
 /// A new session, as stored: the token itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession<'a> {
@@ -351,28 +391,8 @@ impl Store {
         password_hash: &str,
         now_ms: i64,
     ) -> Result<bool, Error> {
-        let context = || format!("cannot change the password of back-office user `{name}`");
-        on_writer!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            let id: Option<i64> = sqlx::query_scalar(
-                "UPDATE users SET password_hash = $2, updated_at = $3 WHERE name = $1 \
-                 RETURNING id",
-            )
-            .bind(name)
-            .bind(password_hash)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = id {
-                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(id.is_some())
-        }.await)
-        .map_err(self.db(context))
+        self.user_change(name, UserChange::Password(password_hash), now_ms)
+            .await
     }
 
     /// Disables (ending its sessions) or enables an account; `false` when
@@ -383,44 +403,40 @@ impl Store {
         disabled: bool,
         now_ms: i64,
     ) -> Result<bool, Error> {
-        let context = || format!("cannot disable or enable back-office user `{name}`");
-        on_writer!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            let id: Option<i64> = sqlx::query_scalar(
-                "UPDATE users SET disabled = $2, updated_at = $3 WHERE name = $1 RETURNING id",
-            )
-            .bind(name)
-            .bind(disabled)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let (Some(id), true) = (id, disabled) {
-                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(id.is_some())
-        }.await)
-        .map_err(self.db(context))
+        self.user_change(name, UserChange::Disabled(disabled), now_ms)
+            .await
     }
 
     /// Changes an account's role and ends its sessions (they carry the old
     /// role's forms); `false` when there is no such account.
     pub async fn user_set_role(&self, name: &str, role: &str, now_ms: i64) -> Result<bool, Error> {
-        let context = || format!("cannot change the role of back-office user `{name}`");
+        self.user_change(name, UserChange::Role(role), now_ms).await
+    }
+
+    /// Makes one change to an account and, where the change calls for it,
+    /// ends the account's sessions in the same transaction, so that no
+    /// session outlives the change it should not survive; `false` when
+    /// there is no such account.
+    async fn user_change(
+        &self,
+        name: &str,
+        change: UserChange<'_>,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let context = || format!("cannot {} back-office user `{name}`", change.describe());
         on_writer!(self, pool => async {
             let mut tx = pool.begin().await?;
-            let id: Option<i64> = sqlx::query_scalar(
-                "UPDATE users SET role = $2, updated_at = $3 WHERE name = $1 RETURNING id",
-            )
-            .bind(name)
-            .bind(role)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = id {
+            let update = sqlx::query_scalar(change.statement());
+            let update = match change {
+                UserChange::Password(hash) | UserChange::Role(hash) => update.bind(hash),
+                UserChange::Disabled(disabled) => update.bind(disabled),
+            };
+            let id: Option<i64> = update
+                .bind(name)
+                .bind(now_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let (Some(id), true) = (id, change.ends_sessions()) {
                 sqlx::query("DELETE FROM sessions WHERE user_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
