@@ -3,57 +3,43 @@
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::Path;
 
 use ipnet::IpNet;
 use lineprobe_shared::Catalog;
 
-use super::{IpFacts, IpSource, IpType, RangeTable, city_code, open_data_file, province_id};
+use super::csvtable::{CsvFormat, CsvSource, check_range, error_line};
+use super::{IpFacts, IpType, city_code, province_id};
 use crate::Error;
 
-/// An address plan loaded into memory; lookups are one binary search.
-#[derive(Debug, Clone)]
-pub struct IpPlanSource {
-    name: String,
-    version: String,
-    table: RangeTable<IpFacts>,
-}
+/// The carrier's address plan, loaded into memory; lookups are one binary
+/// search.
+pub type IpPlanSource = CsvSource<IpPlanFormat>;
 
-impl IpPlanSource {
-    /// Loads the plan at `path`; `version` defaults to the file's date.
-    pub fn open(
-        name: impl Into<String>,
-        version: Option<String>,
-        path: &Path,
-        catalog: &Catalog,
-    ) -> Result<Self, Error> {
-        let (file, version) = open_data_file(path, version)?;
-        Self::from_reader(name, version, &path.display().to_string(), file, catalog)
-    }
+/// The address plan's layout.
+///
+/// The header row is required. Columns: `cidr` or `start,end`; then any of
+/// `carrier`, `province`, `city`, `ip_type`, `customer`. Carrier, province,
+/// city and IP type must be known to the catalog: an unknown value fails the
+/// load with the file, line and valid choices.
+#[derive(Debug)]
+pub struct IpPlanFormat;
 
-    /// Loads a plan from `reader`; `what` names it in error messages.
-    ///
-    /// The header row is required. Columns: `cidr` or `start,end`; then any
-    /// of `carrier`, `province`, `city`, `ip_type`, `customer`. Carrier,
-    /// province, city and IP type must be known to the catalog: an unknown
-    /// value fails the load with the file, line and valid choices.
-    pub fn from_reader(
-        name: impl Into<String>,
-        version: impl Into<String>,
-        what: &str,
-        reader: impl Read,
-        catalog: &Catalog,
-    ) -> Result<Self, Error> {
-        let err = |line: u64, message: String| Error::SourceData {
-            what: format!("{what}:{line}"),
-            message,
-        };
-        let mut csv = csv::ReaderBuilder::new()
+impl CsvFormat for IpPlanFormat {
+    fn reader_builder() -> csv::ReaderBuilder {
+        let mut builder = csv::ReaderBuilder::new();
+        builder
             .has_headers(true)
             .flexible(true)
             .trim(csv::Trim::All)
-            .comment(Some(b'#'))
-            .from_reader(reader);
+            .comment(Some(b'#'));
+        builder
+    }
+
+    fn rows<R: Read>(
+        csv: &mut csv::Reader<R>,
+        catalog: &Catalog,
+        err: &dyn Fn(u64, String) -> Error,
+    ) -> Result<Vec<(IpAddr, IpAddr, IpFacts)>, Error> {
         let headers = csv.headers().map_err(|e| err(1, e.to_string()))?.clone();
         let col = |n: &str| {
             headers
@@ -78,10 +64,7 @@ impl IpPlanSource {
         };
         let mut rows = Vec::new();
         for record in csv.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, csv::Position::line);
-                err(line, e.to_string())
-            })?;
+            let record = record.map_err(|e| err(error_line(&e), e.to_string()))?;
             let line = record.position().map_or(0, csv::Position::line);
             let field = |c: Option<usize>| c.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
             let (lo, hi) = if let Some(net) = field(cidr) {
@@ -102,24 +85,10 @@ impl IpPlanSource {
                 (parse(field(start), "start")?, parse(field(end), "end")?)
             };
             check_range(lo, hi).map_err(|m| err(line, m))?;
-            let facts = row_facts(catalog, &cols, &record, line, &err)?;
+            let facts = row_facts(catalog, &cols, &record, line, err)?;
             rows.push((lo, hi, facts));
         }
-        Ok(Self {
-            name: name.into(),
-            version: version.into(),
-            table: RangeTable::build(rows),
-        })
-    }
-
-    /// The number of blocks in the plan.
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    /// True when the plan has no blocks.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        Ok(rows)
     }
 }
 
@@ -138,7 +107,7 @@ fn row_facts(
     cols: &Cols,
     record: &csv::StringRecord,
     line: u64,
-    err: &impl Fn(u64, String) -> Error,
+    err: &dyn Fn(u64, String) -> Error,
 ) -> Result<IpFacts, Error> {
     let field = |c: Option<usize>| c.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
     let mut facts = IpFacts::default();
@@ -198,31 +167,4 @@ fn row_facts(
     }
     facts.customer = field(cols.customer).map(str::to_owned);
     Ok(facts)
-}
-
-/// Both ends in one family, in order.
-pub(crate) fn check_range(lo: IpAddr, hi: IpAddr) -> Result<(), String> {
-    let (l6, l) = super::key(lo);
-    let (h6, h) = super::key(hi);
-    if l6 != h6 {
-        return Err(format!("{lo} and {hi} are not of the same address family"));
-    }
-    if l > h {
-        return Err(format!("the range starts at {lo} after its end {hi}"));
-    }
-    Ok(())
-}
-
-impl IpSource for IpPlanSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn data_version(&self) -> &str {
-        &self.version
-    }
-
-    fn lookup(&self, ip: IpAddr) -> Result<Option<IpFacts>, Error> {
-        Ok(self.table.get(ip).cloned())
-    }
 }

@@ -18,6 +18,7 @@
 //! know, so a cache written by a newer version still loads.
 
 mod config;
+mod csvtable;
 mod http;
 mod ipplan;
 mod mmdb;
@@ -35,13 +36,14 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 pub use config::{ChainConfig, Rate, SourceConfig, SourceKind};
+pub use csvtable::{CsvFormat, CsvSource};
 pub use http::{
     AnswerCache, CacheEntry, FieldMap, HttpSettings, HttpSource, JsonPointer, Pointers,
     SuccessCheck,
 };
-pub use ipplan::IpPlanSource;
+pub use ipplan::{IpPlanFormat, IpPlanSource};
 pub use mmdb::{MmdbKind, MmdbSource};
-pub use ranges::RangesSource;
+pub use ranges::{RangesFormat, RangesSource};
 
 /// A source of facts about addresses.
 pub trait IpSource: fmt::Debug + Send + Sync {

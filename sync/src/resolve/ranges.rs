@@ -2,59 +2,40 @@
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::Path;
 
 use lineprobe_shared::Catalog;
 
-use super::ipplan::check_range;
-use super::{IpFacts, IpSource, RangeTable, carrier_of, hosting_type, open_data_file};
+use super::csvtable::{CsvFormat, CsvSource, check_range, error_line};
+use super::{IpFacts, carrier_of, hosting_type};
 use crate::Error;
 
 /// A `start,end,asn,org` table in memory; lookups are one binary search.
-#[derive(Debug, Clone)]
-pub struct RangesSource {
-    name: String,
-    version: String,
-    table: RangeTable<IpFacts>,
-}
+pub type RangesSource = CsvSource<RangesFormat>;
 
-impl RangesSource {
-    /// Loads the table at `path`; `version` defaults to the file's date.
-    pub fn open(
-        name: impl Into<String>,
-        version: Option<String>,
-        path: &Path,
-        catalog: &Catalog,
-    ) -> Result<Self, Error> {
-        let (file, version) = open_data_file(path, version)?;
-        Self::from_reader(name, version, &path.display().to_string(), file, catalog)
-    }
+/// The `start,end,asn,org` layout. A first row whose first field is not an
+/// address is taken as a header. The ASN may be written `4134` or `AS4134`,
+/// and may be empty.
+#[derive(Debug)]
+pub struct RangesFormat;
 
-    /// Loads a table from `reader`; `what` names it in error messages. A
-    /// first row whose first field is not an address is taken as a header.
-    /// The ASN may be written `4134` or `AS4134`, and may be empty.
-    pub fn from_reader(
-        name: impl Into<String>,
-        version: impl Into<String>,
-        what: &str,
-        reader: impl Read,
-        catalog: &Catalog,
-    ) -> Result<Self, Error> {
-        let err = |line: u64, message: String| Error::SourceData {
-            what: format!("{what}:{line}"),
-            message,
-        };
-        let mut csv = csv::ReaderBuilder::new()
+impl CsvFormat for RangesFormat {
+    fn reader_builder() -> csv::ReaderBuilder {
+        let mut builder = csv::ReaderBuilder::new();
+        builder
             .has_headers(false)
             .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(reader);
+            .trim(csv::Trim::All);
+        builder
+    }
+
+    fn rows<R: Read>(
+        csv: &mut csv::Reader<R>,
+        catalog: &Catalog,
+        err: &dyn Fn(u64, String) -> Error,
+    ) -> Result<Vec<(IpAddr, IpAddr, IpFacts)>, Error> {
         let mut rows = Vec::new();
         for (n, record) in csv.records().enumerate() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, csv::Position::line);
-                err(line, e.to_string())
-            })?;
+            let record = record.map_err(|e| err(error_line(&e), e.to_string()))?;
             let line = record.position().map_or(0, csv::Position::line);
             let first = record.get(0).unwrap_or("").trim_start_matches('\u{feff}');
             if first.is_empty() || first.starts_with('#') {
@@ -97,34 +78,6 @@ impl RangesSource {
             };
             rows.push((lo, hi, facts));
         }
-        Ok(Self {
-            name: name.into(),
-            version: version.into(),
-            table: RangeTable::build(rows),
-        })
-    }
-
-    /// The number of rows.
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    /// True when the table has no rows.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl IpSource for RangesSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn data_version(&self) -> &str {
-        &self.version
-    }
-
-    fn lookup(&self, ip: IpAddr) -> Result<Option<IpFacts>, Error> {
-        Ok(self.table.get(ip).cloned())
+        Ok(rows)
     }
 }
