@@ -23,7 +23,8 @@ const V1_MAX: usize = 107;
 /// The protocol allows 65535; real balancers send a few hundred at most.
 const V2_MAX_PAYLOAD: usize = 4096;
 
-/// Largest header [`read_proxy_header`] accepts.
+/// Largest PROXY protocol header (v1 or v2) the public listener reads
+/// before it gives up on the connection.
 pub const MAX_HEADER_BYTES: usize = 16 + V2_MAX_PAYLOAD;
 
 /// A parsed PROXY protocol header.

@@ -76,7 +76,7 @@ pub fn written_periods(
         .collect())
 }
 
-/// What [`write_file`] did.
+/// What writing one batch-report file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOutcome {
     /// The file was created or its contents replaced.

@@ -119,7 +119,8 @@ impl CollectorRound {
     }
 }
 
-/// Pulls every enabled collector; see the [module docs](self).
+/// Pulls every enabled collector: fetch a page, commit it with the cursor,
+/// then acknowledge it (the order that makes a re-pull harmless).
 #[derive(Debug)]
 pub struct Puller {
     clients: Vec<CollectorClient>,
