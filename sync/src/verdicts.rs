@@ -76,7 +76,7 @@ pub async fn verdict_rows(
             .find(|v| v.id == line.verdict_id)
             .or_else(|| verdicts.first());
         let findings: Vec<FindingText> = current
-            .and_then(|v| serde_json::from_str(&v.reasons_json).ok())
+            .and_then(|v| serde_json::from_str(&v.record.reasons_json).ok())
             .unwrap_or_default();
         let deciding: Vec<String> = findings
             .iter()
@@ -132,7 +132,7 @@ pub async fn verdict_rows(
             findings,
             low_trust: line.low_trust,
             trust_score: current
-                .and_then(|v| v.trust_score)
+                .and_then(|v| v.record.trust_score)
                 .and_then(|s| u8::try_from(s).ok()),
         });
     }

@@ -756,13 +756,14 @@ async fn a_case_stored_with_the_old_evidence_shape_reads_the_same() {
             let verdicts = store.line_verdicts("account:07552660505").await.unwrap();
             assert!(!verdicts.is_empty());
             for v in &verdicts {
-                let stored: serde_json::Value = serde_json::from_str(&v.evidence_json).unwrap();
+                let stored: serde_json::Value =
+                    serde_json::from_str(&v.record.evidence_json).unwrap();
                 assert_eq!(stored["v"], lineprobe_sync::EVIDENCE_VERSION);
                 let old = lineprobe_sync::expand_evidence(stored);
                 assert!(old.get("v").is_none() && old.get("sources").is_none());
                 assert!(old["public_hops"][0]["resolved"]["carrier"]["source"].is_string());
                 let text = old.to_string();
-                assert!(text.len() > v.evidence_json.len());
+                assert!(text.len() > v.record.evidence_json.len());
                 if url.starts_with("postgres") {
                     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
                     sqlx::query("UPDATE verdicts SET evidence = $1 WHERE id = $2")

@@ -557,7 +557,7 @@ async fn trust_at_arrival_marks_the_verdict_and_follows_the_current_line() {
         let line = s.line("l1").await.unwrap().unwrap();
         assert!(line.low_trust, "the line follows its low-trust verdict");
         let v = &s.line_verdicts("l1").await.unwrap()[0];
-        assert_eq!((v.trust_score, v.low_trust), (Some(12), true));
+        assert_eq!((v.record.trust_score, v.record.low_trust), (Some(12), true));
 
         // A later, trusted observation replaces it: the line is no longer
         // marked; the earlier verdict keeps its mark.
@@ -573,7 +573,13 @@ async fn trust_at_arrival_marks_the_verdict_and_follows_the_current_line() {
         let verdicts = s.line_verdicts("l1").await.unwrap();
         let marks: Vec<_> = verdicts
             .iter()
-            .map(|v| (v.verdict_key.as_str(), v.trust_score, v.low_trust))
+            .map(|v| {
+                (
+                    v.record.verdict_key.as_str(),
+                    v.record.trust_score,
+                    v.record.low_trust,
+                )
+            })
             .collect();
         assert_eq!(
             marks,
@@ -724,11 +730,17 @@ async fn a_changed_verdict_replaces_the_current_one_and_goes_to_history() {
         );
 
         let verdicts = s.line_verdicts("l1").await.unwrap();
-        let keys: Vec<&str> = verdicts.iter().map(|v| v.verdict_key.as_str()).collect();
+        let keys: Vec<&str> = verdicts
+            .iter()
+            .map(|v| v.record.verdict_key.as_str())
+            .collect();
         assert_eq!(keys, ["k2", "k1"], "newest first");
         assert_eq!(verdicts[0].report_id, format!("rep-{}", ids[1]));
         assert_eq!(verdicts[0].observed_at_ms, 200);
-        assert_eq!(verdicts[0].data_versions_json, "{\"ipplan\":\"2025-01\"}");
+        assert_eq!(
+            verdicts[0].record.data_versions_json,
+            "{\"ipplan\":\"2025-01\"}"
+        );
 
         // Back to the first verdict: a new verdict row again (it differs
         // from the latest), and another history row.
@@ -1563,10 +1575,10 @@ async fn chinese_text_round_trips() {
         assert_eq!(filtered.len(), 1);
         let verdicts = s.line_verdicts("线路-广州-001").await.unwrap();
         assert_eq!(
-            verdicts[0].reasons_json,
+            verdicts[0].record.reasons_json,
             "[\"申报移动，实际电信（城中村）\"]"
         );
-        assert_eq!(verdicts[0].verdict_key, "键-1");
+        assert_eq!(verdicts[0].record.verdict_key, "键-1");
         assert!(s.observation("观测-1").await.unwrap().is_some());
         let q = s.quarantined(10, 0).await.unwrap();
         assert_eq!(q[0].summary, "报告缺少安装标识，无法处理");

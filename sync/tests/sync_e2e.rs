@@ -818,7 +818,7 @@ async fn reprocess_after_the_ip_data_changed_keeps_the_old_verdict_as_history() 
                 assert_eq!(verdicts.len(), 1);
                 uses_plan.insert(
                     line.line_key.clone(),
-                    verdicts[0].data_versions_json.contains("cmcc-plan"),
+                    verdicts[0].record.data_versions_json.contains("cmcc-plan"),
                 );
             }
             assert!(uses_plan[moved_line]);
@@ -897,12 +897,15 @@ async fn reprocess_after_the_ip_data_changed_keeps_the_old_verdict_as_history() 
                     let current = verdicts.iter().find(|v| v.id == row.verdict_id).unwrap();
                     let old = verdicts.iter().find(|v| v.id != row.verdict_id).unwrap();
                     assert!(
-                        current.data_versions_json.contains("plan-v2"),
+                        current.record.data_versions_json.contains("plan-v2"),
                         "{current:?}"
                     );
-                    assert!(!old.data_versions_json.contains("plan-v2"), "{old:?}");
+                    assert!(
+                        !old.record.data_versions_json.contains("plan-v2"),
+                        "{old:?}"
+                    );
                     assert_eq!(history[0].verdict_id, old.id);
-                    assert_eq!(history[0].verdict, old.verdict);
+                    assert_eq!(history[0].verdict, old.record.verdict);
                 } else {
                     assert_eq!(verdicts.len(), 1, "{backend} {line}");
                     assert!(history.is_empty(), "{backend} {line}");
@@ -975,13 +978,13 @@ async fn the_demo_dataset_gives_the_same_verdicts_on_postgresql_and_sqlite() {
                 {
                     all.push((
                         v.line_key,
-                        v.verdict,
-                        v.verdict_key,
-                        v.reasons_json,
-                        v.data_versions_json,
-                        v.actual_carrier,
-                        v.actual_province,
-                        v.actual_city,
+                        v.record.verdict,
+                        v.record.verdict_key,
+                        v.record.reasons_json,
+                        v.record.data_versions_json,
+                        v.record.actual_carrier,
+                        v.record.actual_province,
+                        v.record.actual_city,
                     ));
                 }
             }

@@ -106,11 +106,11 @@ impl<'a> Decision<'a> {
             verdict,
             // Either version of the document, in the version 1 shape.
             evidence: verdict
-                .and_then(|v| crate::read_evidence(&v.evidence_json))
+                .and_then(|v| crate::read_evidence(&v.record.evidence_json))
                 .unwrap_or(Value::Null),
-            findings: list(parse(|v| &v.reasons_json)),
-            filled: list(parse(|v| &v.filled_json)),
-            versions: match parse(|v| &v.data_versions_json) {
+            findings: list(parse(|v| &v.record.reasons_json)),
+            filled: list(parse(|v| &v.record.filled_json)),
+            versions: match parse(|v| &v.record.data_versions_json) {
                 Some(Value::Object(map)) => map,
                 _ => serde_json::Map::new(),
             },
@@ -199,9 +199,9 @@ pub(super) async fn page(
 }
 
 fn facts(state: &BackofficeState, line: &LineRow, decision: &Decision<'_>) -> Markup {
-    let reasons = decision
-        .verdict
-        .map_or_else(Vec::new, |v| deciding_reasons(&v.verdict, &v.reasons_json));
+    let reasons = decision.verdict.map_or_else(Vec::new, |v| {
+        deciding_reasons(&v.record.verdict, &v.record.reasons_json)
+    });
     let evidence = &decision.evidence;
     html! {
         div.panel {
@@ -212,7 +212,7 @@ fn facts(state: &BackofficeState, line: &LineRow, decision: &Decision<'_>) -> Ma
                 dt { "Reports 报告" } dd { (line.reports) ", first " (state.time(line.first_seen_ms)) ", last " (state.time(line.last_seen_ms)) " (" (state.offset_label()) ")" }
                 @if let Some(v) = decision.verdict {
                     dt { "Deciding report" } dd.mono { (v.report_id) }
-                    dt { "Decided" } dd { (state.time(v.decided_at_ms)) }
+                    dt { "Decided" } dd { (state.time(v.record.decided_at_ms)) }
                 }
                 @if let Some(address) = text(evidence, "/declared/address") {
                     dt { "Declared address 装机地址" } dd { (address) }
@@ -383,9 +383,9 @@ fn history_table(
                     @for v in verdicts {
                         @let replaced = history.iter().find(|h| h.verdict_id == v.id);
                         tr {
-                            td { (state.time(v.decided_at_ms)) }
-                            td { (verdict_badge(&v.verdict)) @if v.low_trust { (low_trust_badge()) } }
-                            td { (super::lines::place(catalog, v.actual_carrier.as_deref(), v.actual_province.as_deref(), v.actual_city.as_deref())) }
+                            td { (state.time(v.record.decided_at_ms)) }
+                            td { (verdict_badge(&v.record.verdict)) @if v.record.low_trust { (low_trust_badge()) } }
+                            td { (super::lines::place(catalog, v.record.actual_carrier.as_deref(), v.record.actual_province.as_deref(), v.record.actual_city.as_deref())) }
                             td.mono { (v.report_id) }
                             td {
                                 @if v.id == line.verdict_id { "current" }

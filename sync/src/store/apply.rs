@@ -521,21 +521,8 @@ impl<'a> Planner<'a> {
             line_key: r.line_key.clone(),
             observation_id: o.id,
             report_id: r.report_id.clone(),
-            verdict: v.verdict.clone(),
-            verdict_key: v.verdict_key.clone(),
-            reasons_json: v.reasons_json.clone(),
-            evidence_json: v.evidence_json.clone(),
-            actual_carrier: v.actual_carrier.clone(),
-            actual_province: v.actual_province.clone(),
-            actual_city: v.actual_city.clone(),
-            egress_carrier: v.egress_carrier.clone(),
-            first_hop_carrier: v.first_hop_carrier.clone(),
-            filled_json: v.filled_json.clone(),
-            data_versions_json: v.data_versions_json.clone(),
-            trust_score: v.trust_score,
-            low_trust: v.low_trust,
             observed_at_ms: r.observed_at_ms,
-            decided_at_ms: v.decided_at_ms,
+            record: v.clone(),
         });
         o.latest_verdict_id = Some(id);
         o.latest_verdict_key = Some(v.verdict_key.clone());

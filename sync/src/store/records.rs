@@ -123,7 +123,7 @@ pub struct ObservationRecord {
 }
 
 /// A verdict on an observation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct VerdictRecord {
     /// Identifies the verdict's content: two verdicts with the same key are
     /// the same verdict, and the store keeps only the first.

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use super::records::VerdictRecord;
+
 /// Where one collector's pull stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct PullCursor {
@@ -143,7 +145,8 @@ pub struct ObservationRow {
     pub latest_verdict_key: Option<String>,
 }
 
-/// A verdict on one observation of a line.
+/// A verdict on one observation of a line: the verdict as the pipeline
+/// decided it, where it is stored and what it judged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct VerdictRow {
     /// The verdict's row.
@@ -154,36 +157,12 @@ pub struct VerdictRow {
     pub observation_id: i64,
     /// The report that brought the verdict.
     pub report_id: String,
-    /// The verdict.
-    pub verdict: String,
-    /// The verdict's content key.
-    pub verdict_key: String,
-    /// Every reason, as JSON.
-    pub reasons_json: String,
-    /// The evidence, as JSON.
-    pub evidence_json: String,
-    /// Actual carrier.
-    pub actual_carrier: Option<String>,
-    /// Actual province.
-    pub actual_province: Option<String>,
-    /// Actual city.
-    pub actual_city: Option<String>,
-    /// The egress address's carrier.
-    pub egress_carrier: Option<String>,
-    /// The first public hop's carrier.
-    pub first_hop_carrier: Option<String>,
-    /// Filled attributes, as JSON.
-    pub filled_json: String,
-    /// Data versions, as JSON.
-    pub data_versions_json: String,
-    /// The report's trust score at arrival, when its receiver scored it.
-    pub trust_score: Option<i16>,
-    /// Whether the report came from a low-trust source.
-    pub low_trust: bool,
     /// When the report was observed.
     pub observed_at_ms: i64,
-    /// When the verdict was decided.
-    pub decided_at_ms: i64,
+    /// The verdict itself.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub record: VerdictRecord,
 }
 
 /// A verdict that was a line's current one and was replaced.
