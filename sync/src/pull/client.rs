@@ -206,13 +206,13 @@ impl CollectorClient {
     /// `SignedManifest` JSON as `body`) and says how the collector answered.
     /// Only a transport failure is an error: a refusal is an answer.
     pub async fn publish_manifest(&self, body: Vec<u8>) -> Result<ManifestAnswer, Error> {
-        let response = self
+        let request = self
             .http
             .put(self.url(&["export", "manifest"]))
             .bearer_auth(self.token.expose())
             .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
+            .body(body);
+        let response = send(request)
             .await
             .map_err(|e| self.error(self.transport_error("PUT /export/manifest", &e)))?;
         let status = response.status();
@@ -282,12 +282,12 @@ impl CollectorClient {
         url.query_pairs_mut()
             .append_pair("after", &after.to_string())
             .append_pair("limit", &limit.to_string());
-        let response = self
+        let request = self
             .http
             .get(url)
             .bearer_auth(self.token.expose())
-            .header(header::ACCEPT, NDJSON)
-            .send()
+            .header(header::ACCEPT, NDJSON);
+        let response = send(request)
             .await
             .map_err(|e| PageFault::Other(self.transport_error("GET /export", &e)))?;
         let status = response.status();
@@ -358,12 +358,12 @@ impl CollectorClient {
             newly_acked: u64,
         }
         let body = serde_json::json!({ "node_id": node_id, "up_to": up_to });
-        let response = self
+        let request = self
             .http
             .post(self.url(&["export", "ack"]))
             .bearer_auth(self.token.expose())
-            .json(&body)
-            .send()
+            .json(&body);
+        let response = send(request)
             .await
             .map_err(|e| self.transport_error("POST /export/ack", &e))?;
         if response.status() != StatusCode::OK {
@@ -395,6 +395,22 @@ impl CollectorClient {
         let chain = error_chain(e);
         if let Some(hint) = tls_hint(&chain) {
             return format!("{what} failed: {chain}; {hint}");
+        }
+        if never_sent(e) && self.base.scheme() == "https" {
+            // Twice closed before the request went out (see `send`): the
+            // alert that says why never reached the request, so say what
+            // such a close after a finished handshake almost always is.
+            let hint = if self.endpoint.client_cert.is_some() {
+                "the collector most likely refused the client certificate: use one signed \
+                 by a CA in its export.client_ca"
+            } else {
+                "the collector most likely requires a client certificate: set client_cert \
+                 and client_key to one signed by a CA in its export.client_ca"
+            };
+            return format!(
+                "{what} failed: {chain}; the connection closed right after the TLS \
+                 handshake, before the request was sent: {hint}"
+            );
         }
         if e.is_timeout() {
             format!(
@@ -463,12 +479,47 @@ impl CollectorClient {
     }
 }
 
+/// Sends `request`, and once more when the connection closed before the
+/// request went out. Under TLS 1.3 a collector checks a client certificate
+/// only after the handshake, so its refusal can close the connection before
+/// the request is written: that first attempt fails without the TLS alert
+/// saying why, and a second one, on a new connection, reads the alert. A
+/// request that was never sent is safe to send again, and every export
+/// request is idempotent anyway.
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, reqwest::Error> {
+    let again = request.try_clone();
+    match request.send().await {
+        Err(e) if never_sent(&e) => match again {
+            Some(again) => again.send().await,
+            None => Err(e),
+        },
+        answer => answer,
+    }
+}
+
+/// Whether the request failed before any of it was sent (hyper cancels a
+/// request whose connection closed before it was dispatched).
+fn never_sent(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// What to do about a TLS failure, recognised from its text (rustls names
 /// the alert or the certificate error; reqwest offers no finer kind).
 fn tls_hint(chain: &str) -> Option<&'static str> {
     if chain.contains("CertificateRequired") {
         Some(
-            "the collector requires a client certificate: set client_cert and client_key to              one signed by a CA in its export.client_ca",
+            "the collector requires a client certificate: set client_cert and client_key to \
+             one signed by a CA in its export.client_ca",
         )
     } else if chain.contains("fatal alert: UnknownCA")
         || chain.contains("fatal alert: BadCertificate")
