@@ -1575,7 +1575,7 @@ async fn cpu_stages(
                 verdicts += 1;
                 sizes[0] += o.verdict.evidence_json.len();
                 sizes[1] += o.verdict.reasons_json.len();
-                sizes[2] += o.path_json.len();
+                sizes[2] += o.facts.path_json.len();
                 sizes[3] += raw.body.len();
             }
         }

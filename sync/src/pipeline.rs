@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use crate::evidence::evidence_json;
 use crate::{
-    ApplySummary, Chain, Error, LineEvidence, ObservationRecord, Processed, QuarantineRecord,
-    RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict, VerdictRecord, extract, judge,
-    line_key, observation_key,
+    ApplySummary, Chain, Error, LineEvidence, ObservationFacts, ObservationRecord, Processed,
+    QuarantineRecord, RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict, VerdictRecord,
+    extract, judge, line_key, observation_key,
 };
 
 /// What a pipeline run did.
@@ -144,25 +144,27 @@ impl Pipeline {
         let record = ObservationRecord {
             raw_id: raw.id,
             reprocess,
-            obs_key: observation_key(report),
-            line_key: line_key(&report.account, report.install_id.as_str()),
             report_id: report.report_id.to_string(),
-            install_id: report.install_id.as_str().to_owned(),
-            account: report.account.trim().to_owned(),
             observed_at_ms,
-            declared_province: declared.province.as_ref().map(|p| p.as_str().to_owned()),
-            declared_city: declared
-                .city_code
-                .as_ref()
-                .map(|c| c.as_str().to_owned())
-                .or_else(|| declared.city.clone()),
-            declared_carrier: declared.carrier.as_ref().map(|c| c.as_str().to_owned()),
-            egress_ip: envelope.map_or_else(String::new, |e| e.peer_ip.to_string()),
-            first_hop_ip: first_hop.map(|h| h.ip.to_string()),
-            path_json: path_json(report),
-            engine: report.trace.engine.to_string(),
-            agent_version: report.device.agent_version.clone(),
-            os: report.device.os.clone(),
+            facts: ObservationFacts {
+                obs_key: observation_key(report),
+                line_key: line_key(&report.account, report.install_id.as_str()),
+                install_id: report.install_id.as_str().to_owned(),
+                account: report.account.trim().to_owned(),
+                declared_province: declared.province.as_ref().map(|p| p.as_str().to_owned()),
+                declared_city: declared
+                    .city_code
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned())
+                    .or_else(|| declared.city.clone()),
+                declared_carrier: declared.carrier.as_ref().map(|c| c.as_str().to_owned()),
+                egress_ip: envelope.map_or_else(String::new, |e| e.peer_ip.to_string()),
+                first_hop_ip: first_hop.map(|h| h.ip.to_string()),
+                path_json: path_json(report),
+                engine: report.trace.engine.to_string(),
+                agent_version: report.device.agent_version.clone(),
+                os: report.device.os.clone(),
+            },
             verdict: verdict_record(&verdict, &evidence, report, &extracted, &trust, now_ms)?,
         };
         Ok(Processed::Observation(Box::new(record)))

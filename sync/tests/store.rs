@@ -10,8 +10,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use lineprobe_sync::{
-    ApplySummary, CachedAnswer, Error, LineFilter, ObservationRecord, Processed, PullBatch,
-    PulledReport, QuarantineRecord, Store, VerdictRecord,
+    ApplySummary, CachedAnswer, Error, LineFilter, ObservationFacts, ObservationRecord, Processed,
+    PullBatch, PulledReport, QuarantineRecord, Store, VerdictRecord,
 };
 
 mod pgscratch;
@@ -141,21 +141,23 @@ fn observation(raw_id: i64, obs: &str, line: &str, at: i64, v: VerdictRecord) ->
     Processed::Observation(Box::new(ObservationRecord {
         raw_id,
         reprocess: false,
-        obs_key: obs.to_owned(),
-        line_key: line.to_owned(),
+        facts: ObservationFacts {
+            obs_key: obs.to_owned(),
+            line_key: line.to_owned(),
+            install_id: format!("inst-{line}"),
+            account: format!("acct-{line}"),
+            declared_province: Some("CN-GD".to_owned()),
+            declared_city: Some("4401".to_owned()),
+            declared_carrier: Some("cmcc".to_owned()),
+            egress_ip: format!("203.0.113.{}", obs.len()),
+            first_hop_ip: Some("198.51.100.1".to_owned()),
+            path_json: format!("[\"{obs}\"]"),
+            engine: "trippy-core".to_owned(),
+            agent_version: "0.1.0".to_owned(),
+            os: "windows".to_owned(),
+        },
         report_id: format!("rep-{raw_id}"),
-        install_id: format!("inst-{line}"),
-        account: format!("acct-{line}"),
         observed_at_ms: at,
-        declared_province: Some("CN-GD".to_owned()),
-        declared_city: Some("4401".to_owned()),
-        declared_carrier: Some("cmcc".to_owned()),
-        egress_ip: format!("203.0.113.{}", obs.len()),
-        first_hop_ip: Some("198.51.100.1".to_owned()),
-        path_json: format!("[\"{obs}\"]"),
-        engine: "trippy-core".to_owned(),
-        agent_version: "0.1.0".to_owned(),
-        os: "windows".to_owned(),
         verdict: v,
     }))
 }
@@ -664,7 +666,7 @@ async fn identical_observations_collapse_with_counts_and_seen_times() {
         assert_eq!(line.account, "acct-l1");
         assert_eq!(line.install_id, "inst-l1");
         assert_eq!(line.declared_carrier.as_deref(), Some("cmcc"));
-        assert_eq!(line.egress_ip, o.egress_ip);
+        assert_eq!(line.egress_ip, o.facts.egress_ip);
 
         // Identical verdicts collapse: one verdict row, no history.
         assert_eq!(s.line_verdicts("l1").await.unwrap().len(), 1);
@@ -827,7 +829,7 @@ async fn an_older_observation_never_becomes_current() {
             "the tie went to the later report"
         );
         assert_eq!(line.verdict, "proxy_suspected");
-        assert_eq!(line.egress_ip, old.egress_ip);
+        assert_eq!(line.egress_ip, old.facts.egress_ip);
         assert_eq!(line.reports, 4);
         let history = s.line_history("l1").await.unwrap();
         assert_eq!(history.len(), 1);
@@ -1321,9 +1323,9 @@ async fn store_spec_lines(s: &Store) {
         .map(|(&(line, province, city, declared, actual, v, at), &raw)| {
             let mut record = observation(raw, line, line, at, verdict(line, v, actual, at));
             if let Processed::Observation(o) = &mut record {
-                o.declared_province = Some(province.to_owned());
-                o.declared_city = Some(city.to_owned());
-                o.declared_carrier = Some(declared.to_owned());
+                o.facts.declared_province = Some(province.to_owned());
+                o.facts.declared_city = Some(city.to_owned());
+                o.facts.declared_carrier = Some(declared.to_owned());
             }
             record
         })
@@ -1550,9 +1552,9 @@ async fn chinese_text_round_trips() {
         v.actual_city = Some("广州市".into());
         let mut record = observation(ids[0], "观测-1", "线路-广州-001", 100, v);
         if let Processed::Observation(o) = &mut record {
-            o.account = "宽带账号-张三".into();
-            o.declared_city = Some("广州市".into());
-            o.declared_carrier = Some("中国移动".into());
+            o.facts.account = "宽带账号-张三".into();
+            o.facts.declared_city = Some("广州市".into());
+            o.facts.declared_carrier = Some("中国移动".into());
         }
         s.apply(&[
             record,

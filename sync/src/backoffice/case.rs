@@ -180,7 +180,7 @@ pub(super) async fn page(
         (declared_vs_actual(&state, &line, &decision))
         h2 { "Path 路由路径" }
         div.panel {
-            (hop_table(&state, observation.map(|o| o.path_json.as_str()), &decision.evidence, &line.egress_ip))
+            (hop_table(&state, observation.map(|o| o.facts.path_json.as_str()), &decision.evidence, &line.egress_ip))
         }
         h2 { "Reasons 判定依据" }
         (reasons_table(&decision))
@@ -355,11 +355,11 @@ fn observations_table(
                             td { (state.time(o.first_seen_ms)) }
                             td { (state.time(o.last_seen_ms)) }
                             td.num { (o.count) }
-                            td.mono { (o.egress_ip) }
-                            td.mono { (o.first_hop_ip.as_deref().unwrap_or("—")) }
-                            td { (o.engine) }
-                            td { (o.agent_version) }
-                            td { (o.os) }
+                            td.mono { (o.facts.egress_ip) }
+                            td.mono { (o.facts.first_hop_ip.as_deref().unwrap_or("—")) }
+                            td { (o.facts.engine) }
+                            td { (o.facts.agent_version) }
+                            td { (o.facts.os) }
                         }
                     }
                 }

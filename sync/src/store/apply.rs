@@ -9,7 +9,9 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
-use super::records::{ApplySummary, ObservationRecord, Processed, QuarantineRecord};
+use super::records::{
+    ApplySummary, ObservationFacts, ObservationRecord, Processed, QuarantineRecord,
+};
 use super::rows::{LineRow, VerdictRow};
 use crate::Error;
 
@@ -93,19 +95,8 @@ pub(super) fn raw_rows(rows: Vec<RawStateRow>) -> Result<RawRows, Error> {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub(super) struct ObservationState {
     pub(super) id: i64,
-    pub(super) obs_key: String,
-    pub(super) line_key: String,
-    pub(super) install_id: String,
-    pub(super) account: String,
-    pub(super) declared_province: Option<String>,
-    pub(super) declared_city: Option<String>,
-    pub(super) declared_carrier: Option<String>,
-    pub(super) egress_ip: String,
-    pub(super) first_hop_ip: Option<String>,
-    pub(super) path_json: String,
-    pub(super) engine: String,
-    pub(super) agent_version: String,
-    pub(super) os: String,
+    #[sqlx(flatten)]
+    pub(super) facts: ObservationFacts,
     pub(super) count: i64,
     pub(super) first_seen: i64,
     pub(super) last_seen: i64,
@@ -281,8 +272,8 @@ pub(super) fn touched_keys<R: Borrow<Processed>>(
     let mut lines = HashSet::new();
     for (record, applies) in batch.iter().zip(eligible) {
         if let (Processed::Observation(o), true) = (record.borrow(), applies) {
-            obs.insert(o.obs_key.as_str());
-            lines.insert(o.line_key.as_str());
+            obs.insert(o.facts.obs_key.as_str());
+            lines.insert(o.facts.line_key.as_str());
         }
     }
     (
@@ -371,7 +362,7 @@ impl<'a> Planner<'a> {
         let obs_index = observations
             .iter()
             .enumerate()
-            .map(|(i, o)| (o.obs_key.clone(), i))
+            .map(|(i, o)| (o.facts.obs_key.clone(), i))
             .collect();
         let observations = observations
             .into_iter()
@@ -451,7 +442,7 @@ impl<'a> Planner<'a> {
     /// observation's slot.
     fn observation(&mut self, r: &ObservationRecord, counted: bool) -> usize {
         let at = r.observed_at_ms;
-        if let Some(&i) = self.obs_index.get(&r.obs_key) {
+        if let Some(&i) = self.obs_index.get(&r.facts.obs_key) {
             self.summary.observations_repeated += 1;
             let slot = &mut self.observations[i];
             slot.dirty = true;
@@ -473,19 +464,7 @@ impl<'a> Planner<'a> {
         self.summary.observations_new += 1;
         let row = ObservationState {
             id: temp_id(self.new_observations),
-            obs_key: r.obs_key.clone(),
-            line_key: r.line_key.clone(),
-            install_id: r.install_id.clone(),
-            account: r.account.clone(),
-            declared_province: r.declared_province.clone(),
-            declared_city: r.declared_city.clone(),
-            declared_carrier: r.declared_carrier.clone(),
-            egress_ip: r.egress_ip.clone(),
-            first_hop_ip: r.first_hop_ip.clone(),
-            path_json: r.path_json.clone(),
-            engine: r.engine.clone(),
-            agent_version: r.agent_version.clone(),
-            os: r.os.clone(),
+            facts: r.facts.clone(),
             count: 1,
             first_seen: at,
             last_seen: at,
@@ -501,7 +480,7 @@ impl<'a> Planner<'a> {
             dirty: true,
         });
         let i = self.observations.len() - 1;
-        self.obs_index.insert(r.obs_key.clone(), i);
+        self.obs_index.insert(r.facts.obs_key.clone(), i);
         i
     }
 
@@ -518,7 +497,7 @@ impl<'a> Planner<'a> {
         let id = temp_id(self.verdicts.len());
         self.verdicts.push(VerdictRow {
             id,
-            line_key: r.line_key.clone(),
+            line_key: r.facts.line_key.clone(),
             observation_id: o.id,
             report_id: r.report_id.clone(),
             observed_at_ms: r.observed_at_ms,
@@ -536,20 +515,20 @@ impl<'a> Planner<'a> {
         let o = &self.observations[oi].row;
         let v = &r.verdict;
         let decided = v.decided_at_ms;
-        let Some(&li) = self.line_index.get(&r.line_key) else {
+        let Some(&li) = self.line_index.get(&r.facts.line_key) else {
             self.lines.push(LineSlot {
                 line: LineRow {
-                    line_key: r.line_key.clone(),
-                    account: o.account.clone(),
-                    install_id: o.install_id.clone(),
-                    declared_province: o.declared_province.clone(),
-                    declared_city: o.declared_city.clone(),
-                    declared_carrier: o.declared_carrier.clone(),
+                    line_key: r.facts.line_key.clone(),
+                    account: o.facts.account.clone(),
+                    install_id: o.facts.install_id.clone(),
+                    declared_province: o.facts.declared_province.clone(),
+                    declared_city: o.facts.declared_city.clone(),
+                    declared_carrier: o.facts.declared_carrier.clone(),
                     actual_carrier: v.actual_carrier.clone(),
                     actual_province: v.actual_province.clone(),
                     actual_city: v.actual_city.clone(),
-                    egress_ip: o.egress_ip.clone(),
-                    first_hop_ip: o.first_hop_ip.clone(),
+                    egress_ip: o.facts.egress_ip.clone(),
+                    first_hop_ip: o.facts.first_hop_ip.clone(),
                     verdict: v.verdict.clone(),
                     verdict_id,
                     low_trust: v.low_trust,
@@ -565,7 +544,7 @@ impl<'a> Planner<'a> {
                 dirty: true,
             });
             let li = self.lines.len() - 1;
-            self.line_index.insert(r.line_key.clone(), li);
+            self.line_index.insert(r.facts.line_key.clone(), li);
             self.changed_lines.insert(li);
             return;
         };
@@ -590,13 +569,14 @@ impl<'a> Planner<'a> {
                 self.changed_lines.insert(li);
             }
             slot.current_seen = o.last_seen;
-            line.account.clone_from(&o.account);
-            line.install_id.clone_from(&o.install_id);
-            line.declared_province.clone_from(&o.declared_province);
-            line.declared_city.clone_from(&o.declared_city);
-            line.declared_carrier.clone_from(&o.declared_carrier);
-            line.egress_ip.clone_from(&o.egress_ip);
-            line.first_hop_ip.clone_from(&o.first_hop_ip);
+            line.account.clone_from(&o.facts.account);
+            line.install_id.clone_from(&o.facts.install_id);
+            line.declared_province
+                .clone_from(&o.facts.declared_province);
+            line.declared_city.clone_from(&o.facts.declared_city);
+            line.declared_carrier.clone_from(&o.facts.declared_carrier);
+            line.egress_ip.clone_from(&o.facts.egress_ip);
+            line.first_hop_ip.clone_from(&o.facts.first_hop_ip);
             line.observation_id = o.id;
             line.verdict_id = verdict_id;
             // A repeated verdict key means the same verdict, so the record's
@@ -690,9 +670,9 @@ pub(super) fn partition(batch: &[Processed], parts: usize) -> Vec<Vec<usize>> {
         sets.union(first, i);
         match record {
             Processed::Observation(o) => {
-                let first = *by_obs.entry(o.obs_key.as_str()).or_insert(i);
+                let first = *by_obs.entry(o.facts.obs_key.as_str()).or_insert(i);
                 sets.union(first, i);
-                let first = *by_line.entry(o.line_key.as_str()).or_insert(i);
+                let first = *by_line.entry(o.facts.line_key.as_str()).or_insert(i);
                 sets.union(first, i);
             }
             Processed::Quarantine(_) => {
@@ -772,21 +752,23 @@ mod tests {
         Processed::Observation(Box::new(ObservationRecord {
             raw_id,
             reprocess: false,
-            obs_key: obs_key.to_owned(),
-            line_key: line_key.to_owned(),
+            facts: ObservationFacts {
+                obs_key: obs_key.to_owned(),
+                line_key: line_key.to_owned(),
+                install_id: text(),
+                account: text(),
+                declared_province: None,
+                declared_city: None,
+                declared_carrier: None,
+                egress_ip: text(),
+                first_hop_ip: None,
+                path_json: text(),
+                engine: text(),
+                agent_version: text(),
+                os: text(),
+            },
             report_id: text(),
-            install_id: text(),
-            account: text(),
             observed_at_ms: 0,
-            declared_province: None,
-            declared_city: None,
-            declared_carrier: None,
-            egress_ip: text(),
-            first_hop_ip: None,
-            path_json: text(),
-            engine: text(),
-            agent_version: text(),
-            os: text(),
             verdict: VerdictRecord {
                 verdict_key: text(),
                 verdict: text(),
@@ -981,7 +963,7 @@ mod tests {
                 .into_iter()
                 .chain(plan.changed_observations)
             {
-                self.observations.insert(o.obs_key.clone(), o);
+                self.observations.insert(o.facts.obs_key.clone(), o);
             }
             for l in plan.new_lines.into_iter().chain(plan.changed_lines) {
                 self.lines.insert(l.line_key.clone(), l);
@@ -1019,7 +1001,7 @@ mod tests {
                 let latest = replay
                     .observations
                     .values()
-                    .filter(|o| o.line_key == line.line_key)
+                    .filter(|o| o.facts.line_key == line.line_key)
                     .map(|o| o.last_seen)
                     .max();
                 assert_eq!(latest, Some(line.last_seen_ms));

@@ -80,26 +80,19 @@ pub struct QuarantineRecord {
     pub at_ms: i64,
 }
 
-/// A valid report: one observation of a line and the verdict on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservationRecord {
-    /// The raw report.
-    pub raw_id: i64,
-    /// Set by `reprocess`: the raw report was applied before; counts and
-    /// seen times stay as they are, only the verdict is decided again.
-    pub reprocess: bool,
+/// What an observation is of: the line, what was declared for it, and the
+/// egress, path and device the report saw. Identical facts of a line are one
+/// observation, however many reports bring them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct ObservationFacts {
     /// The dedupe key: identical observations of a line share it.
     pub obs_key: String,
     /// The line the observation is of.
     pub line_key: String,
-    /// The report's id.
-    pub report_id: String,
     /// The installation (terminal id).
     pub install_id: String,
     /// The broadband account (may be empty).
     pub account: String,
-    /// When the observation was made (Unix ms).
-    pub observed_at_ms: i64,
     /// The declared province (ISO 3166-2:CN), when declared or filled.
     pub declared_province: Option<String>,
     /// The declared city, when declared or filled.
@@ -118,6 +111,22 @@ pub struct ObservationRecord {
     pub agent_version: String,
     /// The device operating system.
     pub os: String,
+}
+
+/// A valid report: one observation of a line and the verdict on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservationRecord {
+    /// The raw report.
+    pub raw_id: i64,
+    /// Set by `reprocess`: the raw report was applied before; counts and
+    /// seen times stay as they are, only the verdict is decided again.
+    pub reprocess: bool,
+    /// The report's id.
+    pub report_id: String,
+    /// When the observation was made (Unix ms).
+    pub observed_at_ms: i64,
+    /// What was observed.
+    pub facts: ObservationFacts,
     /// The verdict on this observation.
     pub verdict: VerdictRecord,
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::records::VerdictRecord;
+use super::records::{ObservationFacts, VerdictRecord};
 
 /// Where one collector's pull stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -102,32 +102,10 @@ pub struct LineRow {
 pub struct ObservationRow {
     /// The observation's row.
     pub id: i64,
-    /// The dedupe key.
-    pub obs_key: String,
-    /// The line.
-    pub line_key: String,
-    /// The installation.
-    pub install_id: String,
-    /// The broadband account.
-    pub account: String,
-    /// Declared (or filled) province.
-    pub declared_province: Option<String>,
-    /// Declared (or filled) city.
-    pub declared_city: Option<String>,
-    /// Declared (or filled) carrier.
-    pub declared_carrier: Option<String>,
-    /// The egress address.
-    pub egress_ip: String,
-    /// The first public hop.
-    pub first_hop_ip: Option<String>,
-    /// The trace path, as JSON.
-    pub path_json: String,
-    /// The trace engine.
-    pub engine: String,
-    /// The agent version.
-    pub agent_version: String,
-    /// The device operating system.
-    pub os: String,
+    /// What was observed.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub facts: ObservationFacts,
     /// Reports of this observation.
     #[sqlx(try_from = "i64")]
     pub count: u64,
