@@ -5,6 +5,9 @@
 //! and comes up later — with the page showing who accepted.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[path = "../../testsupport/ports.rs"]
+mod ports;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -50,11 +53,6 @@ fn endpoint(name: &str, dir: &Path, export: SocketAddr) -> CollectorEndpoint {
     endpoint.ca_file = Some(dir.join("tls/cert.pem"));
     endpoint.timeout_s = 5;
     endpoint
-}
-
-fn free_port() -> SocketAddr {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
 }
 
 /// An HTTP client with a cookie jar of its own making.
@@ -174,7 +172,7 @@ async fn an_admin_signs_and_publishes_manifests_to_the_collectors() {
     // B checks manifests against another key: it refuses ours.
     let b = collector(&dir_b, "node-b", &stranger, "127.0.0.1:0".parse().unwrap()).await;
     // C is down at first; it comes up on this address later.
-    let c_addr = free_port();
+    let c_addr = ports::unused_loopback_addr();
 
     let key_file = dir.path().join("manifest.pem");
     std::fs::write(&key_file, key.to_pem().unwrap()).unwrap();

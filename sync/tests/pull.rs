@@ -4,6 +4,9 @@
 //! collectors over their public listener, as a probe sends them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
 
+#[path = "../../testsupport/ports.rs"]
+mod ports;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -525,10 +528,7 @@ async fn a_collector_that_is_down_does_not_stop_the_others() {
         let lab = Lab::start("node-e", false, 1000, "").await;
         lab.ingest(3).await;
         // A port nobody listens on any more.
-        let closed = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap()
-        };
+        let closed = ports::unused_loopback_addr();
         let mut down = CollectorEndpoint::new("down", format!("http://{closed}"), TOKEN);
         down.allow_plain_http = true;
         down.timeout_s = 5;

@@ -5,6 +5,9 @@
 //! configuration, the chain, and HTTPS behind a private CA.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+#[path = "../../testsupport/ports.rs"]
+mod ports;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -808,11 +811,8 @@ fn in_a_chain_the_service_only_fills_what_earlier_sources_lack() {
         "cidr,province,city,customer\n49.64.1.0/24,江苏,南京,Example Ltd\n",
     )
     .unwrap();
-    let down = {
-        // A port nobody listens on any more: connection refused.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Connection refused.
+    let down = ports::unused_loopback_addr();
     let config = ChainConfig::from_toml(
         "chain.toml",
         &format!(

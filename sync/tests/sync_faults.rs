@@ -22,7 +22,7 @@ use rand::Rng;
 use support::{
     AckFault, Backend, CollectorProc, FaultProxy, Lab, SyncCli, TestDb, assert_exactly_once,
     backend, black_hole, bounded, bulk_reports, collector_binary, collector_toml, cursor_of,
-    demo_data_dir, demo_sources_toml, prefill_staging, stage_all, staging_stats_of,
+    demo_data_dir, demo_sources_toml, prefill_staging, stage_all, staging_stats_of, unused_addr,
 };
 
 // Generous: the machines running the tests may be busy; the bound only
@@ -408,8 +408,9 @@ async fn a_collector_down_hanging_or_killed_holds_up_no_other_and_is_pulled_afte
             // its port, then killed: down.
             let b_dir = dir.path().join("collector-b");
             prefill_staging(&b_dir, "node-b", bulk_reports(B_REPORTS, 10, "B")).await;
-            let any_port = "127.0.0.1:0".parse().unwrap();
-            let mut b = CollectorProc::start(&binary, &b_dir, "node-b", any_port, 30, &logs).await;
+            // An address outside the ephemeral ports: B comes back on it.
+            let mut b =
+                CollectorProc::start(&binary, &b_dir, "node-b", unused_addr(), 30, &logs).await;
             let b_addr = b.export;
             b.proc.kill9();
             // C: accepts connections and never answers.

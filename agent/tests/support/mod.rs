@@ -3,6 +3,9 @@
 //! process on loopback, and agents pointed at it.
 #![allow(dead_code)] // each test binary uses its own subset
 
+#[path = "../../../testsupport/ports.rs"]
+mod ports;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,10 +140,10 @@ pub(crate) fn dead_endpoint() -> String {
     format!("https://127.0.0.1:{}", free_port())
 }
 
-/// A port nothing listens on (bound and released).
+/// A loopback port nothing listens on (see `ports`: outside the range an
+/// outgoing connection could take it from).
 pub(crate) fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    ports::unused_loopback_addr().port()
 }
 
 /// An agent config: the example declared line, the pinned collector CA,

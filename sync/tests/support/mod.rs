@@ -13,6 +13,9 @@
     clippy::missing_panics_doc
 )] // test helpers: a failed unwrap is a failed test; each test file uses a part
 
+#[path = "../../../testsupport/ports.rs"]
+mod ports;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
@@ -1117,10 +1120,10 @@ async fn proxy_one(mut client: TcpStream, state: &ProxyState) -> std::io::Result
 
 // --- misc -------------------------------------------------------------------
 
-/// A loopback port nobody listens on (bound, then released).
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// A loopback address nobody listens on, which a test may bind again later
+/// (see `ports`).
+pub fn unused_addr() -> SocketAddr {
+    ports::unused_loopback_addr()
 }
 
 /// A listener that accepts connections and never answers: a collector that
