@@ -33,9 +33,10 @@ const AUDIT_ACTIONS: [&str; 14] = [
     "password_change_failed",
 ];
 
-/// The query of the users page: what was just done.
+/// The query of a page that a form redirects back to (users, account):
+/// what was just done, for the notice.
 #[derive(Debug, Deserialize)]
-pub(super) struct UsersQuery {
+pub(super) struct DoneQuery {
     done: Option<String>,
 }
 
@@ -43,7 +44,7 @@ pub(super) struct UsersQuery {
 pub(super) async fn users_page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<UsersQuery>,
+    Query(query): Query<DoneQuery>,
 ) -> Response {
     let notice = query.done.as_deref().map(|done| match done {
         "added" => Notice::info("User added."),
@@ -345,17 +346,11 @@ pub(super) async fn audit_page(
     layout::page_response(StatusCode::OK, "Audit log", Some(&viewer), "/audit", &body)
 }
 
-/// The query of the account page.
-#[derive(Debug, Deserialize)]
-pub(super) struct AccountQuery {
-    done: Option<String>,
-}
-
 /// `GET /account`: one's own password.
 pub(super) async fn account_page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<AccountQuery>,
+    Query(query): Query<DoneQuery>,
 ) -> Response {
     let _ = &state;
     account_response(
