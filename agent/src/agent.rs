@@ -415,7 +415,16 @@ impl Agent {
         // Fail on a missing endpoint before spending a trace on it.
         let submitter = self.submitter()?;
         let report = self.make_report().await?;
-        let outcome = self.deliver(&submitter, report, None).await;
+        self.deliver_fresh(&submitter, report).await
+    }
+
+    /// Delivers a report just made and records the probe in the status.
+    async fn deliver_fresh(
+        &self,
+        submitter: &Submitter,
+        report: Report,
+    ) -> Result<ProbeOutcome, Error> {
+        let outcome = self.deliver(submitter, report, None).await;
         let (report_id, result) = match &outcome {
             Ok(
                 o @ (ProbeOutcome::Delivered { report_id, .. }
@@ -642,12 +651,32 @@ impl Agent {
                         now + Duration::from_secs(self.config.schedule.manifest_check_secs.max(60));
                 }
                 if next_probe <= now {
-                    tokio::select! {
+                    // A shutdown during the trace drops it: nothing was made
+                    // yet. One while the report is on its way keeps a copy in
+                    // the spool for the next start: the collector may or may
+                    // not have stored it, and answers a repeat `duplicate`.
+                    let made = tokio::select! {
                         () = &mut shutdown => return Ok(()),
-                        result = self.probe_once() => match result {
-                            Ok(outcome) => tracing::info!(%outcome, "probe done"),
-                            Err(e) => tracing::warn!(error = %e, "probe failed"),
-                        },
+                        made = async {
+                            let submitter = self.submitter()?;
+                            Ok::<_, Error>((submitter, self.make_report().await?))
+                        } => made,
+                    };
+                    match made {
+                        Ok((submitter, report)) => {
+                            let copy = report.clone();
+                            tokio::select! {
+                                () = &mut shutdown => {
+                                    self.keep_for_next_start(copy)?;
+                                    return Ok(());
+                                }
+                                result = self.deliver_fresh(&submitter, report) => match result {
+                                    Ok(outcome) => tracing::info!(%outcome, "probe done"),
+                                    Err(e) => tracing::warn!(error = %e, "probe failed"),
+                                },
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "probe failed"),
                     }
                     next_probe = tokio::time::Instant::now() + self.probe_wait();
                 }
@@ -673,6 +702,27 @@ impl Agent {
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// Spools a report whose delivery a shutdown interrupted, due at once,
+    /// and records the probe as such.
+    fn keep_for_next_start(&self, report: Report) -> Result<(), Error> {
+        let report_id = report.report_id;
+        let now = Utc::now();
+        self.spool.put(&SpoolEntry {
+            report,
+            spooled_at: now,
+            retries: 0,
+            next_attempt_at: now,
+        })?;
+        tracing::info!(%report_id, "shutdown while sending: the report is spooled for the next start");
+        self.update_status(|s| {
+            s.last_probe = Some(ProbeRecord {
+                at: now,
+                report_id,
+                result: "interrupted by shutdown; spooled for the next start".to_owned(),
+            });
+        })
     }
 
     fn probe_wait(&self) -> Duration {

@@ -2,7 +2,8 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -98,5 +99,85 @@ async fn the_daemon_drains_the_spool_when_the_collector_comes_back() {
     let (result, ()) = tokio::join!(daemon, control);
     result.expect("daemon");
     assert_eq!(stored(&running).await.len(), 2);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_sending_keeps_the_report_for_the_next_start() {
+    // A collector that accepts connections and never answers: the report
+    // is on its way when the daemon is told to stop.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hole_addr = hole.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let holding = {
+        let accepted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = hole.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
+        })
+    };
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[format!("https://{hole_addr}")], None);
+    let (probe, traces) = agent(state.path(), config, 3);
+    probe.accept_consent().expect("consent");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = probe.run(async {
+        let _ = stopped.await;
+    });
+    let control = async {
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while accepted.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the daemon did not send");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let asked = Instant::now();
+        stop.send(()).expect("daemon alive");
+        asked
+    };
+    let (result, asked) = tokio::join!(daemon, control);
+    result.expect("daemon");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
+    holding.abort();
+    assert_eq!(traces.load(Ordering::SeqCst), 1);
+
+    // The report is spooled, due at once, and the status says why.
+    let ids = probe.spool().ids().expect("ids");
+    assert_eq!(ids.len(), 1, "the interrupted report is spooled");
+    let entry = probe.spool().get(&ids[0]).expect("get").expect("entry");
+    assert_eq!(entry.retries, 0);
+    assert!(entry.next_attempt_at <= chrono::Utc::now());
+    let last = probe
+        .status()
+        .expect("status")
+        .last_probe
+        .expect("recorded");
+    assert_eq!(last.report_id, ids[0]);
+    assert!(
+        last.result.contains("interrupted by shutdown"),
+        "{}",
+        last.result
+    );
+    drop(probe);
+
+    // The next start, now with a collector that answers, delivers it.
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let (next, _) = agent(state.path(), config, 3);
+    let summary = next.drain_spool().await.expect("drain");
+    assert_eq!(summary.delivered, 1, "{summary:?}");
+    let stored = stored(&running).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].report_id, ids[0]);
     running.shutdown().await.expect("shutdown");
 }
