@@ -6,7 +6,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use lineprobe_agent::Agent;
 use support::*;
+
+/// Runs `agent`'s daemon until `ready` holds (checked every 20 ms, for at
+/// most 20 s, failing with "the daemon did not {what}"), then asks it to
+/// stop; gives how long it took to stop.
+async fn run_until<F, Fut>(agent: &Agent, what: &str, ready: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = agent.run(async {
+        let _ = stopped.await;
+    });
+    let control = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready().await {
+            assert!(Instant::now() < deadline, "the daemon did not {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let asked = Instant::now();
+        stop.send(()).expect("daemon alive");
+        asked
+    };
+    let (result, asked) = tokio::join!(daemon, control);
+    result.expect("daemon");
+    asked.elapsed()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_probes_and_stops_promptly_on_shutdown() {
@@ -17,32 +45,12 @@ async fn the_daemon_probes_and_stops_promptly_on_shutdown() {
     let (agent, traces) = agent(state.path(), config, 3);
     agent.accept_consent().expect("consent");
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = async {
-        agent
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    };
-    let control = async {
-        // The first probe runs at once.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while stored(&running).await.is_empty() {
-            assert!(Instant::now() < deadline, "the daemon did not probe");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let asked = Instant::now();
-        stop.send(()).expect("daemon alive");
-        asked
-    };
-    let (result, asked) = tokio::join!(daemon, control);
-    result.expect("daemon");
-    assert!(
-        asked.elapsed() < Duration::from_secs(2),
-        "took {:?} to stop",
-        asked.elapsed()
-    );
+    // The first probe runs at once.
+    let took = run_until(&agent, "probe", || async {
+        !stored(&running).await.is_empty()
+    })
+    .await;
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
     assert_eq!(
         traces.load(Ordering::SeqCst),
         1,
@@ -83,21 +91,11 @@ async fn the_daemon_drains_the_spool_when_the_collector_comes_back() {
     assert_eq!(agent.spool().depth().expect("depth"), 1);
     let running = start_collector(col_dir.path(), port, "").await;
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = agent.run(async {
-        let _ = stopped.await;
-    });
-    let control = async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // The spooled report plus the daemon's own first probe.
-        while stored(&running).await.len() < 2 || agent.spool().depth().expect("depth") > 0 {
-            assert!(Instant::now() < deadline, "the spool was not drained");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        stop.send(()).expect("daemon alive");
-    };
-    let (result, ()) = tokio::join!(daemon, control);
-    result.expect("daemon");
+    // The spooled report plus the daemon's own first probe.
+    run_until(&agent, "drain the spool", || async {
+        stored(&running).await.len() >= 2 && agent.spool().depth().expect("depth") == 0
+    })
+    .await;
     assert_eq!(stored(&running).await.len(), 2);
     running.shutdown().await.expect("shutdown");
 }
@@ -126,27 +124,11 @@ async fn a_shutdown_while_sending_keeps_the_report_for_the_next_start() {
     let (probe, traces) = agent(state.path(), config, 3);
     probe.accept_consent().expect("consent");
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = probe.run(async {
-        let _ = stopped.await;
-    });
-    let control = async {
-        let deadline = Instant::now() + Duration::from_secs(4);
-        while accepted.load(Ordering::SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "the daemon did not send");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let asked = Instant::now();
-        stop.send(()).expect("daemon alive");
-        asked
-    };
-    let (result, asked) = tokio::join!(daemon, control);
-    result.expect("daemon");
-    assert!(
-        asked.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        asked.elapsed()
-    );
+    let took = run_until(&probe, "send", || async {
+        accepted.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
     holding.abort();
     assert_eq!(traces.load(Ordering::SeqCst), 1);
 
