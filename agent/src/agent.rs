@@ -412,10 +412,15 @@ impl Agent {
 
     /// One probe: trace, build the report, send it (or spool it).
     pub async fn probe_once(&self) -> Result<ProbeOutcome, Error> {
+        let (submitter, report) = self.prepare_probe().await?;
+        self.deliver_fresh(&submitter, report).await
+    }
+
+    /// The submitter and a fresh report: the trace, before anything is sent.
+    async fn prepare_probe(&self) -> Result<(Submitter, Report), Error> {
         // Fail on a missing endpoint before spending a trace on it.
         let submitter = self.submitter()?;
-        let report = self.make_report().await?;
-        self.deliver_fresh(&submitter, report).await
+        Ok((submitter, self.make_report().await?))
     }
 
     /// Delivers a report just made and records the probe in the status.
@@ -657,10 +662,7 @@ impl Agent {
                     // not have stored it, and answers a repeat `duplicate`.
                     let made = tokio::select! {
                         () = &mut shutdown => return Ok(()),
-                        made = async {
-                            let submitter = self.submitter()?;
-                            Ok::<_, Error>((submitter, self.make_report().await?))
-                        } => made,
+                        made = self.prepare_probe() => made,
                     };
                     match made {
                         Ok((submitter, report)) => {

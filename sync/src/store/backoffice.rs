@@ -428,7 +428,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let update = sqlx::query_scalar(change.statement());
             let update = match change {
-                UserChange::Password(hash) | UserChange::Role(hash) => update.bind(hash),
+                UserChange::Password(text) | UserChange::Role(text) => update.bind(text),
                 UserChange::Disabled(disabled) => update.bind(disabled),
             };
             let id: Option<i64> = update
