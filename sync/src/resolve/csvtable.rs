@@ -24,8 +24,9 @@ pub trait CsvFormat: fmt::Debug + Send + Sync + 'static {
         row_error: &dyn Fn(u64, String) -> Error,
     ) -> Result<Vec<(IpAddr, IpAddr, IpFacts)>, Error>;
 
-    /// How the CSV reader is set up for this layout.
-    fn reader_builder() -> csv::ReaderBuilder;
+    /// Sets up the CSV reader for this layout; every layout's reader
+    /// already takes rows of any length and trims the fields.
+    fn configure(builder: &mut csv::ReaderBuilder);
 }
 
 /// A CSV address table in memory; lookups are one binary search.
@@ -74,7 +75,10 @@ impl<F: CsvFormat> CsvSource<F> {
             what: format!("{what}:{line}"),
             message,
         };
-        let mut csv = F::reader_builder().from_reader(reader);
+        let mut builder = csv::ReaderBuilder::new();
+        builder.flexible(true).trim(csv::Trim::All);
+        F::configure(&mut builder);
+        let mut csv = builder.from_reader(reader);
         let rows = F::rows(&mut csv, catalog, &row_error)?;
         Ok(Self {
             name: name.into(),
@@ -109,9 +113,18 @@ impl<F: CsvFormat> IpSource for CsvSource<F> {
     }
 }
 
-/// The line of a CSV error, for the message.
-pub(crate) fn error_line(e: &csv::Error) -> u64 {
-    e.position().map_or(0, csv::Position::line)
+/// The records of `csv`, each with its line; a record that cannot be read
+/// is an error naming its line.
+pub(crate) fn records<'r, R: Read>(
+    csv: &'r mut csv::Reader<R>,
+    err: &'r dyn Fn(u64, String) -> Error,
+) -> impl Iterator<Item = Result<(u64, csv::StringRecord), Error>> + 'r {
+    let line = |p: Option<&csv::Position>| p.map_or(0, csv::Position::line);
+    csv.records().map(move |record| {
+        record
+            .map(|r| (line(r.position()), r))
+            .map_err(|e| err(line(e.position()), e.to_string()))
+    })
 }
 
 /// Both ends in one family, in order.

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use lineprobe_shared::Catalog;
 
-use super::csvtable::{CsvFormat, CsvSource, check_range, error_line};
+use super::csvtable::{CsvFormat, CsvSource, check_range, records};
 use super::{IpFacts, IpType, city_code, province_id};
 use crate::Error;
 
@@ -25,14 +25,8 @@ pub type IpPlanSource = CsvSource<IpPlanFormat>;
 pub struct IpPlanFormat;
 
 impl CsvFormat for IpPlanFormat {
-    fn reader_builder() -> csv::ReaderBuilder {
-        let mut builder = csv::ReaderBuilder::new();
-        builder
-            .has_headers(true)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .comment(Some(b'#'));
-        builder
+    fn configure(builder: &mut csv::ReaderBuilder) {
+        builder.has_headers(true).comment(Some(b'#'));
     }
 
     fn rows<R: Read>(
@@ -63,9 +57,8 @@ impl CsvFormat for IpPlanFormat {
             customer: col("customer"),
         };
         let mut rows = Vec::new();
-        for record in csv.records() {
-            let record = record.map_err(|e| err(error_line(&e), e.to_string()))?;
-            let line = record.position().map_or(0, csv::Position::line);
+        for record in records(csv, err) {
+            let (line, record) = record?;
             let field = |c: Option<usize>| c.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
             let (lo, hi) = if let Some(net) = field(cidr) {
                 let net: IpNet = net.parse().map_err(|_| {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use lineprobe_shared::Catalog;
 
-use super::csvtable::{CsvFormat, CsvSource, check_range, error_line};
+use super::csvtable::{CsvFormat, CsvSource, check_range, records};
 use super::{IpFacts, carrier_of, hosting_type};
 use crate::Error;
 
@@ -19,13 +19,9 @@ pub type RangesSource = CsvSource<RangesFormat>;
 pub struct RangesFormat;
 
 impl CsvFormat for RangesFormat {
-    fn reader_builder() -> csv::ReaderBuilder {
-        let mut builder = csv::ReaderBuilder::new();
-        builder
-            .has_headers(false)
-            .flexible(true)
-            .trim(csv::Trim::All);
-        builder
+    fn configure(builder: &mut csv::ReaderBuilder) {
+        // The header is optional: told apart from data by its first field.
+        builder.has_headers(false);
     }
 
     fn rows<R: Read>(
@@ -34,9 +30,8 @@ impl CsvFormat for RangesFormat {
         err: &dyn Fn(u64, String) -> Error,
     ) -> Result<Vec<(IpAddr, IpAddr, IpFacts)>, Error> {
         let mut rows = Vec::new();
-        for (n, record) in csv.records().enumerate() {
-            let record = record.map_err(|e| err(error_line(&e), e.to_string()))?;
-            let line = record.position().map_or(0, csv::Position::line);
+        for (n, record) in records(csv, err).enumerate() {
+            let (line, record) = record?;
             let first = record.get(0).unwrap_or("").trim_start_matches('\u{feff}');
             if first.is_empty() || first.starts_with('#') {
                 continue;
