@@ -4,6 +4,7 @@
 //! it needs no dependency of its own.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A loopback address nothing listens on, with a port below the kernel's
 /// range of ephemeral ports. A port bound to 0 and released comes from that
@@ -12,6 +13,9 @@ use std::net::{SocketAddr, TcpListener};
 /// "address in use", and a "down" endpoint may answer. Ports below the range
 /// are only ever taken by an explicit bind.
 pub(crate) fn unused_loopback_addr() -> SocketAddr {
+    // Each call of this process starts its own sequence, so two tests asking
+    // at the same moment are not handed the same port.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
@@ -20,7 +24,9 @@ pub(crate) fn unused_loopback_addr() -> SocketAddr {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let mut state = (u64::from(std::process::id()) << 32) ^ u64::from(nanos);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let mut state =
+        ((u64::from(std::process::id()) << 32) ^ u64::from(nanos)).wrapping_add(call << 48);
     for _ in 0..1_000 {
         // splitmix64: parallel tests and processes spread over the range.
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
