@@ -67,11 +67,7 @@ pub(super) async fn open(path: &Path, target: &str) -> Result<Pools, Error> {
         ),
         source,
     };
-    let writer = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(writer_options)
-        .await
-        .map_err(open_error)?;
+    let writer = connect_writer(writer_options).await.map_err(open_error)?;
     migrate(&writer, target).await?;
     // The file exists and is in WAL mode now; readers only read.
     let readers = SqlitePoolOptions::new()
@@ -80,6 +76,40 @@ pub(super) async fn open(path: &Path, target: &str) -> Result<Pools, Error> {
         .await
         .map_err(open_error)?;
     Ok(Pools { writer, readers })
+}
+
+/// Connects the writer. Its first connection switches a new file to WAL,
+/// which takes an exclusive lock SQLite does not wait for (the busy timeout
+/// does not apply): a second process opening the same new file at that
+/// moment gets "database is locked" at once. It tries again until the busy
+/// timeout has passed; by then the winner has switched the file, and asking
+/// for WAL on a WAL file takes no lock at all.
+async fn connect_writer(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+        {
+            Err(err) if is_busy(&err) && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`, whatever the extended code says about why.
+fn is_busy(err: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    const SQLITE_LOCKED: i64 = 6;
+    err.as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 /// Brings the schema up to date. Two processes opening a new file at once
@@ -398,4 +428,37 @@ pub(super) async fn cache_put(
         .await?;
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections of one process race for a new file's switch to WAL the
+    /// same way processes do (each has its own file lock), so this finds the
+    /// lock that SQLite does not wait for without spawning programs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_a_new_file_from_many_connections_at_once_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let path = dir.path().join(format!("race-{round}.sqlite3"));
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let path = path.clone();
+                    tokio::spawn(async move { open(&path, "race database").await })
+                })
+                .collect();
+            for open in opens {
+                let pools = open.await.unwrap().unwrap_or_else(|err| {
+                    panic!("round {round}: {err}");
+                });
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                    .fetch_one(&pools.readers)
+                    .await
+                    .unwrap();
+                assert_eq!(mode, "wal");
+                pools.close().await;
+            }
+        }
+    }
 }
