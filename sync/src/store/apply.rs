@@ -10,7 +10,7 @@ use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
 use super::records::{
-    ApplySummary, ObservationFacts, ObservationRecord, Processed, QuarantineRecord,
+    ApplySummary, ObservationFacts, ObservationRecord, Processed, QuarantineRecord, VerdictRecord,
 };
 use super::rows::{LineRow, VerdictRow};
 use crate::Error;
@@ -516,29 +516,18 @@ impl<'a> Planner<'a> {
         let v = &r.verdict;
         let decided = v.decided_at_ms;
         let Some(&li) = self.line_index.get(&r.facts.line_key) else {
+            let mut line = LineRow {
+                line_key: r.facts.line_key.clone(),
+                reports: 1,
+                first_seen_ms: r.observed_at_ms,
+                last_seen_ms: r.observed_at_ms,
+                current_from_ms: decided,
+                updated_at_ms: decided,
+                ..LineRow::default()
+            };
+            follow(&mut line, o, verdict_id, v);
             self.lines.push(LineSlot {
-                line: LineRow {
-                    line_key: r.facts.line_key.clone(),
-                    account: o.facts.account.clone(),
-                    install_id: o.facts.install_id.clone(),
-                    declared_province: o.facts.declared_province.clone(),
-                    declared_city: o.facts.declared_city.clone(),
-                    declared_carrier: o.facts.declared_carrier.clone(),
-                    actual_carrier: v.actual_carrier.clone(),
-                    actual_province: v.actual_province.clone(),
-                    actual_city: v.actual_city.clone(),
-                    egress_ip: o.facts.egress_ip.clone(),
-                    first_hop_ip: o.facts.first_hop_ip.clone(),
-                    verdict: v.verdict.clone(),
-                    verdict_id,
-                    low_trust: v.low_trust,
-                    observation_id: o.id,
-                    reports: 1,
-                    first_seen_ms: r.observed_at_ms,
-                    last_seen_ms: r.observed_at_ms,
-                    current_from_ms: decided,
-                    updated_at_ms: decided,
-                },
+                line,
                 current_seen: o.last_seen,
                 is_new: true,
                 dirty: true,
@@ -569,23 +558,7 @@ impl<'a> Planner<'a> {
                 self.changed_lines.insert(li);
             }
             slot.current_seen = o.last_seen;
-            line.account.clone_from(&o.facts.account);
-            line.install_id.clone_from(&o.facts.install_id);
-            line.declared_province
-                .clone_from(&o.facts.declared_province);
-            line.declared_city.clone_from(&o.facts.declared_city);
-            line.declared_carrier.clone_from(&o.facts.declared_carrier);
-            line.egress_ip.clone_from(&o.facts.egress_ip);
-            line.first_hop_ip.clone_from(&o.facts.first_hop_ip);
-            line.observation_id = o.id;
-            line.verdict_id = verdict_id;
-            // A repeated verdict key means the same verdict, so the record's
-            // copy of it is as good as the stored one.
-            line.verdict.clone_from(&v.verdict);
-            line.low_trust = v.low_trust;
-            line.actual_carrier.clone_from(&v.actual_carrier);
-            line.actual_province.clone_from(&v.actual_province);
-            line.actual_city.clone_from(&v.actual_city);
+            follow(line, o, verdict_id, v);
         }
         if counted {
             line.reports = line.reports.saturating_add(1);
@@ -641,6 +614,28 @@ impl<'a> Planner<'a> {
         }
         plan
     }
+}
+
+/// Makes the observation and its verdict the line's current truth: what
+/// was declared and observed comes from the observation, what is actual from
+/// the verdict. A repeated verdict key means the same verdict, so the
+/// record's copy of it is as good as the stored one.
+fn follow(line: &mut LineRow, o: &ObservationState, verdict_id: i64, v: &VerdictRecord) {
+    let facts = &o.facts;
+    line.account.clone_from(&facts.account);
+    line.install_id.clone_from(&facts.install_id);
+    line.declared_province.clone_from(&facts.declared_province);
+    line.declared_city.clone_from(&facts.declared_city);
+    line.declared_carrier.clone_from(&facts.declared_carrier);
+    line.egress_ip.clone_from(&facts.egress_ip);
+    line.first_hop_ip.clone_from(&facts.first_hop_ip);
+    line.observation_id = o.id;
+    line.verdict_id = verdict_id;
+    line.verdict.clone_from(&v.verdict);
+    line.low_trust = v.low_trust;
+    line.actual_carrier.clone_from(&v.actual_carrier);
+    line.actual_province.clone_from(&v.actual_province);
+    line.actual_city.clone_from(&v.actual_city);
 }
 
 /// Splits a batch into at most `parts` groups of record indices (each in

@@ -51,7 +51,7 @@ pub struct RawReport {
 }
 
 /// One line and its current truth.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LineRow {
     /// The line.
     pub line_key: String,
