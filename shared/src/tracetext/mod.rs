@@ -113,6 +113,22 @@ pub fn parse_trace_text(text: &str) -> Result<ParsedTrace, Error> {
     })
 }
 
+/// Splits a line that starts (after indentation) with a hop number into the
+/// number and what follows it; `None` when it starts with no digit.
+fn leading_number(line: &str) -> Option<(&str, &str)> {
+    let body = line.trim_start();
+    let digits = body
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(body.len());
+    (digits > 0).then(|| body.split_at(digits))
+}
+
+/// Whether what follows a hop number (and its marks) starts a hop line's
+/// fields: nothing, or whitespace. `1.5 ms` or `10:00` start no hop line.
+fn stands_apart(rest: &str) -> bool {
+    rest.is_empty() || rest.starts_with(char::is_whitespace)
+}
+
 /// A short description of input that matched no format, for the error.
 fn describe_unrecognized(text: &str) -> String {
     let first = text.lines().map(str::trim).find(|l| !l.is_empty());

@@ -441,21 +441,11 @@ fn push_asn(hop: &mut Hop, asn: &str) {
 /// Splits `  3.|-- rest` (also `  3. rest` from old mtr and ``3.`-- ``) into
 /// the hop number, whether the `|--` mark was there, and the rest.
 fn split_hop_number(line: &str) -> Option<(&str, bool, &str)> {
-    let body = line.trim_start();
-    let digits = body
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(body.len());
-    if digits == 0 {
-        return None;
-    }
-    let (ttl, after) = body.split_at(digits);
+    let (ttl, after) = super::leading_number(line)?;
     let after = after.strip_prefix('.')?;
     let rest = after.trim_start_matches(['|', '`', '-']);
     let marked = rest.len() < after.len();
-    if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
-        return None;
-    }
-    Some((ttl, marked, rest))
+    super::stands_apart(rest).then_some((ttl, marked, rest))
 }
 
 #[cfg(test)]

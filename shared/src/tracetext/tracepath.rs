@@ -203,24 +203,14 @@ fn rtt_at(tokens: &[&str], i: usize) -> Option<(f64, usize)> {
 /// Splits ` 3:  rest` (also ` 3?: `, and French ` 3 :`) into the TTL, whether
 /// it was marked `?`, and the rest.
 fn split_ttl_colon(line: &str) -> Option<(&str, bool, &str)> {
-    let body = line.trim_start();
-    let digits = body
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(body.len());
-    if digits == 0 {
-        return None;
-    }
-    let (ttl, after) = body.split_at(digits);
+    let (ttl, after) = super::leading_number(line)?;
     let (guessed, after) = match after.strip_prefix('?') {
         Some(a) => (true, a),
         None => (false, after),
     };
     let after = after.strip_prefix(' ').unwrap_or(after);
     let rest = after.strip_prefix(':')?;
-    if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
-        return None;
-    }
-    Some((ttl, guessed, rest))
+    super::stands_apart(rest).then_some((ttl, guessed, rest))
 }
 
 #[cfg(test)]

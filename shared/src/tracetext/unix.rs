@@ -431,19 +431,8 @@ fn is_continuation(body: &str) -> bool {
 /// Splits `" 12  rest"` into `("12", "  rest")`: a line that starts (after
 /// indentation) with a number followed by whitespace or nothing.
 fn split_ttl(line: &str) -> Option<(&str, &str)> {
-    let body = line.trim_start();
-    let digits = body
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(body.len());
-    if digits == 0 {
-        return None;
-    }
-    let (ttl, rest) = body.split_at(digits);
-    if rest.is_empty() || rest.starts_with(char::is_whitespace) {
-        Some((ttl, rest))
-    } else {
-        None
-    }
+    let (ttl, rest) = super::leading_number(line)?;
+    super::stands_apart(rest).then_some((ttl, rest))
 }
 
 /// A line without its line ending, `^C` echoes or trailing spaces.
