@@ -450,13 +450,19 @@ impl Store {
 
     /// How many enabled admins there are.
     pub async fn active_admins(&self) -> Result<i64, Error> {
-        let context = || "cannot count the back-office admins".to_owned();
-        on_reader!(self, pool => sqlx::query_scalar(
+        self.count(
             "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = FALSE",
+            "the back-office admins",
         )
-        .fetch_one(pool)
-        .await)
-        .map_err(self.db(context))
+        .await
+    }
+
+    /// Runs a `SELECT COUNT(*)` on a reader; a failure says it could not
+    /// count `what`.
+    async fn count(&self, sql: &'static str, what: &'static str) -> Result<i64, Error> {
+        let context = || format!("cannot count {what}");
+        on_reader!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+            .map_err(self.db(context))
     }
 
     // ----- sessions -----
@@ -816,22 +822,14 @@ impl Store {
 
     /// Reports in quarantine.
     pub async fn quarantine_count(&self) -> Result<i64, Error> {
-        let context = || "cannot count the quarantined reports".to_owned();
-        on_reader!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM quarantine")
-            .fetch_one(pool)
-            .await)
-        .map_err(self.db(context))
+        self.count("SELECT COUNT(*) FROM quarantine", "the quarantined reports")
+            .await
     }
 
     /// Pulled reports the pipeline has not processed yet.
     pub async fn pending_count(&self) -> Result<i64, Error> {
-        let context = || "cannot count the pending reports".to_owned();
-        on_reader!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM raw_pending",
-        )
-        .fetch_one(pool)
-        .await)
-        .map_err(self.db(context))
+        self.count("SELECT COUNT(*) FROM raw_pending", "the pending reports")
+            .await
     }
 
     /// Quarantined reports, newest first, below quarantine row `before_id`
