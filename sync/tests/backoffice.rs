@@ -634,6 +634,90 @@ async fn viewers_cannot_reach_admin_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_in_the_user_forms_say_what_to_fix_and_change_nothing() {
+    on_each_backend("user_form_mistakes", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "admin").await;
+        add_user(&store, "vic", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut ann = Browser::new(&app);
+        ann.sign_in("ann", PASSWORD).await;
+        let csrf = ann.csrf().await;
+        let add = |name: &'static str,
+                   role: &'static str,
+                   password: &'static str,
+                   again: &'static str| {
+            vec![
+                ("name", name),
+                ("role", role),
+                ("password", password),
+                ("again", again),
+            ]
+        };
+        let cases = [
+            (
+                "/users",
+                add("eve", "root", PASSWORD, PASSWORD),
+                "Choose a role",
+            ),
+            (
+                "/users",
+                add("eve", "viewer", PASSWORD, "correct horse battery!"),
+                "two passwords differ",
+            ),
+            (
+                "/users",
+                add("eve", "viewer", "short", "short"),
+                "use at least",
+            ),
+            (
+                "/users",
+                add("vic", "viewer", PASSWORD, PASSWORD),
+                "exists.",
+            ),
+            (
+                "/users/change",
+                vec![("name", "ann"), ("action", "disable")],
+                "your own account",
+            ),
+            (
+                "/users/change",
+                vec![("name", "zed"), ("action", "disable")],
+                "no such user",
+            ),
+            (
+                "/users/change",
+                vec![("name", "vic"), ("action", "promote")],
+                "Unknown change",
+            ),
+        ];
+        for (path, mut pairs, says) in cases {
+            pairs.push(("csrf", &csrf));
+            let page = ann.post(path, &pairs).await;
+            assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path} {pairs:?}");
+            assert!(page.body.contains(says), "{path} {pairs:?}: {}", page.body);
+            // The users page again, with the notice above it.
+            assert!(page.body.contains("Users 用户"), "{path} {pairs:?}");
+        }
+        assert!(store.user_by_name("eve").await.unwrap().is_none());
+        let users = store.users().await.unwrap();
+        assert_eq!(users.len(), 2);
+        assert!(users.iter().all(|u| !u.disabled));
+        let vic = store.user_by_name("vic").await.unwrap().unwrap();
+        assert_eq!(vic.role, "viewer");
+        assert!(
+            store
+                .audit_page(None, Some("user_add"), 20)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_changes_end_the_sessions_they_outdate() {
     on_each_backend("account_changes_end_sessions", |url| async move {
         let store = Store::open(&url).await.unwrap();

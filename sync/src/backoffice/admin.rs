@@ -127,6 +127,17 @@ async fn users_response(
     layout::page_response(status, "Users", Some(viewer), "/users", &body)
 }
 
+/// The users page again, a 400 with the form's mistake on top.
+async fn refused(state: &BackofficeState, viewer: &Viewer, text: &str) -> Response {
+    users_response(
+        state,
+        viewer,
+        StatusCode::BAD_REQUEST,
+        Some(Notice::error(text)),
+    )
+    .await
+}
+
 /// The add-user form.
 #[derive(Debug, Deserialize)]
 pub(super) struct AddUserForm {
@@ -147,30 +158,17 @@ pub(super) async fn add_user(
     Form(form): Form<AddUserForm>,
 ) -> Response {
     let name = form.name.trim();
-    let refuse = |text: String| {
-        let state = state.clone();
-        let viewer = viewer.clone();
-        async move {
-            users_response(
-                &state,
-                &viewer,
-                StatusCode::BAD_REQUEST,
-                Some(Notice::error(&text)),
-            )
-            .await
-        }
-    };
     let Some(role) = Role::parse(&form.role) else {
-        return refuse("Choose a role: viewer or admin.".to_owned()).await;
+        return refused(&state, &viewer, "Choose a role: viewer or admin.").await;
     };
     if let Err(e) = check_name(name) {
-        return refuse(e.to_string()).await;
+        return refused(&state, &viewer, &e.to_string()).await;
     }
     if form.password != form.again {
-        return refuse("The two passwords differ.".to_owned()).await;
+        return refused(&state, &viewer, "The two passwords differ.").await;
     }
     if let Err(e) = check_password(name, &form.password) {
-        return refuse(format!("Not added: {e}.")).await;
+        return refused(&state, &viewer, &format!("Not added: {e}.")).await;
     }
     let hash = match blocking_hash(form.password).await {
         Ok(hash) => hash,
@@ -182,7 +180,9 @@ pub(super) async fn add_user(
         .await
     {
         Ok(Some(_)) => {}
-        Ok(None) => return refuse(format!("A user named {name:?} exists.")).await,
+        Ok(None) => {
+            return refused(&state, &viewer, &format!("A user named {name:?} exists.")).await;
+        }
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     }
     state
@@ -211,25 +211,18 @@ pub(super) async fn change_user(
     Extension(viewer): Extension<Viewer>,
     Form(form): Form<ChangeUserForm>,
 ) -> Response {
-    let refuse = |text: &str| {
-        let (state, viewer, text) = (state.clone(), viewer.clone(), text.to_owned());
-        async move {
-            users_response(
-                &state,
-                &viewer,
-                StatusCode::BAD_REQUEST,
-                Some(Notice::error(&text)),
-            )
-            .await
-        }
-    };
     if form.name == viewer.name {
-        return refuse("You cannot change your own account here; ask another admin.").await;
+        return refused(
+            &state,
+            &viewer,
+            "You cannot change your own account here; ask another admin.",
+        )
+        .await;
     }
     let store = state.store();
     let user = match store.user_by_name(&form.name).await {
         Ok(Some(user)) => user,
-        Ok(None) => return refuse("There is no such user.").await,
+        Ok(None) => return refused(&state, &viewer, "There is no such user.").await,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
     let now = state.now_ms();
@@ -254,7 +247,7 @@ pub(super) async fn change_user(
             "user_role",
             "role",
         ),
-        _ => return refuse("Unknown change.").await,
+        _ => return refused(&state, &viewer, "Unknown change.").await,
     };
     if let Err(e) = result {
         return layout::internal_error(Some(&viewer), &e);
