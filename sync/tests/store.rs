@@ -238,6 +238,8 @@ async fn an_unreachable_postgres_is_a_database_error() {
     assert_eq!(error.exit_code(), 1);
     assert!(message.contains("127.0.0.1:1/lp"), "{message}");
     assert!(!message.contains("secret"), "{message}");
+    // The cause, not only that a pool gave up waiting.
+    assert!(message.contains("Connection refused"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 

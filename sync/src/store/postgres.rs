@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, PgPool, Postgres, Transaction};
 
 use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
 use super::pgcopy::CopyRows;
@@ -56,18 +56,37 @@ pub(super) async fn open(url: &str) -> Result<(PgPool, String), Error> {
             .get_database()
             .unwrap_or_else(|| options.get_username())
     );
+    let connect_error = |source| Error::Database {
+        context: format!(
+            "cannot connect to the {target}; check that PostgreSQL runs there and that the \
+             URL's user, password and database are right"
+        ),
+        source,
+    };
+    // One connection first, on its own: the pool keeps retrying a refused
+    // or unreachable server until its acquire timeout and then reports only
+    // that it timed out, which hides the cause ("connection refused", a
+    // host that does not resolve) behind a ten-second wait.
+    match tokio::time::timeout(ACQUIRE_TIMEOUT, options.connect()).await {
+        Ok(Ok(first)) => {
+            // Closing is a courtesy to the server; the pool opens its own.
+            let _ = first.close().await;
+        }
+        Ok(Err(source)) => return Err(connect_error(source)),
+        Err(_) => {
+            let silent = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", ACQUIRE_TIMEOUT.as_secs()),
+            );
+            return Err(connect_error(sqlx::Error::Io(silent)));
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(|source| Error::Database {
-            context: format!(
-                "cannot connect to the {target}; check that PostgreSQL runs there and that the \
-                 URL's user, password and database are right"
-            ),
-            source,
-        })?;
+        .map_err(connect_error)?;
     sqlx::migrate!("migrations/postgres")
         .run(&pool)
         .await
