@@ -108,7 +108,7 @@ pub enum Error {
     },
     /// A database operation failed; `context` says what was being done and
     /// in which database.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", database_cause(source))]
     Database {
         /// What was being done, and where.
         context: String,
@@ -198,4 +198,27 @@ impl Error {
             | Self::Backoffice(_) => 1,
         }
     }
+}
+
+/// What went wrong in the database, for a person: the server's own message,
+/// with PostgreSQL's detail and hint when it gives them, instead of sqlx's
+/// rendering, which ends with the line of the server's C source that raised
+/// it (`role "x" does not exist at line 768`).
+fn database_cause(source: &sqlx::Error) -> String {
+    let Some(db) = source.as_database_error() else {
+        return source.to_string();
+    };
+    let mut text = format!("the database answered: {}", db.message());
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        if let Some(detail) = pg.detail() {
+            text.push_str("; ");
+            text.push_str(detail);
+        }
+        if let Some(hint) = pg.hint() {
+            text.push_str(" (hint: ");
+            text.push_str(hint);
+            text.push(')');
+        }
+    }
+    text
 }

@@ -244,6 +244,26 @@ async fn an_unreachable_postgres_is_a_database_error() {
 }
 
 #[tokio::test]
+async fn a_missing_postgres_database_is_named_in_the_servers_words() {
+    let Some(pg) = ScratchPg::create("missing_database", "store").await else {
+        return;
+    };
+    pg.drop_database().await.unwrap();
+    let error = Store::open(&pg.url).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::Database { .. }), "{message}");
+    assert!(
+        message.contains(&format!(
+            "the database answered: database \"{}\" does not exist",
+            pg.name
+        )),
+        "{message}"
+    );
+    // Not the line of PostgreSQL's C source that raised it.
+    assert!(!message.contains(" at line "), "{message}");
+}
+
+#[tokio::test]
 async fn an_sqlite_file_in_an_unwritable_place_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
