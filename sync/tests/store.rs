@@ -16,6 +16,7 @@ use lineprobe_sync::{
 
 mod pgscratch;
 use pgscratch::ScratchPg;
+use sqlx::Connection as _;
 
 /// What a test body gets: the store and the URL it was opened with.
 #[derive(Clone)]
@@ -261,6 +262,41 @@ async fn a_missing_postgres_database_is_named_in_the_servers_words() {
     );
     // Not the line of PostgreSQL's C source that raised it.
     assert!(!message.contains(" at line "), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_carries_on_after_postgresql_drops_its_connections() {
+    // What a restart of the server (or a failover) does to a running
+    // daemon: every connection of its pool is gone at once.
+    let Some(pg) = ScratchPg::create("connections_dropped", "store").await else {
+        return;
+    };
+    let outcome = run_isolated({
+        let pg = pg.clone();
+        async move {
+            let store = Store::open(&pg.url).await.unwrap();
+            assert_eq!(store.counts().await.unwrap().raw, 0);
+            let mut admin = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
+            let ended: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&pg.name)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+            assert!(!ended.is_empty() && ended.iter().all(|&e| e), "{ended:?}");
+            admin.close().await.unwrap();
+            // Pooled connections are checked before use, so no caller sees
+            // the dead ones: reads and a pull's commit work at once.
+            assert_eq!(store.counts().await.unwrap().raw, 0);
+            assert_eq!(stored_raws(&store, 1, 3).await.len(), 3);
+            assert_eq!(store.counts().await.unwrap().raw, 3);
+            store.close().await;
+        }
+    })
+    .await;
+    pg.drop_database().await.unwrap();
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
 
 #[tokio::test]
