@@ -163,7 +163,7 @@ async fn demo_with_collector(
 
     // One live probe from this machine, traced to the collector itself.
     let live_probe = if options.no_live_probe {
-        Err("skipped (--no-live-probe)".to_owned())
+        Err("skipped: --no-live-probe".to_owned())
     } else {
         step(
             "running one live probe from this machine (trace to 127.0.0.1, then submit)".to_owned(),
@@ -172,6 +172,7 @@ async fn demo_with_collector(
     };
     match &live_probe {
         Ok(id) => step(format!("live probe {id} delivered")),
+        Err(_) if options.no_live_probe => step("live probe skipped (--no-live-probe)".to_owned()),
         Err(why) => step(format!("live probe not delivered: {why}")),
     }
 
