@@ -163,18 +163,19 @@ async fn demo_with_collector(
 
     // One live probe from this machine, traced to the collector itself.
     let live_probe = if options.no_live_probe {
+        step("live probe skipped (--no-live-probe)".to_owned());
         Err("skipped: --no-live-probe".to_owned())
     } else {
         step(
             "running one live probe from this machine (trace to 127.0.0.1, then submit)".to_owned(),
         );
-        live_probe(dir, &public, &cert).await
+        let outcome = live_probe(dir, &public, &cert).await;
+        match &outcome {
+            Ok(id) => step(format!("live probe {id} delivered")),
+            Err(why) => step(format!("live probe not delivered: {why}")),
+        }
+        outcome
     };
-    match &live_probe {
-        Ok(id) => step(format!("live probe {id} delivered")),
-        Err(_) if options.no_live_probe => step("live probe skipped (--no-live-probe)".to_owned()),
-        Err(why) => step(format!("live probe not delivered: {why}")),
-    }
 
     // The internal side: pull one way, then the pipeline.
     let db = dir.join("sync.sqlite3");
