@@ -118,8 +118,9 @@ pub enum Error {
     },
     /// The database schema cannot be brought up to date.
     #[error(
-        "cannot bring the schema of the {target} up to date: {source}; if another version of \
-         lineprobe-sync wrote this database, run that version or point this one at a new database"
+        "cannot bring the schema of the {target} up to date: {}; if another version of \
+         lineprobe-sync wrote this database, run that version or point this one at a new database",
+        migrate_cause(source)
     )]
     Migrate {
         /// The database.
@@ -221,4 +222,17 @@ fn database_cause(source: &sqlx::Error) -> String {
         }
     }
     text
+}
+
+/// A migration failure, its database error told as [`database_cause`] tells
+/// one.
+fn migrate_cause(source: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match source {
+        MigrateError::Execute(e) => format!("while executing migrations: {}", database_cause(e)),
+        MigrateError::ExecuteMigration(e, version) => {
+            format!("while executing migration {version}: {}", database_cause(e))
+        }
+        other => other.to_string(),
+    }
 }

@@ -264,6 +264,36 @@ async fn a_missing_postgres_database_is_named_in_the_servers_words() {
     assert!(!message.contains(" at line "), "{message}");
 }
 
+#[tokio::test]
+async fn a_failing_postgres_migration_is_told_in_the_servers_words() {
+    let Some(pg) = ScratchPg::create("migration_fails", "store").await else {
+        return;
+    };
+    let outcome = run_isolated({
+        let pg = pg.clone();
+        async move {
+            // A table of the schema's name that is not the schema's.
+            let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::query("CREATE TABLE raw_reports (x INT)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            let error = Store::open(&pg.url).await.unwrap_err();
+            let message = error.to_string();
+            assert!(matches!(error, Error::Migrate { .. }), "{message}");
+            assert!(
+                message.contains("the database answered: relation \"raw_reports\" already exists"),
+                "{message}"
+            );
+            assert!(!message.contains(" at line "), "{message}");
+        }
+    })
+    .await;
+    pg.drop_database().await.unwrap();
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_carries_on_after_postgresql_drops_its_connections() {
     // What a restart of the server (or a failover) does to a running
