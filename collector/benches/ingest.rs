@@ -575,6 +575,10 @@ fn open_staging(config: &CollectorConfig, commits: &Arc<CommitStats>) -> Result<
     options.on_commit = Some(Arc::new(move |took: Duration, n: usize| {
         observer.record(took, n);
     }));
+    let observer = Arc::clone(commits);
+    options.on_wal_restart = Some(Arc::new(move |took: Duration| {
+        observer.record_restart(took);
+    }));
     Ok(Staging::open(options)?)
 }
 
@@ -602,6 +606,10 @@ struct CommitStats {
     max_nanos: AtomicU64,
     /// Commits that took over `SLOW_COMMIT`.
     slow: AtomicU64,
+    /// WAL restarts, their total and longest time, ns (commits wait).
+    restarts: AtomicU64,
+    restart_nanos: AtomicU64,
+    max_restart_nanos: AtomicU64,
     born: Instant,
 }
 
@@ -617,6 +625,9 @@ impl Default for CommitStats {
             max_batch: AtomicU64::new(0),
             max_nanos: AtomicU64::new(0),
             slow: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            restart_nanos: AtomicU64::new(0),
+            max_restart_nanos: AtomicU64::new(0),
             born: Instant::now(),
         }
     }
@@ -630,6 +641,9 @@ struct CommitSnapshot {
     max_batch: u64,
     max_nanos: u64,
     slow: u64,
+    restarts: u64,
+    restart_nanos: u64,
+    max_restart_nanos: u64,
     /// Wall time the figures cover.
     wall: Duration,
 }
@@ -647,6 +661,13 @@ impl CommitStats {
         self.max_batch.fetch_max(n as u64, Ordering::Relaxed);
     }
 
+    fn record_restart(&self, took: Duration) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.restart_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.max_restart_nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+
     fn snapshot(&self) -> CommitSnapshot {
         CommitSnapshot {
             commits: self.commits.load(Ordering::Relaxed),
@@ -655,6 +676,9 @@ impl CommitStats {
             max_batch: self.max_batch.load(Ordering::Relaxed),
             max_nanos: self.max_nanos.load(Ordering::Relaxed),
             slow: self.slow.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            restart_nanos: self.restart_nanos.load(Ordering::Relaxed),
+            max_restart_nanos: self.max_restart_nanos.load(Ordering::Relaxed),
             wall: self.born.elapsed(),
         }
     }
@@ -670,6 +694,9 @@ impl CommitSnapshot {
             max_batch: self.max_batch,
             max_nanos: self.max_nanos,
             slow: self.slow - earlier.slow,
+            restarts: self.restarts - earlier.restarts,
+            restart_nanos: self.restart_nanos - earlier.restart_nanos,
+            max_restart_nanos: self.max_restart_nanos,
             wall: self.wall.saturating_sub(earlier.wall),
         }
     }
@@ -681,6 +708,9 @@ impl CommitSnapshot {
         self.max_batch = self.max_batch.max(other.max_batch);
         self.max_nanos = self.max_nanos.max(other.max_nanos);
         self.slow += other.slow;
+        self.restarts += other.restarts;
+        self.restart_nanos += other.restart_nanos;
+        self.max_restart_nanos = self.max_restart_nanos.max(other.max_restart_nanos);
         self.wall += other.wall;
     }
 
@@ -694,7 +724,8 @@ impl CommitSnapshot {
         let total = self.nanos as f64 / 1e9;
         println!(
             "{phase} commits (warm-up included): {} ({:.0}/s), mean batch {:.1} reports (max so far {}), \
-             mean time from batch start to durable {:.2} ms, {} over {} ms (longest so far {:.1} ms)",
+             mean time from batch start to durable {:.2} ms, {} over {} ms (longest so far {:.1} ms); \
+             WAL restarts {} holding commits off {:.0} ms in all (longest so far {:.1} ms)",
             self.commits,
             commits / secs,
             self.reports as f64 / commits,
@@ -703,6 +734,9 @@ impl CommitSnapshot {
             self.slow,
             SLOW_COMMIT.as_millis(),
             self.max_nanos as f64 / 1e6,
+            self.restarts,
+            self.restart_nanos as f64 / 1e6,
+            self.max_restart_nanos as f64 / 1e6,
         );
     }
 }

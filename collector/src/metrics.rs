@@ -83,8 +83,7 @@ pub struct Metrics {
     ingest: Family<IngestLabels, Counter>,
     connections: Family<ConnectionLabels, Counter>,
     open_connections: Family<ListenerLabels, Gauge>,
-    commit_seconds: Histogram,
-    commit_batch: Histogram,
+    commits: CommitMetrics,
     staging_unacked: Gauge,
     staging_highest_seq: Gauge,
     oldest_unacked_seconds: Gauge<f64, AtomicU64>,
@@ -119,19 +118,7 @@ impl Metrics {
             "Connections currently open, by listener",
             open_connections.clone(),
         );
-        // 100 µs to ~13 s: an fsync on a slow disk can take long.
-        let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
-        registry.register(
-            "staging_commit_seconds",
-            "Duration of staging commits (one fsync'd transaction each)",
-            commit_seconds.clone(),
-        );
-        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register(
-            "staging_commit_reports",
-            "Reports per staging commit (group commit size)",
-            commit_batch.clone(),
-        );
+        let commits = CommitMetrics::register(&mut registry);
         let staging_unacked = Gauge::default();
         registry.register(
             "staging_unacked_reports",
@@ -187,8 +174,7 @@ impl Metrics {
             ingest,
             connections,
             open_connections,
-            commit_seconds,
-            commit_batch,
+            commits,
             staging_unacked,
             staging_highest_seq,
             oldest_unacked_seconds,
@@ -234,9 +220,14 @@ impl Metrics {
 
     /// Records one staging commit.
     pub fn commit(&self, took: Duration, reports: usize) {
-        self.commit_seconds.observe(took.as_secs_f64());
+        self.commits.seconds.observe(took.as_secs_f64());
         #[allow(clippy::cast_precision_loss)] // batch sizes are far below 2^52
-        self.commit_batch.observe(reports as f64);
+        self.commits.reports.observe(reports as f64);
+    }
+
+    /// Records one WAL restart of the staging store.
+    pub fn wal_restart(&self, took: Duration) {
+        self.commits.wal_restart_seconds.observe(took.as_secs_f64());
     }
 
     /// Counts reports handed to the puller.
@@ -290,6 +281,44 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(|e| Error::Staging(format!("cannot encode metrics: {e}")))?;
         Ok(out)
+    }
+}
+
+/// How the staging store's commits go.
+#[derive(Debug)]
+struct CommitMetrics {
+    seconds: Histogram,
+    reports: Histogram,
+    wal_restart_seconds: Histogram,
+}
+
+impl CommitMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        // 100 µs to ~13 s: an fsync on a slow disk can take long.
+        let seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        registry.register(
+            "staging_commit_seconds",
+            "Duration of staging commits (one fsync'd transaction each)",
+            seconds.clone(),
+        );
+        let reports = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "staging_commit_reports",
+            "Reports per staging commit (group commit size)",
+            reports.clone(),
+        );
+        // 100 µs to ~3 s.
+        let wal_restart_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "staging_wal_restart_seconds",
+            "Duration of staging WAL restarts, which hold commits off while they finish",
+            wal_restart_seconds.clone(),
+        );
+        Self {
+            seconds,
+            reports,
+            wal_restart_seconds,
+        }
     }
 }
 

@@ -201,6 +201,7 @@ async fn start_traffic(
 /// Opens the staging store, reporting commits to `metrics`.
 async fn open_staging(config: &CollectorConfig, metrics: &Arc<Metrics>) -> Result<Staging, Error> {
     let commit_metrics = Arc::clone(metrics);
+    let restart_metrics = Arc::clone(metrics);
     let options = StagingOptions {
         path: config.staging_path(),
         node_id: config.node_id.clone(),
@@ -211,6 +212,7 @@ async fn open_staging(config: &CollectorConfig, metrics: &Arc<Metrics>) -> Resul
         group_commit_wait: Duration::from_micros(config.staging.group_commit_wait_us),
         group_commit_gap: Duration::from_micros(config.staging.group_commit_gap_us),
         on_commit: Some(Arc::new(move |took, n| commit_metrics.commit(took, n))),
+        on_wal_restart: Some(Arc::new(move |took| restart_metrics.wal_restart(took))),
     };
     // Opening runs migrations and may wait on a lock: keep it off the
     // async workers.

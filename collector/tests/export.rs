@@ -44,6 +44,7 @@ impl Harness {
             group_commit_wait: Duration::ZERO,
             group_commit_gap: Duration::ZERO,
             on_commit: None,
+            on_wal_restart: None,
         })
         .expect("open staging");
         Self {

@@ -397,6 +397,7 @@ async fn health_and_metrics() {
         "lineprobe_collector_staging_unacked_reports 1",
         "lineprobe_collector_staging_oldest_unacked_age_seconds",
         "lineprobe_collector_staging_commit_seconds_bucket",
+        "lineprobe_collector_staging_wal_restart_seconds_count 0",
         "lineprobe_collector_connection_events_total",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");

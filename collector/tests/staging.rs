@@ -30,6 +30,7 @@ fn options(path: &Path) -> StagingOptions {
         group_commit_wait: Duration::from_micros(500),
         group_commit_gap: Duration::ZERO,
         on_commit: None,
+        on_wal_restart: None,
     }
 }
 

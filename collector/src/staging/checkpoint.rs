@@ -25,10 +25,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::RestartObserver;
 use super::schema::sql_error;
 use crate::Error;
 
@@ -50,8 +51,13 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing `path` every `interval`.
-    pub(super) fn spawn(path: &Path, interval: Duration) -> Result<Self, Error> {
+    /// Starts checkpointing `path` every `interval`, telling `on_restart`
+    /// about every WAL restart.
+    pub(super) fn spawn(
+        path: &Path,
+        interval: Duration,
+        on_restart: Option<RestartObserver>,
+    ) -> Result<Self, Error> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -66,7 +72,7 @@ impl Checkpointer {
         let path: PathBuf = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("staging-checkpoint".to_owned())
-            .spawn(move || run(&conn, &path, &stopped, interval))
+            .spawn(move || run(&conn, &path, &stopped, interval, on_restart.as_ref()))
             .map_err(|source| Error::Io {
                 what: "cannot start the staging checkpoint thread".to_owned(),
                 source,
@@ -95,14 +101,31 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: &Connection, path: &Path, stopped: &mpsc::Receiver<()>, interval: Duration) {
+fn run(
+    conn: &Connection,
+    path: &Path,
+    stopped: &mpsc::Receiver<()>,
+    interval: Duration,
+    on_restart: Option<&RestartObserver>,
+) {
     let mut failing = false;
     loop {
         match stopped.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        match (pass(conn), failing) {
+        let result = pass(conn);
+        if let (
+            Ok(Pass {
+                restart: Some(took),
+                ..
+            }),
+            Some(observer),
+        ) = (&result, on_restart)
+        {
+            super::notify("WAL restart", || observer(*took));
+        }
+        match (result, failing) {
             (Ok(_), true) => {
                 tracing::info!(path = %path.display(), "staging checkpoints work again");
                 failing = false;
@@ -124,8 +147,9 @@ fn run(conn: &Connection, path: &Path, stopped: &mpsc::Receiver<()>, interval: D
 pub(super) struct Pass {
     /// Frames in the WAL when the passive checkpoint ran.
     pub(super) frames: i64,
-    /// Whether a restart checkpoint followed and completed.
-    pub(super) restarted: bool,
+    /// How long the restart checkpoint that followed took, when one did
+    /// and completed; the writer is held off for most of it.
+    pub(super) restart: Option<Duration>,
 }
 
 /// One passive checkpoint, and a restart once the WAL is long.
@@ -140,7 +164,7 @@ pub(super) fn pass(conn: &Connection) -> rusqlite::Result<Pass> {
     if u64::try_from(frames).map_or(true, |f| f < RESTART_FRAMES) {
         return Ok(Pass {
             frames,
-            restarted: false,
+            restart: None,
         });
     }
     // Catch up first: each passive pass copies what the writer appended
@@ -155,8 +179,12 @@ pub(super) fn pass(conn: &Connection) -> rusqlite::Result<Pass> {
             break;
         }
     }
+    let started = Instant::now();
     let restarted = checkpoint("RESTART")?.0 == 0;
-    Ok(Pass { frames, restarted })
+    Ok(Pass {
+        frames,
+        restart: restarted.then(|| started.elapsed()),
+    })
 }
 
 /// Passive passes at most before a restart.
@@ -203,17 +231,59 @@ mod tests {
 
         write(&writer, 100);
         let short = pass(&checkpointer).expect("pass");
-        assert!(!short.restarted, "{short:?}");
+        assert!(short.restart.is_none(), "{short:?}");
         assert!(short.frames > 0);
 
         let rows = usize::try_from(RESTART_FRAMES).expect("fits") + 100;
         write(&writer, rows);
         let long = pass(&checkpointer).expect("pass");
-        assert!(long.restarted, "{long:?}");
+        assert!(long.restart.is_some(), "{long:?}");
         assert!(long.frames >= i64::try_from(RESTART_FRAMES).expect("fits"));
         // The next commit writes the WAL from the top.
         write(&writer, 10);
         let after = pass(&checkpointer).expect("pass");
         assert!(after.frames < 100, "the WAL started over: {after:?}");
+    }
+
+    #[test]
+    fn the_thread_tells_its_observer_about_each_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let writer = Connection::open(&path).expect("open");
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        writer
+            .pragma_update(None, "synchronous", "OFF")
+            .expect("sync off");
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no auto checkpoints");
+        writer
+            .execute_batch("CREATE TABLE t (v BLOB)")
+            .expect("table");
+        write(
+            &writer,
+            usize::try_from(RESTART_FRAMES).expect("fits") + 100,
+        );
+
+        let (told, restarts) = mpsc::channel::<Duration>();
+        let told = std::sync::Mutex::new(told);
+        let observer: RestartObserver = std::sync::Arc::new(move |took| {
+            let _ = told.lock().expect("observer lock").send(took);
+        });
+        let checkpointer =
+            Checkpointer::spawn(&path, Duration::from_millis(10), Some(observer)).expect("spawn");
+        let took = restarts
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a long WAL is restarted and the observer told");
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        checkpointer.stop();
+        // The WAL started over: the next commit writes it from the top.
+        write(&writer, 10);
+        let frames: i64 = writer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .expect("checkpoint");
+        assert!(frames < 100, "{frames} frames after the restart");
     }
 }

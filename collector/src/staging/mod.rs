@@ -43,6 +43,18 @@ use crate::{Error, StagingConfig};
 /// Called after every commit with its duration and the number of reports in it.
 pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
+/// Called after every WAL restart with how long it took: the writer, and
+/// with it every report in flight, waits for most of it (`checkpoint`).
+pub type RestartObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// Runs an observer's call on a store thread; a panicking observer must
+/// not take the thread (and with it every later reply) down.
+fn notify(observer: &str, call: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).is_err() {
+        tracing::error!("the staging {observer} observer panicked");
+    }
+}
+
 /// How to open the store.
 #[derive(Clone)]
 pub struct StagingOptions {
@@ -66,11 +78,13 @@ pub struct StagingOptions {
     pub group_commit_gap: Duration,
     /// Told about every commit (for the commit-latency metric).
     pub on_commit: Option<CommitObserver>,
+    /// Told about every WAL restart (for the restart metric).
+    pub on_wal_restart: Option<RestartObserver>,
 }
 
 impl StagingOptions {
     /// Options for the store at `path` from the `[staging]` configuration;
-    /// no commit observer.
+    /// no observers.
     pub fn from_config(path: PathBuf, node_id: String, config: &StagingConfig) -> Self {
         Self {
             path,
@@ -82,6 +96,7 @@ impl StagingOptions {
             group_commit_wait: Duration::from_micros(config.group_commit_wait_us),
             group_commit_gap: Duration::from_micros(config.group_commit_gap_us),
             on_commit: None,
+            on_wal_restart: None,
         }
     }
 }
@@ -236,7 +251,11 @@ impl Staging {
             syncer: Some(syncer),
             durability: Arc::clone(&durability),
         };
-        let checkpointer = Checkpointer::spawn(&options.path, CHECKPOINT_INTERVAL)?;
+        let checkpointer = Checkpointer::spawn(
+            &options.path,
+            CHECKPOINT_INTERVAL,
+            options.on_wal_restart.clone(),
+        )?;
         let handle = std::thread::Builder::new()
             .name("staging-writer".to_owned())
             .spawn(move || writer.run(receiver))

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -225,22 +225,12 @@ fn run(
             if let (Some(observer), Some((started, count)), Ok(())) =
                 (on_commit, committed.batch, &result)
             {
-                observe(observer, synced_at.duration_since(started), count);
+                let took = synced_at.duration_since(started);
+                super::notify("commit", || observer(took, count));
             }
             (committed.on_synced)(result.as_ref().copied().map_err(String::as_str));
         }
         durability.answered(answered);
-    }
-}
-
-/// Tells the observer about one durable batch; a panicking observer must
-/// not take the sync thread (and with it every later reply) down.
-fn observe(observer: &CommitObserver, took: Duration, count: usize) {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        observer(took, count);
-    }));
-    if outcome.is_err() {
-        tracing::error!("the staging commit observer panicked");
     }
 }
 
