@@ -197,6 +197,25 @@ const RESTART_REMAINDER: i64 = 256;
 mod tests {
     use super::*;
 
+    /// A WAL database with a table `t`, written to without syncs and never
+    /// checkpointed by its own connection.
+    fn open_writer_without_checkpoints(path: &Path) -> Connection {
+        let writer = Connection::open(path).expect("open");
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        writer
+            .pragma_update(None, "synchronous", "OFF")
+            .expect("sync off");
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no auto checkpoints");
+        writer
+            .execute_batch("CREATE TABLE t (v BLOB)")
+            .expect("table");
+        writer
+    }
+
     /// Commits `rows` rows of a page each.
     fn write(conn: &Connection, rows: usize) {
         let tx = conn.unchecked_transaction().expect("begin");
@@ -211,19 +230,7 @@ mod tests {
     fn a_long_wal_is_restarted_a_short_one_is_not() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.sqlite3");
-        let writer = Connection::open(&path).expect("open");
-        writer
-            .pragma_update(None, "journal_mode", "WAL")
-            .expect("wal");
-        writer
-            .pragma_update(None, "synchronous", "OFF")
-            .expect("sync off");
-        writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .expect("no auto checkpoints");
-        writer
-            .execute_batch("CREATE TABLE t (v BLOB)")
-            .expect("table");
+        let writer = open_writer_without_checkpoints(&path);
         let checkpointer = Connection::open(&path).expect("open");
         checkpointer
             .busy_timeout(RESTART_WAIT)
@@ -249,19 +256,7 @@ mod tests {
     fn the_thread_tells_its_observer_about_each_restart() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.sqlite3");
-        let writer = Connection::open(&path).expect("open");
-        writer
-            .pragma_update(None, "journal_mode", "WAL")
-            .expect("wal");
-        writer
-            .pragma_update(None, "synchronous", "OFF")
-            .expect("sync off");
-        writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .expect("no auto checkpoints");
-        writer
-            .execute_batch("CREATE TABLE t (v BLOB)")
-            .expect("table");
+        let writer = open_writer_without_checkpoints(&path);
         write(
             &writer,
             usize::try_from(RESTART_FRAMES).expect("fits") + 100,
