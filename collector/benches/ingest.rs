@@ -725,7 +725,7 @@ impl CommitSnapshot {
         println!(
             "{phase} commits (warm-up included): {} ({:.0}/s), mean batch {:.1} reports (max so far {}), \
              mean time from batch start to durable {:.2} ms, {} over {} ms (longest so far {:.1} ms); \
-             WAL restarts {} holding commits off {:.0} ms in all (longest so far {:.1} ms)",
+             WAL restarts {} taking {:.0} ms in all, commits waiting through most of it (longest so far {:.1} ms)",
             self.commits,
             commits / secs,
             self.reports as f64 / commits,

@@ -311,7 +311,7 @@ impl CommitMetrics {
         let wal_restart_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         registry.register(
             "staging_wal_restart_seconds",
-            "Duration of staging WAL restarts, which hold commits off while they finish",
+            "Duration of staging WAL restarts; commits wait through most of each",
             wal_restart_seconds.clone(),
         );
         Self {
