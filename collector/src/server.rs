@@ -200,20 +200,15 @@ async fn start_traffic(
 
 /// Opens the staging store, reporting commits to `metrics`.
 async fn open_staging(config: &CollectorConfig, metrics: &Arc<Metrics>) -> Result<Staging, Error> {
+    let mut options = StagingOptions::from_config(
+        config.staging_path(),
+        config.node_id.clone(),
+        &config.staging,
+    );
     let commit_metrics = Arc::clone(metrics);
+    options.on_commit = Some(Arc::new(move |took, n| commit_metrics.commit(took, n)));
     let restart_metrics = Arc::clone(metrics);
-    let options = StagingOptions {
-        path: config.staging_path(),
-        node_id: config.node_id.clone(),
-        max_reports: config.staging.max_reports,
-        full_retry_after_secs: config.staging.full_retry_after_secs,
-        retention: Duration::from_secs(config.staging.retention_hours.saturating_mul(3600)),
-        group_commit_max: config.staging.group_commit_max,
-        group_commit_wait: Duration::from_micros(config.staging.group_commit_wait_us),
-        group_commit_gap: Duration::from_micros(config.staging.group_commit_gap_us),
-        on_commit: Some(Arc::new(move |took, n| commit_metrics.commit(took, n))),
-        on_wal_restart: Some(Arc::new(move |took| restart_metrics.wal_restart(took))),
-    };
+    options.on_wal_restart = Some(Arc::new(move |took| restart_metrics.wal_restart(took)));
     // Opening runs migrations and may wait on a lock: keep it off the
     // async workers.
     tokio::task::spawn_blocking(move || Staging::open(options))
