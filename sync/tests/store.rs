@@ -65,6 +65,21 @@ where
     }
 }
 
+/// Runs `body` against a fresh PostgreSQL database of its own (nothing
+/// opened in it yet), dropping the database afterwards whatever happens.
+async fn on_scratch_postgres<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(ScratchPg) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(pg) = ScratchPg::create(test, "store").await else {
+        return;
+    };
+    let outcome = run_isolated(body(pg.clone())).await;
+    pg.drop_database().await.unwrap();
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
 /// Runs a test body on its own task, so a failing assertion comes back as a
 /// value and the database can be cleaned up before the test fails.
 async fn run_isolated(
@@ -266,67 +281,51 @@ async fn a_missing_postgres_database_is_named_in_the_servers_words() {
 
 #[tokio::test]
 async fn a_failing_postgres_migration_is_told_in_the_servers_words() {
-    let Some(pg) = ScratchPg::create("migration_fails", "store").await else {
-        return;
-    };
-    let outcome = run_isolated({
-        let pg = pg.clone();
-        async move {
-            // A table of the schema's name that is not the schema's.
-            let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
-            sqlx::query("CREATE TABLE raw_reports (x INT)")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-            let error = Store::open(&pg.url).await.unwrap_err();
-            let message = error.to_string();
-            assert!(matches!(error, Error::Migrate { .. }), "{message}");
-            assert!(
-                message.contains("the database answered: relation \"raw_reports\" already exists"),
-                "{message}"
-            );
-            assert!(!message.contains(" at line "), "{message}");
-        }
+    on_scratch_postgres("migration_fails", |pg| async move {
+        // A table of the schema's name that is not the schema's.
+        let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+        sqlx::query("CREATE TABLE raw_reports (x INT)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let error = Store::open(&pg.url).await.unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, Error::Migrate { .. }), "{message}");
+        assert!(
+            message.contains("the database answered: relation \"raw_reports\" already exists"),
+            "{message}"
+        );
+        assert!(!message.contains(" at line "), "{message}");
     })
     .await;
-    pg.drop_database().await.unwrap();
-    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_carries_on_after_postgresql_drops_its_connections() {
     // What a restart of the server (or a failover) does to a running
     // daemon: every connection of its pool is gone at once.
-    let Some(pg) = ScratchPg::create("connections_dropped", "store").await else {
-        return;
-    };
-    let outcome = run_isolated({
-        let pg = pg.clone();
-        async move {
-            let store = Store::open(&pg.url).await.unwrap();
-            assert_eq!(store.counts().await.unwrap().raw, 0);
-            let mut admin = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
-            let ended: Vec<bool> = sqlx::query_scalar(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            )
-            .bind(&pg.name)
-            .fetch_all(&mut admin)
-            .await
-            .unwrap();
-            assert!(!ended.is_empty() && ended.iter().all(|&e| e), "{ended:?}");
-            admin.close().await.unwrap();
-            // Pooled connections are checked before use, so no caller sees
-            // the dead ones: reads and a pull's commit work at once.
-            assert_eq!(store.counts().await.unwrap().raw, 0);
-            assert_eq!(stored_raws(&store, 1, 3).await.len(), 3);
-            assert_eq!(store.counts().await.unwrap().raw, 3);
-            store.close().await;
-        }
+    on_scratch_postgres("connections_dropped", |pg| async move {
+        let store = Store::open(&pg.url).await.unwrap();
+        assert_eq!(store.counts().await.unwrap().raw, 0);
+        let mut admin = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+        )
+        .bind(&pg.name)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!ended.is_empty() && ended.iter().all(|&e| e), "{ended:?}");
+        admin.close().await.unwrap();
+        // Pooled connections are checked before use, so no caller sees
+        // the dead ones: reads and a pull's commit work at once.
+        assert_eq!(store.counts().await.unwrap().raw, 0);
+        assert_eq!(stored_raws(&store, 1, 3).await.len(), 3);
+        assert_eq!(store.counts().await.unwrap().raw, 3);
+        store.close().await;
     })
     .await;
-    pg.drop_database().await.unwrap();
-    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
 
 #[tokio::test]

@@ -263,9 +263,8 @@ mod tests {
         );
 
         let (told, restarts) = mpsc::channel::<Duration>();
-        let told = std::sync::Mutex::new(told);
         let observer: RestartObserver = std::sync::Arc::new(move |took| {
-            let _ = told.lock().expect("observer lock").send(took);
+            let _ = told.send(took);
         });
         let checkpointer =
             Checkpointer::spawn(&path, Duration::from_millis(10), Some(observer)).expect("spawn");
