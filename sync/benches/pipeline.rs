@@ -1377,8 +1377,8 @@ async fn end_to_end(
     } else {
         None
     };
-    let pg_tables = match &wal_start {
-        Some(lsn) => postgres_writes(url, lsn).await,
+    let wal_bytes = match &wal_start {
+        Some(lsn) => wal_since(url, lsn).await,
         None => None,
     };
 
@@ -1389,6 +1389,14 @@ async fn end_to_end(
         None
     };
     store.close().await;
+    // After the close: a backend reports its table counters when it exits
+    // (when idle, only after up to ten seconds).
+    let pg_tables = match wal_bytes {
+        Some(wal_bytes) => table_writes(url)
+            .await
+            .map(|tables| PgWrites { wal_bytes, tables }),
+        None => None,
+    };
     let reports = expected.reports;
     ensure!(
         usize::try_from(inserted)? == reports && usize::try_from(counts.raw)? == reports,
@@ -1469,7 +1477,8 @@ struct PgWrites {
     tables: Vec<(String, i64, i64, i64, i64)>,
 }
 
-async fn postgres_writes(url: &str, wal_start: &str) -> Option<PgWrites> {
+/// WAL written by the whole server since `wal_start`, in bytes.
+async fn wal_since(url: &str, wal_start: &str) -> Option<f64> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
     let wal_bytes: f64 =
@@ -1478,10 +1487,33 @@ async fn postgres_writes(url: &str, wal_start: &str) -> Option<PgWrites> {
             .fetch_one(&mut conn)
             .await
             .ok()?;
-    // The store's connections report their counters when idle, within a
-    // second.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let tables: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+    let _ = conn.close().await;
+    Some(wal_bytes)
+}
+
+/// Per table: rows inserted, updated, HOT-updated, and its size, once every
+/// other connection to the database has gone (and so reported its counters).
+async fn table_writes(url: &str) -> Option<Vec<(String, i64, i64, i64, i64)>> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    // A closed pool's backends exit a moment after their clients leave; an
+    // idle one would hold its counters back for up to ten seconds, which
+    // undercounted every table by up to a tenth.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+        if others == 0 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tables = sqlx::query_as(
         "SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_hot_upd, \
          pg_total_relation_size(relid) FROM pg_stat_user_tables \
          WHERE relname <> '_sqlx_migrations' ORDER BY pg_total_relation_size(relid) DESC",
@@ -1490,7 +1522,7 @@ async fn postgres_writes(url: &str, wal_start: &str) -> Option<PgWrites> {
     .await
     .ok()?;
     let _ = conn.close().await;
-    Some(PgWrites { wal_bytes, tables })
+    Some(tables)
 }
 
 /// CPU cost per report of each step of the pipeline, on one thread and
