@@ -524,7 +524,7 @@ async fn copy_in(tx: &mut Tx, statement: &str, rows: CopyRows) -> Result<(), sql
 
 async fn write_plan(
     tx: &mut Tx,
-    plan: &Plan,
+    plan: &Plan<'_>,
     origins: &HashMap<i64, RawOrigin>,
 ) -> Result<(), sqlx::Error> {
     copy_rows(tx, &plan.new_observations, 640).await?;

@@ -11,10 +11,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, SqlitePool, Transaction};
 
-use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
+use super::apply::{self, LineState, NewVerdict, ObservationState, Plan, RawOrigin, RawStateRow};
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
-use super::rows::{LineRow, VerdictRow};
+use super::rows::LineRow;
 use super::tables::{Cell, OutcomeRow, TableRow, insert_statement, upsert_statement};
 use super::{ApplyError, PullOutcome};
 use crate::Error;
@@ -299,7 +299,7 @@ async fn allocate(
 
 async fn write_plan(
     tx: &mut Tx,
-    plan: &Plan,
+    plan: &Plan<'_>,
     origins: &HashMap<i64, RawOrigin>,
 ) -> Result<(), sqlx::Error> {
     insert_rows(
@@ -309,7 +309,7 @@ async fn write_plan(
     )
     .await?;
     update_observations(tx, plan).await?;
-    insert_rows(tx, &plan.verdicts, &insert_statement::<VerdictRow>()).await?;
+    insert_rows(tx, &plan.verdicts, &insert_statement::<NewVerdict<'_>>()).await?;
     let upsert_line = upsert_statement::<LineRow>("line_key");
     insert_rows(tx, &plan.new_lines, &upsert_line).await?;
     insert_rows(tx, &plan.changed_lines, &upsert_line).await?;
@@ -340,7 +340,7 @@ async fn write_plan(
 }
 
 /// Observations seen again: their counts, times and latest verdict.
-async fn update_observations(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+async fn update_observations(tx: &mut Tx, plan: &Plan<'_>) -> Result<(), sqlx::Error> {
     for o in &plan.changed_observations {
         sqlx::query(
             "UPDATE observations SET count = $2, first_seen = $3, last_seen = $4, \
@@ -361,7 +361,7 @@ async fn update_observations(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error
     Ok(())
 }
 
-async fn write_quarantine(tx: &mut Tx, plan: &Plan) -> Result<(), sqlx::Error> {
+async fn write_quarantine(tx: &mut Tx, plan: &Plan<'_>) -> Result<(), sqlx::Error> {
     for q in &plan.quarantine {
         sqlx::query(
             "INSERT INTO quarantine (raw_id, report_id, install_id, reasons, summary, \

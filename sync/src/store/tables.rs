@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use super::apply::{HistoryEntry, ObservationState, RawOrigin, RawWrite};
-use super::rows::{LineRow, VerdictRow};
+use super::apply::{HistoryEntry, NewVerdict, ObservationState, RawOrigin, RawWrite};
+use super::rows::LineRow;
 
 /// One value of a row, typed as its column.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,7 +196,7 @@ impl TableRow for ObservationState {
     }
 }
 
-impl TableRow for VerdictRow {
+impl TableRow for NewVerdict<'_> {
     const TABLE: &'static str = "verdicts";
     const COLUMNS: &'static [(&'static str, SqlType)] = &[
         ("id", Int8),
@@ -223,9 +223,9 @@ impl TableRow for VerdictRow {
     fn cells(&self) -> Vec<Cell<'_>> {
         vec![
             Cell::Int8(self.id),
-            Cell::Text(&self.line_key),
+            Cell::Text(self.line_key),
             Cell::Int8(self.observation_id),
-            Cell::Text(&self.report_id),
+            Cell::Text(self.report_id),
             Cell::Text(&self.record.verdict),
             Cell::Text(&self.record.verdict_key),
             Cell::Text(&self.record.reasons_json),
@@ -494,13 +494,14 @@ mod tests {
             latest_verdict_id: None,
             latest_verdict_key: Some(text()),
         };
-        let verdict = VerdictRow {
+        let (line_key, report_id) = (text(), text());
+        let verdict = NewVerdict {
             id: 1,
-            line_key: text(),
+            line_key: &line_key,
             observation_id: 2,
-            report_id: text(),
+            report_id: &report_id,
             observed_at_ms: 3,
-            record: crate::VerdictRecord {
+            record: &crate::VerdictRecord {
                 verdict: text(),
                 verdict_key: text(),
                 reasons_json: text(),
@@ -522,7 +523,7 @@ mod tests {
             ObservationState::COLUMNS.len()
         );
         let by_column = columns(std::slice::from_ref(&verdict));
-        assert_eq!(by_column.len(), VerdictRow::COLUMNS.len());
+        assert_eq!(by_column.len(), NewVerdict::COLUMNS.len());
         assert_eq!(by_column[17], ColumnValues::Int2(vec![Some(90)]));
         assert_eq!(columns(&[history()]).len(), HistoryEntry::COLUMNS.len());
     }
