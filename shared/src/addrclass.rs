@@ -386,17 +386,23 @@ pub static SPECIAL_BLOCKS: &[SpecialBlock] = &[
 pub fn special_block(addr: IpAddr) -> Option<&'static SpecialBlock> {
     let masks = &*BLOCK_MASKS;
     match addr {
-        IpAddr::V4(a) => {
-            let a = u32::from(a);
-            masks.v4.iter().find(|(net, mask, _)| a & mask == *net)
-        }
-        .map(|(_, _, b)| *b),
-        IpAddr::V6(a) => {
-            let a = u128::from(a);
-            masks.v6.iter().find(|(net, mask, _)| a & mask == *net)
-        }
-        .map(|(_, _, b)| *b),
+        IpAddr::V4(a) => first_containing(&masks.v4, u32::from(a)),
+        IpAddr::V6(a) => first_containing(&masks.v6, u128::from(a)),
     }
+}
+
+/// The first block of `table` whose network `addr` is in.
+fn first_containing<T>(
+    table: &[(T, T, &'static SpecialBlock)],
+    addr: T,
+) -> Option<&'static SpecialBlock>
+where
+    T: Copy + PartialEq + std::ops::BitAnd<Output = T>,
+{
+    table
+        .iter()
+        .find(|&&(net, mask, _)| addr & mask == net)
+        .map(|&(_, _, block)| block)
 }
 
 /// [`SPECIAL_BLOCKS`] as network and mask integers, per family, the longest
