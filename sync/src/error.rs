@@ -2,14 +2,6 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A subcommand that is part of the plan but not built yet.
-    #[error("`lineprobe-sync {command}` is planned but not built yet (see issue #{issue})")]
-    NotBuiltYet {
-        /// The subcommand.
-        command: &'static str,
-        /// The issue that tracks it.
-        issue: u32,
-    },
     /// A configuration key holds something that cannot be used.
     #[error("configuration {key}: {reason}")]
     Config {
@@ -176,8 +168,7 @@ impl Error {
     /// caller can fix it), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::NotBuiltYet { .. }
-            | Self::Input { .. }
+            Self::Input { .. }
             | Self::Config { .. }
             | Self::Shared(_)
             | Self::SourceData { .. }
