@@ -103,6 +103,8 @@ struct Browser {
     router: Router,
     cookies: BTreeMap<String, String>,
     ip: IpAddr,
+    /// Sent as `X-Forwarded-For`, as a reverse proxy (or a liar) would.
+    forwarded_for: Option<String>,
 }
 
 impl Browser {
@@ -111,6 +113,7 @@ impl Browser {
             router: router.clone(),
             cookies: BTreeMap::new(),
             ip: "192.0.2.10".parse().unwrap(),
+            forwarded_for: None,
         }
     }
 
@@ -123,6 +126,9 @@ impl Browser {
 
     async fn send(&mut self, method: Method, path: &str, form: Option<String>) -> Page {
         let mut request = Request::builder().method(method).uri(path);
+        if let Some(forwarded) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", forwarded);
+        }
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self
                 .cookies
@@ -780,6 +786,249 @@ async fn account_changes_end_the_sessions_they_outdate() {
         assert!(!store.user_set_password("nobody", "x", now).await.unwrap());
         assert!(!store.user_set_disabled("nobody", true, now).await.unwrap());
         assert!(signed_in("d").await);
+        store.close().await;
+    })
+    .await;
+}
+
+/// The `reason` of each audit entry of `action`, oldest first.
+async fn audit_reasons(store: &Store, action: &str) -> Vec<String> {
+    let mut log = store.audit_page(None, Some(action), 50).await.unwrap();
+    log.sort_by_key(|r| r.id);
+    log.iter()
+        .map(|r| {
+            let detail: serde_json::Value = serde_json::from_str(&r.detail_json).unwrap();
+            detail["reason"].as_str().unwrap_or("").to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_ones_password_checks_the_current_one_under_the_sign_in_throttle() {
+    on_each_backend("own_password_change", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        add_user(&store, "cid", "viewer").await;
+        let clock = Clock::new();
+        let config = BackofficeConfig {
+            login_free_failures: 2,
+            login_backoff_s: 4,
+            login_backoff_max_s: 60,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &clock);
+        let before = store.user_by_name("ann").await.unwrap().unwrap();
+        let mut ann = Browser::from(&app, "192.0.2.10");
+        assert_eq!(
+            ann.sign_in("ann", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
+        let csrf = ann.csrf().await;
+        let new_password = "a much longer new passphrase";
+        let change = |current: &'static str, password: &'static str, again: &'static str| {
+            vec![
+                ("current", current),
+                ("password", password),
+                ("again", again),
+            ]
+        };
+        let cases = [
+            (
+                change("not my password", new_password, new_password),
+                "current password is wrong",
+            ),
+            (
+                change(PASSWORD, new_password, "a much longer new passphrasE"),
+                "two new passwords differ",
+            ),
+            (change(PASSWORD, "short", "short"), "Not changed: "),
+        ];
+        for (mut pairs, says) in cases {
+            pairs.push(("csrf", &csrf));
+            let page = ann.post("/account/password", &pairs).await;
+            assert_eq!(page.status, StatusCode::BAD_REQUEST, "{pairs:?}");
+            assert!(
+                notice(&page.body).contains(says),
+                "{pairs:?}: {}",
+                page.body
+            );
+            assert!(page.body.contains("Change your password"));
+        }
+        // Two more wrong guesses: the address's third failure locks it, as
+        // three failed sign-ins would.
+        for _ in 0..2 {
+            let mut pairs = change("guess, guess, guess", new_password, new_password);
+            pairs.push(("csrf", &csrf));
+            let page = ann.post("/account/password", &pairs).await;
+            assert_eq!(page.status, StatusCode::BAD_REQUEST);
+        }
+        let mut right = change(PASSWORD, new_password, new_password);
+        right.push(("csrf", &csrf));
+        let locked = ann.post("/account/password", &right).await;
+        assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(locked.headers[header::RETRY_AFTER], "4");
+        assert!(
+            notice(&locked.body).contains("Wait 4 seconds"),
+            "{}",
+            locked.body
+        );
+        // The sign-in form from that address waits as well.
+        let page = Browser::from(&app, "192.0.2.10")
+            .sign_in("cid", PASSWORD)
+            .await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+        let unchanged = store.user_by_name("ann").await.unwrap().unwrap();
+        assert_eq!(unchanged.password_hash, before.password_hash);
+
+        clock.advance_s(5);
+        let changed = ann.post("/account/password", &right).await;
+        assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+        assert_eq!(changed.location(), "/login");
+        // The change ended the session it was made from.
+        let after = ann.get("/account").await;
+        assert_eq!(after.status, StatusCode::SEE_OTHER);
+        assert!(after.location().starts_with("/login"));
+        let mut elsewhere = Browser::from(&app, "198.51.100.20");
+        let old = elsewhere.sign_in("ann", PASSWORD).await;
+        assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+        let new = elsewhere.sign_in("ann", new_password).await;
+        assert_eq!(new.status, StatusCode::SEE_OTHER);
+
+        let failed = audit_reasons(&store, "password_change_failed").await;
+        let wrong = "bad_current_password";
+        assert_eq!(failed, [wrong, wrong, wrong, "throttled"]);
+        assert_eq!(audit_reasons(&store, "password_change").await, [""]);
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_enable_users_and_change_their_roles() {
+    on_each_backend("admin_user_changes", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "admin").await;
+        add_user(&store, "vic", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut ann = Browser::new(&app);
+        ann.sign_in("ann", PASSWORD).await;
+        let csrf = ann.csrf().await;
+        let mut vic = Browser::from(&app, "192.0.2.11");
+        vic.sign_in("vic", PASSWORD).await;
+        assert_eq!(vic.get("/users").await.status, StatusCode::FORBIDDEN);
+
+        let steps = [
+            ("make_admin", "Role changed", Some("admin"), false),
+            ("make_viewer", "Role changed", Some("viewer"), false),
+            ("disable", "User disabled", None, true),
+            ("enable", "User enabled", None, false),
+        ];
+        for (action, says, role, disabled) in steps {
+            let page = ann
+                .post(
+                    "/users/change",
+                    &[("name", "vic"), ("action", action), ("csrf", &csrf)],
+                )
+                .await;
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "{action}");
+            let shown = ann.get(page.location()).await;
+            assert!(
+                notice(&shown.body).contains(says),
+                "{action}: {}",
+                shown.body
+            );
+            let user = store.user_by_name("vic").await.unwrap().unwrap();
+            if let Some(role) = role {
+                assert_eq!(user.role, role, "{action}");
+            }
+            assert_eq!(user.disabled, disabled, "{action}");
+        }
+        // The promotion ended vic's viewer session; signed in again, vic
+        // has the role the last change left.
+        assert_eq!(vic.get("/").await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            vic.sign_in("vic", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
+        assert_eq!(vic.get("/users").await.status, StatusCode::FORBIDDEN);
+        let mut log = store.audit_page(None, None, 50).await.unwrap();
+        log.sort_by_key(|r| r.id);
+        let changes: Vec<(String, String)> = log
+            .iter()
+            .filter(|r| r.actor == "ann" && r.action.starts_with("user_"))
+            .map(|r| {
+                let detail: serde_json::Value = serde_json::from_str(&r.detail_json).unwrap();
+                (
+                    r.action.clone(),
+                    detail["change"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let want = [
+            ("user_role", "make_admin"),
+            ("user_role", "make_viewer"),
+            ("user_disable", "disable"),
+            ("user_enable", "enable"),
+        ];
+        assert_eq!(changes, want.map(|(a, c)| (a.to_owned(), c.to_owned())));
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_audited_and_throttled() {
+    on_each_backend("forwarded_client", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        let config = BackofficeConfig {
+            behind_proxy: true,
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            login_free_failures: 2,
+            login_backoff_s: 30,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &Clock::new());
+        let via_proxy = |client: &str| {
+            let mut browser = Browser::from(&app, "10.0.0.5");
+            // The client's own claim on the left, the proxies' on the right.
+            browser.forwarded_for = Some(format!("192.0.2.99, {client}, 10.0.0.9"));
+            browser
+        };
+        // Three failures of one client behind the proxy lock that client,
+        // not the others behind the same proxy.
+        for name in ["x1", "x2", "x3"] {
+            let page = via_proxy("203.0.113.7").sign_in(name, "wrong, wrong").await;
+            assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        }
+        let page = via_proxy("203.0.113.7").sign_in("ann", PASSWORD).await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+        let page = via_proxy("203.0.113.8").sign_in("ann", PASSWORD).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+
+        // Anyone else's header is recorded nowhere and believed by no one.
+        let mut liar = Browser::from(&app, "198.51.100.4");
+        liar.forwarded_for = Some("203.0.113.8".to_owned());
+        let page = liar.sign_in("nobody", "wrong, wrong").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+
+        let mut log = store.audit_page(None, None, 50).await.unwrap();
+        log.sort_by_key(|r| r.id);
+        let sources: Vec<(&str, &str)> = log
+            .iter()
+            .map(|r| (r.actor.as_str(), r.source_ip.as_str()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("x1", "203.0.113.7"),
+                ("x2", "203.0.113.7"),
+                ("x3", "203.0.113.7"),
+                ("ann", "203.0.113.7"),
+                ("ann", "203.0.113.8"),
+                ("nobody", "198.51.100.4"),
+            ]
+        );
         store.close().await;
     })
     .await;

@@ -1,16 +1,16 @@
 //! Users and the audit log (admins), and each user's own password.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse as _, Redirect, Response};
 use axum::{Extension, Form};
 use maud::html;
 use serde::Deserialize;
 
-use super::BackofficeState;
-use super::accounts::{Role, blocking_hash, check_name, check_password, verify_password};
-use super::auth::Viewer;
+use super::accounts::{Role, blocking_hash, check_name, check_password};
+use super::auth::{Attempt, Viewer, attempt, throttle_keys};
 use super::layout::{self, Notice, csrf_field};
+use super::{BackofficeState, header_value};
 
 /// Audit entries per page.
 const AUDIT_PAGE: u32 = 100;
@@ -388,43 +388,73 @@ pub(super) struct PasswordForm {
     again: String,
 }
 
+/// The audit reason of a refused current password: as on the sign-in form,
+/// but a wrong password is named for the field it was typed in.
+fn current_reason(reason: &'static str) -> &'static str {
+    if reason == "bad_password" {
+        "bad_current_password"
+    } else {
+        reason
+    }
+}
+
 /// `POST /account/password`.
+///
+/// The current password is checked like a sign-in, under the same throttle:
+/// it is what stands between a stolen session and the account, so guessing
+/// it here must be as slow as guessing it on the sign-in form.
 pub(super) async fn change_own_password(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let store = state.store();
-    let user = match store.user_by_name(&viewer.name).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return Redirect::to("/login").into_response(),
+    let keys = throttle_keys(&viewer.name, &viewer.ip);
+    let checked = match attempt(&state, &viewer.name, form.current, &keys).await {
+        Ok(checked) => checked,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
-    let current = form.current;
-    let hash = user.password_hash.clone();
-    let verified = tokio::task::spawn_blocking(move || verify_password(&current, &hash))
-        .await
-        .unwrap_or(false);
-    let problem = if !verified {
-        Some("The current password is wrong.".to_owned())
-    } else if form.password != form.again {
-        Some("The two new passwords differ.".to_owned())
-    } else {
-        check_password(&viewer.name, &form.password)
-            .err()
-            .map(|e| format!("Not changed: {e}."))
-    };
-    if let Some(problem) = problem {
-        if !verified {
+    let problem = match checked {
+        Attempt::Throttled { wait_s } => {
             state
                 .audit(
                     &viewer.name,
                     "password_change_failed",
                     &viewer.ip,
-                    serde_json::json!({ "reason": "bad_current_password" }),
+                    serde_json::json!({ "reason": "throttled", "retry_after_s": wait_s }),
                 )
                 .await;
+            let mut response = account_response(
+                &viewer,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&Notice::error(&format!(
+                    "Too many wrong passwords for this account or from this address. Wait \
+                     {wait_s} seconds, then try again."
+                ))),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header_value(&wait_s.to_string()));
+            return response;
         }
+        Attempt::Failed { reason, failures } => {
+            state
+                .audit(
+                    &viewer.name,
+                    "password_change_failed",
+                    &viewer.ip,
+                    serde_json::json!({ "reason": current_reason(reason), "failures": failures }),
+                )
+                .await;
+            Some("The current password is wrong.".to_owned())
+        }
+        Attempt::Passed(_) if form.password != form.again => {
+            Some("The two new passwords differ.".to_owned())
+        }
+        Attempt::Passed(_) => check_password(&viewer.name, &form.password)
+            .err()
+            .map(|e| format!("Not changed: {e}.")),
+    };
+    if let Some(problem) = problem {
         return account_response(
             &viewer,
             StatusCode::BAD_REQUEST,
@@ -435,7 +465,8 @@ pub(super) async fn change_own_password(
         Ok(hash) => hash,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
-    if let Err(e) = store
+    if let Err(e) = state
+        .store()
         .user_set_password(&viewer.name, &hash, state.now_ms())
         .await
     {

@@ -408,10 +408,7 @@ pub(super) async fn login(
         );
     }
     let name: String = form.name.trim().chars().take(MAX_NAME_CHARS).collect();
-    let keys = [
-        format!("user:{}", name.to_lowercase()),
-        format!("addr:{ip}"),
-    ];
+    let keys = throttle_keys(&name, &ip);
     let outcome = match attempt(&state, &name, form.password, &keys).await {
         Ok(outcome) => outcome,
         Err(e) => return layout::internal_error(None, &e),
@@ -481,8 +478,18 @@ pub(super) async fn login(
     }
 }
 
-/// How a sign-in attempt ended.
-enum Attempt {
+/// The throttle keys of a password check: the account's name and the
+/// client's address. Sign-in and the password change count failures against
+/// the same keys, so neither form is a way around the other's backoff.
+pub(super) fn throttle_keys(name: &str, ip: &str) -> [String; 2] {
+    [
+        format!("user:{}", name.to_lowercase()),
+        format!("addr:{ip}"),
+    ]
+}
+
+/// How a password check ended.
+pub(super) enum Attempt {
     /// A key is locked for this long; the password was not checked.
     Throttled { wait_s: i64 },
     /// Refused (why, for the audit log only; and the failures counted).
@@ -493,7 +500,7 @@ enum Attempt {
 
 /// Checks the throttle of `keys`, then the password (against a dummy hash
 /// when the name does not exist), and counts a failure against every key.
-async fn attempt(
+pub(super) async fn attempt(
     state: &BackofficeState,
     name: &str,
     password: String,
