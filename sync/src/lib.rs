@@ -22,6 +22,7 @@ mod pipeline;
 mod pull;
 mod resolve;
 mod resolvercache;
+mod spreadsheet;
 mod store;
 mod trace;
 mod trust;

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use lineprobe_shared::{CarrierId, Catalog, CityCode, ProvinceCode};
 use serde::{Deserialize, Serialize};
 
+use crate::spreadsheet::text;
 use crate::{Error, LineFilter, Store};
 
 /// One line's current verdict, ready to print.
@@ -271,10 +272,10 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
     ])
     .map_err(csv_err)?;
     for r in rows {
-        let o = |s: &Option<String>| s.clone().unwrap_or_default();
+        let o = |s: &Option<String>| s.as_deref().map(text).unwrap_or_default();
         w.write_record([
-            r.line.clone(),
-            r.install_id.clone(),
+            text(&r.line),
+            text(&r.install_id),
             r.verdict.clone(),
             o(&r.declared_province),
             o(&r.declared_city),
@@ -283,7 +284,7 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
             o(&r.actual_province),
             o(&r.actual_city),
             o(&r.first_hop_ip),
-            r.egress_ip.clone(),
+            text(&r.egress_ip),
             r.reports.to_string(),
             r.last_seen.clone(),
             r.reasons.join(" "),

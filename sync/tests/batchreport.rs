@@ -367,6 +367,79 @@ async fn verdicts_from_low_trust_sources_are_listed_apart() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_that_look_like_formulas_are_defused_in_every_csv() {
+    on_each_backend("formulas_defused", |ctx| async move {
+        // A line moved onto another carrier's route (so it is listed), from
+        // a probe whose subscriber-typed account and agent version are
+        // spreadsheet formulas: both are valid report text.
+        const ACCOUNT: &str = "=HYPERLINK(\"http://198.51.100.1/\",\"open\")";
+        const VERSION: &str = "@SUM(1+1)";
+        const CITY: &str = "-1+cmd|' /C calc'!A0";
+        let (mut doc, _) = case("gd-mobile", 21);
+        let (urban, urban_egress) = case("urban-village", 21);
+        doc["trace"] = urban["trace"].clone();
+        doc["account"] = json!(ACCOUNT);
+        doc["device"]["agent_version"] = json!(VERSION);
+        doc["declared"]["city"] = json!(CITY);
+        let reports = vec![stored(doc, &urban_egress, at(21, 9, 0), 1)];
+        pull_and_process(&ctx.store, &reports, at(21, 11, 0)).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::embedded().unwrap();
+        let settings = settings(dir.path(), &[ReportFormat::Csv]);
+        write_reports(
+            &ctx.store,
+            &catalog,
+            &settings,
+            &[day(21)],
+            &Progress::hidden(),
+        )
+        .await
+        .unwrap();
+        let stem = "lineprobe-report-day-2026-11-21";
+        let listed = read_csv(&dir.path().join(format!("{stem}-listed-lines.csv")));
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["account"], format!("'{ACCOUNT}"));
+        assert_eq!(listed[0]["line"], format!("account:{ACCOUNT}"));
+        assert_eq!(listed[0]["declared_city"], format!("'{CITY}"), "{listed:?}");
+        let probes = read_csv(&dir.path().join(format!("{stem}-probes.csv")));
+        assert_eq!(probes[0]["agent_version"], format!("'{VERSION}"));
+        // No cell of any table starts like a formula; the program's own
+        // numbers (a negative change among them) stay numbers.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            for row in read_csv(&path) {
+                for (column, cell) in &row {
+                    let number = cell.parse::<f64>().is_ok();
+                    assert!(
+                        number || !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                        "{}: {column} = {cell:?}",
+                        path.display()
+                    );
+                }
+            }
+        }
+
+        // `verdicts --format csv` too.
+        let (code, stdout, stderr) = lineprobe_sync(&[
+            "--database",
+            ctx.url.as_str(),
+            "verdicts",
+            "--format",
+            "csv",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let mut reader = csv::Reader::from_reader(stdout.as_bytes());
+        let headers = reader.headers().unwrap().clone();
+        let city = headers.iter().position(|h| h == "declared_city").unwrap();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(&rows[0][city], format!("'{CITY}"));
+    })
+    .await;
+}
+
 /// 2026-11-21 against 2026-11-20: the totals, the previous day's, the change.
 fn check_totals(f: &Value) {
     assert_eq!(f["report"], "lineprobe-compliance-report");

@@ -17,6 +17,7 @@ use super::layout::{
     verdict_badge, verdict_style,
 };
 use super::{BackofficeState, LineCursor, header_value};
+use crate::spreadsheet::text;
 use crate::{Error, LineFilter, LineRow};
 
 /// Lines read per database round trip while exporting.
@@ -384,16 +385,6 @@ fn filter_form(state: &BackofficeState, query: &LinesQuery) -> Markup {
     }
 }
 
-/// A CSV cell a spreadsheet will not run: text that starts like a formula
-/// gets a leading apostrophe (the values come from subscribers).
-fn csv_safe(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    }
-}
-
 const CSV_HEADER: [&str; 23] = [
     "line",
     "account",
@@ -437,10 +428,9 @@ fn csv_chunk(
     if header {
         w.write_record(CSV_HEADER)?;
     }
-    let opt = |v: Option<&str>| v.map(csv_safe).unwrap_or_default();
-    let named = |v: Option<&str>, f: &dyn Fn(&str) -> String| {
-        v.map(|v| csv_safe(&f(v))).unwrap_or_default()
-    };
+    let opt = |v: Option<&str>| v.map(text).unwrap_or_default();
+    let named =
+        |v: Option<&str>, f: &dyn Fn(&str) -> String| v.map(|v| text(&f(v))).unwrap_or_default();
     let time = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| {
@@ -451,9 +441,9 @@ fn csv_chunk(
     };
     for (r, reasons) in rows.iter().zip(reasons) {
         w.write_record([
-            csv_safe(&r.line_key),
-            csv_safe(&r.account),
-            csv_safe(&r.install_id),
+            text(&r.line_key),
+            text(&r.account),
+            text(&r.install_id),
             r.verdict.clone(),
             opt(r.declared_province.as_deref()),
             named(r.declared_province.as_deref(), &|p| {
@@ -470,7 +460,7 @@ fn csv_chunk(
             opt(r.actual_city.as_deref()),
             named(r.actual_city.as_deref(), &|c| city_name(catalog, c)),
             opt(r.first_hop_ip.as_deref()),
-            csv_safe(&r.egress_ip),
+            text(&r.egress_ip),
             r.reports.to_string(),
             time(r.first_seen_ms),
             time(r.last_seen_ms),
@@ -599,13 +589,6 @@ async fn next_chunk(ex: &mut Export) -> Result<Bytes, std::io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spreadsheet_formulas_are_defused() {
-        assert_eq!(csv_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(csv_safe("+86"), "'+86");
-        assert_eq!(csv_safe("account:0755"), "account:0755");
-    }
 
     #[test]
     fn reasons_follow_the_verdict() {

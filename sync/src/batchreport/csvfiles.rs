@@ -19,6 +19,7 @@
 
 use super::figures::{GroupFigures, ListedLine, Named, PeriodFigures, VERDICTS};
 use crate::Error;
+use crate::spreadsheet::text;
 
 /// The suffix of the CSV file written last; its presence marks the CSV form
 /// of a period as written.
@@ -83,7 +84,7 @@ fn opt_num<T: ToString>(x: Option<T>) -> String {
 }
 
 fn id(n: &Named) -> String {
-    n.id.clone().unwrap_or_default()
+    n.id.as_deref().map(text).unwrap_or_default()
 }
 
 fn summary(f: &PeriodFigures) -> Result<Vec<u8>, Error> {
@@ -156,13 +157,9 @@ fn groups(
     ]);
     let mut t = Table::new(f, &header)?;
     for g in groups {
-        let mut row = vec![
-            id(&g.group),
-            g.group.name_zh.clone(),
-            g.group.name_en.clone(),
-        ];
+        let mut row = vec![id(&g.group), text(&g.group.name_zh), text(&g.group.name_en)];
         if with_province {
-            row.push(g.province.clone().unwrap_or_default());
+            row.push(g.province.as_deref().map(text).unwrap_or_default());
         }
         row.push(g.lines_observed.to_string());
         row.extend(VERDICTS.iter().map(|v| g.verdicts.get(v).to_string()));
@@ -194,11 +191,11 @@ fn carrier_mismatches(f: &PeriodFigures) -> Result<Vec<u8>, Error> {
     for p in &f.carrier_mismatches {
         t.row(vec![
             id(&p.declared),
-            p.declared.name_zh.clone(),
-            p.declared.name_en.clone(),
+            text(&p.declared.name_zh),
+            text(&p.declared.name_en),
             id(&p.actual),
-            p.actual.name_zh.clone(),
-            p.actual.name_en.clone(),
+            text(&p.actual.name_zh),
+            text(&p.actual.name_en),
             p.lines.to_string(),
         ])?;
     }
@@ -248,11 +245,11 @@ fn listed_lines(f: &PeriodFigures, lines: &[ListedLine]) -> Result<Vec<u8>, Erro
             .iter()
             .map(|r| (r.code.clone(), r.evidence.clone()))
             .collect();
-        let named = |n: &Named| [id(n), n.name_zh.clone()];
+        let named = |n: &Named| [id(n), text(&n.name_zh)];
         let mut row = vec![
-            l.line.clone(),
-            l.account.clone(),
-            l.install_id.clone(),
+            text(&l.line),
+            text(&l.account),
+            text(&l.install_id),
             l.verdict.clone(),
         ];
         for place in [&l.declared, &l.actual] {
@@ -261,14 +258,14 @@ fn listed_lines(f: &PeriodFigures, lines: &[ListedLine]) -> Result<Vec<u8>, Erro
             row.extend(named(&place.carrier));
         }
         row.extend([
-            l.egress_ip.clone(),
+            text(&l.egress_ip),
             id(&l.egress_carrier),
-            l.first_hop_ip.clone().unwrap_or_default(),
+            l.first_hop_ip.as_deref().map(text).unwrap_or_default(),
             id(&l.first_hop_carrier),
             l.reports.to_string(),
             l.last_report.clone(),
             codes.join(" "),
-            sentences.join(" | "),
+            text(&sentences.join(" | ")),
             serde_json::Value::Object(evidence).to_string(),
         ]);
         t.row(row)?;
@@ -302,7 +299,7 @@ fn collectors(f: &PeriodFigures) -> Result<Vec<u8>, Error> {
     )?;
     for c in &f.activity.by_collector {
         t.row(vec![
-            c.collector.clone(),
+            text(&c.collector),
             c.reports.to_string(),
             c.processed.to_string(),
             c.quarantined.to_string(),
@@ -317,8 +314,8 @@ fn probes(f: &PeriodFigures) -> Result<Vec<u8>, Error> {
     let mut t = Table::new(f, &["engine", "agent_version", "reports", "installs"])?;
     for p in &f.activity.by_probe {
         t.row(vec![
-            p.engine.clone(),
-            p.agent_version.clone(),
+            text(&p.engine),
+            text(&p.agent_version),
             p.reports.to_string(),
             p.installs.to_string(),
         ])?;
