@@ -46,10 +46,24 @@ impl TransportOptions {
             what: format!("cannot read endpoints.ca_file {}", path.display()),
             source,
         })?;
-        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Config {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Config {
             key: "endpoints.ca_file".to_owned(),
             reason: format!("{} is not PEM certificates: {e}", path.display()),
-        })
+        })?;
+        // A file with no certificate block at all (a key, or the wrong file)
+        // would otherwise pin nothing, and every endpoint would then fail
+        // its TLS check with a message that does not point here.
+        if certs.is_empty() {
+            return Err(Error::Config {
+                key: "endpoints.ca_file".to_owned(),
+                reason: format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA \
+                     certificate the endpoints' certificates are signed with",
+                    path.display()
+                ),
+            });
+        }
+        Ok(certs)
     }
 
     /// A client for `endpoint`; `front_addrs` pins the fronting name to

@@ -192,3 +192,29 @@ fn a_fronted_endpoint_with_a_wrong_key_names_it() {
     );
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+#[test]
+fn a_ca_file_that_is_missing_or_holds_no_certificate_says_so() {
+    use lineprobe_agent::TransportOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let err = TransportOptions::load_pinned(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("endpoints.ca_file") && err.contains("missing.pem"),
+        "{err}"
+    );
+
+    // A private key given by mistake: PEM, but no certificate in it.
+    let key = dir.path().join("key.pem");
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let err = TransportOptions::load_pinned(&key).unwrap_err();
+    assert!(matches!(&err, Error::Config { key, .. } if key == "endpoints.ca_file"));
+    assert!(err.to_string().contains("no PEM certificate"), "{err}");
+
+    let cert = dir.path().join("ca.pem");
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    assert_eq!(TransportOptions::load_pinned(&cert).unwrap().len(), 1);
+}

@@ -154,6 +154,58 @@ fn configured_files_that_are_missing_or_wrong_say_which() {
     assert!(err.contains("server.crt"), "{err}");
 }
 
+#[test]
+fn key_and_client_ca_mistakes_say_which_file_and_what_to_fix() {
+    let files = Files::new();
+    let pair = new_pair();
+    files.write(&pair);
+    // One of the two configured.
+    let half = TlsConfig {
+        key: None,
+        ..files.config()
+    };
+    let err = CertStore::load_or_generate(&half, Path::new("/unused"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tls.cert") && err.contains("set both"),
+        "{err}"
+    );
+
+    // A certificate where the key should be.
+    std::fs::write(&files.key, &pair.0).unwrap();
+    let err = CertStore::load_or_generate(&files.config(), Path::new("/unused"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server.key") && err.contains("no usable PEM private key"),
+        "{err}"
+    );
+    files.write(&pair);
+    let store = CertStore::load_or_generate(&files.config(), Path::new("/unused")).unwrap();
+
+    // The client CA file for the export listener's client certificates.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("clients-ca.pem");
+    let err = store.server_config(Some(&ca)).unwrap_err().to_string();
+    assert!(err.contains("cannot read the client CA file"), "{err}");
+    std::fs::write(&ca, &pair.1).unwrap();
+    let err = store.server_config(Some(&ca)).unwrap_err().to_string();
+    assert!(
+        err.contains("clients-ca.pem") && err.contains("no CERTIFICATE block"),
+        "{err}"
+    );
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let err = store.server_config(Some(&ca)).unwrap_err().to_string();
+    assert!(err.contains("clients-ca.pem"), "{err}");
+    std::fs::write(&ca, &pair.0).unwrap();
+    assert!(store.server_config(Some(&ca)).is_ok());
+}
+
 #[tokio::test]
 async fn reload_serves_the_new_certificate_and_keeps_the_old_on_bad_files() {
     let files = Files::new();
