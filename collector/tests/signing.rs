@@ -393,6 +393,43 @@ async fn enrolment_must_be_signed_by_the_enrolled_key() {
         let (status, answer) = send(&client, &running, ENROL, b"{}".to_vec(), None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(answer["error"], "invalid_enrolment");
+        // A key that is not one, a nonce that is not fresh-looking, a body
+        // too large: each refused before any signature work, saying what
+        // to fix.
+        let mistakes = [
+            (
+                json!({"install_id": probe.install_id.as_str(), "public_key": "not-a-key",
+                    "nonce": nonce}),
+                "public_key",
+            ),
+            (
+                json!({"install_id": probe.install_id.as_str(),
+                    "public_key": probe.key.public_key().to_base64(), "nonce": "1234"}),
+                "nonce",
+            ),
+            (
+                json!({"install_id": probe.install_id.as_str(),
+                    "public_key": probe.key.public_key().to_base64(), "nonce": "../../etc/passwd"}),
+                "nonce",
+            ),
+        ];
+        for (doc, field) in mistakes {
+            let body = serde_json::to_vec(&doc).expect("encode");
+            let header = probe.header(SignedPurpose::Enrol, &nonce, Utc::now().timestamp(), &body);
+            let (status, answer) = send(&client, &running, ENROL, body, Some(header)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{doc}: {answer}");
+            assert_eq!(answer["error"], "invalid_enrolment", "{doc}");
+            assert!(
+                answer["detail"]
+                    .as_str()
+                    .expect("detail")
+                    .starts_with(field),
+                "{doc}: {answer}"
+            );
+        }
+        let (status, answer) = send(&client, &running, ENROL, vec![b' '; 5000], None).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+        assert_eq!(answer["error"], "too_large");
         // A report signature cannot pass for an enrolment's.
         let body = serde_json::to_vec(&json!({
             "install_id": probe.install_id.as_str(),
