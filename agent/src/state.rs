@@ -181,6 +181,47 @@ mod tests {
     }
 
     #[test]
+    fn damaged_state_files_are_errors_that_say_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(dir.path()).expect("open");
+        // A damaged terminal ID is never silently replaced: the line's
+        // history is keyed by it.
+        fs::write(dir.path().join(INSTALL_ID_FILE), "not an id!\n").expect("write");
+        let err = state.install_id().expect_err("damaged id").to_string();
+        assert!(
+            err.contains(INSTALL_ID_FILE) && err.contains("backup"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(INSTALL_ID_FILE)).expect("read"),
+            "not an id!\n",
+            "left as it was"
+        );
+
+        fs::write(dir.path().join("consent.json"), b"{\"accepted\": tru").expect("write");
+        let err = state
+            .read_json::<serde_json::Value>("consent.json")
+            .expect_err("damaged JSON")
+            .to_string();
+        assert!(
+            err.contains("consent.json") && err.contains("delete it"),
+            "{err}"
+        );
+        assert!(
+            state
+                .read_json::<serde_json::Value>("absent.json")
+                .expect("absent")
+                .is_none()
+        );
+
+        // A state folder that cannot be made says which.
+        let file = dir.path().join("a-file");
+        fs::write(&file, b"").expect("write");
+        let err = StateDir::open(file.join("state")).expect_err("not a folder");
+        assert!(err.to_string().contains("a-file"), "{err}");
+    }
+
+    #[test]
     fn atomic_write_replaces_and_leaves_no_temporaries() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.json");
