@@ -1074,3 +1074,47 @@ async fn a_full_disk_gives_errors_not_corruption_and_recovers() {
     staging.close().await.unwrap();
     drop(mount);
 }
+
+/// The fault tests trust `integrity_check` to catch a damaged store; a
+/// store damaged on purpose must fail it, with the way out in the message.
+#[tokio::test]
+async fn the_integrity_check_finds_a_damaged_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let staging = Staging::open(options(&path)).unwrap();
+    for _ in 0..40 {
+        stored_seq(staging.stage(report()).await.unwrap());
+    }
+    staging.integrity_check().await.unwrap();
+    staging.close().await.unwrap();
+
+    // Overwrite part of the cells of the report_id index's root page (40
+    // ids fit one page): its keys no longer match the table's rows.
+    let (page_size, root) = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let page_size: u64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let root: u64 = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master \
+                 WHERE type = 'index' AND tbl_name = 'reports' AND sql IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (page_size, root)
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page_end = usize::try_from(root * page_size).unwrap();
+    bytes[page_end - 400..page_end - 100].fill(b'Z');
+    std::fs::write(&path, &bytes).unwrap();
+
+    let staging = Staging::open(options(&path)).unwrap();
+    let err = staging.integrity_check().await.unwrap_err().to_string();
+    assert!(
+        err.contains("failed its integrity check") && err.contains("move it aside"),
+        "{err}"
+    );
+    staging.close().await.unwrap();
+}

@@ -603,6 +603,21 @@ async fn check_pull_and_listings(
         mobile.intersection(&guangdong).cloned().collect()
     );
     assert_eq!(listed(&["--limit", "3"]).await.len(), 3);
+    // Every report came from a probe the collector trusted.
+    let all: BTreeSet<String> = expected.keys().cloned().collect();
+    assert_eq!(listed(&["--trust", "normal"]).await, all);
+    assert!(listed(&["--trust", "low"]).await.is_empty());
+    // A filter that means nothing is the caller's mistake, said plainly.
+    for (args, says) in [
+        (["--trust", "lowest"], "not a trust level"),
+        (["--carrier", "no such carrier"], "--carrier"),
+    ] {
+        let mut all = vec!["verdicts"];
+        all.extend_from_slice(&args);
+        let out = cli.run(&all).await;
+        assert_eq!(out.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
 
     // Quarantine: the incomplete report, with its reasons.
     let q = cli.ok(&["quarantine"]).await.json();
