@@ -55,6 +55,16 @@ fn app(store: &Store, config: BackofficeConfig, clock: &Clock) -> Router {
     backoffice_router(state)
 }
 
+/// Two free failures, then a lock of 4 s that doubles up to a minute.
+fn quick_backoff() -> BackofficeConfig {
+    BackofficeConfig {
+        login_free_failures: 2,
+        login_backoff_s: 4,
+        login_backoff_max_s: 60,
+        ..BackofficeConfig::default()
+    }
+}
+
 async fn add_user(store: &Store, name: &str, role: &str) {
     let hash = hash_password(PASSWORD).unwrap();
     store
@@ -400,13 +410,7 @@ async fn sign_ins_back_off_per_name_and_per_address() {
         add_user(&store, "ann", "viewer").await;
         add_user(&store, "cid", "viewer").await;
         let clock = Clock::new();
-        let config = BackofficeConfig {
-            login_free_failures: 2,
-            login_backoff_s: 4,
-            login_backoff_max_s: 60,
-            ..BackofficeConfig::default()
-        };
-        let app = app(&store, config, &clock);
+        let app = app(&store, quick_backoff(), &clock);
         // Per name: failures from many addresses lock the name.
         for (i, want) in [StatusCode::UNAUTHORIZED; 3].into_iter().enumerate() {
             let page = Browser::from(&app, &format!("198.51.100.{i}"))
@@ -810,13 +814,7 @@ async fn changing_ones_password_checks_the_current_one_under_the_sign_in_throttl
         add_user(&store, "ann", "viewer").await;
         add_user(&store, "cid", "viewer").await;
         let clock = Clock::new();
-        let config = BackofficeConfig {
-            login_free_failures: 2,
-            login_backoff_s: 4,
-            login_backoff_max_s: 60,
-            ..BackofficeConfig::default()
-        };
-        let app = app(&store, config, &clock);
+        let app = app(&store, quick_backoff(), &clock);
         let before = store.user_by_name("ann").await.unwrap().unwrap();
         let mut ann = Browser::from(&app, "192.0.2.10");
         assert_eq!(
