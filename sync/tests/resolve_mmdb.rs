@@ -356,3 +356,58 @@ fn maxmind_anonymous_ip_test_file() {
     let none = src.lookup(ip("8.8.8.8")).unwrap();
     assert!(none.is_none(), "{none:?}");
 }
+
+#[test]
+fn maxmind_connection_type_test_file() {
+    let Some(path) = sample("GeoIP2-Connection-Type-Test.mmdb") else {
+        return;
+    };
+    let src = open("geoip2-connection-type", &[path]);
+    for (addr, want) in [
+        ("1.0.0.1", IpType::Residential),      // Cable/DSL
+        ("1.0.1.1", IpType::Mobile),           // Cellular
+        ("201.243.200.1", IpType::Enterprise), // Corporate
+        ("214.78.120.1", IpType::Unknown),     // Satellite
+        ("2003::1", IpType::Residential),
+    ] {
+        let f = src.lookup(ip(addr)).unwrap().unwrap();
+        assert_eq!(f.ip_type, Some(want), "{addr}");
+        assert_eq!(f.carrier, None, "{addr}: the type alone names no carrier");
+    }
+    assert!(src.lookup(ip("8.8.8.8")).unwrap().is_none());
+}
+
+#[test]
+fn an_isp_record_without_a_known_name_falls_back_to_its_chinese_mobile_network_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |mcc: &str, mnc: &str| {
+        json!({ "isp": "Wireless Subscribers", "mobile_country_code": mcc,
+                "mobile_network_code": mnc })
+    };
+    let path = write_db(
+        dir.path(),
+        "isp.mmdb",
+        "GeoIP2-ISP",
+        IpVersion::V6,
+        &[
+            ("10.0.0.0/24", record("460", "00")),
+            ("10.0.1.0/24", record("460", "11")),
+            ("10.0.2.0/24", record("460", "01")),
+            // Another country's network 00: not a Chinese carrier.
+            ("10.0.3.0/24", record("310", "00")),
+            ("10.0.4.0/24", record("460", "99")),
+        ],
+    );
+    let src = open("isp", &[path]);
+    for (addr, want) in [
+        ("10.0.0.1", Some("china_mobile")),
+        ("10.0.1.1", Some("china_telecom")),
+        ("10.0.2.1", Some("china_unicom")),
+        ("10.0.3.1", None),
+        ("10.0.4.1", None),
+    ] {
+        let f = src.lookup(ip(addr)).unwrap().unwrap();
+        assert_eq!(f.carrier.map(|c| c.to_string()).as_deref(), want, "{addr}");
+        assert_eq!(f.org.as_deref(), Some("Wireless Subscribers"), "{addr}");
+    }
+}
