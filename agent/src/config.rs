@@ -371,11 +371,19 @@ impl AgentConfig {
                 "is empty; list at least one path, e.g. \"/api/v1/report\"",
             ));
         }
-        if self.endpoints.connect_timeout_secs == 0 || self.endpoints.request_timeout_secs == 0 {
-            return Err(config_error(
+        for (key, secs) in [
+            (
                 "endpoints.connect_timeout_secs",
-                "timeouts must be at least 1 second",
-            ));
+                self.endpoints.connect_timeout_secs,
+            ),
+            (
+                "endpoints.request_timeout_secs",
+                self.endpoints.request_timeout_secs,
+            ),
+        ] {
+            if secs == 0 {
+                return Err(config_error(key, "must be at least 1 second"));
+            }
         }
         let s = &self.schedule;
         if s.interval_secs < 60 {
@@ -393,11 +401,11 @@ impl AgentConfig {
         if self.spool.max_reports == 0 {
             return Err(config_error("spool.max_reports", "must be at least 1"));
         }
-        if self.trace.max_ttl == 0 || self.trace.rounds == 0 {
-            return Err(config_error(
-                "trace.max_ttl",
-                "max_ttl and rounds must be at least 1",
-            ));
+        if self.trace.max_ttl == 0 {
+            return Err(config_error("trace.max_ttl", "must be at least 1"));
+        }
+        if self.trace.rounds == 0 {
+            return Err(config_error("trace.rounds", "must be at least 1"));
         }
         if self.consent.text_version.trim().is_empty() {
             return Err(config_error("consent.text_version", "must not be empty"));

@@ -89,6 +89,39 @@ fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
         .expect_err("interval")
         .to_string();
     assert!(err.contains("schedule.interval_secs"), "{err}");
+
+    // Every value rule names the key that breaks it.
+    for (toml, key) in [
+        (
+            "[endpoints]\npath_patterns = []\n",
+            "endpoints.path_patterns",
+        ),
+        (
+            "[endpoints]\nconnect_timeout_secs = 0\n",
+            "endpoints.connect_timeout_secs",
+        ),
+        (
+            "[endpoints]\nrequest_timeout_secs = 0\n",
+            "endpoints.request_timeout_secs",
+        ),
+        (
+            "[schedule]\nretry_base_secs = 0\n",
+            "schedule.retry_base_secs",
+        ),
+        (
+            "[schedule]\nretry_base_secs = 600\nretry_max_secs = 60\n",
+            "schedule.retry_base_secs",
+        ),
+        ("[spool]\nmax_reports = 0\n", "spool.max_reports"),
+        ("[trace]\nmax_ttl = 0\n", "trace.max_ttl"),
+        ("[trace]\nrounds = 0\n", "trace.rounds"),
+        ("[consent]\ntext_version = \" \"\n", "consent.text_version"),
+    ] {
+        let err = AgentConfig::from_toml(toml, "t")
+            .expect_err(toml)
+            .to_string();
+        assert!(err.contains(key), "{toml}: {err}");
+    }
 }
 
 fn agent_with(declared: &str) -> Result<lineprobe_agent::Agent, Error> {
