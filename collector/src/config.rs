@@ -512,16 +512,20 @@ impl CollectorConfig {
                 return bad(key, format!("{value} is too small: use at least {min}"));
             }
         }
-        if l.max_body_bytes > lineprobe_shared::ReportLimits::MAX_REPORT_BYTES
-            || l.max_decompressed_bytes > lineprobe_shared::ReportLimits::MAX_REPORT_BYTES
-        {
-            return bad(
-                "limits.max_decompressed_bytes",
-                format!(
-                    "body limits above {} bytes exceed the largest report the schema allows",
-                    lineprobe_shared::ReportLimits::MAX_REPORT_BYTES
-                ),
-            );
+        for (key, value) in [
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.max_decompressed_bytes", l.max_decompressed_bytes),
+        ] {
+            let most = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
+            if value > most {
+                return bad(
+                    key,
+                    format!(
+                        "{value} bytes is above the largest report the schema allows: use at \
+                         most {most}"
+                    ),
+                );
+            }
         }
         for (key, value) in [
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),

@@ -176,6 +176,15 @@ fn validation_messages_say_what_to_do() {
         ("[tls]\ncert = \"/x.pem\"\n", "tls.key"),
         ("[limits]\nheader_read_timeout_ms = 0\n", "10 to 600000"),
         ("[limits]\nmax_body_bytes = 10\n", "at least 1024"),
+        (
+            "[limits]\nmax_body_bytes = 100000000\n",
+            "`limits.max_body_bytes`: 100000000 bytes is above",
+        ),
+        (
+            "[limits]\nmax_decompressed_bytes = 100000000\n",
+            "`limits.max_decompressed_bytes`: 100000000 bytes is above",
+        ),
+        ("[export]\nmax_batch = 0\n", "export.max_batch"),
         ("node_id = \"bad id!\"\n", "node name"),
         ("[staging]\nmax_reports = 0\n", "staging.max_reports"),
         ("[public\n", "not valid TOML"),
