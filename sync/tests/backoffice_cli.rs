@@ -268,6 +268,36 @@ fn the_backoffice_section_is_checked() {
         ),
         ("[backoffice]\nlisten = \"nowhere\"\n", "socket address"),
         ("[backoffice]\nsesion_ttl_s = 60\n", "sesion_ttl_s"),
+        (
+            "[backoffice]\nbehind_proxy = true\ntls_cert = \"a.pem\"\ntls_key = \"b.pem\"\n",
+            "remove tls_cert",
+        ),
+        (
+            "[backoffice]\nlogin_free_failures = 21\n",
+            "login_free_failures",
+        ),
+        ("[backoffice]\nlogin_backoff_s = 0\n", "login_backoff_s"),
+        (
+            "[backoffice]\nlogin_backoff_s = 120\nlogin_backoff_max_s = 60\n",
+            "login_backoff_s",
+        ),
+        (
+            "[backoffice]\nlogin_backoff_max_s = 90000\n",
+            "login_backoff_max_s",
+        ),
+        (
+            "[backoffice]\nlogin_failure_window_s = 10\n",
+            "login_failure_window_s",
+        ),
+        ("[backoffice]\nexport_max_rows = 0\n", "export_max_rows"),
+        (
+            "[backoffice]\ndashboard_max_age_s = 0\n",
+            "dashboard_max_age_s",
+        ),
+        (
+            "[pipeline]\nlow_trust_below = 101\n",
+            "pipeline.low_trust_below",
+        ),
     ];
     for (text, want) in bad {
         let error = load(text).unwrap_err();
