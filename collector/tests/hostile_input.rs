@@ -547,6 +547,76 @@ async fn slowloris_clients_are_cut_off_while_probes_keep_being_served() {
     running.shutdown().await.expect("shutdown");
 }
 
+/// Enrolments share the request slots with reports: when every slot is
+/// taken they are shed with the same prompt 503, not queued.
+#[tokio::test]
+async fn enrolments_are_shed_when_every_request_slot_is_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, _) = start(
+        dir.path(),
+        "[public]\nplain_http = true\nbehind_proxy = true\n\
+         [limits]\nmax_concurrent_requests = 1\nrequest_timeout_ms = 20000\n",
+    )
+    .await;
+    let addr = running.public_addr;
+    let enrol_url = format!("http://127.0.0.1:{}/api/v1/enrol", addr.port());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let enrol = || async {
+        let r = client
+            .post(&enrol_url)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("enrol");
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (status, body)
+    };
+
+    timeout(BOUND, async {
+        // A report whose body never finishes holds the only slot.
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(
+                b"POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                  Content-Length: 4000\r\n\r\n{",
+            )
+            .await
+            .expect("head");
+        // Until the server has read that head, an enrolment still gets a
+        // slot (and is refused for its empty body).
+        let (status, body) = loop {
+            let (status, body) = enrol().await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                break (status, body);
+            }
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "overloaded", "{body}");
+
+        // The slot comes back when the stalled client goes away.
+        drop(stream);
+        loop {
+            let (status, body) = enrol().await;
+            if status == StatusCode::BAD_REQUEST {
+                assert_eq!(body["error"], "invalid_enrolment", "{body}");
+                break;
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("bounded");
+    running.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn stalled_tls_handshakes_are_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
