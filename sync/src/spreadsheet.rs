@@ -7,25 +7,18 @@
 //! A cell that starts like a formula — `=`, `+`, `-`, `@`, or a tab or
 //! carriage return that a spreadsheet skips before one — is run as a formula
 //! when the compliance team opens the file in a spreadsheet (CSV injection), so
-//! every text cell goes through [`text_cell`]. Numbers the program wrote
+//! every text cell goes through [`text`]. Numbers the program wrote
 //! itself are left alone: a negative change must stay a number.
-
-use std::borrow::Cow;
 
 /// `text` as a CSV cell a spreadsheet shows as typed and never runs: with a
 /// leading apostrophe when it starts like a formula (spreadsheets hide the
 /// apostrophe and keep the rest as text).
-pub(crate) fn text_cell(text: &str) -> Cow<'_, str> {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        Cow::Owned(format!("'{text}"))
-    } else {
-        Cow::Borrowed(text)
-    }
-}
-
-/// [`text_cell`], owned.
 pub(crate) fn text(text: &str) -> String {
-    text_cell(text).into_owned()
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -42,10 +35,10 @@ mod tests {
             "\t=1",
             "\r=1",
         ] {
-            assert_eq!(text_cell(formula), format!("'{formula}"));
+            assert_eq!(text(formula), format!("'{formula}"));
         }
         for plain in ["account:0755", "深圳", "0.1.0", "", "a=b", "install-1"] {
-            assert!(matches!(text_cell(plain), Cow::Borrowed(_)), "{plain}");
+            assert_eq!(text(plain), plain);
         }
     }
 }
