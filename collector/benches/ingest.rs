@@ -78,16 +78,14 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use lineprobe_collector::{
-    CertStore, CollectorConfig, IngestLimits, IngestState, ListenerName, ListenerOptions, Metrics,
-    PathSet, SignatureVerifier, Staging, StagingOptions, SystemClock, Traffic, bind, ingest_router,
-    serve,
+    CertStore, CollectorConfig, IngestState, ListenerName, ListenerOptions, Metrics, Staging,
+    StagingOptions, SystemClock, Traffic, bind, ingest_router, serve,
 };
 use lineprobe_shared::{Report, ReportId};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
@@ -538,34 +536,16 @@ fn ingest_state(
     staging: &Staging,
     metrics: &Arc<Metrics>,
 ) -> Result<IngestState> {
-    let paths = PathSet::parse(&config.public.paths).map_err(anyhow::Error::msg)?;
-    Ok(IngestState {
-        staging: staging.clone(),
-        paths: Arc::new(paths),
-        node_id: Arc::from(config.node_id.as_str()),
-        trusted_proxies: Arc::from(config.public.trusted_proxies.clone()),
-        limits: IngestLimits {
-            max_body_bytes: config.limits.max_body_bytes,
-            max_decompressed_bytes: config.limits.max_decompressed_bytes,
-            request_timeout: config.request_timeout(),
-        },
-        concurrency: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
-        full_retry_after_secs: config.staging.full_retry_after_secs,
-        metrics: Arc::clone(metrics),
-        signatures: SignatureVerifier::new(
-            config.signing.clone(),
-            staging.clone(),
-            metrics.signatures.clone(),
-        ),
-        enrol_paths: Arc::new(
-            PathSet::parse(&config.signing.enrol_paths).map_err(anyhow::Error::msg)?,
-        ),
-        traffic: Arc::new(Traffic::new(
+    Ok(IngestState::from_config(
+        config,
+        staging.clone(),
+        Arc::clone(metrics),
+        Arc::new(Traffic::new(
             config,
             Arc::new(SystemClock),
             Some(Arc::clone(metrics)),
         )),
-    })
+    )?)
 }
 
 /// Opens the store with the default `[staging]` settings, counting commits.

@@ -25,7 +25,8 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::{IngestOutcome, Metrics};
 use crate::{
-    Admission, ConnInfo, Error, PathSet, SignatureVerifier, StageOutcome, Staging, Ticket, Traffic,
+    Admission, CollectorConfig, ConnInfo, Error, PathSet, SignatureVerifier, StageOutcome, Staging,
+    Ticket, Traffic,
 };
 
 /// A request refused before staging: how to count it and what to answer.
@@ -67,6 +68,46 @@ pub struct IngestState {
     pub enrol_paths: Arc<PathSet>,
     /// Traffic accounting, budgets and trust.
     pub traffic: Arc<Traffic>,
+}
+
+impl IngestState {
+    /// The state for `config`, over `staging`, counting into `metrics`,
+    /// with `traffic` accounting: what the server serves (and the tests and
+    /// the benchmark drive, so that they run what production runs).
+    pub fn from_config(
+        config: &CollectorConfig,
+        staging: Staging,
+        metrics: Arc<Metrics>,
+        traffic: Arc<Traffic>,
+    ) -> Result<Self, Error> {
+        let paths = |key: &str, patterns: &[String]| {
+            PathSet::parse(patterns).map_err(|reason| Error::Config {
+                key: key.to_owned(),
+                reason,
+            })
+        };
+        Ok(Self {
+            paths: Arc::new(paths("public.paths", &config.public.paths)?),
+            enrol_paths: Arc::new(paths("signing.enrol_paths", &config.signing.enrol_paths)?),
+            node_id: Arc::from(config.node_id.as_str()),
+            trusted_proxies: Arc::from(config.public.trusted_proxies.clone()),
+            limits: IngestLimits {
+                max_body_bytes: config.limits.max_body_bytes,
+                max_decompressed_bytes: config.limits.max_decompressed_bytes,
+                request_timeout: config.request_timeout(),
+            },
+            concurrency: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+            full_retry_after_secs: config.staging.full_retry_after_secs,
+            signatures: SignatureVerifier::new(
+                config.signing.clone(),
+                staging.clone(),
+                metrics.signatures.clone(),
+            ),
+            staging,
+            metrics,
+            traffic,
+        })
+    }
 }
 
 /// The public router: ingest on the configured paths, health checks, and an
@@ -262,6 +303,25 @@ async fn ingest(
     );
     report.envelope = Some(envelope);
     let report_id = report.report_id.to_string();
+    // The internal side quarantines a stored report that breaks the schema,
+    // and a 2xx tells the probe to forget it: the envelope added here (from
+    // the request line, the connection and a proxy's word) is checked by
+    // the same rules before the report can be acknowledged. The report
+    // itself passed them on arrival; this pass costs a few percent of the
+    // decode.
+    if let Err(e) = report.validate_stored() {
+        state.signatures.release(&signature);
+        tracing::error!(%report_id, error = %e, "the receiver's envelope breaks the stored schema; not staged");
+        return (
+            IngestOutcome::Unrecordable,
+            rejection(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the receiver could not record how the report arrived; retry later",
+                Some(30),
+            ),
+        );
+    }
 
     let remaining = state
         .limits
@@ -503,10 +563,7 @@ fn envelope(
         received_at: Utc::now(),
         peer_ip,
         peer_port,
-        path: path
-            .chars()
-            .take(lineprobe_shared::ReportLimits::MAX_PATH_LEN)
-            .collect(),
+        path: recorded_path(path),
         headers: recorded,
         tls: conn.tls.as_ref().map(|t| EnvelopeTls {
             version: t.version.clone(),
@@ -518,6 +575,43 @@ fn envelope(
     }
 }
 
+/// The request path as the envelope records it.
+///
+/// The stored schema takes the path as one token: no whitespace, no control
+/// characters. The HTTP parser lets every byte from 0x80 up through, so a
+/// path such as `/api/v1/\u{85}/report` (U+0085 as raw UTF-8) matches `*`
+/// and would be stored as a report the internal side refuses. Such
+/// characters are written percent-encoded, as a browser would send them;
+/// everything else is kept as it came. The result is cut to
+/// `MAX_PATH_LEN` characters at a whole character or escape.
+fn recorded_path(path: &str) -> String {
+    use std::fmt::Write as _;
+    let max = lineprobe_shared::ReportLimits::MAX_PATH_LEN;
+    let mut out = String::with_capacity(path.len().min(max));
+    let mut chars = 0;
+    for ch in path.chars() {
+        if ch.is_whitespace() || ch.is_control() {
+            let mut utf8 = [0; 4];
+            let bytes = ch.encode_utf8(&mut utf8).as_bytes();
+            if chars + 3 * bytes.len() > max {
+                break;
+            }
+            for b in bytes {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "%{b:02X}");
+            }
+            chars += 3 * bytes.len();
+        } else {
+            if chars == max {
+                break;
+            }
+            out.push(ch);
+            chars += 1;
+        }
+    }
+    out
+}
+
 /// The subscriber's egress address.
 ///
 /// The socket peer, unless that peer is a trusted proxy: then the PROXY
@@ -526,15 +620,22 @@ fn envelope(
 /// else `X-Real-IP`. Headers from anyone else are recorded but never
 /// believed — a probe behind a meddling gateway must not be able to claim
 /// another address.
+///
+/// A trusted proxy's word is not believed where no client could be: an
+/// unspecified address (`0.0.0.0`, `::`) from the PROXY header or the
+/// forwarding headers is passed over as if absent, and a port 0 is recorded
+/// as no port. The stored schema refuses both, so believing them would get
+/// an acknowledged report quarantined inside.
 pub fn egress_address(
     conn: &ConnInfo,
     headers: &HeaderMap,
     trusted: &[IpNet],
 ) -> (IpAddr, Option<u16>) {
-    if let Some(p) = conn.proxied {
-        return (p.ip(), Some(p.port()));
+    let port = |addr: SocketAddr| (addr.port() != 0).then_some(addr.port());
+    if let Some(p) = conn.proxied.filter(|p| !canonical(p.ip()).is_unspecified()) {
+        return (p.ip(), port(p));
     }
-    let socket = (conn.peer.ip(), Some(conn.peer.port()));
+    let socket = (conn.peer.ip(), port(conn.peer));
     let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&canonical(ip)));
     if !is_trusted(conn.peer.ip()) {
         return socket;
@@ -564,17 +665,19 @@ pub fn egress_address(
 }
 
 /// One `X-Forwarded-For` element: an address, possibly `[v6]:port` or
-/// `v4:port`.
+/// `v4:port`; `None` for anything else, and for an unspecified address,
+/// which no client has.
 fn parse_forwarded_addr(raw: &str) -> Option<IpAddr> {
     let s = raw.trim().trim_matches('"');
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(canonical(ip));
-    }
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Some(canonical(sa.ip()));
-    }
-    let inner = s.strip_prefix('[').and_then(|r| r.split(']').next())?;
-    inner.parse::<IpAddr>().ok().map(canonical)
+    let ip = if let Ok(ip) = s.parse::<IpAddr>() {
+        ip
+    } else if let Ok(sa) = s.parse::<SocketAddr>() {
+        sa.ip()
+    } else {
+        let inner = s.strip_prefix('[').and_then(|r| r.split(']').next())?;
+        inner.parse::<IpAddr>().ok()?
+    };
+    Some(canonical(ip)).filter(|ip| !ip.is_unspecified())
 }
 
 /// IPv4-mapped IPv6 (from dual-stack sockets) as plain IPv4.

@@ -319,6 +319,17 @@ async fn connection(
         match result {
             Ok((header, rest)) => {
                 proxied = header.addresses.map(|a| canonical(a.source));
+                // Ingest does not believe such a source (see
+                // `egress_address`); said here once per connection, as it
+                // points at the proxy's configuration.
+                if let Some(source) = proxied.filter(|s| s.ip().is_unspecified() || s.port() == 0) {
+                    tracing::warn!(
+                        %peer,
+                        %source,
+                        "the trusted proxy's PROXY header names a source no client can have; \
+                         an unspecified address is not believed, a port 0 is recorded as none"
+                    );
+                }
                 replay = rest;
             }
             Err(e) => {

@@ -53,6 +53,9 @@ pub enum IngestOutcome {
     SignatureRejected,
     /// A unit in an anomaly episode over its budget (429).
     Throttled,
+    /// The receiver could not record how the report arrived in a form the
+    /// stored schema accepts (500). Not expected: it would be a receiver bug.
+    Unrecordable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -11,15 +11,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{healthz, readiness};
 use crate::{
-    CertStore, CollectorConfig, Error, ExportState, IngestLimits, IngestState, ListenerName,
-    ListenerOptions, Metrics, PathSet, SignatureVerifier, Staging, StagingOptions, SystemClock,
-    Traffic, bind, export_router, ingest_router, manifest_routes, serve, traffic_routes,
+    CertStore, CollectorConfig, Error, ExportState, IngestState, ListenerName, ListenerOptions,
+    Metrics, Staging, StagingOptions, SystemClock, Traffic, bind, export_router, ingest_router,
+    manifest_routes, serve, traffic_routes,
 };
 
 /// How often acknowledged reports past their retention are purged.
@@ -64,36 +63,12 @@ impl RunningCollector {
         let export_addr = local_addr(&export_listener, config.export.listen)?;
 
         let traffic = start_traffic(config, &metrics, &staging, &shutdown, &mut background).await?;
-        let paths = PathSet::parse(&config.public.paths).map_err(|reason| Error::Config {
-            key: "public.paths".to_owned(),
-            reason,
-        })?;
-        let ingest = IngestState {
-            staging: staging.clone(),
-            paths: Arc::new(paths),
-            node_id: Arc::from(config.node_id.as_str()),
-            trusted_proxies: Arc::from(config.public.trusted_proxies.clone()),
-            limits: IngestLimits {
-                max_body_bytes: config.limits.max_body_bytes,
-                max_decompressed_bytes: config.limits.max_decompressed_bytes,
-                request_timeout: config.request_timeout(),
-            },
-            concurrency: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
-            full_retry_after_secs: config.staging.full_retry_after_secs,
-            metrics: Arc::clone(&metrics),
-            signatures: SignatureVerifier::new(
-                config.signing.clone(),
-                staging.clone(),
-                metrics.signatures.clone(),
-            ),
-            enrol_paths: Arc::new(PathSet::parse(&config.signing.enrol_paths).map_err(
-                |reason| Error::Config {
-                    key: "signing.enrol_paths".to_owned(),
-                    reason,
-                },
-            )?),
-            traffic: Arc::clone(&traffic),
-        };
+        let ingest = IngestState::from_config(
+            config,
+            staging.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&traffic),
+        )?;
         let public_router = ingest_router(ingest).merge(manifest_routes(staging.clone()));
         let export_state = ExportState::from_config(config, staging.clone())?;
         let export_router = export_router(export_state.clone())

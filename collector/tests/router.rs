@@ -1,0 +1,262 @@
+//! The public router driven without a socket, against a real staging store
+//! in a temporary folder: what the internal side receives from what a
+//! request says, readiness, and the manifest under the ingest paths.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::BodyExt as _;
+use lineprobe_collector::{
+    ConnInfo, IngestOutcome, IngestState, Metrics, Staging, StagingOptions, SystemClock, TlsInfo,
+    Traffic, ingest_router,
+};
+use lineprobe_shared::Report;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+/// A router over its own store, built as the server builds it.
+struct Harness {
+    _dir: tempfile::TempDir,
+    staging: Staging,
+    metrics: Arc<Metrics>,
+    router: Router,
+}
+
+impl Harness {
+    fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = support::config(dir.path(), toml);
+        let metrics = Metrics::new();
+        let staging = Staging::open(StagingOptions::from_config(
+            config.staging_path(),
+            config.node_id.clone(),
+            &config.staging,
+        ))
+        .expect("open staging");
+        let traffic = Arc::new(Traffic::new(
+            &config,
+            Arc::new(SystemClock),
+            Some(Arc::clone(&metrics)),
+        ));
+        let state =
+            IngestState::from_config(&config, staging.clone(), Arc::clone(&metrics), traffic)
+                .expect("ingest state");
+        Self {
+            _dir: dir,
+            staging,
+            metrics,
+            router: ingest_router(state),
+        }
+    }
+
+    /// Sends `request` as if it arrived on a connection from `peer`, with
+    /// the PROXY header's source `proxied`.
+    async fn send(
+        &self,
+        request: Request<Body>,
+        peer: &str,
+        proxied: Option<&str>,
+    ) -> (StatusCode, Bytes) {
+        let conn = ConnInfo {
+            peer: peer.parse().expect("peer"),
+            proxied: proxied.map(|p| p.parse::<SocketAddr>().expect("proxied")),
+            local: "127.0.0.1:8443".parse().expect("local"),
+            tls: None,
+        };
+        self.send_on(request, conn).await
+    }
+
+    /// Sends `request` as if it arrived on the connection `conn`.
+    async fn send_on(&self, mut request: Request<Body>, conn: ConnInfo) -> (StatusCode, Bytes) {
+        request.extensions_mut().insert(conn);
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    }
+
+    /// Every stored report, as the export hands it to the internal side.
+    async fn exported(&self) -> Vec<Vec<u8>> {
+        self.staging
+            .export_after(0, 1000)
+            .await
+            .expect("export")
+            .into_iter()
+            .map(|r| r.json)
+            .collect()
+    }
+}
+
+/// `POST` of a valid report to `uri`, which may hold any bytes the HTTP
+/// parser lets through.
+fn post_report(uri: &[u8]) -> Request<Body> {
+    let body = serde_json::to_vec(&support::sample_report()).expect("json");
+    Request::builder()
+        .method(Method::POST)
+        .uri(Uri::try_from(uri).expect("a URI the HTTP parser accepts"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request")
+}
+
+/// Either refused, or stored in a form the internal side's stored-stage
+/// validation accepts: never a 2xx for a report that would be quarantined.
+async fn acknowledged_only_if_storable(h: &Harness, status: StatusCode, body: &[u8]) -> Vec<Value> {
+    let exported = h.exported().await;
+    if !status.is_success() {
+        assert!(exported.is_empty(), "refused, yet stored");
+        return Vec::new();
+    }
+    assert_eq!(
+        exported.len(),
+        1,
+        "{status} {}",
+        String::from_utf8_lossy(body)
+    );
+    exported
+        .iter()
+        .map(|json| {
+            Report::from_stored_json(json).unwrap_or_else(|e| {
+                panic!(
+                    "acknowledged with {status}, but the stored form is refused: {e}\n{}",
+                    String::from_utf8_lossy(json)
+                )
+            });
+            serde_json::from_slice(json).expect("json")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_path_with_raw_unicode_space_or_control_characters_is_stored_valid_or_refused() {
+    // U+0085 (NEXT LINE, a control character) and U+00A0 (NO-BREAK SPACE)
+    // as raw UTF-8 in a segment that `/api/v1/*/report` matches.
+    for uri in [
+        &b"/api/v1/\xC2\x85/report"[..],
+        b"/api/v1/a\xC2\xA0b/report",
+        b"/cdn/\xE2\x80\xA8/x/collect",
+    ] {
+        let h = Harness::new("");
+        let (status, body) = h.send(post_report(uri), "203.0.113.5:40000", None).await;
+        let stored = acknowledged_only_if_storable(&h, status, &body).await;
+        if let Some(stored) = stored.first() {
+            let path = stored["envelope"]["path"].as_str().expect("path");
+            assert!(path.starts_with('/') && path.is_ascii(), "{path}");
+        }
+    }
+    // Percent-encoded as a browser would send it: the same path either way.
+    let h = Harness::new("");
+    let (status, _) = h
+        .send(
+            post_report(b"/api/v1/\xC2\x85/report"),
+            "203.0.113.5:40000",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let stored: Value = serde_json::from_slice(&h.exported().await[0]).expect("json");
+    assert_eq!(stored["envelope"]["path"], "/api/v1/%C2%85/report");
+}
+
+#[tokio::test]
+async fn a_long_path_is_cut_at_a_whole_escape_and_stays_valid() {
+    let mut uri = b"/cdn".to_vec();
+    for _ in 0..60 {
+        uri.extend_from_slice(b"/\xC2\x85");
+    }
+    uri.extend_from_slice(b"/collect");
+    let h = Harness::new("");
+    let (status, body) = h.send(post_report(&uri), "203.0.113.5:40000", None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let stored = acknowledged_only_if_storable(&h, status, &body).await;
+    let path = stored[0]["envelope"]["path"].as_str().expect("path");
+    assert!(path.len() <= lineprobe_shared::ReportLimits::MAX_PATH_LEN);
+    assert!(path.ends_with("%C2%85"), "{path}");
+}
+
+#[tokio::test]
+async fn a_proxied_source_no_client_can_have_is_not_believed() {
+    let trusted = "[public]\ntrusted_proxies = [\"10.0.0.0/8\"]\n";
+    // Port 0: the address stands, the port is recorded as unknown.
+    let h = Harness::new(trusted);
+    let (status, body) = h
+        .send(
+            post_report(b"/api/v1/report"),
+            "10.0.0.2:5555",
+            Some("198.51.100.7:0"),
+        )
+        .await;
+    let stored = acknowledged_only_if_storable(&h, status, &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(stored[0]["envelope"]["peer_ip"], "198.51.100.7");
+    assert!(stored[0]["envelope"].get("peer_port").is_none());
+
+    // An unspecified address: the socket peer stands for the client.
+    for proxied in ["0.0.0.0:40000", "[::]:40000", "0.0.0.0:0"] {
+        let h = Harness::new(trusted);
+        let (status, body) = h
+            .send(
+                post_report(b"/api/v1/report"),
+                "10.0.0.2:5555",
+                Some(proxied),
+            )
+            .await;
+        let stored = acknowledged_only_if_storable(&h, status, &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{proxied}");
+        assert_eq!(stored[0]["envelope"]["peer_ip"], "10.0.0.2", "{proxied}");
+        assert_eq!(stored[0]["envelope"]["peer_port"], 5555, "{proxied}");
+    }
+}
+
+#[tokio::test]
+async fn an_unspecified_forwarded_address_is_passed_over() {
+    let h = Harness::new("[public]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    let mut request = post_report(b"/api/v1/report");
+    request.headers_mut().insert(
+        "x-forwarded-for",
+        "198.51.100.9, 0.0.0.0".parse().expect("header"),
+    );
+    let (status, body) = h.send(request, "10.0.0.2:5555", None).await;
+    let stored = acknowledged_only_if_storable(&h, status, &body).await;
+    assert_eq!(stored[0]["envelope"]["peer_ip"], "198.51.100.9");
+    assert_eq!(h.metrics.ingest_count(IngestOutcome::Stored), 1);
+}
+
+#[tokio::test]
+async fn a_report_whose_envelope_would_not_validate_is_never_acknowledged() {
+    // No TLS stack gives a server name with a space; it stands for any
+    // envelope field the receiver might one day fill wrongly.
+    let h = Harness::new("");
+    let conn = ConnInfo {
+        peer: "203.0.113.5:40000".parse().expect("peer"),
+        proxied: None,
+        local: "127.0.0.1:8443".parse().expect("local"),
+        tls: Some(TlsInfo {
+            version: "TLSv1.3".to_owned(),
+            sni: Some("bad host".to_owned()),
+            client_certificate: false,
+        }),
+    };
+    let (status, body) = h.send_on(post_report(b"/api/v1/report"), conn).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["error"], "internal");
+    assert!(h.exported().await.is_empty());
+    assert_eq!(h.metrics.ingest_count(IngestOutcome::Unrecordable), 1);
+    assert_eq!(h.metrics.ingest_count(IngestOutcome::Stored), 0);
+}
