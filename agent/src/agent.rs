@@ -337,7 +337,11 @@ impl Agent {
             Some(t) => vec![t.to_owned()],
             None => self.trace_targets()?,
         };
-        let (name, addr) = resolve_target(&candidates).await?;
+        let (name, addr) = resolve_target(
+            &candidates,
+            Duration::from_secs(self.config.endpoints.connect_timeout_secs),
+        )
+        .await?;
         let mut request = TraceRequest::new(addr, name);
         request.max_ttl = self.config.trace.max_ttl;
         request.rounds = self.config.trace.rounds;
@@ -460,8 +464,11 @@ impl Agent {
         let evicted = self.spool.evicted().map_err(fail)?;
         report.spool_evicted = (evicted > 0).then_some(evicted);
         let submission = submitter.submit(&mut report).await;
-        self.update_status(|s| s.record_attempts(&submission.attempts))
-            .map_err(fail)?;
+        // The status file only serves `status`: a damaged or unwritable one
+        // must not cost the report, which is delivered or spooled below.
+        if let Err(e) = self.update_status(|s| s.record_attempts(&submission.attempts)) {
+            tracing::warn!(%report_id, error = %e, "cannot record the endpoints' results");
+        }
         match submission.result {
             Ok(delivery) => {
                 // Only a report stored now carried the count: a duplicate's
@@ -502,8 +509,12 @@ impl Agent {
                     report,
                     spooled_at: spooled.map_or(now, |e| e.spooled_at),
                     retries,
-                    next_attempt_at: now
-                        + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+                    // `backoff` keeps the wait within retry_max_secs, which
+                    // the config bounds; the fallback is never reached.
+                    next_attempt_at: chrono::Duration::from_std(wait)
+                        .ok()
+                        .and_then(|wait| now.checked_add_signed(wait))
+                        .unwrap_or(now),
                 };
                 let evicted_now = self.spool.put(&entry).map_err(fail)?;
                 Ok(ProbeOutcome::Spooled {

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lineprobe_shared::{LocationSource, Manifest, ManifestVerifyingKey, ProbeSchedule};
+use lineprobe_shared::{
+    LocationSource, Manifest, ManifestVerifyingKey, ProbeSchedule, ReportLimits,
+};
 use rand::Rng;
 use serde::Deserialize;
 
@@ -54,6 +56,10 @@ pub struct AgentConfig {
     /// Signed uploads.
     pub signing: SigningConfig,
 }
+
+/// The longest `schedule.retry_max_secs`, seven days: a spooled report is
+/// retried at least this often, whatever an endpoint's `Retry-After` says.
+pub const MAX_RETRY_SECS: u64 = 7 * 24 * 3600;
 
 /// The enrolment paths the default collector configuration accepts.
 pub const DEFAULT_ENROL_PATTERNS: [&str; 2] = ["/api/v1/enrol", "/api/v1/*/enrol"];
@@ -398,14 +404,33 @@ impl AgentConfig {
                 "must be at least 1 and not above schedule.retry_max_secs",
             ));
         }
+        if s.retry_max_secs > MAX_RETRY_SECS {
+            return Err(config_error(
+                "schedule.retry_max_secs",
+                format!(
+                    "is {}; a spooled report must be retried at least every {MAX_RETRY_SECS} s \
+                     (7 days)",
+                    s.retry_max_secs
+                ),
+            ));
+        }
         if self.spool.max_reports == 0 {
             return Err(config_error("spool.max_reports", "must be at least 1"));
         }
         if self.trace.max_ttl == 0 {
             return Err(config_error("trace.max_ttl", "must be at least 1"));
         }
-        if self.trace.rounds == 0 {
-            return Err(config_error("trace.rounds", "must be at least 1"));
+        if self.trace.rounds == 0 || usize::from(self.trace.rounds) > ReportLimits::MAX_RTTS_PER_HOP
+        {
+            return Err(config_error(
+                "trace.rounds",
+                format!(
+                    "is {}; use 1 to {} (a report holds at most {} round-trip times a hop)",
+                    self.trace.rounds,
+                    ReportLimits::MAX_RTTS_PER_HOP,
+                    ReportLimits::MAX_RTTS_PER_HOP
+                ),
+            ));
         }
         if self.consent.text_version.trim().is_empty() {
             return Err(config_error("consent.text_version", "must not be empty"));

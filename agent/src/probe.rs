@@ -6,9 +6,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use lineprobe_shared::{EngineFallback, ReportLimits, ReportTrace, TraceEngine};
+use lineprobe_shared::{EngineFallback, Hop, ReportLimits, ReportTrace, TraceEngine};
 
 use crate::{Engine, Error, TraceOutcome, TraceRequest};
 
@@ -102,6 +103,7 @@ pub fn report_trace(
     fallbacks.truncate(ReportLimits::MAX_ENGINE_FALLBACKS);
     let mut hops = outcome.hops;
     hops.truncate(ReportLimits::MAX_HOPS);
+    hops.iter_mut().for_each(fit_hop);
     let system = outcome.engine.is_system();
     let raw_text =
         system.then(|| truncate_bytes(outcome.raw_text.unwrap_or_default(), RAW_TEXT_BUDGET));
@@ -121,22 +123,31 @@ pub fn report_trace(
     }
 }
 
-/// The first of `candidates` (host names or addresses) that resolves.
-pub async fn resolve_target(candidates: &[String]) -> Result<(String, IpAddr), Error> {
+/// The first of `candidates` (host names or addresses) that resolves, each
+/// name given at most `timeout`: a blackholed resolver (a filtered network
+/// often has one) can otherwise hold a lookup for tens of seconds a name.
+pub async fn resolve_target(
+    candidates: &[String],
+    timeout: Duration,
+) -> Result<(String, IpAddr), Error> {
     let mut reasons = Vec::new();
     for name in candidates {
         let bare = name.trim_matches(['[', ']']);
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok((bare.to_owned(), ip));
         }
-        match tokio::net::lookup_host((bare, 0)).await {
-            Ok(mut found) => {
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((bare, 0))).await {
+            Ok(Ok(mut found)) => {
                 if let Some(addr) = found.next() {
                     return Ok((bare.to_owned(), addr.ip()));
                 }
                 reasons.push(format!("{bare}: no address"));
             }
-            Err(e) => reasons.push(format!("{bare}: {e}")),
+            Ok(Err(e)) => reasons.push(format!("{bare}: {e}")),
+            Err(_) => reasons.push(format!(
+                "{bare}: no answer from the resolver within {} s",
+                timeout.as_secs_f64()
+            )),
         }
     }
     Err(Error::Target {
@@ -147,6 +158,27 @@ pub async fn resolve_target(candidates: &[String]) -> Result<(String, IpAddr), E
             reasons.join("; ")
         },
     })
+}
+
+/// Keeps a hop within the schema's per-hop limits. Engines record every
+/// probe (many rounds, a load-balanced path, a system tool's odd output);
+/// a report the collector would refuse for it would never be delivered.
+fn fit_hop(hop: &mut Hop) {
+    hop.addrs.truncate(ReportLimits::MAX_ADDRS_PER_HOP);
+    hop.names.truncate(ReportLimits::MAX_NAMES_PER_HOP);
+    hop.rtt_ms
+        .retain(|rtt| (0.0..=ReportLimits::MAX_RTT_MS).contains(rtt));
+    hop.rtt_ms.truncate(ReportLimits::MAX_RTTS_PER_HOP);
+    hop.annotations
+        .truncate(ReportLimits::MAX_ANNOTATIONS_PER_HOP);
+    for annotation in &mut hop.annotations {
+        if annotation.chars().count() > ReportLimits::MAX_ANNOTATION_LEN {
+            *annotation = cut(annotation, ReportLimits::MAX_ANNOTATION_LEN);
+        }
+    }
+    if hop.sent > 0 {
+        hop.received = hop.received.min(hop.sent);
+    }
 }
 
 fn cut(text: &str, max: usize) -> String {
@@ -239,5 +271,45 @@ mod tests {
         assert!(only_system.1.is_empty());
         let err = trace_with(&engines, "unprivileged", &request).expect_err("fails");
         assert!(err.to_string().contains("ping_group_range"), "{err}");
+    }
+
+    #[test]
+    fn hops_beyond_the_schema_limits_are_cut_to_them() {
+        // Twenty rounds over a path balanced across twelve routers.
+        let mut hop = Hop::new(3);
+        for i in 0..12u8 {
+            hop.push_addr(IpAddr::from([198, 51, 100, i]));
+        }
+        hop.rtt_ms = (0..20).map(f64::from).collect();
+        hop.rtt_ms.push(f64::NAN);
+        hop.sent = 20;
+        hop.received = 25;
+        hop.annotations = vec!["!H".repeat(40); 10];
+        let request = TraceRequest::new(IpAddr::from([192, 0, 2, 1]), "192.0.2.1");
+        let trace = report_trace(
+            &request,
+            chrono::Utc::now().fixed_offset(),
+            TraceOutcome {
+                engine: TraceEngine::Unprivileged,
+                protocol: lineprobe_shared::TraceProtocol::Udp,
+                hops: vec![hop],
+                reached: false,
+                duration: std::time::Duration::from_millis(900),
+                raw_text: None,
+                raw_format: None,
+            },
+            Vec::new(),
+        );
+        let hop = &trace.hops[0];
+        assert_eq!(hop.addrs.len(), ReportLimits::MAX_ADDRS_PER_HOP);
+        assert_eq!(hop.rtt_ms.len(), ReportLimits::MAX_RTTS_PER_HOP);
+        assert!(hop.rtt_ms.iter().all(|r| r.is_finite()));
+        assert_eq!(hop.received, 20);
+        assert_eq!(hop.annotations.len(), ReportLimits::MAX_ANNOTATIONS_PER_HOP);
+        assert!(
+            hop.annotations
+                .iter()
+                .all(|a| a.chars().count() == ReportLimits::MAX_ANNOTATION_LEN)
+        );
     }
 }

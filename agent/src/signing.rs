@@ -220,7 +220,7 @@ impl Signer {
 
     /// Records a successful enrolment at `endpoint` and its clock.
     pub(crate) fn enrolled(&self, endpoint: &str, server_time: Option<i64>) {
-        let offset = server_time.map_or(0, |t| t - Utc::now().timestamp());
+        let offset = server_time.map_or(0, |t| t.saturating_sub(Utc::now().timestamp()));
         self.learned()
             .endpoints
             .insert(endpoint.to_owned(), Enrolment::Enrolled { offset });
@@ -243,7 +243,7 @@ impl Signer {
 
     /// Corrects `endpoint`'s clock offset from its `server_time`.
     pub(crate) fn clock(&self, endpoint: &str, server_time: i64) {
-        let offset = server_time - Utc::now().timestamp();
+        let offset = server_time.saturating_sub(Utc::now().timestamp());
         let mut learned = self.learned();
         if let Some(Enrolment::Enrolled { offset: o }) = learned.endpoints.get_mut(endpoint) {
             *o = offset;
@@ -263,7 +263,10 @@ impl Signer {
             _ => 0,
         };
         let last = learned.last_ts.entry(endpoint.to_owned()).or_insert(0);
-        let ts = (Utc::now().timestamp() + offset).max(*last + 1);
+        let ts = Utc::now()
+            .timestamp()
+            .saturating_add(offset)
+            .max(last.saturating_add(1));
         *last = ts;
         ts
     }
@@ -362,5 +365,22 @@ mod tests {
         assert_eq!(signer.mode("https://c"), Mode::Enrol);
         signer.unsupported("https://c");
         assert_eq!(signer.mode("https://c"), Mode::Unsigned);
+    }
+
+    #[test]
+    fn a_hostile_server_time_does_not_overflow() {
+        // The collector's `server_time` is untrusted input: the extremes
+        // must neither panic (debug builds check overflow) nor wrap round.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = Signer::new(
+            Arc::new(FileKeyStore::new(dir.path().join(KEY_FILE))),
+            vec!["/api/v1/enrol".to_owned()],
+        );
+        signer.clock("https://low", i64::MIN);
+        // Far in the past: held at one past the last timestamp (none yet).
+        assert_eq!(signer.timestamp("https://low"), 1);
+        signer.enrolled("https://high", Some(i64::MAX));
+        assert_eq!(signer.timestamp("https://high"), i64::MAX);
+        assert_eq!(signer.timestamp("https://high"), i64::MAX);
     }
 }

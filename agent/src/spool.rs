@@ -197,7 +197,9 @@ impl Spool {
 /// The wait before retry number `retries + 1`: `base · 2^retries`, capped
 /// at `max`, then drawn at random from its upper half ("equal jitter") so
 /// that probes that went offline together do not come back together. A
-/// server's `Retry-After` is a floor.
+/// server's `Retry-After` is a floor, itself capped at `max`: an endpoint
+/// (or whatever answers in its name) must not hold a report back for longer
+/// than the agent's own longest wait.
 pub fn backoff(
     retries: u32,
     base: Duration,
@@ -212,7 +214,7 @@ pub fn backoff(
         rng.gen_range(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX)),
     );
     let wait = half + jitter;
-    retry_after.map_or(wait, |floor| wait.max(floor))
+    retry_after.map_or(wait, |floor| wait.max(floor.min(max)))
 }
 
 #[cfg(test)]
@@ -229,7 +231,11 @@ mod tests {
             let full = base.saturating_mul(1 << retries.min(20)).min(max);
             assert!(wait >= full / 2 && wait <= full, "{retries}: {wait:?}");
         }
-        let floor = Duration::from_hours(2);
+        let floor = Duration::from_mins(30);
         assert!(backoff(0, base, max, Some(floor), &mut rng) >= floor);
+        // A Retry-After beyond the agent's longest wait is cut to it.
+        for huge in [Duration::from_hours(2), Duration::from_secs(u64::MAX)] {
+            assert_eq!(backoff(0, base, max, Some(huge), &mut rng), max);
+        }
     }
 }

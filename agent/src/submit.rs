@@ -211,17 +211,32 @@ impl Submitter {
                     .unwrap_or_default()
                     .trim_matches(['[', ']']);
                 let port = endpoint.url.port_or_known_default().unwrap_or(443);
-                let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
-                    Ok(found) => found.collect(),
-                    Err(e) => {
-                        return Err(attempt(
-                            endpoint,
-                            AttemptOutcome::Dns,
-                            None,
-                            Some(e.to_string()),
-                        ));
-                    }
-                };
+                // reqwest bounds its own lookups by the connect timeout;
+                // this one is ours to bound.
+                let lookup = tokio::net::lookup_host((host, port));
+                let addrs: Vec<SocketAddr> =
+                    match tokio::time::timeout(self.transport.connect_timeout, lookup).await {
+                        Ok(Ok(found)) => found.collect(),
+                        Ok(Err(e)) => {
+                            return Err(attempt(
+                                endpoint,
+                                AttemptOutcome::Dns,
+                                None,
+                                Some(e.to_string()),
+                            ));
+                        }
+                        Err(_) => {
+                            return Err(attempt(
+                                endpoint,
+                                AttemptOutcome::Dns,
+                                None,
+                                Some(format!(
+                                    "no answer from the resolver within {} s",
+                                    self.transport.connect_timeout.as_secs_f64()
+                                )),
+                            ));
+                        }
+                    };
                 if url.set_host(Some(sni)).is_err() {
                     return Err(attempt(
                         endpoint,
@@ -312,12 +327,12 @@ impl Submitter {
         body: Vec<u8>,
         report: &Report,
     ) -> (EndpointAttempt, Answer) {
+        let report_id = report.report_id.to_string();
         let Some(signer) = &self.signer else {
-            return self.post(endpoint, path, body, None).await;
+            return self.post(endpoint, path, body, &report_id, None).await;
         };
         let name = endpoint.as_str();
         let install_id = &report.install_id;
-        let report_id = report.report_id.to_string();
         if signer.mode(name) == Mode::Enrol {
             self.enrol(signer, endpoint, install_id).await;
         }
@@ -335,7 +350,9 @@ impl Submitter {
                     }
                 }
             };
-            let (attempt, answer) = self.post(endpoint, path, body.clone(), signature).await;
+            let (attempt, answer) = self
+                .post(endpoint, path, body.clone(), &report_id, signature)
+                .await;
             if let Answer::Failed {
                 error: Some(code),
                 server_time,
@@ -429,6 +446,7 @@ impl Submitter {
         endpoint: &Endpoint,
         path: &str,
         body: Vec<u8>,
+        report_id: &str,
         signature: Option<String>,
     ) -> (EndpointAttempt, Answer) {
         let builder = match self.request(reqwest::Method::POST, endpoint, path).await {
@@ -461,9 +479,34 @@ impl Submitter {
         let json: Option<CollectorAnswer> = serde_json::from_str(&text).ok();
         let code = status.as_u16();
         if status.is_success() {
-            let duplicate = json
-                .as_ref()
-                .is_some_and(|j| j.status.as_deref() == Some("duplicate"));
+            // Only the collector's own receipt for this report means it is
+            // stored: a captive portal, a filtering gateway or a misrouted
+            // proxy may answer 200 to anything, and believing it would
+            // delete a report nobody kept.
+            let receipt = json.as_ref().and_then(|j| {
+                if j.report_id.as_deref() != Some(report_id) {
+                    return None;
+                }
+                match j.status.as_deref() {
+                    Some("stored") => Some(false),
+                    Some("duplicate") => Some(true),
+                    _ => None,
+                }
+            });
+            let Some(duplicate) = receipt else {
+                return (
+                    attempt(
+                        endpoint,
+                        AttemptOutcome::HttpStatus,
+                        Some(code),
+                        Some(cut(&format!(
+                            "answered {code} without a collector's receipt for the report: {}",
+                            snippet(&text)
+                        ))),
+                    ),
+                    Answer::failed(None),
+                );
+            };
             let name = endpoint.as_str().to_owned();
             let delivery = if duplicate {
                 Delivery::Duplicate { endpoint: name }
@@ -485,14 +528,14 @@ impl Submitter {
             Some(detail.clone()),
         );
         // Only the collector's own verdict on the report ends the round: a
-        // 404 from a gateway or a 403 from a filter says nothing about it.
-        // A refused signature header is the agent's fault, not the report's:
-        // the report is kept and retried.
-        let says_invalid = code == 422
-            || (matches!(code, 400 | 413 | 415)
-                && json.as_ref().is_some_and(|j| {
-                    j.error.is_some() && j.error.as_deref() != Some("bad_signature_header")
-                }));
+        // 404 from a gateway, a 403 from a filter or a 422 page from a web
+        // application firewall says nothing about it, and the report is
+        // deleted on that verdict. A refused signature header is the agent's
+        // fault, not the report's: the report is kept and retried.
+        let says_invalid = matches!(code, 400 | 413 | 415 | 422)
+            && json.as_ref().is_some_and(|j| {
+                j.error.is_some() && j.error.as_deref() != Some("bad_signature_header")
+            });
         if says_invalid {
             (
                 failed,
@@ -580,6 +623,7 @@ impl Answer {
 #[derive(Debug, Deserialize)]
 struct CollectorAnswer {
     status: Option<String>,
+    report_id: Option<String>,
     error: Option<String>,
     detail: Option<String>,
     violations: Option<serde_json::Value>,

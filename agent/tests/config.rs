@@ -115,6 +115,12 @@ fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
         ("[spool]\nmax_reports = 0\n", "spool.max_reports"),
         ("[trace]\nmax_ttl = 0\n", "trace.max_ttl"),
         ("[trace]\nrounds = 0\n", "trace.rounds"),
+        // One RTT a round: a report holds at most 16 a hop.
+        ("[trace]\nrounds = 17\n", "trace.rounds"),
+        (
+            "[schedule]\nretry_max_secs = 99999999\n",
+            "schedule.retry_max_secs",
+        ),
         ("[consent]\ntext_version = \" \"\n", "consent.text_version"),
     ] {
         let err = AgentConfig::from_toml(toml, "t")

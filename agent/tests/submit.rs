@@ -379,7 +379,9 @@ async fn a_throttled_report_is_spooled_until_after_retry_after() {
     // The probe shares the source: it is answered 429 too, and keeps its
     // report, to retry no sooner than the collector asked.
     let state = tempfile::tempdir().expect("tempdir");
-    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let mut config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    // Retry-After is honoured up to the longest retry wait.
+    config.schedule.retry_max_secs = 3600;
     let (agent, _) = agent(state.path(), config, 3);
     agent.accept_consent().expect("consent");
     let before = chrono::Utc::now();
@@ -402,4 +404,142 @@ async fn a_throttled_report_is_spooled_until_after_retry_after() {
     );
     assert!(stored(&running).await.is_empty());
     running.shutdown().await.expect("shutdown");
+}
+
+/// Pins the certificates of a canned server and a collector together.
+fn pin_both(
+    dir: &std::path::Path,
+    canned: &CannedServer,
+    collector_dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let both = dir.join("both.pem");
+    let mut pem = canned.cert_pem.clone().into_bytes();
+    pem.extend(std::fs::read(collector_cert(collector_dir)).expect("cert"));
+    std::fs::write(&both, pem).expect("write");
+    both
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_collectors_receipt_ends_the_round() {
+    // What a captive portal, a web application firewall or a misrouted
+    // proxy might answer in the first endpoint's name. None of it says the
+    // report was stored, or that it is invalid: the next endpoint gets it.
+    let answers: [(u16, &str, &str); 4] = [
+        (200, "text/html", "<html>Welcome to the hotel Wi-Fi</html>"),
+        (204, "text/plain", ""),
+        (422, "text/html", "<html>Request blocked</html>"),
+        (
+            201,
+            "application/json",
+            r#"{"status":"stored","report_id":"0190c0de-0000-7000-8000-000000000000"}"#,
+        ),
+    ];
+    for (status, content_type, body) in answers {
+        let canned = canned_https(status, &[("content-type", content_type)], body).await;
+        let col_dir = tempfile::tempdir().expect("tempdir");
+        let running = start_collector(col_dir.path(), 0, "").await;
+        let state = tempfile::tempdir().expect("tempdir");
+        let pins = pin_both(state.path(), &canned, col_dir.path());
+        let config = agent_config(&[canned.url.clone(), endpoint(&running)], Some(&pins));
+        let (agent, _) = agent(state.path(), config, 4);
+        agent.accept_consent().expect("consent");
+
+        let outcome = agent.probe_once().await.expect("probe");
+        let ProbeOutcome::Delivered { delivery, .. } = outcome else {
+            panic!("{status}: not delivered: {outcome:?}");
+        };
+        assert_eq!(
+            delivery,
+            Delivery::Stored {
+                endpoint: endpoint(&running)
+            },
+            "{status}"
+        );
+        // (It may also have been asked to enrol the probe's key first.)
+        assert!(canned.requests.load(Ordering::SeqCst) >= 1, "{status}");
+        let reports = stored(&running).await;
+        assert_eq!(reports.len(), 1, "{status}");
+        let attempts = &reports[0].endpoint_attempts;
+        assert_eq!(attempts.len(), 1, "{status}: {attempts:?}");
+        assert_eq!(attempts[0].outcome, AttemptOutcome::HttpStatus, "{status}");
+        assert_eq!(attempts[0].http_status, Some(status));
+        running.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_200_alone_leaves_the_report_spooled() {
+    let canned = canned_https(200, &[("content-type", "text/html")], "<html>Log in</html>").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let pem = state.path().join("canned.pem");
+    std::fs::write(&pem, &canned.cert_pem).expect("write");
+    let (agent, _) = agent(
+        state.path(),
+        agent_config(std::slice::from_ref(&canned.url), Some(&pem)),
+        4,
+    );
+    agent.accept_consent().expect("consent");
+    let outcome = agent.probe_once().await.expect("probe");
+    let ProbeOutcome::Spooled { report_id, .. } = outcome else {
+        panic!("not spooled: {outcome:?}");
+    };
+    assert!(agent.spool().get(&report_id).expect("read").is_some());
+    // The daemon's drain keeps it too.
+    let summary = agent.flush_spool().await.expect("flush");
+    assert_eq!(summary.delivered, 0, "{summary:?}");
+    assert_eq!(agent.spool().depth().expect("depth"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_after_is_cut_to_the_longest_retry_wait() {
+    // Beyond what a date can hold: it once panicked the agent and lost
+    // the report.
+    for retry_after in ["31536000", "10000000000000", "18446744073709551615"] {
+        let canned = canned_https(
+            503,
+            &[("content-type", "text/plain"), ("retry-after", retry_after)],
+            "busy",
+        )
+        .await;
+        let state = tempfile::tempdir().expect("tempdir");
+        let pem = state.path().join("canned.pem");
+        std::fs::write(&pem, &canned.cert_pem).expect("write");
+        let mut config = agent_config(std::slice::from_ref(&canned.url), Some(&pem));
+        config.schedule.retry_max_secs = 3600;
+        let (agent, _) = agent(state.path(), config, 4);
+        agent.accept_consent().expect("consent");
+        let before = chrono::Utc::now();
+        let outcome = agent.probe_once().await.expect("probe");
+        let ProbeOutcome::Spooled { report_id, .. } = outcome else {
+            panic!("{retry_after}: not spooled: {outcome:?}");
+        };
+        let entry = agent
+            .spool()
+            .get(&report_id)
+            .expect("read")
+            .expect("spooled");
+        assert!(
+            entry.next_attempt_at >= before + chrono::Duration::seconds(3600)
+                && entry.next_attempt_at <= chrono::Utc::now() + chrono::Duration::seconds(3600),
+            "{retry_after}: retry at {}",
+            entry.next_attempt_at
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_status_file_does_not_cost_the_report() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[dead_endpoint()], None);
+    let (agent, _) = agent(state.path(), config, 4);
+    agent.accept_consent().expect("consent");
+    let status = state.path().join("status.json");
+    // Not a status file: a folder in its place cannot be read or replaced.
+    std::fs::create_dir_all(&status).expect("mkdir");
+    let outcome = agent.probe_once().await;
+    assert_eq!(
+        agent.spool().depth().expect("depth"),
+        1,
+        "the report was lost: {outcome:?}"
+    );
 }

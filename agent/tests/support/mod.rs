@@ -194,3 +194,110 @@ pub(crate) async fn stored(running: &RunningCollector) -> Vec<Report> {
 pub(crate) fn signing_key() -> ManifestSigningKey {
     ManifestSigningKey::generate()
 }
+
+/// An HTTPS server on loopback that answers every request with `status`,
+/// `headers` and `body`, whatever was asked: a captive portal, a
+/// filtering gateway or a misrouted proxy in front of the endpoint.
+pub(crate) struct CannedServer {
+    pub(crate) url: String,
+    /// Its self-signed certificate, for the agent to pin.
+    pub(crate) cert_pem: String,
+    /// Requests answered so far.
+    pub(crate) requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CannedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) async fn canned_https(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> CannedServer {
+    use std::fmt::Write as _;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("certificate");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![generated.cert.der().clone()], key.into())
+    .expect("TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let headers: String = headers
+        .iter()
+        .fold(String::new(), |mut out, (name, value)| {
+            let _ = write!(out, "{name}: {value}\r\n");
+            out
+        });
+    let response = format!(
+        "HTTP/1.1 {status} Canned\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n\
+         {body}",
+        body.len()
+    );
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let response = response.clone();
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // The head, then as much body as it announces.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while seen.len() < head_end + length {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    CannedServer {
+        url,
+        cert_pem: generated.cert.pem(),
+        requests,
+        task,
+    }
+}
