@@ -181,7 +181,8 @@ pub(crate) fn with_token(routes: Router, state: &ExportState) -> Router {
 }
 
 /// `GET /manifest` for probes, to mount on the public listener: the current
-/// signed manifest as published, or 404 when none has been.
+/// signed manifest as published, or 404 when none has been. The ingest
+/// router serves the same on `GET` of its own paths.
 pub fn manifest_routes(staging: Staging) -> Router {
     Router::new()
         .route("/manifest", get(public_manifest))
@@ -616,6 +617,21 @@ fn manifest_response(serial: u64, bytes: Vec<u8>) -> Response {
 }
 
 async fn public_manifest(State(staging): State<Staging>, headers: HeaderMap) -> Response {
+    serve_manifest(&staging, &headers, || {
+        (StatusCode::NOT_FOUND, "no manifest has been published\n").into_response()
+    })
+    .await
+}
+
+/// The public answer to a manifest request: `GET /manifest`, and `GET` on
+/// any ingest path (probes fetch it on their random paths too, so that a
+/// meddling gateway sees no fixed URL for it either). `not_published` is
+/// the 404 to give while no manifest has been published.
+pub(crate) async fn serve_manifest(
+    staging: &Staging,
+    headers: &HeaderMap,
+    not_published: fn() -> Response,
+) -> Response {
     match staging.current_manifest().await {
         Ok(Some((serial, bytes))) => {
             let etag = format!("\"{serial}\"");
@@ -631,7 +647,7 @@ async fn public_manifest(State(staging): State<Staging>, headers: HeaderMap) -> 
             }
             response
         }
-        Ok(None) => (StatusCode::NOT_FOUND, "no manifest has been published\n").into_response(),
+        Ok(None) => not_published(),
         Err(err) => {
             tracing::error!(error = %err, "manifest: staging failed");
             (

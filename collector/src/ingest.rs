@@ -3,7 +3,8 @@
 //! A report is answered 2xx only after staging has committed it. Anything
 //! that is not a report on one of the configured paths gets the kind of 404
 //! any web server gives, so that the endpoint does not stand out to a
-//! meddling gateway that probes it.
+//! meddling gateway that probes it. A `GET` on one of those paths serves
+//! the signed manifest, as `GET /manifest` does.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -110,9 +111,9 @@ impl IngestState {
     }
 }
 
-/// The public router: ingest on the configured paths, health checks, and an
-/// ordinary 404 for everything else. The manifest route is merged in by the
-/// server.
+/// The public router: ingest on the configured paths (`POST`; `GET` there
+/// serves the signed manifest), health checks, and an ordinary 404 for
+/// everything else. The `/manifest` route is merged in by the server.
 pub fn ingest_router(state: IngestState) -> Router {
     // One shared allocation: axum clones the state for every request, and
     // one reference count is cheaper than the dozen behind the fields.
@@ -164,6 +165,15 @@ async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Req
             );
         };
         return crate::enrol::enrol(&state.signatures, &state.trusted_proxies, request).await;
+    }
+    let method = request.method();
+    if (method == Method::GET || method == Method::HEAD)
+        && state.paths.matches(request.uri().path())
+    {
+        // The manifest is served under the random paths as at /manifest;
+        // while none is published the path gives the ordinary 404, like
+        // any path that is not served, so that it does not stand out.
+        return crate::export::serve_manifest(&state.staging, request.headers(), not_found).await;
     }
     if request.method() != Method::POST || !state.paths.matches(request.uri().path()) {
         state.metrics.ingest(IngestOutcome::NotFound);

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Method, Request, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, Method, Request, StatusCode, Uri, header};
 use http_body_util::BodyExt as _;
 use lineprobe_collector::{
     ConnInfo, IngestOutcome, IngestState, Metrics, Staging, StagingOptions, SystemClock, TlsInfo,
-    Traffic, ingest_router,
+    Traffic, ingest_router, manifest_routes,
 };
 use lineprobe_shared::Report;
 use serde_json::Value;
@@ -48,10 +48,37 @@ impl Harness {
                 .expect("ingest state");
         Self {
             _dir: dir,
+            // As the server mounts it.
+            router: ingest_router(state).merge(manifest_routes(staging.clone())),
             staging,
             metrics,
-            router: ingest_router(state),
         }
+    }
+
+    /// Sends a `GET` of `uri` with `headers` from an ordinary peer.
+    async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+        let mut request = Request::get(uri).body(Body::empty()).expect("request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        request.extensions_mut().insert(ConnInfo {
+            peer: "203.0.113.5:40000".parse().expect("peer"),
+            proxied: None,
+            local: "127.0.0.1:8443".parse().expect("local"),
+            tls: None,
+        });
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, body)
     }
 
     /// Sends `request` as if it arrived on a connection from `peer`, with
@@ -259,4 +286,59 @@ async fn a_report_whose_envelope_would_not_validate_is_never_acknowledged() {
     assert!(h.exported().await.is_empty());
     assert_eq!(h.metrics.ingest_count(IngestOutcome::Unrecordable), 1);
     assert_eq!(h.metrics.ingest_count(IngestOutcome::Stored), 0);
+}
+
+#[tokio::test]
+async fn the_manifest_is_served_under_the_ingest_paths_as_at_slash_manifest() {
+    let h = Harness::new("");
+    let random_paths = [
+        "/api/v1/report",
+        "/api/v1/k3j9x/report",
+        "/static/q/upload",
+        "/cdn/a/b/collect",
+    ];
+    // None published: 404 as at /manifest, and the ordinary page any path
+    // that is not served gets, so that the ingest paths do not stand out.
+    assert_eq!(h.get("/manifest", &[]).await.0, StatusCode::NOT_FOUND);
+    let (_, _, ordinary) = h.get("/no/such/page", &[]).await;
+    for path in random_paths {
+        let (status, _, body) = h.get(path, &[]).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::NOT_FOUND, ordinary.clone()),
+            "{path}"
+        );
+    }
+
+    let signed = br#"{"manifest":"as published","signature":"sig"}"#.to_vec();
+    h.staging
+        .put_manifest(7, signed.clone())
+        .await
+        .expect("put");
+    let (status, at_manifest, body) = h.get("/manifest", &[]).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &signed[..]));
+    for path in random_paths {
+        let (status, headers, body) = h.get(path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(body, signed, "{path}");
+        for name in [
+            header::CONTENT_TYPE.as_str(),
+            header::ETAG.as_str(),
+            header::CACHE_CONTROL.as_str(),
+            "x-lineprobe-manifest-serial",
+        ] {
+            assert_eq!(headers.get(name), at_manifest.get(name), "{path} {name}");
+        }
+        let (status, _, body) = h.get(path, &[("if-none-match", "\"7\"")]).await;
+        assert_eq!(
+            (status, body.len()),
+            (StatusCode::NOT_MODIFIED, 0),
+            "{path}"
+        );
+    }
+    // Other paths stay an ordinary 404, and a GET is not an ingest request.
+    let (status, _, body) = h.get("/api/v2/report", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("nginx"));
+    assert_eq!(h.exported().await.len(), 0);
 }
