@@ -297,6 +297,33 @@ fn unprivileged_engine_lists_every_answering_hop_within_the_time_bound() {
             }
         }
     }
+    // The agent's default rounds: the later ones wait for the routers that
+    // answered, not a grace period each.
+    let rounds = lineprobe_agent::AgentConfig::default().trace.rounds;
+    assert!(rounds > 1, "the default sends several rounds: {rounds}");
+    for v6 in [false, true] {
+        let target = lab.silent_target(v6);
+        let traced = trace_unprivileged(&lab, target, &["--rounds", &rounds.to_string()]);
+        let expected = lab.expected_hops(v6);
+        assert_eq!(first_addrs(&traced.hops)[..expected.len()], expected[..]);
+        for hop in traced.hops.iter().filter(|h| !h.is_silent()) {
+            assert_eq!(
+                (hop.sent, hop.received),
+                (rounds.into(), rounds.into()),
+                "{hop:?}"
+            );
+        }
+        println!(
+            "unprivileged, {rounds} rounds, to {target}: {:?} wall time",
+            traced.wall
+        );
+        assert!(
+            traced.wall <= Duration::from_millis(1500),
+            "{rounds} rounds to a silent receiver took {:?}; the bound is 1.5 s with the \
+             agent's defaults",
+            traced.wall
+        );
+    }
     // A deadline shorter than the grace period cuts the wait, not the hops
     // that already answered.
     let traced = trace_unprivileged(&lab, lab.silent_target(false), &["--deadline-ms", "300"]);

@@ -46,7 +46,9 @@ pub struct TraceRequest {
     pub max_ttl: u8,
     /// Probes sent per TTL (one round sends one probe to every TTL).
     pub rounds: u8,
-    /// How long to wait for replies after the last probe of a round.
+    /// How long the first round waits for replies after its last probe;
+    /// later rounds wait less once the answering routers' round-trip times
+    /// are known (see `later_round_wait`).
     pub grace: Duration,
     /// Hard limit on the whole trace, whatever the engine.
     pub deadline: Duration,
@@ -69,6 +71,30 @@ impl TraceRequest {
             port: 33434,
         }
     }
+}
+
+/// The least a round after the first waits for its answers.
+const LATER_ROUND_MIN_WAIT: Duration = Duration::from_millis(100);
+
+/// Added to twice the slowest answer for a later round's wait: scheduling
+/// and a router's slow path for ICMP.
+const LATER_ROUND_MARGIN: Duration = Duration::from_millis(50);
+
+/// How long a round after the first waits for its answers.
+///
+/// The first round waits the whole grace period: nothing is known yet. By
+/// its end every router that answers has shown how far away it is, so a
+/// later round waits twice the slowest answer seen plus a margin (at least
+/// 100 ms, at most the grace period). A destination that never answers — a
+/// firewalled receiver is common — then costs one grace period in all, not
+/// one a round, and the extra rounds add their probes' samples for little.
+pub(crate) fn later_round_wait(grace: Duration, slowest: Option<Duration>) -> Duration {
+    slowest
+        .map_or(LATER_ROUND_MIN_WAIT, |s| {
+            s.saturating_mul(2).saturating_add(LATER_ROUND_MARGIN)
+        })
+        .max(LATER_ROUND_MIN_WAIT)
+        .min(grace)
 }
 
 /// What an engine found.
@@ -103,4 +129,23 @@ pub trait Engine: Send + Sync {
 
     /// Traces; blocks for at most `request.deadline` (plus a little).
     fn trace(&self, request: &TraceRequest) -> Result<TraceOutcome, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_round_waits_twice_the_slowest_answer_within_bounds() {
+        let grace = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(later_round_wait(grace, Some(ms(40))), ms(130));
+        // Near routers: the floor; nothing answered: the floor too.
+        assert_eq!(later_round_wait(grace, Some(ms(1))), ms(100));
+        assert_eq!(later_round_wait(grace, None), ms(100));
+        // Far routers: never more than the first round's grace.
+        assert_eq!(later_round_wait(grace, Some(ms(700))), grace);
+        assert_eq!(later_round_wait(ms(50), None), ms(50));
+        assert_eq!(later_round_wait(grace, Some(Duration::MAX)), grace);
+    }
 }

@@ -43,6 +43,15 @@ const REACHED_GRACE: Duration = Duration::from_millis(250);
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 const SEND_ALLOWANCE: Duration = Duration::from_millis(100);
 
+/// Added to the later rounds' time for sending their (fewer) probes.
+#[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
+const LATER_SEND_SLACK: Duration = Duration::from_millis(20);
+
+/// TTLs probed in the later rounds past the last that answered in the first,
+/// when the destination did not answer.
+#[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
+const LATER_TTL_SLACK: u8 = 2;
+
 /// The trippy-core engine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TrippyEngine {
@@ -107,8 +116,8 @@ mod platform {
     use trippy_privilege::Privilege;
 
     use super::{
-        Error, ProbeRecord, REACHED_GRACE, READ_TIMEOUT, RoundRecord, SEND_ALLOWANCE, TraceOutcome,
-        TraceRequest, hops_from_rounds,
+        Error, LATER_SEND_SLACK, LATER_TTL_SLACK, ProbeRecord, REACHED_GRACE, READ_TIMEOUT,
+        RoundRecord, SEND_ALLOWANCE, TraceOutcome, TraceRequest, hops_from_rounds,
     };
 
     #[cfg(target_os = "windows")]
@@ -200,8 +209,15 @@ mod platform {
         }
     }
 
-    fn builder(request: &TraceRequest, first_ttl: u8, max_ttl: u8, rounds: u8) -> Builder {
-        let grace = request.grace;
+    fn builder(
+        request: &TraceRequest,
+        first_ttl: u8,
+        max_ttl: u8,
+        rounds: u8,
+        grace: Duration,
+        send_allowance: Duration,
+        sequence_offset: u16,
+    ) -> Builder {
         let builder = Builder::new(request.target)
             .privilege_mode(PrivilegeMode::Privileged)
             .trace_identifier(next_trace_id())
@@ -213,7 +229,7 @@ mod platform {
             .max_rounds(Some(usize::from(rounds)))
             .grace_duration(grace.min(REACHED_GRACE))
             .min_round_duration(Duration::ZERO)
-            .max_round_duration(grace.saturating_add(SEND_ALLOWANCE))
+            .max_round_duration(grace.saturating_add(send_allowance))
             .read_timeout(READ_TIMEOUT)
             .drop_privileges(false);
         match request.protocol {
@@ -223,7 +239,12 @@ mod platform {
             TraceProtocol::Udp => builder
                 .protocol(Protocol::Udp)
                 .port_direction(PortDirection::FixedSrc(Port(udp_src_port())))
-                .initial_sequence(request.port.min(trippy_initial_sequence_max())),
+                .initial_sequence(
+                    request
+                        .port
+                        .saturating_add(sequence_offset)
+                        .min(trippy_initial_sequence_max()),
+                ),
             TraceProtocol::Tcp => builder
                 .protocol(Protocol::Tcp)
                 .port_direction(PortDirection::FixedDest(Port(request.port)))
@@ -246,56 +267,67 @@ mod platform {
 
     pub(super) fn trace(request: &TraceRequest) -> Result<TraceOutcome, Error> {
         let started = Instant::now();
+        let deadline = started + request.deadline;
         // trippy-core panics on TTL 0 and rejects TTLs above 254.
         let first_ttl = request.first_ttl.clamp(1, trippy_core::MAX_TTL);
         let max_ttl = request.max_ttl.clamp(first_ttl, trippy_core::MAX_TTL);
         let rounds = request.rounds.max(1);
-        let tracer = builder(request, first_ttl, max_ttl, rounds)
-            .build()
-            .map_err(|e| trippy_error(format!("bad settings: {e}")))?;
-
-        let target = request.target;
-        let rounds_seen: Arc<Mutex<Vec<RoundRecord>>> = Arc::default();
-        let sink = Arc::clone(&rounds_seen);
-        let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
-        let spawned = thread::Builder::new()
-            .name("trippy-trace".to_owned())
-            .spawn(move || {
-                let result = acquire().and_then(|()| {
-                    tracer
-                        .run_with(|round| {
-                            sink.lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(record(round, target));
-                        })
-                        .map_err(|e| e.to_string())
-                });
-                // The caller may have stopped waiting; nothing to do then.
-                let _ = done_tx.send(result);
-            });
-        if let Err(e) = spawned {
-            return Err(Error::Io {
-                what: "starting the trippy-core thread".to_owned(),
-                source: e,
-            });
-        }
-
-        let finished = match done_rx.recv_timeout(request.deadline) {
-            Ok(Ok(())) => true,
-            Ok(Err(reason)) => {
-                return Err(trippy_error(reason));
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(trippy_error(
-                    "trippy-core stopped unexpectedly (it panicked)",
-                ));
-            }
+        // trippy waits the same time in every round; the first round needs
+        // the whole grace period, the later ones only what the routers that
+        // answered need (`later_round_wait`). So the first round runs alone
+        // and the rest as a second trippy run with the shorter wait.
+        let first = Later {
+            max_ttl,
+            rounds: 1,
+            grace: request.grace,
+            send_allowance: SEND_ALLOWANCE,
+            sequence_offset: 0,
         };
-        let rounds_seen = rounds_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let (mut rounds_seen, finished) = run(request, first_ttl, &first, deadline)?;
+        if finished && rounds > 1 && Instant::now() < deadline {
+            let slowest = rounds_seen
+                .iter()
+                .flat_map(|r| r.probes.iter())
+                .filter_map(|p| p.reply.as_ref().map(|(_, rtt, _)| *rtt))
+                .max();
+            let wait = crate::engine::later_round_wait(request.grace, slowest);
+            // Past the destination nothing more can be learnt; when it did
+            // not answer, a little past the last router that did (a TTL
+            // silent through a whole grace period stays silent in a
+            // shorter wait, and fewer probes make a shorter round).
+            let last_answer = rounds_seen
+                .iter()
+                .flat_map(|r| r.probes.iter())
+                .filter(|p| p.reply.is_some())
+                .map(|p| p.ttl)
+                .max();
+            let last = rounds_seen
+                .iter()
+                .filter(|r| r.target_found)
+                .map(|r| r.largest_ttl)
+                .min()
+                .or_else(|| last_answer.map(|ttl| ttl.saturating_add(LATER_TTL_SLACK)))
+                .map_or(max_ttl, |end| end.clamp(first_ttl, max_ttl));
+            // The later probes go to the next ports, as they would in one
+            // run, so that a late answer to the first round is not taken
+            // for theirs.
+            let offset = u16::from(max_ttl - first_ttl) + 1;
+            let later = Later {
+                max_ttl: last,
+                rounds: rounds - 1,
+                grace: wait,
+                // trippy sends one probe a loop turn.
+                send_allowance: READ_TIMEOUT
+                    .saturating_mul(u32::from(last - first_ttl) + 1)
+                    .saturating_add(LATER_SEND_SLACK),
+                sequence_offset: offset,
+            };
+            match run(request, first_ttl, &later, deadline) {
+                Ok((later, _)) => rounds_seen.extend(later),
+                // The first round stands on its own.
+                Err(e) => tracing::warn!(error = %e, "trippy-core's later rounds failed"),
+            }
+        }
         if rounds_seen.is_empty() {
             let why = if finished {
                 "trippy-core finished without completing a round".to_owned()
@@ -322,6 +354,82 @@ mod platform {
             raw_text: None,
             raw_format: None,
         })
+    }
+
+    /// What one trippy-core run does.
+    struct Later {
+        max_ttl: u8,
+        rounds: u8,
+        /// The wait of each of its rounds.
+        grace: Duration,
+        /// Added to the wait for sending a round's probes.
+        send_allowance: Duration,
+        /// Added to the first UDP destination port.
+        sequence_offset: u16,
+    }
+
+    /// One trippy-core run on its own thread, waited for until `deadline`:
+    /// the rounds it finished and whether it finished.
+    fn run(
+        request: &TraceRequest,
+        first_ttl: u8,
+        part: &Later,
+        deadline: Instant,
+    ) -> Result<(Vec<RoundRecord>, bool), Error> {
+        let tracer = builder(
+            request,
+            first_ttl,
+            part.max_ttl,
+            part.rounds,
+            part.grace,
+            part.send_allowance,
+            part.sequence_offset,
+        )
+        .build()
+        .map_err(|e| trippy_error(format!("bad settings: {e}")))?;
+        let target = request.target;
+        let rounds_seen: Arc<Mutex<Vec<RoundRecord>>> = Arc::default();
+        let sink = Arc::clone(&rounds_seen);
+        let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
+        let spawned = thread::Builder::new()
+            .name("trippy-trace".to_owned())
+            .spawn(move || {
+                let result = acquire().and_then(|()| {
+                    tracer
+                        .run_with(|round| {
+                            sink.lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(record(round, target));
+                        })
+                        .map_err(|e| e.to_string())
+                });
+                // The caller may have stopped waiting; nothing to do then.
+                let _ = done_tx.send(result);
+            });
+        if let Err(e) = spawned {
+            return Err(Error::Io {
+                what: "starting the trippy-core thread".to_owned(),
+                source: e,
+            });
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let finished = match done_rx.recv_timeout(left) {
+            Ok(Ok(())) => true,
+            Ok(Err(reason)) => {
+                return Err(trippy_error(reason));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(trippy_error(
+                    "trippy-core stopped unexpectedly (it panicked)",
+                ));
+            }
+        };
+        let seen = rounds_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Ok((seen, finished))
     }
 }
 

@@ -274,6 +274,16 @@ impl HopTable {
         }
     }
 
+    /// The slowest answer so far.
+    fn slowest(&self) -> Option<Duration> {
+        self.hops
+            .iter()
+            .flat_map(|h| h.rtt_ms.iter())
+            .copied()
+            .reduce(f64::max)
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    }
+
     /// The last TTL still worth probing.
     fn last_ttl(&self) -> u8 {
         let max = self.hops.last().map_or(self.first_ttl, |h| h.ttl);
@@ -424,7 +434,12 @@ fn run_trace<S: EchoSender>(sender: &S, request: &TraceRequest) -> Result<TraceO
     check_request(request)?;
     let start = Instant::now();
     let mut table = HopTable::new(request.target, request.first_ttl, request.max_ttl);
-    'rounds: for _ in 0..request.rounds {
+    'rounds: for round in 0..request.rounds {
+        let grace = if round == 0 {
+            request.grace
+        } else {
+            super::later_round_wait(request.grace, table.slowest())
+        };
         let mut next = request.first_ttl;
         loop {
             let last = table.last_ttl();
@@ -440,7 +455,7 @@ fn run_trace<S: EchoSender>(sender: &S, request: &TraceRequest) -> Result<TraceO
                 .min(usize::from(last));
             let batch_end = u8::try_from(batch_end).unwrap_or(u8::MAX);
             let ttls: Vec<u8> = (next..=batch_end).collect();
-            let timeout = probe_timeout(request.grace, left);
+            let timeout = probe_timeout(grace, left);
             for (ttl, reply) in fan_out(sender, request.target, &ttls, timeout)? {
                 table.record(ttl, reply);
             }
@@ -765,6 +780,8 @@ mod tests {
         /// What TTLs beyond the table answer (the destination, usually).
         beyond: EchoReply,
         sent: Mutex<Vec<u8>>,
+        /// The timeout each probe was given, in the order sent.
+        timeouts: Mutex<Vec<Duration>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
         /// How long each probe blocks, to observe parallelism.
@@ -777,6 +794,7 @@ mod tests {
                 answers: answers.iter().copied().collect(),
                 beyond,
                 sent: Mutex::new(Vec::new()),
+                timeouts: Mutex::new(Vec::new()),
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: AtomicUsize::new(0),
                 delay: Duration::ZERO,
@@ -791,11 +809,14 @@ mod tests {
     }
 
     impl EchoSender for FakeNet {
-        fn send(&self, _target: IpAddr, ttl: u8, _timeout: Duration) -> Result<EchoReply, String> {
+        fn send(&self, _target: IpAddr, ttl: u8, timeout: Duration) -> Result<EchoReply, String> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             if let Ok(mut sent) = self.sent.lock() {
                 sent.push(ttl);
+            }
+            if let Ok(mut timeouts) = self.timeouts.lock() {
+                timeouts.push(timeout);
             }
             std::thread::sleep(self.delay);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -902,6 +923,29 @@ mod tests {
         assert_eq!((out.hops[1].sent, out.hops[1].received), (3, 3));
         assert_eq!(out.hops[1].rtt_ms, [2.0, 2.0, 2.0]);
         assert_eq!(out.hops[1].addrs, [dest]);
+    }
+
+    #[test]
+    fn later_rounds_wait_for_the_routers_that_answered_not_the_grace() {
+        // A silent destination behind two routers 3 and 40 ms away: the
+        // first round waits the grace, the later ones 2 × 40 ms + 50 ms.
+        let dest = v4(99);
+        let net = FakeNet::new(
+            &[(1, reply(11013, v4(1), 3)), (2, reply(11013, v4(2), 40))],
+            EchoReply::none(11010),
+        );
+        let mut req = request(dest);
+        req.grace = Duration::from_secs(1);
+        req.rounds = 3;
+        let out = run_trace(&net, &req).expect("trace");
+        assert!(!out.reached);
+        let timeouts = net.timeouts.lock().map(|t| t.clone()).unwrap_or_default();
+        assert_eq!(timeouts.len(), 30);
+        let first = Duration::from_secs(1);
+        let later = Duration::from_millis(130);
+        assert!(timeouts[..10].iter().all(|&t| t == first), "{timeouts:?}");
+        assert!(timeouts[10..].iter().all(|&t| t == later), "{timeouts:?}");
+        assert_eq!((out.hops[1].sent, out.hops[1].received), (3, 3));
     }
 
     #[test]

@@ -112,12 +112,17 @@ pub(super) fn trace(request: &TraceRequest) -> Result<TraceOutcome, Error> {
         }
         // Past the TTL where probes ended nothing more can be learnt.
         let last = end_ttl(&replies).map_or(request.max_ttl, |end| end.min(request.max_ttl));
+        let grace = if round == 0 {
+            request.grace
+        } else {
+            crate::engine::later_round_wait(request.grace, replies.iter().map(|r| r.rtt).max())
+        };
         let mut new = Round {
             probe,
             target,
             port: request.port,
             index: round,
-            grace: request.grace,
+            grace,
             deadline,
         }
         .run(request.first_ttl, last)?;
