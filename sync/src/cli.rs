@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    DemoOptions, Error, LineFilter, Pipeline, PipelineRun, PullSettings, Puller, ReportArgs,
-    ReportScheduler, Store, SyncConfig, UserCommand, load_resolver_cache, print_verdict_table,
-    run_user_command, save_resolver_cache, serve_backoffice, verdict_rows, write_verdicts_csv,
+    DemoOptions, Error, LineFilter, Pipeline, PipelineRun, PullSettings, PullSink, PulledLine,
+    Puller, ReportArgs, ReportScheduler, Store, SyncConfig, UserCommand, load_resolver_cache,
+    print_verdict_table, run_user_command, save_resolver_cache, serve_backoffice, verdict_rows,
+    write_verdicts_csv,
 };
 
 /// LineProbe internal side: pulls probe reports one way from the collectors
@@ -52,7 +54,8 @@ pub enum Command {
         #[arg(long)]
         no_process: bool,
     },
-    /// Run the daemon: a pull round and the pipeline every configured interval.
+    /// Run the daemon: every collector pulled on its own schedule each configured
+    /// interval, and the pipeline run on what was pulled as soon as it is stored.
     Run,
     /// Process the pulled reports that are still pending.
     Process,
@@ -417,8 +420,9 @@ fn collector_failure(failed: &[(&str, &str)]) -> Option<Error> {
     }
 }
 
-/// Pull rounds and the pipeline every interval until Ctrl-C or SIGTERM;
-/// with `serve`, also the back office when `backoffice.enabled`.
+/// Each collector pulled on its own schedule and the pipeline run on what
+/// was committed, until Ctrl-C or SIGTERM; with `serve`, also the back
+/// office when `backoffice.enabled`.
 async fn daemon(
     config: &SyncConfig,
     store: &Store,
@@ -427,9 +431,38 @@ async fn daemon(
 ) -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let result = run_daemon(config, store, process, serve, shutdown).await;
+    signals.abort();
+    result
+}
+
+/// The daemon until `shutdown` is cancelled. The puller runs on a task of
+/// its own, every collector on its own schedule (see [`Puller::run`]), so a
+/// collector that is down or slow delays only itself. The pipeline runs on
+/// this task: at start, after any commit that stored new reports, and at
+/// least every interval; it never waits for a pull round to end. Every task
+/// started here is stopped and awaited before this returns.
+async fn run_daemon(
+    config: &SyncConfig,
+    store: &Store,
+    process: bool,
+    serve: bool,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let puller = puller(config)?;
-    let pipeline = pipeline(config, store).await?;
+    let pipeline = if process {
+        Some(pipeline(config, store).await?)
+    } else {
+        None
+    };
     let reports = ReportScheduler::from_config(config)?;
+    let interval = std::time::Duration::from_secs(config.pull.interval_s);
+    tracing::info!(
+        collectors = config.collectors.len(),
+        interval_s = config.pull.interval_s,
+        database = store.backend_name(),
+        "lineprobe-sync running"
+    );
     let backoffice = (config.backoffice.enabled && serve).then(|| {
         let (config, store, shutdown) = (config.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -438,52 +471,126 @@ async fn daemon(
             }
         })
     });
-    let interval = std::time::Duration::from_secs(config.pull.interval_s);
-    tracing::info!(
-        collectors = config.collectors.len(),
-        interval_s = config.pull.interval_s,
-        database = store.backend_name(),
-        "lineprobe-sync running"
-    );
-    let result = loop {
-        // Each round's outcome, a failure included, is logged by the puller.
-        puller.pull_once(store).await;
-        if process {
-            match pipeline
-                .run_pending(store, config.pipeline.batch, log_progress)
-                .await
-            {
-                Ok(run) if run.read > 0 => tracing::info!(
-                    read = run.read,
-                    quarantined = run.applied.quarantined,
-                    new = run.applied.observations_new,
-                    verdicts = run.applied.verdicts_new,
-                    "processed"
-                ),
-                Ok(_) => {}
-                // A failing source or database is retried next round; the
-                // reports stay pending.
-                Err(e) => tracing::error!(error = %e, "pipeline failed"),
-            }
-            if let Err(e) = save_resolver_cache(pipeline.chain(), store).await {
-                tracing::warn!(error = %e, "resolver cache not saved");
-            }
-            // After the pipeline, so a report counts what was just pulled.
-            if let Some(reports) = &reports {
-                reports.tick(store).await;
-            }
+    // One pending wake-up at most: commits while the pipeline runs are
+    // all picked up by its next run.
+    let (committed, mut wake) = mpsc::channel(1);
+    let mut pulling = tokio::spawn({
+        let sink = WakeOnCommit {
+            store: store.clone(),
+            committed,
+        };
+        let shutdown = shutdown.clone();
+        async move { puller.run(&sink, interval, shutdown).await }
+    });
+    // The puller returns before shutdown only when there is no collector
+    // to pull (the pipeline and the back office go on), or by panicking.
+    let mut puller_returned = false;
+    let outcome = loop {
+        if let Some(pipeline) = &pipeline {
+            process_pending(config, store, pipeline, reports.as_ref()).await;
         }
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            ended = &mut pulling, if !puller_returned => match ended {
+                Ok(()) => puller_returned = true,
+                Err(e) => break Err(Error::Internal(format!("the puller failed: {e}"))),
+            },
+            Some(()) = wake.recv() => {}
             () = tokio::time::sleep(interval) => {}
         }
     };
-    signals.abort();
+    // Stops the puller (and the back office) when the loop ended on a
+    // failure rather than on a signal.
+    shutdown.cancel();
+    let outcome = match (outcome, puller_returned) {
+        (Err(e), _) => Err(e),
+        (Ok(()), true) => Ok(()),
+        (Ok(()), false) => pulling
+            .await
+            .map_err(|e| Error::Internal(format!("the puller failed while stopping: {e}"))),
+    };
     if let Some(backoffice) = backoffice {
         let _ = backoffice.await;
     }
     tracing::info!("lineprobe-sync stopped");
-    result
+    outcome
+}
+
+/// One run of the pipeline over the pending reports, the resolver cache
+/// saved, then any scheduled batch report that is due. A failure is logged
+/// and retried on the next run; the reports stay pending.
+async fn process_pending(
+    config: &SyncConfig,
+    store: &Store,
+    pipeline: &Pipeline,
+    reports: Option<&ReportScheduler>,
+) {
+    let resolved = match pipeline
+        .run_pending(store, config.pipeline.batch, log_progress)
+        .await
+    {
+        Ok(run) if run.read == 0 => false,
+        Ok(run) => {
+            tracing::info!(
+                read = run.read,
+                quarantined = run.applied.quarantined,
+                new = run.applied.observations_new,
+                verdicts = run.applied.verdicts_new,
+                "processed"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "pipeline failed");
+            true
+        }
+    };
+    // Only a run that read reports can have asked a lookup service.
+    if resolved && let Err(e) = save_resolver_cache(pipeline.chain(), store).await {
+        tracing::warn!(error = %e, "resolver cache not saved");
+    }
+    // After the pipeline, so a report counts what was just processed.
+    if let Some(reports) = reports {
+        reports.tick(store).await;
+    }
+}
+
+/// The daemon's sink: the internal database, and a wake-up for the
+/// pipeline after every commit that stored new reports.
+struct WakeOnCommit {
+    store: Store,
+    committed: mpsc::Sender<()>,
+}
+
+impl PullSink for WakeOnCommit {
+    async fn cursor(&self, collector: &str) -> Result<Option<(String, u64)>, Error> {
+        PullSink::cursor(&self.store, collector).await
+    }
+
+    async fn commit(
+        &self,
+        collector: &str,
+        node_id: &str,
+        reports: &[PulledLine],
+        next_after: u64,
+    ) -> Result<u64, Error> {
+        let inserted =
+            PullSink::commit(&self.store, collector, node_id, reports, next_after).await?;
+        if inserted > 0 {
+            // Full: a wake-up is already pending. Closed: the daemon is
+            // stopping.
+            let _ = self.committed.try_send(());
+        }
+        Ok(inserted)
+    }
+
+    async fn acked(&self, collector: &str, up_to: u64) -> Result<(), Error> {
+        PullSink::acked(&self.store, collector, up_to).await
+    }
+
+    async fn failed(&self, collector: &str, message: &str) -> Result<(), Error> {
+        PullSink::failed(&self.store, collector, message).await
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

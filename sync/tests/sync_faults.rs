@@ -1,7 +1,9 @@
 //! The internal side under faults, through the real `lineprobe-sync` binary:
 //! `kill -9` of the puller mid-batch, acknowledgements lost on the way (a
 //! proxy in front of the export API drops them or their answers, and cuts
-//! pages off), collectors that are down, hang, or are killed mid-pull.
+//! pages off), collectors that are down, hang, or are killed mid-pull, and
+//! the daemon (`run`) judging one collector's reports while others are slow
+//! or hang.
 //! Afterwards every report a collector holds is in the internal database
 //! exactly once, every report the collector considers acknowledged is in it,
 //! and the database passes its integrity check. Each scenario is one test on
@@ -522,6 +524,243 @@ async fn a_collector_down_hanging_or_killed_holds_up_no_other_and_is_pulled_afte
             store.close().await;
             db.integrity_check().await;
             lab.stop().await;
+        }
+    })
+    .await;
+}
+
+// --- 6. the daemon with a slow and a hanging collector ------------------------
+
+/// A proxy on loopback in front of `upstream` that holds every chunk a
+/// client sends for `delay` before passing it on: a collector that answers
+/// each request slowly, yet within the puller's timeout. Its connections
+/// belong to its task, so dropping the proxy closes them all.
+struct SlowProxy {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowProxy {
+    async fn start(upstream: std::net::SocketAddr, delay: Duration) -> SlowProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                connections.spawn(slow_connection(client, upstream, delay));
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        SlowProxy { addr, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn slow_connection(
+    client: tokio::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(upstream) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let requests = async {
+        let mut buf = vec![0_u8; 64 * 1024];
+        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+            tokio::time::sleep(delay).await;
+            if upstream_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let answers = tokio::io::copy(&mut upstream_read, &mut client_write);
+    tokio::select! {
+        () = requests => {}
+        _ = answers => {}
+    }
+}
+
+/// One report of a line of its own: installation `tag`, broadband account
+/// `account`.
+fn report_of_line(tag: &str, account: &str) -> Vec<lineprobe_shared::Report> {
+    let mut reports = bulk_reports(1, 1, tag);
+    account.clone_into(&mut reports[0].account);
+    reports
+}
+
+/// The current verdict of the line of broadband account `account`, once it
+/// has one.
+async fn verdict_of(store: &Store, account: &str) -> Option<String> {
+    store
+        .lines(&LineFilter {
+            limit: 10_000,
+            ..LineFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.account == account)
+        .map(|l| l.verdict)
+}
+
+/// Waits until the line of `account` has a verdict; fails the test after
+/// `limit`, saying what the daemon logged.
+async fn wait_for_verdict(
+    store: &Store,
+    account: &str,
+    limit: Duration,
+    daemon: &support::Proc,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Some(verdict) = verdict_of(store, account).await {
+            assert_eq!(verdict, "compliant", "{account}");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "line {account} has no verdict after {limit:?}: the daemon waits for the slow \
+             collectors\n--- daemon stderr\n{}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_judges_a_fast_collectors_reports_while_others_are_slow_or_hang_on_sqlite() {
+    the_daemon_judges_a_fast_collectors_reports_while_others_are_slow_or_hang(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_judges_a_fast_collectors_reports_while_others_are_slow_or_hang_on_postgresql() {
+    the_daemon_judges_a_fast_collectors_reports_while_others_are_slow_or_hang(Backend::Postgres)
+        .await;
+}
+
+/// `run` with three collectors: A answers at once; B has a backlog of many
+/// pages and answers every request 2 s late (its round takes a minute or
+/// more); C accepts connections and never answers (60 s timeout). A's
+/// reports, one there at start and one posted while the daemon runs, get
+/// their verdicts within seconds, and B's committed pages are judged while
+/// B's round is still under way. SIGTERM then stops the daemon promptly
+/// with B mid-round and C hanging.
+async fn the_daemon_judges_a_fast_collectors_reports_while_others_are_slow_or_hang(kind: Backend) {
+    const B_REPORTS: usize = 1_200;
+    const B_BATCH: u64 = 50;
+    const DELAY: Duration = Duration::from_secs(2);
+    // Far below what B's round (24 pages, 2 s each at least) or C's
+    // timeout take, and generous for a busy machine.
+    const QUICK: Duration = Duration::from_secs(15);
+    const BOUND: Duration = Duration::from_mins(2);
+    bounded(BOUND, "daemon with slow collectors", async {
+        let root = tempfile::tempdir().unwrap();
+        if let Some(db) = backend(kind, "daemon_slow_collectors", root.path()).await {
+            let backend = db.label();
+            let dir = tempfile::tempdir().unwrap();
+            let logs = dir.path().join("logs");
+            let mut a = Lab::start("node-fast", false, 100).await;
+            stage_all(a.staging(), report_of_line("EARLY", "075599990001")).await;
+            let mut b = Lab::start("node-slow", false, 100).await;
+            stage_all(b.staging(), bulk_reports(B_REPORTS, 10, "SLOW")).await;
+            let slow = SlowProxy::start(b.export_addr(), DELAY).await;
+            let (c_addr, c_task) = black_hole().await;
+            let config = write_config(
+                dir.path(),
+                "sync.toml",
+                &format!(
+                    "{}{}{}",
+                    a.collector_toml("dmz-a", ""),
+                    collector_toml(
+                        "dmz-b",
+                        &slow.url(),
+                        None,
+                        &format!("timeout_s = 10\nbatch = {B_BATCH}")
+                    ),
+                    collector_toml("dmz-c", &format!("http://{c_addr}"), None, "timeout_s = 60"),
+                ),
+            );
+            let cli = SyncCli::new(&config, &db.url, &logs);
+            // The schema exists before the daemon starts, so that this
+            // process can watch it.
+            let store = db.store().await;
+            let mut daemon = cli.spawn(&["run"]);
+
+            // The report waiting at A when the daemon starts.
+            let took = wait_for_verdict(&store, "075599990001", QUICK, &daemon).await;
+            eprintln!("{backend}: A's first report judged {took:?} after the start");
+
+            // One posted while the daemon runs (B and C still busy).
+            stage_all(a.staging(), report_of_line("LATE", "075599990002")).await;
+            let took = wait_for_verdict(&store, "075599990002", QUICK, &daemon).await;
+            eprintln!("{backend}: A's report posted later judged after {took:?}");
+
+            // B's committed pages are judged before B's round ends.
+            let waited = Instant::now();
+            let b_total = B_REPORTS as u64;
+            loop {
+                let rows = db.raw_rows().await;
+                let judged = rows
+                    .iter()
+                    .filter(|r| r.node == b.node && r.state != "pending")
+                    .count();
+                let b_cursor = cursor(&store, "dmz-b").await;
+                assert!(
+                    b_cursor < b_total,
+                    "{backend}: B was pulled in full ({b_cursor}) before any of it was judged"
+                );
+                if judged > 0 {
+                    eprintln!(
+                        "{backend}: {judged} of B's reports judged with B's cursor at \
+                         {b_cursor} of {b_total}"
+                    );
+                    break;
+                }
+                assert!(
+                    waited.elapsed() < QUICK,
+                    "{backend}: none of B's committed reports judged\n--- daemon stderr\n{}",
+                    daemon.stderr()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(daemon.running(), "the daemon ended early");
+
+            // SIGTERM with B mid-round and C hanging: the daemon stops
+            // without waiting for either.
+            let stopping = Instant::now();
+            daemon.signal("-TERM");
+            let out = daemon.wait(Duration::from_secs(30)).await;
+            assert!(out.status.success(), "{backend}: {out:?}");
+            let took = stopping.elapsed();
+            assert!(took < QUICK, "{backend}: stopping took {took:?}");
+            assert!(out.stderr.contains("lineprobe-sync stopped"), "{out:?}");
+
+            check_consistent(&db, &store, "dmz-a", &a.node, a.stats().await.acked_up_to).await;
+            assert_eq!(cursor(&store, "dmz-a").await, 2, "{backend}");
+            let b_cursor = cursor(&store, "dmz-b").await;
+            assert!(
+                b_cursor >= B_BATCH && b_cursor < b_total,
+                "{backend}: {b_cursor}"
+            );
+            check_consistent(&db, &store, "dmz-b", &b.node, b.stats().await.acked_up_to).await;
+            store.close().await;
+            c_task.abort();
+            drop(slow);
+            a.stop().await;
+            b.stop().await;
         }
     })
     .await;

@@ -8,9 +8,13 @@
 //! the next page is fetched while the previous one is committed.
 //! A crash between commit and ack only means the ack is repeated later
 //! (acks are idempotent); a crash before the commit means the page is pulled
-//! again, and the sink ignores `(node_id, seq)` it already holds. Collectors
-//! are pulled concurrently, so one that is down or slow holds up no other
-//! beyond its own request timeout.
+//! again, and the sink ignores `(node_id, seq)` it already holds.
+//!
+//! [`Puller::pull_once`] is one round of every collector, concurrently, and
+//! ends with the slowest. [`Puller::run`] (the daemon) pulls each collector
+//! on a schedule of its own: one that is down, hangs until its timeout, or
+//! answers slowly page after page delays only its own next round, never
+//! another collector's.
 
 mod client;
 mod endpoint;
@@ -175,16 +179,27 @@ impl Puller {
     }
 
     /// One round: every enabled collector concurrently, each until it has
-    /// caught up, failed, or given `max_pages_per_round` pages.
+    /// caught up, failed, or given `max_pages_per_round` pages. It ends when
+    /// the slowest collector's round ends.
     pub async fn pull_once<S: PullSink>(&self, sink: &S) -> Vec<CollectorRound> {
-        self.round(self.clients.iter(), sink, &CancellationToken::new())
-            .await
+        let shutdown = CancellationToken::new();
+        // Polled together on this task: no detached work, and a collector
+        // waiting on its network does not stop the others from progressing.
+        join_all(
+            self.clients
+                .iter()
+                .map(|client| self.pull_collector(client, sink, &shutdown)),
+        )
+        .await
     }
 
-    /// Pulls in rounds until `shutdown` is cancelled: a collector that has
-    /// more waiting is pulled again at once; when all have caught up or
-    /// failed, the next round starts `interval` after this one ended. On
-    /// shutdown no new page is fetched; a commit under way completes.
+    /// Pulls until `shutdown` is cancelled, each collector on its own
+    /// schedule: one that has more waiting is pulled again at once; one
+    /// that has caught up or failed is pulled again `interval` after its
+    /// round ended. A collector that is down, hangs or answers slowly thus
+    /// delays only itself. On shutdown no new page is fetched; a commit
+    /// under way completes. Every collector's loop runs on the calling task
+    /// (nothing is detached), and `run` returns once all have stopped.
     pub async fn run<S: PullSink>(
         &self,
         sink: &S,
@@ -196,41 +211,39 @@ impl Puller {
             interval_s = interval.as_secs_f64(),
             "puller started"
         );
-        let mut pending: Vec<&CollectorClient> = self.clients.iter().collect();
-        while !shutdown.is_cancelled() {
-            let rounds = self.round(pending.iter().copied(), sink, &shutdown).await;
-            let behind: Vec<&str> = rounds
+        join_all(
+            self.clients
                 .iter()
-                .filter(|r| r.error.is_none() && !r.caught_up)
-                .map(|r| r.collector.as_str())
-                .collect();
-            if behind.is_empty() || shutdown.is_cancelled() {
-                pending = self.clients.iter().collect();
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(interval) => {}
-                }
-            } else {
-                tracing::debug!(collectors = ?behind, "more reports waiting: pulling again");
-                pending = self
-                    .clients
-                    .iter()
-                    .filter(|c| behind.contains(&c.name()))
-                    .collect();
-            }
-        }
+                .map(|client| self.run_collector(client, sink, interval, &shutdown)),
+        )
+        .await;
         tracing::info!("puller stopped");
     }
 
-    async fn round<'a, S: PullSink>(
+    /// The schedule of one collector in [`Puller::run`].
+    async fn run_collector<S: PullSink>(
         &self,
-        clients: impl Iterator<Item = &'a CollectorClient>,
+        client: &CollectorClient,
         sink: &S,
+        interval: Duration,
         shutdown: &CancellationToken,
-    ) -> Vec<CollectorRound> {
-        // Polled together on this task: no detached work, and a collector
-        // waiting on its network does not stop the others from progressing.
-        join_all(clients.map(|client| self.pull_collector(client, sink, shutdown))).await
+    ) {
+        while !shutdown.is_cancelled() {
+            let round = self.pull_collector(client, sink, shutdown).await;
+            // Behind: the round stopped at `max_pages_per_round` with more
+            // waiting (each such round committed at least one page).
+            if round.error.is_none() && !round.caught_up && !shutdown.is_cancelled() {
+                tracing::debug!(
+                    collector = client.name(),
+                    "more reports waiting: pulling again"
+                );
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
     }
 
     async fn pull_collector<S: PullSink>(
