@@ -24,7 +24,7 @@ use lineprobe_shared::{EnvelopeHeaders, EnvelopeTls, ReceiverEnvelope, Report};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::metrics::{IngestOutcome, Metrics};
+use crate::metrics::{IngestOutcome, ListenerName, Metrics};
 use crate::{
     Admission, CollectorConfig, ConnInfo, Error, PathSet, SignatureVerifier, StageOutcome, Staging,
     Ticket, Traffic,
@@ -129,17 +129,37 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: staging answers and is below its bound.
+/// Readiness: staging would store a report now — it answers, is below its
+/// bound and still takes changes.
 async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
-    readiness(&state.staging).await
+    readiness(&state.staging, ListenerName::Public).await
 }
 
-/// Shared with the export listener's `/readyz`.
-pub(crate) async fn readiness(staging: &Staging) -> Response {
-    match staging.stats().await {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
-    }
+/// Shared with the export listener's `/readyz`, where a full store is
+/// ready: the puller is what empties it, and a load balancer that took the
+/// export listener out of service for it would keep it full.
+///
+/// The answer says why in a few words only: the store's own messages name
+/// files, and the public `/readyz` is on the internet. The details go to
+/// the log.
+pub(crate) async fn readiness(staging: &Staging, listener: ListenerName) -> Response {
+    let reason = match staging.check_accepting().await {
+        Ok(()) => return (StatusCode::OK, "ready\n").into_response(),
+        Err(Error::StagingFull { .. }) if listener == ListenerName::Export => {
+            return (StatusCode::OK, "ready\n").into_response();
+        }
+        Err(Error::StagingFull { .. }) => "staging is full",
+        Err(Error::StagingClosed) => "shutting down",
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the staging store does not take reports");
+            "staging is unavailable"
+        }
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {reason}\n"),
+    )
+        .into_response()
 }
 
 /// The 404 a stock web server would give.
@@ -789,6 +809,90 @@ mod tests {
             (ip.to_string(), port),
             ("198.51.100.9".to_owned(), Some(61000))
         );
+    }
+
+    async fn status_and_text(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let body = BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readiness_is_503_without_file_paths_once_the_store_stops_taking_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::StagingOptions::from_config(
+            dir.path().join("staging.sqlite3"),
+            "node-a".to_owned(),
+            &crate::StagingConfig {
+                max_reports: 1,
+                ..crate::StagingConfig::default()
+            },
+        );
+        let staging = Staging::open(options).expect("open");
+        for listener in [ListenerName::Public, ListenerName::Export] {
+            let (status, _) = status_and_text(readiness(&staging, listener).await).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        // After a failed sync ingest answers 503 until restart: so does
+        // readiness, on both listeners, without the store's message.
+        staging.fail_sync_for_test();
+        for listener in [ListenerName::Public, ListenerName::Export] {
+            let (status, text) = status_and_text(readiness(&staging, listener).await).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{listener:?}");
+            assert_eq!(text, "not ready: staging is unavailable\n", "{listener:?}");
+        }
+        staging.close().await.expect("close");
+        let (status, text) = status_and_text(readiness(&staging, ListenerName::Public).await).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: shutting down\n"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_store_is_ready_for_the_puller_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::StagingOptions::from_config(
+            dir.path().join("staging.sqlite3"),
+            "node-a".to_owned(),
+            &crate::StagingConfig {
+                max_reports: 1,
+                ..crate::StagingConfig::default()
+            },
+        );
+        let staging = Staging::open(options).expect("open");
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/report.example.json");
+        let mut report = Report::from_json(&std::fs::read(path).expect("read")).expect("report");
+        report.envelope = Some(ReceiverEnvelope {
+            received_at: Utc::now(),
+            peer_ip: "203.0.113.9".parse().expect("ip"),
+            peer_port: Some(40_000),
+            path: "/api/v1/report".to_owned(),
+            headers: EnvelopeHeaders::default(),
+            tls: None,
+            node_id: "node-a".to_owned(),
+            trust: None,
+            seq: 0,
+        });
+        staging.stage(report).await.expect("stage");
+        let (status, text) = status_and_text(readiness(&staging, ListenerName::Public).await).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: staging is full\n"
+            )
+        );
+        let (status, _) = status_and_text(readiness(&staging, ListenerName::Export).await).await;
+        assert_eq!(status, StatusCode::OK);
+        staging.close().await.expect("close");
     }
 
     #[test]

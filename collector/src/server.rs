@@ -249,7 +249,7 @@ struct InternalState {
 }
 
 async fn internal_readyz(State(state): State<InternalState>) -> Response {
-    readiness(&state.staging).await
+    readiness(&state.staging, ListenerName::Export).await
 }
 
 async fn render_metrics(State(state): State<InternalState>) -> Response {

@@ -342,3 +342,30 @@ async fn the_manifest_is_served_under_the_ingest_paths_as_at_slash_manifest() {
     assert!(String::from_utf8_lossy(&body).contains("nginx"));
     assert_eq!(h.exported().await.len(), 0);
 }
+
+#[tokio::test]
+async fn readyz_is_503_once_staging_is_full() {
+    let h = Harness::new("[staging]\nmax_reports = 2\n");
+    let (status, _, body) = h.get("/readyz", &[]).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ready\n"[..]));
+    for ready_after in [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
+        let (status, _) = h
+            .send(post_report(b"/api/v1/report"), "203.0.113.5:40000", None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(h.get("/readyz", &[]).await.0, ready_after);
+    }
+    // Ingest would now answer 503: so does readiness, in a few words.
+    let (status, _, body) = h.get("/readyz", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(&body[..], b"not ready: staging is full\n");
+    let (status, _) = h
+        .send(post_report(b"/api/v1/report"), "203.0.113.5:40000", None)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Acknowledged by the puller: ready again.
+    let highest = h.staging.stats().await.expect("stats").highest_seq;
+    h.staging.ack("test-node", highest).await.expect("ack");
+    assert_eq!(h.get("/readyz", &[]).await.0, StatusCode::OK);
+}

@@ -165,6 +165,10 @@ struct Inner {
     path: PathBuf,
     node_id: String,
     retention: Duration,
+    /// The bound on unacknowledged reports, and the `Retry-After` of
+    /// `StagingFull` (the writer enforces them; readiness reports them).
+    max_reports: u64,
+    full_retry_after_secs: u64,
     /// The writer's queue; `None` once closing began.
     sender: RwLock<Option<mpsc::Sender<Request>>>,
     closed: AtomicBool,
@@ -268,6 +272,8 @@ impl Staging {
                 path: options.path,
                 node_id: options.node_id,
                 retention: options.retention,
+                max_reports: options.max_reports,
+                full_retry_after_secs: options.full_retry_after_secs,
                 sender: RwLock::new(Some(sender)),
                 closed: AtomicBool::new(false),
                 writer: tokio::sync::Mutex::new(Some(handle)),
@@ -406,6 +412,47 @@ impl Staging {
             })
         })
         .await
+    }
+
+    /// Whether a new report would be stored now, for readiness checks.
+    ///
+    /// Errors as [`Staging::stage`] would answer: `StagingFull` at the
+    /// bound, `Staging` once a failed sync has stopped the store taking
+    /// changes until restart (or its writer stopped, or it cannot be read),
+    /// `StagingClosed` after [`Staging::close`]. Their messages may name
+    /// files: log them, do not send them to clients.
+    pub async fn check_accepting(&self) -> Result<(), Error> {
+        self.check_open()?;
+        if let Some(failure) = self.inner.durability.failure() {
+            return Err(failure);
+        }
+        let writer_gone = self
+            .inner
+            .sender
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(mpsc::Sender::is_closed);
+        match writer_gone {
+            None => return Err(Error::StagingClosed),
+            Some(true) => return Err(self.stopped()),
+            Some(false) => {}
+        }
+        let stats = self.stats().await?;
+        if stats.unacked >= self.inner.max_reports {
+            return Err(Error::StagingFull {
+                max: self.inner.max_reports,
+                retry_after_secs: self.inner.full_retry_after_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the store behave as after a failed WAL sync, for tests of
+    /// what depends on that state.
+    #[cfg(test)]
+    pub(crate) fn fail_sync_for_test(&self) {
+        self.inner.durability.fail_for_test();
     }
 
     /// Deletes acknowledged reports older than the retention; returns how many.

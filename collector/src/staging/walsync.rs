@@ -101,6 +101,12 @@ impl Durability {
         self.durable_seq.load(Ordering::Acquire)
     }
 
+    /// Marks a sync as failed, as `run` does when one fails.
+    #[cfg(test)]
+    pub(super) fn fail_for_test(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
     /// The error for changes after a failed sync; `None` while syncs work.
     pub(super) fn failure(&self) -> Option<Error> {
         self.failed.load(Ordering::Acquire).then(|| {
