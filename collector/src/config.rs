@@ -468,6 +468,9 @@ impl CollectorConfig {
         if self.export.max_batch == 0 || self.export.max_batch > 10_000 {
             return bad("export.max_batch", "use a value from 1 to 10000".to_owned());
         }
+        // Read here, not only when the export API starts, so that
+        // check-config refuses the key that serve would refuse.
+        crate::load_manifest_key(&self.manifest)?;
         self.validate_tls_and_limits()?;
         self.traffic.validate()?;
         self.trust.validate()

@@ -223,3 +223,33 @@ fn check_config_command_reports_valid_and_invalid_files() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
 }
+
+#[test]
+fn check_config_refuses_a_manifest_key_that_serve_would_refuse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.pem");
+    for text in [
+        "[manifest]\npublic_key = \"not-a-key\"\n".to_owned(),
+        format!("[manifest]\npublic_key = \"file:{}\"\n", missing.display()),
+    ] {
+        let e = err(&text);
+        assert!(e.contains("manifest.public_key"), "{text:?} gave {e:?}");
+    }
+
+    let bin = env!("CARGO_BIN_EXE_lineprobe-collector");
+    let bad = dir.path().join("bad-key.toml");
+    std::fs::write(&bad, "[manifest]\npublic_key = \"not-a-key\"\n").expect("write");
+    let out = std::process::Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.public_key"));
+
+    // A good key still passes.
+    let key = lineprobe_shared::ManifestSigningKey::generate().verifying_key();
+    let text = format!("[manifest]\npublic_key = \"{}\"\n", key.to_base64());
+    CollectorConfig::from_toml_with_env(&text, "test.toml", no_env(), &Overrides::default())
+        .expect("a valid key is accepted");
+}
