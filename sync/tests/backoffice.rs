@@ -1344,3 +1344,266 @@ async fn keyset_pages_and_the_export_cover_every_line_once() {
     })
     .await;
 }
+
+/// The answers to POSTs of `forms` to `path` sent at once, each on its own
+/// task, by copies of `browser` (same cookies, same address).
+async fn at_once(browser: &Browser, path: &str, forms: Vec<Vec<(String, String)>>) -> Vec<Page> {
+    let tasks = forms.into_iter().map(|pairs| {
+        let mut copy = Browser {
+            router: browser.router.clone(),
+            cookies: browser.cookies.clone(),
+            ip: browser.ip,
+            forwarded_for: browser.forwarded_for.clone(),
+        };
+        let path = path.to_owned();
+        tokio::spawn(async move {
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            copy.post(&path, &pairs).await
+        })
+    });
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// How many answers had each status.
+fn statuses(pages: &[Page]) -> BTreeMap<u16, usize> {
+    let mut counts = BTreeMap::new();
+    for page in pages {
+        *counts.entry(page.status.as_u16()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_guesses_each_count_and_only_the_free_ones_are_checked() {
+    on_each_backend("concurrent_wrong_guesses", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        let clock = Clock::new();
+        let config = BackofficeConfig {
+            login_free_failures: 1,
+            login_backoff_s: 4,
+            login_backoff_max_s: 60,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &clock);
+        // A wave of 20 guesses sent together: one free failure, and the
+        // failure that locks the name; every other guess waits.
+        let mut attacker = Browser::from(&app, "203.0.113.66");
+        let csrf = attacker.get("/login").await.csrf();
+        let forms = (0..20)
+            .map(|i| {
+                vec![
+                    ("csrf".to_owned(), csrf.clone()),
+                    ("name".to_owned(), "ann".to_owned()),
+                    ("password".to_owned(), format!("guess number {i}")),
+                    ("next".to_owned(), "/".to_owned()),
+                ]
+            })
+            .collect();
+        let pages = at_once(&attacker, "/login", forms).await;
+        assert_eq!(
+            statuses(&pages),
+            BTreeMap::from([(401, 2), (429, 18)]),
+            "20 guesses at once"
+        );
+        assert!(
+            pages
+                .iter()
+                .filter(|p| p.status == StatusCode::TOO_MANY_REQUESTS)
+                .all(|p| p.headers[header::RETRY_AFTER] == "4")
+        );
+        // Every checked guess is counted, against the name and the address.
+        for key in ["user:ann", "addr:203.0.113.66"] {
+            let state = store.throttle_state(key).await.unwrap().unwrap();
+            assert_eq!(state.failures, 2, "{key}");
+        }
+        let reasons = audit_reasons(&store, "login_failed").await;
+        assert_eq!(reasons.iter().filter(|r| *r == "bad_password").count(), 2);
+        assert_eq!(reasons.iter().filter(|r| *r == "throttled").count(), 18);
+
+        // Once the lock has passed, the right password signs in and clears
+        // the name's count; the address keeps its two failures (a success
+        // is not one of them).
+        clock.advance_s(5);
+        let mut ann = Browser::from(&app, "203.0.113.66");
+        assert_eq!(
+            ann.sign_in("ann", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
+        assert!(store.throttle_state("user:ann").await.unwrap().is_none());
+        let address = store
+            .throttle_state("addr:203.0.113.66")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(address.failures, 2);
+
+        // The password change is the same check under the same keys: a
+        // wave of wrong current passwords from the signed-in session.
+        let mut ann = Browser::from(&app, "198.51.100.66");
+        assert_eq!(
+            ann.sign_in("ann", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
+        let csrf = ann.csrf().await;
+        let forms = (0..10)
+            .map(|i| {
+                vec![
+                    ("csrf".to_owned(), csrf.clone()),
+                    ("current".to_owned(), format!("guess number {i}")),
+                    (
+                        "password".to_owned(),
+                        "a much longer new passphrase".to_owned(),
+                    ),
+                    (
+                        "again".to_owned(),
+                        "a much longer new passphrase".to_owned(),
+                    ),
+                ]
+            })
+            .collect();
+        let pages = at_once(&ann, "/account/password", forms).await;
+        assert_eq!(
+            statuses(&pages),
+            BTreeMap::from([(400, 2), (429, 8)]),
+            "10 password changes at once"
+        );
+        let user = store.throttle_state("user:ann").await.unwrap().unwrap();
+        assert_eq!(user.failures, 2);
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_checks_beyond_the_limit_are_shed_and_not_counted() {
+    on_each_backend("password_checks_are_shed", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        // No password check may run at all: every one waits its short
+        // while in the queue, then is turned away.
+        let state = BackofficeState::with_parts(
+            quick_backoff(),
+            store.clone(),
+            Arc::new(Catalog::embedded().unwrap()),
+            Classifier::new(&ClassifierConfig::default()).unwrap(),
+            Vec::new(),
+            None,
+        )
+        .with_password_checks(0, std::time::Duration::from_millis(20));
+        let app = backoffice_router(state);
+        let mut ann = Browser::from(&app, "192.0.2.44");
+        for _ in 0..4 {
+            let page = ann.sign_in("ann", PASSWORD).await;
+            assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(page.headers[header::RETRY_AFTER], "5");
+            assert!(notice(&page.body).contains("busy"), "{}", page.body);
+        }
+        // Turned away unchecked, none of them is a failure: four would
+        // have locked the name and the address.
+        for key in ["user:ann", "addr:192.0.2.44"] {
+            let failures = store
+                .throttle_state(key)
+                .await
+                .unwrap()
+                .map_or(0, |s| s.failures);
+            assert_eq!(failures, 0, "{key}");
+        }
+        assert_eq!(
+            audit_reasons(&store, "login_failed").await,
+            ["busy", "busy", "busy", "busy"]
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_filter_does_not_claim_the_count_of_every_line() {
+    on_each_backend("trust_filter_count", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        seed_synthetic(&url, 37, chrono::Utc::now().timestamp_millis()).await;
+        add_user(&store, "vic", "viewer").await;
+        let config = BackofficeConfig {
+            page_size: 10,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+        // The dashboard's counts exist, and count every line.
+        assert!(
+            vic.get("/")
+                .await
+                .body
+                .contains("<div class=\"big\">37</div>")
+        );
+        assert!(vic.get("/lines").await.body.contains("37 lines matched at"));
+        // They do not split by trust: no line is of low trust, and the
+        // normal ones run over several pages; neither may claim 37.
+        let low = vic.get("/lines?trust=low").await;
+        assert!(low.body.contains("No line matches"), "{}", low.body);
+        assert!(!low.body.contains("matched at"), "{}", low.body);
+        assert!(low.body.contains("0 lines match"), "{}", low.body);
+        let normal = vic.get("/lines?trust=normal").await;
+        assert_eq!(normal.body.matches("href=\"/case?line=").count(), 10);
+        assert!(!normal.body.contains("matched at"), "{}", normal.body);
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_line_number_in_the_query_does_not_break_the_lines_page() {
+    on_each_backend("absurd_line_number", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        seed_synthetic(&url, 15, now).await;
+        add_user(&store, "vic", "viewer").await;
+        let config = BackofficeConfig {
+            page_size: 10,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+        let max = u64::MAX;
+        // The first page (a full one, with a next page) and a page after a
+        // cursor, each claiming to start after the largest line number.
+        let cursor = format!("{}.account:zzz", now + 1);
+        for path in [
+            format!("/lines?n={max}"),
+            format!("/lines?after={cursor}&n={max}"),
+        ] {
+            let page = vic.get(&path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+            assert_eq!(
+                page.body.matches("href=\"/case?line=").count(),
+                10,
+                "{path}"
+            );
+            let next = page
+                .body
+                .split("<a href=\"")
+                .skip(1)
+                .find_map(|a| {
+                    let (href, rest) = a.split_once('"')?;
+                    rest.starts_with(">Next page")
+                        .then(|| href.replace("&amp;", "&"))
+                })
+                .unwrap();
+            let after = vic.get(&next).await;
+            assert_eq!(after.status, StatusCode::OK, "{next}");
+            assert_eq!(after.body.matches("href=\"/case?line=").count(), 5);
+        }
+        store.close().await;
+    })
+    .await;
+}

@@ -1,16 +1,16 @@
 //! Users and the audit log (admins), and each user's own password.
 
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Redirect, Response};
 use axum::{Extension, Form};
 use maud::html;
 use serde::Deserialize;
 
-use super::accounts::{Role, blocking_hash, check_name, check_password};
-use super::auth::{Attempt, Viewer, attempt, throttle_keys};
+use super::BackofficeState;
+use super::accounts::{Role, check_name, check_password};
+use super::auth::{Attempt, BUSY_RETRY_AFTER_S, Viewer, attempt, throttle_keys, turned_away};
 use super::layout::{self, Notice, csrf_field};
-use super::{BackofficeState, header_value};
 
 /// Audit entries per page.
 const AUDIT_PAGE: u32 = 100;
@@ -170,7 +170,7 @@ pub(super) async fn add_user(
     if let Err(e) = check_password(name, &form.password) {
         return refused(&state, &viewer, &format!("Not added: {e}.")).await;
     }
-    let hash = match blocking_hash(form.password).await {
+    let hash = match state.hash_new_password(form.password).await {
         Ok(hash) => hash,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
@@ -415,26 +415,22 @@ pub(super) async fn change_own_password(
     };
     let problem = match checked {
         Attempt::Throttled { wait_s } => {
-            state
-                .audit(
-                    &viewer.name,
-                    "password_change_failed",
-                    &viewer.ip,
-                    serde_json::json!({ "reason": "throttled", "retry_after_s": wait_s }),
-                )
-                .await;
-            let mut response = account_response(
-                &viewer,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(&Notice::error(&format!(
-                    "Too many wrong passwords for this account or from this address. Wait \
-                     {wait_s} seconds, then try again."
-                ))),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header_value(&wait_s.to_string()));
-            return response;
+            let notice = Notice::error(&format!(
+                "Too many wrong passwords for this account or from this address. Wait \
+                 {wait_s} seconds, then try again."
+            ));
+            let page = account_response(&viewer, StatusCode::TOO_MANY_REQUESTS, Some(&notice));
+            let why = ("password_change_failed", "throttled");
+            return turned_away(&state, &viewer.name, &viewer.ip, why, wait_s, page).await;
+        }
+        Attempt::Busy => {
+            let notice = Notice::error(&format!(
+                "The back office is busy checking other passwords. Wait {BUSY_RETRY_AFTER_S} \
+                 seconds, then try again."
+            ));
+            let page = account_response(&viewer, StatusCode::SERVICE_UNAVAILABLE, Some(&notice));
+            let (why, wait_s) = (("password_change_failed", "busy"), BUSY_RETRY_AFTER_S);
+            return turned_away(&state, &viewer.name, &viewer.ip, why, wait_s, page).await;
         }
         Attempt::Failed { reason, failures } => {
             state
@@ -461,7 +457,7 @@ pub(super) async fn change_own_password(
             Some(&Notice::error(&problem)),
         );
     }
-    let hash = match blocking_hash(form.password).await {
+    let hash = match state.hash_new_password(form.password).await {
         Ok(hash) => hash,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };

@@ -11,6 +11,8 @@
 //! local testing, `Secure` with the `__Host-` prefix.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Form;
 use axum::extract::{Query, Request, State};
@@ -24,11 +26,13 @@ use rand::RngCore as _;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
+use tokio::sync::Semaphore;
 
 use super::accounts::{Role, verify_password};
 use super::layout::{self, Notice};
 use super::{BackofficeState, NewSession, ThrottleState, header_value};
 use crate::BackofficeConfig;
+use crate::store::backoffice::ThrottleReservation;
 
 /// Largest form body accepted.
 const MAX_FORM_BYTES: usize = 256 * 1024;
@@ -415,28 +419,24 @@ pub(super) async fn login(
     };
     match outcome {
         Attempt::Throttled { wait_s } => {
-            state
-                .audit(
-                    &name,
-                    "login_failed",
-                    &ip,
-                    serde_json::json!({ "reason": "throttled", "retry_after_s": wait_s }),
-                )
-                .await;
-            let mut response = login_form(
-                &state,
-                &headers,
-                &next,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(&Notice::error(&format!(
-                    "Too many failed sign-ins for this name or from this address. Wait \
-                     {wait_s} seconds, then try again."
-                ))),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header_value(&wait_s.to_string()));
-            response
+            let notice = Notice::error(&format!(
+                "Too many failed sign-ins for this name or from this address. Wait {wait_s} \
+                 seconds, then try again."
+            ));
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let form = login_form(&state, &headers, &next, status, Some(&notice));
+            let why = ("login_failed", "throttled");
+            turned_away(&state, &name, &ip, why, wait_s, form).await
+        }
+        Attempt::Busy => {
+            let notice = Notice::error(&format!(
+                "The back office is busy checking other sign-ins. Wait {BUSY_RETRY_AFTER_S} \
+                 seconds, then try again."
+            ));
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let form = login_form(&state, &headers, &next, status, Some(&notice));
+            let why = ("login_failed", "busy");
+            turned_away(&state, &name, &ip, why, BUSY_RETRY_AFTER_S, form).await
         }
         Attempt::Failed { reason, failures } => {
             state
@@ -478,6 +478,31 @@ pub(super) async fn login(
     }
 }
 
+/// A password check turned away unchecked: audited as `action` (the
+/// `reason` and the wait in its detail), and `response` told to come back
+/// in `wait_s` seconds (`Retry-After`).
+pub(super) async fn turned_away(
+    state: &BackofficeState,
+    actor: &str,
+    ip: &str,
+    (action, reason): (&str, &str),
+    wait_s: i64,
+    mut response: Response,
+) -> Response {
+    state
+        .audit(
+            actor,
+            action,
+            ip,
+            serde_json::json!({ "reason": reason, "retry_after_s": wait_s }),
+        )
+        .await;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header_value(&wait_s.to_string()));
+    response
+}
+
 /// The throttle keys of a password check: the account's name and the
 /// client's address. Sign-in and the password change count failures against
 /// the same keys, so neither form is a way around the other's backoff.
@@ -492,14 +517,32 @@ pub(super) fn throttle_keys(name: &str, ip: &str) -> [String; 2] {
 pub(super) enum Attempt {
     /// A key is locked for this long; the password was not checked.
     Throttled { wait_s: i64 },
+    /// Every password slot stayed taken for the whole wait; the password
+    /// was not checked and nothing was counted. Answered 503 with
+    /// `Retry-After` [`BUSY_RETRY_AFTER_S`].
+    Busy,
     /// Refused (why, for the audit log only; and the failures counted).
     Failed { reason: &'static str, failures: i64 },
     /// The name and password are right and the account may sign in.
     Passed(Box<super::UserRow>),
 }
 
-/// Checks the throttle of `keys`, then the password (against a dummy hash
-/// when the name does not exist), and counts a failure against every key.
+/// Checks the password of `name` (against a dummy hash when the name does
+/// not exist) under the throttle of `keys` (the name's first, as
+/// [`throttle_keys`] gives them).
+///
+/// The check is counted as a failure against every key before it runs, in
+/// the same transaction that finds the keys unlocked
+/// ([`crate::Store::throttle_reserve`]): guesses sent at once each see the
+/// ones before, so past the free failures they are answered `Throttled`
+/// unchecked, and each check that ran is one failure. A right password
+/// then clears the name's failures and gives back the one it took from
+/// the address (a colleague's sign-ins from the office's address are no
+/// failures; an attacker signing in to an account of their own does not
+/// clear the address's). A check that never ran (no password slot in
+/// time) gives back every failure it took. A check abandoned midway (the
+/// client hung up, the database failed) stays counted: hanging up must not
+/// be a free guess.
 pub(super) async fn attempt(
     state: &BackofficeState,
     name: &str,
@@ -508,25 +551,34 @@ pub(super) async fn attempt(
 ) -> Result<Attempt, crate::Error> {
     let store = state.store();
     let now = state.now_ms();
-    let mut locked_until = 0;
-    for key in keys {
-        if let Some(s) = store.throttle_state(key).await? {
-            locked_until = locked_until.max(s.locked_until_ms);
+    let policy = ThrottlePolicy::from_config(state.config());
+    let reserved = match store
+        .throttle_reserve(keys, now, |current| {
+            throttle_after_failure(Some(current), now, &policy)
+        })
+        .await?
+    {
+        ThrottleReservation::Locked { until_ms } => {
+            return Ok(Attempt::Throttled {
+                wait_s: (until_ms - now + 999) / 1000,
+            });
         }
-    }
-    if locked_until > now {
-        return Ok(Attempt::Throttled {
-            wait_s: (locked_until - now + 999) / 1000,
-        });
-    }
+        ThrottleReservation::Reserved(reserved) => reserved,
+    };
     let user = store.user_by_name(name).await?;
     let hash = user.as_ref().map_or_else(
         || state.inner.dummy_hash.clone(),
         |u| u.password_hash.clone(),
     );
-    let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let check = move || verify_password(&password, &hash);
+    let Ok(verified) = state.passwords.run(Some(state.passwords.wait), check).await else {
+        for failure in &reserved {
+            store.throttle_release(failure).await?;
+        }
+        return Ok(Attempt::Busy);
+    };
+    // A check whose thread failed is a wrong password.
+    let verified = verified.unwrap_or(false);
     let failure = match &user {
         None => Some("unknown_user"),
         Some(u) if u.disabled => Some("disabled"),
@@ -537,22 +589,102 @@ pub(super) async fn attempt(
     match (failure, user) {
         (None, Some(user)) => {
             store.throttle_clear(&keys[0]).await?;
+            for failure in reserved.iter().filter(|f| f.key != keys[0]) {
+                store.throttle_release(failure).await?;
+            }
             Ok(Attempt::Passed(Box::new(user)))
         }
-        (reason, _) => {
-            let policy = ThrottlePolicy::from_config(state.config());
-            let mut failures = 0;
-            for key in keys {
-                let previous = store.throttle_state(key).await?;
-                let next = throttle_after_failure(previous, now, &policy);
-                failures = failures.max(next.failures);
-                store.throttle_put(key, next).await?;
-            }
-            Ok(Attempt::Failed {
-                reason: reason.unwrap_or("unknown_user"),
-                failures,
-            })
+        (reason, _) => Ok(Attempt::Failed {
+            reason: reason.unwrap_or("unknown_user"),
+            failures: reserved.iter().map(|f| f.after.failures).max().unwrap_or(0),
+        }),
+    }
+}
+
+/// How long a password check waits for a slot before it is turned away.
+const PASSWORD_SLOT_WAIT: Duration = Duration::from_secs(5);
+/// The `Retry-After` (s) of a check turned away for want of a slot.
+pub(super) const BUSY_RETRY_AFTER_S: i64 = 5;
+
+/// No password slot freed up in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Busy;
+
+/// The slots of password work (argon2id: ~19 MiB and tens of ms of one
+/// core per check or hash). Without them every request would get its own
+/// blocking thread, and a few hundred sign-ins sent at once (under as many
+/// names and addresses, so no throttle key stops them) would take GBs of
+/// memory and every core, the throttle's own bookkeeping included.
+///
+/// With every slot taken a sign-in queues (fairly, first come first
+/// served) for up to [`PASSWORD_SLOT_WAIT`]: a morning's burst of
+/// colleagues signing in waits a moment rather than being refused, while a
+/// flood cannot pile up work without bound. Past the wait the answer is
+/// 503 with `Retry-After` and the attempt is not counted (nothing was
+/// checked). Hashing a new password (a signed-in user or an admin, rarely)
+/// queues as long as it takes.
+#[derive(Debug)]
+pub(super) struct PasswordSlots {
+    slots: Arc<Semaphore>,
+    /// How long a sign-in waits for a slot.
+    pub(super) wait: Duration,
+}
+
+impl PasswordSlots {
+    /// `slots` at once, waiting `wait` for one.
+    pub(super) fn new(slots: usize, wait: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots)),
+            wait,
         }
+    }
+
+    /// As many slots as cores (argon2id here uses one core per check, so
+    /// more would only slow each down), at least 2 and at most 16 (~300 MiB
+    /// at most), waiting [`PASSWORD_SLOT_WAIT`].
+    pub(super) fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Self::new(cores.clamp(2, 16), PASSWORD_SLOT_WAIT)
+    }
+
+    /// Runs `work` on a blocking thread once a slot is free (waiting at
+    /// most `wait`, or as long as it takes with `None`); the inner error is
+    /// the thread's failure. The slot goes with the work, so that it stays
+    /// taken until the work ends even when the request is dropped midway.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        wait: Option<Duration>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<Result<T, tokio::task::JoinError>, Busy> {
+        let slot = match wait {
+            Some(wait) => tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned())
+                .await
+                .map_err(|_| Busy)?,
+            None => Arc::clone(&self.slots).acquire_owned().await,
+        }
+        // Never closed.
+        .map_err(|_| Busy)?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let done = work();
+            drop(slot);
+            done
+        })
+        .await)
+    }
+}
+
+impl BackofficeState {
+    /// Hashes a new password in a password slot, waiting for one as long as
+    /// it takes (only signed-in users hash, and rarely).
+    pub(super) async fn hash_new_password(&self, password: String) -> Result<String, crate::Error> {
+        let hashed = self
+            .passwords
+            .run(None, move || super::accounts::hash_password(&password))
+            .await
+            .map_err(|Busy| crate::Error::Internal("no password slot came free".to_owned()))?;
+        hashed.map_err(|e| {
+            crate::Error::Internal(format!("the password hashing thread failed: {e}"))
+        })?
     }
 }
 
@@ -711,6 +843,58 @@ mod tests {
         // A failure after the window starts counting again.
         let fresh = throttle_after_failure(state, 2_000_000, &policy);
         assert_eq!((fresh.failures, fresh.locked_until_ms), (1, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_work_runs_in_its_slots_or_is_turned_away() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let slots = Arc::new(PasswordSlots::new(2, Duration::from_secs(30)));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (slots, running, most) = (slots.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    slots
+                        .run(Some(slots.wait), move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            i
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut done = Vec::new();
+        for task in tasks {
+            done.push(task.await.ok().and_then(Result::ok).and_then(Result::ok));
+        }
+        assert_eq!(done, (0..8).map(Some).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+
+        // With the one slot held, a check waits its while and is turned
+        // away; a hash waits for the slot however long it takes.
+        let one = Arc::new(PasswordSlots::new(1, Duration::from_millis(20)));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let one = one.clone();
+            tokio::spawn(async move { one.run(None, move || hold.recv().is_ok()).await })
+        };
+        while one.slots.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(one.run(Some(one.wait), || ()).await.err(), Some(Busy));
+        let waiting = {
+            let one = one.clone();
+            tokio::spawn(async move { one.run(None, || 7).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        release.send(()).ok();
+        assert!(matches!(holder.await, Ok(Ok(Ok(true)))));
+        assert!(matches!(waiting.await, Ok(Ok(Ok(7)))));
     }
 
     #[test]

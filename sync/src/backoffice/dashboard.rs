@@ -110,9 +110,13 @@ impl Figures {
 
     /// How many lines `filter` selected when the figures were counted;
     /// `None` when it filters on what the figures do not split by (city,
-    /// dates).
+    /// trust, dates): the breakdown would count lines the filter leaves
+    /// out.
     pub(super) fn count(&self, filter: &crate::LineFilter) -> Option<i64> {
-        if filter.city.is_some() || filter.seen_since_ms.is_some() || filter.seen_until_ms.is_some()
+        if filter.city.is_some()
+            || filter.low_trust.is_some()
+            || filter.seen_since_ms.is_some()
+            || filter.seen_until_ms.is_some()
         {
             return None;
         }

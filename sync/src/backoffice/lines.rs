@@ -257,15 +257,19 @@ pub(super) async fn page(
         Ok(reasons) => reasons,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
+    // `n` comes from the query string: whatever it says, the page counts
+    // on from it without overflowing (the numbers shown are only wrong for
+    // whoever wrote them).
     let start = query.n.unwrap_or(0);
     let shown = rows.len() as u64;
+    let (first_shown, last_shown) = (start.saturating_add(1), start.saturating_add(shown));
     let next = (rows.len() == filter.limit as usize)
         .then(|| rows.last())
         .flatten()
         .map(|last| {
             let mut q = query.clone();
             q.after = Some(format!("{}.{}", last.last_seen_ms, last.line_key));
-            q.n = Some(start + shown);
+            q.n = Some(last_shown);
             format!(
                 "/lines?{}",
                 serde_urlencoded::to_string(&q).unwrap_or_default()
@@ -283,7 +287,7 @@ pub(super) async fn page(
         (filter_form(&state, &query))
         @for p in &problems { (Notice::error(&format!("{p}; that filter is not applied."))) }
         div.pager {
-            span { (count_text) @if shown > 0 { "; showing " (start + 1) "–" (start + shown) } "." }
+            span { (count_text) @if shown > 0 { "; showing " (first_shown) "–" (last_shown) } "." }
             a.button.secondary href={"/lines/export.csv?" (filters)} { "Export CSV" }
         }
         div.panel {

@@ -8,7 +8,9 @@
 //!   cookies; the database keeps only their SHA-256. Every form carries the
 //!   session's anti-forgery token and every POST is checked against it.
 //! - Sign-ins are throttled per user name and per address with an
-//!   exponential backoff; an error never says whether the name exists.
+//!   exponential backoff, each check counted before it runs so that
+//!   guesses sent at once are throttled too; only a few password checks
+//!   (argon2id) run at once. An error never says whether the name exists.
 //! - Sign-ins (also failed), configuration changes and exports go to the
 //!   audit log.
 //! - Pages: the dashboard, the lines with filters and CSV export, a line's
@@ -58,6 +60,8 @@ pub use manifest::{ManifestForm, PublishOutcome, load_manifest_key};
 pub struct BackofficeState {
     inner: Arc<Inner>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// The slots every password check and hash of the pages runs in.
+    passwords: Arc<auth::PasswordSlots>,
 }
 
 struct Inner {
@@ -135,6 +139,7 @@ impl BackofficeState {
                 dashboard: dashboard::Cache::default(),
             }),
             clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
+            passwords: Arc::new(auth::PasswordSlots::for_this_machine()),
         }
     }
 
@@ -143,8 +148,21 @@ impl BackofficeState {
     #[must_use]
     pub fn with_clock(self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         Self {
-            inner: self.inner,
             clock: Arc::new(clock),
+            ..self
+        }
+    }
+
+    /// The same state running at most `slots` password checks and hashes
+    /// at once (argon2id, ~19 MiB each), a sign-in waiting up to `wait` for
+    /// a slot before it is answered 503. The default: one slot per core
+    /// (2 to 16), 5 s. With `slots` 0 (tests) every sign-in is turned away
+    /// and a new password's hash waits for ever.
+    #[must_use]
+    pub fn with_password_checks(self, slots: usize, wait: Duration) -> Self {
+        Self {
+            passwords: Arc::new(auth::PasswordSlots::new(slots, wait)),
+            ..self
         }
     }
 

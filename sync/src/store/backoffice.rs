@@ -132,6 +132,26 @@ pub struct ThrottleState {
     pub locked_until_ms: i64,
 }
 
+/// What [`Store::throttle_reserve`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ThrottleReservation {
+    /// A key is locked until then (Unix ms); nothing was counted.
+    Locked { until_ms: i64 },
+    /// The check may run and is counted as a failure under every key.
+    Reserved(Vec<ReservedFailure>),
+}
+
+/// A failure counted ahead of a password check, under one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReservedFailure {
+    /// The throttling key.
+    pub(crate) key: String,
+    /// Its state before (failures 0 when it had none).
+    pub(crate) before: ThrottleState,
+    /// Its state with the failure counted.
+    pub(crate) after: ThrottleState,
+}
+
 /// One audit log entry to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry<'a> {
@@ -562,19 +582,93 @@ impl Store {
         .map_err(self.db(context))
     }
 
-    /// Stores the throttling state of `key`.
-    pub async fn throttle_put(&self, key: &str, state: ThrottleState) -> Result<(), Error> {
+    /// Reserves a password check under `keys`: in one transaction, either
+    /// finds a key locked at `now_ms` (and changes nothing), or counts the
+    /// check as a failure against every key, each key's state going to
+    /// `after_failure` of its current one, and returns both.
+    ///
+    /// The check is counted before it runs, and the lock is read and the
+    /// count written under the row's lock (PostgreSQL takes it with the
+    /// upsert; SQLite has a single writer): checks sent at once each see
+    /// the failures of the ones before, so a wave of them is locked out
+    /// after the free failures instead of all passing a lock nobody had
+    /// written yet, and none overwrites another's count. Every check takes
+    /// its keys in the order given, so two cannot wait on each other.
+    /// A check that did not fail gives its failure back with
+    /// [`Store::throttle_release`] (or clears the key).
+    pub(crate) async fn throttle_reserve(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        after_failure: impl Fn(ThrottleState) -> ThrottleState,
+    ) -> Result<ThrottleReservation, Error> {
+        let context = || "cannot update the sign-in throttle".to_owned();
+        on_writer!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let mut before = Vec::with_capacity(keys.len());
+            for key in keys {
+                // A new key starts at no failures; a known one is locked
+                // (a no-op update) and read as it is now.
+                let state: ThrottleState = sqlx::query_as(
+                    "INSERT INTO login_throttle (key, failures, last_failure, locked_until) \
+                     VALUES ($1, 0, $2, 0) ON CONFLICT (key) DO UPDATE SET \
+                     failures = login_throttle.failures \
+                     RETURNING failures, last_failure AS last_failure_ms, \
+                     locked_until AS locked_until_ms",
+                )
+                .bind(key)
+                .bind(now_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+                before.push(state);
+            }
+            let locked_until = before.iter().map(|s| s.locked_until_ms).max().unwrap_or(0);
+            if locked_until > now_ms {
+                tx.rollback().await?;
+                return Ok(ThrottleReservation::Locked {
+                    until_ms: locked_until,
+                });
+            }
+            let mut reserved = Vec::with_capacity(keys.len());
+            for (key, before) in keys.iter().zip(before) {
+                let after = after_failure(before);
+                sqlx::query(
+                    "UPDATE login_throttle SET failures = $2, last_failure = $3, \
+                     locked_until = $4 WHERE key = $1",
+                )
+                .bind(key)
+                .bind(after.failures)
+                .bind(after.last_failure_ms)
+                .bind(after.locked_until_ms)
+                .execute(&mut *tx)
+                .await?;
+                reserved.push(ReservedFailure {
+                    key: key.clone(),
+                    before,
+                    after,
+                });
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(ThrottleReservation::Reserved(reserved))
+        }.await)
+        .map_err(self.db(context))
+    }
+
+    /// Gives back a failure [`Store::throttle_reserve`] counted for a check
+    /// that did not fail (the password was right, or never checked): one
+    /// failure fewer, and the lock it set lifted unless a later failure has
+    /// set another since.
+    pub(crate) async fn throttle_release(&self, reserved: &ReservedFailure) -> Result<(), Error> {
         execute!(
             self,
             "cannot update the sign-in throttle",
-            "INSERT INTO login_throttle (key, failures, last_failure, locked_until) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET \
-             failures = excluded.failures, last_failure = excluded.last_failure, \
-             locked_until = excluded.locked_until",
-            key,
-            state.failures,
-            state.last_failure_ms,
-            state.locked_until_ms,
+            "UPDATE login_throttle SET \
+             failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, \
+             locked_until = CASE WHEN locked_until = $2 THEN $3 ELSE locked_until END \
+             WHERE key = $1",
+            &reserved.key,
+            reserved.after.locked_until_ms,
+            reserved.before.locked_until_ms,
         )
         .map(|_| ())
     }
