@@ -20,7 +20,7 @@ use crate::config::{AgentConfig, Settings};
 use crate::consent::{accept_consent, read_consent, revoke_consent};
 use crate::declared::{Declared, resolve_declared};
 use crate::facts::{Platform, SystemPlatform, collect_facts};
-use crate::manifest::{ManifestCheck, load_applied, update_manifest};
+use crate::manifest::{ManifestCheck, in_force, load_applied, update_manifest};
 use crate::probe::{SharedTracer, Tracer, report_trace, resolve_target};
 use crate::signing::{FileKeyStore, KEY_FILE, KeyStore, Signer};
 use crate::spool::{Spool, SpoolEntry, backoff};
@@ -301,11 +301,12 @@ impl Agent {
         load_applied(&self.state, self.manifest_key.as_ref())
     }
 
-    /// What a probe runs with now: config, manifest, command line.
+    /// What a probe runs with now: config, manifest (while it is in force),
+    /// command line.
     pub fn settings(&self) -> Result<Settings, Error> {
         Settings::resolve(
             &self.config,
-            self.applied_manifest().as_ref(),
+            in_force(self.applied_manifest(), Utc::now()).as_ref(),
             &self.cli_endpoints,
         )
     }
@@ -633,7 +634,8 @@ impl Agent {
             manifest_serial: manifest.as_ref().map(|m| m.serial),
             manifest_expires_at: manifest.as_ref().map(|m| m.expires_at),
             last_manifest_check: record.last_manifest_check,
-            update_available: manifest
+            // An expired manifest's release may be long superseded.
+            update_available: in_force(manifest, Utc::now())
                 .and_then(|m| m.latest_agent)
                 .filter(|r| is_newer_version(&r.version, env!("CARGO_PKG_VERSION"))),
             endpoints,

@@ -55,34 +55,76 @@ pub fn load_applied(state: &StateDir, key: Option<&ManifestVerifyingKey>) -> Opt
     }
 }
 
-/// Fetches the manifest from the endpoints in order and applies the first
-/// one that verifies and is newer. Nothing changes on any error.
+/// Fetches the manifest from every endpoint and applies, in endpoint order,
+/// each one that verifies and is newer than what is applied by then — so
+/// the newest served anywhere ends up applied. A manifest that is refused
+/// changes nothing; the check fails only when no endpoint served one that
+/// verifies (the first refusal, or why none could be fetched).
 pub async fn update_manifest(
     state: &StateDir,
     key: &ManifestVerifyingKey,
     submitter: &Submitter,
     now: DateTime<Utc>,
 ) -> Result<ManifestCheck, Error> {
-    let current = load_applied(state, Some(key)).map(|m| m.serial);
-    let (from, body) = submitter
-        .fetch_manifest()
-        .await
-        .map_err(|failures| Error::Unreachable {
-            summary: failures
-                .iter()
-                .map(|a| match (a.http_status, a.detail.as_deref()) {
-                    // The collector answers 404 until a manifest is published.
-                    (Some(404), _) => format!("{}: no manifest published there (404)", a.endpoint),
-                    (Some(status), _) => format!("{}: HTTP {status}", a.endpoint),
-                    (None, Some(detail)) => {
-                        format!("{}: {} ({detail})", a.endpoint, a.outcome.as_str())
-                    }
-                    (None, None) => format!("{}: {}", a.endpoint, a.outcome.as_str()),
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
-    apply_signed(state, key, current, now, &body, &from)
+    let mut current = load_applied(state, Some(key)).map(|m| m.serial);
+    let (served, failures) = submitter.fetch_manifests().await;
+    let mut outcome: Result<ManifestCheck, Error> = Err(Error::Unreachable {
+        summary: failures
+            .iter()
+            .map(|a| match (a.http_status, a.detail.as_deref()) {
+                // The collector answers 404 until a manifest is published.
+                (Some(404), _) => format!("{}: no manifest published there (404)", a.endpoint),
+                (Some(status), _) => format!("{}: HTTP {status}", a.endpoint),
+                (None, Some(detail)) => {
+                    format!("{}: {} ({detail})", a.endpoint, a.outcome.as_str())
+                }
+                (None, None) => format!("{}: {}", a.endpoint, a.outcome.as_str()),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    });
+    // What the check says, best first: applied, then unchanged, then the
+    // first refusal, then why nothing could be fetched.
+    let mut refused = false;
+    for (from, body) in served {
+        match apply_signed(state, key, current, now, &body, &from) {
+            Ok(check @ ManifestCheck::Applied { serial, .. }) => {
+                current = Some(serial);
+                outcome = Ok(check);
+            }
+            Ok(check @ ManifestCheck::Current { .. }) => {
+                if outcome.is_err() {
+                    outcome = Ok(check);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %from, error = %e, "refused the manifest an endpoint served");
+                if outcome.is_err() && !refused {
+                    outcome = Err(e);
+                }
+                refused = true;
+            }
+        }
+    }
+    outcome
+}
+
+/// The applied manifest when it is still in force at `now`: an expired one
+/// is not followed (its endpoints and schedule may be what someone wants the
+/// probe frozen on), and the configured settings apply until a newer one is
+/// fetched. Its serial still guards against older manifests.
+pub(crate) fn in_force(manifest: Option<Manifest>, now: DateTime<Utc>) -> Option<Manifest> {
+    let manifest = manifest?;
+    if manifest.is_expired_at(now) {
+        tracing::warn!(
+            serial = manifest.serial,
+            expired = %manifest.expires_at.to_rfc3339(),
+            "the applied manifest has expired; using the configured settings until a newer one \
+             is fetched"
+        );
+        return None;
+    }
+    Some(manifest)
 }
 
 /// Verifies `body` (a [`SignedManifest`] document) and stores it when it is

@@ -114,6 +114,12 @@ impl fmt::Display for AgentStatus {
         )?;
         writeln!(f, "endpoints: {}", list_or_none(&self.endpoints))?;
         match (self.manifest_serial, self.manifest_expires_at) {
+            (Some(serial), Some(expires)) if expires <= Utc::now() => writeln!(
+                f,
+                "manifest: serial {serial}, expired {} (not followed: the configured endpoints \
+                 are used until a newer one is fetched)",
+                expires.to_rfc3339()
+            )?,
             (Some(serial), Some(expires)) => writeln!(
                 f,
                 "manifest: serial {serial}, expires {}",

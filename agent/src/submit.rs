@@ -556,8 +556,12 @@ impl Submitter {
         }
     }
 
-    /// `GET /manifest` from each endpoint in order; the first 200's body.
-    pub async fn fetch_manifest(&self) -> Result<(String, Vec<u8>), Vec<EndpointAttempt>> {
+    /// `GET /manifest` from every endpoint, in order: the bodies of the
+    /// 200s with their endpoints, and the failures. Every endpoint is asked:
+    /// one that keeps serving an old manifest (stale, or compromised and
+    /// replaying it) must not hide a newer one elsewhere.
+    pub async fn fetch_manifests(&self) -> (Vec<(String, Vec<u8>)>, Vec<EndpointAttempt>) {
+        let mut served = Vec::new();
         let mut failures = Vec::new();
         for endpoint in &self.settings.endpoints {
             let builder = match self
@@ -572,7 +576,7 @@ impl Submitter {
             };
             match builder.send().await {
                 Ok(r) if r.status().is_success() => match r.bytes().await {
-                    Ok(body) => return Ok((endpoint.as_str().to_owned(), body.to_vec())),
+                    Ok(body) => served.push((endpoint.as_str().to_owned(), body.to_vec())),
                     Err(e) => {
                         let (outcome, detail) = classify(&e);
                         failures.push(attempt(endpoint, outcome, None, Some(detail)));
@@ -590,7 +594,7 @@ impl Submitter {
                 }
             }
         }
-        Err(failures)
+        (served, failures)
     }
 }
 

@@ -369,3 +369,113 @@ fn altered_unsigned_older_expired_and_tampered_manifests_change_nothing() {
         .collect();
     assert!(!urls.contains(&evil), "{urls:?}");
 }
+
+#[test]
+fn an_applied_manifest_that_has_expired_is_no_longer_followed() {
+    let key = signing_key();
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = with_key(agent_config(&["https://192.0.2.1".to_owned()], None), &key);
+    let (agent, _) = agent(state.path(), config, 3);
+    // Applied while it was in force; it expired an hour ago.
+    let mut old = manifest(5, vec!["https://192.0.2.5".to_owned()]);
+    let now = Utc::now();
+    old.issued_at = now - chrono::Duration::days(31);
+    old.expires_at = now - chrono::Duration::hours(1);
+    let signed = SignedManifest::sign(&old, &key)
+        .expect("sign")
+        .to_json()
+        .expect("json");
+    let when = now - chrono::Duration::days(30);
+    apply_signed(
+        agent.state(),
+        &key.verifying_key(),
+        None,
+        when,
+        &signed,
+        "test",
+    )
+    .expect("applied then");
+
+    let settings = agent.settings().expect("settings");
+    let urls: Vec<_> = settings
+        .endpoints
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        urls,
+        vec!["https://192.0.2.1".to_owned()],
+        "the configured endpoints"
+    );
+    let status = agent.status().expect("status");
+    assert_eq!(status.manifest_serial, Some(5));
+    assert!(status.update_available.is_none(), "{status}");
+    assert!(status.to_string().contains("expired"), "{status}");
+    // Its serial still refuses anything older.
+    let older = SignedManifest::sign(&manifest(4, vec!["https://192.0.2.4".to_owned()]), &key)
+        .expect("sign")
+        .to_json()
+        .expect("json");
+    let check = apply_signed(
+        agent.state(),
+        &key.verifying_key(),
+        Some(5),
+        now,
+        &older,
+        "test",
+    )
+    .expect("checked");
+    assert!(matches!(check, ManifestCheck::Current { .. }), "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_manifest_on_a_later_endpoint_is_found() {
+    // The first endpoint keeps serving serial 5 (stale, or replaying it);
+    // the second has serial 6.
+    let key = signing_key();
+    let first_dir = tempfile::tempdir().expect("tempdir");
+    let first = collector_for(first_dir.path(), &key).await;
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    let second = collector_for(second_dir.path(), &key).await;
+    let both = first_dir.path().join("both.pem");
+    let mut pem = std::fs::read(collector_cert(first_dir.path())).expect("cert");
+    pem.extend(std::fs::read(collector_cert(second_dir.path())).expect("cert"));
+    std::fs::write(&both, pem).expect("write");
+    let endpoints = vec![endpoint(&first), endpoint(&second)];
+    publish(
+        &first,
+        first_dir.path(),
+        &SignedManifest::sign(&manifest(5, endpoints.clone()), &key).expect("sign"),
+    )
+    .await;
+    publish(
+        &second,
+        second_dir.path(),
+        &SignedManifest::sign(&manifest(6, endpoints.clone()), &key).expect("sign"),
+    )
+    .await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = with_key(agent_config(&endpoints, Some(&both)), &key);
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    let check = agent.update_manifest().await.expect("update");
+    assert!(
+        matches!(check, ManifestCheck::Applied { serial: 6, ref from } if *from == endpoints[1]),
+        "{check:?}"
+    );
+    assert_eq!(agent.applied_manifest().map(|m| m.serial), Some(6));
+    // Again: both are now at most current.
+    let check = agent.update_manifest().await.expect("again");
+    assert!(
+        matches!(
+            check,
+            ManifestCheck::Current {
+                serial: Some(6),
+                ..
+            }
+        ),
+        "{check:?}"
+    );
+    first.shutdown().await.expect("shutdown");
+    second.shutdown().await.expect("shutdown");
+}
