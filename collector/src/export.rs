@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::{CollectorConfig, Error, ExportedReport, ManifestConfig, Staging};
+use crate::{CollectorConfig, Error, ExportedReport, ManifestConfig, Metrics, Staging};
 
 /// Response header: the node that answered.
 pub const NODE_HEADER: &str = "x-lineprobe-node";
@@ -115,17 +115,25 @@ pub struct ExportState {
     /// The key published manifests must be signed with; `None` refuses
     /// publishing with 503.
     pub manifest_key: Option<ManifestVerifyingKey>,
+    /// Where exported reports are counted; `None`: not counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ExportState {
-    /// The state for `config` (its manifest key read per [`load_manifest_key`]).
-    pub fn from_config(config: &CollectorConfig, staging: Staging) -> Result<Self, Error> {
+    /// The state for `config` (its manifest key read per
+    /// [`load_manifest_key`]), counting into `metrics`.
+    pub fn from_config(
+        config: &CollectorConfig,
+        staging: Staging,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, Error> {
         Ok(Self {
             staging,
             token: ExportToken::new(config.export.token.clone()),
             node_id: Arc::from(config.node_id.as_str()),
             max_batch: config.export.max_batch,
             manifest_key: load_manifest_key(&config.manifest)?,
+            metrics,
         })
     }
 }
@@ -331,7 +339,12 @@ async fn list_reports(
         None => max,
     };
     match state.staging.export_after(query.after, limit).await {
-        Ok(reports) => ndjson_page(&state.node_id, query.after, reports),
+        Ok(reports) => {
+            if let Some(metrics) = &state.metrics {
+                metrics.exported(u64::try_from(reports.len()).unwrap_or(u64::MAX));
+            }
+            ndjson_page(&state.node_id, query.after, reports)
+        }
         Err(err) => staging_error(&err),
     }
 }

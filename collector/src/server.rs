@@ -70,7 +70,8 @@ impl RunningCollector {
             Arc::clone(&traffic),
         )?;
         let public_router = ingest_router(ingest).merge(manifest_routes(staging.clone()));
-        let export_state = ExportState::from_config(config, staging.clone())?;
+        let export_state =
+            ExportState::from_config(config, staging.clone(), Some(Arc::clone(&metrics)))?;
         let export_router = export_router(export_state.clone())
             .merge(crate::export::with_token(
                 traffic_routes(Arc::clone(&traffic)),

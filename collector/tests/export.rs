@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,8 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
 use http_body_util::BodyExt as _;
 use lineprobe_collector::{
-    ExportState, ExportToken, ManifestConfig, Staging, StagingOptions, export_openapi_json,
-    export_router, load_manifest_key, manifest_routes,
+    ExportState, ExportToken, ManifestConfig, Metrics, Staging, StagingOptions,
+    export_openapi_json, export_router, load_manifest_key, manifest_routes,
 };
 use lineprobe_shared::{
     Manifest, ManifestSigningKey, ProbeSchedule, ReceiverEnvelope, Report, ReportId, SignedManifest,
@@ -29,6 +30,7 @@ struct Harness {
     _dir: tempfile::TempDir,
     staging: Staging,
     key: ManifestSigningKey,
+    metrics: Arc<Metrics>,
 }
 
 impl Harness {
@@ -51,6 +53,7 @@ impl Harness {
             _dir: dir,
             staging,
             key: ManifestSigningKey::generate(),
+            metrics: Metrics::new(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Harness {
             node_id: NODE.into(),
             max_batch,
             manifest_key: Some(self.key.verifying_key()),
+            metrics: Some(Arc::clone(&self.metrics)),
         }
     }
 
@@ -315,6 +319,42 @@ async fn export_pages_through_reports_in_seq_order() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.header("x-lineprobe-next-after"), "1000");
     assert!(answer.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_reports_are_counted_in_the_metrics() {
+    let h = Harness::new();
+    h.stage(5).await;
+    let router = h.router();
+    let exported_total = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("lineprobe_collector_exported_reports_total "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let text = h.metrics.render(&h.staging).await.expect("render");
+    assert_eq!(exported_total(&text), Some(0), "{text}");
+
+    assert_eq!(send(&router, get("/export?limit=2")).await.lines().len(), 2);
+    assert_eq!(send(&router, get("/export?after=2")).await.lines().len(), 3);
+    // An empty page, a bad query and a refused token count nothing.
+    assert!(
+        send(&router, get("/export?after=5"))
+            .await
+            .lines()
+            .is_empty()
+    );
+    assert_eq!(
+        send(&router, get("/export?limit=0")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let refused = request(Method::GET, "/export", Some("wrong"), Body::empty());
+    assert_eq!(
+        send(&router, refused).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let text = h.metrics.render(&h.staging).await.expect("render");
+    assert_eq!(exported_total(&text), Some(5), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
