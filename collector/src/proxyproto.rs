@@ -192,11 +192,6 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, Error> {
         1 => false,
         _ => return Err(invalid("PROXY v2 command must be LOCAL or PROXY")),
     };
-    let family = fam >> 4;
-    let transport = fam & 0x0F;
-    if family > 3 || transport > 2 {
-        return Err(invalid("PROXY v2 address family or transport is unknown"));
-    }
     let header = |addresses| {
         Ok(Some((
             ProxyHeader {
@@ -206,9 +201,19 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, Error> {
             consumed,
         )))
     };
-    // LOCAL: the proxy speaks for itself; the address block, if any, is
-    // ignored. UNSPEC and Unix sockets carry nothing usable as an egress.
-    if local || family == 0 || family == 3 {
+    // LOCAL: the proxy speaks for itself (a health check). The
+    // specification says the receiver must accept it and discard the
+    // protocol block, family byte included, whatever that byte holds.
+    if local {
+        return header(None);
+    }
+    let family = fam >> 4;
+    let transport = fam & 0x0F;
+    if family > 3 || transport > 2 {
+        return Err(invalid("PROXY v2 address family or transport is unknown"));
+    }
+    // UNSPEC and Unix sockets carry nothing usable as an egress.
+    if family == 0 || family == 3 {
         return header(None);
     }
     if transport != 1 {
@@ -408,6 +413,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.addresses, None);
+    }
+
+    #[test]
+    fn v2_local_is_accepted_whatever_its_family_byte() {
+        // Family and transport values the specification does not define:
+        // refused with PROXY, but LOCAL discards the whole block.
+        for fam in [0x41, 0x13, 0xFF, 0x0F, 0xF0] {
+            let mut buf = v2(0, fam, &[9; 7]);
+            buf.extend_from_slice(b"GET /");
+            let (h, n) = parse_proxy_header(&buf).unwrap().unwrap();
+            assert_eq!(h.addresses, None, "{fam:#04x}");
+            assert_eq!(&buf[n..], b"GET /", "{fam:#04x}");
+            assert!(
+                parse_proxy_header(&v2(1, fam, &[0; 36])).is_err(),
+                "{fam:#04x}"
+            );
+        }
     }
 
     #[test]
