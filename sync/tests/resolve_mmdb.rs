@@ -411,3 +411,71 @@ fn an_isp_record_without_a_known_name_falls_back_to_its_chinese_mobile_network_c
         assert_eq!(f.org.as_deref(), Some("Wireless Subscribers"), "{addr}");
     }
 }
+
+#[test]
+fn an_isp_records_own_name_beats_the_announcing_as() {
+    // Dr.Peng space announced by China Telecom's AS4847: the ISP database
+    // names the access carrier, an ASN table only the announcer.
+    #[derive(serde::Serialize)]
+    struct IspRecord {
+        autonomous_system_number: u32,
+        autonomous_system_organization: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        isp: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        organization: Option<&'static str>,
+    }
+    let rows = [
+        (
+            "10.1.0.0/24",
+            IspRecord {
+                autonomous_system_number: 4847,
+                autonomous_system_organization: "China Networks Inter-Exchange",
+                isp: Some("Beijing Dr.Peng Telecom & Media Group"),
+                organization: Some("Great Wall Broadband"),
+            },
+        ),
+        // A name the catalog does not know: the ASN decides.
+        (
+            "10.1.1.0/24",
+            IspRecord {
+                autonomous_system_number: 4134,
+                autonomous_system_organization: "Chinanet",
+                isp: Some("Some Reseller Ltd"),
+                organization: None,
+            },
+        ),
+        // Neither name nor ASN known: the AS's own name.
+        (
+            "10.1.2.0/24",
+            IspRecord {
+                autonomous_system_number: 4_200_000_001,
+                autonomous_system_organization: "China Unicom Beijing Province Network",
+                isp: None,
+                organization: None,
+            },
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Writer::builder("GeoIP2-ISP")
+        .ip_version(IpVersion::V6)
+        .build();
+    for (net, record) in &rows {
+        w.insert(net.parse::<IpNet>().unwrap(), record).unwrap();
+    }
+    let path = dir.path().join("isp.mmdb");
+    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+    let src = open("isp", &[path]);
+    for (addr, want) in [
+        ("10.1.0.1", "drpeng"),
+        ("10.1.1.1", "china_telecom"),
+        ("10.1.2.1", "china_unicom"),
+    ] {
+        let f = src.lookup(ip(addr)).unwrap().unwrap();
+        assert_eq!(
+            f.carrier.map(|c| c.to_string()).as_deref(),
+            Some(want),
+            "{addr}"
+        );
+    }
+}

@@ -334,7 +334,18 @@ impl MmdbSource {
             .into_iter()
             .flatten()
             .collect();
-        let mut carrier = carrier_of(cat, asn, &orgs);
+        // The ISP and organisation names are what this database adds over
+        // an ASN table, so they come first: a network announced through
+        // another carrier's AS (most Dr.Peng space is announced by China
+        // Telecom's AS4847) is named for what it is only there. Then the
+        // ASN, then the AS's own name.
+        let named = [r.isp, r.organization]
+            .into_iter()
+            .flatten()
+            .find_map(|o| cat.carrier_by_org(o))
+            .map(|c| c.id.clone());
+        let as_org: Vec<&str> = r.autonomous_system_organization.into_iter().collect();
+        let mut carrier = named.or_else(|| carrier_of(cat, asn, &as_org));
         if carrier.is_none() && r.mobile_country_code == Some("460") {
             carrier = r
                 .mobile_network_code
