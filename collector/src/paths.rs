@@ -62,35 +62,76 @@ impl PathPattern {
 
     /// True when `path` (without query) matches.
     pub fn matches(&self, path: &str) -> bool {
+        self.match_counting(path).0
+    }
+
+    /// Whether `path` matches, and how many steps deciding it took.
+    fn match_counting(&self, path: &str) -> (bool, usize) {
         let Some(rest) = path.strip_prefix('/') else {
-            return false;
+            return (false, 0);
         };
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.iter().any(|p| p.is_empty()) {
-            return false;
+            return (false, 0);
         }
-        match_from(&self.segments, &parts)
+        match_segments(&self.segments, &parts)
     }
 }
 
-fn match_from(pattern: &[Segment], parts: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => parts.is_empty(),
-        Some((Segment::Any, rest)) => {
-            (0..=parts.len()).any(|skip| match_from(rest, &parts[skip..]))
+impl Segment {
+    /// Whether this segment, other than `**`, takes `part`.
+    fn takes(&self, part: &str) -> bool {
+        match self {
+            Self::Literal(l) => l == part,
+            Self::One => true,
+            Self::Any => false,
         }
-        Some((seg, rest)) => match parts.split_first() {
-            None => false,
-            Some((part, tail)) => {
-                let ok = match seg {
-                    Segment::Literal(l) => l == part,
-                    Segment::One => true,
-                    Segment::Any => unreachable!("handled above"),
-                };
-                ok && match_from(rest, tail)
-            }
-        },
     }
+}
+
+/// Matches `parts` against `pattern`, returning the answer and the number
+/// of steps taken.
+///
+/// The path comes from the internet and is matched before anything else is
+/// done with the request: trying every split for every `**` in turn took
+/// time growing with the path length to the power of the number of `**`
+/// (a 5000-segment path against `/a/**/b/**/c` took 12 million steps). This
+/// is the greedy glob algorithm instead: each `**` first takes nothing, and
+/// on a mismatch only the most recent `**` takes one more segment. Going
+/// back to an earlier `**` never helps — the later one can take whatever
+/// the earlier one would have — so the steps stay within the pattern's
+/// length times the path's (and near the path's length in practice).
+fn match_segments(pattern: &[Segment], parts: &[&str]) -> (bool, usize) {
+    let (mut p, mut s) = (0, 0);
+    let mut steps = 0;
+    // The last `**` seen, and the first part it does not take yet.
+    let mut star: Option<(usize, usize)> = None;
+    while let Some(part) = parts.get(s) {
+        steps += 1;
+        match pattern.get(p) {
+            Some(Segment::Any) => {
+                star = Some((p, s));
+                p += 1;
+            }
+            Some(seg) if seg.takes(part) => {
+                p += 1;
+                s += 1;
+            }
+            _ => match star {
+                Some((star_p, star_s)) => {
+                    star = Some((star_p, star_s + 1));
+                    p = star_p + 1;
+                    s = star_s + 1;
+                }
+                None => return (false, steps),
+            },
+        }
+    }
+    let rest = pattern.get(p..).unwrap_or_default();
+    (
+        rest.iter().all(|seg| *seg == Segment::Any),
+        steps + rest.len(),
+    )
 }
 
 /// The configured patterns, checked together.
@@ -132,6 +173,84 @@ mod tests {
         assert!(!p.matches("/cdn/a/b/c/collect/x"));
         assert!(!p.matches("/cdn//collect"));
         assert!(!p.matches("cdn/collect"));
+    }
+
+    #[test]
+    fn many_any_segments_match_correctly() {
+        let p = PathPattern::parse("/a/**/b/**/c").unwrap();
+        for (path, expected) in [
+            ("/a/b/c", true),
+            ("/a/x/b/y/z/c", true),
+            ("/a/b/b/b/c", true),
+            ("/a/c", false),
+            ("/a/b/c/x", false),
+            ("/a/b/x/c/c", true),
+            ("/a/x/y", false),
+        ] {
+            assert_eq!(p.matches(path), expected, "{path}");
+        }
+        let p = PathPattern::parse("/**/x/*/**").unwrap();
+        assert!(p.matches("/x/1"));
+        assert!(p.matches("/q/x/1/2/3"));
+        assert!(!p.matches("/q/x"));
+        let p = PathPattern::parse("/x/**/**/y").unwrap();
+        assert!(p.matches("/x/y") && p.matches("/x/1/2/y") && !p.matches("/x/1/2"));
+    }
+
+    #[test]
+    fn a_long_path_against_several_any_segments_takes_few_steps() {
+        let b5000 = "/b".repeat(5000);
+        let p = PathPattern::parse("/a/**/b/**/c").unwrap();
+        let (matched, steps) = p.match_counting(&format!("/a{b5000}/x"));
+        assert!(!matched);
+        // Trying every split took some 12 million steps here.
+        assert!(steps < 4 * 5002, "{steps} steps");
+        let (matched, steps) = p.match_counting(&format!("/a{b5000}/c"));
+        assert!(matched);
+        assert!(steps < 4 * 5002, "{steps} steps");
+
+        // More `**` than a backtracking matcher could ever get through.
+        let p = PathPattern::parse("/a/**/b/**/b/**/b/**/b/**/c").unwrap();
+        let (matched, steps) = p.match_counting(&format!("/a{b5000}/x"));
+        assert!(!matched);
+        assert!(steps < 12 * 5002, "{steps} steps");
+        let (matched, _) = p.match_counting(&format!("/a{b5000}/c"));
+        assert!(matched);
+        // The bound holds whatever the path: pattern length times path length.
+        let p = PathPattern::parse("/**/b/b/b/b/b/b/b/b/c").unwrap();
+        let (matched, steps) = p.match_counting(&b5000);
+        assert!(!matched);
+        assert!(steps <= 11 * 5001, "{steps} steps");
+    }
+
+    /// Tries every split for every `**`: obviously right, and slow.
+    fn reference(pattern: &[Segment], parts: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => parts.is_empty(),
+            Some((Segment::Any, rest)) => {
+                (0..=parts.len()).any(|skip| reference(rest, &parts[skip..]))
+            }
+            Some((seg, rest)) => parts
+                .split_first()
+                .is_some_and(|(part, tail)| seg.takes(part) && reference(rest, tail)),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn greedy_matching_agrees_with_trying_every_split(
+            pattern in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "*", "**"]), 1..7),
+            path in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 1..10),
+        ) {
+            let pattern = PathPattern::parse(&format!("/{}", pattern.join("/")));
+            proptest::prop_assume!(pattern.is_ok());
+            let pattern = pattern.unwrap();
+            let parts: Vec<&str> = path.iter().map(|p| &**p).collect();
+            proptest::prop_assert_eq!(
+                pattern.matches(&format!("/{}", path.join("/"))),
+                reference(&pattern.segments, &parts)
+            );
+        }
     }
 
     #[test]
