@@ -257,8 +257,19 @@ impl Agent {
         revoke_consent(&self.state, &self.spool)
     }
 
+    /// The consent, when it was given to the consent text configured now:
+    /// agreeing to one text is not agreeing to the next (it may ask for
+    /// more, the MAC address say).
     fn require_consent(&self) -> Result<ConsentRecord, Error> {
-        self.consent()?.ok_or(Error::NoConsent)
+        let record = self.consent()?.ok_or(Error::NoConsent)?;
+        let current = self.config.consent.text_version.trim();
+        if record.text_version != current {
+            return Err(Error::ConsentOutdated {
+                accepted: record.text_version,
+                current: current.to_owned(),
+            });
+        }
+        Ok(record)
     }
 
     // ────────────────────────────── location ───────────────────────────────
@@ -627,6 +638,7 @@ impl Agent {
         Ok(AgentStatus {
             install_id: self.state.install_id()?,
             consent: self.consent()?,
+            consent_text_version: self.config.consent.text_version.trim().to_owned(),
             last_probe: record.last_probe,
             spool_depth: self.spool.depth()?,
             spool_evicted: self.spool.evicted()?,
@@ -656,7 +668,11 @@ impl Agent {
         let mut next_manifest = tokio::time::Instant::now();
         loop {
             let now = tokio::time::Instant::now();
-            let consented = self.consent()?.is_some();
+            let consented = match self.require_consent() {
+                Ok(_) => true,
+                Err(Error::NoConsent | Error::ConsentOutdated { .. }) => false,
+                Err(e) => return Err(e),
+            };
             if consented {
                 if self.manifest_key.is_some() && next_manifest <= now {
                     tokio::select! {

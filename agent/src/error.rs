@@ -52,6 +52,18 @@ pub enum Error {
          (or accept in the app) first"
     )]
     NoConsent,
+    /// Consent was given to an earlier version of the consent text.
+    #[error(
+        "consent was given to version {accepted:?} of the consent text, and the text is now \
+         version {current:?}: nothing is traced or sent until the user has seen it and run \
+         `lineprobe-agent consent --accept` (or accepted in the app) again"
+    )]
+    ConsentOutdated {
+        /// The version accepted.
+        accepted: String,
+        /// The version configured now.
+        current: String,
+    },
     /// A declared value is not in the catalog; the message lists the valid choices.
     #[error("declared {field} {value:?} is not known; valid choices: {choices}")]
     Declared {

@@ -62,6 +62,9 @@ pub struct AgentStatus {
     pub install_id: InstallId,
     /// The consent, when given.
     pub consent: Option<ConsentRecord>,
+    /// The version of the consent text configured now; a consent given to
+    /// another version no longer counts.
+    pub consent_text_version: String,
     /// The last probe run.
     pub last_probe: Option<ProbeRecord>,
     /// Reports waiting in the spool.
@@ -86,6 +89,14 @@ impl fmt::Display for AgentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "install id: {}", self.install_id)?;
         match &self.consent {
+            Some(c) if c.text_version != self.consent_text_version => writeln!(
+                f,
+                "consent: given at {} to text version {}, but the text is now version {} — \
+                 nothing is traced or sent until it is accepted (lineprobe-agent consent --accept)",
+                c.accepted_at.to_rfc3339(),
+                c.text_version,
+                self.consent_text_version
+            )?,
             Some(c) => writeln!(
                 f,
                 "consent: accepted at {} (text version {})",

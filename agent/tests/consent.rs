@@ -141,3 +141,50 @@ async fn a_gps_fix_from_the_host_replaces_the_typed_location() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_to_an_earlier_text_no_longer_counts() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let (agent, _) = agent(state.path(), config.clone(), 3);
+    agent.accept_consent().expect("accept version 1");
+
+    // The consent text changes (it now asks for more): the same state under
+    // the new config traces and sends nothing until it is accepted again.
+    let mut newer = config;
+    newer.consent.text_version = "2".to_owned();
+    let (agent, traces) = support::agent(state.path(), newer, 3);
+    let err = agent.probe_once().await.expect_err("outdated consent");
+    assert!(
+        matches!(&err, Error::ConsentOutdated { accepted, current } if accepted == "1" && current == "2"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("consent --accept"), "{err}");
+    assert!(matches!(
+        agent.make_report().await,
+        Err(Error::ConsentOutdated { .. })
+    ));
+    assert_eq!(traces.load(Ordering::SeqCst), 0, "traced under old consent");
+    assert!(stored(&running).await.is_empty(), "sent under old consent");
+    let status = agent.status().expect("status").to_string();
+    assert!(status.contains("the text is now version 2"), "{status}");
+
+    // The daemon only waits for it.
+    let ran = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        agent.run(std::future::pending()),
+    )
+    .await;
+    assert!(ran.is_err(), "the daemon ended: {ran:?}");
+    assert_eq!(traces.load(Ordering::SeqCst), 0, "the daemon probed");
+
+    agent.accept_consent().expect("accept version 2");
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
+    running.shutdown().await.expect("shutdown");
+}
