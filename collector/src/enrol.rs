@@ -31,7 +31,10 @@
 //!
 //! Enrolments are rare (once per probe and node, again after key loss); the
 //! traffic limits of the public listener bound the rate at which anyone can
-//! enrol.
+//! enrol: the ingest router admits an enrolment as it admits a report,
+//! counting it for its source and throttling it with the source's reports,
+//! and an enrolment refused for what was sent counts as a reject of its
+//! source, as an invalid or forged report does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +52,7 @@ use lineprobe_shared::{
 use serde_json::json;
 
 use crate::signature::{SignatureRejection, SignatureVerifier, forged, signature_header};
-use crate::{ConnInfo, EnrolOutcome, egress_address};
+use crate::{ConnInfo, EnrolOutcome, IngestOutcome, egress_address};
 
 /// Largest enrolment body accepted, in bytes: the request is about 150.
 pub const MAX_ENROL_BODY_BYTES: usize = 4096;
@@ -57,18 +60,34 @@ pub const MAX_ENROL_BODY_BYTES: usize = 4096;
 /// Time allowed to receive an enrolment body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one enrolment request (the caller matched the path and method).
+/// Serves one enrolment request (the caller matched the path and method,
+/// and admitted it): the answer, and how traffic accounting should take it
+/// (see [`traffic_outcome`]).
 pub(crate) async fn enrol(
     verifier: &Arc<SignatureVerifier>,
     trusted_proxies: &[ipnet::IpNet],
     request: Request,
-) -> Response {
+) -> (Response, Option<IngestOutcome>) {
     let (result, response) = match enrol_inner(verifier, trusted_proxies, request).await {
         Ok((result, response)) => (result, response),
         Err(rejection) => (rejection.0, rejection.1),
     };
     verifier.metrics().enrolment(result);
-    response
+    (response, traffic_outcome(result))
+}
+
+/// How traffic accounting takes an enrolment that ended with `result`: as
+/// a reject of its source when it was refused for what was sent (malformed,
+/// unsigned, forged, replayed…), as an invalid or forged report is; `None`
+/// (counted, and neither a reject nor an accepted report) when it was
+/// accepted — an enrolment is no report, and must not raise its source's
+/// trust — or refused by policy or for the receiver's own failure.
+fn traffic_outcome(result: &str) -> Option<IngestOutcome> {
+    match result {
+        "enrolled" | "already_enrolled" | "key_changed" | "too_many_keys" | "storage_error" => None,
+        "invalid" => Some(IngestOutcome::Invalid),
+        _ => Some(IngestOutcome::SignatureRejected),
+    }
 }
 
 type Refusal = Box<(&'static str, Response)>;

@@ -176,15 +176,7 @@ pub fn not_found() -> Response {
 
 async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Request) -> Response {
     if request.method() == Method::POST && state.enrol_paths.matches(request.uri().path()) {
-        let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
-            return rejection(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the receiver is busy; retry later",
-                Some(1),
-            );
-        };
-        return crate::enrol::enrol(&state.signatures, &state.trusted_proxies, request).await;
+        return enrol(&state, request).await;
     }
     let method = request.method();
     if (method == Method::GET || method == Method::HEAD)
@@ -199,21 +191,12 @@ async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Req
         state.metrics.ingest(IngestOutcome::NotFound);
         return not_found();
     }
-    // Accounted, and throttled when its source is in an anomaly episode and
-    // over its budget, before anything of the body is read.
-    let peer = request
-        .extensions()
-        .get::<ConnInfo>()
-        .map(|conn| egress_address(conn, request.headers(), &state.trusted_proxies).0);
-    let mut ticket = match peer.map(|ip| state.traffic.admit(ip, request.uri().path())) {
-        Some(Admission::Throttled { retry_after_secs }) => {
+    let mut ticket = match admit(&state, &request) {
+        Ok(ticket) => ticket,
+        Err(retry_after_secs) => {
             state.metrics.ingest(IngestOutcome::Throttled);
-            // Tarpit: a timer, no request slot, the body left unread.
-            tokio::time::sleep(state.traffic.throttle_delay()).await;
-            return throttled(retry_after_secs);
+            return tarpit(&state, retry_after_secs).await;
         }
-        Some(Admission::Proceed(ticket)) => Some(ticket),
-        None => None,
     };
     // Shed instead of queueing: a queue only turns overload into timeouts
     // for everyone, while a prompt 503 lets the probe spool and retry.
@@ -235,6 +218,56 @@ async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Req
         state.traffic.finish(&ticket, outcome);
     }
     response
+}
+
+/// A key enrolment: admitted like a report, then served by [`crate::enrol`].
+async fn enrol(state: &IngestState, request: Request) -> Response {
+    // The public listener's traffic limits are what bound how fast anyone
+    // can enrol: an enrolment counts for its source with the source's
+    // reports, and is throttled with them.
+    let ticket = match admit(state, &request) {
+        Ok(ticket) => ticket,
+        Err(retry_after_secs) => {
+            state.signatures.metrics().enrolment("throttled");
+            return tarpit(state, retry_after_secs).await;
+        }
+    };
+    let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
+        return rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the receiver is busy; retry later",
+            Some(1),
+        );
+    };
+    let (response, outcome) =
+        crate::enrol::enrol(&state.signatures, &state.trusted_proxies, request).await;
+    if let (Some(ticket), Some(outcome)) = (ticket, outcome) {
+        state.traffic.finish(&ticket, outcome);
+    }
+    response
+}
+
+/// Accounts a request to its source before anything of the body is read:
+/// `Err` with the `Retry-After` seconds when the source is in an anomaly
+/// episode and over its budget. No ticket when the connection is unknown.
+fn admit(state: &IngestState, request: &Request) -> Result<Option<Ticket>, u64> {
+    let peer = request
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|conn| egress_address(conn, request.headers(), &state.trusted_proxies).0);
+    match peer.map(|ip| state.traffic.admit(ip, request.uri().path())) {
+        Some(Admission::Throttled { retry_after_secs }) => Err(retry_after_secs),
+        Some(Admission::Proceed(ticket)) => Ok(Some(ticket)),
+        None => Ok(None),
+    }
+}
+
+/// The answer to a throttled request, after the tarpit's delay: a timer,
+/// no request slot, the body left unread.
+async fn tarpit(state: &IngestState, retry_after_secs: u64) -> Response {
+    tokio::time::sleep(state.traffic.throttle_delay()).await;
+    throttled(retry_after_secs)
 }
 
 /// 429: the source is flooding; the probe spools and retries later.

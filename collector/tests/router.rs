@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderName, Method, Request, StatusCode, Uri, header
 use http_body_util::BodyExt as _;
 use lineprobe_collector::{
     ConnInfo, IngestOutcome, IngestState, Metrics, Staging, StagingOptions, SystemClock, TlsInfo,
-    Traffic, ingest_router, manifest_routes,
+    Traffic, UnitKey, ingest_router, manifest_routes,
 };
 use lineprobe_shared::Report;
 use serde_json::Value;
@@ -24,6 +24,7 @@ struct Harness {
     _dir: tempfile::TempDir,
     staging: Staging,
     metrics: Arc<Metrics>,
+    traffic: Arc<Traffic>,
     router: Router,
 }
 
@@ -43,15 +44,20 @@ impl Harness {
             Arc::new(SystemClock),
             Some(Arc::clone(&metrics)),
         ));
-        let state =
-            IngestState::from_config(&config, staging.clone(), Arc::clone(&metrics), traffic)
-                .expect("ingest state");
+        let state = IngestState::from_config(
+            &config,
+            staging.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&traffic),
+        )
+        .expect("ingest state");
         Self {
             _dir: dir,
             // As the server mounts it.
             router: ingest_router(state).merge(manifest_routes(staging.clone())),
             staging,
             metrics,
+            traffic,
         }
     }
 
@@ -368,4 +374,78 @@ async fn readyz_is_503_once_staging_is_full() {
     let highest = h.staging.stats().await.expect("stats").highest_seq;
     h.staging.ack("test-node", highest).await.expect("ack");
     assert_eq!(h.get("/readyz", &[]).await.0, StatusCode::OK);
+}
+
+/// Traffic settings under which one busy source is soon in an anomaly
+/// episode and over its budget (as in tests/traffic.rs).
+const FLOOD_LIMITS: &str = "[traffic]
+min_anomaly_requests_per_minute = 30
+node_capacity_per_second = 200.0
+anomalous_unit_share = 0.01
+anomalous_total_share = 0.1
+throttle_retry_after_secs = 7
+throttle_delay_ms = 0
+";
+
+fn post_enrolment() -> Request<Body> {
+    Request::post("/api/v1/enrol")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn enrolments_are_accounted_and_throttled_with_their_source() {
+    let h = Harness::new(FLOOD_LIMITS);
+    let flooder = "198.51.100.7:40000";
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        let (status, body) = h.send(post_enrolment(), flooder, None).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let body: Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(body["error"], "throttled");
+        } else {
+            // An empty enrolment is refused for what it is.
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        }
+        statuses.push(status);
+    }
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        throttled >= 100,
+        "only {throttled} of 200 enrolments throttled"
+    );
+    assert_eq!(
+        h.metrics.signatures.enrolment_count("throttled"),
+        u64::try_from(throttled).expect("count")
+    );
+    assert!(h.metrics.traffic_throttled_count("prefix") >= 100);
+
+    // One accounting: the same source's reports are throttled too, while
+    // another source's are stored.
+    let (status, _) = h
+        .send(post_report(b"/api/v1/report"), "198.51.100.8:40001", None)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = h
+        .send(post_report(b"/api/v1/report"), "203.0.113.5:40000", None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_refused_enrolment_counts_against_its_source_as_a_refused_report_does() {
+    let h = Harness::new("");
+    let unit = |ip: &str| UnitKey::prefix_of(ip.parse().expect("ip"));
+    let initial = h.traffic.trust_score(&unit("203.0.113.5"));
+    for _ in 0..3 {
+        let (status, _) = h.send(post_enrolment(), "198.51.100.7:40000", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    assert!(h.traffic.trust_score(&unit("198.51.100.7")) < initial);
+    // Another source is untouched.
+    assert!((h.traffic.trust_score(&unit("203.0.113.5")) - initial).abs() < 1e-9);
 }
