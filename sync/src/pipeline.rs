@@ -414,6 +414,7 @@ mod tests {
             quarantined: 1,
             observations_new: 2,
             observations_repeated: 3,
+            duplicates: 7,
             verdicts_new: 4,
             lines_changed: 5,
             skipped: 6,
@@ -423,10 +424,12 @@ mod tests {
         assert_eq!(run.read, 21);
         assert_eq!(run.applied.skipped, 12);
         assert_eq!(run.applied.observations_repeated, 6);
+        assert_eq!(run.applied.duplicates, 14);
         let json = serde_json::to_value(&run).unwrap();
         assert_eq!(json["read"], 21);
         assert_eq!(json["quarantined"], 2);
         assert_eq!(json["lines_changed"], 10);
+        assert_eq!(json["duplicates"], 14);
         assert!(json.get("applied").is_none(), "{json}");
     }
 

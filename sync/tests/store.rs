@@ -7,11 +7,17 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use lineprobe_shared::{
+    Catalog, Classifier, ClassifierConfig, EnvelopeHeaders, ReceiverEnvelope, Report,
+};
 use lineprobe_sync::{
-    ApplySummary, CachedAnswer, Error, LineFilter, ObservationFacts, ObservationRecord, Processed,
-    PullBatch, PulledReport, QuarantineRecord, Store, VerdictRecord,
+    ApplySummary, CachedAnswer, Error, LineFilter, ObservationFacts, ObservationRecord, Pipeline,
+    Processed, PullBatch, PulledReport, QuarantineRecord, Store, VerdictRecord,
 };
 
 mod pgscratch;
@@ -1463,10 +1469,12 @@ struct SchemaSql {
     indexes: &'static str,
     /// How many of PostgreSQL's pair statistics exist (0 on SQLite).
     statistics: &'static str,
-    /// Undoes migrations 0009 and 0008 on a database with data, so that it
-    /// is exactly what a store of schema 7 was: PostgreSQL's two carrier
-    /// indexes back in place of the merged one and no pair statistics; on
-    /// SQLite both are no-ops, so only their records go.
+    /// Undoes migrations 0010, 0009 and 0008 on a database with data, so
+    /// that it is what a store of schema 7 was: no counted report ids and
+    /// only two outcome states, PostgreSQL's two carrier indexes back in
+    /// place of the merged one and no pair statistics. On SQLite 0009 and
+    /// 0008 are no-ops, and the outcomes table 0010 built again keeps its
+    /// third state (0010 builds it again, whatever its states).
     back_to_7: &'static str,
 }
 
@@ -1474,6 +1482,10 @@ const PG_SCHEMA: SchemaSql = SchemaSql {
     indexes: "SELECT indexname::text FROM pg_indexes WHERE tablename = 'lines' ORDER BY indexname",
     statistics: "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'lines_verdict_actual'",
     back_to_7: "
+        DROP TABLE counted_reports;
+        ALTER TABLE raw_outcomes DROP CONSTRAINT raw_outcomes_state_check;
+        ALTER TABLE raw_outcomes ADD CONSTRAINT raw_outcomes_state_check
+            CHECK (state IN ('processed', 'quarantined'));
         DROP STATISTICS lines_verdict_actual;
         CREATE INDEX lines_actual_carrier_seen ON lines (actual_carrier, last_seen, line_key);
         CREATE INDEX lines_carriers_seen
@@ -1486,7 +1498,7 @@ const SQLITE_SCHEMA: SchemaSql = SchemaSql {
     indexes: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lines' \
               ORDER BY name",
     statistics: "SELECT 0",
-    back_to_7: "DELETE FROM _sqlx_migrations WHERE version > 7;",
+    back_to_7: "DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
 };
 
 /// Applied migrations, the lines table's indexes and the statistics count,
@@ -1560,6 +1572,23 @@ async fn a_store_of_an_older_schema_is_migrated_with_its_data() {
         }
         assert_line_filters(&upgraded).await;
         assert_eq!(upgraded.counts().await.unwrap().raw, 5);
+        // The reports counted before the upgrade count once after it: each
+        // report id (as the puller read it) is claimed by its raw report,
+        // and a copy of one pulled from another collector is a duplicate.
+        let copy = stored_from(&upgraded, "dmz-2", "node-b", 1, b"{}").await;
+        let summary = upgraded
+            .apply(&[copy_of(
+                "r-1",
+                copy,
+                "l1",
+                "l1",
+                900,
+                verdict("x", "compliant", "cmcc", 9),
+            )])
+            .await
+            .unwrap();
+        assert_eq!((summary.duplicates, summary.observations_repeated), (1, 0));
+        assert_eq!(upgraded.line("l1").await.unwrap().unwrap().reports, 1);
         upgraded.close().await;
     })
     .await;
@@ -1696,6 +1725,395 @@ async fn row_structs_serialize_for_the_command_line() {
         assert_eq!(json["reports"], 1);
         let counts = serde_json::to_value(s.counts().await.unwrap()).unwrap();
         assert_eq!(counts["lines"], 1);
+    })
+    .await;
+}
+
+// ---- one report, one count -------------------------------------------------
+
+/// `observation` with the report id `report_id`.
+fn copy_of(
+    report_id: &str,
+    raw_id: i64,
+    obs: &str,
+    line: &str,
+    at: i64,
+    v: VerdictRecord,
+) -> Processed {
+    let mut record = observation(raw_id, obs, line, at, v);
+    if let Processed::Observation(o) = &mut record {
+        report_id.clone_into(&mut o.report_id);
+    }
+    record
+}
+
+/// Stores one raw report pulled from collector `collector` (node `node`,
+/// sequence number `seq`); returns its id.
+async fn stored_from(s: &Store, collector: &str, node: &str, seq: u64, body: &[u8]) -> i64 {
+    let reports = [report(seq, body)];
+    let commit = s
+        .commit_pull(&PullBatch {
+            collector,
+            node_id: node,
+            reports: &reports,
+            next_after: seq,
+            pulled_at_ms: 5_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(commit.inserted, 1);
+    s.pending_raw(0, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .find(|r| r.node_id == node && r.seq == seq)
+        .unwrap()
+        .id
+}
+
+/// Every raw report as (collector, node, state), in id order, read over a
+/// connection of its own.
+async fn raw_states(url: &str) -> Vec<(String, String, String)> {
+    const SQL: &str = "SELECT r.collector, r.node_id, COALESCE(o.state, 'pending') \
+         FROM raw_reports r LEFT JOIN raw_outcomes o ON o.id = r.id ORDER BY r.id";
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let rows = sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        rows
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let rows = sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        rows
+    }
+}
+
+/// The state of every raw report, in id order.
+async fn state_names(url: &str) -> Vec<String> {
+    let states = raw_states(url).await;
+    states.into_iter().map(|(_, _, state)| state).collect()
+}
+
+/// The pipeline over the demo's catalogs and address data, on one thread.
+fn demo_pipeline() -> Pipeline {
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let chain = Arc::new(lineprobe_sync::demo_chain(&catalog).unwrap());
+    let classifier = Classifier::new(&ClassifierConfig::default()).unwrap();
+    Pipeline::new(catalog, chain, classifier).with_workers(1)
+}
+
+/// A demo report as the receiver `node` stored it: its envelope (number
+/// `seq`, received at `at`) added to the same report the probe sent.
+fn as_received(
+    report: &Report,
+    egress: IpAddr,
+    node: &str,
+    seq: u64,
+    at: DateTime<Utc>,
+) -> Vec<u8> {
+    let mut report = report.clone();
+    report.envelope = Some(ReceiverEnvelope {
+        received_at: at,
+        peer_ip: egress,
+        peer_port: Some(40_000),
+        path: "/v1/reports".to_owned(),
+        headers: EnvelopeHeaders::default(),
+        tls: None,
+        node_id: node.to_owned(),
+        seq,
+        trust: None,
+    });
+    report.to_json().unwrap()
+}
+
+/// The probe timed out on collector node A, which had stored the report,
+/// and sent it again to node B: both stored it, and the puller pulled it
+/// from both. Both raw reports are kept as received, but the report counts
+/// once — one observation count, one line report, one verdict — and the
+/// second copy is marked a duplicate; in one batch and in two.
+#[tokio::test]
+async fn a_report_through_two_collectors_counts_once() {
+    on_each_backend("report_twice", |ctx| async move {
+        let s = &ctx.store;
+        let pipeline = demo_pipeline();
+        let now = Utc::now();
+        let cases: Vec<_> = lineprobe_sync::demo_cases(now.fixed_offset())
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.expect == "compliant" && c.egress.is_some())
+            .take(2)
+            .collect();
+        assert_eq!(cases.len(), 2);
+        // The first case's copies are applied in one batch, the second's
+        // in two (a batch of one report).
+        for (i, (case, batch)) in cases.iter().zip([100, 1]).enumerate() {
+            let seq = u64::try_from(i).unwrap() + 1;
+            let egress = case.egress.unwrap();
+            let first = as_received(&case.report, egress, "n1", seq, now);
+            let again = as_received(
+                &case.report,
+                egress,
+                "n2",
+                seq,
+                now + chrono::Duration::seconds(20),
+            );
+            let a = stored_from(s, "c1", "n1", seq, &first).await;
+            let b = stored_from(s, "c2", "n2", seq, &again).await;
+            assert!(a < b);
+            let run = pipeline.run_pending(s, batch, |_| {}).await.unwrap();
+            assert_eq!(run.read, 2, "batch of {batch}");
+            assert_eq!(run.applied.observations_new, 1, "batch of {batch}");
+            assert_eq!(run.applied.observations_repeated, 0, "batch of {batch}");
+            assert_eq!(run.applied.duplicates, 1, "batch of {batch}");
+            assert_eq!(run.applied.verdicts_new, 1, "batch of {batch}");
+
+            let account = case.report.account.trim();
+            let line_key = lineprobe_sync::line_key(account, case.report.install_id.as_str());
+            let line = s.line(&line_key).await.unwrap().unwrap();
+            assert_eq!(line.reports, 1, "batch of {batch}");
+            assert_eq!(line.verdict, "compliant");
+            let observations = s.line_observations(&line_key).await.unwrap();
+            assert_eq!(observations.len(), 1, "batch of {batch}");
+            let o = &observations[0];
+            assert_eq!(o.count, 1, "batch of {batch}");
+            assert_eq!(o.first_seen_ms, now.timestamp_millis());
+            assert_eq!(o.last_seen_ms, now.timestamp_millis());
+            assert_eq!(o.first_report_id, case.report.report_id.to_string());
+            assert_eq!(s.line_verdicts(&line_key).await.unwrap().len(), 1);
+            assert!(s.line_history(&line_key).await.unwrap().is_empty());
+        }
+        // Nothing is lost: every copy is stored as received; the second of
+        // each is decided as a duplicate of the first.
+        let states = raw_states(&ctx.url).await;
+        let expected = |c: &str, n: &str, st: &str| (c.to_owned(), n.to_owned(), st.to_owned());
+        assert_eq!(
+            states,
+            [
+                expected("c1", "n1", "processed"),
+                expected("c2", "n2", "duplicate"),
+                expected("c1", "n1", "processed"),
+                expected("c2", "n2", "duplicate"),
+            ]
+        );
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.raw, counts.pending, counts.processed), (4, 0, 2));
+        assert_eq!((counts.duplicates, counts.quarantined), (2, 0));
+        assert_eq!(
+            (counts.observations, counts.verdicts, counts.lines),
+            (2, 2, 2)
+        );
+
+        // Reprocessing re-decides the originals only; it counts nothing again.
+        let truth = async || {
+            let lines = s.lines(&LineFilter::default()).await.unwrap();
+            lines
+                .into_iter()
+                .map(|l| (l.line_key, l.reports, l.observation_id, l.verdict_id))
+                .collect::<Vec<_>>()
+        };
+        let lines = truth().await;
+        let run = pipeline.reprocess(s, None, 100, |_| {}).await.unwrap();
+        assert_eq!(run.read, 2);
+        assert_eq!(run.applied.skipped, 0);
+        assert_eq!(truth().await, lines);
+        assert_eq!(raw_states(&ctx.url).await, states);
+        assert_eq!(s.counts().await.unwrap(), counts);
+    })
+    .await;
+}
+
+/// The store's rule behind the pipeline's: an observation record of a
+/// report id already counted from another raw report is a duplicate,
+/// whether the first copy was applied in the same batch or an earlier one;
+/// and re-deciding the copy that counted is not blocked by the duplicate.
+#[tokio::test]
+async fn a_report_id_counts_once_in_one_batch_and_across_batches() {
+    on_each_backend("report_id_once", |ctx| async move {
+        let s = &ctx.store;
+        let raw = |collector, node, seq| {
+            let body = format!("{{\"copy\":\"{collector}\",\"seq\":{seq}}}");
+            async move { stored_from(s, collector, node, seq, body.as_bytes()).await }
+        };
+        let (a1, b1) = (raw("c1", "n1", 1).await, raw("c2", "n2", 1).await);
+        let (a2, b2) = (raw("c1", "n1", 2).await, raw("c2", "n2", 2).await);
+        let v = |key: &str, at| verdict(key, "compliant", "cmcc", at);
+
+        // Both copies of report R1 in one batch; the second was received
+        // later by its node, with a verdict of its own.
+        let summary = s
+            .apply(&[
+                copy_of("R1", a1, "o1", "l1", 100, v("k1", 1_000)),
+                copy_of("R1", b1, "o1", "l1", 130, v("k1-b", 1_000)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.observations_new, summary.observations_repeated),
+            (1, 0)
+        );
+        assert_eq!(
+            (summary.duplicates, summary.verdicts_new, summary.skipped),
+            (1, 1, 0)
+        );
+        // Report R2 of the same line: its first copy in one batch, its
+        // second copy in the next.
+        s.apply(&[copy_of("R2", a2, "o1", "l1", 200, v("k1", 2_000))])
+            .await
+            .unwrap();
+        let summary = s
+            .apply(&[copy_of("R2", b2, "o1", "l1", 230, v("k2", 2_000))])
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                summary.observations_new,
+                summary.observations_repeated,
+                summary.duplicates,
+                summary.verdicts_new,
+                summary.lines_changed
+            ),
+            (0, 0, 1, 0, 0)
+        );
+
+        let o = s.observation("o1").await.unwrap().unwrap();
+        assert_eq!(o.count, 2);
+        assert_eq!((o.first_seen_ms, o.last_seen_ms), (100, 200));
+        assert_eq!(
+            (o.first_report_id.as_str(), o.last_report_id.as_str()),
+            ("R1", "R2")
+        );
+        assert_eq!(o.latest_verdict_key.as_deref(), Some("k1"));
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(line.reports, 2);
+        assert_eq!((line.first_seen_ms, line.last_seen_ms), (100, 200));
+        assert_eq!(line.verdict_id, o.latest_verdict_id.unwrap());
+        assert_eq!(s.line_verdicts("l1").await.unwrap().len(), 1);
+        let states = state_names(&ctx.url).await;
+        assert_eq!(states, ["processed", "duplicate", "processed", "duplicate"]);
+        let counts = s.counts().await.unwrap();
+        assert_eq!(
+            (counts.processed, counts.duplicates, counts.pending),
+            (2, 2, 0)
+        );
+
+        // Applying a duplicate again is skipped like any decided report.
+        let summary = s
+            .apply(&[copy_of("R2", b2, "o1", "l1", 230, v("k2", 3_000))])
+            .await
+            .unwrap();
+        assert_eq!(summary.skipped, 1);
+        // Reprocessing lists the copies that counted, and re-deciding them
+        // changes their verdict without counting them again.
+        let listed: Vec<i64> = s
+            .processed_raw(None, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, [a1, a2]);
+        let summary = s
+            .apply(&[
+                reprocessed(copy_of("R1", a1, "o1", "l1", 100, v("k3", 4_000))),
+                reprocessed(copy_of("R2", a2, "o1", "l1", 200, v("k3", 4_000))),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.verdicts_new, summary.lines_changed, summary.skipped),
+            (1, 1, 0)
+        );
+        let o = s.observation("o1").await.unwrap().unwrap();
+        assert_eq!((o.count, o.latest_verdict_key.as_deref()), (2, Some("k3")));
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(
+            (line.reports, line.verdict_id),
+            (2, o.latest_verdict_id.unwrap())
+        );
+        assert_eq!(state_names(&ctx.url).await, states);
+    })
+    .await;
+}
+
+// ---- the newest report is current ------------------------------------------
+
+/// A report the probe spooled while offline arrives after a newer report
+/// of the same observation (the same line, path and declarations; its
+/// verdict differs only in what the observation key leaves out, such as
+/// the source's trust). Its verdict is kept, as history; the line keeps the
+/// newer report's verdict — in a later batch and in the same one.
+#[tokio::test]
+async fn an_older_report_of_the_current_observation_does_not_replace_its_verdict() {
+    on_each_backend("older_report", |ctx| async move {
+        let s = &ctx.store;
+        let ids = stored_raws(s, 1, 6).await;
+        let k1 = || verdict("K1", "compliant", "cmcc", 1_000);
+        let k2 = || VerdictRecord {
+            trust_score: Some(10),
+            low_trust: true,
+            ..verdict("K2", "compliant", "cmcc", 2_000)
+        };
+        let low = LineFilter {
+            low_trust: Some(true),
+            ..LineFilter::default()
+        };
+        for (line, batches) in [("l1", vec![vec![0], vec![1]]), ("l2", vec![vec![2, 3]])] {
+            let records = [
+                observation(ids[0], "o1", "l1", 100, k1()),
+                observation(ids[1], "o1", "l1", 50, k2()),
+                observation(ids[2], "o2", "l2", 100, k1()),
+                observation(ids[3], "o2", "l2", 50, k2()),
+            ];
+            let mut first = None;
+            for batch in batches {
+                let batch: Vec<Processed> = batch.iter().map(|&i| records[i].clone()).collect();
+                s.apply(&batch).await.unwrap();
+                first.get_or_insert(s.line(line).await.unwrap().unwrap());
+            }
+            let first = first.unwrap();
+            let now = s.line(line).await.unwrap().unwrap();
+            assert_eq!(now.verdict_id, first.verdict_id, "{line}");
+            assert_eq!(now.current_from_ms, first.current_from_ms, "{line}");
+            assert!(!now.low_trust, "{line}");
+            assert_eq!(now.reports, 2, "{line}");
+            assert_eq!((now.first_seen_ms, now.last_seen_ms), (50, 100), "{line}");
+            let verdicts = s.line_verdicts(line).await.unwrap();
+            let current = verdicts.iter().find(|v| v.id == now.verdict_id).unwrap();
+            assert_eq!(current.record.verdict_key, "K1", "{line}");
+            // The older report's verdict is kept, with its own time and mark.
+            let kept: Vec<(&str, i64, bool)> = verdicts
+                .iter()
+                .map(|v| {
+                    (
+                        v.record.verdict_key.as_str(),
+                        v.observed_at_ms,
+                        v.record.low_trust,
+                    )
+                })
+                .collect();
+            assert_eq!(kept, [("K2", 50, true), ("K1", 100, false)], "{line}");
+            // It was never current, so the line did not replace anything.
+            assert!(s.line_history(line).await.unwrap().is_empty(), "{line}");
+            let o = &s.line_observations(line).await.unwrap()[0];
+            assert_eq!(o.count, 2);
+            assert_eq!(o.latest_verdict_key.as_deref(), Some("K1"), "{line}");
+            assert_eq!(o.latest_verdict_id, Some(now.verdict_id), "{line}");
+        }
+        assert!(s.lines(&low).await.unwrap().is_empty());
+
+        // A newer report with the low-trust verdict does replace it.
+        s.apply(&[observation(ids[4], "o1", "l1", 150, k2())])
+            .await
+            .unwrap();
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert!(line.low_trust);
+        let history = s.line_history("l1").await.unwrap();
+        assert_eq!(history.len(), 1);
+        let o = s.observation("o1").await.unwrap().unwrap();
+        assert_eq!(o.latest_verdict_id, Some(line.verdict_id));
+        assert_eq!(o.latest_verdict_key.as_deref(), Some("K2"));
+        assert_eq!(s.lines(&low).await.unwrap().len(), 1);
     })
     .await;
 }

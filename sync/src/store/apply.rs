@@ -24,6 +24,9 @@ pub(super) enum RawState {
     Processed,
     /// Applied as a quarantined report.
     Quarantined,
+    /// A copy of a report counted from another raw report (the same report
+    /// id, pulled from another collector): decided, and counted nowhere.
+    Duplicate,
 }
 
 impl RawState {
@@ -33,6 +36,7 @@ impl RawState {
             Self::Pending => "pending",
             Self::Processed => "processed",
             Self::Quarantined => "quarantined",
+            Self::Duplicate => "duplicate",
         }
     }
 
@@ -42,6 +46,7 @@ impl RawState {
             "pending" => Ok(Self::Pending),
             "processed" => Ok(Self::Processed),
             "quarantined" => Ok(Self::Quarantined),
+            "duplicate" => Ok(Self::Duplicate),
             other => Err(Error::StoreInput(format!(
                 "the database holds a raw report in the unknown state `{other}`; \
                  was it written by a newer lineprobe-sync?"
@@ -89,6 +94,25 @@ pub(super) fn raw_rows(rows: Vec<RawStateRow>) -> Result<RawRows, Error> {
         );
     }
     Ok((states, origins))
+}
+
+/// A report id the pipeline counted, as loaded.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(super) struct CountedReport {
+    pub(super) report_id: String,
+    /// The raw report whose copy counted.
+    pub(super) first_copy: i64,
+    /// The observation that copy is decided as now (none when it was
+    /// quarantined since).
+    pub(super) counted_in: Option<i64>,
+}
+
+/// A `counted_reports` row to write: `report_id` counted, from raw report
+/// `raw_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NewCount<'a> {
+    pub(super) report_id: &'a str,
+    pub(super) raw_id: i64,
 }
 
 /// An observation row as loaded and as written.
@@ -161,6 +185,8 @@ pub(super) struct Plan<'a> {
     pub(super) unquarantine: Vec<i64>,
     /// Raw reports to update, each once.
     pub(super) raws: Vec<RawWrite>,
+    /// Report ids counted for the first time.
+    pub(super) counted: Vec<NewCount<'a>>,
     /// What the batch did.
     pub(super) summary: ApplySummary,
 }
@@ -276,23 +302,45 @@ pub(super) fn eligible(batch: &[Processed], raws: &HashMap<i64, RawState>) -> Ve
         .collect()
 }
 
-/// The observation and line keys the applying records of a batch touch.
-pub(super) fn touched_keys<R: Borrow<Processed>>(
-    batch: &[R],
-    eligible: &[bool],
-) -> (Vec<String>, Vec<String>) {
+/// The rows the applying records of a batch touch, by key: what each
+/// backend loads before [`plan`].
+#[derive(Debug, Default)]
+pub(super) struct TouchedKeys {
+    /// Observation keys.
+    pub(super) observations: Vec<String>,
+    /// Line keys.
+    pub(super) lines: Vec<String>,
+    /// Report ids (their `counted_reports` rows).
+    pub(super) reports: Vec<String>,
+}
+
+/// The observation and line keys and the report ids the applying records
+/// of a batch touch.
+pub(super) fn touched_keys<R: Borrow<Processed>>(batch: &[R], eligible: &[bool]) -> TouchedKeys {
     let mut obs = HashSet::new();
     let mut lines = HashSet::new();
+    let mut reports = HashSet::new();
     for (record, applies) in batch.iter().zip(eligible) {
         if let (Processed::Observation(o), true) = (record.borrow(), applies) {
             obs.insert(o.facts.obs_key.as_str());
             lines.insert(o.facts.line_key.as_str());
+            reports.insert(o.report_id.as_str());
         }
     }
-    (
-        obs.into_iter().map(str::to_owned).collect(),
-        lines.into_iter().map(str::to_owned).collect(),
-    )
+    let owned = |keys: HashSet<&str>| keys.into_iter().map(str::to_owned).collect();
+    TouchedKeys {
+        observations: owned(obs),
+        lines: owned(lines),
+        reports: owned(reports),
+    }
+}
+
+/// The rows a batch touches, as loaded (see [`TouchedKeys`]).
+#[derive(Debug, Default)]
+pub(super) struct Loaded {
+    pub(super) observations: Vec<ObservationState>,
+    pub(super) lines: Vec<LineState>,
+    pub(super) counted: Vec<CountedReport>,
 }
 
 /// Replays a batch against the rows it touches and returns what to write.
@@ -300,10 +348,9 @@ pub(super) fn plan<'a, R: Borrow<Processed>>(
     batch: &'a [R],
     eligible: &[bool],
     raws: &HashMap<i64, RawState>,
-    observations: Vec<ObservationState>,
-    lines: Vec<LineState>,
+    loaded: Loaded,
 ) -> Plan<'a> {
-    let mut planner = Planner::new(raws, observations, lines);
+    let mut planner = Planner::new(raws, loaded);
     for (record, &applies) in batch.iter().zip(eligible) {
         if !applies {
             planner.summary.skipped += 1;
@@ -338,6 +385,13 @@ struct LineSlot {
     dirty: bool,
 }
 
+/// A counted report id: the raw report whose copy counted, and the
+/// observation it counted in.
+struct Count {
+    raw_id: i64,
+    observation_id: Option<i64>,
+}
+
 struct Planner<'a> {
     raws: HashMap<i64, RawTrack>,
     /// Raw ids in the order the batch first touched them.
@@ -348,18 +402,26 @@ struct Planner<'a> {
     lines: Vec<LineSlot>,
     line_index: HashMap<String, usize>,
     verdicts: Vec<NewVerdict<'a>>,
+    /// The verdicts this batch wrote, by observation slot and verdict key:
+    /// an older report's verdict is not its observation's latest, so the
+    /// latest alone cannot tell that it was written already.
+    written: HashMap<(usize, &'a str), i64>,
     history: Vec<HistoryEntry>,
     quarantine: HashMap<i64, &'a QuarantineRecord>,
     changed_lines: HashSet<usize>,
+    /// The report ids counted, by report id.
+    counted: HashMap<String, Count>,
+    new_counts: Vec<NewCount<'a>>,
     summary: ApplySummary,
 }
 
 impl<'a> Planner<'a> {
-    fn new(
-        raws: &HashMap<i64, RawState>,
-        observations: Vec<ObservationState>,
-        lines: Vec<LineState>,
-    ) -> Self {
+    fn new(raws: &HashMap<i64, RawState>, loaded: Loaded) -> Self {
+        let Loaded {
+            observations,
+            lines,
+            counted,
+        } = loaded;
         let raws = raws
             .iter()
             .map(|(&id, &state)| {
@@ -408,9 +470,21 @@ impl<'a> Planner<'a> {
             lines,
             line_index,
             verdicts: Vec::new(),
+            written: HashMap::new(),
             history: Vec::new(),
             quarantine: HashMap::new(),
             changed_lines: HashSet::new(),
+            counted: counted
+                .into_iter()
+                .map(|c| {
+                    let count = Count {
+                        raw_id: c.first_copy,
+                        observation_id: c.counted_in,
+                    };
+                    (c.report_id, count)
+                })
+                .collect(),
+            new_counts: Vec::new(),
             summary: ApplySummary::default(),
         }
     }
@@ -438,17 +512,57 @@ impl<'a> Planner<'a> {
     }
 
     fn observe(&mut self, record: &'a ObservationRecord) {
-        // A report counts (count, seen times, line reports) the first time
-        // it becomes an observation; re-deciding a processed report does not.
-        let counted = self
+        let decided_before = self
             .raws
             .get(&record.raw_id)
-            .is_none_or(|t| t.state != RawState::Processed);
+            .is_some_and(|t| t.state == RawState::Processed);
+        let count = self
+            .counted
+            .get(&record.report_id)
+            .map(|c| (c.raw_id, c.observation_id));
+        // The report id is the report's idempotency key. A probe that timed
+        // out on one collector (which may have stored the report) sends it
+        // again to the next, and the puller pulls both copies: the one
+        // applied second is a duplicate of the first, kept as received and
+        // counted nowhere. (A report decided as an observation before its
+        // copy was known stays one: reprocess leaves counts alone.)
+        if let Some((first_raw, observation_id)) = count
+            && first_raw != record.raw_id
+            && !decided_before
+        {
+            self.move_raw(record.raw_id, RawState::Duplicate, observation_id);
+            self.summary.duplicates += 1;
+            return;
+        }
+        // A report counts (count, seen times, line reports) the first time
+        // it becomes an observation; re-deciding it does not, nor does
+        // deciding again a report that was quarantined after it counted.
+        let first_count = count.is_none();
+        let counted = first_count && !decided_before;
         let oi = self.observation(record, counted);
-        let verdict_id = self.verdict(oi, record);
-        let observation_id = self.observations[oi].row.id;
-        self.line(oi, verdict_id, record, counted);
+        let o = &self.observations[oi].row;
+        // Only the observation's newest report (ties: the one applied later)
+        // decides its current verdict: a report pulled late — from a probe's
+        // offline spool, or a collector that was down — has its verdict kept
+        // as history. It may differ from the newest one's in what the
+        // observation key leaves out (a proxy set on the device, the
+        // source's trust).
+        let newest = record.observed_at_ms >= o.last_seen;
+        let observation_id = o.id;
+        let verdict_id = self.verdict(oi, record, newest);
+        self.line(oi, verdict_id, record, counted, newest);
         self.move_raw(record.raw_id, RawState::Processed, Some(observation_id));
+        if first_count {
+            let count = Count {
+                raw_id: record.raw_id,
+                observation_id: Some(observation_id),
+            };
+            self.counted.insert(record.report_id.clone(), count);
+            self.new_counts.push(NewCount {
+                report_id: &record.report_id,
+                raw_id: record.raw_id,
+            });
+        }
     }
 
     /// Folds the record into its observation (new or existing); returns the
@@ -497,34 +611,49 @@ impl<'a> Planner<'a> {
         i
     }
 
-    /// Records the verdict unless it repeats the observation's latest one;
-    /// returns the observation's latest verdict id.
-    fn verdict(&mut self, oi: usize, r: &'a ObservationRecord) -> i64 {
+    /// Records the verdict unless it repeats the observation's latest one
+    /// (or one this batch wrote for the observation); when the record is
+    /// the observation's `newest` report, its verdict becomes the latest.
+    /// Returns the record's verdict id.
+    fn verdict(&mut self, oi: usize, r: &'a ObservationRecord, newest: bool) -> i64 {
         let o = &mut self.observations[oi].row;
         let v = &r.verdict;
-        if let (Some(id), Some(key)) = (o.latest_verdict_id, o.latest_verdict_key.as_deref())
-            && key == v.verdict_key
-        {
-            return id;
-        }
-        let id = temp_id(self.verdicts.len());
-        self.verdicts.push(NewVerdict {
-            id,
-            line_key: &r.facts.line_key,
-            observation_id: o.id,
-            report_id: &r.report_id,
-            observed_at_ms: r.observed_at_ms,
-            record: v,
+        let repeated = match (o.latest_verdict_id, o.latest_verdict_key.as_deref()) {
+            (Some(id), Some(key)) if key == v.verdict_key => Some(id),
+            _ => self.written.get(&(oi, v.verdict_key.as_str())).copied(),
+        };
+        let id = repeated.unwrap_or_else(|| {
+            let id = temp_id(self.verdicts.len());
+            self.verdicts.push(NewVerdict {
+                id,
+                line_key: &r.facts.line_key,
+                observation_id: o.id,
+                report_id: &r.report_id,
+                observed_at_ms: r.observed_at_ms,
+                record: v,
+            });
+            self.written.insert((oi, v.verdict_key.as_str()), id);
+            self.summary.verdicts_new += 1;
+            id
         });
-        o.latest_verdict_id = Some(id);
-        o.latest_verdict_key = Some(v.verdict_key.clone());
-        self.summary.verdicts_new += 1;
+        if newest {
+            o.latest_verdict_id = Some(id);
+            o.latest_verdict_key = Some(v.verdict_key.clone());
+        }
         id
     }
 
     /// Keeps one truth per line: the observation seen last is current, and
-    /// the line follows its latest verdict.
-    fn line(&mut self, oi: usize, verdict_id: i64, r: &ObservationRecord, counted: bool) {
+    /// the line follows its latest verdict, which only the observation's
+    /// `newest` report decides.
+    fn line(
+        &mut self,
+        oi: usize,
+        verdict_id: i64,
+        r: &ObservationRecord,
+        counted: bool,
+        newest: bool,
+    ) {
         let o = &self.observations[oi].row;
         let v = &r.verdict;
         let decided = v.decided_at_ms;
@@ -553,8 +682,10 @@ impl<'a> Planner<'a> {
         let slot = &mut self.lines[li];
         slot.dirty = true;
         let line = &mut slot.line;
-        // Ties go to the observation applied later.
-        let current = line.observation_id == o.id || o.last_seen >= slot.current_seen;
+        // Ties go to the observation applied later. An older report of an
+        // observation changes neither which observation is current (a tie
+        // with the current one is not its to break) nor its verdict.
+        let current = newest && (line.observation_id == o.id || o.last_seen >= slot.current_seen);
         if current {
             if line.verdict_id != verdict_id {
                 self.history.push(HistoryEntry {
@@ -586,6 +717,7 @@ impl<'a> Planner<'a> {
             summary: self.summary,
             verdicts: self.verdicts,
             history: self.history,
+            counted: self.new_counts,
             ..Plan::default()
         };
         plan.summary.lines_changed = self.changed_lines.len() as u64;
@@ -619,10 +751,12 @@ impl<'a> Planner<'a> {
                         plan.quarantine.push((*record).clone());
                     }
                 }
-                RawState::Processed if track.initial == RawState::Quarantined => {
+                RawState::Processed | RawState::Duplicate
+                    if track.initial == RawState::Quarantined =>
+                {
                     plan.unquarantine.push(id);
                 }
-                RawState::Processed | RawState::Pending => {}
+                RawState::Processed | RawState::Duplicate | RawState::Pending => {}
             }
         }
         plan
@@ -652,8 +786,9 @@ fn follow(line: &mut LineRow, o: &ObservationState, verdict_id: i64, v: &Verdict
 }
 
 /// Splits a batch into at most `parts` groups of record indices (each in
-/// batch order) such that no raw report, observation or line is touched by
-/// records of two groups, and the quarantine records are in one group:
+/// batch order) such that no raw report, observation, line or report id is
+/// touched by records of two groups, and the quarantine records are in one
+/// group:
 /// records that share any of these are connected, and
 /// a connected set goes whole into one group. Each group can then be
 /// planned and written on its own — in its own transaction, at the same
@@ -669,6 +804,9 @@ pub(super) fn partition(batch: &[Processed], parts: usize) -> Vec<Vec<usize>> {
     let mut by_raw: HashMap<i64, usize> = HashMap::with_capacity(batch.len());
     let mut by_obs: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
     let mut by_line: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    // Copies of one report must meet in one group, which alone can tell
+    // which of them counts.
+    let mut by_report: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
     // The quarantine is listed in the order its rows were written (their
     // ids): all of a batch's quarantine records go into one group, so they
     // are written in batch order. They are few.
@@ -681,6 +819,8 @@ pub(super) fn partition(batch: &[Processed], parts: usize) -> Vec<Vec<usize>> {
                 let first = *by_obs.entry(o.facts.obs_key.as_str()).or_insert(i);
                 sets.union(first, i);
                 let first = *by_line.entry(o.facts.line_key.as_str()).or_insert(i);
+                sets.union(first, i);
+                let first = *by_report.entry(o.report_id.as_str()).or_insert(i);
                 sets.union(first, i);
             }
             Processed::Quarantine(_) => {
@@ -775,7 +915,8 @@ mod tests {
                 agent_version: text(),
                 os: text(),
             },
-            report_id: text(),
+            // Each raw report a report of its own.
+            report_id: format!("report-{raw_id}"),
             observed_at_ms: 0,
             verdict: VerdictRecord {
                 verdict_key: text(),
@@ -857,18 +998,12 @@ mod tests {
         assert_eq!(sizes.iter().max(), Some(&6), "uneven groups: {sizes:?}");
     }
 
-    /// `obs` with a time, a verdict key and the reprocess flag.
-    fn seen(
-        raw_id: i64,
-        obs_key: &str,
-        line_key: &str,
-        at: i64,
-        key: &str,
-        again: bool,
-    ) -> Processed {
-        let mut record = obs(raw_id, obs_key, line_key);
+    /// `obs` of `report`, with a verdict key and the reprocess flag.
+    fn seen(raw_id: i64, report: &Received, key: &str, again: bool) -> Processed {
+        let mut record = obs(raw_id, &report.obs_key, &report.line_key);
         if let Processed::Observation(o) = &mut record {
-            o.observed_at_ms = at;
+            o.report_id.clone_from(&report.report_id);
+            o.observed_at_ms = report.at;
             o.reprocess = again;
             o.verdict.verdict_key = key.to_owned();
             o.verdict.decided_at_ms = raw_id;
@@ -876,15 +1011,73 @@ mod tests {
         record
     }
 
-    /// The rows a replay of random batches holds, as a database would.
+    /// What a raw report of a replay brings.
+    #[derive(Debug, Clone)]
+    struct Received {
+        report_id: String,
+        obs_key: String,
+        line_key: String,
+        at: i64,
+    }
+
+    /// The rows a replay of random batches holds, as a database would, and
+    /// what the rules of the apply say they must hold.
     #[derive(Default)]
     struct Replay {
         seed: u64,
         states: HashMap<i64, RawState>,
-        records: HashMap<i64, (String, String, i64)>,
+        records: HashMap<i64, Received>,
         observations: HashMap<String, ObservationState>,
         lines: HashMap<String, LineRow>,
+        /// Report id → the raw report that counted it.
+        counted: HashMap<String, i64>,
+        /// Verdict id → its key.
+        verdict_keys: HashMap<i64, String>,
         ids: (i64, i64, i64),
+        expected: Expected,
+    }
+
+    /// What the rules say, worked out record by record.
+    #[derive(Default)]
+    struct Expected {
+        /// Report id → the raw report that counts it.
+        counted: HashMap<String, i64>,
+        /// Reports counted per observation and per line.
+        obs_counts: HashMap<String, i64>,
+        line_reports: HashMap<String, u64>,
+        /// Per observation, its newest report's time and verdict key (ties:
+        /// the one applied later).
+        newest: HashMap<String, (i64, String)>,
+        /// Raw reports decided as duplicates.
+        duplicates: HashSet<i64>,
+    }
+
+    impl Expected {
+        fn record(&mut self, record: &ObservationRecord) {
+            let r = record;
+            match self.counted.get(&r.report_id) {
+                Some(&first) if first != r.raw_id => {
+                    self.duplicates.insert(r.raw_id);
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    self.counted.insert(r.report_id.clone(), r.raw_id);
+                    *self.obs_counts.entry(r.facts.obs_key.clone()).or_default() += 1;
+                    *self
+                        .line_reports
+                        .entry(r.facts.line_key.clone())
+                        .or_default() += 1;
+                }
+            }
+            let newest = self
+                .newest
+                .entry(r.facts.obs_key.clone())
+                .or_insert((i64::MIN, String::new()));
+            if r.observed_at_ms >= newest.0 {
+                *newest = (r.observed_at_ms, r.verdict.verdict_key.clone());
+            }
+        }
     }
 
     impl Replay {
@@ -897,7 +1090,8 @@ mod tests {
         }
 
         /// New reports at random times (out of order, repeating an
-        /// observation now and then) and re-decided processed ones.
+        /// observation now and then), copies of reports pulled from another
+        /// collector, and re-decided processed ones.
         fn batch(&mut self) -> Vec<Processed> {
             let mut batch = Vec::new();
             for _ in 0..=self.next(12) {
@@ -911,29 +1105,42 @@ mod tests {
                 if !processed.is_empty() && self.next(5) == 0 {
                     processed.sort_unstable();
                     let id = processed[self.next(processed.len())];
-                    let (obs_key, line_key, at) = self.records[&id].clone();
-                    batch.push(seen(id, &obs_key, &line_key, at, &key, true));
+                    let report = self.records[&id].clone();
+                    batch.push(seen(id, &report, &key, true));
                     continue;
                 }
                 self.ids.0 += 1;
                 let id = self.ids.0;
-                let line_key = format!("line{}", self.next(4));
-                let obs_key = format!("{line_key}/obs{}", self.next(4));
-                let at = i64::try_from(self.next(1000)).unwrap();
+                let report = if id > 1 && self.next(6) == 0 {
+                    // Another node received it a little later.
+                    let of = i64::try_from(self.next(usize::try_from(id - 1).unwrap())).unwrap();
+                    let mut copy = self.records[&(of + 1)].clone();
+                    copy.at += i64::try_from(self.next(50)).unwrap();
+                    copy
+                } else {
+                    let line_key = format!("line{}", self.next(4));
+                    Received {
+                        report_id: format!("report-{id}"),
+                        obs_key: format!("{line_key}/obs{}", self.next(4)),
+                        line_key,
+                        at: i64::try_from(self.next(1000)).unwrap(),
+                    }
+                };
                 self.states.insert(id, RawState::Pending);
-                self.records
-                    .insert(id, (obs_key.clone(), line_key.clone(), at));
-                batch.push(seen(id, &obs_key, &line_key, at, &key, false));
+                batch.push(seen(id, &report, &key, false));
+                self.records.insert(id, report);
             }
             batch
         }
 
+        /// The observation `id`.
+        fn observation(&self, id: i64) -> Option<&ObservationState> {
+            self.observations.values().find(|o| o.id == id)
+        }
+
         /// The last seen time of the observation `id`.
         fn seen_of(&self, id: i64) -> Option<i64> {
-            self.observations
-                .values()
-                .find(|o| o.id == id)
-                .map(|o| o.last_seen)
+            self.observation(id).map(|o| o.last_seen)
         }
 
         /// Plans `batch` against the rows it touches, loading each line
@@ -941,12 +1148,19 @@ mod tests {
         /// before), and keeps what it writes.
         fn apply(&mut self, batch: &[Processed]) {
             let eligible = eligible(batch, &self.states);
-            let (obs_keys, line_keys) = touched_keys(batch, &eligible);
-            let observations = obs_keys
+            for (record, &applies) in batch.iter().zip(&eligible) {
+                if let (Processed::Observation(o), true) = (record, applies) {
+                    self.expected.record(o);
+                }
+            }
+            let touched = touched_keys(batch, &eligible);
+            let observations = touched
+                .observations
                 .iter()
                 .filter_map(|k| self.observations.get(k).cloned())
                 .collect();
-            let lines = line_keys
+            let lines = touched
+                .lines
                 .iter()
                 .filter_map(|k| self.lines.get(k))
                 .map(|line| LineState {
@@ -954,7 +1168,24 @@ mod tests {
                     current_seen: self.seen_of(line.observation_id),
                 })
                 .collect();
-            let mut plan = plan(batch, &eligible, &self.states, observations, lines);
+            let counted = touched
+                .reports
+                .iter()
+                .filter_map(|k| {
+                    let &raw_id = self.counted.get(k)?;
+                    Some(CountedReport {
+                        report_id: k.clone(),
+                        first_copy: raw_id,
+                        counted_in: None,
+                    })
+                })
+                .collect();
+            let loaded = Loaded {
+                observations,
+                lines,
+                counted,
+            };
+            let mut plan = plan(batch, &eligible, &self.states, loaded);
             let allocate = |n: usize, last: &mut i64| -> Vec<i64> {
                 (0..n)
                     .map(|_| {
@@ -966,6 +1197,13 @@ mod tests {
             let obs_ids = allocate(plan.new_observations.len(), &mut self.ids.1);
             let verdict_ids = allocate(plan.verdicts.len(), &mut self.ids.2);
             plan.assign_ids(&obs_ids, &verdict_ids);
+            for v in &plan.verdicts {
+                self.verdict_keys.insert(v.id, v.record.verdict_key.clone());
+            }
+            for c in &plan.counted {
+                let before = self.counted.insert(c.report_id.to_owned(), c.raw_id);
+                assert_eq!(before, None, "report {} counted twice", c.report_id);
+            }
             for o in plan
                 .new_observations
                 .into_iter()
@@ -979,6 +1217,12 @@ mod tests {
             for r in plan.raws {
                 self.states.insert(r.id, r.state);
             }
+        }
+
+        /// The verdict key of the verdict `id`.
+        fn key_of(&self, id: Option<i64>) -> Option<&str> {
+            id.and_then(|id| self.verdict_keys.get(&id))
+                .map(String::as_str)
         }
     }
 
@@ -1018,6 +1262,47 @@ mod tests {
         assert!(
             replay.lines.len() == 4 && replay.observations.len() > 10,
             "the replay covers too little"
+        );
+    }
+
+    /// Replays random batches — reports out of order, copies of a report
+    /// pulled from another collector, in the batch of the first copy or a
+    /// later one, re-decided reports — and checks after each what the
+    /// rules say, worked out record by record: a report id counts once, its
+    /// later copies are duplicates; an observation's latest verdict is its
+    /// newest report's, and its line's verdict is its current
+    /// observation's latest.
+    #[test]
+    fn a_report_counts_once_and_the_newest_report_decides() {
+        let mut replay = Replay {
+            seed: 0xC0FF_EE12_3456,
+            ..Replay::default()
+        };
+        for _ in 0..300 {
+            let batch = replay.batch();
+            replay.apply(&batch);
+            let expected = &replay.expected;
+            for o in replay.observations.values() {
+                let key = &o.facts.obs_key;
+                assert_eq!(Some(&o.count), expected.obs_counts.get(key), "{key}");
+                let newest = expected.newest.get(key).map(|(_, k)| k.as_str());
+                assert_eq!(replay.key_of(o.latest_verdict_id), newest, "{key}");
+            }
+            for line in replay.lines.values() {
+                let key = &line.line_key;
+                assert_eq!(Some(&line.reports), expected.line_reports.get(key), "{key}");
+                let current = replay.observation(line.observation_id).unwrap();
+                assert_eq!(Some(line.verdict_id), current.latest_verdict_id, "{key}");
+            }
+            for (id, state) in &replay.states {
+                let duplicate = expected.duplicates.contains(id);
+                assert_eq!(*state == RawState::Duplicate, duplicate, "raw report {id}");
+            }
+        }
+        let duplicates = replay.expected.duplicates.len();
+        assert!(
+            duplicates > 20 && replay.observations.len() > 10,
+            "the replay covers too little: {duplicates} duplicates"
         );
     }
 

@@ -1,7 +1,7 @@
 //! The internal database: the pulled reports exactly as pulled, the pull
-//! cursors, the quarantine, the de-duplicated observations with their
-//! verdicts, one current row per line with its history, and the cache of
-//! slow address sources.
+//! cursors, the quarantine, the report ids counted, the de-duplicated
+//! observations with their verdicts, one current row per line with its
+//! history, and the cache of slow address sources.
 //!
 //! SQLite (embedded, the default) and PostgreSQL (production) hold the same
 //! tables and follow the same rules: the rules of [`Store::apply`] are
@@ -206,7 +206,8 @@ impl Store {
     /// already stored, same node and sequence number, is counted as a
     /// duplicate and not stored again) and moves the collector's cursor
     /// forward to `next_after` (never back), recording the pull as
-    /// successful.
+    /// successful. The same report pulled from another collector is stored
+    /// again, as received there; [`Store::apply`] counts it once.
     ///
     /// When the collector's cursor belongs to another node, the collector
     /// was replaced and numbers its reports afresh: nothing is written and
@@ -298,8 +299,8 @@ impl Store {
         .map_err(self.db(context))
     }
 
-    /// Raw reports applied as observations (neither pending nor
-    /// quarantined) with an id above `after_id` and, when `since_ms` is
+    /// Raw reports applied as observations (neither pending, quarantined nor
+    /// duplicates) with an id above `after_id` and, when `since_ms` is
     /// given, received (or else pulled) at or after it; in id order. For
     /// `reprocess`.
     pub async fn processed_raw(
@@ -324,16 +325,23 @@ impl Store {
     ///   A raw id the database does not hold is an error.
     /// - A quarantine record stores (or replaces) the report's quarantine
     ///   row.
+    /// - A report id counts once. An observation record of a report id
+    ///   already counted from another raw report (a copy pulled from another
+    ///   collector: the probe retried there after a timeout) marks its raw
+    ///   report a `duplicate` of the first copy's observation and changes
+    ///   nothing else; both raw reports stay as received.
     /// - An observation record folds into the observation with its
     ///   `obs_key`: count, first and last seen, first and last report. A
     ///   reprocessed report leaves counts and seen times alone.
     /// - A verdict whose key differs from the observation's latest verdict
-    ///   is stored and becomes the latest; an identical one is not stored
-    ///   again.
+    ///   is stored; it becomes the latest when its report is the
+    ///   observation's newest (by observed time; ties: the one applied
+    ///   later). An older report's verdict is kept as history only. An
+    ///   identical verdict is not stored again.
     /// - The line's current observation is the one seen last (ties: the one
     ///   applied later); the line follows its latest verdict, and a replaced
-    ///   verdict goes to the line's history. An older observation never
-    ///   becomes current.
+    ///   verdict goes to the line's history. An older observation, or an
+    ///   older report of the current one, never changes the line's verdict.
     pub async fn apply(&self, batch: &[Processed]) -> Result<ApplySummary, Error> {
         if batch.is_empty() {
             return Ok(ApplySummary::default());

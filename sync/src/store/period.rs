@@ -290,11 +290,12 @@ const TREND_LINES: &str = concat!(
 
 /// `$3`: the bucket length. Pending reports have no outcome yet: they are
 /// read from the pending list (short: what the pipeline has not reached)
-/// with their reports.
+/// with their reports. A duplicate is a copy of a report counted from
+/// another collector, not a report of its own: it is left out.
 const REPORTS: &str = concat!(
     "SELECT (COALESCE(r.received_at, r.pulled_at) - $1) / $3 AS bucket, r.collector, r.state, \
      COUNT(*) AS reports FROM (SELECT o.received_at, o.pulled_at, o.collector, o.state \
-     FROM raw_outcomes o UNION ALL SELECT w.received_at, w.pulled_at, w.collector, 'pending' \
+     FROM raw_outcomes o WHERE o.state <> 'duplicate' UNION ALL SELECT w.received_at, w.pulled_at, w.collector, 'pending' \
      FROM raw_pending p JOIN raw_reports w ON w.id = p.raw_id) AS r WHERE ",
     in_window!(),
     " GROUP BY (COALESCE(r.received_at, r.pulled_at) - $1) / $3, r.collector, r.state"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, PgPool, Postgres, Transaction};
 
-use super::apply::{self, LineState, ObservationState, Plan, RawOrigin, RawStateRow};
+use super::apply::{self, Loaded, Plan, RawOrigin, RawStateRow};
 use super::pgcopy::CopyRows;
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
@@ -362,30 +362,37 @@ async fn apply_part(
     }
     let records: Vec<&Processed> = group.iter().map(|&i| &shared.batch[i]).collect();
     let eligible: Vec<bool> = group.iter().map(|&i| shared.eligible[i]).collect();
-    let (obs_keys, line_keys) = apply::touched_keys(&records, &eligible);
-    let keys = "SELECT UNNEST($1::text[])";
-    let observations: Vec<ObservationState> = if obs_keys.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(AssertSqlSafe(queries::observation_states(keys)))
-            .bind(&obs_keys)
-            .fetch_all(&mut **tx)
-            .await?
+    let touched = apply::touched_keys(&records, &eligible);
+    let loaded = Loaded {
+        observations: load(tx, queries::observation_states, &touched.observations).await?,
+        lines: load(tx, queries::line_states, &touched.lines).await?,
+        counted: load(tx, queries::counted_reports, &touched.reports).await?,
     };
-    let lines: Vec<LineState> = if line_keys.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(AssertSqlSafe(queries::line_states(keys)))
-            .bind(&line_keys)
-            .fetch_all(&mut **tx)
-            .await?
-    };
-    let mut plan = apply::plan(&records, &eligible, shared.raws, observations, lines);
+    let mut plan = apply::plan(&records, &eligible, shared.raws, loaded);
     let (obs_ids, verdict_ids) =
         allocate(tx, plan.new_observations.len(), plan.verdicts.len()).await?;
     plan.assign_ids(&obs_ids, &verdict_ids);
     write_plan(tx, &plan, shared.origins).await?;
     Ok(plan.summary)
+}
+
+/// The rows `sql` (given the list of keys to select) selects for `keys`;
+/// none without keys.
+async fn load<R>(
+    tx: &mut Tx,
+    sql: fn(&str) -> String,
+    keys: &[String],
+) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(AssertSqlSafe(sql("SELECT UNNEST($1::text[])")))
+        .bind(keys)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 /// Ids for the batch's new observations and verdicts from their sequences,
@@ -531,6 +538,7 @@ async fn write_plan(
     copy_rows(tx, &plan.verdicts, 5120).await?;
     copy_rows(tx, &plan.history, 128).await?;
     copy_rows(tx, &plan.new_lines, 320).await?;
+    copy_rows(tx, &plan.counted, 64).await?;
     // The outcome rows of the raw reports that were pending: none of them
     // has one yet (a report is pending exactly while it has none, and the
     // apply lock keeps it so), so they are plain inserts. A report decided

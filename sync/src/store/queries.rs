@@ -34,6 +34,8 @@ pub(super) const PENDING_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq
      r.pulled_at AS pulled_at_ms FROM raw_pending p JOIN raw_reports r ON r.id = p.raw_id \
      WHERE p.raw_id > $1 ORDER BY p.raw_id LIMIT $2";
 
+/// Only the reports decided as observations: of a report's copies, the one
+/// that counted is re-decided, never a duplicate.
 pub(super) const PROCESSED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
      r.pulled_at AS pulled_at_ms FROM raw_outcomes o JOIN raw_reports r ON r.id = o.id \
      WHERE o.state = 'processed' AND o.id > $1 \
@@ -48,6 +50,17 @@ pub(super) fn raw_states(ids: &str) -> String {
         "SELECT r.id, COALESCE(o.state, 'pending') AS state, r.collector, r.received_at, \
          r.pulled_at FROM raw_reports r LEFT JOIN raw_outcomes o ON o.id = r.id \
          WHERE r.id IN ({ids})"
+    )
+}
+
+/// The report ids of an apply that were counted, with the raw report whose
+/// copy counted and what that copy is now decided as; `{ids}` is replaced
+/// by each backend's list of report ids.
+pub(super) fn counted_reports(ids: &str) -> String {
+    format!(
+        "SELECT c.report_id, c.raw_id AS first_copy, o.observation_id AS counted_in \
+         FROM counted_reports c LEFT JOIN raw_outcomes o ON o.id = c.raw_id \
+         WHERE c.report_id IN ({ids})"
     )
 }
 
@@ -124,6 +137,7 @@ pub(super) const COUNTS: &str = "SELECT \
      (SELECT COUNT(*) FROM raw_pending) AS pending, \
      (SELECT COUNT(*) FROM raw_outcomes WHERE state = 'processed') AS processed, \
      (SELECT COUNT(*) FROM raw_outcomes WHERE state = 'quarantined') AS quarantined, \
+     (SELECT COUNT(*) FROM raw_outcomes WHERE state = 'duplicate') AS duplicates, \
      (SELECT COUNT(*) FROM observations) AS observations, \
      (SELECT COUNT(*) FROM verdicts) AS verdicts, \
      (SELECT COUNT(*) FROM lines) AS lines, \

@@ -176,6 +176,10 @@ pub struct ApplySummary {
     /// Observation records folded into an existing observation (reprocessed
     /// ones included, though they leave its counts alone).
     pub observations_repeated: u64,
+    /// Observation records of a report already counted from another raw
+    /// report (the same report id, pulled from another collector): marked
+    /// duplicates, counted nowhere.
+    pub duplicates: u64,
     /// Verdict rows written (a verdict identical to the observation's latest
     /// one writes none).
     pub verdicts_new: u64,
@@ -194,6 +198,7 @@ impl std::ops::AddAssign<&ApplySummary> for ApplySummary {
             quarantined,
             observations_new,
             observations_repeated,
+            duplicates,
             verdicts_new,
             lines_changed,
             skipped,
@@ -201,6 +206,7 @@ impl std::ops::AddAssign<&ApplySummary> for ApplySummary {
         self.quarantined += quarantined;
         self.observations_new += observations_new;
         self.observations_repeated += observations_repeated;
+        self.duplicates += duplicates;
         self.verdicts_new += verdicts_new;
         self.lines_changed += lines_changed;
         self.skipped += skipped;

@@ -207,6 +207,10 @@ pub struct StoreCounts {
     /// Raw reports quarantined.
     #[sqlx(try_from = "i64")]
     pub quarantined: u64,
+    /// Raw reports that are copies of a report counted from another raw
+    /// report (the same report id, pulled from another collector).
+    #[sqlx(try_from = "i64")]
+    pub duplicates: u64,
     /// Distinct observations.
     #[sqlx(try_from = "i64")]
     pub observations: u64,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, SqlitePool, Transaction};
 
-use super::apply::{self, LineState, NewVerdict, ObservationState, Plan, RawOrigin, RawStateRow};
+use super::apply::{self, Loaded, NewVerdict, ObservationState, Plan, RawOrigin, RawStateRow};
 use super::queries;
 use super::records::{ApplySummary, CachedAnswer, Processed, PullBatch, PullCommit};
 use super::rows::LineRow;
@@ -244,25 +244,13 @@ pub(super) async fn apply(
     let (raws, origins) = apply::raw_rows(found)?;
     apply::check_raws_exist(batch, &raws)?;
     let eligible = apply::eligible(batch, &raws);
-    let (obs_keys, line_keys) = apply::touched_keys(batch, &eligible);
-    let keys = "SELECT value FROM json_each($1)";
-    let observations: Vec<ObservationState> = if obs_keys.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(AssertSqlSafe(queries::observation_states(keys)))
-            .bind(json_list(&obs_keys))
-            .fetch_all(&mut *tx)
-            .await?
+    let touched = apply::touched_keys(batch, &eligible);
+    let loaded = Loaded {
+        observations: load(&mut tx, queries::observation_states, &touched.observations).await?,
+        lines: load(&mut tx, queries::line_states, &touched.lines).await?,
+        counted: load(&mut tx, queries::counted_reports, &touched.reports).await?,
     };
-    let lines: Vec<LineState> = if line_keys.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(AssertSqlSafe(queries::line_states(keys)))
-            .bind(json_list(&line_keys))
-            .fetch_all(&mut *tx)
-            .await?
-    };
-    let mut plan = apply::plan(batch, &eligible, &raws, observations, lines);
+    let mut plan = apply::plan(batch, &eligible, &raws, loaded);
     // The writer is the only one: ids above the largest are free.
     let obs_ids = allocate(
         &mut tx,
@@ -280,6 +268,25 @@ pub(super) async fn apply(
     write_plan(&mut tx, &plan, &origins).await?;
     tx.commit().await?;
     Ok(plan.summary)
+}
+
+/// The rows `sql` (given the list of keys to select) selects for `keys`;
+/// none without keys.
+async fn load<R>(
+    tx: &mut Tx,
+    sql: fn(&str) -> String,
+    keys: &[String],
+) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(AssertSqlSafe(sql("SELECT value FROM json_each($1)")))
+        .bind(json_list(keys))
+        .fetch_all(&mut **tx)
+        .await
 }
 
 /// `count` unused ids of a table; `max_id` selects its largest id.
@@ -320,6 +327,22 @@ async fn write_plan(
     )
     .await?;
     write_quarantine(tx, plan).await?;
+    // The report ids counted, in one statement for the batch, as pairs
+    // `[report id, raw id]`.
+    if !plan.counted.is_empty() {
+        let pairs: Vec<(&str, i64)> = plan
+            .counted
+            .iter()
+            .map(|c| (c.report_id, c.raw_id))
+            .collect();
+        sqlx::query(
+            "INSERT INTO counted_reports (report_id, raw_id) \
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1)",
+        )
+        .bind(json_list(&pairs))
+        .execute(&mut **tx)
+        .await?;
+    }
     // A report decided before keeps where it came from; only its outcome
     // changes.
     let outcome = format!(

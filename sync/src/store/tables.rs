@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::apply::{HistoryEntry, NewVerdict, ObservationState, RawOrigin, RawWrite};
+use super::apply::{HistoryEntry, NewCount, NewVerdict, ObservationState, RawOrigin, RawWrite};
 use super::rows::LineRow;
 
 /// One value of a row, typed as its column.
@@ -322,6 +322,15 @@ impl TableRow for HistoryEntry {
             Cell::Int8(self.current_from),
             Cell::Int8(self.replaced_at),
         ]
+    }
+}
+
+impl TableRow for NewCount<'_> {
+    const TABLE: &'static str = "counted_reports";
+    const COLUMNS: &'static [(&'static str, SqlType)] = &[("report_id", Text), ("raw_id", Int8)];
+
+    fn cells(&self) -> Vec<Cell<'_>> {
+        vec![Cell::Text(self.report_id), Cell::Int8(self.raw_id)]
     }
 }
 
