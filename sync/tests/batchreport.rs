@@ -215,6 +215,8 @@ async fn seed(store: &Store) {
     let (urban, urban_egress) = case("urban-village", 21);
     let mut gd_moved = gd.clone();
     gd_moved["trace"] = urban["trace"].clone();
+    // Another report of the line, not a copy of the first: its own id.
+    gd_moved["report_id"] = json!(lineprobe_shared::ReportId::new_v7().to_string());
     let (bj, bj_egress) = case("bj-unicom", 21);
     let (other, other_egress) = case("other-province", 21);
     let day2 = vec![
