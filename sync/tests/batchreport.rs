@@ -370,6 +370,47 @@ async fn verdicts_from_low_trust_sources_are_listed_apart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_older_report_does_not_decide_the_lines_verdict_for_the_day() {
+    on_each_backend("late_older_report", |ctx| async move {
+        // The line reported at 10:00 (trusted); a report it made at 09:00
+        // arrives in a later pull, from a source flagged low-trust (its
+        // verdict differs by that only). The day's verdict is the 10:00 one.
+        // (Moved onto another carrier's route: non-compliant, so listed.)
+        let (mut trusted, _) = case("gd-mobile", 21);
+        let (urban, egress) = case("urban-village", 21);
+        trusted["trace"] = urban["trace"].clone();
+        let mut late = trusted.clone();
+        late["report_id"] = json!(lineprobe_shared::ReportId::new_v7().to_string());
+        pull_and_process(
+            &ctx.store,
+            &[stored(trusted, &egress, at(21, 10, 0), 1)],
+            at(21, 10, 5),
+        )
+        .await;
+        let mut late = stored(late, &egress, at(21, 9, 0), 2);
+        let mut doc: Value = serde_json::from_slice(&late.body).unwrap();
+        doc["envelope"]["trust"] = json!({
+            "score": 18, "install": 18, "prefix": 30, "signature": "unsigned",
+            "reasons": ["anomaly_episode", "unsigned"],
+        });
+        late.body = serde_json::to_vec(&doc).unwrap();
+        pull_and_process(&ctx.store, &[late], at(21, 11, 0)).await;
+
+        let f = serde_json::to_value(figures(&ctx.store, day(21)).await).unwrap();
+        assert_eq!(f["summary"]["lines_observed"], 1, "{:#}", f["summary"]);
+        let low: Vec<&Value> = f["low_trust_lines"].as_array().unwrap().iter().collect();
+        assert!(
+            low.is_empty(),
+            "the late 09:00 report decided the day: {low:#?}"
+        );
+        let listed: Vec<&Value> = f["listed_lines"].as_array().unwrap().iter().collect();
+        assert_eq!(listed.len(), 1, "{listed:#?}");
+        assert_eq!(listed[0]["verdict"], "non_compliant");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fields_that_look_like_formulas_are_defused_in_every_csv() {
     on_each_backend("formulas_defused", |ctx| async move {
         // A line moved onto another carrier's route (so it is listed), from

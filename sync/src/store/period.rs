@@ -195,15 +195,18 @@ macro_rules! in_window {
     };
 }
 
-/// The verdict of observation `x.observation_id` at time `$end`: the newest
-/// decided for a report received before it, else its first.
+/// The verdict of observation `x.observation_id` at time `$end`: the one
+/// decided for its newest report received before it (receive time, then
+/// id: an older report applied late is written later but is not newer),
+/// else its first.
 macro_rules! verdict_at {
     ($end:literal) => {
         concat!(
-            "COALESCE((SELECT MAX(v2.id) FROM verdicts v2 WHERE v2.observation_id = x.observation_id \
+            "COALESCE((SELECT v2.id FROM verdicts v2 WHERE v2.observation_id = x.observation_id \
              AND v2.observed_at < ",
             $end,
-            "), (SELECT MIN(v3.id) FROM verdicts v3 WHERE v3.observation_id = x.observation_id))"
+            " ORDER BY v2.observed_at DESC, v2.id DESC LIMIT 1), \
+             (SELECT MIN(v3.id) FROM verdicts v3 WHERE v3.observation_id = x.observation_id))"
         )
     };
 }
