@@ -992,3 +992,31 @@ fn https_with_a_private_ca_is_trusted_through_ca_file() {
     }
     assert!(*failed.lock().unwrap() >= 1);
 }
+
+#[test]
+fn a_service_that_keeps_failing_is_left_alone_for_a_while() {
+    let svc = Service::start();
+    for i in 1..=8 {
+        svc.set(&format!("192.0.2.{i}"), raw(503, "down for maintenance"));
+    }
+    // A wrong answer is the answer's fault, not the service's: it does
+    // not count towards taking the service for down.
+    svc.set("192.0.2.50", raw(200, "<html>not json</html>"));
+    let src = source(settings("ipsvc", &svc.url(), "carrier = \"/isp\""));
+    for _ in 0..6 {
+        assert!(lookup_err(&src, "192.0.2.50").contains("not JSON"));
+    }
+    for i in 1..=lineprobe_sync::BREAKER_FAILURES {
+        let e = lookup_err(&src, &format!("192.0.2.{i}"));
+        assert!(e.contains("503"), "{e}");
+    }
+    let sent = src.requests_sent();
+    // Taken for down: the next lookups fail at once, without a request.
+    let e = lookup_err(&src, "192.0.2.8");
+    assert!(
+        e.contains("`ipsvc`") && e.contains("192.0.2.8") && e.contains("in a row"),
+        "{e}"
+    );
+    assert_eq!(src.requests_sent(), sent);
+    assert_eq!(svc.hits("192.0.2.8"), 0);
+}

@@ -13,6 +13,10 @@
 //! - spends requests from one token bucket shared by all threads, waiting
 //!   for a token at most `timeout_ms` (then the lookup fails rather than
 //!   queueing without bound);
+//! - takes a service that failed [`BREAKER_FAILURES`] requests in a row (no
+//!   connection, no answer in time, a 5xx or 429) for down and leaves it alone for [`BREAKER_COOLDOWN`] (lookups fail at
+//!   once, without a request), then lets requests try it again: a service
+//!   that hangs must not cost every lookup its timeout;
 //! - reports every failure as [`Error::Lookup`] naming the source, the
 //!   address and what went wrong; [`Chain::resolve`](super::Chain::resolve)
 //!   records it and goes on with the other sources. Failures are not cached:
@@ -57,6 +61,58 @@ use crate::Error;
 
 /// The largest answer read; a per-address answer is a few hundred bytes.
 const MAX_BODY: u64 = 1024 * 1024;
+
+/// Requests in a row the service failed (no connection, no answer in
+/// time, a 5xx or 429) after which it is taken for down.
+pub const BREAKER_FAILURES: u32 = 5;
+
+/// How long a service taken for down is left alone.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Whether the service is taken for down: after [`BREAKER_FAILURES`]
+/// failed requests in a row, for [`BREAKER_COOLDOWN`]; then requests try it
+/// again, and the next failure takes it for down once more.
+#[derive(Debug)]
+struct Breaker {
+    cooldown: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    failures: u32,
+    down_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn new(cooldown: Duration) -> Self {
+        Self {
+            cooldown,
+            state: Mutex::default(),
+        }
+    }
+
+    /// How much longer the service is left alone, if it is.
+    fn down_for(&self, now: Instant) -> Option<Duration> {
+        let state = lock(&self.state);
+        state
+            .down_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    fn record(&self, ok: bool, now: Instant) {
+        let mut state = lock(&self.state);
+        if ok {
+            *state = BreakerState::default();
+        } else {
+            state.failures = state.failures.saturating_add(1);
+            if state.failures >= BREAKER_FAILURES {
+                state.down_until = Some(now + self.cooldown);
+            }
+        }
+    }
+}
 /// The longest cache lifetime accepted, so that expiry times stay in range.
 const MAX_TTL: Duration = Duration::from_hours(366 * 24);
 /// The longest request timeout accepted.
@@ -750,6 +806,7 @@ pub struct HttpSource {
     burst: u32,
     client: Client,
     bucket: Bucket,
+    breaker: Breaker,
     cache: AnswerCache,
     inflight: Mutex<HashMap<IpAddr, Arc<Flight>>>,
     catalog: Arc<Catalog>,
@@ -818,6 +875,7 @@ impl HttpSource {
             burst: settings.burst,
             client,
             bucket: Bucket::new(settings.rate_per_sec, settings.burst),
+            breaker: Breaker::new(BREAKER_COOLDOWN),
             cache: AnswerCache::new(
                 settings.cache_ttl,
                 settings.negative_ttl,
@@ -883,9 +941,16 @@ impl HttpSource {
         }
     }
 
-    /// Asks the service about `ip`.
+    /// Asks the service about `ip`, unless it is taken for down.
     fn fetch(&self, ip: IpAddr) -> Answer {
         let ms = self.timeout.as_millis();
+        if let Some(left) = self.breaker.down_for(Instant::now()) {
+            return Err(format!(
+                "the service failed {BREAKER_FAILURES} requests in a row; it is not asked again \
+                 for {} s",
+                left.as_secs().max(1)
+            ));
+        }
         self.bucket.take(self.timeout).map_err(|wait| {
             format!(
                 "the rate limit ({} requests per second, burst {}) has no request slot within \
@@ -898,6 +963,17 @@ impl HttpSource {
         })?;
         let url = self.url.replace("{ip}", &ip.to_string());
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut unavailable = false;
+        let answer = self.ask(ip, url, ms, &mut unavailable);
+        self.breaker.record(!unavailable, Instant::now());
+        answer
+    }
+
+    /// One request for `ip` at `url`, read and mapped. `unavailable` is set
+    /// when the service itself failed (no connection, no answer in time, a
+    /// 5xx or 429, an answer cut short), not when an answer was merely wrong.
+    fn ask(&self, ip: IpAddr, url: String, ms: u128, unavailable: &mut bool) -> Answer {
+        *unavailable = true;
         let response = self.client.get(url).send().map_err(|e| {
             if e.is_timeout() {
                 format!("no answer within {ms} ms (timeout_ms)")
@@ -915,6 +991,7 @@ impl HttpSource {
             }
         })?;
         let status = response.status();
+        *unavailable = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -934,7 +1011,9 @@ impl HttpSource {
                 format!("the service answered {status}: {text}")
             });
         }
+        *unavailable = true;
         let body = read_body(response, MAX_BODY + 1, ms)?;
+        *unavailable = false;
         if u64::try_from(body.len()).unwrap_or(u64::MAX) > MAX_BODY {
             return Err(format!(
                 "the answer is larger than {} KiB; point `url` at a per-address endpoint",
@@ -1330,6 +1409,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_breaker_takes_the_service_for_down_after_failures_in_a_row() {
+        let breaker = super::Breaker::new(std::time::Duration::from_secs(30));
+        let t0 = std::time::Instant::now();
+        for _ in 1..super::BREAKER_FAILURES {
+            breaker.record(false, t0);
+        }
+        assert_eq!(breaker.down_for(t0), None, "not yet");
+        // A success in between starts the count again.
+        breaker.record(true, t0);
+        for _ in 0..super::BREAKER_FAILURES {
+            breaker.record(false, t0);
+        }
+        let later = t0 + std::time::Duration::from_secs(10);
+        assert_eq!(
+            breaker.down_for(later),
+            Some(std::time::Duration::from_secs(20))
+        );
+        // After the cooldown it is tried again; one more failure takes it
+        // for down again, a success clears it.
+        let after = t0 + std::time::Duration::from_secs(31);
+        assert_eq!(breaker.down_for(after), None);
+        breaker.record(false, after);
+        assert!(breaker.down_for(after).is_some());
+        breaker.record(true, after);
+        assert_eq!(breaker.down_for(after), None);
+        breaker.record(false, after);
+        assert_eq!(breaker.down_for(after), None, "the count started again");
+    }
+
     use super::*;
 
     fn ptrs(p: &str) -> Pointers {

@@ -38,8 +38,8 @@ use crate::Error;
 pub use config::{ChainConfig, Rate, SourceConfig, SourceKind};
 pub use csvtable::{CsvFormat, CsvSource};
 pub use http::{
-    AnswerCache, CacheEntry, FieldMap, HttpSettings, HttpSource, JsonPointer, Pointers,
-    SuccessCheck,
+    AnswerCache, BREAKER_COOLDOWN, BREAKER_FAILURES, CacheEntry, FieldMap, HttpSettings,
+    HttpSource, JsonPointer, Pointers, SuccessCheck,
 };
 pub use ipplan::{IpPlanFormat, IpPlanSource};
 pub use mmdb::{MmdbKind, MmdbSource};
