@@ -343,10 +343,9 @@ async fn pipeline(config: &SyncConfig, store: &Store) -> Result<Pipeline, Error>
     if cached > 0 {
         tracing::debug!(answers = cached, "resolver cache loaded");
     }
-    Ok(
-        Pipeline::new(catalog, chain, config.classifier()?)
-            .with_trust_policy(config.trust_policy()),
-    )
+    Ok(Pipeline::new(catalog, chain, config.classifier()?)
+        .with_trust_policy(config.trust_policy())
+        .with_source_retry(config.pipeline.source_retry()))
 }
 
 fn puller(config: &SyncConfig) -> Result<Puller, Error> {
@@ -536,6 +535,8 @@ async fn process_pending(
                 quarantined = run.applied.quarantined,
                 new = run.applied.observations_new,
                 verdicts = run.applied.verdicts_new,
+                // Left pending: an address source failed for them.
+                deferred = run.deferred,
                 "processed"
             );
             true
@@ -626,6 +627,7 @@ fn print_run(run: &PipelineRun) {
         repeated = run.applied.observations_repeated,
         verdicts_new = run.applied.verdicts_new,
         lines_changed = run.applied.lines_changed,
+        deferred = run.deferred,
         elapsed_ms = run.elapsed_ms,
         "pipeline done"
     );

@@ -158,6 +158,16 @@ pub struct LineEvidence<'a> {
 }
 
 impl<'a> LineEvidence<'a> {
+    /// True when an address source failed for one of the addresses (the
+    /// others answered without it).
+    pub fn sources_failed(&self) -> bool {
+        self.public_hops
+            .iter()
+            .map(|h| &h.resolved)
+            .chain(self.egress.as_ref().map(|e| &e.resolved))
+            .any(|r| !r.failures.is_empty())
+    }
+
     /// Gathers the evidence from an extracted report: classifies its hops and
     /// its egress with `classifier`, and resolves every public address (the
     /// embedded IPv4 address of a NAT64 or 6to4 form) with `resolve` —

@@ -113,7 +113,14 @@ pub struct PipelineConfig {
     /// Verdicts from a probe whose signing key changed are marked
     /// low-trust whatever the score.
     pub key_changed_is_low_trust: bool,
+    /// Minutes a report an address source failed for stays pending, judged
+    /// again on each run until the source answers; past that it is judged
+    /// with the other sources (the failure recorded). 0 judges at once.
+    pub source_retry_minutes: u32,
 }
+
+/// The longest `pipeline.source_retry_minutes`: a week.
+const MAX_SOURCE_RETRY_MINUTES: u32 = 7 * 24 * 60;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -122,7 +129,15 @@ impl Default for PipelineConfig {
             public_cidrs: Vec::new(),
             low_trust_below: TrustPolicy::default().low_below,
             key_changed_is_low_trust: TrustPolicy::default().key_changed_is_low,
+            source_retry_minutes: 60,
         }
+    }
+}
+
+impl PipelineConfig {
+    /// `source_retry_minutes` as a duration.
+    pub fn source_retry(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.source_retry_minutes) * 60)
     }
 }
 
@@ -227,6 +242,16 @@ impl SyncConfig {
                     "{:?} is not a database URL: write sqlite://PATH or \
                      postgres://USER@HOST:PORT/DATABASE",
                     redact(url)
+                ),
+            );
+        }
+        if self.pipeline.source_retry_minutes > MAX_SOURCE_RETRY_MINUTES {
+            return bad(
+                "pipeline.source_retry_minutes",
+                format!(
+                    "{} is too long: a report should not wait more than a week \
+                     ({MAX_SOURCE_RETRY_MINUTES} minutes) for a source",
+                    self.pipeline.source_retry_minutes
                 ),
             );
         }

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use crate::evidence::evidence_json;
 use crate::{
-    ApplySummary, Chain, Error, LineEvidence, ObservationFacts, ObservationRecord, Processed,
-    QuarantineRecord, RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict, VerdictRecord,
-    extract, judge, line_key, observation_key,
+    ApplySummary, Attribute, Chain, Error, LineEvidence, ObservationFacts, ObservationRecord,
+    Processed, QuarantineRecord, RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict,
+    VerdictRecord, extract, judge, line_key, observation_key,
 };
 
 /// What a pipeline run did.
@@ -44,6 +44,10 @@ pub struct PipelineRun {
     pub apply_ms: u64,
     /// Worker threads used for the CPU work.
     pub workers: usize,
+    /// Reports an address source failed for, left as they were: pending
+    /// ones are judged on a later run (after the source retry window, with
+    /// the other sources alone), reprocessed ones keep their verdict.
+    pub deferred: u64,
 }
 
 impl PipelineRun {
@@ -61,6 +65,20 @@ pub struct Pipeline {
     classifier: Arc<Classifier>,
     workers: usize,
     trust: TrustPolicy,
+    source_retry: Duration,
+}
+
+/// How long a report an address source failed for waits for the source,
+/// by default: an hour.
+pub const DEFAULT_SOURCE_RETRY: Duration = Duration::from_hours(1);
+
+/// What the workers made of a batch.
+#[derive(Debug, Default)]
+pub struct ProcessedBatch {
+    /// What the database is to apply, in the batch's order.
+    pub records: Vec<Processed>,
+    /// Reports left as they were (see [`PipelineRun::deferred`]).
+    pub deferred: u64,
 }
 
 impl Pipeline {
@@ -74,7 +92,20 @@ impl Pipeline {
             classifier: Arc::new(classifier),
             workers,
             trust: TrustPolicy::default(),
+            source_retry: DEFAULT_SOURCE_RETRY,
         }
+    }
+
+    /// How long a pending report an address source failed for is left
+    /// pending, to be judged again once the source answers; past that it is
+    /// judged with the other sources, the failure recorded in its evidence.
+    /// Zero judges at once. A reprocessed report an address source fails
+    /// for always keeps its verdict: one made without the source must not
+    /// replace one made with it.
+    #[must_use]
+    pub fn with_source_retry(mut self, retry: Duration) -> Self {
+        self.source_retry = retry;
+        self
     }
 
     /// Marks verdicts by this policy on the reports' trust at arrival.
@@ -102,18 +133,45 @@ impl Pipeline {
     }
 
     /// Turns one raw report into what the database applies: a quarantine
-    /// record with reasons, or an observation with its verdict. Errors only
-    /// when an address source fails; the report then stays pending.
+    /// record with reasons, or an observation with its verdict — made with
+    /// the sources that answered when one failed (its failure is in the
+    /// evidence). Errors only when the verdict cannot be written.
     pub fn process(
         &self,
         raw: &RawReport,
         reprocess: bool,
         now_ms: i64,
     ) -> Result<Processed, Error> {
+        self.judge(raw, reprocess, now_ms)
+            .map(|(processed, _)| processed)
+    }
+
+    /// [`Pipeline::process`], or `None` when an address source failed and
+    /// the report is to be left as it is (see [`Pipeline::with_source_retry`]).
+    fn process_or_defer(
+        &self,
+        raw: &RawReport,
+        reprocess: bool,
+        now_ms: i64,
+    ) -> Result<Option<Processed>, Error> {
+        let (processed, sources_failed) = self.judge(raw, reprocess, now_ms)?;
+        let retry_ms = i64::try_from(self.source_retry.as_millis()).unwrap_or(i64::MAX);
+        let waiting = now_ms.saturating_sub(raw.pulled_at_ms) < retry_ms;
+        Ok((!(sources_failed && (reprocess || waiting))).then_some(processed))
+    }
+
+    /// What [`Pipeline::process`] makes, and whether an address source
+    /// failed for the report.
+    fn judge(
+        &self,
+        raw: &RawReport,
+        reprocess: bool,
+        now_ms: i64,
+    ) -> Result<(Processed, bool), Error> {
         let extracted = match extract(&raw.body, &raw.node_id, &self.catalog) {
             Ok(x) => x,
             Err(q) => {
-                return Ok(Processed::Quarantine(QuarantineRecord {
+                let record = Processed::Quarantine(QuarantineRecord {
                     raw_id: raw.id,
                     reprocess,
                     report_id: q.report_id.clone(),
@@ -122,7 +180,8 @@ impl Pipeline {
                         .map_err(|e| Error::Output(e.into()))?,
                     summary: q.summary(),
                     at_ms: now_ms,
-                }));
+                });
+                return Ok((record, false));
             }
         };
         let report = &extracted.report;
@@ -133,6 +192,7 @@ impl Pipeline {
             &self.classifier,
             |ip| self.chain.resolve(&self.catalog, ip),
         )?;
+        let sources_failed = evidence.sources_failed();
         let mut verdict = judge(&evidence);
         let envelope = report.envelope.as_ref();
         let trust = self.trust.mark(envelope.and_then(|e| e.trust.as_ref()));
@@ -140,6 +200,13 @@ impl Pipeline {
         let observed_at_ms =
             envelope.map_or(raw.pulled_at_ms, |e| e.received_at.timestamp_millis());
         let declared = &extracted.declared;
+        let filled = |attribute: Attribute| {
+            verdict
+                .filled
+                .iter()
+                .find(|f| f.attribute == attribute)
+                .map(|f| f.value.clone())
+        };
         let first_hop = evidence.public_hops.first();
         let record = ObservationRecord {
             raw_id: raw.id,
@@ -151,13 +218,25 @@ impl Pipeline {
                 line_key: line_key(&report.account, report.install_id.as_str()),
                 install_id: report.install_id.as_str().to_owned(),
                 account: report.account.trim().to_owned(),
-                declared_province: declared.province.as_ref().map(|p| p.as_str().to_owned()),
+                // What the subscriber left out and the checks filled in
+                // from the actual values is the line's from here on; the
+                // verdict marks it as filled, with its provenance.
+                declared_province: declared
+                    .province
+                    .as_ref()
+                    .map(|p| p.as_str().to_owned())
+                    .or_else(|| filled(Attribute::Province)),
                 declared_city: declared
                     .city_code
                     .as_ref()
                     .map(|c| c.as_str().to_owned())
-                    .or_else(|| declared.city.clone()),
-                declared_carrier: declared.carrier.as_ref().map(|c| c.as_str().to_owned()),
+                    .or_else(|| declared.city.clone())
+                    .or_else(|| filled(Attribute::City)),
+                declared_carrier: declared
+                    .carrier
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned())
+                    .or_else(|| filled(Attribute::Carrier)),
                 egress_ip: envelope.map_or_else(String::new, |e| e.peer_ip.to_string()),
                 first_hop_ip: first_hop.map(|h| h.ip.to_string()),
                 path_json: path_json(report),
@@ -167,7 +246,7 @@ impl Pipeline {
             },
             verdict: verdict_record(&verdict, &evidence, report, &extracted, &trust, now_ms)?,
         };
-        Ok(Processed::Observation(Box::new(record)))
+        Ok((Processed::Observation(Box::new(record)), sources_failed))
     }
 
     /// Processes a batch on the worker threads, keeping its order.
@@ -175,7 +254,7 @@ impl Pipeline {
         &self,
         rows: Vec<RawReport>,
         reprocess: bool,
-    ) -> Result<Vec<Processed>, Error> {
+    ) -> Result<ProcessedBatch, Error> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.process_batch_blocking(&rows, reprocess))
             .await
@@ -187,26 +266,35 @@ impl Pipeline {
         &self,
         rows: &[RawReport],
         reprocess: bool,
-    ) -> Result<Vec<Processed>, Error> {
+    ) -> Result<ProcessedBatch, Error> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let workers = self.workers.min(rows.len().max(1));
+        let run = |part: &[RawReport]| {
+            part.iter()
+                .map(|raw| self.process_or_defer(raw, reprocess, now_ms))
+                .collect::<Result<Vec<_>, Error>>()
+        };
+        let mut batch = ProcessedBatch {
+            records: Vec::with_capacity(rows.len()),
+            deferred: 0,
+        };
+        let mut take = |part: Vec<Option<Processed>>| {
+            for record in part {
+                match record {
+                    Some(record) => batch.records.push(record),
+                    None => batch.deferred += 1,
+                }
+            }
+        };
         if workers <= 1 {
-            return rows
-                .iter()
-                .map(|raw| self.process(raw, reprocess, now_ms))
-                .collect();
+            take(run(rows)?);
+            return Ok(batch);
         }
         let chunk = rows.len().div_ceil(workers);
-        let results: Vec<Result<Vec<Processed>, Error>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Vec<Option<Processed>>, Error>> = std::thread::scope(|scope| {
             let handles: Vec<_> = rows
                 .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|raw| self.process(raw, reprocess, now_ms))
-                            .collect::<Result<Vec<_>, Error>>()
-                    })
-                })
+                .map(|part| scope.spawn(move || run(part)))
                 .collect();
             handles
                 .into_iter()
@@ -217,11 +305,10 @@ impl Pipeline {
                 })
                 .collect()
         });
-        let mut out = Vec::with_capacity(rows.len());
         for part in results {
-            out.extend(part?);
+            take(part?);
         }
-        Ok(out)
+        Ok(batch)
     }
 
     /// Processes every pending raw report, `batch` per transaction, calling
@@ -294,7 +381,11 @@ impl Pipeline {
             let read = rows.len();
             let t = Instant::now();
             let reprocess = selection != Selection::Pending;
-            let processed = self.process_batch(rows, reprocess).await?;
+            let ProcessedBatch {
+                records: processed,
+                deferred,
+            } = self.process_batch(rows, reprocess).await?;
+            run.deferred += deferred;
             process_time += t.elapsed();
             if let Some((n, handle)) = pending_apply.take() {
                 let (summary, took) = join_apply(handle).await?;

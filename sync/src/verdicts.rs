@@ -25,6 +25,9 @@ pub struct VerdictLine {
     pub declared_city: Option<String>,
     /// Declared carrier.
     pub declared_carrier: Option<String>,
+    /// The declared attributes the subscriber left out and the checks
+    /// filled from the actual values (`province`, `city`, `carrier`).
+    pub filled: Vec<String>,
     /// Actual carrier, province and city.
     pub actual_carrier: Option<String>,
     /// Actual province.
@@ -79,6 +82,15 @@ pub async fn verdict_rows(
         let findings: Vec<FindingText> = current
             .and_then(|v| serde_json::from_str(&v.record.reasons_json).ok())
             .unwrap_or_default();
+        let filled: Vec<String> = current
+            .and_then(|v| {
+                serde_json::from_str::<Vec<serde_json::Value>>(&v.record.filled_json).ok()
+            })
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.get("attribute").and_then(serde_json::Value::as_str))
+            .map(str::to_owned)
+            .collect();
         let deciding: Vec<String> = findings
             .iter()
             .filter(|f| f.outcome == "fail" || f.outcome == "signal")
@@ -122,6 +134,7 @@ pub async fn verdict_rows(
             declared_province: line.declared_province.clone(),
             declared_city: line.declared_city.as_deref().map(|c| city_name(catalog, c)),
             declared_carrier: line.declared_carrier.clone(),
+            filled,
             actual_carrier: line.actual_carrier.clone(),
             actual_province: line.actual_province.clone(),
             actual_city: line.actual_city.as_deref().map(|c| city_name(catalog, c)),
@@ -189,15 +202,29 @@ pub fn print_verdict_table(
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
+            // A value filled from the actual one, not declared, is marked.
+            let mark = |attribute: &str, text: String| {
+                if r.filled.iter().any(|f| f == attribute) {
+                    format!("{text}*")
+                } else {
+                    text
+                }
+            };
             let declared = format!(
                 "{} {} {}",
-                r.declared_carrier
-                    .as_deref()
-                    .map_or_else(|| "?".to_owned(), |c| carrier_name(catalog, c)),
-                r.declared_province
-                    .as_deref()
-                    .map_or_else(|| "?".to_owned(), |p| province_name(catalog, p)),
-                opt(&r.declared_city),
+                mark(
+                    "carrier",
+                    r.declared_carrier
+                        .as_deref()
+                        .map_or_else(|| "?".to_owned(), |c| carrier_name(catalog, c))
+                ),
+                mark(
+                    "province",
+                    r.declared_province
+                        .as_deref()
+                        .map_or_else(|| "?".to_owned(), |p| province_name(catalog, p))
+                ),
+                mark("city", opt(&r.declared_city)),
             );
             let actual = format!(
                 "{} {} {}",
@@ -245,6 +272,12 @@ pub fn print_verdict_table(
     for row in &cells {
         line(out, row)?;
     }
+    if rows.iter().any(|r| !r.filled.is_empty()) {
+        writeln!(
+            out,
+            "* not declared: filled from the actual value (the IP check passed)"
+        )?;
+    }
     Ok(())
 }
 
@@ -269,6 +302,7 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
         "reasons",
         "low_trust",
         "trust_score",
+        "filled",
     ])
     .map_err(csv_err)?;
     for r in rows {
@@ -290,6 +324,7 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
             r.reasons.join(" "),
             r.low_trust.to_string(),
             r.trust_score.map(|s| s.to_string()).unwrap_or_default(),
+            r.filled.join(" "),
         ])
         .map_err(csv_err)?;
     }

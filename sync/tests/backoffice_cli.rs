@@ -298,6 +298,10 @@ fn the_backoffice_section_is_checked() {
             "[pipeline]\nlow_trust_below = 101\n",
             "pipeline.low_trust_below",
         ),
+        (
+            "[pipeline]\nsource_retry_minutes = 10081\n",
+            "pipeline.source_retry_minutes",
+        ),
     ];
     for (text, want) in bad {
         let error = load(text).unwrap_err();
