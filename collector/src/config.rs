@@ -78,6 +78,10 @@ pub struct PublicConfig {
     /// Expect a PROXY protocol (v1 or v2) header on connections from
     /// `trusted_proxies`.
     pub proxy_protocol: bool,
+    /// Set by `--plain-http` (local testing): stands in for the reverse
+    /// proxy, so `trusted_proxies` may stay empty. Never read from a file.
+    #[serde(skip)]
+    pub local_testing: bool,
 }
 
 /// The export listener: where the internal side pulls and acknowledges.
@@ -228,6 +232,7 @@ impl Default for PublicConfig {
             ],
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            local_testing: false,
         }
     }
 }
@@ -388,6 +393,7 @@ impl CollectorConfig {
             // --plain-http is the explicit local-testing switch; it stands in
             // for the reverse proxy the file would otherwise have to name.
             config.public.behind_proxy = true;
+            config.public.local_testing = true;
         }
         if config.node_id.is_empty() {
             config.node_id = default_node_id();
@@ -419,6 +425,20 @@ impl CollectorConfig {
                 "plain HTTP on the public listener is allowed only behind a TLS-terminating \
                  reverse proxy: set public.behind_proxy = true (and list it in \
                  public.trusted_proxies), or remove public.plain_http"
+                    .to_owned(),
+            );
+        }
+        if self.public.behind_proxy
+            && self.public.trusted_proxies.is_empty()
+            && !self.public.local_testing
+        {
+            return bad(
+                "public.trusted_proxies",
+                "public.behind_proxy = true, but no proxy is listed: every connection comes \
+                 from the proxy, so every report would record the proxy's address as its \
+                 egress. List the proxy's address (e.g. [\"10.0.0.5/32\"]) so that its \
+                 X-Forwarded-For or PROXY header is believed, or use --plain-http for local \
+                 testing"
                     .to_owned(),
             );
         }

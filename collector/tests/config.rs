@@ -173,6 +173,10 @@ fn validation_messages_say_what_to_do() {
         ("[public]\npaths = []\n", "at least one path"),
         ("[public]\npaths = [\"/a/b*\"]\n", "public.paths[0]"),
         ("[public]\nproxy_protocol = true\n", "trusted_proxies"),
+        (
+            "[public]\nbehind_proxy = true\n",
+            "every report would record the proxy's address",
+        ),
         ("[tls]\ncert = \"/x.pem\"\n", "tls.key"),
         ("[limits]\nheader_read_timeout_ms = 0\n", "10 to 600000"),
         ("[limits]\nmax_body_bytes = 10\n", "at least 1024"),

@@ -459,7 +459,7 @@ async fn slowloris_clients_are_cut_off_while_probes_keep_being_served() {
     // Plain HTTP behind a (pretend) proxy, so the test can write raw bytes.
     let (running, _) = start(
         dir.path(),
-        "[public]\nplain_http = true\nbehind_proxy = true\n\
+        "[public]\nplain_http = true\nbehind_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
          [limits]\nheader_read_timeout_ms = 600\nrequest_timeout_ms = 1000\n",
     )
     .await;
@@ -554,7 +554,7 @@ async fn enrolments_are_shed_when_every_request_slot_is_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, _) = start(
         dir.path(),
-        "[public]\nplain_http = true\nbehind_proxy = true\n\
+        "[public]\nplain_http = true\nbehind_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
          [limits]\nmax_concurrent_requests = 1\nrequest_timeout_ms = 20000\n",
     )
     .await;

@@ -457,7 +457,7 @@ async fn a_body_that_trickles_in_past_the_request_timeout_gets_408() {
     // Plain HTTP behind a (pretend) proxy so that the test can write raw bytes.
     let (running, _client) = start(
         dir.path(),
-        "[public]\nplain_http = true\nbehind_proxy = true\n[limits]\nrequest_timeout_ms = 300\n",
+        "[public]\nplain_http = true\nbehind_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n[limits]\nrequest_timeout_ms = 300\n",
     )
     .await;
     let mut stream = tokio::net::TcpStream::connect(running.public_addr)
