@@ -53,6 +53,11 @@ pub struct CollectorConfig {
     pub traffic: crate::TrafficConfig,
     /// Trust scores.
     pub trust: crate::TrustConfig,
+    /// Set by `--plain-http` (local testing): it stands in for the reverse
+    /// proxy, so `public.trusted_proxies` may stay empty. Never read from a
+    /// file.
+    #[serde(skip)]
+    pub local_testing: bool,
 }
 
 /// The public listener: where probes send reports.
@@ -78,10 +83,6 @@ pub struct PublicConfig {
     /// Expect a PROXY protocol (v1 or v2) header on connections from
     /// `trusted_proxies`.
     pub proxy_protocol: bool,
-    /// Set by `--plain-http` (local testing): stands in for the reverse
-    /// proxy, so `trusted_proxies` may stay empty. Never read from a file.
-    #[serde(skip)]
-    pub local_testing: bool,
 }
 
 /// The export listener: where the internal side pulls and acknowledges.
@@ -214,6 +215,7 @@ impl Default for CollectorConfig {
             log: LogConfig::default(),
             traffic: crate::TrafficConfig::default(),
             trust: crate::TrustConfig::default(),
+            local_testing: false,
         }
     }
 }
@@ -232,7 +234,6 @@ impl Default for PublicConfig {
             ],
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
-            local_testing: false,
         }
     }
 }
@@ -393,7 +394,7 @@ impl CollectorConfig {
             // --plain-http is the explicit local-testing switch; it stands in
             // for the reverse proxy the file would otherwise have to name.
             config.public.behind_proxy = true;
-            config.public.local_testing = true;
+            config.local_testing = true;
         }
         if config.node_id.is_empty() {
             config.node_id = default_node_id();
@@ -428,9 +429,7 @@ impl CollectorConfig {
                     .to_owned(),
             );
         }
-        if self.public.behind_proxy
-            && self.public.trusted_proxies.is_empty()
-            && !self.public.local_testing
+        if self.public.behind_proxy && self.public.trusted_proxies.is_empty() && !self.local_testing
         {
             return bad(
                 "public.trusted_proxies",
