@@ -416,9 +416,27 @@ impl Submitter {
             let text = response.text().await.unwrap_or_default();
             let answer: Option<CollectorAnswer> = serde_json::from_str(&text).ok();
             let server_time = answer.as_ref().and_then(|a| a.server_time);
-            if status.is_success() {
+            // As with reports, only the collector's own receipt counts: a
+            // gateway's 200 page enrols nothing, and the next report asks
+            // again.
+            let receipt = answer.as_ref().and_then(|a| a.status.as_deref());
+            if status.is_success()
+                && matches!(
+                    receipt,
+                    Some("enrolled" | "already_enrolled" | "key_changed")
+                )
+            {
                 tracing::info!(endpoint = name, "probe key enrolled");
                 signer.enrolled(name, server_time);
+                return;
+            }
+            if status.is_success() {
+                tracing::warn!(
+                    endpoint = name,
+                    status = status.as_u16(),
+                    answer = %snippet(&text),
+                    "an answer to the key enrolment that is not a collector's receipt"
+                );
                 return;
             }
             if status == reqwest::StatusCode::NOT_FOUND {

@@ -484,10 +484,22 @@ async fn a_gateways_200_alone_leaves_the_report_spooled() {
         panic!("not spooled: {outcome:?}");
     };
     assert!(agent.spool().get(&report_id).expect("read").is_some());
-    // The daemon's drain keeps it too.
+    // Its 200 to the key enrolment enrolled nothing either: the next probe
+    // asks again.
+    agent.probe_once().await.expect("probe");
+    let enrolments = canned
+        .paths
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|p| p.ends_with("/enrol"))
+        .count();
+    assert_eq!(enrolments, 2, "{:?}", canned.paths);
+    assert_eq!(agent.spool().depth().expect("depth"), 2);
+    // The daemon's drain keeps them too.
     let summary = agent.flush_spool().await.expect("flush");
     assert_eq!(summary.delivered, 0, "{summary:?}");
-    assert_eq!(agent.spool().depth().expect("depth"), 1);
+    assert_eq!(agent.spool().depth().expect("depth"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

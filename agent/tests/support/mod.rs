@@ -204,6 +204,8 @@ pub(crate) struct CannedServer {
     pub(crate) cert_pem: String,
     /// Requests answered so far.
     pub(crate) requests: Arc<AtomicUsize>,
+    /// Their paths, in order.
+    pub(crate) paths: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -255,11 +257,14 @@ pub(crate) async fn canned_https(
     );
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&requests);
+    let paths: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen_paths = Arc::clone(&paths);
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let response = response.clone();
             let counter = Arc::clone(&counter);
+            let seen_paths = Arc::clone(&seen_paths);
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -288,6 +293,12 @@ pub(crate) async fn canned_https(
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
+                if let Some(path) = head.split_whitespace().nth(1) {
+                    seen_paths
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(path.to_owned());
+                }
                 counter.fetch_add(1, Ordering::SeqCst);
                 let _ = tls.write_all(response.as_bytes()).await;
                 let _ = tls.shutdown().await;
@@ -298,6 +309,7 @@ pub(crate) async fn canned_https(
         url,
         cert_pem: generated.cert.pem(),
         requests,
+        paths,
         task,
     }
 }
