@@ -18,7 +18,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::state::{io, read_json, remove_if_present, write_atomic};
+use crate::state::{io, read_json, remove_if_present, sweep_stale_temp, write_atomic};
 
 const EVICTED_FILE: &str = "evicted";
 const ENTRY_SUFFIX: &str = ".json";
@@ -75,6 +75,7 @@ impl Spool {
             reason: format!("cannot encode the spooled report: {e}"),
         })?;
         write_atomic(&path, &bytes)?;
+        sweep_stale_temp(&self.dir);
         let mut ids = self.ids()?;
         let mut evicted = 0;
         // Report ids are UUIDv7: sorted, they are oldest first.
@@ -220,6 +221,48 @@ pub fn backoff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_files_left_by_a_killed_write_are_swept_once_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::new(dir.path(), 10);
+        std::fs::create_dir_all(dir.path()).expect("mkdir");
+        let stale = dir.path().join(".0190.json.abc.tmp");
+        let fresh = dir.path().join(".0190.json.def.tmp");
+        let other = dir.path().join("notes.tmp");
+        for p in [&stale, &fresh, &other] {
+            std::fs::write(p, b"half").expect("write");
+        }
+        let old = std::time::SystemTime::now() - Duration::from_hours(2);
+        for p in [&stale, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .and_then(|f| f.set_modified(old))
+                .expect("age it");
+        }
+        let report = lineprobe_shared::Report::from_json(
+            &std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../config/report.example.json"),
+            )
+            .expect("example"),
+        )
+        .expect("report");
+        let now = Utc::now();
+        spool
+            .put(&SpoolEntry {
+                report,
+                spooled_at: now,
+                retries: 0,
+                next_attempt_at: now,
+            })
+            .expect("put");
+        assert!(!stale.exists(), "a stale temporary file was kept");
+        assert!(fresh.exists(), "a write in progress was touched");
+        assert!(other.exists(), "not ours");
+        assert_eq!(spool.depth().expect("depth"), 1);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_respects_retry_after() {

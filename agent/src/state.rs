@@ -33,6 +33,7 @@ impl StateDir {
             what: format!("cannot create the state folder {}", root.display()),
             source,
         })?;
+        sweep_stale_temp(&root);
         Ok(Self { root })
     }
 
@@ -140,6 +141,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// How old a [`write_atomic`] temporary file must be to be taken for one a
+/// killed process left behind: far longer than any write takes, so that
+/// another process's write in progress (the daemon's, while `status` runs)
+/// is never touched.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_hours(1);
+
+/// Deletes the temporary files of [`write_atomic`] in `dir` that a process
+/// killed mid-write left behind (a phone's OS kills apps often), once they
+/// are [`STALE_TEMP`] old. Best effort: what cannot be read or deleted is
+/// left for the next time.
+pub(crate) fn sweep_stale_temp(dir: &Path) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        // Exactly what `write_atomic` names them: `.{name}.{uuid}.tmp`.
+        let ours = name.starts_with('.') && Path::new(name).extension().is_some_and(|e| e == "tmp");
+        if !ours {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMP);
+        if stale && fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(
+                file = name,
+                "removed a temporary file left by an interrupted write"
+            );
+        }
+    }
 }
 
 /// Flushes a folder's entries (the rename) where the platform allows it.
