@@ -419,18 +419,16 @@ impl Submitter {
             // As with reports, only the collector's own receipt counts: a
             // gateway's 200 page enrols nothing, and the next report asks
             // again.
-            let receipt = answer.as_ref().and_then(|a| a.status.as_deref());
-            if status.is_success()
-                && matches!(
+            if status.is_success() {
+                let receipt = answer.as_ref().and_then(|a| a.status.as_deref());
+                if matches!(
                     receipt,
                     Some("enrolled" | "already_enrolled" | "key_changed")
-                )
-            {
-                tracing::info!(endpoint = name, "probe key enrolled");
-                signer.enrolled(name, server_time);
-                return;
-            }
-            if status.is_success() {
+                ) {
+                    tracing::info!(endpoint = name, "probe key enrolled");
+                    signer.enrolled(name, server_time);
+                    return;
+                }
                 tracing::warn!(
                     endpoint = name,
                     status = status.as_u16(),

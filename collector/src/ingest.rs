@@ -853,18 +853,23 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
-    #[tokio::test]
-    async fn readiness_is_503_without_file_paths_once_the_store_stops_taking_changes() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A store in `dir` that is full with one report.
+    fn staging_of_one(dir: &std::path::Path) -> Staging {
         let options = crate::StagingOptions::from_config(
-            dir.path().join("staging.sqlite3"),
+            dir.join("staging.sqlite3"),
             "node-a".to_owned(),
             &crate::StagingConfig {
                 max_reports: 1,
                 ..crate::StagingConfig::default()
             },
         );
-        let staging = Staging::open(options).expect("open");
+        Staging::open(options).expect("open")
+    }
+
+    #[tokio::test]
+    async fn readiness_is_503_without_file_paths_once_the_store_stops_taking_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = staging_of_one(dir.path());
         for listener in [ListenerName::Public, ListenerName::Export] {
             let (status, _) = status_and_text(readiness(&staging, listener).await).await;
             assert_eq!(status, StatusCode::OK);
@@ -891,15 +896,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_store_is_ready_for_the_puller_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = crate::StagingOptions::from_config(
-            dir.path().join("staging.sqlite3"),
-            "node-a".to_owned(),
-            &crate::StagingConfig {
-                max_reports: 1,
-                ..crate::StagingConfig::default()
-            },
-        );
-        let staging = Staging::open(options).expect("open");
+        let staging = staging_of_one(dir.path());
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../config/report.example.json");
         let mut report = Report::from_json(&std::fs::read(path).expect("read")).expect("report");

@@ -70,21 +70,7 @@ impl Harness {
                 value.parse().expect("value"),
             );
         }
-        request.extensions_mut().insert(ConnInfo {
-            peer: "203.0.113.5:40000".parse().expect("peer"),
-            proxied: None,
-            local: "127.0.0.1:8443".parse().expect("local"),
-            tls: None,
-        });
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        (parts.status, parts.headers, body)
+        self.respond(request, conn("203.0.113.5:40000", None)).await
     }
 
     /// Sends `request` as if it arrived on a connection from `peer`, with
@@ -95,17 +81,21 @@ impl Harness {
         peer: &str,
         proxied: Option<&str>,
     ) -> (StatusCode, Bytes) {
-        let conn = ConnInfo {
-            peer: peer.parse().expect("peer"),
-            proxied: proxied.map(|p| p.parse::<SocketAddr>().expect("proxied")),
-            local: "127.0.0.1:8443".parse().expect("local"),
-            tls: None,
-        };
-        self.send_on(request, conn).await
+        self.send_on(request, conn(peer, proxied)).await
     }
 
     /// Sends `request` as if it arrived on the connection `conn`.
-    async fn send_on(&self, mut request: Request<Body>, conn: ConnInfo) -> (StatusCode, Bytes) {
+    async fn send_on(&self, request: Request<Body>, conn: ConnInfo) -> (StatusCode, Bytes) {
+        let (status, _, body) = self.respond(request, conn).await;
+        (status, body)
+    }
+
+    /// The router's whole answer to `request` on the connection `conn`.
+    async fn respond(
+        &self,
+        mut request: Request<Body>,
+        conn: ConnInfo,
+    ) -> (StatusCode, HeaderMap, Bytes) {
         request.extensions_mut().insert(conn);
         let response = self
             .router
@@ -113,14 +103,9 @@ impl Harness {
             .oneshot(request)
             .await
             .expect("infallible");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, body)
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, body)
     }
 
     /// Every stored report, as the export hands it to the internal side.
@@ -276,14 +261,12 @@ async fn a_report_whose_envelope_would_not_validate_is_never_acknowledged() {
     // envelope field the receiver might one day fill wrongly.
     let h = Harness::new("");
     let conn = ConnInfo {
-        peer: "203.0.113.5:40000".parse().expect("peer"),
-        proxied: None,
-        local: "127.0.0.1:8443".parse().expect("local"),
         tls: Some(TlsInfo {
             version: "TLSv1.3".to_owned(),
             sni: Some("bad host".to_owned()),
             client_certificate: false,
         }),
+        ..conn("203.0.113.5:40000", None)
     };
     let (status, body) = h.send_on(post_report(b"/api/v1/report"), conn).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -374,6 +357,17 @@ async fn readyz_is_503_once_staging_is_full() {
     let highest = h.staging.stats().await.expect("stats").highest_seq;
     h.staging.ack("test-node", highest).await.expect("ack");
     assert_eq!(h.get("/readyz", &[]).await.0, StatusCode::OK);
+}
+
+/// A plain connection from `peer`, with the PROXY header's source
+/// `proxied`.
+fn conn(peer: &str, proxied: Option<&str>) -> ConnInfo {
+    ConnInfo {
+        peer: peer.parse().expect("peer"),
+        proxied: proxied.map(|p| p.parse::<SocketAddr>().expect("proxied")),
+        local: "127.0.0.1:8443".parse().expect("local"),
+        tls: None,
+    }
 }
 
 /// Traffic settings under which one busy source is soon in an anomaly

@@ -276,7 +276,7 @@ mod platform {
         // the whole grace period, the later ones only what the routers that
         // answered need (`later_round_wait`). So the first round runs alone
         // and the rest as a second trippy run with the shorter wait.
-        let first = Later {
+        let first = RunPlan {
             max_ttl,
             rounds: 1,
             grace: request.grace,
@@ -312,7 +312,7 @@ mod platform {
             // run, so that a late answer to the first round is not taken
             // for theirs.
             let offset = u16::from(max_ttl - first_ttl) + 1;
-            let later = Later {
+            let later = RunPlan {
                 max_ttl: last,
                 rounds: rounds - 1,
                 grace: wait,
@@ -356,8 +356,8 @@ mod platform {
         })
     }
 
-    /// What one trippy-core run does.
-    struct Later {
+    /// What one trippy-core run does: the first round, or the later ones.
+    struct RunPlan {
         max_ttl: u8,
         rounds: u8,
         /// The wait of each of its rounds.
@@ -373,7 +373,7 @@ mod platform {
     fn run(
         request: &TraceRequest,
         first_ttl: u8,
-        part: &Later,
+        part: &RunPlan,
         deadline: Instant,
     ) -> Result<(Vec<RoundRecord>, bool), Error> {
         let tracer = builder(
