@@ -701,6 +701,20 @@ pub struct Filled {
     pub provenance: Provenance,
 }
 
+impl Filled {
+    /// The attributes (`province`, `city`, `carrier`) a verdict's stored
+    /// fills (`filled` column, JSON) name; none when the JSON is not a list
+    /// of fills.
+    pub fn attributes_in(filled_json: &str) -> Vec<String> {
+        serde_json::from_str::<Vec<serde_json::Value>>(filled_json)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.get("attribute").and_then(serde_json::Value::as_str))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// The verdict on one observation of a line, with every check's result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {

@@ -8,7 +8,7 @@ use lineprobe_shared::{CarrierId, Catalog, CityCode, ProvinceCode};
 use serde::{Deserialize, Serialize};
 
 use crate::spreadsheet::text;
-use crate::{Error, LineFilter, Store};
+use crate::{Error, Filled, LineFilter, Store};
 
 /// One line's current verdict, ready to print.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,15 +82,9 @@ pub async fn verdict_rows(
         let findings: Vec<FindingText> = current
             .and_then(|v| serde_json::from_str(&v.record.reasons_json).ok())
             .unwrap_or_default();
-        let filled: Vec<String> = current
-            .and_then(|v| {
-                serde_json::from_str::<Vec<serde_json::Value>>(&v.record.filled_json).ok()
-            })
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|f| f.get("attribute").and_then(serde_json::Value::as_str))
-            .map(str::to_owned)
-            .collect();
+        let filled = current
+            .map(|v| Filled::attributes_in(&v.record.filled_json))
+            .unwrap_or_default();
         let deciding: Vec<String> = findings
             .iter()
             .filter(|f| f.outcome == "fail" || f.outcome == "signal")

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use backoffice_support::{on_each_backend, seed_demo, seed_synthetic};
+use backoffice_support::{on_each_backend, seed_demo, seed_filled, seed_synthetic};
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
 use lineprobe_sync::{
     BackofficeConfig, BackofficeState, NewSession, Store, backoffice_router, hash_password,
@@ -1271,6 +1271,67 @@ async fn the_pages_show_the_lines() {
         assert_eq!(export.len(), 1);
         assert_eq!(export[0].actor, "vic");
         assert!(export[0].detail_json.contains("\"verdict\":\"compliant\""));
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_filled_from_the_actual_ones_are_marked_in_the_list_and_the_export() {
+    on_each_backend("filled_values_are_marked", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        seed_demo(&store).await;
+        seed_filled(&store, "07559990001").await;
+        add_user(&store, "vic", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+
+        // The filled line's declared cell marks its province and city (not
+        // its carrier, which the subscriber declared); no other line is
+        // marked.
+        let lines = vic.get("/lines?province=CN-GD&carrier=china_mobile").await;
+        let row = |key: &str| {
+            let at = lines.body.find(&format!(">{key}</a>")).unwrap();
+            let end = at + lines.body[at..].find("</tr>").unwrap();
+            lines.body[at..end].to_owned()
+        };
+        let filled = row("account:07559990001");
+        assert_eq!(
+            filled.matches("<sup class=\"filled\"").count(),
+            2,
+            "{filled}"
+        );
+        assert!(
+            filled.contains("中国移动 · 广东省<sup"),
+            "the carrier was declared: {filled}"
+        );
+        assert!(!row("account:07552660101").contains("<sup"));
+        assert_eq!(lines.body.matches("<sup class=\"filled\"").count(), 2);
+        assert!(
+            lines
+                .body
+                .contains("not declared: filled from the actual value")
+        );
+        let others = vic.get("/lines?verdict=non_compliant").await;
+        assert!(!others.body.contains("filled from the actual value"));
+
+        let csv = vic.get("/lines/export.csv?province=CN-GD").await;
+        let text = csv.body.strip_prefix('\u{feff}').unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let headers = reader.headers().unwrap().clone();
+        let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+        let (line, filled) = (column("line"), column("filled"));
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        for r in &rows {
+            let want = if &r[line] == "account:07559990001" {
+                "province city"
+            } else {
+                ""
+            };
+            assert_eq!(&r[filled], want, "{r:?}");
+        }
+        assert!(rows.iter().any(|r| &r[line] == "account:07559990001"));
         store.close().await;
     })
     .await;

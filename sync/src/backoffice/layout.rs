@@ -297,6 +297,7 @@ main { padding:1.25rem; max-width:1400px; margin:0 auto; }
 h1 { font-size:1.4rem; margin:.2rem 0 1rem; }
 h2 { font-size:1.1rem; margin:1.5rem 0 .5rem; }
 .muted { color:var(--muted); }
+sup.filled { color:var(--accent); cursor:help; }
 .notice { padding:.6rem .9rem; border-radius:4px; }
 .notice.error { background:#fdecea; border:1px solid #f5c2bd; }
 .notice.info { background:#e8f1fb; border:1px solid #bcd5f0; }

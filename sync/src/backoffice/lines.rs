@@ -18,7 +18,7 @@ use super::layout::{
 };
 use super::{BackofficeState, LineCursor, header_value};
 use crate::spreadsheet::text;
-use crate::{Error, LineFilter, LineRow};
+use crate::{Error, Filled, LineFilter, LineRow};
 
 /// Lines read per database round trip while exporting.
 const EXPORT_BATCH: u32 = 2000;
@@ -204,21 +204,39 @@ pub(super) fn deciding_reasons(verdict: &str, reasons_json: &str) -> Vec<String>
         .collect()
 }
 
-/// The reasons of each line's current verdict, in the lines' order.
-async fn reasons_of(state: &BackofficeState, rows: &[LineRow]) -> Result<Vec<Vec<String>>, Error> {
+/// What the list shows of a line's current verdict beyond its row: the
+/// deciding reasons, and which declared attributes were filled from the
+/// actual ones (not declared by the subscriber).
+#[derive(Debug, Default)]
+struct LineNotes {
+    reasons: Vec<String>,
+    filled: Vec<String>,
+}
+
+impl LineNotes {
+    fn filled(&self, attribute: &str) -> bool {
+        self.filled.iter().any(|f| f == attribute)
+    }
+}
+
+async fn notes_of(state: &BackofficeState, rows: &[LineRow]) -> Result<Vec<LineNotes>, Error> {
     let ids: Vec<i64> = rows.iter().map(|r| r.verdict_id).collect();
-    let found: std::collections::HashMap<i64, String> = state
+    let found: std::collections::HashMap<i64, (String, String)> = state
         .store()
         .verdict_reasons(&ids)
         .await?
         .into_iter()
+        .map(|(id, reasons, filled)| (id, (reasons, filled)))
         .collect();
     Ok(rows
         .iter()
         .map(|r| {
             found
                 .get(&r.verdict_id)
-                .map(|json| deciding_reasons(&r.verdict, json))
+                .map(|(reasons, filled)| LineNotes {
+                    reasons: deciding_reasons(&r.verdict, reasons),
+                    filled: Filled::attributes_in(filled),
+                })
                 .unwrap_or_default()
         })
         .collect())
@@ -253,8 +271,8 @@ pub(super) async fn page(
     let count = figures
         .as_ref()
         .and_then(|f| Some((f.count(&filter)?, f.computed_at_ms)));
-    let reasons = match reasons_of(&state, &rows).await {
-        Ok(reasons) => reasons,
+    let notes = match notes_of(&state, &rows).await {
+        Ok(notes) => notes,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
     // `n` comes from the query string: whatever it says, the page counts
@@ -297,22 +315,25 @@ pub(super) async fn page(
                     th { "Egress" } th.num { "Reports" } th { "Last seen" } th { "Reasons" }
                 } }
                 tbody {
-                    @for (row, reasons) in rows.iter().zip(&reasons) {
+                    @for (row, notes) in rows.iter().zip(&notes) {
                         tr {
                             td { a href=(case_link(&row.line_key)) { (row.line_key) } }
                             td { (verdict_badge(&row.verdict)) @if row.low_trust { (low_trust_badge()) } }
-                            td { (place(catalog, row.declared_carrier.as_deref(), row.declared_province.as_deref(), row.declared_city.as_deref())) }
+                            td { (declared_place(catalog, row, notes)) }
                             td { (place(catalog, row.actual_carrier.as_deref(), row.actual_province.as_deref(), row.actual_city.as_deref())) }
                             td.mono { (row.first_hop_ip.as_deref().unwrap_or("—")) }
                             td.mono { (row.egress_ip) }
                             td.num { (row.reports) }
                             td.mono { (state.time(row.last_seen_ms)) }
-                            td.mono { (reasons.join(", ")) }
+                            td.mono { (notes.reasons.join(", ")) }
                         }
                     }
                 }
             }
             @if rows.is_empty() { p.muted { "No line matches." } }
+            @if notes.iter().any(|n| !n.filled.is_empty()) {
+                p.muted { (FILLED_MARK) " not declared: filled from the actual value (the IP check passed) 未申报，按实际值补全" }
+            }
         }
         div.pager {
             @if cursor.is_some() { a href={"/lines?" (filters)} { "← First page" } }
@@ -333,6 +354,27 @@ pub(super) fn place(
         (or_dash(carrier, |c| carrier_name(catalog, c))) " · "
         (or_dash(province, |p| province_name(catalog, p))) " · "
         (or_dash(city, |c| city_name(catalog, c)))
+    }
+}
+
+/// The mark of a declared value that was filled from the actual one.
+const FILLED_MARK: &str = "*";
+
+/// The declared carrier, province and city in one cell, each value that
+/// the subscriber did not declare (filled from the actual one) marked.
+fn declared_place(catalog: &Catalog, row: &LineRow, notes: &LineNotes) -> Markup {
+    let value = |attribute: &str, v: Option<&str>, name: fn(&Catalog, &str) -> String| {
+        html! {
+            (or_dash(v, |v| name(catalog, v)))
+            @if notes.filled(attribute) {
+                sup.filled title="not declared: filled from the actual value" { (FILLED_MARK) }
+            }
+        }
+    };
+    html! {
+        (value("carrier", row.declared_carrier.as_deref(), carrier_name)) " · "
+        (value("province", row.declared_province.as_deref(), province_name)) " · "
+        (value("city", row.declared_city.as_deref(), city_name))
     }
 }
 
@@ -389,7 +431,7 @@ fn filter_form(state: &BackofficeState, query: &LinesQuery) -> Markup {
     }
 }
 
-const CSV_HEADER: [&str; 23] = [
+const CSV_HEADER: [&str; 24] = [
     "line",
     "account",
     "install_id",
@@ -413,13 +455,14 @@ const CSV_HEADER: [&str; 23] = [
     "last_seen",
     "reasons",
     "low_trust",
+    "filled",
 ];
 
 /// CSV rows of `rows`, the header first when `header`.
 fn csv_chunk(
     state: &BackofficeState,
     rows: &[LineRow],
-    reasons: &[Vec<String>],
+    notes: &[LineNotes],
     header: bool,
 ) -> Result<Vec<u8>, csv::Error> {
     let catalog = state.catalog();
@@ -443,7 +486,7 @@ fn csv_chunk(
             })
             .unwrap_or_default()
     };
-    for (r, reasons) in rows.iter().zip(reasons) {
+    for (r, notes) in rows.iter().zip(notes) {
         w.write_record([
             text(&r.line_key),
             text(&r.account),
@@ -468,8 +511,11 @@ fn csv_chunk(
             r.reports.to_string(),
             time(r.first_seen_ms),
             time(r.last_seen_ms),
-            reasons.join(" "),
+            notes.reasons.join(" "),
             r.low_trust.to_string(),
+            // The declared attributes the subscriber left out, filled from
+            // the actual ones: their declared_* cells are not declarations.
+            notes.filled.join(" "),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -576,8 +622,8 @@ async fn next_chunk(ex: &mut Export) -> Result<Bytes, std::io::Error> {
         .line_page(&ex.filter, ex.cursor.as_ref(), ex.lead)
         .await
         .map_err(|e| fail(&e))?;
-    let reasons = reasons_of(&ex.state, &rows).await.map_err(|e| fail(&e))?;
-    let chunk = csv_chunk(&ex.state, &rows, &reasons, ex.first).map_err(|e| fail(&e))?;
+    let notes = notes_of(&ex.state, &rows).await.map_err(|e| fail(&e))?;
+    let chunk = csv_chunk(&ex.state, &rows, &notes, ex.first).map_err(|e| fail(&e))?;
     ex.first = false;
     ex.left -= rows.len() as u64;
     if rows.len() < limit as usize {

@@ -858,8 +858,9 @@ impl Store {
         .map_err(self.db(context))
     }
 
-    /// The reasons (JSON) of the verdicts `ids`, by id.
-    pub async fn verdict_reasons(&self, ids: &[i64]) -> Result<Vec<(i64, String)>, Error> {
+    /// The reasons and the filled attributes (both JSON) of the verdicts
+    /// `ids`, by id: what the line list shows of each line's verdict.
+    pub async fn verdict_reasons(&self, ids: &[i64]) -> Result<Vec<(i64, String, String)>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -868,7 +869,7 @@ impl Store {
             Backend::Sqlite(p) => {
                 let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
                 sqlx::query_as(
-                    "SELECT id, reasons FROM verdicts \
+                    "SELECT id, reasons, filled FROM verdicts \
                      WHERE id IN (SELECT value FROM json_each($1))",
                 )
                 .bind(list)
@@ -876,7 +877,7 @@ impl Store {
                 .await
             }
             Backend::Postgres(p) => {
-                sqlx::query_as("SELECT id, reasons FROM verdicts WHERE id = ANY($1)")
+                sqlx::query_as("SELECT id, reasons, filled FROM verdicts WHERE id = ANY($1)")
                     .bind(ids)
                     .fetch_all(p)
                     .await

@@ -182,6 +182,49 @@ pub async fn seed_demo(store: &Store) {
     assert_eq!(run.applied.quarantined, 1, "{run:?}");
 }
 
+/// Adds a line whose subscriber declared only the carrier: the demo's
+/// China Mobile line in Shenzhen (account 07552660101) sent again as
+/// account `account`, so that its province and city are filled from the
+/// actual ones. Call after [`seed_demo`] (it runs the demo's pipeline).
+pub async fn seed_filled(store: &Store, account: &str) {
+    let original = demo_reports()
+        .iter()
+        .find(|r| String::from_utf8_lossy(&r.body).contains("\"07552660101\""))
+        .unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&original.body).unwrap();
+    let address = doc["declared"]["address"].clone();
+    doc["declared"] = serde_json::json!({ "carrier": "china_mobile", "address": address });
+    doc["account"] = serde_json::json!(account);
+    let report_id = "0193f0a0-0000-7000-8000-00000000f111";
+    doc["report_id"] = serde_json::json!(report_id);
+    let seq = demo_reports().iter().map(|r| r.seq).max().unwrap() + 1;
+    doc["envelope"]["seq"] = serde_json::json!(seq);
+    let reports = [PulledReport {
+        seq,
+        report_id: Some(report_id.to_owned()),
+        received_at_ms: original.received_at_ms,
+        body: serde_json::to_vec(&doc).unwrap(),
+    }];
+    store
+        .commit_pull(&PullBatch {
+            collector: "demo-dmz-1",
+            node_id: "demo-dmz-1",
+            reports: &reports,
+            next_after: seq,
+            pulled_at_ms: chrono::Utc::now().timestamp_millis(),
+        })
+        .await
+        .unwrap();
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let chain = Arc::new(demo_chain(&catalog).unwrap());
+    let classifier = Classifier::new(&ClassifierConfig::default()).unwrap();
+    let run = Pipeline::new(catalog, chain, classifier)
+        .run_pending(store, 500, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(run.applied.quarantined, 0, "{run:?}");
+}
+
 /// What synthetic lines look like: the verdict mix and how far back they
 /// were last seen.
 pub const SYNTHETIC_DAYS: i64 = 60;
