@@ -315,9 +315,15 @@ impl Agent {
     /// What a probe runs with now: config, manifest (while it is in force),
     /// command line.
     pub fn settings(&self) -> Result<Settings, Error> {
+        self.settings_under(self.applied_manifest())
+    }
+
+    /// [`Agent::settings`] under `applied`, the applied manifest already
+    /// loaded (it is read from disk and its signature checked each time).
+    fn settings_under(&self, applied: Option<Manifest>) -> Result<Settings, Error> {
         Settings::resolve(
             &self.config,
-            in_force(self.applied_manifest(), Utc::now()).as_ref(),
+            in_force(applied, Utc::now()).as_ref(),
             &self.cli_endpoints,
         )
     }
@@ -632,7 +638,7 @@ impl Agent {
         let record = self.read_status()?;
         let manifest = self.applied_manifest();
         let endpoints = self
-            .settings()
+            .settings_under(manifest.clone())
             .map(|s| s.endpoints.iter().map(|e| e.as_str().to_owned()).collect())
             .unwrap_or_default();
         Ok(AgentStatus {
