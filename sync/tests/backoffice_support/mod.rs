@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
-use lineprobe_sync::{Pipeline, PullBatch, PulledReport, Store, demo_chain};
+use lineprobe_sync::{Pipeline, PipelineRun, PullBatch, PulledReport, Store, demo_chain};
 use sqlx::Connection as _;
 
 #[path = "../pgscratch/mod.rs"]
@@ -161,13 +161,19 @@ pub async fn seed_demo(store: &Store) {
             body: r.body.clone(),
         })
         .collect();
-    let last = reports.iter().map(|r| r.seq).max().unwrap();
+    let run = pull_and_judge(store, &reports).await;
+    assert_eq!(run.applied.quarantined, 1, "{run:?}");
+}
+
+/// Commits `reports` as a pull from the demo's collector and runs the
+/// pipeline over them with the demo's address data.
+async fn pull_and_judge(store: &Store, reports: &[PulledReport]) -> PipelineRun {
     store
         .commit_pull(&PullBatch {
             collector: "demo-dmz-1",
             node_id: "demo-dmz-1",
-            reports: &reports,
-            next_after: last,
+            reports,
+            next_after: reports.iter().map(|r| r.seq).max().unwrap(),
             pulled_at_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await
@@ -175,11 +181,10 @@ pub async fn seed_demo(store: &Store) {
     let catalog = Arc::new(Catalog::embedded().unwrap());
     let chain = Arc::new(demo_chain(&catalog).unwrap());
     let classifier = Classifier::new(&ClassifierConfig::default()).unwrap();
-    let run = Pipeline::new(catalog, chain, classifier)
+    Pipeline::new(catalog, chain, classifier)
         .run_pending(store, 500, |_| {})
         .await
-        .unwrap();
-    assert_eq!(run.applied.quarantined, 1, "{run:?}");
+        .unwrap()
 }
 
 /// Adds a line whose subscriber declared only the carrier: the demo's
@@ -205,23 +210,7 @@ pub async fn seed_filled(store: &Store, account: &str) {
         received_at_ms: original.received_at_ms,
         body: serde_json::to_vec(&doc).unwrap(),
     }];
-    store
-        .commit_pull(&PullBatch {
-            collector: "demo-dmz-1",
-            node_id: "demo-dmz-1",
-            reports: &reports,
-            next_after: seq,
-            pulled_at_ms: chrono::Utc::now().timestamp_millis(),
-        })
-        .await
-        .unwrap();
-    let catalog = Arc::new(Catalog::embedded().unwrap());
-    let chain = Arc::new(demo_chain(&catalog).unwrap());
-    let classifier = Classifier::new(&ClassifierConfig::default()).unwrap();
-    let run = Pipeline::new(catalog, chain, classifier)
-        .run_pending(store, 500, |_| {})
-        .await
-        .unwrap();
+    let run = pull_and_judge(store, &reports).await;
     assert_eq!(run.applied.quarantined, 0, "{run:?}");
 }
 
