@@ -544,14 +544,17 @@ impl Submitter {
             Some(detail.clone()),
         );
         // Only the collector's own verdict on the report ends the round: a
-        // 404 from a gateway, a 403 from a filter or a 422 page from a web
-        // application firewall says nothing about it, and the report is
-        // deleted on that verdict. A refused signature header is the agent's
-        // fault, not the report's: the report is kept and retried.
-        let says_invalid = matches!(code, 400 | 413 | 415 | 422)
-            && json.as_ref().is_some_and(|j| {
-                j.error.is_some() && j.error.as_deref() != Some("bad_signature_header")
-            });
+        // 404 from a gateway, a 403 from a filter, a 413 or 422 page from a
+        // web application firewall (often JSON with an `error` of its own)
+        // says nothing about it, and the report is deleted on that verdict.
+        // So only the collector's codes for a report it will never take
+        // count; anything else (a body cut off in transit, a refused
+        // signature header: the agent's fault, not the report's) keeps the
+        // report for the next endpoint and the next round.
+        let says_invalid = json
+            .as_ref()
+            .and_then(|j| j.error.as_deref())
+            .is_some_and(|error| refuses_the_report(code, error));
         if says_invalid {
             (
                 failed,
@@ -662,6 +665,20 @@ impl CollectorAnswer {
         }
         cut(&out)
     }
+}
+
+/// Whether a refusal with `status` and JSON `error` is the collector's own
+/// verdict that it will never take the report (so sending it again, here
+/// or elsewhere, is pointless): the schema's refusal, a body it cannot
+/// read as a report, one too large, or one in a form it does not take.
+fn refuses_the_report(status: u16, error: &str) -> bool {
+    matches!(
+        (status, error),
+        (422, "invalid_report")
+            | (400, "malformed_report" | "bad_gzip")
+            | (413, "too_large")
+            | (415, "unsupported_media_type" | "unsupported_encoding")
+    )
 }
 
 fn snippet(text: &str) -> String {

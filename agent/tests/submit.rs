@@ -424,10 +424,24 @@ async fn only_the_collectors_receipt_ends_the_round() {
     // What a captive portal, a web application firewall or a misrouted
     // proxy might answer in the first endpoint's name. None of it says the
     // report was stored, or that it is invalid: the next endpoint gets it.
-    let answers: [(u16, &str, &str); 4] = [
+    let answers: [(u16, &str, &str); 7] = [
         (200, "text/html", "<html>Welcome to the hotel Wi-Fi</html>"),
         (204, "text/plain", ""),
         (422, "text/html", "<html>Request blocked</html>"),
+        // JSON errors that are not the collector's verdict on the report:
+        // a front end's size limit, a firewall, the collector's own "the
+        // body was cut off" (the report itself may be fine).
+        (413, "application/json", r#"{"error":"Payload Too Large"}"#),
+        (
+            422,
+            "application/json",
+            r#"{"error":"blocked","detail":"request matched rule 942100"}"#,
+        ),
+        (
+            400,
+            "application/json",
+            r#"{"error":"bad_body","detail":"the body could not be read"}"#,
+        ),
         (
             201,
             "application/json",
