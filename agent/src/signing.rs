@@ -185,6 +185,21 @@ struct Learned {
     last_ts: HashMap<String, i64>,
 }
 
+impl Learned {
+    /// After `endpoint`'s clock offset was learned: timestamps continue from
+    /// the corrected clock. They only ever rose to stay unique, and kept
+    /// above the timestamps a fast clock signed with, every later signature
+    /// would be as far ahead as that clock was, refused as stale for good.
+    /// The ones signed ahead were refused (a stale timestamp is checked
+    /// before anything is remembered), so none of them can repeat.
+    fn follow_clock(&mut self, endpoint: &str, offset: i64) {
+        if let Some(last) = self.last_ts.get_mut(endpoint) {
+            let corrected = Utc::now().timestamp().saturating_add(offset);
+            *last = (*last).min(corrected.saturating_sub(1)).max(0);
+        }
+    }
+}
+
 impl Signer {
     pub(crate) fn new(store: Arc<dyn KeyStore>, enrol_patterns: Vec<String>) -> Self {
         Self {
@@ -221,9 +236,11 @@ impl Signer {
     /// Records a successful enrolment at `endpoint` and its clock.
     pub(crate) fn enrolled(&self, endpoint: &str, server_time: Option<i64>) {
         let offset = server_time.map_or(0, |t| t.saturating_sub(Utc::now().timestamp()));
-        self.learned()
+        let mut learned = self.learned();
+        learned
             .endpoints
             .insert(endpoint.to_owned(), Enrolment::Enrolled { offset });
+        learned.follow_clock(endpoint, offset);
     }
 
     /// Records that `endpoint` does not know enrolment.
@@ -252,6 +269,7 @@ impl Signer {
                 .endpoints
                 .insert(endpoint.to_owned(), Enrolment::Enrolled { offset });
         }
+        learned.follow_clock(endpoint, offset);
     }
 
     /// A timestamp for `endpoint`: our clock corrected by its offset, and
@@ -365,6 +383,32 @@ mod tests {
         assert_eq!(signer.mode("https://c"), Mode::Enrol);
         signer.unsupported("https://c");
         assert_eq!(signer.mode("https://c"), Mode::Unsigned);
+    }
+
+    #[test]
+    fn a_fast_clock_corrected_by_the_collector_signs_on_the_corrected_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = Signer::new(
+            Arc::new(FileKeyStore::new(dir.path().join(KEY_FILE))),
+            vec!["/api/v1/enrol".to_owned()],
+        );
+        // The probe's clock as if 10 minutes fast: its first signatures.
+        signer.clock("https://c", Utc::now().timestamp() + 600);
+        let fast = signer.timestamp("https://c");
+        assert!(signer.timestamp("https://c") > fast);
+        // The collector answers stale_timestamp with its own time.
+        signer.clock("https://c", Utc::now().timestamp());
+        let corrected = signer.timestamp("https://c");
+        assert!(
+            (corrected - Utc::now().timestamp()).abs() <= 2,
+            "{corrected} still follows the fast clock ({fast})"
+        );
+        assert!(signer.timestamp("https://c") > corrected);
+        // The same after an enrolment's answer.
+        signer.clock("https://c", Utc::now().timestamp() + 600);
+        let _ = signer.timestamp("https://c");
+        signer.enrolled("https://c", Some(Utc::now().timestamp()));
+        assert!((signer.timestamp("https://c") - Utc::now().timestamp()).abs() <= 2);
     }
 
     #[test]
