@@ -74,7 +74,8 @@ pub async fn update_manifest(
             .map(|a| match (a.http_status, a.detail.as_deref()) {
                 // The collector answers 404 until a manifest is published.
                 (Some(404), _) => format!("{}: no manifest published there (404)", a.endpoint),
-                (Some(status), _) => format!("{}: HTTP {status}", a.endpoint),
+                (Some(status), Some(detail)) => format!("{}: HTTP {status}: {detail}", a.endpoint),
+                (Some(status), None) => format!("{}: HTTP {status}", a.endpoint),
                 (None, Some(detail)) => {
                     format!("{}: {} ({detail})", a.endpoint, a.outcome.as_str())
                 }

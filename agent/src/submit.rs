@@ -413,7 +413,13 @@ impl Submitter {
                 }
             };
             let status = response.status();
-            let text = response.text().await.unwrap_or_default();
+            let text = match read_capped(response, MAX_ANSWER_BYTES).await {
+                Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+                Err(fault) => {
+                    tracing::info!(endpoint = name, error = %fault.describe().1, "key enrolment failed");
+                    return;
+                }
+            };
             let answer: Option<CollectorAnswer> = serde_json::from_str(&text).ok();
             let server_time = answer.as_ref().and_then(|a| a.server_time);
             // As with reports, only the collector's own receipt counts: a
@@ -491,88 +497,18 @@ impl Submitter {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
-        let json: Option<CollectorAnswer> = serde_json::from_str(&text).ok();
         let code = status.as_u16();
-        if status.is_success() {
-            // Only the collector's own receipt for this report means it is
-            // stored: a captive portal, a filtering gateway or a misrouted
-            // proxy may answer 200 to anything, and believing it would
-            // delete a report nobody kept.
-            let receipt = json.as_ref().and_then(|j| {
-                if j.report_id.as_deref() != Some(report_id) {
-                    return None;
-                }
-                match j.status.as_deref() {
-                    Some("stored") => Some(false),
-                    Some("duplicate") => Some(true),
-                    _ => None,
-                }
-            });
-            let Some(duplicate) = receipt else {
+        let text = match read_capped(response, MAX_ANSWER_BYTES).await {
+            Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+            Err(fault) => {
+                let (outcome, detail) = fault.describe();
                 return (
-                    attempt(
-                        endpoint,
-                        AttemptOutcome::HttpStatus,
-                        Some(code),
-                        Some(cut(&format!(
-                            "answered {code} without a collector's receipt for the report: {}",
-                            snippet(&text)
-                        ))),
-                    ),
-                    Answer::failed(None),
+                    attempt(endpoint, outcome, Some(code), Some(detail)),
+                    Answer::failed(retry_after),
                 );
-            };
-            let name = endpoint.as_str().to_owned();
-            let delivery = if duplicate {
-                Delivery::Duplicate { endpoint: name }
-            } else {
-                Delivery::Stored { endpoint: name }
-            };
-            return (
-                attempt(endpoint, AttemptOutcome::Ok, Some(code), None),
-                Answer::Accepted(delivery),
-            );
-        }
-        let detail = json
-            .as_ref()
-            .map_or_else(|| snippet(&text), CollectorAnswer::describe);
-        let failed = attempt(
-            endpoint,
-            AttemptOutcome::HttpStatus,
-            Some(code),
-            Some(detail.clone()),
-        );
-        // Only the collector's own verdict on the report ends the round: a
-        // 404 from a gateway, a 403 from a filter, a 413 or 422 page from a
-        // web application firewall (often JSON with an `error` of its own)
-        // says nothing about it, and the report is deleted on that verdict.
-        // So only the collector's codes for a report it will never take
-        // count; anything else (a body cut off in transit, a refused
-        // signature header: the agent's fault, not the report's) keeps the
-        // report for the next endpoint and the next round.
-        let says_invalid = json
-            .as_ref()
-            .and_then(|j| j.error.as_deref())
-            .is_some_and(|error| refuses_the_report(code, error));
-        if says_invalid {
-            (
-                failed,
-                Answer::Invalid {
-                    status: code,
-                    detail,
-                },
-            )
-        } else {
-            (
-                failed,
-                Answer::Failed {
-                    retry_after,
-                    error: json.as_ref().and_then(|j| j.error.clone()),
-                    server_time: json.as_ref().and_then(|j| j.server_time),
-                },
-            )
-        }
+            }
+        };
+        judge(endpoint, code, &text, retry_after, report_id)
     }
 
     /// `GET /manifest` from every endpoint, in order: the bodies of the
@@ -594,13 +530,16 @@ impl Submitter {
                 }
             };
             match builder.send().await {
-                Ok(r) if r.status().is_success() => match r.bytes().await {
-                    Ok(body) => served.push((endpoint.as_str().to_owned(), body.to_vec())),
-                    Err(e) => {
-                        let (outcome, detail) = classify(&e);
-                        failures.push(attempt(endpoint, outcome, None, Some(detail)));
+                Ok(r) if r.status().is_success() => {
+                    let code = r.status().as_u16();
+                    match read_capped(r, lineprobe_shared::MAX_SIGNED_MANIFEST_BYTES).await {
+                        Ok(body) => served.push((endpoint.as_str().to_owned(), body)),
+                        Err(fault) => {
+                            let (outcome, detail) = fault.describe();
+                            failures.push(attempt(endpoint, outcome, Some(code), Some(detail)));
+                        }
                     }
-                },
+                }
                 Ok(r) => failures.push(attempt(
                     endpoint,
                     AttemptOutcome::HttpStatus,
@@ -665,6 +604,136 @@ impl CollectorAnswer {
         }
         cut(&out)
     }
+}
+
+/// What a collector's answer (status `code`, body `text`) to the upload of
+/// report `report_id` says: stored, refused for good, or failed this time.
+fn judge(
+    endpoint: &Endpoint,
+    code: u16,
+    text: &str,
+    retry_after: Option<Duration>,
+    report_id: &str,
+) -> (EndpointAttempt, Answer) {
+    let json: Option<CollectorAnswer> = serde_json::from_str(text).ok();
+    if (200..300).contains(&code) {
+        // Only the collector's own receipt for this report means it is
+        // stored: a captive portal, a filtering gateway or a misrouted
+        // proxy may answer 200 to anything, and believing it would
+        // delete a report nobody kept.
+        let receipt = json.as_ref().and_then(|j| {
+            if j.report_id.as_deref() != Some(report_id) {
+                return None;
+            }
+            match j.status.as_deref() {
+                Some("stored") => Some(false),
+                Some("duplicate") => Some(true),
+                _ => None,
+            }
+        });
+        let Some(duplicate) = receipt else {
+            return (
+                attempt(
+                    endpoint,
+                    AttemptOutcome::HttpStatus,
+                    Some(code),
+                    Some(cut(&format!(
+                        "answered {code} without a collector's receipt for the report: {}",
+                        snippet(text)
+                    ))),
+                ),
+                Answer::failed(None),
+            );
+        };
+        let name = endpoint.as_str().to_owned();
+        let delivery = if duplicate {
+            Delivery::Duplicate { endpoint: name }
+        } else {
+            Delivery::Stored { endpoint: name }
+        };
+        return (
+            attempt(endpoint, AttemptOutcome::Ok, Some(code), None),
+            Answer::Accepted(delivery),
+        );
+    }
+    let detail = json
+        .as_ref()
+        .map_or_else(|| snippet(text), CollectorAnswer::describe);
+    let failed = attempt(
+        endpoint,
+        AttemptOutcome::HttpStatus,
+        Some(code),
+        Some(detail.clone()),
+    );
+    // Only the collector's own verdict on the report ends the round: a
+    // 404 from a gateway, a 403 from a filter, a 413 or 422 page from a
+    // web application firewall (often JSON with an `error` of its own)
+    // says nothing about it, and the report is deleted on that verdict.
+    // So only the collector's codes for a report it will never take
+    // count; anything else (a body cut off in transit, a refused
+    // signature header: the agent's fault, not the report's) keeps the
+    // report for the next endpoint and the next round.
+    let says_invalid = json
+        .as_ref()
+        .and_then(|j| j.error.as_deref())
+        .is_some_and(|error| refuses_the_report(code, error));
+    if says_invalid {
+        (
+            failed,
+            Answer::Invalid {
+                status: code,
+                detail,
+            },
+        )
+    } else {
+        (
+            failed,
+            Answer::Failed {
+                retry_after,
+                error: json.as_ref().and_then(|j| j.error.clone()),
+                server_time: json.as_ref().and_then(|j| j.server_time),
+            },
+        )
+    }
+}
+
+/// Largest answer read to a report upload or an enrolment: the collector's
+/// receipts and refusals are a few hundred bytes, a refusal listing
+/// violations a few KB.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Why an answer's body was not read.
+enum BodyFault {
+    /// The connection failed while reading it.
+    Transport(reqwest::Error),
+    /// It was longer than the limit (counted after decompression: whatever
+    /// answers in the endpoint's name may send a gzip bomb).
+    TooLarge(usize),
+}
+
+impl BodyFault {
+    /// The attempt's outcome and detail.
+    fn describe(&self) -> (AttemptOutcome, String) {
+        match self {
+            Self::Transport(e) => classify(e),
+            Self::TooLarge(limit) => (
+                AttemptOutcome::HttpStatus,
+                format!("the answer is longer than {limit} bytes; not read further"),
+            ),
+        }
+    }
+}
+
+/// The body of `response`, at most `limit` bytes of it after decoding.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyFault> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyFault::Transport)? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(BodyFault::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Whether a refusal with `status` and JSON `error` is the collector's own

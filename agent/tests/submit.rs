@@ -420,6 +420,61 @@ fn pin_both(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_inflates_without_end_is_cut_off_and_the_next_endpoint_gets_the_report() {
+    use std::io::Write as _;
+    // 64 MiB of zeros, gzip-compressed to some 64 KB: what whatever answers
+    // in an endpoint's name could send to run a phone out of memory.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        bomb.write_all(&zeros).expect("gzip");
+    }
+    let bomb = bomb.finish().expect("gzip");
+    assert!(bomb.len() < 1 << 20);
+    let canned = canned_https(
+        201,
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        &bomb,
+    )
+    .await;
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let pins = pin_both(state.path(), &canned, col_dir.path());
+    let mut config = agent_config(&[canned.url.clone(), endpoint(&running)], Some(&pins));
+    config.manifest.public_key = lineprobe_shared::ManifestSigningKey::generate()
+        .verifying_key()
+        .to_base64();
+    let (agent, _) = agent(state.path(), config, 4);
+    agent.accept_consent().expect("consent");
+
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
+    let reports = stored(&running).await;
+    assert_eq!(reports.len(), 1);
+    let attempts = &reports[0].endpoint_attempts;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let detail = attempts[0].detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("longer than 65536 bytes"), "{detail}");
+    // The manifest check reads no more of it either, and says why.
+    let err = agent.update_manifest().await.expect_err("no manifest");
+    assert!(
+        err.to_string().contains(&format!(
+            "{}: HTTP 201: the answer is longer than",
+            canned.url
+        )),
+        "{err}"
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_collectors_receipt_ends_the_round() {
     // What a captive portal, a web application firewall or a misrouted
     // proxy might answer in the first endpoint's name. None of it says the

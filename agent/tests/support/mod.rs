@@ -218,7 +218,7 @@ impl Drop for CannedServer {
 pub(crate) async fn canned_https(
     status: u16,
     headers: &[(&str, &str)],
-    body: &str,
+    body: impl AsRef<[u8]>,
 ) -> CannedServer {
     use std::fmt::Write as _;
 
@@ -250,11 +250,14 @@ pub(crate) async fn canned_https(
             let _ = write!(out, "{name}: {value}\r\n");
             out
         });
-    let response = format!(
-        "HTTP/1.1 {status} Canned\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n\
-         {body}",
+    let body = body.as_ref();
+    let mut response = format!(
+        "HTTP/1.1 {status} Canned\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
-    );
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    let response = Arc::new(response);
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&requests);
     let paths: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
@@ -262,7 +265,7 @@ pub(crate) async fn canned_https(
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
-            let response = response.clone();
+            let response = Arc::clone(&response);
             let counter = Arc::clone(&counter);
             let seen_paths = Arc::clone(&seen_paths);
             tokio::spawn(async move {
@@ -300,7 +303,7 @@ pub(crate) async fn canned_https(
                         .push(path.to_owned());
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
-                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.write_all(&response).await;
                 let _ = tls.shutdown().await;
             });
         }
