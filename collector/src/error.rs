@@ -44,6 +44,19 @@ pub enum Error {
         retry_after_secs: u64,
     },
 
+    /// The report with the receiver's envelope is larger than the schema
+    /// lets a stored report be: it was not stored, and never will be.
+    #[error(
+        "the report with the receiver's envelope is {bytes} bytes; at most {limit} are stored: \
+         send a smaller report"
+    )]
+    ReportTooLarge {
+        /// Its stored size.
+        bytes: usize,
+        /// The schema's limit.
+        limit: usize,
+    },
+
     /// The staging store failed (disk full, I/O error, corruption).
     #[error("staging store: {0}")]
     Staging(String),

@@ -453,6 +453,15 @@ fn stage_response(
                 Some(retry_after_secs.max(state.full_retry_after_secs)),
             ),
         ),
+        Ok(Err(e @ Error::ReportTooLarge { .. })) => (
+            IngestOutcome::TooLarge,
+            rejection(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &e.to_string(),
+                None,
+            ),
+        ),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "staging failed; answering 503");
             (

@@ -275,6 +275,62 @@ async fn gzip_bodies_and_their_limits() {
 }
 
 #[tokio::test]
+async fn a_report_that_the_envelope_takes_past_the_schema_limit_is_refused_not_stored() {
+    // The largest decompressed body the configuration allows is the
+    // schema's largest report; the receiver's envelope comes on top.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "[limits]\nmax_decompressed_bytes = 1048576\n").await;
+    let url = public_url(&running, "/api/v1/report");
+    let limit = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
+    // A valid report padded with whitespace inside its object to `size`.
+    let padded = |size: usize| {
+        let mut report = sample_report();
+        report["report_id"] = json!(uuid::Uuid::now_v7().to_string());
+        let json = serde_json::to_vec(&report).expect("json");
+        let mut body = b"{".to_vec();
+        body.resize(size - json.len() + 1, b' ');
+        body.extend_from_slice(&json[1..]);
+        assert_eq!(body.len(), size);
+        body
+    };
+    let send = |body: Vec<u8>| {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(gzip(&body))
+            .send()
+    };
+
+    let r = send(padded(limit - 16)).await.expect("send");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "too_large", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("with the receiver's envelope")),
+        "{body}"
+    );
+    assert!(
+        running
+            .staging
+            .export_after(0, 10)
+            .await
+            .expect("export")
+            .is_empty()
+    );
+
+    // Just under the limit with its envelope: stored, and exported whole.
+    let r = send(padded(limit - 16 * 1024)).await.expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let exported = running.staging.export_after(0, 10).await.expect("export");
+    assert_eq!(exported.len(), 1);
+    assert!(exported[0].json.len() <= limit);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn staging_full_answers_503_with_retry_after_and_stores_nothing_more() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, client) = start(

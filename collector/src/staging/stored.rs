@@ -25,10 +25,12 @@ const LZ4: u8 = 0x01;
 /// and `seq` the envelope's last, both by the order of their fields.
 pub(super) const SEQ_PLACEHOLDER_TAIL: &[u8] = b"\"seq\":0}}";
 
-/// Largest report a stored value may expand to: a report is at most
-/// `ReportLimits::MAX_REPORT_BYTES` and the envelope adds a few KB; a
-/// damaged length prefix must not make the export allocate gigabytes.
-const MAX_UNPACKED: usize = 1024 * 1024;
+/// Largest report a stored value may expand to: a damaged length prefix
+/// must not make the export allocate gigabytes. Staging stores nothing
+/// above `ReportLimits::MAX_REPORT_BYTES` (envelope included); twice that
+/// still reads what a store written before that check took (the internal
+/// side quarantines it as too large rather than the export failing on it).
+const MAX_UNPACKED: usize = 2 * lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
 
 /// Compresses an encoded report (ending with the seq placeholder).
 pub(super) fn pack(json: &[u8]) -> Vec<u8> {

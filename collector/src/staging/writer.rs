@@ -691,6 +691,17 @@ impl EncodedReport {
     /// The stored form of `json`, which must end with the seq placeholder
     /// (`broken` says why it would not).
     fn packed(id: String, received_at_us: i64, json: &[u8], broken: &str) -> Result<Self, Error> {
+        // The envelope adds up to a few KB to a report ingest let through:
+        // what would pass the schema's limit could be committed but never
+        // pulled (the internal side refuses it, and export could not read
+        // it back), so it is refused here, before anything is stored.
+        let limit = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
+        if json.len() > limit {
+            return Err(Error::ReportTooLarge {
+                bytes: json.len(),
+                limit,
+            });
+        }
         if !json.ends_with(SEQ_PLACEHOLDER_TAIL) {
             return Err(Error::Staging(format!(
                 "cannot encode report {id}: {broken}"
