@@ -136,6 +136,23 @@ pub enum Error {
         /// The node that answered.
         new_node: String,
     },
+    /// A collector answers as a node whose reports are pulled under another
+    /// collector's name.
+    #[error(
+        "collector `{collector}` answers as node `{node}`, which is pulled as collector \
+         `{other}`: two collectors answering as one node number their reports alike, so one's \
+         reports would be taken for the other's and acknowledged without being stored. Give \
+         each collector its own node_id in its configuration (if `{collector}` is `{other}` \
+         renamed, keep the name `{other}`); nothing was stored"
+    )]
+    NodeShared {
+        /// The collector being pulled.
+        collector: String,
+        /// The node it answered as.
+        node: String,
+        /// The collector whose cursor belongs to that node.
+        other: String,
+    },
     /// A report file or the report folder cannot be written or read.
     #[error(
         "cannot write the report file {}: {source}; check that the folder can be created and \
@@ -176,6 +193,7 @@ impl Error {
             | Self::CollectorConfig { .. }
             | Self::BadDatabaseUrl { .. }
             | Self::CollectorReplaced { .. }
+            | Self::NodeShared { .. }
             | Self::UserAccount(_) => 2,
             Self::Output(_)
             | Self::Collector { .. }

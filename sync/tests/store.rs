@@ -436,6 +436,43 @@ async fn a_replaced_collector_is_refused_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn two_collectors_answering_as_one_node_are_refused_and_nothing_is_written() {
+    on_each_backend("shared_node", |ctx| async move {
+        let s = &ctx.store;
+        s.commit_pull(&pull("node-a", &[report(1, b"a1"), report(2, b"a2")], 2))
+            .await
+            .unwrap();
+        // Another collector configured with the same node id numbers its
+        // own reports 1, 2, 3: taken for node-a's, the first two would be
+        // "duplicates", acknowledged, and gone.
+        let theirs = [report(1, b"b1"), report(2, b"b2"), report(3, b"b3")];
+        let batch = PullBatch {
+            collector: "dmz-2",
+            ..pull("node-a", &theirs, 3)
+        };
+        let error = s.commit_pull(&batch).await.unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, Error::NodeShared { .. }), "{message}");
+        assert!(
+            message.contains("`dmz-2`")
+                && message.contains("`dmz-1`")
+                && message.contains("node_id"),
+            "{message}"
+        );
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(s.counts().await.unwrap().raw, 2);
+        assert!(s.cursor("dmz-2").await.unwrap().is_none());
+        // The first collector goes on as before.
+        let c = s
+            .commit_pull(&pull("node-a", &[report(3, b"a3")], 3))
+            .await
+            .unwrap();
+        assert_eq!((c.inserted, c.after_seq), (1, 3));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pull_errors_are_recorded_and_cleared_by_the_next_good_pull() {
     on_each_backend("pull_errors", |ctx| async move {
         let s = &ctx.store;

@@ -211,7 +211,10 @@ impl Store {
     ///
     /// When the collector's cursor belongs to another node, the collector
     /// was replaced and numbers its reports afresh: nothing is written and
-    /// [`Error::CollectorReplaced`] says how to go on.
+    /// [`Error::CollectorReplaced`] says how to go on. When another
+    /// collector's cursor belongs to the node, two collectors answer as one
+    /// node (their reports would be taken for each other's duplicates and
+    /// acknowledged unstored): nothing is written, [`Error::NodeShared`].
     pub async fn commit_pull(&self, batch: &PullBatch<'_>) -> Result<PullCommit, Error> {
         if batch.collector.is_empty() || batch.node_id.is_empty() {
             return Err(Error::StoreInput(format!(
@@ -241,6 +244,11 @@ impl Store {
                 collector: batch.collector.to_owned(),
                 old_node,
                 new_node: batch.node_id.to_owned(),
+            }),
+            PullOutcome::NodeTaken { other } => Err(Error::NodeShared {
+                collector: batch.collector.to_owned(),
+                node: batch.node_id.to_owned(),
+                other,
             }),
         }
     }
@@ -484,6 +492,10 @@ enum PullOutcome {
     /// The collector's cursor belongs to another node; nothing was written.
     NodeChanged {
         old_node: String,
+    },
+    /// Another collector's cursor belongs to the node; nothing was written.
+    NodeTaken {
+        other: String,
     },
 }
 

@@ -33,6 +33,10 @@ const WORK_MEM: &str = "64MB";
 /// worked out from rows read first, so two applies must not interleave.
 const APPLY_LOCK: i64 = 0x4C50_5359_4E43; // "LPSYNC"
 
+/// The class of the advisory locks that serialize the pulls of one node
+/// (the two-key form, a space apart from [`APPLY_LOCK`]'s).
+const NODE_LOCK_CLASS: i32 = 0x4C50_4E44; // "LPND"
+
 type Tx = Transaction<'static, Postgres>;
 
 /// Connects and brings the schema up to date; returns the pool and the
@@ -159,6 +163,10 @@ async fn commit_pull_copy(
 ) -> Result<PullOutcome, sqlx::Error> {
     let reports = batch.reports;
     let mut tx = pool.begin().await?;
+    if let Some(other) = node_taken(&mut tx, batch).await? {
+        tx.rollback().await?;
+        return Ok(PullOutcome::NodeTaken { other });
+    }
     let ids: Vec<i64> = if reports.is_empty() {
         Vec::new()
     } else {
@@ -214,6 +222,10 @@ async fn commit_pull_upsert(
     next_after: i64,
 ) -> Result<PullOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if let Some(other) = node_taken(&mut tx, batch).await? {
+        tx.rollback().await?;
+        return Ok(PullOutcome::NodeTaken { other });
+    }
     let reports = batch.reports;
     // One statement: the reports, their entries in the pending list and the
     // cursor. When the cursor belongs to another node, the upsert's WHERE
@@ -247,6 +259,23 @@ async fn commit_pull_upsert(
     .fetch_optional(&mut *tx)
     .await?;
     finish_pull(tx, batch, committed).await
+}
+
+/// The other collector whose cursor belongs to the batch's node, if any.
+/// Pulls of one node wait for each other here (a transaction-scoped lock on
+/// the node id), so two collectors answering as one node for the first time
+/// at once cannot both pass the check.
+async fn node_taken(tx: &mut Tx, batch: &PullBatch<'_>) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(NODE_LOCK_CLASS)
+        .bind(batch.node_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query_scalar(queries::NODE_TAKEN)
+        .bind(batch.node_id)
+        .bind(batch.collector)
+        .fetch_optional(&mut **tx)
+        .await
 }
 
 /// Ends a pull's transaction: committed with the cursor's new position and

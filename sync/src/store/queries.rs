@@ -15,6 +15,11 @@ pub(super) const CURSORS: &str = "SELECT collector, node_id, after_seq, acked_se
 
 pub(super) const CURSOR_NODE: &str = "SELECT node_id FROM pull_cursors WHERE collector = $1";
 
+/// Another collector whose cursor belongs to node `$1` (`$2` the one
+/// pulling): one node's sequence numbers can only be one collector's.
+pub(super) const NODE_TAKEN: &str = "SELECT collector FROM pull_cursors \
+     WHERE node_id = $1 AND collector <> $2 ORDER BY collector LIMIT 1";
+
 /// Moves the acknowledged number forward only and clears the recorded
 /// error (a CASE, as SQLite has no `GREATEST` and PostgreSQL no two-argument
 /// `MAX`).

@@ -153,6 +153,15 @@ pub(super) async fn commit_pull(
     next_after: i64,
 ) -> Result<PullOutcome, sqlx::Error> {
     let mut tx = begin(writer).await?;
+    let other: Option<String> = sqlx::query_scalar(queries::NODE_TAKEN)
+        .bind(batch.node_id)
+        .bind(batch.collector)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(other) = other {
+        tx.rollback().await?;
+        return Ok(PullOutcome::NodeTaken { other });
+    }
     let mut inserted: u64 = 0;
     let mut new_ids = Vec::with_capacity(batch.reports.len());
     for report in batch.reports {
