@@ -107,9 +107,14 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
                     self.0.report_id = if self.0.report_id_seen {
                         None
                     } else {
+                        // A control character (NUL above all, which a
+                        // PostgreSQL text column refuses, failing the whole
+                        // page on every round) is no report id either: the
+                        // report is stored without one and quarantined.
                         value
                             .as_str()
                             .filter(|s| s.len() <= MAX_REPORT_ID_LEN)
+                            .filter(|s| !s.chars().any(char::is_control))
                             .map(str::to_owned)
                     };
                     self.0.report_id_seen = true;
@@ -224,6 +229,18 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(line)
             );
+        }
+    }
+
+    #[test]
+    fn a_report_id_with_control_characters_is_none() {
+        for line in [
+            &br#"{"report_id":"a\u0000b","envelope":{"seq":5}}"#[..],
+            br#"{"report_id":"a\nb","envelope":{"seq":5}}"#,
+        ] {
+            let (pulled, _) = read_line(line).unwrap();
+            assert_eq!(pulled.seq, 5);
+            assert_eq!(pulled.report_id, None);
         }
     }
 
