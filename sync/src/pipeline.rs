@@ -14,6 +14,7 @@ use lineprobe_shared::{Catalog, Classifier, Report};
 use serde::Serialize;
 
 use crate::evidence::evidence_json;
+use crate::validate::received_in_time;
 use crate::{
     ApplySummary, Attribute, Chain, Error, LineEvidence, ObservationFacts, ObservationRecord,
     Processed, QuarantineRecord, RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict,
@@ -168,7 +169,9 @@ impl Pipeline {
         reprocess: bool,
         now_ms: i64,
     ) -> Result<(Processed, bool), Error> {
-        let extracted = match extract(&raw.body, &raw.node_id, &self.catalog) {
+        let extracted = match extract(&raw.body, &raw.node_id, &self.catalog)
+            .and_then(|x| received_in_time(x, raw.pulled_at_ms))
+        {
             Ok(x) => x,
             Err(q) => {
                 let record = Processed::Quarantine(QuarantineRecord {
@@ -602,7 +605,7 @@ mod tests {
             node_id: "n1".to_owned(),
             seq: 1,
             body: report.to_json().unwrap(),
-            pulled_at_ms: 0,
+            pulled_at_ms: chrono::Utc::now().timestamp_millis(),
         };
         match pipeline.process(&raw, false, 0).unwrap() {
             Processed::Observation(o) => *o,

@@ -17,6 +17,7 @@
 //! | `missing_envelope` | the receiver's envelope is absent |
 //! | `bad_envelope` | the envelope itself breaks the schema |
 //! | `envelope_node_mismatch` | `envelope.node_id` is not the node the report was pulled from |
+//! | `received_in_future` | `envelope.received_at` is more than 10 minutes after the report was pulled |
 //! | `unknown_province` | `declared.province` names no catalog province |
 //! | `city_not_in_province` | `declared.city` names a city (or a GB/T 2260 code) of another province |
 //! | `unknown_carrier` | `declared.carrier` names no catalog carrier |
@@ -70,6 +71,10 @@ use serde::{Deserialize, Serialize};
 /// clock is called skewed.
 const CLOCK_SKEW_TOLERANCE: TimeDelta = TimeDelta::days(1);
 
+/// How far a collector's `received_at` may run ahead of the internal
+/// side's clock at the pull (two servers' clocks, both kept by NTP).
+const RECEIVED_AHEAD_TOLERANCE: TimeDelta = TimeDelta::minutes(10);
+
 /// The field name the shared layer uses for the document as a whole.
 const DOCUMENT: &str = "(document)";
 
@@ -100,6 +105,8 @@ pub enum ReasonCode {
     BadEnvelope,
     /// The envelope names another node than the one the report came from.
     EnvelopeNodeMismatch,
+    /// The collector's `received_at` is later than the pull that brought it.
+    ReceivedInFuture,
     /// The declared province is not in the catalog.
     UnknownProvince,
     /// The declared city lies in another province than the declared one.
@@ -133,6 +140,7 @@ impl ReasonCode {
             Self::MissingEnvelope => "missing_envelope",
             Self::BadEnvelope => "bad_envelope",
             Self::EnvelopeNodeMismatch => "envelope_node_mismatch",
+            Self::ReceivedInFuture => "received_in_future",
             Self::UnknownProvince => "unknown_province",
             Self::CityNotInProvince => "city_not_in_province",
             Self::UnknownCarrier => "unknown_carrier",
@@ -342,6 +350,46 @@ fn missing_envelope() -> Reason {
         "is missing; a report pulled from a collector carries the receiver's envelope \
          (the collector must add it when it stores the report)",
     )
+}
+
+/// Quarantines `extracted` when its collector says it received it after
+/// the pull that brought it (`pulled_at_ms`, the internal side's clock):
+/// `received_at` is the observation's time, and one far in the future
+/// would stay the line's newest observation, its verdict current, until
+/// that time came (a collector's clock that jumped, or a compromised
+/// collector pinning a line's verdict).
+pub(crate) fn received_in_time(
+    extracted: Extracted,
+    pulled_at_ms: i64,
+) -> Result<Extracted, Quarantine> {
+    let Some(envelope) = &extracted.report.envelope else {
+        return Ok(extracted);
+    };
+    let ahead = envelope
+        .received_at
+        .timestamp_millis()
+        .saturating_sub(pulled_at_ms);
+    if ahead <= RECEIVED_AHEAD_TOLERANCE.num_milliseconds() {
+        return Ok(extracted);
+    }
+    let pulled = chrono::DateTime::from_timestamp_millis(pulled_at_ms)
+        .map_or_else(|| pulled_at_ms.to_string(), |t| t.to_rfc3339());
+    let reason = Reason::new(
+        ReasonCode::ReceivedInFuture,
+        Some("envelope.received_at"),
+        format!(
+            "is {}, {} minutes after the report was pulled at {pulled}: the collector's clock \
+             is wrong (or the collector is not to be trusted); set its clock right, and \
+             reprocess the report if it was genuine",
+            envelope.received_at.to_rfc3339(),
+            ahead / 60_000
+        ),
+    );
+    Err(Quarantine {
+        reasons: vec![reason],
+        report_id: Some(extracted.report.report_id.to_string()),
+        install_id: Some(extracted.report.install_id.as_str().to_owned()),
+    })
 }
 
 fn node_mismatch(found: &str, expected: &str) -> Reason {

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use lineprobe_shared::{
     Catalog, Classifier, ClassifierConfig, EnvelopeHeaders, ReceiverEnvelope, Report,
 };
@@ -1794,7 +1794,7 @@ async fn stored_from(s: &Store, collector: &str, node: &str, seq: u64, body: &[u
             node_id: node,
             reports: &reports,
             next_after: seq,
-            pulled_at_ms: 5_000,
+            pulled_at_ms: Utc::now().timestamp_millis(),
         })
         .await
         .unwrap();
@@ -1862,6 +1862,57 @@ fn as_received(
         trust: None,
     });
     report.to_json().unwrap()
+}
+
+/// A collector whose clock runs ahead (or that lies) says it received a
+/// report after the pull that brought it: quarantined, with the reason, so
+/// that it cannot stay its line's newest observation until that time
+/// comes. A few minutes' difference between two servers' clocks is not.
+#[tokio::test]
+async fn a_report_received_after_its_pull_is_quarantined() {
+    on_each_backend("received_in_future", |ctx| async move {
+        let s = &ctx.store;
+        let pipeline = demo_pipeline();
+        let now = Utc::now();
+        let cases: Vec<_> = lineprobe_sync::demo_cases(now.fixed_offset())
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.expect == "compliant" && c.egress.is_some())
+            .take(2)
+            .collect();
+        let ahead = |case: &lineprobe_sync::DemoCase, seq, by| {
+            as_received(&case.report, case.egress.unwrap(), "n1", seq, now + by)
+        };
+        stored_from(s, "c1", "n1", 1, &ahead(&cases[0], 1, TimeDelta::days(400))).await;
+        stored_from(
+            s,
+            "c1",
+            "n1",
+            2,
+            &ahead(&cases[1], 2, TimeDelta::minutes(5)),
+        )
+        .await;
+        let run = pipeline.run_pending(s, 100, |_| {}).await.unwrap();
+        assert_eq!(
+            (run.applied.quarantined, run.applied.observations_new),
+            (1, 1),
+            "{run:?}"
+        );
+        let quarantined = s.quarantined(10, 0).await.unwrap();
+        assert_eq!(quarantined.len(), 1);
+        let q = &quarantined[0];
+        assert_eq!(
+            q.report_id.as_deref(),
+            Some(cases[0].report.report_id.to_string().as_str())
+        );
+        assert!(
+            q.reasons_json.contains("\"received_in_future\""),
+            "{}",
+            q.reasons_json
+        );
+        assert!(q.summary.contains("envelope.received_at"), "{}", q.summary);
+    })
+    .await;
 }
 
 /// The probe timed out on collector node A, which had stored the report,
