@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use lineprobe_shared::{
     Catalog, ConsentRecord, DeclaredLocation, Manifest, ManifestVerifyingKey,
     REPORT_SCHEMA_VERSION, Report, ReportId, ReportTrace,
@@ -100,6 +100,11 @@ pub struct DrainSummary {
     pub refused: usize,
     /// Reports still waiting.
     pub waiting: usize,
+    /// When the drain stopped at a report that found no endpoint (the line
+    /// or the collectors are down, or a collector asked to wait): when that
+    /// report is due again. The rest of the spool waits as long, instead of
+    /// each overdue report trying on its own.
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// A probe agent.
@@ -567,7 +572,7 @@ impl Agent {
             let Some(entry) = self.spool.get(&id)? else {
                 continue;
             };
-            if !all && entry.next_attempt_at > now {
+            if !all && self.due_at(entry.next_attempt_at, now) > now {
                 continue;
             }
             match self
@@ -575,13 +580,29 @@ impl Agent {
                 .await
             {
                 Ok(ProbeOutcome::Delivered { .. }) => summary.delivered += 1,
-                Ok(ProbeOutcome::Spooled { .. }) => break,
+                Ok(ProbeOutcome::Spooled { .. }) => {
+                    summary.held_until = self.spool.get(&id)?.map(|e| e.next_attempt_at);
+                    break;
+                }
                 Err((_, Error::Rejected { .. })) => summary.refused += 1,
                 Err((_, e)) => return Err(e),
             }
         }
         summary.waiting = self.spool.depth()?;
         Ok(summary)
+    }
+
+    /// When a spooled report due at `due` is retried, seen at `now`. No
+    /// backoff reaches past `retry_max_secs`, so a retry time further ahead
+    /// was written while the clock ran ahead (a device dated a month on,
+    /// then corrected): it is due now, not stranded for as long.
+    fn due_at(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        let most =
+            chrono::Duration::from_std(Duration::from_secs(self.config.schedule.retry_max_secs))
+                .ok()
+                .and_then(|max| now.checked_add_signed(max))
+                .unwrap_or(now);
+        if due > most { now } else { due }
     }
 
     // ─────────────────────────────── manifest ──────────────────────────────
@@ -672,6 +693,10 @@ impl Agent {
         let idle = Duration::from_mins(1);
         let mut next_probe = tokio::time::Instant::now();
         let mut next_manifest = tokio::time::Instant::now();
+        // After a report found no endpoint, the spool is left alone until
+        // that report's own retry is due: the others would only find the
+        // same endpoints down (or the same collector asking to wait).
+        let mut spool_hold: Option<DateTime<Utc>> = None;
         loop {
             let now = tokio::time::Instant::now();
             let consented = match self.require_consent() {
@@ -708,7 +733,15 @@ impl Agent {
                                     return Ok(());
                                 }
                                 result = self.deliver_fresh(&submitter, report) => match result {
-                                    Ok(outcome) => tracing::info!(%outcome, "probe done"),
+                                    Ok(outcome) => {
+                                        if let ProbeOutcome::Spooled { report_id, .. } = &outcome {
+                                            spool_hold = self
+                                                .spool
+                                                .get(report_id)?
+                                                .map(|e| e.next_attempt_at);
+                                        }
+                                        tracing::info!(%outcome, "probe done");
+                                    }
                                     Err(e) => tracing::warn!(error = %e, "probe failed"),
                                 },
                             }
@@ -717,11 +750,14 @@ impl Agent {
                     }
                     next_probe = tokio::time::Instant::now() + self.probe_wait();
                 }
-                tokio::select! {
-                    () = &mut shutdown => return Ok(()),
-                    result = self.drain_spool() => if let Err(e) = result {
-                        tracing::warn!(error = %e, "spool retry failed");
-                    },
+                if spool_hold.is_none_or(|hold| hold <= Utc::now()) {
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        result = self.drain_spool() => match result {
+                            Ok(summary) => spool_hold = summary.held_until,
+                            Err(e) => tracing::warn!(error = %e, "spool retry failed"),
+                        },
+                    }
                 }
             }
             let mut wake = if consented {
@@ -730,7 +766,10 @@ impl Agent {
                 tokio::time::Instant::now() + idle
             };
             if let Some(due) = self.spool.next_due()? {
-                let delta = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                let now = Utc::now();
+                let due = self.due_at(due, now);
+                let due = spool_hold.map_or(due, |hold| due.max(hold));
+                let delta = (due - now).to_std().unwrap_or(Duration::ZERO);
                 // Never spin: a retry that is due now waits a second.
                 wake = wake.min(tokio::time::Instant::now() + delta.max(Duration::from_secs(1)));
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lineprobe_agent::Agent;
+use lineprobe_agent::{Agent, SpoolEntry};
 use support::*;
 
 /// Runs `agent`'s daemon until `ready` holds (checked every 20 ms, for at
@@ -161,5 +161,74 @@ async fn a_shutdown_while_sending_keeps_the_report_for_the_next_start() {
     let stored = stored(&running).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].report_id, ids[0]);
+    running.shutdown().await.expect("shutdown");
+}
+
+/// Spools `n` fresh reports of `agent`, all due at `due`.
+async fn spool_reports(agent: &Agent, n: usize, due: chrono::DateTime<chrono::Utc>) {
+    for _ in 0..n {
+        let report = agent.make_report().await.expect("report");
+        agent
+            .spool()
+            .put(&SpoolEntry {
+                report,
+                spooled_at: chrono::Utc::now(),
+                retries: 0,
+                next_attempt_at: due,
+            })
+            .expect("spool");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_reports_wait_with_the_one_that_found_no_endpoint() {
+    // The collector is full and asks for ten minutes' patience: once one
+    // report has been told so, the other overdue ones do not each ask
+    // again a second apart.
+    let canned = canned_https(
+        503,
+        &[("content-type", "application/json"), ("retry-after", "600")],
+        r#"{"error":"staging_full","detail":"the receiver's store is full"}"#,
+    )
+    .await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let pem = state.path().join("canned.pem");
+    std::fs::write(&pem, &canned.cert_pem).expect("write");
+    let mut config = agent_config(std::slice::from_ref(&canned.url), Some(&pem));
+    config.schedule.retry_base_secs = 30;
+    config.schedule.retry_max_secs = 600;
+    let (agent, traces) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    spool_reports(&agent, 4, chrono::Utc::now()).await;
+
+    agent
+        .run(tokio::time::sleep(Duration::from_millis(3500)))
+        .await
+        .expect("daemon");
+    // Four reports made for the spool, one by the daemon.
+    assert_eq!(traces.load(Ordering::SeqCst), 5);
+    let paths = canned.paths.lock().expect("paths").clone();
+    // The fresh report's upload (after a key enrolment, when it asks for
+    // one); none of the spooled ones.
+    assert!(paths.len() <= 2, "{paths:?}");
+    assert_eq!(agent.spool().depth().expect("depth"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_spooled_while_the_clock_ran_ahead_is_not_stranded() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    config.schedule.retry_base_secs = 30;
+    config.schedule.retry_max_secs = 600;
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    // Spooled with the device dated a month ahead; the clock is right now.
+    spool_reports(&agent, 1, chrono::Utc::now() + chrono::Duration::days(30)).await;
+    // A retry time further ahead than any backoff can reach is due now.
+    let summary = agent.drain_spool().await.expect("drain");
+    assert_eq!(summary.delivered, 1, "{summary:?}");
+    assert_eq!(stored(&running).await.len(), 1);
     running.shutdown().await.expect("shutdown");
 }
