@@ -39,6 +39,8 @@ pub const NODE_HEADER: &str = "x-lineprobe-node";
 pub const NEXT_AFTER_HEADER: &str = "x-lineprobe-next-after";
 /// Response header on `GET /export`: how many reports the page holds.
 pub const COUNT_HEADER: &str = "x-lineprobe-count";
+/// The staging store's id (see [`crate::Staging::store_id`]).
+pub const STORE_HEADER: &str = "x-lineprobe-store";
 /// Response header carrying the serial of the manifest served.
 pub const MANIFEST_SERIAL_HEADER: &str = "x-lineprobe-manifest-serial";
 /// The NDJSON media type of `GET /export`.
@@ -301,6 +303,11 @@ struct ExportQuery {
               description = "The last `seq` returned (or `after` when none): the `after` of the \
                              next page"),
              ("X-LineProbe-Count" = u64, description = "How many reports the page holds"),
+             ("X-LineProbe-Store" = String,
+              description = "The staging store's id, drawn at random when the store was made: \
+                             sequence numbers are only unique within one store, so a puller \
+                             that sees it change knows the collector numbers its reports \
+                             afresh"),
          )),
         (status = 400, description = "The query is not `after=SEQ&limit=N`", body = ApiError),
         (status = 401, description = "Missing or wrong bearer token, or the API is disabled",
@@ -343,13 +350,18 @@ async fn list_reports(
             if let Some(metrics) = &state.metrics {
                 metrics.exported(u64::try_from(reports.len()).unwrap_or(u64::MAX));
             }
-            ndjson_page(&state.node_id, query.after, reports)
+            ndjson_page(&state.node_id, state.staging.store_id(), query.after, reports)
         }
         Err(err) => staging_error(&err),
     }
 }
 
-fn ndjson_page(node_id: &str, after: u64, reports: Vec<ExportedReport>) -> Response {
+fn ndjson_page(
+    node_id: &str,
+    store_id: &str,
+    after: u64,
+    reports: Vec<ExportedReport>,
+) -> Response {
     let next_after = reports.last().map_or(after, |r| r.seq);
     let count = reports.len();
     let chunks = reports.into_iter().flat_map(|report| {
@@ -377,6 +389,9 @@ fn ndjson_page(node_id: &str, after: u64, reports: Vec<ExportedReport>) -> Respo
         HeaderName::from_static(COUNT_HEADER),
         HeaderValue::from(count),
     );
+    if let Ok(value) = HeaderValue::from_str(store_id) {
+        headers.insert(HeaderName::from_static(STORE_HEADER), value);
+    }
     response
 }
 

@@ -239,6 +239,26 @@ async fn seq_is_never_reused_across_reopen_and_purge() {
     staging.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_store_keeps_its_id_and_a_store_made_afresh_gets_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let staging = Staging::open(options(&path)).unwrap();
+    let id = staging.store_id().to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    staging.close().await.unwrap();
+    let staging = Staging::open(options(&path)).unwrap();
+    assert_eq!(staging.store_id(), id, "reopened");
+    staging.close().await.unwrap();
+
+    // The disk replaced: the same node, its store made again.
+    let other = tempfile::tempdir().unwrap();
+    let fresh = Staging::open(options(&db_path(&other))).unwrap();
+    assert_ne!(fresh.store_id(), id);
+    fresh.close().await.unwrap();
+}
+
 /// Options whose commits linger `wait` at most, ended by `gap` without a
 /// report, counting commits.
 fn lingering(

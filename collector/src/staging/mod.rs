@@ -164,6 +164,8 @@ pub struct Staging {
 struct Inner {
     path: PathBuf,
     node_id: String,
+    /// This store's random id (see the schema's version 4).
+    store_id: String,
     retention: Duration,
     /// The bound on unacknowledged reports, and the `Retry-After` of
     /// `StagingFull` (the writer enforces them; readiness reports them).
@@ -232,10 +234,12 @@ impl Staging {
             Arc::clone(&durability),
             options.on_commit.clone(),
         )?;
-        let highest: i64 = conn
-            .query_row("SELECT highest_seq FROM state WHERE id = 1", [], |row| {
-                row.get(0)
-            })
+        let (highest, store_id): (i64, String) = conn
+            .query_row(
+                "SELECT highest_seq, store_id FROM state WHERE id = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
             .map_err(|e| sql_error("cannot read the store's state", &e))?;
         durability.durable_up_to(u64::try_from(highest).unwrap_or(0));
 
@@ -271,6 +275,7 @@ impl Staging {
             inner: Arc::new(Inner {
                 path: options.path,
                 node_id: options.node_id,
+                store_id,
                 retention: options.retention,
                 max_reports: options.max_reports,
                 full_retry_after_secs: options.full_retry_after_secs,
@@ -288,6 +293,13 @@ impl Staging {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The store's id: drawn at random when the store was made. A store
+    /// made afresh (the old one lost) has another, so that the puller does
+    /// not take its sequence numbers for the old store's.
+    pub fn store_id(&self) -> &str {
+        &self.inner.store_id
     }
 
     /// Durably stores `report` (its envelope must be set; `seq` is assigned here).

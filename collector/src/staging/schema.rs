@@ -101,6 +101,15 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (kind, unit)
      ) WITHOUT ROWID;
      CREATE INDEX trust_scores_seen ON trust_scores (last_seen_minute);",
+    // Version 4.
+    //
+    // `store_id`: drawn at random when the store is made, never changed.
+    // Sequence numbers are only unique within one store: a collector whose
+    // store was lost and made afresh (or restored) numbers its reports from
+    // 1 again under the same node id, and the puller, which knows the store
+    // it pulled from, refuses to take those numbers for the old ones.
+    "ALTER TABLE state ADD COLUMN store_id TEXT NOT NULL DEFAULT '';
+     UPDATE state SET store_id = lower(hex(randomblob(16))) WHERE store_id = '';",
 ];
 
 /// Wraps a SQLite error with what was being done, and says what to do about
@@ -269,7 +278,8 @@ pub(super) fn migrate(conn: &mut Connection, node_id: &str, path: &Path) -> Resu
     match owner {
         None => {
             tx.execute(
-                "INSERT INTO state (id, node_id, highest_seq, acked_up_to) VALUES (1, ?1, 0, 0)",
+                "INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id) \
+                 VALUES (1, ?1, 0, 0, lower(hex(randomblob(16))))",
                 [node_id],
             )
             .map_err(|e| sql_error("cannot initialise the store's state", &e))?;
