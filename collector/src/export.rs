@@ -350,7 +350,12 @@ async fn list_reports(
             if let Some(metrics) = &state.metrics {
                 metrics.exported(u64::try_from(reports.len()).unwrap_or(u64::MAX));
             }
-            ndjson_page(&state.node_id, state.staging.store_id(), query.after, reports)
+            ndjson_page(
+                &state.node_id,
+                state.staging.store_id(),
+                query.after,
+                reports,
+            )
         }
         Err(err) => staging_error(&err),
     }
