@@ -1225,6 +1225,14 @@ impl PullSink for TimedSink {
         result
     }
 
+    async fn store(&self, collector: &str) -> Result<Option<String>, Error> {
+        PullSink::store(&self.store, collector).await
+    }
+
+    async fn bind_store(&self, collector: &str, store_id: &str) -> Result<(), Error> {
+        self.store.bind_store(collector, store_id).await
+    }
+
     async fn acked(&self, collector: &str, up_to: u64) -> Result<(), Error> {
         self.store.acked(collector, up_to).await
     }

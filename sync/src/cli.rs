@@ -585,6 +585,14 @@ impl PullSink for WakeOnCommit {
         Ok(inserted)
     }
 
+    async fn store(&self, collector: &str) -> Result<Option<String>, Error> {
+        PullSink::store(&self.store, collector).await
+    }
+
+    async fn bind_store(&self, collector: &str, store_id: &str) -> Result<(), Error> {
+        PullSink::bind_store(&self.store, collector, store_id).await
+    }
+
     async fn acked(&self, collector: &str, up_to: u64) -> Result<(), Error> {
         PullSink::acked(&self.store, collector, up_to).await
     }

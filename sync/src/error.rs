@@ -136,6 +136,23 @@ pub enum Error {
         /// The node that answered.
         new_node: String,
     },
+    /// A collector answers from another staging store than its pulls came
+    /// from: its store was made afresh (lost, replaced, restored), and it
+    /// numbers its reports from the start again under the same node id.
+    #[error(
+        "collector `{collector}` (node `{node}`) now answers from another staging store than \
+         the one pulled so far: its store was made afresh, and it numbers its reports from the \
+         start again, so they would be taken for reports already pulled and acknowledged \
+         without being stored. Give the collector a new node_id in its configuration and \
+         configure it here under a new collector name (the old cursor and the reports pulled \
+         under it are kept); nothing was stored or acknowledged"
+    )]
+    CollectorStoreReplaced {
+        /// The collector's configured name.
+        collector: String,
+        /// The node it answers as.
+        node: String,
+    },
     /// A collector answers as a node whose reports are pulled under another
     /// collector's name.
     #[error(
@@ -194,6 +211,7 @@ impl Error {
             | Self::BadDatabaseUrl { .. }
             | Self::CollectorReplaced { .. }
             | Self::NodeShared { .. }
+            | Self::CollectorStoreReplaced { .. }
             | Self::UserAccount(_) => 2,
             Self::Output(_)
             | Self::Collector { .. }

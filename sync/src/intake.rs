@@ -34,6 +34,14 @@ impl PullSink for Store {
         Ok(commit.inserted)
     }
 
+    async fn store(&self, collector: &str) -> Result<Option<String>, Error> {
+        self.cursor_store(collector).await
+    }
+
+    async fn bind_store(&self, collector: &str, store_id: &str) -> Result<(), Error> {
+        self.bind_cursor_store(collector, store_id).await
+    }
+
     async fn acked(&self, collector: &str, up_to: u64) -> Result<(), Error> {
         self.record_ack(collector, up_to).await
     }

@@ -40,6 +40,7 @@ const BOUND: Duration = Duration::from_mins(1);
 struct SinkState {
     rows: BTreeMap<(String, u64), PulledLine>,
     cursors: BTreeMap<String, (String, u64)>,
+    stores: BTreeMap<String, String>,
     acked: BTreeMap<String, u64>,
     failures: Vec<(String, String)>,
     fail_commits: bool,
@@ -111,6 +112,18 @@ impl PullSink for MemSink {
             .committed_at
             .insert(collector.to_owned(), Instant::now());
         Ok(inserted)
+    }
+
+    async fn store(&self, collector: &str) -> Result<Option<String>, Error> {
+        Ok(self.state().stores.get(collector).cloned())
+    }
+
+    async fn bind_store(&self, collector: &str, store_id: &str) -> Result<(), Error> {
+        self.state()
+            .stores
+            .entry(collector.to_owned())
+            .or_insert_with(|| store_id.to_owned());
+        Ok(())
     }
 
     async fn acked(&self, collector: &str, up_to: u64) -> Result<(), Error> {
@@ -340,6 +353,49 @@ async fn the_cursor_resumes_after_a_restart_and_rounds_are_bounded() {
         assert_eq!(sink.seqs("node-b"), (1..=7).collect::<Vec<_>>());
         assert_eq!(lab.unacked().await, (0, 7));
         lab.stop().await;
+    })
+    .await;
+}
+
+/// The collector's data disk is replaced: same node id, its staging store
+/// made afresh, numbering from 1 again. Pulling on would take its new
+/// reports 1..N for the ones already pulled and acknowledge them away; the
+/// puller refuses the collector instead, storing and acknowledging nothing,
+/// whether the new store has fewer reports than the cursor or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_whose_store_was_made_afresh_is_refused() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("sync.sqlite3").display());
+        let store = lineprobe_sync::Store::open(&url).await.unwrap();
+        let old = Lab::start("node-r", false, 1000, "").await;
+        old.ingest(3).await;
+        let round = puller(&[old.endpoint("r")], 100)
+            .pull_once(&store)
+            .await
+            .remove(0);
+        assert_eq!((round.error, round.cursor), (None, 3));
+        old.stop().await;
+
+        for more in [1, 5] {
+            let fresh = Lab::start("node-r", false, 1000, "").await;
+            fresh.ingest(more).await;
+            let round = puller(&[fresh.endpoint("r")], 100)
+                .pull_once(&store)
+                .await
+                .remove(0);
+            let error = error_of(&round);
+            assert!(
+                error.contains("another staging store") && error.contains("new node_id"),
+                "{error}"
+            );
+            // Nothing stored, the cursor where it was, nothing acknowledged.
+            assert_eq!(store.counts().await.unwrap().raw, 3);
+            assert_eq!(store.cursor("r").await.unwrap().unwrap().after_seq, 3);
+            assert_eq!(fresh.unacked().await, (u64::try_from(more).unwrap(), 0));
+            fresh.stop().await;
+        }
+        store.close().await;
     })
     .await;
 }

@@ -473,6 +473,36 @@ async fn two_collectors_answering_as_one_node_are_refused_and_nothing_is_written
 }
 
 #[tokio::test]
+async fn a_cursor_keeps_the_first_staging_store_it_was_bound_to() {
+    on_each_backend("cursor_store", |ctx| async move {
+        let s = &ctx.store;
+        assert_eq!(s.cursor_store("dmz-1").await.unwrap(), None);
+        // Bound before the first commit; the commit keeps it.
+        s.bind_cursor_store("dmz-1", "aaaa").await.unwrap();
+        s.commit_pull(&pull("node-a", &[report(1, b"a")], 1))
+            .await
+            .unwrap();
+        s.bind_cursor_store("dmz-1", "bbbb").await.unwrap();
+        assert_eq!(
+            s.cursor_store("dmz-1").await.unwrap().as_deref(),
+            Some("aaaa")
+        );
+        let cursor = s.cursor("dmz-1").await.unwrap().unwrap();
+        assert_eq!((cursor.node_id.as_str(), cursor.after_seq), ("node-a", 1));
+        // A cursor that only knows a failed round gets its store too.
+        s.record_pull_error("dmz-2", 1_000, "refused")
+            .await
+            .unwrap();
+        s.bind_cursor_store("dmz-2", "cccc").await.unwrap();
+        assert_eq!(
+            s.cursor_store("dmz-2").await.unwrap().as_deref(),
+            Some("cccc")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pull_errors_are_recorded_and_cleared_by_the_next_good_pull() {
     on_each_backend("pull_errors", |ctx| async move {
         let s = &ctx.store;
@@ -1511,7 +1541,8 @@ struct SchemaSql {
     /// only two outcome states, PostgreSQL's two carrier indexes back in
     /// place of the merged one and no pair statistics. On SQLite 0009 and
     /// 0008 are no-ops, and the outcomes table 0010 built again keeps its
-    /// third state (0010 builds it again, whatever its states).
+    /// third state (0010 builds it again, whatever its states); the
+    /// cursors lose 0011's store column.
     back_to_7: &'static str,
 }
 
@@ -1519,6 +1550,7 @@ const PG_SCHEMA: SchemaSql = SchemaSql {
     indexes: "SELECT indexname::text FROM pg_indexes WHERE tablename = 'lines' ORDER BY indexname",
     statistics: "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'lines_verdict_actual'",
     back_to_7: "
+        ALTER TABLE pull_cursors DROP COLUMN store_id;
         DROP TABLE counted_reports;
         ALTER TABLE raw_outcomes DROP CONSTRAINT raw_outcomes_state_check;
         ALTER TABLE raw_outcomes ADD CONSTRAINT raw_outcomes_state_check
@@ -1535,7 +1567,8 @@ const SQLITE_SCHEMA: SchemaSql = SchemaSql {
     indexes: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lines' \
               ORDER BY name",
     statistics: "SELECT 0",
-    back_to_7: "DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
+    back_to_7: "ALTER TABLE pull_cursors DROP COLUMN store_id; DROP TABLE counted_reports; \
+                DELETE FROM _sqlx_migrations WHERE version > 7;",
 };
 
 /// Applied migrations, the lines table's indexes and the statistics count,

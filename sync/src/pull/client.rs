@@ -18,6 +18,8 @@ const NODE_HEADER: &str = "x-lineprobe-node";
 const NEXT_AFTER_HEADER: &str = "x-lineprobe-next-after";
 /// How many reports the page holds.
 const COUNT_HEADER: &str = "x-lineprobe-count";
+/// The collector's staging store (absent from collectors before it).
+const STORE_HEADER: &str = "x-lineprobe-store";
 /// The NDJSON media type of export pages.
 const NDJSON: &str = "application/x-ndjson";
 /// Most bytes read of an error answer or an ack answer.
@@ -32,6 +34,9 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Page {
     /// The node that answered (`X-LineProbe-Node`).
     pub node_id: String,
+    /// The staging store the page came from (`X-LineProbe-Store`), when the
+    /// collector says: its sequence numbers are unique only within it.
+    pub store_id: Option<String>,
     /// The `after` of the next page: the last `seq` of this one, or the
     /// `after` asked for when the page is empty (caught up).
     pub next_after: u64,
@@ -298,6 +303,7 @@ impl CollectorClient {
         }
         let headers = response.headers().clone();
         let node_id = node_header(&headers).map_err(PageFault::Other)?;
+        let store_id = store_header(&headers).map_err(PageFault::Other)?;
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -319,6 +325,7 @@ impl CollectorClient {
         let page = check_page(&body, after, limit, count, next_after).map_err(PageFault::Other)?;
         Ok(Page {
             node_id,
+            store_id,
             next_after,
             reports: page,
         })
@@ -574,6 +581,22 @@ fn node_header(headers: &HeaderMap) -> Result<String, String> {
     } else {
         Err(format!(
             "X-LineProbe-Node {:?} is not a node id (1 to 64 letters, digits, '-', '_', '.')",
+            quote(&String::from_utf8_lossy(value.as_bytes()))
+        ))
+    }
+}
+
+/// The store header, when present: 32 hexadecimal digits.
+fn store_header(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get(STORE_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(Some(text.to_ascii_lowercase()))
+    } else {
+        Err(format!(
+            "X-LineProbe-Store {:?} is not a store id (32 hexadecimal digits)",
             quote(&String::from_utf8_lossy(value.as_bytes()))
         ))
     }

@@ -61,6 +61,19 @@ pub trait PullSink: Send + Sync {
         next_after: u64,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
+    /// The staging store `collector`'s pulls came from (its
+    /// `X-LineProbe-Store`), once known.
+    fn store(&self, collector: &str) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+
+    /// Records that `collector`'s pulls come from store `store_id`: done
+    /// before anything from that store is committed, so that a store made
+    /// afresh later is told apart.
+    fn bind_store(
+        &self,
+        collector: &str,
+        store_id: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Records that the collector confirmed the acknowledgement up to
     /// `up_to` (bookkeeping; nothing depends on it).
     fn acked(&self, collector: &str, up_to: u64) -> impl Future<Output = Result<(), Error>> + Send;
@@ -305,6 +318,7 @@ impl Puller {
             None => (None, 0),
         };
         round.cursor = after;
+        let mut known_store = sink.store(name).await?;
         let mut limit = client.endpoint().batch;
         let max_pages = self.settings.max_pages_per_round;
         // The page fetched while the previous one was being committed.
@@ -348,6 +362,23 @@ impl Puller {
                 });
             }
             round.node_id = Some(page.node_id.clone());
+            // Checked on every page, an empty one too (whose repeated ack
+            // would tell a store made afresh to drop reports never pulled).
+            if let Some(store) = &page.store_id {
+                match &known_store {
+                    Some(known) if known != store => {
+                        return Err(Error::CollectorStoreReplaced {
+                            collector: name.to_owned(),
+                            node: page.node_id.clone(),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        sink.bind_store(name, store).await?;
+                        known_store = Some(store.clone());
+                    }
+                }
+            }
             if page.reports.is_empty() {
                 round.caught_up = true;
                 // An acknowledgement lost in an earlier round (or before a

@@ -278,6 +278,31 @@ impl Store {
         }
     }
 
+    /// The staging store `collector`'s pulls came from, once bound.
+    pub async fn cursor_store(&self, collector: &str) -> Result<Option<String>, Error> {
+        let context = || format!("cannot read the staging store of collector `{collector}`");
+        let found: Option<Option<String>> = on_reader!(self, pool =>
+            sqlx::query_scalar(queries::CURSOR_STORE)
+                .bind(collector)
+                .fetch_optional(pool)
+                .await)
+        .map_err(self.db(context))?;
+        Ok(found.flatten())
+    }
+
+    /// Binds `collector`'s cursor to the staging store `store_id` (creating
+    /// the cursor when it never pulled); a store already bound is kept.
+    pub async fn bind_cursor_store(&self, collector: &str, store_id: &str) -> Result<(), Error> {
+        let context = || format!("cannot record the staging store of collector `{collector}`");
+        on_writer!(self, pool => sqlx::query(queries::BIND_CURSOR_STORE)
+            .bind(collector)
+            .bind(store_id)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(self.db(context))
+    }
+
     /// Records a failed pull of `collector` (creating its cursor when it
     /// never pulled; its node id stays empty until a pull succeeds).
     pub async fn record_pull_error(

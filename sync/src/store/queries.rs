@@ -27,6 +27,15 @@ pub(super) const RECORD_ACK: &str = "UPDATE pull_cursors SET \
      acked_seq = CASE WHEN $2 > acked_seq THEN $2 ELSE acked_seq END, \
      last_error = NULL, last_error_at = NULL WHERE collector = $1";
 
+/// The staging store a collector's pulls came from.
+pub(super) const CURSOR_STORE: &str = "SELECT store_id FROM pull_cursors WHERE collector = $1";
+
+/// Binds a collector's cursor to a staging store, creating the cursor when
+/// the collector never pulled; a store already bound stays.
+pub(super) const BIND_CURSOR_STORE: &str = "INSERT INTO pull_cursors (collector, store_id) \
+     VALUES ($1, $2) ON CONFLICT (collector) DO UPDATE \
+     SET store_id = COALESCE(pull_cursors.store_id, excluded.store_id)";
+
 /// Records a failed pull, creating the cursor when the collector never
 /// pulled (its node id stays empty until a pull succeeds).
 pub(super) const RECORD_PULL_ERROR: &str = "INSERT INTO pull_cursors \
