@@ -276,7 +276,15 @@ fn spawn_purger(staging: Staging, shutdown: CancellationToken) -> JoinHandle<()>
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match staging.purge().await {
+            // A purge of a large backlog is hundreds of chunks, each a
+            // transaction and a sync: a shutdown does not wait for them all
+            // (the chunk under way still commits; the rest is purged after
+            // the restart).
+            let purged = tokio::select! {
+                () = shutdown.cancelled() => return,
+                purged = staging.purge() => purged,
+            };
+            match purged {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged acknowledged reports past retention"),
                 Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),

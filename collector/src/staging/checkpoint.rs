@@ -23,6 +23,7 @@
 //! everything this thread had just copied, holding ingest up ~100 ms.)
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::RestartObserver;
 use super::schema::sql_error;
+use super::walsync::Durability;
 use crate::Error;
 
 /// How long a restart waits for the writer and readers.
@@ -52,11 +54,13 @@ pub(super) struct Checkpointer {
 
 impl Checkpointer {
     /// Starts checkpointing `path` every `interval`, telling `on_restart`
-    /// about every WAL restart.
+    /// about every WAL restart, until a sync of the store fails
+    /// (`durability`).
     pub(super) fn spawn(
         path: &Path,
         interval: Duration,
         on_restart: Option<RestartObserver>,
+        durability: Arc<Durability>,
     ) -> Result<Self, Error> {
         let conn = Connection::open_with_flags(
             path,
@@ -72,7 +76,16 @@ impl Checkpointer {
         let path: PathBuf = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("staging-checkpoint".to_owned())
-            .spawn(move || run(&conn, &path, &stopped, interval, on_restart.as_ref()))
+            .spawn(move || {
+                run(
+                    &conn,
+                    &path,
+                    &stopped,
+                    interval,
+                    on_restart.as_ref(),
+                    &durability,
+                );
+            })
             .map_err(|source| Error::Io {
                 what: "cannot start the staging checkpoint thread".to_owned(),
                 source,
@@ -107,12 +120,24 @@ fn run(
     stopped: &mpsc::Receiver<()>,
     interval: Duration,
     on_restart: Option<&RestartObserver>,
+    durability: &Durability,
 ) {
     let mut failing = false;
     loop {
         match stopped.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if durability.failure().is_some() {
+            // After a failed sync the page cache may hold pages the disk
+            // never got, or lose them: a checkpoint could copy stale WAL
+            // frames over pages that hold acknowledged reports, and a
+            // restart would then leave nothing to recover from. The store
+            // stays as it is on disk until the collector is restarted (and
+            // this connection does not checkpoint on close either).
+            stop_checkpointing(conn, path);
+            wait_for_stop(stopped);
+            return;
         }
         let result = pass(conn);
         if let (
@@ -140,6 +165,25 @@ fn run(
             (Ok(_), false) | (Err(_), true) => {}
         }
     }
+}
+
+/// Makes `conn` leave the WAL alone from now on, also when it closes.
+pub(super) fn stop_checkpointing(conn: &Connection, path: &Path) {
+    if let Err(e) = conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    ) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot turn off the checkpoint on close");
+    }
+    tracing::error!(
+        path = %path.display(),
+        "a sync of the staging store failed: checkpoints stop until the collector is restarted"
+    );
+}
+
+fn wait_for_stop(stopped: &mpsc::Receiver<()>) {
+    // Whatever arrives (the stop, or the sender gone) ends the wait.
+    let _ = stopped.recv();
 }
 
 /// What one pass did.
@@ -266,8 +310,13 @@ mod tests {
         let observer: RestartObserver = std::sync::Arc::new(move |took| {
             let _ = told.send(took);
         });
-        let checkpointer =
-            Checkpointer::spawn(&path, Duration::from_millis(10), Some(observer)).expect("spawn");
+        let checkpointer = Checkpointer::spawn(
+            &path,
+            Duration::from_millis(10),
+            Some(observer),
+            Arc::new(Durability::new(0)),
+        )
+        .expect("spawn");
         let took = restarts
             .recv_timeout(Duration::from_secs(30))
             .expect("a long WAL is restarted and the observer told");
@@ -279,5 +328,40 @@ mod tests {
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
             .expect("checkpoint");
         assert!(frames < 100, "{frames} frames after the restart");
+    }
+
+    #[test]
+    fn after_a_failed_sync_nothing_is_checkpointed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let writer = open_writer_without_checkpoints(&path);
+        write(
+            &writer,
+            usize::try_from(RESTART_FRAMES).expect("fits") + 100,
+        );
+        let size = || std::fs::metadata(&path).expect("database file").len();
+        let before = size();
+
+        let failed = Arc::new(Durability::new(0));
+        failed.fail_for_test();
+        let (told, restarts) = mpsc::channel::<Duration>();
+        let observer: RestartObserver = std::sync::Arc::new(move |took| {
+            let _ = told.send(took);
+        });
+        let checkpointer = Checkpointer::spawn(
+            &path,
+            Duration::from_millis(10),
+            Some(observer),
+            Arc::clone(&failed),
+        )
+        .expect("spawn");
+        // Thirty intervals: a working checkpointer copies the WAL into the
+        // database file (and restarts it) well within them.
+        assert!(
+            restarts.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the WAL was restarted after a failed sync"
+        );
+        checkpointer.stop();
+        assert_eq!(size(), before, "WAL frames were copied into the database");
     }
 }

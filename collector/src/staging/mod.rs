@@ -263,6 +263,7 @@ impl Staging {
             &options.path,
             CHECKPOINT_INTERVAL,
             options.on_wal_restart.clone(),
+            Arc::clone(&durability),
         )?;
         let handle = std::thread::Builder::new()
             .name("staging-writer".to_owned())

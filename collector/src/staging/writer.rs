@@ -136,6 +136,12 @@ impl Writer {
         if let Some(syncer) = self.syncer.take() {
             syncer.finish();
         }
+        if let Some(conn) = &self.conn
+            && self.durability.failure().is_some()
+        {
+            // Not after a failed sync: see `checkpoint::stop_checkpointing`.
+            super::checkpoint::stop_checkpointing(conn, &self.path);
+        }
         if let Some(conn) = self.conn.take()
             && let Err((_, e)) = conn.close()
         {
