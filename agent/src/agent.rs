@@ -456,6 +456,22 @@ impl Agent {
         submitter: &Submitter,
         report: Report,
     ) -> Result<ProbeOutcome, Error> {
+        // A copy waits in the spool, due at once, while the report is on
+        // its way (up to every endpoint's timeouts): a process killed
+        // meanwhile (a phone's OS kills apps, a power cut) finds it at the
+        // next start. Delivered or refused, it is removed; undelivered, it
+        // is spooled in its place.
+        let now = Utc::now();
+        let held = SpoolEntry {
+            report: report.clone(),
+            spooled_at: now,
+            retries: 0,
+            next_attempt_at: now,
+        };
+        if let Err(e) = self.spool.hold(&held) {
+            tracing::warn!(report_id = %held.report.report_id, error = %e,
+                "cannot keep a copy of the report while it is sent");
+        }
         let outcome = self.deliver(submitter, report, None).await;
         let (report_id, result) = match &outcome {
             Ok(
@@ -519,6 +535,13 @@ impl Agent {
                 }))
             }
             Err(Undelivered::Unreachable { retry_after }) => {
+                // Consent withdrawn while the report was on its way: the
+                // spool was deleted with it, and must not come back.
+                if matches!(self.consent(), Ok(None)) {
+                    self.spool.remove(&report_id).map_err(fail)?;
+                    tracing::info!(%report_id, "consent was withdrawn while sending: the report is discarded");
+                    return Err(fail(Error::NoConsent));
+                }
                 let retries = spooled.map_or(0, |e| e.retries.saturating_add(1));
                 let wait = backoff(
                     retries,

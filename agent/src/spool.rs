@@ -65,16 +65,25 @@ impl Spool {
         self.dir.join(format!("{id}{ENTRY_SUFFIX}"))
     }
 
-    /// Writes (or rewrites) an entry atomically, evicting the oldest other
-    /// entries beyond the bound; returns how many were evicted.
-    pub fn put(&self, entry: &SpoolEntry) -> Result<u64, Error> {
+    /// Writes (or rewrites) an entry atomically and nothing else: no
+    /// eviction. For a report on its way, kept here only until its
+    /// delivery ends (delivered, refused, or [`Spool::put`] as undelivered),
+    /// so that a process killed meanwhile finds it at the next start; the
+    /// bound is applied if it is spooled for good.
+    pub fn hold(&self, entry: &SpoolEntry) -> Result<(), Error> {
         self.ensure_dir()?;
         let path = self.entry_path(&entry.report.report_id);
         let bytes = serde_json::to_vec(entry).map_err(|e| Error::State {
             path: path.display().to_string(),
             reason: format!("cannot encode the spooled report: {e}"),
         })?;
-        write_atomic(&path, &bytes)?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// Writes (or rewrites) an entry atomically, evicting the oldest other
+    /// entries beyond the bound; returns how many were evicted.
+    pub fn put(&self, entry: &SpoolEntry) -> Result<u64, Error> {
+        self.hold(entry)?;
         sweep_stale_temp(&self.dir);
         let mut ids = self.ids()?;
         let mut evicted = 0;

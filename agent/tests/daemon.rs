@@ -232,3 +232,77 @@ async fn a_report_spooled_while_the_clock_ran_ahead_is_not_stranded() {
     assert_eq!(stored(&running).await.len(), 1);
     running.shutdown().await.expect("shutdown");
 }
+
+/// A collector that accepts connections and never answers, until `release`
+/// is told: then it drops them (the sender sees the connection reset).
+/// Gives its address, how many it accepted, and the release.
+async fn hole() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut released = std::pin::pin!(released);
+        loop {
+            tokio::select! {
+                _ = &mut released => return,
+                conn = listener.accept() => match conn {
+                    Ok((conn, _)) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        held.push(conn);
+                    }
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    (addr, accepted, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_on_its_way_is_in_the_spool_if_the_process_dies() {
+    let (addr, accepted, _release) = hole().await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[format!("https://{addr}")], None);
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    // The probe is dropped mid-send, as far as the disk goes the same as
+    // the process being killed there.
+    let sending = agent.probe_once();
+    let cut = tokio::time::timeout(Duration::from_secs(1), sending).await;
+    assert!(cut.is_err(), "the send should still be waiting: {cut:?}");
+    assert!(accepted.load(Ordering::SeqCst) > 0);
+    let ids = agent.spool().ids().expect("ids");
+    assert_eq!(ids.len(), 1, "the report on its way is not in the spool");
+    let entry = agent.spool().get(&ids[0]).expect("get").expect("entry");
+    assert!(entry.next_attempt_at <= chrono::Utc::now(), "due at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_withdrawn_while_sending_leaves_no_spool_behind() {
+    let (addr, accepted, release) = hole().await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[format!("https://{addr}")], None);
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    let control = async {
+        while accepted.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        agent.revoke_consent().expect("revoke");
+        // Then the endpoint fails: the report would be spooled.
+        release.send(()).expect("hole alive");
+    };
+    let (outcome, ()) = tokio::join!(agent.probe_once(), control);
+    let err = outcome.expect_err("no consent any more");
+    assert!(matches!(err, lineprobe_agent::Error::NoConsent), "{err}");
+    assert!(agent.spool().ids().expect("ids").is_empty());
+}
