@@ -391,29 +391,7 @@ impl AgentConfig {
                 return Err(config_error(key, "must be at least 1 second"));
             }
         }
-        let s = &self.schedule;
-        if s.interval_secs < 60 {
-            return Err(config_error(
-                "schedule.interval_secs",
-                "must be at least 60: a probe is a traceroute over the subscriber's line",
-            ));
-        }
-        if s.retry_base_secs == 0 || s.retry_max_secs < s.retry_base_secs {
-            return Err(config_error(
-                "schedule.retry_base_secs",
-                "must be at least 1 and not above schedule.retry_max_secs",
-            ));
-        }
-        if s.retry_max_secs > MAX_RETRY_SECS {
-            return Err(config_error(
-                "schedule.retry_max_secs",
-                format!(
-                    "is {}; a spooled report must be retried at least every {MAX_RETRY_SECS} s \
-                     (7 days)",
-                    s.retry_max_secs
-                ),
-            ));
-        }
+        self.schedule.check()?;
         if self.spool.max_reports == 0 {
             return Err(config_error("spool.max_reports", "must be at least 1"));
         }
@@ -468,6 +446,66 @@ impl AgentConfig {
         ManifestVerifyingKey::parse(&text)
             .map(Some)
             .map_err(|e| config_error("manifest.public_key", e.to_string()))
+    }
+}
+
+impl ScheduleConfig {
+    /// The schedule's rules (see [`AgentConfig::check`]).
+    fn check(&self) -> Result<(), Error> {
+        let s = self;
+        if s.interval_secs < 60 {
+            return Err(config_error(
+                "schedule.interval_secs",
+                "must be at least 60: a probe is a traceroute over the subscriber's line",
+            ));
+        }
+        // The same bounds as a manifest's schedule; far larger values would
+        // also overflow the daemon's clock arithmetic.
+        let (low, high) = (
+            lineprobe_shared::MIN_INTERVAL_SECS,
+            lineprobe_shared::MAX_INTERVAL_SECS,
+        );
+        if s.interval_secs > high {
+            return Err(config_error(
+                "schedule.interval_secs",
+                format!("is {}; use at most {high} (30 days)", s.interval_secs),
+            ));
+        }
+        if s.jitter_secs > s.interval_secs {
+            return Err(config_error(
+                "schedule.jitter_secs",
+                format!(
+                    "is {}; it may not exceed schedule.interval_secs ({})",
+                    s.jitter_secs, s.interval_secs
+                ),
+            ));
+        }
+        if !(low..=high).contains(&s.manifest_check_secs) {
+            return Err(config_error(
+                "schedule.manifest_check_secs",
+                format!(
+                    "is {}; use {low} to {high} seconds (one minute to 30 days)",
+                    s.manifest_check_secs
+                ),
+            ));
+        }
+        if s.retry_base_secs == 0 || s.retry_max_secs < s.retry_base_secs {
+            return Err(config_error(
+                "schedule.retry_base_secs",
+                "must be at least 1 and not above schedule.retry_max_secs",
+            ));
+        }
+        if s.retry_max_secs > MAX_RETRY_SECS {
+            return Err(config_error(
+                "schedule.retry_max_secs",
+                format!(
+                    "is {}; a spooled report must be retried at least every {MAX_RETRY_SECS} s \
+                     (7 days)",
+                    s.retry_max_secs
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

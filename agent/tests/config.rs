@@ -121,6 +121,22 @@ fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
             "[schedule]\nretry_max_secs = 99999999\n",
             "schedule.retry_max_secs",
         ),
+        (
+            "[schedule]\ninterval_secs = 9223372036854775807\n",
+            "schedule.interval_secs",
+        ),
+        (
+            "[schedule]\ninterval_secs = 3600\njitter_secs = 7200\n",
+            "schedule.jitter_secs",
+        ),
+        (
+            "[schedule]\nmanifest_check_secs = 0\n",
+            "schedule.manifest_check_secs",
+        ),
+        (
+            "[schedule]\nmanifest_check_secs = 99999999999\n",
+            "schedule.manifest_check_secs",
+        ),
         ("[consent]\ntext_version = \" \"\n", "consent.text_version"),
     ] {
         let err = AgentConfig::from_toml(toml, "t")

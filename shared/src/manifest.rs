@@ -56,8 +56,9 @@ const MAX_CATALOGS: usize = 32;
 /// Shortest and longest probe interval, in seconds: once a minute at most
 /// (a probe run is a traceroute; more would be abuse of the subscriber's
 /// line), once every 30 days at least.
-const MIN_INTERVAL_SECS: u64 = 60;
-const MAX_INTERVAL_SECS: u64 = 30 * 86_400;
+pub const MIN_INTERVAL_SECS: u64 = 60;
+/// See [`MIN_INTERVAL_SECS`].
+pub const MAX_INTERVAL_SECS: u64 = 30 * 86_400;
 
 /// Longest validity (`expires_at - issued_at`): a manifest that never
 /// expires could be replayed forever to a probe that has lost its state.
