@@ -78,6 +78,25 @@ async fn a_probe_is_stored_by_a_real_collector_over_pinned_tls() {
     running.shutdown().await.expect("shutdown");
 }
 
+/// Probes once; the report must be delivered, stored once by `running`,
+/// and carry exactly one failed attempt (the endpoint before `running`'s):
+/// that attempt.
+async fn delivered_after_one_failure(
+    agent: &lineprobe_agent::Agent,
+    running: &lineprobe_collector::RunningCollector,
+) -> lineprobe_shared::EndpointAttempt {
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
+    let reports = stored(running).await;
+    assert_eq!(reports.len(), 1);
+    let attempts = &reports[0].endpoint_attempts;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    attempts[0].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoint_falls_back_and_its_failure_travels_in_the_report() {
     let col_dir = tempfile::tempdir().expect("tempdir");
@@ -91,17 +110,9 @@ async fn a_dead_endpoint_falls_back_and_its_failure_travels_in_the_report() {
     let (agent, _) = agent(state.path(), config, 4);
     agent.accept_consent().expect("consent");
 
-    let outcome = agent.probe_once().await.expect("probe");
-    assert!(
-        matches!(outcome, ProbeOutcome::Delivered { .. }),
-        "{outcome:?}"
-    );
-    let reports = stored(&running).await;
-    assert_eq!(reports.len(), 1);
-    let attempts = &reports[0].endpoint_attempts;
-    assert_eq!(attempts.len(), 1, "{attempts:?}");
-    assert_eq!(attempts[0].endpoint, dead);
-    assert_eq!(attempts[0].outcome, AttemptOutcome::Connect, "{attempts:?}");
+    let failed = delivered_after_one_failure(&agent, &running).await;
+    assert_eq!(failed.endpoint, dead);
+    assert_eq!(failed.outcome, AttemptOutcome::Connect, "{failed:?}");
 
     // Status remembers both endpoints' last results.
     let status = agent.status().expect("status");
@@ -451,16 +462,8 @@ async fn an_answer_that_inflates_without_end_is_cut_off_and_the_next_endpoint_ge
     let (agent, _) = agent(state.path(), config, 4);
     agent.accept_consent().expect("consent");
 
-    let outcome = agent.probe_once().await.expect("probe");
-    assert!(
-        matches!(outcome, ProbeOutcome::Delivered { .. }),
-        "{outcome:?}"
-    );
-    let reports = stored(&running).await;
-    assert_eq!(reports.len(), 1);
-    let attempts = &reports[0].endpoint_attempts;
-    assert_eq!(attempts.len(), 1, "{attempts:?}");
-    let detail = attempts[0].detail.as_deref().unwrap_or_default();
+    let failed = delivered_after_one_failure(&agent, &running).await;
+    let detail = failed.detail.as_deref().unwrap_or_default();
     assert!(detail.contains("longer than 65536 bytes"), "{detail}");
     // The manifest check reads no more of it either, and says why.
     let err = agent.update_manifest().await.expect_err("no manifest");

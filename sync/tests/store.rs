@@ -1897,6 +1897,18 @@ fn as_received(
     report.to_json().unwrap()
 }
 
+/// Two of the demo's compliant lines (with their egress), made at `now`.
+fn two_compliant_cases(now: DateTime<Utc>) -> Vec<lineprobe_sync::DemoCase> {
+    let cases: Vec<_> = lineprobe_sync::demo_cases(now.fixed_offset())
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.expect == "compliant" && c.egress.is_some())
+        .take(2)
+        .collect();
+    assert_eq!(cases.len(), 2);
+    cases
+}
+
 /// A collector whose clock runs ahead (or that lies) says it received a
 /// report after the pull that brought it: quarantined, with the reason, so
 /// that it cannot stay its line's newest observation until that time
@@ -1907,12 +1919,7 @@ async fn a_report_received_after_its_pull_is_quarantined() {
         let s = &ctx.store;
         let pipeline = demo_pipeline();
         let now = Utc::now();
-        let cases: Vec<_> = lineprobe_sync::demo_cases(now.fixed_offset())
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.expect == "compliant" && c.egress.is_some())
-            .take(2)
-            .collect();
+        let cases = two_compliant_cases(now);
         let ahead = |case: &lineprobe_sync::DemoCase, seq, by| {
             as_received(&case.report, case.egress.unwrap(), "n1", seq, now + by)
         };
@@ -1959,13 +1966,7 @@ async fn a_report_through_two_collectors_counts_once() {
         let s = &ctx.store;
         let pipeline = demo_pipeline();
         let now = Utc::now();
-        let cases: Vec<_> = lineprobe_sync::demo_cases(now.fixed_offset())
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.expect == "compliant" && c.egress.is_some())
-            .take(2)
-            .collect();
-        assert_eq!(cases.len(), 2);
+        let cases = two_compliant_cases(now);
         // The first case's copies are applied in one batch, the second's
         // in two (a batch of one report).
         for (i, (case, batch)) in cases.iter().zip([100, 1]).enumerate() {

@@ -296,27 +296,39 @@ mod tests {
         assert!(after.frames < 100, "the WAL started over: {after:?}");
     }
 
-    #[test]
-    fn the_thread_tells_its_observer_about_each_restart() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("store.sqlite3");
-        let writer = open_writer_without_checkpoints(&path);
+    /// A store at `path` whose WAL is long enough to be restarted, and its
+    /// writer's connection.
+    fn long_wal(path: &Path) -> Connection {
+        let writer = open_writer_without_checkpoints(path);
         write(
             &writer,
             usize::try_from(RESTART_FRAMES).expect("fits") + 100,
         );
+        writer
+    }
 
+    /// A checkpointer of `path` every 10 ms under `durability`, and where
+    /// it tells of its restarts.
+    fn watched(
+        path: &Path,
+        durability: Arc<Durability>,
+    ) -> (Checkpointer, mpsc::Receiver<Duration>) {
         let (told, restarts) = mpsc::channel::<Duration>();
         let observer: RestartObserver = std::sync::Arc::new(move |took| {
             let _ = told.send(took);
         });
-        let checkpointer = Checkpointer::spawn(
-            &path,
-            Duration::from_millis(10),
-            Some(observer),
-            Arc::new(Durability::new(0)),
-        )
-        .expect("spawn");
+        let checkpointer =
+            Checkpointer::spawn(path, Duration::from_millis(10), Some(observer), durability)
+                .expect("spawn");
+        (checkpointer, restarts)
+    }
+
+    #[test]
+    fn the_thread_tells_its_observer_about_each_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let writer = long_wal(&path);
+        let (checkpointer, restarts) = watched(&path, Arc::new(Durability::new(0)));
         let took = restarts
             .recv_timeout(Duration::from_secs(30))
             .expect("a long WAL is restarted and the observer told");
@@ -334,27 +346,13 @@ mod tests {
     fn after_a_failed_sync_nothing_is_checkpointed() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.sqlite3");
-        let writer = open_writer_without_checkpoints(&path);
-        write(
-            &writer,
-            usize::try_from(RESTART_FRAMES).expect("fits") + 100,
-        );
+        let _writer = long_wal(&path);
         let size = || std::fs::metadata(&path).expect("database file").len();
         let before = size();
 
         let failed = Arc::new(Durability::new(0));
         failed.fail_for_test();
-        let (told, restarts) = mpsc::channel::<Duration>();
-        let observer: RestartObserver = std::sync::Arc::new(move |took| {
-            let _ = told.send(took);
-        });
-        let checkpointer = Checkpointer::spawn(
-            &path,
-            Duration::from_millis(10),
-            Some(observer),
-            Arc::clone(&failed),
-        )
-        .expect("spawn");
+        let (checkpointer, restarts) = watched(&path, failed);
         // Thirty intervals: a working checkpointer copies the WAL into the
         // database file (and restarts it) well within them.
         assert!(
