@@ -569,6 +569,19 @@ async fn publish_manifest(State(state): State<ExportState>, body: Bytes) -> Resp
             ),
         );
     }
+    // The store keeps serials as SQLite integers; a larger one could never
+    // be stored, and is no "older" serial either.
+    if i64::try_from(manifest.serial).is_err() {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_manifest",
+            format!(
+                "serial {} is too large; use a serial up to {}",
+                manifest.serial,
+                i64::MAX
+            ),
+        );
+    }
     match state.staging.current_manifest().await {
         Ok(Some((current, _))) if manifest.serial <= current => {
             return not_newer(manifest.serial, current);

@@ -635,6 +635,19 @@ async fn older_or_equal_serials_are_409() {
         assert!(body["detail"].as_str().is_some_and(|d| d.contains('5')));
     }
     assert_eq!(h.staging.current_manifest().await.expect("current"), stored);
+
+    // Beyond what the store can hold: refused as such, not as older.
+    let answer = send(&router, put_manifest(signed(u64::MAX, &h.key))).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let body = answer.json();
+    assert_eq!(body["error"], "invalid_manifest");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("too large")),
+        "{body}"
+    );
+    assert_eq!(h.staging.current_manifest().await.expect("current"), stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
