@@ -379,8 +379,8 @@ pub(crate) fn received_in_time(
         Some("envelope.received_at"),
         format!(
             "is {}, {} minutes after the report was pulled at {pulled}: the collector's clock \
-             is wrong (or the collector is not to be trusted); set its clock right, and \
-             reprocess the report if it was genuine",
+             is wrong (or the collector is not to be trusted), so its time cannot be the \
+             observation's; set the collector's clock right (the report is kept here)",
             envelope.received_at.to_rfc3339(),
             ahead / 60_000
         ),
