@@ -194,6 +194,20 @@ pub struct PublishOutcome {
     pub results: Vec<PublicationRow>,
 }
 
+/// How far above the manifest just published a collector's claim to hold
+/// a newer one is believed. The claim raises the serial of the next
+/// manifest (another back office may have published), but a collector is
+/// untrusted: one claiming `i64::MAX` would leave no serial to publish
+/// with, ever, and shut the compromised collector's own removal out.
+const MAX_SERIAL_LEAD: i64 = 1_000_000;
+
+/// The serial a collector says it holds (`claimed`, answering the
+/// publication of `serial`), when it is to be believed.
+fn believed_serial(claimed: Option<u64>, serial: i64) -> Option<i64> {
+    let claimed = i64::try_from(claimed?).ok()?;
+    (claimed <= serial.saturating_add(MAX_SERIAL_LEAD)).then_some(claimed)
+}
+
 /// Puts `signed_json` to each enabled collector named in `only` (all when
 /// `None`), at once, and records every answer.
 async fn publish_to_collectors(
@@ -225,7 +239,8 @@ async fn publish_to_collectors(
     for (collector, answer) in answers {
         let row = match answer {
             Ok(a) => {
-                let held = a.current_serial.and_then(|s| i64::try_from(s).ok());
+                let held = believed_serial(a.current_serial, serial);
+                let doubted = a.current_serial.filter(|_| held.is_none());
                 // A collector that already holds this very manifest has it.
                 let accepted = a.accepted || held == Some(serial);
                 PublicationRow {
@@ -235,10 +250,14 @@ async fn publish_to_collectors(
                     accepted,
                     http_status: Some(i64::from(a.status)),
                     collector_serial: held,
-                    message: if accepted && !a.accepted {
-                        "already held".to_owned()
-                    } else {
-                        a.message
+                    message: match doubted {
+                        Some(claimed) => format!(
+                            "{} (it claims to hold serial {claimed}, more than {MAX_SERIAL_LEAD} \
+                             above this one: not believed; check that collector)",
+                            a.message
+                        ),
+                        None if accepted && !a.accepted => "already held".to_owned(),
+                        None => a.message,
                     },
                 }
             }
@@ -453,7 +472,16 @@ pub(super) async fn publish(
         Ok(floor) => floor,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
-    let serial = u64::try_from(floor).unwrap_or(0) + 1;
+    // Serials are stored as 64-bit signed integers; a floor at the top
+    // (only a hand-edited database) leaves none to sign with.
+    let Some(serial) = floor.checked_add(1).and_then(|s| u64::try_from(s).ok()) else {
+        return layout::internal_error(
+            Some(&viewer),
+            &Error::Internal(format!(
+                "the highest manifest serial recorded ({floor}) leaves no serial to publish with"
+            )),
+        );
+    };
     let now = DateTime::<Utc>::from_timestamp_millis(state.now_ms()).unwrap_or_else(Utc::now);
     // Whole seconds: the manifest's times are what probes compare.
     let now = DateTime::<Utc>::from_timestamp(now.timestamp(), 0).unwrap_or(now);
@@ -611,6 +639,30 @@ pub(super) async fn republish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collectors_claimed_serial_is_believed_only_near_the_published_one() {
+        // Another back office's newer manifest: believed, the next serial
+        // goes above it.
+        assert_eq!(believed_serial(Some(41), 2), Some(41));
+        assert_eq!(believed_serial(Some(7), 7), Some(7));
+        assert_eq!(believed_serial(None, 7), None);
+        let top = 7 + MAX_SERIAL_LEAD;
+        assert_eq!(
+            believed_serial(Some(u64::try_from(top).unwrap()), 7),
+            Some(top)
+        );
+        // A compromised collector's claims that would use the serials up.
+        assert_eq!(
+            believed_serial(Some(u64::try_from(top + 1).unwrap()), 7),
+            None
+        );
+        assert_eq!(believed_serial(Some(u64::MAX), 7), None);
+        assert_eq!(
+            believed_serial(Some(u64::try_from(i64::MAX).unwrap()), 7),
+            None
+        );
+    }
 
     fn form() -> ManifestForm {
         ManifestForm {
