@@ -410,6 +410,77 @@ fn a_slow_service_times_out_and_the_chain_goes_on_without_it() {
 }
 
 #[test]
+fn a_service_that_trickles_its_answer_is_cut_off_at_the_timeout() {
+    // The head at once, then the announced body a byte every 50 ms: each
+    // read is quick, the answer never ends in time.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut request = [0_u8; 4096];
+                let _ = conn.read(&mut request);
+                let body = format!("{{\"isp\": \"China Telecom\"{}}}", " ".repeat(200));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for byte in body.bytes() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if conn.write_all(&[byte]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut s = settings(
+        "trickle",
+        &format!("http://{addr}/lookup/{{ip}}"),
+        "carrier = \"/isp\"",
+    );
+    s.timeout = Duration::from_millis(300);
+    let src = source(s);
+    let started = Instant::now();
+    let e = lookup_err(&src, "203.0.113.51");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}: {e}",
+        started.elapsed()
+    );
+    assert!(e.contains("300 ms"), "{e}");
+}
+
+#[test]
+fn an_overlong_text_attribute_is_a_wrong_answer_not_kept() {
+    let svc = Service::start();
+    svc.set(
+        "203.0.113.52",
+        answer(&json!({"isp": "China Telecom", "org": "x".repeat(100_000)})),
+    );
+    svc.set(
+        "203.0.113.53",
+        answer(&json!({"isp": "China Telecom", "org": "y".repeat(256)})),
+    );
+    let src = source(settings(
+        "long",
+        &svc.url(),
+        "carrier = \"/isp\"\norg = \"/org\"",
+    ));
+    let e = lookup_err(&src, "203.0.113.52");
+    assert!(e.contains("at most 256 characters"), "{e}");
+    assert!(e.len() < 1000, "the message echoes the value whole: {e}");
+    // At the limit it is kept.
+    let facts = src.lookup(ip("203.0.113.53")).unwrap().unwrap();
+    assert_eq!(facts.org.as_deref().map(str::len), Some(256));
+}
+
+#[test]
 fn the_rate_limit_holds_across_threads_and_never_waits_past_the_timeout() {
     let svc = Service::start();
     let mut s = settings("limited", &svc.url(), "carrier = \"/isp\"");

@@ -974,6 +974,12 @@ impl HttpSource {
     /// 5xx or 429, an answer cut short), not when an answer was merely wrong.
     fn ask(&self, ip: IpAddr, url: String, ms: u128, unavailable: &mut bool) -> Answer {
         *unavailable = true;
+        // The client's timeout bounds the wait for the head and then each
+        // read of the body on its own: the body is read against this
+        // deadline too, or a service trickling a byte a second would hold
+        // the pipeline for as long as it liked.
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
         let response = self.client.get(url).send().map_err(|e| {
             if e.is_timeout() {
                 format!("no answer within {ms} ms (timeout_ms)")
@@ -1002,7 +1008,7 @@ impl HttpSource {
             ));
         }
         if !status.is_success() {
-            let body = read_body(response, 200, ms).unwrap_or_default();
+            let body = read_body(response, 200, deadline, ms).unwrap_or_default();
             let text = String::from_utf8_lossy(&body);
             let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
             return Err(if text.is_empty() {
@@ -1012,7 +1018,7 @@ impl HttpSource {
             });
         }
         *unavailable = true;
-        let body = read_body(response, MAX_BODY + 1, ms)?;
+        let body = read_body(response, MAX_BODY + 1, deadline, ms)?;
         *unavailable = false;
         if u64::try_from(body.len()).unwrap_or(u64::MAX) > MAX_BODY {
             return Err(format!(
@@ -1309,11 +1315,24 @@ fn text(doc: &Value, pointers: Option<&Pointers>, what: &str) -> Result<Option<S
         return Ok(None);
     };
     match v {
+        // A name, a code: an answer's text is kept in the cache, the
+        // database's resolver cache and every verdict's evidence, so one
+        // of a megabyte (a broken or hostile service) is a wrong answer,
+        // not an attribute.
+        Value::String(s) if s.trim().chars().count() > MAX_TEXT_CHARS => Err(wrong(
+            p,
+            what,
+            v,
+            &format!("text of at most {MAX_TEXT_CHARS} characters"),
+        )),
         Value::String(s) => Ok(Some(s.trim().to_owned())),
         Value::Number(n) => Ok(Some(n.to_string())),
         _ => Err(wrong(p, what, v, "text")),
     }
 }
+
+/// Longest text attribute taken from an answer.
+const MAX_TEXT_CHARS: usize = 256;
 
 /// An AS number: `4134`, `"4134"`, `"AS4134"`, `"AS4134 CHINANET-BACKBONE"`.
 fn asn(doc: &Value, pointers: Option<&Pointers>) -> Result<Option<u32>, String> {
@@ -1365,17 +1384,31 @@ fn flag(doc: &Value, pointers: Option<&Pointers>, what: &str) -> Result<bool, St
     value.ok_or_else(|| wrong(p, what, v, "true/false, 1/0 or \"yes\"/\"no\""))
 }
 
-/// Reads at most `limit` bytes of a body.
-fn read_body(response: Response, limit: u64, timeout_ms: u128) -> Result<Vec<u8>, String> {
+/// Reads at most `limit` bytes of a body, all of it by `deadline` (a read
+/// under way when it passes ends within the client's own timeout).
+fn read_body(
+    response: Response,
+    limit: u64,
+    deadline: Instant,
+    timeout_ms: u128,
+) -> Result<Vec<u8>, String> {
+    let late = || format!("the answer did not arrive within {timeout_ms} ms (timeout_ms)");
     let mut body = Vec::new();
-    response.take(limit).read_to_end(&mut body).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            format!("the answer did not arrive within {timeout_ms} ms (timeout_ms)")
-        } else {
-            format!("reading the answer failed: {}", error_chain(&e))
+    let mut reader = response.take(limit);
+    let mut chunk = [0_u8; 8192];
+    loop {
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(late()),
+            Err(e) => return Err(format!("reading the answer failed: {}", error_chain(&e))),
+        };
+        body.extend_from_slice(chunk.get(..read).unwrap_or_default());
+        if Instant::now() > deadline {
+            return Err(late());
         }
-    })?;
-    Ok(body)
+    }
 }
 
 /// An error and its causes, as one line.
