@@ -734,7 +734,8 @@ async fn account_changes_end_the_sessions_they_outdate() {
         add_user(&store, "ann", "admin").await;
         let ann = store.user_by_name("ann").await.unwrap().unwrap();
         let now = chrono::Utc::now().timestamp_millis();
-        let sign_in = |token: &'static str| {
+        // A sign-in whose password check passed against `hash`.
+        let sign_in_as = |token: &'static str, hash: String| {
             let store = store.clone();
             async move {
                 store
@@ -746,20 +747,23 @@ async fn account_changes_end_the_sessions_they_outdate() {
                         expires_at_ms: now + 3_600_000,
                         source_ip: "192.0.2.1",
                         user_agent: "test",
+                        password_hash: &hash,
                     })
                     .await
-                    .unwrap();
+                    .unwrap()
             }
         };
+        let first_hash = ann.password_hash.clone();
+        let sign_in = |token: &'static str| sign_in_as(token, first_hash.clone());
         let signed_in = |token: &'static str| {
             let store = store.clone();
             async move { store.session_user(token).await.unwrap().is_some() }
         };
 
-        sign_in("a").await;
+        assert!(sign_in("a").await);
         assert!(store.user_set_role("ann", "viewer", now + 1).await.unwrap());
         assert!(!signed_in("a").await, "a new role ends the session");
-        sign_in("b").await;
+        assert!(sign_in("b").await);
         assert!(
             store
                 .user_set_password("ann", "new hash", now + 2)
@@ -767,13 +771,28 @@ async fn account_changes_end_the_sessions_they_outdate() {
                 .unwrap()
         );
         assert!(!signed_in("b").await, "a new password ends the session");
-        sign_in("c").await;
+        // A sign-in checked against the old password, finishing after the
+        // change: no session.
+        assert!(!sign_in("b2").await);
+        assert!(
+            !signed_in("b2").await,
+            "a session outlived the password change"
+        );
+        let sign_in = |token: &'static str| sign_in_as(token, "new hash".to_owned());
+        assert!(sign_in("c").await);
         assert!(store.user_set_disabled("ann", true, now + 3).await.unwrap());
         assert!(!signed_in("c").await, "disabling ends the session");
-        sign_in("d").await;
+        assert!(!sign_in("c2").await, "a disabled account gets no session");
         assert!(
             store
                 .user_set_disabled("ann", false, now + 4)
+                .await
+                .unwrap()
+        );
+        assert!(sign_in("d").await);
+        assert!(
+            store
+                .user_set_disabled("ann", false, now + 5)
                 .await
                 .unwrap()
         );
@@ -784,7 +803,7 @@ async fn account_changes_end_the_sessions_they_outdate() {
             (ann.role.as_str(), ann.password_hash.as_str(), ann.disabled),
             ("viewer", "new hash", false)
         );
-        assert_eq!(ann.updated_at_ms, now + 4);
+        assert_eq!(ann.updated_at_ms, now + 5);
         // No such account: nothing changes, and the caller is told.
         assert!(!store.user_set_role("nobody", "admin", now).await.unwrap());
         assert!(!store.user_set_password("nobody", "x", now).await.unwrap());

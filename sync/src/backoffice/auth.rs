@@ -439,27 +439,20 @@ pub(super) async fn login(
             turned_away(&state, &name, &ip, why, BUSY_RETRY_AFTER_S, form).await
         }
         Attempt::Failed { reason, failures } => {
-            state
-                .audit(
-                    &name,
-                    "login_failed",
-                    &ip,
-                    serde_json::json!({ "reason": reason, "failures": failures }),
-                )
-                .await;
-            login_form(
-                &state,
-                &headers,
-                &next,
-                StatusCode::UNAUTHORIZED,
-                Some(&Notice::error(
-                    "Sign-in failed: the name or the password is wrong, or the account is \
-                     disabled.",
-                )),
-            )
+            let detail = serde_json::json!({ "reason": reason, "failures": failures });
+            let notice = "Sign-in failed: the name or the password is wrong, or the account is \
+                          disabled.";
+            sign_in_failed(&state, &headers, &next, (&name, &ip), detail, notice).await
         }
         Attempt::Passed(user) => match start_session(&state, &user, &headers, &ip).await {
-            Ok(token) => {
+            // The password changed (or the account was disabled) while the
+            // old one was being checked.
+            Ok(None) => {
+                let detail = serde_json::json!({ "reason": "account_changed" });
+                let notice = "Sign-in failed: the account changed while signing in; sign in again.";
+                sign_in_failed(&state, &headers, &next, (&name, &ip), detail, notice).await
+            }
+            Ok(Some(token)) => {
                 let mut response = Redirect::to(&next).into_response();
                 let headers = response.headers_mut();
                 let ttl_s = state.config().session_ttl_s;
@@ -476,6 +469,26 @@ pub(super) async fn login(
             Err(e) => layout::internal_error(None, &e),
         },
     }
+}
+
+/// A refused sign-in of `who` (name, address): audited with `detail`, and
+/// the form again with `notice`.
+async fn sign_in_failed(
+    state: &BackofficeState,
+    headers: &HeaderMap,
+    next: &str,
+    (name, ip): (&str, &str),
+    detail: serde_json::Value,
+    notice: &str,
+) -> Response {
+    state.audit(name, "login_failed", ip, detail).await;
+    login_form(
+        state,
+        headers,
+        next,
+        StatusCode::UNAUTHORIZED,
+        Some(&Notice::error(notice)),
+    )
 }
 
 /// A password check turned away unchecked: audited as `action` (the
@@ -689,13 +702,14 @@ impl BackofficeState {
 }
 
 /// Stores a new session for `user` (a fresh token: a session is never
-/// carried over from before sign-in) and returns its token.
+/// carried over from before sign-in) and returns its token; `None` when the
+/// account changed (password, disabled) since its row was read.
 async fn start_session(
     state: &BackofficeState,
     user: &super::UserRow,
     headers: &HeaderMap,
     ip: &str,
-) -> Result<String, crate::Error> {
+) -> Result<Option<String>, crate::Error> {
     let store = state.store();
     let now = state.now_ms();
     let token = new_token();
@@ -709,7 +723,7 @@ async fn start_session(
         .chars()
         .take(200)
         .collect();
-    store
+    let made = store
         .session_insert(&NewSession {
             token_hash: &hash,
             user_id: user.id,
@@ -718,8 +732,12 @@ async fn start_session(
             expires_at_ms: now + ttl_ms,
             source_ip: ip,
             user_agent: &user_agent,
+            password_hash: &user.password_hash,
         })
         .await?;
+    if !made {
+        return Ok(None);
+    }
     let idle_ms = i64::try_from(state.config().session_idle_s).unwrap_or(0) * 1000;
     if let Err(e) = store.sessions_purge(now, now - idle_ms).await {
         tracing::warn!(error = %e, "expired sessions not purged");
@@ -736,7 +754,7 @@ async fn start_session(
             serde_json::json!({ "role": user.role, "user_agent": user_agent }),
         )
         .await;
-    Ok(token)
+    Ok(Some(token))
 }
 
 /// `POST /logout`.

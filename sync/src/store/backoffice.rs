@@ -98,6 +98,9 @@ pub struct NewSession<'a> {
     pub source_ip: &'a str,
     /// The browser's User-Agent, cut short.
     pub user_agent: &'a str,
+    /// The password hash the sign-in was checked against: the session is
+    /// made only while the account still has it (and is enabled).
+    pub password_hash: &'a str,
 }
 
 /// A live session with its account.
@@ -487,15 +490,20 @@ impl Store {
 
     // ----- sessions -----
 
-    /// Stores a new session and records the account's sign-in.
-    pub async fn session_insert(&self, session: &NewSession<'_>) -> Result<(), Error> {
+    /// Stores a new session and records the account's sign-in: `false`,
+    /// and nothing stored, when the account no longer has the password the
+    /// sign-in was checked against or was disabled meanwhile (a password
+    /// change ends the account's sessions; one made from a check that
+    /// began before it must not outlive it).
+    pub async fn session_insert(&self, session: &NewSession<'_>) -> Result<bool, Error> {
         let context = || "cannot store a back-office session".to_owned();
         on_writer!(self, pool => async {
             let mut tx = pool.begin().await?;
-            sqlx::query(
+            let made = sqlx::query(
                 "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, \
                  last_seen_at, expires_at, source_ip, user_agent) \
-                 VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+                 SELECT $1, $2, $3, $4, $4, $5, $6, $7 WHERE EXISTS ( \
+                   SELECT 1 FROM users WHERE id = $2 AND password_hash = $8 AND NOT disabled)",
             )
             .bind(session.token_hash)
             .bind(session.user_id)
@@ -504,14 +512,19 @@ impl Store {
             .bind(session.expires_at_ms)
             .bind(session.source_ip)
             .bind(session.user_agent)
+            .bind(session.password_hash)
             .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-                .bind(session.user_id)
-                .bind(session.created_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
+            .await?
+            .rows_affected()
+                > 0;
+            if made {
+                sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+                    .bind(session.user_id)
+                    .bind(session.created_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await.map(|()| made)
         }.await)
         .map_err(self.db(context))
     }
