@@ -397,6 +397,45 @@ async fn an_admin_signs_and_publishes_manifests_to_the_collectors() {
         2
     );
 
+    // A holds the next serial with other contents (another back office
+    // signed it): refused as not newer, and not taken for ours.
+    let mut other = lineprobe_shared::Manifest {
+        serial: 43,
+        ..manifest_from(&signed, &key)
+    };
+    other.issued_at = chrono::Utc::now();
+    other.expires_at = other.issued_at + chrono::Duration::days(30);
+    other.path_patterns = vec!["/elsewhere/*".to_owned()];
+    let other = SignedManifest::sign(&other, &key).unwrap();
+    assert!(
+        client
+            .publish_manifest(other.to_json().unwrap())
+            .await
+            .unwrap()
+            .accepted
+    );
+    let (status, location, _) = ann.post("/config/publish", &form(&token, "1.7.0")).await;
+    assert_eq!((status, location.as_str()), (303, "/config?published=43"));
+    let (_, page) = ann.get(&location).await;
+    assert!(!accepted(&page)["a"], "{page}");
+    assert!(accepted(&page)["c"]);
+    assert!(page.contains("other contents"), "{page}");
+    // Republishing 43 does not change that; a newer manifest reaches A.
+    let (status, _, _) = ann
+        .post(
+            "/config/republish",
+            &[("csrf", token.as_str()), ("serial", "43")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, page) = ann.get("/config?published=43").await;
+    assert!(!accepted(&page)["a"], "{page}");
+    let (status, location, _) = ann.post("/config/publish", &form(&token, "1.7.0")).await;
+    assert_eq!((status, location.as_str()), (303, "/config?published=44"));
+    let (_, page) = ann.get(&location).await;
+    assert!(accepted(&page)["a"]);
+    assert_eq!(a.staging.current_manifest().await.unwrap().unwrap().0, 44);
+
     shutdown.cancel();
     server.await.unwrap().unwrap();
     for collector in [a, b, c] {

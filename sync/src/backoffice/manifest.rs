@@ -194,6 +194,21 @@ pub struct PublishOutcome {
     pub results: Vec<PublicationRow>,
 }
 
+/// Whether `client`'s collector serves `signed_json` (the same signed
+/// manifest, whatever the encoding's whitespace).
+async fn holds(client: &CollectorClient, signed_json: &str) -> bool {
+    let Ok(Some(held)) = client.held_manifest().await else {
+        return false;
+    };
+    match (
+        SignedManifest::from_json(&held),
+        SignedManifest::from_json(signed_json.as_bytes()),
+    ) {
+        (Ok(held), Ok(ours)) => held == ours,
+        _ => false,
+    }
+}
+
 /// How far above the manifest just published a collector's claim to hold
 /// a newer one is believed. The claim raises the serial of the next
 /// manifest (another back office may have published), but a collector is
@@ -227,7 +242,29 @@ async fn publish_to_collectors(
         let body = signed_json.as_bytes().to_vec();
         async move {
             let answer = match CollectorClient::new(endpoint) {
-                Ok(client) => client.publish_manifest(body).await,
+                Ok(client) => match client.publish_manifest(body).await {
+                    // Refused as not newer while holding this serial: it
+                    // holds this manifest only if what it serves is this
+                    // one (another back office, or one restored from a
+                    // backup, may have signed other contents under it).
+                    Ok(mut a)
+                        if !a.accepted
+                            && a.current_serial.and_then(|s| i64::try_from(s).ok())
+                                == Some(serial) =>
+                    {
+                        a.accepted = holds(&client, signed_json).await;
+                        if !a.accepted {
+                            a.current_serial = None;
+                            a.message = format!(
+                                "{} (it holds serial {serial} with other contents: publish a \
+                                 newer manifest)",
+                                a.message
+                            );
+                        }
+                        Ok(a)
+                    }
+                    other => other,
+                },
                 Err(e) => Err(e),
             };
             (endpoint.name.clone(), answer)
@@ -241,8 +278,7 @@ async fn publish_to_collectors(
             Ok(a) => {
                 let held = believed_serial(a.current_serial, serial);
                 let doubted = a.current_serial.filter(|_| held.is_none());
-                // A collector that already holds this very manifest has it.
-                let accepted = a.accepted || held == Some(serial);
+                let accepted = a.accepted;
                 PublicationRow {
                     serial,
                     collector,
@@ -256,7 +292,7 @@ async fn publish_to_collectors(
                              above this one: not believed; check that collector)",
                             a.message
                         ),
-                        None if accepted && !a.accepted => "already held".to_owned(),
+                        None if a.accepted && a.status == 409 => "already held".to_owned(),
                         None => a.message,
                     },
                 }

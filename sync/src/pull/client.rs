@@ -265,6 +265,40 @@ impl CollectorClient {
         })
     }
 
+    /// The signed manifest the collector holds now (`GET
+    /// /export/manifest`), as it serves it; `None` when it holds none.
+    pub async fn held_manifest(&self) -> Result<Option<Vec<u8>>, Error> {
+        let request = self
+            .http
+            .get(self.url(&["export", "manifest"]))
+            .bearer_auth(self.token.expose());
+        let mut response = send(request)
+            .await
+            .map_err(|e| self.error(self.transport_error("GET /export/manifest", &e)))?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status != StatusCode::OK {
+            return Err(self.error(format!("GET /export/manifest answered {status}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.error(self.transport_error("GET /export/manifest", &e)))?
+        {
+            if body.len() + chunk.len() > lineprobe_shared::MAX_SIGNED_MANIFEST_BYTES {
+                return Err(self.error(format!(
+                    "GET /export/manifest answered more than {} bytes",
+                    lineprobe_shared::MAX_SIGNED_MANIFEST_BYTES
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+
     pub(super) fn error(&self, message: String) -> Error {
         Error::Collector {
             name: self.endpoint.name.clone(),
