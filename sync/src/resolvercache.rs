@@ -4,8 +4,9 @@
 //! its TTL.
 //!
 //! Each source's answers are kept under `name#fingerprint`: the fingerprint
-//! changes with the source's URL and field mapping, and answers given under
-//! another mapping are not reused.
+//! changes with the source's URL and field mapping and with the catalog,
+//! and answers given under another are not reused. Expired answers are
+//! deleted whenever the cache is saved.
 
 use std::net::IpAddr;
 
@@ -56,6 +57,11 @@ pub async fn save_resolver_cache(chain: &Chain, store: &Store) -> Result<usize, 
     if !rows.is_empty() {
         store.cache_put(&rows).await?;
     }
+    // The table would otherwise keep every address ever asked about, under
+    // every fingerprint ever used.
+    store
+        .cache_purge_expired(Utc::now().timestamp_millis())
+        .await?;
     Ok(rows.len())
 }
 

@@ -10,7 +10,7 @@ mod ports;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -671,6 +671,27 @@ fn the_cache_exports_as_json_and_preloads_into_a_new_source() {
     // Another mapping, another fingerprint: its cache is not this one's.
     let other = source(settings("svc", &svc.url(), "carrier = \"/org\""));
     assert_ne!(other.cache().fingerprint(), first.cache().fingerprint());
+
+    // Another catalog too: the cached answers are mapped to its ids.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/catalog");
+    for file in ["carriers.toml", "provinces.toml", "cities.toml"] {
+        let mut text = std::fs::read_to_string(repo.join(file)).unwrap();
+        if file == "carriers.toml" {
+            text = text.replacen(
+                "name_en = \"China Telecom\"",
+                "name_en = \"China Telecom Corporation\"",
+                1,
+            );
+        }
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let edited = Arc::new(Catalog::load_dir(dir.path()).unwrap());
+    let recatalogued = HttpSource::new(settings("svc", &svc.url(), map), edited).unwrap();
+    assert_ne!(
+        recatalogued.cache().fingerprint(),
+        first.cache().fingerprint()
+    );
 }
 
 #[test]

@@ -1724,6 +1724,11 @@ async fn cached_answers_expire() {
         assert_eq!(loaded[0].expires_at_ms, 30_000);
         assert_eq!(s.cache_load("other", 0).await.unwrap().len(), 1);
         s.cache_put(&[]).await.unwrap();
+
+        // Expired answers are deleted, whatever their source.
+        assert_eq!(s.cache_purge_expired(9_000).await.unwrap(), 3);
+        assert!(s.cache_load("other", 0).await.unwrap().is_empty());
+        assert_eq!(s.cache_load("ipapi", 0).await.unwrap().len(), 1);
     })
     .await;
 }

@@ -853,6 +853,18 @@ impl HttpSource {
             let mut h = Sha256::new();
             h.update(settings.url.as_bytes());
             h.update(format!("{:?}{:?}", settings.fields, settings.success).as_bytes());
+            // Answers are cached mapped to catalog ids (and "knows nothing"
+            // when nothing mapped): another catalog must ask again, not
+            // reuse a mapping it would not make.
+            h.update(
+                format!(
+                    "{:?}{:?}{:?}",
+                    catalog.carriers(),
+                    catalog.provinces(),
+                    catalog.cities()
+                )
+                .as_bytes(),
+            );
             let digest = h.finalize();
             digest.iter().take(8).fold(String::new(), |mut s, b| {
                 // Writing to a String cannot fail.

@@ -487,6 +487,19 @@ impl Store {
         .map_err(self.db(context))
     }
 
+    /// Deletes the answers of address sources that expired by `now_ms`
+    /// (those of every source and fingerprint: a source whose URL or
+    /// mapping changed never reads its old ones again); returns how many.
+    pub async fn cache_purge_expired(&self, now_ms: i64) -> Result<u64, Error> {
+        let context = || "cannot delete expired cached answers".to_owned();
+        on_writer!(self, pool => sqlx::query("DELETE FROM resolver_cache WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(self.db(context))
+    }
+
     /// Wraps a database error with what was being done and where.
     fn db<F>(&self, context: F) -> impl FnOnce(sqlx::Error) -> Error + use<F>
     where
