@@ -63,6 +63,8 @@ pub enum ProbeOutcome {
         report_id: ReportId,
         /// Older reports evicted to make room.
         evicted: u64,
+        /// When it is tried again.
+        retry_at: DateTime<Utc>,
     },
 }
 
@@ -77,7 +79,9 @@ impl fmt::Display for ProbeOutcome {
                 report_id,
                 delivery: Delivery::Duplicate { endpoint },
             } => write!(f, "report {report_id} was already stored ({endpoint})"),
-            Self::Spooled { report_id, evicted } => {
+            Self::Spooled {
+                report_id, evicted, ..
+            } => {
                 write!(
                     f,
                     "report {report_id} spooled: no endpoint could be reached"
@@ -566,6 +570,7 @@ impl Agent {
                 Ok(ProbeOutcome::Spooled {
                     report_id,
                     evicted: evicted_now,
+                    retry_at: entry.next_attempt_at,
                 })
             }
         }
@@ -603,8 +608,8 @@ impl Agent {
                 .await
             {
                 Ok(ProbeOutcome::Delivered { .. }) => summary.delivered += 1,
-                Ok(ProbeOutcome::Spooled { .. }) => {
-                    summary.held_until = self.spool.get(&id)?.map(|e| e.next_attempt_at);
+                Ok(ProbeOutcome::Spooled { retry_at, .. }) => {
+                    summary.held_until = Some(retry_at);
                     break;
                 }
                 Err((_, Error::Rejected { .. })) => summary.refused += 1,
@@ -757,11 +762,8 @@ impl Agent {
                                 }
                                 result = self.deliver_fresh(&submitter, report) => match result {
                                     Ok(outcome) => {
-                                        if let ProbeOutcome::Spooled { report_id, .. } = &outcome {
-                                            spool_hold = self
-                                                .spool
-                                                .get(report_id)?
-                                                .map(|e| e.next_attempt_at);
+                                        if let ProbeOutcome::Spooled { retry_at, .. } = &outcome {
+                                            spool_hold = Some(*retry_at);
                                         }
                                         tracing::info!(%outcome, "probe done");
                                     }

@@ -452,8 +452,7 @@ impl AgentConfig {
 impl ScheduleConfig {
     /// The schedule's rules (see [`AgentConfig::check`]).
     fn check(&self) -> Result<(), Error> {
-        let s = self;
-        if s.interval_secs < 60 {
+        if self.interval_secs < 60 {
             return Err(config_error(
                 "schedule.interval_secs",
                 "must be at least 60: a probe is a traceroute over the subscriber's line",
@@ -465,43 +464,43 @@ impl ScheduleConfig {
             lineprobe_shared::MIN_INTERVAL_SECS,
             lineprobe_shared::MAX_INTERVAL_SECS,
         );
-        if s.interval_secs > high {
+        if self.interval_secs > high {
             return Err(config_error(
                 "schedule.interval_secs",
-                format!("is {}; use at most {high} (30 days)", s.interval_secs),
+                format!("is {}; use at most {high} (30 days)", self.interval_secs),
             ));
         }
-        if s.jitter_secs > s.interval_secs {
+        if self.jitter_secs > self.interval_secs {
             return Err(config_error(
                 "schedule.jitter_secs",
                 format!(
                     "is {}; it may not exceed schedule.interval_secs ({})",
-                    s.jitter_secs, s.interval_secs
+                    self.jitter_secs, self.interval_secs
                 ),
             ));
         }
-        if !(low..=high).contains(&s.manifest_check_secs) {
+        if !(low..=high).contains(&self.manifest_check_secs) {
             return Err(config_error(
                 "schedule.manifest_check_secs",
                 format!(
                     "is {}; use {low} to {high} seconds (one minute to 30 days)",
-                    s.manifest_check_secs
+                    self.manifest_check_secs
                 ),
             ));
         }
-        if s.retry_base_secs == 0 || s.retry_max_secs < s.retry_base_secs {
+        if self.retry_base_secs == 0 || self.retry_max_secs < self.retry_base_secs {
             return Err(config_error(
                 "schedule.retry_base_secs",
                 "must be at least 1 and not above schedule.retry_max_secs",
             ));
         }
-        if s.retry_max_secs > MAX_RETRY_SECS {
+        if self.retry_max_secs > MAX_RETRY_SECS {
             return Err(config_error(
                 "schedule.retry_max_secs",
                 format!(
                     "is {}; a spooled report must be retried at least every {MAX_RETRY_SECS} s \
                      (7 days)",
-                    s.retry_max_secs
+                    self.retry_max_secs
                 ),
             ));
         }

@@ -224,6 +224,7 @@ async fn spooled_reports_are_delivered_exactly_once_when_the_collector_comes_bac
     let ProbeOutcome::Spooled {
         report_id,
         evicted: 0,
+        ..
     } = outcome
     else {
         panic!("not spooled: {outcome:?}");
@@ -295,6 +296,7 @@ async fn the_spool_is_bounded_and_the_evicted_count_travels_in_the_next_report()
             ProbeOutcome::Spooled {
                 report_id,
                 evicted: e,
+                ..
             } => {
                 ids.push(report_id);
                 evicted += e;

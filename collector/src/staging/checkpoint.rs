@@ -135,6 +135,10 @@ fn run(
             // restart would then leave nothing to recover from. The store
             // stays as it is on disk until the collector is restarted (and
             // this connection does not checkpoint on close either).
+            tracing::error!(
+                path = %path.display(),
+                "a sync of the staging store failed: checkpoints stop until the collector is restarted"
+            );
             stop_checkpointing(conn, path);
             wait_for_stop(stopped);
             return;
@@ -175,10 +179,6 @@ pub(super) fn stop_checkpointing(conn: &Connection, path: &Path) {
     ) {
         tracing::warn!(path = %path.display(), error = %e, "cannot turn off the checkpoint on close");
     }
-    tracing::error!(
-        path = %path.display(),
-        "a sync of the staging store failed: checkpoints stop until the collector is restarted"
-    );
 }
 
 fn wait_for_stop(stopped: &mpsc::Receiver<()>) {

@@ -272,7 +272,7 @@ impl CollectorClient {
             .http
             .get(self.url(&["export", "manifest"]))
             .bearer_auth(self.token.expose());
-        let mut response = send(request)
+        let response = send(request)
             .await
             .map_err(|e| self.error(self.transport_error("GET /export/manifest", &e)))?;
         let status = response.status();
@@ -282,19 +282,14 @@ impl CollectorClient {
         if status != StatusCode::OK {
             return Err(self.error(format!("GET /export/manifest answered {status}")));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let most = lineprobe_shared::MAX_SIGNED_MANIFEST_BYTES;
+        let body = read_at_most(response, most + 1)
             .await
-            .map_err(|e| self.error(self.transport_error("GET /export/manifest", &e)))?
-        {
-            if body.len() + chunk.len() > lineprobe_shared::MAX_SIGNED_MANIFEST_BYTES {
-                return Err(self.error(format!(
-                    "GET /export/manifest answered more than {} bytes",
-                    lineprobe_shared::MAX_SIGNED_MANIFEST_BYTES
-                )));
-            }
-            body.extend_from_slice(&chunk);
+            .map_err(|e| self.error(self.transport_error("GET /export/manifest", &e)))?;
+        if body.len() > most {
+            return Err(self.error(format!(
+                "GET /export/manifest answered more than {most} bytes"
+            )));
         }
         Ok(Some(body))
     }
@@ -584,12 +579,22 @@ fn tls_hint(chain: &str) -> Option<&'static str> {
 }
 
 /// Reads at most [`SMALL_BODY_LIMIT`] bytes of a body.
-async fn read_small(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_small(response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    read_at_most(
+        response,
+        usize::try_from(SMALL_BODY_LIMIT).unwrap_or(usize::MAX),
+    )
+    .await
+}
+
+/// Reads at most `limit` bytes of a body (the rest is left unread).
+async fn read_at_most(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        let room = usize::try_from(SMALL_BODY_LIMIT)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(body.len());
+        let room = limit.saturating_sub(body.len());
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if room <= chunk.len() {
             break;
