@@ -334,21 +334,8 @@ async fn an_admin_signs_and_publishes_manifests_to_the_collectors() {
 
     // A collector that holds a higher serial (published by another back
     // office) refuses; the next manifest is numbered above it.
-    let mut ahead = lineprobe_shared::Manifest {
-        serial: 41,
-        ..manifest_from(&signed, &key)
-    };
-    ahead.issued_at = chrono::Utc::now();
-    ahead.expires_at = ahead.issued_at + chrono::Duration::days(30);
-    let ahead = SignedManifest::sign(&ahead, &key).unwrap();
     let client = CollectorClient::new(&config.collectors[0]).unwrap();
-    assert!(
-        client
-            .publish_manifest(ahead.to_json().unwrap())
-            .await
-            .unwrap()
-            .accepted
-    );
+    publish_elsewhere(&client, &signed, &key, 41, |_| {}).await;
     let (status, location, _) = ann.post("/config/publish", &form(&token, "1.5.0")).await;
     assert_eq!((status, location.as_str()), (303, "/config?published=2"));
     let (_, page) = ann.get(&location).await;
@@ -399,21 +386,10 @@ async fn an_admin_signs_and_publishes_manifests_to_the_collectors() {
 
     // A holds the next serial with other contents (another back office
     // signed it): refused as not newer, and not taken for ours.
-    let mut other = lineprobe_shared::Manifest {
-        serial: 43,
-        ..manifest_from(&signed, &key)
-    };
-    other.issued_at = chrono::Utc::now();
-    other.expires_at = other.issued_at + chrono::Duration::days(30);
-    other.path_patterns = vec!["/elsewhere/*".to_owned()];
-    let other = SignedManifest::sign(&other, &key).unwrap();
-    assert!(
-        client
-            .publish_manifest(other.to_json().unwrap())
-            .await
-            .unwrap()
-            .accepted
-    );
+    publish_elsewhere(&client, &signed, &key, 43, |m| {
+        m.path_patterns = vec!["/elsewhere/*".to_owned()];
+    })
+    .await;
     let (status, location, _) = ann.post("/config/publish", &form(&token, "1.7.0")).await;
     assert_eq!((status, location.as_str()), (303, "/config?published=43"));
     let (_, page) = ann.get(&location).await;
@@ -447,4 +423,31 @@ async fn an_admin_signs_and_publishes_manifests_to_the_collectors() {
 /// The manifest inside `signed`.
 fn manifest_from(signed: &SignedManifest, key: &ManifestSigningKey) -> lineprobe_shared::Manifest {
     signed.verify(&key.verifying_key()).unwrap()
+}
+
+/// Puts on `client`'s collector, as another back office would, the
+/// manifest inside `signed` as serial `serial`, issued now, changed by
+/// `edit`; the collector must take it.
+async fn publish_elsewhere(
+    client: &CollectorClient,
+    signed: &SignedManifest,
+    key: &ManifestSigningKey,
+    serial: u64,
+    edit: impl FnOnce(&mut lineprobe_shared::Manifest),
+) {
+    let mut manifest = lineprobe_shared::Manifest {
+        serial,
+        ..manifest_from(signed, key)
+    };
+    manifest.issued_at = chrono::Utc::now();
+    manifest.expires_at = manifest.issued_at + chrono::Duration::days(30);
+    edit(&mut manifest);
+    let signed = SignedManifest::sign(&manifest, key).unwrap();
+    assert!(
+        client
+            .publish_manifest(signed.to_json().unwrap())
+            .await
+            .unwrap()
+            .accepted
+    );
 }
