@@ -73,15 +73,19 @@ pub fn engine_named(name: &str) -> Result<Box<dyn Engine>, Error> {
 }
 
 /// Traces with the first of `engines` (best first) that is available and
-/// succeeds. Returns its outcome and, best first, the engines passed over
-/// with the reason. The whole run keeps to `request.deadline`: each engine
-/// gets what is left of it.
+/// succeeds with at least one answering hop. Returns its outcome and, best
+/// first, the engines passed over with the reason. When every engine that
+/// ran got no answer at all, the best of those silent outcomes is returned,
+/// and the entries of the others (worse ones included) say they got none
+/// either. The whole run keeps to `request.deadline`: each engine gets what
+/// is left of it.
 pub fn trace_auto(
     engines: &[&dyn Engine],
     request: &TraceRequest,
 ) -> Result<(TraceOutcome, Vec<EngineFallback>), Error> {
     let started = Instant::now();
     let mut fallbacks = Vec::new();
+    let mut silent: Option<TraceOutcome> = None;
     for engine in engines {
         let kind = engine.kind();
         if let Err(reason) = engine.check_available() {
@@ -102,11 +106,46 @@ pub fn trace_auto(
         let mut attempt = request.clone();
         attempt.deadline = left;
         match engine.trace(&attempt) {
-            Ok(outcome) => return Ok((outcome, fallbacks)),
+            Ok(outcome) if answered(&outcome) => {
+                let fallbacks = without(fallbacks, &outcome.engine);
+                return Ok((outcome, fallbacks));
+            }
+            // A firewall that drops the ICMP replies to raw sockets (Windows
+            // Defender Firewall does by default) leaves every hop silent
+            // although the trace "worked", and the internal side rejects a
+            // trace without an answering hop; a worse engine may get through.
+            Ok(outcome) => {
+                fallbacks.push(fallback(kind, SILENT_REASON));
+                silent.get_or_insert(outcome);
+            }
             Err(e) => fallbacks.push(fallback(kind, &describe_failure(&e))),
         }
     }
-    Err(all_failed(&fallbacks))
+    match silent {
+        // Nothing did better: the best silent trace still says how far the
+        // probes went unanswered, and the others' entries why no other was used.
+        Some(outcome) => {
+            let fallbacks = without(fallbacks, &outcome.engine);
+            Ok((outcome, fallbacks))
+        }
+        None => Err(all_failed(&fallbacks)),
+    }
+}
+
+/// Why an engine whose trace got no reply at all was passed over.
+const SILENT_REASON: &str =
+    "no probe was answered; a firewall may drop ICMP replies to raw sockets";
+
+/// Whether any hop of `outcome` answered: what makes a trace usable.
+fn answered(outcome: &TraceOutcome) -> bool {
+    outcome.hops.iter().any(|hop| !hop.addrs.is_empty())
+}
+
+/// `fallbacks` without the entries of `engine`: a report may not list the
+/// engine that ran as one passed over.
+fn without(mut fallbacks: Vec<EngineFallback>, engine: &TraceEngine) -> Vec<EngineFallback> {
+    fallbacks.retain(|f| f.engine != *engine);
+    fallbacks
 }
 
 /// [`trace_auto`] over [`engines_for_platform`].
@@ -176,6 +215,8 @@ mod tests {
         available: Result<(), String>,
         result: Result<(), String>,
         sleep: Duration,
+        /// Whether its trace has an answering hop.
+        answers: bool,
         traces: AtomicUsize,
     }
 
@@ -186,8 +227,15 @@ mod tests {
                 available: Ok(()),
                 result: Ok(()),
                 sleep: Duration::ZERO,
+                answers: true,
                 traces: AtomicUsize::new(0),
             }
+        }
+        /// Traces "successfully" with every hop silent, as behind a
+        /// firewall that drops the replies.
+        fn silent(mut self) -> Self {
+            self.answers = false;
+            self
         }
         fn unavailable(mut self, why: &str) -> Self {
             self.available = Err(why.to_owned());
@@ -217,7 +265,15 @@ mod tests {
                 Ok(()) => Ok(TraceOutcome {
                     engine: self.kind.clone(),
                     protocol: TraceProtocol::Icmp,
-                    hops: vec![Hop::new(1)],
+                    hops: vec![Hop::new(1), {
+                        let mut hop = Hop::new(2);
+                        if self.answers {
+                            hop.push_addr(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)));
+                            hop.sent = 1;
+                            hop.received = 1;
+                        }
+                        hop
+                    }],
                     reached: false,
                     duration: self.sleep,
                     raw_text: None,
@@ -299,6 +355,64 @@ mod tests {
             panic!("expected an error, got {result:?}");
         };
         assert!(reason.contains("deadline was used up"), "{reason}");
+        assert_eq!(next.traces.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_trace_with_no_answering_hop_falls_back_to_the_next_engine() {
+        let trippy = Fake::new(TraceEngine::TrippyCore).silent();
+        let unpriv = Fake::new(TraceEngine::Unprivileged).unavailable("not on Windows");
+        let icmp = Fake::new(TraceEngine::WindowsIcmp);
+        let system = Fake::new(TraceEngine::System("tracert".to_owned()));
+        let (outcome, fallbacks) =
+            trace_auto(&[&trippy, &unpriv, &icmp, &system], &request()).expect("traces");
+        assert_eq!(outcome.engine, TraceEngine::WindowsIcmp);
+        assert!(answered(&outcome));
+        let engines: Vec<&TraceEngine> = fallbacks.iter().map(|f| &f.engine).collect();
+        assert_eq!(
+            engines,
+            [&TraceEngine::TrippyCore, &TraceEngine::Unprivileged]
+        );
+        assert!(
+            fallbacks[0].reason.contains("no probe was answered"),
+            "{}",
+            fallbacks[0].reason
+        );
+        assert_eq!(system.traces.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn when_every_engine_is_silent_the_best_silent_trace_is_returned() {
+        let trippy = Fake::new(TraceEngine::TrippyCore).silent();
+        let icmp = Fake::new(TraceEngine::WindowsIcmp).silent();
+        let system = Fake::new(TraceEngine::System("tracert".to_owned())).failing("exit 1");
+        let (outcome, fallbacks) =
+            trace_auto(&[&trippy, &icmp, &system], &request()).expect("traces");
+        assert_eq!(outcome.engine, TraceEngine::TrippyCore);
+        assert!(!answered(&outcome));
+        // The engine that ran is not listed as passed over; the others say
+        // what they got.
+        assert_eq!(fallbacks.len(), 2, "{fallbacks:?}");
+        assert_eq!(fallbacks[0].engine, TraceEngine::WindowsIcmp);
+        assert!(fallbacks[0].reason.contains("no probe was answered"));
+        assert!(fallbacks[1].reason.contains("exit 1"));
+        assert_eq!(system.traces.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_silent_trace_that_used_up_the_deadline_is_returned() {
+        let slow = Fake::new(TraceEngine::TrippyCore)
+            .slow(Duration::from_secs(5))
+            .silent();
+        let next = Fake::new(TraceEngine::Unprivileged);
+        let mut req = request();
+        req.deadline = Duration::from_millis(200);
+        let started = Instant::now();
+        let (outcome, fallbacks) = trace_auto(&[&slow, &next], &req).expect("traces");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(outcome.engine, TraceEngine::TrippyCore);
+        assert_eq!(fallbacks.len(), 1);
+        assert!(fallbacks[0].reason.contains("deadline was used up"));
         assert_eq!(next.traces.load(Ordering::SeqCst), 0);
     }
 
