@@ -28,6 +28,9 @@ use crate::Error;
 /// The most output kept from a tool; a trace is a few kilobytes.
 const MAX_OUTPUT: usize = 1 << 20;
 
+/// The most probes per hop Linux `traceroute -q` accepts.
+const LINUX_TRACEROUTE_MAX_QUERIES: u8 = 10;
+
 /// How often the child is polled while it runs.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -117,6 +120,14 @@ impl SystemTool {
                 if cfg!(target_os = "linux") || self == Self::BusyboxTraceroute {
                     args.push(family.to_owned());
                 }
+                // Linux traceroute (and inetutils') refuses more than 10
+                // probes per hop and traces nothing; the BSDs and BusyBox
+                // take any number.
+                let queries = if self == Self::Traceroute && cfg!(target_os = "linux") {
+                    queries.min(LINUX_TRACEROUTE_MAX_QUERIES)
+                } else {
+                    queries
+                };
                 args.extend([
                     "-n".to_owned(),
                     "-q".to_owned(),
@@ -481,6 +492,33 @@ mod tests {
         assert_eq!(at("-m").as_deref(), Some("12"));
         assert!(at("-w").is_some());
         assert_eq!(args.last().map(String::as_str), Some("192.0.2.7"));
+    }
+
+    #[test]
+    fn traceroute_probes_per_hop_stay_within_what_the_tool_accepts() {
+        let queries = |tool: SystemTool, rounds: u8| {
+            let mut req = request();
+            req.rounds = rounds;
+            let args = tool.args(&req);
+            args.iter()
+                .position(|a| a == "-q")
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        let expected = if cfg!(target_os = "linux") {
+            "10"
+        } else {
+            "16"
+        };
+        assert_eq!(
+            queries(SystemTool::Traceroute, 16).as_deref(),
+            Some(expected)
+        );
+        assert_eq!(
+            queries(SystemTool::BusyboxTraceroute, 16).as_deref(),
+            Some("16")
+        );
+        assert_eq!(queries(SystemTool::Traceroute, 7).as_deref(), Some("7"));
     }
 
     #[test]
