@@ -214,6 +214,10 @@ impl Default for ScheduleConfig {
     }
 }
 
+/// The longest `trace.deadline_secs`: an hour. A longer trace is a stuck
+/// one, and a probe holds the schedule while it runs.
+pub const MAX_TRACE_DEADLINE_SECS: u64 = 3600;
+
 /// `[trace]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -226,7 +230,7 @@ pub struct TraceConfig {
     pub max_ttl: u8,
     /// Probes per TTL.
     pub rounds: u8,
-    /// Hard limit on the trace, seconds.
+    /// Hard limit on the trace, seconds (1 to [`MAX_TRACE_DEADLINE_SECS`]).
     pub deadline_secs: u64,
 }
 
@@ -407,6 +411,15 @@ impl AgentConfig {
                     self.trace.rounds,
                     ReportLimits::MAX_RTTS_PER_HOP,
                     ReportLimits::MAX_RTTS_PER_HOP
+                ),
+            ));
+        }
+        if !(1..=MAX_TRACE_DEADLINE_SECS).contains(&self.trace.deadline_secs) {
+            return Err(config_error(
+                "trace.deadline_secs",
+                format!(
+                    "is {}; use 1 to {MAX_TRACE_DEADLINE_SECS} seconds, e.g. 30 (the default)",
+                    self.trace.deadline_secs
                 ),
             ));
         }

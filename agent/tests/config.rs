@@ -117,6 +117,9 @@ fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
         ("[trace]\nrounds = 0\n", "trace.rounds"),
         // One RTT a round: a report holds at most 16 a hop.
         ("[trace]\nrounds = 17\n", "trace.rounds"),
+        // 0 leaves no engine any time; a huge one never ends a stuck trace.
+        ("[trace]\ndeadline_secs = 0\n", "trace.deadline_secs"),
+        ("[trace]\ndeadline_secs = 3601\n", "trace.deadline_secs"),
         (
             "[schedule]\nretry_max_secs = 99999999\n",
             "schedule.retry_max_secs",

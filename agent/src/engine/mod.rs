@@ -20,7 +20,7 @@ pub use system::{SystemEngine, SystemTool};
 pub use trippy::TrippyEngine;
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lineprobe_shared::{Hop, TraceEngine, TraceFormat, TraceProtocol};
 
@@ -97,6 +97,22 @@ pub(crate) fn later_round_wait(grace: Duration, slowest: Option<Duration>) -> Du
         .min(grace)
 }
 
+/// Where a deadline falls when `Instant + Duration` cannot say: far
+/// enough that no trace reaches it, near enough for every platform's clock.
+const FAR_AWAY: Duration = Duration::from_hours(100 * 365 * 24);
+
+/// The instant `budget` after `start`. A request built in code may carry
+/// `Duration::MAX` as "no limit", and adding that to an `Instant` panics;
+/// it means a far instant instead.
+pub(crate) fn deadline_after(start: Instant, budget: Duration) -> Instant {
+    start
+        .checked_add(budget)
+        .or_else(|| start.checked_add(FAR_AWAY))
+        // A clock that cannot go a century ahead: as far as it can go is
+        // not knowable, so no wait at all beats a panic.
+        .unwrap_or(start)
+}
+
 /// What an engine found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceOutcome {
@@ -147,5 +163,15 @@ mod tests {
         assert_eq!(later_round_wait(grace, Some(ms(700))), grace);
         assert_eq!(later_round_wait(ms(50), None), ms(50));
         assert_eq!(later_round_wait(grace, Some(Duration::MAX)), grace);
+    }
+
+    #[test]
+    fn a_deadline_past_what_an_instant_holds_is_far_away_instead_of_a_panic() {
+        let start = Instant::now();
+        let far = deadline_after(start, Duration::MAX);
+        assert!(far.duration_since(start) >= Duration::from_hours(365 * 24));
+        let ten = Duration::from_secs(10);
+        assert_eq!(deadline_after(start, ten), start + ten);
+        assert_eq!(deadline_after(start, Duration::ZERO), start);
     }
 }

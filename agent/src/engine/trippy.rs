@@ -267,7 +267,7 @@ mod platform {
 
     pub(super) fn trace(request: &TraceRequest) -> Result<TraceOutcome, Error> {
         let started = Instant::now();
-        let deadline = started + request.deadline;
+        let deadline = crate::engine::deadline_after(started, request.deadline);
         // trippy-core panics on TTL 0 and rejects TTLs above 254.
         let first_ttl = request.first_ttl.clamp(1, trippy_core::MAX_TTL);
         let max_ttl = request.max_ttl.clamp(first_ttl, trippy_core::MAX_TTL);

@@ -101,7 +101,7 @@ fn choose(request: &TraceRequest, target: IpAddr) -> Probe {
 
 pub(super) fn trace(request: &TraceRequest) -> Result<TraceOutcome, Error> {
     let started = Instant::now();
-    let deadline = started + request.deadline;
+    let deadline = crate::engine::deadline_after(started, request.deadline);
     let target = request.target.to_canonical();
     let probe = choose(request, target);
     let mut sent: BTreeMap<u8, u16> = BTreeMap::new();
@@ -189,7 +189,7 @@ impl Round {
             )));
         }
         let sent: Vec<u8> = pending.iter().map(|f| f.ttl).collect();
-        let until = (Instant::now() + self.grace).min(self.deadline);
+        let until = crate::engine::deadline_after(Instant::now(), self.grace).min(self.deadline);
         let mut replies: Vec<Reply> = Vec::new();
         while !pending.is_empty() && !round_complete(&sent, &replies) {
             let now = Instant::now();
