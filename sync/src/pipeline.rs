@@ -16,9 +16,9 @@ use serde::Serialize;
 use crate::evidence::evidence_json;
 use crate::validate::received_in_time;
 use crate::{
-    ApplySummary, Attribute, Chain, Error, LineEvidence, ObservationFacts, ObservationRecord,
-    Processed, QuarantineRecord, RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict,
-    VerdictRecord, extract, judge, line_key, observation_key,
+    ApplySummary, Attribute, Chain, DeclaredFills, Error, LineEvidence, ObservationFacts,
+    ObservationRecord, Processed, QuarantineRecord, RawReport, Resolved, Store, TrustMark,
+    TrustPolicy, Verdict, VerdictRecord, extract, judge, line_key, observation_key,
 };
 
 /// What a pipeline run did.
@@ -203,13 +203,6 @@ impl Pipeline {
         let observed_at_ms =
             envelope.map_or(raw.pulled_at_ms, |e| e.received_at.timestamp_millis());
         let declared = &extracted.declared;
-        let filled = |attribute: Attribute| {
-            verdict
-                .filled
-                .iter()
-                .find(|f| f.attribute == attribute)
-                .map(|f| f.value.clone())
-        };
         let first_hop = evidence.public_hops.first();
         let record = ObservationRecord {
             raw_id: raw.id,
@@ -221,25 +214,16 @@ impl Pipeline {
                 line_key: line_key(&report.account, report.install_id.as_str()),
                 install_id: report.install_id.as_str().to_owned(),
                 account: report.account.trim().to_owned(),
-                // What the subscriber left out and the checks filled in
-                // from the actual values is the line's from here on; the
-                // verdict marks it as filled, with its provenance.
-                declared_province: declared
-                    .province
-                    .as_ref()
-                    .map(|p| p.as_str().to_owned())
-                    .or_else(|| filled(Attribute::Province)),
+                // Only what was declared: what the checks filled in is the
+                // verdict's (`VerdictRecord::fills`), which the line shows
+                // while that verdict is current.
+                declared_province: declared.province.as_ref().map(|p| p.as_str().to_owned()),
                 declared_city: declared
                     .city_code
                     .as_ref()
                     .map(|c| c.as_str().to_owned())
-                    .or_else(|| declared.city.clone())
-                    .or_else(|| filled(Attribute::City)),
-                declared_carrier: declared
-                    .carrier
-                    .as_ref()
-                    .map(|c| c.as_str().to_owned())
-                    .or_else(|| filled(Attribute::Carrier)),
+                    .or_else(|| declared.city.clone()),
+                declared_carrier: declared.carrier.as_ref().map(|c| c.as_str().to_owned()),
                 egress_ip: envelope.map_or_else(String::new, |e| e.peer_ip.to_string()),
                 first_hop_ip: first_hop.map(|h| h.ip.to_string()),
                 path_json: path_json(report),
@@ -469,6 +453,13 @@ fn verdict_record(
     now_ms: i64,
 ) -> Result<VerdictRecord, Error> {
     let egress = evidence.egress.as_ref();
+    let filled = |attribute: Attribute| {
+        verdict
+            .filled
+            .iter()
+            .find(|f| f.attribute == attribute)
+            .map(|f| f.value.clone())
+    };
     let carrier_of = |r: Option<&Resolved>| {
         r.and_then(|r| r.carrier.as_ref())
             .map(|c| c.value.as_str().to_owned())
@@ -485,6 +476,11 @@ fn verdict_record(
         egress_carrier: carrier_of(egress.map(|e| &e.resolved)),
         first_hop_carrier: carrier_of(evidence.public_hops.first().map(|h| &h.resolved)),
         filled_json: serde_json::to_string(&verdict.filled).map_err(|e| Error::Output(e.into()))?,
+        fills: DeclaredFills {
+            province: filled(Attribute::Province),
+            city: filled(Attribute::City),
+            carrier: filled(Attribute::Carrier),
+        },
         data_versions_json: serde_json::to_string(&verdict.data_versions)
             .map_err(|e| Error::Output(e.into()))?,
         decided_at_ms: now_ms,

@@ -60,8 +60,9 @@ pub const DEFINITIONS: [(&str, &str); 7] = [
     ),
     (
         "groups",
-        "Lines are grouped by what their last report in the period declared (or had filled \
-         from the actual values): province, city and carrier.",
+        "Lines are grouped by what their last report in the period declared: province, city and \
+         carrier (what the subscriber left out is not declared here, even where a verdict \
+         filled it from the actual values).",
     ),
     (
         "quarantine",
@@ -308,7 +309,7 @@ pub struct ListedLine {
     pub install_id: String,
     /// Its verdict for the period.
     pub verdict: String,
-    /// What was declared (or filled).
+    /// What was declared.
     pub declared: Place,
     /// What was found.
     pub actual: Place,

@@ -764,16 +764,20 @@ impl<'a> Planner<'a> {
 }
 
 /// Makes the observation and its verdict the line's current truth: what
-/// was declared and observed comes from the observation, what is actual from
-/// the verdict. A repeated verdict key means the same verdict, so the
-/// record's copy of it is as good as the stored one.
+/// was declared and observed comes from the observation, what is actual and
+/// what was filled from it from the verdict (a fill of an earlier verdict
+/// must not outlive it). A repeated verdict key means the same verdict, so
+/// the record's copy of it is as good as the stored one.
 fn follow(line: &mut LineRow, o: &ObservationState, verdict_id: i64, v: &VerdictRecord) {
     let facts = &o.facts;
+    let declared_or_filled = |declared: &Option<String>, filled: &Option<String>| {
+        declared.as_ref().or(filled.as_ref()).cloned()
+    };
     line.account.clone_from(&facts.account);
     line.install_id.clone_from(&facts.install_id);
-    line.declared_province.clone_from(&facts.declared_province);
-    line.declared_city.clone_from(&facts.declared_city);
-    line.declared_carrier.clone_from(&facts.declared_carrier);
+    line.declared_province = declared_or_filled(&facts.declared_province, &v.fills.province);
+    line.declared_city = declared_or_filled(&facts.declared_city, &v.fills.city);
+    line.declared_carrier = declared_or_filled(&facts.declared_carrier, &v.fills.carrier);
     line.egress_ip.clone_from(&facts.egress_ip);
     line.first_hop_ip.clone_from(&facts.first_hop_ip);
     line.observation_id = o.id;
@@ -929,6 +933,7 @@ mod tests {
                 egress_carrier: None,
                 first_hop_carrier: None,
                 filled_json: text(),
+                fills: Default::default(),
                 data_versions_json: text(),
                 trust_score: None,
                 low_trust: false,
@@ -1315,5 +1320,41 @@ mod tests {
         assert_eq!(partition(&[], 2), vec![Vec::<usize>::new()]);
         let groups = partition(&mixed, 8);
         assert_eq!(groups.len(), 3, "no more groups than connected sets");
+    }
+
+    /// A line shows the fills of its current verdict only: a later report of
+    /// the same observation judged without them (its IP check failed on newer
+    /// data) takes them off, and one that fills puts them on.
+    #[test]
+    fn a_line_shows_only_its_current_verdicts_fills() {
+        let report = |n: i64| Received {
+            report_id: format!("report-{n}"),
+            obs_key: "o1".to_owned(),
+            line_key: "l1".to_owned(),
+            at: n * 10,
+        };
+        let filling = |raw_id: i64, key: &str, city: Option<&str>| {
+            let mut record = seen(raw_id, &report(raw_id), key, false);
+            if let Processed::Observation(o) = &mut record {
+                o.verdict.fills.city = city.map(str::to_owned);
+            }
+            record
+        };
+        let mut replay = Replay::default();
+        let pulled = |replay: &mut Replay, record: Processed| {
+            replay.states.insert(record.raw_id(), RawState::Pending);
+            replay.apply(&[record]);
+            replay.lines["l1"].declared_city.clone()
+        };
+
+        let city = pulled(&mut replay, filling(1, "compliant+city", Some("440300")));
+        assert_eq!(city.as_deref(), Some("440300"));
+        let city = pulled(&mut replay, filling(2, "violating_ip", None));
+        assert_eq!(city, None, "the fill outlived its verdict");
+        let city = pulled(&mut replay, filling(3, "compliant+city", Some("440300")));
+        assert_eq!(city.as_deref(), Some("440300"));
+        // An older report's verdict is history: it changes nothing.
+        let city = pulled(&mut replay, filling(0, "violating_ip", None));
+        assert_eq!(city.as_deref(), Some("440300"));
     }
 }

@@ -97,8 +97,8 @@ pub use period::{
     PeriodReports, PeriodRows, PeriodTrendLines, PeriodWindow,
 };
 pub use records::{
-    ApplySummary, CachedAnswer, LineFilter, ObservationFacts, ObservationRecord, Processed,
-    PullBatch, PullCommit, PulledReport, QuarantineRecord, VerdictRecord,
+    ApplySummary, CachedAnswer, DeclaredFills, LineFilter, ObservationFacts, ObservationRecord,
+    Processed, PullBatch, PullCommit, PulledReport, QuarantineRecord, VerdictRecord,
 };
 pub use rows::{
     LineHistoryRow, LineRow, ObservationRow, PullCursor, QuarantineRow, RawReport, StoreCounts,

@@ -16,7 +16,7 @@
 //! received before the window's end. (When reports of one observation were
 //! applied out of receive order, the observation may hold no verdict that
 //! old; its first verdict is taken then.) The line is grouped by what that
-//! observation declares (or had filled): province, city, carrier.
+//! observation declares: province, city, carrier.
 
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
@@ -40,11 +40,11 @@ pub struct PeriodWindow {
 /// carrier and their verdict for the window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct PeriodLineGroup {
-    /// Declared (or filled) province.
+    /// Declared province.
     pub declared_province: Option<String>,
-    /// Declared (or filled) city.
+    /// Declared city.
     pub declared_city: Option<String>,
-    /// Declared (or filled) carrier.
+    /// Declared carrier.
     pub declared_carrier: Option<String>,
     /// The actual carrier of the verdict.
     pub actual_carrier: Option<String>,
@@ -68,11 +68,11 @@ pub struct PeriodLine {
     pub account: String,
     /// The installation of the last report.
     pub install_id: String,
-    /// Declared (or filled) province.
+    /// Declared province.
     pub declared_province: Option<String>,
-    /// Declared (or filled) city.
+    /// Declared city.
     pub declared_city: Option<String>,
-    /// Declared (or filled) carrier.
+    /// Declared carrier.
     pub declared_carrier: Option<String>,
     /// Actual province.
     pub actual_province: Option<String>,

@@ -93,11 +93,11 @@ pub struct ObservationFacts {
     pub install_id: String,
     /// The broadband account (may be empty).
     pub account: String,
-    /// The declared province (ISO 3166-2:CN), when declared or filled.
+    /// The declared province (ISO 3166-2:CN), when declared.
     pub declared_province: Option<String>,
-    /// The declared city, when declared or filled.
+    /// The declared city (its code when the catalog knows it), when declared.
     pub declared_city: Option<String>,
-    /// The declared carrier (catalog id), when declared or filled.
+    /// The declared carrier (catalog id), when declared.
     pub declared_carrier: Option<String>,
     /// The egress address as the receiver saw it.
     pub egress_ip: String,
@@ -131,6 +131,21 @@ pub struct ObservationRecord {
     pub verdict: VerdictRecord,
 }
 
+/// The declared attributes a verdict filled from the actual ones (catalog
+/// ids; a city by its code). They belong to the verdict, not to the
+/// observation: reports of one observation agree on what was declared but
+/// may be judged on different data, and only a verdict whose IP check passed
+/// fills anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeclaredFills {
+    /// The filled province.
+    pub province: Option<String>,
+    /// The filled city.
+    pub city: Option<String>,
+    /// The filled carrier.
+    pub carrier: Option<String>,
+}
+
 /// A verdict on an observation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct VerdictRecord {
@@ -155,6 +170,10 @@ pub struct VerdictRecord {
     pub first_hop_carrier: Option<String>,
     /// The declared attributes filled from the actual ones, as JSON.
     pub filled_json: String,
+    /// The same fills' values: a line whose current verdict this is shows
+    /// them in place of what was not declared.
+    #[sqlx(skip)]
+    pub fills: DeclaredFills,
     /// The versions of the data the verdict was decided on, as JSON.
     pub data_versions_json: String,
     /// The report's trust score at arrival (0–100), when its receiver
