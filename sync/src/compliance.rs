@@ -79,7 +79,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use lineprobe_shared::{
-    CarrierId, Catalog, CityCode, Classifier, HopKind, ProvinceCode, ProxyFacts, Report,
+    CarrierId, Catalog, CityCode, CityKind, Classifier, HopKind, ProvinceCode, ProxyFacts, Report,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -933,8 +933,15 @@ impl<'e> Judge<'e, '_> {
                 FindingEvidence::None,
             );
         }
+        let target = self.ev.target_carrier.as_ref().map(|t| &t.value);
         hops.iter().enumerate().find_map(|(i, hop)| {
             let carrier = hop.resolved.carrier.as_ref()?;
+            // A later hop stands in for an unresolved first one only while
+            // it is not in the receiver's own network, which ends every path
+            // whatever the line: the egress is the better witness then.
+            if i > 0 && target == Some(&carrier.value) {
+                return None;
+            }
             let role = if i == 0 {
                 IpRole::FirstPublicHop
             } else {
@@ -1505,7 +1512,15 @@ impl<'e> Judge<'e, '_> {
                 },
             );
         }
-        if let Some(dp) = &declared.province {
+        // A city declared without its province still places the line in
+        // that province: the egress is checked against it (a city source
+        // knowing nothing must not let the egress of another province pass,
+        // nor fill that province in).
+        let implied = match (&declared.province, &declared.city_code) {
+            (None, Some(city)) => province_of_city(self.cat, city),
+            _ => None,
+        };
+        if let Some(dp) = declared.province.as_ref().or(implied.as_ref()) {
             let evidence = FindingEvidence::Province {
                 actual: actual_province.value.clone(),
                 declared: dp.clone(),
@@ -1517,12 +1532,24 @@ impl<'e> Judge<'e, '_> {
                 province_name(self.cat, dp),
                 province_name(self.cat, &actual_province.value),
             );
+            let declared_as = if implied.is_some() {
+                format!(
+                    "the declared city {} is in {d_name}",
+                    crate::validate::quote(declared.city.as_deref().unwrap_or_default())
+                )
+            } else {
+                format!("declared {d_name}")
+            };
             if *dp == actual_province.value {
-                let message = format!("the egress {} is in the declared province {d_name}", e.ip);
+                let message = if implied.is_some() {
+                    format!("{declared_as}, as is the egress {}", e.ip)
+                } else {
+                    format!("the egress {} is in the declared province {d_name}", e.ip)
+                };
                 self.push(FindingCode::ProvinceMatch, Outcome::Pass, message, evidence);
             } else {
                 let message = format!(
-                    "declared {d_name}, but the egress {} is in {a_name} ({} {})",
+                    "{declared_as}, but the egress {} is in {a_name} ({} {})",
                     e.ip, actual_province.source, actual_province.version
                 );
                 self.push(
@@ -1579,6 +1606,16 @@ impl<'e> Judge<'e, '_> {
         let (d_name, a_name) = (city_name(self.cat, dc), city_name(self.cat, &ac.value));
         if same_city(dc, &ac.value) {
             let message = format!("the egress {} is in the declared city {d_name}", e.ip);
+            self.push(FindingCode::CityMatch, Outcome::Pass, message, evidence);
+            false
+        } else if let Some(m) = same_municipality(self.cat, dc, &ac.value) {
+            // A municipality is one city; its districts are listed so that
+            // a district given as the city resolves, not to be told apart by
+            // address data that rarely places a line to the district.
+            let message = format!(
+                "declared {d_name}; the egress {} is in {a_name}, in the same municipality {m}",
+                e.ip
+            );
             self.push(FindingCode::CityMatch, Outcome::Pass, message, evidence);
             false
         } else {
@@ -1653,6 +1690,18 @@ impl<'e> Judge<'e, '_> {
 
 /// True when two division codes name the same place or one lies within the
 /// other (a district in its city, a city in its municipality).
+/// The municipality (Beijing, Tianjin, Shanghai, Chongqing) both codes are
+/// in, by name, when they are in one.
+fn same_municipality(cat: &Catalog, a: &CityCode, b: &CityCode) -> Option<String> {
+    if a.province_digits() != b.province_digits() {
+        return None;
+    }
+    let whole = CityCode::new(&format!("{}0000", a.province_digits())).ok()?;
+    cat.city_by_code(&whole)
+        .filter(|c| c.kind == CityKind::Municipality)
+        .map(|c| format!("{} ({whole})", c.name_zh))
+}
+
 fn same_city(a: &CityCode, b: &CityCode) -> bool {
     let ancestors = |c: &CityCode| {
         let mut out = vec![c.clone()];
@@ -1694,6 +1743,14 @@ fn carrier_name(cat: &Catalog, id: &CarrierId) -> String {
         || id.to_string(),
         |c| format!("{} {}", c.name_zh, c.name_en),
     )
+}
+
+/// The province a city code is in: the catalog's city, or the province
+/// whose GB/T 2260 digits the code starts with.
+fn province_of_city(cat: &Catalog, city: &CityCode) -> Option<ProvinceCode> {
+    cat.city_by_code(city)
+        .map(|c| c.province.clone())
+        .or_else(|| cat.province(city.province_digits()).map(|p| p.id.clone()))
 }
 
 fn province_name(cat: &Catalog, code: &ProvinceCode) -> String {

@@ -438,8 +438,7 @@ fn check_declared(
                 Some("declared.city"),
                 message,
             )),
-            CityLookup::Unknown(code) => {
-                facts.city_code = code;
+            CityLookup::Unknown => {
                 warnings.push(Reason::new(
                     ReasonCode::UnknownCity,
                     Some("declared.city"),
@@ -490,9 +489,11 @@ enum CityLookup {
     Found(Option<CityCode>),
     /// Only in another province; the message says which.
     Elsewhere(String),
-    /// Nowhere; a GB/T 2260 code of the declared province below catalog
-    /// level is kept for comparison with its prefecture.
-    Unknown(Option<CityCode>),
+    /// Nowhere. A GB/T 2260 code whose prefecture the catalog does not
+    /// list either (a division merged away, `371202` of the former Laiwu)
+    /// keeps no code: compared with the resolved city it would fail against
+    /// the very place it now belongs to.
+    Unknown,
 }
 
 fn city_in(catalog: &Catalog, province: Option<&ProvinceCode>, text: &str) -> CityLookup {
@@ -505,13 +506,13 @@ fn city_in(catalog: &Catalog, province: Option<&ProvinceCode>, text: &str) -> Ci
         if known {
             CityLookup::Found(Some(code))
         } else {
-            CityLookup::Unknown(Some(code))
+            CityLookup::Unknown
         }
     };
     let Some(province) = province.and_then(|p| catalog.province_by_id(p)) else {
         return match CityCode::new(text) {
             Ok(code) => below_catalog(code),
-            Err(_) => CityLookup::Unknown(None),
+            Err(_) => CityLookup::Unknown,
         };
     };
     let province_name = format!("{} ({})", province.name_zh, province.id);
@@ -548,7 +549,7 @@ fn city_in(catalog: &Catalog, province: Option<&ProvinceCode>, text: &str) -> Ci
                 city.name_zh
             ))
         }
-        None => CityLookup::Unknown(None),
+        None => CityLookup::Unknown,
     }
 }
 

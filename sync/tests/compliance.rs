@@ -536,6 +536,37 @@ fn an_egress_in_another_city_of_the_province_is_a_violating_ip() {
 }
 
 #[test]
+fn districts_of_one_municipality_are_one_city() {
+    let beijing = |city: &str| {
+        R::default()
+            .carrier("china_unicom")
+            .province("CN-BJ")
+            .city(city)
+            .done()
+    };
+    let mut ev = mobile_line();
+    ev.declared = declared(Some("CN-BJ"), Some("110105"), Some("china_unicom"));
+    ev.egress = egress("123.112.0.9", beijing("110108"));
+    ev.public_hops = vec![hop(3, "123.112.0.1", beijing("110108"))];
+    let v = judge(&ev);
+    assert_eq!(v.kind, VerdictKind::Compliant, "{:#?}", v.reasons);
+    let f = finding(&v, FindingCode::CityMatch);
+    assert!(f.message.contains("北京市 (110000)"), "{}", f.message);
+    assert!(f.message.contains("海淀区 (110108)"), "{}", f.message);
+
+    // Not across municipalities.
+    ev.egress = egress(
+        "123.112.0.9",
+        R::default()
+            .carrier("china_unicom")
+            .province("CN-BJ")
+            .city("120101")
+            .done(),
+    );
+    assert_eq!(judge(&ev).kind, VerdictKind::ViolatingIp);
+}
+
+#[test]
 fn a_declared_district_matches_its_city() {
     let mut ev = mobile_line();
     ev.declared = declared(Some("CN-GD"), Some("440305"), Some("china_mobile"));
@@ -713,6 +744,23 @@ fn without_a_public_hop_the_egress_gives_the_carrier() {
     let carrier = v.actual.carrier.as_ref().unwrap();
     assert_eq!(carrier.provenance.role, IpRole::PublicHop);
     assert_eq!(carrier.provenance.ttl, Some(4));
+
+    // Not a hop of the receiver's own network: the egress speaks then.
+    let mut ev = mobile_line();
+    ev.public_hops = vec![
+        hop(3, "120.196.10.1", Resolved::default()),
+        hop(
+            4,
+            "202.97.1.1",
+            R::default().carrier("china_telecom").done(),
+        ),
+    ];
+    ev.target_carrier = Some(at(CarrierId::new("china_telecom").unwrap(), "geolite2-asn"));
+    let v = judge(&ev);
+    assert_eq!(v.kind, VerdictKind::Compliant, "{:#?}", v.reasons);
+    let carrier = v.actual.carrier.as_ref().unwrap();
+    assert_eq!(carrier.value, "china_mobile");
+    assert_eq!(carrier.provenance.role, IpRole::Egress);
 }
 
 #[test]
@@ -805,6 +853,49 @@ fn a_matching_city_fills_the_missing_province() {
     assert_eq!(v.filled[0].attribute, Attribute::Province);
     assert_eq!(v.filled[0].value, "CN-GD");
     assert_eq!(v.filled[0].name, "广东省 (CN-GD)");
+}
+
+#[test]
+fn a_city_declared_without_its_province_places_the_line_in_that_province() {
+    // Declared Shenzhen, no province; the egress is in Fujian and no source
+    // knows its city: the city check cannot be made, the province check can.
+    let mut ev = mobile_line();
+    ev.declared = declared(None, Some("440300"), Some("china_mobile"));
+    ev.egress = egress(
+        "120.196.200.7",
+        R::default()
+            .carrier("china_mobile")
+            .province("CN-FJ")
+            .done(),
+    );
+    let v = judge(&ev);
+    assert_eq!(v.kind, VerdictKind::ViolatingIp, "{:#?}", v.reasons);
+    let f = finding(&v, FindingCode::ProvinceMismatch);
+    assert!(
+        f.message
+            .contains("the declared city \"440300\" is in 广东省 (CN-GD)"),
+        "{}",
+        f.message
+    );
+    assert!(v.filled.is_empty(), "filled {:?}", v.filled);
+
+    // In the city's province it passes, and the province is filled.
+    ev.egress = egress(
+        "120.196.200.7",
+        R::default()
+            .carrier("china_mobile")
+            .province("CN-GD")
+            .done(),
+    );
+    let v = judge(&ev);
+    assert_eq!(v.kind, VerdictKind::Compliant, "{:#?}", v.reasons);
+    assert_eq!(outcome(&v, FindingCode::ProvinceMatch), Outcome::Pass);
+    let filled: Vec<_> = v
+        .filled
+        .iter()
+        .map(|f| (f.attribute, f.value.as_str()))
+        .collect();
+    assert_eq!(filled, vec![(Attribute::Province, "CN-GD")]);
 }
 
 #[test]

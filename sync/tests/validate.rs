@@ -328,6 +328,22 @@ fn an_unknown_city_only_warns() {
 }
 
 #[test]
+fn a_division_code_under_no_catalog_prefecture_is_not_compared() {
+    // 371202: a district of the former Laiwu, merged into Jinan in 2019.
+    let mut v = base();
+    v["declared"]["province"] = json!("CN-SD");
+    v["declared"]["city"] = json!("371202");
+    let e = ok(&v);
+    assert_eq!(e.warnings.len(), 1, "{:?}", e.warnings);
+    assert_eq!(e.warnings[0].code, ReasonCode::UnknownCity);
+    assert_eq!(e.declared.city.as_deref(), Some("371202"));
+    assert_eq!(
+        e.declared.city_code, None,
+        "a code said to be uncomparable is kept"
+    );
+}
+
+#[test]
 fn unknown_and_hosting_carriers_are_refused() {
     let mut v = base();
     v["declared"]["carrier"] = json!("cmcc_gd");
