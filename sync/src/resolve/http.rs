@@ -1094,7 +1094,7 @@ impl HttpSource {
             });
         let ip_type = text(doc, f.ip_type.as_ref(), "ip_type")?
             .map(|t| IpType::parse(&t).unwrap_or(IpType::Unknown))
-            .or_else(|| hosting_type(cat, carrier.as_ref()));
+            .or_else(|| hosting_type(cat, asn, carrier.as_ref()));
         let anonymous = Anonymous {
             vpn: flag(doc, f.vpn.as_ref(), "vpn")?,
             proxy: flag(doc, f.proxy.as_ref(), "proxy")?,

@@ -255,7 +255,7 @@ impl MmdbSource {
                     f.org = org.map(str::to_owned);
                     if asn.is_some() || org.is_some() {
                         f.carrier = carrier_of(cat, asn, org.as_slice());
-                        f.ip_type = hosting_type(cat, f.carrier.as_ref());
+                        f.ip_type = hosting_type(cat, asn, f.carrier.as_ref());
                     }
                     Some(f)
                 }
@@ -269,7 +269,7 @@ impl MmdbSource {
                 let org = r.autonomous_system_organization;
                 let carrier = carrier_of(cat, asn, org.as_slice());
                 IpFacts {
-                    ip_type: hosting_type(cat, carrier.as_ref()),
+                    ip_type: hosting_type(cat, asn, carrier.as_ref()),
                     carrier,
                     asn,
                     org: org.map(str::to_owned),
@@ -353,7 +353,7 @@ impl MmdbSource {
                 .map(|c| c.id.clone());
         }
         IpFacts {
-            ip_type: hosting_type(cat, carrier.as_ref()),
+            ip_type: hosting_type(cat, asn, carrier.as_ref()),
             carrier,
             asn,
             org: orgs.first().map(|o| (*o).to_owned()),

@@ -30,7 +30,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
-use lineprobe_shared::{CarrierId, Catalog, CityCode, ProvinceCode};
+use lineprobe_shared::{AsnRole, Carrier, CarrierId, Catalog, CityCode, ProvinceCode};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -476,12 +476,25 @@ pub(crate) fn carrier_of(catalog: &Catalog, asn: Option<u32>, orgs: &[&str]) -> 
         .map(|c| c.id.clone())
 }
 
-/// An ASN's carrier's network kind: a hosting network means a data centre.
-pub(crate) fn hosting_type(catalog: &Catalog, carrier: Option<&CarrierId>) -> Option<IpType> {
-    carrier
+/// What the network says of the address's kind: a hosting network's
+/// address, or one of an access carrier's own data-centre or cloud ASes
+/// (China Telecom's cloud AS58519, its IDCs), is a data centre's.
+pub(crate) fn hosting_type(
+    catalog: &Catalog,
+    asn: Option<u32>,
+    carrier: Option<&CarrierId>,
+) -> Option<IpType> {
+    let hosting = carrier
         .and_then(|c| catalog.carrier_by_id(c))
-        .filter(|c| c.is_hosting())
-        .map(|_| IpType::Idc)
+        .is_some_and(Carrier::is_hosting);
+    let datacenter_as = asn.is_some_and(|a| {
+        catalog.carrier_by_asn(a).is_some_and(|c| {
+            c.asns
+                .iter()
+                .any(|x| x.asn == a && matches!(x.role, AsnRole::Datacenter | AsnRole::Cloud))
+        })
+    });
+    (hosting || datacenter_as).then_some(IpType::Idc)
 }
 
 #[cfg(test)]
@@ -490,6 +503,23 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_carriers_datacenter_and_cloud_ases_are_data_centres() {
+        let cat = Catalog::embedded().unwrap();
+        let telecom = CarrierId::new("china_telecom").unwrap();
+        // China Telecom's cloud (AS58519) and Beijing IDC (AS23724).
+        for asn in [58519, 23724] {
+            assert_eq!(
+                hosting_type(&cat, Some(asn), Some(&telecom)),
+                Some(IpType::Idc),
+                "AS{asn}"
+            );
+        }
+        // Its backbone, and an org-matched address with no AS, are not.
+        assert_eq!(hosting_type(&cat, Some(4134), Some(&telecom)), None);
+        assert_eq!(hosting_type(&cat, None, Some(&telecom)), None);
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl CsvFormat for RangesFormat {
             let org = record.get(3).filter(|o| !o.is_empty()).map(str::to_owned);
             let carrier = carrier_of(catalog, asn, org.as_deref().as_slice());
             let facts = IpFacts {
-                ip_type: hosting_type(catalog, carrier.as_ref()),
+                ip_type: hosting_type(catalog, asn, carrier.as_ref()),
                 carrier,
                 asn,
                 org,
