@@ -519,7 +519,8 @@ impl Classification {
 pub struct ClassifierConfig {
     /// CIDRs to treat as public although the registries say they are not
     /// (labs built on documentation or private ranges). Loopback, multicast,
-    /// the unspecified address and the default route are refused.
+    /// the carrier-grade NAT's shared space, the unspecified address and the
+    /// default route are refused.
     #[serde(default)]
     pub extra_public: Vec<IpNet>,
 }
@@ -537,6 +538,16 @@ const REFUSED: &[(IpNet, &str)] = &[
     (
         v6([0, 0, 0, 0, 0, 0xffff, 0xe000, 0], 100),
         "IPv4-mapped multicast",
+    ),
+    // The subscriber side of a carrier-grade NAT: a hop there is inside
+    // the access network by definition, however a lab numbers it.
+    (
+        v4(100, 64, 0, 0, 10),
+        "the carrier-grade NAT's shared address space",
+    ),
+    (
+        v6([0, 0, 0, 0, 0, 0xffff, 0x6440, 0], 106),
+        "the IPv4-mapped carrier-grade NAT's shared address space",
     ),
     (v4(0, 0, 0, 0, 32), "the unspecified address"),
     (v6([0; 8], 128), "the unspecified address"),

@@ -517,6 +517,9 @@ fn extra_public_refuses_what_is_never_public() {
         ("0.0.0.0/32", "unspecified"),
         ("0.0.0.0/8", "unspecified"),
         ("::/128", "unspecified"),
+        ("100.64.0.0/10", "carrier-grade NAT"),
+        ("100.100.1.0/24", "carrier-grade NAT"),
+        ("::ffff:100.64.0.0/112", "carrier-grade NAT"),
     ] {
         let err = lab(&["203.0.113.0/24", cidr]).expect_err(cidr);
         let Error::Config { key, reason } = &err else {
@@ -535,7 +538,6 @@ fn extra_public_accepts_lab_ranges() {
         "203.0.113.0/24",
         "10.0.0.0/8",
         "2001:db8::/32",
-        "100.64.0.0/10",
         "1.2.3.4/32",
     ] {
         assert!(lab(&[cidr]).is_ok(), "{cidr}");
