@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 
-use lineprobe_shared::{Error, Hop, ParsedTrace, TraceFormat, parse_trace_bytes, parse_trace_text};
+use lineprobe_shared::{
+    Error, Hop, ParsedTrace, TraceFormat, parse_trace_bytes, parse_trace_text, parse_trace_text_as,
+};
 
 fn fixture(name: &str) -> String {
     let path = format!(
@@ -350,4 +352,34 @@ fn unrelated_text_is_unrecognized() {
             "{text:?}"
         );
     }
+}
+
+#[test]
+fn headerless_bsd_text_with_three_lost_probes_before_a_reply_is_not_tracert() {
+    // BSD and macOS print the header to stderr, so the system engine reads
+    // these lines alone; with four probes a hop, `* * *` and then an address
+    // looked like tracert's columns.
+    let text = " 1  192.0.2.1  1.1 ms  0.9 ms  0.8 ms  0.7 ms\n 2  * * * 198.51.100.1  12.345 ms\n";
+    let t = parse_trace_text(text).expect("parses");
+    assert_eq!(t.format, TraceFormat::Traceroute);
+    let h2 = t.hops.iter().find(|h| h.ttl == 2).expect("hop 2");
+    assert_eq!(h2.addrs, vec![ip("198.51.100.1")]);
+    assert_eq!(h2.rtt_ms, vec![12.345]);
+
+    let marked = " 1  * * * 198.51.100.1  12.345 ms !H\n";
+    let t = parse_trace_text(marked).expect("parses");
+    assert_eq!(t.format, TraceFormat::Traceroute);
+    assert_eq!(t.hops[0].annotations, vec!["!H".to_owned()]);
+}
+
+#[test]
+fn a_known_tool_is_read_without_detection() {
+    // Headerless, nothing answered: detection has nothing to go on, but the
+    // caller that ran traceroute knows what it printed.
+    let text = " 1  * * *\n 2  * * *\n";
+    assert!(parse_trace_text(text).is_err());
+    let t = parse_trace_text_as(text, TraceFormat::Traceroute).expect("parses");
+    assert_eq!(t.format, TraceFormat::Traceroute);
+    assert_eq!(t.hops.len(), 2);
+    assert!(t.hops.iter().all(|h| h.addrs.is_empty()));
 }

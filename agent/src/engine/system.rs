@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lineprobe_shared::{TraceEngine, TraceProtocol, decode_console_bytes, parse_trace_text};
+use lineprobe_shared::{
+    TraceEngine, TraceFormat, TraceProtocol, decode_console_bytes, parse_trace_text_as,
+};
 
 use super::{Engine, TraceOutcome, TraceRequest};
 use crate::Error;
@@ -71,6 +73,18 @@ impl SystemTool {
     /// The engine name recorded in reports.
     pub fn engine(self) -> TraceEngine {
         TraceEngine::System(self.program().to_owned())
+    }
+
+    /// The format of the tool's output. The text is read as that format,
+    /// not detected: BSD and macOS traceroute print their header to
+    /// standard error, and the headerless rest can be ambiguous.
+    pub fn format(self) -> TraceFormat {
+        match self {
+            Self::Tracert => TraceFormat::WindowsTracert,
+            Self::Traceroute => TraceFormat::Traceroute,
+            Self::Tracepath => TraceFormat::Tracepath,
+            Self::BusyboxTraceroute => TraceFormat::BusyboxTraceroute,
+        }
     }
 
     /// The probe protocol the tool sends with the arguments we give it.
@@ -322,7 +336,7 @@ fn run_tool(
         engine: tool.engine().to_string(),
         reason: why,
     };
-    let parsed = match parse_trace_text(&text) {
+    let parsed = match parse_trace_text_as(&text, tool.format()) {
         Ok(parsed) if !parsed.hops.is_empty() => parsed,
         Ok(_) | Err(_) => {
             return Err(failed(explain_failure(tool, &run, &text, request.deadline)));
@@ -590,6 +604,39 @@ mod tests {
         let why = engine.check_available().expect_err("nothing to run");
         assert!(!why.is_empty());
         assert!(engine.kind().is_system());
+    }
+
+    /// An executable `name` in a fresh temporary folder that prints `out`.
+    #[cfg(unix)]
+    fn fake_tool(name: &str, out: &str) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nprintf '%s' '{out}'\n")).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (dir, path)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_tool_is_read_as_its_own_format_even_without_a_header() {
+        // BSD traceroute behind a firewall: the header went to stderr and
+        // no hop answered, which no format detector recognises.
+        let (_dir, program) = fake_tool("traceroute", " 1  * * *\n 2  * * *\n");
+        let outcome = run_tool(SystemTool::Traceroute, &program, &request()).expect("traced");
+        assert_eq!(outcome.raw_format, Some(TraceFormat::Traceroute));
+        let ttls: Vec<u8> = outcome.hops.iter().map(|h| h.ttl).collect();
+        assert_eq!(ttls, [1, 2]);
+        assert!(outcome.hops.iter().all(|h| h.addrs.is_empty()));
+
+        let text =
+            " 1  192.0.2.1  1.1 ms  0.9 ms  0.8 ms  0.7 ms\n 2  * * * 198.51.100.1  12.345 ms !H\n";
+        let (_dir, program) = fake_tool("traceroute", text);
+        let outcome = run_tool(SystemTool::Traceroute, &program, &request()).expect("traced");
+        assert_eq!(outcome.raw_format, Some(TraceFormat::Traceroute));
+        let hop = outcome.hops.get(1).expect("hop 2");
+        assert_eq!(hop.rtt_ms, [12.345]);
+        assert_eq!(hop.annotations, ["!H"]);
     }
 
     #[cfg(unix)]

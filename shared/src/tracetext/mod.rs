@@ -113,6 +113,23 @@ pub fn parse_trace_text(text: &str) -> Result<ParsedTrace, Error> {
     })
 }
 
+/// Parses text printed by the tool behind `format`, without detection: for
+/// a caller that ran the tool itself. Detection has to guess from the text,
+/// and a tool's text can lack what tells it apart: BSD and macOS
+/// `traceroute` print their header to standard error, and a headerless run
+/// in which no hop answered looks like nothing at all. `Traceroute` and
+/// `BusyboxTraceroute` share one parser, which tells them apart itself.
+pub fn parse_trace_text_as(text: &str, format: TraceFormat) -> Result<ParsedTrace, Error> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format {
+        TraceFormat::WindowsTracert => tracert::parse(text),
+        TraceFormat::Traceroute | TraceFormat::BusyboxTraceroute => unix::parse(text),
+        TraceFormat::Tracepath => tracepath::parse(text),
+        TraceFormat::MtrReport => mtr::parse_report(text),
+        TraceFormat::MtrJson => mtr::parse_json(text),
+    }
+}
+
 /// Splits a line that starts (after indentation) with a hop number into the
 /// number and what follows it; `None` when it starts with no digit.
 fn leading_number(line: &str) -> Option<(&str, &str)> {

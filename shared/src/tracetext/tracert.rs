@@ -444,6 +444,17 @@ fn error_mark(message: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether `message`, found after a hop's address, is an ICMP error as
+/// tracert reports it (`reports: Destination host unreachable.`, in any
+/// known language) rather than the times and marks Unix traceroute prints
+/// after an address.
+fn is_reported_error(message: &str) -> bool {
+    error_mark(message).is_some()
+        && !message
+            .split_whitespace()
+            .any(|tok| tok.starts_with('!') || rtt_value(tok).is_some())
+}
+
 /// What one line turned out to be.
 #[derive(Debug)]
 enum Line {
@@ -501,6 +512,13 @@ fn read_hop_line(line: &str, strict: bool) -> Line {
         }
         message.extend(after.get(n..).unwrap_or(&[]));
         let message = message.join(" ");
+        if strict && !message.is_empty() && !is_reported_error(&message) {
+            // BSD and macOS traceroute print their header to stderr, so a
+            // headerless ` 2  * * * 198.51.100.1  12.345 ms` (four probes,
+            // three lost) reaches the detector; tracert puts only a router's
+            // reported error after the address, never round-trip times.
+            return Line::Other;
+        }
         if !message.is_empty() || cols.is_empty() {
             // The router answered with an ICMP error instead of a time:
             // that probe was sent and answered, without a time.
@@ -899,11 +917,22 @@ mod tests {
             " 4  *  *  63.375 ms !H",
             " 3  * * *",
             " 1  *  10.0.1.1  0.009 ms  0.005 ms",
+            // BSD traceroute -q 4, three probes lost: times after the address.
+            " 2  * * * 198.51.100.1  12.345 ms",
+            " 2  * * * 198.51.100.1  12.345 ms !H",
+            " 2  * * * 198.51.100.1  12.345 ms  198.51.100.9  13.1 ms",
         ] {
             assert!(!matches!(read_hop_line(l, true), Line::Hop(_)), "{l}");
         }
         assert!(matches!(
             read_hop_line("  1    <1 ms     1 ms     1 ms  10.0.2.1", true),
+            Line::Hop(_)
+        ));
+        assert!(matches!(
+            read_hop_line(
+                "  3     2 ms     *        *     10.0.2.1  reports: Destination host unreachable.",
+                true
+            ),
             Line::Hop(_)
         ));
     }
