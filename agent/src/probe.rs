@@ -66,11 +66,29 @@ pub fn trace_with(
     choice: &str,
     request: &TraceRequest,
 ) -> Result<(TraceOutcome, Vec<EngineFallback>), Error> {
+    trace_with_named(engines, choice, request, crate::engine::engine_named)
+}
+
+/// [`trace_with`], building a `system:<tool>` engine the list lacks with
+/// `named`.
+fn trace_with_named(
+    engines: &[Box<dyn Engine>],
+    choice: &str,
+    request: &TraceRequest,
+    named: impl Fn(&str) -> Result<Box<dyn Engine>, Error>,
+) -> Result<(TraceOutcome, Vec<EngineFallback>), Error> {
     let mut candidates = engines
         .iter()
         .filter(|e| engine_matches(choice, &e.kind()))
         .peekable();
     if candidates.peek().is_none() {
+        // The list's system engine runs the first tool installed (usually
+        // traceroute), so `system:tracepath` matches nothing in it although
+        // the agent can run tracepath: that tool gets an engine of its own.
+        if choice.starts_with("system:") && engines.iter().any(|e| e.kind().is_system()) {
+            let engine = named(choice)?;
+            return crate::engine::trace_auto(&[engine.as_ref()], request);
+        }
         return Err(Error::EngineUnavailable {
             engine: choice.to_owned(),
             reason: if engines.is_empty() {
@@ -271,6 +289,42 @@ mod tests {
         assert!(only_system.1.is_empty());
         let err = trace_with(&engines, "unprivileged", &request).expect_err("fails");
         assert!(err.to_string().contains("ping_group_range"), "{err}");
+    }
+
+    #[test]
+    fn a_system_tool_other_than_the_listed_one_gets_its_own_engine() {
+        // The platform list's system engine is the first tool installed.
+        struct Traceroute;
+        impl Engine for Traceroute {
+            fn kind(&self) -> TraceEngine {
+                TraceEngine::System("traceroute".to_owned())
+            }
+            fn check_available(&self) -> Result<(), String> {
+                Ok(())
+            }
+            fn trace(&self, _: &TraceRequest) -> Result<TraceOutcome, Error> {
+                panic!("traceroute was not asked for");
+            }
+        }
+        let engines: Vec<Box<dyn Engine>> = vec![Box::new(Failing), Box::new(Traceroute)];
+        let request = TraceRequest::new(IpAddr::from([192, 0, 2, 1]), "192.0.2.1");
+        let named = |name: &str| -> Result<Box<dyn Engine>, Error> {
+            assert_eq!(name, "system:tracepath");
+            Ok(Box::new(System))
+        };
+        let (outcome, fallbacks) =
+            trace_with_named(&engines, "system:tracepath", &request, named).expect("traced");
+        assert_eq!(outcome.engine.to_string(), "system:tracepath");
+        assert!(fallbacks.is_empty());
+
+        // The real lookup: a tool the agent cannot read is a config error
+        // naming the ones it can, not "no engine of that name here".
+        let err = trace_with(&engines, "system:mtr", &request).expect_err("unknown tool");
+        assert!(
+            matches!(&err, Error::Config { key, .. } if key == "trace.engine"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("tracepath"), "{err}");
     }
 
     #[test]
