@@ -417,7 +417,18 @@ fn https_url_problem(url: &str, used_as: UrlUse) -> Option<String> {
     if authority.contains('@') {
         return Some("must not carry user information (`user@host`)".to_owned());
     }
-    authority_problem(authority)
+    if let Some(problem) = authority_problem(authority) {
+        return Some(problem);
+    }
+    // Probes parse it with the WHATWG rules (the `url` crate), which refuse
+    // more than the checks above: a host whose last label is a number is
+    // read as an IPv4 address (`collector.example.net.8443`, a typo for
+    // `:8443`), a malformed punycode label fails. A manifest probes cannot
+    // use would leave them with no endpoint until it expires.
+    match url::Url::parse(url) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{} is not a URL probes can parse: {e}", shown(url))),
+    }
 }
 
 fn authority_problem(authority: &str) -> Option<String> {
@@ -911,6 +922,8 @@ mod tests {
             "https://a b.example",
             "https://collector.example.net/?q=1",
             "https://collector.example.net/#frag",
+            "https://collector.example.net.8443",
+            "https://collector.example.0x1f",
             "ftp://x",
         ];
         for url in bad {
