@@ -22,6 +22,30 @@ pub const ENV_PREFIX: &str = "LINEPROBE_COLLECTOR__";
 /// so that it need not be written into a config file.
 pub const EXPORT_TOKEN_ENV: &str = "LINEPROBE_EXPORT_TOKEN";
 
+/// Room kept under the schema's report size for what the receiver adds.
+///
+/// The staging store refuses a report whose stored form — the probe's JSON
+/// with the envelope appended — is above `ReportLimits::MAX_REPORT_BYTES`
+/// (413 `too_large`, which a probe takes as final). The envelope is at most
+/// about 16 KiB: six recorded headers of at most 512 characters each (at
+/// most 2 KiB each as JSON, control characters having become spaces), a
+/// path of at most 256 characters, the TLS server name, the node id and
+/// the trust at arrival. A body that cannot be extended in place is
+/// encoded again, which can grow it a little (`1` becomes `1.0`). 64 KiB
+/// covers both with room to spare.
+pub const ENVELOPE_ALLOWANCE_BYTES: usize = 64 * 1024;
+
+/// Largest `limits.max_decompressed_bytes`: every report ingest lets
+/// through then fits the store with its envelope.
+pub const MAX_DECOMPRESSED_BYTES: usize =
+    lineprobe_shared::ReportLimits::MAX_REPORT_BYTES - ENVELOPE_ALLOWANCE_BYTES;
+
+/// Largest `limits.max_connections` and `limits.max_concurrent_requests`:
+/// far beyond what one node serves, and far below what the semaphores
+/// that count them can hold (`tokio::sync::Semaphore::new` panics above
+/// `usize::MAX >> 3`).
+pub const MAX_CONCURRENCY: usize = 1_000_000;
+
 /// The whole collector configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -534,21 +558,7 @@ impl CollectorConfig {
                 return bad(key, format!("{value} is too small: use at least {min}"));
             }
         }
-        for (key, value) in [
-            ("limits.max_body_bytes", l.max_body_bytes),
-            ("limits.max_decompressed_bytes", l.max_decompressed_bytes),
-        ] {
-            let most = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
-            if value > most {
-                return bad(
-                    key,
-                    format!(
-                        "{value} bytes is above the largest report the schema allows: use at \
-                         most {most}"
-                    ),
-                );
-            }
-        }
+        l.check_upper_bounds()?;
         for (key, value) in [
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
             ("limits.request_timeout_ms", l.request_timeout_ms),
@@ -611,6 +621,56 @@ impl CollectorConfig {
     /// The staging database file.
     pub fn staging_path(&self) -> PathBuf {
         self.data_dir.join("staging.sqlite3")
+    }
+}
+
+impl LimitsConfig {
+    /// The upper bounds of the limits, checked by [`CollectorConfig::validate`].
+    fn check_upper_bounds(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: key.to_owned(),
+                reason,
+            })
+        };
+        let l = self;
+        let most = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
+        if l.max_body_bytes > most {
+            return bad(
+                "limits.max_body_bytes",
+                format!(
+                    "{} bytes is above the largest report the schema allows: use at most {most}",
+                    l.max_body_bytes
+                ),
+            );
+        }
+        if l.max_decompressed_bytes > MAX_DECOMPRESSED_BYTES {
+            return bad(
+                "limits.max_decompressed_bytes",
+                format!(
+                    "{} bytes is above the largest report that can be stored: the receiver's \
+                     envelope needs room under the schema's {most}-byte limit, and a report \
+                     that leaves none would be refused as too large after being read (the \
+                     probe then drops it); use at most {MAX_DECOMPRESSED_BYTES}",
+                    l.max_decompressed_bytes
+                ),
+            );
+        }
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_concurrent_requests", l.max_concurrent_requests),
+        ] {
+            if value > MAX_CONCURRENCY {
+                return bad(
+                    key,
+                    format!(
+                        "{value} is out of range: use 1 to {MAX_CONCURRENCY} (no machine \
+                         serves more at once; the default is a good start)"
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 }
 

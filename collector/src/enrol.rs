@@ -37,7 +37,7 @@
 //! source, as an invalid or forged report does.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -57,18 +57,18 @@ use crate::{ConnInfo, EnrolOutcome, IngestOutcome, egress_address};
 /// Largest enrolment body accepted, in bytes: the request is about 150.
 pub const MAX_ENROL_BODY_BYTES: usize = 4096;
 
-/// Time allowed to receive an enrolment body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves one enrolment request (the caller matched the path and method,
-/// and admitted it): the answer, and how traffic accounting should take it
-/// (see [`traffic_outcome`]).
+/// and admitted it) within `request_timeout` (`limits.request_timeout_ms`,
+/// body and store included, as for a report): the answer, and how traffic
+/// accounting should take it (see [`traffic_outcome`]).
 pub(crate) async fn enrol(
     verifier: &Arc<SignatureVerifier>,
     trusted_proxies: &[ipnet::IpNet],
+    request_timeout: Duration,
     request: Request,
 ) -> (Response, Option<IngestOutcome>) {
-    let (result, response) = match enrol_inner(verifier, trusted_proxies, request).await {
+    let outcome = enrol_inner(verifier, trusted_proxies, request_timeout, request).await;
+    let (result, response) = match outcome {
         Ok((result, response)) => (result, response),
         Err(rejection) => (rejection.0, rejection.1),
     };
@@ -84,7 +84,8 @@ pub(crate) async fn enrol(
 /// trust — or refused by policy or for the receiver's own failure.
 fn traffic_outcome(result: &str) -> Option<IngestOutcome> {
     match result {
-        "enrolled" | "already_enrolled" | "key_changed" | "too_many_keys" | "storage_error" => None,
+        "enrolled" | "already_enrolled" | "key_changed" | "too_many_keys" | "storage_error"
+        | "timeout" => None,
         "invalid" => Some(IngestOutcome::Invalid),
         _ => Some(IngestOutcome::SignatureRejected),
     }
@@ -115,10 +116,12 @@ fn from_signature(rejection: SignatureRejection) -> Refusal {
 async fn enrol_inner(
     verifier: &Arc<SignatureVerifier>,
     trusted_proxies: &[ipnet::IpNet],
+    request_timeout: Duration,
     request: Request,
 ) -> Result<(&'static str, Response), Refusal> {
+    let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, request_timeout).await?;
     let (enrolment, key) = parse_enrolment(&bytes)?;
     let header = signature_header(&parts.headers)
         .map_err(from_signature)?
@@ -164,18 +167,37 @@ async fn enrol_inner(
         || std::net::IpAddr::from([0, 0, 0, 0]),
         |conn| egress_address(conn, &parts.headers, trusted_proxies).0,
     );
-    let outcome = verifier
-        .staging()
-        .enrol_key(
+    let stored = tokio::time::timeout(
+        request_timeout.saturating_sub(started.elapsed()),
+        verifier.staging().enrol_key(
             &enrolment.install_id,
             key,
             from,
             verifier.config().max_keys_per_install,
-        )
-        .await;
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => {
+        ),
+    )
+    .await;
+    let outcome = match stored {
+        Ok(Ok(o)) => o,
+        Err(_) => {
+            // The key may still be recorded after this; a retry is then
+            // answered `already_enrolled`. As after a storage error, the
+            // replay entry is forgotten so that the probe may send the
+            // same signed request again.
+            verifier.release_key(replay_key);
+            let mut refusal = refuse(
+                "timeout",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the enrolment was not confirmed recorded in time; retry later",
+            );
+            refusal
+                .1
+                .headers_mut()
+                .insert(header::RETRY_AFTER, 5.into());
+            return Err(refusal);
+        }
+        Ok(Err(e)) => {
             verifier.release_key(replay_key);
             tracing::error!(error = %e, "cannot record an enrolment; answering 503");
             let mut refusal = refuse(
@@ -270,13 +292,8 @@ fn answer(
     }
 }
 
-async fn read_body(body: Body) -> Result<axum::body::Bytes, Refusal> {
-    match tokio::time::timeout(
-        BODY_TIMEOUT,
-        Limited::new(body, MAX_ENROL_BODY_BYTES).collect(),
-    )
-    .await
-    {
+async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, Refusal> {
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_ENROL_BODY_BYTES).collect()).await {
         Err(_) => Err(refuse(
             "invalid",
             StatusCode::REQUEST_TIMEOUT,

@@ -26,8 +26,8 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::{IngestOutcome, ListenerName, Metrics};
 use crate::{
-    Admission, CollectorConfig, ConnInfo, Error, PathSet, SignatureVerifier, StageOutcome, Staging,
-    Ticket, Traffic,
+    Admission, CollectorConfig, ConnInfo, Error, PathSet, Proxied, SignatureVerifier, StageOutcome,
+    Staging, Ticket, Traffic,
 };
 
 /// A request refused before staging: how to count it and what to answer.
@@ -240,8 +240,13 @@ async fn enrol(state: &IngestState, request: Request) -> Response {
             Some(1),
         );
     };
-    let (response, outcome) =
-        crate::enrol::enrol(&state.signatures, &state.trusted_proxies, request).await;
+    let (response, outcome) = crate::enrol::enrol(
+        &state.signatures,
+        &state.trusted_proxies,
+        state.limits.request_timeout,
+        request,
+    )
+    .await;
     if let (Some(ticket), Some(outcome)) = (ticket, outcome) {
         state.traffic.finish(&ticket, outcome);
     }
@@ -294,14 +299,12 @@ async fn ingest(
         Ok(b) => b,
         Err(rejected) => return *rejected,
     };
-    let parsed = Report::from_submitted_json(&bytes);
     if let Some(t) = ticket.as_deref_mut() {
         t.bytes = bytes.len() as u64;
-        if parsed.is_err() {
-            t.sniff_install_id(&bytes);
-        }
     }
-    let report = match parsed {
+    // A body that is no report counts against its source alone, whatever
+    // `install_id` it names: anyone can name any installation.
+    let report = match Report::from_submitted_json(&bytes) {
         Ok(r) => r,
         Err(lineprobe_shared::Error::InvalidReport(violations)) => {
             let body = json!({
@@ -341,11 +344,6 @@ async fn ingest(
             ),
         );
     };
-    if let Some(t) = ticket.as_deref_mut()
-        && let Err(secs) = state.traffic.identify(t, report.install_id.as_str())
-    {
-        return (IngestOutcome::Throttled, throttled(secs));
-    }
     let signature = match state
         .signatures
         .check_report(&parts.headers, &bytes, &report)
@@ -354,6 +352,19 @@ async fn ingest(
         Ok(checked) => checked,
         Err(rejected) => return (IngestOutcome::SignatureRejected, rejected.into_response()),
     };
+    // The installation is counted (and may be throttled) only now that the
+    // report passed its signature check: unverified traffic naming it must
+    // not throttle or discredit its own reports (see `Traffic::identify`).
+    if let Some(t) = ticket.as_deref_mut()
+        && let Err(secs) = state
+            .traffic
+            .identify(t, report.install_id.as_str(), signature.check)
+    {
+        // Not stored: the probe sends the same signed request again after
+        // `Retry-After`, which the replay check must then let through.
+        state.signatures.release(&signature);
+        return (IngestOutcome::Throttled, throttled(secs));
+    }
     let mut report = report;
     let mut envelope = envelope(state, &conn, &parts.headers, &path);
     // The report's trust at arrival: its units' scores and the signature
@@ -689,14 +700,20 @@ fn recorded_path(path: &str) -> String {
 /// The socket peer, unless that peer is a trusted proxy: then the PROXY
 /// protocol header it sent (already checked by the listener), else the
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy,
-/// else `X-Real-IP`. Headers from anyone else are recorded but never
-/// believed — a probe behind a meddling gateway must not be able to claim
-/// another address.
+/// else — only when no `X-Forwarded-For` was sent at all — `X-Real-IP`.
+/// Headers from anyone else are recorded but never believed — a probe
+/// behind a meddling gateway must not be able to claim another address.
+///
+/// On a connection that began with a PROXY header the forwarding headers
+/// are never read, even when the header named no client (`LOCAL`,
+/// `UNKNOWN`, no address family): the proxy works at layer 4 and passes
+/// the client's HTTP headers on untouched, so they are the client's word.
+/// The socket peer stands for the client then.
 ///
 /// A trusted proxy's word is not believed where no client could be: an
-/// unspecified address (`0.0.0.0`, `::`) from the PROXY header or the
-/// forwarding headers is passed over as if absent, and a port 0 is recorded
-/// as no port. The stored schema refuses both, so believing them would get
+/// unspecified address (`0.0.0.0`, `::`) from the PROXY header is taken as
+/// no address, one in the forwarding headers is passed over as if absent,
+/// and a port 0 is recorded as no port. The stored schema refuses both, so believing them would get
 /// an acknowledged report quarantined inside.
 pub fn egress_address(
     conn: &ConnInfo,
@@ -704,19 +721,27 @@ pub fn egress_address(
     trusted: &[IpNet],
 ) -> (IpAddr, Option<u16>) {
     let port = |addr: SocketAddr| (addr.port() != 0).then_some(addr.port());
-    if let Some(p) = conn.proxied.filter(|p| !canonical(p.ip()).is_unspecified()) {
-        return (p.ip(), port(p));
-    }
     let socket = (conn.peer.ip(), port(conn.peer));
+    match conn.proxied {
+        Some(Proxied::Client(p)) if !canonical(p.ip()).is_unspecified() => {
+            return (p.ip(), port(p));
+        }
+        Some(_) => return socket,
+        None => {}
+    }
     let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&canonical(ip)));
     if !is_trusted(conn.peer.ip()) {
         return socket;
     }
+    // Each element on its own, from the raw bytes: a client can put any
+    // byte into the header it sends, and a proxy appending its peer with
+    // `$proxy_add_x_forwarded_for` keeps it in the same header, so one bad
+    // element must not cost the address the proxy appended after it.
     let forwarded: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|element| std::str::from_utf8(element).ok())
         .filter_map(parse_forwarded_addr)
         .collect();
     if let Some(ip) = forwarded.iter().rev().find(|ip| !is_trusted(**ip)) {
@@ -725,6 +750,11 @@ pub fn egress_address(
     if let Some(ip) = forwarded.first() {
         // Every hop was a trusted proxy: the left-most is the origin.
         return (*ip, None);
+    }
+    if headers.contains_key("x-forwarded-for") {
+        // The proxy forwards with X-Forwarded-For, so an X-Real-IP is the
+        // client's own word, passed on untouched.
+        return socket;
     }
     if let Some(ip) = headers
         .get("x-real-ip")
@@ -740,7 +770,7 @@ pub fn egress_address(
 /// `v4:port`; `None` for anything else, and for an unspecified address,
 /// which no client has.
 fn parse_forwarded_addr(raw: &str) -> Option<IpAddr> {
-    let s = raw.trim().trim_matches('"');
+    let s = raw.trim_ascii().trim_matches('"');
     let ip = if let Ok(ip) = s.parse::<IpAddr>() {
         ip
     } else if let Ok(sa) = s.parse::<SocketAddr>() {
@@ -779,7 +809,7 @@ mod tests {
     fn conn(peer: &str, proxied: Option<&str>) -> ConnInfo {
         ConnInfo {
             peer: peer.parse().unwrap(),
-            proxied: proxied.map(|p| p.parse().unwrap()),
+            proxied: proxied.map(|p| Proxied::Client(p.parse().unwrap())),
             local: "127.0.0.1:8443".parse().unwrap(),
             tls: None,
         }
@@ -839,6 +869,44 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_forwarded_element_costs_only_itself_and_never_lets_real_ip_in() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // A client's `X-Forwarded-For: \xff` as nginx's
+        // `$proxy_add_x_forwarded_for` passes it on: one header, the bad
+        // element then the client's real address.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff, 203.0.113.9").unwrap(),
+        );
+        h.append("x-real-ip", HeaderValue::from_static("198.51.100.66"));
+        let peer = conn("10.0.0.2:5555", None);
+        assert_eq!(
+            egress_address(&peer, &h, &trusted),
+            ("203.0.113.9".parse().unwrap(), None)
+        );
+        // Elements that are not addresses are skipped, wherever they are.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"192.0.2.1,\t 198.51.100.7 ,caf\xc3\xa9, 10.1.1.1").unwrap(),
+        );
+        assert_eq!(
+            egress_address(&peer, &h, &trusted).0.to_string(),
+            "198.51.100.7"
+        );
+        // Nothing usable in X-Forwarded-For: the socket peer, not the
+        // client-supplied X-Real-IP.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff").unwrap());
+        h.append("x-real-ip", HeaderValue::from_static("198.51.100.66"));
+        assert_eq!(
+            egress_address(&peer, &h, &trusted),
+            ("10.0.0.2".parse().unwrap(), Some(5555))
+        );
+    }
+
+    #[test]
     fn proxy_protocol_address_wins() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = headers(&[("x-forwarded-for", "192.0.2.1")]);
@@ -850,6 +918,42 @@ mod tests {
         assert_eq!(
             (ip.to_string(), port),
             ("198.51.100.9".to_owned(), Some(61000))
+        );
+    }
+
+    #[test]
+    fn behind_a_proxy_header_without_an_address_forwarding_headers_are_not_believed() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // A layer 4 proxy passes these on from the client untouched.
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-real-ip", "198.51.100.8"),
+        ]);
+        let local = ConnInfo {
+            proxied: Some(Proxied::NoAddress),
+            ..conn("10.0.0.2:5555", None)
+        };
+        assert_eq!(
+            egress_address(&local, &h, &trusted),
+            ("10.0.0.2".parse().unwrap(), Some(5555))
+        );
+        let h = headers(&[("x-real-ip", "198.51.100.8")]);
+        assert_eq!(
+            egress_address(&local, &h, &trusted),
+            ("10.0.0.2".parse().unwrap(), Some(5555))
+        );
+        // A named source no client can have is passed over the same way.
+        let unspecified = conn("10.0.0.2:5555", Some("0.0.0.0:40000"));
+        assert_eq!(
+            egress_address(&unspecified, &h, &trusted),
+            ("10.0.0.2".parse().unwrap(), Some(5555))
+        );
+        // Without a PROXY header the same peer's headers are believed.
+        assert_eq!(
+            egress_address(&conn("10.0.0.2:5555", None), &h, &trusted)
+                .0
+                .to_string(),
+            "198.51.100.8"
         );
     }
 

@@ -32,7 +32,7 @@ pub use error::Error;
 pub use export::*;
 pub use ingest::{IngestLimits, IngestState, egress_address, ingest_router, not_found};
 pub use listener::{
-    ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, TlsInfo, bind, serve,
+    ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, Proxied, TlsInfo, bind, serve,
 };
 pub use metrics::{IngestOutcome, ListenerName, Metrics};
 pub use paths::{PathPattern, PathSet};

@@ -106,12 +106,38 @@ impl ListenerOptions {
 pub struct ConnInfo {
     /// The socket peer: whoever opened the TCP connection.
     pub peer: SocketAddr,
-    /// The client named by a PROXY protocol header from a trusted peer.
-    pub proxied: Option<SocketAddr>,
+    /// What the PROXY protocol header a trusted peer sent on this
+    /// connection said; `None` when none was read.
+    pub proxied: Option<Proxied>,
     /// The local address the connection was accepted on.
     pub local: SocketAddr,
     /// TLS details; `None` on plain HTTP.
     pub tls: Option<TlsInfo>,
+}
+
+/// What a trusted peer's PROXY protocol header said about the client.
+///
+/// A header without an address is kept apart from no header at all: either
+/// way the socket peer stands for the client, but behind a PROXY header the
+/// peer is a layer 4 proxy, which passes the client's HTTP headers on
+/// untouched, so its forwarding headers are the client's own word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxied {
+    /// The client's address (TCP over IPv4 or IPv6).
+    Client(SocketAddr),
+    /// No address: `LOCAL` (the proxy's own health check), `UNKNOWN`, or a
+    /// v2 header for `AF_UNSPEC` or a Unix socket.
+    NoAddress,
+}
+
+impl Proxied {
+    /// The client's address, when the header named one.
+    pub fn client(self) -> Option<SocketAddr> {
+        match self {
+            Self::Client(addr) => Some(addr),
+            Self::NoAddress => None,
+        }
+    }
 }
 
 /// TLS details of a connection.
@@ -130,7 +156,12 @@ impl ConnInfo {
     /// The client's address: the PROXY header's source when there is one,
     /// else the socket peer.
     pub fn client(&self) -> SocketAddr {
-        self.proxied.unwrap_or(self.peer)
+        self.proxied_client().unwrap_or(self.peer)
+    }
+
+    /// The client's address from the PROXY header, when it named one.
+    pub fn proxied_client(&self) -> Option<SocketAddr> {
+        self.proxied.and_then(Proxied::client)
     }
 
     /// Whether the socket peer lies in one of `trusted` (so its forwarding
@@ -318,11 +349,12 @@ async fn connection(
         };
         match result {
             Ok((header, rest)) => {
-                proxied = header.addresses.map(|a| canonical(a.source));
+                let source = header.addresses.map(|a| canonical(a.source));
+                proxied = Some(source.map_or(Proxied::NoAddress, Proxied::Client));
                 // Ingest does not believe such a source (see
                 // `egress_address`); said here once per connection, as it
                 // points at the proxy's configuration.
-                if let Some(source) = proxied.filter(|s| s.ip().is_unspecified() || s.port() == 0) {
+                if let Some(source) = source.filter(|s| s.ip().is_unspecified() || s.port() == 0) {
                     tracing::warn!(
                         %peer,
                         %source,
@@ -623,7 +655,9 @@ mod tests {
         assert_eq!(info.peer, "10.1.2.3:5000".parse().unwrap());
         assert!(info.is_trusted_proxy(&nets));
         assert_eq!(info.client(), info.peer);
-        info.proxied = Some("198.51.100.4:1234".parse().unwrap());
+        info.proxied = Some(Proxied::NoAddress);
+        assert_eq!(info.client(), info.peer);
+        info.proxied = Some(Proxied::Client("198.51.100.4:1234".parse().unwrap()));
         assert_eq!(info.client(), "198.51.100.4:1234".parse().unwrap());
         info.peer = "192.0.2.1:1".parse().unwrap();
         assert!(!info.is_trusted_proxy(&nets));

@@ -188,6 +188,24 @@ fn validation_messages_say_what_to_do() {
             "[limits]\nmax_decompressed_bytes = 100000000\n",
             "`limits.max_decompressed_bytes`: 100000000 bytes is above",
         ),
+        // The schema's own limit leaves no room for the envelope.
+        (
+            "[limits]\nmax_decompressed_bytes = 1048576\n",
+            "`limits.max_decompressed_bytes`: 1048576 bytes is above the largest report that \
+             can be stored",
+        ),
+        (
+            "[limits]\nmax_decompressed_bytes = 1048576\n",
+            "use at most 983040",
+        ),
+        (
+            "[limits]\nmax_connections = 2000000\n",
+            "`limits.max_connections`: 2000000 is out of range: use 1 to 1000000",
+        ),
+        (
+            "[limits]\nmax_concurrent_requests = 2305843009213693952\n",
+            "`limits.max_concurrent_requests`: 2305843009213693952 is out of range",
+        ),
         ("[export]\nmax_batch = 0\n", "export.max_batch"),
         ("node_id = \"bad id!\"\n", "node name"),
         ("[staging]\nmax_reports = 0\n", "staging.max_reports"),

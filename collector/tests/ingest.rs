@@ -275,42 +275,84 @@ async fn gzip_bodies_and_their_limits() {
 }
 
 #[tokio::test]
-async fn a_report_that_the_envelope_takes_past_the_schema_limit_is_refused_not_stored() {
-    // The largest decompressed body the configuration allows is the
-    // schema's largest report; the receiver's envelope comes on top.
+async fn the_largest_report_ingest_takes_is_stored_with_the_largest_envelope() {
+    // `limits.max_decompressed_bytes` at its highest leaves room for the
+    // receiver's envelope under the schema's limit: every report ingest
+    // lets through can be stored, whatever headers came with it.
+    let most = lineprobe_collector::MAX_DECOMPRESSED_BYTES;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (running, client) = start(dir.path(), "[limits]\nmax_decompressed_bytes = 1048576\n").await;
+    let (running, client) = start(
+        dir.path(),
+        &format!("[limits]\nmax_decompressed_bytes = {most}\n"),
+    )
+    .await;
     let url = public_url(&running, "/api/v1/report");
     let limit = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
-    // A valid report padded with whitespace inside its object to `size`.
-    let padded = |size: usize| {
-        let mut report = sample_report();
-        report["report_id"] = json!(uuid::Uuid::now_v7().to_string());
-        let json = serde_json::to_vec(&report).expect("json");
-        let mut body = b"{".to_vec();
-        body.resize(size - json.len() + 1, b' ');
-        body.extend_from_slice(&json[1..]);
-        assert_eq!(body.len(), size);
-        body
-    };
+    // Every recorded header at its longest, in 4-byte characters.
+    let long = reqwest::header::HeaderValue::from_bytes("\u{1F600}".repeat(600).as_bytes())
+        .expect("header");
     let send = |body: Vec<u8>| {
-        client
+        let mut request = client
             .post(&url)
             .header("content-type", "application/json")
-            .header("content-encoding", "gzip")
-            .body(gzip(&body))
-            .send()
+            .header("content-encoding", "gzip");
+        for name in lineprobe_shared::EnvelopeHeaders::SELECTED {
+            request = request.header(name, long.clone());
+        }
+        request.body(gzip(&body)).send()
     };
 
-    let r = send(padded(limit - 16)).await.expect("send");
+    let r = send(padded_report(most)).await.expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let exported = running.staging.export_after(0, 10).await.expect("export");
+    assert_eq!(exported.len(), 1);
+    assert!(exported[0].json.len() <= limit);
+
+    // One byte more is refused by ingest, before anything is stored.
+    let r = send(padded_report(most + 1)).await.expect("send");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["error"], "too_large", "{body}");
+    assert_eq!(
+        running
+            .staging
+            .export_after(0, 10)
+            .await
+            .expect("export")
+            .len(),
+        1
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_report_that_the_envelope_takes_past_the_schema_limit_is_refused_not_stored() {
+    // Ingest no longer lets such a report through (see above); the store
+    // still refuses one rather than keep what could never be pulled.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, _client) = start(dir.path(), "").await;
+    let limit = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
+    let body = padded_report(limit - 16);
+    let mut report = lineprobe_shared::Report::from_submitted_json(&body).expect("report");
+    report.envelope = Some(lineprobe_shared::ReceiverEnvelope {
+        received_at: chrono::Utc::now(),
+        peer_ip: "203.0.113.9".parse().expect("ip"),
+        peer_port: Some(40_000),
+        path: "/api/v1/report".to_owned(),
+        headers: lineprobe_shared::EnvelopeHeaders::default(),
+        tls: None,
+        node_id: "test-node".to_owned(),
+        trust: None,
+        seq: 0,
+    });
+    let e = running
+        .staging
+        .stage_received(report, &body)
+        .await
+        .expect_err("too large");
     assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("with the receiver's envelope")),
-        "{body}"
+        e.to_string().contains("with the receiver's envelope"),
+        "{e}"
     );
     assert!(
         running
@@ -320,14 +362,20 @@ async fn a_report_that_the_envelope_takes_past_the_schema_limit_is_refused_not_s
             .expect("export")
             .is_empty()
     );
-
-    // Just under the limit with its envelope: stored, and exported whole.
-    let r = send(padded(limit - 16 * 1024)).await.expect("send");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let exported = running.staging.export_after(0, 10).await.expect("export");
-    assert_eq!(exported.len(), 1);
-    assert!(exported[0].json.len() <= limit);
     running.shutdown().await.expect("shutdown");
+}
+
+/// A valid report with a fresh id, padded with whitespace inside its
+/// object to `size` bytes.
+fn padded_report(size: usize) -> Vec<u8> {
+    let mut report = sample_report();
+    report["report_id"] = json!(uuid::Uuid::now_v7().to_string());
+    let json = serde_json::to_vec(&report).expect("json");
+    let mut body = b"{".to_vec();
+    body.resize(size - json.len() + 1, b' ');
+    body.extend_from_slice(&json[1..]);
+    assert_eq!(body.len(), size);
+    body
 }
 
 #[tokio::test]

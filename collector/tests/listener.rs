@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::{Extension, Router};
 use lineprobe_collector::{
-    CertStore, ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, TlsConfig, serve,
+    CertStore, ConnInfo, ListenerEvent, ListenerObserver, ListenerOptions, Proxied, TlsConfig,
+    serve,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,8 +46,11 @@ async fn whoami(Extension(info): Extension<ConnInfo>) -> String {
     format!(
         "peer={} proxied={} client={} tls={} sni={} client_cert={}",
         info.peer,
-        info.proxied
-            .map_or_else(|| "none".to_owned(), |a| a.to_string()),
+        match info.proxied {
+            None => "none".to_owned(),
+            Some(Proxied::NoAddress) => "no-address".to_owned(),
+            Some(Proxied::Client(a)) => a.to_string(),
+        },
         info.client(),
         info.tls.as_ref().map_or("none", |t| t.version.as_str()),
         info.tls
@@ -477,11 +481,17 @@ async fn proxy_headers_from_a_trusted_peer_name_the_client() {
     let out = read_to_close(&mut s, BOUND).await;
     assert!(out.contains("proxied=203.0.113.9:40000"), "{out}");
 
-    // LOCAL (a health check by the proxy itself): served, no client address.
+    // LOCAL (a health check by the proxy itself): served, no client
+    // address, but known to have come with a PROXY header.
     let local = [&b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"[..], GET_CLOSE].concat();
     let out = raw_exchange(server.addr, &local, BOUND).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("proxied=none"), "{out}");
+    assert!(out.contains("proxied=no-address"), "{out}");
+    assert!(out.contains("client=127.0.0.1:"), "{out}");
+    // UNKNOWN likewise.
+    let unknown = [&b"PROXY UNKNOWN\r\n"[..], GET_CLOSE].concat();
+    let out = raw_exchange(server.addr, &unknown, BOUND).await;
+    assert!(out.contains("proxied=no-address"), "{out}");
     server.shutdown.cancel();
     timeout(BOUND, server.task).await.unwrap().unwrap().unwrap();
 }

@@ -12,8 +12,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, Method, Request, StatusCode, Uri, header};
 use http_body_util::BodyExt as _;
 use lineprobe_collector::{
-    ConnInfo, IngestOutcome, IngestState, Metrics, Staging, StagingOptions, SystemClock, TlsInfo,
-    Traffic, UnitKey, ingest_router, manifest_routes,
+    ConnInfo, IngestOutcome, IngestState, Metrics, Proxied, Staging, StagingOptions, SystemClock,
+    TlsInfo, Traffic, UnitKey, ingest_router, manifest_routes,
 };
 use lineprobe_shared::Report;
 use serde_json::Value;
@@ -364,7 +364,7 @@ async fn readyz_is_503_once_staging_is_full() {
 fn conn(peer: &str, proxied: Option<&str>) -> ConnInfo {
     ConnInfo {
         peer: peer.parse().expect("peer"),
-        proxied: proxied.map(|p| p.parse::<SocketAddr>().expect("proxied")),
+        proxied: proxied.map(|p| Proxied::Client(p.parse::<SocketAddr>().expect("proxied"))),
         local: "127.0.0.1:8443".parse().expect("local"),
         tls: None,
     }
@@ -442,4 +442,171 @@ async fn a_refused_enrolment_counts_against_its_source_as_a_refused_report_does(
     assert!(h.traffic.trust_score(&unit("198.51.100.7")) < initial);
     // Another source is untouched.
     assert!((h.traffic.trust_score(&unit("203.0.113.5")) - initial).abs() < 1e-9);
+}
+
+/// A probe's key, to enrol and sign with through the router.
+struct SigningProbe {
+    install_id: lineprobe_shared::InstallId,
+    key: lineprobe_shared::ProbeSigningKey,
+}
+
+impl SigningProbe {
+    fn new(install_id: &str) -> Self {
+        Self {
+            install_id: lineprobe_shared::InstallId::parse(install_id).expect("install id"),
+            key: lineprobe_shared::ProbeSigningKey::generate(),
+        }
+    }
+
+    /// The `LineProbe-Signature` of `body` for `purpose` with `nonce`.
+    fn signature(
+        &self,
+        purpose: lineprobe_shared::SignedPurpose,
+        nonce: &str,
+        body: &[u8],
+    ) -> String {
+        let ts = chrono::Utc::now().timestamp();
+        let message = lineprobe_shared::signed_message(
+            purpose,
+            &self.install_id,
+            nonce,
+            ts,
+            &lineprobe_shared::body_sha256_hex(body),
+        );
+        lineprobe_shared::SignatureHeader {
+            key_id: self.key.public_key().key_id(),
+            ts,
+            signature: self.key.sign(&message),
+        }
+        .to_string()
+    }
+
+    fn enrolment(&self) -> Request<Body> {
+        let nonce = uuid::Uuid::now_v7().to_string();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "install_id": self.install_id.as_str(),
+            "public_key": self.key.public_key().to_base64(),
+            "nonce": nonce,
+        }))
+        .expect("json");
+        let signature = self.signature(lineprobe_shared::SignedPurpose::Enrol, &nonce, &body);
+        Request::post("/api/v1/enrol")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(lineprobe_shared::SIGNATURE_HEADER, signature)
+            .body(Body::from(body))
+            .expect("request")
+    }
+
+    /// A report in this probe's name, as the JSON bytes sent.
+    fn report_body(&self) -> (String, Vec<u8>) {
+        let mut report = support::sample_report();
+        report["install_id"] = Value::String(self.install_id.to_string());
+        let id = report["report_id"].as_str().expect("id").to_owned();
+        (id, serde_json::to_vec(&report).expect("json"))
+    }
+
+    /// A report in this probe's name, signed with `signer`'s key when
+    /// there is one.
+    fn report(&self, signer: Option<&Self>) -> Request<Body> {
+        let (id, body) = self.report_body();
+        let mut request =
+            Request::post("/api/v1/report").header(header::CONTENT_TYPE, "application/json");
+        if let Some(signer) = signer {
+            let signature = signer.signature(lineprobe_shared::SignedPurpose::Report, &id, &body);
+            request = request.header(lineprobe_shared::SIGNATURE_HEADER, signature);
+        }
+        request.body(Body::from(body)).expect("request")
+    }
+}
+
+#[tokio::test]
+async fn junk_naming_an_installation_neither_throttles_nor_taints_its_signed_reports() {
+    let h = Harness::new(FLOOD_LIMITS);
+    let victim = SigningProbe::new("victim-install-1");
+    let home = "198.51.100.7:40000";
+    let (status, body) = h.send(victim.enrolment(), home, None).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // Junk in the victim's name, from addresses all over the internet (one
+    // prefix each, so that no source prefix is throttled): a body that
+    // breaks the schema, an unsigned report (refused: the installation
+    // signs), and one signed by somebody else's key. Together far more
+    // than the band allows the installation in a minute.
+    let forger = SigningProbe::new("victim-install-1");
+    for i in 0..60_u32 {
+        let from = format!("192.0.{i}.1:40000");
+        let (request, expected) = match i % 3 {
+            0 => {
+                let mut broken = support::sample_report();
+                broken["install_id"] = Value::from("victim-install-1");
+                broken["trace"] = Value::from(7);
+                let request = Request::post("/api/v1/report")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(serde_json::to_vec(&broken).expect("json")))
+                    .expect("request");
+                (request, StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            1 => (victim.report(None), StatusCode::UNAUTHORIZED),
+            _ => (victim.report(Some(&forger)), StatusCode::UNAUTHORIZED),
+        };
+        let (status, body) = h.send(request, &from, None).await;
+        // Were the junk counted for the installation, this is where it
+        // would be throttled (429) in the installation's name; what the
+        // test is about is the victim's report below.
+        assert!(
+            status == expected || status == StatusCode::TOO_MANY_REQUESTS,
+            "{i}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let install = UnitKey::Install("victim-install-1".to_owned());
+    let initial = h
+        .traffic
+        .trust_score(&UnitKey::prefix_of("203.0.113.5".parse().expect("ip")));
+    assert!((h.traffic.trust_score(&install) - initial).abs() < 1e-9);
+
+    // The victim's own signed report is stored, and not taken for a
+    // source with recent rejects or in an anomaly episode.
+    let (status, body) = h.send(victim.report(Some(&victim)), home, None).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let stored: Value = serde_json::from_slice(&h.exported().await[0]).expect("json");
+    let trust = &stored["envelope"]["trust"];
+    assert_eq!(trust["signature"], "verified", "{trust}");
+    let reasons = trust["reasons"].as_array().expect("reasons");
+    assert!(!reasons.contains(&Value::from("recent_rejects")), "{trust}");
+    assert!(
+        !reasons.contains(&Value::from("anomaly_episode")),
+        "{trust}"
+    );
+}
+
+#[tokio::test]
+async fn an_enrolment_whose_body_does_not_come_ends_at_the_request_timeout() {
+    let h = Harness::new("[limits]\nrequest_timeout_ms = 200\n");
+    let never = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+    let request = Request::post("/api/v1/enrol")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(never))
+        .expect("request");
+    let started = std::time::Instant::now();
+    let (status, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        h.send(request, "198.51.100.7:40000", None),
+    )
+    .await
+    .expect("answered within the configured request timeout");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["error"], "timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }

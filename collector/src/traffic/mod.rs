@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use lineprobe_shared::{ArrivalTrust, SignatureCheck};
-use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -104,8 +103,12 @@ pub struct Ticket {
     minute: u64,
     prefix: UnitKey,
     path: Option<UnitKey>,
+    /// Set only once the report passed its signature check (see
+    /// [`Traffic::identify`]).
     install: Option<UnitKey>,
-    install_counted: bool,
+    /// The report's signature verified against a key enrolled for
+    /// `install`.
+    install_verified: bool,
     /// Its source prefix or `install_id` is in an anomaly episode.
     in_episode: bool,
     /// Body bytes read (after decompression).
@@ -116,24 +119,6 @@ impl Ticket {
     /// The source prefix unit.
     pub fn prefix(&self) -> &UnitKey {
         &self.prefix
-    }
-
-    /// Names the report's `install_id` from a body that did not parse as a
-    /// report, when its JSON gets that far, so that the reject counts
-    /// against the installation too.
-    pub fn sniff_install_id(&mut self, body: &[u8]) {
-        #[derive(Deserialize)]
-        struct Sniff {
-            install_id: Option<String>,
-        }
-        if self.install.is_none()
-            && let Ok(Sniff {
-                install_id: Some(id),
-            }) = serde_json::from_slice::<Sniff>(body)
-            && let Ok(id) = lineprobe_shared::InstallId::parse(&id)
-        {
-            self.install = Some(UnitKey::Install(id.as_str().to_owned()));
-        }
     }
 }
 
@@ -244,7 +229,7 @@ impl Traffic {
             prefix,
             path,
             install: None,
-            install_counted: false,
+            install_verified: false,
             in_episode: false,
             bytes: 0,
         };
@@ -274,16 +259,39 @@ impl Traffic {
         Admission::Proceed(ticket)
     }
 
-    /// Counts the report's `install_id` once its body parsed, and throttles
-    /// it (`Err` with `Retry-After` seconds) when that installation is in an
-    /// anomaly episode and over its budget — before the report is staged.
-    pub fn identify(&self, ticket: &mut Ticket, install_id: &str) -> Result<(), u64> {
+    /// Counts the report's `install_id` once the report passed its
+    /// signature check (`signature` is how), and throttles it (`Err` with
+    /// `Retry-After` seconds) when that installation is in an anomaly
+    /// episode and over its budget — before the report is staged.
+    ///
+    /// An `install_id` is no secret: a report that was not checked, or
+    /// failed its check, names an installation but proves nothing about
+    /// it, so it is never counted for one (only for its source prefix).
+    /// Otherwise anyone could put an installation into an episode, and get
+    /// its own reports throttled, by naming it in junk. What is counted:
+    ///
+    /// - a signed report verified with a key enrolled for the installation
+    ///   (`Verified`, or `KeyChanged` for a contested one, where the holders
+    ///   of its keys share the unit by design);
+    /// - an unsigned report accepted as such: the installation has enrolled
+    ///   no key (unsigned reports of one that has are refused before this),
+    ///   so whoever sends reports in its name is that installation as far
+    ///   as the receiver can tell, and could store reports in its name
+    ///   anyway; such a unit is scored, but its reports stay capped at
+    ///   `trust.unsigned_cap`, and enrolling a key takes it out of reach.
+    ///   It is never penalised for a reject (see [`Traffic::finish`]).
+    pub fn identify(
+        &self,
+        ticket: &mut Ticket,
+        install_id: &str,
+        signature: SignatureCheck,
+    ) -> Result<(), u64> {
         let unit = UnitKey::Install(install_id.to_owned());
         ticket.install = Some(unit.clone());
+        ticket.install_verified = signature != SignatureCheck::Unsigned;
         if !self.config.enabled {
             return Ok(());
         }
-        ticket.install_counted = true;
         let now = self.clock.now_ms();
         let mut events = Vec::new();
         let throttled = {
@@ -325,6 +333,14 @@ impl Traffic {
 
     /// Records how the request ended: bytes and rejects into its units, and
     /// the outcome into their trust.
+    ///
+    /// The installation has a part only when [`Traffic::identify`] named it,
+    /// that is once the report passed its signature check; a reject then
+    /// counts against it only when the signature verified, as only then is
+    /// the report known to be the installation's own. Whatever failed
+    /// before (a body that is no report, a forged or unsigned report in an
+    /// enrolled installation's name) counts against its source prefix
+    /// alone.
     pub fn finish(&self, ticket: &Ticket, outcome: IngestOutcome) {
         if !self.config.enabled {
             return;
@@ -337,20 +353,13 @@ impl Traffic {
                 | IngestOutcome::UnsupportedMedia
                 | IngestOutcome::SignatureRejected
         );
-        let now = self.clock.now_ms();
-        let mut events = Vec::new();
+        let install = ticket
+            .install
+            .as_ref()
+            .filter(|_| !rejected || ticket.install_verified);
         {
             let mut m = lock(&self.monitor);
-            if let Some(install) = &ticket.install
-                && !ticket.install_counted
-            {
-                self.count(&mut m, install, now, &mut events);
-            }
-            let units = [
-                Some(&ticket.prefix),
-                ticket.path.as_ref(),
-                ticket.install.as_ref(),
-            ];
+            let units = [Some(&ticket.prefix), ticket.path.as_ref(), install];
             for unit in units.into_iter().flatten() {
                 let Monitor {
                     tables, episodes, ..
@@ -367,13 +376,9 @@ impl Traffic {
                 }
             }
         }
-        self.apply(events, ticket.minute);
         if accepted || rejected {
             let mut book = lock(&self.trust);
-            for unit in [Some(&ticket.prefix), ticket.install.as_ref()]
-                .into_iter()
-                .flatten()
-            {
+            for unit in [Some(&ticket.prefix), install].into_iter().flatten() {
                 if accepted {
                     book.accepted(unit, ticket.minute, ticket.in_episode);
                 } else {

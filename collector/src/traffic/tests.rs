@@ -228,25 +228,29 @@ fn arrival_trust_names_the_episode_and_the_unsigned_cap() {
     let Admission::Proceed(mut ticket) = t.admit(ip("198.51.100.7"), "/api/v1/report") else {
         panic!("throttled");
     };
-    t.identify(&mut ticket, "tid-1").expect("not throttled");
+    t.identify(&mut ticket, "tid-1", SignatureCheck::Unsigned)
+        .expect("not throttled");
     let trust = t
         .arrival_trust(&ticket, SignatureCheck::Unsigned)
         .expect("enabled");
     assert_eq!(trust.score.get(), 40);
     assert_eq!(trust.signature, SignatureCheck::Unsigned);
     assert!(!trust.reasons.contains(&TrustReason::AnomalyEpisode));
-    t.finish(&ticket, IngestOutcome::Invalid);
-    // The reject lowered both units.
+    t.finish(&ticket, IngestOutcome::TooLarge);
+    // The reject lowered the source prefix only: an unsigned report proves
+    // nothing about the installation it names.
+    let prefix = UnitKey::prefix_of(ip("198.51.100.7"));
     let install = UnitKey::Install("tid-1".to_owned());
-    assert!((t.trust_score(&install) - 35.0).abs() < 1e-9);
-    // A rejected body still names its install id when its JSON gets far
-    // enough.
-    let Admission::Proceed(mut ticket) = t.admit(ip("198.51.100.7"), "/x") else {
+    assert!((t.trust_score(&prefix) - 35.0).abs() < 1e-9);
+    assert!((t.trust_score(&install) - 40.0).abs() < 1e-9);
+    // A verified report's reject is the installation's own.
+    let Admission::Proceed(mut ticket) = t.admit(ip("198.51.100.7"), "/api/v1/report") else {
         panic!("throttled");
     };
-    ticket.sniff_install_id(br#"{"install_id": "tid-2", "trace": 7}"#);
-    t.finish(&ticket, IngestOutcome::Invalid);
-    assert!((t.trust_score(&UnitKey::Install("tid-2".to_owned())) - 35.0).abs() < 1e-9);
+    t.identify(&mut ticket, "tid-1", SignatureCheck::Verified)
+        .expect("not throttled");
+    t.finish(&ticket, IngestOutcome::TooLarge);
+    assert!((t.trust_score(&install) - 35.0).abs() < 1e-9);
 }
 
 #[test]
