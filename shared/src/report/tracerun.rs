@@ -27,8 +27,9 @@ pub struct ReportTrace {
     pub protocol: TraceProtocol,
     /// The engine that ran the trace.
     pub engine: TraceEngine,
-    /// Better engines that were not used, and why (no raw-socket privilege,
-    /// blocked by a firewall…), best first.
+    /// Other engines tried or passed over, and why (no raw-socket privilege,
+    /// blocked by a firewall, no probe answered…), best first: better ones
+    /// not used, and when no engine got an answer, the other silent ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = ReportLimits::MAX_ENGINE_FALLBACKS))]
     pub engine_fallbacks: Vec<EngineFallback>,
