@@ -712,19 +712,35 @@ impl Settings {
         };
         if let Some(m) = manifest {
             // A manifest endpoint that matches a configured one keeps that
-            // entry's fronting settings.
-            endpoints = m
+            // entry's fronting settings. One this build cannot use is passed
+            // over, not an error: failing here would stop every probe and
+            // every manifest check, so a corrected manifest could never
+            // arrive; with none usable the configured endpoints stay.
+            let usable: Vec<Endpoint> = m
                 .endpoints
                 .iter()
-                .map(|url| {
-                    let fresh = Endpoint::parse(url)?;
-                    Ok(endpoints
-                        .iter()
-                        .find(|e| e.url == fresh.url)
-                        .cloned()
-                        .unwrap_or(fresh))
+                .filter_map(|url| match Endpoint::parse(url) {
+                    Ok(fresh) => Some(
+                        endpoints
+                            .iter()
+                            .find(|e| e.url == fresh.url)
+                            .cloned()
+                            .unwrap_or(fresh),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(serial = m.serial, error = %e, "manifest endpoint passed over");
+                        None
+                    }
                 })
-                .collect::<Result<Vec<_>, Error>>()?;
+                .collect();
+            if usable.is_empty() {
+                tracing::warn!(
+                    serial = m.serial,
+                    "no endpoint of the manifest is usable; the configured endpoints stay"
+                );
+            } else {
+                endpoints = usable;
+            }
             path_patterns.clone_from(&m.path_patterns);
             schedule = m.schedule;
         }
@@ -767,6 +783,45 @@ mod tests {
             }
         }
         assert_eq!(fill_pattern("/api/v1/report", &mut rng), "/api/v1/report");
+    }
+
+    /// A manifest endpoint this build cannot parse is passed over; with no
+    /// usable one the configured endpoints stay (an error here would stop
+    /// probes and manifest checks until the manifest expired).
+    #[test]
+    fn unusable_manifest_endpoints_are_passed_over() {
+        let mut config = AgentConfig::default();
+        config.endpoints.urls = vec![EndpointSpec::Url(
+            "https://configured.example.net".to_owned(),
+        )];
+        let now = chrono::Utc::now();
+        let mut manifest = lineprobe_shared::Manifest {
+            serial: 7,
+            issued_at: now,
+            expires_at: now + chrono::Duration::days(1),
+            endpoints: vec![
+                "https://collector.example.net.8443".to_owned(),
+                "https://good.example.net".to_owned(),
+            ],
+            path_patterns: vec!["/api/v1/report".to_owned()],
+            schedule: lineprobe_shared::ProbeSchedule {
+                interval_secs: 600,
+                jitter_secs: 0,
+            },
+            catalog_versions: std::collections::BTreeMap::default(),
+            latest_agent: None,
+        };
+        let urls = |m: &lineprobe_shared::Manifest| -> Vec<String> {
+            Settings::resolve(&config, Some(m), &[])
+                .expect("settings")
+                .endpoints
+                .iter()
+                .map(|e| e.url.to_string())
+                .collect()
+        };
+        assert_eq!(urls(&manifest), ["https://good.example.net/"]);
+        manifest.endpoints.truncate(1);
+        assert_eq!(urls(&manifest), ["https://configured.example.net/"]);
     }
 
     #[test]
