@@ -644,8 +644,8 @@ async fn export_current_manifest(State(state): State<ExportState>) -> Response {
     }
 }
 
-fn manifest_response(serial: u64, bytes: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(bytes));
+fn manifest_response(serial: u64, bytes: impl Into<Body>) -> Response {
+    let mut response = Response::new(bytes.into());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -666,44 +666,37 @@ async fn public_manifest(State(staging): State<Staging>, headers: HeaderMap) -> 
     serve_manifest(&staging, &headers, || {
         (StatusCode::NOT_FOUND, "no manifest has been published\n").into_response()
     })
-    .await
 }
 
 /// The public answer to a manifest request: `GET /manifest`, and `GET` on
 /// any ingest path (probes fetch it on their random paths too, so that a
 /// meddling gateway sees no fixed URL for it either). `not_published` is
 /// the 404 to give while no manifest has been published.
-pub(crate) async fn serve_manifest(
+///
+/// Served from the store's copy in memory: anyone may ask for it as often
+/// as they like, and no request here may cost a database read.
+pub(crate) fn serve_manifest(
     staging: &Staging,
     headers: &HeaderMap,
     not_published: fn() -> Response,
 ) -> Response {
-    match staging.current_manifest().await {
-        Ok(Some((serial, bytes))) => {
-            let etag = format!("\"{serial}\"");
-            let unchanged = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
-            let mut response = manifest_response(serial, bytes);
-            if unchanged {
-                *response.status_mut() = StatusCode::NOT_MODIFIED;
-                *response.body_mut() = Body::empty();
-                response.headers_mut().remove(header::CONTENT_TYPE);
-            }
-            response
-        }
-        Ok(None) => not_published(),
-        Err(err) => {
-            tracing::error!(error = %err, "manifest: staging failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "30")],
-                "the manifest is unavailable; retry later\n",
-            )
-                .into_response()
-        }
+    let Some(manifest) = staging.published_manifest() else {
+        return not_published();
+    };
+    let serial = manifest.serial;
+    let etag = format!("\"{serial}\"");
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    if unchanged {
+        let mut response = manifest_response(serial, Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        return response;
     }
+    // A clone of `Bytes` shares the stored copy.
+    manifest_response(serial, manifest.signed.clone())
 }
 
 /// The `OpenAPI` document (this handler needs no token).

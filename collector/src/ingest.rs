@@ -130,7 +130,9 @@ pub(crate) async fn healthz() -> &'static str {
 }
 
 /// Readiness: staging would store a report now — it answers, is below its
-/// bound and still takes changes.
+/// bound and still takes changes. Anyone may ask, as often as they like:
+/// the store answers from memory, reading the database at most once a
+/// second for all of them ([`Staging::check_accepting`]).
 async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
     readiness(&state.staging, ListenerName::Public).await
 }
@@ -185,7 +187,7 @@ async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Req
         // The manifest is served under the random paths as at /manifest;
         // while none is published the path gives the ordinary 404, like
         // any path that is not served, so that it does not stand out.
-        return crate::export::serve_manifest(&state.staging, request.headers(), not_found).await;
+        return crate::export::serve_manifest(&state.staging, request.headers(), not_found);
     }
     if request.method() != Method::POST || !state.paths.matches(request.uri().path()) {
         state.metrics.ingest(IngestOutcome::NotFound);

@@ -548,6 +548,97 @@ async fn a_signed_manifest_is_accepted_and_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_manifest_is_served_at_once_without_a_store_read() {
+    let h = Harness::new();
+    let router = h.router();
+    let public = manifest_routes(h.staging.clone());
+    let fetch = |if_none_match: Option<&str>| {
+        let mut request = Request::get("/manifest");
+        if let Some(etag) = if_none_match {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        send(&public, request.body(Body::empty()).expect("req"))
+    };
+
+    for serial in [5, 6] {
+        let body = signed(serial, &h.key);
+        let answer = send(&router, put_manifest(body.clone())).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+        // Right after the publisher heard 204, and from memory.
+        let reads = h.staging.read_stats().reads;
+        let served = fetch(None).await;
+        assert_eq!(served.status, StatusCode::OK);
+        assert_eq!(served.body, body);
+        assert_eq!(
+            served.header("x-lineprobe-manifest-serial"),
+            serial.to_string()
+        );
+        assert_eq!(served.header("etag"), format!("\"{serial}\""));
+        assert_eq!(served.header("cache-control"), "no-cache");
+        assert_eq!(served.header("content-type"), "application/json");
+        assert_eq!(served.header("content-length"), body.len().to_string());
+        let cached = fetch(Some(served.header("etag"))).await;
+        assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+        assert!(cached.body.is_empty());
+        assert_eq!(h.staging.read_stats().reads, reads, "serial {serial}");
+
+        // What the public side serves is what the store holds.
+        let back = send(&router, get("/export/manifest")).await;
+        assert_eq!(back.body, served.body);
+        for name in [
+            "etag",
+            "cache-control",
+            "content-type",
+            "x-lineprobe-manifest-serial",
+        ] {
+            assert_eq!(back.headers.get(name), served.headers.get(name), "{name}");
+        }
+    }
+
+    // A refused one changes nothing that is served.
+    let answer = send(&router, put_manifest(signed(4, &h.key))).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(fetch(None).await.header("x-lineprobe-manifest-serial"), "6");
+
+    // After a restart the stored one is served, loaded when the store opens.
+    let path = h.staging.path().to_owned();
+    h.staging.close().await.expect("close");
+    let reopened = Staging::open(StagingOptions {
+        path,
+        node_id: NODE.to_owned(),
+        max_reports: 10,
+        full_retry_after_secs: 5,
+        retention: Duration::from_hours(1),
+        group_commit_max: 64,
+        group_commit_wait: Duration::ZERO,
+        group_commit_gap: Duration::ZERO,
+        on_commit: None,
+        on_wal_restart: None,
+    })
+    .expect("reopen");
+    let served = send(
+        &manifest_routes(reopened.clone()),
+        Request::get("/manifest").body(Body::empty()).expect("req"),
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.body, signed_body_of(&reopened).await);
+    assert_eq!(served.header("x-lineprobe-manifest-serial"), "6");
+    assert_eq!(reopened.read_stats().reads, 1, "only signed_body_of read");
+    reopened.close().await.expect("close");
+}
+
+/// The signed manifest as the store holds it.
+async fn signed_body_of(staging: &Staging) -> Vec<u8> {
+    staging
+        .current_manifest()
+        .await
+        .expect("current")
+        .expect("a manifest")
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_manifests_are_refused_and_change_nothing() {
     let h = Harness::new();
     let router = h.router();

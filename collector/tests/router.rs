@@ -359,6 +359,52 @@ async fn readyz_is_503_once_staging_is_full() {
     assert_eq!(h.get("/readyz", &[]).await.0, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_manifest_and_readiness_requests_costs_next_to_no_store_reads() {
+    let h = Arc::new(Harness::new(""));
+    let signed = br#"{"manifest":"as published","signature":"sig"}"#.to_vec();
+    h.staging
+        .put_manifest(3, signed.clone())
+        .await
+        .expect("put");
+    let before = h.staging.read_stats();
+    let started = std::time::Instant::now();
+    // What 2048 keep-alive connections looping on these paths send.
+    let requests: Vec<_> = (0..2048)
+        .map(|i| {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                let uri = ["/readyz", "/manifest", "/api/v1/report"][i % 3];
+                let (status, _, body) = h.get(uri, &[]).await;
+                (uri, status, body)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (uri, status, body) = request.await.expect("task");
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        if uri == "/readyz" {
+            assert_eq!(&body[..], b"ready\n");
+        } else {
+            assert_eq!(body, signed, "{uri}");
+        }
+    }
+    let after = h.staging.read_stats();
+    // The manifest is served from memory and readiness reads the store at
+    // most once a second, whatever the number of requests.
+    let seconds = started.elapsed().as_secs();
+    assert!(
+        after.reads - before.reads <= seconds + 1,
+        "{before:?} -> {after:?} in {seconds} s"
+    );
+    assert!(
+        after.connections_opened <= lineprobe_collector::MAX_READERS as u64,
+        "{after:?}"
+    );
+    // None of it is ingest, nor accounted as such.
+    assert_eq!(h.exported().await.len(), 0);
+}
+
 /// A plain connection from `peer`, with the PROXY header's source
 /// `proxied`.
 fn conn(peer: &str, proxied: Option<&str>) -> ConnInfo {

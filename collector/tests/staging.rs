@@ -527,12 +527,19 @@ async fn manifest_serials_only_go_up_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let staging = Staging::open(options(&path)).unwrap();
+    let published = |staging: &Staging| {
+        staging
+            .published_manifest()
+            .map(|m| (m.serial, m.signed.to_vec()))
+    };
     assert_eq!(staging.current_manifest().await.unwrap(), None);
+    assert_eq!(published(&staging), None);
     staging.put_manifest(5, b"five".to_vec()).await.unwrap();
     assert_eq!(
         staging.current_manifest().await.unwrap(),
         Some((5, b"five".to_vec()))
     );
+    assert_eq!(published(&staging), Some((5, b"five".to_vec())));
     for serial in [5, 4, 0] {
         match staging.put_manifest(serial, b"older".to_vec()).await {
             Err(Error::ManifestRefused(msg)) => {
@@ -545,10 +552,13 @@ async fn manifest_serials_only_go_up_and_survive_reopen() {
         staging.current_manifest().await.unwrap(),
         Some((5, b"five".to_vec()))
     );
+    assert_eq!(published(&staging), Some((5, b"five".to_vec())));
     staging.put_manifest(6, b"six".to_vec()).await.unwrap();
+    assert_eq!(published(&staging), Some((6, b"six".to_vec())));
     staging.close().await.unwrap();
 
     let staging = Staging::open(options(&path)).unwrap();
+    assert_eq!(published(&staging), Some((6, b"six".to_vec())));
     assert_eq!(
         staging.current_manifest().await.unwrap(),
         Some((6, b"six".to_vec()))
@@ -1137,4 +1147,40 @@ async fn the_integrity_check_finds_a_damaged_index() {
         "{err}"
     );
     staging.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_share_a_bounded_number_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::open(options(&db_path(&dir))).unwrap();
+    for _ in 0..20 {
+        stored_seq(staging.stage(report()).await.unwrap());
+    }
+    let reads: Vec<_> = (0..400)
+        .map(|i| {
+            let staging = staging.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    staging.stats().await.map(|stats| stats.unacked)
+                } else {
+                    staging
+                        .export_after(0, 100)
+                        .await
+                        .map(|page| page.len() as u64)
+                }
+            })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap().unwrap(), 20);
+    }
+    let stats = staging.read_stats();
+    assert!(stats.reads >= 400, "{stats:?}");
+    assert!(
+        stats.connections_opened <= lineprobe_collector::MAX_READERS as u64,
+        "{stats:?}"
+    );
+    staging.close().await.unwrap();
+    // Reads after the close fail as such, not by opening a connection.
+    assert!(matches!(staging.stats().await, Err(Error::StagingClosed)));
 }

@@ -14,6 +14,7 @@
 
 mod checkpoint;
 mod enrolment;
+mod live;
 mod park;
 mod schema;
 mod stored;
@@ -22,7 +23,7 @@ mod walsync;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,11 +31,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lineprobe_shared::Report;
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
 use self::enrolment::EnrolledIndex;
 pub use self::enrolment::{EnrolOutcome, EnrolledKey, InstallKeys};
+pub use self::live::PublishedManifest;
+use self::live::{Backlog, ManifestCell, ReadinessProbe};
 use self::schema::{migrate, open_reader, open_writer, sql_error};
 use self::walsync::{Durability, WalSyncer};
 use self::writer::{EncodedReport, Request, Writer, to_sql_int};
@@ -155,6 +158,16 @@ pub struct StagingStats {
     pub oldest_unacked: Option<DateTime<Utc>>,
 }
 
+/// How busy the store's read side has been (for tests and tools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagingReadStats {
+    /// Reads run on a reader connection.
+    pub reads: u64,
+    /// Reader connections opened; never more than [`MAX_READERS`] are open
+    /// at once.
+    pub connections_opened: u64,
+}
+
 /// The durable store (cheap to clone).
 #[derive(Clone)]
 pub struct Staging {
@@ -181,6 +194,18 @@ struct Inner {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
+    /// One permit per reader connection: a read waits for one instead of
+    /// opening yet another connection (and taking yet another blocking
+    /// thread) however many requests want to read at once.
+    reader_permits: Arc<Semaphore>,
+    reads: AtomicU64,
+    readers_opened: AtomicU64,
+    /// The `state` counters as committed, for readiness.
+    backlog: Arc<Backlog>,
+    /// The current manifest, served to probes from memory.
+    manifest: Arc<ManifestCell>,
+    /// The last readiness read of the store.
+    probe: ReadinessProbe,
     /// Installations that may have enrolled a key.
     enrolled: Arc<EnrolledIndex>,
     /// How far the store is on disk.
@@ -197,8 +222,12 @@ impl std::fmt::Debug for Staging {
     }
 }
 
-/// Idle read connections kept for reuse.
-const IDLE_READERS: usize = 4;
+/// Most reader connections open at once. Reads are short lookups (keys of
+/// signed probes, export pages, figures): a few connections keep them
+/// flowing, and more would only take blocking threads and file handles
+/// that the writer and the sync thread need under load. Idle ones are kept
+/// for reuse.
+pub const MAX_READERS: usize = 8;
 
 /// Rows changed per purge transaction, so that a large purge does not hold
 /// the writer (and with it ingest) for long.
@@ -234,14 +263,29 @@ impl Staging {
             Arc::clone(&durability),
             options.on_commit.clone(),
         )?;
-        let (highest, store_id): (i64, String) = conn
+        let (highest, acked, store_id): (i64, i64, String) = conn
             .query_row(
-                "SELECT highest_seq, store_id FROM state WHERE id = 1",
+                "SELECT highest_seq, acked_up_to, store_id FROM state WHERE id = 1",
                 [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .map_err(|e| sql_error("cannot read the store's state", &e))?;
-        durability.durable_up_to(u64::try_from(highest).unwrap_or(0));
+        let highest = u64::try_from(highest).unwrap_or(0);
+        durability.durable_up_to(highest);
+        let backlog = Arc::new(Backlog::new(highest, u64::try_from(acked).unwrap_or(0)));
+        let manifest = Arc::new(ManifestCell::new(
+            conn.query_row(
+                "SELECT serial, signed FROM manifest WHERE id = 1",
+                [],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()
+            .map_err(|e| sql_error("cannot read the current manifest", &e))?
+            .map(|(serial, signed)| PublishedManifest {
+                serial: u64::try_from(serial).unwrap_or(0),
+                signed: signed.into(),
+            }),
+        ));
 
         let group_commit_max = options.group_commit_max.max(1);
         let capacity = group_commit_max.saturating_mul(4).clamp(64, 65_536);
@@ -258,6 +302,8 @@ impl Staging {
             enrolled: Arc::clone(&enrolled),
             syncer: Some(syncer),
             durability: Arc::clone(&durability),
+            backlog: Arc::clone(&backlog),
+            manifest: Arc::clone(&manifest),
         };
         let checkpointer = Checkpointer::spawn(
             &options.path,
@@ -285,6 +331,12 @@ impl Staging {
                 writer: tokio::sync::Mutex::new(Some(handle)),
                 checkpointer: Mutex::new(Some(checkpointer)),
                 readers: Mutex::new(Vec::new()),
+                reader_permits: Arc::new(Semaphore::new(MAX_READERS)),
+                reads: AtomicU64::new(0),
+                readers_opened: AtomicU64::new(0),
+                backlog,
+                manifest,
+                probe: ReadinessProbe::default(),
                 enrolled,
                 durability,
             }),
@@ -434,6 +486,10 @@ impl Staging {
     /// changes until restart (or its writer stopped, or it cannot be read),
     /// `StagingClosed` after [`Staging::close`]. Their messages may name
     /// files: log them, do not send them to clients.
+    ///
+    /// Everything but "it can be read" is known in memory and answered
+    /// exactly; the read behind that is shared by all the checks of a
+    /// second, since `/readyz` is open to anyone on the internet.
     pub async fn check_accepting(&self) -> Result<(), Error> {
         self.check_open()?;
         if let Some(failure) = self.inner.durability.failure() {
@@ -451,14 +507,57 @@ impl Staging {
             Some(true) => return Err(self.stopped()),
             Some(false) => {}
         }
-        let stats = self.stats().await?;
-        if stats.unacked >= self.inner.max_reports {
+        if self.inner.backlog.unacked() >= self.inner.max_reports {
             return Err(Error::StagingFull {
                 max: self.inner.max_reports,
                 retry_after_secs: self.inner.full_retry_after_secs,
             });
         }
-        Ok(())
+        self.probe_readable().await
+    }
+
+    /// Whether the database could be read within the last second: reads
+    /// it when the last probe is older, once for all the callers waiting.
+    async fn probe_readable(&self) -> Result<(), Error> {
+        let probe = &self.inner.probe;
+        if let Some(outcome) = probe.fresh() {
+            return outcome;
+        }
+        let _running = probe.running().await;
+        if let Some(outcome) = probe.fresh() {
+            return outcome;
+        }
+        let outcome = self
+            .read(|conn| {
+                conn.query_row("SELECT highest_seq FROM state WHERE id = 1", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map(drop)
+                .map_err(|e| sql_error("reading the store's state", &e))
+            })
+            .await;
+        // Closing is not an outcome to remember: it is checked first anyway.
+        if !matches!(outcome, Err(Error::StagingClosed)) {
+            probe.record(&outcome);
+        }
+        outcome
+    }
+
+    /// The current signed manifest, from memory: loaded when the store
+    /// opened and replaced as soon as a newer one published with
+    /// [`Staging::put_manifest`] is on disk. Unlike
+    /// [`Staging::current_manifest`] it never reads the database, so
+    /// serving it to probes costs no store read.
+    pub fn published_manifest(&self) -> Option<Arc<PublishedManifest>> {
+        self.inner.manifest.current()
+    }
+
+    /// How busy the read side has been.
+    pub fn read_stats(&self) -> StagingReadStats {
+        StagingReadStats {
+            reads: self.inner.reads.load(Ordering::Relaxed),
+            connections_opened: self.inner.readers_opened.load(Ordering::Relaxed),
+        }
     }
 
     /// Makes the store behave as after a failed WAL sync, for tests of
@@ -508,7 +607,8 @@ impl Staging {
         .await
     }
 
-    /// The current signed manifest and its serial.
+    /// The current signed manifest and its serial, read from the database
+    /// (see [`Staging::published_manifest`] for the copy in memory).
     pub async fn current_manifest(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
         self.read(|conn| {
             let row: Option<(i64, Vec<u8>)> = conn
@@ -607,6 +707,8 @@ impl Staging {
                 .await
                 .map_err(|e| Error::Staging(format!("stopping the checkpoint thread: {e}")))?;
         }
+        // Reads still waiting for a connection fail as closed.
+        self.inner.reader_permits.close();
         self.inner
             .readers
             .lock()
@@ -653,34 +755,127 @@ impl Staging {
         answer.await.map_err(|_| self.stopped())?
     }
 
-    /// Runs `f` on an idle read-only connection on the blocking pool.
+    /// Runs `f` on a read-only connection on the blocking pool, once one
+    /// of the [`MAX_READERS`] is free.
+    ///
+    /// The wait for a connection is an ordinary future: a caller whose
+    /// deadline passes drops it and leaves the queue. A read that has
+    /// started runs to its end on its blocking thread, keeping its permit,
+    /// so that the bound holds for connections actually open.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         self.check_open()?;
+        let permit = Arc::clone(&self.inner.reader_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::StagingClosed)?;
+        self.check_open()?;
+        self.inner.reads.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let idle = inner
                 .readers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
-            let mut conn = match idle {
-                Some(conn) => conn,
-                None => open_reader(&inner.path)?,
+            let mut conn = if let Some(conn) = idle {
+                conn
+            } else {
+                let conn = open_reader(&inner.path)?;
+                inner.readers_opened.fetch_add(1, Ordering::Relaxed);
+                conn
             };
             let result = f(&mut conn);
             // A connection that failed may be in any state: let it go.
             if result.is_ok() && !inner.closed.load(Ordering::SeqCst) {
-                let mut idle = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < IDLE_READERS {
-                    idle.push(conn);
-                }
+                inner
+                    .readers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
             }
             result
         })
         .await
         .map_err(|e| Error::Staging(format!("a staging read failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Staging {
+        Staging::open(StagingOptions::from_config(
+            dir.join("staging.sqlite3"),
+            "node-a".to_owned(),
+            &StagingConfig::default(),
+        ))
+        .expect("open")
+    }
+
+    /// Takes every reader connection's permit, as reads that run long would.
+    async fn hold_every_reader(staging: &Staging) -> tokio::sync::OwnedSemaphorePermit {
+        let readers = u32::try_from(MAX_READERS).expect("a small number");
+        Arc::clone(&staging.inner.reader_permits)
+            .acquire_many_owned(readers)
+            .await
+            .expect("permits")
+    }
+
+    #[tokio::test]
+    async fn a_read_waiting_for_a_connection_keeps_its_callers_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = open(dir.path());
+        let held = hold_every_reader(&staging).await;
+        let waited = tokio::time::timeout(Duration::from_millis(50), staging.stats()).await;
+        assert!(waited.is_err(), "the read did not wait: {waited:?}");
+        assert_eq!(staging.read_stats().reads, 0);
+        drop(held);
+        assert_eq!(staging.stats().await.expect("stats").unacked, 0);
+        // A read still waiting when the store closes fails as closed.
+        let held = hold_every_reader(&staging).await;
+        let waiting = tokio::spawn({
+            let staging = staging.clone();
+            async move { staging.stats().await }
+        });
+        tokio::task::yield_now().await;
+        staging.close().await.expect("close");
+        assert!(matches!(
+            waiting.await.expect("task"),
+            Err(Error::StagingClosed)
+        ));
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn readiness_reads_the_store_at_most_once_a_second_but_sees_changes_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = open(dir.path());
+        for _ in 0..100 {
+            staging.check_accepting().await.expect("accepting");
+        }
+        assert_eq!(staging.read_stats().reads, 1);
+        // While the last probe is fresh no reader is needed at all.
+        let held = hold_every_reader(&staging).await;
+        staging.check_accepting().await.expect("accepting");
+        drop(held);
+        tokio::time::sleep(live::PROBE_FOR + Duration::from_millis(50)).await;
+        staging.check_accepting().await.expect("accepting");
+        assert_eq!(staging.read_stats().reads, 2);
+        // What the store knows in memory is not held back by the cache.
+        staging.fail_sync_for_test();
+        assert!(matches!(
+            staging.check_accepting().await,
+            Err(Error::Staging(_))
+        ));
+        staging.close().await.expect("close");
+        assert!(matches!(
+            staging.check_accepting().await,
+            Err(Error::StagingClosed)
+        ));
     }
 }

@@ -108,6 +108,10 @@ pub(super) struct Writer {
     pub(super) syncer: Option<WalSyncer>,
     /// Whether syncs still work.
     pub(super) durability: Arc<Durability>,
+    /// The `state` counters, kept up to date after every commit.
+    pub(super) backlog: Arc<super::live::Backlog>,
+    /// The manifest served from memory, replaced once a new one is durable.
+    pub(super) manifest: Arc<super::live::ManifestCell>,
 }
 
 /// A batch this large is committed while the previous one is still being
@@ -234,6 +238,9 @@ impl Writer {
             } => {
                 let result =
                     self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
+                if let Ok(outcome) = &result {
+                    self.backlog.acked_up_to(outcome.acked_up_to);
+                }
                 self.reply_when_durable(reply, result);
             }
             Request::Purge {
@@ -252,7 +259,27 @@ impl Writer {
                 let result = self.transact("storing the manifest", |tx, _| {
                     put_manifest(tx, serial, &signed)
                 });
-                self.reply_when_durable(reply, result);
+                if let Err(e) = result {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                // Replaced here rather than by the caller, whose future may
+                // be dropped (the publisher hung up) after the commit: the
+                // stored manifest must be the one served all the same.
+                let manifest = Arc::clone(&self.manifest);
+                self.hand_over(Committed {
+                    on_synced: Box::new(move |synced| {
+                        if synced.is_ok() {
+                            manifest.publish(super::PublishedManifest {
+                                serial,
+                                signed: signed.into(),
+                            });
+                        }
+                        let _ = reply.send(synced.map_err(|why| Error::Staging(why.to_owned())));
+                    }),
+                    highest_seq: None,
+                    batch: None,
+                });
             }
             Request::SaveTrust {
                 rows,
@@ -339,6 +366,9 @@ impl Writer {
                         _ => None,
                     })
                     .max();
+                if let Some(seq) = highest_seq {
+                    self.backlog.stored_up_to(seq);
+                }
                 let on_synced = Box::new(move |synced: Result<(), &str>| {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         // A duplicate waits for the sync too: its original
