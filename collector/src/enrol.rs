@@ -50,6 +50,7 @@ use lineprobe_shared::{
     signed_message,
 };
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::signature::{SignatureRejection, SignatureVerifier, forged, signature_header};
 use crate::{ConnInfo, EnrolOutcome, IngestOutcome, egress_address};
@@ -65,9 +66,10 @@ pub(crate) async fn enrol(
     verifier: &Arc<SignatureVerifier>,
     trusted_proxies: &[ipnet::IpNet],
     request_timeout: Duration,
+    slots: &Arc<Semaphore>,
     request: Request,
 ) -> (Response, Option<IngestOutcome>) {
-    let outcome = enrol_inner(verifier, trusted_proxies, request_timeout, request).await;
+    let outcome = enrol_inner(verifier, trusted_proxies, request_timeout, slots, request).await;
     let (result, response) = match outcome {
         Ok((result, response)) => (result, response),
         Err(rejection) => (rejection.0, rejection.1),
@@ -85,7 +87,7 @@ pub(crate) async fn enrol(
 fn traffic_outcome(result: &str) -> Option<IngestOutcome> {
     match result {
         "enrolled" | "already_enrolled" | "key_changed" | "too_many_keys" | "storage_error"
-        | "timeout" => None,
+        | "timeout" | "overloaded" => None,
         "invalid" => Some(IngestOutcome::Invalid),
         _ => Some(IngestOutcome::SignatureRejected),
     }
@@ -117,11 +119,15 @@ async fn enrol_inner(
     verifier: &Arc<SignatureVerifier>,
     trusted_proxies: &[ipnet::IpNet],
     request_timeout: Duration,
+    slots: &Arc<Semaphore>,
     request: Request,
 ) -> Result<(&'static str, Response), Refusal> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, request_timeout).await?;
+    // A request slot only once the body is in, as for reports: a client
+    // trickling its body must not hold one.
+    let _slot = take_slot(slots)?;
     let (enrolment, key) = parse_enrolment(&bytes)?;
     let header = signature_header(&parts.headers)
         .map_err(from_signature)?
@@ -290,6 +296,24 @@ fn answer(
             *refusal
         }
     }
+}
+
+/// One of the public listener's request slots, or the prompt 503 that
+/// sheds the enrolment when all are taken.
+fn take_slot(slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
+    Arc::clone(slots).try_acquire_owned().map_err(|_| {
+        let mut refusal = refuse(
+            "overloaded",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the receiver is busy; retry later",
+        );
+        refusal
+            .1
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        refusal
+    })
 }
 
 async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, Refusal> {

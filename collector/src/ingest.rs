@@ -200,21 +200,32 @@ async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Req
             return tarpit(&state, retry_after_secs).await;
         }
     };
-    // Shed instead of queueing: a queue only turns overload into timeouts
-    // for everyone, while a prompt 503 lets the probe spool and retry.
-    let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
-        state.metrics.ingest(IngestOutcome::Shed);
-        if let Some(ticket) = ticket {
-            state.traffic.finish(&ticket, IngestOutcome::Shed);
-        }
-        return rejection(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the receiver is busy; retry later",
-            Some(1),
-        );
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    // The body is read before a request slot is taken. The slots bound the
+    // work of decoding, checking and storing; a client trickling its body
+    // would otherwise hold one for the whole request timeout, and a few
+    // dozen such clients a second would shed every probe. Reading is
+    // bounded by the connection cap, the body limit and the timeout.
+    let read = read_body(&state, &parts.headers, body).await;
+    let (outcome, response) = match read {
+        Err(rejected) => *rejected,
+        // Shed instead of queueing: a queue only turns overload into
+        // timeouts for everyone, while a prompt 503 lets the probe spool
+        // and retry.
+        Ok(bytes) => match Arc::clone(&state.concurrency).try_acquire_owned() {
+            Ok(_permit) => ingest(&state, parts, bytes, started, ticket.as_mut()).await,
+            Err(_) => (
+                IngestOutcome::Shed,
+                rejection(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the receiver is busy; retry later",
+                    Some(1),
+                ),
+            ),
+        },
     };
-    let (outcome, response) = ingest(&state, request, ticket.as_mut()).await;
     state.metrics.ingest(outcome);
     if let Some(ticket) = ticket {
         state.traffic.finish(&ticket, outcome);
@@ -234,18 +245,11 @@ async fn enrol(state: &IngestState, request: Request) -> Response {
             return tarpit(state, retry_after_secs).await;
         }
     };
-    let Ok(_permit) = Arc::clone(&state.concurrency).try_acquire_owned() else {
-        return rejection(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the receiver is busy; retry later",
-            Some(1),
-        );
-    };
     let (response, outcome) = crate::enrol::enrol(
         &state.signatures,
         &state.trusted_proxies,
         state.limits.request_timeout,
+        &state.concurrency,
         request,
     )
     .await;
@@ -287,20 +291,18 @@ fn throttled(retry_after_secs: u64) -> Response {
     )
 }
 
+/// A report whose body has been read, from `started`: decoded, checked
+/// and staged.
 async fn ingest(
     state: &IngestState,
-    request: Request,
+    parts: axum::http::request::Parts,
+    bytes: Bytes,
+    started: Instant,
     mut ticket: Option<&mut Ticket>,
 ) -> (IngestOutcome, Response) {
-    let started = Instant::now();
-    let (parts, body) = request.into_parts();
     let conn = parts.extensions.get::<ConnInfo>().cloned();
     let path = parts.uri.path().to_owned();
 
-    let bytes = match read_body(state, &parts.headers, body).await {
-        Ok(b) => b,
-        Err(rejected) => return *rejected,
-    };
     if let Some(t) = ticket.as_deref_mut() {
         t.bytes = bytes.len() as u64;
     }

@@ -548,7 +548,9 @@ async fn slowloris_clients_are_cut_off_while_probes_keep_being_served() {
 }
 
 /// Enrolments share the request slots with reports: when every slot is
-/// taken they are shed with the same prompt 503, not queued.
+/// taken they are shed with the same prompt 503, not queued. A slot is held
+/// by a report being stored (a client still sending its body holds none):
+/// here the store's write lock is held from outside, so the report waits.
 #[tokio::test]
 async fn enrolments_are_shed_when_every_request_slot_is_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -578,17 +580,26 @@ async fn enrolments_are_shed_when_every_request_slot_is_taken() {
     };
 
     timeout(BOUND, async {
-        // A report whose body never finishes holds the only slot.
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream
-            .write_all(
-                b"POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-                  Content-Length: 4000\r\n\r\n{",
-            )
-            .await
-            .expect("head");
-        // Until the server has read that head, an enrolment still gets a
-        // slot (and is refused for its empty body).
+        let blocker = rusqlite::Connection::open(dir.path().join("staging.sqlite3")).expect("open");
+        blocker
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("write lock");
+        // A report that holds the only slot while it waits for the store.
+        let report = tokio::spawn({
+            let client = client.clone();
+            let url = format!("http://127.0.0.1:{}/api/v1/report", addr.port());
+            async move {
+                client
+                    .post(url)
+                    .json(&sample_report())
+                    .send()
+                    .await
+                    .expect("report")
+                    .status()
+            }
+        });
+        // Until the server has taken that report's slot, an enrolment
+        // still gets one (and is refused for its empty body).
         let (status, body) = loop {
             let (status, body) = enrol().await;
             if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -600,17 +611,12 @@ async fn enrolments_are_shed_when_every_request_slot_is_taken() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"], "overloaded", "{body}");
 
-        // The slot comes back when the stalled client goes away.
-        drop(stream);
-        loop {
-            let (status, body) = enrol().await;
-            if status == StatusCode::BAD_REQUEST {
-                assert_eq!(body["error"], "invalid_enrolment", "{body}");
-                break;
-            }
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The slot comes back when the report is stored.
+        blocker.execute_batch("COMMIT").expect("release");
+        assert_eq!(report.await.expect("report task"), StatusCode::CREATED);
+        let (status, body) = enrol().await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_enrolment", "{body}");
     })
     .await
     .expect("bounded");

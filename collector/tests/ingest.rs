@@ -602,3 +602,61 @@ async fn a_body_that_trickles_in_past_the_request_timeout_gets_408() {
     );
     running.shutdown().await.expect("shutdown");
 }
+
+/// A client trickling its body holds no request slot: with one slot, a
+/// report sent meanwhile is stored, and the trickler still gets its 408.
+#[tokio::test]
+async fn a_trickling_body_holds_no_request_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, _client) = start(
+        dir.path(),
+        "[public]\nplain_http = true\nbehind_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [limits]\nrequest_timeout_ms = 1500\nmax_concurrent_requests = 1\n",
+    )
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(running.public_addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        b"POST /api/v1/report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{\"schema\":",
+    )
+    .await
+    .expect("write head");
+    // Let the server start reading the trickler's body.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/report",
+            running.public_addr.port()
+        ))
+        .json(&sample_report())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        answer.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        answer.text().await
+    );
+
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = slow.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to the trickler within 5 s");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    running.shutdown().await.expect("shutdown");
+}
