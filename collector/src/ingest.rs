@@ -379,15 +379,16 @@ async fn ingest(
             .and_then(|t| state.traffic.arrival_trust(t, signature.check))
             .unwrap_or_else(|| crate::signature_only_trust(signature.check)),
     );
-    report.envelope = Some(envelope);
-    let report_id = report.report_id.to_string();
     // The internal side quarantines a stored report that breaks the schema,
     // and a 2xx tells the probe to forget it: the envelope added here (from
     // the request line, the connection and a proxy's word) is checked by
-    // the same rules before the report can be acknowledged. The report
-    // itself passed them on arrival; this pass costs a few percent of the
-    // decode.
-    if let Err(e) = report.validate_stored() {
+    // the same rules before the report can be acknowledged. The rest of the
+    // report passed them on arrival and is unchanged, so the envelope alone
+    // is checked (what the whole stored report's check would say).
+    let recordable = Report::validate_envelope(&envelope);
+    report.envelope = Some(envelope);
+    let report_id = report.report_id.to_string();
+    if let Err(e) = recordable {
         state.signatures.release(&signature);
         tracing::error!(%report_id, error = %e, "the receiver's envelope breaks the stored schema; not staged");
         return (

@@ -938,6 +938,46 @@ fn envelope_fields_are_checked() {
     Report::from_stored_json(&bytes(&doc)).expect("bare envelope");
 }
 
+/// The receiver checks the envelope it adds alone: for a report that passed
+/// as submitted, that says exactly what checking the whole stored report
+/// says.
+#[test]
+fn the_envelope_alone_is_checked_as_the_stored_report_would_be() {
+    let stored = fixture("full_stored.json");
+    let cases: Vec<(&str, Value)> = vec![
+        ("/envelope/path", json!("/ok/path")),
+        ("/envelope/path", json!("v1/reports")),
+        ("/envelope/node_id", json!("edge/1")),
+        ("/envelope/peer_ip", json!("0.0.0.0")),
+        ("/envelope/peer_port", json!(0)),
+        ("/envelope/tls/sni", json!("a b")),
+    ];
+    for (pointer, value) in cases {
+        let mut doc = stored.clone();
+        set(&mut doc, pointer, value.clone());
+        // Decoded without checking: the envelope may be invalid.
+        let report: Report = serde_json::from_value(doc).expect("decodes");
+        let envelope = report.envelope.clone().expect("envelope");
+        let mut submitted = report.clone();
+        submitted.envelope = None;
+        submitted
+            .validate_submitted()
+            .expect("the probe's part is valid");
+        let found = |result: Result<(), Error>| match result {
+            Ok(()) => Vec::new(),
+            Err(Error::InvalidReport(v)) => v.0,
+            Err(other) => panic!("expected InvalidReport, got {other}"),
+        };
+        let whole = found(report.validate_stored());
+        let alone = found(Report::validate_envelope(&envelope));
+        assert_eq!(alone, whole, "{pointer} = {value}");
+        assert_eq!(
+            whole.is_empty(),
+            pointer == "/envelope/path" && value == "/ok/path"
+        );
+    }
+}
+
 #[test]
 fn envelope_headers_keep_only_selected_names() {
     let mut headers = EnvelopeHeaders::default();

@@ -142,6 +142,15 @@ impl Report {
         self.violations_at(Stage::Stored).into_result()
     }
 
+    /// Checks `envelope` by the stored schema's rules alone. A report that
+    /// passed [`Report::validate_submitted`] passes
+    /// [`Report::validate_stored`] with this envelope set exactly when this
+    /// passes, with the same violations: the receiver checks what it added
+    /// without checking the probe's part a second time.
+    pub fn validate_envelope(envelope: &ReceiverEnvelope) -> Result<(), Error> {
+        validate::check_envelope_only(envelope).into_result()
+    }
+
     /// Every rule the report breaks, checking the envelope only when present.
     pub fn violations(&self) -> Violations {
         self.violations_at(Stage::Any)

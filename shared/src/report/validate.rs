@@ -709,6 +709,13 @@ fn check_attempts(c: &mut Checker, attempts: &[EndpointAttempt]) {
     }
 }
 
+/// The stored schema's rules for the envelope alone.
+pub(super) fn check_envelope_only(envelope: &ReceiverEnvelope) -> Violations {
+    let mut c = Checker::default();
+    check_envelope(&mut c, envelope);
+    c.finish()
+}
+
 fn check_envelope(c: &mut Checker, envelope: &ReceiverEnvelope) {
     if envelope.peer_ip.is_unspecified() {
         c.push(
