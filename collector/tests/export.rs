@@ -33,22 +33,27 @@ struct Harness {
     metrics: Arc<Metrics>,
 }
 
+/// The store's options in these tests: commits not held back.
+fn staging_options(path: std::path::PathBuf, max_reports: u64) -> StagingOptions {
+    StagingOptions {
+        path,
+        node_id: NODE.to_owned(),
+        max_reports,
+        full_retry_after_secs: 5,
+        retention: Duration::from_hours(1),
+        group_commit_max: 64,
+        group_commit_wait: Duration::ZERO,
+        group_commit_gap: Duration::ZERO,
+        on_commit: None,
+        on_wal_restart: None,
+    }
+}
+
 impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let staging = Staging::open(StagingOptions {
-            path: dir.path().join("staging.sqlite"),
-            node_id: NODE.to_owned(),
-            max_reports: 10_000,
-            full_retry_after_secs: 5,
-            retention: Duration::from_hours(1),
-            group_commit_max: 64,
-            group_commit_wait: Duration::ZERO,
-            group_commit_gap: Duration::ZERO,
-            on_commit: None,
-            on_wal_restart: None,
-        })
-        .expect("open staging");
+        let staging = Staging::open(staging_options(dir.path().join("staging.sqlite"), 10_000))
+            .expect("open staging");
         Self {
             _dir: dir,
             staging,
@@ -603,19 +608,7 @@ async fn a_published_manifest_is_served_at_once_without_a_store_read() {
     // After a restart the stored one is served, loaded when the store opens.
     let path = h.staging.path().to_owned();
     h.staging.close().await.expect("close");
-    let reopened = Staging::open(StagingOptions {
-        path,
-        node_id: NODE.to_owned(),
-        max_reports: 10,
-        full_retry_after_secs: 5,
-        retention: Duration::from_hours(1),
-        group_commit_max: 64,
-        group_commit_wait: Duration::ZERO,
-        group_commit_gap: Duration::ZERO,
-        on_commit: None,
-        on_wal_restart: None,
-    })
-    .expect("reopen");
+    let reopened = Staging::open(staging_options(path, 10)).expect("reopen");
     let served = send(
         &manifest_routes(reopened.clone()),
         Request::get("/manifest").body(Body::empty()).expect("req"),
