@@ -6,6 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -128,6 +129,10 @@ pub struct Agent {
     /// Signs uploads; `None` when `signing.enabled` is off. Shared by every
     /// submitter so that enrolments and clock corrections are learned once.
     signer: Option<Signer>,
+    /// Times the daemon loop woke: a loop that wakes far more often than
+    /// it has work burns a subscriber's battery unseen, so hosts and tests
+    /// can watch it.
+    wakeups: AtomicU64,
 }
 
 impl fmt::Debug for Agent {
@@ -195,6 +200,7 @@ impl Agent {
             gps: Mutex::new(None),
             status_lock: Mutex::new(()),
             signer,
+            wakeups: AtomicU64::new(0),
         })
     }
 
@@ -246,6 +252,13 @@ impl Agent {
     /// The catalogs declared values are checked against.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// How many times [`Agent::run`] has gone round its loop: once per
+    /// probe, spool retry or manifest check it had due, and once a minute
+    /// while it waits for consent.
+    pub fn daemon_wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
     }
 
     // ─────────────────────────────── consent ───────────────────────────────
@@ -726,6 +739,7 @@ impl Agent {
         // same endpoints down (or the same collector asking to wait).
         let mut spool_hold: Option<DateTime<Utc>> = None;
         loop {
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
             let now = tokio::time::Instant::now();
             let consented = match self.require_consent() {
                 Ok(_) => true,
@@ -785,8 +799,12 @@ impl Agent {
                     }
                 }
             }
-            let mut wake = if consented {
+            // Without a manifest key `next_manifest` never moves on: left in,
+            // it would keep the wake time in the past and the loop spinning.
+            let mut wake = if consented && self.manifest_key.is_some() {
                 next_probe.min(next_manifest)
+            } else if consented {
+                next_probe
             } else {
                 tokio::time::Instant::now() + idle
             };

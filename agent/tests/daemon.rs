@@ -306,3 +306,26 @@ async fn consent_withdrawn_while_sending_leaves_no_spool_behind() {
     assert!(matches!(err, lineprobe_agent::Error::NoConsent), "{err}");
     assert!(agent.spool().ids().expect("ids").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_manifest_key_the_daemon_sleeps_between_probes() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    // No `manifest.public_key`: the default and the example config.
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    assert!(config.manifest_key().expect("key").is_none());
+    let (agent, traces) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    agent
+        .run(tokio::time::sleep(Duration::from_secs(2)))
+        .await
+        .expect("daemon");
+    assert_eq!(traces.load(Ordering::SeqCst), 1);
+    assert_eq!(stored(&running).await.len(), 1);
+    // One wake for the probe; the next is an interval away. A loop that
+    // spins instead goes round thousands of times in two seconds.
+    let wakeups = agent.daemon_wakeups();
+    assert!(wakeups <= 3, "the daemon woke {wakeups} times in 2 s");
+    running.shutdown().await.expect("shutdown");
+}
