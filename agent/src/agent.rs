@@ -416,7 +416,6 @@ impl Agent {
 
     /// Traces and builds the report, without sending it. Needs consent.
     pub async fn make_report(&self) -> Result<Report, Error> {
-        let consent = self.require_consent()?;
         let trace = self.trace(None, None).await?;
         let gps = self
             .gps
@@ -436,6 +435,10 @@ impl Agent {
                     what: "collecting device facts".to_owned(),
                     source: std::io::Error::other(e.to_string()),
                 })?;
+        // Asked again now, not before the trace: a trace may take up to
+        // `trace.deadline_secs`, and a subscriber who withdrew consent
+        // meanwhile must not have the report made (or kept) anyway.
+        let consent = self.require_consent()?;
         let report = Report {
             schema: REPORT_SCHEMA_VERSION,
             report_id: ReportId::new_v7(),
@@ -477,7 +480,12 @@ impl Agent {
         // its way (up to every endpoint's timeouts): a process killed
         // meanwhile (a phone's OS kills apps, a power cut) finds it at the
         // next start. Delivered or refused, it is removed; undelivered, it
-        // is spooled in its place.
+        // is spooled in its place. Consent is asked once more before the
+        // first copy is written: a withdrawal must leave nothing behind.
+        if let Err(e) = self.require_consent() {
+            tracing::info!(report_id = %report.report_id, "consent is not given now: the report is discarded");
+            return Err(e);
+        }
         let now = Utc::now();
         let held = SpoolEntry {
             report: report.clone(),

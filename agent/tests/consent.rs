@@ -188,3 +188,82 @@ async fn consent_to_an_earlier_text_no_longer_counts() {
     );
     running.shutdown().await.expect("shutdown");
 }
+
+/// Traces only once `release` has been told (or dropped), and says when it
+/// has started through `started`.
+#[derive(Debug)]
+struct GatedEngine {
+    started: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    inner: FixedEngine,
+}
+
+impl lineprobe_agent::Engine for GatedEngine {
+    fn kind(&self) -> lineprobe_shared::TraceEngine {
+        self.inner.kind.clone()
+    }
+
+    fn check_available(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn trace(
+        &self,
+        request: &lineprobe_agent::TraceRequest,
+    ) -> Result<lineprobe_agent::TraceOutcome, Error> {
+        let _ = self.started.send(());
+        let _ = self
+            .release
+            .lock()
+            .expect("lock")
+            .recv_timeout(std::time::Duration::from_secs(20));
+        self.inner.trace(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_withdrawn_during_the_trace_leaves_nothing_sent_or_kept() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let (started_tx, started) = std::sync::mpsc::sync_channel(1);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let traces = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let engine = GatedEngine {
+        started: started_tx,
+        release: std::sync::Mutex::new(release_rx),
+        inner: FixedEngine {
+            kind: lineprobe_shared::TraceEngine::Unprivileged,
+            hops: 3,
+            traces: std::sync::Arc::clone(&traces),
+        },
+    };
+    let options = lineprobe_agent::AgentOptions {
+        config,
+        state_dir: Some(state.path().to_path_buf()),
+        ..lineprobe_agent::AgentOptions::default()
+    };
+    let agent =
+        lineprobe_agent::Agent::with_engines(options, vec![Box::new(engine)]).expect("agent");
+    agent.accept_consent().expect("consent");
+
+    let control = async {
+        tokio::task::spawn_blocking(move || started.recv().expect("the trace starts"))
+            .await
+            .expect("join");
+        agent.revoke_consent().expect("revoke");
+        release.send(()).expect("engine waiting");
+    };
+    let (outcome, ()) = tokio::join!(agent.probe_once(), control);
+    let err = outcome.expect_err("consent withdrawn during the trace");
+    assert!(matches!(err, Error::NoConsent), "{err}");
+    assert_eq!(traces.load(Ordering::SeqCst), 1);
+    assert!(stored(&running).await.is_empty(), "sent after withdrawal");
+    assert!(
+        agent.spool().ids().expect("ids").is_empty(),
+        "kept in the spool"
+    );
+    assert!(agent.status().expect("status").last_probe.is_none());
+    running.shutdown().await.expect("shutdown");
+}
