@@ -2,7 +2,8 @@
 //! name their field, and the envelope rules.
 
 use lineprobe_shared::{
-    EnvelopeHeaders, Error, Hop, MacAddress, Report, ReportId, ReportLimits, TraceEngine, Violation,
+    EnvelopeHeaders, Error, Hop, MacAddress, Report, ReportId, ReportLimits, TraceEngine,
+    Violation, is_invisible_format,
 };
 use serde_json::{Value, json};
 
@@ -586,6 +587,27 @@ fn string_lengths_are_bounded() {
             &[&format!("is {} characters long; at most {max}", max + 1)],
         );
     }
+}
+
+/// The account is the line's identity: a zero-width or direction-changing
+/// character would make a second line that looks the same everywhere.
+#[test]
+fn an_account_with_an_invisible_character_is_refused() {
+    for hidden in ['\u{200B}', '\u{202E}', '\u{FEFF}', '\u{2066}'] {
+        let mut doc = fixture("full_stored.json");
+        set(&mut doc, "/account", json!(format!("0755{hidden}123")));
+        rejects(
+            &doc,
+            "account",
+            &[
+                &format!("U+{:04X}", u32::from(hidden)),
+                "retype the account",
+            ],
+        );
+    }
+    assert!(is_invisible_format('\u{200D}'));
+    assert!(!is_invisible_format('中'));
+    assert!(!is_invisible_format(' '));
 }
 
 #[test]

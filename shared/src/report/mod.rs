@@ -33,6 +33,7 @@ pub use limits::ReportLimits;
 pub use schema::report_json_schema;
 pub use tracerun::{EngineFallback, ReportTrace, TraceEngine, TraceProtocol};
 pub use trust::{ArrivalTrust, SignatureCheck, TrustReason, TrustScore};
+pub use validate::is_invisible_format;
 
 /// The schema version this build writes.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;

@@ -281,11 +281,22 @@ pub(super) fn check_report(report: &Report, stage: Stage) -> Violations {
             ),
         );
     }
-    c.text(
+    if c.text(
         "account",
         &report.account,
         LINE.optional(ReportLimits::MAX_ACCOUNT_LEN),
-    );
+    ) && let Some(hidden) = report.account.chars().find(|&ch| is_invisible_format(ch))
+    {
+        // The account is the line's identity: an invisible character makes
+        // another line that looks the same in every list.
+        c.push(
+            "account",
+            format!(
+                "contains the invisible character U+{:04X}; retype the account without it",
+                u32::from(hidden)
+            ),
+        );
+    }
     check_declared(&mut c, &report.declared);
     check_device(&mut c, &report.device);
     if report.device.mac.is_some() && report.consent.is_none() {
@@ -707,6 +718,26 @@ fn check_attempts(c: &mut Checker, attempts: &[EndpointAttempt]) {
             );
         }
     }
+}
+
+/// Unicode format characters that show as nothing or turn the text's
+/// direction (zero-width spaces and joiners, bidirectional marks, overrides
+/// and isolates, the byte-order mark, the soft hyphen): two texts that
+/// differ only in them look the same, and a direction override reorders
+/// what a terminal or page shows after it.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// The stored schema's rules for the envelope alone.
