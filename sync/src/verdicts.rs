@@ -244,6 +244,7 @@ pub fn print_verdict_table(
                 r.reasons.join(", "),
             ]
         })
+        .map(|row: [String; 7]| row.map(|cell| visible(&cell)))
         .collect();
     let mut widths = header.map(width);
     for row in &cells {
@@ -325,6 +326,29 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
     w.flush().map_err(Error::Output)
 }
 
+/// `text` for a terminal: control characters and invisible format
+/// characters (a direction override reorders the rest of the row, a
+/// zero-width space hides a difference) written as `\u{…}`. Reports that
+/// reach the table passed the schema, which keeps control characters out;
+/// the rest of the data it shows comes from collectors and networks.
+fn visible(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() || lineprobe_shared::is_invisible_format(c))
+    {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() || lineprobe_shared::is_invisible_format(c) {
+                format!("\\u{{{:04x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Terminal columns a text takes: CJK and full-width characters take two.
 fn width(s: &str) -> usize {
     s.chars()
@@ -351,5 +375,13 @@ mod tests {
         assert_eq!(width("深圳"), 4);
         assert_eq!(width("CN-GD"), 5);
         assert_eq!(width("中国移动 广东"), 13);
+    }
+
+    #[test]
+    fn invisible_and_control_characters_are_shown_escaped() {
+        assert_eq!(visible("深圳 0755"), "深圳 0755");
+        assert_eq!(visible("a\u{202E}b"), "a\\u{202e}b");
+        assert_eq!(visible("0755\u{200B}1"), "0755\\u{200b}1");
+        assert_eq!(visible("x\u{1b}[31m"), "x\\u{001b}[31m");
     }
 }

@@ -303,6 +303,8 @@ sup.filled { color:var(--accent); cursor:help; }
 .notice.info { background:#e8f1fb; border:1px solid #bcd5f0; }
 table { border-collapse:collapse; width:100%; background:#fff; }
 th, td { text-align:left; padding:.35rem .5rem; border-bottom:1px solid var(--line); vertical-align:top; }
+/* Values come from probes: a direction override in one stays in its cell. */
+td, dd { unicode-bidi: isolate; }
 th { background:#eef1f5; font-weight:600; }
 td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
 .badge { display:inline-block; padding:0 .45rem; border-radius:3px; color:#fff; font-size:.85em; white-space:nowrap; }

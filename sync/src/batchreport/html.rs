@@ -31,6 +31,7 @@ h2{font-size:18px;margin:32px 0 8px;padding-bottom:4px;border-bottom:2px solid v
 .up{color:var(--ok)}.down{color:var(--bad)}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
+td{unicode-bidi:isolate}
 th{background:var(--bg);font-weight:600}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .v-compliant{color:var(--ok)}.v-non_compliant{color:var(--bad)}.v-violating_ip{color:var(--ip)}.v-proxy_suspected{color:var(--proxy)}.v-indeterminate{color:var(--unk)}
