@@ -100,7 +100,9 @@ pub(super) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileOut
     // Starts with a dot: never taken for a report by `written_periods`.
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        // A leftover of a run that died keeps its old mode: start afresh.
+        let _ = std::fs::remove_file(&temp);
+        let mut file = create_private(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temp, &path)
@@ -112,9 +114,31 @@ pub(super) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileOut
     Ok(FileOutcome::Written)
 }
 
-/// Creates the report folder (and its parents) when needed.
+/// A new report file, readable and writable by its owner only: the line
+/// tables name subscribers' accounts. Each write makes a new file, so a
+/// rewrite keeps the mode however the umask is set.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// Creates the report folder (and its parents) when needed; a folder it
+/// creates is its owner's only.
 pub(super) fn create_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::ReportFile {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| Error::ReportFile {
         path: dir.to_path_buf(),
         source,
     })
@@ -182,5 +206,37 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    /// Report files name subscribers' accounts: their owner's only, the
+    /// folder too, and a rewrite keeps it so (a file an operator opened up,
+    /// or a leftover temporary file, does not pass its mode on).
+    #[cfg(unix)]
+    #[test]
+    fn report_files_and_their_folder_are_their_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("reports").join("daily");
+        create_dir(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+
+        let name = "lineprobe-report-day-2026-11-20-listed-lines.csv";
+        assert!(matches!(
+            write_file(&dir, name, b"a").unwrap(),
+            FileOutcome::Written
+        ));
+        assert_eq!(mode(&dir.join(name)), 0o600);
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let leftover = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        std::fs::write(&leftover, b"old").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            write_file(&dir, name, b"b").unwrap(),
+            FileOutcome::Written
+        ));
+        assert_eq!(mode(&dir.join(name)), 0o600);
+        assert_eq!(std::fs::read(dir.join(name)).unwrap(), b"b");
+        assert!(!leftover.exists());
     }
 }
