@@ -1512,6 +1512,17 @@ impl<'e> Judge<'e, '_> {
                 },
             );
         }
+        out.failed |= self.check_province(e, actual_province);
+        if declared.city.is_some() {
+            out.failed |= self.check_city(e);
+        }
+        out.passed = !out.failed;
+        out
+    }
+
+    /// The province half of the IP check; true when it failed.
+    fn check_province(&mut self, e: &Egress, actual_province: &Attributed<ProvinceCode>) -> bool {
+        let declared = &self.ev.declared;
         // A city declared without its province still places the line in
         // that province: the egress is checked against it (a city source
         // knowing nothing must not let the egress of another province pass,
@@ -1558,14 +1569,10 @@ impl<'e> Judge<'e, '_> {
                     message,
                     evidence,
                 );
-                out.failed = true;
+                return true;
             }
         }
-        if declared.city.is_some() {
-            out.failed |= self.check_city(e);
-        }
-        out.passed = !out.failed;
-        out
+        false
     }
 
     /// The city half of the IP check; true when it failed.

@@ -151,7 +151,7 @@ fn verdict(key: &str, verdict: &str, actual_carrier: &str, decided_at_ms: i64) -
         egress_carrier: Some(actual_carrier.to_owned()),
         first_hop_carrier: Some(actual_carrier.to_owned()),
         filled_json: "{}".to_owned(),
-        fills: Default::default(),
+        fills: lineprobe_sync::DeclaredFills::default(),
         data_versions_json: "{\"ipplan\":\"2025-01\"}".to_owned(),
         decided_at_ms,
         trust_score: None,

@@ -521,7 +521,7 @@ mod tests {
                 egress_carrier: None,
                 first_hop_carrier: None,
                 filled_json: text(),
-                fills: Default::default(),
+                fills: crate::DeclaredFills::default(),
                 data_versions_json: text(),
                 trust_score: Some(90),
                 low_trust: true,
