@@ -426,6 +426,15 @@ impl AgentConfig {
         if self.consent.text_version.trim().is_empty() {
             return Err(config_error("consent.text_version", "must not be empty"));
         }
+        // What goes into every report is held to the report's own rules
+        // here: a value they refuse would make every probe fail, on a
+        // machine where nobody reads the log.
+        check_line(
+            "consent.text_version",
+            &self.consent.text_version,
+            ReportLimits::MAX_SHORT_TEXT_LEN,
+        )?;
+        self.declared.check()?;
         if self.signing.enabled && self.signing.enrol_patterns.is_empty() {
             return Err(config_error(
                 "signing.enrol_patterns",
@@ -460,6 +469,83 @@ impl AgentConfig {
             .map(Some)
             .map_err(|e| config_error("manifest.public_key", e.to_string()))
     }
+}
+
+impl DeclaredConfig {
+    /// The rules of the report fields these values become (see
+    /// [`AgentConfig::check`]); the catalog values are checked against the
+    /// catalogs when the agent starts.
+    fn check(&self) -> Result<(), Error> {
+        check_line(
+            "declared.account",
+            &self.account,
+            ReportLimits::MAX_ACCOUNT_LEN,
+        )?;
+        check_line(
+            "declared.address",
+            &self.address,
+            ReportLimits::MAX_ADDRESS_LEN,
+        )?;
+        if let Some(location) = &self.location {
+            for (key, value, low, high, unit) in [
+                (
+                    "declared.location.latitude",
+                    location.latitude,
+                    -90.0,
+                    90.0,
+                    "degrees",
+                ),
+                (
+                    "declared.location.longitude",
+                    location.longitude,
+                    -180.0,
+                    180.0,
+                    "degrees",
+                ),
+                (
+                    "declared.location.accuracy_m",
+                    location.accuracy_m,
+                    0.0,
+                    ReportLimits::MAX_LOCATION_ACCURACY_M,
+                    "metres",
+                ),
+            ] {
+                // `contains` is false for NaN, which TOML can spell (`nan`).
+                if !(low..=high).contains(&value) {
+                    return Err(config_error(
+                        key,
+                        format!("is {value}; use a number of {unit} from {low} to {high}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A text that becomes a single-line report field of at most `max`
+/// characters, as it is used: trimmed.
+fn check_line(key: &str, value: &str, max: usize) -> Result<(), Error> {
+    let value = value.trim();
+    let len = value.chars().count();
+    if len > max {
+        return Err(config_error(
+            key,
+            format!("is {len} characters long; shorten it to at most {max}"),
+        ));
+    }
+    if let Some((at, ch)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(config_error(
+            key,
+            format!(
+                "contains the control character U+{:04X} at character {} (a line break or \
+                 tab, say); write it on a single line of printable text",
+                u32::from(ch),
+                at + 1
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl ScheduleConfig {

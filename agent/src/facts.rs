@@ -92,26 +92,33 @@ pub fn collect_facts(platform: &dyn Platform, with_mac: bool) -> DeviceFacts {
         proxy: ProxyFacts {
             system_configured: system_proxy.is_some(),
             env_configured: env_proxy.is_some(),
-            details: (!details.is_empty()).then(|| cut(&details, ReportLimits::MAX_DETAIL_LEN)),
+            details: (!details.is_empty())
+                .then(|| one_line(&details, ReportLimits::MAX_DETAIL_LEN)),
         },
     }
 }
 
 fn short(text: &str) -> String {
-    let one_line: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if one_line.is_empty() {
+    let line = one_line(text, ReportLimits::MAX_SHORT_TEXT_LEN);
+    if line.is_empty() {
         "unknown".to_owned()
     } else {
-        cut(&one_line, ReportLimits::MAX_SHORT_TEXT_LEN)
+        line
     }
 }
 
-fn cut(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
+/// `text` as a single-line report field: control characters (a platform's
+/// multi-line output, a tab in an environment variable) become spaces, and
+/// it is cut to `max` characters. A report holding either would be refused,
+/// and this one would be made again the same way at every probe.
+fn one_line(text: &str, max: usize) -> String {
+    text.trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
 }
 
 /// Proxy variables in the environment, as `NAME=host:port`.
@@ -340,5 +347,12 @@ mod tests {
         assert!(facts.os_version.chars().count() <= ReportLimits::MAX_SHORT_TEXT_LEN);
         assert!(!facts.os_version.contains('\n'));
         assert!(collect_facts(&Fixed, true).mac.is_some());
+    }
+
+    #[test]
+    fn one_line_maps_control_characters_and_cuts_on_characters() {
+        assert_eq!(one_line(" a\r\nb\tc \n", 512), "a  b c");
+        let cut = one_line(&"巷".repeat(600), ReportLimits::MAX_DETAIL_LEN);
+        assert_eq!(cut.chars().count(), ReportLimits::MAX_DETAIL_LEN);
     }
 }

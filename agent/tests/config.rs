@@ -1,5 +1,7 @@
 //! The configuration file and the declared values.
 
+mod support;
+
 use std::path::PathBuf;
 
 use lineprobe_agent::{AgentConfig, AgentOptions, EndpointSpec, Error};
@@ -149,6 +151,54 @@ fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
     }
 }
 
+/// What goes into every report is held to the report's rules when the
+/// config is read: otherwise every probe would be refused, unseen.
+#[test]
+fn config_values_a_report_would_refuse_are_errors_naming_the_key() {
+    let long_address = format!("[declared]\naddress = \"{}\"\n", "巷".repeat(300));
+    let long_account = format!("[declared]\naccount = \"{}\"\n", "1".repeat(65));
+    let long_version = format!("[consent]\ntext_version = \"{}\"\n", "v".repeat(65));
+    for (toml, key) in [
+        ("[declared]\naddress = \"a\\nb\"\n", "declared.address"),
+        (&long_address, "declared.address"),
+        (
+            "[declared]\naccount = \"0755\\t1234\"\n",
+            "declared.account",
+        ),
+        (&long_account, "declared.account"),
+        (&long_version, "consent.text_version"),
+        (
+            "[declared.location]\nlatitude = nan\nlongitude = 114.0\n",
+            "declared.location.latitude",
+        ),
+        (
+            "[declared.location]\nlatitude = 22.5\nlongitude = 200.0\n",
+            "declared.location.longitude",
+        ),
+        (
+            "[declared.location]\nlatitude = 22.5\nlongitude = 114.0\naccuracy_m = -1.0\n",
+            "declared.location.accuracy_m",
+        ),
+    ] {
+        let err = AgentConfig::from_toml(toml, "t")
+            .expect_err(toml)
+            .to_string();
+        assert!(err.contains(key), "{toml}: {err}");
+        // The same checks guard an agent built from a config in code.
+        let config: AgentConfig = toml::from_str(toml).expect("parses");
+        let state = tempfile::tempdir().expect("tempdir");
+        let options = AgentOptions {
+            config,
+            state_dir: Some(state.path().to_path_buf()),
+            ..AgentOptions::default()
+        };
+        let err = lineprobe_agent::Agent::with_engines(options, Vec::new())
+            .expect_err(toml)
+            .to_string();
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+}
+
 fn agent_with(declared: &str) -> Result<lineprobe_agent::Agent, Error> {
     let config = AgentConfig::from_toml(&format!("[declared]\n{declared}\n"), "t").expect("parses");
     let state = tempfile::tempdir().expect("tempdir");
@@ -275,4 +325,59 @@ fn a_ca_file_that_is_missing_or_holds_no_certificate_says_so() {
     let cert = dir.path().join("ca.pem");
     std::fs::write(&cert, pair.cert.pem()).unwrap();
     assert_eq!(TransportOptions::load_pinned(&cert).unwrap().len(), 1);
+}
+
+#[test]
+fn a_multi_line_address_says_to_write_one_line() {
+    let err = AgentConfig::from_toml("[declared]\naddress = \"3 巷\\n7 号\"\n", "t")
+        .expect_err("two lines")
+        .to_string();
+    assert!(
+        err.contains("declared.address") && err.contains("single line"),
+        "{err}"
+    );
+}
+
+/// A platform whose proxy setting spans several lines, as a system tool's
+/// output may.
+#[derive(Debug)]
+struct MultiLineProxy;
+
+impl lineprobe_agent::Platform for MultiLineProxy {
+    fn os_version(&self) -> String {
+        "10.0".to_owned()
+    }
+    fn default_route_mac(&self) -> Option<lineprobe_shared::MacAddress> {
+        None
+    }
+    fn local_addrs(&self) -> Vec<std::net::IpAddr> {
+        Vec::new()
+    }
+    fn system_proxy(&self) -> Option<String> {
+        Some(format!(
+            "ProxyServer=proxy:3128\r\nProxyOverride=<local>\t{}",
+            "x".repeat(600)
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_line_proxy_setting_still_makes_a_valid_report() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (agent, _) = support::agent(
+        state.path(),
+        support::agent_config(&[support::dead_endpoint()], None),
+        3,
+    );
+    let agent = agent.with_platform(std::sync::Arc::new(MultiLineProxy));
+    agent.accept_consent().expect("consent");
+    // `make_report` checks the report against the submission rules.
+    let report = agent.make_report().await.expect("a valid report");
+    report.validate_submitted().expect("valid");
+    let details = report.device.proxy.details.expect("details");
+    assert!(
+        details.starts_with("ProxyServer=proxy:3128  ProxyOverride=<local> x"),
+        "{details}"
+    );
+    assert!(details.chars().count() <= lineprobe_shared::ReportLimits::MAX_DETAIL_LEN);
 }
