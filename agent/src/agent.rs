@@ -736,7 +736,10 @@ impl Agent {
     /// jitter), the spool drained in between, the manifest checked now and
     /// then. Without consent it only waits for it. Returns promptly once
     /// `shutdown` fires, even in the middle of a probe (a report cut off
-    /// before it was spooled is simply not made).
+    /// before it was spooled is simply not made). A state folder it cannot
+    /// read (a damaged consent file, a spool folder it may not list) is
+    /// logged and tried again after a growing pause, up to a minute: ending
+    /// the daemon would stop probing for good on a machine nobody watches.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let mut shutdown = std::pin::pin!(shutdown);
         let idle = Duration::from_mins(1);
@@ -746,13 +749,24 @@ impl Agent {
         // that report's own retry is due: the others would only find the
         // same endpoints down (or the same collector asking to wait).
         let mut spool_hold: Option<DateTime<Utc>> = None;
+        // The pause after the state folder could not be read; zero while
+        // it can.
+        let mut trouble = Duration::ZERO;
         loop {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             let now = tokio::time::Instant::now();
             let consented = match self.require_consent() {
                 Ok(_) => true,
                 Err(Error::NoConsent | Error::ConsentOutdated { .. }) => false,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    trouble = (trouble * 2).clamp(Duration::from_secs(1), idle);
+                    tracing::warn!(error = %e, retry_secs = trouble.as_secs(),
+                        "cannot read the consent; trying again later");
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(trouble) => continue,
+                    }
+                }
             };
             if consented {
                 if self.manifest_key.is_some() && next_manifest <= now {
@@ -784,9 +798,12 @@ impl Agent {
                                 }
                                 result = self.deliver_fresh(&submitter, report) => match result {
                                     Ok(outcome) => {
-                                        if let ProbeOutcome::Spooled { retry_at, .. } = &outcome {
-                                            spool_hold = Some(*retry_at);
-                                        }
+                                        spool_hold = match &outcome {
+                                            ProbeOutcome::Spooled { retry_at, .. } => Some(*retry_at),
+                                            // The line works again: what
+                                            // waits is worth trying now.
+                                            ProbeOutcome::Delivered { .. } => None,
+                                        };
                                         tracing::info!(%outcome, "probe done");
                                     }
                                     Err(e) => tracing::warn!(error = %e, "probe failed"),
@@ -797,38 +814,103 @@ impl Agent {
                     }
                     next_probe = tokio::time::Instant::now() + self.probe_wait();
                 }
-                if spool_hold.is_none_or(|hold| hold <= Utc::now()) {
+                if self.hold_at(spool_hold, Utc::now()).is_none() {
                     tokio::select! {
                         () = &mut shutdown => return Ok(()),
-                        result = self.drain_spool() => match result {
-                            Ok(summary) => spool_hold = summary.held_until,
-                            Err(e) => tracing::warn!(error = %e, "spool retry failed"),
-                        },
+                        result = self.drain_spool() => spool_hold = self.hold_after(result),
                     }
                 }
             }
-            // Without a manifest key `next_manifest` never moves on: left in,
-            // it would keep the wake time in the past and the loop spinning.
-            let mut wake = if consented && self.manifest_key.is_some() {
-                next_probe.min(next_manifest)
-            } else if consented {
-                next_probe
-            } else {
-                tokio::time::Instant::now() + idle
-            };
-            if let Some(due) = self.spool.next_due()? {
-                let now = Utc::now();
-                let due = self.due_at(due, now);
-                let due = spool_hold.map_or(due, |hold| due.max(hold));
-                let delta = (due - now).to_std().unwrap_or(Duration::ZERO);
-                // Never spin: a retry that is due now waits a second.
-                wake = wake.min(tokio::time::Instant::now() + delta.max(Duration::from_secs(1)));
-            }
+            let wake = self.wake_at(
+                consented,
+                next_probe,
+                next_manifest,
+                spool_hold,
+                &mut trouble,
+            );
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// When the daemon wakes next: for the probe, the manifest check (with
+    /// a key) or the spool's next retry; a minute on while it waits for
+    /// consent. `trouble` is the pause after the spool could not be read.
+    fn wake_at(
+        &self,
+        consented: bool,
+        next_probe: tokio::time::Instant,
+        next_manifest: tokio::time::Instant,
+        spool_hold: Option<DateTime<Utc>>,
+        trouble: &mut Duration,
+    ) -> tokio::time::Instant {
+        let idle = Duration::from_mins(1);
+        if !consented {
+            // Without consent the spool is not sent, so it wakes nobody.
+            *trouble = Duration::ZERO;
+            return tokio::time::Instant::now() + idle;
+        }
+        // Without a manifest key `next_manifest` never moves on: left in,
+        // it would keep the wake time in the past and the loop spinning.
+        let wake = if self.manifest_key.is_some() {
+            next_probe.min(next_manifest)
+        } else {
+            next_probe
+        };
+        match self.spool_wait(spool_hold, Utc::now()) {
+            Ok(wait) => {
+                *trouble = Duration::ZERO;
+                wait.map_or(wake, |wait| wake.min(tokio::time::Instant::now() + wait))
+            }
+            Err(e) => {
+                *trouble = (*trouble * 2).clamp(Duration::from_secs(1), idle);
+                tracing::warn!(error = %e, retry_secs = trouble.as_secs(),
+                    "cannot read the spool; trying again later");
+                wake.min(tokio::time::Instant::now() + *trouble)
+            }
+        }
+    }
+
+    /// The spool's hold after a drain that gave `result`.
+    fn hold_after(&self, result: Result<DrainSummary, Error>) -> Option<DateTime<Utc>> {
+        match result {
+            Ok(summary) => summary.held_until,
+            Err(e) => {
+                tracing::warn!(error = %e, "spool retry failed");
+                // A spool that cannot be written (a full disk) fails the
+                // same way a second later.
+                let wait = chrono::Duration::seconds(
+                    i64::try_from(self.config.schedule.retry_base_secs).unwrap_or(i64::MAX),
+                );
+                Utc::now().checked_add_signed(wait)
+            }
+        }
+    }
+
+    /// The spool's hold as it stands at `now`: `None` once it has passed,
+    /// and once it lies further ahead than any backoff reaches, as a hold
+    /// set while the clock ran ahead does once the clock is put right.
+    fn hold_at(&self, hold: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        hold.map(|h| self.due_at(h, now)).filter(|h| *h > now)
+    }
+
+    /// How long until the spool's next retry (under `hold`), seen at
+    /// `now`; `None` when the spool is empty.
+    fn spool_wait(
+        &self,
+        hold: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Duration>, Error> {
+        let Some(due) = self.spool.next_due()? else {
+            return Ok(None);
+        };
+        let due = self.due_at(due, now);
+        let due = self.hold_at(hold, now).map_or(due, |hold| due.max(hold));
+        let delta = (due - now).to_std().unwrap_or(Duration::ZERO);
+        // Never spin: a retry that is due now waits a second.
+        Ok(Some(delta.max(Duration::from_secs(1))))
     }
 
     /// Spools a report whose delivery a shutdown interrupted, due at once,
@@ -865,5 +947,62 @@ impl Agent {
         let extra =
             rand::thread_rng().gen_range(0..=u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX));
         interval + Duration::from_millis(extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(state: &std::path::Path) -> Agent {
+        let mut config = AgentConfig::default();
+        config.schedule.retry_base_secs = 30;
+        config.schedule.retry_max_secs = 600;
+        let options = AgentOptions {
+            config,
+            state_dir: Some(state.to_path_buf()),
+            ..AgentOptions::default()
+        };
+        Agent::with_engines(options, Vec::new()).expect("agent")
+    }
+
+    #[test]
+    fn a_spool_hold_set_while_the_clock_ran_ahead_does_not_hold() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let agent = agent(state.path());
+        let now = Utc::now();
+        let later = now + chrono::Duration::seconds(300);
+        assert_eq!(agent.hold_at(Some(later), now), Some(later));
+        assert_eq!(
+            agent.hold_at(Some(now - chrono::Duration::seconds(1)), now),
+            None
+        );
+        assert_eq!(agent.hold_at(None, now), None);
+        // Further ahead than retry_max_secs: set by a clock a month fast.
+        let stranded = now + chrono::Duration::days(30);
+        assert_eq!(agent.hold_at(Some(stranded), now), None);
+
+        // A report due now is retried a second on, not a month on.
+        let report = Report::from_json(
+            &std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../config/report.example.json"),
+            )
+            .expect("example"),
+        )
+        .expect("report");
+        agent
+            .spool
+            .put(&SpoolEntry {
+                report,
+                spooled_at: now,
+                retries: 0,
+                next_attempt_at: now,
+            })
+            .expect("put");
+        let wait = agent.spool_wait(Some(stranded), now).expect("wait");
+        assert_eq!(wait, Some(Duration::from_secs(1)));
+        let wait = agent.spool_wait(Some(later), now).expect("wait");
+        assert_eq!(wait, Some(Duration::from_mins(5)));
     }
 }

@@ -329,3 +329,76 @@ async fn without_a_manifest_key_the_daemon_sleeps_between_probes() {
     assert!(wakeups <= 3, "the daemon woke {wakeups} times in 2 s");
     running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_file_it_cannot_read_does_not_end_the_daemon() {
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let running = start_collector(col_dir.path(), 0, "").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+    let (agent, _) = agent(state.path(), config, 3);
+    std::fs::write(state.path().join("consent.json"), b"{\"accepted_at\": ").expect("write");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = agent.run(async {
+        let _ = stopped.await;
+    });
+    let control = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Put right (here by accepting again): the daemon carries on.
+        agent.accept_consent().expect("consent");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while stored(&running).await.is_empty() {
+            assert!(Instant::now() < deadline, "the daemon did not probe");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(daemon, control);
+    result.expect("the daemon carries on");
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_retry_that_fails_waits_the_retry_base() {
+    // No endpoint configured: every spool retry fails before sending.
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut config = agent_config(&[], None);
+    config.trace.target = "127.0.0.1".to_owned();
+    config.schedule.retry_base_secs = 30;
+    config.schedule.retry_max_secs = 600;
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    spool_reports(&agent, 1, chrono::Utc::now()).await;
+    agent
+        .run(tokio::time::sleep(Duration::from_millis(2500)))
+        .await
+        .expect("daemon");
+    let wakeups = agent.daemon_wakeups();
+    assert_eq!(wakeups, 1, "the failing retry was repeated");
+    assert_eq!(agent.spool().depth().expect("depth"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_current_consent_a_waiting_spool_wakes_nobody() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(&[dead_endpoint()], None);
+    let (earlier, _) = agent(state.path(), config.clone(), 3);
+    earlier.accept_consent().expect("consent");
+    spool_reports(&earlier, 2, chrono::Utc::now()).await;
+    drop(earlier);
+    // The consent text changed since: nothing is sent until it is accepted.
+    let mut config = config;
+    config.consent.text_version = "2".to_owned();
+    let (agent, traces) = agent(state.path(), config, 3);
+    agent
+        .run(tokio::time::sleep(Duration::from_millis(2500)))
+        .await
+        .expect("daemon");
+    assert_eq!(
+        agent.daemon_wakeups(),
+        1,
+        "woke for a spool it may not send"
+    );
+    assert_eq!(traces.load(Ordering::SeqCst), 0);
+    assert_eq!(agent.spool().depth().expect("depth"), 2);
+}
