@@ -1,8 +1,10 @@
 use std::ffi::OsString;
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -112,6 +114,21 @@ fn probe(
 /// Runs the agent with parsed arguments, tracing with `tracer` and printing
 /// to `out`: what [`run`] does, for hosts and tests that bring their own.
 pub fn run_with(cli: &Cli, tracer: SharedTracer, out: &mut dyn Write) -> Result<(), Error> {
+    run_until(cli, tracer, out, shutdown_signal())
+}
+
+/// How long the process waits, once `run` has stopped, for a trace still
+/// running on its own thread: a trace ends only at its deadline (up to an
+/// hour), and a service manager stops a service that lingers the hard way.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// [`run_with`], with `shutdown` ending `run` instead of a signal.
+fn run_until(
+    cli: &Cli,
+    tracer: SharedTracer,
+    out: &mut dyn Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     if cli.insecure_skip_verify {
         eprintln!(
             "lineprobe-agent: warning: --insecure-skip-verify is for lab use only: the \
@@ -137,7 +154,20 @@ pub fn run_with(cli: &Cli, tracer: SharedTracer, out: &mut dyn Write) -> Result<
             what: "cannot start the async runtime".to_owned(),
             source,
         })?;
-    match &cli.command {
+    let result = execute(&cli.command, &agent, &runtime, out, shutdown);
+    // Dropping the runtime would wait for the trace's blocking thread.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+fn execute(
+    command: &Command,
+    agent: &Agent,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    match command {
         Command::Trace {
             target,
             engine,
@@ -158,9 +188,9 @@ pub fn run_with(cli: &Cli, tracer: SharedTracer, out: &mut dyn Write) -> Result<
             let report = runtime.block_on(agent.make_report())?;
             writeln!(out, "{}", report.to_json_pretty()?).map_err(write_err)?;
         }
-        Command::Probe { dry_run: false } => probe(&agent, &runtime, out)?,
+        Command::Probe { dry_run: false } => probe(agent, runtime, out)?,
         Command::Run => {
-            runtime.block_on(agent.run(shutdown_signal()))?;
+            runtime.block_on(agent.run(shutdown))?;
             writeln!(out, "stopped").map_err(write_err)?;
         }
         Command::Status => {
@@ -292,4 +322,88 @@ fn init_logging() {
         .with_ansi(lineprobe_shared::log_in_colour())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, SyncSender};
+    use std::time::Instant;
+
+    use lineprobe_shared::TraceEngine;
+
+    use super::*;
+    use crate::{Engine, TraceOutcome, TraceRequest};
+
+    /// A trace that runs until released (or 30 s), as one that hangs until
+    /// its deadline does.
+    #[derive(Debug)]
+    struct Stuck {
+        started: SyncSender<()>,
+        release: Mutex<Receiver<()>>,
+    }
+
+    impl Engine for Stuck {
+        fn kind(&self) -> TraceEngine {
+            TraceEngine::Unprivileged
+        }
+
+        fn check_available(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn trace(&self, _: &TraceRequest) -> Result<TraceOutcome, Error> {
+            let _ = self.started.send(());
+            let _ = self
+                .release
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .recv_timeout(Duration::from_secs(30));
+            Err(Error::TraceFailed {
+                engine: "stuck".to_owned(),
+                reason: "released".to_owned(),
+            })
+        }
+    }
+
+    #[test]
+    fn run_exits_promptly_while_a_trace_is_still_running() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let dir = state.path().to_str().expect("utf-8 path");
+        let cli = |command: &str| {
+            Cli::parse_from([
+                "lineprobe-agent",
+                "--state-dir",
+                dir,
+                "--endpoint",
+                "https://127.0.0.1:9",
+                command,
+            ])
+        };
+        let (started_tx, started) = std::sync::mpsc::sync_channel(1);
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let engines: Vec<Box<dyn Engine>> = vec![Box::new(Stuck {
+            started: started_tx,
+            release: Mutex::new(release_rx),
+        })];
+        let tracer: SharedTracer = Arc::new(engines);
+        let mut out = Vec::new();
+        let accept =
+            Cli::parse_from(["lineprobe-agent", "--state-dir", dir, "consent", "--accept"]);
+        run_with(&accept, Arc::clone(&tracer), &mut out).expect("consent");
+
+        // Shut down once the daemon's first trace has started.
+        let shutdown = async move {
+            tokio::task::spawn_blocking(move || started.recv())
+                .await
+                .expect("join")
+                .expect("the trace starts");
+        };
+        let started_at = Instant::now();
+        run_until(&cli("run"), tracer, &mut out, shutdown).expect("run");
+        let took = started_at.elapsed();
+        drop(release);
+        assert!(took < Duration::from_secs(10), "took {took:?} to exit");
+        assert!(String::from_utf8_lossy(&out).contains("stopped"));
+    }
 }
