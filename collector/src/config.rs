@@ -166,6 +166,11 @@ pub struct LimitsConfig {
     pub idle_timeout_ms: u64,
     /// Most open connections per listener; more are refused at accept.
     pub max_connections: usize,
+    /// Most open connections per listener from one source prefix (IPv4
+    /// /24, IPv6 /56; behind a PROXY-protocol proxy, the client's): one
+    /// source cannot take every connection (above `max_connections` it
+    /// adds nothing).
+    pub max_connections_per_prefix: usize,
     /// Most requests handled at once on the public listener; beyond it
     /// requests are shed with 503 and `Retry-After` rather than queued.
     pub max_concurrent_requests: usize,
@@ -296,6 +301,7 @@ impl Default for LimitsConfig {
             tls_handshake_timeout_ms: 5_000,
             idle_timeout_ms: 30_000,
             max_connections: 2_048,
+            max_connections_per_prefix: 256,
             max_concurrent_requests: 512,
         }
     }
@@ -549,6 +555,11 @@ impl CollectorConfig {
             ("limits.max_header_bytes", l.max_header_bytes, 1024),
             ("limits.max_connections", l.max_connections, 1),
             (
+                "limits.max_connections_per_prefix",
+                l.max_connections_per_prefix,
+                1,
+            ),
+            (
                 "limits.max_concurrent_requests",
                 l.max_concurrent_requests,
                 1,
@@ -658,6 +669,10 @@ impl LimitsConfig {
         }
         for (key, value) in [
             ("limits.max_connections", l.max_connections),
+            (
+                "limits.max_connections_per_prefix",
+                l.max_connections_per_prefix,
+            ),
             ("limits.max_concurrent_requests", l.max_concurrent_requests),
         ] {
             if value > MAX_CONCURRENCY {

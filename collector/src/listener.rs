@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +44,11 @@ const HYPER_MIN_BUF: usize = 8192;
 pub struct ListenerOptions {
     /// Most connections open at once; one more is closed right after accept.
     pub max_connections: usize,
+    /// Most connections open at once from one source prefix (IPv4 /24, IPv6
+    /// /56): the client's when a trusted proxy sends a PROXY header, else
+    /// the socket peer's; a trusted proxy's own connections are not capped
+    /// by prefix. One more is closed.
+    pub max_connections_per_prefix: usize,
     /// Time to receive a whole request head (and the PROXY header). hyper
     /// also starts this clock while a keep-alive connection waits for its
     /// next request, so it bounds idle keep-alive as well.
@@ -86,6 +91,7 @@ impl ListenerOptions {
     pub fn export(config: &CollectorConfig) -> Self {
         Self {
             max_connections: config.limits.max_connections,
+            max_connections_per_prefix: config.limits.max_connections_per_prefix,
             header_read_timeout: config.header_read_timeout(),
             tls_handshake_timeout: config.tls_handshake_timeout(),
             idle_timeout: config.idle_timeout(),
@@ -188,6 +194,9 @@ pub enum ListenerEvent {
     Accepted,
     /// A connection was closed right after accept: the cap was reached.
     RefusedAtCap,
+    /// A connection was closed before being served: its source prefix had
+    /// its share of the connections already.
+    RefusedAtPrefixCap,
     /// The TLS handshake failed.
     TlsHandshakeFailed,
     /// The TLS handshake did not finish in time.
@@ -226,6 +235,66 @@ struct Shared {
     router: Router,
     observer: Option<Arc<dyn ListenerObserver>>,
     local: SocketAddr,
+    prefixes: Arc<PrefixConnections>,
+}
+
+/// Open connections per source prefix, so that one source (a flooder, or
+/// clients that open connections and never finish their handshake) cannot
+/// hold every connection the listener takes.
+#[derive(Debug)]
+struct PrefixConnections {
+    limit: usize,
+    open: std::sync::Mutex<std::collections::HashMap<IpNet, usize>>,
+}
+
+/// One connection's place in its prefix's count; given back on drop.
+struct PrefixSlot {
+    owner: Arc<PrefixConnections>,
+    prefix: IpNet,
+}
+
+impl PrefixConnections {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit: limit.max(1),
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// A place for a connection from `ip`, or `None` when its prefix has
+    /// `limit` open already.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<PrefixSlot> {
+        let prefix = crate::traffic::source_prefix(ip);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(prefix).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(PrefixSlot {
+            owner: Arc::clone(self),
+            prefix,
+        })
+    }
+}
+
+impl Drop for PrefixSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .owner
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.prefix) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.prefix);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -259,6 +328,7 @@ pub async fn serve(
         .keep_alive(true);
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let grace = options.shutdown_grace;
+    let prefixes = PrefixConnections::new(options.max_connections_per_prefix);
     let shared = Arc::new(Shared {
         options,
         tls: tls.map(TlsAcceptor::from),
@@ -266,6 +336,7 @@ pub async fn serve(
         router,
         observer,
         local,
+        prefixes,
     });
     let graceful = GracefulShutdown::new();
     let force = CancellationToken::new();
@@ -294,6 +365,19 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // A trusted proxy's connections carry many clients: they are
+        // counted by the client its PROXY header names, or not at all.
+        let slot = if is_trusted(peer, &shared.options.trusted_proxies) {
+            None
+        } else {
+            let Some(slot) = shared.prefixes.enter(peer.ip()) else {
+                shared.event(ListenerEvent::RefusedAtPrefixCap, peer);
+                tracing::debug!(%peer, "connection refused: its prefix has its share of connections");
+                drop(stream);
+                continue;
+            };
+            Some(slot)
+        };
         shared.event(ListenerEvent::Accepted, peer);
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
@@ -309,6 +393,7 @@ pub async fn serve(
                 shared.event(event, peer);
             }
             shared.event(ListenerEvent::Closed, peer);
+            drop(slot);
             drop(permit);
         });
     }
@@ -341,6 +426,8 @@ async fn connection(
     let options = &shared.options;
     let mut proxied = None;
     let mut replay = Vec::new();
+    // The client's place in its prefix's count, when a PROXY header names it.
+    let mut client_slot: Option<PrefixSlot> = None;
     if options.proxy_protocol && is_trusted(peer, &options.trusted_proxies) {
         let read = read_proxy_header(&mut stream, options.header_read_timeout);
         let result = tokio::select! {
@@ -351,6 +438,14 @@ async fn connection(
             Ok((header, rest)) => {
                 let source = header.addresses.map(|a| canonical(a.source));
                 proxied = Some(source.map_or(Proxied::NoAddress, Proxied::Client));
+                if let Some(client) = source.filter(|s| !s.ip().is_unspecified()) {
+                    let Some(slot) = shared.prefixes.enter(client.ip()) else {
+                        tracing::debug!(%peer, %client, "connection closed: the client's prefix has its share of connections");
+                        return Some(ListenerEvent::RefusedAtPrefixCap);
+                    };
+                    // Held until the connection ends.
+                    client_slot.replace(slot);
+                }
                 // Ingest does not believe such a source (see
                 // `egress_address`); said here once per connection, as it
                 // points at the proxy's configuration.

@@ -366,6 +366,7 @@ fn event_name(event: ListenerEvent) -> &'static str {
     match event {
         ListenerEvent::Accepted => "accepted",
         ListenerEvent::RefusedAtCap => "refused_at_cap",
+        ListenerEvent::RefusedAtPrefixCap => "refused_at_prefix_cap",
         ListenerEvent::TlsHandshakeFailed => "tls_handshake_failed",
         ListenerEvent::TlsHandshakeTimedOut => "tls_handshake_timed_out",
         ListenerEvent::ProxyHeaderRejected => "proxy_header_rejected",

@@ -206,6 +206,14 @@ fn validation_messages_say_what_to_do() {
             "[limits]\nmax_concurrent_requests = 2305843009213693952\n",
             "`limits.max_concurrent_requests`: 2305843009213693952 is out of range",
         ),
+        (
+            "[limits]\nmax_connections_per_prefix = 1000001\n",
+            "`limits.max_connections_per_prefix`: 1000001 is out of range",
+        ),
+        (
+            "[limits]\nmax_connections_per_prefix = 0\n",
+            "`limits.max_connections_per_prefix`: 0 is too small",
+        ),
         ("[export]\nmax_batch = 0\n", "export.max_batch"),
         ("node_id = \"bad id!\"\n", "node name"),
         ("[staging]\nmax_reports = 0\n", "staging.max_reports"),

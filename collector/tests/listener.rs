@@ -83,6 +83,7 @@ fn router() -> Router {
 fn options() -> ListenerOptions {
     ListenerOptions {
         max_connections: 64,
+        max_connections_per_prefix: 64,
         header_read_timeout: Duration::from_secs(5),
         tls_handshake_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(30),
@@ -290,6 +291,108 @@ async fn over_the_cap_a_connection_is_closed_at_once() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     server.shutdown.cancel();
     drop(held);
+    timeout(BOUND, server.task).await.unwrap().unwrap().unwrap();
+}
+
+/// A TCP connection to `addr` from the local address `from` (any of
+/// 127.0.0.0/8 is this host).
+async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Waits until `event` was seen `n` times.
+async fn seen(server: &Server, event: ListenerEvent, n: usize) {
+    timeout(BOUND, async {
+        while server.events.count(event) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn one_prefix_gets_only_its_share_of_the_connections() {
+    let server = start(
+        None,
+        ListenerOptions {
+            max_connections: 64,
+            max_connections_per_prefix: 2,
+            ..options()
+        },
+    )
+    .await;
+    let mut held = vec![
+        connect_from([127, 0, 0, 1], server.addr).await,
+        connect_from([127, 0, 0, 2], server.addr).await,
+    ];
+    seen(&server, ListenerEvent::Accepted, 2).await;
+    // A third from the same /24 is closed at once; one from another is served.
+    let mut extra = connect_from([127, 0, 0, 3], server.addr).await;
+    assert!(
+        read_to_close(&mut extra, Duration::from_secs(2))
+            .await
+            .is_empty()
+    );
+    assert_eq!(server.events.count(ListenerEvent::RefusedAtPrefixCap), 1);
+    let mut other = connect_from([127, 0, 1, 1], server.addr).await;
+    other.write_all(GET_CLOSE).await.unwrap();
+    let out = read_to_close(&mut other, BOUND).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // A closed connection gives its place back.
+    drop(held.pop());
+    seen(&server, ListenerEvent::Closed, 2).await;
+    let mut again = connect_from([127, 0, 0, 4], server.addr).await;
+    again.write_all(GET_CLOSE).await.unwrap();
+    let out = read_to_close(&mut again, BOUND).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    server.shutdown.cancel();
+    drop(held);
+    timeout(BOUND, server.task).await.unwrap().unwrap().unwrap();
+}
+
+/// Behind a PROXY-protocol proxy the client's prefix is counted, not the
+/// proxy's: the proxy may hold many connections, one client only its share.
+#[tokio::test]
+async fn behind_a_proxy_the_clients_prefix_is_counted() {
+    let server = start(
+        None,
+        ListenerOptions {
+            max_connections_per_prefix: 1,
+            ..proxy_options("127.0.0.1/32")
+        },
+    )
+    .await;
+    let header = |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 40000 80\r\n").into_bytes();
+    // One connection of 198.51.100.7 held open (no request yet).
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    first.write_all(&header("198.51.100.7")).await.unwrap();
+    seen(&server, ListenerEvent::Accepted, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Another of the same client's /24 is closed...
+    let out = raw_exchange(
+        server.addr,
+        &[header("198.51.100.8"), GET_CLOSE.to_vec()].concat(),
+        BOUND,
+    )
+    .await;
+    assert!(out.is_empty(), "{out}");
+    seen(&server, ListenerEvent::RefusedAtPrefixCap, 1).await;
+    // ...while other clients through the same proxy are served.
+    for client in ["203.0.113.9", "192.0.2.1"] {
+        let out = raw_exchange(
+            server.addr,
+            &[header(client), GET_CLOSE.to_vec()].concat(),
+            BOUND,
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{client}: {out}");
+    }
+    server.shutdown.cancel();
+    drop(first);
     timeout(BOUND, server.task).await.unwrap().unwrap().unwrap();
 }
 
