@@ -18,7 +18,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::state::{io, read_json, remove_if_present, sweep_stale_temp, write_atomic};
+use crate::state::{
+    create_private_dir, io, read_json, remove_if_present, sweep_stale_temp, write_atomic,
+};
 
 const EVICTED_FILE: &str = "evicted";
 const ENTRY_SUFFIX: &str = ".json";
@@ -58,7 +60,7 @@ impl Spool {
     }
 
     fn ensure_dir(&self) -> Result<(), Error> {
-        fs::create_dir_all(&self.dir).map_err(|source| io(&self.dir, "create", source))
+        create_private_dir(&self.dir).map_err(|source| io(&self.dir, "create", source))
     }
 
     fn entry_path(&self, id: &ReportId) -> PathBuf {

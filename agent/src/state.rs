@@ -29,7 +29,7 @@ impl StateDir {
     /// Opens (creating if needed) the state folder at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|source| Error::Io {
+        create_private_dir(&root).map_err(|source| Error::Io {
             what: format!("cannot create the state folder {}", root.display()),
             source,
         })?;
@@ -123,9 +123,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple()));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        // Owner only on Unix, from the start: spooled reports hold the
+        // account, the address, the location and perhaps the MAC.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options
             .open(&tmp)
             .map_err(|source| io(&tmp, "create", source))?;
         file.write_all(bytes)
@@ -180,6 +187,20 @@ pub(crate) fn sweep_stale_temp(dir: &Path) {
             );
         }
     }
+}
+
+/// Creates `dir` and its missing parents, readable by the owner only on
+/// Unix (the files in it are personal data). A folder that exists keeps its
+/// mode: it may be one the administrator chose and set up.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Flushes a folder's entries (the rename) where the platform allows it.
@@ -273,5 +294,41 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_folder_and_its_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("state");
+        let state = StateDir::open(&root).expect("open");
+        assert_eq!(mode(&root), 0o700);
+        state.install_id().expect("install id");
+        assert_eq!(mode(&root.join(INSTALL_ID_FILE)), 0o600);
+        state
+            .write_json(STATUS_FILE, &serde_json::json!({}))
+            .expect("write");
+        assert_eq!(mode(&root.join(STATUS_FILE)), 0o600);
+
+        let report = lineprobe_shared::Report::from_json(
+            &fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/report.example.json"))
+                .expect("example"),
+        )
+        .expect("report");
+        let id = report.report_id;
+        let now = chrono::Utc::now();
+        let spool = crate::spool::Spool::new(state.spool_dir(), 10);
+        spool
+            .put(&crate::spool::SpoolEntry {
+                report,
+                spooled_at: now,
+                retries: 0,
+                next_attempt_at: now,
+            })
+            .expect("put");
+        assert_eq!(mode(&state.spool_dir()), 0o700);
+        assert_eq!(mode(&state.spool_dir().join(format!("{id}.json"))), 0o600);
     }
 }
