@@ -75,6 +75,7 @@ pub fn collect_facts(platform: &dyn Platform, with_mac: bool) -> DeviceFacts {
         .collect::<Vec<_>>()
         .join("; ");
     let mut local_addrs = platform.local_addrs();
+    local_addrs.retain(|addr| shareable_addr(*addr, with_mac));
     local_addrs.sort_by_key(|a| (a.is_ipv6(), a.to_string()));
     local_addrs.dedup();
     local_addrs.truncate(ReportLimits::MAX_LOCAL_ADDRS);
@@ -95,6 +96,21 @@ pub fn collect_facts(platform: &dyn Platform, with_mac: bool) -> DeviceFacts {
             details: (!details.is_empty())
                 .then(|| one_line(&details, ReportLimits::MAX_DETAIL_LEN)),
         },
+    }
+}
+
+/// Whether a local address may go into a report. Link-local addresses
+/// (`169.254.0.0/16`, `fe80::/10`) say nothing about the line, and an IPv6
+/// interface id formed from the MAC (EUI-64: `ff:fe` in its middle) gives
+/// the MAC away: it is kept only where the MAC itself may be sent.
+fn shareable_addr(addr: IpAddr, with_mac: bool) -> bool {
+    match addr {
+        IpAddr::V4(v4) => !v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let octets = v6.octets();
+            let eui64 = octets[11] == 0xff && octets[12] == 0xfe;
+            !v6.is_unicast_link_local() && (with_mac || !eui64)
+        }
     }
 }
 
@@ -354,5 +370,61 @@ mod tests {
         assert_eq!(one_line(" a\r\nb\tc \n", 512), "a  b c");
         let cut = one_line(&"巷".repeat(600), ReportLimits::MAX_DETAIL_LEN);
         assert_eq!(cut.chars().count(), ReportLimits::MAX_DETAIL_LEN);
+    }
+
+    #[derive(Debug)]
+    struct Addrs;
+    impl Platform for Addrs {
+        fn os_version(&self) -> String {
+            "1".to_owned()
+        }
+        fn default_route_mac(&self) -> Option<MacAddress> {
+            None
+        }
+        fn local_addrs(&self) -> Vec<IpAddr> {
+            [
+                "192.168.1.20",
+                "169.254.10.1",
+                "fe80::1",
+                "2001:db8::21a:2bff:fe3c:4d5e",
+            ]
+            .iter()
+            .map(|a| a.parse().expect("address"))
+            .collect()
+        }
+        fn system_proxy(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn link_local_and_mac_derived_addresses_are_left_out() {
+        let parse = |a: &str| a.parse::<IpAddr>().expect("address");
+        let eui64 = parse("2001:db8::21a:2bff:fe3c:4d5e");
+        for (addr, without_mac, with_mac) in [
+            ("192.168.1.20", true, true),
+            ("169.254.10.1", false, false),
+            ("fe80::1", false, false),
+            ("fe80::21a:2bff:fe3c:4d5e", false, false),
+            ("2001:db8::8d3c:91e2:7a10:5b4f", true, true),
+            ("2001:db8::21a:2bff:fe3c:4d5e", false, true),
+        ] {
+            let addr = parse(addr);
+            assert_eq!(
+                shareable_addr(addr, false),
+                without_mac,
+                "{addr} without MAC"
+            );
+            assert_eq!(shareable_addr(addr, true), with_mac, "{addr} with MAC");
+        }
+
+        assert_eq!(
+            collect_facts(&Addrs, false).local_addrs,
+            [parse("192.168.1.20")]
+        );
+        assert_eq!(
+            collect_facts(&Addrs, true).local_addrs,
+            [parse("192.168.1.20"), eui64]
+        );
     }
 }
