@@ -352,6 +352,9 @@ pub async fn serve_on(
     });
     let options = lineprobe_collector::ListenerOptions {
         max_connections: 256,
+        // Staff often sit behind one office address or reverse proxy: no
+        // share per prefix below the whole.
+        max_connections_per_prefix: 256,
         header_read_timeout: Duration::from_secs(10),
         tls_handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_mins(2),
