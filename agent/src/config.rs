@@ -481,6 +481,20 @@ impl DeclaredConfig {
             &self.account,
             ReportLimits::MAX_ACCOUNT_LEN,
         )?;
+        if let Some(hidden) = self
+            .account
+            .chars()
+            .find(|&c| lineprobe_shared::is_invisible_format(c))
+        {
+            return Err(config_error(
+                "declared.account",
+                format!(
+                    "contains the invisible character U+{:04X} (copied with the account?); \
+                     retype the account without it",
+                    u32::from(hidden)
+                ),
+            ));
+        }
         check_line(
             "declared.address",
             &self.address,

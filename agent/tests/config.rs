@@ -166,6 +166,10 @@ fn config_values_a_report_would_refuse_are_errors_naming_the_key() {
             "declared.account",
         ),
         (&long_account, "declared.account"),
+        (
+            "[declared]\naccount = \"0755\\u200B1234\"\n",
+            "declared.account",
+        ),
         (&long_version, "consent.text_version"),
         (
             "[declared.location]\nlatitude = nan\nlongitude = 114.0\n",
