@@ -744,6 +744,12 @@ impl Agent {
         let mut shutdown = std::pin::pin!(shutdown);
         let idle = Duration::from_mins(1);
         let mut next_probe = tokio::time::Instant::now();
+        // The same time by the wall clock: Tokio's clock stops while the
+        // machine sleeps (Linux, Android), so a laptop awake two hours a
+        // day would otherwise probe a tenth as often as scheduled. The
+        // probe is due at whichever comes first; the loop naps at most
+        // `MAX_NAP` to notice.
+        let mut probe_due = Utc::now();
         let mut next_manifest = tokio::time::Instant::now();
         // After a report found no endpoint, the spool is left alone until
         // that report's own retry is due: the others would only find the
@@ -779,7 +785,7 @@ impl Agent {
                     next_manifest =
                         now + Duration::from_secs(self.config.schedule.manifest_check_secs.max(60));
                 }
-                if next_probe <= now {
+                if next_probe <= now || Utc::now() >= probe_due {
                     // A shutdown during the trace drops it: nothing was made
                     // yet. One while the report is on its way keeps a copy in
                     // the spool for the next start: the collector may or may
@@ -812,7 +818,9 @@ impl Agent {
                         }
                         Err(e) => tracing::warn!(error = %e, "probe failed"),
                     }
-                    next_probe = tokio::time::Instant::now() + self.probe_wait();
+                    let wait = self.probe_wait();
+                    next_probe = tokio::time::Instant::now() + wait;
+                    probe_due = wall_after(Utc::now(), wait);
                 }
                 if self.hold_at(spool_hold, Utc::now()).is_none() {
                     tokio::select! {
@@ -859,6 +867,7 @@ impl Agent {
         } else {
             next_probe
         };
+        let wake = wake.min(tokio::time::Instant::now() + MAX_NAP);
         match self.spool_wait(spool_hold, Utc::now()) {
             Ok(wait) => {
                 *trouble = Duration::ZERO;
@@ -935,7 +944,14 @@ impl Agent {
     }
 
     fn probe_wait(&self) -> Duration {
-        let (interval, jitter) = self.settings().map_or_else(
+        let (interval, jitter) = self.schedule();
+        interval + random_up_to(jitter)
+    }
+
+    /// The probe interval and jitter in force (the manifest's, else the
+    /// configured ones).
+    fn schedule(&self) -> (Duration, Duration) {
+        self.settings().map_or_else(
             |_| {
                 (
                     Duration::from_secs(self.config.schedule.interval_secs),
@@ -943,11 +959,26 @@ impl Agent {
                 )
             },
             |s| (s.interval, s.jitter),
-        );
-        let extra =
-            rand::thread_rng().gen_range(0..=u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX));
-        interval + Duration::from_millis(extra)
+        )
     }
+}
+
+/// The daemon's longest sleep: it looks at the wall clock at least this
+/// often, so time the machine spent asleep counts towards the schedule.
+const MAX_NAP: Duration = Duration::from_mins(5);
+
+/// A random duration from zero to `most`, in milliseconds.
+fn random_up_to(most: Duration) -> Duration {
+    let most = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=most))
+}
+
+/// `now` plus `wait` by the wall clock (far ahead when that overflows).
+fn wall_after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|w| now.checked_add_signed(w))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -964,6 +995,34 @@ mod tests {
             ..AgentOptions::default()
         };
         Agent::with_engines(options, Vec::new()).expect("agent")
+    }
+
+    /// Tokio's clock stops while the machine sleeps: however far off the
+    /// next probe is by it, the daemon looks at the wall clock within
+    /// `MAX_NAP`, and a probe due by the wall clock is made.
+    #[tokio::test]
+    async fn the_daemon_naps_at_most_max_nap_so_sleep_counts() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let agent = agent(state.path());
+        let far = tokio::time::Instant::now() + Duration::from_hours(6);
+        let mut trouble = Duration::ZERO;
+        let wake = agent.wake_at(true, far, far, None, &mut trouble);
+        assert!(
+            wake <= tokio::time::Instant::now() + MAX_NAP,
+            "the daemon would sleep {:?}",
+            wake - tokio::time::Instant::now()
+        );
+        assert!(MAX_NAP <= Duration::from_mins(5));
+    }
+
+    #[test]
+    fn a_wall_clock_deadline_saturates() {
+        let now = Utc::now();
+        assert_eq!(
+            wall_after(now, Duration::from_mins(1)),
+            now + chrono::Duration::seconds(60)
+        );
+        assert_eq!(wall_after(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
     }
 
     #[test]
