@@ -138,7 +138,7 @@ fn run_until(
     }
     let config = match &cli.config {
         Some(path) => AgentConfig::load(path)?,
-        None => AgentConfig::default(),
+        None => AgentConfig::from_env()?,
     };
     let options = AgentOptions {
         config,

@@ -346,24 +346,69 @@ pub struct ManifestConfig {
     pub public_key: String,
 }
 
+/// The prefix of the agent's environment overrides.
+pub const AGENT_ENV_PREFIX: &str = "LINEPROBE_AGENT__";
+
 impl AgentConfig {
     /// Parses and checks TOML text; `source` names it in errors.
     pub fn from_toml(text: &str, source: &str) -> Result<Self, Error> {
-        let config: Self = toml::from_str(text).map_err(|e| Error::Config {
+        Self::from_toml_with_env(text, source, std::iter::empty())
+    }
+
+    /// Like [`AgentConfig::from_toml`], with `LINEPROBE_AGENT__SECTION__KEY`
+    /// variables among `env` setting `section.key` first (as the servers
+    /// take theirs), so that a deployment (an installer, a service unit)
+    /// can change one key without editing the file.
+    pub fn from_toml_with_env(
+        text: &str,
+        source: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Error> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
             key: source.to_owned(),
-            reason: e.to_string(),
+            reason: format!("not valid TOML: {}", e.message()),
         })?;
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(AGENT_ENV_PREFIX) {
+                let example = format!("{AGENT_ENV_PREFIX}SCHEDULE__INTERVAL_SECS");
+                lineprobe_shared::apply_env_override(&mut table, &name, path, &value, &example)
+                    .map_err(|e| match e {
+                        lineprobe_shared::Error::Config { key, reason } => {
+                            Error::Config { key, reason }
+                        }
+                        other => Error::Config {
+                            key: name.clone(),
+                            reason: other.to_string(),
+                        },
+                    })?;
+            }
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config {
+                key: source.to_owned(),
+                reason: format!(
+                    "{} (see config/agent.example.toml for every key)",
+                    e.message()
+                ),
+            })?;
         config.check()?;
         Ok(config)
     }
 
-    /// Reads and checks a config file.
+    /// Reads and checks a config file, with the environment's overrides.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             what: format!("cannot read the configuration {}", path.display()),
             source,
         })?;
-        Self::from_toml(&text, &path.display().to_string())
+        Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// The built-in defaults with the environment's overrides: the config
+    /// of an agent started without a file.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_toml_with_env("", "the built-in defaults", std::env::vars())
     }
 
     /// Every rule a config must follow; the first broken one is returned.

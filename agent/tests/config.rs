@@ -385,3 +385,45 @@ async fn a_multi_line_proxy_setting_still_makes_a_valid_report() {
     );
     assert!(details.chars().count() <= lineprobe_shared::ReportLimits::MAX_DETAIL_LEN);
 }
+
+/// `LINEPROBE_AGENT__SECTION__KEY` sets `section.key` over the file, and is
+/// checked like the file; other variables are left alone.
+#[test]
+fn environment_variables_override_keys() {
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let config = AgentConfig::from_toml_with_env(
+        "[schedule]\ninterval_secs = 3600\n",
+        "t",
+        env(&[
+            ("LINEPROBE_AGENT__SCHEDULE__INTERVAL_SECS", "7200"),
+            ("LINEPROBE_AGENT__DECLARED__ACCOUNT", "0755123"),
+            ("PATH", "/usr/bin"),
+        ]),
+    )
+    .expect("overridden");
+    assert_eq!(config.schedule.interval_secs, 7200);
+    assert_eq!(config.declared.account, "0755123");
+
+    let err = AgentConfig::from_toml_with_env(
+        "",
+        "t",
+        env(&[("LINEPROBE_AGENT__SCHEDULE__INTERVAL_SECS", "5")]),
+    )
+    .expect_err("checked")
+    .to_string();
+    assert!(err.contains("schedule.interval_secs"), "{err}");
+    let err = AgentConfig::from_toml_with_env("", "t", env(&[("LINEPROBE_AGENT__SCHEDULE", "1")]))
+        .expect_err("not a key")
+        .to_string();
+    assert!(err.contains("expected struct ScheduleConfig"), "{err}");
+    let err =
+        AgentConfig::from_toml_with_env("", "t", env(&[("LINEPROBE_AGENT__SCHEDULE____X", "1")]))
+            .expect_err("empty part")
+            .to_string();
+    assert!(err.contains("double underscores"), "{err}");
+}
