@@ -96,8 +96,20 @@ impl FileKeyStore {
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let fresh = ProbeSigningKey::generate();
-                write_private(&self.path, fresh.to_base64().as_bytes())?;
-                fresh
+                if write_private_new(&self.path, fresh.to_base64().as_bytes())? {
+                    fresh
+                } else {
+                    // Another process (the daemon and a CLI started
+                    // together) made the key first: that one is the
+                    // probe's, or this process would sign with a key no
+                    // longer on disk and the next start would change keys.
+                    let text = std::fs::read_to_string(&self.path)
+                        .map_err(|source| crate::state::io(&self.path, "read", source))?;
+                    ProbeSigningKey::from_base64(&text).map_err(|e| Error::State {
+                        path: self.path.display().to_string(),
+                        reason: e.to_string(),
+                    })?
+                }
             }
             Err(source) => return Err(crate::state::io(&self.path, "read", source)),
         };
@@ -116,10 +128,11 @@ impl KeyStore for FileKeyStore {
     }
 }
 
-/// Writes a secret atomically, readable only by the owner on Unix (the
-/// temporary file is created with that mode, so the secret is never
-/// readable by others, not even for a moment).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// Writes a secret to `path` unless a file is there already, atomically
+/// and readable only by the owner on Unix (the temporary file is created
+/// with that mode, so the secret is never readable by others, not even for
+/// a moment). `false` when another writer got there first.
+fn write_private_new(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let tmp = dir.join(format!(".probe_key.{}.tmp", uuid::Uuid::now_v7().simple()));
@@ -138,13 +151,25 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
             .and_then(|()| file.sync_all())
             .map_err(|source| crate::state::io(&tmp, "write", source))?;
         drop(file);
-        // `rename` refuses nothing: two processes racing both write a valid
-        // key and the last one wins before either enrols (each re-reads).
-        std::fs::rename(&tmp, path).map_err(|source| crate::state::io(path, "replace", source))
+        // A hard link never replaces a file (rename would: of two processes
+        // racing, each would keep signing with its own key and the later
+        // rename win on disk). Where links are not to be had, the rename.
+        let placed = match std::fs::hard_link(&tmp, path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(_) => {
+                std::fs::rename(&tmp, path)
+                    .map_err(|source| crate::state::io(path, "replace", source))?;
+                true
+            }
+        };
+        #[cfg(unix)]
+        if placed && let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(placed)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     result
 }
 
@@ -342,6 +367,40 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon and a CLI started together both find no key: they must
+    /// end up with the one key on disk, not each with its own.
+    #[test]
+    fn processes_racing_to_make_the_key_agree_on_the_one_on_disk() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(KEY_FILE);
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let keys: Vec<String> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        let store = FileKeyStore::new(path);
+                        barrier.wait();
+                        store.public_key().expect("key").to_base64()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().expect("thread"))
+                .collect();
+            let on_disk = FileKeyStore::new(&path)
+                .public_key()
+                .expect("key")
+                .to_base64();
+            assert!(keys.iter().all(|k| *k == on_disk), "{keys:?} vs {on_disk}");
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+        }
+    }
 
     #[test]
     fn file_key_store_creates_once_keeps_and_protects_the_key() {
