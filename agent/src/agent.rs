@@ -270,7 +270,7 @@ impl Agent {
 
     /// Records that the subscriber accepted the configured consent text now.
     pub fn accept_consent(&self) -> Result<ConsentRecord, Error> {
-        accept_consent(&self.state, &self.config.consent.text_version)
+        accept_consent(&self.state, &self.config.consent_version())
     }
 
     /// Withdraws consent and deletes the spool; returns how many spooled
@@ -279,16 +279,16 @@ impl Agent {
         revoke_consent(&self.state, &self.spool)
     }
 
-    /// The consent, when it was given to the consent text configured now:
-    /// agreeing to one text is not agreeing to the next (it may ask for
-    /// more, the MAC address say).
+    /// The consent, when it was given to the consent text configured now
+    /// (and to the MAC address, while it is sent): agreeing to one text is
+    /// not agreeing to the next (it may ask for more, the MAC address say).
     fn require_consent(&self) -> Result<ConsentRecord, Error> {
         let record = self.consent()?.ok_or(Error::NoConsent)?;
-        let current = self.config.consent.text_version.trim();
-        if record.text_version != current {
+        let current = self.config.consent_version();
+        if !consent_covers(&record.text_version, &current) {
             return Err(Error::ConsentOutdated {
                 accepted: record.text_version,
-                current: current.to_owned(),
+                current,
             });
         }
         Ok(record)
@@ -714,7 +714,7 @@ impl Agent {
         Ok(AgentStatus {
             install_id: self.state.install_id()?,
             consent: self.consent()?,
-            consent_text_version: self.config.consent.text_version.trim().to_owned(),
+            consent_text_version: self.config.consent_version(),
             last_probe: record.last_probe,
             spool_depth: self.spool.depth()?,
             spool_evicted: self.spool.evicted()?,
@@ -963,6 +963,16 @@ impl Agent {
     }
 }
 
+/// Whether a consent given to version `accepted` covers what version
+/// `required` asks: the same text, with the MAC address when it is asked
+/// for (a consent that covers the MAC covers the reports without it).
+pub(crate) fn consent_covers(accepted: &str, required: &str) -> bool {
+    accepted == required
+        || accepted
+            .strip_suffix(crate::config::MAC_CONSENT_SUFFIX)
+            .is_some_and(|text| text == required)
+}
+
 /// The daemon's longest sleep: it looks at the wall clock at least this
 /// often, so time the machine spent asleep counts towards the schedule.
 const MAX_NAP: Duration = Duration::from_mins(5);
@@ -1013,6 +1023,46 @@ mod tests {
             wake - tokio::time::Instant::now()
         );
         assert!(MAX_NAP <= Duration::from_mins(5));
+    }
+
+    /// A consent given while the MAC address was not sent does not cover
+    /// it: turning `send_mac` on asks the subscriber again.
+    #[test]
+    fn sending_the_mac_needs_a_consent_that_covers_it() {
+        let state = tempfile::tempdir().expect("tempdir");
+        agent(state.path()).accept_consent().expect("consent");
+        agent(state.path())
+            .require_consent()
+            .expect("covers the reports");
+
+        let with_mac = || {
+            let mut config = AgentConfig::default();
+            config.device.send_mac = true;
+            let options = AgentOptions {
+                config,
+                state_dir: Some(state.path().to_path_buf()),
+                ..AgentOptions::default()
+            };
+            Agent::with_engines(options, Vec::new()).expect("agent")
+        };
+        match with_mac().require_consent() {
+            Err(Error::ConsentOutdated { accepted, current }) => {
+                assert_eq!(accepted, "1");
+                assert_eq!(current, "1+mac");
+            }
+            other => panic!("expected ConsentOutdated, got {other:?}"),
+        }
+        let record = with_mac().accept_consent().expect("consent with the MAC");
+        assert_eq!(record.text_version, "1+mac");
+        with_mac().require_consent().expect("covers the MAC");
+        // What covers the MAC covers less too; another text covers nothing.
+        agent(state.path())
+            .require_consent()
+            .expect("covers the reports");
+        assert!(consent_covers("1+mac", "1"));
+        assert!(!consent_covers("1", "1+mac"));
+        assert!(!consent_covers("2+mac", "1"));
+        assert!(!consent_covers("1+mac", "1+"));
     }
 
     #[test]

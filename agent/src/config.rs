@@ -346,6 +346,9 @@ pub struct ManifestConfig {
     pub public_key: String,
 }
 
+/// What marks a consent version as covering the MAC address.
+pub(crate) const MAC_CONSENT_SUFFIX: &str = "+mac";
+
 /// The prefix of the agent's environment overrides.
 pub const AGENT_ENV_PREFIX: &str = "LINEPROBE_AGENT__";
 
@@ -409,6 +412,19 @@ impl AgentConfig {
     /// of an agent started without a file.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_toml_with_env("", "the built-in defaults", std::env::vars())
+    }
+
+    /// The consent version a subscriber must have accepted: the consent
+    /// text's, marked `+mac` while the MAC address is sent, so that a
+    /// consent given while it was not does not cover it (the subscriber is
+    /// asked again).
+    pub fn consent_version(&self) -> String {
+        let text = self.consent.text_version.trim();
+        if self.device.send_mac {
+            format!("{text}{MAC_CONSENT_SUFFIX}")
+        } else {
+            text.to_owned()
+        }
     }
 
     /// Every rule a config must follow; the first broken one is returned.
@@ -476,7 +492,7 @@ impl AgentConfig {
         // machine where nobody reads the log.
         check_line(
             "consent.text_version",
-            &self.consent.text_version,
+            &self.consent_version(),
             ReportLimits::MAX_SHORT_TEXT_LEN,
         )?;
         self.declared.check()?;

@@ -88,8 +88,11 @@ pub struct AgentStatus {
 impl fmt::Display for AgentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "install id: {}", self.install_id)?;
+        let covered = |c: &ConsentRecord| {
+            crate::agent::consent_covers(&c.text_version, &self.consent_text_version)
+        };
         match &self.consent {
-            Some(c) if c.text_version != self.consent_text_version => writeln!(
+            Some(c) if !covered(c) => writeln!(
                 f,
                 "consent: given at {} to text version {}, but the text is now version {} — \
                  nothing is traced or sent until it is accepted (lineprobe-agent consent --accept)",
