@@ -505,13 +505,17 @@ impl Agent {
             ) => (*report_id, o.to_string()),
             Err((id, e)) => (*id, format!("refused: {e}")),
         };
-        self.update_status(|s| {
+        // The status file only serves `status`: the probe's outcome stands
+        // (and the daemon acts on it) whether or not it can be recorded.
+        if let Err(e) = self.update_status(|s| {
             s.last_probe = Some(ProbeRecord {
                 at: Utc::now(),
                 report_id,
                 result,
             });
-        })?;
+        }) {
+            tracing::warn!(%report_id, error = %e, "cannot record the probe in the status file");
+        }
         outcome.map_err(|(_, e)| e)
     }
 

@@ -628,4 +628,10 @@ async fn a_damaged_status_file_does_not_cost_the_report() {
         1,
         "the report was lost: {outcome:?}"
     );
+    // And the probe's outcome is what happened to the report, not the
+    // status file's error.
+    assert!(
+        matches!(outcome, Ok(ProbeOutcome::Spooled { .. })),
+        "{outcome:?}"
+    );
 }
