@@ -537,24 +537,8 @@ impl DeclaredConfig {
     /// [`AgentConfig::check`]); the catalog values are checked against the
     /// catalogs when the agent starts.
     fn check(&self) -> Result<(), Error> {
-        check_line(
-            "declared.account",
-            &self.account,
-            ReportLimits::MAX_ACCOUNT_LEN,
-        )?;
-        if let Some(hidden) = self
-            .account
-            .chars()
-            .find(|&c| lineprobe_shared::is_invisible_format(c))
-        {
-            return Err(config_error(
-                "declared.account",
-                format!(
-                    "contains the invisible character U+{:04X} (copied with the account?); \
-                     retype the account without it",
-                    u32::from(hidden)
-                ),
-            ));
+        if let Some(reason) = lineprobe_shared::account_problem(self.account.trim()) {
+            return Err(config_error("declared.account", reason));
         }
         check_line(
             "declared.address",
@@ -599,28 +583,12 @@ impl DeclaredConfig {
 }
 
 /// A text that becomes a single-line report field of at most `max`
-/// characters, as it is used: trimmed.
+/// characters, as it is used (trimmed), held to the schema's rule.
 fn check_line(key: &str, value: &str, max: usize) -> Result<(), Error> {
-    let value = value.trim();
-    let len = value.chars().count();
-    if len > max {
-        return Err(config_error(
-            key,
-            format!("is {len} characters long; shorten it to at most {max}"),
-        ));
+    match lineprobe_shared::single_line_problem(value.trim(), max) {
+        Some(reason) => Err(config_error(key, reason)),
+        None => Ok(()),
     }
-    if let Some((at, ch)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
-        return Err(config_error(
-            key,
-            format!(
-                "contains the control character U+{:04X} at character {} (a line break or \
-                 tab, say); write it on a single line of printable text",
-                u32::from(ch),
-                at + 1
-            ),
-        ));
-    }
-    Ok(())
 }
 
 impl ScheduleConfig {

@@ -3,7 +3,7 @@
 
 use lineprobe_shared::{
     EnvelopeHeaders, Error, Hop, MacAddress, Report, ReportId, ReportLimits, TraceEngine,
-    Violation, is_invisible_format,
+    Violation, account_problem, is_invisible_format, single_line_problem,
 };
 use serde_json::{Value, json};
 
@@ -605,6 +605,12 @@ fn an_account_with_an_invisible_character_is_refused() {
             ],
         );
     }
+    // The same rules, for a probe's settings before any report carries them.
+    assert_eq!(account_problem("0755123"), None);
+    assert!(account_problem("0755\u{200B}123").is_some_and(|r| r.contains("U+200B")));
+    assert!(account_problem(&"1".repeat(65)).is_some_and(|r| r.contains("at most 64")));
+    assert_eq!(single_line_problem("3 巷 7 号", 256), None);
+    assert!(single_line_problem("a\nb", 256).is_some_and(|r| r.contains("single line")));
     assert!(is_invisible_format('\u{200D}'));
     assert!(!is_invisible_format('中'));
     assert!(!is_invisible_format(' '));

@@ -33,7 +33,7 @@ pub use limits::ReportLimits;
 pub use schema::report_json_schema;
 pub use tracerun::{EngineFallback, ReportTrace, TraceEngine, TraceProtocol};
 pub use trust::{ArrivalTrust, SignatureCheck, TrustReason, TrustScore};
-pub use validate::is_invisible_format;
+pub use validate::{account_problem, is_invisible_format, single_line_problem};
 
 /// The schema version this build writes.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;

@@ -281,22 +281,7 @@ pub(super) fn check_report(report: &Report, stage: Stage) -> Violations {
             ),
         );
     }
-    if c.text(
-        "account",
-        &report.account,
-        LINE.optional(ReportLimits::MAX_ACCOUNT_LEN),
-    ) && let Some(hidden) = report.account.chars().find(|&ch| is_invisible_format(ch))
-    {
-        // The account is the line's identity: an invisible character makes
-        // another line that looks the same in every list.
-        c.push(
-            "account",
-            format!(
-                "contains the invisible character U+{:04X}; retype the account without it",
-                u32::from(hidden)
-            ),
-        );
-    }
+    check_account(&mut c, &report.account);
     check_declared(&mut c, &report.declared);
     check_device(&mut c, &report.device);
     if report.device.mac.is_some() && report.consent.is_none() {
@@ -738,6 +723,47 @@ pub fn is_invisible_format(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{FFF9}'..='\u{FFFB}'
     )
+}
+
+fn check_account(c: &mut Checker, account: &str) {
+    if c.text(
+        "account",
+        account,
+        LINE.optional(ReportLimits::MAX_ACCOUNT_LEN),
+    ) && let Some(hidden) = account.chars().find(|&ch| is_invisible_format(ch))
+    {
+        // The account is the line's identity: an invisible character makes
+        // another line that looks the same in every list.
+        c.push(
+            "account",
+            format!(
+                "contains the invisible character U+{:04X}; retype the account without it",
+                u32::from(hidden)
+            ),
+        );
+    }
+}
+
+/// What the schema finds wrong with `account` as a report's `account`;
+/// `None` when it passes. For a probe's settings, checked before any report
+/// carries them.
+pub fn account_problem(account: &str) -> Option<String> {
+    let mut c = Checker::default();
+    check_account(&mut c, account);
+    first_reason(c)
+}
+
+/// What the schema finds wrong with `value` as a single-line field of at
+/// most `max_chars` characters (`declared.address`, `consent.text_version`
+/// and the like); `None` when it passes.
+pub fn single_line_problem(value: &str, max_chars: usize) -> Option<String> {
+    let mut c = Checker::default();
+    c.text("", value, LINE.optional(max_chars));
+    first_reason(c)
+}
+
+fn first_reason(c: Checker) -> Option<String> {
+    c.finish().0.into_iter().next().map(|v| v.reason)
 }
 
 /// The stored schema's rules for the envelope alone.
