@@ -746,7 +746,6 @@ impl Agent {
     /// the daemon would stop probing for good on a machine nobody watches.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let mut shutdown = std::pin::pin!(shutdown);
-        let idle = Duration::from_mins(1);
         let mut next_probe = tokio::time::Instant::now();
         // The same time by the wall clock: Tokio's clock stops while the
         // machine sleeps (Linux, Android), so a laptop awake two hours a
@@ -769,12 +768,12 @@ impl Agent {
                 Ok(_) => true,
                 Err(Error::NoConsent | Error::ConsentOutdated { .. }) => false,
                 Err(e) => {
-                    trouble = (trouble * 2).clamp(Duration::from_secs(1), idle);
-                    tracing::warn!(error = %e, retry_secs = trouble.as_secs(),
+                    let pause = longer_pause(&mut trouble);
+                    tracing::warn!(error = %e, retry_secs = pause.as_secs(),
                         "cannot read the consent; trying again later");
                     tokio::select! {
                         () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(trouble) => continue,
+                        () = tokio::time::sleep(pause) => continue,
                     }
                 }
             };
@@ -858,11 +857,10 @@ impl Agent {
         spool_hold: Option<DateTime<Utc>>,
         trouble: &mut Duration,
     ) -> tokio::time::Instant {
-        let idle = Duration::from_mins(1);
         if !consented {
             // Without consent the spool is not sent, so it wakes nobody.
             *trouble = Duration::ZERO;
-            return tokio::time::Instant::now() + idle;
+            return tokio::time::Instant::now() + IDLE;
         }
         // Without a manifest key `next_manifest` never moves on: left in,
         // it would keep the wake time in the past and the loop spinning.
@@ -878,10 +876,10 @@ impl Agent {
                 wait.map_or(wake, |wait| wake.min(tokio::time::Instant::now() + wait))
             }
             Err(e) => {
-                *trouble = (*trouble * 2).clamp(Duration::from_secs(1), idle);
-                tracing::warn!(error = %e, retry_secs = trouble.as_secs(),
+                let pause = longer_pause(trouble);
+                tracing::warn!(error = %e, retry_secs = pause.as_secs(),
                     "cannot read the spool; trying again later");
-                wake.min(tokio::time::Instant::now() + *trouble)
+                wake.min(tokio::time::Instant::now() + pause)
             }
         }
     }
@@ -948,14 +946,7 @@ impl Agent {
     }
 
     fn probe_wait(&self) -> Duration {
-        let (interval, jitter) = self.schedule();
-        interval + random_up_to(jitter)
-    }
-
-    /// The probe interval and jitter in force (the manifest's, else the
-    /// configured ones).
-    fn schedule(&self) -> (Duration, Duration) {
-        self.settings().map_or_else(
+        let (interval, jitter) = self.settings().map_or_else(
             |_| {
                 (
                     Duration::from_secs(self.config.schedule.interval_secs),
@@ -963,7 +954,10 @@ impl Agent {
                 )
             },
             |s| (s.interval, s.jitter),
-        )
+        );
+        let extra =
+            rand::thread_rng().gen_range(0..=u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX));
+        interval + Duration::from_millis(extra)
     }
 }
 
@@ -977,15 +971,20 @@ pub(crate) fn consent_covers(accepted: &str, required: &str) -> bool {
             .is_some_and(|text| text == required)
 }
 
+/// How long the daemon sleeps while it may do nothing (no consent), and
+/// the longest pause after its state folder could not be read.
+const IDLE: Duration = Duration::from_mins(1);
+
+/// The next pause after the state folder could not be read: doubling from
+/// a second up to [`IDLE`].
+fn longer_pause(pause: &mut Duration) -> Duration {
+    *pause = (*pause * 2).clamp(Duration::from_secs(1), IDLE);
+    *pause
+}
+
 /// The daemon's longest sleep: it looks at the wall clock at least this
 /// often, so time the machine spent asleep counts towards the schedule.
 const MAX_NAP: Duration = Duration::from_mins(5);
-
-/// A random duration from zero to `most`, in milliseconds.
-fn random_up_to(most: Duration) -> Duration {
-    let most = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::thread_rng().gen_range(0..=most))
-}
 
 /// `now` plus `wait` by the wall clock (far ahead when that overflows).
 fn wall_after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
