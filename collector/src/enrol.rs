@@ -301,19 +301,9 @@ fn answer(
 /// One of the public listener's request slots, or the prompt 503 that
 /// sheds the enrolment when all are taken.
 fn take_slot(slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
-    Arc::clone(slots).try_acquire_owned().map_err(|_| {
-        let mut refusal = refuse(
-            "overloaded",
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the receiver is busy; retry later",
-        );
-        refusal
-            .1
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        refusal
-    })
+    Arc::clone(slots)
+        .try_acquire_owned()
+        .map_err(|_| Box::new(("overloaded", crate::ingest::overloaded())))
 }
 
 async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, Refusal> {

@@ -215,15 +215,7 @@ async fn ingest_or_not_found(State(state): State<Arc<IngestState>>, request: Req
         // and retry.
         Ok(bytes) => match Arc::clone(&state.concurrency).try_acquire_owned() {
             Ok(_permit) => ingest(&state, parts, bytes, started, ticket.as_mut()).await,
-            Err(_) => (
-                IngestOutcome::Shed,
-                rejection(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "the receiver is busy; retry later",
-                    Some(1),
-                ),
-            ),
+            Err(_) => (IngestOutcome::Shed, overloaded()),
         },
     };
     state.metrics.ingest(outcome);
@@ -796,6 +788,16 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// A JSON error: `{"error": code, "detail": sentence}`, with `Retry-After`.
+/// 503: every request slot is taken (reports and enrolments alike).
+pub(crate) fn overloaded() -> Response {
+    rejection(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "the receiver is busy; retry later",
+        Some(1),
+    )
+}
+
 fn rejection(status: StatusCode, code: &str, detail: &str, retry_after: Option<u64>) -> Response {
     let mut response =
         (status, axum::Json(json!({"error": code, "detail": detail}))).into_response();
