@@ -710,8 +710,8 @@ fn recorded_path(path: &str) -> String {
 /// A trusted proxy's word is not believed where no client could be: an
 /// unspecified address (`0.0.0.0`, `::`) from the PROXY header is taken as
 /// no address, one in the forwarding headers is passed over as if absent,
-/// and a port 0 is recorded as no port. The stored schema refuses both, so believing them would get
-/// an acknowledged report quarantined inside.
+/// and a port 0 is recorded as no port. The stored schema refuses both, so
+/// believing them would get an acknowledged report quarantined inside.
 pub fn egress_address(
     conn: &ConnInfo,
     headers: &HeaderMap,
@@ -787,7 +787,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A JSON error: `{"error": code, "detail": sentence}`, with `Retry-After`.
 /// 503: every request slot is taken (reports and enrolments alike).
 pub(crate) fn overloaded() -> Response {
     rejection(
@@ -798,6 +797,7 @@ pub(crate) fn overloaded() -> Response {
     )
 }
 
+/// A JSON error: `{"error": code, "detail": sentence}`, with `Retry-After`.
 fn rejection(status: StatusCode, code: &str, detail: &str, retry_after: Option<u64>) -> Response {
     let mut response =
         (status, axum::Json(json!({"error": code, "detail": detail}))).into_response();
