@@ -244,7 +244,7 @@ pub fn print_verdict_table(
                 r.reasons.join(", "),
             ]
         })
-        .map(|row: [String; 7]| row.map(|cell| visible(&cell)))
+        .map(|row: [String; 7]| row.map(visible))
         .collect();
     let mut widths = header.map(width);
     for row in &cells {
@@ -331,22 +331,21 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
 /// zero-width space hides a difference) written as `\u{…}`. Reports that
 /// reach the table passed the schema, which keeps control characters out;
 /// the rest of the data it shows comes from collectors and networks.
-fn visible(text: &str) -> String {
-    if !text
-        .chars()
-        .any(|c| c.is_control() || lineprobe_shared::is_invisible_format(c))
-    {
-        return text.to_owned();
+fn visible(text: String) -> String {
+    let hidden = |c: char| c.is_control() || lineprobe_shared::is_invisible_format(c);
+    if !text.chars().any(hidden) {
+        return text;
     }
-    text.chars()
-        .map(|c| {
-            if c.is_control() || lineprobe_shared::is_invisible_format(c) {
-                format!("\\u{{{:04x}}}", u32::from(c))
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            let _ =
+                std::fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Terminal columns a text takes: CJK and full-width characters take two.
@@ -379,9 +378,9 @@ mod tests {
 
     #[test]
     fn invisible_and_control_characters_are_shown_escaped() {
-        assert_eq!(visible("深圳 0755"), "深圳 0755");
-        assert_eq!(visible("a\u{202E}b"), "a\\u{202e}b");
-        assert_eq!(visible("0755\u{200B}1"), "0755\\u{200b}1");
-        assert_eq!(visible("x\u{1b}[31m"), "x\\u{001b}[31m");
+        assert_eq!(visible("深圳 0755".to_owned()), "深圳 0755");
+        assert_eq!(visible("a\u{202E}b".to_owned()), "a\\u{202e}b");
+        assert_eq!(visible("0755\u{200B}1".to_owned()), "0755\\u{200b}1");
+        assert_eq!(visible("x\u{1b}[31m".to_owned()), "x\\u{001b}[31m");
     }
 }
