@@ -332,6 +332,7 @@ pub fn write_verdicts_csv(out: &mut dyn Write, rows: &[VerdictLine]) -> Result<(
 /// reach the table passed the schema, which keeps control characters out;
 /// the rest of the data it shows comes from collectors and networks.
 fn visible(text: String) -> String {
+    use std::fmt::Write as _;
     let hidden = |c: char| c.is_control() || lineprobe_shared::is_invisible_format(c);
     if !text.chars().any(hidden) {
         return text;
@@ -339,8 +340,7 @@ fn visible(text: String) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if hidden(c) {
-            let _ =
-                std::fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:04x}}}", u32::from(c)));
+            let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
         } else {
             out.push(c);
         }
