@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -262,6 +262,22 @@ fn staging_error(err: &Error) -> Response {
     }
 }
 
+/// The answer to a body that could not be read: axum's own rejection (413
+/// past [`BODY_LIMIT`]) is plain text, and a client reads every error of this
+/// API as `{"error", "detail"}`.
+fn body_refused(rejection: &BytesRejection, expected: &str) -> Response {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        api_error(
+            status,
+            "too_large",
+            format!("the body is over the {BODY_LIMIT} bytes this API reads; send {expected}"),
+        )
+    } else {
+        api_error(status, "bad_request", rejection.body_text())
+    }
+}
+
 async fn not_found() -> Response {
     api_error(
         StatusCode::NOT_FOUND,
@@ -419,6 +435,9 @@ struct AckRequest {
     up_to: u64,
 }
 
+/// An acknowledgement as the error answers describe it.
+const ACK_SHAPE: &str = "{\"node_id\": \"<node>\", \"up_to\": <seq>}";
+
 /// What an acknowledgement did.
 #[derive(Debug, Serialize, ToSchema)]
 struct AckResponse {
@@ -449,14 +468,21 @@ struct AckResponse {
         (status = 503, description = "The collector is shutting down", body = ApiError),
     )
 )]
-async fn ack_reports(State(state): State<ExportState>, body: Bytes) -> Response {
+async fn ack_reports(
+    State(state): State<ExportState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refused(&rejection, ACK_SHAPE),
+    };
     let request: AckRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
             return api_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("{err}; send {{\"node_id\": \"<node>\", \"up_to\": <seq>}}"),
+                format!("{err}; send {ACK_SHAPE}"),
             );
         }
     };
@@ -525,7 +551,14 @@ struct SignedManifestDoc {
                                       collector is shutting down", body = ApiError),
     )
 )]
-async fn publish_manifest(State(state): State<ExportState>, body: Bytes) -> Response {
+async fn publish_manifest(
+    State(state): State<ExportState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refused(&rejection, "one signed manifest"),
+    };
     let Some(key) = state.manifest_key else {
         return api_error(
             StatusCode::SERVICE_UNAVAILABLE,

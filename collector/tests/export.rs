@@ -477,6 +477,44 @@ async fn bogus_acks_are_refused_and_change_nothing() {
     assert_eq!(h.unacked().await, before);
 }
 
+/// An over-size body is refused like every other mistake: a JSON
+/// `error`/`detail`, not axum's plain-text rejection, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_size_bodies_are_413_json_and_change_nothing() {
+    let h = Harness::new();
+    h.stage(3).await;
+    let router = h.router();
+    send(&router, put_manifest(signed(5, &h.key))).await;
+    let stored = h.staging.current_manifest().await.expect("current");
+    let before = h.unacked().await;
+
+    // Valid JSON, padded past the limit with insignificant whitespace.
+    let padded = |json: String| {
+        let mut body = json.into_bytes();
+        body.splice(1..1, std::iter::repeat_n(b' ', 200 * 1024));
+        body
+    };
+    let ack_body = padded(json!({"node_id": NODE, "up_to": 3}).to_string());
+    let manifest_body = padded(String::from_utf8(signed(6, &h.key)).expect("utf-8"));
+    for request in [
+        request(Method::POST, "/export/ack", Some(TOKEN), ack_body),
+        put_manifest(manifest_body),
+    ] {
+        let what = format!("{} {}", request.method(), request.uri());
+        let answer = send(&router, request).await;
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{what}");
+        assert_eq!(
+            answer.header("content-type"),
+            "application/json",
+            "{what}: {:?}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(answer.json()["error"], "too_large", "{what}");
+    }
+    assert_eq!(h.unacked().await, before);
+    assert_eq!(h.staging.current_manifest().await.expect("current"), stored);
+}
+
 // --- the manifest ---------------------------------------------------------
 
 async fn current_serial(h: &Harness) -> Option<u64> {
