@@ -95,6 +95,44 @@ fn unknown_values_fail_the_load_naming_file_line_and_choices() {
     assert!(e.contains("cidr"), "{e}");
 }
 
+#[test]
+fn errors_name_the_line_of_the_row_past_blank_and_comment_lines() {
+    // csv reports where it began reading a record, before the blank and
+    // comment lines it skipped: the message must name the row itself.
+    let e = load_err(
+        "cidr,carrier\n192.0.2.0/24,电信\n# block B\n# (confirmed)\n198.51.100.0/24,Nope\n",
+    );
+    assert!(e.starts_with("plan.csv:5:"), "{e}");
+    let e = load_err("cidr,carrier\r\n192.0.2.0/24,电信\r\n\r\n\r\n198.51.100.0/24,Nope\r\n");
+    assert!(e.starts_with("plan.csv:5:"), "{e}");
+    // A row after a quoted field running over two lines.
+    let e =
+        load_err("cidr,customer,carrier\n192.0.2.0/24,\"A\nB\",电信\n\n198.51.100.0/24,,Nope\n");
+    assert!(e.starts_with("plan.csv:5:"), "{e}");
+    // The header after a comment block.
+    let e = load_err("# our plan\n\ncarrier,province\n电信,广东\n");
+    assert!(e.starts_with("plan.csv:3:") && e.contains("cidr"), "{e}");
+
+    let ranges_err = |text: &str| {
+        RangesSource::from_reader("asn", "v", "a.csv", text.as_bytes(), &catalog())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = ranges_err("1.0.0.0,1.0.0.255,1,X\n\n\n1.0.1.0,nope,1,Y\n");
+    assert!(e.starts_with("a.csv:4:"), "{e}");
+    let e = ranges_err("start,end,asn,org\n# part two\n1.0.1.0,nope,1,Y\n");
+    assert!(e.starts_with("a.csv:3:"), "{e}");
+}
+
+#[test]
+fn a_range_table_may_open_with_comments_before_its_header() {
+    let text = "# ASN table, built 2026-11-01\n# columns: start,end,asn,org\n\
+                start,end,asn,org\n1.0.0.0,1.0.0.255,4134,Chinanet\n";
+    let r = RangesSource::from_reader("asn", "v", "a.csv", text.as_bytes(), &catalog()).unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r.lookup(ip("1.0.0.1")).unwrap().unwrap().asn, Some(4134));
+}
+
 const RANGES: &str = "\
 start,end,asn,org
 49.64.0.0,49.95.255.255,4134,Chinanet

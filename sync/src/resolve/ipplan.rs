@@ -1,13 +1,12 @@
 //! The carrier's own address plan: a CSV of blocks (CIDR or start–end) with
 //! carrier, province, city, IP type and customer.
 
-use std::io::Read;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use lineprobe_shared::Catalog;
 
-use super::csvtable::{CsvFormat, CsvSource, check_range, records};
+use super::csvtable::{CsvFormat, CsvSource, check_range, header_line, records};
 use super::{IpFacts, IpType, city_code, province_id};
 use crate::Error;
 
@@ -26,15 +25,17 @@ pub struct IpPlanFormat;
 
 impl CsvFormat for IpPlanFormat {
     fn configure(builder: &mut csv::ReaderBuilder) {
-        builder.has_headers(true).comment(Some(b'#'));
+        builder.has_headers(true);
     }
 
-    fn rows<R: Read>(
-        csv: &mut csv::Reader<R>,
+    fn rows(
+        csv: &mut csv::Reader<&[u8]>,
+        text: &[u8],
         catalog: &Catalog,
         err: &dyn Fn(u64, String) -> Error,
     ) -> Result<Vec<(IpAddr, IpAddr, IpFacts)>, Error> {
-        let headers = csv.headers().map_err(|e| err(1, e.to_string()))?.clone();
+        let line = header_line(csv, text);
+        let headers = csv.headers().map_err(|e| err(line, e.to_string()))?.clone();
         let col = |n: &str| {
             headers
                 .iter()
@@ -43,7 +44,7 @@ impl CsvFormat for IpPlanFormat {
         let (cidr, start, end) = (col("cidr"), col("start"), col("end"));
         if cidr.is_none() && (start.is_none() || end.is_none()) {
             return Err(err(
-                1,
+                line,
                 "the header row needs a `cidr` column or `start` and `end` columns \
                  (then any of carrier, province, city, ip_type, customer)"
                     .to_owned(),
@@ -57,7 +58,7 @@ impl CsvFormat for IpPlanFormat {
             customer: col("customer"),
         };
         let mut rows = Vec::new();
-        for record in records(csv, err) {
+        for record in records(csv, text, err) {
             let (line, record) = record?;
             let field = |c: Option<usize>| c.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
             let (lo, hi) = if let Some(net) = field(cidr) {

@@ -1,6 +1,5 @@
 //! Range tables of `start,end,asn,org`, the form public ASN tables ship in.
 
-use std::io::Read;
 use std::net::IpAddr;
 
 use lineprobe_shared::Catalog;
@@ -20,17 +19,19 @@ pub struct RangesFormat;
 
 impl CsvFormat for RangesFormat {
     fn configure(builder: &mut csv::ReaderBuilder) {
-        // The header is optional: told apart from data by its first field.
+        // The header is optional: told apart from data by its first field
+        // (after any comment lines, which are not records).
         builder.has_headers(false);
     }
 
-    fn rows<R: Read>(
-        csv: &mut csv::Reader<R>,
+    fn rows(
+        csv: &mut csv::Reader<&[u8]>,
+        text: &[u8],
         catalog: &Catalog,
         err: &dyn Fn(u64, String) -> Error,
     ) -> Result<Vec<(IpAddr, IpAddr, IpFacts)>, Error> {
         let mut rows = Vec::new();
-        for (n, record) in records(csv, err).enumerate() {
+        for (n, record) in records(csv, text, err).enumerate() {
             let (line, record) = record?;
             let first = record.get(0).unwrap_or("").trim_start_matches('\u{feff}');
             if first.is_empty() || first.starts_with('#') {
