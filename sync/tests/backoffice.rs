@@ -462,6 +462,40 @@ async fn sign_ins_back_off_per_name_and_per_address() {
     .await;
 }
 
+/// An IPv6 host picks any interface id in its /64 at will (privacy
+/// addresses change by themselves), so per address a guesser would try each
+/// name from a fresh address: the address throttle counts the /64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_client_cannot_dodge_the_address_throttle_within_its_64() {
+    on_each_backend("ipv6_address_throttle", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "cid", "viewer").await;
+        let app = app(&store, quick_backoff(), &Clock::new());
+        for (i, name) in ["x1", "x2", "x3"].into_iter().enumerate() {
+            let page = Browser::from(&app, &format!("2001:db8:1:2::{}", i + 1))
+                .sign_in(name, "whatever it is")
+                .await;
+            assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{name}");
+        }
+        let page = Browser::from(&app, "2001:db8:1:2:aaaa:bbbb:cccc:dddd")
+            .sign_in("cid", PASSWORD)
+            .await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+        // The next /64 is another client; the audit keeps whole addresses.
+        let page = Browser::from(&app, "2001:db8:1:3::1")
+            .sign_in("cid", PASSWORD)
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        let failed = store
+            .audit_page(None, Some("login_failed"), 10)
+            .await
+            .unwrap();
+        assert!(failed.iter().any(|r| r.source_ip == "2001:db8:1:2::1"));
+        store.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_without_their_token_are_refused() {
     on_each_backend("forms_without_their_token_are_refused", |url| async move {

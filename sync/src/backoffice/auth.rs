@@ -11,6 +11,7 @@
 //! local testing, `Secure` with the `__Host-` prefix.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -520,10 +521,21 @@ pub(super) async fn turned_away(
 /// client's address. Sign-in and the password change count failures against
 /// the same keys, so neither form is a way around the other's backoff.
 pub(super) fn throttle_keys(name: &str, ip: &str) -> [String; 2] {
-    [
-        format!("user:{}", name.to_lowercase()),
-        format!("addr:{ip}"),
-    ]
+    [format!("user:{}", name.to_lowercase()), address_key(ip)]
+}
+
+/// The address throttle key of a client: its IPv4 address, or its IPv6 /64.
+/// An IPv6 host takes any interface id in its /64 at will (privacy
+/// addresses change by themselves), so keyed by whole address it could try
+/// every name from a fresh one and never meet the per-address backoff.
+fn address_key(ip: &str) -> String {
+    match ip.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => {
+            let network = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
+            format!("addr:{network}/64")
+        }
+        _ => format!("addr:{ip}"),
+    }
 }
 
 /// How a password check ended.
