@@ -1478,3 +1478,99 @@ fn tokens_come_from_the_environment_and_never_show() {
     assert_eq!(client.name(), "env");
     assert!(!format!("{client:?}").contains(TOKEN));
 }
+
+// --- answers written by hand over TCP ----------------------------------------
+
+/// A raw HTTP/1.1 server: each request gets the pieces `answer` gives for
+/// its request line, written `pause` apart, and then the connection is
+/// closed (so a body without a length ends where the connection does).
+/// Returns its address, the request lines it saw, and its task.
+async fn raw_server(
+    answer: impl Fn(&str) -> Vec<Vec<u8>> + Send + Sync + 'static,
+    pause: Duration,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let answer = Arc::new(answer);
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = Arc::clone(&answer);
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0_u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let request_line = head.lines().next().unwrap_or_default().to_owned();
+                log.lock().unwrap().push(request_line.clone());
+                for piece in answer(&request_line) {
+                    if socket.write_all(&piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+/// The head of an export page of `count` reports ending at `next_after`;
+/// `length` is its Content-Length, if it has one.
+fn page_head(count: usize, next_after: u64, length: Option<usize>) -> Vec<u8> {
+    let length = length.map_or(String::new(), |n| format!("content-length: {n}\r\n"));
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\
+         x-lineprobe-node: fake-node\r\nx-lineprobe-count: {count}\r\n\
+         x-lineprobe-next-after: {next_after}\r\n{length}connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_cut_short_inside_its_last_line_is_refused() {
+    bounded(async {
+        // The connection closes two bytes before the end of the page (the
+        // last `}` and the line break): an answer without a length gives
+        // nothing else away. The cut line still shows its seq, as the
+        // collector writes it last, so it would pass for a damaged report,
+        // be acknowledged, and the collector would drop the whole one.
+        let (l1, l2) = (line(1), line(2));
+        let cut = format!("{l1}\n{}", &l2[..l2.len() - 1]);
+        let (addr, seen, task) = raw_server(
+            move |request| {
+                if request.starts_with("GET /export?") {
+                    vec![page_head(2, 2, None), cut.clone().into_bytes()]
+                } else {
+                    Vec::new()
+                }
+            },
+            Duration::ZERO,
+        )
+        .await;
+        let sink = MemSink::default();
+        let round = puller(&[fake_endpoint(addr)], 100)
+            .pull_once(&sink)
+            .await
+            .remove(0);
+        assert!(error_of(&round).contains("cut short"), "{round:?}");
+        assert!(sink.state().rows.is_empty(), "nothing is stored");
+        assert_eq!(sink.state().commits, 0);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["GET /export?after=0&limit=8 HTTP/1.1"],
+            "nothing is acknowledged"
+        );
+        task.abort();
+    })
+    .await;
+}

@@ -670,6 +670,20 @@ fn check_page(
     count: u64,
     next_after: u64,
 ) -> Result<Vec<PulledLine>, String> {
+    // The collector ends every line with a line break. A page whose last
+    // line has none was cut short on the way (a connection closed early,
+    // with no length to tell): were the cut line's seq still readable, it
+    // would be stored as a damaged report and acknowledged, and the
+    // collector would drop the whole one.
+    if let Some(tail) = body.rsplit(|b| *b == b'\n').next()
+        && !tail.iter().all(u8::is_ascii_whitespace)
+    {
+        return Err(
+            "the page ends inside a line (its last report has no line break): the answer \
+             was cut short on the way; it is pulled again next round"
+                .to_owned(),
+        );
+    }
     let mut reports: Vec<PulledLine> = Vec::new();
     for (index, raw) in body.split(|b| *b == b'\n').enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
