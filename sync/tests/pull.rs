@@ -1574,3 +1574,40 @@ async fn a_page_cut_short_inside_its_last_line_is_refused() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_sent_too_slowly_is_cut_off_at_the_timeout_and_says_what_to_change() {
+    bounded(async {
+        // The head at once, then the page a few bytes at a time: the
+        // collector is up and answering, only too slowly for timeout_s.
+        let body = format!("{}\n", line(1));
+        let (addr, _seen, task) = raw_server(
+            move |_| {
+                let mut pieces = vec![page_head(1, 1, Some(body.len()))];
+                pieces.extend(body.as_bytes().chunks(4).map(<[u8]>::to_vec));
+                pieces
+            },
+            Duration::from_millis(200),
+        )
+        .await;
+        let sink = MemSink::default();
+        let mut endpoint = fake_endpoint(addr);
+        endpoint.timeout_s = 2;
+        let started = Instant::now();
+        let round = puller(&[endpoint], 100).pull_once(&sink).await.remove(0);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "bounded by timeout_s: {took:?}"
+        );
+        let error = error_of(&round);
+        assert!(
+            error.contains("raise timeout_s") && error.contains("lower batch"),
+            "{error}"
+        );
+        assert!(!error.contains("up and reachable"), "{error}");
+        assert!(sink.state().rows.is_empty());
+        task.abort();
+    })
+    .await;
+}

@@ -373,11 +373,22 @@ impl CollectorClient {
             return Err(too_large());
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| PageFault::Other(self.transport_error("reading the page", &e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            // The collector answered, so it is up: the page itself came too
+            // slowly for the time allowed (a slow link, a large batch).
+            PageFault::Other(if e.is_timeout() {
+                format!(
+                    "the page did not arrive within timeout_s ({} s): the collector answered \
+                     but sent only {} bytes of it in time; raise timeout_s or lower batch \
+                     ({})",
+                    self.endpoint.timeout_s,
+                    body.len(),
+                    error_chain(&e)
+                )
+            } else {
+                self.transport_error("reading the page", &e)
+            })
+        })? {
             if (body.len() as u64).saturating_add(chunk.len() as u64) > cap {
                 return Err(too_large());
             }
