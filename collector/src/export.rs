@@ -464,6 +464,8 @@ struct AckResponse {
          body = ApiError),
         (status = 409, description = "A bogus ack (another node, or beyond the highest `seq`): \
                                       refused, nothing changed", body = ApiError),
+        (status = 413, description = "The body is over the size limit (`too_large`)",
+         body = ApiError),
         (status = 500, description = "The staging store failed", body = ApiError),
         (status = 503, description = "The collector is shutting down", body = ApiError),
     )
@@ -547,6 +549,9 @@ struct SignedManifestDoc {
                                       verify against `manifest.public_key`", body = ApiError),
         (status = 409, description = "Its serial is not newer than the stored manifest's \
                                       (`current_serial`)", body = ApiError),
+        (status = 413, description = "The body is over the size limit (`too_large`)",
+         body = ApiError),
+        (status = 500, description = "The staging store failed", body = ApiError),
         (status = 503, description = "No `manifest.public_key` is configured, or the \
                                       collector is shutting down", body = ApiError),
     )
