@@ -779,6 +779,40 @@ proxy = "/security/proxy"
     );
 }
 
+#[test]
+fn the_address_is_only_sent_to_the_configured_host_in_the_path_or_query() {
+    let with_url = |url: &str| {
+        format!("[[source]]\nkind = \"http\"\nurl = \"{url}\"\nfields = {{ carrier = \"/isp\" }}\n")
+    };
+    // In the host, the address looked up (a hop from an untrusted report)
+    // would be the server asked, with the source's credentials; in the
+    // user part or the fragment it never reaches the service, which would
+    // then answer for whoever asks.
+    for url in [
+        "http://{ip}/json",
+        "https://{ip}:8443/json?key=${K}",
+        "https://{ip}.lookup.example/json",
+        "https://{ip}@lookup.example/json",
+        "https://lookup.example/json#{ip}",
+    ] {
+        let e = config_err(&with_url(url));
+        assert!(
+            e.starts_with("source #1 (http):") && e.contains("path or query"),
+            "{url}: {e}"
+        );
+    }
+    for url in [
+        "https://lookup.example/json/{ip}",
+        "https://lookup.example:8443/json?ip={ip}&key=${K}",
+        "https://${HOST}/v1/{ip}/geo",
+    ] {
+        ChainConfig::from_toml("chain.toml", &with_url(url))
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+}
+
 /// An `http` source on a closed port with `extra` options.
 fn http(extra: &str) -> String {
     format!(

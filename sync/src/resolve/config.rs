@@ -120,8 +120,9 @@ pub struct SourceConfig {
     /// Several MMDB files answering together (an IPv4 and an IPv6 file).
     #[serde(default)]
     pub paths: Vec<PathBuf>,
-    /// `http`: the lookup address, with `{ip}` where the address goes and
-    /// `${NAME}` for environment variables (an API key in the query).
+    /// `http`: the lookup address, with `{ip}` where the address goes (in
+    /// the path or query; the host is fixed) and `${NAME}` for environment
+    /// variables (an API key in the query).
     #[serde(default)]
     pub url: Option<String>,
     /// `http`: which JSON pointer of the answer gives which attribute.

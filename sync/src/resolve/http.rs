@@ -119,6 +119,8 @@ const MAX_TTL: Duration = Duration::from_hours(366 * 24);
 const MAX_TIMEOUT: Duration = Duration::from_mins(10);
 /// The address the URL template is checked with.
 const SAMPLE_IP: &str = "192.0.2.1";
+/// An IPv6 address the URL template is also checked with.
+const SAMPLE_IP6: &str = "2001:db8::1";
 
 // ─────────────────────────────── JSON pointers ──────────────────────────────
 
@@ -464,7 +466,8 @@ impl HttpSettings {
 }
 
 /// Checks a URL template: `{ip}` present, environment references well
-/// formed, and an http(s) URL with a host once filled in.
+/// formed, an http(s) URL with a host once filled in, and the address
+/// going to that one host in the path or query.
 fn check_url_template(template: &str) -> Result<(), String> {
     if !template.contains("{ip}") {
         return Err(format!(
@@ -472,12 +475,15 @@ fn check_url_template(template: &str) -> Result<(), String> {
              https://lookup.example/json/{{ip}}"
         ));
     }
-    let mut sample = template.replace("{ip}", SAMPLE_IP);
+    let mut filled = template.to_owned();
     for name in env_names(template).map_err(|m| format!("`url`: {m}"))? {
-        sample = sample.replace(&format!("${{{name}}}"), "x");
+        filled = filled.replace(&format!("${{{name}}}"), "x");
     }
-    let url = reqwest::Url::parse(&sample)
-        .map_err(|e| format!("`url` = `{template}` is not a valid URL ({e})"))?;
+    let parse = |ip: &str| {
+        reqwest::Url::parse(&filled.replace("{ip}", ip))
+            .map_err(|e| format!("`url` = `{template}` is not a valid URL ({e})"))
+    };
+    let url = parse(SAMPLE_IP)?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "`url` = `{template}` uses `{}`; only http:// and https:// are supported",
@@ -486,6 +492,25 @@ fn check_url_template(template: &str) -> Result<(), String> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("`url` = `{template}` has no host"));
+    }
+    // The addresses looked up come from reports, which are untrusted: in
+    // the host they would choose the server asked (and be sent the
+    // source's key and headers); in the user part or the fragment they
+    // never reach the service, which would answer the same for all.
+    let sent = |u: &reqwest::Url, ip: &str| {
+        u.path().contains(ip) || u.query().is_some_and(|q| q.contains(ip))
+    };
+    // An IPv6 address that does not even parse in place (`http://{ip}/`)
+    // is in the host too.
+    let fits6 = parse(SAMPLE_IP6).is_ok_and(|u6| {
+        (u6.host_str(), u6.port_or_known_default()) == (url.host_str(), url.port_or_known_default())
+            && sent(&u6, SAMPLE_IP6)
+    });
+    if !fits6 || !sent(&url, SAMPLE_IP) {
+        return Err(format!(
+            "`url` = `{template}` must put `{{ip}}` in the path or query, after a fixed host, \
+             e.g. https://lookup.example/json/{{ip}}: requests go only to the configured host"
+        ));
     }
     Ok(())
 }
