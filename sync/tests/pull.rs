@@ -441,6 +441,8 @@ struct AckDropper {
     addr: SocketAddr,
     drop_acks: Arc<AtomicBool>,
     dropped: Arc<AtomicUsize>,
+    /// Drops the collector's `X-LineProbe-Store` header from its answers.
+    strip_store: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -450,6 +452,7 @@ struct ProxyState {
     client: reqwest::Client,
     drop_acks: Arc<AtomicBool>,
     dropped: Arc<AtomicUsize>,
+    strip_store: Arc<AtomicBool>,
 }
 
 async fn proxy(State(state): State<ProxyState>, request: Request) -> Response {
@@ -473,6 +476,9 @@ async fn proxy(State(state): State<ProxyState>, request: Request) -> Response {
     let answer = forwarded.send().await.unwrap();
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
+        if name.as_str() == "x-lineprobe-store" && state.strip_store.load(Ordering::SeqCst) {
+            continue;
+        }
         if name.as_str().starts_with("x-lineprobe") || name.as_str() == "content-type" {
             response = response.header(name, value);
         }
@@ -486,11 +492,13 @@ impl AckDropper {
     async fn start(upstream: SocketAddr) -> Self {
         let drop_acks = Arc::new(AtomicBool::new(true));
         let dropped = Arc::new(AtomicUsize::new(0));
+        let strip_store = Arc::new(AtomicBool::new(false));
         let state = ProxyState {
             upstream: format!("http://{upstream}"),
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             drop_acks: Arc::clone(&drop_acks),
             dropped: Arc::clone(&dropped),
+            strip_store: Arc::clone(&strip_store),
         };
         let router = Router::new().fallback(proxy).with_state(state);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -502,9 +510,49 @@ impl AckDropper {
             addr,
             drop_acks,
             dropped,
+            strip_store,
             task,
         }
     }
+}
+
+/// A collector that named its store and then answers without naming one
+/// (an older build put in its place, a proxy that drops the header) could
+/// have a store made afresh: nothing is stored or acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_stops_naming_its_store_is_refused() {
+    bounded(async {
+        let lab = Lab::start("node-s", false, 1000, "").await;
+        lab.ingest(2).await;
+        let proxy = AckDropper::start(lab.running.export_addr).await;
+        proxy.drop_acks.store(false, Ordering::SeqCst);
+        let mut endpoint = lab.endpoint("s");
+        endpoint.url = format!("http://{}", proxy.addr);
+        let sink = MemSink::default();
+        let puller = puller(std::slice::from_ref(&endpoint), 100);
+
+        let round = puller.pull_once(&sink).await.remove(0);
+        assert_eq!(round.error, None, "{round:?}");
+        assert_eq!((round.pulled, round.acked_up_to), (2, Some(2)));
+
+        proxy.strip_store.store(true, Ordering::SeqCst);
+        lab.ingest(3).await;
+        let round = puller.pull_once(&sink).await.remove(0);
+        let error = error_of(&round);
+        assert!(error.contains("X-LineProbe-Store"), "{error}");
+        assert_eq!((round.pulled, round.acked_up_to), (0, None));
+        assert_eq!(sink.seqs("node-s"), vec![1, 2]);
+        assert_eq!(lab.unacked().await, (3, 2));
+
+        // Named again, as the same store: pulled as before.
+        proxy.strip_store.store(false, Ordering::SeqCst);
+        let round = puller.pull_once(&sink).await.remove(0);
+        assert_eq!(round.error, None, "{round:?}");
+        assert_eq!((round.pulled, round.acked_up_to), (3, Some(5)));
+        proxy.task.abort();
+        lab.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

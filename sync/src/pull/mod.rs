@@ -364,19 +364,34 @@ impl Puller {
             round.node_id = Some(page.node_id.clone());
             // Checked on every page, an empty one too (whose repeated ack
             // would tell a store made afresh to drop reports never pulled).
-            if let Some(store) = &page.store_id {
-                match &known_store {
-                    Some(known) if known != store => {
-                        return Err(Error::CollectorStoreReplaced {
-                            collector: name.to_owned(),
-                            node: page.node_id.clone(),
-                        });
-                    }
-                    Some(_) => {}
-                    None => {
-                        sink.bind_store(name, store).await?;
-                        known_store = Some(store.clone());
-                    }
+            match (&page.store_id, &known_store) {
+                (Some(store), Some(known)) if known != store => {
+                    return Err(Error::CollectorStoreReplaced {
+                        collector: name.to_owned(),
+                        node: page.node_id.clone(),
+                    });
+                }
+                (Some(_), Some(_)) | (None, None) => {}
+                (Some(store), None) => {
+                    sink.bind_store(name, store).await?;
+                    known_store = Some(store.clone());
+                }
+                // A collector that named its store before and names none
+                // now cannot be told apart from one whose store was made
+                // afresh (an older build, or a proxy that drops the
+                // header): acknowledging to it could drop reports never
+                // pulled.
+                (None, Some(known)) => {
+                    return Err(Error::Collector {
+                        name: name.to_owned(),
+                        message: format!(
+                            "the page does not say which staging store it comes from (no \
+                             X-LineProbe-Store header), though this collector's pulls came from \
+                             store {known}: refusing to pull, so that a store made afresh is \
+                             not acknowledged. Check that the collector is a current \
+                             lineprobe-collector and that nothing between drops the header"
+                        ),
+                    });
                 }
             }
             if page.reports.is_empty() {
