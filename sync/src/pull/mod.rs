@@ -364,36 +364,7 @@ impl Puller {
             round.node_id = Some(page.node_id.clone());
             // Checked on every page, an empty one too (whose repeated ack
             // would tell a store made afresh to drop reports never pulled).
-            match (&page.store_id, &known_store) {
-                (Some(store), Some(known)) if known != store => {
-                    return Err(Error::CollectorStoreReplaced {
-                        collector: name.to_owned(),
-                        node: page.node_id.clone(),
-                    });
-                }
-                (Some(_), Some(_)) | (None, None) => {}
-                (Some(store), None) => {
-                    sink.bind_store(name, store).await?;
-                    known_store = Some(store.clone());
-                }
-                // A collector that named its store before and names none
-                // now cannot be told apart from one whose store was made
-                // afresh (an older build, or a proxy that drops the
-                // header): acknowledging to it could drop reports never
-                // pulled.
-                (None, Some(known)) => {
-                    return Err(Error::Collector {
-                        name: name.to_owned(),
-                        message: format!(
-                            "the page does not say which staging store it comes from (no \
-                             X-LineProbe-Store header), though this collector's pulls came from \
-                             store {known}: refusing to pull, so that a store made afresh is \
-                             not acknowledged. Check that the collector is a current \
-                             lineprobe-collector and that nothing between drops the header"
-                        ),
-                    });
-                }
-            }
+            check_store(sink, name, &page, &mut known_store).await?;
             if page.reports.is_empty() {
                 round.caught_up = true;
                 // An acknowledgement lost in an earlier round (or before a
@@ -521,5 +492,41 @@ impl Puller {
             .get(collector)
             .copied()
             .unwrap_or(0)
+    }
+}
+
+/// Checks the store a page says it comes from against the one this
+/// collector's pulls came from, binding the first one seen.
+async fn check_store<S: PullSink>(
+    sink: &S,
+    name: &str,
+    page: &client::Page,
+    known_store: &mut Option<String>,
+) -> Result<(), Error> {
+    match (&page.store_id, &*known_store) {
+        (Some(store), Some(known)) if known != store => Err(Error::CollectorStoreReplaced {
+            collector: name.to_owned(),
+            node: page.node_id.clone(),
+        }),
+        (Some(_), Some(_)) | (None, None) => Ok(()),
+        (Some(store), None) => {
+            sink.bind_store(name, store).await?;
+            *known_store = Some(store.clone());
+            Ok(())
+        }
+        // A collector that named its store before and names none now
+        // cannot be told apart from one whose store was made afresh (an
+        // older build, or a proxy that drops the header): acknowledging to
+        // it could drop reports never pulled.
+        (None, Some(known)) => Err(Error::Collector {
+            name: name.to_owned(),
+            message: format!(
+                "the page does not say which staging store it comes from (no \
+                 X-LineProbe-Store header), though this collector's pulls came from store \
+                 {known}: refusing to pull, so that a store made afresh is not acknowledged. \
+                 Check that the collector is a current lineprobe-collector and that nothing \
+                 between drops the header"
+            ),
+        }),
     }
 }
