@@ -266,3 +266,22 @@ fn a_toml_chain_opens_csv_files_and_keeps_the_city_in_the_resolved_province() {
             .unwrap_err();
     assert!(missing.to_string().contains("path"), "{missing}");
 }
+
+#[test]
+fn two_sources_may_not_share_a_name() {
+    // A verdict records the data version of every source it read by the
+    // source's name: two sources under one name (two unnamed mmdb sources,
+    // a City and an ASN database) would leave one version unrecorded.
+    let config = lineprobe_sync::ChainConfig::from_toml(
+        "chain.toml",
+        "[[source]]\nkind = \"mmdb\"\npath = \"GeoLite2-City.mmdb\"\n\n\
+         [[source]]\nkind = \"ipplan\"\nname = \"plan\"\npath = \"plan.csv\"\n\n\
+         [[source]]\nkind = \"mmdb\"\npath = \"GeoLite2-ASN.mmdb\"\n",
+    )
+    .unwrap();
+    let e = config.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("source #3 (mmdb):") && e.contains("#1") && e.contains("`name`"),
+        "{e}"
+    );
+}

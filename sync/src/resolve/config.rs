@@ -318,6 +318,25 @@ impl ChainConfig {
     pub fn validate(&self) -> Result<(), Error> {
         for (i, s) in self.sources.iter().enumerate() {
             s.validate(&Self::what(i, s))?;
+            // Every attribute, and a verdict's record of the data versions
+            // it read, names its source by this name alone: two sources
+            // under one name could not be told apart, and one's version
+            // would go unrecorded.
+            let name = s.display_name();
+            if let Some(first) = self
+                .sources
+                .iter()
+                .take(i)
+                .position(|o| o.display_name() == name)
+            {
+                return Err(Error::SourceData {
+                    what: Self::what(i, s),
+                    message: format!(
+                        "source #{} is already named `{name}`; give each source its own `name`",
+                        first + 1
+                    ),
+                });
+            }
         }
         Ok(())
     }
