@@ -211,7 +211,8 @@ pub struct SourceFailure {
 }
 
 /// An ordered chain of sources: for each attribute the first source that
-/// knows it wins, later sources fill in the rest.
+/// knows it wins, later sources fill in the rest. A kind of network
+/// `unknown` counts as known only when no source gives a definite one.
 #[derive(Debug, Default)]
 pub struct Chain {
     sources: Vec<Box<dyn IpSource>>,
@@ -289,6 +290,15 @@ impl Chain {
             }
             fill(&mut out.asn, facts.asn, &tag);
             fill(&mut out.org, facts.org, &tag);
+            // A source that knows the address but not its kind (a
+            // connection-type database's "Satellite", a spelling the service
+            // uses that we do not) must not hide a later source's definite
+            // kind: `idc` from a later source is a proxy signal.
+            if out.ip_type.as_ref().is_some_and(|t| t.value == IpType::Unknown)
+                && facts.ip_type.is_some_and(|t| t != IpType::Unknown)
+            {
+                out.ip_type = None;
+            }
             fill(&mut out.ip_type, facts.ip_type, &tag);
             fill(&mut out.customer, facts.customer, &tag);
             fill(&mut out.anonymous, facts.anonymous, &tag);
@@ -540,6 +550,64 @@ mod tests {
         assert_eq!(t.get(ip("::ffff:10.0.1.7")), Some(&"narrow"));
         assert_eq!(t.get(ip("2001:db8::1")), Some(&"six"));
         assert_eq!(t.get(ip("2001:db9::1")), None);
+    }
+
+    /// A source that answers every address with the same kind of network.
+    #[derive(Debug)]
+    struct Kind(&'static str, IpType);
+
+    impl IpSource for Kind {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn data_version(&self) -> &str {
+            "test"
+        }
+        fn lookup(&self, _: IpAddr) -> Result<Option<IpFacts>, Error> {
+            Ok(Some(IpFacts {
+                ip_type: Some(self.1),
+                ..IpFacts::default()
+            }))
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_does_not_hide_a_later_sources_definite_one() {
+        let cat = Catalog::embedded().unwrap();
+        let kind = |sources: Vec<Kind>| {
+            let chain = Chain::new(
+                sources
+                    .into_iter()
+                    .map(|s| Box::new(s) as Box<dyn IpSource>)
+                    .collect(),
+            );
+            let t = chain.resolve(&cat, ip("203.0.113.9")).unwrap().ip_type;
+            t.map(|t| (t.value, t.source))
+        };
+        assert_eq!(
+            kind(vec![
+                Kind("conn-type", IpType::Unknown),
+                Kind("service", IpType::Idc),
+                Kind("last", IpType::Residential),
+            ]),
+            Some((IpType::Idc, "service".to_owned()))
+        );
+        // The first definite kind still wins, and with nothing definite the
+        // first source's word stands.
+        assert_eq!(
+            kind(vec![
+                Kind("plan", IpType::Residential),
+                Kind("service", IpType::Idc),
+            ]),
+            Some((IpType::Residential, "plan".to_owned()))
+        );
+        assert_eq!(
+            kind(vec![
+                Kind("first", IpType::Unknown),
+                Kind("second", IpType::Unknown),
+            ]),
+            Some((IpType::Unknown, "first".to_owned()))
+        );
     }
 
     #[test]
