@@ -294,7 +294,10 @@ impl Chain {
             // connection-type database's "Satellite", a spelling the service
             // uses that we do not) must not hide a later source's definite
             // kind: `idc` from a later source is a proxy signal.
-            if out.ip_type.as_ref().is_some_and(|t| t.value == IpType::Unknown)
+            if out
+                .ip_type
+                .as_ref()
+                .is_some_and(|t| t.value == IpType::Unknown)
                 && facts.ip_type.is_some_and(|t| t != IpType::Unknown)
             {
                 out.ip_type = None;
@@ -561,7 +564,8 @@ mod tests {
             self.0
         }
         fn data_version(&self) -> &str {
-            "test"
+            // Each test source is its own data version.
+            self.0
         }
         fn lookup(&self, _: IpAddr) -> Result<Option<IpFacts>, Error> {
             Ok(Some(IpFacts {
