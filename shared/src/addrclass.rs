@@ -520,7 +520,8 @@ pub struct ClassifierConfig {
     /// CIDRs to treat as public although the registries say they are not
     /// (labs built on documentation or private ranges). Loopback, multicast,
     /// the carrier-grade NAT's shared space, the unspecified address and the
-    /// default route are refused.
+    /// default route are refused, as are the IPv6 forms that carry them
+    /// (IPv4-mapped, NAT64, 6to4, Teredo).
     #[serde(default)]
     pub extra_public: Vec<IpNet>,
 }
@@ -584,9 +585,80 @@ impl ClassifierConfig {
                     ),
                 });
             }
+            if let Some(wrapped) = refused_through_a_wrapper(net) {
+                let Wrapped {
+                    kind,
+                    lo,
+                    hi,
+                    refused,
+                    what,
+                } = wrapped;
+                return Err(Error::Config {
+                    key: key(),
+                    reason: format!(
+                        "`{net}` covers {kind} addresses that carry {lo}-{hi}, which overlaps \
+                         {what} ({refused}), never a public hop; list the lab's IPv4 range \
+                         instead (its {kind} forms follow it) or a narrower CIDR that carries \
+                         only the lab's own public range"
+                    ),
+                });
+            }
         }
         Ok(())
     }
+}
+
+/// A refused IPv4 range reached through an IPv6 form that carries IPv4
+/// addresses.
+struct Wrapped {
+    kind: EmbeddingKind,
+    lo: Ipv4Addr,
+    hi: Ipv4Addr,
+    refused: IpNet,
+    what: &'static str,
+}
+
+/// The refused IPv4 range an IPv6 CIDR would make public through a form that
+/// carries an IPv4 address (NAT64, 6to4, Teredo…), if any.
+///
+/// An override covering the IPv6 form makes the address public whatever the
+/// embedded IPv4 address is, so `64:ff9b::/96` or `2002::/16` would make
+/// NAT64's and 6to4's view of 127.0.0.1 and of the carrier-grade NAT's
+/// 100.64.0.1 public although `127.0.0.0/8` and `100.64.0.0/10` are refused.
+/// (The IPv4-mapped forms are listed in [`REFUSED`] themselves.)
+fn refused_through_a_wrapper(net: &IpNet) -> Option<Wrapped> {
+    let IpNet::V6(net) = net else {
+        return None;
+    };
+    SPECIAL_BLOCKS.iter().find_map(|block| {
+        let (BlockRule::Unwrap(kind), IpNet::V6(wrapper)) = (block.rule, block.cidr) else {
+            return None;
+        };
+        // Two CIDRs that overlap nest: the longer one is their overlap.
+        let overlap = if wrapper.contains(net) {
+            *net
+        } else if net.contains(&wrapper) {
+            wrapper
+        } else {
+            return None;
+        };
+        // Every form keeps the IPv4 address in one contiguous field (Teredo
+        // inverted), so the overlap's first and last addresses carry the
+        // ends of the IPv4 range it covers.
+        let first = kind.unwrap(overlap.network()).ipv4;
+        let last = kind.unwrap(overlap.broadcast()).ipv4;
+        let (lo, hi) = (first.min(last), first.max(last));
+        REFUSED.iter().find_map(|&(refused, what)| match refused {
+            IpNet::V4(r) if r.network() <= hi && lo <= r.broadcast() => Some(Wrapped {
+                kind,
+                lo,
+                hi,
+                refused,
+                what,
+            }),
+            _ => None,
+        })
+    })
 }
 
 /// Classifies addresses: the registries, plus configured extra-public CIDRs.
