@@ -2148,9 +2148,12 @@ async fn a_report_id_counts_once_in_one_batch_and_across_batches() {
             ])
             .await
             .unwrap();
+        // The older report's new verdict is history; the newest report's is
+        // stored as its own, as in two batches (see
+        // a_late_and_a_newer_report_in_one_batch_make_the_newer_ones_verdict_current).
         assert_eq!(
             (summary.verdicts_new, summary.lines_changed, summary.skipped),
-            (1, 1, 0)
+            (2, 1, 0)
         );
         let o = s.observation("o1").await.unwrap().unwrap();
         assert_eq!((o.count, o.latest_verdict_key.as_deref()), (2, Some("k3")));
@@ -2242,6 +2245,85 @@ async fn an_older_report_of_the_current_observation_does_not_replace_its_verdict
         assert_eq!(o.latest_verdict_id, Some(line.verdict_id));
         assert_eq!(o.latest_verdict_key.as_deref(), Some("K2"));
         assert_eq!(s.lines(&low).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+/// A report from a probe's offline spool and a newer report of the same
+/// observation come in one batch, judged alike and unlike the current
+/// verdict (say, a proxy set on the device, which the observation key leaves
+/// out). The newer report's verdict becomes current as the verdict decided
+/// for that report — its report id and time — just as when the two come in
+/// two batches: the batch reports take an observation's verdict for a
+/// window by that time, and took the older report's (so the window showed
+/// the verdict the line had before).
+#[tokio::test]
+async fn a_late_and_a_newer_report_in_one_batch_make_the_newer_ones_verdict_current() {
+    on_each_backend("late_and_newer", |ctx| async move {
+        let s = &ctx.store;
+        let reports: Vec<PulledReport> = [(1, 100), (2, 50), (3, 200)]
+            .into_iter()
+            .map(|(seq, at)| PulledReport {
+                received_at_ms: Some(at),
+                ..report(seq, format!("{{\"seq\":{seq}}}").as_bytes())
+            })
+            .collect();
+        s.commit_pull(&pull("node-a", &reports, 3)).await.unwrap();
+        let ids: Vec<i64> = s
+            .pending_raw(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let k1 = verdict("K1", "compliant", "cmcc", 1_000);
+        let k2 = || verdict("K2", "non_compliant", "ctcc", 2_000);
+        s.apply(&[observation(ids[0], "o1", "l1", 100, k1)])
+            .await
+            .unwrap();
+        s.apply(&[
+            observation(ids[1], "o1", "l1", 50, k2()),
+            observation(ids[2], "o1", "l1", 200, k2()),
+        ])
+        .await
+        .unwrap();
+
+        let line = s.line("l1").await.unwrap().unwrap();
+        assert_eq!(line.verdict, "non_compliant");
+        let verdicts = s.line_verdicts("l1").await.unwrap();
+        let current = verdicts.iter().find(|v| v.id == line.verdict_id).unwrap();
+        let newer = format!("rep-{}", ids[2]);
+        assert_eq!(
+            (current.report_id.as_str(), current.observed_at_ms),
+            (newer.as_str(), 200),
+            "the current verdict is the late report's: {verdicts:#?}"
+        );
+        let kept: Vec<(&str, i64)> = verdicts
+            .iter()
+            .map(|v| (v.record.verdict_key.as_str(), v.observed_at_ms))
+            .collect();
+        assert_eq!(kept, [("K2", 200), ("K2", 50), ("K1", 100)]);
+
+        // The window holding all three reports: the line's last report was
+        // judged non-compliant.
+        let rows = s
+            .period_rows(&lineprobe_sync::PeriodQuery {
+                window: lineprobe_sync::PeriodWindow {
+                    from_ms: 0,
+                    until_ms: 300,
+                    bucket_ms: 300,
+                },
+                list_verdicts: &[],
+                detail: false,
+            })
+            .await
+            .unwrap();
+        let groups: Vec<(&str, u64)> = rows
+            .line_groups
+            .iter()
+            .map(|g| (g.verdict.as_str(), g.reports))
+            .collect();
+        assert_eq!(groups, [("non_compliant", 3)]);
     })
     .await;
 }

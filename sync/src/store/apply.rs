@@ -612,14 +612,21 @@ impl<'a> Planner<'a> {
     }
 
     /// Records the verdict unless it repeats the observation's latest one
-    /// (or one this batch wrote for the observation); when the record is
+    /// (or, for an older report, one this batch wrote for the observation
+    /// as history); when the record is
     /// the observation's `newest` report, its verdict becomes the latest.
     /// Returns the record's verdict id.
     fn verdict(&mut self, oi: usize, r: &'a ObservationRecord, newest: bool) -> i64 {
         let o = &mut self.observations[oi].row;
         let v = &r.verdict;
+        // A verdict this batch wrote for an older report is history: the
+        // newest report does not take it over, or the current verdict would
+        // carry the older report's id and time (which the batch reports
+        // pick a window's verdict by) — and differ from what the same two
+        // reports make in two batches.
         let repeated = match (o.latest_verdict_id, o.latest_verdict_key.as_deref()) {
             (Some(id), Some(key)) if key == v.verdict_key => Some(id),
+            _ if newest => None,
             _ => self.written.get(&(oi, v.verdict_key.as_str())).copied(),
         };
         let id = repeated.unwrap_or_else(|| {
