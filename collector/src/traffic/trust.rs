@@ -162,9 +162,15 @@ impl TrustBook {
         let (_, cut, _) = seen.select_nth_unstable(n - 1);
         let cut = *cut;
         let mut budget = n;
-        self.entries.retain(|_, e| {
+        // A forgotten unit leaves the rows to write too: the set of changed
+        // units would otherwise keep every unit a spray of prefixes or
+        // install ids named until the next write (or, while writes fail,
+        // for ever), however small the book.
+        let dirty = &mut self.dirty;
+        self.entries.retain(|unit, e| {
             if budget > 0 && e.last_seen_minute <= cut {
                 budget -= 1;
+                dirty.remove(unit);
                 false
             } else {
                 true
@@ -314,8 +320,11 @@ impl TrustBook {
 
     /// Puts rows whose write failed back, to be written next time.
     pub(crate) fn mark_dirty(&mut self, rows: &[TrustRow]) {
+        // Units forgotten meanwhile have nothing left to write.
         for row in rows {
-            self.dirty.insert(row.unit.clone());
+            if self.entries.contains_key(&row.unit) {
+                self.dirty.insert(row.unit.clone());
+            }
         }
     }
 
@@ -481,5 +490,26 @@ mod tests {
         }
         assert!(b.len() <= 20, "{}", b.len());
         assert!(b.entries.contains_key(&UnitKey::Install("t99".to_owned())));
+    }
+
+    #[test]
+    fn forgotten_units_leave_the_rows_to_write() {
+        let mut b = TrustBook::new(TrustConfig {
+            max_units: 20,
+            ..TrustConfig::default()
+        });
+        // A spray between two writes: only units still in the book are
+        // remembered as changed.
+        for i in 0..1_000_u64 {
+            b.rejected(&UnitKey::Install(format!("t{i}")), i);
+        }
+        assert!(b.dirty.len() <= 20, "{}", b.dirty.len());
+        // A failed write puts back only the rows of units still kept.
+        let rows = b.take_dirty();
+        for i in 1_000..1_100_u64 {
+            b.rejected(&UnitKey::Install(format!("t{i}")), i);
+        }
+        b.mark_dirty(&rows);
+        assert!(b.dirty.len() <= 20, "{}", b.dirty.len());
     }
 }
