@@ -74,6 +74,16 @@ impl ManualClock {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
+
+    /// Moves the clock back (a system clock stepped back).
+    pub fn rewind(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_sub(ms))
+            });
+    }
 }
 
 impl Clock for ManualClock {
@@ -84,6 +94,9 @@ impl Clock for ManualClock {
 
 /// How often the background task sweeps.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A step back of the clock longer than this (ms) is logged.
+const CLOCK_STEP_LOGGED_MS: u64 = 1_000;
 
 /// The answer to a request's admission.
 #[derive(Debug)]
@@ -138,6 +151,11 @@ struct Monitor {
     episodes: EpisodeLog,
     anomalous_total: TokenBucket,
     opened_total: u64,
+    /// The latest time accounted at (ms since the epoch, plus the offset).
+    clock_ms: u64,
+    /// How far the clock has stepped back since start, in ms (see
+    /// [`Traffic::settle`]).
+    clock_offset_ms: u64,
 }
 
 /// The traffic monitor, budgets and trust book of one node.
@@ -190,6 +208,8 @@ impl Traffic {
                 episodes: EpisodeLog::new(traffic.episodes_kept),
                 anomalous_total: TokenBucket::new(total_rate, now),
                 opened_total: 0,
+                clock_ms: now,
+                clock_offset_ms: 0,
             }),
             trust: Mutex::new(TrustBook::new(config.trust.clone())),
             config: traffic,
@@ -216,8 +236,6 @@ impl Traffic {
     /// and throttles it when its source prefix is in an anomaly episode and
     /// over its budget.
     pub fn admit(&self, peer: IpAddr, path: &str) -> Admission {
-        let now = self.clock.now_ms();
-        let minute = Self::minute(now);
         let prefix = UnitKey::prefix_of(peer);
         let path = self
             .paths
@@ -225,7 +243,8 @@ impl Traffic {
             .find(|(p, _)| p.matches(path))
             .map(|(_, raw)| UnitKey::Path(raw.clone()));
         let mut ticket = Ticket {
-            minute,
+            // Read under the traffic lock (see `settle`); unused when off.
+            minute: 0,
             prefix,
             path,
             install: None,
@@ -239,6 +258,8 @@ impl Traffic {
         let mut events = Vec::new();
         let throttled = {
             let mut m = lock(&self.monitor);
+            let now = self.settle(&mut m);
+            ticket.minute = Self::minute(now);
             // A path is shared by every probe: an episode of it is shown,
             // but taints no report's trust.
             if let Some(path) = &ticket.path {
@@ -247,7 +268,7 @@ impl Traffic {
             ticket.in_episode |= self.count(&mut m, &ticket.prefix, now, &mut events);
             Self::over_budget(&mut m, &ticket.prefix, now)
         };
-        self.apply(events, minute);
+        self.apply(events, ticket.minute);
         if throttled {
             if let Some(metrics) = &self.metrics {
                 metrics.traffic_throttled(UnitKind::Prefix.as_str());
@@ -292,12 +313,12 @@ impl Traffic {
         if !self.config.enabled {
             return Ok(());
         }
-        let now = self.clock.now_ms();
         let mut events = Vec::new();
-        let throttled = {
+        let (throttled, now) = {
             let mut m = lock(&self.monitor);
+            let now = self.settle(&mut m);
             ticket.in_episode |= self.count(&mut m, &unit, now, &mut events);
-            Self::over_budget(&mut m, &unit, now)
+            (Self::over_budget(&mut m, &unit, now), now)
         };
         self.apply(events, Self::minute(now));
         if throttled {
@@ -386,6 +407,32 @@ impl Traffic {
                 }
             }
         }
+    }
+
+    /// The time to account at: the clock plus how far it has stepped back
+    /// since start, read under the traffic lock, so that it never goes
+    /// back and runs on at the clock's pace after a step back. Held at the
+    /// latest time instead, each unit's traffic would pile up in one
+    /// minute until the clock came back (every busy unit a flood,
+    /// penalised and throttled), budgets would stop refilling and episodes
+    /// would not close. Taken back, minutes already counted would come
+    /// again. The cost: the times shown (episodes, last seen) run ahead of
+    /// the clock by the step until a restart.
+    fn settle(&self, m: &mut Monitor) -> u64 {
+        let now = self.clock.now_ms().saturating_add(m.clock_offset_ms);
+        if now >= m.clock_ms {
+            m.clock_ms = now;
+            return now;
+        }
+        let back = m.clock_ms - now;
+        if back > CLOCK_STEP_LOGGED_MS {
+            tracing::warn!(
+                back_ms = back,
+                "the clock stepped back; traffic accounting runs on from the latest time seen"
+            );
+        }
+        m.clock_offset_ms = m.clock_offset_ms.saturating_add(back);
+        m.clock_ms
     }
 
     /// Counts one request of `unit`; true when the unit is in an episode.
@@ -600,11 +647,10 @@ impl Traffic {
         if !self.config.enabled {
             return;
         }
-        let now = self.clock.now_ms();
-        let minute = Self::minute(now);
         let mut events = Vec::new();
-        let open = {
+        let (open, minute) = {
             let mut m = lock(&self.monitor);
+            let minute = Self::minute(self.settle(&mut m));
             let Monitor {
                 tables,
                 episodes,
@@ -630,7 +676,7 @@ impl Traffic {
                 }
             }
             *norm_minute = minute;
-            episodes.open_count()
+            (episodes.open_count(), minute)
         };
         self.apply(events, minute);
         if let Some(metrics) = &self.metrics {

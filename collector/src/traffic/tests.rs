@@ -284,3 +284,76 @@ fn the_unit_table_is_bounded() {
     drop(m);
     let _ = Arc::clone(&clock);
 }
+
+#[test]
+fn a_clock_stepped_back_does_not_make_steady_units_anomalous() {
+    let clock = ManualClock::at(T0);
+    // 100 requests a minute are within the floor from the first minute.
+    let t = Traffic::new(
+        &config(|c| c.traffic.min_anomaly_requests_per_minute = 100),
+        clock.clone(),
+        None,
+    );
+    let steady = |t: &Traffic| {
+        for _ in 0..100 {
+            assert!(send(t, "198.51.100.7"), "a steady unit is never throttled");
+        }
+    };
+    for _ in 0..15 {
+        steady(&t);
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    let prefix = UnitKey::prefix_of(ip("198.51.100.7"));
+    let before = t.trust_score(&prefix);
+    // The system clock is stepped back ten minutes (a VM resumed, a wrong
+    // clock corrected): the minutes it already counted come again. Held at
+    // the latest minute seen, the unit's traffic of the next minutes would
+    // pile up in one bucket and look like a flood.
+    clock.rewind(Duration::from_mins(10));
+    for _ in 0..5 {
+        steady(&t);
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    assert!(
+        t.episodes(false, 10).is_empty(),
+        "{:#?}",
+        t.episodes(false, 10)
+    );
+    assert!(
+        t.trust_score(&prefix) >= before,
+        "{}",
+        t.trust_score(&prefix)
+    );
+}
+
+#[test]
+fn a_clock_stepped_back_neither_frees_a_flooder_nor_keeps_its_episode_open() {
+    let clock = ManualClock::at(T0);
+    let t = Traffic::new(&config(|_| {}), clock.clone(), None);
+    for _ in 0..10 {
+        assert!(send(&t, "203.0.113.5"));
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    for _ in 0..200 {
+        send(&t, "203.0.113.5");
+    }
+    assert!(!send(&t, "203.0.113.5"), "throttled in its episode");
+    clock.rewind(Duration::from_hours(1));
+    assert!(!send(&t, "203.0.113.5"), "still throttled");
+    // Its budget refills at its rate as the clock runs on.
+    clock.advance(Duration::from_secs(1));
+    assert!(send(&t, "203.0.113.5"), "the budget refilled");
+    // Quiet for longer than the gap, the episode closes (it would stay
+    // open, throttling, until the clock came back).
+    clock.advance(Duration::from_mins(3));
+    t.sweep();
+    assert!(
+        t.episodes(true, 10).is_empty(),
+        "{:#?}",
+        t.episodes(true, 10)
+    );
+    assert!(send(&t, "203.0.113.5"));
+}
