@@ -2328,6 +2328,243 @@ async fn a_late_and_a_newer_report_in_one_batch_make_the_newer_ones_verdict_curr
     .await;
 }
 
+/// One event of a random history of a few lines.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// A report (`report`, of observation `obs` of line `line`) arrives,
+    /// received at `at`: the first copy of that report or a later one.
+    Report {
+        report: usize,
+        obs: usize,
+        line: usize,
+        at: i64,
+        key: usize,
+    },
+    /// A report that fails validation.
+    Invalid,
+    /// The report of event `of` is decided again with verdict `key`.
+    Redecide { of: usize, key: usize },
+}
+
+/// A random history in batches: reports out of receive order, repeated
+/// observations, copies of a report from another collector, invalid
+/// reports, re-decided reports.
+fn random_history(seed: u64, batches: usize) -> Vec<Vec<Event>> {
+    let mut state = seed;
+    let mut next = |n: usize| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(state >> 33).unwrap() % n
+    };
+    let mut reports: Vec<(usize, usize, i64)> = Vec::new();
+    let mut originals: Vec<usize> = Vec::new();
+    let mut history = Vec::new();
+    let mut events = 0;
+    for _ in 0..batches {
+        let mut batch = Vec::new();
+        let decided = events;
+        for _ in 0..=next(10) {
+            let event = match next(10) {
+                0 if decided > 0 && !originals.is_empty() => {
+                    let of = originals[next(originals.len())];
+                    if of >= decided {
+                        Event::Invalid
+                    } else {
+                        Event::Redecide { of, key: next(3) }
+                    }
+                }
+                1 => Event::Invalid,
+                2 | 3 if !reports.is_empty() => {
+                    let report = next(reports.len());
+                    let (obs, line, at) = reports[report];
+                    let at = at + i64::try_from(next(30)).unwrap();
+                    Event::Report {
+                        report,
+                        obs,
+                        line,
+                        at,
+                        key: next(3),
+                    }
+                }
+                _ => {
+                    let (obs, line) = (next(2), next(3));
+                    let at = i64::try_from(next(1_000)).unwrap();
+                    reports.push((obs, line, at));
+                    originals.push(events);
+                    Event::Report {
+                        report: reports.len() - 1,
+                        obs,
+                        line,
+                        at,
+                        key: next(3),
+                    }
+                }
+            };
+            batch.push(event);
+            events += 1;
+        }
+        history.push(batch);
+    }
+    history
+}
+
+/// Applies `history` under the key prefix `p` (its own collector and node),
+/// in its batches or one event at a time.
+async fn apply_history(s: &Store, p: &str, history: &[Vec<Event>], one_by_one: bool) {
+    let events: Vec<Event> = history.iter().flatten().copied().collect();
+    let reports: Vec<PulledReport> = (1..=events.len() as u64)
+        .map(|seq| report(seq, format!("{{\"{p}\":{seq}}}").as_bytes()))
+        .collect();
+    let (collector, node) = (format!("c-{p}"), format!("n-{p}"));
+    s.commit_pull(&PullBatch {
+        collector: &collector,
+        node_id: &node,
+        reports: &reports,
+        next_after: events.len() as u64,
+        pulled_at_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    let mut raw_ids = Vec::new();
+    for r in s.pending_raw(0, 100_000).await.unwrap() {
+        if r.node_id == node {
+            raw_ids.push(r.id);
+        }
+    }
+    assert_eq!(raw_ids.len(), events.len());
+    let record = |i: usize| -> Processed {
+        match events[i] {
+            Event::Report {
+                report,
+                obs,
+                line,
+                at,
+                key,
+            } => copy_of(
+                &format!("{p}:R{report}"),
+                raw_ids[i],
+                &format!("{p}:o{line}.{obs}"),
+                &format!("{p}:l{line}"),
+                at,
+                verdict(&format!("K{key}"), &format!("v{key}"), "cmcc", 1_000),
+            ),
+            Event::Invalid => quarantine(raw_ids[i], "[]", "invalid"),
+            Event::Redecide { of, key } => {
+                let Event::Report {
+                    report,
+                    obs,
+                    line,
+                    at,
+                    ..
+                } = events[of]
+                else {
+                    unreachable!("only reports are decided again")
+                };
+                reprocessed(copy_of(
+                    &format!("{p}:R{report}"),
+                    raw_ids[of],
+                    &format!("{p}:o{line}.{obs}"),
+                    &format!("{p}:l{line}"),
+                    at,
+                    verdict(&format!("K{key}"), &format!("v{key}"), "cmcc", 2_000),
+                ))
+            }
+        }
+    };
+    let mut i = 0;
+    for batch in history {
+        let records: Vec<Processed> = (i..i + batch.len()).map(record).collect();
+        i += batch.len();
+        if one_by_one {
+            for r in records {
+                s.apply(&[r]).await.unwrap();
+            }
+        } else {
+            s.apply(&records).await.unwrap();
+        }
+    }
+}
+
+/// What the history under prefix `p` left, with the prefix taken off.
+async fn history_outcome(s: &Store, url: &str, p: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in 0..3 {
+        let key = format!("{p}:l{line}");
+        let Some(l) = s.line(&key).await.unwrap() else {
+            continue;
+        };
+        let verdicts = s.line_verdicts(&key).await.unwrap();
+        let current = verdicts.iter().find(|v| v.id == l.verdict_id).unwrap();
+        let observations = s.line_observations(&key).await.unwrap();
+        let shown = observations
+            .iter()
+            .find(|o| o.id == l.observation_id)
+            .unwrap();
+        out.push(format!(
+            "line {line}: reports {} seen {}..{} verdict {} ({} for {} at {}) current {}",
+            l.reports,
+            l.first_seen_ms,
+            l.last_seen_ms,
+            l.verdict,
+            current.record.verdict_key,
+            current.report_id,
+            current.observed_at_ms,
+            shown.facts.obs_key
+        ));
+        for o in &observations {
+            let latest = verdicts
+                .iter()
+                .find(|v| Some(v.id) == o.latest_verdict_id)
+                .unwrap();
+            out.push(format!(
+                "  obs {}: count {} seen {}..{} reports {}..{} latest {:?} ({} at {})",
+                o.facts.obs_key,
+                o.count,
+                o.first_seen_ms,
+                o.last_seen_ms,
+                o.first_report_id,
+                o.last_report_id,
+                o.latest_verdict_key,
+                latest.report_id,
+                latest.observed_at_ms
+            ));
+        }
+    }
+    let node = format!("n-{p}");
+    for (_, n, state) in raw_states(url).await {
+        if n == node {
+            out.push(state);
+        }
+    }
+    out.into_iter()
+        .map(|line| line.replace(&format!("{p}:"), ""))
+        .collect()
+}
+
+/// The same random history — reports out of order, copies from two
+/// collectors, invalid and re-decided reports — ends the same applied in
+/// its batches (which PostgreSQL splits into parts written over separate
+/// connections) and one report at a time: the counts, seen times, current
+/// observations and verdicts, and what each raw report was decided as.
+#[tokio::test]
+async fn a_history_ends_the_same_in_batches_and_one_report_at_a_time() {
+    on_each_backend("history_batches", |ctx| async move {
+        let s = &ctx.store;
+        for seed in [7_u64, 1_234, 99_991] {
+            let history = random_history(seed, 40);
+            let (a, b) = (format!("a{seed}"), format!("b{seed}"));
+            apply_history(s, &a, &history, false).await;
+            apply_history(s, &b, &history, true).await;
+            let batched = history_outcome(s, &ctx.url, &a).await;
+            let single = history_outcome(s, &ctx.url, &b).await;
+            assert!(batched.len() > 30, "seed {seed}: too little: {batched:#?}");
+            assert_eq!(batched, single, "seed {seed}");
+        }
+    })
+    .await;
+}
+
 // ---- throughput (by hand) --------------------------------------------------
 
 /// A report body of about 2 KB that compresses like real JSON.
