@@ -781,19 +781,25 @@ fn split(episodes: &mut EpisodeLog, id: u64, unit: &UnitKey, closed: &Bucket) ->
     episodes.open(unit, closed.minute, closed, 0.0)
 }
 
-/// Forgets the least recently active tenth of a full table, closing their
-/// episodes.
+/// Forgets a tenth of a full table, closing their episodes: the units
+/// with the least traffic in their history window, the least recently
+/// active first among equals. Least recently active alone, a source
+/// spraying new prefixes (an IPv6 /48 holds 256 of them) or install ids
+/// at the start of each minute outranked every busy unit that had not yet
+/// sent in it, and a busy unit forgotten is a young one again, held to the
+/// floor: its next minute an episode, a trust penalty, a 429.
 fn evict(table: &mut HashMap<UnitKey, UnitState>, episodes: &mut EpisodeLog, minute: u64) {
-    let mut active: Vec<u64> = table.values().map(UnitState::last_active_minute).collect();
-    if active.is_empty() {
+    let key = |state: &UnitState| (state.weight(), state.last_active_minute());
+    let mut keys: Vec<(u64, u64)> = table.values().map(key).collect();
+    if keys.is_empty() {
         return;
     }
-    let n = (active.len() / 10).max(1);
-    let (_, cut, _) = active.select_nth_unstable(n - 1);
+    let n = (keys.len() / 10).max(1);
+    let (_, cut, _) = keys.select_nth_unstable(n - 1);
     let cut = *cut;
     let mut budget = n;
     table.retain(|_, state| {
-        if budget > 0 && state.last_active_minute() <= cut {
+        if budget > 0 && key(state) <= cut {
             budget -= 1;
             if let Some(id) = state.episode {
                 episodes.close(id, minute);

@@ -357,3 +357,39 @@ fn a_clock_stepped_back_neither_frees_a_flooder_nor_keeps_its_episode_open() {
     );
     assert!(send(&t, "203.0.113.5"));
 }
+
+#[test]
+fn a_spray_of_new_prefixes_does_not_evict_busy_units() {
+    let clock = ManualClock::at(T0);
+    let t = Traffic::new(&config(|c| c.traffic.max_units = 100), clock.clone(), None);
+    let busy = |t: &Traffic| {
+        for i in 0..10 {
+            for _ in 0..30 {
+                send(t, &format!("10.0.{i}.1"));
+            }
+        }
+    };
+    // Ten busy NAT prefixes settle into their bands.
+    for _ in 0..15 {
+        busy(&t);
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    assert!(t.episodes(true, 100).is_empty(), "the busy units settled");
+    let opened = t.episodes_opened();
+    // Each minute, before they send, 150 new prefixes send one request
+    // each: the table overflows. Forgotten, a busy unit would be a young
+    // one again, held to the floor, and its traffic an episode.
+    for minute in 0..5_u8 {
+        for j in 0..150_u8 {
+            send(&t, &format!("10.{}.{j}.1", minute + 1));
+        }
+        busy(&t);
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    assert_eq!(t.episodes_opened(), opened, "{:#?}", t.episodes(true, 100));
+    let m = lock(&t.monitor);
+    let prefixes = m.tables.get(&UnitKind::Prefix).map_or(0, HashMap::len);
+    assert!(prefixes <= 100, "{prefixes}");
+}

@@ -146,6 +146,8 @@ pub(crate) struct UnitState {
     pub(crate) first_minute: u64,
     /// Closed minutes with traffic, oldest first, within the history window.
     history: VecDeque<Bucket>,
+    /// The `learned` counts of `history` summed.
+    history_learned: u64,
     /// The minute being counted.
     pub(crate) current: Bucket,
     /// The band of `current.minute`, learned when the minute began.
@@ -166,6 +168,7 @@ impl UnitState {
         Self {
             first_minute: minute,
             history: VecDeque::new(),
+            history_learned: 0,
             current: Bucket {
                 minute,
                 ..Bucket::default()
@@ -214,12 +217,28 @@ impl UnitState {
         let had_traffic = closed.requests > 0 || closed.rejects > 0;
         if had_traffic {
             self.history.push_back(closed);
+            self.history_learned = self
+                .history_learned
+                .saturating_add(u64::from(closed.learned));
         }
         let oldest = now.saturating_sub(u64::from(keep));
-        while self.history.front().is_some_and(|b| b.minute < oldest) {
-            self.history.pop_front();
+        while let Some(old) = self.history.pop_front() {
+            if old.minute >= oldest {
+                self.history.push_front(old);
+                break;
+            }
+            self.history_learned = self.history_learned.saturating_sub(u64::from(old.learned));
         }
         had_traffic.then_some((closed, anomalous))
+    }
+
+    /// How much the unit has established by its traffic: its requests in
+    /// the history window (anomalous minutes clipped to their band, as the
+    /// band learns them) and in the current minute. A source spraying new
+    /// units has next to none in each.
+    pub(crate) fn weight(&self) -> u64 {
+        self.history_learned
+            .saturating_add(u64::from(self.current.requests))
     }
 
     /// Completed minutes observed since the unit was first seen, at most
@@ -316,12 +335,16 @@ mod tests {
         assert_eq!(u.roll(100, 60), None, "same minute");
         let (closed, anomalous) = u.roll(102, 60).expect("closed");
         assert_eq!((closed.minute, closed.requests, anomalous), (100, 3, false));
+        u.current.requests = 2;
+        assert_eq!(u.weight(), 5, "the window's and the current minute's");
+        u.current.requests = 0;
         // Minutes 100 (3) and 101 (quiet).
         let band = u.learn_band(60, rules).expect("band");
         assert!((band.median - 1.5).abs() < 1e-9, "{band:?}");
         // Far later, the old minute has left the window.
         assert_eq!(u.roll(500, 60), None, "the current minute had no traffic");
         assert_eq!(u.recent_requests(1000), 0);
+        assert_eq!(u.weight(), 0, "the window moved on");
         assert_eq!(u.observed_minutes(60), 60);
         assert!(u.learn_band(60, rules).expect("band").median.abs() < 1e-9);
     }
