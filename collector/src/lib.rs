@@ -47,6 +47,6 @@ pub use signature::{
 pub use staging::*;
 pub use traffic::{
     Admission, Band, BandRules, Clock, Episode, LowTrustUnit, ManualClock, SystemClock, Ticket,
-    Traffic, TrafficConfig, TrustConfig, TrustEntry, TrustRow, UnitKey, UnitKind, source_prefix,
-    traffic_routes,
+    Traffic, TrafficConfig, TrustConfig, TrustEntry, TrustRetention, TrustRow, UnitKey, UnitKind,
+    source_prefix, traffic_routes,
 };

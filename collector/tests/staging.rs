@@ -1184,3 +1184,61 @@ async fn concurrent_reads_share_a_bounded_number_of_connections() {
     // Reads after the close fail as such, not by opening a connection.
     assert!(matches!(staging.stats().await, Err(Error::StagingClosed)));
 }
+
+/// The stored trust scores are pruned and read back in the order the
+/// traffic monitor forgets units in: a score's distance from the initial
+/// one keeps it past fresher units, so a restart does not bring back a
+/// penalty the book kept (or drop one it still holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_scores_are_pruned_and_restored_in_the_books_order() {
+    use lineprobe_collector::{TrustRetention, TrustRow, UnitKey};
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::open(options(&db_path(&dir))).unwrap();
+    let retention = TrustRetention {
+        max_units: 3,
+        initial: 50,
+    };
+    let row = |name: &str, score: f64, seen: u64| {
+        TrustRow::new(
+            UnitKey::Install(name.to_owned()),
+            score,
+            1,
+            0,
+            0,
+            seen,
+            None,
+        )
+    };
+    // Penalised at minute 0 (kept until 0 + 30 × 60), trusted at minute 10
+    // (until 10 + 40 × 60), and fresh units seen later but kept shorter.
+    let rows = vec![
+        row("penalised", 20.0, 0),
+        row("trusted", 90.0, 10),
+        row("fresh-a", 51.0, 500),
+        row("fresh-b", 51.0, 600),
+        row("fresh-c", 50.0, 1_000),
+    ];
+    for (at_once, rows) in [(false, rows.clone()), (true, rows)] {
+        // Written at once, and written one by one (each save prunes).
+        if at_once {
+            staging.save_trust(rows, retention).await.unwrap();
+        } else {
+            for row in rows {
+                staging.save_trust(vec![row], retention).await.unwrap();
+            }
+        }
+        let kept: Vec<String> = staging
+            .load_trust(retention)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unit.name())
+            .collect();
+        assert_eq!(
+            kept,
+            ["trusted", "penalised", "fresh-c"],
+            "at once: {at_once}"
+        );
+    }
+    staging.close().await.unwrap();
+}

@@ -624,24 +624,30 @@ impl Staging {
         .await
     }
 
-    /// Writes changed trust scores, keeping at most `max_units` rows (the
-    /// least recently seen are dropped).
+    /// Writes changed trust scores, keeping at most `retention.max_units`
+    /// rows (those kept shortest by [`TrustRetention`] are dropped).
+    ///
+    /// [`TrustRetention`]: crate::traffic::TrustRetention
     pub async fn save_trust(
         &self,
         rows: Vec<crate::traffic::TrustRow>,
-        max_units: usize,
+        retention: crate::traffic::TrustRetention,
     ) -> Result<(), Error> {
         self.request(|reply| Request::SaveTrust {
             rows,
-            max_units,
+            retention,
             reply,
         })
         .await
     }
 
-    /// The `limit` most recently seen stored trust scores.
-    pub async fn load_trust(&self, limit: usize) -> Result<Vec<crate::traffic::TrustRow>, Error> {
-        self.read(move |conn| trust::load(conn, limit)).await
+    /// The stored trust scores kept longest by `retention`, at most
+    /// `retention.max_units`.
+    pub async fn load_trust(
+        &self,
+        retention: crate::traffic::TrustRetention,
+    ) -> Result<Vec<crate::traffic::TrustRow>, Error> {
+        self.read(move |conn| trust::load(conn, retention)).await
     }
 
     /// Runs SQLite's full integrity check on the database file.

@@ -110,6 +110,18 @@ const MIGRATIONS: &[&str] = &[
     // it pulled from, refuses to take those numbers for the old ones.
     "ALTER TABLE state ADD COLUMN store_id TEXT NOT NULL DEFAULT '';
      UPDATE state SET store_id = lower(hex(randomblob(16))) WHERE store_id = '';",
+    // Version 5.
+    //
+    // `keep_until`: the order trust scores are forgotten in
+    // (`traffic::TrustRetention::keep_until`), written with each row so that
+    // pruning a full table walks an index instead of sorting every row.
+    // Existing rows get it for the default initial score, 50; each is
+    // rewritten with the configured one the next time its unit is saved.
+    "ALTER TABLE trust_scores ADD COLUMN keep_until INTEGER NOT NULL DEFAULT 0;
+     UPDATE trust_scores SET keep_until =
+         last_seen_minute + CAST(abs(score - 50.0) * 60 AS INTEGER);
+     CREATE INDEX trust_scores_keep ON trust_scores (keep_until);
+     DROP INDEX trust_scores_seen;",
 ];
 
 /// Wraps a SQLite error with what was being done, and says what to do about

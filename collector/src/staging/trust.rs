@@ -6,23 +6,26 @@ use rusqlite::{Connection, params};
 use super::schema::sql_error;
 use super::writer::to_sql_int;
 use crate::Error;
-use crate::traffic::{TrustRow, UnitKey, UnitKind};
+use crate::traffic::{TrustRetention, TrustRow, UnitKey, UnitKind};
 
-/// Upserts `rows`, then keeps only the `max_units` most recently seen.
+/// Upserts `rows`, then keeps only the `retention.max_units` rows kept
+/// longest (the order the traffic monitor forgets units in).
 pub(super) fn save(
     tx: &rusqlite::Transaction<'_>,
     rows: &[TrustRow],
-    max_units: usize,
+    retention: TrustRetention,
 ) -> Result<(), Error> {
     {
         let mut upsert = tx
             .prepare_cached(
                 "INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies, \
-                 last_seen_minute, last_reject_minute) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 last_seen_minute, last_reject_minute, keep_until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                  ON CONFLICT (kind, unit) DO UPDATE SET score = excluded.score, \
                  accepted = excluded.accepted, rejects = excluded.rejects, \
                  anomalies = excluded.anomalies, last_seen_minute = excluded.last_seen_minute, \
-                 last_reject_minute = excluded.last_reject_minute",
+                 last_reject_minute = excluded.last_reject_minute, \
+                 keep_until = excluded.keep_until",
             )
             .map_err(|e| sql_error("preparing the trust upsert", &e))?;
         for row in rows {
@@ -41,6 +44,7 @@ pub(super) fn save(
                     to_sql_int(e.anomalies),
                     to_sql_int(e.last_seen_minute),
                     e.last_reject_minute.map(to_sql_int),
+                    to_sql_int(retention.keep_until(e.last_seen_minute, e.score)),
                 ])
                 .map_err(|e| sql_error("storing trust scores", &e))?;
         }
@@ -48,11 +52,11 @@ pub(super) fn save(
     let count: i64 = tx
         .query_row("SELECT count(*) FROM trust_scores", [], |r| r.get(0))
         .map_err(|e| sql_error("counting trust scores", &e))?;
-    let excess = count - i64::try_from(max_units).unwrap_or(i64::MAX);
+    let excess = count - i64::try_from(retention.max_units).unwrap_or(i64::MAX);
     if excess > 0 {
         tx.execute(
             "DELETE FROM trust_scores WHERE (kind, unit) IN (SELECT kind, unit FROM trust_scores \
-             ORDER BY last_seen_minute LIMIT ?1)",
+             ORDER BY keep_until LIMIT ?1)",
             [excess],
         )
         .map_err(|e| sql_error("pruning trust scores", &e))?;
@@ -60,15 +64,15 @@ pub(super) fn save(
     Ok(())
 }
 
-/// The `limit` most recently seen scores.
-pub(super) fn load(conn: &Connection, limit: usize) -> Result<Vec<TrustRow>, Error> {
+/// The `retention.max_units` scores kept longest, those first.
+pub(super) fn load(conn: &Connection, retention: TrustRetention) -> Result<Vec<TrustRow>, Error> {
     let mut stmt = conn
         .prepare(
             "SELECT kind, unit, score, accepted, rejects, anomalies, last_seen_minute, \
-             last_reject_minute FROM trust_scores ORDER BY last_seen_minute DESC LIMIT ?1",
+             last_reject_minute FROM trust_scores ORDER BY keep_until DESC LIMIT ?1",
         )
         .map_err(|e| sql_error("reading trust scores", &e))?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let limit = i64::try_from(retention.max_units).unwrap_or(i64::MAX);
     let rows = stmt
         .query_map([limit], |r| {
             Ok((

@@ -59,8 +59,8 @@ pub(super) enum Request {
     SaveTrust {
         /// The changed rows.
         rows: Vec<crate::traffic::TrustRow>,
-        /// Most rows kept.
-        max_units: usize,
+        /// Which rows are kept.
+        retention: crate::traffic::TrustRetention,
         /// Where the outcome goes.
         reply: Reply<()>,
     },
@@ -283,11 +283,11 @@ impl Writer {
             }
             Request::SaveTrust {
                 rows,
-                max_units,
+                retention,
                 reply,
             } => {
                 let result = self.transact("storing trust scores", |tx, _| {
-                    super::trust::save(tx, &rows, max_units).map_err(TxError::Sql)
+                    super::trust::save(tx, &rows, retention).map_err(TxError::Sql)
                 });
                 self.reply_when_durable(reply, result);
             }

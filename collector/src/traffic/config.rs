@@ -12,7 +12,8 @@ pub struct TrafficConfig {
     /// Off: every request is served as before and reports carry no trust.
     pub enabled: bool,
     /// Most units tracked per kind (source prefixes, install ids, paths);
-    /// the least recently active are forgotten beyond it.
+    /// beyond it, those with the least traffic in their history window are
+    /// forgotten first (then the least recently active).
     pub max_units: usize,
     /// Minutes of per-minute history kept per unit, from which its expected
     /// band is learned.
@@ -78,8 +79,10 @@ pub struct TrustConfig {
     pub recent_reject_minutes: u32,
     /// A unit with fewer accepted reports than this is a new source.
     pub new_source_reports: u32,
-    /// Most scored units kept (in memory and in the staging database); the
-    /// least recently seen are forgotten beyond it.
+    /// Most scored units kept (in memory and in the staging database);
+    /// beyond it, those kept shortest by [`TrustRetention`] are forgotten.
+    ///
+    /// [`TrustRetention`]: super::TrustRetention
     pub max_units: usize,
     /// How often changed scores are written to the staging database, in
     /// seconds (and once more at shutdown).

@@ -35,7 +35,7 @@ use self::budget::TokenBucket;
 pub use self::config::{TrafficConfig, TrustConfig};
 pub use self::episodes::Episode;
 use self::episodes::EpisodeLog;
-pub use self::trust::{LowTrustUnit, TrustEntry, TrustRow};
+pub use self::trust::{LowTrustUnit, TrustEntry, TrustRetention, TrustRow};
 use self::trust::{TrustBook, UnitFlags};
 use self::units::{Bucket, UnitState};
 pub use self::units::{UnitKey, UnitKind, source_prefix};
@@ -729,8 +729,8 @@ impl Traffic {
             return Ok(0);
         }
         let n = rows.len();
-        let max_units = lock(&self.trust).capacity();
-        match staging.save_trust(rows.clone(), max_units).await {
+        let retention = lock(&self.trust).retention();
+        match staging.save_trust(rows.clone(), retention).await {
             Ok(()) => Ok(n),
             Err(e) => {
                 lock(&self.trust).mark_dirty(&rows);
@@ -748,8 +748,8 @@ impl Traffic {
         flush_every: Duration,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, crate::Error> {
-        let limit = lock(&self.trust).capacity();
-        let rows = staging.load_trust(limit).await?;
+        let retention = lock(&self.trust).retention();
+        let rows = staging.load_trust(retention).await?;
         tracing::info!(units = rows.len(), "trust scores restored");
         self.load_trust(rows);
         let traffic = Arc::clone(self);

@@ -70,6 +70,44 @@ impl TrustRow {
     }
 }
 
+/// Which scores are kept when there are more units than `max_units`: the
+/// book in memory and the stored rows forget the same ones, so that a
+/// restart does not bring back what the other forgot.
+///
+/// A unit's score is kept for as long after it was last seen as its
+/// distance from the initial score buys (an hour a point):
+/// ordered by last-seen time alone, a penalised prefix that went quiet (or
+/// that a spray of fresh prefixes or install ids pushed out) came back at
+/// the initial score, its penalty forgotten, and an honest unit's earned
+/// trust was as cheap to wipe. A score still cannot be kept for ever, or
+/// stale entries would fill the book and new units could never build trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustRetention {
+    /// Most units kept (`trust.max_units`).
+    pub max_units: usize,
+    /// The score of a new unit (`trust.initial`).
+    pub initial: u8,
+}
+
+/// Minutes of keeping a point of distance from the initial score buys (a
+/// unit penalised down to 10 from 50 is kept 40 hours longer).
+const MINUTES_PER_POINT: f64 = 60.0;
+
+impl TrustRetention {
+    /// The order in which scores are forgotten, lowest first: the minute
+    /// last seen, plus the keeping the score's distance from the initial
+    /// one buys. The staging store writes it with each row and prunes and
+    /// restores rows in its order.
+    pub fn keep_until(&self, last_seen_minute: u64, score: f64) -> u64 {
+        let distance = (score.clamp(0.0, 100.0) - f64::from(self.initial)).abs();
+        // 0..=100 points times 60: far inside u64 (the cast truncates, as
+        // the staging store's migration of older rows does).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let bought = (distance * MINUTES_PER_POINT) as u64;
+        last_seen_minute.saturating_add(bought)
+    }
+}
+
 /// A low-trust unit as the export API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct LowTrustUnit {
@@ -116,7 +154,8 @@ impl TrustBook {
         }
     }
 
-    /// Restores stored scores (at most `max_units`, the most recent first).
+    /// Restores stored scores (at most `max_units`, those kept longest
+    /// first; see [`TrustRetention`]).
     pub(crate) fn load(&mut self, rows: Vec<TrustRow>) {
         for row in rows {
             if self.entries.len() >= self.config.max_units {
@@ -148,13 +187,16 @@ impl TrustBook {
         e
     }
 
-    /// Forgets the least recently seen tenth when the book is full. Their
-    /// stored rows are pruned the same way by the store.
+    /// Forgets the tenth of the book kept shortest ([`TrustRetention`])
+    /// when it is full. Their stored rows are pruned the same way by the
+    /// store.
     fn evict_if_full(&mut self) {
         if self.entries.len() < self.config.max_units {
             return;
         }
-        let mut seen: Vec<u64> = self.entries.values().map(|e| e.last_seen_minute).collect();
+        let retention = self.retention();
+        let keep = |e: &TrustEntry| retention.keep_until(e.last_seen_minute, e.score);
+        let mut seen: Vec<u64> = self.entries.values().map(keep).collect();
         if seen.is_empty() {
             return;
         }
@@ -168,7 +210,7 @@ impl TrustBook {
         // for ever), however small the book.
         let dirty = &mut self.dirty;
         self.entries.retain(|unit, e| {
-            if budget > 0 && e.last_seen_minute <= cut {
+            if budget > 0 && keep(e) <= cut {
                 budget -= 1;
                 dirty.remove(unit);
                 false
@@ -328,9 +370,12 @@ impl TrustBook {
         }
     }
 
-    /// Most units kept (`trust.max_units`).
-    pub(crate) fn capacity(&self) -> usize {
-        self.config.max_units
+    /// Which scores are kept (`trust.max_units`, `trust.initial`).
+    pub(crate) fn retention(&self) -> TrustRetention {
+        TrustRetention {
+            max_units: self.config.max_units,
+            initial: self.config.initial,
+        }
     }
 
     /// How many units are scored.
@@ -490,6 +535,48 @@ mod tests {
         }
         assert!(b.len() <= 20, "{}", b.len());
         assert!(b.entries.contains_key(&UnitKey::Install("t99".to_owned())));
+    }
+
+    #[test]
+    fn a_penalised_or_trusted_unit_outlasts_a_spray_of_fresh_ones() {
+        let mut b = TrustBook::new(TrustConfig {
+            max_units: 20,
+            ..TrustConfig::default()
+        });
+        // A prefix caught in an episode (50 → 25), then quiet.
+        b.episode_opened(&prefix(), 0);
+        b.rejected(&prefix(), 0);
+        // An installation that earned trust over half an hour (50 → 80).
+        for minute in 0..30 {
+            b.accepted(&install(), minute, false);
+        }
+        // Fresh units, each seen once, over the next ten hours: each is
+        // newer than both, and worth forgetting before either.
+        for i in 0..200_u64 {
+            b.accepted(&UnitKey::Install(format!("s{i}")), 30 + i * 3, false);
+        }
+        assert!(b.len() <= 20, "{}", b.len());
+        assert!((b.score(&prefix()) - 25.0).abs() < 1e-9);
+        assert!((b.score(&install()) - 80.0).abs() < 1e-9);
+        // Kept as long as the distance buys, not for ever.
+        for i in 200..1_000_u64 {
+            b.accepted(&UnitKey::Install(format!("s{i}")), 30 + i * 3, false);
+        }
+        assert!((b.score(&prefix()) - 50.0).abs() < 1e-9);
+        assert!((b.score(&install()) - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn keep_until_adds_an_hour_per_point_from_the_initial_score() {
+        let r = TrustRetention {
+            max_units: 1,
+            initial: 50,
+        };
+        assert_eq!(r.keep_until(100, 50.0), 100);
+        assert_eq!(r.keep_until(100, 25.0), 100 + 25 * 60);
+        assert_eq!(r.keep_until(100, 80.5), 100 + 1830);
+        assert_eq!(r.keep_until(100, -5.0), 100 + 50 * 60);
+        assert_eq!(r.keep_until(u64::MAX, 0.0), u64::MAX);
     }
 
     #[test]
