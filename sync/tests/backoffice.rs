@@ -1721,3 +1721,61 @@ async fn an_absurd_line_number_in_the_query_does_not_break_the_lines_page() {
     })
     .await;
 }
+
+/// A NUL character in a query value (a typo'd or hostile URL) matches no
+/// line on either backend, and says so: PostgreSQL's text holds no NUL, and
+/// sent to it as a parameter the value failed the whole query (a 500, and
+/// an export cut off after its headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_the_query_is_refused_not_a_server_error() {
+    on_each_backend("nul_in_the_query", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        seed_demo(&store).await;
+        add_user(&store, "vic", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+
+        let city = vic.get("/lines?city=%00").await;
+        assert_eq!(city.status, StatusCode::OK, "{}", city.body);
+        assert!(
+            notice(&city.body).contains("is not a city"),
+            "{}",
+            city.body
+        );
+        // The filter is not applied: every line is listed.
+        assert_eq!(city.body.matches("href=\"/case?line=").count(), 10);
+
+        let after = vic.get("/lines?after=1.account%3A%00&n=50").await;
+        assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+        assert!(
+            notice(&after.body).contains("is not a page position"),
+            "{}",
+            after.body
+        );
+        assert_eq!(after.body.matches("href=\"/case?line=").count(), 10);
+        assert!(after.body.contains("showing 1–10"), "{}", after.body);
+
+        let export = vic.get("/lines/export.csv?city=a%00").await;
+        assert_eq!(export.status, StatusCode::BAD_REQUEST, "{}", export.body);
+        assert!(export.body.contains("is not a city"));
+
+        let case = vic.get("/case?line=account%3A07552660505%00").await;
+        assert_eq!(case.status, StatusCode::NOT_FOUND, "{}", case.body);
+
+        let install = vic.get("/probes?install=GZ-YX-000606%00").await;
+        assert_eq!(install.status, StatusCode::BAD_REQUEST, "{}", install.body);
+        assert!(install.body.contains("is not an installation ID"));
+
+        let probes = vic.get("/probes?after=1.account%3A%00").await;
+        assert_eq!(probes.status, StatusCode::OK, "{}", probes.body);
+        assert!(
+            notice(&probes.body).contains("is not a page position"),
+            "{}",
+            probes.body
+        );
+        assert!(probes.body.contains("GZ-YX-000606"));
+        store.close().await;
+    })
+    .await;
+}

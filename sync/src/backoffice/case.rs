@@ -13,12 +13,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::BackofficeState;
 use super::auth::Viewer;
 use super::layout::{
     self, carrier_name, city_name, low_trust_badge, or_dash, province_name, verdict_badge,
 };
 use super::lines::deciding_reasons;
+use super::{BackofficeState, storable};
 use crate::{LineHistoryRow, LineRow, ObservationRow, VerdictRow};
 
 /// The query of the case view.
@@ -139,7 +139,13 @@ pub(super) async fn page(
 ) -> Response {
     let store = state.store();
     let key = query.line.as_str();
-    let line = match store.line(key).await {
+    // A key no line can have is not asked for (PostgreSQL fails the query).
+    let found = if storable(key) {
+        store.line(key).await
+    } else {
+        Ok(None)
+    };
+    let line = match found {
         Ok(Some(line)) => line,
         Ok(None) => {
             return layout::error_page(

@@ -16,7 +16,7 @@ use super::layout::{
     self, Notice, VERDICTS, carrier_name, city_name, low_trust_badge, or_dash, province_name,
     verdict_badge, verdict_style,
 };
-use super::{BackofficeState, LineCursor, header_value};
+use super::{BackofficeState, LineCursor, header_value, storable};
 use crate::spreadsheet::text;
 use crate::{Error, Filled, LineFilter, LineRow};
 
@@ -88,7 +88,9 @@ impl LinesQuery {
                 None => problems.push(format!("{p:?} is not a province")),
             }
         }
-        if let Some(c) = set(self.city.as_ref()) {
+        if let Some(c) = set(self.city.as_ref()).filter(|c| !storable(c)) {
+            problems.push(format!("{c:?} is not a city"));
+        } else if let Some(c) = set(self.city.as_ref()) {
             let province = filter
                 .province
                 .as_deref()
@@ -154,12 +156,23 @@ impl LinesQuery {
         (filter, problems)
     }
 
-    fn cursor(&self) -> Option<LineCursor> {
-        let (ms, key) = set(self.after.as_ref())?.split_once('.')?;
-        Some(LineCursor {
-            last_seen_ms: ms.parse().ok()?,
-            line_key: key.to_owned(),
-        })
+    /// The keyset cursor, if any; a message when `after` is set but not
+    /// understood (the page then starts at the first line).
+    fn cursor(&self) -> Result<Option<LineCursor>, String> {
+        let Some(after) = set(self.after.as_ref()) else {
+            return Ok(None);
+        };
+        after
+            .split_once('.')
+            .filter(|(_, key)| storable(key))
+            .and_then(|(ms, key)| {
+                Some(LineCursor {
+                    last_seen_ms: ms.parse().ok()?,
+                    line_key: key.to_owned(),
+                })
+            })
+            .map(Some)
+            .ok_or_else(|| format!("{after:?} is not a page position; showing the first page"))
     }
 }
 
@@ -257,7 +270,10 @@ pub(super) async fn page(
     Query(query): Query<LinesQuery>,
 ) -> Response {
     let (filter, problems) = query.filter(&state, state.config().page_size);
-    let cursor = query.cursor();
+    let (cursor, cursor_problem) = match query.cursor() {
+        Ok(cursor) => (cursor, None),
+        Err(problem) => (None, Some(problem)),
+    };
     let store = state.store();
     // The dashboard's counts give the total (counting a filter's matches
     // among a million lines costs more than the page) and tell which
@@ -278,7 +294,12 @@ pub(super) async fn page(
     // `n` comes from the query string: whatever it says, the page counts
     // on from it without overflowing (the numbers shown are only wrong for
     // whoever wrote them).
-    let start = query.n.unwrap_or(0);
+    // Without a cursor the page is the first, whatever `n` says.
+    let start = if cursor.is_some() {
+        query.n.unwrap_or(0)
+    } else {
+        0
+    };
     let shown = rows.len() as u64;
     let (first_shown, last_shown) = (start.saturating_add(1), start.saturating_add(shown));
     let next = (rows.len() == filter.limit as usize)
@@ -304,6 +325,7 @@ pub(super) async fn page(
         h1 { "Lines 线路" }
         (filter_form(&state, &query))
         @for p in &problems { (Notice::error(&format!("{p}; that filter is not applied."))) }
+        @if let Some(p) = &cursor_problem { (Notice::error(&format!("{p}."))) }
         div.pager {
             span { (count_text) @if shown > 0 { "; showing " (first_shown) "–" (last_shown) } "." }
             a.button.secondary href={"/lines/export.csv?" (filters)} { "Export CSV" }
@@ -658,13 +680,19 @@ mod tests {
             after: Some("1700000000000.account:a.b".to_owned()),
             ..LinesQuery::default()
         };
-        let c = q.cursor().unwrap();
+        let c = q.cursor().unwrap().unwrap();
         assert_eq!(c.last_seen_ms, 1_700_000_000_000);
         assert_eq!(c.line_key, "account:a.b");
         let bad = LinesQuery {
             after: Some("x.y".to_owned()),
             ..LinesQuery::default()
         };
-        assert!(bad.cursor().is_none());
+        assert!(bad.cursor().is_err());
+        let nul = LinesQuery {
+            after: Some("1700000000000.account:\0".to_owned()),
+            ..LinesQuery::default()
+        };
+        assert!(nul.cursor().is_err());
+        assert_eq!(LinesQuery::default().cursor(), Ok(None));
     }
 }

@@ -368,6 +368,15 @@ pub async fn serve_on(
         .map_err(|e| Error::Backoffice(e.to_string()))
 }
 
+/// Whether `text` from a request can equal a stored value and be sent to
+/// the database as one: PostgreSQL's text holds no NUL character and fails
+/// the whole query given one (a 500 for a typo'd or hostile URL), where
+/// SQLite only matches nothing. No stored key, code or name holds one, so
+/// such a value is answered as matching nothing, before any query.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 /// A header value from text that is known to be valid.
 fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))

@@ -10,11 +10,10 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::BackofficeState;
-use super::LineCursor;
 use super::auth::Viewer;
 use super::layout;
 use super::lines::case_link;
+use super::{BackofficeState, LineCursor, storable};
 
 /// The query of the quarantine page.
 #[derive(Debug, Deserialize)]
@@ -146,13 +145,27 @@ pub(super) async fn probes_page(
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty());
-    let cursor = query.after.as_deref().and_then(|a| {
+    if let Some(install) = install.filter(|i| !storable(i)) {
+        return layout::error_page(
+            StatusCode::BAD_REQUEST,
+            Some(&viewer),
+            "Not an installation",
+            &format!("{install:?} is not an installation ID; correct it and search again."),
+        );
+    }
+    let after = query.after.as_deref().filter(|a| !a.is_empty());
+    let cursor = after.and_then(|a| {
         let (ms, key) = a.split_once('.')?;
         Some(LineCursor {
             last_seen_ms: ms.parse().ok()?,
             line_key: key.to_owned(),
         })
+        .filter(|c| storable(&c.line_key))
     });
+    // A position that is not understood is said so, not silently dropped.
+    let cursor_problem = after
+        .filter(|_| cursor.is_none())
+        .map(|a| format!("{a:?} is not a page position; showing the first page."));
     let store = state.store();
     let (rows, latest) = match tokio::try_join!(
         store.probe_page(install, cursor.as_ref(), limit),
@@ -192,6 +205,7 @@ pub(super) async fn probes_page(
         });
     let body = html! {
         h1 { "Probes 探针" }
+        @if let Some(p) = &cursor_problem { (layout::Notice::error(p)) }
         form.filters method="get" action="/probes" {
             label { "Installation 终端 ID" input type="text" name="install" value=(install.unwrap_or("")); }
             button type="submit" { "Find" }
