@@ -62,8 +62,8 @@ use std::fmt;
 
 use chrono::{TimeDelta, Utc};
 use lineprobe_shared::{
-    CarrierId, Catalog, CityCode, Error as SharedError, InstallId, ProvinceCode, Report, ReportId,
-    ReportLimits, TraceFormat, Violation, parse_trace_text,
+    CarrierId, Catalog, City, CityCode, CityKind, Error as SharedError, InstallId, ProvinceCode,
+    Report, ReportId, ReportLimits, TraceFormat, Violation, parse_trace_text,
 };
 use serde::{Deserialize, Serialize};
 
@@ -443,8 +443,10 @@ fn check_declared(
                     ReasonCode::UnknownCity,
                     Some("declared.city"),
                     format!(
-                        "{} names no city in the catalog (which lists prefecture-level \
-                         divisions); it cannot be compared with the resolved city",
+                        "{} names no city the catalog can place (it lists prefecture-level \
+                         divisions and the municipalities' districts; a district or county of \
+                         the same name elsewhere is not taken for it); it cannot be compared \
+                         with the resolved city",
                         quote(text)
                     ),
                 ));
@@ -498,6 +500,12 @@ enum CityLookup {
 
 fn city_in(catalog: &Catalog, province: Option<&ProvinceCode>, text: &str) -> CityLookup {
     if let Some(city) = catalog.city(province, text) {
+        // Without a declared province, a county-level name is only this
+        // catalog entry when the text names its province too (`北京市海淀区`).
+        if province.is_none() && county_level(city, text) && !names_province_of(catalog, city, text)
+        {
+            return CityLookup::Unknown;
+        }
         return CityLookup::Found(city.code.clone());
     }
     // A county-level code below the catalog compares with its prefecture.
@@ -538,6 +546,10 @@ fn city_in(catalog: &Catalog, province: Option<&ProvinceCode>, text: &str) -> Ci
         });
     }
     match catalog.city(None, text) {
+        // Another province's district of the same name, or a city whose
+        // name is the district's without its suffix, is no sign that the
+        // line is elsewhere.
+        Some(city) if county_level(city, text) => CityLookup::Unknown,
         Some(city) => {
             let owner = catalog.province_by_id(&city.province).map_or_else(
                 || city.province.to_string(),
@@ -551,6 +563,44 @@ fn city_in(catalog: &Catalog, province: Option<&ProvinceCode>, text: &str) -> Ci
         }
         None => CityLookup::Unknown,
     }
+}
+
+/// True when the declared city names a county-level division: found as
+/// one (a municipality's district, a county, a Macao parish), or written
+/// with a county-level suffix (`区` other than `地区`, `县`, `district`,
+/// `county`).
+///
+/// County-level names repeat from province to province (江北区 is in
+/// Chongqing and in Ningbo, 和平区 in Tianjin and Shenyang, 通州区 in
+/// Beijing and Nantong) and the catalog lists only the municipalities'
+/// districts; the lookup also peels a suffix, so Dalian's 中山区 finds
+/// Guangdong's 中山市. Such a name matched outside the declared province,
+/// or with no province declared, says nothing of where the line is: it
+/// cannot be compared (`unknown_city`), and must neither quarantine the
+/// report (`city_not_in_province`) nor place the line in the province of
+/// the catalog entry.
+fn county_level(city: &City, text: &str) -> bool {
+    let kind = matches!(
+        city.kind,
+        CityKind::District | CityKind::County | CityKind::AutonomousCounty | CityKind::Parish
+    );
+    let written = text.trim();
+    let lower = written.to_ascii_lowercase();
+    let suffix = (written.ends_with('区') && !written.ends_with("地区"))
+        || written.ends_with('县')
+        || lower.ends_with("district")
+        || lower.ends_with("county");
+    kind || suffix
+}
+
+/// True when `text` begins with a name of `city`'s province (`北京市海淀区`,
+/// `Beijing Haidian District`).
+fn names_province_of(catalog: &Catalog, city: &City, text: &str) -> bool {
+    text.char_indices().skip(1).any(|(end, _)| {
+        text.get(..end)
+            .and_then(|head| catalog.province(head))
+            .is_some_and(|p| p.id == city.province)
+    })
 }
 
 /// The prefecture-level code above a county-level one (`440305` → `440300`).

@@ -316,6 +316,46 @@ fn a_city_of_another_province_is_refused() {
 }
 
 #[test]
+fn a_district_name_of_another_province_only_warns() {
+    // Real districts of the declared province whose names the catalog
+    // knows elsewhere: a Chongqing or Tianjin district of the same name, or
+    // a prefecture city found by peeling the district's suffix.
+    for (province, city) in [
+        ("CN-ZJ", "江北区"), // Ningbo; also Chongqing
+        ("CN-JS", "通州区"), // Nantong; also Beijing
+        ("CN-LN", "和平区"), // Shenyang; also Tianjin
+        ("CN-LN", "中山区"), // Dalian; peeled, 中山市 of Guangdong
+        ("CN-JL", "西安区"), // Liaoyuan; peeled, 西安市 of Shaanxi
+    ] {
+        let mut v = base();
+        v["declared"]["province"] = json!(province);
+        v["declared"]["city"] = json!(city);
+        let e = ok(&v);
+        let codes: Vec<_> = e.warnings.iter().map(|w| w.code).collect();
+        assert_eq!(codes, vec![ReasonCode::UnknownCity], "{province} {city}");
+        assert_eq!(e.declared.city_code, None, "{province} {city}");
+    }
+    // Without a province such a name places the line nowhere, unless the
+    // text names the province itself.
+    let mut v = base();
+    v["declared"].as_object_mut().unwrap().remove("province");
+    v["declared"]["city"] = json!("中山区");
+    assert_eq!(ok(&v).declared.city_code, None, "not Guangdong's 中山市");
+    v["declared"]["city"] = json!("江北区");
+    assert_eq!(ok(&v).declared.city_code, None, "not only Chongqing's");
+    v["declared"]["city"] = json!("北京市海淀区");
+    let code = ok(&v).declared.city_code.map(|c| c.as_str().to_owned());
+    assert_eq!(code.as_deref(), Some("110108"));
+    v["declared"]["city"] = json!("深圳");
+    let code = ok(&v).declared.city_code.map(|c| c.as_str().to_owned());
+    assert_eq!(code.as_deref(), Some("440300"));
+    // A city (not a district) of another province is still refused.
+    v["declared"]["province"] = json!("CN-LN");
+    v["declared"]["city"] = json!("中山");
+    only(&quarantined(&bytes(&v)), ReasonCode::CityNotInProvince);
+}
+
+#[test]
 fn an_unknown_city_only_warns() {
     let mut v = base();
     v["declared"]["city"] = json!("某某镇");
