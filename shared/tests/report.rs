@@ -1057,3 +1057,42 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn a_malformed_timestamp_says_what_a_timestamp_looks_like() {
+    // chrono alone says "premature end of input" for a missing offset and
+    // "input is out of range" for month 13: the field, not the fix.
+    for (pointer, field, text) in [
+        ("/created_at", "created_at", "2025-06-03T21:14:09"),
+        (
+            "/trace/started_at",
+            "trace.started_at",
+            "2025-13-03T21:14:09Z",
+        ),
+        (
+            "/envelope/received_at",
+            "envelope.received_at",
+            "03/06/2025 13:14",
+        ),
+        (
+            "/endpoint_attempts/0/at",
+            "endpoint_attempts[0].at",
+            "2025-06-03T21:14",
+        ),
+    ] {
+        let mut doc = fixture("full_stored.json");
+        set(&mut doc, pointer, json!(text));
+        rejects(
+            &doc,
+            field,
+            &[
+                "is not an RFC 3339 date and time",
+                "`2025-06-03T21:14:09+08:00`",
+            ],
+        );
+    }
+    // A missing timestamp keeps serde's own words.
+    let mut doc = fixture("full_stored.json");
+    remove(&mut doc, "", "created_at");
+    rejects(&doc, "created_at", &["missing field"]);
+}

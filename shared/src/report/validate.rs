@@ -150,8 +150,39 @@ fn path_error(err: serde_path_to_error::Error<serde_json::Error>, bytes: &[u8]) 
         (Some(parent), None) => parent,
         (None, None) => DOCUMENT.to_owned(),
     };
+    // chrono says what is wrong with a timestamp's text ("premature end of
+    // input" for a missing offset) but not what a timestamp must look like.
+    let name = field.rsplit('.').next().unwrap_or_default();
+    let timestamp = (name == "at" || name.ends_with("_at"))
+        && CHRONO_PARSE_ERRORS.iter().any(|m| reason.starts_with(m));
+    if timestamp {
+        let (what, at) = reason
+            .split_once(" (line ")
+            .map_or((reason.as_str(), String::new()), |(what, at)| {
+                (what, format!(" (line {at}"))
+            });
+        return one(
+            field,
+            format!(
+                "is not an RFC 3339 date and time: {what}; write the date, `T`, the time with \
+                 seconds and the UTC offset: `2025-06-03T21:14:09+08:00` or \
+                 `2025-06-03T13:14:09Z`{at}"
+            ),
+        );
+    }
     one(field, reason)
 }
+
+/// How chrono's `ParseError` reads, for [`path_error`].
+const CHRONO_PARSE_ERRORS: &[&str] = &[
+    "input is out of range",
+    "no possible date and time matching input",
+    "input is not enough for unique date and time",
+    "input contains invalid characters",
+    "premature end of input",
+    "trailing input",
+    "bad or unsupported format string",
+];
 
 /// Why the value at `path` in `doc` was refused, for a field whose type
 /// `serde_json` does not name in its error. The names the field accepts are
