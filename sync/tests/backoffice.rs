@@ -1779,3 +1779,97 @@ async fn a_nul_in_the_query_is_refused_not_a_server_error() {
     })
     .await;
 }
+
+/// Runs `statements` on the database at `url`, in one transaction.
+async fn run_sql(url: &str, statements: &[String]) {
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        conn.close().await.unwrap();
+    }
+}
+
+/// A line with hundreds of observations (a dynamic egress address, or a
+/// probe varying its path on purpose under an account it names): the case
+/// view reads and shows the newest, and still the current verdict's
+/// evidence, however many there are; it read every one with its evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_case_view_of_a_line_with_many_observations_is_bounded() {
+    on_each_backend("case_view_bounded", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        seed_demo(&store).await;
+        add_user(&store, "vic", "viewer").await;
+        let key = "account:07552660505";
+        let line = store.line(key).await.unwrap().unwrap();
+        // 300 more observations of the line, each with a verdict decided
+        // after the current one (higher ids) about an older observation,
+        // and each observation seen after the current one.
+        let mut statements = Vec::new();
+        for i in 1..=300_i64 {
+            let (obs, verdict) = (1_000_000 + i, 2_000_000 + i);
+            let seen = line.last_seen_ms + i;
+            let observed = line.last_seen_ms - 1_000 - i;
+            statements.push(format!(
+                "INSERT INTO observations (id, obs_key, line_key, install_id, account, \
+                 declared_province, declared_city, declared_carrier, egress_ip, first_hop_ip, \
+                 path, engine, agent_version, os, count, first_seen, last_seen, first_report_id, \
+                 last_report_id, latest_verdict_id, latest_verdict_key) VALUES ({obs}, \
+                 'bulk-obs-{i}', '{key}', 'bulk', '07552660505', 'CN-GD', '4403', \
+                 'china_mobile', '203.0.113.{}', NULL, '[]', 'trippy-core', '0.1.0', 'windows', \
+                 1, {seen}, {seen}, 'bulk-report-{i}', 'bulk-report-{i}', {verdict}, \
+                 'bulk-verdict-{i}')",
+                i % 250
+            ));
+            statements.push(format!(
+                "INSERT INTO verdicts (id, line_key, observation_id, report_id, verdict, \
+                 verdict_key, reasons, evidence, actual_carrier, actual_province, actual_city, \
+                 egress_carrier, first_hop_carrier, filled, data_versions, observed_at, \
+                 decided_at) VALUES ({verdict}, '{key}', {obs}, 'bulk-report-{i}', 'compliant', \
+                 'bulk-verdict-{i}', '[]', '{{}}', 'china_mobile', 'CN-GD', '4403', \
+                 'china_mobile', 'china_mobile', '[]', '{{}}', {observed}, {observed})"
+            ));
+        }
+        run_sql(&url, &statements).await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+        let case = vic.get("/case?line=account%3A07552660505").await;
+        assert_eq!(case.status, StatusCode::OK);
+        // At most 200 of the 300 verdicts and of the 300 observations.
+        let verdicts = case.body.matches(">bulk-report-").count();
+        let observations = case.body.matches(">203.0.113.").count();
+        assert!(
+            verdicts <= 200 && observations <= 200,
+            "{verdicts} {observations}"
+        );
+        assert!(
+            case.body.contains("Only the newest 200"),
+            "no note of the cut"
+        );
+        // The current verdict and observation are still the ones shown.
+        for want in ["carrier_mismatch", "113.116.32.1", ">current<"] {
+            assert!(case.body.contains(want), "case view lacks {want}");
+        }
+        assert_eq!(case.body.matches(">current<").count(), 2, "one each");
+        store.close().await;
+    })
+    .await;
+}

@@ -21,6 +21,13 @@ use super::lines::deciding_reasons;
 use super::{BackofficeState, storable};
 use crate::{LineHistoryRow, LineRow, ObservationRow, VerdictRow};
 
+/// Most verdicts, observations and replaced verdicts the case view reads
+/// and shows of a line, the newest (and the current ones wherever they
+/// stand): a line gets another of each with every new observation, and a
+/// probe varying its path under any account it names makes as many as it
+/// likes.
+const CASE_ROWS: u32 = 200;
+
 /// The query of the case view.
 #[derive(Debug, Deserialize)]
 pub(super) struct CaseQuery {
@@ -158,9 +165,9 @@ pub(super) async fn page(
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
     let (verdicts, history, observations) = match tokio::try_join!(
-        store.line_verdicts(key),
-        store.line_history(key),
-        store.line_observations(key),
+        store.case_verdicts(key, line.verdict_id, CASE_ROWS),
+        store.case_history(key, CASE_ROWS),
+        store.case_observations(key, line.observation_id, CASE_ROWS),
     ) {
         Ok(all) => all,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
@@ -171,6 +178,10 @@ pub(super) async fn page(
             .find(|v| v.id == line.verdict_id)
             .or_else(|| verdicts.first()),
     );
+    let cut = |n: usize| n >= CASE_ROWS as usize;
+    let cut_note = html! {
+        p.muted { "Only the newest " (CASE_ROWS) " (and the current one) are shown." }
+    };
     let observation = observations
         .iter()
         .find(|o| o.id == line.observation_id)
@@ -192,8 +203,10 @@ pub(super) async fn page(
         (reasons_table(&decision))
         h2 { "Observations 观测" }
         (observations_table(&state, &line, &observations))
+        @if cut(observations.len()) { (cut_note) }
         h2 { "History 历史" }
         (history_table(&state, &line, &verdicts, &history))
+        @if cut(verdicts.len()) || cut(history.len()) { (cut_note) }
     };
     layout::page_response(
         StatusCode::OK,

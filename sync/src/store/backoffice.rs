@@ -12,8 +12,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use super::queries::{LINE_COLUMNS, Param};
-use super::{Backend, LineFilter, LineRow, QuarantineRow, Store};
+use super::queries::{self, LINE_COLUMNS, LINE_HISTORY, LINE_VERDICTS, Param};
+use super::{
+    Backend, LineFilter, LineHistoryRow, LineRow, ObservationRow, QuarantineRow, Store, VerdictRow,
+};
 use crate::Error;
 
 /// A back-office account.
@@ -866,6 +868,92 @@ impl Store {
             params.len()
         );
         on_reader!(self, pool => bind_all!(sqlx::query_as(AssertSqlSafe(sql)), params)
+            .fetch_all(pool)
+            .await)
+        .map_err(self.db(context))
+    }
+
+    /// The newest `limit` verdicts of a line, newest first, and its current
+    /// verdict `current_id` wherever it stands (last when older): what the
+    /// case view shows. A line's verdicts are not few by nature: every new
+    /// observation (an egress address or a path changed, or a probe varying
+    /// them on purpose under any account it names) adds one, with its
+    /// evidence, and reading them all made the page's cost the attacker's
+    /// choice.
+    pub async fn case_verdicts(
+        &self,
+        line_key: &str,
+        current_id: i64,
+        limit: u32,
+    ) -> Result<Vec<VerdictRow>, Error> {
+        let context = || format!("cannot list the verdicts of line `{line_key}`");
+        let newest = format!("{LINE_VERDICTS} LIMIT $2");
+        let mut rows: Vec<VerdictRow> =
+            on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(newest))
+            .bind(line_key)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+            .map_err(self.db(context))?;
+        if !rows.iter().any(|v| v.id == current_id) {
+            let one = format!("SELECT * FROM ({LINE_VERDICTS}) v WHERE v.id = $2");
+            let current: Option<VerdictRow> =
+                on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(one))
+                .bind(line_key)
+                .bind(current_id)
+                .fetch_optional(pool)
+                .await)
+                .map_err(self.db(context))?;
+            rows.extend(current);
+        }
+        Ok(rows)
+    }
+
+    /// The newest `limit` observations of a line (by last seen), and its
+    /// current observation `current_id` wherever it stands (last when
+    /// older): the case view's, bounded as [`Store::case_verdicts`] is.
+    pub async fn case_observations(
+        &self,
+        line_key: &str,
+        current_id: i64,
+        limit: u32,
+    ) -> Result<Vec<ObservationRow>, Error> {
+        let context = || format!("cannot list the observations of line `{line_key}`");
+        let all = queries::line_observations();
+        let newest = format!("{all} LIMIT $2");
+        let mut rows: Vec<ObservationRow> =
+            on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(newest))
+            .bind(line_key)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+            .map_err(self.db(context))?;
+        if !rows.iter().any(|o| o.id == current_id) {
+            let one = format!("SELECT * FROM ({all}) o WHERE o.id = $2");
+            let current: Option<ObservationRow> =
+                on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(one))
+                .bind(line_key)
+                .bind(current_id)
+                .fetch_optional(pool)
+                .await)
+                .map_err(self.db(context))?;
+            rows.extend(current);
+        }
+        Ok(rows)
+    }
+
+    /// The newest `limit` replaced verdicts of a line, newest first: the
+    /// case view's, bounded as [`Store::case_verdicts`] is.
+    pub async fn case_history(
+        &self,
+        line_key: &str,
+        limit: u32,
+    ) -> Result<Vec<LineHistoryRow>, Error> {
+        let context = || format!("cannot list the history of line `{line_key}`");
+        let newest = format!("{LINE_HISTORY} LIMIT $2");
+        on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(newest))
+            .bind(line_key)
+            .bind(i64::from(limit))
             .fetch_all(pool)
             .await)
         .map_err(self.db(context))
