@@ -351,6 +351,31 @@ async fn signing_in_makes_a_hardened_session_that_signing_out_ends() {
     .await;
 }
 
+/// PostgreSQL's text holds no NUL: a name with one is an ordinary failed
+/// sign-in (throttled and audited like any), not a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_a_nul_is_a_failed_sign_in() {
+    on_each_backend("a_name_with_a_nul_is_a_failed_sign_in", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        for name in ["ann\0", "\0", "a\0nn"] {
+            let page = Browser::from(&app, "192.0.2.7")
+                .sign_in(name, PASSWORD)
+                .await;
+            assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{name:?}");
+            assert!(page.set_cookies().iter().all(|c| !c.contains("lp_session")));
+        }
+        let log = store
+            .audit_page(None, Some("login_failed"), 10)
+            .await
+            .unwrap();
+        assert_eq!(log.len(), 3);
+        store.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sign_ins_do_not_tell_names_apart_and_are_audited() {
     on_each_backend(

@@ -412,7 +412,23 @@ pub(super) async fn login(
             )),
         );
     }
-    let name: String = form.name.trim().chars().take(MAX_NAME_CHARS).collect();
+    // A NUL cannot be stored in PostgreSQL's text (the throttle, the audit
+    // log and the account lookup all failed, a 500 anyone could raise
+    // before signing in); no account name holds one, so as U+FFFD it is an
+    // ordinary unknown name.
+    let name: String = form
+        .name
+        .trim()
+        .chars()
+        .take(MAX_NAME_CHARS)
+        .map(|c| {
+            if c == '\0' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect();
     let keys = throttle_keys(&name, &ip);
     let outcome = match attempt(&state, &name, form.password, &keys).await {
         Ok(outcome) => outcome,
