@@ -283,14 +283,38 @@ pub fn extract(
         );
         return Err(salvaged(body, vec![reason]));
     }
+    // PostgreSQL's text holds no NUL: one written into the database from a
+    // report fails the whole batch it is in, and every later one, as the
+    // report stays pending. No probe writes one, so a report with a NUL in
+    // any text is quarantined, read with each NUL as U+FFFD so that what
+    // the quarantine keeps of it (ids, reasons) can be stored.
+    let cleaned = without_nul(body);
+    let body = cleaned.as_deref().unwrap_or(body);
+    let nul = || {
+        Reason::new(
+            ReasonCode::SchemaViolation,
+            None,
+            "a text of the report holds a NUL character (\\u0000), which no probe writes: \
+             the report is damaged or forged (each NUL is shown as U+FFFD)",
+        )
+    };
     // `from_json` checks every rule but leaves the envelope optional, so a
     // missing envelope gets its own code below instead of a generic one.
     // It decodes once; only a failing body is looked at again.
     let mut report = match Report::from_json(body) {
         Ok(report) => report,
-        Err(err) => return Err(undecodable(body, expected_node, err)),
+        Err(err) => {
+            let mut quarantine = undecodable(body, expected_node, err);
+            if cleaned.is_some() {
+                quarantine.reasons.push(nul());
+            }
+            return Err(quarantine);
+        }
     };
     let mut problems = Vec::new();
+    if cleaned.is_some() {
+        problems.push(nul());
+    }
     let mut warnings = Vec::new();
     check_envelope(&report, expected_node, &mut problems, &mut warnings);
     let declared = check_declared(&report, catalog, &mut problems, &mut warnings);
@@ -311,6 +335,43 @@ pub fn extract(
             install_id: Some(report.install_id.as_str().to_owned()),
         })
     }
+}
+
+/// `body` with every NUL in its strings (and keys) made U+FFFD, when it is
+/// JSON holding one; `None` otherwise (no NUL in it, or not JSON at all:
+/// then nothing is read from it as text). JSON can only write a NUL as
+/// `\u0000`, so only a body with that text is decoded here.
+fn without_nul(body: &[u8]) -> Option<Vec<u8>> {
+    /// Swaps the NULs under `value`; true when there were any.
+    fn clean(value: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        let swap = |s: &str| s.replace('\0', "\u{fffd}");
+        match value {
+            Value::String(s) if s.contains('\0') => {
+                *s = swap(s);
+                true
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |found, i| clean(i) | found),
+            Value::Object(map) => {
+                let mut found = false;
+                for (key, mut item) in std::mem::take(map) {
+                    found |= clean(&mut item);
+                    let key = if key.contains('\0') {
+                        found = true;
+                        swap(&key)
+                    } else {
+                        key
+                    };
+                    map.insert(key, item);
+                }
+                found
+            }
+            _ => false,
+        }
+    }
+    memchr::memmem::find(body, b"\\u0000")?;
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    clean(&mut value).then(|| serde_json::to_vec(&value).ok())?
 }
 
 fn check_envelope(
@@ -931,6 +992,21 @@ pub(crate) fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_real_nul_makes_a_body_cleaned() {
+        // A backslash followed by the text u0000 is no NUL.
+        assert_eq!(without_nul(br#"{"a":"\\u0000"}"#), None);
+        assert_eq!(without_nul(br#"{"a":"plain"}"#), None);
+        // Not JSON: nothing is read from it as text.
+        assert_eq!(without_nul(br#"{"a":"\u0000"#), None);
+        let cleaned = without_nul(br#"{"a":["x\u0000y"],"k\u0000":1}"#).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&cleaned).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"a": ["x\u{fffd}y"], "k\u{fffd}": 1})
+        );
+    }
 
     #[test]
     fn scan_finds_ids_in_broken_json() {
