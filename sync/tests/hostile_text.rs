@@ -1,7 +1,7 @@
-//! A NUL in any text of a report — which the collector's schema lets
-//! through in free text, and which PostgreSQL's text cannot hold — is
-//! quarantined with a reason on both backends, and never stops the
-//! pipeline: every string of every demo report, one at a time.
+//! A NUL in any text of a report — which a real collector refuses, but a
+//! compromised or older one may pass on, and which PostgreSQL's text cannot
+//! hold — is quarantined with a reason on both backends, and never stops
+//! the pipeline: every string of every demo report, one at a time.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
