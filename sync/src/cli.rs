@@ -270,8 +270,30 @@ async fn list_verdicts(
     command: &Command,
     stdout: &mut dyn Write,
 ) -> Result<(), Error> {
+    let Command::Verdicts { format, .. } = command else {
+        return Ok(());
+    };
+    let catalog = config.catalog()?;
+    let filter = verdict_filter(&catalog, command)?;
+    let rows = verdict_rows(store, &catalog, &filter).await?;
+    match format {
+        Format::Table => print_verdict_table(stdout, &catalog, &rows).map_err(Error::Output),
+        Format::Csv => write_verdicts_csv(stdout, &rows),
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *stdout, &rows)
+                .map_err(|e| Error::Output(e.into()))?;
+            writeln!(stdout).map_err(Error::Output)
+        }
+    }
+}
+
+/// The store's filter for the `verdicts` flags, names normalised to the
+/// catalog's ids and codes as the lines hold them.
+fn verdict_filter(
+    catalog: &lineprobe_shared::Catalog,
+    command: &Command,
+) -> Result<LineFilter, Error> {
     let Command::Verdicts {
-        format,
         province,
         city,
         carrier,
@@ -281,29 +303,38 @@ async fn list_verdicts(
         since,
         limit,
         offset,
+        ..
     } = command
     else {
-        return Ok(());
+        return Ok(LineFilter::default());
     };
-    let catalog = config.catalog()?;
-    let filter = LineFilter {
-        province: province
-            .as_deref()
-            .map(|p| normalise_province(&catalog, p))
-            .transpose()?,
-        city: city.as_deref().map(|c| {
-            catalog
-                .city(None, c)
-                .and_then(|c| c.code.as_ref().map(|c| c.as_str().to_owned()))
-                .unwrap_or_else(|| c.to_owned())
-        }),
+    let province = province
+        .as_deref()
+        .map(|p| normalise_province(catalog, p))
+        .transpose()?;
+    // A city name is looked up within the province asked for: several
+    // names (朝阳, Suzhou, Taizhou…) belong to cities of two provinces, and
+    // without the province the catalog cannot tell which is meant, so the
+    // name itself was compared with the stored codes and matched nothing.
+    let province_code = province
+        .as_deref()
+        .and_then(|p| lineprobe_shared::ProvinceCode::new(p).ok());
+    let city = city.as_deref().map(|c| {
+        catalog
+            .city(province_code.as_ref(), c)
+            .and_then(|c| c.code.as_ref().map(|c| c.as_str().to_owned()))
+            .unwrap_or_else(|| c.to_owned())
+    });
+    Ok(LineFilter {
+        province,
+        city,
         declared_carrier: carrier
             .as_deref()
-            .map(|c| normalise_carrier(&catalog, c))
+            .map(|c| normalise_carrier(catalog, c))
             .transpose()?,
         actual_carrier: actual_carrier
             .as_deref()
-            .map(|c| normalise_carrier(&catalog, c))
+            .map(|c| normalise_carrier(catalog, c))
             .transpose()?,
         verdict: verdict.as_deref().map(check_verdict).transpose()?,
         low_trust: match trust.as_deref() {
@@ -321,17 +352,7 @@ async fn list_verdicts(
         seen_until_ms: None,
         limit: *limit,
         offset: *offset,
-    };
-    let rows = verdict_rows(store, &catalog, &filter).await?;
-    match format {
-        Format::Table => print_verdict_table(stdout, &catalog, &rows).map_err(Error::Output),
-        Format::Csv => write_verdicts_csv(stdout, &rows),
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *stdout, &rows)
-                .map_err(|e| Error::Output(e.into()))?;
-            writeln!(stdout).map_err(Error::Output)
-        }
-    }
+    })
 }
 
 /// The pipeline of the configuration, its lookup services' caches loaded
@@ -732,4 +753,32 @@ fn init_logging() {
         .with_ansi(lineprobe_shared::log_in_colour())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(args: &[&str]) -> Result<LineFilter, Error> {
+        let mut all = vec!["lineprobe-sync", "verdicts"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| Error::Internal(e.to_string()))?;
+        verdict_filter(&lineprobe_shared::Catalog::embedded()?, &cli.command)
+    }
+
+    #[test]
+    fn a_city_name_is_looked_up_within_the_province_asked_for() {
+        // 朝阳 is a district of Beijing and a city of Liaoning; Suzhou a
+        // city of Jiangsu and one of Anhui.
+        let f = filter(&["--province", "辽宁", "--city", "朝阳"]).unwrap();
+        assert_eq!(f.province.as_deref(), Some("CN-LN"));
+        assert_eq!(f.city.as_deref(), Some("211300"));
+        let f = filter(&["--province", "CN-JS", "--city", "Suzhou"]).unwrap();
+        assert_eq!(f.city.as_deref(), Some("320500"));
+        let f = filter(&["--province", "安徽", "--city", "Suzhou"]).unwrap();
+        assert_eq!(f.city.as_deref(), Some("341300"));
+        // A name only one province has needs no province.
+        let f = filter(&["--city", "深圳"]).unwrap();
+        assert_eq!(f.city.as_deref(), Some("440300"));
+    }
 }
