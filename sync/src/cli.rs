@@ -330,11 +330,11 @@ fn verdict_filter(
         city,
         declared_carrier: carrier
             .as_deref()
-            .map(|c| normalise_carrier(catalog, c))
+            .map(|c| normalise_carrier(catalog, "--carrier", c))
             .transpose()?,
         actual_carrier: actual_carrier
             .as_deref()
-            .map(|c| normalise_carrier(catalog, c))
+            .map(|c| normalise_carrier(catalog, "--actual-carrier", c))
             .transpose()?,
         verdict: verdict.as_deref().map(check_verdict).transpose()?,
         low_trust: match trust.as_deref() {
@@ -690,12 +690,18 @@ fn normalise_province(catalog: &lineprobe_shared::Catalog, s: &str) -> Result<St
         })
 }
 
-fn normalise_carrier(catalog: &lineprobe_shared::Catalog, s: &str) -> Result<String, Error> {
+/// The carrier id `s` names; an error naming `flag` (`--carrier` or
+/// `--actual-carrier`: the one to fix) when it names none.
+fn normalise_carrier(
+    catalog: &lineprobe_shared::Catalog,
+    flag: &str,
+    s: &str,
+) -> Result<String, Error> {
     catalog
         .carrier(s)
         .map(|c| c.id.as_str().to_owned())
         .ok_or_else(|| Error::Config {
-            key: "--carrier".to_owned(),
+            key: flag.to_owned(),
             reason: format!(
                 "{s:?} is not a carrier; use one of {}",
                 catalog.carrier_choices()
@@ -780,5 +786,23 @@ mod tests {
         // A name only one province has needs no province.
         let f = filter(&["--city", "深圳"]).unwrap();
         assert_eq!(f.city.as_deref(), Some("440300"));
+    }
+
+    #[test]
+    fn a_bad_filter_names_its_own_flag() {
+        for (args, flag) in [
+            (["--actual-carrier", "nope"], "--actual-carrier"),
+            (["--carrier", "nope"], "--carrier"),
+            (["--verdict", "guilty"], "--verdict"),
+            (["--trust", "lowest"], "--trust"),
+            (["--since", "2026-02-30"], "--since"),
+        ] {
+            let err = filter(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+            let Error::Config { key, .. } = &err else {
+                panic!("{args:?}: {err}");
+            };
+            assert_eq!(key, flag, "{args:?}: {err}");
+        }
     }
 }
