@@ -131,17 +131,31 @@ impl Spool {
 
     /// Reads one entry; `None` when it is gone. A corrupt entry (which
     /// atomic writes rule out, short of disk damage) is removed: it could
-    /// never be sent.
+    /// never be sent. One that cannot be read (a file a `sudo` run left
+    /// owned by root, a folder under an entry's name) or that holds another
+    /// report than its name says (copied in by hand) is skipped with a
+    /// warning and left where it is: an error here stopped every drain and
+    /// the next-retry time, so no other spooled report was sent again; and
+    /// a misnamed one, once delivered, would delete the other report's file
+    /// and be sent again at every drain.
     pub fn get(&self, id: &ReportId) -> Result<Option<SpoolEntry>, Error> {
         let path = self.entry_path(id);
         match read_json::<SpoolEntry>(&path) {
+            Ok(Some(entry)) if entry.report.report_id != *id => {
+                tracing::warn!(path = %path.display(), report_id = %entry.report.report_id,
+                    "skipping a spool file that holds another report than its name says");
+                Ok(None)
+            }
             Ok(entry) => Ok(entry),
             Err(Error::State { reason, .. }) => {
                 tracing::warn!(path = %path.display(), %reason, "removing a corrupt spool entry");
                 remove_if_present(&path)?;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping a spool entry that cannot be read");
+                Ok(None)
+            }
         }
     }
 

@@ -1,0 +1,67 @@
+//! Delivery review: a spool that holds something it cannot read or delete
+//! keeps working for every other report.
+
+use chrono::Utc;
+use lineprobe_agent::{Spool, SpoolEntry};
+use lineprobe_shared::{Report, ReportId};
+
+fn report() -> Report {
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/report.example.json");
+    let mut report =
+        Report::from_json(&std::fs::read(path).expect("example")).expect("valid example");
+    report.report_id = ReportId::new_v7();
+    report
+}
+
+fn entry() -> SpoolEntry {
+    SpoolEntry {
+        report: report(),
+        spooled_at: Utc::now(),
+        retries: 0,
+        next_attempt_at: Utc::now(),
+    }
+}
+
+/// An entry that cannot be read (here a folder under an entry's name; on a
+/// device, a file a `sudo` run left owned by root) is skipped with a
+/// warning: it failed the drain and the next-retry time, so no spooled
+/// report was ever sent again.
+#[test]
+fn an_unreadable_spool_entry_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::new(dir.path(), 10);
+    let stuck = ReportId::new_v7();
+    let good = entry();
+    spool.put(&good).expect("put");
+    std::fs::create_dir(dir.path().join(format!("{stuck}.json"))).expect("mkdir");
+
+    let entries = spool.entries().expect("the other entries are read");
+    assert_eq!(entries, vec![good.clone()]);
+    assert_eq!(
+        spool.next_due().expect("next due"),
+        Some(good.next_attempt_at)
+    );
+    assert_eq!(spool.get(&stuck).expect("skipped"), None);
+    assert!(dir.path().join(format!("{stuck}.json")).exists(), "kept");
+}
+
+/// A file named for one report that holds another (copied in by hand) is
+/// not sent: its delivery would delete the other report's file and leave
+/// this one to be sent again at every drain.
+#[test]
+fn a_spool_file_holding_another_report_than_its_name_is_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::new(dir.path(), 10);
+    let original = entry();
+    spool.put(&original).expect("put");
+    let alias = ReportId::new_v7();
+    std::fs::copy(
+        dir.path()
+            .join(format!("{}.json", original.report.report_id)),
+        dir.path().join(format!("{alias}.json")),
+    )
+    .expect("copy");
+    assert_eq!(spool.get(&alias).expect("read"), None);
+    assert_eq!(spool.entries().expect("entries"), vec![original]);
+}
