@@ -95,7 +95,15 @@ impl Spool {
             if oldest == entry.report.report_id {
                 continue;
             }
-            remove_if_present(&self.entry_path(&oldest))?;
+            // One that cannot be deleted (a folder under an entry's name,
+            // a file made undeletable) is passed over and not counted
+            // against the bound: failing here failed every later `put`
+            // after its report was written, and left the spool unbounded.
+            if let Err(e) = remove_if_present(&self.entry_path(&oldest)) {
+                tracing::warn!(report_id = %oldest, error = %e,
+                    "spool full: cannot evict an entry; passing it over");
+                continue;
+            }
             evicted += 1;
             tracing::warn!(report_id = %oldest, "spool full: evicted the oldest report");
         }

@@ -65,3 +65,22 @@ fn a_spool_file_holding_another_report_than_its_name_is_skipped() {
     assert_eq!(spool.get(&alias).expect("read"), None);
     assert_eq!(spool.entries().expect("entries"), vec![original]);
 }
+
+/// An entry eviction cannot delete is passed over with a warning: it failed
+/// every `put` after the report was written (an error for a report that was
+/// in fact spooled) and left the spool unbounded from then on.
+#[test]
+fn an_entry_that_cannot_be_evicted_does_not_fail_the_put() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::new(dir.path(), 2);
+    let stuck = ReportId::new_v7();
+    std::fs::create_dir(dir.path().join(format!("{stuck}.json"))).expect("mkdir");
+    let entries: Vec<SpoolEntry> = (0..4).map(|_| entry()).collect();
+    for e in &entries {
+        spool.put(e).expect("put");
+    }
+    let ids: Vec<_> = entries.iter().map(|e| e.report.report_id).collect();
+    let left = spool.ids().expect("ids");
+    assert_eq!(left, vec![stuck, ids[2], ids[3]]);
+    assert_eq!(spool.evicted().expect("count"), 2);
+}
