@@ -62,7 +62,8 @@ pub enum Command {
     /// Run the verdicts again (after the IP data changed) for reports received
     /// since a date; changed verdicts are recorded with the data versions used.
     Reprocess {
-        /// Only reports received on or after this day (YYYY-MM-DD) or time (RFC 3339).
+        /// Only reports received on or after this day (YYYY-MM-DD, from its midnight in
+        /// `report.utc_offset`) or time (RFC 3339).
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
     },
@@ -91,7 +92,8 @@ pub enum Command {
         /// (`low`) or from a trusted one (`normal`).
         #[arg(long, value_name = "low|normal")]
         trust: Option<String>,
-        /// Only lines seen on or after this day (YYYY-MM-DD) or time (RFC 3339).
+        /// Only lines seen on or after this day (YYYY-MM-DD, from its midnight in
+        /// `report.utc_offset`) or time (RFC 3339).
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
         /// Most lines listed.
@@ -230,7 +232,11 @@ async fn run_async(cli: &Cli, command: &Command, stdout: &mut dyn Write) -> Resu
             Ok(())
         }
         Command::Reprocess { since } => {
-            let since_ms = since.as_deref().map(parse_since).transpose()?;
+            let offset = day_offset(&config)?;
+            let since_ms = since
+                .as_deref()
+                .map(|s| parse_since(s, offset))
+                .transpose()?;
             let pipeline = pipeline(&config, &store).await?;
             let run = pipeline
                 .reprocess(&store, since_ms, config.pipeline.batch, log_progress)
@@ -274,7 +280,7 @@ async fn list_verdicts(
         return Ok(());
     };
     let catalog = config.catalog()?;
-    let filter = verdict_filter(&catalog, command)?;
+    let filter = verdict_filter(&catalog, day_offset(config)?, command)?;
     let rows = verdict_rows(store, &catalog, &filter).await?;
     match format {
         Format::Table => print_verdict_table(stdout, &catalog, &rows).map_err(Error::Output),
@@ -288,9 +294,11 @@ async fn list_verdicts(
 }
 
 /// The store's filter for the `verdicts` flags, names normalised to the
-/// catalog's ids and codes as the lines hold them.
+/// catalog's ids and codes as the lines hold them, a day taken in
+/// `utc_offset`.
 fn verdict_filter(
     catalog: &lineprobe_shared::Catalog,
+    utc_offset: chrono::FixedOffset,
     command: &Command,
 ) -> Result<LineFilter, Error> {
     let Command::Verdicts {
@@ -348,7 +356,10 @@ fn verdict_filter(
                 });
             }
         },
-        seen_since_ms: since.as_deref().map(parse_since).transpose()?,
+        seen_since_ms: since
+            .as_deref()
+            .map(|s| parse_since(s, utc_offset))
+            .transpose()?,
         seen_until_ms: None,
         limit: *limit,
         offset: *offset,
@@ -662,15 +673,26 @@ fn print_run(run: &PipelineRun) {
     );
 }
 
-/// A day (`2026-11-01`, midnight UTC) or an RFC 3339 time, as Unix ms.
-fn parse_since(s: &str) -> Result<i64, Error> {
+/// The UTC offset a day named on the command line is taken in: the
+/// reports' (`report.utc_offset`, China's +08:00 by default), so that
+/// `--since 2026-11-21` starts where the day report of 2026-11-21 and the
+/// back office's date filter start, not eight hours later at midnight UTC.
+fn day_offset(config: &SyncConfig) -> Result<chrono::FixedOffset, Error> {
+    config.report.offset().map_err(|reason| Error::Config {
+        key: "report.utc_offset".to_owned(),
+        reason,
+    })
+}
+
+/// A day (`2026-11-01`, its midnight in `offset`) or an RFC 3339 time, as
+/// Unix ms.
+fn parse_since(s: &str, offset: chrono::FixedOffset) -> Result<i64, Error> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
     }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_millis())
+        .map(|d| crate::Period::day_start(d, offset).timestamp_millis())
         .ok_or_else(|| Error::Config {
             key: "--since".to_owned(),
             reason: format!("{s:?} is not a date: write YYYY-MM-DD or an RFC 3339 time"),
@@ -769,7 +791,8 @@ mod tests {
         let mut all = vec!["lineprobe-sync", "verdicts"];
         all.extend_from_slice(args);
         let cli = Cli::try_parse_from(all).map_err(|e| Error::Internal(e.to_string()))?;
-        verdict_filter(&lineprobe_shared::Catalog::embedded()?, &cli.command)
+        let cst = chrono::FixedOffset::east_opt(8 * 3600).ok_or(Error::Internal(String::new()))?;
+        verdict_filter(&lineprobe_shared::Catalog::embedded()?, cst, &cli.command)
     }
 
     #[test]
@@ -786,6 +809,19 @@ mod tests {
         // A name only one province has needs no province.
         let f = filter(&["--city", "深圳"]).unwrap();
         assert_eq!(f.city.as_deref(), Some("440300"));
+    }
+
+    #[test]
+    fn a_day_starts_at_its_midnight_in_the_reports_offset() {
+        // China Standard Time: 2026-11-21 starts at 16:00 UTC the day
+        // before, as the day report of 2026-11-21 does.
+        let f = filter(&["--since", "2026-11-21"]).unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-21T00:00:00+08:00").unwrap();
+        assert_eq!(f.seen_since_ms, Some(start.timestamp_millis()));
+        // A time says its own offset.
+        let f = filter(&["--since", "2026-11-21T00:00:00Z"]).unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z").unwrap();
+        assert_eq!(f.seen_since_ms, Some(start.timestamp_millis()));
     }
 
     #[test]

@@ -861,13 +861,17 @@ async fn reprocess_after_the_ip_data_changed_keeps_the_old_verdict_as_history() 
                 ..cli
             };
             // A reprocess limited to reports from tomorrow on changes nothing.
-            let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+            // A day is taken in report.utc_offset (+08:00 by default), so
+            // "tomorrow" is China's.
+            let china_now =
+                chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+            let tomorrow = (china_now + chrono::Duration::days(1))
                 .format("%Y-%m-%d")
                 .to_string();
             cli.ok(&["reprocess", "--since", &tomorrow]).await;
             assert_eq!(store.counts().await.unwrap(), counts_before, "{backend}");
 
-            let since_yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+            let since_yesterday = (china_now - chrono::Duration::days(1))
                 .format("%Y-%m-%d")
                 .to_string();
             cli.ok(&["reprocess", "--since", &since_yesterday]).await;
