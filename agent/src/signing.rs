@@ -96,7 +96,7 @@ impl FileKeyStore {
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let fresh = ProbeSigningKey::generate();
-                if write_private_new(&self.path, fresh.to_base64().as_bytes())? {
+                if crate::state::write_new(&self.path, fresh.to_base64().as_bytes())? {
                     fresh
                 } else {
                     // Another process (the daemon and a CLI started
@@ -126,51 +126,6 @@ impl KeyStore for FileKeyStore {
     fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
         Ok(self.key()?.sign(message))
     }
-}
-
-/// Writes a secret to `path` unless a file is there already, atomically
-/// and readable only by the owner on Unix (the temporary file is created
-/// with that mode, so the secret is never readable by others, not even for
-/// a moment). `false` when another writer got there first.
-fn write_private_new(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!(".probe_key.{}.tmp", uuid::Uuid::now_v7().simple()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&tmp)
-            .map_err(|source| crate::state::io(&tmp, "create", source))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|source| crate::state::io(&tmp, "write", source))?;
-        drop(file);
-        // A hard link never replaces a file (rename would: of two processes
-        // racing, each would keep signing with its own key and the later
-        // rename win on disk). Where links are not to be had, the rename.
-        let placed = match std::fs::hard_link(&tmp, path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(_) => {
-                std::fs::rename(&tmp, path)
-                    .map_err(|source| crate::state::io(path, "replace", source))?;
-                true
-            }
-        };
-        #[cfg(unix)]
-        if placed && let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(placed)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
 }
 
 /// What the agent knows about one endpoint's enrolment.

@@ -62,10 +62,11 @@ impl StateDir {
             }),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let fresh = uuid::Uuid::now_v7().hyphenated().to_string();
-                // `create_new` on the temporary name and a rename that
-                // refuses nothing: if two processes race, both write a valid
-                // id and the last rename wins before either reads it back.
-                write_atomic(&path, fresh.as_bytes())?;
+                // Placed only if there is none yet, and read back: of two
+                // processes racing (the daemon's first report and `status`,
+                // which shows the terminal ID), the one that lost takes the
+                // winner's id instead of going on with its own.
+                write_new(&path, fresh.as_bytes())?;
                 let text = fs::read_to_string(&path).map_err(|source| io(&path, "read", source))?;
                 InstallId::parse(text.trim()).map_err(|e| Error::State {
                     path: path.display().to_string(),
@@ -117,37 +118,74 @@ pub(crate) fn io(path: &Path, verb: &str, source: std::io::Error) -> Error {
 /// over the target, and the folder flushed so the rename itself survives.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple()));
-    let result = (|| {
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        // Owner only on Unix, from the start: spooled reports hold the
-        // account, the address, the location and perhaps the MAC.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&tmp)
-            .map_err(|source| io(&tmp, "create", source))?;
-        file.write_all(bytes)
-            .map_err(|source| io(&tmp, "write", source))?;
-        file.sync_all()
-            .map_err(|source| io(&tmp, "flush", source))?;
-        drop(file);
+    let tmp = temp_path(path);
+    let result = write_temp(&tmp, bytes).and_then(|()| {
         fs::rename(&tmp, path).map_err(|source| io(path, "replace", source))?;
         sync_dir(dir);
         Ok(())
-    })();
+    });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes `bytes` to `path` unless a file is there already, as
+/// [`write_atomic`] does; `false` when another writer got there first. For
+/// what is made once and kept for good (the install id, the probe's key):
+/// of two processes that both found none, each renaming its own over the
+/// other's, one would go on with a value no longer on disk.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = temp_path(path);
+    let result = write_temp(&tmp, bytes).and_then(|()| {
+        // A hard link never replaces a file. Where links are not to be
+        // had, the rename.
+        let placed = match fs::hard_link(&tmp, path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+            Err(_) => {
+                fs::rename(&tmp, path).map_err(|source| io(path, "replace", source))?;
+                true
+            }
+        };
+        if placed {
+            sync_dir(dir);
+        }
+        Ok(placed)
+    });
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// A temporary name beside `path`, as [`sweep_stale_temp`] knows them.
+fn temp_path(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple()))
+}
+
+/// Creates `tmp` with `bytes`, flushed to disk.
+fn write_temp(tmp: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    // Owner only on Unix, from the start: spooled reports hold the
+    // account, the address, the location and perhaps the MAC, and the key
+    // file a secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(tmp)
+        .map_err(|source| io(tmp, "create", source))?;
+    file.write_all(bytes)
+        .map_err(|source| io(tmp, "write", source))?;
+    file.sync_all().map_err(|source| io(tmp, "flush", source))
 }
 
 /// How old a [`write_atomic`] temporary file must be to be taken for one a

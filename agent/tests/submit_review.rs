@@ -84,3 +84,41 @@ fn an_entry_that_cannot_be_evicted_does_not_fail_the_put() {
     assert_eq!(left, vec![stuck, ids[2], ids[3]]);
     assert_eq!(spool.evicted().expect("count"), 2);
 }
+
+/// Processes that find no install id at once (the daemon's first report
+/// and `status`, which shows the terminal ID to the subscriber) end up with
+/// the one on disk: each wrote its own and renamed it over the other's, so
+/// one went on with an id that was no longer the installation's.
+#[test]
+fn processes_racing_to_make_the_install_id_agree_on_the_one_on_disk() {
+    for _ in 0..50 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let ids: Vec<String> = (0..4)
+            .map(|_| {
+                let (root, barrier) = (dir.path().to_owned(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let state = lineprobe_agent::StateDir::open(root).expect("open");
+                    barrier.wait();
+                    state.install_id().expect("install id").as_str().to_owned()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        let on_disk = lineprobe_agent::StateDir::open(dir.path())
+            .expect("open")
+            .install_id()
+            .expect("install id");
+        assert!(
+            ids.iter().all(|id| id == on_disk.as_str()),
+            "{ids:?} vs {on_disk:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+    }
+}
