@@ -28,7 +28,7 @@ use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use lineprobe_shared::Catalog;
 
 pub use csvfiles::{CSV_MARKER, csv_tables};
@@ -66,7 +66,8 @@ pub struct ReportArgs {
     /// complete period when there is none).
     #[arg(long)]
     pub catch_up: bool,
-    /// Take this time (RFC 3339) as now: which periods are complete, and which are due.
+    /// Take this time (RFC 3339, or a day: its midnight in `report.utc_offset`) as now: which
+    /// periods are complete, and which are due.
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
 }
@@ -289,7 +290,7 @@ pub async fn report_command(
         settings.formats = settings::normalise_formats(&args.format);
     }
     let now = match &args.now {
-        Some(text) => parse_now(text)?,
+        Some(text) => parse_now(text, settings.offset)?,
         None => Utc::now(),
     };
     let kind = args.period;
@@ -345,15 +346,16 @@ pub async fn report_command(
     Ok(())
 }
 
-/// `--now`: an RFC 3339 time, or a day (its midnight UTC).
-fn parse_now(text: &str) -> Result<DateTime<Utc>, Error> {
+/// `--now`: an RFC 3339 time, or a day: its midnight in the reports'
+/// `offset`, where its periods start (at midnight UTC, a day west of UTC
+/// was taken as the evening before, and its report as not over).
+fn parse_now(text: &str, offset: FixedOffset) -> Result<DateTime<Utc>, Error> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text.trim()) {
         return Ok(t.to_utc());
     }
     NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
         .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+        .map(|d| Period::day_start(d, offset).to_utc())
         .ok_or_else(|| Error::Config {
             key: "--now".to_owned(),
             reason: format!(
@@ -440,5 +442,28 @@ impl ReportScheduler {
         if let Err(e) = self.run_due(store, Utc::now()).await {
             tracing::error!(error = %e, "scheduled report failed; trying again next round");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_given_as_now_is_its_midnight_in_the_offset() {
+        let offset = parse_utc_offset("-05:00").unwrap();
+        let now = parse_now("2026-11-22", offset).unwrap();
+        assert_eq!(now.to_rfc3339(), "2026-11-22T05:00:00+00:00");
+        // The 21st is over at midnight of the 22nd.
+        assert_eq!(
+            Period::last_complete(PeriodKind::Day, now, offset).label(),
+            "2026-11-21"
+        );
+        let cst = parse_utc_offset("+08:00").unwrap();
+        let now = parse_now("2026-11-22", cst).unwrap();
+        assert_eq!(now.to_rfc3339(), "2026-11-21T16:00:00+00:00");
+        assert!(parse_now("2026-11-22T01:30:00+08:00", offset).is_ok());
+        let err = parse_now("tomorrow", cst).unwrap_err();
+        assert!(err.to_string().contains("--now"), "{err}");
     }
 }
