@@ -19,7 +19,8 @@
 //! Enrolment happens per collector endpoint, on the first upload to it in
 //! this process (it is idempotent at the collector), and again whenever the
 //! collector answers `unknown_key` (a node that lost its store, or another
-//! node behind the same name). A collector that answers the enrolment with
+//! node behind the same name) or `signature_required` (it knows enrolment,
+//! whatever an earlier 404 said). A collector that answers the enrolment with
 //! 404 predates signing: reports go to it unsigned, and enrolment is tried
 //! again after [`UNSUPPORTED_RECHECK`].
 //!

@@ -362,7 +362,13 @@ impl Submitter {
             {
                 again = false;
                 match (code.as_str(), server_time) {
-                    ("unknown_key", _) => {
+                    // `signature_required`: the collector knows this
+                    // probe's key or takes only signed reports, so it knows
+                    // enrolment whatever an earlier 404 to it said (a
+                    // captive portal's page, a node restarting): unsigned,
+                    // every report would be refused until the day-long
+                    // recheck.
+                    ("unknown_key" | "signature_required", _) => {
                         signer.forget(name);
                         self.enrol(signer, endpoint, install_id).await;
                         continue;

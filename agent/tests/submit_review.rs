@@ -1,9 +1,13 @@
 //! Delivery review: a spool that holds something it cannot read or delete
-//! keeps working for every other report.
+//! keeps working for every other report; processes racing at first start
+//! agree on one install id; a collector that asks for signatures gets them.
+
+mod support;
 
 use chrono::Utc;
-use lineprobe_agent::{Spool, SpoolEntry};
-use lineprobe_shared::{Report, ReportId};
+use lineprobe_agent::{Delivery, ProbeOutcome, Spool, SpoolEntry};
+use lineprobe_shared::{Report, ReportId, SignatureCheck};
+use support::*;
 
 fn report() -> Report {
     let path =
@@ -121,4 +125,64 @@ fn processes_racing_to_make_the_install_id_agree_on_the_one_on_disk() {
             .collect();
         assert_eq!(left.len(), 1, "temporary files left: {left:?}");
     }
+}
+
+/// A 404 to the enrolment (a captive portal's page, or the collector for a
+/// moment) marks the endpoint as one that predates signing; when it then
+/// answers `signature_required` (it knows this probe's key, or takes only
+/// signed reports), the agent enrols and signs. It kept sending unsigned
+/// reports, each refused, until the day-long recheck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_asking_for_a_signature_gets_one_after_an_enrolment_404() {
+    tokio::time::timeout(std::time::Duration::from_mins(1), async {
+        let col_dir = tempfile::tempdir().expect("tempdir");
+        let running = start_collector(col_dir.path(), 0, "").await;
+        let port = running.public_addr.port();
+        let state = tempfile::tempdir().expect("tempdir");
+        let config = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+        // Enrolled and signing: the collector knows the probe's key.
+        let (first, _) = agent(state.path(), config.clone(), 4);
+        first.accept_consent().expect("consent");
+        first.probe_once().await.expect("probe");
+        running.shutdown().await.expect("shutdown");
+
+        // The probe restarts while its enrolment path answers 404.
+        let running = start_collector(
+            col_dir.path(),
+            port,
+            "[signing]\nenrol_paths = [\"/elsewhere/enrol\"]\n",
+        )
+        .await;
+        let (agent, _) = agent(state.path(), config, 4);
+        let outcome = agent.probe_once().await.expect("probe");
+        assert!(
+            matches!(outcome, ProbeOutcome::Spooled { .. }),
+            "{outcome:?}"
+        );
+        running.shutdown().await.expect("shutdown");
+
+        // Enrolment answers again: the next report is signed and stored.
+        let running = start_collector(col_dir.path(), port, "").await;
+        let outcome = agent.probe_once().await.expect("probe");
+        assert!(
+            matches!(
+                outcome,
+                ProbeOutcome::Delivered {
+                    delivery: Delivery::Stored { .. },
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        let newest = stored(&running).await.pop().expect("stored");
+        let signature = newest
+            .envelope
+            .as_ref()
+            .and_then(|e| e.trust.as_ref())
+            .map(|t| t.signature);
+        assert_eq!(signature, Some(SignatureCheck::Verified));
+        running.shutdown().await.expect("shutdown");
+    })
+    .await
+    .expect("test timed out");
 }
