@@ -611,6 +611,32 @@ fn locate(url: &str) -> Result<Location, Error> {
 
 /// A URL fit for messages: the password, if any, replaced by `***`.
 fn redact(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(url);
+    if let Some(query) = query {
+        // libpq and sqlx also take the password as a query parameter.
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                    out.push_str(key);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
+/// `url` (without its query) with the password of its user info masked.
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -672,6 +698,14 @@ mod tests {
     fn passwords_stay_out_of_messages() {
         assert_eq!(redact("mysql://u:secret@h:1/db"), "mysql://u:***@h:1/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://u@h/db?password=s3cret&sslmode=bogus"),
+            "postgres://u@h/db?password=***&sslmode=bogus"
+        );
+        assert_eq!(
+            redact("postgres://u:pw@h/db?sslpassword=k&application_name=x"),
+            "postgres://u:***@h/db?sslpassword=***&application_name=x"
+        );
         let message = locate("mysql://u:secret@h/db").unwrap_err().to_string();
         assert!(!message.contains("secret"), "{message}");
         assert!(message.contains("sqlite:PATH"), "{message}");
