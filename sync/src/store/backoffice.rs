@@ -887,26 +887,14 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<VerdictRow>, Error> {
         let context = || format!("cannot list the verdicts of line `{line_key}`");
-        let newest = format!("{LINE_VERDICTS} LIMIT $2");
-        let mut rows: Vec<VerdictRow> =
-            on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(newest))
-            .bind(line_key)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await)
-            .map_err(self.db(context))?;
-        if !rows.iter().any(|v| v.id == current_id) {
-            let one = format!("SELECT * FROM ({LINE_VERDICTS}) v WHERE v.id = $2");
-            let current: Option<VerdictRow> =
-                on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(one))
-                .bind(line_key)
-                .bind(current_id)
-                .fetch_optional(pool)
-                .await)
-                .map_err(self.db(context))?;
-            rows.extend(current);
-        }
-        Ok(rows)
+        self.newest_and_current(
+            LINE_VERDICTS,
+            (line_key, current_id),
+            limit,
+            |v: &VerdictRow| v.id,
+            context,
+        )
+        .await
     }
 
     /// The newest `limit` observations of a line (by last seen), and its
@@ -920,24 +908,49 @@ impl Store {
     ) -> Result<Vec<ObservationRow>, Error> {
         let context = || format!("cannot list the observations of line `{line_key}`");
         let all = queries::line_observations();
-        let newest = format!("{all} LIMIT $2");
-        let mut rows: Vec<ObservationRow> =
-            on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(newest))
+        self.newest_and_current(
+            &all,
+            (line_key, current_id),
+            limit,
+            |o: &ObservationRow| o.id,
+            context,
+        )
+        .await
+    }
+
+    /// The first `limit` rows of `base` (a query of one line's rows, `$1`
+    /// its key, in the case view's order), and the row `current` of
+    /// them wherever it stands (last when further down).
+    async fn newest_and_current<T>(
+        &self,
+        base: &str,
+        (line_key, current): (&str, i64),
+        limit: u32,
+        id: impl Fn(&T) -> i64,
+        context: impl Fn() -> String,
+    ) -> Result<Vec<T>, Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let newest = format!("{base} LIMIT $2");
+        let mut rows: Vec<T> = on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(newest))
             .bind(line_key)
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await)
-            .map_err(self.db(context))?;
-        if !rows.iter().any(|o| o.id == current_id) {
-            let one = format!("SELECT * FROM ({all}) o WHERE o.id = $2");
-            let current: Option<ObservationRow> =
-                on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(one))
+        .map_err(self.db(&context))?;
+        if !rows.iter().any(|row| id(row) == current) {
+            let one = format!("SELECT * FROM ({base}) r WHERE r.id = $2");
+            let row: Option<T> = on_reader!(self, pool => sqlx::query_as(AssertSqlSafe(one))
                 .bind(line_key)
-                .bind(current_id)
+                .bind(current)
                 .fetch_optional(pool)
                 .await)
-                .map_err(self.db(context))?;
-            rows.extend(current);
+            .map_err(self.db(&context))?;
+            rows.extend(row);
         }
         Ok(rows)
     }
