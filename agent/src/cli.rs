@@ -300,7 +300,10 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
-    init_logging();
+    // Warnings and the agent's own progress unless RUST_LOG says otherwise:
+    // without a subscriber the daemon's warnings (a probe that fails, a
+    // spool that cannot be written) went nowhere.
+    lineprobe_shared::log_to_stderr("warn,lineprobe_agent=info");
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -308,20 +311,6 @@ where
             ExitCode::from(2)
         }
     }
-}
-
-/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings, and the
-/// agent's own progress at info). Without it the daemon's warnings (a
-/// probe that fails, a spool that cannot be written) went nowhere.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lineprobe_agent=info"));
-    // A host that installed its own subscriber keeps it.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(lineprobe_shared::log_in_colour())
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 #[cfg(test)]

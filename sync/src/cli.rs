@@ -757,7 +757,8 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
-    init_logging();
+    // Warnings and the sync crate's own progress unless RUST_LOG says otherwise.
+    lineprobe_shared::log_to_stderr("warn,lineprobe_sync=info");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match run(&cli, &mut std::io::stdin().lock(), &mut out) {
@@ -769,18 +770,6 @@ where
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings, and the
-/// sync crate's own progress at info).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lineprobe_sync=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(lineprobe_shared::log_in_colour())
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 #[cfg(test)]
