@@ -374,16 +374,7 @@ impl AgentConfig {
         for (name, value) in env {
             if let Some(path) = name.strip_prefix(AGENT_ENV_PREFIX) {
                 let example = format!("{AGENT_ENV_PREFIX}SCHEDULE__INTERVAL_SECS");
-                lineprobe_shared::apply_env_override(&mut table, &name, path, &value, &example)
-                    .map_err(|e| match e {
-                        lineprobe_shared::Error::Config { key, reason } => {
-                            Error::Config { key, reason }
-                        }
-                        other => Error::Config {
-                            key: name.clone(),
-                            reason: other.to_string(),
-                        },
-                    })?;
+                lineprobe_shared::apply_env_override(&mut table, &name, path, &value, &example)?;
             }
         }
         let config: Self = toml::Value::Table(table)

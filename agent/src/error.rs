@@ -100,3 +100,12 @@ pub enum Error {
         reason: String,
     },
 }
+
+impl From<lineprobe_shared::EnvOverrideError> for Error {
+    fn from(e: lineprobe_shared::EnvOverrideError) -> Self {
+        Self::Config {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
+}

@@ -393,7 +393,8 @@ impl CollectorConfig {
             if name == EXPORT_TOKEN_ENV {
                 token_from_env = Some(value);
             } else if let Some(path) = name.strip_prefix(ENV_PREFIX) {
-                apply_env(&mut table, &name, path, &value)?;
+                let example = format!("{ENV_PREFIX}PUBLIC__LISTEN");
+                lineprobe_shared::apply_env_override(&mut table, &name, path, &value, &example)?;
             }
         }
         let mut config: Self =
@@ -687,16 +688,6 @@ impl LimitsConfig {
         }
         Ok(())
     }
-}
-
-/// Applies one `ENV_PREFIX` variable to the configuration table; its
-/// problems are configuration errors of this program.
-fn apply_env(table: &mut toml::Table, name: &str, path: &str, value: &str) -> Result<(), Error> {
-    let example = format!("{ENV_PREFIX}PUBLIC__LISTEN");
-    lineprobe_shared::apply_env_override(table, name, path, value, &example).map_err(|e| match e {
-        lineprobe_shared::Error::Config { key, reason } => Error::Config { key, reason },
-        other => Error::Shared(other),
-    })
 }
 
 fn valid_node_id(id: &str) -> bool {

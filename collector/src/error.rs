@@ -87,3 +87,12 @@ pub enum Error {
     #[error(transparent)]
     Shared(#[from] lineprobe_shared::Error),
 }
+
+impl From<lineprobe_shared::EnvOverrideError> for Error {
+    fn from(e: lineprobe_shared::EnvOverrideError) -> Self {
+        Self::Config {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
+}

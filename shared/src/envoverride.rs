@@ -3,7 +3,16 @@
 //! configuration is checked, so that a deployment can change one key
 //! without editing the file.
 
-use crate::Error;
+/// A variable that cannot be applied: the programs report it as a
+/// configuration error of theirs, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct EnvOverrideError {
+    /// The whole variable name.
+    pub key: String,
+    /// What is wrong and how to write it.
+    pub reason: String,
+}
 
 /// Sets `path` (the variable's name after its prefix, `SECTION__KEY`,
 /// case-insensitive) in `table` to `value`, read as a TOML value when it
@@ -13,7 +22,7 @@ use crate::Error;
 ///
 /// # Errors
 ///
-/// [`Error::Config`] naming the variable when the path has an empty part
+/// [`EnvOverrideError`] naming the variable when the path has an empty part
 /// (`A____B`, a trailing `__`) or goes through a key that is not a section.
 pub fn apply_env_override(
     table: &mut toml::Table,
@@ -21,8 +30,8 @@ pub fn apply_env_override(
     path: &str,
     value: &str,
     example: &str,
-) -> Result<(), Error> {
-    let problem = |reason: String| Error::Config {
+) -> Result<(), EnvOverrideError> {
+    let problem = |reason: String| EnvOverrideError {
         key: name.to_owned(),
         reason,
     };
@@ -59,7 +68,7 @@ mod tests {
 
     const EXAMPLE: &str = "LP_PUBLIC__LISTEN";
 
-    fn apply(table: &mut toml::Table, path: &str, value: &str) -> Result<(), Error> {
+    fn apply(table: &mut toml::Table, path: &str, value: &str) -> Result<(), EnvOverrideError> {
         apply_env_override(table, &format!("LP_{path}"), path, value, EXAMPLE)
     }
 
@@ -88,7 +97,7 @@ mod tests {
             ("PUBLIC__", EXAMPLE),
             ("NODE_ID__X", "`node_id` is not a section"),
         ] {
-            let Err(Error::Config { key, reason }) = apply(&mut table, path, "1") else {
+            let Err(EnvOverrideError { key, reason }) = apply(&mut table, path, "1") else {
                 panic!("{path} was accepted");
             };
             assert_eq!(key, format!("LP_{path}"));

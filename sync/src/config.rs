@@ -208,7 +208,8 @@ impl SyncConfig {
         })?;
         for (name, value) in env {
             if let Some(path) = name.strip_prefix(ENV_PREFIX) {
-                apply_env(&mut table, &name, path, &value)?;
+                let example = format!("{ENV_PREFIX}DATABASE__URL");
+                lineprobe_shared::apply_env_override(&mut table, &name, path, &value, &example)?;
             }
         }
         toml::Value::Table(table)
@@ -598,16 +599,6 @@ fn described(url: &str) -> String {
         Some(scheme) => format!("{:?}", format!("{scheme}:…")),
         None => "the value given".to_owned(),
     }
-}
-
-/// Applies one `ENV_PREFIX` variable to the configuration table; its
-/// problems are configuration errors of this program.
-fn apply_env(table: &mut toml::Table, name: &str, path: &str, value: &str) -> Result<(), Error> {
-    let example = format!("{ENV_PREFIX}DATABASE__URL");
-    lineprobe_shared::apply_env_override(table, name, path, value, &example).map_err(|e| match e {
-        lineprobe_shared::Error::Config { key, reason } => Error::Config { key, reason },
-        other => Error::Shared(other),
-    })
 }
 
 #[cfg(test)]

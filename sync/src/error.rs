@@ -263,3 +263,12 @@ fn migrate_cause(source: &sqlx::migrate::MigrateError) -> String {
         other => other.to_string(),
     }
 }
+
+impl From<lineprobe_shared::EnvOverrideError> for Error {
+    fn from(e: lineprobe_shared::EnvOverrideError) -> Self {
+        Self::Config {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
+}
