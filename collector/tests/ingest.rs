@@ -9,6 +9,17 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{public_url, sample_report, start};
 
+/// How many reports the collector's store holds (up to 10, as these tests
+/// send few).
+async fn stored_count(running: &lineprobe_collector::RunningCollector) -> usize {
+    running
+        .staging
+        .export_after(0, 10)
+        .await
+        .expect("export")
+        .len()
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(bytes).expect("gzip");
@@ -170,14 +181,7 @@ async fn invalid_reports_get_4xx_naming_the_field_and_nothing_is_stored() {
         .expect("send");
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    assert!(
-        running
-            .staging
-            .export_after(0, 10)
-            .await
-            .expect("export")
-            .is_empty()
-    );
+    assert_eq!(stored_count(&running).await, 0);
     running.shutdown().await.expect("shutdown");
 }
 
@@ -313,15 +317,7 @@ async fn the_largest_report_ingest_takes_is_stored_with_the_largest_envelope() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["error"], "too_large", "{body}");
-    assert_eq!(
-        running
-            .staging
-            .export_after(0, 10)
-            .await
-            .expect("export")
-            .len(),
-        1
-    );
+    assert_eq!(stored_count(&running).await, 1);
     running.shutdown().await.expect("shutdown");
 }
 
@@ -354,14 +350,7 @@ async fn a_report_that_the_envelope_takes_past_the_schema_limit_is_refused_not_s
         e.to_string().contains("with the receiver's envelope"),
         "{e}"
     );
-    assert!(
-        running
-            .staging
-            .export_after(0, 10)
-            .await
-            .expect("export")
-            .is_empty()
-    );
+    assert_eq!(stored_count(&running).await, 0);
     running.shutdown().await.expect("shutdown");
 }
 
@@ -404,15 +393,7 @@ async fn staging_full_answers_503_with_retry_after_and_stores_nothing_more() {
         .expect("send");
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "42");
-    assert_eq!(
-        running
-            .staging
-            .export_after(0, 10)
-            .await
-            .expect("export")
-            .len(),
-        2
-    );
+    assert_eq!(stored_count(&running).await, 2);
     running.shutdown().await.expect("shutdown");
 }
 
@@ -592,14 +573,7 @@ async fn a_body_that_trickles_in_past_the_request_timeout_gets_408() {
     assert!(read.is_ok(), "no answer within 5 s");
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(
-        running
-            .staging
-            .export_after(0, 10)
-            .await
-            .expect("export")
-            .is_empty()
-    );
+    assert_eq!(stored_count(&running).await, 0);
     running.shutdown().await.expect("shutdown");
 }
 
