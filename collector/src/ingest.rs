@@ -346,7 +346,16 @@ async fn ingest(
         .await
     {
         Ok(checked) => checked,
-        Err(rejected) => return (IngestOutcome::SignatureRejected, rejected.into_response()),
+        Err(rejected) => {
+            // The receiver failing to read enrolled keys is its own fault:
+            // counted as a storage error, never as a refusal of the source.
+            let outcome = if rejected.outcome == crate::SignatureOutcome::StorageError {
+                IngestOutcome::StorageError
+            } else {
+                IngestOutcome::SignatureRejected
+            };
+            return (outcome, rejected.into_response());
+        }
     };
     // The installation is counted (and may be throttled) only now that the
     // report passed its signature check: unverified traffic naming it must

@@ -173,6 +173,9 @@ pub enum SignatureOutcome {
     Forged,
     /// The same signed request again: refused.
     Replayed,
+    /// The enrolled keys could not be read: not checked (503). The
+    /// receiver's failure, not the request's fault.
+    StorageError,
 }
 
 impl SignatureOutcome {
@@ -188,6 +191,7 @@ impl SignatureOutcome {
             Self::UnknownKey => "unknown_key",
             Self::Forged => "forged",
             Self::Replayed => "replayed",
+            Self::StorageError => "storage_error",
         }
     }
 }
@@ -523,7 +527,7 @@ impl SignatureVerifier {
         self.staging.install_keys(install_id).await.map_err(|e| {
             tracing::error!(error = %e, "cannot read enrolled keys; answering 503");
             SignatureRejection {
-                outcome: SignatureOutcome::UnknownKey,
+                outcome: SignatureOutcome::StorageError,
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "storage_unavailable",
                 detail: "the receiver cannot read enrolled keys right now; retry later".to_owned(),

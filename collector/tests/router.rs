@@ -656,3 +656,37 @@ async fn an_enrolment_whose_body_does_not_come_ends_at_the_request_timeout() {
     assert_eq!(body["error"], "timeout");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_read_enrolled_keys_counts_against_no_source() {
+    let h = Harness::new("");
+    let unit = |ip: &str| UnitKey::prefix_of(ip.parse().expect("ip"));
+    let initial = h.traffic.trust_score(&unit("198.51.100.7"));
+    // The enrolled keys cannot be read once the store is closed (as while
+    // the node shuts down, or when its database fails).
+    h.staging.close().await.expect("close");
+    for _ in 0..3 {
+        let (status, body) = h
+            .send(post_report(b"/api/v1/report"), "198.51.100.7:40000", None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"], "storage_unavailable");
+    }
+    // The receiver's own failure: neither a refusal of the source nor an
+    // unknown key.
+    assert_eq!(h.metrics.ingest_count(IngestOutcome::StorageError), 3);
+    assert_eq!(h.metrics.ingest_count(IngestOutcome::SignatureRejected), 0);
+    assert_eq!(
+        h.metrics
+            .signatures
+            .check_count(lineprobe_collector::SignatureOutcome::UnknownKey),
+        0
+    );
+    assert!((h.traffic.trust_score(&unit("198.51.100.7")) - initial).abs() < 1e-9);
+}
