@@ -602,9 +602,15 @@ fn content_is_gzip_json(headers: &HeaderMap) -> Result<bool, Rejected> {
 
 /// Decompresses gzip within `limit` bytes: a gzip bomb stops at the limit
 /// plus one byte.
+///
+/// Every member is decoded (RFC 1952 allows several, one after another, as
+/// `cat a.gz b.gz` makes), and bytes after the last member that are not
+/// another member are an error: a decoder that stopped after the first
+/// member would take part of a report for all of it, and pass over
+/// whatever was appended unseen.
 fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, Rejected> {
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit + 1));
-    let mut decoder = flate2::read::GzDecoder::new(raw).take(limit as u64 + 1);
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(raw).take(limit as u64 + 1);
     if let Err(e) = decoder.read_to_end(&mut out) {
         return Err(Box::new((
             IngestOutcome::Invalid,

@@ -329,6 +329,66 @@ async fn truncated_or_corrupt_gzip_gets_400() {
 }
 
 #[tokio::test]
+async fn every_gzip_member_is_read_and_bytes_after_the_last_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(dir.path(), "").await;
+    let url = public_url(&running, "/api/v1/report");
+    let report = sample_report();
+    let json = serde_json::to_vec(&report).expect("json");
+    timeout(BOUND, async {
+        // One report in two members (as `cat a.gz b.gz` makes): the whole
+        // report is read, not its first half.
+        let (head, tail) = json.split_at(json.len() / 2);
+        let two_members = [gzip(head), gzip(tail)].concat();
+        let r = json_post(&client, &url)
+            .header(CONTENT_ENCODING, "gzip")
+            .body(two_members)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status();
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        let stored = running.staging.export_after(0, 10).await.expect("export");
+        assert_eq!(stored.len(), 1);
+        let stored: Value = serde_json::from_slice(&stored[0].json).expect("json");
+        assert_eq!(stored["report_id"], report["report_id"]);
+
+        // Bytes after the gzip data that are no gzip member are not passed
+        // over unseen.
+        let mut other = sample_report();
+        other["account"] = json!("appended");
+        for (what, trailer) in [
+            ("garbage", b"garbage after the gzip trailer".to_vec()),
+            ("a JSON document", serde_json::to_vec(&other).expect("json")),
+            ("zero padding", vec![0; 16]),
+        ] {
+            let body = [
+                gzip(&serde_json::to_vec(&sample_report()).expect("json")),
+                trailer,
+            ]
+            .concat();
+            let r = json_post(&client, &url)
+                .header(CONTENT_ENCODING, "gzip")
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+            let (text, _) = rejection(r, StatusCode::BAD_REQUEST, "bad_gzip").await;
+            assert!(text.contains("gzip"), "{what}: {text}");
+        }
+        assert_eq!(stored_count(&running).await, 1);
+    })
+    .await
+    .expect("bounded");
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn wrong_media_types_and_encodings_get_415() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, client) = start(dir.path(), "").await;
