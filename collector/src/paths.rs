@@ -60,6 +60,43 @@ impl PathPattern {
         Ok(Self { segments })
     }
 
+    /// Whether some path matches both `self` and `other`.
+    ///
+    /// Decided on the patterns themselves, not on their literal forms:
+    /// `/api/v1/*/enrol` and `/api/v1/x/enrol` overlap although neither
+    /// matches the other's text as a path, and so do `/a/*/c` and `/a/b/*`.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let (a, b) = (&self.segments, &other.segments);
+        // both[i][j]: some path matches both a[i..] and b[j..]. Filled from
+        // the ends; each cell reads only cells to its right and below.
+        let mut both = vec![vec![false; b.len() + 1]; a.len() + 1];
+        for i in (0..=a.len()).rev() {
+            for j in (0..=b.len()).rev() {
+                let cell = |i: usize, j: usize| {
+                    both.get(i).and_then(|row| row.get(j)).copied() == Some(true)
+                };
+                let (x, y) = (a.get(i), b.get(j));
+                let value = match (x, y) {
+                    (None, None) => true,
+                    // `**` takes nothing, or the segment the other side's
+                    // next segment takes (and maybe more after it).
+                    (Some(Segment::Any), _) | (_, Some(Segment::Any)) => {
+                        (x == Some(&Segment::Any)
+                            && (cell(i + 1, j) || (y.is_some() && cell(i, j + 1))))
+                            || (y == Some(&Segment::Any)
+                                && (cell(i, j + 1) || (x.is_some() && cell(i + 1, j))))
+                    }
+                    (Some(x), Some(y)) => x.compatible(y) && cell(i + 1, j + 1),
+                    (None, Some(_)) | (Some(_), None) => false,
+                };
+                if let Some(slot) = both.get_mut(i).and_then(|row| row.get_mut(j)) {
+                    *slot = value;
+                }
+            }
+        }
+        both.first().and_then(|row| row.first()).copied() == Some(true)
+    }
+
     /// True when `path` (without query) matches.
     pub fn matches(&self, path: &str) -> bool {
         self.match_counting(path).0
@@ -78,7 +115,31 @@ impl PathPattern {
     }
 }
 
+impl std::fmt::Display for PathPattern {
+    /// The pattern as it is written in the configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(l) => write!(f, "/{l}")?,
+                Segment::One => f.write_str("/*")?,
+                Segment::Any => f.write_str("/**")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Segment {
+    /// Whether some one segment is taken by both `self` and `other`
+    /// (neither of them `**`).
+    fn compatible(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Literal(a), Self::Literal(b)) => a == b,
+            (Self::Any, _) | (_, Self::Any) => false,
+            _ => true,
+        }
+    }
+
     /// Whether this segment, other than `**`, takes `part`.
     fn takes(&self, part: &str) -> bool {
         match self {
@@ -154,6 +215,11 @@ impl PathSet {
     /// True when any pattern matches `path`.
     pub fn matches(&self, path: &str) -> bool {
         self.patterns.iter().any(|p| p.matches(path))
+    }
+
+    /// The first pattern that some path matches together with `pattern`.
+    pub fn overlapping(&self, pattern: &PathPattern) -> Option<&PathPattern> {
+        self.patterns.iter().find(|p| p.overlaps(pattern))
     }
 }
 
@@ -250,6 +316,54 @@ mod tests {
                 pattern.matches(&format!("/{}", path.join("/"))),
                 reference(&pattern.segments, &parts)
             );
+        }
+    }
+
+    /// Every path of one to `max` segments over `alphabet`.
+    fn every_path(alphabet: &[&str], max: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        let mut level = vec![String::new()];
+        for _ in 0..max {
+            level = level
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |s| format!("{p}/{s}")))
+                .collect();
+            all.extend(level.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn overlap_examples() {
+        let p = |s: &str| PathPattern::parse(s).unwrap();
+        assert!(p("/api/v1/*/enrol").overlaps(&p("/api/v1/x/enrol")));
+        assert!(p("/api/v1/x/enrol").overlaps(&p("/api/v1/*/enrol")));
+        assert!(p("/a/*/c").overlaps(&p("/a/b/*")));
+        assert!(p("/cdn/**/collect").overlaps(&p("/cdn/x/**")));
+        assert!(!p("/api/v1/*/report").overlaps(&p("/api/v1/*/enrol")));
+        assert!(!p("/api/v1/enrol").overlaps(&p("/api/v1/*/report")));
+        assert!(!p("/a/**/b").overlaps(&p("/a/**/c")));
+        assert_eq!(p("/a/*/b/**").to_string(), "/a/*/b/**");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn overlap_agrees_with_trying_every_path(
+            a in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "*", "**"]), 1..4),
+            b in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "*", "**"]), 1..4),
+        ) {
+            let (Ok(a), Ok(b)) = (
+                PathPattern::parse(&format!("/{}", a.join("/"))),
+                PathPattern::parse(&format!("/{}", b.join("/"))),
+            ) else {
+                return Ok(());
+            };
+            // A shortest common path has at most one segment for each
+            // segment of the two patterns that is not `**`.
+            let common = every_path(&["a", "b", "c"], 6)
+                .iter()
+                .any(|path| a.matches(path) && b.matches(path));
+            proptest::prop_assert_eq!(a.overlaps(&b), common, "{} {}", a, b);
         }
     }
 

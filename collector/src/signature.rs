@@ -105,17 +105,22 @@ impl SigningConfig {
             );
         }
         for (i, p) in self.enrol_paths.iter().enumerate() {
-            match crate::PathPattern::parse(p) {
+            let pattern = match crate::PathPattern::parse(p) {
                 Err(reason) => return bad(&format!("enrol_paths[{i}]"), reason),
-                // A literal path that is also a report path would be
-                // ambiguous; patterns are checked on their literal form.
-                Ok(_) if report_paths.matches(p) => {
-                    return bad(
-                        &format!("enrol_paths[{i}]"),
-                        format!("{p:?} is also a report path (public.paths); use another path"),
-                    );
-                }
-                Ok(_) => {}
+                Ok(pattern) => pattern,
+            };
+            // A path both patterns match would be ambiguous: the router
+            // takes a `POST` there for an enrolment, so every report sent to
+            // it would be refused. Checked on the patterns, both ways, not
+            // only on this one's literal form.
+            if let Some(report) = report_paths.overlapping(&pattern) {
+                return bad(
+                    &format!("enrol_paths[{i}]"),
+                    format!(
+                        "{p:?} is also a report path: it overlaps \"{report}\" in public.paths, \
+                         so some paths would be both; use another path"
+                    ),
+                );
             }
         }
         if !(10..=86_400).contains(&self.max_clock_skew_secs) {

@@ -228,6 +228,32 @@ fn validation_messages_say_what_to_do() {
 }
 
 #[test]
+fn enrolment_paths_that_overlap_report_paths_either_way_are_refused() {
+    for (report_paths, enrol_paths) in [
+        // The report path is matched by an enrolment pattern: the router
+        // would take every report posted there for an enrolment.
+        ("[\"/api/v1/abc/enrol\"]", "[\"/api/v1/*/enrol\"]"),
+        ("[\"/api/v1/x/enrol/y\"]", "[\"/api/**/enrol/*\"]"),
+        // Neither pattern's text matches the other, yet /a/b/c is both.
+        ("[\"/a/*/c\"]", "[\"/a/b/*\"]"),
+        // The old check's case: an enrolment literal that is a report path.
+        ("[\"/api/v1/*\"]", "[\"/api/v1/enrol\"]"),
+    ] {
+        let text =
+            format!("[public]\npaths = {report_paths}\n[signing]\nenrol_paths = {enrol_paths}\n");
+        let e = err(&text);
+        assert!(
+            e.contains("signing.enrol_paths[0]") && e.contains("also a report path"),
+            "{text:?} gave {e:?}"
+        );
+    }
+    // Patterns that share no path are fine.
+    let text = "[public]\npaths = [\"/a/*/c\", \"/api/**/report\"]\n[signing]\nenrol_paths = [\"/a/b/d\", \"/api/*/enrol\"]\n";
+    CollectorConfig::from_toml_with_env(text, "test", no_env(), &Overrides::default())
+        .expect("valid");
+}
+
+#[test]
 fn check_config_command_reports_valid_and_invalid_files() {
     let bin = env!("CARGO_BIN_EXE_lineprobe-collector");
     let ok = std::process::Command::new(bin)
