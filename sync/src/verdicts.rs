@@ -42,9 +42,9 @@ pub struct VerdictLine {
     pub reports: u64,
     /// Last seen (RFC 3339).
     pub last_seen: String,
-    /// The findings that decided: failed checks and raised proxy signals
-    /// (`carrier_mismatch`, `egress_hosting`…), or the passed checks of a
-    /// compliant line.
+    /// The findings that decided: failed checks and, on a suspected proxy,
+    /// the raised proxy signals (`carrier_mismatch`, `egress_hosting`…), or
+    /// the passed checks of a compliant line.
     pub reasons: Vec<String>,
     /// Every finding with its sentence.
     pub findings: Vec<FindingText>,
@@ -85,42 +85,7 @@ pub async fn verdict_rows(
         let filled = current
             .map(|v| Filled::attributes_in(&v.record.filled_json))
             .unwrap_or_default();
-        let deciding: Vec<String> = findings
-            .iter()
-            .filter(|f| f.outcome == "fail" || f.outcome == "signal")
-            .map(|f| f.code.clone())
-            .collect();
-        let reasons = if deciding.is_empty() {
-            // Nothing failed: say what held (a compliant line), or what
-            // could not be known (an indeterminate one).
-            let wanted = if line.verdict == "indeterminate" {
-                "unknown"
-            } else {
-                "pass"
-            };
-            findings
-                .iter()
-                .filter(|f| {
-                    f.outcome == wanted
-                        && if wanted == "unknown" {
-                            // The proxy checks that could not run say
-                            // nothing more than these.
-                            [
-                                "carrier_unknown",
-                                "region_unknown",
-                                "no_public_hop",
-                                "egress_not_public",
-                            ]
-                            .contains(&f.code.as_str())
-                        } else {
-                            f.code.ends_with("_match") || f.code.ends_with("_expected_upstream")
-                        }
-                })
-                .map(|f| f.code.clone())
-                .collect()
-        } else {
-            deciding
-        };
+        let reasons = deciding_reasons(&line.verdict, &findings);
         out.push(VerdictLine {
             line: line.line_key.clone(),
             install_id: line.install_id.clone(),
@@ -145,6 +110,50 @@ pub async fn verdict_rows(
         });
     }
     Ok(out)
+}
+
+/// The findings that decided `verdict`, by code: its failed checks and,
+/// for a `proxy_suspected` verdict, the raised proxy signals; when nothing
+/// failed, the checks that held (a compliant line) or what could not be
+/// known (an indeterminate one). A signal raised on any other verdict
+/// decided nothing (too weak alone: a device proxy the egress contradicts).
+fn deciding_reasons(verdict: &str, findings: &[FindingText]) -> Vec<String> {
+    let proxy = verdict == "proxy_suspected";
+    let deciding: Vec<String> = findings
+        .iter()
+        .filter(|f| f.outcome == "fail" || (proxy && f.outcome == "signal"))
+        .map(|f| f.code.clone())
+        .collect();
+    if !deciding.is_empty() {
+        return deciding;
+    }
+    // Nothing failed: say what held (a compliant line), or what could not
+    // be known (an indeterminate one).
+    let wanted = if verdict == "indeterminate" {
+        "unknown"
+    } else {
+        "pass"
+    };
+    findings
+        .iter()
+        .filter(|f| {
+            f.outcome == wanted
+                && if wanted == "unknown" {
+                    // The proxy checks that could not run say nothing more
+                    // than these.
+                    [
+                        "carrier_unknown",
+                        "region_unknown",
+                        "no_public_hop",
+                        "egress_not_public",
+                    ]
+                    .contains(&f.code.as_str())
+                } else {
+                    f.code.ends_with("_match") || f.code.ends_with("_expected_upstream")
+                }
+        })
+        .map(|f| f.code.clone())
+        .collect()
 }
 
 /// A city code as its name (`440300` → `深圳`); other text as it is.
@@ -368,6 +377,61 @@ fn width(s: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn finding(code: &str, outcome: &str) -> FindingText {
+        FindingText {
+            code: code.to_owned(),
+            outcome: outcome.to_owned(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_signal_that_decided_nothing_is_not_a_reason() {
+        // A compliant line with a system proxy the egress contradicts: the
+        // checks that held decided, not the proxy setting.
+        let compliant = [
+            finding("egress_carrier_differs_from_first_hop", "pass"),
+            finding("device_proxy", "signal"),
+            finding("carrier_match", "pass"),
+            finding("province_match", "pass"),
+            finding("city_match", "pass"),
+        ];
+        assert_eq!(
+            deciding_reasons("compliant", &compliant),
+            ["carrier_match", "province_match", "city_match"]
+        );
+        // A non-compliant one: the mismatch, without the proxy setting.
+        let mismatch = [
+            finding("device_proxy", "signal"),
+            finding("carrier_mismatch", "fail"),
+            finding("province_match", "pass"),
+        ];
+        assert_eq!(
+            deciding_reasons("non_compliant", &mismatch),
+            ["carrier_mismatch"]
+        );
+        // An indeterminate one: what could not be known.
+        let unknown = [
+            finding("egress_not_public", "unknown"),
+            finding("device_proxy", "signal"),
+            finding("carrier_unknown", "unknown"),
+        ];
+        assert_eq!(
+            deciding_reasons("indeterminate", &unknown),
+            ["egress_not_public", "carrier_unknown"]
+        );
+        // On a suspected proxy every raised signal and failed check counts.
+        let proxy = [
+            finding("egress_hosting", "signal"),
+            finding("device_proxy", "signal"),
+            finding("carrier_mismatch", "fail"),
+        ];
+        assert_eq!(
+            deciding_reasons("proxy_suspected", &proxy),
+            ["egress_hosting", "device_proxy", "carrier_mismatch"]
+        );
+    }
 
     #[test]
     fn chinese_takes_two_columns() {
