@@ -1074,10 +1074,27 @@ impl<'e> Judge<'e, '_> {
                     "the egress {} and the public hop {} are both on {egress_name}",
                     e.ip, hop.hop.ip
                 )
-            } else {
+            } else if self.cat.is_expected_upstream(&ec.value, &hop.carrier.value)
+                || self.cat.is_expected_upstream(&hop.carrier.value, &ec.value)
+            {
                 format!(
                     "the egress {} is on {egress_name} and the public hop {} on {hop_name}, \
                      an expected upstream relation",
+                    e.ip, hop.hop.ip
+                )
+            } else {
+                // Related only through the declared carrier: both are
+                // networks its lines leave through (Telecom and Unicom for
+                // a Dr.Peng line), neither an upstream of the other.
+                let declared = self
+                    .ev
+                    .declared
+                    .carrier
+                    .as_ref()
+                    .map_or_else(String::new, |d| carrier_name(self.cat, d));
+                format!(
+                    "the egress {} is on {egress_name} and the public hop {} on {hop_name}: \
+                     both are expected upstreams of the declared {declared}",
                     e.ip, hop.hop.ip
                 )
             };

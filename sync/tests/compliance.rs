@@ -472,9 +472,15 @@ fn a_drpeng_line_over_a_telecom_upstream_is_compliant() {
     );
     let v = judge(&ev);
     assert_eq!(v.kind, VerdictKind::Compliant);
-    assert_eq!(
-        outcome(&v, FindingCode::EgressCarrierDiffersFromFirstHop),
-        Outcome::Pass
+    let f = finding(&v, FindingCode::EgressCarrierDiffersFromFirstHop);
+    assert_eq!(f.outcome, Outcome::Pass);
+    // Neither is an upstream of the other: the sentence says what relates
+    // them (the declared carrier), not "an expected upstream relation".
+    assert!(
+        f.message
+            .contains("both are expected upstreams of the declared 鹏博士"),
+        "{}",
+        f.message
     );
     // The same pair on a China Telecom line is a proxy signal.
     ev.declared = declared(Some("CN-GD"), Some("440300"), Some("china_telecom"));
