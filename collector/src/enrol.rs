@@ -308,8 +308,10 @@ fn take_slot(slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
 
 async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, Refusal> {
     match tokio::time::timeout(timeout, Limited::new(body, MAX_ENROL_BODY_BYTES).collect()).await {
+        // Slow, not wrong: like a report's body that comes too slowly, no
+        // reject of its source.
         Err(_) => Err(refuse(
-            "invalid",
+            "timeout",
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             "the body did not arrive in time",

@@ -658,6 +658,27 @@ async fn an_enrolment_whose_body_does_not_come_ends_at_the_request_timeout() {
 }
 
 #[tokio::test]
+async fn an_enrolment_body_that_comes_too_slowly_is_no_reject_of_its_source() {
+    // As for a report whose body comes too slowly: a slow line is not a
+    // source sending what it should not.
+    let h = Harness::new("[limits]\nrequest_timeout_ms = 100\n");
+    let unit = UnitKey::prefix_of("198.51.100.7".parse().expect("ip"));
+    let initial = h.traffic.trust_score(&unit);
+    for _ in 0..3 {
+        let never = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+        let request = Request::post("/api/v1/enrol")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(never))
+            .expect("request");
+        let (status, _) = h.send(request, "198.51.100.7:40000", None).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    }
+    assert_eq!(h.metrics.signatures.enrolment_count("timeout"), 3);
+    assert_eq!(h.metrics.signatures.enrolment_count("invalid"), 0);
+    assert!((h.traffic.trust_score(&unit) - initial).abs() < 1e-9);
+}
+
+#[tokio::test]
 async fn a_store_that_cannot_read_enrolled_keys_counts_against_no_source() {
     let h = Harness::new("");
     let unit = |ip: &str| UnitKey::prefix_of(ip.parse().expect("ip"));
