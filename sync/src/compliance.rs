@@ -1680,15 +1680,16 @@ impl<'e> Judge<'e, '_> {
     }
 
     /// Where the line is by its hops, when the egress cannot say: the first
-    /// public hop outside hosting networks that resolves to a province.
+    /// public hop outside hosting networks that resolves to a province; a
+    /// later hop only while it is not in the receiver's own network (which
+    /// ends every path, and is where the receiver is, not the line).
     fn hop_region(&self) -> (Option<ActualValue>, Option<ActualValue>) {
-        let found = self.ev.public_hops.iter().enumerate().find(|(_, h)| {
+        let target = self.ev.target_carrier.as_ref().map(|t| &t.value);
+        let found = self.ev.public_hops.iter().enumerate().find(|(i, h)| {
+            let carrier = h.resolved.carrier.as_ref().map(|c| &c.value);
             h.resolved.province.is_some()
-                && !h
-                    .resolved
-                    .carrier
-                    .as_ref()
-                    .is_some_and(|c| self.is_hosting(&c.value))
+                && !carrier.is_some_and(|c| self.is_hosting(c))
+                && !(*i > 0 && target.is_some() && carrier == target)
         });
         let Some((i, hop)) = found else {
             return (None, None);

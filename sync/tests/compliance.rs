@@ -623,6 +623,51 @@ fn an_egress_in_a_cloud_behind_a_telecom_hop_is_a_proxy() {
 }
 
 #[test]
+fn a_hop_in_the_receivers_network_does_not_place_a_proxied_line() {
+    // The first hop knows its carrier but not where it is; the only hop
+    // that knows a province is in the receiver's own network (Unicom,
+    // Beijing), which ends every path: it places the receiver, not the line.
+    let mut ev = alibaba_egress();
+    ev.public_hops = vec![
+        hop(
+            3,
+            "183.56.1.1",
+            R::default().carrier("china_telecom").done(),
+        ),
+        hop(
+            6,
+            "123.112.0.1",
+            R::default()
+                .carrier("china_unicom")
+                .province("CN-BJ")
+                .city("110000")
+                .done(),
+        ),
+    ];
+    ev.target_carrier = Some(at(CarrierId::new("china_unicom").unwrap(), "geolite2-asn"));
+    let v = judge(&ev);
+    assert_eq!(v.kind, VerdictKind::ProxySuspected);
+    assert_eq!(v.actual.carrier.as_ref().unwrap().value, "china_telecom");
+    assert!(v.actual.province.is_none(), "{:?}", v.actual.province);
+    assert!(v.actual.city.is_none(), "{:?}", v.actual.city);
+
+    // A later hop of another network still stands in.
+    ev.public_hops[1] = hop(
+        5,
+        "202.97.12.1",
+        R::default()
+            .carrier("china_telecom")
+            .province("CN-GD")
+            .done(),
+    );
+    let v = judge(&ev);
+    let province = v.actual.province.as_ref().unwrap();
+    assert_eq!(province.value, "CN-GD");
+    assert_eq!(province.provenance.role, IpRole::PublicHop);
+    assert_eq!(province.provenance.ttl, Some(5));
+}
+
+#[test]
 fn proxy_suspicion_wins_over_non_compliance() {
     let mut ev = alibaba_egress();
     ev.declared = declared(Some("CN-GD"), Some("440300"), Some("china_mobile"));
