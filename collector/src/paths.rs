@@ -52,7 +52,8 @@ impl PathPattern {
                 }
             });
         }
-        if segments == [Segment::Any] {
+        // `/**/**` accepts every path as surely as `/**` does.
+        if segments.iter().all(|s| *s == Segment::Any) {
             return Err(format!(
                 "{pattern:?} would accept every path; add a literal segment"
             ));
@@ -374,6 +375,8 @@ mod tests {
             ("/a//b", "empty segment"),
             ("/a/b*", "whole segment"),
             ("/**", "every path"),
+            ("/**/**", "every path"),
+            ("/**/**/**", "every path"),
             ("/a/b c", "letters, digits"),
         ] {
             let e = PathPattern::parse(bad).unwrap_err();
