@@ -1242,3 +1242,42 @@ async fn trust_scores_are_pruned_and_restored_in_the_books_order() {
     }
     staging.close().await.unwrap();
 }
+
+/// A unit's band is stored with its trust score and forgotten with it: a
+/// unit pruned from the table and scored again later has no band left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bands_are_kept_and_forgotten_with_their_scores() {
+    use lineprobe_collector::{BandMemory, TrustRetention, TrustRow, UnitKey};
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::open(options(&db_path(&dir))).unwrap();
+    let retention = TrustRetention {
+        max_units: 2,
+        initial: 50,
+    };
+    let band = BandMemory::new(600.0, 60.0, 60, 100).unwrap();
+    let row = |name: &str, seen: u64| {
+        TrustRow::new(UnitKey::Install(name.to_owned()), 50.0, 1, 0, 0, seen, None)
+    };
+    staging
+        .save_trust(vec![row("old", 100).with_band(band)], retention)
+        .await
+        .unwrap();
+    let rows = staging.load_trust(retention).await.unwrap();
+    assert_eq!(rows[0].band, Some(band));
+    // Two fresher units push it out.
+    staging
+        .save_trust(vec![row("a", 200), row("b", 300)], retention)
+        .await
+        .unwrap();
+    staging
+        .save_trust(vec![row("old", 400)], retention)
+        .await
+        .unwrap();
+    let rows = staging.load_trust(retention).await.unwrap();
+    let old = rows
+        .iter()
+        .find(|r| r.unit.name() == "old")
+        .expect("scored again");
+    assert_eq!(old.band, None, "the band went with its pruned row");
+    staging.close().await.unwrap();
+}

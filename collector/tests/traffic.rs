@@ -277,3 +277,201 @@ async fn check_metrics(admin: &reqwest::Client, running: &RunningCollector) {
     assert_eq!(opened, Some(3), "{metrics}");
     assert!(metrics.contains("outcome=\"Throttled\""), "{metrics}");
 }
+
+/// The restart of a traffic monitor over one staging store, on a manual
+/// clock: a unit's band is remembered with its trust score, so a unit
+/// busier than the floor is judged against its own usual rate after a
+/// restart, not the floor.
+mod restart {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use lineprobe_collector::{
+        Admission, CollectorConfig, IngestOutcome, ManualClock, Staging, StagingOptions, Traffic,
+        UnitKey, UnitKind,
+    };
+    use tokio_util::sync::CancellationToken;
+
+    /// 2026-11-22 00:00:00 UTC, a minute boundary.
+    const T0: u64 = 1_795_305_600_000;
+    const BUSY: &str = "198.51.100.7";
+
+    fn config() -> CollectorConfig {
+        let mut c = CollectorConfig {
+            node_id: "test".to_owned(),
+            ..CollectorConfig::default()
+        };
+        c.public.paths = vec!["/api/v1/report".to_owned()];
+        // The defaults' floor (120 requests a minute) and budgets.
+        c.trust.initial = 40;
+        c.validate().expect("valid");
+        c
+    }
+
+    fn staging(dir: &tempfile::TempDir) -> Staging {
+        let c = config();
+        Staging::open(StagingOptions::from_config(
+            dir.path().join("staging.sqlite3"),
+            c.node_id.clone(),
+            &c.staging,
+        ))
+        .expect("staging store")
+    }
+
+    /// A monitor's background task (sweeps and trust writes).
+    struct Running {
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        /// Stops it, with the last write of its scores a shutdown makes.
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.expect("the background task ends");
+        }
+    }
+
+    /// A monitor started over `staging`, its stored scores and bands
+    /// loaded.
+    async fn start(clock: &Arc<ManualClock>, staging: &Staging) -> (Arc<Traffic>, Running) {
+        let t = Arc::new(Traffic::new(&config(), clock.clone(), None));
+        let shutdown = CancellationToken::new();
+        let task = t
+            .start(staging.clone(), Duration::from_hours(1), shutdown.clone())
+            .await
+            .expect("started");
+        (t, Running { shutdown, task })
+    }
+
+    /// `n` requests from `from` in the current minute; how many passed.
+    fn send(t: &Traffic, from: &str, n: u32) -> u32 {
+        let mut passed = 0;
+        for _ in 0..n {
+            if let Admission::Proceed(ticket) =
+                t.admit(from.parse().expect("address"), "/api/v1/report")
+            {
+                t.finish(&ticket, IngestOutcome::Stored);
+                passed += 1;
+            }
+        }
+        passed
+    }
+
+    fn minute_passes(clock: &ManualClock, t: &Traffic) {
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+
+    fn prefix_episodes(t: &Traffic, unit: &str) -> usize {
+        t.episodes(false, 1_000)
+            .iter()
+            .filter(|e| e.kind == UnitKind::Prefix && e.unit == unit)
+            .count()
+    }
+
+    /// A busy NAT'd /24 grows to 600 requests a minute (slowly enough
+    /// never to leave its band) and stays there for a history window.
+    fn grow_busy(clock: &ManualClock, t: &Traffic) {
+        for k in 0..=24 {
+            let rate = 120 + 20 * k;
+            assert_eq!(send(t, BUSY, rate), rate, "minute {k}");
+            minute_passes(clock, t);
+        }
+        for _ in 0..60 {
+            assert_eq!(send(t, BUSY, 600), 600);
+            minute_passes(clock, t);
+        }
+        assert_eq!(prefix_episodes(t, "198.51.100.0/24"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_unit_keeps_its_band_and_trust_across_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = staging(&dir);
+        let clock = ManualClock::at(T0);
+        let (t, running) = start(&clock, &staging).await;
+        grow_busy(&clock, &t);
+        let busy = UnitKey::prefix_of(BUSY.parse().expect("address"));
+        let before = t.trust_score(&busy);
+        running.stop().await;
+
+        // Down for five minutes, then back at its usual rate for three
+        // minutes (too few for a band of its own)…
+        clock.advance(Duration::from_mins(5));
+        let (t, running) = start(&clock, &staging).await;
+        assert!((t.trust_score(&busy) - before).abs() < 1e-9);
+        for minute in 0..3 {
+            assert_eq!(send(&t, BUSY, 600), 600, "throttled in minute {minute}");
+            minute_passes(&clock, &t);
+        }
+        assert_eq!(
+            prefix_episodes(&t, "198.51.100.0/24"),
+            0,
+            "{:#?}",
+            t.episodes(false, 10)
+        );
+        // …and restarted again: the band it was seeded with was written
+        // back with its score, not lost.
+        running.stop().await;
+        let (t, running) = start(&clock, &staging).await;
+        for minute in 0..15 {
+            assert_eq!(send(&t, BUSY, 600), 600, "throttled in minute {minute}");
+            minute_passes(&clock, &t);
+        }
+        assert_eq!(
+            prefix_episodes(&t, "198.51.100.0/24"),
+            0,
+            "{:#?}",
+            t.episodes(false, 10)
+        );
+        assert!(t.trust_score(&busy) >= before, "{}", t.trust_score(&busy));
+        running.stop().await;
+        staging.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn a_unit_far_above_its_remembered_band_is_still_an_anomaly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = staging(&dir);
+        let clock = ManualClock::at(T0);
+        let (t, running) = start(&clock, &staging).await;
+        grow_busy(&clock, &t);
+        running.stop().await;
+
+        clock.advance(Duration::from_mins(5));
+        let (t, running) = start(&clock, &staging).await;
+        // Its band (600 ± 60 a minute) ends at 960: 5000 is a flood.
+        // Up to it, it passes (the floor alone would stop it at 120).
+        let passed = send(&t, BUSY, 5_000);
+        assert!((960..1_100).contains(&passed), "passed {passed}");
+        assert_eq!(prefix_episodes(&t, "198.51.100.0/24"), 1);
+        running.stop().await;
+        staging.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn units_without_a_usable_band_are_judged_as_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = staging(&dir);
+        let clock = ManualClock::at(T0);
+        let (t, running) = start(&clock, &staging).await;
+        grow_busy(&clock, &t);
+        running.stop().await;
+
+        // A unit never seen, at the busy unit's rate: above the floor.
+        let (t, running) = start(&clock, &staging).await;
+        send(&t, "203.0.113.5", 600);
+        assert_eq!(prefix_episodes(&t, "203.0.113.0/24"), 1);
+        running.stop().await;
+
+        // The busy unit back after more than a day: its band is too old
+        // to stand in for its history.
+        clock.advance(Duration::from_hours(25));
+        let (t, running) = start(&clock, &staging).await;
+        send(&t, BUSY, 600);
+        assert_eq!(prefix_episodes(&t, "198.51.100.0/24"), 1);
+        running.stop().await;
+        staging.close().await.expect("close");
+    }
+}

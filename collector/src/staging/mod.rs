@@ -43,6 +43,10 @@ use self::walsync::{Durability, WalSyncer};
 use self::writer::{EncodedReport, Request, Writer, to_sql_int};
 use crate::{Error, StagingConfig};
 
+/// The band a row of `trust_scores` carries ([`Staging::save_trust`]),
+/// named here so that callers of the store can build and read those rows.
+pub use crate::traffic::BandMemory;
+
 /// Called after every commit with its duration and the number of reports in it.
 pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
@@ -624,8 +628,10 @@ impl Staging {
         .await
     }
 
-    /// Writes changed trust scores, keeping at most `retention.max_units`
-    /// rows (those kept shortest by [`TrustRetention`] are dropped).
+    /// Writes changed trust scores with their units' bands (a row without
+    /// one keeps the band stored before), keeping at most
+    /// `retention.max_units` rows (those kept shortest by
+    /// [`TrustRetention`] are dropped, bands with them).
     ///
     /// [`TrustRetention`]: crate::traffic::TrustRetention
     pub async fn save_trust(
@@ -641,8 +647,8 @@ impl Staging {
         .await
     }
 
-    /// The stored trust scores kept longest by `retention`, at most
-    /// `retention.max_units`.
+    /// The stored trust scores (with their bands) kept longest by
+    /// `retention`, at most `retention.max_units`.
     pub async fn load_trust(
         &self,
         retention: crate::traffic::TrustRetention,

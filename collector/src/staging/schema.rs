@@ -122,6 +122,21 @@ const MIGRATIONS: &[&str] = &[
          last_seen_minute + CAST(abs(score - 50.0) * 60 AS INTEGER);
      CREATE INDEX trust_scores_keep ON trust_scores (keep_until);
      DROP INDEX trust_scores_seen;",
+    // Version 6.
+    //
+    // The unit's band (`traffic::BandMemory`: median, scale, the minutes of
+    // history it was learned from and the minute it was learned for),
+    // written with its score so that after a restart a busy unit is judged
+    // against its own band instead of the floor. Kept in the score's row,
+    // it is pruned with it. All four are set or none (rows of older
+    // schemas have none until their unit is saved again).
+    "ALTER TABLE trust_scores ADD COLUMN band_median REAL
+         CHECK (band_median IS NULL OR band_median >= 0);
+     ALTER TABLE trust_scores ADD COLUMN band_scale REAL
+         CHECK (band_scale IS NULL OR band_scale >= 1);
+     ALTER TABLE trust_scores ADD COLUMN band_minutes INTEGER
+         CHECK (band_minutes IS NULL OR band_minutes >= 0);
+     ALTER TABLE trust_scores ADD COLUMN band_learned_minute INTEGER;",
 ];
 
 /// Wraps a SQLite error with what was being done, and says what to do about
@@ -334,6 +349,56 @@ mod tests {
             Some(Duration::from_millis(1))
         );
         assert_eq!(writer_retry_after(BUSY_TIMEOUT), None);
+    }
+
+    /// A store of schema 5 (scores without bands) is upgraded in place:
+    /// its scores are kept, without a band until their units are saved
+    /// again, and bands can be stored and read back.
+    #[test]
+    fn a_schema_5_store_keeps_its_scores_and_gains_bands() {
+        use crate::traffic::{BandMemory, TrustRetention, TrustRow, UnitKey};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let mut conn = Connection::open(&path).expect("open");
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("an older migration");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 5;
+             INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id)
+                 VALUES (1, 'edge-1', 0, 0, 'abc');
+             INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies,
+                 last_seen_minute, last_reject_minute, keep_until)
+                 VALUES ('prefix', '203.0.113.0/24', 80.0, 10, 0, 0, 100, NULL, 1900);",
+        )
+        .expect("a schema 5 store");
+        migrate(&mut conn, "edge-1", &path).expect("upgraded");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, 6);
+        let retention = TrustRetention {
+            max_units: 10,
+            initial: 50,
+        };
+        let rows = super::super::trust::load(&conn, retention).expect("load");
+        let unit = UnitKey::prefix_of("203.0.113.9".parse().expect("address"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].unit, unit);
+        assert!((rows[0].entry.score - 80.0).abs() < 1e-9);
+        assert_eq!(rows[0].band, None);
+
+        let band = BandMemory::new(600.0, 60.0, 60, 200).expect("a band");
+        let tx = conn.transaction().expect("tx");
+        let row = TrustRow::new(unit, 81.0, 11, 0, 0, 200, None).with_band(band);
+        super::super::trust::save(&tx, &[row], retention).expect("save");
+        tx.commit().expect("commit");
+        let rows = super::super::trust::load(&conn, retention).expect("load");
+        assert_eq!(rows[0].band, Some(band));
+        // Opening it again changes nothing.
+        migrate(&mut conn, "edge-1", &path).expect("reopened");
+        let rows = super::super::trust::load(&conn, retention).expect("load");
+        assert_eq!(rows[0].band, Some(band));
     }
 
     /// The checkpoint thread's WAL restart (or another process) holds the

@@ -1,14 +1,16 @@
-//! The `trust_scores` table: the traffic monitor's trust scores, kept
-//! across restarts.
+//! The `trust_scores` table: the traffic monitor's trust scores, and the
+//! bands of their units (schema version 6), kept across restarts.
 
 use rusqlite::{Connection, params};
 
 use super::schema::sql_error;
 use super::writer::to_sql_int;
 use crate::Error;
-use crate::traffic::{TrustRetention, TrustRow, UnitKey, UnitKind};
+use crate::traffic::{BandMemory, TrustRetention, TrustRow, UnitKey, UnitKind};
 
-/// Upserts `rows`, then keeps only the `retention.max_units` rows kept
+/// Upserts `rows` (a row without a band keeps the band stored before: its
+/// unit may have been forgotten by the traffic monitor, not its traffic),
+/// then keeps only the `retention.max_units` rows kept
 /// longest (the order the traffic monitor forgets units in).
 pub(super) fn save(
     tx: &rusqlite::Transaction<'_>,
@@ -19,13 +21,21 @@ pub(super) fn save(
         let mut upsert = tx
             .prepare_cached(
                 "INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies, \
-                 last_seen_minute, last_reject_minute, keep_until) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 last_seen_minute, last_reject_minute, keep_until, band_median, band_scale, \
+                 band_minutes, band_learned_minute) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
                  ON CONFLICT (kind, unit) DO UPDATE SET score = excluded.score, \
                  accepted = excluded.accepted, rejects = excluded.rejects, \
                  anomalies = excluded.anomalies, last_seen_minute = excluded.last_seen_minute, \
                  last_reject_minute = excluded.last_reject_minute, \
-                 keep_until = excluded.keep_until",
+                 keep_until = excluded.keep_until, \
+                 band_median = coalesce(excluded.band_median, band_median), \
+                 band_scale = CASE WHEN excluded.band_median IS NULL THEN band_scale \
+                     ELSE excluded.band_scale END, \
+                 band_minutes = CASE WHEN excluded.band_median IS NULL THEN band_minutes \
+                     ELSE excluded.band_minutes END, \
+                 band_learned_minute = CASE WHEN excluded.band_median IS NULL \
+                     THEN band_learned_minute ELSE excluded.band_learned_minute END",
             )
             .map_err(|e| sql_error("preparing the trust upsert", &e))?;
         for row in rows {
@@ -34,6 +44,7 @@ pub(super) fn save(
                 continue;
             }
             let e = &row.entry;
+            let band = row.band.as_ref();
             upsert
                 .execute(params![
                     kind.as_str(),
@@ -45,6 +56,10 @@ pub(super) fn save(
                     to_sql_int(e.last_seen_minute),
                     e.last_reject_minute.map(to_sql_int),
                     to_sql_int(retention.keep_until(e.last_seen_minute, e.score)),
+                    band.map(|b| b.median),
+                    band.map(|b| b.scale),
+                    band.map(|b| b.minutes),
+                    band.map(|b| to_sql_int(b.learned_minute)),
                 ])
                 .map_err(|e| sql_error("storing trust scores", &e))?;
         }
@@ -69,7 +84,8 @@ pub(super) fn load(conn: &Connection, retention: TrustRetention) -> Result<Vec<T
     let mut stmt = conn
         .prepare(
             "SELECT kind, unit, score, accepted, rejects, anomalies, last_seen_minute, \
-             last_reject_minute FROM trust_scores ORDER BY keep_until DESC LIMIT ?1",
+             last_reject_minute, band_median, band_scale, band_minutes, band_learned_minute \
+             FROM trust_scores ORDER BY keep_until DESC LIMIT ?1",
         )
         .map_err(|e| sql_error("reading trust scores", &e))?;
     let limit = i64::try_from(retention.max_units).unwrap_or(i64::MAX);
@@ -84,13 +100,19 @@ pub(super) fn load(conn: &Connection, retention: TrustRetention) -> Result<Vec<T
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, Option<i64>>(7)?,
+                (
+                    r.get::<_, Option<f64>>(8)?,
+                    r.get::<_, Option<f64>>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
+                    r.get::<_, Option<i64>>(11)?,
+                ),
             ))
         })
         .map_err(|e| sql_error("reading trust scores", &e))?;
     let mut out = Vec::new();
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     for row in rows {
-        let (kind, unit, score, accepted, rejects, anomalies, seen, reject) =
+        let (kind, unit, score, accepted, rejects, anomalies, seen, reject, band) =
             row.map_err(|e| sql_error("reading trust scores", &e))?;
         // A row this collector cannot read (edited by hand) is skipped with
         // a warning rather than stopping the start.
@@ -98,7 +120,7 @@ pub(super) fn load(conn: &Connection, retention: TrustRetention) -> Result<Vec<T
             tracing::warn!(%kind, %unit, "skipping an unreadable trust score row");
             continue;
         };
-        out.push(TrustRow::new(
+        let mut row = TrustRow::new(
             key,
             score,
             n(accepted),
@@ -106,7 +128,101 @@ pub(super) fn load(conn: &Connection, retention: TrustRetention) -> Result<Vec<T
             n(anomalies),
             n(seen),
             reject.map(n),
-        ));
+        );
+        // A band this collector cannot read (edited by hand) is ignored:
+        // the unit is then judged as a new one until it has history again.
+        let stored = match band {
+            (None, None, None, None) => None,
+            (Some(median), Some(scale), Some(minutes), Some(learned)) => Some(
+                u32::try_from(minutes)
+                    .ok()
+                    .zip(u64::try_from(learned).ok())
+                    .and_then(|(minutes, learned)| {
+                        BandMemory::new(median, scale, minutes, learned)
+                    }),
+            ),
+            _ => Some(None),
+        };
+        match stored {
+            Some(Some(band)) => row = row.with_band(band),
+            Some(None) => tracing::warn!(%kind, %unit, "ignoring an unreadable stored band"),
+            None => {}
+        }
+        out.push(row);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let mut conn = Connection::open(&path).expect("open");
+        super::super::schema::migrate(&mut conn, "edge-1", &path).expect("schema");
+        (dir, conn)
+    }
+
+    const RETENTION: TrustRetention = TrustRetention {
+        max_units: 10,
+        initial: 50,
+    };
+
+    fn save_one(conn: &mut Connection, row: TrustRow) {
+        let tx = conn.transaction().expect("tx");
+        save(&tx, &[row], RETENTION).expect("save");
+        tx.commit().expect("commit");
+    }
+
+    fn row(band: Option<BandMemory>) -> TrustRow {
+        let row = TrustRow::new(UnitKey::Install("tid-1".to_owned()), 70.0, 5, 0, 0, 9, None);
+        match band {
+            Some(band) => row.with_band(band),
+            None => row,
+        }
+    }
+
+    /// A unit the traffic monitor forgot (its table was full) still has
+    /// its score written: without a band then, which must not erase the
+    /// one its traffic taught before.
+    #[test]
+    fn a_row_without_a_band_keeps_the_stored_one_and_a_new_band_replaces_it() {
+        let (_dir, mut conn) = store();
+        let first = BandMemory::new(300.0, 30.0, 60, 5).expect("band");
+        save_one(&mut conn, row(Some(first)));
+        save_one(&mut conn, row(None));
+        let rows = load(&conn, RETENTION).expect("load");
+        assert_eq!(rows[0].band, Some(first));
+        let second = BandMemory::new(400.0, 40.0, 45, 9).expect("band");
+        save_one(&mut conn, row(Some(second)));
+        let rows = load(&conn, RETENTION).expect("load");
+        assert_eq!(rows[0].band, Some(second));
+        assert_eq!(rows[0].entry.accepted, 5);
+    }
+
+    #[test]
+    fn a_band_edited_out_of_shape_is_dropped_and_the_score_kept() {
+        let (_dir, mut conn) = store();
+        save_one(&mut conn, row(None));
+        for edit in [
+            "UPDATE trust_scores SET band_median = 10.0",
+            "UPDATE trust_scores SET band_scale = 2.0, band_minutes = 5000000000, \
+             band_learned_minute = 3",
+        ] {
+            conn.execute_batch(edit).expect("edited");
+            let rows = load(&conn, RETENTION).expect("load");
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].band, None);
+            assert!((rows[0].entry.score - 70.0).abs() < 1e-9);
+        }
+        // The schema refuses what no monitor could have learned.
+        assert!(
+            conn.execute_batch("UPDATE trust_scores SET band_scale = 0.5")
+                .is_err()
+        );
+    }
 }

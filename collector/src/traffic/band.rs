@@ -69,6 +69,77 @@ impl Band {
     }
 }
 
+/// A unit's own band as remembered across restarts (with its trust row in
+/// the staging store): after a restart the monitor knows nothing else of
+/// the unit's traffic, and a unit busier than the floor would otherwise be
+/// judged against the floor and open false episodes (see
+/// `Traffic::band_for`).
+///
+/// Only a band the monitor used alone is remembered: one learned from at
+/// least `traffic.min_history_minutes` of the unit's own traffic, whose
+/// anomalous minutes were clipped to their band. So it says no more than
+/// the unit's real traffic taught, as the band in memory does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandMemory {
+    /// The median request count per minute.
+    pub median: f64,
+    /// The spread one "MAD" stands for.
+    pub scale: f64,
+    /// The minutes of history it was learned from.
+    pub minutes: u32,
+    /// The minute it was learned for (minutes since the Unix epoch).
+    pub learned_minute: u64,
+}
+
+/// How long a remembered band stands in for a unit's history, in minutes:
+/// a day, the cycle of a unit's traffic, so that a band learned at its
+/// busiest hour is used at that hour again but not kept for ever. Older
+/// ones are ignored (the unit is judged as a new one).
+pub(crate) const BAND_MEMORY_MINUTES: u64 = 24 * 60;
+
+impl BandMemory {
+    /// A band to remember, `None` when it is no band this monitor could
+    /// have learned (not finite, negative, a scale below 1 request; a row
+    /// edited by hand).
+    pub fn new(median: f64, scale: f64, minutes: u32, learned_minute: u64) -> Option<Self> {
+        let valid = median.is_finite() && median >= 0.0 && scale.is_finite() && scale >= 1.0;
+        valid.then_some(Self {
+            median,
+            scale,
+            minutes,
+            learned_minute,
+        })
+    }
+
+    /// What `band` learned from `minutes` of history at `minute` leaves to
+    /// remember.
+    pub(crate) fn of(band: Band, minutes: u64, minute: u64) -> Self {
+        Self {
+            median: band.median,
+            scale: band.scale,
+            minutes: u32::try_from(minutes).unwrap_or(u32::MAX),
+            learned_minute: minute,
+        }
+    }
+
+    /// Whether it may still stand in for the unit's history in `minute`
+    /// and was learned from at least `min_minutes` of it.
+    pub(crate) fn usable(&self, minute: u64, min_minutes: u32) -> bool {
+        self.minutes >= min_minutes
+            && minute.saturating_sub(self.learned_minute) <= BAND_MEMORY_MINUTES
+    }
+
+    /// The band under `rules` (the edge is recomputed: the configuration
+    /// may have changed since it was learned).
+    pub fn band(&self, rules: BandRules) -> Band {
+        Band {
+            median: self.median,
+            scale: self.scale,
+            upper: (self.median + rules.mads * self.scale).max(rules.floor),
+        }
+    }
+}
+
 /// The median of `values` (0 when empty); sorts them.
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     median_of(values)
@@ -137,6 +208,31 @@ mod tests {
         quiet[10] = 100_000.0;
         let after = Band::learn(&mut quiet, RULES);
         assert!((before.upper - after.upper).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_remembered_band_is_used_only_if_recent_and_learned_from_enough() {
+        let m = BandMemory::new(600.0, 60.0, 60, 1_000).expect("valid");
+        let band = m.band(RULES);
+        assert!((band.upper - 960.0).abs() < 1e-9, "{band:?}");
+        // Its edge follows the rules of today, not of when it was learned.
+        let strict = m.band(BandRules {
+            mads: 3.0,
+            floor: 1_000.0,
+        });
+        assert!((strict.upper - 1_000.0).abs() < 1e-9, "{strict:?}");
+        assert!(m.usable(1_000 + BAND_MEMORY_MINUTES, 10));
+        assert!(!m.usable(1_001 + BAND_MEMORY_MINUTES, 10), "too old");
+        assert!(!m.usable(1_010, 61), "learned from too few minutes");
+        assert!(m.usable(900, 10), "a clock stepped back");
+        for (median, scale) in [
+            (f64::NAN, 1.0),
+            (-1.0, 1.0),
+            (5.0, 0.5),
+            (5.0, f64::INFINITY),
+        ] {
+            assert_eq!(BandMemory::new(median, scale, 60, 0), None);
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! of a unit, learned once per unit and minute. A background task
 //! ([`Traffic::sweep`]) closes minutes and episodes of units that went
 //! quiet, refreshes the gauges and writes changed trust scores to the
-//! staging database.
+//! staging database, each with the unit's band (see [`BandMemory`]), so
+//! that after a restart a busy unit is judged against its own remembered
+//! band until it has history again.
 
 pub(crate) mod api;
 mod band;
@@ -30,7 +32,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::api::traffic_routes;
-pub use self::band::{Band, BandRules};
+use self::band::BAND_MEMORY_MINUTES;
+pub use self::band::{Band, BandMemory, BandRules};
 use self::budget::TokenBucket;
 pub use self::config::{TrafficConfig, TrustConfig};
 pub use self::episodes::Episode;
@@ -91,6 +94,10 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Rows whose bands are looked up per hold of the traffic lock when trust
+/// scores are written.
+const BAND_LOOKUPS_PER_LOCK: usize = 4_096;
 
 /// How often the background task sweeps.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -156,6 +163,12 @@ struct Monitor {
     /// How far the clock has stepped back since start, in ms (see
     /// [`Traffic::settle`]).
     clock_offset_ms: u64,
+    /// Bands restored from the staging store for units not seen since
+    /// start, taken by each unit when it is first counted.
+    remembered: HashMap<UnitKey, BandMemory>,
+    /// The minute after which every band in `remembered` is too old to use
+    /// (the map is then dropped).
+    remembered_until: u64,
 }
 
 /// The traffic monitor, budgets and trust book of one node.
@@ -210,6 +223,8 @@ impl Traffic {
                 opened_total: 0,
                 clock_ms: now,
                 clock_offset_ms: 0,
+                remembered: HashMap::new(),
+                remembered_until: 0,
             }),
             trust: Mutex::new(TrustBook::new(config.trust.clone())),
             config: traffic,
@@ -450,18 +465,21 @@ impl Traffic {
             tables,
             episodes,
             opened_total,
+            remembered,
             ..
         } = m;
         let table = tables.entry(kind).or_default();
         if !table.contains_key(unit) && table.len() >= self.config.max_units {
             evict(table, episodes, minute);
         }
-        let state = table
-            .entry(unit.clone())
-            .or_insert_with(|| UnitState::new(minute));
+        let state = table.entry(unit.clone()).or_insert_with(|| {
+            let mut state = UnitState::new(minute);
+            state.memory = remembered.remove(unit);
+            state
+        });
         self.advance(unit, state, episodes, minute, events);
         if state.band.is_none() {
-            state.band = Some(self.band_for(state, norm));
+            state.band = Some(self.band_for(state, norm, minute));
         }
         state.current.requests = state.current.requests.saturating_add(1);
         let count = f64::from(state.current.requests);
@@ -570,22 +588,39 @@ impl Traffic {
         }
     }
 
-    /// The band of a unit's current minute: its own, and for a young unit
-    /// also the node's norm of its kind, whichever allows more.
-    fn band_for(&self, state: &UnitState, norm: Option<Band>) -> Band {
+    /// The band of a unit's current minute `minute`: its own, and for a
+    /// young unit also the node's norm of its kind, whichever allows more.
+    ///
+    /// While it is young, its band remembered from before the collector
+    /// started also counts, if recent enough ([`BandMemory::usable`]):
+    /// otherwise a unit busier than the floor would be held to the floor
+    /// after every restart, its usual rate an episode and a trust penalty.
+    /// It widens the band only that far, so a unit far above its own
+    /// remembered rate is still an anomaly, and only until the unit has
+    /// `traffic.min_history_minutes` of history again.
+    fn band_for(&self, state: &mut UnitState, norm: Option<Band>, minute: u64) -> Band {
         let floor = Band {
             median: 0.0,
             scale: 1.0,
             upper: self.rules.floor,
         };
         let own = state.learn_band(self.config.history_minutes, self.rules);
-        let young = state.observed_minutes(self.config.history_minutes)
-            < u64::from(self.config.min_history_minutes);
-        match (own, young) {
-            (Some(own), false) => own,
-            (Some(own), true) => own.widest(norm.unwrap_or(floor)),
-            (None, _) => norm.unwrap_or(floor).widest(floor),
+        let observed = state.observed_minutes(self.config.history_minutes);
+        let young = observed < u64::from(self.config.min_history_minutes);
+        if let Some(own) = own
+            && !young
+        {
+            state.memory = Some(BandMemory::of(own, observed, minute));
+            return own;
         }
+        let base = match own {
+            Some(own) => own.widest(norm.unwrap_or(floor)),
+            None => norm.unwrap_or(floor).widest(floor),
+        };
+        state
+            .memory
+            .filter(|m| m.usable(minute, self.config.min_history_minutes))
+            .map_or(base, |m| base.widest(m.band(self.rules)))
     }
 
     /// Takes a token for a unit in an episode: its own budget first, then
@@ -656,9 +691,14 @@ impl Traffic {
                 episodes,
                 norms,
                 norm_minute,
+                remembered,
+                remembered_until,
                 ..
             } = &mut *m;
             let relearn = *norm_minute != minute;
+            if minute > *remembered_until && !remembered.is_empty() {
+                *remembered = HashMap::new();
+            }
             for (kind, table) in tables.iter_mut() {
                 let mut counts = Vec::new();
                 for (unit, state) in table.iter_mut() {
@@ -716,17 +756,65 @@ impl Traffic {
         lock(&self.trust).score(unit)
     }
 
-    /// Restores scores read from the staging database.
+    /// Restores scores read from the staging database, and the bands
+    /// stored with them that are recent enough to stand in for their
+    /// units' history ([`BandMemory::usable`]; older ones are dropped).
     pub fn load_trust(&self, rows: Vec<TrustRow>) {
-        lock(&self.trust).load(rows);
+        let minute = Self::minute(self.clock.now_ms());
+        let min_minutes = self.config.min_history_minutes;
+        let mut book = lock(&self.trust);
+        // The same rows as the book keeps: a band outlives no score.
+        let bands: Vec<(UnitKey, BandMemory)> = rows
+            .iter()
+            .take(book.retention().max_units)
+            .filter_map(|row| {
+                row.band
+                    .filter(|b| b.usable(minute, min_minutes))
+                    .map(|b| (row.unit.clone(), b))
+            })
+            .collect();
+        book.load(rows);
+        drop(book);
+        let mut m = lock(&self.monitor);
+        for (unit, band) in bands {
+            let until = band.learned_minute.saturating_add(BAND_MEMORY_MINUTES);
+            m.remembered_until = m.remembered_until.max(until);
+            match m
+                .tables
+                .get_mut(&unit.kind())
+                .and_then(|t| t.get_mut(&unit))
+            {
+                // Seen since start: what it has taught since comes first.
+                Some(state) => {
+                    state.memory.get_or_insert(band);
+                }
+                None => {
+                    m.remembered.insert(unit, band);
+                }
+            }
+        }
     }
 
-    /// Writes the scores changed since the last call to `staging`; on
-    /// failure they stay marked and go with the next write.
+    /// Writes the scores changed since the last call to `staging`, each
+    /// with its unit's band to remember; on failure they stay marked and go
+    /// with the next write.
     pub async fn flush_trust(&self, staging: &Staging) -> Result<usize, crate::Error> {
-        let rows = lock(&self.trust).take_dirty();
+        let mut rows = lock(&self.trust).take_dirty();
         if rows.is_empty() {
             return Ok(0);
+        }
+        // In slices, so that a write of many rows holds the traffic lock
+        // (and the requests waiting on it) only briefly at a time.
+        for chunk in rows.chunks_mut(BAND_LOOKUPS_PER_LOCK) {
+            let m = lock(&self.monitor);
+            for row in chunk {
+                row.band = m
+                    .tables
+                    .get(&row.unit.kind())
+                    .and_then(|t| t.get(&row.unit))
+                    .and_then(|s| s.memory)
+                    .or_else(|| m.remembered.get(&row.unit).copied());
+            }
         }
         let n = rows.len();
         let retention = lock(&self.trust).retention();

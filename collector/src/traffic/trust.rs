@@ -12,6 +12,7 @@ use lineprobe_shared::{ArrivalTrust, SignatureCheck, TrustReason, TrustScore};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::band::BandMemory;
 use super::config::TrustConfig;
 use super::episodes::minute_start;
 use super::units::{UnitKey, UnitKind};
@@ -42,6 +43,9 @@ pub struct TrustRow {
     pub unit: UnitKey,
     /// Its score and history.
     pub entry: TrustEntry,
+    /// The unit's band to remember across a restart, if it has one; a row
+    /// written without one keeps the band stored before.
+    pub band: Option<BandMemory>,
 }
 
 impl TrustRow {
@@ -66,7 +70,15 @@ impl TrustRow {
                 last_reject_minute,
                 last_raise_minute: None,
             },
+            band: None,
         }
+    }
+
+    /// The row with the unit's band to remember.
+    #[must_use]
+    pub fn with_band(mut self, band: BandMemory) -> Self {
+        self.band = Some(band);
+        self
     }
 }
 
@@ -355,6 +367,7 @@ impl TrustBook {
                 self.entries.get(&unit).map(|e| TrustRow {
                     unit,
                     entry: e.clone(),
+                    band: None,
                 })
             })
             .collect()

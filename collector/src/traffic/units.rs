@@ -13,7 +13,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::band::{Band, BandRules};
+use super::band::{Band, BandMemory, BandRules};
 
 /// The kind of a traffic unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
@@ -160,6 +160,10 @@ pub(crate) struct UnitState {
     pub(crate) last_anomalous_requests: u32,
     /// A throttling budget while in an episode.
     pub(crate) budget: Option<super::budget::TokenBucket>,
+    /// The last band the unit's own history taught alone (or, until there
+    /// is one, the band remembered from before a restart): written with
+    /// its trust row, and counted while the unit is young again.
+    pub(crate) memory: Option<BandMemory>,
 }
 
 impl UnitState {
@@ -178,6 +182,7 @@ impl UnitState {
             episode: None,
             last_anomalous_requests: 0,
             budget: None,
+            memory: None,
         }
     }
 
