@@ -46,6 +46,21 @@ pub const MAX_DECOMPRESSED_BYTES: usize =
 /// `usize::MAX >> 3`).
 pub const MAX_CONCURRENCY: usize = 1_000_000;
 
+/// Largest `tls.reload_check_secs`: a day. A longer period only delays a
+/// rotated certificate (SIGHUP reloads at once anyway), and one near the
+/// integer limit is past any deadline a timer can hold (`Instant`
+/// arithmetic overflows; Tokio 1.54's interval quietly cuts the period to
+/// about 30 years): the files would silently never be checked again.
+pub const MAX_RELOAD_CHECK_SECS: u64 = 86_400;
+
+/// Largest `shutdown.grace_secs`: an hour. A longer grace period has no use
+/// (requests are bounded by `limits.request_timeout_ms`), and one beyond
+/// what a timer deadline can hold would never cut a stuck connection.
+pub const MAX_SHUTDOWN_GRACE_SECS: u64 = 3_600;
+
+/// Largest `staging.full_retry_after_secs`: a day.
+pub const MAX_RETRY_AFTER_SECS: u64 = 86_400;
+
 /// The whole collector configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,8 +155,8 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     /// Host names (and addresses) for the generated self-signed certificate.
     pub self_signed_names: Vec<String>,
-    /// How often the files are checked for changes, in seconds (they are also
-    /// reloaded on SIGHUP).
+    /// How often the files are checked for changes, in seconds, 1 to
+    /// [`MAX_RELOAD_CHECK_SECS`] (they are also reloaded on SIGHUP).
     pub reload_check_secs: u64,
 }
 
@@ -183,7 +198,9 @@ pub struct StagingConfig {
     /// Most reports kept unacknowledged; beyond it ingest answers 503 with
     /// `Retry-After` until the puller catches up.
     pub max_reports: u64,
-    /// Acknowledged reports are deleted after this many hours.
+    /// Acknowledged reports are deleted after this many hours (at least 1:
+    /// their ids are remembered for one more period, so that a late retry
+    /// is answered `duplicate`).
     pub retention_hours: u64,
     /// Most reports committed in one transaction (group commit).
     pub group_commit_max: usize,
@@ -195,7 +212,8 @@ pub struct StagingConfig {
     /// microseconds; 0 makes every commit wait the whole
     /// `group_commit_wait_us`.
     pub group_commit_gap_us: u64,
-    /// `Retry-After` seconds sent with 503 when staging is full.
+    /// `Retry-After` seconds sent with 503 when staging is full, 1 to
+    /// [`MAX_RETRY_AFTER_SECS`].
     pub full_retry_after_secs: u64,
 }
 
@@ -213,7 +231,8 @@ pub struct ManifestConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
-    /// Time in-flight requests get to finish after SIGTERM, in seconds.
+    /// Time in-flight requests get to finish after SIGTERM, in seconds, 0 to
+    /// [`MAX_SHUTDOWN_GRACE_SECS`].
     pub grace_secs: u64,
 }
 
@@ -526,7 +545,9 @@ impl CollectorConfig {
         self.trust.validate()
     }
 
-    /// The TLS, limits and staging half of [`CollectorConfig::validate`].
+    /// The TLS, limits, staging and shutdown half of
+    /// [`CollectorConfig::validate`] (the last two in
+    /// [`CollectorConfig::validate_staging_and_shutdown`]).
     fn validate_tls_and_limits(&self) -> Result<(), Error> {
         let bad = |key: &str, reason: String| {
             Err(Error::Config {
@@ -542,8 +563,16 @@ impl CollectorConfig {
                     .to_owned(),
             );
         }
-        if self.tls.reload_check_secs == 0 {
-            return bad("tls.reload_check_secs", "use at least 1 second".to_owned());
+        if !(1..=MAX_RELOAD_CHECK_SECS).contains(&self.tls.reload_check_secs) {
+            return bad(
+                "tls.reload_check_secs",
+                format!(
+                    "{} s is out of range: use 1 to {MAX_RELOAD_CHECK_SECS} (a day); the \
+                     files are also reloaded at once on SIGHUP, so a rotated certificate \
+                     need not wait for the check (10, the default, is a good start)",
+                    self.tls.reload_check_secs
+                ),
+            );
         }
         let l = &self.limits;
         for (key, value, min) in [
@@ -584,11 +613,43 @@ impl CollectorConfig {
                 return bad(key, format!("{value} ms is out of range: use 10 to 600000"));
             }
         }
+        self.validate_staging_and_shutdown()
+    }
+
+    /// The staging and shutdown part of [`CollectorConfig::validate`].
+    fn validate_staging_and_shutdown(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: key.to_owned(),
+                reason,
+            })
+        };
         if self.staging.max_reports == 0 {
             return bad("staging.max_reports", "use at least 1".to_owned());
         }
         if self.staging.group_commit_max == 0 {
             return bad("staging.group_commit_max", "use at least 1".to_owned());
+        }
+        if self.staging.retention_hours == 0 {
+            return bad(
+                "staging.retention_hours",
+                "use at least 1 (72, the default, is a good start): an acknowledged report's \
+                 id is remembered for one more retention period so that a probe's late retry \
+                 is answered `duplicate`; with 0 it is forgotten within minutes and the \
+                 retry is stored and exported a second time"
+                    .to_owned(),
+            );
+        }
+        if !(1..=MAX_RETRY_AFTER_SECS).contains(&self.staging.full_retry_after_secs) {
+            return bad(
+                "staging.full_retry_after_secs",
+                format!(
+                    "{} s is out of range: use 1 to {MAX_RETRY_AFTER_SECS} (a day); 0 would \
+                     tell probes to retry a full store at once (60, the default, is a good \
+                     start)",
+                    self.staging.full_retry_after_secs
+                ),
+            );
         }
         if self.staging.group_commit_wait_us > 100_000 {
             return bad(
@@ -600,6 +661,18 @@ impl CollectorConfig {
             return bad(
                 "staging.group_commit_gap_us",
                 "use at most 100000 µs, or 0 to always wait group_commit_wait_us".to_owned(),
+            );
+        }
+        if self.shutdown.grace_secs > MAX_SHUTDOWN_GRACE_SECS {
+            return bad(
+                "shutdown.grace_secs",
+                format!(
+                    "{} s is out of range: use 0 to {MAX_SHUTDOWN_GRACE_SECS} (an hour); \
+                     in-flight requests are bounded by limits.request_timeout_ms anyway, \
+                     and a grace period beyond what a timer can hold would never cut a \
+                     stuck connection, so the shutdown would never end",
+                    self.shutdown.grace_secs
+                ),
             );
         }
         Ok(())

@@ -227,6 +227,72 @@ fn validation_messages_say_what_to_do() {
     }
 }
 
+/// Durations that would overflow a timer's deadline (or that are zero where
+/// zero breaks something) are refused with the range to use; the bounds
+/// themselves are accepted.
+#[test]
+fn duration_knobs_are_bounded_both_ways() {
+    let max = i64::MAX;
+    for (text, says) in [
+        (
+            format!("[tls]\nreload_check_secs = {max}\n"),
+            format!("`tls.reload_check_secs`: {max} s is out of range: use 1 to 86400"),
+        ),
+        (
+            "[tls]\nreload_check_secs = 86401\n".to_owned(),
+            "`tls.reload_check_secs`: 86401 s is out of range: use 1 to 86400".to_owned(),
+        ),
+        (
+            "[tls]\nreload_check_secs = 0\n".to_owned(),
+            "`tls.reload_check_secs`: 0 s is out of range: use 1 to 86400".to_owned(),
+        ),
+        (
+            format!("[shutdown]\ngrace_secs = {max}\n"),
+            format!("`shutdown.grace_secs`: {max} s is out of range: use 0 to 3600"),
+        ),
+        (
+            "[staging]\nretention_hours = 0\n".to_owned(),
+            "`staging.retention_hours`: use at least 1".to_owned(),
+        ),
+        (
+            "[staging]\nfull_retry_after_secs = 0\n".to_owned(),
+            "`staging.full_retry_after_secs`: 0 s is out of range: use 1 to 86400".to_owned(),
+        ),
+        (
+            format!("[staging]\nfull_retry_after_secs = {max}\n"),
+            format!("`staging.full_retry_after_secs`: {max} s is out of range: use 1 to 86400"),
+        ),
+    ] {
+        let e = err(&text);
+        assert!(
+            e.contains(&says),
+            "{text:?} gave {e:?}, expected it to mention {says:?}"
+        );
+    }
+    // From the environment too.
+    let e = CollectorConfig::from_toml_with_env(
+        "",
+        "test.toml",
+        vec![(
+            "LINEPROBE_COLLECTOR__TLS__RELOAD_CHECK_SECS".to_owned(),
+            max.to_string(),
+        )],
+        &Overrides::default(),
+    )
+    .expect_err("should be refused")
+    .to_string();
+    assert!(e.contains("tls.reload_check_secs"), "{e}");
+
+    let edges = "[tls]\nreload_check_secs = 86400\n[shutdown]\ngrace_secs = 3600\n\
+                 [staging]\nretention_hours = 1\nfull_retry_after_secs = 86400\n";
+    CollectorConfig::from_toml_with_env(edges, "test.toml", no_env(), &Overrides::default())
+        .expect("the bounds themselves are accepted");
+    let low = "[tls]\nreload_check_secs = 1\n[shutdown]\ngrace_secs = 0\n\
+               [staging]\nfull_retry_after_secs = 1\n";
+    CollectorConfig::from_toml_with_env(low, "test.toml", no_env(), &Overrides::default())
+        .expect("the lower bounds are accepted");
+}
+
 #[test]
 fn enrolment_paths_that_overlap_report_paths_either_way_are_refused() {
     for (report_paths, enrol_paths) in [
