@@ -327,6 +327,15 @@ fn verdict_filter(
     let province_code = province
         .as_deref()
         .and_then(|p| lineprobe_shared::ProvinceCode::new(p).ok());
+    if city.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        // An empty city would be compared as it is and match no line.
+        return Err(Error::Config {
+            key: "--city".to_owned(),
+            reason: "is empty: give a city's name or code (such as 深圳 or 440300), \
+                     or leave --city out"
+                .to_owned(),
+        });
+    }
     let city = city.as_deref().map(|c| {
         catalog
             .city(province_code.as_ref(), c)
@@ -335,11 +344,13 @@ fn verdict_filter(
     });
     Ok(LineFilter {
         province,
+        province_not_declared: false,
         city,
         declared_carrier: carrier
             .as_deref()
             .map(|c| normalise_carrier(catalog, "--carrier", c))
             .transpose()?,
+        carrier_not_declared: false,
         actual_carrier: actual_carrier
             .as_deref()
             .map(|c| normalise_carrier(catalog, "--actual-carrier", c))
@@ -821,6 +832,8 @@ mod tests {
             (["--verdict", "guilty"], "--verdict"),
             (["--trust", "lowest"], "--trust"),
             (["--since", "2026-02-30"], "--since"),
+            (["--city", " "], "--city"),
+            (["--province", ""], "--province"),
         ] {
             let err = filter(&args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

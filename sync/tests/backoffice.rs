@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use backoffice_support::{on_each_backend, seed_demo, seed_filled, seed_synthetic};
+use backoffice_support::{execute_all, on_each_backend, seed_demo, seed_filled, seed_synthetic};
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
 use lineprobe_sync::{
     BackofficeConfig, BackofficeState, NewSession, Store, backoffice_router, hash_password,
@@ -1482,6 +1482,86 @@ async fn keyset_pages_and_the_export_cover_every_line_once() {
         store.close().await;
     })
     .await;
+}
+
+/// The dashboard's "(not declared)" rows lead to the lines they count (they
+/// linked to the unfiltered list), and an export cut at `export_max_rows`
+/// says so in its last row (it read as every line the filters select).
+#[tokio::test]
+async fn not_declared_links_select_their_lines_and_a_cut_export_says_so() {
+    on_each_backend("not_declared_and_cut_export", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        seed_synthetic(&url, 60, now).await;
+        execute_all(
+            &url,
+            &[
+                "UPDATE lines SET declared_carrier = NULL WHERE line_key IN \
+                 (SELECT line_key FROM lines ORDER BY line_key LIMIT 7)"
+                    .to_owned(),
+                "UPDATE lines SET declared_province = NULL, declared_city = NULL \
+                 WHERE line_key IN (SELECT line_key FROM lines ORDER BY line_key DESC LIMIT 5)"
+                    .to_owned(),
+            ],
+        )
+        .await;
+        add_user(&store, "vic", "viewer").await;
+        let config = BackofficeConfig {
+            export_max_rows: 25,
+            ..BackofficeConfig::default()
+        };
+        let app = app(&store, config, &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+        let dashboard = vic.get("/").await.body;
+        for (key, n) in [("carrier", 7), ("province", 5)] {
+            let link = format!("/lines?{key}=none");
+            assert!(
+                dashboard.contains(&format!("href=\"{link}\"")),
+                "no {link} link on the dashboard"
+            );
+            let page = vic.get(&link).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            assert!(
+                page.body.contains(&format!("{n} lines matched at")),
+                "{link}: {}",
+                page.body
+            );
+            assert_eq!(page.body.matches("href=\"/case?line=").count(), n, "{link}");
+            let csv = vic.get(&format!("/lines/export.csv?{key}=none")).await.body;
+            assert_eq!(csv.lines().count(), n + 1, "{key}: {csv}");
+            assert!(!csv.contains("export cut"), "{csv}");
+        }
+        // 60 lines, 25 exported, and a last row that says the file is cut.
+        let csv = vic.get("/lines/export.csv").await.body;
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows.len(), 1 + 25 + 1, "{csv}");
+        let last = rows.last().unwrap();
+        assert!(
+            last.starts_with("# export cut at 25 lines (export_max_rows)"),
+            "{last}"
+        );
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let widths: Vec<usize> = reader.records().map(|r| r.unwrap().len()).collect();
+        assert!(widths.iter().all(|w| *w == 24), "{widths:?}");
+        // Exactly as many lines as the limit: nothing is cut, nothing said.
+        let exact = app_with_max(&store, 60);
+        let mut vic = Browser::new(&exact);
+        vic.sign_in("vic", PASSWORD).await;
+        let csv = vic.get("/lines/export.csv").await.body;
+        assert_eq!(csv.lines().count(), 61);
+        assert!(!csv.contains("export cut"));
+        store.close().await;
+    })
+    .await;
+}
+
+fn app_with_max(store: &Store, export_max_rows: u32) -> Router {
+    let config = BackofficeConfig {
+        export_max_rows,
+        ..BackofficeConfig::default()
+    };
+    app(store, config, &Clock::new())
 }
 
 /// The answers to POSTs of `forms` to `path` sent at once, each on its own

@@ -24,6 +24,7 @@ use super::auth::Viewer;
 use super::charts::{self, Counts, percent};
 use super::layout::{self, VERDICTS, carrier_name, province_name, verdict_badge};
 use crate::Error;
+use crate::store::Wanted;
 
 /// Days the trend covers.
 const TREND_DAYS: i64 = 30;
@@ -72,15 +73,17 @@ impl Figures {
                 .sum()
         };
         let mut options: Vec<(i64, LineLead)> = Vec::new();
-        if let Some(p) = &filter.province {
+        let province = filter.wanted_province();
+        if province != Wanted::Any {
             options.push((
-                count(&|r| r.province.as_ref() == Some(p)),
+                count(&|r| province.keeps(r.province.as_deref())),
                 LineLead::Province,
             ));
         }
-        if let Some(c) = &filter.declared_carrier {
+        let declared = filter.wanted_declared_carrier();
+        if declared != Wanted::Any {
             options.push((
-                count(&|r| r.carrier.as_ref() == Some(c)),
+                count(&|r| declared.keeps(r.carrier.as_deref())),
                 LineLead::DeclaredCarrier,
             ));
         }
@@ -90,9 +93,11 @@ impl Figures {
                 LineLead::ActualCarrier,
             ));
         }
-        if let (Some(c), Some(a)) = (&filter.declared_carrier, &filter.actual_carrier) {
+        if let (true, Some(a)) = (declared != Wanted::Any, &filter.actual_carrier) {
             options.push((
-                count(&|r| r.carrier.as_ref() == Some(c) && r.actual_carrier.as_ref() == Some(a)),
+                count(&|r| {
+                    declared.keeps(r.carrier.as_deref()) && r.actual_carrier.as_ref() == Some(a)
+                }),
                 LineLead::Carriers,
             ));
         }
@@ -120,15 +125,15 @@ impl Figures {
         {
             return None;
         }
-        let keeps = |want: Option<&String>, have: Option<&String>| want.is_none() || want == have;
         Some(
             self.breakdown
                 .iter()
                 .filter(|r| {
-                    keeps(filter.province.as_ref(), r.province.as_ref())
-                        && keeps(filter.declared_carrier.as_ref(), r.carrier.as_ref())
-                        && keeps(filter.actual_carrier.as_ref(), r.actual_carrier.as_ref())
-                        && keeps(filter.verdict.as_ref(), Some(&r.verdict))
+                    filter.wanted_province().keeps(r.province.as_deref())
+                        && filter.wanted_declared_carrier().keeps(r.carrier.as_deref())
+                        && Wanted::exact(filter.actual_carrier.as_deref())
+                            .keeps(r.actual_carrier.as_deref())
+                        && Wanted::exact(filter.verdict.as_deref()).keeps(Some(&r.verdict))
                 })
                 .map(|r| r.lines)
                 .sum(),
@@ -288,15 +293,14 @@ pub(super) async fn count(state: &BackofficeState) -> Result<Figures, Error> {
     })
 }
 
-/// A lines-page link filtered by `key` = `value`.
+/// A lines-page link filtered by `key` = `value`; `None`: the lines where
+/// it was not declared.
 fn lines_link(key: &str, value: Option<&str>) -> String {
-    match value {
-        Some(v) => format!(
-            "/lines?{}",
-            serde_urlencoded::to_string([(key, v)]).unwrap_or_default()
-        ),
-        None => "/lines".to_owned(),
-    }
+    format!(
+        "/lines?{}",
+        serde_urlencoded::to_string([(key, value.unwrap_or(super::NOT_DECLARED))])
+            .unwrap_or_default()
+    )
 }
 
 /// `GET /`.

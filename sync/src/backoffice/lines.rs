@@ -16,7 +16,7 @@ use super::layout::{
     self, Notice, VERDICTS, carrier_name, city_name, low_trust_badge, or_dash, province_name,
     verdict_badge, verdict_style,
 };
-use super::{BackofficeState, LineCursor, header_value, storable};
+use super::{BackofficeState, LineCursor, NOT_DECLARED, header_value, storable};
 use crate::spreadsheet::text;
 use crate::{Error, Filled, LineFilter, LineRow};
 
@@ -82,7 +82,9 @@ impl LinesQuery {
             limit,
             ..LineFilter::default()
         };
-        if let Some(p) = set(self.province.as_ref()) {
+        if set(self.province.as_ref()) == Some(NOT_DECLARED) {
+            filter.province_not_declared = true;
+        } else if let Some(p) = set(self.province.as_ref()) {
             match catalog.province(p) {
                 Some(p) => filter.province = Some(p.id.as_str().to_owned()),
                 None => problems.push(format!("{p:?} is not a province")),
@@ -102,9 +104,11 @@ impl LinesQuery {
                     .unwrap_or_else(|| c.to_owned()),
             );
         }
+        let carrier = set(self.carrier.as_ref());
+        filter.carrier_not_declared = carrier == Some(NOT_DECLARED);
         for (value, slot, what) in [
             (
-                set(self.carrier.as_ref()),
+                carrier.filter(|c| *c != NOT_DECLARED),
                 &mut filter.declared_carrier,
                 "declared carrier",
             ),
@@ -408,6 +412,7 @@ fn filter_form(state: &BackofficeState, query: &LinesQuery) -> Markup {
             label { "Province 省份"
                 select name="province" {
                     option value="" { "any" }
+                    option value=(NOT_DECLARED) selected[chosen(&query.province, NOT_DECLARED)] { "(not declared) 未申报" }
                     @for p in catalog.provinces() {
                         option value=(p.id.as_str()) selected[chosen(&query.province, p.id.as_str())] { (p.name_zh) }
                     }
@@ -417,6 +422,7 @@ fn filter_form(state: &BackofficeState, query: &LinesQuery) -> Markup {
             label { "Declared carrier 申报运营商"
                 select name="carrier" {
                     option value="" { "any" }
+                    option value=(NOT_DECLARED) selected[chosen(&query.carrier, NOT_DECLARED)] { "(not declared) 未申报" }
                     @for c in catalog.carriers().iter().filter(|c| c.is_declarable()) {
                         option value=(c.id.as_str()) selected[chosen(&query.carrier, c.id.as_str())] { (c.name_zh) }
                     }
@@ -481,6 +487,19 @@ const CSV_HEADER: [&str; 24] = [
 ];
 
 /// CSV rows of `rows`, the header first when `header`.
+/// The last row of an export cut at `max` lines: the sentence in the first
+/// column, the others empty, so that the file stays rectangular.
+fn cut_row(max: u32) -> Result<Vec<u8>, csv::Error> {
+    let mut row = vec![String::new(); CSV_HEADER.len()];
+    row[0] = format!(
+        "# export cut at {max} lines (export_max_rows): more lines match; narrow the filters \
+         or raise backoffice.export_max_rows 导出已截断"
+    );
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&row)?;
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
 fn csv_chunk(
     state: &BackofficeState,
     rows: &[LineRow],
@@ -635,7 +654,20 @@ async fn next_chunk(ex: &mut Export) -> Result<Bytes, std::io::Error> {
     let limit = u32::try_from(ex.left.min(u64::from(EXPORT_BATCH))).unwrap_or(EXPORT_BATCH);
     if limit == 0 {
         ex.done = true;
-        return Ok(Bytes::new());
+        // At the row limit with lines left over: say so in the file itself,
+        // or a cut export reads as every line the filters select.
+        ex.filter.limit = 1;
+        let more = ex
+            .state
+            .store()
+            .line_page(&ex.filter, ex.cursor.as_ref(), ex.lead)
+            .await
+            .map_err(|e| fail(&e))?;
+        if more.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let max = ex.state.config().export_max_rows;
+        return cut_row(max).map(Bytes::from).map_err(|e| fail(&e));
     }
     ex.filter.limit = limit;
     let rows = ex

@@ -385,6 +385,10 @@ fn header_value(text: &str) -> HeaderValue {
 /// `Content-Type` of the pages.
 const HTML: &str = "text/html; charset=utf-8";
 
+/// The lines-page filter value for "not declared" (`/lines?carrier=none`):
+/// no province or carrier has this name or code.
+const NOT_DECLARED: &str = "none";
+
 /// A response header pair for the page type.
 fn html_type() -> (header::HeaderName, HeaderValue) {
     (header::CONTENT_TYPE, HeaderValue::from_static(HTML))

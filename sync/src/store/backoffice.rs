@@ -15,6 +15,7 @@ use sqlx::AssertSqlSafe;
 use super::queries::{self, LINE_COLUMNS, LINE_HISTORY, LINE_VERDICTS, Param};
 use super::{
     Backend, LineFilter, LineHistoryRow, LineRow, ObservationRow, QuarantineRow, Store, VerdictRow,
+    Wanted,
 };
 use crate::Error;
 
@@ -331,21 +332,30 @@ pub(super) fn line_conditions<'a>(
     sql: &mut String,
     params: &mut Vec<Param<'a>>,
 ) {
-    let texts = [
-        ("l.declared_province", &filter.province),
-        ("l.declared_city", &filter.city),
-        ("l.declared_carrier", &filter.declared_carrier),
-        ("l.actual_carrier", &filter.actual_carrier),
-        ("l.verdict", &filter.verdict),
+    let columns = [
+        ("l.declared_province", filter.wanted_province()),
+        ("l.declared_city", Wanted::exact(filter.city.as_deref())),
+        ("l.declared_carrier", filter.wanted_declared_carrier()),
+        (
+            "l.actual_carrier",
+            Wanted::exact(filter.actual_carrier.as_deref()),
+        ),
+        ("l.verdict", Wanted::exact(filter.verdict.as_deref())),
     ];
-    for (column, value) in texts {
-        if let Some(value) = value {
-            params.push(Param::Text(value));
-            let plus = match lead {
-                Some(lead) if sqlite && !lead.leads(column) => "+",
-                _ => "",
-            };
-            let _ = write!(sql, " AND {plus}{column} = ${}", params.len());
+    for (column, wanted) in columns {
+        let plus = match lead {
+            Some(lead) if sqlite && !lead.leads(column) => "+",
+            _ => "",
+        };
+        match wanted {
+            Wanted::Any => {}
+            Wanted::Is(value) => {
+                params.push(Param::Text(value));
+                let _ = write!(sql, " AND {plus}{column} = ${}", params.len());
+            }
+            Wanted::Missing => {
+                let _ = write!(sql, " AND {plus}{column} IS NULL");
+            }
         }
     }
     match filter.low_trust {

@@ -98,7 +98,7 @@ pub use period::{
 };
 pub use records::{
     ApplySummary, CachedAnswer, DeclaredFills, LineFilter, ObservationFacts, ObservationRecord,
-    Processed, PullBatch, PullCommit, PulledReport, QuarantineRecord, VerdictRecord,
+    Processed, PullBatch, PullCommit, PulledReport, QuarantineRecord, VerdictRecord, Wanted,
 };
 pub use rows::{
     LineHistoryRow, LineRow, ObservationRow, PullCursor, QuarantineRow, RawReport, StoreCounts,

@@ -237,10 +237,14 @@ impl std::ops::AddAssign<&ApplySummary> for ApplySummary {
 pub struct LineFilter {
     /// Declared province (ISO 3166-2:CN code), exact.
     pub province: Option<String>,
+    /// Only lines whose province was not declared (nor filled).
+    pub province_not_declared: bool,
     /// Declared city, exact.
     pub city: Option<String>,
     /// Declared carrier (catalog id), exact.
     pub declared_carrier: Option<String>,
+    /// Only lines whose carrier was not declared (nor filled).
+    pub carrier_not_declared: bool,
     /// Actual carrier (catalog id), exact.
     pub actual_carrier: Option<String>,
     /// Current verdict, exact.
@@ -258,12 +262,62 @@ pub struct LineFilter {
     pub offset: u32,
 }
 
+impl LineFilter {
+    /// What the filter asks of the declared province.
+    pub fn wanted_province(&self) -> Wanted<'_> {
+        Wanted::declared(self.province.as_deref(), self.province_not_declared)
+    }
+
+    /// What the filter asks of the declared carrier.
+    pub fn wanted_declared_carrier(&self) -> Wanted<'_> {
+        Wanted::declared(self.declared_carrier.as_deref(), self.carrier_not_declared)
+    }
+}
+
+/// What a [`LineFilter`] asks of one column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted<'a> {
+    /// Any value, or none: the filter does not look at the column.
+    Any,
+    /// This value.
+    Is(&'a str),
+    /// No value (not declared, nor filled).
+    Missing,
+}
+
+impl<'a> Wanted<'a> {
+    /// An exact value when set, any otherwise.
+    pub fn exact(value: Option<&'a str>) -> Self {
+        value.map_or(Self::Any, Self::Is)
+    }
+
+    /// "Not declared" wins over a value: the form never sends both.
+    fn declared(value: Option<&'a str>, not_declared: bool) -> Self {
+        if not_declared {
+            Self::Missing
+        } else {
+            Self::exact(value)
+        }
+    }
+
+    /// Whether a line with `have` in the column passes.
+    pub fn keeps(self, have: Option<&str>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Is(want) => have == Some(want),
+            Self::Missing => have.is_none(),
+        }
+    }
+}
+
 impl Default for LineFilter {
     fn default() -> Self {
         Self {
             province: None,
+            province_not_declared: false,
             city: None,
             declared_carrier: None,
+            carrier_not_declared: false,
             actual_carrier: None,
             verdict: None,
             low_trust: None,

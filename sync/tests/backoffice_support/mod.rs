@@ -355,10 +355,16 @@ pub async fn seed_synthetic(url: &str, n: u64, now_ms: i64) {
         .chain(inserts)
         .chain(cleanup.iter().map(|s| (*s).to_owned()))
         .collect();
+    execute_all(url, &statements).await;
+}
+
+/// Runs `statements` in one transaction on the database at `url`, then
+/// `ANALYZE`.
+pub async fn execute_all(url: &str, statements: &[String]) {
     if url.starts_with("postgres") {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
         let mut tx = conn.begin().await.unwrap();
-        for sql in &statements {
+        for sql in statements {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
                 .execute(&mut *tx)
                 .await
@@ -370,7 +376,7 @@ pub async fn seed_synthetic(url: &str, n: u64, now_ms: i64) {
     } else {
         let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
         let mut tx = conn.begin().await.unwrap();
-        for sql in &statements {
+        for sql in statements {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
                 .execute(&mut *tx)
                 .await
