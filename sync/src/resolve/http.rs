@@ -55,7 +55,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Anonymous, IpFacts, IpSource, IpType, carrier_of, city_code, hosting_type, province_id,
+    Anonymous, IpFacts, IpSource, IpType, asn_from_text, carrier_of, city_code, hosting_type,
+    province_id,
 };
 use crate::Error;
 
@@ -1379,20 +1380,7 @@ fn asn(doc: &Value, pointers: Option<&Pointers>) -> Result<Option<u32>, String> 
     let expected = "an AS number like 4134 or \"AS4134\"";
     let parsed = match v {
         Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => {
-            let s = s.trim();
-            let s = s
-                .get(..2)
-                .filter(|prefix| prefix.eq_ignore_ascii_case("as"))
-                .map_or(s, |_| s.get(2..).unwrap_or(""));
-            let digits = s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            let (number, rest) = s.split_at(digits);
-            if rest.is_empty() || rest.starts_with(char::is_whitespace) {
-                number.parse().ok()
-            } else {
-                None
-            }
-        }
+        Value::String(s) => asn_from_text(s),
         _ => None,
     };
     parsed.map(Some).ok_or_else(|| wrong(p, "asn", v, expected))
@@ -1542,6 +1530,7 @@ mod tests {
             read(serde_json::json!(" as9808 China Mobile")),
             Ok(Some(9808))
         );
+        assert_eq!(read(serde_json::json!("AS 4837")), Ok(Some(4837)));
         assert_eq!(read(serde_json::json!("")), Ok(None));
         assert_eq!(read(Value::Null), Ok(None));
         assert!(read(serde_json::json!("AS")).is_err());

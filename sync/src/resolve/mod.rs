@@ -481,6 +481,24 @@ pub(crate) fn city_code(
     catalog.city(province, s).and_then(|c| c.code.clone())
 }
 
+/// An AS number written as text: `4134`, `AS4134`, `as4134`, `AS 4134`, or
+/// any of those followed by a space and the network's name
+/// (`AS4134 CHINANET-BACKBONE`, as whois and many lookup services write it).
+/// `None` for anything else, AS0 included (reserved, never a network's).
+pub(crate) fn asn_from_text(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let rest = text
+        .get(..2)
+        .filter(|prefix| prefix.eq_ignore_ascii_case("as"))
+        .map_or(text, |_| text[2..].trim_start());
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, after) = rest.split_at(digits);
+    if !after.is_empty() && !after.starts_with(char::is_whitespace) {
+        return None;
+    }
+    number.parse().ok().filter(|n| *n != 0)
+}
+
 /// The carrier of an autonomous system or, failing that, of an organisation
 /// string.
 pub(crate) fn carrier_of(catalog: &Catalog, asn: Option<u32>, orgs: &[&str]) -> Option<CarrierId> {
@@ -516,6 +534,30 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn as_numbers_are_read_as_whois_and_lookup_services_write_them() {
+        for (text, want) in [
+            ("4134", Some(4134)),
+            ("AS4134", Some(4134)),
+            ("as4134", Some(4134)),
+            ("As 4134", Some(4134)),
+            (" AS4134 CHINANET-BACKBONE ", Some(4134)),
+            ("AS 9808\tCMNET-GD", Some(9808)),
+            ("4294967295", Some(u32::MAX)),
+            ("", None),
+            ("AS", None),
+            ("AS0", None),
+            ("0", None),
+            ("AS-4134", None),
+            ("AS4134x", None),
+            ("4294967296", None),
+            ("ASN4134", None),
+            ("CHINANET", None),
+        ] {
+            assert_eq!(asn_from_text(text), want, "{text:?}");
+        }
     }
 
     #[test]

@@ -5,14 +5,15 @@ use std::net::IpAddr;
 use lineprobe_shared::Catalog;
 
 use super::csvtable::{CsvFormat, CsvSource, check_range, records};
-use super::{IpFacts, carrier_of, hosting_type};
+use super::{IpFacts, asn_from_text, carrier_of, hosting_type};
 use crate::Error;
 
 /// A `start,end,asn,org` table in memory; lookups are one binary search.
 pub type RangesSource = CsvSource<RangesFormat>;
 
 /// The `start,end,asn,org` layout. A first row whose first field is not an
-/// address is taken as a header. The ASN may be written `4134` or `AS4134`,
+/// address is taken as a header. The ASN may be written `4134`, `AS4134` or
+/// `AS 4134`,
 /// and may be empty.
 #[derive(Debug)]
 pub struct RangesFormat;
@@ -49,14 +50,10 @@ impl CsvFormat for RangesFormat {
                 .map_err(|_| err(line, format!("`{last}` (end) is not an IP address")))?;
             check_range(lo, hi).map_err(|m| err(line, m))?;
             let asn_text = record.get(2).unwrap_or("");
-            let digits = asn_text
-                .strip_prefix("AS")
-                .or_else(|| asn_text.strip_prefix("as"))
-                .unwrap_or(asn_text);
-            let asn = if digits.is_empty() {
+            let asn = if asn_text.trim().is_empty() {
                 None
             } else {
-                Some(digits.parse::<u32>().map_err(|_| {
+                Some(asn_from_text(asn_text).ok_or_else(|| {
                     err(
                         line,
                         format!("`{asn_text}` is not an AS number like 4134 or AS4134"),
