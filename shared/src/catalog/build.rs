@@ -185,6 +185,9 @@ fn check_provinces(
             p.id.to_string(),
             p.id.letters().to_owned(),
             p.legacy_code.to_string(),
+            // ISO 3166-2:CN before its 2017 change (CN-44, now CN-GD), still
+            // in older GeoIP exports and address plans.
+            format!("CN-{}", p.legacy_code),
             p.gb_code.clone(),
             p.name_zh.clone(),
             p.short_zh.clone(),

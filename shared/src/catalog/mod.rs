@@ -151,6 +151,7 @@ impl Catalog {
     /// The province a name or code means, whatever the spelling: `广东`,
     /// `广东省`, `粤`, `Guangdong`, `Guangdong Sheng`, `Guangdong Province`,
     /// `GD`, `gd`, `CN-GD`, `44` (the legacy numeric code `MaxMind` uses),
+    /// `CN-44` (ISO 3166-2:CN before 2017),
     /// `440000` (GB/T 2260), full-width forms and extra spaces included.
     pub fn province(&self, name_or_code: &str) -> Option<&Province> {
         self.province_index(&fold(name_or_code))
@@ -396,6 +397,15 @@ mod tests {
             c.city(Some(&tw), "新竹县").unwrap().name_en,
             "Hsinchu County"
         );
+    }
+
+    #[test]
+    fn pre_2017_numeric_iso_codes_are_read() {
+        let c = cat();
+        for (code, id) in [("CN-44", "CN-GD"), ("cn-11", "CN-BJ"), ("CN-71", "CN-TW")] {
+            assert_eq!(c.province(code).unwrap().id.as_str(), id, "{code}");
+        }
+        assert!(c.province("CN-99").is_none());
     }
 
     #[test]
