@@ -241,15 +241,10 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Flushes a folder's entries (the rename) where the platform allows it.
+/// Flushes a folder's entries (the rename) where the platform allows it;
+/// the state is written again on the next change if this fails.
 fn sync_dir(dir: &Path) {
-    // Windows cannot open a folder as a file; NTFS journals the rename.
-    #[cfg(unix)]
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
+    let _ = lineprobe_shared::sync_dir(dir);
 }
 
 /// Removes `path` if present.

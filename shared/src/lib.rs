@@ -10,6 +10,7 @@
 
 mod addrclass;
 mod catalog;
+mod durable;
 mod envoverride;
 mod error;
 mod firsthop;
@@ -22,6 +23,7 @@ mod tracetext;
 
 pub use addrclass::*;
 pub use catalog::*;
+pub use durable::*;
 pub use envoverride::*;
 pub use error::*;
 pub use firsthop::*;

@@ -105,7 +105,10 @@ pub(super) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileOut
         let mut file = create_private(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temp, &path)
+        std::fs::rename(&temp, &path)?;
+        // The marker written after the reports must not outlive them in a
+        // crash: a period whose marker is there is never written again.
+        lineprobe_shared::sync_dir(dir)
     })();
     if let Err(source) = result {
         let _ = std::fs::remove_file(&temp);
