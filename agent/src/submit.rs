@@ -501,8 +501,7 @@ impl Submitter {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| retry_after(v, chrono::Utc::now()));
         let code = status.as_u16();
         let text = match read_capped(response, MAX_ANSWER_BYTES).await {
             Ok(body) => String::from_utf8_lossy(&body).into_owned(),
@@ -614,6 +613,18 @@ impl CollectorAnswer {
 
 /// What a collector's answer (status `code`, body `text`) to the upload of
 /// report `report_id` says: stored, refused for good, or failed this time.
+/// A `Retry-After` value: delay seconds (what the collector sends) or an
+/// HTTP date (what a proxy or CDN in front of it may send), read against
+/// `now`; a date already past means no wait beyond the agent's own.
+fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - now).to_std().ok()
+}
+
 fn judge(
     endpoint: &Endpoint,
     code: u16,

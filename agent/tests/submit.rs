@@ -613,6 +613,44 @@ async fn a_huge_retry_after_is_cut_to_the_longest_retry_wait() {
     }
 }
 
+/// A proxy or CDN in front of a collector may send `Retry-After` as an HTTP
+/// date; it was ignored and the agent came back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_given_as_a_date_is_honoured() {
+    let until = chrono::Utc::now() + chrono::Duration::hours(2);
+    let date = until.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let canned = canned_https(
+        503,
+        &[("content-type", "text/plain"), ("retry-after", &date)],
+        "busy",
+    )
+    .await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let pem = state.path().join("canned.pem");
+    std::fs::write(&pem, &canned.cert_pem).expect("write");
+    let mut config = agent_config(std::slice::from_ref(&canned.url), Some(&pem));
+    config.schedule.retry_max_secs = 86_400;
+    let (agent, _) = agent(state.path(), config, 4);
+    agent.accept_consent().expect("consent");
+    let outcome = agent.probe_once().await.expect("probe");
+    let ProbeOutcome::Spooled { report_id, .. } = outcome else {
+        panic!("not spooled: {outcome:?}");
+    };
+    let entry = agent
+        .spool()
+        .get(&report_id)
+        .expect("read")
+        .expect("spooled");
+    // The date has whole seconds: up to one early, and no later than asked.
+    let early = until - chrono::Duration::seconds(2);
+    let late = until + chrono::Duration::seconds(60);
+    assert!(
+        entry.next_attempt_at >= early && entry.next_attempt_at <= late,
+        "{date}: retry at {}",
+        entry.next_attempt_at
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_status_file_does_not_cost_the_report() {
     let state = tempfile::tempdir().expect("tempdir");
