@@ -61,6 +61,18 @@ pub const MAX_SHUTDOWN_GRACE_SECS: u64 = 3_600;
 /// Largest `staging.full_retry_after_secs`: a day.
 pub const MAX_RETRY_AFTER_SECS: u64 = 86_400;
 
+/// Smallest `limits.max_header_bytes`. hyper's read buffer never goes
+/// below its own minimum of 8192 bytes (`http1::Builder::max_buf_size`
+/// panics under it, so the listener lifts the buffer to it); a smaller
+/// limit is enforced on the parsed head, with 431.
+pub const MIN_HEADER_BYTES: usize = 1024;
+
+/// Largest `limits.max_header_bytes`: the value is also hyper's per-connection
+/// buffer limit, so a typo must not let every connection buffer megabytes.
+/// A probe's request head is well under 4 KiB; this leaves room for what
+/// proxies add.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// The whole collector configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,7 +180,9 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Largest report after gzip decompression, in bytes.
     pub max_decompressed_bytes: usize,
-    /// Largest total size of the request head (line and headers), in bytes.
+    /// Largest total size of the request head (line and headers), in bytes,
+    /// [`MIN_HEADER_BYTES`] to [`MAX_HEADER_BYTES`]; also what hyper may
+    /// buffer per connection (at least its own minimum, 8192).
     pub max_header_bytes: usize,
     /// Time allowed to receive the whole request head, in milliseconds: a
     /// slowloris client is cut off after it.
@@ -582,7 +596,6 @@ impl CollectorConfig {
                 l.max_decompressed_bytes,
                 1024,
             ),
-            ("limits.max_header_bytes", l.max_header_bytes, 1024),
             ("limits.max_connections", l.max_connections, 1),
             (
                 "limits.max_connections_per_prefix",
@@ -719,6 +732,18 @@ impl LimitsConfig {
             })
         };
         let l = self;
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&l.max_header_bytes) {
+            return bad(
+                "limits.max_header_bytes",
+                format!(
+                    "{} bytes is out of range: use {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES}; \
+                     it bounds the request line and headers, and what each connection may \
+                     buffer for them (a probe's request head is well under 4096 bytes; \
+                     16384, the default, leaves room for what proxies add)",
+                    l.max_header_bytes
+                ),
+            );
+        }
         let most = lineprobe_shared::ReportLimits::MAX_REPORT_BYTES;
         if l.max_body_bytes > most {
             return bad(

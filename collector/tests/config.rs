@@ -293,6 +293,27 @@ fn duration_knobs_are_bounded_both_ways() {
         .expect("the lower bounds are accepted");
 }
 
+/// `limits.max_header_bytes` is also hyper's per-connection buffer limit:
+/// bounded both ways, the bounds themselves accepted.
+#[test]
+fn the_header_limit_is_bounded_both_ways() {
+    for value in [65_537, 1 << 30, i64::MAX, 0, 1023] {
+        let e = err(&format!("[limits]\nmax_header_bytes = {value}\n"));
+        let says =
+            format!("`limits.max_header_bytes`: {value} bytes is out of range: use 1024 to 65536");
+        assert!(e.contains(&says), "{value} gave {e:?}, expected {says:?}");
+    }
+    for value in [1024, 8192, 65_536] {
+        CollectorConfig::from_toml_with_env(
+            &format!("[limits]\nmax_header_bytes = {value}\n"),
+            "test.toml",
+            no_env(),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{value} is accepted: {e}"));
+    }
+}
+
 #[test]
 fn enrolment_paths_that_overlap_report_paths_either_way_are_refused() {
     for (report_paths, enrol_paths) in [

@@ -720,3 +720,52 @@ async fn stalled_tls_handshakes_are_cut_off() {
     .expect("bounded");
     running.shutdown().await.expect("shutdown");
 }
+
+/// `limits.max_header_bytes` at either bound: the collector starts (hyper's
+/// buffer is lifted to its own 8192-byte minimum below it, where hyper
+/// would panic), serves probes, and answers a head over the limit 431.
+#[tokio::test]
+async fn request_heads_are_held_to_the_header_limit_at_either_bound() {
+    for (limit, over, within) in [(1024, 1500, 512), (65_536, 70_000, 60_000)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (running, client) = start(
+            dir.path(),
+            &format!("[limits]\nmax_header_bytes = {limit}\n"),
+        )
+        .await;
+        let url = public_url(&running, "/api/v1/report");
+        timeout(BOUND, async {
+            probe_still_served(&client, &url).await;
+            let pad = |n: usize| HeaderValue::from_str(&"a".repeat(n)).expect("header");
+            let r = client
+                .post(&url)
+                .header("X-Pad", pad(within))
+                .json(&sample_report())
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(r.status(), StatusCode::CREATED, "{limit}");
+            let stored = stored_count(&running).await;
+            match client
+                .post(&url)
+                .header("X-Pad", pad(over))
+                .json(&sample_report())
+                .send()
+                .await
+            {
+                Ok(r) => assert_eq!(
+                    r.status(),
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "{limit}"
+                ),
+                // Over hyper's buffer the connection is closed instead.
+                Err(e) => assert!(limit > 8192, "{limit}: {e}"),
+            }
+            assert_eq!(stored_count(&running).await, stored, "{limit}");
+            probe_still_served(&client, &url).await;
+        })
+        .await
+        .expect("bounded");
+        running.shutdown().await.expect("shutdown");
+    }
+}
