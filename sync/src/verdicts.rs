@@ -112,47 +112,59 @@ pub async fn verdict_rows(
     Ok(out)
 }
 
-/// The findings that decided `verdict`, by code: its failed checks and,
-/// for a `proxy_suspected` verdict, the raised proxy signals; when nothing
-/// failed, the checks that held (a compliant line) or what could not be
-/// known (an indeterminate one). A signal raised on any other verdict
-/// decided nothing (too weak alone: a device proxy the egress contradicts).
+/// The codes of the findings that decided `verdict` (see [`deciding`]).
 fn deciding_reasons(verdict: &str, findings: &[FindingText]) -> Vec<String> {
-    let proxy = verdict == "proxy_suspected";
-    let deciding: Vec<String> = findings
-        .iter()
-        .filter(|f| f.outcome == "fail" || (proxy && f.outcome == "signal"))
+    deciding(verdict, findings, |f| (&f.code, &f.outcome))
+        .into_iter()
         .map(|f| f.code.clone())
+        .collect()
+}
+
+/// The findings that decided `verdict`, whatever form they are read in
+/// (`code_outcome` gives a finding's code and outcome): its failed checks
+/// and, for a `proxy_suspected` verdict, the raised proxy signals; when
+/// nothing failed, the checks that held (a compliant line) or what could
+/// not be known (an indeterminate one). A signal raised on any other
+/// verdict decided nothing (too weak alone: a device proxy the egress
+/// contradicts). The one rule of the `verdicts` command, the back office
+/// and the batch reports.
+pub(crate) fn deciding<'a, T>(
+    verdict: &str,
+    findings: &'a [T],
+    code_outcome: impl Fn(&T) -> (&str, &str),
+) -> Vec<&'a T> {
+    let proxy = verdict == "proxy_suspected";
+    let deciding: Vec<&T> = findings
+        .iter()
+        .filter(|f| {
+            let (_, outcome) = code_outcome(f);
+            outcome == "fail" || (proxy && outcome == "signal")
+        })
         .collect();
     if !deciding.is_empty() {
         return deciding;
     }
-    // Nothing failed: say what held (a compliant line), or what could not
-    // be known (an indeterminate one).
-    let wanted = if verdict == "indeterminate" {
-        "unknown"
-    } else {
-        "pass"
-    };
+    let indeterminate = verdict == "indeterminate";
     findings
         .iter()
         .filter(|f| {
-            f.outcome == wanted
-                && if wanted == "unknown" {
-                    // The proxy checks that could not run say nothing more
-                    // than these.
-                    [
+            let (code, outcome) = code_outcome(f);
+            if indeterminate {
+                // The proxy checks that could not run say nothing more
+                // than these.
+                outcome == "unknown"
+                    && [
                         "carrier_unknown",
                         "region_unknown",
                         "no_public_hop",
                         "egress_not_public",
                     ]
-                    .contains(&f.code.as_str())
-                } else {
-                    f.code.ends_with("_match") || f.code.ends_with("_expected_upstream")
-                }
+                    .contains(&code)
+            } else {
+                outcome == "pass"
+                    && (code.ends_with("_match") || code.ends_with("_expected_upstream"))
+            }
         })
-        .map(|f| f.code.clone())
         .collect()
 }
 

@@ -180,44 +180,23 @@ impl LinesQuery {
     }
 }
 
-/// The findings that decided a verdict, by code: failed checks and raised
-/// signals; for a compliant line the checks that held, for an
-/// indeterminate one what could not be known.
+/// The codes of the findings that decided a verdict, from its stored
+/// reasons (the `verdicts` command's rule, [`crate::verdicts::deciding`]).
 pub(super) fn deciding_reasons(verdict: &str, reasons_json: &str) -> Vec<String> {
     let findings: Vec<serde_json::Value> = serde_json::from_str(reasons_json).unwrap_or_default();
-    let field = |f: &serde_json::Value, k: &str| {
+    let field = |f: &serde_json::Value, k: &str| -> String {
         f.get(k)
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default()
             .to_owned()
     };
-    let deciding: Vec<String> = findings
+    let read: Vec<(String, String)> = findings
         .iter()
-        .filter(|f| matches!(field(f, "outcome").as_str(), "fail" | "signal"))
-        .map(|f| field(f, "code"))
+        .map(|f| (field(f, "code"), field(f, "outcome")))
         .collect();
-    if !deciding.is_empty() {
-        return deciding;
-    }
-    findings
-        .iter()
-        .filter(|f| {
-            let code = field(f, "code");
-            if verdict == "indeterminate" {
-                field(f, "outcome") == "unknown"
-                    && [
-                        "carrier_unknown",
-                        "region_unknown",
-                        "no_public_hop",
-                        "egress_not_public",
-                    ]
-                    .contains(&code.as_str())
-            } else {
-                field(f, "outcome") == "pass"
-                    && (code.ends_with("_match") || code.ends_with("_expected_upstream"))
-            }
-        })
-        .map(|f| field(f, "code"))
+    crate::verdicts::deciding(verdict, &read, |(code, outcome)| (code, outcome))
+        .into_iter()
+        .map(|(code, _)| code.clone())
         .collect()
 }
 
@@ -704,6 +683,19 @@ mod tests {
         let compliant = r#"[{"code":"carrier_match","outcome":"pass"},{"code":"multi_level_path","outcome":"pass"}]"#;
         assert_eq!(deciding_reasons("compliant", compliant), ["carrier_match"]);
         assert!(deciding_reasons("compliant", "not json").is_empty());
+        // A weak signal the verdict overruled decided nothing: it hid the
+        // checks that held, or stood beside the one that failed.
+        let overruled = r#"[{"code":"carrier_match","outcome":"pass"},{"code":"device_proxy","outcome":"signal"}]"#;
+        assert_eq!(deciding_reasons("compliant", overruled), ["carrier_match"]);
+        let beside = r#"[{"code":"device_proxy","outcome":"signal"},{"code":"carrier_mismatch","outcome":"fail"}]"#;
+        assert_eq!(
+            deciding_reasons("non_compliant", beside),
+            ["carrier_mismatch"]
+        );
+        assert_eq!(
+            deciding_reasons("proxy_suspected", beside),
+            ["device_proxy", "carrier_mismatch"]
+        );
     }
 
     #[test]

@@ -644,7 +644,7 @@ fn listed_lines(names: &Names<'_>, offset: FixedOffset, lines: &[PeriodLine]) ->
             last_report: DateTime::from_timestamp_millis(l.last_report_ms)
                 .map(|t| rfc3339(t.with_timezone(&offset)))
                 .unwrap_or_default(),
-            reasons: deciding_reasons(&l.reasons_json),
+            reasons: deciding_reasons(&l.verdict, &l.reasons_json),
             low_trust: l.low_trust,
         })
         .collect();
@@ -659,9 +659,9 @@ fn listed_lines(names: &Names<'_>, offset: FixedOffset, lines: &[PeriodLine]) ->
     out
 }
 
-/// The failed checks and raised signals of a verdict's findings (all of
-/// them when none failed).
-fn deciding_reasons(reasons_json: &str) -> Vec<ListedReason> {
+/// The findings that decided a verdict, from its stored reasons (the
+/// `verdicts` command's rule, [`crate::verdicts::deciding`]).
+fn deciding_reasons(verdict: &str, reasons_json: &str) -> Vec<ListedReason> {
     let findings: Vec<Value> = serde_json::from_str(reasons_json).unwrap_or_default();
     let text = |f: &Value, key: &str| f.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     let all: Vec<ListedReason> = findings
@@ -673,12 +673,10 @@ fn deciding_reasons(reasons_json: &str) -> Vec<ListedReason> {
             evidence: f.get("evidence").cloned().unwrap_or(Value::Null),
         })
         .collect();
-    let deciding: Vec<ListedReason> = all
-        .iter()
-        .filter(|r| r.outcome == "fail" || r.outcome == "signal")
+    crate::verdicts::deciding(verdict, &all, |r| (&r.code, &r.outcome))
+        .into_iter()
         .cloned()
-        .collect();
-    if deciding.is_empty() { all } else { deciding }
+        .collect()
 }
 
 fn quarantine(current: &PeriodRows, previous: &PeriodRows) -> QuarantineFigures {
@@ -897,4 +895,33 @@ fn diff(now: u64, before: u64) -> i64 {
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let before = i64::try_from(before).unwrap_or(i64::MAX);
     now.saturating_sub(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_line_shows_what_decided_its_verdict_only() {
+        let json = r#"[{"code":"device_proxy","outcome":"signal","message":"a proxy is set"},
+            {"code":"carrier_mismatch","outcome":"fail","message":"Telecom, not Mobile"},
+            {"code":"province_match","outcome":"pass","message":"same province"}]"#;
+        let codes = |verdict: &str| -> Vec<String> {
+            deciding_reasons(verdict, json)
+                .into_iter()
+                .map(|r| r.code)
+                .collect()
+        };
+        // The weak signal the verdict overruled is no reason of it.
+        assert_eq!(codes("non_compliant"), ["carrier_mismatch"]);
+        assert_eq!(
+            codes("proxy_suspected"),
+            ["device_proxy", "carrier_mismatch"]
+        );
+        let held = r#"[{"code":"carrier_match","outcome":"pass"},{"code":"device_proxy","outcome":"signal"}]"#;
+        let reasons = deciding_reasons("compliant", held);
+        assert_eq!(reasons.len(), 1);
+        assert_eq!(reasons[0].code, "carrier_match");
+        assert!(deciding_reasons("non_compliant", "not json").is_empty());
+    }
 }
