@@ -43,10 +43,6 @@ use self::walsync::{Durability, WalSyncer};
 use self::writer::{EncodedReport, Request, Writer, to_sql_int};
 use crate::{Error, StagingConfig};
 
-/// The band a row of `trust_scores` carries ([`Staging::save_trust`]),
-/// named here so that callers of the store can build and read those rows.
-pub use crate::traffic::BandMemory;
-
 /// Called after every commit with its duration and the number of reports in it.
 pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
