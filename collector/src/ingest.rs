@@ -512,7 +512,8 @@ async fn read_body(
     body: Body,
 ) -> Result<Bytes, Rejected> {
     let limits = state.limits;
-    let gzip = content_is_gzip_json(headers)?;
+    let gzip_layers = gzip_layers(headers)?;
+    check_content_type(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -553,36 +554,73 @@ async fn read_body(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    if !gzip {
+    if gzip_layers == 0 {
         if raw.len() > limits.max_decompressed_bytes {
             return Err(too_large("report", limits.max_decompressed_bytes));
         }
         return Ok(raw);
     }
-    gunzip(&raw, limits.max_decompressed_bytes).map(Bytes::from)
+    // Every layer, the inner ones too, is held to the decompressed limit.
+    let mut decoded = gunzip(&raw, limits.max_decompressed_bytes)?;
+    for _ in 1..gzip_layers {
+        decoded = gunzip(&decoded, limits.max_decompressed_bytes)?;
+    }
+    Ok(Bytes::from(decoded))
 }
 
-/// Checks `Content-Encoding` and `Content-Type`; true for gzip.
-fn content_is_gzip_json(headers: &HeaderMap) -> Result<bool, Rejected> {
-    let gzip = match headers
-        .get(header::CONTENT_ENCODING)
-        .map(HeaderValue::to_str)
-    {
-        None => false,
-        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") => true,
-        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
-        Some(_) => {
-            return Err(Box::new((
-                IngestOutcome::UnsupportedMedia,
-                rejection(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_encoding",
-                    "send the report as JSON, optionally with Content-Encoding: gzip",
-                    None,
-                ),
-            )));
-        }
+/// Most times gzip may have been applied to one body: a probe's own and one
+/// more by something on the way. Each layer costs a decompression of up to
+/// `limits.max_decompressed_bytes`, so the count must be small (a gzip
+/// stream can even decompress to itself).
+const MAX_GZIP_LAYERS: usize = 2;
+
+/// How many times gzip was applied to the body, from every
+/// `Content-Encoding` header and every element of their comma lists (RFC
+/// 9110 §8.4: the codings in the order they were applied, repeated headers
+/// being one list). `identity` is no coding; anything else, or gzip more
+/// than [`MAX_GZIP_LAYERS`] times, is 415 naming it.
+fn gzip_layers(headers: &HeaderMap) -> Result<usize, Rejected> {
+    const HOW: &str = "send the report as JSON, optionally with Content-Encoding: gzip";
+    let unsupported = |detail: String| -> Rejected {
+        Box::new((
+            IngestOutcome::UnsupportedMedia,
+            rejection(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                &detail,
+                None,
+            ),
+        ))
     };
+    let mut layers = 0;
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let Ok(list) = value.to_str() else {
+            return Err(unsupported(format!(
+                "the Content-Encoding header is not plain ASCII: {HOW}"
+            )));
+        };
+        for coding in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                layers += 1;
+                if layers > MAX_GZIP_LAYERS {
+                    return Err(unsupported(format!(
+                        "the content coding \"gzip\" is applied more than \
+                         {MAX_GZIP_LAYERS} times: {HOW}"
+                    )));
+                }
+            } else if !coding.eq_ignore_ascii_case("identity") {
+                let shown: String = coding.chars().take(64).collect();
+                return Err(unsupported(format!(
+                    "the content coding {shown:?} is not supported: {HOW}"
+                )));
+            }
+        }
+    }
+    Ok(layers)
+}
+
+/// Checks `Content-Type`: JSON, when given.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejected> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !(ct.starts_with("application/json") || ct.contains("+json")) {
@@ -597,7 +635,7 @@ fn content_is_gzip_json(headers: &HeaderMap) -> Result<bool, Rejected> {
             )));
         }
     }
-    Ok(gzip)
+    Ok(())
 }
 
 /// Decompresses gzip within `limit` bytes: a gzip bomb stops at the limit

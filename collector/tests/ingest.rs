@@ -634,3 +634,100 @@ async fn a_trickling_body_holds_no_request_slot() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     running.shutdown().await.expect("shutdown");
 }
+
+/// Every `Content-Encoding` header and list element counts, in the order
+/// applied (RFC 9110): identity is no coding, gzip may be stacked twice
+/// (each layer held to the decompressed limit), anything else is 415 naming
+/// the coding.
+#[tokio::test]
+async fn every_content_encoding_header_and_element_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, client) = start(
+        dir.path(),
+        "[limits]\nmax_body_bytes = 4096\nmax_decompressed_bytes = 16384\n",
+    )
+    .await;
+    let url = public_url(&running, "/api/v1/report");
+    let post = |encodings: &[&str], body: Vec<u8>| {
+        let mut request = client.post(&url).header("content-type", "application/json");
+        for e in encodings {
+            request = request.header("content-encoding", *e);
+        }
+        request.body(body).send()
+    };
+    let report = || serde_json::to_vec(&sample_report()).expect("json");
+
+    let mut stored = 0;
+    for (encodings, layers) in [
+        // A second header, as a proxy that appends one writes it.
+        (&["identity", "gzip"][..], 1),
+        (&["gzip", "identity"][..], 1),
+        (&["identity, gzip"][..], 1),
+        (&["Identity , , GZIP"][..], 1),
+        (&[""][..], 0),
+        (&["identity", "identity"][..], 0),
+        // Gzipped twice, in one list or in two headers.
+        (&["gzip", "gzip"][..], 2),
+        (&["gzip, x-gzip"][..], 2),
+        (&["gzip", "identity, gzip"][..], 2),
+    ] {
+        let mut body = report();
+        for _ in 0..layers {
+            body = gzip(&body);
+        }
+        let r = post(encodings, body).await.expect("send");
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::CREATED, "{encodings:?}: {text}");
+        stored += 1;
+    }
+    assert_eq!(stored_count(&running).await, stored);
+
+    // Declared twice, gzipped once: the second layer is not gzip.
+    let r = post(&["gzip", "gzip"], gzip(&report()))
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "bad_gzip", "{body}");
+
+    // The inner layer is held to the decompressed limit too.
+    let mut padded = report();
+    padded.resize(40_000, b' ');
+    let inner = gzip(&padded);
+    assert!(inner.len() < 16384);
+    let r = post(&["gzip", "gzip"], gzip(&inner)).await.expect("send");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    for (encodings, names) in [
+        (&["gzip", "br"][..], "\"br\""),
+        (&["identity", "deflate"][..], "\"deflate\""),
+        (&["gzip", "identity, zstd"][..], "\"zstd\""),
+        (
+            &["gzip", "gzip", "gzip"][..],
+            "\"gzip\" is applied more than 2 times",
+        ),
+        (
+            &["gzip, gzip, gzip"][..],
+            "\"gzip\" is applied more than 2 times",
+        ),
+    ] {
+        let mut body = report();
+        for _ in 0..3 {
+            body = gzip(&body);
+        }
+        let r = post(encodings, body).await.expect("send");
+        assert_eq!(
+            r.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{encodings:?}"
+        );
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"], "unsupported_encoding", "{body}");
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(detail.contains(names), "{encodings:?}: {detail}");
+        assert!(detail.contains("Content-Encoding: gzip"), "{detail}");
+    }
+    assert_eq!(stored_count(&running).await, stored);
+    running.shutdown().await.expect("shutdown");
+}
