@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::atomic::Ordering;
 
-use lineprobe_agent::{Delivery, ProbeOutcome};
+use lineprobe_agent::{Delivery, ProbeOutcome, SpoolEntry};
 use lineprobe_collector::PathPattern;
 use lineprobe_shared::{AttemptOutcome, TraceEngine};
 use support::*;
@@ -581,29 +581,8 @@ async fn a_huge_retry_after_is_cut_to_the_longest_retry_wait() {
     // Beyond what a date can hold: it once panicked the agent and lost
     // the report.
     for retry_after in ["31536000", "10000000000000", "18446744073709551615"] {
-        let canned = canned_https(
-            503,
-            &[("content-type", "text/plain"), ("retry-after", retry_after)],
-            "busy",
-        )
-        .await;
-        let state = tempfile::tempdir().expect("tempdir");
-        let pem = state.path().join("canned.pem");
-        std::fs::write(&pem, &canned.cert_pem).expect("write");
-        let mut config = agent_config(std::slice::from_ref(&canned.url), Some(&pem));
-        config.schedule.retry_max_secs = 3600;
-        let (agent, _) = agent(state.path(), config, 4);
-        agent.accept_consent().expect("consent");
         let before = chrono::Utc::now();
-        let outcome = agent.probe_once().await.expect("probe");
-        let ProbeOutcome::Spooled { report_id, .. } = outcome else {
-            panic!("{retry_after}: not spooled: {outcome:?}");
-        };
-        let entry = agent
-            .spool()
-            .get(&report_id)
-            .expect("read")
-            .expect("spooled");
+        let entry = spooled_after_busy(retry_after, 3600).await;
         assert!(
             entry.next_attempt_at >= before + chrono::Duration::seconds(3600)
                 && entry.next_attempt_at <= chrono::Utc::now() + chrono::Duration::seconds(3600),
@@ -619,28 +598,7 @@ async fn a_huge_retry_after_is_cut_to_the_longest_retry_wait() {
 async fn a_retry_after_given_as_a_date_is_honoured() {
     let until = chrono::Utc::now() + chrono::Duration::hours(2);
     let date = until.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    let canned = canned_https(
-        503,
-        &[("content-type", "text/plain"), ("retry-after", &date)],
-        "busy",
-    )
-    .await;
-    let state = tempfile::tempdir().expect("tempdir");
-    let pem = state.path().join("canned.pem");
-    std::fs::write(&pem, &canned.cert_pem).expect("write");
-    let mut config = agent_config(std::slice::from_ref(&canned.url), Some(&pem));
-    config.schedule.retry_max_secs = 86_400;
-    let (agent, _) = agent(state.path(), config, 4);
-    agent.accept_consent().expect("consent");
-    let outcome = agent.probe_once().await.expect("probe");
-    let ProbeOutcome::Spooled { report_id, .. } = outcome else {
-        panic!("not spooled: {outcome:?}");
-    };
-    let entry = agent
-        .spool()
-        .get(&report_id)
-        .expect("read")
-        .expect("spooled");
+    let entry = spooled_after_busy(&date, 86_400).await;
     // The date has whole seconds: up to one early, and no later than asked.
     let early = until - chrono::Duration::seconds(2);
     let late = until + chrono::Duration::seconds(60);
@@ -649,6 +607,33 @@ async fn a_retry_after_given_as_a_date_is_honoured() {
         "{date}: retry at {}",
         entry.next_attempt_at
     );
+}
+
+/// The spooled entry of a report an endpoint answered 503 with this
+/// `Retry-After`, by an agent whose longest retry wait is `retry_max_secs`.
+async fn spooled_after_busy(retry_after: &str, retry_max_secs: u64) -> SpoolEntry {
+    let canned = canned_https(
+        503,
+        &[("content-type", "text/plain"), ("retry-after", retry_after)],
+        "busy",
+    )
+    .await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let pem = state.path().join("canned.pem");
+    std::fs::write(&pem, &canned.cert_pem).expect("write");
+    let mut config = agent_config(std::slice::from_ref(&canned.url), Some(&pem));
+    config.schedule.retry_max_secs = retry_max_secs;
+    let (agent, _) = agent(state.path(), config, 4);
+    agent.accept_consent().expect("consent");
+    let outcome = agent.probe_once().await.expect("probe");
+    let ProbeOutcome::Spooled { report_id, .. } = outcome else {
+        panic!("{retry_after}: not spooled: {outcome:?}");
+    };
+    agent
+        .spool()
+        .get(&report_id)
+        .expect("read")
+        .expect("spooled")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
