@@ -43,15 +43,38 @@ struct Inner {
     provider: Arc<CryptoProvider>,
     current: Arc<ArcSwap<CertifiedKey>>,
     /// Contents of the files behind `current`, to tell a real change from a
-    /// touch, and of the last contents that failed, so a broken file is
-    /// reported once rather than on every poll.
+    /// touch, and the last problem met, so that a broken or unreadable file
+    /// is reported once rather than on every poll.
     state: Mutex<FileState>,
 }
 
 #[derive(Default)]
 struct FileState {
     loaded: (Vec<u8>, Vec<u8>),
-    failed: Option<(Vec<u8>, Vec<u8>)>,
+    failed: Option<Failure>,
+}
+
+/// Why the files last failed to load.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// They could not be read (missing during a rotation, no permission…):
+    /// the error, which names the file and the reason.
+    Unreadable(String),
+    /// They were read but do not form a usable pair: their contents.
+    Invalid(Vec<u8>, Vec<u8>),
+}
+
+/// What one look at the files found.
+enum Check {
+    /// The files are those in service, as at the last look.
+    Unchanged,
+    /// The files are those in service again, after a failure.
+    Recovered,
+    /// A new certificate is in service.
+    Reloaded,
+    /// The files cannot be used; the old certificate stays in service.
+    /// `repeated`: the same problem as at the last look.
+    Failed { error: Error, repeated: bool },
 }
 
 impl std::fmt::Debug for CertStore {
@@ -175,15 +198,38 @@ impl CertStore {
     /// are unreadable or do not form a valid pair, the old certificate stays
     /// in service and the error is returned.
     pub fn reload(&self) -> Result<bool, Error> {
-        let (cert_pem, key_pem) = read_pair(&self.inner.cert_path, &self.inner.key_path)?;
+        match self.check() {
+            Check::Unchanged | Check::Recovered => Ok(false),
+            Check::Reloaded => Ok(true),
+            Check::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// Rereads the files and serves them when they are new and usable,
+    /// remembering a problem so that it is told apart from a new one.
+    fn check(&self) -> Check {
+        // Held while the files are read, so two reloads at once (a poll and
+        // SIGHUP) cannot store an older pair over a newer one.
         let mut state = self
             .inner
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let (cert_pem, key_pem) = match read_pair(&self.inner.cert_path, &self.inner.key_path) {
+            Ok(pair) => pair,
+            Err(error) => {
+                let failure = Failure::Unreadable(error.to_string());
+                let repeated = state.failed.as_ref() == Some(&failure);
+                state.failed = Some(failure);
+                return Check::Failed { error, repeated };
+            }
+        };
         if state.loaded.0 == cert_pem && state.loaded.1 == key_pem {
-            state.failed = None;
-            return Ok(false);
+            return if state.failed.take().is_some() {
+                Check::Recovered
+            } else {
+                Check::Unchanged
+            };
         }
         match certified_key(
             &cert_pem,
@@ -196,47 +242,51 @@ impl CertStore {
                 self.inner.current.store(Arc::new(key));
                 state.loaded = (cert_pem, key_pem);
                 state.failed = None;
-                Ok(true)
+                Check::Reloaded
             }
-            Err(e) => {
-                state.failed = Some((cert_pem, key_pem));
-                Err(e)
+            Err(error) => {
+                let repeated = matches!(
+                    &state.failed,
+                    Some(Failure::Invalid(cert, key)) if *cert == cert_pem && *key == key_pem
+                );
+                state.failed = Some(Failure::Invalid(cert_pem, key_pem));
+                Check::Failed { error, repeated }
             }
         }
     }
 
-    /// Like [`CertStore::reload`], but logs instead of returning, and logs a
-    /// broken file only once until its contents change again.
+    /// Like [`CertStore::reload`], but logs instead of returning: a broken
+    /// or unreadable file once per distinct problem (a half-written pair
+    /// seen on several polls, or a file missing for a while during a
+    /// rotation, is reported once), and again when the files are usable.
     fn reload_logged(&self, why: &str) {
-        // Compare with the last failure before logging, so a half-written
-        // pair seen on several polls is reported once.
-        let unchanged_failure = {
-            let state = self
-                .inner
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match (
-                &state.failed,
-                read_pair(&self.inner.cert_path, &self.inner.key_path),
-            ) {
-                (Some(failed), Ok(now)) => *failed == now,
-                _ => false,
-            }
-        };
-        if unchanged_failure {
-            return;
-        }
-        match self.reload() {
-            Ok(true) => tracing::info!(
+        match self.check() {
+            Check::Unchanged => {}
+            Check::Recovered => tracing::info!(
+                cert = %self.inner.cert_path.display(),
+                trigger = why,
+                "server certificate files are usable again; they hold the certificate \
+                 still in service"
+            ),
+            Check::Reloaded => tracing::info!(
                 cert = %self.inner.cert_path.display(),
                 trigger = why,
                 "server certificate reloaded"
             ),
-            Ok(false) => {}
-            Err(e) => tracing::error!(
+            Check::Failed {
+                repeated: true,
+                error,
+            } => tracing::debug!(
                 trigger = why,
-                error = %e,
+                error = %error,
+                "server certificate still not reloaded (reported already)"
+            ),
+            Check::Failed {
+                repeated: false,
+                error,
+            } => tracing::error!(
+                trigger = why,
+                error = %error,
                 "server certificate not reloaded; the previous one stays in service"
             ),
         }
@@ -477,6 +527,114 @@ mod tests {
         fs::write(&key, b.signing_key.serialize_pem()).unwrap();
         let err = CertStore::from_pem_files(&cert, &key).unwrap_err();
         assert!(matches!(err, Error::Tls(_)), "{err}");
+    }
+
+    /// Log lines written while a test runs, on this thread.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Self;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    impl Captured {
+        fn count(&self, what: &str) -> usize {
+            let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            String::from_utf8_lossy(&bytes).matches(what).count()
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_is_logged_once_per_problem_and_its_recovery_once() {
+        const FAILED: &str = "server certificate not reloaded";
+        const AGAIN: &str = "usable again";
+        const RELOADED: &str = "server certificate reloaded";
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        let key = dir.path().join("k.pem");
+        let a = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let write_a = || {
+            fs::write(&cert, a.cert.pem()).unwrap();
+            fs::write(&key, a.signing_key.serialize_pem()).unwrap();
+        };
+        write_a();
+        let store = CertStore::from_pem_files(&cert, &key).unwrap();
+        let served_a = store.current_chain();
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let polls = |n: usize| {
+                for _ in 0..n {
+                    store.reload_logged("poll");
+                }
+            };
+            // Deleted during a rotation: one error, however many polls.
+            fs::remove_file(&cert).unwrap();
+            polls(3);
+            assert_eq!(log.count(FAILED), 1);
+            assert_eq!(store.current_chain(), served_a);
+
+            // Another problem (the key missing instead) is logged once too.
+            fs::write(&cert, a.cert.pem()).unwrap();
+            fs::remove_file(&key).unwrap();
+            polls(3);
+            assert_eq!(log.count(FAILED), 2);
+
+            // Back as they were: logged once as usable again.
+            write_a();
+            polls(3);
+            assert_eq!(log.count(AGAIN), 1);
+            assert_eq!(log.count(FAILED), 2);
+            assert_eq!(store.current_chain(), served_a);
+
+            // Broken, then unreadable, then broken again: three problems.
+            fs::write(&cert, "not a certificate\n").unwrap();
+            polls(2);
+            assert_eq!(log.count(FAILED), 3);
+            fs::remove_file(&cert).unwrap();
+            polls(2);
+            assert_eq!(log.count(FAILED), 4);
+            fs::write(&cert, "not a certificate\n").unwrap();
+            polls(2);
+            assert_eq!(log.count(FAILED), 5);
+            assert_eq!(store.current_chain(), served_a);
+
+            // A new pair after the failures is served and logged as such.
+            let b = rcgen::generate_simple_self_signed(vec!["b.test".to_owned()]).unwrap();
+            fs::write(&cert, b.cert.pem()).unwrap();
+            fs::write(&key, b.signing_key.serialize_pem()).unwrap();
+            polls(2);
+            assert_eq!(log.count(RELOADED), 1);
+            assert_eq!(store.current_chain(), vec![b.cert.der().clone()]);
+
+            // Unreadable again after a success: logged again.
+            fs::remove_file(&key).unwrap();
+            polls(2);
+            assert_eq!(log.count(FAILED), 6);
+            assert_eq!(log.count(AGAIN), 1);
+        });
     }
 
     #[test]
