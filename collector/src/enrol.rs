@@ -87,8 +87,9 @@ pub(crate) async fn enrol(
 fn traffic_outcome(result: &str) -> Option<IngestOutcome> {
     match result {
         "enrolled" | "already_enrolled" | "key_changed" | "too_many_keys" | "storage_error"
-        | "timeout" | "overloaded" => None,
+        | "timeout" | "aborted" | "overloaded" => None,
         "invalid" => Some(IngestOutcome::Invalid),
+        "unsupported" => Some(IngestOutcome::UnsupportedMedia),
         _ => Some(IngestOutcome::SignatureRejected),
     }
 }
@@ -124,6 +125,7 @@ async fn enrol_inner(
 ) -> Result<(&'static str, Response), Refusal> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
+    check_identity_coding(&parts.headers)?;
     let bytes = read_body(body, request_timeout).await?;
     // A request slot only once the body is in, as for reports: a client
     // trickling its body must not hold one.
@@ -306,6 +308,28 @@ fn take_slot(slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
         .map_err(|_| Box::new(("overloaded", crate::ingest::overloaded())))
 }
 
+/// An enrolment is about 150 bytes, and probes send it as it is: a coded
+/// body (gzip…) is refused as such (415), not parsed as JSON and refused as
+/// a malformed enrolment of its source.
+fn check_identity_coding(headers: &axum::http::HeaderMap) -> Result<(), Refusal> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let coded = value.to_str().map_or(true, |list| {
+            list.split(',')
+                .map(str::trim)
+                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        });
+        if coded {
+            return Err(refuse(
+                "unsupported",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                "send the enrolment as plain JSON, without Content-Encoding",
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, Refusal> {
     match tokio::time::timeout(timeout, Limited::new(body, MAX_ENROL_BODY_BYTES).collect()).await {
         // Slow, not wrong: like a report's body that comes too slowly, no
@@ -322,8 +346,9 @@ async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, R
             "too_large",
             &format!("an enrolment is at most {MAX_ENROL_BODY_BYTES} bytes"),
         )),
+        // Broken off: a dropped connection, no reject of its source either.
         Ok(Err(e)) => Err(refuse(
-            "invalid",
+            "aborted",
             StatusCode::BAD_REQUEST,
             "bad_body",
             &format!("cannot read the body: {e}"),

@@ -543,7 +543,7 @@ async fn read_body(
         }
         Ok(Err(e)) => {
             return Err(Box::new((
-                IngestOutcome::Invalid,
+                IngestOutcome::Aborted,
                 rejection(
                     StatusCode::BAD_REQUEST,
                     "bad_body",

@@ -46,6 +46,9 @@ pub enum IngestOutcome {
     StorageError,
     /// The request took longer than allowed (408/503).
     Timeout,
+    /// The body broke off before it was all in (400 `bad_body`): what a
+    /// dropped mobile connection looks like, so no reject of its source.
+    Aborted,
     /// Any path or method that is not an ingest endpoint (404/405).
     NotFound,
     /// Refused by the signature check (4xx; the reason is counted in

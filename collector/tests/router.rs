@@ -679,6 +679,57 @@ async fn an_enrolment_body_that_comes_too_slowly_is_no_reject_of_its_source() {
 }
 
 #[tokio::test]
+async fn a_body_that_breaks_off_is_no_reject_of_its_source() {
+    // A dropped connection mid-upload (a phone changing networks) was
+    // counted as an invalid report, and cost the source prefix trust.
+    let h = Harness::new("");
+    let unit = UnitKey::prefix_of("198.51.100.7".parse().expect("ip"));
+    let initial = h.traffic.trust_score(&unit);
+    let broken = || {
+        Body::from_stream(futures_util::stream::iter([
+            Ok(Bytes::from_static(b"{\"schema\":1,")),
+            Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ]))
+    };
+    for path in ["/api/v1/report", "/api/v1/enrol"] {
+        for _ in 0..3 {
+            let request = Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(broken())
+                .expect("request");
+            let (status, body) = h.send(request, "198.51.100.7:40000", None).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+            let body: Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(body["error"], "bad_body", "{path}");
+        }
+    }
+    assert_eq!(h.metrics.ingest_count(IngestOutcome::Aborted), 3);
+    assert_eq!(h.metrics.ingest_count(IngestOutcome::Invalid), 0);
+    assert_eq!(h.metrics.signatures.enrolment_count("aborted"), 3);
+    assert_eq!(h.metrics.signatures.enrolment_count("invalid"), 0);
+    assert!((h.traffic.trust_score(&unit) - initial).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn a_coded_enrolment_is_refused_as_such() {
+    // It was read as JSON and refused as a malformed (invalid) enrolment.
+    let h = Harness::new("");
+    for coding in ["gzip", "identity, br"] {
+        let request = Request::post("/api/v1/enrol")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_ENCODING, coding)
+            .body(Body::from(&b"\x1f\x8b\x08\x00"[..]))
+            .expect("request");
+        let (status, body) = h.send(request, "198.51.100.7:40000", None).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{coding}");
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"], "unsupported_encoding", "{coding}");
+    }
+    assert_eq!(h.metrics.signatures.enrolment_count("unsupported"), 2);
+    assert_eq!(h.metrics.signatures.enrolment_count("invalid"), 0);
+}
+
+#[tokio::test]
 async fn a_store_that_cannot_read_enrolled_keys_counts_against_no_source() {
     let h = Harness::new("");
     let unit = |ip: &str| UnitKey::prefix_of(ip.parse().expect("ip"));
