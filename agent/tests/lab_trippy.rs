@@ -194,6 +194,72 @@ fn lab_trippy_keeps_to_a_short_deadline() {
     );
 }
 
+#[test]
+fn lab_trippy_ends_at_a_router_that_refuses_the_probes_with_its_mark() {
+    let Some(lab) =
+        Lab::start_or_skip("lab_trippy_ends_at_a_router_that_refuses_the_probes_with_its_mark")
+    else {
+        return;
+    };
+    // r3 refuses to forward anything to the receiver: administratively
+    // prohibited, which traceroute marks `!X` in both families (ICMPv4 code
+    // 13, ICMPv6 code 1).
+    for (tool, with) in [
+        ("iptables", "icmp-admin-prohibited"),
+        ("ip6tables", "icmp6-adm-prohibited"),
+    ] {
+        let out = run_bounded(
+            lab.exec(
+                "r3",
+                &[
+                    tool,
+                    "-A",
+                    "FORWARD",
+                    "-o",
+                    "up0",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    with,
+                ],
+            ),
+            Duration::from_secs(10),
+        )
+        .expect("iptables runs");
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for v6 in [false, true] {
+        for protocol in [TraceProtocol::Icmp, TraceProtocol::Udp] {
+            let target = lab.silent_target(v6);
+            let mut request = TraceRequest::new(target, target.to_string());
+            request.protocol = protocol;
+            request.rounds = 2;
+            let (outcome, _) = trippy_from_sub(&lab, &request);
+            let label = format!("{protocol} v6={v6}");
+            assert!(!outcome.reached, "{label}");
+            // r3 answers TTL 5 as a router and refuses TTL 6: the trace
+            // ends there, as traceroute's does, instead of listing r3 at
+            // every TTL to 30.
+            let r3 = lab.addr_of("r3", v6);
+            let mut expected = expected_responding(&lab, v6);
+            expected.push((6, r3));
+            assert_eq!(
+                responding(&outcome.hops),
+                expected,
+                "{label}: {:#?}",
+                outcome.hops
+            );
+            let last = outcome.hops.last().expect("hops");
+            assert_eq!(last.annotations, ["!X"], "{label}: {last:?}");
+            assert_eq!((last.sent, last.received), (2, 2), "{label}: {last:?}");
+        }
+    }
+}
+
 // ---- unprivileged runs ----------------------------------------------------
 
 /// Runs the `child` test of this binary (at `binary`) in `sub` through

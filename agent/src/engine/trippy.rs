@@ -117,7 +117,8 @@ mod platform {
 
     use super::{
         Error, LATER_SEND_SLACK, LATER_TTL_SLACK, ProbeRecord, REACHED_GRACE, READ_TIMEOUT,
-        RoundRecord, SEND_ALLOWANCE, TraceOutcome, TraceRequest, hops_from_rounds,
+        RoundRecord, SEND_ALLOWANCE, TraceOutcome, TraceRequest, end_ttl, hops_from_rounds,
+        unreachable_mark,
     };
 
     #[cfg(target_os = "windows")]
@@ -168,21 +169,25 @@ mod platform {
                 ProbeStatus::Awaited(probe) => Some(ProbeRecord {
                     ttl: probe.ttl.0,
                     reply: None,
+                    unreachable: false,
                 }),
                 ProbeStatus::Complete(done) => {
                     let rtt = done.received.duration_since(done.sent).unwrap_or_default();
+                    let unreachable =
+                        matches!(done.icmp_packet_type, IcmpPacketType::Unreachable(_));
                     let mark = match done.icmp_packet_type {
                         // The destination's own port unreachable ends a UDP
                         // trace normally; other codes from a router are the
                         // `!H`/`!N`… marks traceroute prints.
                         IcmpPacketType::Unreachable(code) if done.host != target => {
-                            Some(unreachable_mark(code.0))
+                            unreachable_mark(code.0, target.is_ipv6())
                         }
                         _ => None,
                     };
                     Some(ProbeRecord {
                         ttl: done.ttl.0,
                         reply: Some((done.host, rtt, mark)),
+                        unreachable,
                     })
                 }
                 // Never sent (or a TCP port clash re-sent under another
@@ -194,18 +199,6 @@ mod platform {
             probes,
             target_found: round.reason == CompletionReason::TargetFound,
             largest_ttl: round.largest_ttl.0,
-        }
-    }
-
-    fn unreachable_mark(code: u8) -> String {
-        match code {
-            0 => "!N".to_owned(),
-            1 => "!H".to_owned(),
-            2 => "!P".to_owned(),
-            4 => "!F".to_owned(),
-            5 => "!S".to_owned(),
-            13 => "!X".to_owned(),
-            other => format!("!{other}"),
         }
     }
 
@@ -291,8 +284,9 @@ mod platform {
                 .filter_map(|p| p.reply.as_ref().map(|(_, rtt, _)| *rtt))
                 .max();
             let wait = crate::engine::later_round_wait(request.grace, slowest);
-            // Past the destination nothing more can be learnt; when it did
-            // not answer, a little past the last router that did (a TTL
+            // Past the destination (or a router that refused the probes)
+            // nothing more can be learnt; when neither answered, a little
+            // past the last router that did (a TTL
             // silent through a whole grace period stays silent in a
             // shorter wait, and fewer probes make a shorter round).
             let last_answer = rounds_seen
@@ -301,11 +295,7 @@ mod platform {
                 .filter(|p| p.reply.is_some())
                 .map(|p| p.ttl)
                 .max();
-            let last = rounds_seen
-                .iter()
-                .filter(|r| r.target_found)
-                .map(|r| r.largest_ttl)
-                .min()
+            let last = end_ttl(&rounds_seen)
                 .or_else(|| last_answer.map(|ttl| ttl.saturating_add(LATER_TTL_SLACK)))
                 .map_or(max_ttl, |end| end.clamp(first_ttl, max_ttl));
             // The later probes go to the next ports, as they would in one
@@ -441,6 +431,56 @@ struct ProbeRecord {
     /// Who answered, after how long, and a traceroute-style mark (`!H`…)
     /// for an unreachable from a router.
     reply: Option<(IpAddr, Duration, Option<String>)>,
+    /// Whether the answer was a destination unreachable (from a router or
+    /// the destination): the probe went no further, nor will later ones.
+    unreachable: bool,
+}
+
+/// The mark `traceroute` prints for an ICMP destination unreachable from a
+/// router, by the message's code, which means different things over IPv4
+/// and IPv6 (trippy-core passes either on as it came). `None` for port
+/// unreachable, the normal end of a trace, which traceroute leaves unmarked.
+fn unreachable_mark(code: u8, v6: bool) -> Option<String> {
+    let mark = if v6 {
+        match code {
+            0 => "!N",
+            1 => "!X",
+            2 => "!S",
+            3 => "!H",
+            4 => return None,
+            other => return Some(format!("!<{other}>")),
+        }
+    } else {
+        match code {
+            0 | 6 | 11 => "!N",
+            1 | 7 | 12 => "!H",
+            2 => "!P",
+            3 => return None,
+            // trippy-core does not pass the next hop's MTU on.
+            4 => "!F",
+            5 => "!S",
+            9 | 10 | 13 => "!X",
+            14 => "!V",
+            15 => "!C",
+            other => return Some(format!("!<{other}>")),
+        }
+    };
+    Some(mark.to_owned())
+}
+
+/// Where the probes went no further: the lowest TTL at which the
+/// destination answered, or a router or the destination said unreachable.
+fn end_ttl(rounds: &[RoundRecord]) -> Option<u8> {
+    let reached = rounds
+        .iter()
+        .filter(|r| r.target_found)
+        .map(|r| r.largest_ttl);
+    let refused = rounds
+        .iter()
+        .flat_map(|r| r.probes.iter())
+        .filter(|p| p.unreachable && p.reply.is_some())
+        .map(|p| p.ttl);
+    reached.chain(refused).min()
 }
 
 /// A finished round.
@@ -456,16 +496,17 @@ struct RoundRecord {
 }
 
 /// Folds the rounds into one hop per TTL from `first_ttl`: up to the
-/// destination when it answered (probes sent past it are dropped), else up
-/// to the highest TTL probed. Returns the hops and whether the destination
-/// answered.
+/// destination when it answered, or the first TTL where an unreachable
+/// ended the probes' way (probes sent past it are dropped: a router that
+/// refuses them answers every TTL beyond too), else up to the highest TTL
+/// probed. Returns the hops and whether the destination answered.
 fn hops_from_rounds(rounds: &[RoundRecord], first_ttl: u8) -> (Vec<Hop>, bool) {
     let reached_ttl = rounds
         .iter()
         .filter(|r| r.target_found)
         .map(|r| r.largest_ttl)
         .min();
-    let last_ttl = reached_ttl.or_else(|| {
+    let last_ttl = end_ttl(rounds).or_else(|| {
         rounds
             .iter()
             .flat_map(|r| r.probes.iter().map(|p| p.ttl))
@@ -474,8 +515,9 @@ fn hops_from_rounds(rounds: &[RoundRecord], first_ttl: u8) -> (Vec<Hop>, bool) {
     let Some(last_ttl) = last_ttl else {
         return (Vec::new(), false);
     };
+    let reached = reached_ttl.is_some_and(|at| at <= last_ttl);
     if last_ttl < first_ttl {
-        return (Vec::new(), reached_ttl.is_some());
+        return (Vec::new(), reached);
     }
     let mut hops: Vec<Hop> = (first_ttl..=last_ttl).map(Hop::new).collect();
     for round in rounds {
@@ -499,7 +541,7 @@ fn hops_from_rounds(rounds: &[RoundRecord], first_ttl: u8) -> (Vec<Hop>, bool) {
             }
         }
     }
-    (hops, reached_ttl.is_some())
+    (hops, reached)
 }
 
 /// Milliseconds, to the microsecond (finer is noise).
@@ -525,11 +567,16 @@ mod tests {
         ProbeRecord {
             ttl,
             reply: Some((ip(last), Duration::from_millis(ms), None)),
+            unreachable: false,
         }
     }
 
     fn silent(ttl: u8) -> ProbeRecord {
-        ProbeRecord { ttl, reply: None }
+        ProbeRecord {
+            ttl,
+            reply: None,
+            unreachable: false,
+        }
     }
 
     #[test]
@@ -607,6 +654,7 @@ mod tests {
         let probe = ProbeRecord {
             ttl: 1,
             reply: Some((ip(1), Duration::from_micros(1500), mark)),
+            unreachable: true,
         };
         let round = RoundRecord {
             probes: vec![probe.clone(), probe],
@@ -616,6 +664,46 @@ mod tests {
         let (hops, _) = hops_from_rounds(&[round], 1);
         assert_eq!(hops[0].annotations, vec!["!H".to_owned()]);
         assert_eq!(hops[0].rtt_ms, vec![1.5, 1.5]);
+    }
+
+    #[test]
+    fn a_router_refusing_the_probes_ends_the_trace_there() {
+        // r refuses everything past it: every later TTL gets its
+        // unreachable too, which is no hop of the path.
+        let refused = |ttl: u8| ProbeRecord {
+            ttl,
+            reply: Some((ip(5), Duration::from_millis(1), Some("!X".to_owned()))),
+            unreachable: true,
+        };
+        let round = RoundRecord {
+            probes: vec![answered(1, 1, 1), silent(2), answered(3, 5, 1)]
+                .into_iter()
+                .chain((4..=30).map(refused))
+                .collect(),
+            target_found: false,
+            largest_ttl: 30,
+        };
+        let (hops, reached) = hops_from_rounds(&[round], 1);
+        assert!(!reached);
+        assert_eq!(hops.len(), 4, "{hops:#?}");
+        assert_eq!(hops[3].addrs, [ip(5)]);
+        assert_eq!(hops[3].annotations, ["!X"]);
+    }
+
+    #[test]
+    fn unreachable_marks_follow_the_family_as_traceroute_prints_them() {
+        let mark = |code, v6| unreachable_mark(code, v6);
+        assert_eq!(mark(13, false).as_deref(), Some("!X"));
+        assert_eq!(mark(1, false).as_deref(), Some("!H"));
+        assert_eq!(mark(0, false).as_deref(), Some("!N"));
+        assert_eq!(mark(3, false), None);
+        assert_eq!(mark(8, false).as_deref(), Some("!<8>"));
+        // ICMPv6: 1 is administratively prohibited, 3 address unreachable,
+        // 4 port unreachable.
+        assert_eq!(mark(1, true).as_deref(), Some("!X"));
+        assert_eq!(mark(3, true).as_deref(), Some("!H"));
+        assert_eq!(mark(4, true), None);
+        assert_eq!(mark(0, true).as_deref(), Some("!N"));
     }
 
     #[test]
