@@ -12,7 +12,9 @@
 //! - the collector verifies the signature against its configured public key
 //!   and refuses a serial that is not newer than the one it holds;
 //! - a probe does the same through [`accept_update`], and also refuses an
-//!   expired manifest, so that a replayed old manifest changes nothing.
+//!   expired manifest, so that a replayed old manifest changes nothing, and
+//!   one issued more than [`MAX_ISSUED_AHEAD_SECS`] ahead of its clock, so
+//!   that a future-dated manifest cannot stretch the validity limit.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -63,6 +65,13 @@ pub const MAX_INTERVAL_SECS: u64 = 30 * 86_400;
 /// Longest validity (`expires_at - issued_at`): a manifest that never
 /// expires could be replayed forever to a probe that has lost its state.
 const MAX_VALIDITY_DAYS: i64 = 400;
+
+/// How far ahead of the checking clock a manifest's `issued_at` may be
+/// (clock skew between the signer and a probe or collector): one day. A
+/// manifest issued later than that is not valid yet; accepting it would let
+/// `issued_at` in the future push `expires_at` past [`MAX_VALIDITY_DAYS`]
+/// from now, so that it could be replayed for years.
+pub const MAX_ISSUED_AHEAD_SECS: i64 = 86_400;
 
 /// What probes are told to do. Published signed, as a [`SignedManifest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -133,6 +142,9 @@ pub enum ManifestFault {
     NotNewer,
     /// It has expired.
     Expired,
+    /// It was issued later than the checking clock allows
+    /// ([`MAX_ISSUED_AHEAD_SECS`]): not valid yet.
+    NotYetValid,
     /// A signing or public key could not be read.
     Key,
 }
@@ -202,6 +214,12 @@ impl Manifest {
     /// True once `now` has reached `expires_at`.
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         now >= self.expires_at
+    }
+
+    /// True while `now` is more than [`MAX_ISSUED_AHEAD_SECS`] before
+    /// `issued_at`: the manifest is not valid yet (or that clock is wrong).
+    pub fn is_not_yet_valid_at(&self, now: DateTime<Utc>) -> bool {
+        self.issued_at - now > Duration::seconds(MAX_ISSUED_AHEAD_SECS)
     }
 
     /// Every rule the manifest breaks, in field order.
@@ -651,7 +669,8 @@ impl SignedManifest {
 
 /// What a probe does with a manifest it fetched: verifies it against `key`
 /// and accepts it only when it is newer than the one it runs
-/// (`current_serial`, `None` when it has none) and not expired at `now`.
+/// (`current_serial`, `None` when it has none), not expired at `now`, and
+/// not issued more than [`MAX_ISSUED_AHEAD_SECS`] after `now`.
 /// On any error the probe keeps what it has: a forged, replayed or stale
 /// manifest changes nothing.
 pub fn accept_update(
@@ -668,6 +687,19 @@ pub fn accept_update(
                 "manifest {} expired at {}; the publisher must issue a new one",
                 manifest.serial,
                 manifest.expires_at.to_rfc3339()
+            ),
+        ));
+    }
+    if manifest.is_not_yet_valid_at(now) {
+        return Err(fault(
+            ManifestFault::NotYetValid,
+            format!(
+                "manifest {} is issued at {}, more than {} hours after this clock ({}): it is \
+                 not valid yet; check this clock and the signer's",
+                manifest.serial,
+                manifest.issued_at.to_rfc3339(),
+                MAX_ISSUED_AHEAD_SECS / 3600,
+                now.to_rfc3339()
             ),
         ));
     }

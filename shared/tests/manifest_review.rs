@@ -1,0 +1,73 @@
+//! Review findings on the signed manifest: each test pins a hole that was
+//! open (a manifest or key accepted that must not be).
+
+use chrono::{DateTime, Duration, Utc};
+use lineprobe_shared::{
+    Error, MAX_ISSUED_AHEAD_SECS, Manifest, ManifestFault, ManifestSigningKey, ProbeSchedule,
+    SignedManifest, accept_update,
+};
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test timestamp")
+        .with_timezone(&Utc)
+}
+
+fn manifest(serial: u64, issued_at: DateTime<Utc>) -> Manifest {
+    Manifest {
+        serial,
+        issued_at,
+        expires_at: issued_at + Duration::days(30),
+        endpoints: vec!["https://collector.example.net".to_owned()],
+        path_patterns: vec!["/api/v1/report".to_owned()],
+        schedule: ProbeSchedule {
+            interval_secs: 3600,
+            jitter_secs: 300,
+        },
+        catalog_versions: [("carriers".to_owned(), "2025.09.1".to_owned())].into(),
+        latest_agent: None,
+    }
+}
+
+fn fault_of(result: Result<Manifest, Error>) -> (ManifestFault, String) {
+    match result {
+        Err(err @ Error::Manifest { fault, .. }) => (fault, err.to_string()),
+        Err(other) => panic!("expected a manifest error, got {other}"),
+        Ok(m) => panic!("expected a refusal, got manifest {}", m.serial),
+    }
+}
+
+/// A manifest dated years ahead was accepted: only `expires_at - issued_at`
+/// was bounded (400 days), so `issued_at` in 2100 made one that any probe
+/// that lost its state would take for 75 years.
+#[test]
+fn a_manifest_issued_far_ahead_of_the_clock_is_not_valid_yet() {
+    let key = ManifestSigningKey::generate();
+    let vk = key.verifying_key();
+    let now = at("2025-09-15T00:00:00Z");
+    let future =
+        SignedManifest::sign(&manifest(9, at("2100-01-01T00:00:00Z")), &key).expect("sign");
+    let (fault, message) = fault_of(accept_update(None, now, &future, &vk));
+    assert_eq!(fault, ManifestFault::NotYetValid, "{message}");
+    assert!(message.contains("not valid yet"), "{message}");
+    // Just past the allowed skew: refused; within it (a signer's clock a
+    // little ahead of the probe's): accepted.
+    let skew = Duration::seconds(MAX_ISSUED_AHEAD_SECS);
+    let ahead =
+        SignedManifest::sign(&manifest(9, now + skew + Duration::seconds(1)), &key).expect("sign");
+    assert_eq!(
+        fault_of(accept_update(Some(1), now, &ahead, &vk)).0,
+        ManifestFault::NotYetValid
+    );
+    let slightly = SignedManifest::sign(&manifest(9, now + skew), &key).expect("sign");
+    assert_eq!(
+        accept_update(Some(1), now, &slightly, &vk)
+            .expect("within the skew")
+            .serial,
+        9
+    );
+    let hours = SignedManifest::sign(&manifest(9, now + Duration::hours(8)), &key).expect("sign");
+    assert!(accept_update(Some(1), now, &hours, &vk).is_ok());
+    assert!(manifest(9, now).is_not_yet_valid_at(now - skew - Duration::seconds(1)));
+    assert!(!manifest(9, now).is_not_yet_valid_at(now - skew));
+}
