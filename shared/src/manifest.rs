@@ -93,11 +93,51 @@ pub struct Manifest {
     /// How often probes run.
     pub schedule: ProbeSchedule,
     /// Current version of each catalog, by catalog name (`carriers`, …).
-    #[serde(default)]
+    /// A name given twice is refused (JSON readers disagree on which wins).
+    #[serde(default, deserialize_with = "unique_catalogs")]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub catalog_versions: BTreeMap<String, String>,
     /// The newest agent release, when probes should update themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_agent: Option<AgentRelease>,
+}
+
+/// `catalog_versions` as an object whose names are all different: the
+/// signed bytes must mean one thing to every reader, and JSON readers
+/// differ on a repeated name (the first or the last wins, or it is an
+/// error), as serde already refuses a repeated field of the manifest.
+fn unique_catalogs<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Unique;
+
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of catalog names and versions")
+        }
+
+        fn visit_map<A>(self, mut map: A) -> Result<Self::Value, A::Error>
+        where
+            A: serde::de::MapAccess<'de>,
+        {
+            let mut found = BTreeMap::new();
+            while let Some((name, version)) = map.next_entry::<String, String>()? {
+                if found.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "catalog {} is named twice",
+                        shown(&name)
+                    )));
+                }
+                found.insert(name, version);
+            }
+            Ok(found)
+        }
+    }
+
+    deserializer.deserialize_map(Unique)
 }
 
 /// How often probes run.

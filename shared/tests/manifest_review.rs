@@ -71,3 +71,47 @@ fn a_manifest_issued_far_ahead_of_the_clock_is_not_valid_yet() {
     assert!(manifest(9, now).is_not_yet_valid_at(now - skew - Duration::seconds(1)));
     assert!(!manifest(9, now).is_not_yet_valid_at(now - skew));
 }
+
+/// A catalog named twice in the signed JSON was accepted, the last version
+/// winning: the same signed bytes then say another version to a reader
+/// where the first wins (or that refuses them), while serde refuses a
+/// repeated manifest field.
+#[test]
+fn a_catalog_named_twice_in_the_signed_payload_is_refused() {
+    let key = ManifestSigningKey::generate();
+    let json = String::from_utf8(
+        manifest(3, at("2025-09-01T00:00:00Z"))
+            .to_json()
+            .expect("json"),
+    )
+    .expect("utf-8");
+    let twice = json.replace(
+        r#""catalog_versions":{"carriers":"2025.09.1"}"#,
+        r#""catalog_versions":{"carriers":"2025.09.1","carriers":"2020.01.1"}"#,
+    );
+    assert_ne!(twice, json, "the test edits the catalogs");
+    let signed = SignedManifest::sign_bytes(twice.as_bytes(), &key);
+    let (fault, message) = fault_of(signed.verify(&key.verifying_key()));
+    assert_eq!(fault, ManifestFault::Invalid, "{message}");
+    assert!(message.contains("named twice"), "{message}");
+    assert!(message.contains("catalog_versions"), "{message}");
+    // Different names, and no catalogs at all, still read.
+    let two = json.replace(
+        r#""catalog_versions":{"carriers":"2025.09.1"}"#,
+        r#""catalog_versions":{"carriers":"2025.09.1","cities":"2025.06.1"}"#,
+    );
+    assert_eq!(
+        Manifest::from_json(two.as_bytes())
+            .expect("two catalogs")
+            .catalog_versions
+            .len(),
+        2
+    );
+    let none = json.replace(r#","catalog_versions":{"carriers":"2025.09.1"}"#, "");
+    assert!(
+        Manifest::from_json(none.as_bytes())
+            .expect("no catalogs")
+            .catalog_versions
+            .is_empty()
+    );
+}
