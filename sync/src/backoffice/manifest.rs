@@ -134,7 +134,16 @@ impl ManifestForm {
         for line in lines_of(&self.catalog_versions) {
             match line.split_once('=') {
                 Some((k, v)) => {
-                    catalog_versions.insert(k.trim().to_owned(), v.trim().to_owned());
+                    let name = k.trim();
+                    if catalog_versions
+                        .insert(name.to_owned(), v.trim().to_owned())
+                        .is_some()
+                    {
+                        problems.push(format!(
+                            "catalog_versions: {name:?} is listed twice; keep one line per \
+                             catalog"
+                        ));
+                    }
                 }
                 None => problems.push(format!(
                     "catalog_versions: {line:?} is not `name = version`"
@@ -728,6 +737,31 @@ mod tests {
             .to_manifest(7, now, 90)
             .unwrap();
         assert_eq!(again, m);
+    }
+
+    #[test]
+    fn a_catalog_listed_twice_is_a_problem_not_a_silent_choice() {
+        // The second line used to replace the first without a word.
+        let twice = ManifestForm {
+            catalog_versions: "carriers = 2026.11\ncities = 2026.01\ncarriers = 2025.01".to_owned(),
+            ..form()
+        };
+        let problems = twice.to_manifest(1, Utc::now(), 90).unwrap_err().join("; ");
+        assert!(
+            problems.contains("\"carriers\" is listed twice"),
+            "{problems}"
+        );
+        let once = ManifestForm {
+            catalog_versions: "carriers = 2026.11\ncities = 2026.01".to_owned(),
+            ..form()
+        };
+        assert_eq!(
+            once.to_manifest(1, Utc::now(), 90)
+                .unwrap()
+                .catalog_versions
+                .len(),
+            2
+        );
     }
 
     #[test]
