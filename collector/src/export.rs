@@ -433,10 +433,17 @@ struct AckRequest {
     /// The highest `seq` the puller has committed; at most the highest `seq`
     /// this node has assigned.
     up_to: u64,
+    /// The staging store the reports were pulled from (`X-LineProbe-Store`
+    /// of the pages). When given, an acknowledgement reaching a store made
+    /// afresh under the same node id (whose seqs started over) is refused
+    /// instead of marking reports nobody pulled.
+    #[serde(default)]
+    store: Option<String>,
 }
 
 /// An acknowledgement as the error answers describe it.
-const ACK_SHAPE: &str = "{\"node_id\": \"<node>\", \"up_to\": <seq>}";
+const ACK_SHAPE: &str =
+    "{\"node_id\": \"<node>\", \"up_to\": <seq>, \"store\": \"<X-LineProbe-Store>\"}";
 
 /// What an acknowledgement did.
 #[derive(Debug, Serialize, ToSchema)]
@@ -497,6 +504,19 @@ async fn ack_reports(
                  were pulled from",
                 &*state.node_id,
                 request.node_id.chars().take(64).collect::<String>()
+            ),
+        );
+    }
+    if let Some(store) = &request.store
+        && store != state.staging.store_id()
+    {
+        return api_error(
+            StatusCode::CONFLICT,
+            "bad_ack",
+            format!(
+                "the reports were pulled from store {:?}, but this node's store is now {:?}                  (it was made afresh and its seqs started over): nothing acknowledged; pull                  this node again from the start",
+                store.chars().take(64).collect::<String>(),
+                state.staging.store_id()
             ),
         );
     }

@@ -475,6 +475,36 @@ async fn bogus_acks_are_refused_and_change_nothing() {
         assert_eq!(answer.json()["error"], "bad_request");
     }
     assert_eq!(h.unacked().await, before);
+
+    // Pulled from another store under the same node id (this node's store
+    // was made afresh, its seqs started over): refused, nothing marked.
+    let elsewhere = "0123456789abcdef0123456789abcdef";
+    assert_ne!(h.staging.store_id(), elsewhere);
+    let body = json!({"node_id": NODE, "up_to": 2, "store": elsewhere}).to_string();
+    let stale = send(
+        &router,
+        request(Method::POST, "/export/ack", Some(TOKEN), body),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(stale.json()["error"], "bad_ack");
+    assert!(
+        stale.json()["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(elsewhere) && d.contains(h.staging.store_id())),
+        "{}",
+        stale.json()
+    );
+    assert_eq!(h.unacked().await, before);
+    // This store's own id: acknowledged.
+    let body = json!({"node_id": NODE, "up_to": 2, "store": h.staging.store_id()}).to_string();
+    let own = send(
+        &router,
+        request(Method::POST, "/export/ack", Some(TOKEN), body),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.json());
+    assert_eq!(h.unacked().await, (1, 2));
 }
 
 /// An over-size body is refused like every other mistake: a JSON

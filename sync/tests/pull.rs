@@ -1080,6 +1080,40 @@ async fn refused(
     std::mem::take(&mut *log)
 }
 
+/// An acknowledgement names the staging store its pages came from, so that
+/// a collector whose store was made afresh since (same node id, seqs
+/// started over) refuses it instead of marking reports nobody pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_name_the_store_the_pages_came_from() {
+    bounded(async {
+        const STORE: &str = "0123456789abcdef0123456789abcdef";
+        let (l1, l2) = (line(1), line(2));
+        let (addr, log, task) = fake_server(move |after, _| {
+            let mut answer = if after == 0 {
+                page(Some("fake-node"), after, &[&l1, &l2])
+            } else {
+                page(Some("fake-node"), after, &[])
+            };
+            set_header(&mut answer, "x-lineprobe-store", STORE);
+            answer
+        })
+        .await;
+        let sink = MemSink::default();
+        let round = puller(&[fake_endpoint(addr)], 100)
+            .pull_once(&sink)
+            .await
+            .remove(0);
+        assert_eq!((round.error.as_deref(), round.cursor), (None, 2));
+        task.abort();
+        let acks = std::mem::take(&mut log.lock().unwrap().acks);
+        assert_eq!(
+            acks,
+            [serde_json::json!({"node_id": "fake-node", "up_to": 2, "store": STORE})]
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one table of misbehaviours, told case by case
 async fn inconsistent_pages_are_refused_whole() {

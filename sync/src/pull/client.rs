@@ -200,9 +200,17 @@ impl CollectorClient {
             .map_err(|fault| self.error(fault.message().to_owned()))
     }
 
-    /// Acknowledges every report up to `up_to` from `node_id`.
-    pub async fn ack(&self, node_id: &str, up_to: u64) -> Result<AckReceipt, Error> {
-        self.send_ack(node_id, up_to)
+    /// Acknowledges every report up to `up_to` from `node_id`, pulled from
+    /// staging store `store` when the collector named one (a collector whose
+    /// store was made afresh since then refuses it rather than marking
+    /// reports never pulled).
+    pub async fn ack(
+        &self,
+        node_id: &str,
+        up_to: u64,
+        store: Option<&str>,
+    ) -> Result<AckReceipt, Error> {
+        self.send_ack(node_id, up_to, store)
             .await
             .map_err(|message| self.error(message))
     }
@@ -397,14 +405,22 @@ impl CollectorClient {
         Ok(body)
     }
 
-    async fn send_ack(&self, node_id: &str, up_to: u64) -> Result<AckReceipt, String> {
+    async fn send_ack(
+        &self,
+        node_id: &str,
+        up_to: u64,
+        store: Option<&str>,
+    ) -> Result<AckReceipt, String> {
         #[derive(Deserialize)]
         struct Answer {
             node_id: String,
             acked_up_to: u64,
             newly_acked: u64,
         }
-        let body = serde_json::json!({ "node_id": node_id, "up_to": up_to });
+        let mut body = serde_json::json!({ "node_id": node_id, "up_to": up_to });
+        if let Some(store) = store {
+            body["store"] = store.into();
+        }
         let request = self
             .http
             .post(self.url(&["export", "ack"]))

@@ -371,8 +371,7 @@ impl Puller {
                 // restart) is repeated once nothing new would carry it; one
                 // that failed in this round waits for the next.
                 if after > 0 && round.ack_error.is_none() && self.last_acked(name) < after {
-                    self.acknowledge(client, sink, &page.node_id, after, round)
-                        .await;
+                    self.acknowledge(client, sink, &page, after, round).await;
                 }
                 return Ok(());
             }
@@ -431,23 +430,27 @@ impl Puller {
             "page committed"
         );
         // Only now, with the page committed, may the collector forget it.
-        self.acknowledge(client, sink, &page.node_id, page.next_after, round)
+        self.acknowledge(client, sink, page, page.next_after, round)
             .await;
         Ok(())
     }
 
-    /// Acknowledges up to `up_to`; a failure is logged and recorded, never
-    /// fatal.
+    /// Acknowledges up to `up_to` to the node and store `page` came from
+    /// (checked against the ones pulled from before); a failure is logged
+    /// and recorded, never fatal.
     async fn acknowledge<S: PullSink>(
         &self,
         client: &CollectorClient,
         sink: &S,
-        node_id: &str,
+        page: &Page,
         up_to: u64,
         round: &mut CollectorRound,
     ) {
         let name = client.name();
-        match client.ack(node_id, up_to).await {
+        match client
+            .ack(&page.node_id, up_to, page.store_id.as_deref())
+            .await
+        {
             Ok(receipt) => {
                 self.acked
                     .lock()
