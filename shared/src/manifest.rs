@@ -483,8 +483,25 @@ fn https_url_problem(url: &str, used_as: UrlUse) -> Option<String> {
     // read as an IPv4 address (`collector.example.net.8443`, a typo for
     // `:8443`), a malformed punycode label fails. A manifest probes cannot
     // use would leave them with no endpoint until it expires.
+    // They also read a name-like host made of hex or dotted numbers
+    // (`0x7f000001`, `0x7f.1`) as an IPv4 address: probes would connect to
+    // 127.0.0.1, not to the name the checks above took it for.
     match url::Url::parse(url) {
-        Ok(_) => None,
+        Ok(parsed) => match parsed.host() {
+            Some(url::Host::Ipv4(addr))
+                if authority
+                    .rsplit_once(':')
+                    .map_or(authority, |(host, _)| host)
+                    != addr.to_string() =>
+            {
+                Some(format!(
+                    "{} is read by probes as the IPv4 address {addr}; write {addr} if that is \
+                     meant, else the collector's host name",
+                    shown(url)
+                ))
+            }
+            _ => None,
+        },
         Err(e) => Some(format!("{} is not a URL probes can parse: {e}", shown(url))),
     }
 }

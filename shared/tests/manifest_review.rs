@@ -115,3 +115,40 @@ fn a_catalog_named_twice_in_the_signed_payload_is_refused() {
             .is_empty()
     );
 }
+
+/// A host written as hex or short numbers passed as a host name, but
+/// probes (WHATWG URL rules) read it as an IPv4 address and connected
+/// there: `https://0x7f000001` sent every report to the subscriber's own
+/// machine. The checks meant to refuse what probes read as an address.
+#[test]
+fn a_host_that_probes_read_as_an_ipv4_address_is_refused() {
+    let key = ManifestSigningKey::generate();
+    for host in ["0x7f000001", "0x7f.1", "0xc0.0xa8.0.1", "collector.0x7f.1"] {
+        let mut m = manifest(3, at("2025-09-01T00:00:00Z"));
+        m.endpoints = vec![format!("https://{host}:8443")];
+        let (fault, message) = fault_of(SignedManifest::sign(&m, &key).map(|_| m.clone()));
+        assert_eq!(fault, ManifestFault::Invalid, "{host}: {message}");
+        assert!(message.contains("endpoints[0]"), "{host}: {message}");
+        let mut m = manifest(3, at("2025-09-01T00:00:00Z"));
+        m.latest_agent = Some(lineprobe_shared::AgentRelease {
+            version: "1.2.3".to_owned(),
+            url: format!("https://{host}/agent.zip"),
+            sha256: "ab".repeat(32),
+        });
+        let message = m.validate().expect_err(host).to_string();
+        assert!(message.contains("latest_agent.url"), "{host}: {message}");
+    }
+    // Addresses written as addresses, and real names, still pass.
+    for url in [
+        "https://203.0.113.7",
+        "https://203.0.113.7:8443/base",
+        "https://[2001:db8::7]:443",
+        "https://collector.example.net:8443",
+        "https://c0ffee.example.net",
+        "https://0x7f.example.net",
+    ] {
+        let mut m = manifest(3, at("2025-09-01T00:00:00Z"));
+        m.endpoints = vec![url.to_owned()];
+        assert!(m.violations().is_empty(), "{url}: {}", m.violations());
+    }
+}
