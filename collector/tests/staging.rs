@@ -134,6 +134,18 @@ async fn stage_export_ack_purge_round_trip() {
     assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
     assert!(staging.export_after(3, 10).await.unwrap().is_empty());
     assert!(staging.export_after(0, 0).await.unwrap().is_empty());
+    // A page ends once its JSON reaches the byte budget (the page is built
+    // in memory): one report over it still makes a page of one.
+    let one = staging.export_after(0, 1).await.unwrap()[0].json.len();
+    let page = staging.export_after_within(0, 10, one + 1).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+    let page = staging.export_after_within(0, 10, 1).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+    let page = staging
+        .export_after_within(1, 10, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
 
     let stats = staging.stats().await.unwrap();
     assert_eq!(

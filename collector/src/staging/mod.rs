@@ -43,6 +43,13 @@ use self::walsync::{Durability, WalSyncer};
 use self::writer::{EncodedReport, Request, Writer, to_sql_int};
 use crate::{Error, StagingConfig};
 
+/// Most report JSON one export page holds, unpacked: a page is built in
+/// memory, and `export.max_batch` (up to 10 000) reports of up to 64 KiB
+/// each would otherwise take hundreds of megabytes. At ~2 KB a report a
+/// page of 10 000 is about 20 MB, so ordinary pages are not cut; the
+/// puller asks again from where a shorter page ends.
+pub const EXPORT_PAGE_BYTES: usize = 32 << 20;
+
 /// Called after every commit with its duration and the number of reports in it.
 pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
@@ -393,6 +400,19 @@ impl Staging {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ExportedReport>, Error> {
+        self.export_after_within(after, limit, EXPORT_PAGE_BYTES)
+            .await
+    }
+
+    /// As [`Staging::export_after`], the page ending once its reports'
+    /// JSON reaches `max_bytes` (a first report larger than that still
+    /// makes a page of one).
+    pub async fn export_after_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<ExportedReport>, Error> {
         if limit == 0 || after >= i64::MAX as u64 {
             self.check_open()?;
             return Ok(Vec::new());
@@ -414,13 +434,18 @@ impl Staging {
                 })
                 .map_err(|e| sql_error("exporting reports", &e))?;
             let mut out = Vec::new();
+            let mut bytes = 0_usize;
             for row in rows {
+                if bytes >= max_bytes {
+                    break;
+                }
                 let (seq, stored) = row.map_err(|e| sql_error("exporting reports", &e))?;
                 let seq = u64::try_from(seq)
                     .map_err(|_| Error::Staging(format!("negative seq {seq} in the store")))?;
                 // The store is the authority on the sequence number: the
                 // exported JSON carries the one it is exported under.
                 let json = stored::unpack(&stored, seq)?;
+                bytes = bytes.saturating_add(json.len());
                 out.push(ExportedReport { seq, json });
             }
             Ok(out)
