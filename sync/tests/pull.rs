@@ -954,6 +954,8 @@ struct FakeLog {
     gets: Vec<(u64, usize)>,
     acks: Vec<Value>,
     others: Vec<String>,
+    /// How far below the sent `up_to` the fake confirms an ack.
+    ack_shortfall: u64,
 }
 
 #[derive(Clone)]
@@ -998,9 +1000,11 @@ async fn fake_handler(State(fake): State<Fake>, request: Request) -> Response {
         (Method::POST, "/export/ack") => {
             let ack: Value = serde_json::from_slice(&body).unwrap();
             let up_to = ack["up_to"].as_u64().unwrap();
-            fake.log.lock().unwrap().acks.push(ack);
+            let mut log = fake.log.lock().unwrap();
+            log.acks.push(ack);
+            let confirmed = up_to.saturating_sub(log.ack_shortfall);
             axum::Json(serde_json::json!({
-                "node_id": "fake-node", "acked_up_to": up_to, "newly_acked": 1
+                "node_id": "fake-node", "acked_up_to": confirmed, "newly_acked": 1
             }))
             .into_response()
         }
@@ -1104,12 +1108,24 @@ async fn acknowledgements_name_the_store_the_pages_came_from() {
             .await
             .remove(0);
         assert_eq!((round.error.as_deref(), round.cursor), (None, 2));
-        task.abort();
         let acks = std::mem::take(&mut log.lock().unwrap().acks);
         assert_eq!(
             acks,
             [serde_json::json!({"node_id": "fake-node", "up_to": 2, "store": STORE})]
         );
+        assert_eq!(round.acked_up_to, Some(2));
+
+        // A collector that confirms less than was sent: the lower figure is
+        // recorded (it was shown as sent) and the ack repeated next round.
+        let sink = MemSink::default();
+        log.lock().unwrap().ack_shortfall = 1;
+        let puller = puller(&[fake_endpoint(addr)], 100);
+        let round = puller.pull_once(&sink).await.remove(0);
+        assert_eq!(round.acked_up_to, Some(1));
+        log.lock().unwrap().ack_shortfall = 0;
+        let again = puller.pull_once(&sink).await.remove(0);
+        assert_eq!(again.acked_up_to, Some(2), "{again:?}");
+        task.abort();
     })
     .await;
 }

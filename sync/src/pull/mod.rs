@@ -452,13 +452,17 @@ impl Puller {
             .await
         {
             Ok(receipt) => {
+                // What the collector confirms is what is recorded: a lower
+                // confirmation is shown as such and the ack repeated once
+                // the puller has caught up.
+                let confirmed = receipt.acked_up_to.min(up_to);
                 self.acked
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(name.to_owned(), up_to);
-                round.acked_up_to = Some(up_to);
+                    .insert(name.to_owned(), confirmed);
+                round.acked_up_to = Some(confirmed);
                 round.ack_error = None;
-                if receipt.acked_up_to < up_to {
+                if confirmed < up_to {
                     tracing::warn!(
                         collector = name,
                         up_to,
@@ -466,7 +470,7 @@ impl Puller {
                         "the collector confirms a lower acknowledgement than sent"
                     );
                 }
-                if let Err(e) = sink.acked(name, up_to).await {
+                if let Err(e) = sink.acked(name, confirmed).await {
                     tracing::warn!(collector = name, error = %e, "cannot record the ack");
                 }
             }
