@@ -125,6 +125,16 @@ pub(crate) fn in_force(manifest: Option<Manifest>, now: DateTime<Utc>) -> Option
         );
         return None;
     }
+    // Saved by an older agent that did not check the issue date.
+    if manifest.is_not_yet_valid_at(now) {
+        tracing::warn!(
+            serial = manifest.serial,
+            issued = %manifest.issued_at.to_rfc3339(),
+            "the applied manifest is issued more than a day ahead of this clock; using the \
+             configured settings until a valid one is fetched"
+        );
+        return None;
+    }
     Some(manifest)
 }
 
@@ -162,4 +172,40 @@ pub fn apply_signed(
 /// Forgets the applied manifest (for tests and resets).
 pub fn forget_manifest(state: &StateDir) -> Result<(), Error> {
     remove_if_present(&state.path(MANIFEST_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use lineprobe_shared::ProbeSchedule;
+
+    use super::*;
+
+    fn manifest(issued_at: DateTime<Utc>) -> Manifest {
+        Manifest {
+            serial: 3,
+            issued_at,
+            expires_at: issued_at + chrono::Duration::days(30),
+            endpoints: vec!["https://collector.example.net".to_owned()],
+            path_patterns: vec!["/static/*/upload".to_owned()],
+            schedule: ProbeSchedule {
+                interval_secs: 3600,
+                jitter_secs: 60,
+            },
+            catalog_versions: std::collections::BTreeMap::default(),
+            latest_agent: None,
+        }
+    }
+
+    #[test]
+    fn a_saved_manifest_issued_far_ahead_of_the_clock_is_not_followed() {
+        // An older agent saved it without checking the issue date.
+        let now = Utc::now();
+        let ahead = manifest(now + chrono::Duration::days(3 * 365));
+        assert!(in_force(Some(ahead), now).is_none());
+        // A signer's clock a few hours ahead is only skew.
+        let skewed = manifest(now + chrono::Duration::hours(8));
+        assert!(in_force(Some(skewed), now).is_some());
+        let current = manifest(now - chrono::Duration::hours(1));
+        assert!(in_force(Some(current), now).is_some());
+    }
 }

@@ -627,6 +627,19 @@ async fn publish_manifest(
             ),
         );
     }
+    // Probes refuse it too; stored, its serial would also shut out every
+    // honest manifest signed after it.
+    if manifest.is_not_yet_valid_at(Utc::now()) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_manifest",
+            format!(
+                "manifest {} is issued at {}, more than a day ahead of this collector's clock;                  sign it with the current time as issued_at (or set the clocks right)",
+                manifest.serial,
+                manifest.issued_at.to_rfc3339()
+            ),
+        );
+    }
     // The store keeps serials as SQLite integers; a larger one could never
     // be stored, and is no "older" serial either.
     if i64::try_from(manifest.serial).is_err() {

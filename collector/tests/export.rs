@@ -766,6 +766,25 @@ async fn forged_manifests_are_refused_and_change_nothing() {
             .is_some_and(|d| d.contains("expired"))
     );
 
+    // One issued years ahead, correctly signed: probes refuse it, and its
+    // serial would shut out every manifest signed after it.
+    let mut ahead = manifest(13);
+    ahead.issued_at = Utc::now() + chrono::Duration::days(2 * 365);
+    ahead.expires_at = ahead.issued_at + chrono::Duration::days(90);
+    let body = SignedManifest::sign(&ahead, &h.key)
+        .expect("sign")
+        .to_json()
+        .expect("json");
+    let answer = send(&router, put_manifest(body)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer.json()["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("ahead of this collector's clock")),
+        "{}",
+        answer.json()
+    );
+
     assert_eq!(h.staging.current_manifest().await.expect("current"), stored);
 }
 
