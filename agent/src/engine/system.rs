@@ -414,6 +414,10 @@ fn wait_bounded(mut child: Child, deadline: Duration) -> std::io::Result<ToolRun
             break Some(status);
         }
         if started.elapsed() >= deadline {
+            // A tool that is a wrapper script, or runs a helper, leaves
+            // processes of its own: killing only the child would leave them
+            // tracing on (and holding the output pipes) after the deadline.
+            kill_descendants(child.id());
             // Already exited between the two calls is fine too.
             let _ = child.kill();
             let _ = child.wait();
@@ -429,6 +433,65 @@ fn wait_bounded(mut child: Child, deadline: Duration) -> std::io::Result<ToolRun
         stderr: stderr.map(Reader::finish).unwrap_or_default(),
         status,
     })
+}
+
+/// Kills the processes descended from `pid` (read from `/proc`), and
+/// `pid` itself first, so that it cannot go on with its script between the
+/// two; best effort: std can signal only its own children, and the agent
+/// has no other way to send a signal, so the system's `kill` does it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn kill_descendants(pid: u32) {
+    let mut found = descendants(pid);
+    if found.is_empty() {
+        return;
+    }
+    found.insert(0, pid);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = ["/bin", "/usr/bin", "/system/bin"].map(PathBuf::from);
+    let Some(kill) = find_program("kill", &path, &dirs) else {
+        return;
+    };
+    let _ = Command::new(kill)
+        .arg("-KILL")
+        .args(found.iter().map(u32::to_string))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn kill_descendants(_pid: u32) {}
+
+/// The processes descended from `root`, from its children down, as `/proc`
+/// shows them now.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn descendants(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid …`: the name may hold spaces and
+            // parentheses, so the fields are counted from its last `)`.
+            let rest = stat.get(stat.rfind(')')? + 1..)?;
+            let parent = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, parent))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut next = 0;
+    while let Some(&parent) = found.get(next) {
+        for &(pid, its_parent) in &parents {
+            if its_parent == parent && !found.contains(&pid) {
+                found.push(pid);
+            }
+        }
+        next += 1;
+    }
+    found.split_off(1)
 }
 
 /// A pipe read to its end on a thread, into a buffer that can be taken
@@ -653,6 +716,46 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(run.status.is_none(), "killed, not exited");
         assert_eq!(String::from_utf8_lossy(&run.stdout), "first\n");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn what_a_tool_started_is_killed_with_it_at_the_deadline() {
+        // A wrapper script: the tracing goes on in a process of its own.
+        let child = Command::new("/bin/sh")
+            .args(["-c", "echo first; sleep 30 & echo $! >&2; wait"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let run = wait_bounded(child, Duration::from_millis(300)).expect("waits");
+        assert!(run.status.is_none(), "killed, not exited");
+        let grandchild: u32 = String::from_utf8_lossy(&run.stderr)
+            .trim()
+            .parse()
+            .expect("the script printed its helper's pid");
+        // Gone, or a zombie until whoever inherited it reaps it.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{grandchild}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_some_and(|state| state != "Z")
+            })
+        };
+        let started = Instant::now();
+        while alive() && started.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let still = alive();
+        if still {
+            let _ = Command::new("kill")
+                .args(["-KILL", &grandchild.to_string()])
+                .status();
+        }
+        assert!(
+            !still,
+            "the tool's helper {grandchild} outlived the deadline"
+        );
     }
 
     #[cfg(unix)]
