@@ -321,6 +321,7 @@ fn run_tool(
         command.env("LC_ALL", "C");
     }
     hide_console(&mut command);
+    own_process_group(&mut command);
     let child = command.spawn().map_err(|e| Error::EngineUnavailable {
         engine: tool.engine().to_string(),
         reason: format!("cannot run {}: {e}", program.display()),
@@ -414,10 +415,7 @@ fn wait_bounded(mut child: Child, deadline: Duration) -> std::io::Result<ToolRun
             break Some(status);
         }
         if started.elapsed() >= deadline {
-            // A tool that is a wrapper script, or runs a helper, leaves
-            // processes of its own: killing only the child would leave them
-            // tracing on (and holding the output pipes) after the deadline.
-            kill_descendants(child.id());
+            kill_group(&child);
             // Already exited between the two calls is fine too.
             let _ = child.kill();
             let _ = child.wait();
@@ -435,64 +433,32 @@ fn wait_bounded(mut child: Child, deadline: Duration) -> std::io::Result<ToolRun
     })
 }
 
-/// Kills the processes descended from `pid` (read from `/proc`), and
-/// `pid` itself first, so that it cannot go on with its script between the
-/// two; best effort: std can signal only its own children, and the agent
-/// has no other way to send a signal, so the system's `kill` does it.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn kill_descendants(pid: u32) {
-    let mut found = descendants(pid);
-    if found.is_empty() {
-        return;
-    }
-    found.insert(0, pid);
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = ["/bin", "/usr/bin", "/system/bin"].map(PathBuf::from);
-    let Some(kill) = find_program("kill", &path, &dirs) else {
-        return;
-    };
-    let _ = Command::new(kill)
-        .arg("-KILL")
-        .args(found.iter().map(u32::to_string))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// Starts the tool as the leader of a process group of its own, so that at
+/// the deadline [`kill_group`] ends whatever it started too: a tool that is
+/// a wrapper script, or runs a helper, leaves processes of its own, which
+/// killing the child alone would leave tracing on (and holding the output
+/// pipes) after the trace has ended.
+fn own_process_group(command: &mut Command) {
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(command, 0);
+    #[cfg(not(unix))]
+    let _ = command;
 }
 
+/// Kills the process group `child` leads (see [`own_process_group`]);
+/// already gone is fine.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn kill_group(child: &Child) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Elsewhere only the tool itself is killed (`Child::kill`).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn kill_descendants(_pid: u32) {}
-
-/// The processes descended from `root`, from its children down, as `/proc`
-/// shows them now.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn descendants(root: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let parents: Vec<(u32, u32)> = entries
-        .filter_map(|entry| {
-            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // `pid (comm) state ppid …`: the name may hold spaces and
-            // parentheses, so the fields are counted from its last `)`.
-            let rest = stat.get(stat.rfind(')')? + 1..)?;
-            let parent = rest.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, parent))
-        })
-        .collect();
-    let mut found = vec![root];
-    let mut next = 0;
-    while let Some(&parent) = found.get(next) {
-        for &(pid, its_parent) in &parents {
-            if its_parent == parent && !found.contains(&pid) {
-                found.push(pid);
-            }
-        }
-        next += 1;
-    }
-    found.split_off(1)
-}
+fn kill_group(_child: &Child) {}
 
 /// A pipe read to its end on a thread, into a buffer that can be taken
 /// before the end (capped at [`MAX_OUTPUT`]).
@@ -722,12 +688,13 @@ mod tests {
     #[test]
     fn what_a_tool_started_is_killed_with_it_at_the_deadline() {
         // A wrapper script: the tracing goes on in a process of its own.
-        let child = Command::new("/bin/sh")
+        let mut command = Command::new("/bin/sh");
+        command
             .args(["-c", "echo first; sleep 30 & echo $! >&2; wait"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh runs");
+            .stderr(Stdio::piped());
+        own_process_group(&mut command);
+        let child = command.spawn().expect("sh runs");
         let run = wait_bounded(child, Duration::from_millis(300)).expect("waits");
         assert!(run.status.is_none(), "killed, not exited");
         let grandchild: u32 = String::from_utf8_lossy(&run.stderr)
