@@ -267,6 +267,11 @@ impl Manifest {
         let mut found = Violations::default();
         if self.serial == 0 {
             found.push("serial", "must be at least 1 (0 means \"no manifest yet\")");
+        } else if i64::try_from(self.serial).is_err() {
+            // Collectors and the internal database keep serials as signed
+            // 64-bit integers: a larger one could be followed by probes but
+            // never published or stored.
+            found.push("serial", format!("must be at most {}", i64::MAX));
         }
         if self.expires_at <= self.issued_at {
             found.push("expires_at", "must be later than issued_at");

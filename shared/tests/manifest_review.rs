@@ -152,3 +152,20 @@ fn a_host_that_probes_read_as_an_ipv4_address_is_refused() {
         assert!(m.violations().is_empty(), "{url}: {}", m.violations());
     }
 }
+
+/// A serial above `i64::MAX` passed validation, so probes would follow a
+/// manifest no collector can store or the back office publish.
+#[test]
+fn a_serial_beyond_what_collectors_store_is_invalid() {
+    let now = Utc::now();
+    let largest = manifest(u64::try_from(i64::MAX).expect("fits"), now);
+    assert!(
+        largest.violations().is_empty(),
+        "{:?}",
+        largest.violations()
+    );
+    for serial in [u64::try_from(i64::MAX).expect("fits") + 1, u64::MAX] {
+        let found = manifest(serial, now).violations().to_string();
+        assert!(found.contains("serial"), "{serial}: {found}");
+    }
+}

@@ -419,7 +419,7 @@ async fn config_response(
                     label { "Download URL " input type="text" name="agent_url" size="60" value=(shown.agent_url) placeholder="https://downloads.example.net/lineprobe-1.4.0.msi"; }
                     label { "SHA-256 " input type="text" name="agent_sha256" size="66" value=(shown.agent_sha256); }
                 }
-                p.muted { "Publishing signs a new manifest (serial " (latest.as_ref().map_or(1, |r| r.serial + 1)) " or higher), valid " (state.config().manifest_validity_days) " days, and sends it to every collector." }
+                p.muted { "Publishing signs a new manifest (serial " (latest.as_ref().map_or(1, |r| r.serial.saturating_add(1))) " or higher), valid " (state.config().manifest_validity_days) " days, and sends it to every collector." }
                 button type="submit" disabled[key.is_none()] { "Sign and publish" }
             }
         }
