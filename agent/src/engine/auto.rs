@@ -168,14 +168,27 @@ fn describe_failure(error: &Error) -> String {
     }
 }
 
-/// A fallback record whose reason fits the report's limit.
+/// A fallback record whose reason fits the report's rules: at most its
+/// length, and no control characters but newlines and tabs. The reason
+/// quotes what a tool printed, and a tool's colour codes or a stray escape
+/// would make the report invalid, so that it was never made at all.
 fn fallback(engine: TraceEngine, reason: &str) -> EngineFallback {
     let max = ReportLimits::MAX_DETAIL_LEN;
-    let reason = reason.trim();
-    let mut reason = if reason.is_empty() {
+    let reason: String = reason
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let mut reason = if reason.trim().is_empty() {
         "failed without saying why".to_owned()
     } else {
-        reason.to_owned()
+        reason
     };
     if reason.chars().count() > max {
         reason = reason.chars().take(max.saturating_sub(1)).collect();
@@ -422,6 +435,34 @@ mod tests {
         let f = fallback(TraceEngine::TrippyCore, &long);
         assert_eq!(f.reason.chars().count(), ReportLimits::MAX_DETAIL_LEN);
         assert!(!fallback(TraceEngine::TrippyCore, "  ").reason.is_empty());
+    }
+
+    #[test]
+    fn a_tools_escape_codes_do_not_reach_the_report() {
+        // A tool's coloured complaint on stderr, quoted into the reason,
+        // made the report invalid (the probe could not make one at all).
+        let f = fallback(
+            TraceEngine::Unprivileged,
+            "traceroute failed: \u{1b}[31mNetwork is unreachable\u{1b}[0m\u{7}\nsecond line",
+        );
+        assert!(
+            f.reason
+                .chars()
+                .all(|c| !c.is_control() || matches!(c, '\n' | '\t')),
+            "{:?}",
+            f.reason
+        );
+        assert!(
+            f.reason.contains("Network is unreachable"),
+            "{:?}",
+            f.reason
+        );
+        assert!(
+            !fallback(TraceEngine::Unprivileged, "\u{1b}\u{7}")
+                .reason
+                .trim()
+                .is_empty()
+        );
     }
 
     #[test]
