@@ -9,6 +9,11 @@ use std::net::IpAddr;
 use lineprobe_shared::{DeviceFacts, MacAddress, ProxyFacts, ReportLimits};
 
 /// The environment variables that route a program's traffic through a proxy.
+/// How long a helper command for a fact (`cmd /C ver`, `reg query`) may
+/// take before the fact is given up on.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const HELPER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 const PROXY_ENV: [&str; 8] = [
     "HTTPS_PROXY",
     "https_proxy",
@@ -170,12 +175,11 @@ fn os_version() -> String {
 #[cfg(windows)]
 fn os_version() -> String {
     // `ver` prints "Microsoft Windows [Version 10.0.22631.4037]".
-    std::process::Command::new("cmd")
-        .args(["/C", "ver"])
-        .output()
-        .ok()
+    let mut ver = std::process::Command::new("cmd");
+    ver.args(["/C", "ver"]);
+    crate::engine::helper_output(ver, HELPER_DEADLINE)
         .and_then(|out| {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let text = String::from_utf8_lossy(&out).into_owned();
             let start = text.find(|c: char| c.is_ascii_digit())?;
             let version: String = text[start..]
                 .chars()
@@ -188,10 +192,10 @@ fn os_version() -> String {
 
 #[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
 fn os_version() -> String {
-    std::process::Command::new("uname")
-        .arg("-r")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut uname = std::process::Command::new("uname");
+    uname.arg("-r");
+    crate::engine::helper_output(uname, HELPER_DEADLINE)
+        .map(|out| String::from_utf8_lossy(&out).into_owned())
         .unwrap_or_default()
 }
 
@@ -271,14 +275,13 @@ fn safe_iface(name: &str) -> bool {
 #[cfg(windows)]
 fn system_proxy() -> Option<String> {
     // WinINet settings, read with `reg` to stay free of registry bindings.
-    let out = std::process::Command::new("reg")
-        .args([
-            "query",
-            r"HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings",
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut reg = std::process::Command::new("reg");
+    reg.args([
+        "query",
+        r"HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings",
+    ]);
+    let out = crate::engine::helper_output(reg, HELPER_DEADLINE)?;
+    let text = String::from_utf8_lossy(&out);
     let value = |name: &str| {
         text.lines().find_map(|line| {
             let mut cols = line.split_whitespace();
@@ -287,10 +290,8 @@ fn system_proxy() -> Option<String> {
     };
     let enabled = value("ProxyEnable").is_some_and(|v| v == "0x1");
     let mut found = Vec::new();
-    if enabled {
-        if let Some(server) = value("ProxyServer") {
-            found.push(format!("ProxyServer={}", without_credentials(&server)));
-        }
+    if enabled && let Some(server) = value("ProxyServer") {
+        found.push(format!("ProxyServer={}", without_credentials(&server)));
     }
     if let Some(pac) = value("AutoConfigURL") {
         found.push(format!("AutoConfigURL={}", without_credentials(&pac)));

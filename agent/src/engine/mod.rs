@@ -16,6 +16,14 @@ mod system;
 mod trippy;
 
 pub use auto::{engine_named, engines_for_platform, trace_auto, trace_auto_platform};
+#[cfg_attr(
+    any(target_os = "linux", target_os = "android"),
+    allow(
+        unused_imports,
+        reason = "Linux and Android read their facts from files"
+    )
+)]
+pub(crate) use system::helper_output;
 pub use system::{SystemEngine, SystemTool};
 pub use trippy::TrippyEngine;
 

@@ -433,6 +433,26 @@ fn wait_bounded(mut child: Child, deadline: Duration) -> std::io::Result<ToolRun
     })
 }
 
+/// Runs a short helper command for a fact the platform tells only a
+/// program (`cmd /C ver`, `reg query`): no console window, stopped at
+/// `deadline` like a trace tool; its standard output when it ended by
+/// itself, `None` when it could not run or was stopped.
+#[cfg_attr(
+    any(target_os = "linux", target_os = "android"),
+    allow(dead_code, reason = "Linux and Android read their facts from files")
+)]
+pub(crate) fn helper_output(mut command: Command, deadline: Duration) -> Option<Vec<u8>> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    hide_console(&mut command);
+    own_process_group(&mut command);
+    let child = command.spawn().ok()?;
+    let run = wait_bounded(child, deadline).ok()?;
+    run.status.is_some().then_some(run.stdout)
+}
+
 /// Starts the tool as the leader of a process group of its own, so that at
 /// the deadline [`kill_group`] ends whatever it started too: a tool that is
 /// a wrapper script, or runs a helper, leaves processes of its own, which
@@ -682,6 +702,28 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(run.status.is_none(), "killed, not exited");
         assert_eq!(String::from_utf8_lossy(&run.stdout), "first\n");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_helper_command_is_bounded_in_time() {
+        let mut echo = Command::new("/bin/sh");
+        echo.args(["-c", "echo 10.0.22631"]);
+        assert_eq!(
+            helper_output(echo, Duration::from_secs(10)).as_deref(),
+            Some(&b"10.0.22631\n"[..])
+        );
+        // A helper that hangs (a registry query on a wedged machine) is
+        // stopped, not waited for: the probe would hang with it.
+        let started = Instant::now();
+        let mut hang = Command::new("/bin/sh");
+        hang.args(["-c", "sleep 30"]);
+        assert_eq!(helper_output(hang, Duration::from_millis(200)), None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            helper_output(Command::new("/nonexistent/tool"), Duration::from_secs(1)),
+            None
+        );
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
