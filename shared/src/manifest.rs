@@ -69,8 +69,8 @@ const MAX_VALIDITY_DAYS: i64 = 400;
 /// How far ahead of the checking clock a manifest's `issued_at` may be
 /// (clock skew between the signer and a probe or collector): one day. A
 /// manifest issued later than that is not valid yet; accepting it would let
-/// `issued_at` in the future push `expires_at` past [`MAX_VALIDITY_DAYS`]
-/// from now, so that it could be replayed for years.
+/// `issued_at` in the future push `expires_at` past the longest validity
+/// (400 days) from now, so that it could be replayed for years.
 pub const MAX_ISSUED_AHEAD_SECS: i64 = 86_400;
 
 /// What probes are told to do. Published signed, as a [`SignedManifest`].

@@ -758,7 +758,8 @@ impl Traffic {
 
     /// Restores scores read from the staging database, and the bands
     /// stored with them that are recent enough to stand in for their
-    /// units' history ([`BandMemory::usable`]; older ones are dropped).
+    /// units' history (at most a day old and learned from at least
+    /// `min_history_minutes`; others are dropped).
     pub fn load_trust(&self, rows: Vec<TrustRow>) {
         let minute = Self::minute(self.clock.now_ms());
         let min_minutes = self.config.min_history_minutes;
