@@ -634,7 +634,8 @@ async fn publish_manifest(
             StatusCode::BAD_REQUEST,
             "invalid_manifest",
             format!(
-                "manifest {} is issued at {}, more than a day ahead of this collector's clock;                  sign it with the current time as issued_at (or set the clocks right)",
+                "manifest {} is issued at {}, more than a day ahead of this collector's \
+                 clock; sign it with the current time as issued_at (or set the clocks right)",
                 manifest.serial,
                 manifest.issued_at.to_rfc3339()
             ),
