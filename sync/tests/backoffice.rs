@@ -1110,6 +1110,36 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_audited_and_throttled() 
     .await;
 }
 
+/// A proxy's entry that is no bare address (one with a port, or `unknown`)
+/// does not hand the choice to what the client wrote left of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_entry_that_is_no_bare_address_does_not_believe_the_client() {
+    let db = backoffice_support::TestDb::sqlite();
+    let store = Store::open(&db.url).await.unwrap();
+    let config = BackofficeConfig {
+        behind_proxy: true,
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..BackofficeConfig::default()
+    };
+    let app = app(&store, config, &Clock::new());
+    for (forwarded, seen) in [
+        // The proxy writes the client's port: still the client it saw.
+        ("192.0.2.99, 203.0.113.7:4711", "203.0.113.7"),
+        ("192.0.2.99, [2001:db8::7]:4711, 10.0.0.9", "2001:db8::7"),
+        // The proxy could not say: the proxy, never the client's claim.
+        ("192.0.2.99, unknown", "10.0.0.5"),
+        ("192.0.2.99, , 10.0.0.9", "10.0.0.9"),
+    ] {
+        let mut browser = Browser::from(&app, "10.0.0.5");
+        browser.forwarded_for = Some(forwarded.to_owned());
+        let page = browser.sign_in("nobody", "wrong, wrong").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{forwarded}");
+        let log = store.audit_page(None, None, 1).await.unwrap();
+        assert_eq!(log[0].source_ip, seen, "{forwarded}");
+    }
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_when_idle_or_expired() {
     on_each_backend("sessions_end_when_idle_or_expired", |url| async move {

@@ -216,22 +216,44 @@ impl BackofficeState {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-                .map(|a| a.to_canonical())
                 .collect::<Vec<_>>();
             // The rightmost address no trusted proxy holds is the one the
             // first trusted proxy saw; anything left of it the client wrote.
-            if let Some(ip) = forwarded
-                .iter()
-                .rev()
-                .find(|ip| !config.trusted_proxies.iter().any(|n| n.contains(*ip)))
-                .or(forwarded.first())
-            {
+            // An entry that is no address (`unknown`, a typo) ends the walk:
+            // skipping it would believe what the client wrote before it.
+            let mut client = None;
+            for entry in forwarded.iter().rev() {
+                let Some(ip) = forwarded_address(entry) else {
+                    break;
+                };
+                client = Some(ip);
+                if !config.trusted_proxies.iter().any(|n| n.contains(&ip)) {
+                    break;
+                }
+            }
+            if let Some(ip) = client {
                 return ip.to_string();
             }
         }
         peer.to_string()
     }
+}
+
+/// The address of one `X-Forwarded-For` entry: an address, or one with a
+/// port as some proxies write it (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse::<IpAddr>().ok())
+        })
+        .map(|ip| ip.to_canonical())
 }
 
 /// The whole back office as a router. Every route but the sign-in page and
