@@ -126,7 +126,16 @@ fn run(
     loop {
         match stopped.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                // The store stops after its writer and sync thread: a sync
+                // that failed since the last pass is known now, and this
+                // connection, often the last one open, must not checkpoint
+                // (and delete the WAL) when it closes.
+                if durability.failure().is_some() {
+                    stop_checkpointing(conn, path);
+                }
+                return;
+            }
         }
         if durability.failure().is_some() {
             // After a failed sync the page cache may hold pages the disk

@@ -884,6 +884,37 @@ mod tests {
         drop(held);
     }
 
+    /// After a failed sync nothing may copy the WAL into the database or
+    /// delete it, closing included: the last connection to close (the
+    /// checkpoint thread's) would otherwise checkpoint frames whose state
+    /// on disk is unknown and remove the WAL they could be recovered from.
+    #[tokio::test]
+    async fn closing_after_a_failed_sync_leaves_the_wal_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = open(dir.path());
+        // The checkpoint thread has made a pass (its connection uses the
+        // WAL from then on), and the next is a good while away.
+        tokio::time::sleep(CHECKPOINT_INTERVAL + Duration::from_millis(50)).await;
+        staging
+            .put_manifest(1, b"{}".to_vec())
+            .await
+            .expect("a change in the WAL");
+        let db = staging.path().to_owned();
+        let wal = dir.path().join("staging.sqlite3-wal");
+        let db_len = std::fs::metadata(&db).expect("database").len();
+        let wal_len = std::fs::metadata(&wal).expect("WAL").len();
+        assert!(wal_len > 0);
+        // Closed before the checkpoint thread's next pass notices it.
+        staging.fail_sync_for_test();
+        staging.close().await.expect("close");
+        assert_eq!(
+            std::fs::metadata(&wal).map(|m| m.len()).ok(),
+            Some(wal_len),
+            "the WAL was checkpointed or removed on close"
+        );
+        assert_eq!(std::fs::metadata(&db).expect("database").len(), db_len);
+    }
+
     #[tokio::test]
     async fn readiness_reads_the_store_at_most_once_a_second_but_sees_changes_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
