@@ -1175,6 +1175,40 @@ async fn sessions_end_when_idle_or_expired() {
     .await;
 }
 
+/// Under the shortest idle limit (a minute), a session used every 40 s
+/// stays signed in: each use counts, though uses are written sparingly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_use_outlives_a_short_idle_limit() {
+    on_each_backend(
+        "a_session_in_use_outlives_a_short_idle_limit",
+        |url| async move {
+            let store = Store::open(&url).await.unwrap();
+            add_user(&store, "ann", "viewer").await;
+            let clock = Clock::new();
+            let config = BackofficeConfig {
+                session_ttl_s: 3600,
+                session_idle_s: 60,
+                ..BackofficeConfig::default()
+            };
+            let app = app(&store, config, &clock);
+            let mut ann = Browser::new(&app);
+            ann.sign_in("ann", PASSWORD).await;
+            for round in 0..6 {
+                clock.advance_s(40);
+                assert_eq!(ann.get("/account").await.status, StatusCode::OK, "{round}");
+            }
+            clock.advance_s(61);
+            assert_eq!(
+                ann.get("/account").await.status,
+                StatusCode::SEE_OTHER,
+                "idle"
+            );
+            store.close().await;
+        },
+    )
+    .await;
+}
+
 /// A verdict stored before the compact evidence document (version 1, no
 /// `v`, sources repeated per attribute) shows the same case page as the
 /// document the pipeline writes now.

@@ -37,7 +37,8 @@ use crate::store::backoffice::ThrottleReservation;
 
 /// Largest form body accepted.
 const MAX_FORM_BYTES: usize = 256 * 1024;
-/// A session's last use is written at most this often (ms).
+/// A session's last use is written at most this often (ms), and more often
+/// under a short idle limit.
 const TOUCH_EVERY_MS: i64 = 60_000;
 /// Lifetime of the sign-in form's cookie (s).
 const LOGIN_COOKIE_TTL_S: u64 = 3600;
@@ -260,7 +261,10 @@ async fn session_viewer(
             .map_err(|e| layout::internal_error(None, &e))?;
         return Ok(None);
     }
-    if now - session.last_seen_at_ms >= TOUCH_EVERY_MS {
+    // Written at most once a minute, and at least four times per idle
+    // limit: a use that is not written does not count against the limit,
+    // so with a limit near the minute a session in use would end.
+    if now - session.last_seen_at_ms >= TOUCH_EVERY_MS.min(idle_ms / 4) {
         store
             .session_touch(&hash, now)
             .await
