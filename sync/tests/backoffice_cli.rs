@@ -321,3 +321,26 @@ fn the_example_configuration_documents_the_defaults() {
     let default = BackofficeConfig::default();
     assert_eq!(format!("{shown:?}"), format!("{default:?}"));
 }
+
+/// Demoting the last admin, like disabling them, says that no admin is
+/// left (the back office's users page is then out of everyone's reach).
+#[test]
+fn demoting_the_last_admin_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("sync.db").display());
+    let added = sync(
+        &db,
+        &["user", "add", "ann", "--role", "admin"],
+        "correct horse battery\n",
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let demoted = sync(&db, &["user", "role", "ann", "viewer"], "");
+    assert!(demoted.status.success(), "{}", text(&demoted.stderr));
+    assert!(
+        text(&demoted.stdout).contains("no enabled admin is left"),
+        "{}",
+        text(&demoted.stdout)
+    );
+    let promoted = sync(&db, &["user", "role", "ann", "admin"], "");
+    assert!(!text(&promoted.stdout).contains("no enabled admin"));
+}

@@ -273,12 +273,7 @@ pub async fn run_user_command(
             };
             audit(action, serde_json::json!({ "user": name })).await?;
             if disable && store.active_admins().await? == 0 {
-                say(
-                    out,
-                    "warning: no enabled admin is left; enable one or add one with \
-                     `user add NAME --role admin`"
-                        .to_owned(),
-                )?;
+                say(out, NO_ADMIN_LEFT.to_owned())?;
             }
             say(
                 out,
@@ -298,6 +293,9 @@ pub async fn run_user_command(
                 serde_json::json!({ "user": name, "role": role.as_str() }),
             )
             .await?;
+            if *role != Role::Admin && store.active_admins().await? == 0 {
+                say(out, NO_ADMIN_LEFT.to_owned())?;
+            }
             say(
                 out,
                 format!("user {name} is now {}; its sessions ended", role.as_str()),
@@ -310,6 +308,10 @@ pub async fn run_user_command(
         }
     }
 }
+
+/// What `user disable` and `user role` say when no enabled admin is left.
+const NO_ADMIN_LEFT: &str =
+    "warning: no enabled admin is left; enable one or add one with `user add NAME --role admin`";
 
 /// `user add`: checks the name and the password read, then stores the
 /// account.
