@@ -305,6 +305,30 @@ async fn a_lone_report_is_committed_after_the_gap_not_the_whole_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_too_long_for_the_clock_does_not_stop_the_writer() {
+    // `StagingOptions` is public: a wait (or gap) past what an `Instant`
+    // can hold must not panic the writer, which would leave every later
+    // report refused until restart.
+    for (wait, gap) in [
+        (Duration::MAX, Duration::from_millis(1)),
+        (Duration::from_millis(1), Duration::MAX),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (opts, commits) = lingering(&dir, wait, gap);
+        let staging = Staging::open(opts).unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), staging.stage(report()))
+            .await
+            .expect("the report was answered");
+        assert!(
+            matches!(outcome, Ok(StageOutcome::Stored { .. })),
+            "wait {wait:?}, gap {gap:?}: {outcome:?}"
+        );
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+        staging.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_that_keep_coming_within_the_gap_share_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     // Reports 5 ms apart, a 300 ms gap: one commit, or two if the machine

@@ -124,6 +124,13 @@ const QUEUE_LOOK: Duration = Duration::from_micros(200);
 /// One queued stage request.
 type Pending = (EncodedReport, Reply<StageOutcome>);
 
+/// `at + by`, but at most a year on: the options are public, and a
+/// `Duration::MAX` added to an `Instant` panicked the writer.
+fn later(at: Instant, by: Duration) -> Instant {
+    const FAR: Duration = Duration::from_hours(365 * 24);
+    at.checked_add(by.min(FAR)).unwrap_or(at)
+}
+
 impl Writer {
     /// Serves requests until every sender is gone, then returns.
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -173,7 +180,7 @@ impl Writer {
     ///   waits one gap more, not the whole `group_commit_wait`.
     fn gather(&self, parker: &Parker, rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
         let first_at = Instant::now();
-        let cap = first_at + self.group_commit_wait;
+        let cap = later(first_at, self.group_commit_wait);
         let mut last_at = first_at;
         loop {
             let before = batch.len();
@@ -204,7 +211,7 @@ impl Writer {
             let until = if self.group_commit_gap.is_zero() {
                 cap
             } else {
-                cap.min(last_at + self.group_commit_gap)
+                cap.min(later(last_at, self.group_commit_gap))
             };
             if now >= until {
                 return;
