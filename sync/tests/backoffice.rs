@@ -744,6 +744,13 @@ async fn mistakes_in_the_user_forms_say_what_to_fix_and_change_nothing() {
                 add("vic", "viewer", PASSWORD, PASSWORD),
                 "exists.",
             ),
+            // Names differing only in letter case are one name to the
+            // sign-in throttle and to a reader of the audit log.
+            (
+                "/users",
+                add("Vic", "admin", PASSWORD, PASSWORD),
+                "A user named &quot;vic&quot; exists.",
+            ),
             (
                 "/users/change",
                 vec![("name", "ann"), ("action", "disable")],

@@ -55,6 +55,11 @@ async fn users_are_managed_from_the_command_line() {
             "exists",
         ),
         (
+            &["user", "add", "ANN", "--role", "viewer"][..],
+            "another long password\n",
+            "user \"ann\" exists",
+        ),
+        (
             &["user", "add", "bo", "--role", "viewer"][..],
             "short\n",
             "at least 12",

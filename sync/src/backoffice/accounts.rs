@@ -323,9 +323,9 @@ async fn add_user(
     now: i64,
 ) -> Result<(), Error> {
     check_name(name)?;
-    if store.user_by_name(name).await?.is_some() {
+    if let Some(existing) = same_name(store, name).await? {
         return Err(Error::UserAccount(format!(
-            "user {name:?} exists; use `user passwd {name}` to set a new password"
+            "user {existing:?} exists; use `user passwd {existing}` to set a new password"
         )));
     }
     let password = read_new_password(name, stdin)?;
@@ -335,6 +335,20 @@ async fn add_user(
         Some(_) => Ok(()),
         None => Err(Error::UserAccount(format!("user {name:?} exists"))),
     }
+}
+
+/// The account whose name `name` is, but for letter case. Names that differ
+/// only so are one name to a reader of the audit log and to the sign-in
+/// throttle (which counts failures per name in lower case): a right
+/// password for one cleared the other's failures, so an account of one's
+/// own named like a colleague's lifted the backoff on guessing theirs.
+pub(super) async fn same_name(store: &Store, name: &str) -> Result<Option<String>, Error> {
+    Ok(store
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| u.name)
+        .find(|n| n.eq_ignore_ascii_case(name)))
 }
 
 /// Hashes on a blocking thread: argon2id takes tens of milliseconds by

@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::BackofficeState;
-use super::accounts::{Role, check_name, check_password};
+use super::accounts::{Role, check_name, check_password, same_name};
 use super::auth::{Attempt, BUSY_RETRY_AFTER_S, Viewer, attempt, throttle_keys, turned_away};
 use super::layout::{self, Notice, csrf_field};
 
@@ -163,6 +163,14 @@ pub(super) async fn add_user(
     };
     if let Err(e) = check_name(name) {
         return refused(&state, &viewer, &e.to_string()).await;
+    }
+    match same_name(state.store(), name).await {
+        Ok(Some(existing)) => {
+            let text = format!("A user named {existing:?} exists.");
+            return refused(&state, &viewer, &text).await;
+        }
+        Ok(None) => {}
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
     }
     if form.password != form.again {
         return refused(&state, &viewer, "The two passwords differ.").await;
