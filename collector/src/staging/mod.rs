@@ -899,13 +899,13 @@ mod tests {
             .put_manifest(1, b"{}".to_vec())
             .await
             .expect("a change in the WAL");
+        // Closed before the checkpoint thread's next pass notices it.
+        staging.fail_sync_for_test();
         let db = staging.path().to_owned();
         let wal = dir.path().join("staging.sqlite3-wal");
         let db_len = std::fs::metadata(&db).expect("database").len();
         let wal_len = std::fs::metadata(&wal).expect("WAL").len();
         assert!(wal_len > 0);
-        // Closed before the checkpoint thread's next pass notices it.
-        staging.fail_sync_for_test();
         staging.close().await.expect("close");
         assert_eq!(
             std::fs::metadata(&wal).map(|m| m.len()).ok(),
