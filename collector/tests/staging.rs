@@ -141,6 +141,10 @@ async fn stage_export_ack_purge_round_trip() {
     assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
     let page = staging.export_after_within(0, 10, 1).await.unwrap();
     assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+    // Even a budget of nothing: an empty page would tell the puller there
+    // is nothing more to pull.
+    let page = staging.export_after_within(0, 10, 0).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
     let page = staging
         .export_after_within(1, 10, usize::MAX)
         .await

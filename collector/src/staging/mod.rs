@@ -436,7 +436,8 @@ impl Staging {
             let mut out = Vec::new();
             let mut bytes = 0_usize;
             for row in rows {
-                if bytes >= max_bytes {
+                // A first report always makes a page, whatever the budget.
+                if bytes >= max_bytes && !out.is_empty() {
                     break;
                 }
                 let (seq, stored) = row.map_err(|e| sql_error("exporting reports", &e))?;
