@@ -761,6 +761,12 @@ async fn mistakes_in_the_user_forms_say_what_to_fix_and_change_nothing() {
                 vec![("name", "zed"), ("action", "disable")],
                 "no such user",
             ),
+            // PostgreSQL's text holds no NUL: no user, not a server error.
+            (
+                "/users/change",
+                vec![("name", "vic\u{0}"), ("action", "disable")],
+                "no such user",
+            ),
             (
                 "/users/change",
                 vec![("name", "vic"), ("action", "promote")],

@@ -7,10 +7,10 @@ use axum::{Extension, Form};
 use maud::html;
 use serde::Deserialize;
 
-use super::BackofficeState;
 use super::accounts::{Role, check_name, check_password, same_name};
 use super::auth::{Attempt, BUSY_RETRY_AFTER_S, Viewer, attempt, throttle_keys, turned_away};
 use super::layout::{self, Notice, csrf_field};
+use super::{BackofficeState, storable};
 
 /// Audit entries per page.
 const AUDIT_PAGE: u32 = 100;
@@ -228,7 +228,13 @@ pub(super) async fn change_user(
         .await;
     }
     let store = state.store();
-    let user = match store.user_by_name(&form.name).await {
+    // A name with a NUL is no user's, and PostgreSQL fails the query.
+    let found = if storable(&form.name) {
+        store.user_by_name(&form.name).await
+    } else {
+        Ok(None)
+    };
+    let user = match found {
         Ok(Some(user)) => user,
         Ok(None) => return refused(&state, &viewer, "There is no such user.").await,
         Err(e) => return layout::internal_error(Some(&viewer), &e),
