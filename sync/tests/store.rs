@@ -549,6 +549,42 @@ async fn pull_errors_are_recorded_and_cleared_by_the_next_good_pull() {
     .await;
 }
 
+/// The cursors are listed by collector name in the same order on both
+/// backends, whatever the PostgreSQL database's default collation: a
+/// database created with an `en_US` locale gives `pull_cursors.collector`
+/// that collation (put on the column here, the test server's databases
+/// being C), which sorts `alpha` before `Zeta` where SQLite puts `Zeta`
+/// first.
+#[tokio::test]
+async fn cursors_are_listed_in_one_order_on_both_backends() {
+    on_each_backend("cursor_order", |ctx| async move {
+        let s = &ctx.store;
+        if s.backend_name() == "postgres" {
+            let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
+            sqlx::raw_sql(
+                "ALTER TABLE pull_cursors ALTER COLUMN collector \
+                 TYPE TEXT COLLATE \"en-US-x-icu\"",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        for name in ["alpha", "Zeta", "dmz-2", "dmz_1", "dmz10"] {
+            s.record_pull_error(name, 1_000, "down").await.unwrap();
+        }
+        let names: Vec<String> = s
+            .cursors()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.collector)
+            .collect();
+        assert_eq!(names, ["Zeta", "alpha", "dmz-2", "dmz10", "dmz_1"]);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn sequence_numbers_beyond_the_database_range_are_refused() {
     on_each_backend("huge_seq", |ctx| async move {

@@ -194,12 +194,17 @@ impl Store {
         .map_err(self.db(context))
     }
 
-    /// Every pull cursor, by collector name.
+    /// Every pull cursor, by collector name (byte order, on both backends).
     pub async fn cursors(&self) -> Result<Vec<PullCursor>, Error> {
         let context = || "cannot read the pull cursors".to_owned();
-        on_reader!(self, pool => sqlx::query_as(queries::CURSORS)
-            .fetch_all(pool).await)
-        .map_err(self.db(context))
+        let mut cursors: Vec<PullCursor> = on_reader!(self, pool =>
+            sqlx::query_as(queries::CURSORS).fetch_all(pool).await)
+        .map_err(self.db(context))?;
+        // PostgreSQL sorts `collector` by the database's collation (an
+        // en_US database puts `alpha` before `Zeta`, SQLite the other way
+        // round); the cursors are few, so they are put in byte order here.
+        cursors.sort_by(|a, b| a.collector.cmp(&b.collector));
+        Ok(cursors)
     }
 
     /// Stores one pull in one transaction: inserts the reports (a report
