@@ -50,6 +50,42 @@ use crate::{Error, StagingConfig};
 /// puller asks again from where a shorter page ends.
 pub const EXPORT_PAGE_BYTES: usize = 32 << 20;
 
+/// Takes the store's lock file (`<store>.lock`, an exclusive `flock`), so
+/// that a second collector on the same store is refused at start: each
+/// process knows only its own syncs, so one could export (and have
+/// acknowledged, then purged) the other's commits before they are on disk.
+/// A file system without locks (some network shares) cannot enforce it:
+/// the store opens with a warning.
+fn lock_store(path: &Path) -> Result<Option<std::fs::File>, Error> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| Error::Io {
+            what: format!("cannot open the staging lock {}", lock_path.display()),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Staging(format!(
+            "the staging store {} is in use by another collector (it holds {}): run one \
+             collector per store, stopping the other first or giving this one its own data_dir",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(lock = %lock_path.display(), error = %e,
+                "cannot lock the staging store (no file locks here?); make sure no other \
+                 collector uses it");
+            Ok(None)
+        }
+    }
+}
+
 /// Called after every commit with its duration and the number of reports in it.
 pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
@@ -183,6 +219,9 @@ pub struct Staging {
 
 struct Inner {
     path: PathBuf,
+    /// The lock that keeps a second collector off this store (see
+    /// [`lock_store`]); released by `close` or when the store is dropped.
+    store_lock: Mutex<Option<std::fs::File>>,
     node_id: String,
     /// This store's random id (see the schema's version 4).
     store_id: String,
@@ -258,6 +297,7 @@ impl Staging {
                 source,
             })?;
         }
+        let store_lock = lock_store(&options.path)?;
         let mut conn = open_writer(&options.path)?;
         migrate(&mut conn, &options.node_id, &options.path)?;
         let enrolled = Arc::new(EnrolledIndex::load(&conn)?);
@@ -328,6 +368,7 @@ impl Staging {
         Ok(Self {
             inner: Arc::new(Inner {
                 path: options.path,
+                store_lock: Mutex::new(store_lock),
                 node_id: options.node_id,
                 store_id,
                 retention: options.retention,
@@ -748,6 +789,15 @@ impl Staging {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        // Last: another process may take the store once nothing here
+        // touches its files.
+        drop(
+            self.inner
+                .store_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         Ok(())
     }
 
@@ -858,6 +908,24 @@ mod tests {
             .acquire_many_owned(readers)
             .await
             .expect("permits")
+    }
+
+    #[tokio::test]
+    async fn a_second_collector_on_the_same_store_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = open(dir.path());
+        let second = Staging::open(StagingOptions::from_config(
+            dir.path().join("staging.sqlite3"),
+            "node-a".to_owned(),
+            &StagingConfig::default(),
+        ));
+        let Err(e) = second else {
+            panic!("two stores opened on one file");
+        };
+        assert!(e.to_string().contains("in use by another collector"), "{e}");
+        first.close().await.expect("close");
+        let again = open(dir.path());
+        again.close().await.expect("close");
     }
 
     #[tokio::test]
