@@ -1621,6 +1621,24 @@ async fn not_declared_links_select_their_lines_and_a_cut_export_says_so() {
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let widths: Vec<usize> = reader.records().map(|r| r.unwrap().len()).collect();
         assert!(widths.iter().all(|w| *w == 24), "{widths:?}");
+        // A HEAD (a link checker, a download manager) runs no export and is
+        // not audited as one; axum answers it with the GET handler.
+        let audited = store
+            .audit_page(None, Some("export_csv"), 50)
+            .await
+            .unwrap();
+        let head = vic.send(Method::HEAD, "/lines/export.csv", None).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert!(head.body.is_empty());
+        let after = store
+            .audit_page(None, Some("export_csv"), 50)
+            .await
+            .unwrap();
+        assert_eq!(
+            after.len(),
+            audited.len(),
+            "a HEAD was audited as an export"
+        );
         // Exactly as many lines as the limit: nothing is cut, nothing said.
         let exact = app_with_max(&store, 60);
         let mut vic = Browser::new(&exact);

@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use lineprobe_shared::Catalog;
@@ -557,6 +557,7 @@ struct Export {
 pub(super) async fn export_csv(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
+    method: Method,
     Query(query): Query<LinesQuery>,
 ) -> Response {
     let (mut filter, problems) = query.filter(&state, EXPORT_BATCH);
@@ -570,6 +571,19 @@ pub(super) async fn export_csv(
     }
     let max = state.config().export_max_rows;
     filter.limit = EXPORT_BATCH.min(max);
+    // axum answers HEAD with the GET handler: a HEAD (a link checker, a
+    // download manager probing the size) must neither run the export nor
+    // be audited as one.
+    if method == Method::HEAD {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                header_value("text/csv; charset=utf-8"),
+            )],
+            Body::empty(),
+        )
+            .into_response();
+    }
     state
         .audit(
             &viewer.name,
