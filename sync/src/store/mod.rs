@@ -616,11 +616,15 @@ fn locate(url: &str) -> Result<Location, Error> {
 
 /// A URL fit for messages: the password, if any, replaced by `***`.
 fn redact(url: &str) -> String {
+    // The user info first: a password that is not percent-encoded may hold
+    // a `?` (or `/`, `#`), which would otherwise be taken for the query's
+    // start and leave the password whole.
+    let url = redact_userinfo(url);
     let (url, query) = match url.split_once('?') {
         Some((head, query)) => (head, Some(query)),
-        None => (url, None),
+        None => (url.as_str(), None),
     };
-    let mut out = redact_userinfo(url);
+    let mut out = url.to_owned();
     if let Some(query) = query {
         // libpq and sqlx also take the password as a query parameter.
         out.push('?');
@@ -640,17 +644,22 @@ fn redact(url: &str) -> String {
     out
 }
 
-/// `url` (without its query) with the password of its user info masked.
+/// `url` with the password of its user info masked. The user info ends at
+/// the last `@` of the host part; when the host part (up to the first `/`,
+/// `?` or `#`) has none but the URL has an `@` further on, a password
+/// holding one of those characters unencoded cut the host part short, and
+/// everything up to the URL's last `@` is taken for the user info (a URL
+/// that merely has an `@` in its query is then masked more than needed,
+/// never less).
 fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@').or_else(|| rest.rfind('@')) else {
         return url.to_owned();
     };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
     let Some((user, _password)) = userinfo.split_once(':') else {
         return url.to_owned();
     };
@@ -710,6 +719,22 @@ mod tests {
         assert_eq!(
             redact("postgres://u:pw@h/db?sslpassword=k&application_name=x"),
             "postgres://u:***@h/db?sslpassword=***&application_name=x"
+        );
+        // A password with a character that ends the host part when not
+        // percent-encoded (`/`, `?`, `#`): such a URL is refused as
+        // unreadable, and the message quotes it.
+        for url in [
+            "postgres://u:se/cret@h/db",
+            "postgres://u:se?cret@h/db",
+            "postgres://u:se#cret@h:5432/db?sslmode=require",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("cret"), "{url} shown as {shown}");
+            assert!(shown.starts_with("postgres://u:***@h"), "{shown}");
+        }
+        assert_eq!(
+            redact("postgres://u:se?cret@h/db?password=x"),
+            "postgres://u:***@h/db?password=***"
         );
         let message = locate("mysql://u:secret@h/db").unwrap_err().to_string();
         assert!(!message.contains("secret"), "{message}");
