@@ -344,6 +344,23 @@ async fn signing_in_makes_a_hardened_session_that_signing_out_ends() {
         let log = store.audit_page(None, None, 10).await.unwrap();
         let actions: Vec<&str> = log.iter().map(|r| r.action.as_str()).collect();
         assert_eq!(actions, ["logout", "login"]);
+
+        // Signing in again from a browser that still carries a session
+        // (switching accounts) ends that session on the server: it stayed
+        // valid, unseen, until it expired.
+        let mut again = Browser::new(&app);
+        again.sign_in("ann", PASSWORD).await;
+        let carried = again.cookies.clone();
+        let done = again.sign_in("ann", PASSWORD).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_ne!(
+            again.cookies["__Host-lp_session"],
+            carried["__Host-lp_session"]
+        );
+        assert_eq!(again.get("/").await.status, StatusCode::OK);
+        let mut old = Browser::new(&app);
+        old.cookies = carried;
+        assert_eq!(old.get("/").await.status, StatusCode::SEE_OTHER);
         assert_eq!(log[1].actor, "ann");
         assert_eq!(log[1].source_ip, "192.0.2.10");
         store.close().await;
@@ -1980,33 +1997,6 @@ async fn a_nul_in_the_query_is_refused_not_a_server_error() {
     .await;
 }
 
-/// Runs `statements` on the database at `url`, in one transaction.
-async fn run_sql(url: &str, statements: &[String]) {
-    if url.starts_with("postgres") {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        let mut tx = conn.begin().await.unwrap();
-        for s in statements {
-            sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        tx.commit().await.unwrap();
-        conn.close().await.unwrap();
-    } else {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        let mut tx = conn.begin().await.unwrap();
-        for s in statements {
-            sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        tx.commit().await.unwrap();
-        conn.close().await.unwrap();
-    }
-}
-
 /// A line with hundreds of observations (a dynamic egress address, or a
 /// probe varying its path on purpose under an account it names): the case
 /// view reads and shows the newest, and still the current verdict's
@@ -2047,7 +2037,7 @@ async fn the_case_view_of_a_line_with_many_observations_is_bounded() {
                  'china_mobile', 'china_mobile', '[]', '{{}}', {observed}, {observed})"
             ));
         }
-        run_sql(&url, &statements).await;
+        execute_all(&url, &statements).await;
         let app = app(&store, BackofficeConfig::default(), &Clock::new());
         let mut vic = Browser::new(&app);
         vic.sign_in("vic", PASSWORD).await;

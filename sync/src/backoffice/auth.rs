@@ -770,6 +770,14 @@ async fn start_session(
     if !made {
         return Ok(None);
     }
+    // The session the browser carried until now (another account's, or an
+    // older one of the same) ends here: it would otherwise stay valid on
+    // the server, unseen, until it expired.
+    if let Some(old) = read_cookie(headers, session_cookie(state))
+        && let Err(e) = store.session_delete(&token_hash(old)).await
+    {
+        tracing::warn!(error = %e, "the session replaced at sign-in was not ended");
+    }
     let idle_ms = i64::try_from(state.config().session_idle_s).unwrap_or(0) * 1000;
     if let Err(e) = store.sessions_purge(now, now - idle_ms).await {
         tracing::warn!(error = %e, "expired sessions not purged");
