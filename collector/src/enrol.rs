@@ -312,22 +312,17 @@ fn take_slot(slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
 /// body (gzip…) is refused as such (415), not parsed as JSON and refused as
 /// a malformed enrolment of its source.
 fn check_identity_coding(headers: &axum::http::HeaderMap) -> Result<(), Refusal> {
-    for value in headers.get_all(header::CONTENT_ENCODING) {
-        let coded = value.to_str().map_or(true, |list| {
-            list.split(',')
-                .map(str::trim)
-                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
-        });
-        if coded {
-            return Err(refuse(
-                "unsupported",
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                "send the enrolment as plain JSON, without Content-Encoding",
-            ));
-        }
+    // The reports' reading of the header (every header and list element,
+    // identity being no coding); an enrolment takes no coding at all.
+    match crate::ingest::gzip_layers(headers) {
+        Ok(0) => Ok(()),
+        Ok(_) | Err(_) => Err(refuse(
+            "unsupported",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "send the enrolment as plain JSON, without Content-Encoding",
+        )),
     }
-    Ok(())
 }
 
 async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, Refusal> {

@@ -579,7 +579,7 @@ const MAX_GZIP_LAYERS: usize = 2;
 /// 9110 §8.4: the codings in the order they were applied, repeated headers
 /// being one list). `identity` is no coding; anything else, or gzip more
 /// than [`MAX_GZIP_LAYERS`] times, is 415 naming it.
-fn gzip_layers(headers: &HeaderMap) -> Result<usize, Rejected> {
+pub(crate) fn gzip_layers(headers: &HeaderMap) -> Result<usize, Rejected> {
     const HOW: &str = "send the report as JSON, optionally with Content-Encoding: gzip";
     let unsupported = |detail: String| -> Rejected {
         Box::new((
