@@ -320,9 +320,7 @@ fn run_tool(
         // tracert but only the C locale of the Unix tools' few words.
         command.env("LC_ALL", "C");
     }
-    hide_console(&mut command);
-    own_process_group(&mut command);
-    let child = command.spawn().map_err(|e| Error::EngineUnavailable {
+    let child = spawn_quiet(&mut command).map_err(|e| Error::EngineUnavailable {
         engine: tool.engine().to_string(),
         reason: format!("cannot run {}: {e}", program.display()),
     })?;
@@ -446,11 +444,18 @@ pub(crate) fn helper_output(mut command: Command, deadline: Duration) -> Option<
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    hide_console(&mut command);
-    own_process_group(&mut command);
-    let child = command.spawn().ok()?;
+    let child = spawn_quiet(&mut command).ok()?;
     let run = wait_bounded(child, deadline).ok()?;
     run.status.is_some().then_some(run.stdout)
+}
+
+/// Starts a tool or helper command as every run of one is started: no
+/// console window, in a process group of its own (for [`wait_bounded`]'s
+/// kill at the deadline).
+fn spawn_quiet(command: &mut Command) -> std::io::Result<Child> {
+    hide_console(command);
+    own_process_group(command);
+    command.spawn()
 }
 
 /// Starts the tool as the leader of a process group of its own, so that at
@@ -735,8 +740,7 @@ mod tests {
             .args(["-c", "echo first; sleep 30 & echo $! >&2; wait"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        own_process_group(&mut command);
-        let child = command.spawn().expect("sh runs");
+        let child = spawn_quiet(&mut command).expect("sh runs");
         let run = wait_bounded(child, Duration::from_millis(300)).expect("waits");
         assert!(run.status.is_none(), "killed, not exited");
         let grandchild: u32 = String::from_utf8_lossy(&run.stderr)
