@@ -1,32 +1,15 @@
 //! The spool's files: atomic writes, order, eviction.
 
-use chrono::Utc;
+mod support;
+
 use lineprobe_agent::{Spool, SpoolEntry};
-use lineprobe_shared::{Report, ReportId};
-
-fn report() -> Report {
-    let path =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/report.example.json");
-    let mut report =
-        Report::from_json(&std::fs::read(path).expect("example")).expect("valid example");
-    report.report_id = ReportId::new_v7();
-    report
-}
-
-fn entry() -> SpoolEntry {
-    SpoolEntry {
-        report: report(),
-        spooled_at: Utc::now(),
-        retries: 0,
-        next_attempt_at: Utc::now(),
-    }
-}
+use support::*;
 
 #[test]
 fn writes_are_atomic_and_leave_no_partial_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::new(dir.path().join("spool"), 10);
-    let mut first = entry();
+    let mut first = spool_entry();
     spool.put(&first).expect("put");
     // A crash in the middle of a write leaves at most a temporary file,
     // which is never read as a report.
@@ -65,7 +48,7 @@ fn writes_are_atomic_and_leave_no_partial_files() {
 fn entries_come_oldest_first_and_the_oldest_is_evicted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::new(dir.path(), 3);
-    let entries: Vec<SpoolEntry> = (0..5).map(|_| entry()).collect();
+    let entries: Vec<SpoolEntry> = (0..5).map(|_| spool_entry()).collect();
     let mut evicted = 0;
     for e in &entries {
         evicted += spool.put(e).expect("put");

@@ -4,28 +4,9 @@
 
 mod support;
 
-use chrono::Utc;
 use lineprobe_agent::{Delivery, ProbeOutcome, Spool, SpoolEntry};
-use lineprobe_shared::{Report, ReportId, SignatureCheck};
+use lineprobe_shared::{ReportId, SignatureCheck};
 use support::*;
-
-fn report() -> Report {
-    let path =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/report.example.json");
-    let mut report =
-        Report::from_json(&std::fs::read(path).expect("example")).expect("valid example");
-    report.report_id = ReportId::new_v7();
-    report
-}
-
-fn entry() -> SpoolEntry {
-    SpoolEntry {
-        report: report(),
-        spooled_at: Utc::now(),
-        retries: 0,
-        next_attempt_at: Utc::now(),
-    }
-}
 
 /// An entry that cannot be read (here a folder under an entry's name; on a
 /// device, a file a `sudo` run left owned by root) is skipped with a
@@ -36,7 +17,7 @@ fn an_unreadable_spool_entry_does_not_stop_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::new(dir.path(), 10);
     let stuck = ReportId::new_v7();
-    let good = entry();
+    let good = spool_entry();
     spool.put(&good).expect("put");
     std::fs::create_dir(dir.path().join(format!("{stuck}.json"))).expect("mkdir");
 
@@ -57,7 +38,7 @@ fn an_unreadable_spool_entry_does_not_stop_the_others() {
 fn a_spool_file_holding_another_report_than_its_name_is_skipped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::new(dir.path(), 10);
-    let original = entry();
+    let original = spool_entry();
     spool.put(&original).expect("put");
     let alias = ReportId::new_v7();
     std::fs::copy(
@@ -79,7 +60,7 @@ fn an_entry_that_cannot_be_evicted_does_not_fail_the_put() {
     let spool = Spool::new(dir.path(), 2);
     let stuck = ReportId::new_v7();
     std::fs::create_dir(dir.path().join(format!("{stuck}.json"))).expect("mkdir");
-    let entries: Vec<SpoolEntry> = (0..4).map(|_| entry()).collect();
+    let entries: Vec<SpoolEntry> = (0..4).map(|_| spool_entry()).collect();
     for e in &entries {
         spool.put(e).expect("put");
     }

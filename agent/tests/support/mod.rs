@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lineprobe_agent::{
-    Agent, AgentConfig, AgentOptions, Engine, Error, TraceOutcome, TraceRequest,
+    Agent, AgentConfig, AgentOptions, Engine, Error, SpoolEntry, TraceOutcome, TraceRequest,
 };
 use lineprobe_collector::{CollectorConfig, Overrides, RunningCollector};
-use lineprobe_shared::{Hop, ManifestSigningKey, Report, TraceEngine, TraceProtocol};
+use lineprobe_shared::{Hop, ManifestSigningKey, Report, ReportId, TraceEngine, TraceProtocol};
 
 /// An engine that answers with a fixed path and counts its traces.
 #[derive(Debug)]
@@ -314,5 +314,25 @@ pub(crate) async fn canned_https(
         requests,
         paths,
         task,
+    }
+}
+
+/// The project's example report (`config/report.example.json`) under a
+/// fresh report id.
+pub(crate) fn example_report() -> Report {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/report.example.json");
+    let mut report =
+        Report::from_json(&std::fs::read(path).expect("example")).expect("valid example");
+    report.report_id = ReportId::new_v7();
+    report
+}
+
+/// A spool entry of a fresh [`example_report`], due now.
+pub(crate) fn spool_entry() -> SpoolEntry {
+    SpoolEntry {
+        report: example_report(),
+        spooled_at: chrono::Utc::now(),
+        retries: 0,
+        next_attempt_at: chrono::Utc::now(),
     }
 }
