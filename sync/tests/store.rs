@@ -1555,16 +1555,19 @@ async fn lines_are_filtered_and_paged_newest_first() {
     .await;
 }
 
-/// The newest migration's version, from the files the binary embeds.
-fn newest_migration() -> i64 {
-    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
-        .unwrap()
-        .filter_map(|entry| {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            name.split_once('_')?.0.parse::<i64>().ok()
-        })
-        .max()
-        .unwrap()
+/// The migrations' versions, in order, from the files the binary embeds
+/// (the numbering may have a gap while a migration is being written).
+fn migration_versions() -> Vec<i64> {
+    let mut versions: Vec<i64> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                name.split_once('_')?.0.parse::<i64>().ok()
+            })
+            .collect();
+    versions.sort_unstable();
+    versions
 }
 
 /// How to read, and to take back to schema 7, one backend's database.
@@ -1573,10 +1576,11 @@ struct SchemaSql {
     indexes: &'static str,
     /// How many of PostgreSQL's pair statistics exist (0 on SQLite).
     statistics: &'static str,
-    /// Undoes migrations 0010, 0009 and 0008 on a database with data, so
-    /// that it is what a store of schema 7 was: no counted report ids and
-    /// only two outcome states, PostgreSQL's two carrier indexes back in
-    /// place of the merged one and no pair statistics. On SQLite 0009 and
+    /// Undoes migrations 0013, 0010, 0009 and 0008 on a database with data,
+    /// so that it is what a store of schema 7 was: collector names and
+    /// cached addresses in the database's collation, no counted report ids
+    /// and only two outcome states, PostgreSQL's two carrier indexes back in
+    /// place of the merged one and no pair statistics. On SQLite 0013, 0009 and
     /// 0008 are no-ops, and the outcomes table 0010 built again keeps its
     /// third state (0010 builds it again, whatever its states); the
     /// cursors lose 0011's store column.
@@ -1587,6 +1591,10 @@ const PG_SCHEMA: SchemaSql = SchemaSql {
     indexes: "SELECT indexname::text FROM pg_indexes WHERE tablename = 'lines' ORDER BY indexname",
     statistics: "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'lines_verdict_actual'",
     back_to_7: "
+        ALTER TABLE pull_cursors ALTER COLUMN collector TYPE TEXT COLLATE \"default\";
+        ALTER TABLE raw_reports ALTER COLUMN collector TYPE TEXT COLLATE \"default\";
+        ALTER TABLE raw_outcomes ALTER COLUMN collector TYPE TEXT COLLATE \"default\";
+        ALTER TABLE resolver_cache ALTER COLUMN ip TYPE TEXT COLLATE \"default\";
         ALTER TABLE pull_cursors DROP COLUMN store_id;
         DROP TABLE counted_reports;
         ALTER TABLE raw_outcomes DROP CONSTRAINT raw_outcomes_state_check;
@@ -1658,7 +1666,7 @@ async fn a_store_of_an_older_schema_is_migrated_with_its_data() {
             }
         };
         let (versions, indexes, stats) = schema(false).await;
-        assert_eq!(versions, (1..=newest_migration()).collect::<Vec<_>>());
+        assert_eq!(versions, migration_versions());
 
         // Back to schema 7, data and all, by another connection.
         let (old_versions, old_indexes, old_stats) = schema(true).await;
@@ -1857,6 +1865,114 @@ fn copy_of(
         report_id.clone_into(&mut o.report_id);
     }
     record
+}
+
+/// Collector names and cached addresses come back in byte order on
+/// PostgreSQL whatever the database's collation (migration 0013), as they
+/// do on SQLite: the collector named when another one already pulls a node
+/// (`NODE_TAKEN`) and the resolver cache as loaded (`CACHE_LOAD`). The
+/// database is made with a linguistic (ICU root) collation, under which "a"
+/// sorts before "B" and `1::1` before `10::1`, the other way round in
+/// bytes. (The cursors list is put in byte order in Rust already.)
+#[tokio::test]
+async fn collectors_and_cached_addresses_are_in_byte_order_under_any_collation() {
+    let body = |store: Store| async move {
+        let s = &store;
+        for (i, collector) in ["a", "_x", "B"].into_iter().enumerate() {
+            stored_from(s, collector, &format!("node-{i}"), 1, b"{}").await;
+        }
+        let cursors: Vec<String> = s
+            .cursors()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.collector)
+            .collect();
+        assert_eq!(cursors, ["B", "_x", "a"]);
+
+        let entry = |ip: &str| CachedAnswer {
+            source: "ipapi".into(),
+            ip: ip.into(),
+            facts_json: None,
+            fetched_at_ms: 1_000,
+            expires_at_ms: 9_000,
+        };
+        s.cache_put(&[entry("1::1"), entry("10::1"), entry("2001:db8::a")])
+            .await
+            .unwrap();
+        let ips: Vec<String> = s
+            .cache_load("ipapi", 2_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.ip)
+            .collect();
+        assert_eq!(ips, ["10::1", "1::1", "2001:db8::a"]);
+        s.close().await;
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("store.db").display());
+    run_isolated(body(Store::open(&url).await.unwrap()))
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+
+    on_scratch_postgres("byte_order", |pg| async move {
+        // The scratch database again, in a linguistic collation.
+        let mut admin = sqlx::PgConnection::connect(&pg.admin_url).await.unwrap();
+        for sql in [
+            format!("DROP DATABASE {}", pg.name),
+            format!(
+                "CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und'",
+                pg.name
+            ),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        admin.close().await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+        let linguistic: bool = sqlx::query_scalar("SELECT 'a' < 'B' AND '1::1' < '10::1'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        assert!(
+            linguistic,
+            "the database's collation is not a linguistic one"
+        );
+
+        body(Store::open(&pg.url).await.unwrap()).await;
+
+        // A collector pulling a node two others already answer as is told
+        // the first of them in byte order.
+        let store = Store::open(&pg.url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+        sqlx::query("UPDATE pull_cursors SET node_id = 'shared' WHERE collector IN ('a', 'B')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let reports = [report(1, b"{}")];
+        let e = store
+            .commit_pull(&PullBatch {
+                collector: "c",
+                node_id: "shared",
+                reports: &reports,
+                next_after: 1,
+                pulled_at_ms: 1_000,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::NodeShared { other, .. } if other == "B"),
+            "{e:?}"
+        );
+        store.close().await;
+    })
+    .await;
 }
 
 /// Stores one raw report pulled from collector `collector` (node `node`,
