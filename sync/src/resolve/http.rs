@@ -304,7 +304,9 @@ pub struct HttpSettings {
     /// The data version recorded with each attribute; default `http:<host>`.
     pub version: Option<String>,
     /// The URL template: `{ip}` is replaced by the address, `${NAME}` by the
-    /// environment variable `NAME` when the source is created.
+    /// environment variable `NAME` when the source is created, percent-encoded
+    /// for the part of the URL it stands in (one path segment, one query
+    /// value, the user part; a host is taken as written but must be one).
     pub url: String,
     /// The field mapping.
     pub fields: FieldMap,
@@ -548,12 +550,146 @@ fn env_names(text: &str) -> Result<Vec<&str>, String> {
 fn expand_env(text: &str, what: &str) -> Result<String, String> {
     let mut out = text.to_owned();
     for name in env_names(text)? {
-        let value = std::env::var(name).map_err(|_| {
-            format!("environment variable `{name}` (used in {what}) is not set; export it")
-        })?;
+        let value = std::env::var(name).map_err(|_| unset(name, what))?;
         out = out.replace(&format!("${{{name}}}"), &value);
     }
     Ok(out)
+}
+
+fn unset(name: &str, what: &str) -> String {
+    format!("environment variable `{name}` (used in {what}) is not set; export it")
+}
+
+/// Where in a URL template a `${NAME}` reference stands, which decides how
+/// its value is escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UrlPart {
+    /// Before `@` in the authority: the user name or password.
+    UserInfo,
+    /// The host and port: inserted as written, but a value that would end
+    /// the host (`/`, `?`, `#`, `@`…) is refused.
+    Host,
+    /// The path, before any `?`: the value stays within one path segment.
+    Path,
+    /// The query or the fragment: the value stays within one parameter.
+    Query,
+}
+
+/// The URL template with every `${NAME}` replaced by `var(NAME)`, each
+/// value percent-encoded for the part of the URL it lands in, so that a key
+/// holding `&`, `#`, `/`, `%`, `+` or a space cannot end its path segment or
+/// query parameter, start a fragment or become another parameter. A value
+/// is one opaque piece of text: a pre-escaped value (`a%2Fb`) is escaped
+/// again. `{ip}` is left in place, as it was (and a value containing `{ip}`
+/// can no longer be mistaken for it: braces are escaped). References in the
+/// host are inserted as written (`https://${HOST}/v1/{ip}`) but must be a
+/// host and optional port.
+fn expand_url_env(template: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    // Every name is checked first, so a malformed reference is reported as
+    // such rather than as an unset variable.
+    env_names(template)?;
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("${") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let after = after.get(2..).unwrap_or("");
+        let end = after.find('}').unwrap_or(after.len());
+        let name = after.get(..end).unwrap_or("");
+        let value = var(name).ok_or_else(|| unset(name, "`url`"))?;
+        match url_part(template, template.len() - rest.len() + at) {
+            UrlPart::UserInfo => percent_encode(&mut out, &value, is_userinfo_char),
+            UrlPart::Path => percent_encode(&mut out, &value, is_segment_char),
+            UrlPart::Query => percent_encode(&mut out, &value, is_unreserved),
+            UrlPart::Host => {
+                if let Some(bad) = value.chars().find(|c| {
+                    !(c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']'))
+                }) {
+                    return Err(format!(
+                        "environment variable `{name}` (used in the host of `url`) holds {bad:?}; \
+                         a host there may hold only a host name or address and a port"
+                    ));
+                }
+                out.push_str(&value);
+            }
+        }
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The part of the URL a reference at byte `at` of `template` lands in.
+fn url_part(template: &str, at: usize) -> UrlPart {
+    let before = template.get(..at).unwrap_or("");
+    if before.contains(['?', '#']) {
+        return UrlPart::Query;
+    }
+    let Some(authority_start) = template.find("://").map(|i| i + 3) else {
+        return UrlPart::Path;
+    };
+    let authority_end = template
+        .get(authority_start..)
+        .and_then(|a| a.find(['/', '?', '#']))
+        .map_or(template.len(), |i| authority_start + i);
+    if at >= authority_end {
+        UrlPart::Path
+    } else if template
+        .get(at..authority_end)
+        .is_some_and(|a| a.contains('@'))
+    {
+        UrlPart::UserInfo
+    } else {
+        UrlPart::Host
+    }
+}
+
+/// RFC 3986 unreserved characters: never escaped anywhere.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Characters a path segment keeps as they are (RFC 3986 `pchar` less
+/// `%`): sub-delimiters, `:` and `@` mean nothing special inside a segment.
+fn is_segment_char(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+/// Characters the user part keeps (RFC 3986 `userinfo` less `:`, which
+/// would split a user name from its password).
+fn is_userinfo_char(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+        )
+}
+
+/// Appends `value` to `out`, every byte `keep` refuses written `%XX`.
+fn percent_encode(out: &mut String, value: &str, keep: fn(u8) -> bool) {
+    for b in value.bytes() {
+        if keep(b) {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
 }
 
 // ────────────────────────────────── cache ──────────────────────────────────
@@ -863,7 +999,7 @@ impl HttpSource {
             what: what.clone(),
             message,
         };
-        let url = expand_env(&settings.url, "`url`").map_err(err)?;
+        let url = expand_url_env(&settings.url, &|name| std::env::var(name).ok()).map_err(err)?;
         let host = reqwest::Url::parse(&url.replace("{ip}", SAMPLE_IP))
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -1547,6 +1683,87 @@ mod tests {
         assert!(env_names("${1X}").is_err());
         assert!(env_names("${X").is_err());
         assert!(env_names("${}").is_err());
+    }
+
+    #[test]
+    fn url_environment_values_are_escaped_for_where_they_land() {
+        let key = "a&b=c#d e+f/%25{ip}";
+        let seg = "x/y?z#w %{ip}:@";
+        let vars = |name: &str| match name {
+            "HOST" => Some("lookup.example:8443".to_owned()),
+            "USER" => Some("me@home".to_owned()),
+            "PASS" => Some("p:w/d?".to_owned()),
+            "SEG" => Some(seg.to_owned()),
+            "KEY" => Some(key.to_owned()),
+            _ => None,
+        };
+        let url = expand_url_env(
+            "https://${HOST}/v1/${SEG}/{ip}?key=${KEY}&lang=zh-CN#${KEY}",
+            &vars,
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "https://lookup.example:8443/v1/x%2Fy%3Fz%23w%20%25%7Bip%7D:@/{ip}\
+             ?key=a%26b%3Dc%23d%20e%2Bf%2F%2525%7Bip%7D&lang=zh-CN\
+             #a%26b%3Dc%23d%20e%2Bf%2F%2525%7Bip%7D"
+        );
+        // The address placeholder still works, once, where it was.
+        let sent = reqwest::Url::parse(&url.replace("{ip}", "2001:db8::1")).unwrap();
+        assert_eq!(sent.host_str(), Some("lookup.example"));
+        assert_eq!(sent.port(), Some(8443));
+        let segments: Vec<&str> = sent.path_segments().unwrap().collect();
+        assert_eq!(segments.len(), 3, "{segments:?}");
+        assert_eq!(segments[2], "2001:db8::1");
+        let pairs: Vec<(String, String)> = sent.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("key".to_owned(), key.to_owned()),
+                ("lang".to_owned(), "zh-CN".to_owned())
+            ]
+        );
+        assert_eq!(
+            percent_decode(segments[1]),
+            seg,
+            "the value is one whole segment"
+        );
+
+        // The user part: `:` and `@` escaped, so the host stays the host.
+        let url = expand_url_env("https://${USER}:${PASS}@lookup.example/{ip}", &vars).unwrap();
+        let parsed = reqwest::Url::parse(&url).unwrap();
+        assert_eq!(parsed.host_str(), Some("lookup.example"));
+        assert_eq!(percent_decode(parsed.username()), "me@home");
+        assert_eq!(parsed.password().map(percent_decode).unwrap(), "p:w/d?");
+
+        // A host that is not one is refused, not spliced in.
+        let bad = |name: &str| (name == "HOST").then(|| "evil.example/x?".to_owned());
+        let e = expand_url_env("https://${HOST}/v1/{ip}", &bad).unwrap_err();
+        assert!(e.contains("HOST") && e.contains("host"), "{e}");
+        let e = expand_url_env("https://h/{ip}?k=${NOPE}", &vars).unwrap_err();
+        assert!(e.contains("NOPE") && e.contains("not set"), "{e}");
+        // Plain values come through unchanged.
+        let plain = |_: &str| Some("Abc-123_x.y~z".to_owned());
+        assert_eq!(
+            expand_url_env("https://h/${A}/{ip}?k=${B}", &plain).unwrap(),
+            "https://h/Abc-123_x.y~z/{ip}?k=Abc-123_x.y~z"
+        );
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
