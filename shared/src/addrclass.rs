@@ -13,6 +13,16 @@
 //! answers from `64:ff9b::808:808` is the IPv4 router 8.8.8.8 seen through a
 //! translator, and its carrier is 8.8.8.8's.
 //!
+//! The NAT64 local-use prefix `64:ff9b:1::/48` (RFC 8215) is different: an
+//! operator carves a network-specific prefix of its choosing out of it, and
+//! where RFC 6052 (section 2.2) puts the IPv4 address depends on that
+//! prefix's length, which an address alone does not tell. Its addresses are
+//! unwrapped only inside a prefix the classifier was given
+//! ([`Classifier::with_nat64_prefixes`]), by that prefix's layout
+//! ([`nat64_extract`]); elsewhere in the block they are not unwrapped and
+//! are classified as what they are, translation addresses
+//! ([`AddressClass::Translation`]).
+//!
 //! Test labs are often numbered from the documentation ranges; a
 //! [`ClassifierConfig`] names CIDRs to treat as public there.
 
@@ -69,7 +79,10 @@ pub enum AddressClass {
     /// Dummy addresses (192.0.0.8, `100:0:0:1::/64`) that routers without a
     /// usable address of the family use as ICMP source.
     Dummy,
-    /// NAT64/DNS64 discovery names (192.0.0.170, 192.0.0.171).
+    /// NAT64/DNS64 discovery names (192.0.0.170, 192.0.0.171), and addresses
+    /// of the NAT64 local-use prefix `64:ff9b:1::/48` outside any configured
+    /// network-specific prefix (the IPv4 address they carry cannot be read
+    /// without the prefix's length).
     Translation,
     /// Globally reachable anycast service addresses (PCP, TURN, DNS-SD SRP)
     /// that answer clients but are never a transit hop.
@@ -138,9 +151,12 @@ pub enum EmbeddingKind {
     Ipv4Mapped,
     /// The NAT64 well-known prefix `64:ff9b::/96` (RFC 6052): last 32 bits.
     Nat64,
-    /// The NAT64 local-use prefix `64:ff9b:1::/48` (RFC 8215). Operators
-    /// carve a /96 out of it, so the IPv4 address is read from the last 32
-    /// bits; the shorter RFC 6052 layouts are not guessed at.
+    /// A network-specific NAT64 prefix within the local-use prefix
+    /// `64:ff9b:1::/48` (RFC 8215), as configured with its length
+    /// ([`Classifier::with_nat64_prefixes`]): the IPv4 address is where RFC
+    /// 6052 section 2.2 puts it for that length ([`nat64_extract`]). The
+    /// block itself is not unwrapped: nothing says which layout an
+    /// unconfigured operator chose.
     Nat64LocalUse,
     /// 6to4, `2002::/16` (RFC 3056): the IPv4 address is bits 16..48.
     #[serde(rename = "6to4")]
@@ -169,6 +185,8 @@ impl EmbeddingKind {
 
     /// The embedded IPv4 address (and, for Teredo, the server's), taken from
     /// the bits this form keeps it in. The caller has checked the prefix.
+    /// A local-use address is read as the /96 layout here; only a
+    /// configured prefix of that length is ever read through this.
     fn unwrap(self, v6: Ipv6Addr) -> Embedded {
         let bits = u128::from(v6);
         // Truncating casts are the point here: each takes one 32-bit field.
@@ -303,9 +321,10 @@ const NA: Option<bool> = None;
 /// - globally reachable service anycast (PCP, TURN, DNS-SD) and identifier
 ///   blocks (ORCHID v2, DETs) are reachable, yet no router answers a trace
 ///   from them, so they are not `public`;
-/// - the NAT64 well-known prefix is flagged reachable and the local-use
-///   prefix not, yet both only wrap an IPv4 address: the IPv4 address is
-///   what is classified;
+/// - the NAT64 well-known prefix is flagged reachable, yet only wraps an
+///   IPv4 address: the IPv4 address is what is classified; the local-use
+///   prefix's layout is the operator's choice, so its block is a class of
+///   its own and only configured prefixes in it unwrap;
 /// - the N/A rows (6to4, Teredo, the terminated 6to4 relay anycast and
 ///   ORCHID) keep N/A here; the tunnels are unwrapped, the terminated blocks
 ///   are non-public.
@@ -349,7 +368,7 @@ pub static SPECIAL_BLOCKS: &[SpecialBlock] = &[
     block(v6([0; 8], 128), "Unspecified Address", "RFC4291", Class(C::Unspecified), NO),
     block(v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), "IPv4-mapped Address", "RFC4291", Unwrap(EmbeddingKind::Ipv4Mapped), NO),
     block(v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), "IPv4-IPv6 Translat.", "RFC6052", Unwrap(EmbeddingKind::Nat64), YES),
-    block(v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), "Local-Use IPv4/IPv6 Translation", "RFC8215", Unwrap(EmbeddingKind::Nat64LocalUse), NO),
+    block(v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), "Local-Use IPv4/IPv6 Translation", "RFC8215", Class(C::Translation), NO),
     block(v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), "Discard-Only Address Block", "RFC6666", Class(C::DiscardOnly), NO),
     block(v6([0x100, 0, 0, 1, 0, 0, 0, 0], 64), "Dummy IPv6 Prefix", "RFC9780", Class(C::Dummy), NO),
     block(v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), "IETF Protocol Assignments", "RFC2928", Class(C::ProtocolAssignment), NO),
@@ -429,6 +448,71 @@ static BLOCK_MASKS: std::sync::LazyLock<BlockMasks> = std::sync::LazyLock::new(|
     }
     BlockMasks { v4, v6 }
 });
+
+/// The NAT64 local-use prefix, `64:ff9b:1::/48` (RFC 8215).
+pub const NAT64_LOCAL_USE: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48);
+
+/// The prefix lengths RFC 6052 (section 2.2) defines an IPv4-embedded
+/// IPv6 address layout for.
+pub const RFC6052_PREFIX_LENGTHS: [u8; 6] = [32, 40, 48, 56, 64, 96];
+
+/// The bits of the u-octet, bits 64 to 71, which RFC 6052 layouts other
+/// than /96 keep zero and skip.
+const U_OCTET: u128 = 0xff << 56;
+
+/// `bits` without its u-octet: 120 bits, the top 8 zero.
+fn without_u_octet(bits: u128) -> u128 {
+    (bits >> 64 << 56) | (bits & ((1 << 56) - 1))
+}
+
+/// The inverse of [`without_u_octet`], the u-octet zero.
+fn with_u_octet(v: u128) -> u128 {
+    (v >> 56 << 64) | (v & ((1 << 56) - 1))
+}
+
+/// The IPv4 address an IPv4-embedded IPv6 address carries under a NAT64
+/// prefix of `prefix_len` bits, read as RFC 6052 section 2.2 lays it out:
+/// the 32 bits right after the prefix, skipping the u-octet (bits 64-71).
+/// `None` for a length RFC 6052 does not define, or, below /96, for an
+/// address whose u-octet is not zero (RFC 6052: it MUST be; such an address
+/// was not made by a translator).
+///
+/// The caller has checked that `addr` is inside the prefix.
+pub fn nat64_extract(prefix_len: u8, addr: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(addr);
+    if prefix_len == 96 {
+        return u32::try_from(bits & u128::from(u32::MAX))
+            .ok()
+            .map(Ipv4Addr::from);
+    }
+    if !RFC6052_PREFIX_LENGTHS.contains(&prefix_len) || bits & U_OCTET != 0 {
+        return None;
+    }
+    // In the 120 bits without the u-octet the address runs from bit
+    // `prefix_len` (the most significant is bit 0) for 32 bits.
+    let shift = 120 - u32::from(prefix_len) - 32;
+    let v4 = (without_u_octet(bits) >> shift) & u128::from(u32::MAX);
+    u32::try_from(v4).ok().map(Ipv4Addr::from)
+}
+
+/// The IPv4-embedded IPv6 address of `ipv4` under the NAT64 prefix
+/// `prefix`, as RFC 6052 section 2.2 lays it out (suffix and u-octet
+/// zero); `None` for a prefix length RFC 6052 does not define.
+pub fn nat64_embed(prefix: Ipv6Net, ipv4: Ipv4Addr) -> Option<Ipv6Addr> {
+    let len = prefix.prefix_len();
+    let network = u128::from(prefix.network());
+    let v4 = u128::from(u32::from(ipv4));
+    if len == 96 {
+        return Some(Ipv6Addr::from(network | v4));
+    }
+    if !RFC6052_PREFIX_LENGTHS.contains(&len) {
+        return None;
+    }
+    let shift = 120 - u32::from(len) - 32;
+    let v = without_u_octet(network) | (v4 << shift);
+    Some(Ipv6Addr::from(with_u_octet(v)))
+}
 
 /// The special block that decided a classification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -667,6 +751,8 @@ fn refused_through_a_wrapper(net: &IpNet) -> Option<Wrapped> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Classifier {
     extra_public: Vec<IpNet>,
+    /// Network-specific NAT64 prefixes in `64:ff9b:1::/48`, disjoint.
+    nat64_prefixes: Vec<Ipv6Net>,
 }
 
 impl Classifier {
@@ -677,7 +763,101 @@ impl Classifier {
         let mut extra_public: Vec<IpNet> = config.extra_public.iter().map(IpNet::trunc).collect();
         extra_public.sort_unstable();
         extra_public.dedup();
-        Ok(Self { extra_public })
+        Ok(Self {
+            extra_public,
+            nat64_prefixes: Vec::new(),
+        })
+    }
+
+    /// A classifier that also unwraps the NAT64 network-specific prefixes
+    /// `nat64_prefixes` the operator carved out of the local-use prefix
+    /// `64:ff9b:1::/48`, each by the RFC 6052 layout of its length (/48,
+    /// /56, /64 or /96 fit in the block): `64:ff9b:1:abcd::/96` reads
+    /// 192.0.2.33 from `64:ff9b:1:abcd::c000:221`, `64:ff9b:1::/48` from
+    /// `64:ff9b:1:c000:2:2100::`. Without a prefix the block's addresses are
+    /// not unwrapped. Prefixes written with host bits are refused (the
+    /// length is the point), as are overlapping ones and extra-public CIDRs
+    /// that would make a wrapped never-public address public.
+    pub fn with_nat64_prefixes(
+        config: &ClassifierConfig,
+        nat64_prefixes: &[Ipv6Net],
+    ) -> Result<Self, Error> {
+        let mut classifier = Self::new(config)?;
+        for (i, prefix) in nat64_prefixes.iter().enumerate() {
+            let key = || format!("nat64_prefixes[{i}]");
+            let reason = if !RFC6052_PREFIX_LENGTHS.contains(&prefix.prefix_len()) {
+                Some(format!(
+                    "`{prefix}` is not a NAT64 prefix length RFC 6052 defines (/32, /40, /48, \
+                     /56, /64 or /96); give the translator's prefix as configured on it"
+                ))
+            } else if !NAT64_LOCAL_USE.contains(prefix) {
+                Some(format!(
+                    "`{prefix}` is not inside the NAT64 local-use prefix {NAT64_LOCAL_USE} \
+                     (RFC 8215), the only block whose layout is configured here; the \
+                     well-known prefix 64:ff9b::/96 is always unwrapped"
+                ))
+            } else if prefix.trunc() != *prefix {
+                Some(format!(
+                    "`{prefix}` has host bits set; write the prefix as the translator has it, \
+                     for example {}",
+                    prefix.trunc()
+                ))
+            } else {
+                nat64_prefixes
+                    .iter()
+                    .take(i)
+                    .find(|other| other.contains(prefix) || prefix.contains(*other))
+                    .map(|other| {
+                        format!(
+                            "`{prefix}` overlaps `{other}`: an address in both would have two \
+                             layouts; list each translator's prefix once"
+                        )
+                    })
+            };
+            if let Some(reason) = reason {
+                return Err(Error::Config { key: key(), reason });
+            }
+        }
+        for (i, net) in config.extra_public.iter().enumerate() {
+            let IpNet::V6(net) = net else { continue };
+            for prefix in nat64_prefixes {
+                let overlap = if prefix.contains(net) {
+                    *net
+                } else if net.contains(prefix) {
+                    *prefix
+                } else {
+                    continue;
+                };
+                let len = prefix.prefix_len();
+                // The IPv4 bits follow the prefix in order (the u-octet
+                // skipped), so the overlap's ends carry the range's ends;
+                // an end with a non-zero u-octet is read with it zeroed.
+                let read = |a: Ipv6Addr| {
+                    nat64_extract(len, Ipv6Addr::from(u128::from(a) & !U_OCTET))
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+                };
+                let (first, last) = (read(overlap.network()), read(overlap.broadcast()));
+                let (lo, hi) = (first.min(last), first.max(last));
+                if let Some((refused, what)) = REFUSED.iter().find(|(refused, _)| {
+                    matches!(refused, IpNet::V4(r) if r.network() <= hi && lo <= r.broadcast())
+                }) {
+                    return Err(Error::Config {
+                        key: format!("extra_public[{i}]"),
+                        reason: format!(
+                            "`{net}` covers addresses of the NAT64 prefix {prefix} that carry \
+                             {lo}-{hi}, which overlaps {what} ({refused}), never a public hop; \
+                             list the lab's IPv4 range instead (its NAT64 forms follow it) or a \
+                             narrower CIDR that carries only the lab's own public range"
+                        ),
+                    });
+                }
+            }
+        }
+        let mut prefixes = nat64_prefixes.to_vec();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        classifier.nat64_prefixes = prefixes;
+        Ok(classifier)
     }
 
     /// The extra-public CIDRs in force.
@@ -685,14 +865,39 @@ impl Classifier {
         &self.extra_public
     }
 
+    /// The configured NAT64 network-specific prefixes.
+    pub fn nat64_prefixes(&self) -> &[Ipv6Net] {
+        &self.nat64_prefixes
+    }
+
+    /// The IPv4 address `v6` carries through a configured NAT64 prefix.
+    fn configured_nat64(&self, v6: Ipv6Addr) -> Option<Embedded> {
+        let prefix = self.nat64_prefixes.iter().find(|p| p.contains(&v6))?;
+        Some(Embedded {
+            kind: EmbeddingKind::Nat64LocalUse,
+            ipv4: nat64_extract(prefix.prefix_len(), v6)?,
+            teredo_server: None,
+        })
+    }
+
     /// The verdict on one address.
     pub fn classify(&self, addr: IpAddr) -> Classification {
         let found = special_block(addr);
-        let (class, block, embedded) = match (found.map(|b| b.rule), addr) {
-            (None, _) => (AddressClass::Public, None, None),
-            (Some(BlockRule::Class(class)), _) => (class, found, None),
-            (Some(BlockRule::Unwrap(kind)), IpAddr::V6(v6)) => {
-                let embedded = kind.unwrap(v6);
+        let configured = match addr {
+            IpAddr::V6(v6) => self.configured_nat64(v6),
+            IpAddr::V4(_) => None,
+        };
+        let rule = match configured {
+            Some(embedded) => Some(Ok(embedded)),
+            None => found.map(|b| match (b.rule, addr) {
+                (BlockRule::Unwrap(kind), IpAddr::V6(v6)) => Ok(kind.unwrap(v6)),
+                (rule, _) => Err(rule),
+            }),
+        };
+        let (class, block, embedded) = match rule {
+            None => (AddressClass::Public, None, None),
+            Some(Err(BlockRule::Class(class))) => (class, found, None),
+            Some(Ok(embedded)) => {
                 let inner = special_block(IpAddr::V4(embedded.ipv4));
                 let class = match inner.map(|b| b.rule) {
                     None => AddressClass::Public,
@@ -704,7 +909,7 @@ impl Classifier {
                 (class, inner, Some(embedded))
             }
             // An IPv4 block that unwraps: see above.
-            (Some(BlockRule::Unwrap(_)), IpAddr::V4(_)) => (AddressClass::Reserved, found, None),
+            Some(Err(BlockRule::Unwrap(_))) => (AddressClass::Reserved, found, None),
         };
         let tunnel =
             embedded.is_some_and(|e| e.kind.is_tunnel()) || class == AddressClass::TunnelRelay;
