@@ -374,12 +374,15 @@ async fn ingest(
     let mut envelope = envelope(state, &conn, &parts.headers, &path);
     // The report's trust at arrival: its units' scores and the signature
     // check (the signature alone when traffic accounting is off).
-    envelope.trust = Some(
-        ticket
-            .as_deref()
-            .and_then(|t| state.traffic.arrival_trust(t, signature.check))
-            .unwrap_or_else(|| crate::signature_only_trust(signature.check)),
-    );
+    let mut trust = ticket
+        .as_deref()
+        .and_then(|t| state.traffic.arrival_trust(t, signature.check))
+        .unwrap_or_else(|| crate::signature_only_trust(signature.check));
+    // The key that verified it: each node enrols keys on its own, so only
+    // the internal side, seeing every node's reports, can tell two keys
+    // signing for one installation at once (a cloned install_id).
+    trust.key_id.clone_from(&signature.key_id);
+    envelope.trust = Some(trust);
     // The internal side quarantines a stored report that breaks the schema,
     // and a 2xx tells the probe to forget it: the envelope added here (from
     // the request line, the connection and a proxy's word) is checked by

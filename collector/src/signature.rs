@@ -303,6 +303,8 @@ impl IntoResponse for SignatureRejection {
 pub struct CheckedSignature {
     /// The result: `Verified`, `KeyChanged` or `Unsigned`.
     pub check: SignatureCheck,
+    /// The id of the key that verified it; `None` when unsigned.
+    pub key_id: Option<String>,
     /// The replay-cache entry taken for it, released again if the report
     /// is not stored (so that the probe's retry is not a "replay").
     replay_key: Option<[u8; 32]>,
@@ -397,6 +399,7 @@ impl SignatureVerifier {
         let replay_key = self.claim(&message, header.ts, now)?;
         Ok(CheckedSignature {
             check: self.key_check(&install, now),
+            key_id: Some(header.key_id.clone()),
             replay_key: Some(replay_key),
         })
     }
@@ -446,6 +449,7 @@ impl SignatureVerifier {
         }
         Ok(CheckedSignature {
             check: SignatureCheck::Unsigned,
+            key_id: None,
             replay_key: None,
         })
     }
@@ -615,6 +619,7 @@ pub fn signature_only_trust(check: SignatureCheck) -> ArrivalTrust {
         prefix: TrustScore::FULL,
         signature: check,
         reasons,
+        key_id: None,
     }
 }
 

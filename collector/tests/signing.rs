@@ -305,23 +305,38 @@ async fn a_changed_key_is_accepted_but_flagged() {
         assert_eq!(check_of(&checks, &before), "verified");
         assert_eq!(check_of(&checks, &by_new), "key_changed");
         assert_eq!(check_of(&checks, &by_old), "key_changed");
-        let stored: Value = serde_json::from_slice(
-            &running
-                .staging
-                .export_after(0, 10)
-                .await
-                .expect("export")
-                .last()
-                .expect("one")
-                .json,
-        )
-        .expect("json");
+        let exported: Vec<Value> = running
+            .staging
+            .export_after(0, 10)
+            .await
+            .expect("export")
+            .iter()
+            .map(|r| serde_json::from_slice(&r.json).expect("json"))
+            .collect();
+        let stored = exported.last().expect("one");
         // The traffic monitor may add its own reasons (a new source);
         // the changed key comes first and caps the score.
         let trust = &stored["envelope"]["trust"];
         assert_eq!(trust["reasons"][0], "key_changed", "{trust}");
         assert_eq!(trust["signature"], "key_changed", "{trust}");
         assert!(trust["score"].as_u64().expect("score") <= 30, "{trust}");
+        // Each report names the key that verified it, for the internal
+        // side to see two keys at once across nodes.
+        assert_eq!(trust["key_id"], original.key.public_key().key_id());
+        let key_of = |id: &str| {
+            exported
+                .iter()
+                .find(|v| v["report_id"] == id)
+                .map(|v| v["envelope"]["trust"]["key_id"].clone())
+        };
+        assert_eq!(
+            key_of(&by_new),
+            Some(json!(other.key.public_key().key_id()))
+        );
+        assert_eq!(
+            key_of(&before),
+            Some(json!(original.key.public_key().key_id()))
+        );
 
         // The history is durable and complete.
         let keys = running

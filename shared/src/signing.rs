@@ -99,6 +99,15 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
     hex(&Sha256::digest(body))
 }
 
+/// Whether `text` is a key id: 16 lowercase hex digits, the form
+/// [`ProbePublicKey::key_id`] gives.
+pub fn is_key_id(text: &str) -> bool {
+    text.len() == 16
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -207,11 +216,7 @@ impl SignatureHeader {
         let key_id = key_id.ok_or_else(|| missing("key"))?;
         let ts = ts.ok_or_else(|| missing("ts"))?;
         let sig = sig.ok_or_else(|| missing("sig"))?;
-        if key_id.len() != 16
-            || !key_id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !is_key_id(key_id) {
             return Err(malformed(format!(
                 "key={:?} is not a key id: 16 lowercase hex digits",
                 cut(key_id)

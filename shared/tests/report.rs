@@ -959,6 +959,38 @@ fn envelope_fields_are_checked() {
     set(&mut doc, "/envelope/seq", json!(-1));
     rejects(&doc, "envelope.seq", &["invalid value"]);
 
+    // The verifying key's id: a key id, and only on a signed report.
+    let trust = |signature: &str, key_id: &str| {
+        json!({"score": 100, "install": 100, "prefix": 100,
+               "signature": signature, "key_id": key_id})
+    };
+    let mut doc = fixture("full_stored.json");
+    put(
+        &mut doc,
+        "/envelope",
+        "trust",
+        trust("verified", "65b60673d6ed884b"),
+    );
+    let report = Report::from_stored_json(&bytes(&doc)).expect("a key id");
+    let key_id = report.envelope.and_then(|e| e.trust).and_then(|t| t.key_id);
+    assert_eq!(key_id.as_deref(), Some("65b60673d6ed884b"));
+    let mut doc = fixture("full_stored.json");
+    put(
+        &mut doc,
+        "/envelope",
+        "trust",
+        trust("key_changed", "65B60673D6ED884B"),
+    );
+    rejects(&doc, "envelope.trust.key_id", &["not a key id"]);
+    let mut doc = fixture("full_stored.json");
+    put(
+        &mut doc,
+        "/envelope",
+        "trust",
+        trust("unsigned", "65b60673d6ed884b"),
+    );
+    rejects(&doc, "envelope.trust.key_id", &["unsigned"]);
+
     // Headers may be left out entirely.
     let mut doc = fixture("full_stored.json");
     remove(&mut doc, "/envelope", "headers");

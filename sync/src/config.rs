@@ -113,6 +113,10 @@ pub struct PipelineConfig {
     /// Verdicts from a probe whose signing key changed are marked
     /// low-trust whatever the score.
     pub key_changed_is_low_trust: bool,
+    /// Days an installation's reports stay marked after a change of its
+    /// signing key seen across the receiver nodes, or after the older key
+    /// last signed when two keys sign at once (1 to 3650).
+    pub key_change_flag_days: u32,
     /// Minutes a report an address source failed for stays pending, judged
     /// again on each run until the source answers; past that it is judged
     /// with the other sources (the failure recorded). 0 judges at once.
@@ -129,6 +133,7 @@ impl Default for PipelineConfig {
             public_cidrs: Vec::new(),
             low_trust_below: TrustPolicy::default().low_below,
             key_changed_is_low_trust: TrustPolicy::default().key_changed_is_low,
+            key_change_flag_days: TrustPolicy::default().key_change_flag_days,
             source_retry_minutes: 60,
         }
     }
@@ -265,6 +270,15 @@ impl SyncConfig {
                 ),
             );
         }
+        if !(1..=3650).contains(&self.pipeline.key_change_flag_days) {
+            return bad(
+                "pipeline.key_change_flag_days",
+                format!(
+                    "{} is out of range: use 1 to 3650 days",
+                    self.pipeline.key_change_flag_days
+                ),
+            );
+        }
         if self.pull.interval_s == 0 {
             return bad("pull.interval_s", "must be at least 1 second".to_owned());
         }
@@ -348,6 +362,7 @@ impl SyncConfig {
         TrustPolicy {
             low_below: self.pipeline.low_trust_below,
             key_changed_is_low: self.pipeline.key_changed_is_low_trust,
+            key_change_flag_days: self.pipeline.key_change_flag_days,
         }
     }
 
@@ -604,6 +619,26 @@ fn described(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_change_flag_period_is_bounded_and_reaches_the_policy() {
+        let load = |text: &str| {
+            SyncConfig::from_toml_with_env(text, "test", std::iter::empty::<(String, String)>())
+                .unwrap()
+        };
+        for days in [0, 3651] {
+            let config = load(&format!("[pipeline]\nkey_change_flag_days = {days}\n"));
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("pipeline.key_change_flag_days") && err.contains("1 to 3650"),
+                "{err}"
+            );
+        }
+        let config = load("[pipeline]\nkey_change_flag_days = 7\n");
+        config.validate().unwrap();
+        assert_eq!(config.trust_policy().key_change_flag_days, 7);
+        assert_eq!(load("").trust_policy().key_change_flag_days, 30);
+    }
 
     #[test]
     fn a_bad_database_url_is_named_without_its_password() {

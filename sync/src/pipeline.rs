@@ -6,6 +6,7 @@
 //! blocking threads, a batch split among them; the database work of one batch
 //! overlaps the CPU work of the next.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +17,10 @@ use serde::Serialize;
 use crate::evidence::evidence_json;
 use crate::validate::received_in_time;
 use crate::{
-    ApplySummary, Attribute, Chain, DeclaredFills, Error, LineEvidence, ObservationFacts,
-    ObservationRecord, Processed, QuarantineRecord, RawReport, Resolved, Store, TrustMark,
-    TrustPolicy, Verdict, VerdictRecord, extract, judge, line_key, observation_key,
+    ApplySummary, Attribute, Chain, DeclaredFills, Error, Extracted, KEY_SEEN_RESOLUTION_MS,
+    KeyContest, KeySpan, LineEvidence, ObservationFacts, ObservationRecord, Processed,
+    QuarantineRecord, RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict, VerdictRecord,
+    extract, judge, key_contest, line_key, observation_key,
 };
 
 /// What a pipeline run did.
@@ -137,56 +139,76 @@ impl Pipeline {
     /// record with reasons, or an observation with its verdict — made with
     /// the sources that answered when one failed (its failure is in the
     /// evidence). Errors only when the verdict cannot be written.
+    ///
+    /// The report is judged alone: a change of its installation's signing
+    /// key seen across receiver nodes (see [`crate::key_contest`]) needs the
+    /// store's record of keys, which [`Pipeline::process_batch`] consults.
     pub fn process(
         &self,
         raw: &RawReport,
         reprocess: bool,
         now_ms: i64,
     ) -> Result<Processed, Error> {
-        self.judge(raw, reprocess, now_ms)
-            .map(|(processed, _)| processed)
+        match self.extract_stage(raw, reprocess, now_ms)? {
+            Stage::Done(processed) => Ok(processed),
+            Stage::Extracted(extracted) => self
+                .judge(raw, &extracted, None, reprocess, now_ms)
+                .map(|(processed, _)| processed),
+        }
     }
 
-    /// [`Pipeline::process`], or `None` when an address source failed and
-    /// the report is to be left as it is (see [`Pipeline::with_source_retry`]).
-    fn process_or_defer(
+    /// The first half of [`Pipeline::process`]: the report decoded and
+    /// checked, or its quarantine record.
+    fn extract_stage(&self, raw: &RawReport, reprocess: bool, now_ms: i64) -> Result<Stage, Error> {
+        match extract(&raw.body, &raw.node_id, &self.catalog)
+            .and_then(|x| received_in_time(x, raw.pulled_at_ms))
+        {
+            Ok(x) => Ok(Stage::Extracted(Box::new(x))),
+            Err(q) => Ok(Stage::Done(Processed::Quarantine(QuarantineRecord {
+                raw_id: raw.id,
+                reprocess,
+                report_id: q.report_id.clone(),
+                install_id: q.install_id.clone(),
+                reasons_json: serde_json::to_string(&q.reasons)
+                    .map_err(|e| Error::Output(e.into()))?,
+                summary: q.summary(),
+                at_ms: now_ms,
+            }))),
+        }
+    }
+
+    /// The second half of [`Pipeline::process`], or `None` when an address
+    /// source failed and the report is to be left as it is (see
+    /// [`Pipeline::with_source_retry`]).
+    fn finish_or_defer(
         &self,
         raw: &RawReport,
+        stage: &Stage,
+        contest: Option<&KeyContest>,
         reprocess: bool,
         now_ms: i64,
     ) -> Result<Option<Processed>, Error> {
-        let (processed, sources_failed) = self.judge(raw, reprocess, now_ms)?;
+        let extracted = match stage {
+            // A quarantine record (rare), copied out of the batch's stages.
+            Stage::Done(processed) => return Ok(Some(processed.clone())),
+            Stage::Extracted(extracted) => extracted,
+        };
+        let (processed, sources_failed) = self.judge(raw, extracted, contest, reprocess, now_ms)?;
         let retry_ms = i64::try_from(self.source_retry.as_millis()).unwrap_or(i64::MAX);
         let waiting = now_ms.saturating_sub(raw.pulled_at_ms) < retry_ms;
         Ok((!(sources_failed && (reprocess || waiting))).then_some(processed))
     }
 
-    /// What [`Pipeline::process`] makes, and whether an address source
-    /// failed for the report.
+    /// The observation and verdict of an extracted report, and whether an
+    /// address source failed for it.
     fn judge(
         &self,
         raw: &RawReport,
+        extracted: &Extracted,
+        contest: Option<&KeyContest>,
         reprocess: bool,
         now_ms: i64,
     ) -> Result<(Processed, bool), Error> {
-        let extracted = match extract(&raw.body, &raw.node_id, &self.catalog)
-            .and_then(|x| received_in_time(x, raw.pulled_at_ms))
-        {
-            Ok(x) => x,
-            Err(q) => {
-                let record = Processed::Quarantine(QuarantineRecord {
-                    raw_id: raw.id,
-                    reprocess,
-                    report_id: q.report_id.clone(),
-                    install_id: q.install_id.clone(),
-                    reasons_json: serde_json::to_string(&q.reasons)
-                        .map_err(|e| Error::Output(e.into()))?,
-                    summary: q.summary(),
-                    at_ms: now_ms,
-                });
-                return Ok((record, false));
-            }
-        };
         let report = &extracted.report;
         let evidence = LineEvidence::gather(
             report,
@@ -198,7 +220,9 @@ impl Pipeline {
         let sources_failed = evidence.sources_failed();
         let mut verdict = judge(&evidence);
         let envelope = report.envelope.as_ref();
-        let trust = self.trust.mark(envelope.and_then(|e| e.trust.as_ref()));
+        let trust = self
+            .trust
+            .mark(envelope.and_then(|e| e.trust.as_ref()), contest);
         verdict.low_trust = trust.low;
         let observed_at_ms =
             envelope.map_or(raw.pulled_at_ms, |e| e.received_at.timestamp_millis());
@@ -231,57 +255,115 @@ impl Pipeline {
                 agent_version: report.device.agent_version.clone(),
                 os: report.device.os.clone(),
             },
-            verdict: verdict_record(&verdict, &evidence, report, &extracted, &trust, now_ms)?,
+            verdict: verdict_record(&verdict, &evidence, report, extracted, &trust, now_ms)?,
         };
         Ok((Processed::Observation(Box::new(record)), sources_failed))
     }
 
-    /// Processes a batch on the worker threads, keeping its order.
+    /// Processes a batch on the worker threads, keeping its order: each
+    /// report decoded and checked, then the keys its installation was seen
+    /// signing with read from `store` and this batch's sightings added to
+    /// them (see [`crate::key_contest`]), then each judged.
     pub async fn process_batch(
         &self,
+        store: &Store,
         rows: Vec<RawReport>,
         reprocess: bool,
     ) -> Result<ProcessedBatch, Error> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.process_batch_blocking(&rows, reprocess))
-            .await
-            .map_err(|e| Error::Internal(format!("pipeline worker failed: {e}")))?
-    }
-
-    /// [`Pipeline::process_batch`] on the calling thread and its helpers.
-    pub fn process_batch_blocking(
-        &self,
-        rows: &[RawReport],
-        reprocess: bool,
-    ) -> Result<ProcessedBatch, Error> {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let workers = self.workers.min(rows.len().max(1));
-        let run = |part: &[RawReport]| {
-            part.iter()
-                .map(|raw| self.process_or_defer(raw, reprocess, now_ms))
-                .collect::<Result<Vec<_>, Error>>()
-        };
-        let mut batch = ProcessedBatch {
-            records: Vec::with_capacity(rows.len()),
-            deferred: 0,
-        };
-        let mut take = |part: Vec<Option<Processed>>| {
-            for record in part {
+        let this = self.clone();
+        let (rows, stages) = blocking(move || {
+            let stages = this.on_workers(&rows, |raw| this.extract_stage(raw, reprocess, now_ms));
+            (rows, stages)
+        })
+        .await?;
+        let stages = stages?;
+        let contests = self.key_contests(store, &stages).await?;
+        let this = self.clone();
+        blocking(move || {
+            let work: Vec<(&RawReport, &Stage, Option<&KeyContest>)> = rows
+                .iter()
+                .zip(&stages)
+                .zip(&contests)
+                .map(|((raw, stage), contest)| (raw, stage, contest.as_ref()))
+                .collect();
+            let results = this.on_workers(&work, |&(raw, stage, contest)| {
+                this.finish_or_defer(raw, stage, contest, reprocess, now_ms)
+            })?;
+            let mut batch = ProcessedBatch {
+                records: Vec::with_capacity(results.len()),
+                deferred: 0,
+            };
+            for record in results {
                 match record {
                     Some(record) => batch.records.push(record),
                     None => batch.deferred += 1,
                 }
             }
-        };
-        if workers <= 1 {
-            take(run(rows)?);
-            return Ok(batch);
+            Ok(batch)
+        })
+        .await?
+    }
+
+    /// For each decoded report of a batch, the key contest its installation
+    /// is in at the report's arrival, from the keys `store` has seen for it
+    /// and this batch's own; records the batch's sightings that widen what
+    /// the store knows. Reports not signed (or from receivers that do not
+    /// name the key) are in none.
+    async fn key_contests(
+        &self,
+        store: &Store,
+        stages: &[Stage],
+    ) -> Result<Vec<Option<KeyContest>>, Error> {
+        let sightings: Vec<Option<KeySpan>> = stages.iter().map(Stage::key_sighting).collect();
+        if sightings.iter().all(Option::is_none) {
+            return Ok(vec![None; stages.len()]);
         }
-        let chunk = rows.len().div_ceil(workers);
-        let results: Vec<Result<Vec<Option<Processed>>, Error>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = rows
+        let mut installs: Vec<&str> = sightings
+            .iter()
+            .flatten()
+            .map(|s| s.install_id.as_str())
+            .collect();
+        installs.sort_unstable();
+        installs.dedup();
+        let stored = store.install_keys_seen(&installs).await?;
+        let mut book = KeyBook::new(stored);
+        for sighting in sightings.iter().flatten() {
+            book.sight(sighting);
+        }
+        store.record_install_keys(&book.to_write()).await?;
+        let period = self.trust.key_change_flag_ms();
+        Ok(sightings
+            .iter()
+            .map(|s| {
+                s.as_ref().and_then(|s| {
+                    key_contest(
+                        book.spans(&s.install_id),
+                        &s.key_id,
+                        s.first_seen_ms,
+                        period,
+                    )
+                })
+            })
+            .collect())
+    }
+
+    /// Runs `f` over `items` on the worker threads, keeping their order.
+    fn on_workers<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        f: impl Fn(&T) -> Result<R, Error> + Sync,
+    ) -> Result<Vec<R>, Error> {
+        let workers = self.workers.min(items.len().max(1));
+        if workers <= 1 {
+            return items.iter().map(&f).collect();
+        }
+        let chunk = items.len().div_ceil(workers);
+        let f = &f;
+        let results: Vec<Result<Vec<R>, Error>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = items
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || run(part)))
+                .map(|part| scope.spawn(move || part.iter().map(f).collect()))
                 .collect();
             handles
                 .into_iter()
@@ -292,10 +374,11 @@ impl Pipeline {
                 })
                 .collect()
         });
+        let mut out = Vec::with_capacity(items.len());
         for part in results {
-            take(part?);
+            out.extend(part?);
         }
-        Ok(batch)
+        Ok(out)
     }
 
     /// Processes every pending raw report, `batch` per transaction, calling
@@ -371,7 +454,7 @@ impl Pipeline {
             let ProcessedBatch {
                 records: processed,
                 deferred,
-            } = self.process_batch(rows, reprocess).await?;
+            } = self.process_batch(store, rows, reprocess).await?;
             run.deferred += deferred;
             process_time += t.elapsed();
             if let Some((n, handle)) = pending_apply.take() {
@@ -419,6 +502,110 @@ enum Selection {
     Processed { since_ms: Option<i64> },
 }
 
+/// A report half processed: decoded and checked, or already decided
+/// (quarantined).
+enum Stage {
+    Done(Processed),
+    Extracted(Box<Extracted>),
+}
+
+impl Stage {
+    /// The key sighting of a decoded, signed report: its installation, the
+    /// key that verified it, when and where it arrived.
+    fn key_sighting(&self) -> Option<KeySpan> {
+        let Stage::Extracted(x) = self else {
+            return None;
+        };
+        let envelope = x.report.envelope.as_ref()?;
+        let key_id = envelope.trust.as_ref()?.key_id.clone()?;
+        let at = envelope.received_at.timestamp_millis();
+        Some(KeySpan {
+            install_id: x.report.install_id.as_str().to_owned(),
+            key_id,
+            first_seen_ms: at,
+            last_seen_ms: at,
+            first_node: envelope.node_id.clone(),
+        })
+    }
+}
+
+/// The keys seen for the installations of a batch: the store's record,
+/// widened by the batch's sightings.
+struct KeyBook {
+    spans: HashMap<String, Vec<KeySpan>>,
+    /// The store's record before the batch, to tell what to write.
+    stored: HashMap<(String, String), (i64, i64)>,
+}
+
+impl KeyBook {
+    fn new(stored: Vec<KeySpan>) -> Self {
+        let mut book = Self {
+            spans: HashMap::new(),
+            stored: HashMap::new(),
+        };
+        for span in stored {
+            book.stored.insert(
+                (span.install_id.clone(), span.key_id.clone()),
+                (span.first_seen_ms, span.last_seen_ms),
+            );
+            book.spans
+                .entry(span.install_id.clone())
+                .or_default()
+                .push(span);
+        }
+        book
+    }
+
+    fn sight(&mut self, sighting: &KeySpan) {
+        let spans = self.spans.entry(sighting.install_id.clone()).or_default();
+        match spans.iter_mut().find(|s| s.key_id == sighting.key_id) {
+            Some(span) => {
+                if sighting.first_seen_ms < span.first_seen_ms {
+                    span.first_seen_ms = sighting.first_seen_ms;
+                    span.first_node.clone_from(&sighting.first_node);
+                }
+                span.last_seen_ms = span.last_seen_ms.max(sighting.last_seen_ms);
+            }
+            None => spans.push(sighting.clone()),
+        }
+    }
+
+    fn spans(&self, install_id: &str) -> &[KeySpan] {
+        self.spans.get(install_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The spans the store does not know well enough: new keys, earlier
+    /// first sightings, and last sightings more than
+    /// [`KEY_SEEN_RESOLUTION_MS`] after the stored one.
+    fn to_write(&self) -> Vec<KeySpan> {
+        let mut out: Vec<KeySpan> = self
+            .spans
+            .values()
+            .flatten()
+            .filter(|s| {
+                self.stored
+                    .get(&(s.install_id.clone(), s.key_id.clone()))
+                    .is_none_or(|&(first, last)| {
+                        s.first_seen_ms < first
+                            || s.last_seen_ms > last.saturating_add(KEY_SEEN_RESOLUTION_MS)
+                    })
+            })
+            .cloned()
+            .collect();
+        // One order for every writer, so concurrent upserts of the same
+        // rows cannot deadlock.
+        out.sort_unstable_by(|a, b| (&a.install_id, &a.key_id).cmp(&(&b.install_id, &b.key_id)));
+        out
+    }
+}
+
+/// Runs CPU work on a blocking thread.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("pipeline worker failed: {e}")))
+}
+
 /// A batch being applied by the database: its summary and how long it took.
 type ApplyTask = tokio::task::JoinHandle<Result<(ApplySummary, Duration), Error>>;
 
@@ -448,7 +635,7 @@ fn verdict_record(
     verdict: &Verdict,
     evidence: &LineEvidence<'_>,
     report: &Report,
-    extracted: &crate::Extracted,
+    extracted: &Extracted,
     trust: &TrustMark,
     now_ms: i64,
 ) -> Result<VerdictRecord, Error> {
@@ -529,7 +716,7 @@ mod tests {
         verdict: &Verdict,
         evidence: &LineEvidence<'_>,
         report: &Report,
-        extracted: &crate::Extracted,
+        extracted: &Extracted,
     ) -> Value {
         let resolved_json = |r: &Resolved| serde_json::to_value(r).unwrap();
         let egress = evidence.egress.as_ref();
@@ -618,6 +805,7 @@ mod tests {
             prefix: lineprobe_shared::TrustScore::FULL,
             signature: lineprobe_shared::SignatureCheck::Unsigned,
             reasons: vec![lineprobe_shared::TrustReason::AnomalyEpisode],
+            key_id: None,
         }));
         let unscored = processed_with_trust(None);
         assert!(low.verdict.low_trust);

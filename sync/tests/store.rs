@@ -1576,14 +1576,15 @@ struct SchemaSql {
     indexes: &'static str,
     /// How many of PostgreSQL's pair statistics exist (0 on SQLite).
     statistics: &'static str,
-    /// Undoes migrations 0013, 0010, 0009 and 0008 on a database with data,
+    /// Undoes migrations 0013, 0012, 0010, 0009 and 0008 on a database with data,
     /// so that it is what a store of schema 7 was: collector names and
     /// cached addresses in the database's collation, no counted report ids
     /// and only two outcome states, PostgreSQL's two carrier indexes back in
     /// place of the merged one and no pair statistics. On SQLite 0013, 0009 and
     /// 0008 are no-ops, and the outcomes table 0010 built again keeps its
     /// third state (0010 builds it again, whatever its states); the
-    /// cursors lose 0011's store column.
+    /// cursors lose 0011's store column, and 0012's table of installations'
+    /// keys goes.
     back_to_7: &'static str,
 }
 
@@ -1596,6 +1597,7 @@ const PG_SCHEMA: SchemaSql = SchemaSql {
         ALTER TABLE raw_outcomes ALTER COLUMN collector TYPE TEXT COLLATE \"default\";
         ALTER TABLE resolver_cache ALTER COLUMN ip TYPE TEXT COLLATE \"default\";
         ALTER TABLE pull_cursors DROP COLUMN store_id;
+        DROP TABLE install_keys;
         DROP TABLE counted_reports;
         ALTER TABLE raw_outcomes DROP CONSTRAINT raw_outcomes_state_check;
         ALTER TABLE raw_outcomes ADD CONSTRAINT raw_outcomes_state_check
@@ -1612,8 +1614,8 @@ const SQLITE_SCHEMA: SchemaSql = SchemaSql {
     indexes: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lines' \
               ORDER BY name",
     statistics: "SELECT 0",
-    back_to_7: "ALTER TABLE pull_cursors DROP COLUMN store_id; DROP TABLE counted_reports; \
-                DELETE FROM _sqlx_migrations WHERE version > 7;",
+    back_to_7: "ALTER TABLE pull_cursors DROP COLUMN store_id; DROP TABLE install_keys; \
+                DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
 };
 
 /// Applied migrations, the lines table's indexes and the statistics count,

@@ -329,6 +329,7 @@ impl TrustBook {
             prefix: TrustScore::saturating(prefix_score),
             signature,
             reasons,
+            key_id: None,
         }
     }
 

@@ -159,4 +159,12 @@ pub struct ArrivalTrust {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub reasons: Vec<TrustReason>,
+    /// The id of the key the signature was verified with (16 lowercase
+    /// hex digits), on a signed report. Each receiver node enrols keys on
+    /// its own, so only the internal side, which sees every node's
+    /// reports, can tell when two keys sign for one `install_id` at once.
+    /// Absent from unsigned reports and from receivers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
+    pub key_id: Option<String>,
 }

@@ -805,6 +805,26 @@ pub(super) fn check_envelope_only(envelope: &ReceiverEnvelope) -> Violations {
 }
 
 fn check_envelope(c: &mut Checker, envelope: &ReceiverEnvelope) {
+    if let Some(key_id) = envelope.trust.as_ref().and_then(|t| t.key_id.as_deref()) {
+        if !crate::is_key_id(key_id) {
+            c.push(
+                "envelope.trust.key_id",
+                format!(
+                    "{} is not a key id: 16 lowercase hex digits",
+                    quoted(key_id)
+                ),
+            );
+        } else if envelope
+            .trust
+            .as_ref()
+            .is_some_and(|t| t.signature == crate::SignatureCheck::Unsigned)
+        {
+            c.push(
+                "envelope.trust.key_id",
+                "names a key, but the signature check says the report was unsigned",
+            );
+        }
+    }
     if envelope.peer_ip.is_unspecified() {
         c.push(
             "envelope.peer_ip",

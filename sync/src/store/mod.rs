@@ -75,6 +75,7 @@ macro_rules! bind_all {
 
 mod apply;
 pub(crate) mod backoffice;
+mod keys;
 mod period;
 mod pgcopy;
 mod postgres;

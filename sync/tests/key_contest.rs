@@ -1,0 +1,308 @@
+//! Key contests across receiver nodes: each node enrols probe keys on its
+//! own, so a key enrolled for a victim's `install_id` at a node the victim
+//! never used is "verified" there. The envelope names the key that
+//! verified each report; the pipeline keeps which keys signed for each
+//! installation and when, and marks the installation's verdicts low-trust
+//! around a change of key, and for as long as two keys sign at once. On
+//! SQLite and, with `LINEPROBE_TEST_PG`, PostgreSQL.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod support;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
+use lineprobe_sync::{
+    Chain, Error, IpFacts, IpSource, KeySpan, Pipeline, PullBatch, PulledReport, Store,
+    TrustPolicy, read_evidence,
+};
+use serde_json::{Value, json};
+
+/// Knows every address as China Mobile in Shenzhen, Guangdong.
+#[derive(Debug)]
+struct Shenzhen(IpFacts);
+
+impl IpSource for Shenzhen {
+    fn name(&self) -> &'static str {
+        "plan"
+    }
+
+    fn data_version(&self) -> &'static str {
+        "test"
+    }
+
+    fn lookup(&self, _ip: IpAddr) -> Result<Option<IpFacts>, Error> {
+        Ok(Some(self.0.clone()))
+    }
+}
+
+const KEY_A: &str = "aaaaaaaaaaaaaaa1";
+const KEY_B: &str = "bbbbbbbbbbbbbbb2";
+
+/// One pulled report of `install` with account `account`, received at
+/// `at` by `node` and verified there with `key` (none: unsigned); each
+/// from its own egress address, so each is an observation with its own
+/// verdict row.
+fn report(
+    template: &Value,
+    n: u8,
+    install: &str,
+    account: &str,
+    at: DateTime<Utc>,
+    node: &str,
+    key: Option<&str>,
+) -> PulledReport {
+    let mut doc = template.clone();
+    let id = doc["report_id"].as_str().unwrap().to_owned();
+    doc["report_id"] = json!(format!("{}{n:02x}", &id[..id.len() - 2]));
+    doc["install_id"] = json!(install);
+    doc["account"] = json!(account);
+    doc["created_at"] = json!(at.to_rfc3339());
+    let mut trust = json!({
+        "score": 100, "install": 100, "prefix": 100,
+        "signature": if key.is_some() { "verified" } else { "unsigned" },
+    });
+    if let Some(key) = key {
+        trust["key_id"] = json!(key);
+    }
+    doc["envelope"] = json!({
+        "received_at": at.to_rfc3339(),
+        "peer_ip": format!("120.230.1.{n}"),
+        "path": "/api/v1/report",
+        "node_id": node,
+        "seq": u64::from(n),
+        "trust": trust,
+    });
+    PulledReport {
+        seq: u64::from(n),
+        report_id: doc["report_id"].as_str().map(str::to_owned),
+        received_at_ms: Some(at.timestamp_millis()),
+        body: serde_json::to_vec(&doc).unwrap(),
+    }
+}
+
+/// Each report's verdict of `line_key`: (report id, low trust, the key
+/// contest in its evidence).
+async fn marks(store: &Store, line_key: &str) -> Vec<(String, bool, Value)> {
+    let mut rows: Vec<(String, bool, Value)> = store
+        .line_verdicts(line_key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| {
+            let evidence = read_evidence(&v.record.evidence_json).unwrap();
+            (
+                v.report_id,
+                v.record.low_trust,
+                evidence["trust"]["key_contest"].clone(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// A pipeline that knows every address as China Mobile in Shenzhen, with
+/// a ten-day key contest period, and a report of a line there to copy.
+fn pipeline_and_template() -> (Pipeline, Value) {
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let facts = IpFacts {
+        carrier: Some(catalog.carrier("china_mobile").unwrap().id.clone()),
+        province: Some(catalog.province("CN-GD").unwrap().id.clone()),
+        city: catalog.city(None, "深圳").unwrap().code.clone(),
+        ..IpFacts::default()
+    };
+    let pipeline = Pipeline::new(
+        Arc::clone(&catalog),
+        Arc::new(Chain::new(vec![Box::new(Shenzhen(facts))])),
+        Classifier::new(&ClassifierConfig::default()).unwrap(),
+    )
+    .with_trust_policy(TrustPolicy {
+        key_change_flag_days: 10,
+        ..TrustPolicy::default()
+    });
+    let case = lineprobe_sync::demo_cases(Utc::now().fixed_offset())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.label == "gd-mobile")
+        .unwrap();
+    let template: Value = serde_json::from_slice(&case.report.to_json().unwrap()).unwrap();
+    (pipeline, template)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keys_for_one_install_across_nodes_mark_its_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, template) = pipeline_and_template();
+    let now = Utc::now();
+    let day = |d: i64| now - Duration::days(60) + Duration::days(d);
+    let t = &template;
+    // The victim's probe signs with key A at node n1 from day 0; someone
+    // enrols key B for the same install_id at node n2 on day 20 and sends
+    // from there; the victim goes on with key A (day 25). Another
+    // installation keeps one key throughout; an unsigned one has none.
+    let first = [
+        report(t, 1, "GD-VICTIM", "0755001", day(0), "n1", Some(KEY_A)),
+        report(t, 2, "GD-VICTIM", "0755001", day(10), "n1", Some(KEY_A)),
+        report(t, 3, "GD-OTHER", "0755002", day(0), "n1", Some(KEY_A)),
+        report(t, 4, "GD-UNSIGNED", "0755003", day(20), "n1", None),
+    ];
+    let second = [
+        report(t, 5, "GD-VICTIM", "0755001", day(20), "n2", Some(KEY_B)),
+        report(t, 6, "GD-OTHER", "0755002", day(21), "n2", Some(KEY_A)),
+    ];
+    let third = [
+        report(t, 7, "GD-VICTIM", "0755001", day(25), "n1", Some(KEY_A)),
+        // Pulled late: from before the contest, so not marked.
+        report(t, 8, "GD-VICTIM", "0755001", day(15), "n1", Some(KEY_A)),
+    ];
+    let fourth = [
+        report(t, 9, "GD-VICTIM", "0755001", day(34), "n2", Some(KEY_B)),
+        // Ten days after key A last signed (day 25) the mark ends.
+        report(t, 10, "GD-VICTIM", "0755001", day(36), "n2", Some(KEY_B)),
+    ];
+    let id_of = |r: &PulledReport| r.report_id.clone().unwrap();
+    for db in support::backends("key_contest", dir.path()).await {
+        let store = db.store().await;
+        let label = db.label();
+        // A pull and a pipeline run each, so the store's record of keys
+        // carries the contest from one run to the next.
+        let pulls = [
+            ("n1", &first[..]),
+            ("n2", &second[..]),
+            ("n1", &third[..]),
+            ("n2", &fourth[..]),
+        ];
+        for (pull, (node, reports)) in pulls.into_iter().enumerate() {
+            let collector = format!("c-{node}");
+            let next_after = reports.iter().map(|r| r.seq).max().unwrap();
+            let batch = PullBatch {
+                collector: &collector,
+                node_id: node,
+                reports,
+                next_after,
+                pulled_at_ms: now.timestamp_millis(),
+            };
+            store.commit_pull(&batch).await.unwrap();
+            let run = pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
+            assert_eq!(
+                run.read,
+                u64::try_from(reports.len()).unwrap(),
+                "{label}: pull {pull}"
+            );
+            assert_eq!(run.applied.quarantined, 0, "{label}: pull {pull}");
+        }
+
+        let victim = marks(&store, "account:0755001").await;
+        let mark = |r: &PulledReport| {
+            victim
+                .iter()
+                .find(|(id, _, _)| *id == id_of(r))
+                .unwrap_or_else(|| panic!("{label}: no verdict of report {}", id_of(r)))
+                .clone()
+        };
+        for r in [&first[0], &first[1], &third[1], &fourth[1]] {
+            let (_, low, contest) = mark(r);
+            assert!(!low && contest.is_null(), "{label}: {} {contest}", r.seq);
+        }
+        // Key B's first report: a change of key, seen only here.
+        let (_, low, contest) = mark(&second[0]);
+        assert!(low, "{label}");
+        assert_eq!(contest["other_key_id"], KEY_A, "{label}: {contest}");
+        assert_eq!(contest["other_first_node"], "n1", "{label}");
+        assert_eq!(contest["at_once"], false, "{label}: {contest}");
+        // Key A signing again after key B appeared: two keys at once,
+        // and both keys' reports are marked until the period has passed.
+        let (_, low, contest) = mark(&third[0]);
+        assert!(low, "{label}");
+        assert_eq!(contest["other_key_id"], KEY_B, "{label}: {contest}");
+        assert_eq!(contest["other_first_node"], "n2", "{label}");
+        assert_eq!(contest["at_once"], true, "{label}: {contest}");
+        let (_, low, contest) = mark(&fourth[0]);
+        assert!(low && contest["at_once"] == true, "{label}: {contest}");
+
+        for (line, n) in [("account:0755002", 2), ("account:0755003", 1)] {
+            let rows = marks(&store, line).await;
+            assert_eq!(rows.len(), n, "{label}: {line}");
+            assert!(
+                rows.iter().all(|(_, low, c)| !low && c.is_null()),
+                "{label}: {line}: {rows:?}"
+            );
+        }
+
+        assert_keys_recorded(&store, day, label).await;
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_keys_widens_their_spans_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let span = |key: &str, first: i64, last: i64, node: &str| KeySpan {
+        install_id: "I1".to_owned(),
+        key_id: key.to_owned(),
+        first_seen_ms: first,
+        last_seen_ms: last,
+        first_node: node.to_owned(),
+    };
+    for db in support::backends("key_spans", dir.path()).await {
+        let store = db.store().await;
+        let label = db.label();
+        assert!(store.install_keys_seen(&["I1"]).await.unwrap().is_empty());
+        // Two sightings of one key in one call, and another key.
+        store
+            .record_install_keys(&[
+                span(KEY_A, 100, 200, "n1"),
+                span(KEY_A, 50, 80, "n2"),
+                span(KEY_B, 300, 300, "n3"),
+            ])
+            .await
+            .unwrap();
+        // Later calls widen, never narrow; the same call again changes
+        // nothing.
+        for _ in 0..2 {
+            store
+                .record_install_keys(&[span(KEY_A, 70, 500, "n4"), span(KEY_B, 10, 20, "n5")])
+                .await
+                .unwrap();
+        }
+        let mut keys = store.install_keys_seen(&["I1", "nobody"]).await.unwrap();
+        keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        assert_eq!(
+            keys,
+            [span(KEY_A, 50, 500, "n2"), span(KEY_B, 10, 300, "n5")],
+            "{label}"
+        );
+        store.close().await;
+    }
+}
+
+/// The store's record: each key's first and last sighting, the node of
+/// the first, and no unsigned installation.
+async fn assert_keys_recorded(store: &Store, day: impl Fn(i64) -> DateTime<Utc>, label: &str) {
+    let mut keys = store
+        .install_keys_seen(&["GD-VICTIM", "GD-OTHER", "GD-UNSIGNED"])
+        .await
+        .unwrap();
+    keys.sort_by(|a, b| (&a.install_id, &a.key_id).cmp(&(&b.install_id, &b.key_id)));
+    let ms = |d: i64| day(d).timestamp_millis();
+    let span = |install: &str, key: &str, first: i64, last: i64, node: &str| KeySpan {
+        install_id: install.to_owned(),
+        key_id: key.to_owned(),
+        first_seen_ms: ms(first),
+        last_seen_ms: ms(last),
+        first_node: node.to_owned(),
+    };
+    assert_eq!(
+        keys,
+        [
+            span("GD-OTHER", KEY_A, 0, 21, "n1"),
+            span("GD-VICTIM", KEY_A, 0, 25, "n1"),
+            span("GD-VICTIM", KEY_B, 20, 36, "n2"),
+        ],
+        "{label}"
+    );
+}
