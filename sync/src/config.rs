@@ -106,6 +106,12 @@ pub struct PipelineConfig {
     /// Address blocks treated as public although the IANA registries call
     /// them special-purpose: only for labs built on documentation ranges.
     pub public_cidrs: Vec<IpNet>,
+    /// The NAT64 network-specific prefixes this network's translators use
+    /// inside the local-use block `64:ff9b:1::/48` (RFC 8215), each with
+    /// its length (/48, /56, /64 or /96): their addresses are read as the
+    /// IPv4 address they carry, by RFC 6052's layout for that length. The
+    /// well-known `64:ff9b::/96` needs no entry.
+    pub nat64_prefixes: Vec<ipnet::Ipv6Net>,
     /// Verdicts from reports whose trust score at arrival is below this
     /// (0–100) are marked low-trust and listed apart; 0 marks none by
     /// score.
@@ -131,6 +137,7 @@ impl Default for PipelineConfig {
         Self {
             batch: 2000,
             public_cidrs: Vec::new(),
+            nat64_prefixes: Vec::new(),
             low_trust_below: TrustPolicy::default().low_below,
             key_changed_is_low_trust: TrustPolicy::default().key_changed_is_low,
             key_change_flag_days: TrustPolicy::default().key_change_flag_days,
@@ -270,6 +277,9 @@ impl SyncConfig {
                 ),
             );
         }
+        // The lab-public blocks and NAT64 prefixes, checked as the
+        // pipeline will take them.
+        self.classifier()?;
         if !(1..=3650).contains(&self.pipeline.key_change_flag_days) {
             return bad(
                 "pipeline.key_change_flag_days",
@@ -368,9 +378,23 @@ impl SyncConfig {
 
     /// The address classifier, with the configured lab-public blocks.
     pub fn classifier(&self) -> Result<Classifier, Error> {
-        Ok(Classifier::new(&ClassifierConfig {
+        let config = ClassifierConfig {
             extra_public: self.pipeline.public_cidrs.clone(),
-        })?)
+        };
+        Classifier::with_nat64_prefixes(&config, &self.pipeline.nat64_prefixes).map_err(|e| {
+            match e {
+                // The classifier names its own settings; here they are
+                // the pipeline's.
+                lineprobe_shared::Error::Config { key, reason } => Error::Config {
+                    key: format!(
+                        "pipeline.{}",
+                        key.replacen("extra_public", "public_cidrs", 1)
+                    ),
+                    reason,
+                },
+                other => other.into(),
+            }
+        })
     }
 }
 
@@ -619,6 +643,44 @@ fn described(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nat64_prefixes_reach_the_classifier_and_bad_ones_are_named() {
+        let load = |text: &str| {
+            SyncConfig::from_toml_with_env(text, "test", std::iter::empty::<(String, String)>())
+                .unwrap()
+        };
+        let config = load("[pipeline]\nnat64_prefixes = [\"64:ff9b:1:abcd::/96\"]\n");
+        config.validate().unwrap();
+        let classifier = config.classifier().unwrap();
+        let wrapped: std::net::IpAddr = "64:ff9b:1:abcd::c000:221".parse().unwrap();
+        assert_eq!(
+            classifier.classify(wrapped).effective_addr(),
+            "192.0.2.33".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(
+            load("")
+                .classifier()
+                .unwrap()
+                .classify(wrapped)
+                .effective_addr(),
+            wrapped,
+            "not unwrapped unless configured"
+        );
+        for (text, key) in [
+            (
+                "[pipeline]\nnat64_prefixes = [\"2001:db8::/96\"]\n",
+                "pipeline.nat64_prefixes[0]",
+            ),
+            (
+                "[pipeline]\npublic_cidrs = [\"0.0.0.0/0\"]\n",
+                "pipeline.public_cidrs",
+            ),
+        ] {
+            let err = load(text).validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn the_key_change_flag_period_is_bounded_and_reaches_the_policy() {
