@@ -469,8 +469,9 @@ struct AckResponse {
          body = ApiError),
         (status = 401, description = "Missing or wrong bearer token, or the API is disabled",
          body = ApiError),
-        (status = 409, description = "A bogus ack (another node, or beyond the highest `seq`): \
-                                      refused, nothing changed", body = ApiError),
+        (status = 409, description = "A bogus ack (another node, or beyond the highest `seq` \
+                                      on disk, the last an export can have returned): refused, \
+                                      nothing changed", body = ApiError),
         (status = 413, description = "The body is over the size limit (`too_large`)",
          body = ApiError),
         (status = 500, description = "The staging store failed", body = ApiError),

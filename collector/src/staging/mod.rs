@@ -499,7 +499,9 @@ impl Staging {
     ///
     /// Idempotent: acknowledging at or below the current cursor changes
     /// nothing and reports the cursor. `BadAck` (nothing changed) when
-    /// `node_id` is not this node or `up_to` is beyond the highest `seq`.
+    /// `node_id` is not this node or `up_to` is beyond the highest `seq`
+    /// on disk, the last an export can have returned (a report committed
+    /// but not yet synced counts as beyond it).
     pub async fn ack(&self, node_id: &str, up_to: u64) -> Result<AckOutcome, Error> {
         let node_id = node_id.to_owned();
         self.request(|reply| Request::Ack {
@@ -982,6 +984,71 @@ mod tests {
             "the WAL was checkpointed or removed on close"
         );
         assert_eq!(std::fs::metadata(&db).expect("database").len(), db_len);
+    }
+
+    fn report() -> Report {
+        let mut report = Report::from_json(
+            include_str!("../../../shared/tests/fixtures/report/minimal.json").as_bytes(),
+        )
+        .expect("the fixture is a valid report");
+        report.report_id = lineprobe_shared::ReportId::new_v7();
+        report.envelope = Some(lineprobe_shared::ReceiverEnvelope {
+            received_at: Utc::now(),
+            peer_ip: "203.0.113.9".parse().expect("address"),
+            peer_port: None,
+            path: "/v1/reports".to_owned(),
+            headers: lineprobe_shared::EnvelopeHeaders::default(),
+            tls: None,
+            node_id: String::new(),
+            seq: 0,
+            trust: None,
+        });
+        report
+    }
+
+    /// A report committed but not yet synced has its seq in the `state`
+    /// row, but no export can have returned it: an acknowledgement up to
+    /// it is refused and changes nothing, or the report would be marked
+    /// acknowledged (and purged after the retention) unseen.
+    #[tokio::test]
+    async fn an_ack_beyond_the_durable_seq_is_refused_while_the_report_is_not_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = open(dir.path());
+        let first = staging.stage(report()).await.expect("staged");
+        assert_eq!(first, StageOutcome::Stored { seq: 1 });
+
+        staging.inner.durability.hold_syncs_for_test(true);
+        let second = tokio::spawn({
+            let staging = staging.clone();
+            async move { staging.stage(report()).await }
+        });
+        // Committed (the readers see it) but not synced.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while staging.stats().await.expect("stats").highest_seq < 2 {
+            assert!(std::time::Instant::now() < deadline, "never committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(staging.inner.durability.durable_seq(), 1);
+        let page = staging.export_after(0, 10).await.expect("export");
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+
+        let ack = tokio::time::timeout(Duration::from_secs(2), staging.ack("node-a", 2)).await;
+        match ack {
+            Ok(Err(Error::BadAck(msg))) => assert!(msg.contains("up_to 2"), "{msg}"),
+            other => panic!("an ack of a report not on disk was not refused: {other:?}"),
+        }
+        let stats = staging.stats().await.expect("stats");
+        assert_eq!((stats.acked_up_to, stats.unacked), (0, 2));
+
+        staging.inner.durability.hold_syncs_for_test(false);
+        let second = second.await.expect("task").expect("staged once synced");
+        assert_eq!(second, StageOutcome::Stored { seq: 2 });
+        let ack = staging
+            .ack("node-a", 2)
+            .await
+            .expect("acknowledged once on disk");
+        assert_eq!((ack.acked_up_to, ack.newly_acked), (2, 2));
+        staging.close().await.expect("close");
     }
 
     #[tokio::test]

@@ -61,6 +61,10 @@ pub(super) struct Durability {
     in_flight: AtomicUsize,
     /// Told when `in_flight` drops to zero.
     idle: Notify,
+    /// Set by a test to keep the sync thread from syncing: transactions
+    /// then stay committed but not durable ([`Durability::hold_syncs_for_test`]).
+    #[cfg(test)]
+    held: AtomicBool,
 }
 
 impl Durability {
@@ -70,6 +74,8 @@ impl Durability {
             failed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            #[cfg(test)]
+            held: AtomicBool::new(false),
         }
     }
 
@@ -99,6 +105,13 @@ impl Durability {
     /// Every report up to this `seq` is durable.
     pub(super) fn durable_seq(&self) -> u64 {
         self.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Keeps the sync thread from syncing (and so from answering or
+    /// advancing the durable seq) while `held`.
+    #[cfg(test)]
+    pub(super) fn hold_syncs_for_test(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
     }
 
     /// Marks a sync as failed, as `run` does when one fails.
@@ -210,6 +223,10 @@ fn run(
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         batch.extend(receiver.try_iter());
+        #[cfg(test)]
+        while durability.held.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let result = if durability.failed.load(Ordering::Acquire) {
             Err("an earlier sync of the staging store failed".to_owned())
         } else {

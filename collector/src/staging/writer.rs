@@ -243,8 +243,12 @@ impl Writer {
                 up_to,
                 reply,
             } => {
-                let result =
-                    self.transact("acknowledging", |tx, node| ack(tx, node, &node_id, up_to));
+                // Read before the transaction: it only grows, so a seq
+                // durable now is durable when the acknowledgement commits.
+                let durable = self.durability.durable_seq();
+                let result = self.transact("acknowledging", |tx, node| {
+                    ack(tx, node, &node_id, up_to, durable)
+                });
                 if let Ok(outcome) = &result {
                     self.backlog.acked_up_to(outcome.acked_up_to);
                 }
@@ -552,11 +556,19 @@ fn stage_all(
     Ok(outcomes)
 }
 
+/// Acknowledges up to `up_to`, which must be at most `durable`, the
+/// highest seq on disk: exports stop there, so nothing above it can have
+/// been pulled. The `state` row's `highest_seq` is not the bound: it counts
+/// reports committed but not yet synced (a power loss could still take
+/// them back, their seqs then given to others), and an acknowledgement of
+/// one of those, bogus or racing the sync, would mark a report the puller
+/// never received as acknowledged, to be purged after the retention.
 fn ack(
     tx: &rusqlite::Transaction<'_>,
     own_node: &str,
     node_id: &str,
     up_to: u64,
+    durable: u64,
 ) -> Result<AckOutcome, TxError> {
     if node_id != own_node {
         return Err(TxError::Op(Error::BadAck(format!(
@@ -565,10 +577,11 @@ fn ack(
         ))));
     }
     let (highest, acked) = read_state(tx)?;
-    if up_to > highest {
+    let exportable = highest.min(durable);
+    if up_to > exportable {
         return Err(TxError::Op(Error::BadAck(format!(
-            "up_to {up_to} is beyond the highest sequence number {highest} of node `{own_node}`; \
-             acknowledge only reports you have exported"
+            "up_to {up_to} is beyond the highest sequence number {exportable} on disk at node \
+             `{own_node}`; acknowledge only reports you have exported"
         ))));
     }
     if up_to <= acked {
