@@ -59,6 +59,12 @@ pub enum Command {
     Run,
     /// Show consent, last probe, spool depth and the last endpoint results.
     Status,
+    /// Install, remove or run the agent as a Windows service (Windows only;
+    /// on Linux run `run` under systemd).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Record or revoke the user's consent to tracing and sending.
     Consent {
         /// Record that the user agreed (time and consent text version).
@@ -68,6 +74,25 @@ pub enum Command {
         #[arg(long)]
         revoke: bool,
     },
+}
+
+/// What `service` does.
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Install the service: it starts with Windows as `LocalSystem` and runs
+    /// the daemon with this --config, --state-dir (default
+    /// %ProgramData%\LineProbe\agent) and --endpoint list. Run as
+    /// Administrator.
+    Install {
+        /// Start it once installed.
+        #[arg(long)]
+        start: bool,
+    },
+    /// Stop and remove the service.
+    Uninstall,
+    /// What the Service Control Manager starts (not for a console).
+    #[command(hide = true)]
+    Run,
 }
 
 /// The engines the CLI traces with, best first.
@@ -129,6 +154,53 @@ fn run_until(
     out: &mut dyn Write,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    if let Command::Service { action } = &cli.command {
+        return service(cli, action, out);
+    }
+    run_command(cli, &cli.command, tracer, out, shutdown)
+}
+
+/// `service …`.
+#[cfg(windows)]
+fn service(cli: &Cli, action: &ServiceAction, out: &mut dyn Write) -> Result<(), Error> {
+    match action {
+        ServiceAction::Install { start } => crate::service::install(cli, *start, out),
+        ServiceAction::Uninstall => crate::service::uninstall(out),
+        ServiceAction::Run => crate::service::run_as_service(Cli {
+            config: cli.config.clone(),
+            state_dir: cli.state_dir.clone(),
+            endpoint: cli.endpoint.clone(),
+            insecure_skip_verify: cli.insecure_skip_verify,
+            command: Command::Run,
+        }),
+    }
+}
+
+/// `service …` without a Windows service manager.
+#[cfg(not(windows))]
+fn service(_: &Cli, _: &ServiceAction, _: &mut dyn Write) -> Result<(), Error> {
+    Err(crate::service::unsupported())
+}
+
+/// The daemon as a service runs it: `cli`'s settings, the platform's
+/// engines, until `shutdown`.
+#[cfg(windows)]
+pub(crate) fn run_service_daemon(
+    cli: &Cli,
+    out: &mut dyn Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    run_command(cli, &Command::Run, default_tracer(), out, shutdown)
+}
+
+/// Runs `command` with `cli`'s settings.
+fn run_command(
+    cli: &Cli,
+    command: &Command,
+    tracer: SharedTracer,
+    out: &mut dyn Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     if cli.insecure_skip_verify {
         eprintln!(
             "lineprobe-agent: warning: --insecure-skip-verify is for lab use only: the \
@@ -154,7 +226,7 @@ fn run_until(
             what: "cannot start the async runtime".to_owned(),
             source,
         })?;
-    let result = execute(&cli.command, &agent, &runtime, out, shutdown);
+    let result = execute(command, &agent, &runtime, out, shutdown);
     // Dropping the runtime would wait for the trace's blocking thread.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     result
@@ -196,6 +268,8 @@ fn execute(
         Command::Status => {
             write!(out, "{}", agent.status()?).map_err(write_err)?;
         }
+        // Handled before an agent is made (see `run_until`).
+        Command::Service { .. } => {}
         Command::Consent { accept: true, .. } => {
             let record = agent.accept_consent()?;
             writeln!(
@@ -303,7 +377,15 @@ where
     // Warnings and the agent's own progress unless RUST_LOG says otherwise:
     // without a subscriber the daemon's warnings (a probe that fails, a
     // spool that cannot be written) went nowhere.
-    lineprobe_shared::log_to_stderr("warn,lineprobe_agent=info");
+    // A service has no standard error: it logs to its state folder.
+    if !matches!(
+        cli.command,
+        Command::Service {
+            action: ServiceAction::Run
+        }
+    ) {
+        lineprobe_shared::log_to_stderr("warn,lineprobe_agent=info");
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

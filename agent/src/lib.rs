@@ -18,6 +18,7 @@ mod error;
 mod facts;
 mod manifest;
 mod probe;
+mod service;
 mod signing;
 mod spool;
 mod state;
@@ -25,7 +26,7 @@ mod status;
 mod submit;
 
 pub use agent::{Agent, AgentOptions, DEFAULT_STATE_DIR, DrainSummary, ProbeOutcome};
-pub use cli::{Cli, Command, main_with_args, run, run_with};
+pub use cli::{Cli, Command, ServiceAction, main_with_args, run, run_with};
 pub use config::*;
 pub use consent::{accept_consent, read_consent, revoke_consent};
 pub use declared::{Declared, resolve_declared};
@@ -40,6 +41,10 @@ pub use facts::{
 };
 pub use manifest::{ManifestCheck, apply_signed, forget_manifest, load_applied, update_manifest};
 pub use probe::{RAW_TEXT_BUDGET, SharedTracer, Tracer, report_trace, resolve_target, trace_with};
+pub use service::{
+    SERVICE_DESCRIPTION, SERVICE_DISPLAY_NAME, SERVICE_LOG_FILE, SERVICE_LOG_MAX_BYTES,
+    SERVICE_NAME, ServicePlan, default_service_state_dir, open_service_log,
+};
 pub use signing::{FileKeyStore, KEY_FILE, KeyStore, UNSUPPORTED_RECHECK};
 pub use spool::{Spool, SpoolEntry, backoff};
 pub use state::{StateDir, write_atomic};
