@@ -272,16 +272,57 @@ fn safe_iface(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_@".contains(&b))
 }
 
+/// The key of `WinINet`'s per-user proxy settings, under a user's hive.
+#[cfg(windows)]
+const INTERNET_SETTINGS: &str = r"Software\Microsoft\Windows\CurrentVersion\Internet Settings";
+
+/// How many signed-in users' proxy settings are read at most.
+#[cfg(windows)]
+const MAX_USER_HIVES: usize = 8;
+
+#[cfg(windows)]
+fn reg_query(key: &str) -> Option<String> {
+    let mut reg = std::process::Command::new("reg");
+    reg.args(["query", key]);
+    let out = crate::engine::helper_output(reg, HELPER_DEADLINE)?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 #[cfg(windows)]
 fn system_proxy() -> Option<String> {
-    // WinINet settings, read with `reg` to stay free of registry bindings.
-    let mut reg = std::process::Command::new("reg");
-    reg.args([
-        "query",
-        r"HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings",
-    ]);
-    let out = crate::engine::helper_output(reg, HELPER_DEADLINE)?;
-    let text = String::from_utf8_lossy(&out);
+    // Read with `reg` to stay free of registry bindings. The current
+    // user's WinINet settings first. Run as a service (LocalSystem) that
+    // user is SYSTEM, whose settings say nothing about the people using
+    // the machine: the signed-in users' hives (loaded under HKU) are read
+    // too, and WinHTTP's machine-wide proxy, which services use.
+    let mut found: Vec<String> = reg_query(&format!(r"HKCU\{INTERNET_SETTINGS}"))
+        .map(|text| internet_settings_proxy(&text))
+        .unwrap_or_default();
+    if let Some(users) = reg_query("HKU") {
+        for sid in loaded_user_hives(&users).into_iter().take(MAX_USER_HIVES) {
+            let Some(text) = reg_query(&format!(r"HKU\{sid}\{INTERNET_SETTINGS}")) else {
+                continue;
+            };
+            for setting in internet_settings_proxy(&text) {
+                let setting = format!("{sid}: {setting}");
+                if !found.contains(&setting) {
+                    found.push(setting);
+                }
+            }
+        }
+    }
+    if let Some(text) = reg_query(&format!(r"HKLM\{INTERNET_SETTINGS}\Connections"))
+        && let Some(proxy) = winhttp_proxy(&text)
+    {
+        found.push(format!("WinHTTP={}", without_credentials(&proxy)));
+    }
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
+/// The proxy settings in `reg query` output of a `WinINet` `Internet
+/// Settings` key: the proxy server when enabled, and a PAC URL.
+#[cfg(any(windows, test))]
+fn internet_settings_proxy(text: &str) -> Vec<String> {
     let value = |name: &str| {
         text.lines().find_map(|line| {
             let mut cols = line.split_whitespace();
@@ -296,7 +337,53 @@ fn system_proxy() -> Option<String> {
     if let Some(pac) = value("AutoConfigURL") {
         found.push(format!("AutoConfigURL={}", without_credentials(&pac)));
     }
-    (!found.is_empty()).then(|| found.join(", "))
+    found
+}
+
+/// The signed-in users' hives in `reg query HKU` output: their SIDs
+/// (`S-1-5-21-…`), without the `_Classes` hives and the service accounts.
+#[cfg(any(windows, test))]
+fn loaded_user_hives(text: &str) -> Vec<String> {
+    let mut sids: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix(r"HKEY_USERS\"))
+        .filter(|sid| {
+            sid.starts_with("S-1-5-21-")
+                && !sid.ends_with("_Classes")
+                && sid
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b'S')
+        })
+        .map(str::to_owned)
+        .collect();
+    sids.dedup();
+    sids
+}
+
+/// `WinHTTP`'s proxy server from `reg query` output of the `Connections` key:
+/// its `WinHttpSettings` value, a little-endian structure of a version, a
+/// counter, flags (2: a proxy is set), the proxy list's length and bytes,
+/// then the bypass list's. `None` for direct access or an unreadable value.
+#[cfg(any(windows, test))]
+fn winhttp_proxy(text: &str) -> Option<String> {
+    const PROXY_TYPE_PROXY: u32 = 2;
+    let hex = text.lines().find_map(|line| {
+        let mut cols = line.split_whitespace();
+        (cols.next()? == "WinHttpSettings" && cols.next()? == "REG_BINARY").then(|| cols.next())?
+    })?;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    if word(8)? & PROXY_TYPE_PROXY == 0 {
+        return None;
+    }
+    let len = usize::try_from(word(12)?).ok()?;
+    let proxy = std::str::from_utf8(bytes.get(16..16usize.checked_add(len)?)?).ok()?;
+    let proxy = proxy.trim();
+    (!proxy.is_empty()).then(|| proxy.to_owned())
 }
 
 #[cfg(not(windows))]
@@ -309,6 +396,59 @@ fn system_proxy() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wininet_settings_name_the_enabled_proxy_and_a_pac_without_credentials() {
+        let text = "\r\nHKEY_CURRENT_USER\\Software\\Microsoft\\Windows\\CurrentVersion\\Internet Settings\r\n\
+            \x20   ProxyEnable    REG_DWORD    0x1\r\n\
+            \x20   ProxyServer    REG_SZ    http://u:pw@10.0.0.8:3128\r\n\
+            \x20   AutoConfigURL    REG_SZ    http://wpad.corp/proxy.pac\r\n";
+        assert_eq!(
+            internet_settings_proxy(text),
+            [
+                "ProxyServer=http://10.0.0.8:3128",
+                "AutoConfigURL=http://wpad.corp/proxy.pac"
+            ]
+        );
+        let off = text.replace("0x1", "0x0");
+        assert_eq!(
+            internet_settings_proxy(&off),
+            ["AutoConfigURL=http://wpad.corp/proxy.pac"]
+        );
+    }
+
+    #[test]
+    fn signed_in_users_hives_are_found_under_hku() {
+        let text = "\r\nHKEY_USERS\\.DEFAULT\r\nHKEY_USERS\\S-1-5-19\r\nHKEY_USERS\\S-1-5-20\r\n\
+            HKEY_USERS\\S-1-5-21-1004336348-1177238915-682003330-1001\r\n\
+            HKEY_USERS\\S-1-5-21-1004336348-1177238915-682003330-1001_Classes\r\n\
+            HKEY_USERS\\S-1-5-18\r\n";
+        assert_eq!(
+            loaded_user_hives(text),
+            ["S-1-5-21-1004336348-1177238915-682003330-1001"]
+        );
+    }
+
+    #[test]
+    fn winhttp_settings_give_the_machine_proxy() {
+        // `netsh winhttp set proxy proxy:8080 "<local>"` writes this.
+        let mut value = vec![0x18, 0, 0, 0, 5, 0, 0, 0, 3, 0, 0, 0, 10, 0, 0, 0];
+        value.extend_from_slice(b"proxy:8080");
+        value.extend_from_slice(&[7, 0, 0, 0]);
+        value.extend_from_slice(b"<local>");
+        let hex: String = value.iter().map(|b| format!("{b:02X}")).collect();
+        let text = format!(
+            "\r\nHKEY_LOCAL_MACHINE\\...\\Connections\r\n    WinHttpSettings    REG_BINARY    {hex}\r\n"
+        );
+        assert_eq!(winhttp_proxy(&text).as_deref(), Some("proxy:8080"));
+        // Direct access (flags 1), and values cut short, are no proxy.
+        let direct =
+            "    WinHttpSettings    REG_BINARY    1800000000000000010000000000000000000000\r\n";
+        assert_eq!(winhttp_proxy(direct), None);
+        let cut = format!("    WinHttpSettings    REG_BINARY    {}\r\n", &hex[..30]);
+        assert_eq!(winhttp_proxy(&cut), None);
+        assert_eq!(winhttp_proxy("nothing"), None);
+    }
 
     #[test]
     fn default_route_is_found_in_proc_net_route() {
