@@ -46,7 +46,7 @@ pub use signature::{
 };
 pub use staging::*;
 pub use traffic::{
-    Admission, Band, BandMemory, BandRules, Clock, Episode, LowTrustUnit, ManualClock, SystemClock,
-    Ticket, Traffic, TrafficConfig, TrustConfig, TrustEntry, TrustRetention, TrustRow, UnitKey,
-    UnitKind, source_prefix, traffic_routes,
+    Admission, Band, BandMemory, BandRules, Clock, Episode, LowTrustUnit, ManualClock, PathBand,
+    SystemClock, Ticket, Traffic, TrafficConfig, TrustConfig, TrustEntry, TrustRetention, TrustRow,
+    UnitKey, UnitKind, source_prefix, traffic_routes,
 };

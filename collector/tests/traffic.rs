@@ -430,6 +430,58 @@ mod restart {
         staging.close().await.expect("close");
     }
 
+    fn path_episodes(t: &Traffic) -> usize {
+        t.episodes(false, 1_000)
+            .iter()
+            .filter(|e| e.kind == UnitKind::Path)
+            .count()
+    }
+
+    /// A path pattern has no trust score, so its band is kept on its own
+    /// (`path_bands`): after a restart the busy path is judged against it,
+    /// not the floor, under the same rules as the other units' bands.
+    #[tokio::test]
+    async fn a_busy_path_keeps_its_band_across_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = staging(&dir);
+        let clock = ManualClock::at(T0);
+        let (t, running) = start(&clock, &staging).await;
+        grow_busy(&clock, &t);
+        assert_eq!(path_episodes(&t), 0, "{:#?}", t.episodes(false, 10));
+        running.stop().await;
+        let stored = staging.load_path_bands().await.expect("path bands");
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(stored[0].pattern, "/api/v1/report");
+        assert!((stored[0].band.median - 600.0).abs() < 1.0, "{stored:?}");
+
+        // Back after five minutes at the usual rate, and restarted again
+        // (the band it was seeded with is still stored).
+        for _ in 0..2 {
+            clock.advance(Duration::from_mins(5));
+            let (t, running) = start(&clock, &staging).await;
+            for _ in 0..3 {
+                send(&t, BUSY, 600);
+                minute_passes(&clock, &t);
+            }
+            assert_eq!(path_episodes(&t), 0, "{:#?}", t.episodes(false, 10));
+            running.stop().await;
+        }
+
+        // Far above its band (600 ± 60, up to 960), it is an anomaly.
+        let (t, running) = start(&clock, &staging).await;
+        send(&t, BUSY, 1_000);
+        assert_eq!(path_episodes(&t), 1, "{:#?}", t.episodes(false, 10));
+        running.stop().await;
+
+        // Back after more than a day: the band is too old to count.
+        clock.advance(Duration::from_hours(25));
+        let (t, running) = start(&clock, &staging).await;
+        send(&t, BUSY, 600);
+        assert_eq!(path_episodes(&t), 1, "{:#?}", t.episodes(false, 10));
+        running.stop().await;
+        staging.close().await.expect("close");
+    }
+
     #[tokio::test]
     async fn a_unit_far_above_its_remembered_band_is_still_an_anomaly() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -704,12 +704,32 @@ impl Staging {
         rows: Vec<crate::traffic::TrustRow>,
         retention: crate::traffic::TrustRetention,
     ) -> Result<(), Error> {
+        self.save_trust_and_path_bands(rows, Vec::new(), retention)
+            .await
+    }
+
+    /// As [`Staging::save_trust`], and in the same transaction stores the
+    /// bands of path units (which have no trust score), replacing a
+    /// pattern's stored band; bands learned more than a day before the
+    /// newest stored are forgotten.
+    pub async fn save_trust_and_path_bands(
+        &self,
+        rows: Vec<crate::traffic::TrustRow>,
+        paths: Vec<crate::traffic::PathBand>,
+        retention: crate::traffic::TrustRetention,
+    ) -> Result<(), Error> {
         self.request(|reply| Request::SaveTrust {
             rows,
+            paths,
             retention,
             reply,
         })
         .await
+    }
+
+    /// The stored bands of path units.
+    pub async fn load_path_bands(&self) -> Result<Vec<crate::traffic::PathBand>, Error> {
+        self.read(|conn| trust::load_path_bands(conn)).await
     }
 
     /// The stored trust scores (with their bands) kept longest by

@@ -137,6 +137,21 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE trust_scores ADD COLUMN band_minutes INTEGER
          CHECK (band_minutes IS NULL OR band_minutes >= 0);
      ALTER TABLE trust_scores ADD COLUMN band_learned_minute INTEGER;",
+    // Version 7.
+    //
+    // The bands of path units (the configured path patterns), which have
+    // no trust score and so no row in `trust_scores` to keep one in: after
+    // a restart a busy path is judged against its own band, not the floor.
+    // Written by the traffic monitor with the trust scores; a row more than
+    // a day older than the newest is deleted then (too old to be used, it
+    // was left by a pattern no longer configured).
+    "CREATE TABLE path_bands (
+         pattern             TEXT    PRIMARY KEY,
+         band_median         REAL    NOT NULL CHECK (band_median >= 0),
+         band_scale          REAL    NOT NULL CHECK (band_scale >= 1),
+         band_minutes        INTEGER NOT NULL CHECK (band_minutes >= 0),
+         band_learned_minute INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Wraps a SQLite error with what was being done, and says what to do about
@@ -376,7 +391,7 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .expect("version");
-        assert_eq!(version, 6);
+        assert_eq!(version, i64::try_from(MIGRATIONS.len()).expect("few"));
         let retention = TrustRetention {
             max_units: 10,
             initial: 50,
@@ -399,6 +414,60 @@ mod tests {
         migrate(&mut conn, "edge-1", &path).expect("reopened");
         let rows = super::super::trust::load(&conn, retention).expect("load");
         assert_eq!(rows[0].band, Some(band));
+    }
+
+    /// A store of schema 6 (scores with bands) is upgraded in place: its
+    /// scores and bands are kept, and path bands can be stored beside them.
+    #[test]
+    fn a_schema_6_store_keeps_its_bands_and_gains_path_bands() {
+        use crate::traffic::{BandMemory, PathBand, TrustRetention};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let mut conn = Connection::open(&path).expect("open");
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).expect("an older migration");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 6;
+             INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id)
+                 VALUES (1, 'edge-1', 0, 0, 'abc');
+             INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies,
+                 last_seen_minute, last_reject_minute, keep_until, band_median, band_scale,
+                 band_minutes, band_learned_minute)
+                 VALUES ('prefix', '203.0.113.0/24', 80.0, 10, 0, 0, 100, NULL, 1900,
+                     600.0, 60.0, 60, 100);",
+        )
+        .expect("a schema 6 store");
+        migrate(&mut conn, "edge-1", &path).expect("upgraded");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, 7);
+        let retention = TrustRetention {
+            max_units: 10,
+            initial: 50,
+        };
+        let band = BandMemory::new(600.0, 60.0, 60, 100).expect("a band");
+        let rows = super::super::trust::load(&conn, retention).expect("load");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].band, Some(band));
+        assert!(
+            super::super::trust::load_path_bands(&conn)
+                .expect("load")
+                .is_empty()
+        );
+        let stored = PathBand {
+            pattern: "/api/v1/report".to_owned(),
+            band,
+        };
+        let tx = conn.transaction().expect("tx");
+        super::super::trust::save_path_bands(&tx, std::slice::from_ref(&stored)).expect("save");
+        tx.commit().expect("commit");
+        migrate(&mut conn, "edge-1", &path).expect("reopened");
+        assert_eq!(
+            super::super::trust::load_path_bands(&conn).expect("load"),
+            vec![stored]
+        );
     }
 
     /// The checkpoint thread's WAL restart (or another process) holds the

@@ -1,12 +1,16 @@
 //! The `trust_scores` table: the traffic monitor's trust scores, and the
-//! bands of their units (schema version 6), kept across restarts.
+//! bands of their units (schema version 6), kept across restarts; and the
+//! `path_bands` table (schema version 7): the bands of path units, which
+//! have no score.
 
 use rusqlite::{Connection, params};
 
 use super::schema::sql_error;
 use super::writer::to_sql_int;
 use crate::Error;
-use crate::traffic::{BandMemory, TrustRetention, TrustRow, UnitKey, UnitKind};
+use crate::traffic::{
+    BAND_MEMORY_MINUTES, BandMemory, PathBand, TrustRetention, TrustRow, UnitKey, UnitKind,
+};
 
 /// Upserts `rows` (a row without a band keeps the band stored before: its
 /// unit may have been forgotten by the traffic monitor, not its traffic),
@@ -153,6 +157,85 @@ pub(super) fn load(conn: &Connection, retention: TrustRetention) -> Result<Vec<T
     Ok(out)
 }
 
+/// Upserts path units' bands, then deletes those learned more than a day
+/// before the newest: too old to be used, they were left by patterns no
+/// longer configured (or no longer busy), so the table holds about the
+/// patterns of the last day.
+pub(super) fn save_path_bands(
+    tx: &rusqlite::Transaction<'_>,
+    bands: &[PathBand],
+) -> Result<(), Error> {
+    if bands.is_empty() {
+        return Ok(());
+    }
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO path_bands (pattern, band_median, band_scale, band_minutes, \
+                 band_learned_minute) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (pattern) DO UPDATE SET band_median = excluded.band_median, \
+                 band_scale = excluded.band_scale, band_minutes = excluded.band_minutes, \
+                 band_learned_minute = excluded.band_learned_minute",
+            )
+            .map_err(|e| sql_error("preparing the path band upsert", &e))?;
+        for PathBand { pattern, band } in bands {
+            upsert
+                .execute(params![
+                    pattern,
+                    band.median,
+                    band.scale,
+                    band.minutes,
+                    to_sql_int(band.learned_minute),
+                ])
+                .map_err(|e| sql_error("storing path bands", &e))?;
+        }
+    }
+    tx.execute(
+        "DELETE FROM path_bands WHERE band_learned_minute < \
+         (SELECT max(band_learned_minute) FROM path_bands) - ?1",
+        [to_sql_int(BAND_MEMORY_MINUTES)],
+    )
+    .map_err(|e| sql_error("forgetting old path bands", &e))?;
+    Ok(())
+}
+
+/// The stored bands of path units; a row this collector cannot read
+/// (edited by hand) is skipped with a warning.
+pub(super) fn load_path_bands(conn: &Connection) -> Result<Vec<PathBand>, Error> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT pattern, band_median, band_scale, band_minutes, band_learned_minute \
+             FROM path_bands ORDER BY pattern",
+        )
+        .map_err(|e| sql_error("reading path bands", &e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(|e| sql_error("reading path bands", &e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (pattern, median, scale, minutes, learned) =
+            row.map_err(|e| sql_error("reading path bands", &e))?;
+        let band = u32::try_from(minutes)
+            .ok()
+            .zip(u64::try_from(learned).ok())
+            .and_then(|(minutes, learned)| BandMemory::new(median, scale, minutes, learned));
+        if let Some(band) = band {
+            out.push(PathBand { pattern, band });
+        } else {
+            tracing::warn!(%pattern, "ignoring an unreadable stored path band");
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::Connection;
@@ -202,6 +285,45 @@ mod tests {
         let rows = load(&conn, RETENTION).expect("load");
         assert_eq!(rows[0].band, Some(second));
         assert_eq!(rows[0].entry.accepted, 5);
+    }
+
+    fn save_paths(conn: &mut Connection, bands: &[PathBand]) {
+        let tx = conn.transaction().expect("tx");
+        save_path_bands(&tx, bands).expect("save");
+        tx.commit().expect("commit");
+    }
+
+    fn path(pattern: &str, median: f64, learned_minute: u64) -> PathBand {
+        PathBand {
+            pattern: pattern.to_owned(),
+            band: BandMemory::new(median, median / 10.0 + 1.0, 60, learned_minute).expect("band"),
+        }
+    }
+
+    /// Path bands are replaced by newer ones, kept beside the trust
+    /// scores, and forgotten once a day older than the newest.
+    #[test]
+    fn path_bands_round_trip_and_old_ones_are_forgotten() {
+        let (_dir, mut conn) = store();
+        save_one(&mut conn, row(None));
+        save_paths(&mut conn, &[path("/a", 600.0, 100), path("/b", 50.0, 100)]);
+        save_paths(&mut conn, &[path("/a", 700.0, 200)]);
+        let bands = load_path_bands(&conn).expect("load");
+        assert_eq!(bands, vec![path("/a", 700.0, 200), path("/b", 50.0, 100)]);
+        // `/b` is no longer configured: a day after `/a`'s latest band it
+        // is gone, `/a` kept.
+        let later = 100 + BAND_MEMORY_MINUTES + 1;
+        save_paths(&mut conn, &[path("/a", 710.0, later)]);
+        assert_eq!(
+            load_path_bands(&conn).expect("load"),
+            vec![path("/a", 710.0, later)]
+        );
+        // Path units have no trust rows, and scores keep theirs.
+        assert_eq!(load(&conn, RETENTION).expect("load").len(), 1);
+        // A row edited out of shape is skipped, the others read.
+        conn.execute_batch("INSERT INTO path_bands VALUES ('/c', 5.0, 2.0, 5000000000, 3)")
+            .expect("edited");
+        assert_eq!(load_path_bands(&conn).expect("load").len(), 1);
     }
 
     #[test]

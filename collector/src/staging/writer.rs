@@ -55,10 +55,12 @@ pub(super) enum Request {
         /// How many reports were purged and whether more work remains.
         reply: Reply<PurgeChunk>,
     },
-    /// Store changed trust scores (`staging::trust`).
+    /// Store changed trust scores and path bands (`staging::trust`).
     SaveTrust {
         /// The changed rows.
         rows: Vec<crate::traffic::TrustRow>,
+        /// The changed bands of path units.
+        paths: Vec<crate::traffic::PathBand>,
         /// Which rows are kept.
         retention: crate::traffic::TrustRetention,
         /// Where the outcome goes.
@@ -294,11 +296,14 @@ impl Writer {
             }
             Request::SaveTrust {
                 rows,
+                paths,
                 retention,
                 reply,
             } => {
                 let result = self.transact("storing trust scores", |tx, _| {
-                    super::trust::save(tx, &rows, retention).map_err(TxError::Sql)
+                    super::trust::save(tx, &rows, retention)
+                        .and_then(|()| super::trust::save_path_bands(tx, &paths))
+                        .map_err(TxError::Sql)
                 });
                 self.reply_when_durable(reply, result);
             }

@@ -91,6 +91,20 @@ pub struct BandMemory {
     pub learned_minute: u64,
 }
 
+/// A path unit's band as remembered across restarts (the staging store's
+/// `path_bands`): a path pattern has no trust score, so no trust row to
+/// keep its band with as a source prefix or an installation has. The same
+/// rules hold: only a band learned from at least
+/// `traffic.min_history_minutes` of the path's own traffic is used, and
+/// none older than a day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathBand {
+    /// The path pattern as configured (`public.paths`).
+    pub pattern: String,
+    /// Its band.
+    pub band: BandMemory,
+}
+
 /// How long a remembered band stands in for a unit's history, in minutes:
 /// a day, the cycle of a unit's traffic, so that a band learned at its
 /// busiest hour is used at that hour again but not kept for ever. Older

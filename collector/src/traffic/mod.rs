@@ -9,9 +9,10 @@
 //! of a unit, learned once per unit and minute. A background task
 //! ([`Traffic::sweep`]) closes minutes and episodes of units that went
 //! quiet, refreshes the gauges and writes changed trust scores to the
-//! staging database, each with the unit's band (see [`BandMemory`]), so
-//! that after a restart a busy unit is judged against its own remembered
-//! band until it has history again.
+//! staging database, each with the unit's band (see [`BandMemory`]), and
+//! the bands of path units, which have no score ([`PathBand`]), so that
+//! after a restart a busy unit is judged against its own remembered band
+//! until it has history again.
 
 pub(crate) mod api;
 mod band;
@@ -32,8 +33,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::api::traffic_routes;
-use self::band::BAND_MEMORY_MINUTES;
-pub use self::band::{Band, BandMemory, BandRules};
+pub(crate) use self::band::BAND_MEMORY_MINUTES;
+pub use self::band::{Band, BandMemory, BandRules, PathBand};
 use self::budget::TokenBucket;
 pub use self::config::{TrafficConfig, TrustConfig};
 pub use self::episodes::Episode;
@@ -169,6 +170,9 @@ struct Monitor {
     /// The minute after which every band in `remembered` is too old to use
     /// (the map is then dropped).
     remembered_until: u64,
+    /// The path units' bands as last written to (or read from) the staging
+    /// store: a path's band is written when it differs.
+    paths_written: HashMap<UnitKey, BandMemory>,
 }
 
 /// The traffic monitor, budgets and trust book of one node.
@@ -225,6 +229,7 @@ impl Traffic {
                 clock_offset_ms: 0,
                 remembered: HashMap::new(),
                 remembered_until: 0,
+                paths_written: HashMap::new(),
             }),
             trust: Mutex::new(TrustBook::new(config.trust.clone())),
             config: traffic,
@@ -597,13 +602,17 @@ impl Traffic {
     /// after every restart, its usual rate an episode and a trust penalty.
     /// It widens the band only that far, so a unit far above its own
     /// remembered rate is still an anomaly, and only until the unit has
-    /// `traffic.min_history_minutes` of history again.
+    /// `traffic.min_history_minutes` of history again. A unit back after
+    /// a silence as long as the history window is young again
+    /// ([`UnitState::restart_if_dormant`]), its band remembered from before
+    /// the silence counting as after a restart.
     fn band_for(&self, state: &mut UnitState, norm: Option<Band>, minute: u64) -> Band {
         let floor = Band {
             median: 0.0,
             scale: 1.0,
             upper: self.rules.floor,
         };
+        state.restart_if_dormant();
         let own = state.learn_band(self.config.history_minutes, self.rules);
         let observed = state.observed_minutes(self.config.history_minutes);
         let young = observed < u64::from(self.config.min_history_minutes);
@@ -776,6 +785,38 @@ impl Traffic {
             .collect();
         book.load(rows);
         drop(book);
+        self.remember(bands);
+    }
+
+    /// Restores the stored bands of path units, as [`Traffic::load_trust`]
+    /// does the others': those of configured patterns, at most a day old
+    /// and learned from at least `min_history_minutes`.
+    pub fn load_path_bands(&self, bands: Vec<PathBand>) {
+        let minute = Self::minute(self.clock.now_ms());
+        let min_minutes = self.config.min_history_minutes;
+        let bands: Vec<(UnitKey, BandMemory)> = bands
+            .into_iter()
+            .filter(|p| self.paths.iter().any(|(_, raw)| *raw == p.pattern))
+            .map(|p| (UnitKey::Path(p.pattern), p.band))
+            .collect();
+        {
+            let mut m = lock(&self.monitor);
+            for (unit, band) in &bands {
+                m.paths_written.insert(unit.clone(), *band);
+            }
+        }
+        self.remember(
+            bands
+                .into_iter()
+                .filter(|(_, b)| b.usable(minute, min_minutes))
+                .collect(),
+        );
+    }
+
+    /// Seeds units with bands remembered from before the start: a unit
+    /// already seen keeps what it has learned since, the others take theirs
+    /// when first counted.
+    fn remember(&self, bands: Vec<(UnitKey, BandMemory)>) {
         let mut m = lock(&self.monitor);
         for (unit, band) in bands {
             let until = band.learned_minute.saturating_add(BAND_MEMORY_MINUTES);
@@ -797,13 +838,11 @@ impl Traffic {
     }
 
     /// Writes the scores changed since the last call to `staging`, each
-    /// with its unit's band to remember; on failure they stay marked and go
-    /// with the next write.
+    /// with its unit's band to remember, and the path units' bands that
+    /// changed since last written; on failure they stay marked and go with
+    /// the next write. Returns how many scores and path bands were written.
     pub async fn flush_trust(&self, staging: &Staging) -> Result<usize, crate::Error> {
         let mut rows = lock(&self.trust).take_dirty();
-        if rows.is_empty() {
-            return Ok(0);
-        }
         // In slices, so that a write of many rows holds the traffic lock
         // (and the requests waiting on it) only briefly at a time.
         for chunk in rows.chunks_mut(BAND_LOOKUPS_PER_LOCK) {
@@ -817,10 +856,23 @@ impl Traffic {
                     .or_else(|| m.remembered.get(&row.unit).copied());
             }
         }
-        let n = rows.len();
+        let paths = self.changed_path_bands();
+        if rows.is_empty() && paths.is_empty() {
+            return Ok(0);
+        }
+        let n = rows.len() + paths.len();
         let retention = lock(&self.trust).retention();
-        match staging.save_trust(rows.clone(), retention).await {
-            Ok(()) => Ok(n),
+        match staging
+            .save_trust_and_path_bands(rows.clone(), paths.clone(), retention)
+            .await
+        {
+            Ok(()) => {
+                let mut m = lock(&self.monitor);
+                for PathBand { pattern, band } in paths {
+                    m.paths_written.insert(UnitKey::Path(pattern), band);
+                }
+                Ok(n)
+            }
             Err(e) => {
                 lock(&self.trust).mark_dirty(&rows);
                 Err(e)
@@ -828,7 +880,24 @@ impl Traffic {
         }
     }
 
-    /// Loads the stored scores, then sweeps every few seconds and writes
+    /// The bands of path units that differ from those last written.
+    fn changed_path_bands(&self) -> Vec<PathBand> {
+        let m = lock(&self.monitor);
+        m.tables
+            .get(&UnitKind::Path)
+            .into_iter()
+            .flatten()
+            .filter_map(|(unit, state)| {
+                let band = state.memory?;
+                (m.paths_written.get(unit) != Some(&band)).then(|| PathBand {
+                    pattern: unit.name(),
+                    band,
+                })
+            })
+            .collect()
+    }
+
+    /// Loads the stored scores and path bands, then sweeps every few seconds and writes
     /// changed scores every `trust.flush_secs` until `shutdown`, with a last
     /// write after it.
     pub async fn start(
@@ -839,8 +908,14 @@ impl Traffic {
     ) -> Result<JoinHandle<()>, crate::Error> {
         let retention = lock(&self.trust).retention();
         let rows = staging.load_trust(retention).await?;
-        tracing::info!(units = rows.len(), "trust scores restored");
+        let paths = staging.load_path_bands().await?;
+        tracing::info!(
+            units = rows.len(),
+            path_bands = paths.len(),
+            "trust scores restored"
+        );
         self.load_trust(rows);
+        self.load_path_bands(paths);
         let traffic = Arc::clone(self);
         Ok(tokio::spawn(async move {
             let mut sweep = tokio::time::interval(SWEEP_INTERVAL);

@@ -393,3 +393,62 @@ fn a_spray_of_new_prefixes_does_not_evict_busy_units() {
     let prefixes = m.tables.get(&UnitKind::Prefix).map_or(0, HashMap::len);
     assert!(prefixes <= 100, "{prefixes}");
 }
+
+/// A unit quiet for longer than the history window keeps its band, as
+/// across a restart: back at its usual rate it is no anomaly, far above it
+/// it is, and a band more than a day old no longer counts.
+#[test]
+fn a_unit_back_after_a_long_silence_is_judged_by_its_remembered_band() {
+    let clock = ManualClock::at(T0);
+    let t = Traffic::new(&config(|_| {}), clock.clone(), None);
+    let episodes_of = |unit: &str| {
+        t.episodes(false, 1_000)
+            .iter()
+            .filter(|e| e.unit == unit)
+            .count()
+    };
+    // Two busy NAT prefixes grow to 100 requests a minute (slowly enough
+    // never to leave their bands, the floor being 20) and stay there for a
+    // history window.
+    for k in 0..=76_u32 {
+        for from in ["198.51.100.7", "203.0.113.7"] {
+            for _ in 0..(20 + 5 * k).min(100) {
+                assert!(send(&t, from), "minute {k}");
+            }
+        }
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    assert_eq!(
+        episodes_of("198.51.100.0/24") + episodes_of("203.0.113.0/24"),
+        0
+    );
+    // Quiet for an hour and a half: nothing of their history is left.
+    for _ in 0..90 {
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    // One is back at its usual rate: no anomaly (the floor alone would
+    // make one of it at the 21st request)…
+    for _ in 0..100 {
+        assert!(send(&t, "198.51.100.7"));
+    }
+    assert_eq!(
+        episodes_of("198.51.100.0/24"),
+        0,
+        "{:#?}",
+        t.episodes(false, 10)
+    );
+    // …but far above it, it is one.
+    for _ in 0..500 {
+        send(&t, "198.51.100.7");
+    }
+    assert_eq!(episodes_of("198.51.100.0/24"), 1);
+    // The other is back after more than a day: its band is too old.
+    clock.advance(Duration::from_hours(23));
+    t.sweep();
+    for _ in 0..100 {
+        send(&t, "203.0.113.7");
+    }
+    assert_eq!(episodes_of("203.0.113.0/24"), 1);
+}

@@ -255,6 +255,19 @@ impl UnitState {
             .min(u64::from(keep))
     }
 
+    /// Starts the unit's history afresh when none of it is left, that is
+    /// when it has been quiet for the whole history window: learned from
+    /// that silence its band would be the floor's, and its remembered band
+    /// (`memory`) would be replaced by it. Made young again instead, it is
+    /// judged as after a restart: by the widest of its new history, the
+    /// node's norm and its remembered band (while that is at most a day
+    /// old), until it has `traffic.min_history_minutes` of history again.
+    pub(crate) fn restart_if_dormant(&mut self) {
+        if self.history.is_empty() && self.current.minute > self.first_minute {
+            self.first_minute = self.current.minute;
+        }
+    }
+
     /// The band learned from the closed minutes before `current` (quiet
     /// minutes count as 0); `None` without any closed minute yet.
     pub(crate) fn learn_band(&self, keep: u32, rules: BandRules) -> Option<Band> {
@@ -352,5 +365,23 @@ mod tests {
         assert_eq!(u.weight(), 0, "the window moved on");
         assert_eq!(u.observed_minutes(60), 60);
         assert!(u.learn_band(60, rules).expect("band").median.abs() < 1e-9);
+        // Quiet for the whole window, it starts its history afresh.
+        u.restart_if_dormant();
+        assert_eq!(u.observed_minutes(60), 0);
+        assert!(u.learn_band(60, rules).is_none());
+        assert_eq!(u.first_minute, 500);
+    }
+
+    #[test]
+    fn a_unit_with_history_left_is_not_restarted() {
+        let mut u = UnitState::new(100);
+        u.current.requests = 3;
+        u.roll(130, 60);
+        u.restart_if_dormant();
+        assert_eq!((u.first_minute, u.observed_minutes(60)), (100, 30));
+        // Nor is a unit in its first minute.
+        let mut fresh = UnitState::new(100);
+        fresh.restart_if_dormant();
+        assert_eq!(fresh.first_minute, 100);
     }
 }
