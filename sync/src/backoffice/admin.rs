@@ -1,6 +1,6 @@
 //! Users and the audit log (admins), and each user's own password.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Redirect, Response};
 use axum::{Extension, Form};
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use super::accounts::{Role, check_name, check_password, same_name};
 use super::auth::{Attempt, BUSY_RETRY_AFTER_S, Viewer, attempt, throttle_keys, turned_away};
 use super::layout::{self, Notice, csrf_field};
+use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, storable};
+use crate::store::backoffice::UserChanged;
 
 /// Audit entries per page.
 const AUDIT_PAGE: u32 = 100;
@@ -33,6 +35,12 @@ const AUDIT_ACTIONS: [&str; 14] = [
     "password_change_failed",
 ];
 
+/// Why a change to a user was refused when it would have left no enabled
+/// admin: the words of the command line's warning, said before instead of
+/// after.
+const LAST_ADMIN: &str = "Not changed: no enabled admin would be left. Make another \
+     user admin (or enable one) first.";
+
 /// The query of a page that a form redirects back to (users, account):
 /// what was just done, for the notice.
 #[derive(Debug, Deserialize)]
@@ -40,11 +48,18 @@ pub(super) struct DoneQuery {
     done: Option<String>,
 }
 
+impl QueryParams for DoneQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[(
+        "done",
+        "what was just done, as the page a form sent you back to names it",
+    )];
+}
+
 /// `GET /users`.
 pub(super) async fn users_page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<DoneQuery>,
+    PageQuery(query): PageQuery<DoneQuery>,
 ) -> Response {
     let notice = query.done.as_deref().map(|done| match done {
         "added" => Notice::info("User added."),
@@ -240,31 +255,48 @@ pub(super) async fn change_user(
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
     let now = state.now_ms();
+    // Each change that can take an admin away is made only while another
+    // enabled admin remains, in one guarded step: two admins disabling or
+    // demoting each other at once cannot both succeed.
     let (result, action, done) = match form.action.as_str() {
         "disable" => (
-            store.user_set_disabled(&user.name, true, now).await,
+            store
+                .user_set_disabled_keeping_an_admin(&user.name, true, now)
+                .await,
             "user_disable",
             "disabled",
         ),
         "enable" => (
-            store.user_set_disabled(&user.name, false, now).await,
+            store
+                .user_set_disabled_keeping_an_admin(&user.name, false, now)
+                .await,
             "user_enable",
             "enabled",
         ),
         "make_admin" => (
-            store.user_set_role(&user.name, "admin", now).await,
+            store
+                .user_set_role_keeping_an_admin(&user.name, "admin", now)
+                .await,
             "user_role",
             "role",
         ),
         "make_viewer" => (
-            store.user_set_role(&user.name, "viewer", now).await,
+            store
+                .user_set_role_keeping_an_admin(&user.name, "viewer", now)
+                .await,
             "user_role",
             "role",
         ),
         _ => return refused(&state, &viewer, "Unknown change.").await,
     };
-    if let Err(e) = result {
-        return layout::internal_error(Some(&viewer), &e);
+    match result {
+        Ok(UserChanged::Changed) => {}
+        // Gone since it was looked up.
+        Ok(UserChanged::NoSuchUser) => {
+            return refused(&state, &viewer, "There is no such user.").await;
+        }
+        Ok(UserChanged::LastAdmin) => return refused(&state, &viewer, LAST_ADMIN).await,
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
     }
     state
         .audit(
@@ -284,11 +316,21 @@ pub(super) struct AuditQuery {
     before: Option<i64>,
 }
 
+impl QueryParams for AuditQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[
+        ("action", "one action of the filter\u{2019}s list"),
+        (
+            "before",
+            "the number of an audit entry (a whole number), as the \u{201c}Older\u{201d} link gives it",
+        ),
+    ];
+}
+
 /// `GET /audit`.
 pub(super) async fn audit_page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<AuditQuery>,
+    PageQuery(query): PageQuery<AuditQuery>,
 ) -> Response {
     let action = query
         .action
@@ -357,7 +399,7 @@ pub(super) async fn audit_page(
 pub(super) async fn account_page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<DoneQuery>,
+    PageQuery(query): PageQuery<DoneQuery>,
 ) -> Response {
     let _ = &state;
     account_response(

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Form;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 
 use super::accounts::{Role, verify_password};
 use super::layout::{self, Notice};
+use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, NewSession, ThrottleState, header_value};
 use crate::BackofficeConfig;
 use crate::store::backoffice::ThrottleReservation;
@@ -338,11 +339,18 @@ pub(super) struct LoginQuery {
     next: Option<String>,
 }
 
+impl QueryParams for LoginQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[(
+        "next",
+        "the path of a back-office page to go to after signing in",
+    )];
+}
+
 /// `GET /login`.
 pub(super) async fn login_page(
     State(state): State<BackofficeState>,
     headers: HeaderMap,
-    Query(query): Query<LoginQuery>,
+    PageQuery(query): PageQuery<LoginQuery>,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
     login_form(&state, &headers, &next, StatusCode::OK, None)

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use axum::Extension;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -18,6 +18,7 @@ use super::layout::{
     self, carrier_name, city_name, low_trust_badge, or_dash, province_name, verdict_badge,
 };
 use super::lines::deciding_reasons;
+use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, storable};
 use crate::{LineHistoryRow, LineRow, ObservationRow, VerdictRow};
 
@@ -33,6 +34,11 @@ const CASE_ROWS: u32 = 200;
 pub(super) struct CaseQuery {
     #[serde(default)]
     line: String,
+}
+
+impl QueryParams for CaseQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] =
+        &[("line", "a line\u{2019}s key, as the lines page links to it")];
 }
 
 /// A JSON string field, or nothing.
@@ -142,7 +148,7 @@ impl<'a> Decision<'a> {
 pub(super) async fn page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<CaseQuery>,
+    PageQuery(query): PageQuery<CaseQuery>,
 ) -> Response {
     let store = state.store();
     let key = query.line.as_str();

@@ -3,7 +3,7 @@
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use super::layout::{
     self, Notice, VERDICTS, carrier_name, city_name, low_trust_badge, or_dash, province_name,
     verdict_badge, verdict_style,
 };
+use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, LineCursor, NOT_DECLARED, header_value, storable};
 use crate::spreadsheet::text;
 use crate::{Error, Filled, LineFilter, LineRow};
@@ -50,6 +51,33 @@ pub(super) struct LinesQuery {
     /// How many lines came before the page (for "lines 51–100").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     n: Option<u64>,
+}
+
+impl QueryParams for LinesQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[
+        (
+            "province",
+            "a province of the filter\u{2019}s list, or none",
+        ),
+        ("city", "a city"),
+        (
+            "carrier",
+            "a declared carrier of the filter\u{2019}s list, or none",
+        ),
+        ("actual", "an actual carrier of the filter\u{2019}s list"),
+        ("verdict", "a verdict of the filter\u{2019}s list"),
+        ("trust", "low or normal"),
+        ("from", "a date (YYYY-MM-DD)"),
+        ("to", "a date (YYYY-MM-DD)"),
+        (
+            "after",
+            "a page position, as the \u{201c}Next page\u{201d} link gives it",
+        ),
+        (
+            "n",
+            "how many lines came before the page (a whole number, 0 or more), as the \u{201c}Next page\u{201d} link gives it",
+        ),
+    ];
 }
 
 #[allow(
@@ -250,7 +278,7 @@ pub(super) fn case_link(line_key: &str) -> String {
 pub(super) async fn page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<LinesQuery>,
+    PageQuery(query): PageQuery<LinesQuery>,
 ) -> Response {
     let (filter, problems) = query.filter(&state, state.config().page_size);
     let (cursor, cursor_problem) = match query.cursor() {
@@ -558,7 +586,7 @@ pub(super) async fn export_csv(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
     method: Method,
-    Query(query): Query<LinesQuery>,
+    PageQuery(query): PageQuery<LinesQuery>,
 ) -> Response {
     let (mut filter, problems) = query.filter(&state, EXPORT_BATCH);
     if !problems.is_empty() {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Redirect, Response};
 use axum::{Extension, Form};
@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::auth::Viewer;
 use super::layout::{self, Notice, csrf_field};
+use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, ManifestRow, PublicationRow};
 use crate::{CollectorClient, Error};
 
@@ -328,11 +329,18 @@ pub(super) struct ConfigQuery {
     published: Option<i64>,
 }
 
+impl QueryParams for ConfigQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[(
+        "published",
+        "the serial of the manifest just published (a whole number)",
+    )];
+}
+
 /// `GET /config`.
 pub(super) async fn page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<ConfigQuery>,
+    PageQuery(query): PageQuery<ConfigQuery>,
 ) -> Response {
     let notice = query.published.map(|s| {
         Notice::info(&format!(

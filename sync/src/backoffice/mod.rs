@@ -32,6 +32,7 @@ mod layout;
 mod lines;
 mod manifest;
 mod monitor;
+mod query;
 mod traffic;
 
 use std::net::IpAddr;

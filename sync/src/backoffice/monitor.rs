@@ -3,7 +3,7 @@
 //! endpoints their last report could not reach).
 
 use axum::Extension;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::auth::Viewer;
 use super::layout;
 use super::lines::case_link;
+use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, LineCursor, storable};
 
 /// The query of the quarantine page.
@@ -21,11 +22,18 @@ pub(super) struct QuarantineQuery {
     before: Option<i64>,
 }
 
+impl QueryParams for QuarantineQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[(
+        "before",
+        "the number of a quarantine entry (a whole number), as the \u{201c}Older\u{201d} link gives it",
+    )];
+}
+
 /// `GET /quarantine`.
 pub(super) async fn quarantine_page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<QuarantineQuery>,
+    PageQuery(query): PageQuery<QuarantineQuery>,
 ) -> Response {
     let limit = state.config().page_size;
     let rows = match state.store().quarantine_page(query.before, limit).await {
@@ -91,6 +99,16 @@ pub(super) struct ProbesQuery {
     after: Option<String>,
 }
 
+impl QueryParams for ProbesQuery {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[
+        ("install", "an installation ID"),
+        (
+            "after",
+            "a page position, as the \u{201c}Next page\u{201d} link gives it",
+        ),
+    ];
+}
+
 /// A failed submission attempt from a report's `endpoint_attempts`.
 struct Failure {
     endpoint: String,
@@ -137,7 +155,7 @@ fn endpoint_failures(body: &[u8]) -> Vec<Failure> {
 pub(super) async fn probes_page(
     State(state): State<BackofficeState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<ProbesQuery>,
+    PageQuery(query): PageQuery<ProbesQuery>,
 ) -> Response {
     let limit = state.config().page_size;
     let install = query

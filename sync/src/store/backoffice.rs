@@ -52,19 +52,37 @@ enum UserChange<'a> {
     Role(&'a str),
 }
 
+/// The condition a change that may take an enabled admin away is made
+/// under: the account is no enabled admin, or another enabled admin
+/// remains (`$2` is the account's name).
+const ANOTHER_ADMIN_REMAINS: &str = " AND (role <> 'admin' OR disabled OR EXISTS ( \
+     SELECT 1 FROM users other WHERE other.role = 'admin' AND NOT other.disabled \
+     AND other.name <> $2))";
+
 impl UserChange<'_> {
-    /// The update, binding the new value, the account's name and the time.
-    fn statement(self) -> &'static str {
+    /// The update, binding the new value, the account's name and the time;
+    /// with `keep_an_admin`, made only while another enabled admin remains
+    /// when the change can take one away.
+    fn statement(self, keep_an_admin: bool) -> String {
+        let set = match self {
+            Self::Password(_) => "password_hash = $1",
+            Self::Disabled(_) => "disabled = $1",
+            Self::Role(_) => "role = $1",
+        };
+        let guard = if keep_an_admin && self.may_remove_an_admin() {
+            ANOTHER_ADMIN_REMAINS
+        } else {
+            ""
+        };
+        format!("UPDATE users SET {set}, updated_at = $3 WHERE name = $2{guard} RETURNING id")
+    }
+
+    /// Whether the change can leave one enabled admin fewer.
+    fn may_remove_an_admin(self) -> bool {
         match self {
-            Self::Password(_) => {
-                "UPDATE users SET password_hash = $1, updated_at = $3 WHERE name = $2 RETURNING id"
-            }
-            Self::Disabled(_) => {
-                "UPDATE users SET disabled = $1, updated_at = $3 WHERE name = $2 RETURNING id"
-            }
-            Self::Role(_) => {
-                "UPDATE users SET role = $1, updated_at = $3 WHERE name = $2 RETURNING id"
-            }
+            Self::Password(_) | Self::Disabled(false) => false,
+            Self::Disabled(true) => true,
+            Self::Role(role) => role != "admin",
         }
     }
 
@@ -82,6 +100,17 @@ impl UserChange<'_> {
             Self::Role(_) => "change the role of",
         }
     }
+}
+
+/// What a change to an account's role or enabled state did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UserChanged {
+    /// It was made.
+    Changed,
+    /// There is no such account.
+    NoSuchUser,
+    /// Refused: it would have left no enabled admin.
+    LastAdmin,
 }
 
 /// A new session, as stored: the token itself is never stored.
@@ -426,42 +455,100 @@ impl Store {
         password_hash: &str,
         now_ms: i64,
     ) -> Result<bool, Error> {
-        self.user_change(name, UserChange::Password(password_hash), now_ms)
+        self.user_change(name, UserChange::Password(password_hash), now_ms, false)
             .await
+            .map(|changed| changed == UserChanged::Changed)
     }
 
     /// Disables (ending its sessions) or enables an account; `false` when
-    /// there is no such account.
+    /// there is no such account. It may disable the last enabled admin (the
+    /// command line's, which says so); the pages' change keeps one.
     pub async fn user_set_disabled(
         &self,
         name: &str,
         disabled: bool,
         now_ms: i64,
     ) -> Result<bool, Error> {
-        self.user_change(name, UserChange::Disabled(disabled), now_ms)
+        self.user_change(name, UserChange::Disabled(disabled), now_ms, false)
             .await
+            .map(|changed| changed == UserChanged::Changed)
     }
 
     /// Changes an account's role and ends its sessions (they carry the old
-    /// role's forms); `false` when there is no such account.
+    /// role's forms); `false` when there is no such account. It may demote
+    /// the last enabled admin (the command line's, which says so); the
+    /// pages' change keeps one.
     pub async fn user_set_role(&self, name: &str, role: &str, now_ms: i64) -> Result<bool, Error> {
-        self.user_change(name, UserChange::Role(role), now_ms).await
+        self.user_change(name, UserChange::Role(role), now_ms, false)
+            .await
+            .map(|changed| changed == UserChanged::Changed)
+    }
+
+    /// Like [`Store::user_set_disabled`], but refused
+    /// ([`UserChanged::LastAdmin`]) when it would leave no enabled admin,
+    /// in the same guarded step as the change itself.
+    pub(crate) async fn user_set_disabled_keeping_an_admin(
+        &self,
+        name: &str,
+        disabled: bool,
+        now_ms: i64,
+    ) -> Result<UserChanged, Error> {
+        self.user_change(name, UserChange::Disabled(disabled), now_ms, true)
+            .await
+    }
+
+    /// Like [`Store::user_set_role`], but refused
+    /// ([`UserChanged::LastAdmin`]) when it would leave no enabled admin,
+    /// in the same guarded step as the change itself.
+    pub(crate) async fn user_set_role_keeping_an_admin(
+        &self,
+        name: &str,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<UserChanged, Error> {
+        self.user_change(name, UserChange::Role(role), now_ms, true)
+            .await
     }
 
     /// Makes one change to an account and, where the change calls for it,
     /// ends the account's sessions in the same transaction, so that no
-    /// session outlives the change it should not survive; `false` when
-    /// there is no such account.
+    /// session outlives the change it should not survive.
+    ///
+    /// With `keep_an_admin`, a change that can take an enabled admin away
+    /// is made only while another enabled admin remains, checked in the
+    /// update itself and under a lock, so that two admins disabling or
+    /// demoting each other at the same moment cannot both succeed: on
+    /// PostgreSQL the transaction first locks every enabled admin's row
+    /// (in id order, so two such changes cannot wait on each other), and a
+    /// change waiting there sees the other's outcome once it has its locks
+    /// (the update's own snapshot is taken after them); on SQLite the
+    /// transaction holds the single write lock from its start.
     async fn user_change(
         &self,
         name: &str,
         change: UserChange<'_>,
         now_ms: i64,
-    ) -> Result<bool, Error> {
+        keep_an_admin: bool,
+    ) -> Result<UserChanged, Error> {
         let context = || format!("cannot {} back-office user `{name}`", change.describe());
+        let guarded = keep_an_admin && change.may_remove_an_admin();
+        let sqlite = matches!(self.backend, Backend::Sqlite(_));
+        let statement = change.statement(keep_an_admin);
         on_writer!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            let update = sqlx::query_scalar(change.statement());
+            let mut tx = if guarded && sqlite {
+                pool.begin_with("BEGIN IMMEDIATE").await?
+            } else {
+                pool.begin().await?
+            };
+            if guarded && !sqlite {
+                sqlx::query(
+                    "SELECT id FROM users WHERE role = 'admin' AND NOT disabled \
+                     ORDER BY id FOR UPDATE",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            let update = sqlx::query_scalar(AssertSqlSafe(statement.as_str()));
             let update = match change {
                 UserChange::Password(text) | UserChange::Role(text) => update.bind(text),
                 UserChange::Disabled(disabled) => update.bind(disabled),
@@ -471,14 +558,32 @@ impl Store {
                 .bind(now_ms)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let (Some(id), true) = (id, change.ends_sessions()) {
-                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let changed = match id {
+                Some(id) => {
+                    if change.ends_sessions() {
+                        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    UserChanged::Changed
+                }
+                None if guarded => {
+                    let exists: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM users WHERE name = $1")
+                            .bind(name)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if exists.is_some() {
+                        UserChanged::LastAdmin
+                    } else {
+                        UserChanged::NoSuchUser
+                    }
+                }
+                None => UserChanged::NoSuchUser,
+            };
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(id.is_some())
+            Ok::<_, sqlx::Error>(changed)
         }.await)
         .map_err(self.db(context))
     }
