@@ -436,7 +436,11 @@ mod tests {
         value.extend_from_slice(b"proxy:8080");
         value.extend_from_slice(&[7, 0, 0, 0]);
         value.extend_from_slice(b"<local>");
-        let hex: String = value.iter().map(|b| format!("{b:02X}")).collect();
+        let hex = value.iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02X}");
+            hex
+        });
         let text = format!(
             "\r\nHKEY_LOCAL_MACHINE\\...\\Connections\r\n    WinHttpSettings    REG_BINARY    {hex}\r\n"
         );
