@@ -11,7 +11,13 @@
 //! carrier. The egress is not used when it is suspected to be a proxy, nor
 //! when it is in a hosting network: neither says anything about the line.
 //! A public hop in a hosting network gives no carrier either (see
-//! `first_hop_hosting` below).
+//! `first_hop_hosting` below). Nor does a first public hop in the receiver's
+//! own network when the hops before it did not answer, every public hop
+//! after it is in that network too, and the egress resolves outside it
+//! (`first_hop_in_receiver_network`): the line's access network stayed
+//! silent and the trace shows only where it ends, so the egress stands for
+//! the line. (A line on the receiver's own carrier answers from its access
+//! network, or leaves through an egress on that carrier.)
 //!
 //! *Carrier check* — declared vs actual: the same id passes (`carrier_match`;
 //! Tietong needs no rule, the catalog resolves its ASNs to `china_mobile`); an
@@ -155,6 +161,10 @@ pub struct LineEvidence<'a> {
     /// The carrier of the trace's destination (the receiver), whose network
     /// ends every path.
     pub target_carrier: Option<Attributed<CarrierId>>,
+    /// True when the hop just before the first public hop answered nothing
+    /// (or is missing from the trace): the line's own network may not have
+    /// answered, so the first public hop may lie further on.
+    pub first_public_after_silence: bool,
 }
 
 impl<'a> LineEvidence<'a> {
@@ -187,6 +197,9 @@ impl<'a> LineEvidence<'a> {
         let is_target = |ip: IpAddr| target.is_some_and(|t| t.to_canonical() == ip.to_canonical());
         let mut lookups = Lookups::default();
         let mut hops: Vec<(u8, IpAddr, usize)> = Vec::new();
+        // The hop before the first public one: (TTL, whether it answered).
+        let mut before_first: Option<(u8, bool)> = None;
+        let mut first_public_after_silence = false;
         for hop in classifier.classify_hops(&report.trace.hops, target) {
             match hop.kind {
                 HopKind::Public => {
@@ -195,11 +208,23 @@ impl<'a> LineEvidence<'a> {
                         .iter()
                         .find(|c| c.is_public() && !is_target(c.addr));
                     if let Some(c) = found {
+                        if hops.is_empty() {
+                            first_public_after_silence = match before_first {
+                                Some((ttl, answered)) => {
+                                    !answered || ttl.saturating_add(1) < hop.ttl
+                                }
+                                None => hop.ttl > 1,
+                            };
+                        }
                         hops.push((hop.ttl, c.addr, lookups.need(c.effective_addr())));
                     }
                 }
                 HopKind::Destination => break,
-                _ => {}
+                kind => {
+                    if hops.is_empty() {
+                        before_first = Some((hop.ttl, kind != HopKind::NoReply));
+                    }
+                }
             }
         }
         let egress = report.envelope.as_ref().map(|envelope| {
@@ -233,6 +258,7 @@ impl<'a> LineEvidence<'a> {
             egress,
             public_hops,
             target_carrier,
+            first_public_after_silence,
         })
     }
 }
@@ -395,6 +421,9 @@ pub enum FindingCode {
     MultiLevelPath,
     /// The trace reached no public hop.
     NoPublicHop,
+    /// The first public hop is in the receiver's network, after silent
+    /// hops, and the egress is not: the line's network did not answer.
+    FirstHopInReceiverNetwork,
     /// The egress address is not public.
     EgressNotPublic,
     /// The report carries no egress address.
@@ -425,6 +454,7 @@ impl FindingCode {
             Self::DeviceProxy => "device_proxy",
             Self::MultiLevelPath => "multi_level_path",
             Self::NoPublicHop => "no_public_hop",
+            Self::FirstHopInReceiverNetwork => "first_hop_in_receiver_network",
             Self::EgressNotPublic => "egress_not_public",
             Self::EgressMissing => "egress_missing",
         }
@@ -934,6 +964,37 @@ impl<'e> Judge<'e, '_> {
             );
         }
         let target = self.ev.target_carrier.as_ref().map(|t| &t.value);
+        if let Some((skipped, receiver)) =
+            target.and_then(|t| Some((self.receiver_network_first(t)?, t)))
+        {
+            let message = format!(
+                "the first public hop that answered, {} (TTL {}), is on {}, the receiver's own \
+                 network, as is every public hop after it, and the hops before it did not \
+                 answer: the line's own network stayed silent, so the egress address (on \
+                 another network) stands for the line",
+                skipped.ip,
+                skipped.ttl,
+                carrier_name(self.cat, receiver)
+            );
+            let carrier = skipped.resolved.carrier.as_ref();
+            let evidence = match carrier {
+                Some(c) => FindingEvidence::PublicHop {
+                    carrier: c.value.clone(),
+                    hop_ip: skipped.ip,
+                    source: c.source.clone(),
+                    ttl: skipped.ttl,
+                    version: c.version.clone(),
+                },
+                None => FindingEvidence::None,
+            };
+            self.push(
+                FindingCode::FirstHopInReceiverNetwork,
+                Outcome::Unknown,
+                message,
+                evidence,
+            );
+            return None;
+        }
         hops.iter().enumerate().find_map(|(i, hop)| {
             let carrier = hop.resolved.carrier.as_ref()?;
             // A later hop stands in for an unresolved first one only while
@@ -953,6 +1014,41 @@ impl<'e> Judge<'e, '_> {
                 provenance: provenance(role, hop.ip, Some(hop.ttl), carrier),
             })
         })
+    }
+
+    /// The first public hop, when it cannot stand for the line: it came
+    /// after hops that did not answer, it and every public hop after it
+    /// that resolves are in the receiver's network (`target`), which ends
+    /// every path, and the egress resolves to a carrier outside it. A line
+    /// on the receiver's own carrier answers from its access network, and
+    /// its egress is on that carrier too (or the egress says nothing).
+    fn receiver_network_first(&self, target: &CarrierId) -> Option<&'e PublicHop> {
+        if !self.ev.first_public_after_silence {
+            return None;
+        }
+        let in_receiver = |c: &CarrierId| {
+            c == target
+                || self.cat.is_expected_upstream(c, target)
+                || self.cat.is_expected_upstream(target, c)
+        };
+        let first = self.ev.public_hops.first()?;
+        let resolved: Vec<&CarrierId> = self
+            .ev
+            .public_hops
+            .iter()
+            .filter_map(|h| h.resolved.carrier.as_ref().map(|c| &c.value))
+            .collect();
+        let first_carrier = &first.resolved.carrier.as_ref()?.value;
+        let egress = self
+            .ev
+            .egress
+            .as_ref()
+            .filter(|e| e.public)
+            .and_then(|e| e.resolved.carrier.as_ref())?;
+        (first_carrier == target
+            && resolved.iter().all(|c| in_receiver(c))
+            && !in_receiver(&egress.value))
+        .then_some(first)
     }
 
     fn is_hosting(&self, carrier: &CarrierId) -> bool {

@@ -13,7 +13,7 @@ use lineprobe_sync::{
     IpRole, IpType, LineEvidence, Outcome, PublicHop, Resolved, Verdict, VerdictKind, extract,
     judge, line_key, observation_key,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| Catalog::embedded().unwrap());
 
@@ -130,6 +130,7 @@ fn mobile_line() -> LineEvidence<'static> {
             ),
         ],
         target_carrier: None,
+        first_public_after_silence: false,
     }
 }
 
@@ -812,6 +813,121 @@ fn without_a_public_hop_the_egress_gives_the_carrier() {
     let carrier = v.actual.carrier.as_ref().unwrap();
     assert_eq!(carrier.value, "china_mobile");
     assert_eq!(carrier.provenance.role, IpRole::Egress);
+}
+
+/// A China Mobile line whose access hops stayed silent: the only public
+/// hops that answered are China Telecom's, the receiver's own network.
+fn silent_access_receiver_on_telecom() -> LineEvidence<'static> {
+    let mut ev = mobile_line();
+    ev.public_hops = vec![
+        hop(
+            7,
+            "202.97.1.1",
+            R::default()
+                .carrier("china_telecom")
+                .province("CN-SH")
+                .done(),
+        ),
+        hop(
+            8,
+            "202.97.1.9",
+            R::default().carrier("china_telecom").done(),
+        ),
+    ];
+    ev.target_carrier = Some(at(CarrierId::new("china_telecom").unwrap(), "geolite2-asn"));
+    ev.first_public_after_silence = true;
+    ev
+}
+
+#[test]
+fn a_first_hop_in_the_receivers_network_after_silence_does_not_stand_for_the_line() {
+    let v = judge(&silent_access_receiver_on_telecom());
+    assert_eq!(v.kind, VerdictKind::Compliant, "{:#?}", v.reasons);
+    let carrier = v.actual.carrier.as_ref().unwrap();
+    assert_eq!(carrier.value, "china_mobile");
+    assert_eq!(carrier.provenance.role, IpRole::Egress);
+    let f = finding(&v, FindingCode::FirstHopInReceiverNetwork);
+    assert_eq!(f.outcome, Outcome::Unknown);
+    assert!(
+        f.message.contains("202.97.1.1") && f.message.contains("TTL 7"),
+        "{}",
+        f.message
+    );
+    // No proxy signal from comparing the egress with the receiver's hop.
+    assert_ne!(
+        outcome(&v, FindingCode::EgressCarrierDiffersFromFirstHop),
+        Outcome::Signal
+    );
+
+    // When the hop before it answered, the first public hop is the line's
+    // (a line on the receiver's own carrier, leaving elsewhere).
+    let mut ev = silent_access_receiver_on_telecom();
+    ev.first_public_after_silence = false;
+    let v = judge(&ev);
+    assert!(v.finding(FindingCode::FirstHopInReceiverNetwork).is_none());
+    assert_eq!(v.kind, VerdictKind::ProxySuspected, "{:#?}", v.reasons);
+
+    // An egress on the receiver's carrier too: the line may well be on it.
+    let mut ev = silent_access_receiver_on_telecom();
+    ev.egress = egress(
+        "202.96.1.7",
+        R::default()
+            .carrier("china_telecom")
+            .province("CN-GD")
+            .done(),
+    );
+    let v = judge(&ev);
+    assert!(v.finding(FindingCode::FirstHopInReceiverNetwork).is_none());
+    assert_eq!(v.actual.carrier.as_ref().unwrap().value, "china_telecom");
+    assert_eq!(v.kind, VerdictKind::NonCompliant, "{:#?}", v.reasons);
+
+    // A later hop on another network: the path does not only end there.
+    let mut ev = silent_access_receiver_on_telecom();
+    ev.public_hops.push(hop(
+        9,
+        "218.30.1.1",
+        R::default().carrier("china_unicom").done(),
+    ));
+    let v = judge(&ev);
+    assert!(v.finding(FindingCode::FirstHopInReceiverNetwork).is_none());
+}
+
+#[test]
+fn gather_tells_whether_the_first_public_hop_came_after_silence() {
+    let classifier = Classifier::new(&ClassifierConfig {
+        extra_public: vec!["203.0.113.0/24".parse().unwrap()],
+    })
+    .unwrap();
+    let after_silence = |hops: Value| {
+        let mut doc = report_json();
+        doc["trace"]["hops"] = hops;
+        let report = extract(&serde_json::to_vec(&doc).unwrap(), "edge-sz-1", &CATALOG).unwrap();
+        LineEvidence::gather(
+            &report.report,
+            report.declared.clone(),
+            &CATALOG,
+            &classifier,
+            |_| Ok::<_, std::convert::Infallible>(Resolved::default()),
+        )
+        .unwrap()
+        .first_public_after_silence
+    };
+    let private = |ttl: u8| json!({"ttl": ttl, "addrs": ["192.168.1.1"], "rtt_ms": [0.4]});
+    let silent = |ttl: u8| json!({"ttl": ttl, "addrs": []});
+    let public = |ttl: u8| json!({"ttl": ttl, "addrs": ["203.0.113.9"], "rtt_ms": [5.0]});
+    assert!(!after_silence(json!([private(1), public(2)])));
+    assert!(!after_silence(json!([public(1)])));
+    assert!(after_silence(json!([private(1), silent(2), public(3)])));
+    // TTLs missing from the trace answered nothing either.
+    assert!(after_silence(json!([private(1), public(4)])));
+    assert!(after_silence(json!([public(3)])));
+    // Only the hop before the first public one counts.
+    assert!(!after_silence(json!([
+        silent(1),
+        private(2),
+        public(3),
+        silent(4)
+    ])));
 }
 
 #[test]
