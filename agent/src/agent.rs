@@ -486,6 +486,17 @@ impl Agent {
             tracing::info!(report_id = %report.report_id, "consent is not given now: the report is discarded");
             return Err(e);
         }
+        // The evictions no report has told yet go with this one, on this
+        // first send and every retry: were a retry to take more, those
+        // would be lost when the collector answers `duplicate` (it stored
+        // an earlier copy whose answer was lost), and were the first
+        // copy's count left in the tally, the next report would tell it
+        // again. The copy carrying them is written before they leave the
+        // tally, so a process killed in between tells them twice rather
+        // than never.
+        let mut report = report;
+        let told = self.spool.evicted()?;
+        report.spool_evicted = (told > 0).then_some(told);
         let now = Utc::now();
         let held = SpoolEntry {
             report: report.clone(),
@@ -496,6 +507,10 @@ impl Agent {
         if let Err(e) = self.spool.hold(&held) {
             tracing::warn!(report_id = %held.report.report_id, error = %e,
                 "cannot keep a copy of the report while it is sent");
+        }
+        if let Err(e) = self.spool.evictions_reported(told) {
+            tracing::warn!(report_id = %held.report.report_id, error = %e,
+                "cannot take the evictions the report tells off the spool's tally");
         }
         let outcome = self.deliver(submitter, report, None).await;
         let (report_id, result) = match &outcome {
@@ -520,7 +535,8 @@ impl Agent {
     }
 
     /// Sends `report` (a fresh one, or `spooled`'s) once round the
-    /// endpoints; spools it when none could be reached.
+    /// endpoints; spools it when none could be reached. The evictions it
+    /// tells (`spool_evicted`) were fixed when it was first sent.
     async fn deliver(
         &self,
         submitter: &Submitter,
@@ -529,8 +545,6 @@ impl Agent {
     ) -> Result<ProbeOutcome, (ReportId, Error)> {
         let report_id = report.report_id;
         let fail = |e: Error| (report_id, e);
-        let evicted = self.spool.evicted().map_err(fail)?;
-        report.spool_evicted = (evicted > 0).then_some(evicted);
         let submission = submitter.submit(&mut report).await;
         // The status file only serves `status`: a damaged or unwritable one
         // must not cost the report, which is delivered or spooled below.
@@ -539,11 +553,8 @@ impl Agent {
         }
         match submission.result {
             Ok(delivery) => {
-                // Only a report stored now carried the count: a duplicate's
-                // earlier copy was stored without it.
-                if matches!(delivery, Delivery::Stored { .. }) {
-                    self.spool.evictions_reported(evicted).map_err(fail)?;
-                }
+                // Stored now or before (`duplicate`), every copy told the
+                // same evictions: they were taken off the tally already.
                 self.spool.remove(&report_id).map_err(fail)?;
                 Ok(ProbeOutcome::Delivered {
                     report_id,
@@ -557,6 +568,10 @@ impl Agent {
             }) => {
                 tracing::error!(%report_id, %endpoint, status, %detail, "report refused as invalid");
                 self.spool.remove(&report_id).map_err(fail)?;
+                // Not stored: the evictions it carried are still untold.
+                self.spool
+                    .evictions_untold(report.spool_evicted.unwrap_or(0))
+                    .map_err(fail)?;
                 Err(fail(Error::Rejected {
                     endpoint,
                     status,
@@ -721,7 +736,8 @@ impl Agent {
             consent_text_version: self.config.consent_version(),
             last_probe: record.last_probe,
             spool_depth: self.spool.depth()?,
-            spool_evicted: self.spool.evicted()?,
+            spool_evicted: self.spool.untold_evictions()?,
+            spool_newer: self.spool.newer()?.len(),
             last_endpoint_results: record.last_endpoint_results,
             manifest_serial: manifest.as_ref().map(|m| m.serial),
             manifest_expires_at: manifest.as_ref().map(|m| m.expires_at),
@@ -925,16 +941,22 @@ impl Agent {
     }
 
     /// Spools a report whose delivery a shutdown interrupted, due at once,
-    /// and records the probe as such.
+    /// and records the probe as such. The copy held while it was on its
+    /// way is kept if it is there: it carries the evictions the report
+    /// took to tell.
     fn keep_for_next_start(&self, report: Report) -> Result<(), Error> {
         let report_id = report.report_id;
         let now = Utc::now();
-        self.spool.put(&SpoolEntry {
-            report,
-            spooled_at: now,
-            retries: 0,
-            next_attempt_at: now,
-        })?;
+        let entry = match self.spool.get(&report_id)? {
+            Some(held) => held,
+            None => SpoolEntry {
+                report,
+                spooled_at: now,
+                retries: 0,
+                next_attempt_at: now,
+            },
+        };
+        self.spool.put(&entry)?;
         tracing::info!(%report_id, "shutdown while sending: the report is spooled for the next start");
         self.update_status(|s| {
             s.last_probe = Some(ProbeRecord {

@@ -1,26 +1,45 @@
 //! The offline spool: reports that no endpoint accepted wait here, one file
 //! each, and are retried with exponential backoff and jitter. The spool is
-//! bounded; the oldest report is evicted to make room, and how many were
-//! evicted travels in the next report that gets stored.
+//! bounded: after [`Spool::put`] it holds at most `max_reports` entries,
+//! the one just written among them, the oldest others evicted to make room.
 //!
 //! A spooled report keeps its `report_id` on every retry, so a retry of a
 //! report that was in fact stored (the answer was lost) is a duplicate the
 //! collector stores once.
+//!
+//! Evictions are told to a collector in a report's `spool_evicted`, each
+//! once. A report takes the evictions not yet told when it is first sent
+//! (they leave the spool's tally then) and carries that same count on every
+//! retry, so whichever of its copies the collector stored (the first, whose
+//! answer was lost, or a later one answered `duplicate`) told them. A report
+//! refused as invalid gives its count back to the tally; so does a report
+//! that is evicted in turn, with one more for its own eviction. An entry
+//! that is gone when it is to be evicted (delivered, or evicted by another
+//! writer, who counted it) is not counted again.
+//!
+//! After a downgrade, entries written by a newer agent version (a report
+//! schema or fields this version does not know) are kept: not sent, not
+//! deleted for their format, logged once per process and counted in
+//! `status`, so that the newer version delivers them once it is back. They
+//! count against the bound like any other entry and are evicted in their
+//! turn, oldest first, each eviction counted (with the count the entry
+//! carried, when it can be read): an older version left running for good
+//! cannot let the spool grow past its bound.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lineprobe_shared::{Report, ReportId};
+use lineprobe_shared::{Report, ReportId, SUPPORTED_REPORT_SCHEMA_VERSIONS};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::state::{
-    create_private_dir, io, read_json, remove_if_present, sweep_stale_temp, write_atomic,
-};
+use crate::state::{create_private_dir, io, remove_if_present, sweep_stale_temp, write_atomic};
 
 const EVICTED_FILE: &str = "evicted";
 const ENTRY_SUFFIX: &str = ".json";
@@ -28,7 +47,9 @@ const ENTRY_SUFFIX: &str = ".json";
 /// One spooled report and its retry bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpoolEntry {
-    /// The report, with the attempts made so far in `endpoint_attempts`.
+    /// The report, with the attempts made so far in `endpoint_attempts`
+    /// and, in `spool_evicted`, the evictions it took to tell when it was
+    /// first sent.
     pub report: Report,
     /// When it was first spooled.
     pub spooled_at: DateTime<Utc>,
@@ -38,12 +59,44 @@ pub struct SpoolEntry {
     pub next_attempt_at: DateTime<Utc>,
 }
 
+/// What one spool file holds, as far as this version can tell.
+enum Found {
+    /// Nothing (any more).
+    Gone,
+    /// An entry this version reads and sends.
+    Entry(Box<SpoolEntry>),
+    /// A JSON object this version cannot read or send: an entry of a newer
+    /// version. `told`: the evictions it carries, where they can be read.
+    Newer { told: u64, reason: String },
+    /// Cannot be read here, or holds another report than its name says;
+    /// left where it is.
+    Skipped,
+}
+
+/// What the handles of one spool in one process share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Entries of a newer version already logged.
+    noted: Mutex<BTreeSet<ReportId>>,
+    /// Held while the eviction tally is read and rewritten.
+    tally: Mutex<()>,
+}
+
 /// The spool folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
     max_reports: usize,
+    shared: Arc<Shared>,
 }
+
+impl PartialEq for Spool {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir && self.max_reports == other.max_reports
+    }
+}
+
+impl Eq for Spool {}
 
 impl Spool {
     /// The spool in `dir`, holding at most `max_reports` (at least 1).
@@ -51,6 +104,7 @@ impl Spool {
         Self {
             dir: dir.into(),
             max_reports: max_reports.max(1),
+            shared: Arc::default(),
         }
     }
 
@@ -82,38 +136,75 @@ impl Spool {
         write_atomic(&path, &bytes)
     }
 
-    /// Writes (or rewrites) an entry atomically, evicting the oldest other
-    /// entries beyond the bound; returns how many were evicted.
+    /// Writes (or rewrites) an entry atomically, then evicts the oldest
+    /// other entries until at most `max_reports` are left, this one among
+    /// them; returns how many were evicted.
     pub fn put(&self, entry: &SpoolEntry) -> Result<u64, Error> {
         self.hold(entry)?;
         sweep_stale_temp(&self.dir);
-        let mut ids = self.ids()?;
-        let mut evicted = 0;
+        let own = entry.report.report_id;
+        // This entry takes one place of the bound whatever its age: it was
+        // once passed over while counting the list down, which left one
+        // entry too many when it was the oldest (a retry of the oldest
+        // report while a newer one was on its way, a report made after the
+        // clock was put back).
         // Report ids are UUIDv7: sorted, they are oldest first.
-        while ids.len() > self.max_reports {
-            let oldest = ids.remove(0);
-            if oldest == entry.report.report_id {
-                continue;
+        let others: Vec<ReportId> = self.ids()?.into_iter().filter(|id| *id != own).collect();
+        let mut over = (others.len() + 1).saturating_sub(self.max_reports);
+        let mut evicted: u64 = 0;
+        let mut returned: u64 = 0;
+        for oldest in others {
+            if over == 0 {
+                break;
             }
-            // One that cannot be deleted (a folder under an entry's name,
-            // a file made undeletable) is passed over and not counted
-            // against the bound: failing here failed every later `put`
-            // after its report was written, and left the spool unbounded.
-            if let Err(e) = remove_if_present(&self.entry_path(&oldest)) {
-                tracing::warn!(report_id = %oldest, error = %e,
-                    "spool full: cannot evict an entry; passing it over");
-                continue;
+            match self.evict(&oldest) {
+                Ok(Some(told)) => {
+                    evicted += 1;
+                    returned = returned.saturating_add(told);
+                    over -= 1;
+                }
+                // Gone meanwhile (delivered, or evicted and counted by
+                // another writer): room, but no eviction of ours.
+                Ok(None) => over -= 1,
+                // One that cannot be deleted (a folder under an entry's
+                // name, a file made undeletable) is passed over and not
+                // counted against the bound: failing here failed every
+                // later `put` after its report was written, and left the
+                // spool unbounded.
+                Err(e) => {
+                    tracing::warn!(report_id = %oldest, error = %e,
+                        "spool full: cannot evict an entry; passing it over");
+                }
             }
-            evicted += 1;
-            tracing::warn!(report_id = %oldest, "spool full: evicted the oldest report");
         }
         if evicted > 0 {
-            self.set_evicted(self.evicted()?.saturating_add(evicted))?;
+            self.evictions_untold(evicted.saturating_add(returned))?;
         }
         Ok(evicted)
     }
 
-    /// Ids of the spooled reports, oldest first.
+    /// Deletes one entry to make room: the evictions it had taken to tell,
+    /// or `None` when it was gone already (not counted again).
+    fn evict(&self, id: &ReportId) -> Result<Option<u64>, Error> {
+        let told = match self.find(id)? {
+            Found::Gone => return Ok(None),
+            Found::Entry(entry) => entry.report.spool_evicted.unwrap_or(0),
+            Found::Newer { told, .. } => told,
+            Found::Skipped => 0,
+        };
+        let path = self.entry_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::warn!(report_id = %id, "spool full: evicted the oldest report");
+                Ok(Some(told))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(io(&path, "delete", source)),
+        }
+    }
+
+    /// Ids of the spooled reports, oldest first, those kept for a newer
+    /// version among them.
     pub fn ids(&self) -> Result<Vec<ReportId>, Error> {
         let listing = match fs::read_dir(&self.dir) {
             Ok(listing) => listing,
@@ -132,42 +223,109 @@ impl Spool {
         Ok(ids)
     }
 
-    /// How many reports wait.
+    /// How many reports wait, those kept for a newer version among them.
     pub fn depth(&self) -> Result<usize, Error> {
         Ok(self.ids()?.len())
     }
 
-    /// Reads one entry; `None` when it is gone. A corrupt entry (which
-    /// atomic writes rule out, short of disk damage) is removed: it could
-    /// never be sent. One that cannot be read (a file a `sudo` run left
-    /// owned by root, a folder under an entry's name) or that holds another
-    /// report than its name says (copied in by hand) is skipped with a
-    /// warning and left where it is: an error here stopped every drain and
-    /// the next-retry time, so no other spooled report was sent again; and
-    /// a misnamed one, once delivered, would delete the other report's file
-    /// and be sent again at every drain.
-    pub fn get(&self, id: &ReportId) -> Result<Option<SpoolEntry>, Error> {
+    /// What the file of `id` holds. A corrupt entry (not JSON: atomic
+    /// writes rule it out, short of disk damage) is removed: it could never
+    /// be sent. One that cannot be read (a file a `sudo` run left owned by
+    /// root, a folder under an entry's name) or that holds another report
+    /// than its name says (copied in by hand) is skipped with a warning and
+    /// left where it is: an error here stopped every drain and the
+    /// next-retry time, so no other spooled report was sent again; and a
+    /// misnamed one, once delivered, would delete the other report's file
+    /// and be sent again at every drain. A JSON object that is not an entry
+    /// of this version, or whose report has a schema this version does not
+    /// read, is a newer version's entry: kept, never sent by this one.
+    fn find(&self, id: &ReportId) -> Result<Found, Error> {
         let path = self.entry_path(id);
-        match read_json::<SpoolEntry>(&path) {
-            Ok(Some(entry)) if entry.report.report_id != *id => {
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Gone),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "skipping a spool entry that cannot be read");
+                return Ok(Found::Skipped);
+            }
+        };
+        match serde_json::from_slice::<SpoolEntry>(&bytes) {
+            Ok(entry) if entry.report.report_id != *id => {
                 tracing::warn!(path = %path.display(), report_id = %entry.report.report_id,
                     "skipping a spool file that holds another report than its name says");
-                Ok(None)
+                Ok(Found::Skipped)
             }
-            Ok(entry) => Ok(entry),
-            Err(Error::State { reason, .. }) => {
-                tracing::warn!(path = %path.display(), %reason, "removing a corrupt spool entry");
-                remove_if_present(&path)?;
-                Ok(None)
+            Ok(entry) if !SUPPORTED_REPORT_SCHEMA_VERSIONS.contains(&entry.report.schema) => {
+                Ok(Found::Newer {
+                    told: entry.report.spool_evicted.unwrap_or(0),
+                    reason: format!("report schema {}", entry.report.schema),
+                })
             }
+            Ok(entry) => Ok(Found::Entry(Box::new(entry))),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "skipping a spool entry that cannot be read");
-                Ok(None)
+                if let Ok(serde_json::Value::Object(fields)) =
+                    serde_json::from_slice::<serde_json::Value>(&bytes)
+                {
+                    return Ok(Found::Newer {
+                        told: fields
+                            .get("report")
+                            .and_then(|r| r.get("spool_evicted"))
+                            .and_then(serde_json::Value::as_u64)
+                            .unwrap_or(0),
+                        reason: e.to_string(),
+                    });
+                }
+                tracing::warn!(path = %path.display(), error = %e,
+                    "removing a corrupt spool entry");
+                remove_if_present(&path)?;
+                Ok(Found::Gone)
             }
         }
     }
 
-    /// All entries, oldest first.
+    /// Reads one entry; `None` when it is gone, cannot be read here, or
+    /// was written by a newer version (kept for it, and logged the first
+    /// time this process comes across it).
+    pub fn get(&self, id: &ReportId) -> Result<Option<SpoolEntry>, Error> {
+        Ok(match self.find(id)? {
+            Found::Entry(entry) => Some(*entry),
+            Found::Newer { reason, .. } => {
+                self.note_newer(id, &reason);
+                None
+            }
+            Found::Gone | Found::Skipped => None,
+        })
+    }
+
+    fn note_newer(&self, id: &ReportId, reason: &str) {
+        let first = self
+            .shared
+            .noted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*id);
+        if first {
+            tracing::warn!(report_id = %id, %reason,
+                "keeping a spooled report this version cannot read (written by a newer \
+                 agent version): it is not sent by this one and waits for that version; \
+                 it counts against spool.max_reports");
+        }
+    }
+
+    /// The entries kept for a newer version, oldest first.
+    pub fn newer(&self) -> Result<Vec<ReportId>, Error> {
+        let mut out = Vec::new();
+        for id in self.ids()? {
+            if let Found::Newer { reason, .. } = self.find(&id)? {
+                self.note_newer(&id, &reason);
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// All entries this version can send, oldest first.
     pub fn entries(&self) -> Result<Vec<SpoolEntry>, Error> {
         let mut out = Vec::new();
         for id in self.ids()? {
@@ -183,12 +341,13 @@ impl Spool {
         remove_if_present(&self.entry_path(id))
     }
 
-    /// The earliest retry time among the entries.
+    /// The earliest retry time among the entries this version sends.
     pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, Error> {
         Ok(self.entries()?.iter().map(|e| e.next_attempt_at).min())
     }
 
-    /// Reports evicted and not yet told to a collector.
+    /// Evictions no report has taken to tell yet: the next report sent
+    /// takes them.
     pub fn evicted(&self) -> Result<u64, Error> {
         let path = self.dir.join(EVICTED_FILE);
         match fs::read_to_string(&path) {
@@ -196,6 +355,21 @@ impl Spool {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
             Err(source) => Err(io(&path, "read", source)),
         }
+    }
+
+    /// Evictions not yet told to a collector: those no report has taken,
+    /// and those the spooled reports carry (their own versions' too).
+    pub fn untold_evictions(&self) -> Result<u64, Error> {
+        let mut untold = self.evicted()?;
+        for id in self.ids()? {
+            let carried = match self.find(&id)? {
+                Found::Entry(entry) => entry.report.spool_evicted.unwrap_or(0),
+                Found::Newer { told, .. } => told,
+                Found::Gone | Found::Skipped => 0,
+            };
+            untold = untold.saturating_add(carried);
+        }
+        Ok(untold)
     }
 
     fn set_evicted(&self, count: u64) -> Result<(), Error> {
@@ -208,16 +382,36 @@ impl Spool {
         }
     }
 
-    /// Records that a stored report told the collector about `told`
-    /// evictions; evictions since then stay counted.
+    /// Records that a report took `told` evictions to tell (it carries them
+    /// on every attempt); evictions since they were read stay counted.
     pub fn evictions_reported(&self, told: u64) -> Result<(), Error> {
         if told == 0 {
             return Ok(());
         }
+        let _tally = self
+            .shared
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.set_evicted(self.evicted()?.saturating_sub(told))
     }
 
-    /// Deletes every spooled report and the eviction count.
+    /// Adds `count` evictions to those no report has taken: new ones, or
+    /// those a report carried that no collector stored (refused, evicted).
+    pub fn evictions_untold(&self, count: u64) -> Result<(), Error> {
+        if count == 0 {
+            return Ok(());
+        }
+        let _tally = self
+            .shared
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.set_evicted(self.evicted()?.saturating_add(count))
+    }
+
+    /// Deletes every spooled report (a newer version's too) and the
+    /// eviction count.
     pub fn purge(&self) -> Result<usize, Error> {
         let count = self.depth()?;
         match fs::remove_dir_all(&self.dir) {

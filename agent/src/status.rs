@@ -69,8 +69,12 @@ pub struct AgentStatus {
     pub last_probe: Option<ProbeRecord>,
     /// Reports waiting in the spool.
     pub spool_depth: usize,
-    /// Reports evicted from the spool and not yet told to a collector.
+    /// Reports evicted from the spool and not yet told to a collector
+    /// (those the spooled reports carry included).
     pub spool_evicted: u64,
+    /// Spooled reports written by a newer agent version (after a
+    /// downgrade): kept for it, not sent by this one; among `spool_depth`.
+    pub spool_newer: usize,
     /// Each endpoint's last result.
     pub last_endpoint_results: Vec<EndpointAttempt>,
     /// The applied manifest's serial.
@@ -121,11 +125,19 @@ impl fmt::Display for AgentStatus {
             )?,
             None => writeln!(f, "last probe: never")?,
         }
-        writeln!(
+        write!(
             f,
             "spool: {} report(s) waiting, {} evicted not yet reported",
             self.spool_depth, self.spool_evicted
         )?;
+        if self.spool_newer > 0 {
+            write!(
+                f,
+                " ({} of them written by a newer agent version: kept for it, not sent by this one)",
+                self.spool_newer
+            )?;
+        }
+        writeln!(f)?;
         writeln!(f, "endpoints: {}", list_or_none(&self.endpoints))?;
         match (self.manifest_serial, self.manifest_expires_at) {
             (Some(serial), Some(expires)) if expires <= Utc::now() => writeln!(

@@ -310,20 +310,115 @@ async fn the_spool_is_bounded_and_the_evicted_count_travels_in_the_next_report()
         ids[3..].to_vec(),
         "the oldest were evicted"
     );
-    assert_eq!(agent.spool().evicted().expect("evicted"), 3);
+    // Each report took the evictions untold when it was first sent: the
+    // fourth and fifth one each (the second's and the first's), and the
+    // third's waits for the next report.
+    let carried: Vec<_> = ids[3..]
+        .iter()
+        .map(|id| {
+            let entry = agent.spool().get(id).expect("read").expect("spooled");
+            entry.report.spool_evicted
+        })
+        .collect();
+    assert_eq!(carried, [Some(1), Some(1)]);
+    assert_eq!(agent.spool().evicted().expect("evicted"), 1);
+    assert_eq!(agent.status().expect("status").spool_evicted, 3, "untold");
 
     let running = start_collector(col_dir.path(), port, "").await;
     agent.flush_spool().await.expect("drain");
+    let outcome = agent.probe_once().await.expect("probe");
+    let ProbeOutcome::Delivered { report_id, .. } = outcome else {
+        panic!("not delivered: {outcome:?}");
+    };
     let reports = stored(&running).await;
     let got: Vec<_> = reports.iter().map(|r| r.report_id).collect();
-    assert_eq!(got, ids[3..].to_vec());
-    assert_eq!(
-        reports[0].spool_evicted,
-        Some(3),
-        "the next report carries the count"
-    );
-    assert_eq!(reports[1].spool_evicted, None, "the count is told once");
+    assert_eq!(got, [ids[3], ids[4], report_id]);
+    let told: Vec<_> = reports.iter().map(|r| r.spool_evicted).collect();
+    assert_eq!(told, [Some(1), Some(1), Some(1)], "each eviction told once");
     assert_eq!(agent.spool().evicted().expect("evicted"), 0);
+    assert_eq!(agent.status().expect("status").spool_evicted, 0);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_is_told_once_when_the_answer_to_the_report_telling_it_was_lost() {
+    let port = free_port();
+    let direct = format!("https://127.0.0.1:{port}");
+    let col_dir = tempfile::tempdir().expect("tempdir");
+    let first = start_collector(col_dir.path(), port, "").await;
+    first.shutdown().await.expect("shutdown");
+    let relay = answer_losing_relay(&direct, &collector_cert(col_dir.path())).await;
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let pins = pin_both(state.path(), &relay, col_dir.path());
+    let mut config = agent_config(std::slice::from_ref(&relay.url), Some(&pins));
+    config.spool.max_reports = 2;
+    let (agent, _) = agent(state.path(), config, 3);
+    agent.accept_consent().expect("consent");
+    let spooled = |outcome: ProbeOutcome| match outcome {
+        ProbeOutcome::Spooled {
+            report_id, evicted, ..
+        } => (report_id, evicted),
+        other @ ProbeOutcome::Delivered { .. } => panic!("{other:?}"),
+    };
+    // The collector is down: three reports, the first evicted.
+    let mut evictions = 0;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (id, evicted) = spooled(agent.probe_once().await.expect("probe"));
+        ids.push(id);
+        evictions += evicted;
+    }
+    assert_eq!(evictions, 1);
+
+    // It is back, but the answer to the next report (which tells the
+    // eviction) is lost on its way back: stored, and spooled all the same.
+    let running = start_collector(col_dir.path(), port, "").await;
+    let (lost, evicted) = spooled(agent.probe_once().await.expect("probe"));
+    evictions += evicted;
+    let reports = stored(&running).await;
+    assert_eq!(reports.len(), 1, "the relay did not pass the report on");
+    assert_eq!(reports[0].report_id, lost);
+    assert_eq!(reports[0].spool_evicted, Some(1));
+    let entry = agent.spool().get(&lost).expect("read").expect("spooled");
+    assert_eq!(entry.report.spool_evicted, Some(1), "it keeps what it told");
+    assert_eq!(
+        agent.status().expect("status").spool_evicted,
+        evictions,
+        "untold: the lost report's and the later eviction"
+    );
+    drop(agent);
+
+    // The answers get through again: the spool is delivered (the lost one
+    // is a duplicate), then one more report.
+    let config = {
+        let mut c = agent_config(&[endpoint(&running)], Some(&collector_cert(col_dir.path())));
+        c.spool.max_reports = 2;
+        c
+    };
+    let (agent, _) = self::agent(state.path(), config, 3);
+    let summary = agent.flush_spool().await.expect("flush");
+    assert_eq!((summary.delivered, summary.waiting), (2, 0), "{summary:?}");
+    let outcome = agent.probe_once().await.expect("probe");
+    assert!(
+        matches!(outcome, ProbeOutcome::Delivered { .. }),
+        "{outcome:?}"
+    );
+
+    let reports = stored(&running).await;
+    assert_eq!(reports.len(), 3, "stored: {reports:?}");
+    let told: u64 = reports.iter().filter_map(|r| r.spool_evicted).sum();
+    assert_eq!(
+        told,
+        evictions,
+        "each eviction told once: {:?}",
+        reports
+            .iter()
+            .map(|r| (r.report_id, r.spool_evicted))
+            .collect::<Vec<_>>()
+    );
+    let status = agent.status().expect("status");
+    assert_eq!((status.spool_depth, status.spool_evicted), (0, 0));
     running.shutdown().await.expect("shutdown");
 }
 

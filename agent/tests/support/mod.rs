@@ -336,3 +336,176 @@ pub(crate) fn spool_entry() -> SpoolEntry {
         next_attempt_at: chrono::Utc::now(),
     }
 }
+
+/// An HTTPS relay on loopback in front of `upstream` (a collector whose
+/// certificate is `upstream_ca`) that loses the answers to reports: each
+/// request goes on to the collector, whose answer to a report (a `POST`
+/// other than a key enrolment) is dropped and replaced by a `502`. The
+/// collector stores the report; the agent never hears so. Other answers
+/// (enrolments, the manifest) come back as the collector gave them.
+pub(crate) async fn answer_losing_relay(upstream: &str, upstream_ca: &Path) -> CannedServer {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("certificate");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![generated.cert.der().clone()], key.into())
+    .expect("TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(upstream_ca).expect("upstream CA"))
+                .expect("upstream CA"),
+        )
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let upstream = upstream.trim_end_matches('/').to_owned();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let paths: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen_paths = Arc::clone(&paths);
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let client = client.clone();
+            let upstream = upstream.clone();
+            let counter = Arc::clone(&counter);
+            let seen_paths = Arc::clone(&seen_paths);
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Some(request) = read_request(&mut tls).await else {
+                    return;
+                };
+                seen_paths
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(request.path.clone());
+                counter.fetch_add(1, Ordering::SeqCst);
+                let response = relay_losing_reports(&client, &upstream, request).await;
+                let _ = tls.write_all(&response).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    CannedServer {
+        url,
+        cert_pem: generated.cert.pem(),
+        requests,
+        paths,
+        task,
+    }
+}
+
+/// One HTTP/1.1 request as read off the wire.
+struct RawRequest {
+    method: String,
+    path: String,
+    /// Names in lower case, values as sent.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// The head, then as much body as it announces.
+async fn read_request(tls: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<RawRequest> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let mut request_line = lines.next().unwrap_or_default().split_whitespace();
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let path = request_line.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while seen.len() < head_end + length {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(RawRequest {
+        method,
+        path,
+        headers,
+        body: seen[head_end..head_end + length].to_vec(),
+    })
+}
+
+/// Passes `request` on to `upstream`; the raw answer for the client: a
+/// `502` in place of the collector's answer to a report.
+async fn relay_losing_reports(
+    client: &reqwest::Client,
+    upstream: &str,
+    request: RawRequest,
+) -> Vec<u8> {
+    const BAD_GATEWAY: &[u8] =
+        b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
+        return BAD_GATEWAY.to_vec();
+    };
+    let mut forward = client.request(method, format!("{upstream}{}", request.path));
+    for (name, value) in &request.headers {
+        if !matches!(
+            name.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            forward = forward.header(name, value);
+        }
+    }
+    let Ok(answer) = forward.body(request.body).send().await else {
+        return BAD_GATEWAY.to_vec();
+    };
+    let status = answer.status().as_u16();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let body = answer.bytes().await.unwrap_or_default();
+    if request.method == "POST" && !request.path.ends_with("/enrol") {
+        // The report is in; its answer is lost on the way back.
+        return BAD_GATEWAY.to_vec();
+    }
+    let mut out = format!(
+        "HTTP/1.1 {status} Relayed\r\ncontent-type: {content_type}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
