@@ -279,6 +279,53 @@ pub const MAX_READERS: usize = 8;
 /// the writer (and with it ingest) for long.
 const PURGE_CHUNK: usize = 2_000;
 
+/// Copies whatever the WAL holds into the database file, syncs it and
+/// empties the WAL, before anything in the store is taken as durable.
+///
+/// A process that stopped after a failed `fdatasync` may have left WAL
+/// frames that never reached the disk but are still in the page cache,
+/// marked clean: syncing the WAL again succeeds without writing them, and
+/// a retry of a report that got an error would be answered `duplicate`
+/// from frames a power cut could still take. Checkpointing reads the frames
+/// (from the cache when they are only there) and writes them again, into
+/// the database file, which is then synced; only then is the WAL emptied.
+/// A frame the cache no longer has fails SQLite's checksums and ends the
+/// WAL there, as after a crash. If the disk refuses the writes the store
+/// does not open, and the WAL stays for the next try.
+/// The writer's connection, the schema brought up to date and the WAL
+/// checkpointed (see [`checkpoint_on_open`]).
+fn open_and_recover(path: &std::path::Path, node_id: &str) -> Result<rusqlite::Connection, Error> {
+    let mut conn = open_writer(path)?;
+    migrate(&mut conn, node_id, path)?;
+    checkpoint_on_open(&conn, path)?;
+    Ok(conn)
+}
+
+fn checkpoint_on_open(conn: &rusqlite::Connection, path: &std::path::Path) -> Result<(), Error> {
+    let (busy, _, _): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .map_err(|e| {
+            sql_error(
+                &format!(
+                    "cannot copy the WAL of {} into the database and sync it (check the disk; \
+                     the WAL is kept and read again at the next start)",
+                    path.display()
+                ),
+                &e,
+            )
+        })?;
+    if busy != 0 {
+        return Err(Error::Staging(format!(
+            "another connection holds {} open, so its WAL cannot be checkpointed at start; \
+             stop the other process using the store",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 impl Staging {
     /// Opens (creating) the store and starts its writer.
     ///
@@ -298,8 +345,7 @@ impl Staging {
             })?;
         }
         let store_lock = lock_store(&options.path)?;
-        let mut conn = open_writer(&options.path)?;
-        migrate(&mut conn, &options.node_id, &options.path)?;
+        let conn = open_and_recover(&options.path, &options.node_id)?;
         let enrolled = Arc::new(EnrolledIndex::load(&conn)?);
         // The syncer first syncs whatever the WAL holds (commits of a
         // process that crashed may never have been synced), so every seq
@@ -1004,6 +1050,39 @@ mod tests {
             "the WAL was checkpointed or removed on close"
         );
         assert_eq!(std::fs::metadata(&db).expect("database").len(), db_len);
+    }
+
+    /// What a stopped process left in the WAL is rewritten into the
+    /// database and synced at the next start: frames whose sync failed may
+    /// sit in the page cache only, and syncing the WAL again would not
+    /// write them.
+    #[tokio::test]
+    async fn opening_rewrites_what_the_wal_holds_into_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = open(dir.path());
+        tokio::time::sleep(CHECKPOINT_INTERVAL + Duration::from_millis(50)).await;
+        staging
+            .put_manifest(7, b"{\"m\":1}".to_vec())
+            .await
+            .expect("a change in the WAL");
+        staging.fail_sync_for_test();
+        let wal = dir.path().join("staging.sqlite3-wal");
+        staging.close().await.expect("close");
+        assert!(std::fs::metadata(&wal).expect("WAL").len() > 0);
+
+        let staging = open(dir.path());
+        assert_eq!(
+            std::fs::metadata(&wal).map_or(0, |m| m.len()),
+            0,
+            "the WAL was not checkpointed at start"
+        );
+        let manifest = staging.current_manifest().await.expect("read");
+        assert_eq!(
+            manifest,
+            Some((7, b"{\"m\":1}".to_vec())),
+            "the manifest survived"
+        );
+        staging.close().await.expect("close");
     }
 
     fn report() -> Report {
