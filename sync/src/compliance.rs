@@ -1960,9 +1960,16 @@ pub fn line_key(account: &str, install_id: &str) -> String {
 
 /// The identity of an observation (SHA-256, hex): its line, the declared
 /// province, city, carrier and account, the egress address and the path
-/// (each hop's TTL and addresses). Identical observations of the same line
-/// get the same key whatever their times, RTTs or report ids; call it on the
-/// extracted report, whose hops are parsed from raw text when needed.
+/// (each hop's TTL and the set of addresses that answered at it, in address
+/// order: a load-balanced hop lists its routers in whatever order their
+/// replies came). Identical observations of the same line get the same key
+/// whatever their times, RTTs or report ids; call it on the extracted
+/// report, whose hops are parsed from raw text when needed.
+///
+/// Keys of observations stored before addresses were put in order stay
+/// as they were (a report re-decided keeps its observation); a path with
+/// several addresses at a hop first seen in another order starts one new
+/// observation after the upgrade.
 pub fn observation_key(report: &Report) -> String {
     let mut h = KeyHasher::default();
     h.part(&line_key(&report.account, report.install_id.as_str()));
@@ -1980,10 +1987,15 @@ pub fn observation_key(report: &Report) -> String {
         None => h.opt(None),
     }
     h.count(report.trace.hops.len());
+    let mut addrs: Vec<IpAddr> = Vec::new();
     for hop in &report.trace.hops {
         h.count(usize::from(hop.ttl));
-        h.count(hop.addrs.len());
-        for addr in &hop.addrs {
+        addrs.clear();
+        addrs.extend_from_slice(&hop.addrs);
+        addrs.sort_unstable();
+        addrs.dedup();
+        h.count(addrs.len());
+        for addr in &addrs {
             text.clear();
             let _ = write!(text, "{addr}");
             h.part(&text);

@@ -234,7 +234,11 @@ impl Pipeline {
             report_id: report.report_id.to_string(),
             observed_at_ms,
             facts: ObservationFacts {
-                obs_key: observation_key(report),
+                // A decided report stays in the observation it counted in.
+                obs_key: match (&raw.obs_key, reprocess) {
+                    (Some(key), true) => key.clone(),
+                    _ => observation_key(report),
+                },
                 line_key: line_key(&report.account, report.install_id.as_str()),
                 install_id: report.install_id.as_str().to_owned(),
                 account: report.account.trim().to_owned(),
@@ -789,6 +793,7 @@ mod tests {
             seq: 1,
             body: report.to_json().unwrap(),
             pulled_at_ms: chrono::Utc::now().timestamp_millis(),
+            obs_key: None,
         };
         match pipeline.process(&raw, false, 0).unwrap() {
             Processed::Observation(o) => *o,

@@ -45,13 +45,15 @@ pub(super) const RECORD_PULL_ERROR: &str = "INSERT INTO pull_cursors \
 
 /// The pending reports are those `raw_pending` lists (see migration 0006).
 pub(super) const PENDING_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
-     r.pulled_at AS pulled_at_ms FROM raw_pending p JOIN raw_reports r ON r.id = p.raw_id \
-     WHERE p.raw_id > $1 ORDER BY p.raw_id LIMIT $2";
+     r.pulled_at AS pulled_at_ms, CAST(NULL AS TEXT) AS obs_key FROM raw_pending p \
+     JOIN raw_reports r ON r.id = p.raw_id WHERE p.raw_id > $1 ORDER BY p.raw_id LIMIT $2";
 
 /// Only the reports decided as observations: of a report's copies, the one
-/// that counted is re-decided, never a duplicate.
+/// that counted is re-decided, never a duplicate. Each with the key of the
+/// observation it counted in, which re-deciding keeps.
 pub(super) const PROCESSED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
-     r.pulled_at AS pulled_at_ms FROM raw_outcomes o JOIN raw_reports r ON r.id = o.id \
+     r.pulled_at AS pulled_at_ms, b.obs_key FROM raw_outcomes o JOIN raw_reports r ON r.id = o.id \
+     LEFT JOIN observations b ON b.id = o.observation_id \
      WHERE o.state = 'processed' AND o.id > $1 \
      AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(o.received_at, o.pulled_at) >= $2) \
      ORDER BY o.id LIMIT $3";

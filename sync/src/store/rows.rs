@@ -48,6 +48,12 @@ pub struct RawReport {
     pub body: Vec<u8>,
     /// When it was pulled.
     pub pulled_at_ms: i64,
+    /// The key of the observation it counted in, for a report already
+    /// decided (`reprocess`): re-deciding a report never moves it to
+    /// another observation, even when the observation key is now computed
+    /// otherwise. `None` for a pending report.
+    #[sqlx(default)]
+    pub obs_key: Option<String>,
 }
 
 /// One line and its current truth.
