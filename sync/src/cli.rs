@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     DemoOptions, Error, LineFilter, Pipeline, PipelineRun, PullSettings, PullSink, PulledLine,
-    Puller, ReportArgs, ReportScheduler, Store, SyncConfig, UserCommand, load_resolver_cache,
-    print_verdict_table, run_user_command, save_resolver_cache, serve_backoffice, verdict_rows,
-    write_verdicts_csv,
+    Puller, ReportArgs, ReportScheduler, SOURCE_SETTLE, SourceWatch, Store, SyncConfig,
+    UserCommand, load_resolver_cache, print_verdict_table, run_user_command, save_resolver_cache,
+    serve_backoffice, verdict_rows, write_verdicts_csv,
 };
 
 /// LineProbe internal side: pulls probe reports one way from the collectors
@@ -492,11 +492,12 @@ async fn run_daemon(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let puller = puller(config)?;
-    let pipeline = if process {
+    let mut pipeline = if process {
         Some(pipeline(config, store).await?)
     } else {
         None
     };
+    let mut sources = SourceWatch::new(config.resolve.data_files(&config.base_dir), SOURCE_SETTLE);
     let reports = ReportScheduler::from_config(config)?;
     let interval = std::time::Duration::from_secs(config.pull.interval_s);
     tracing::info!(
@@ -528,8 +529,9 @@ async fn run_daemon(
     // to pull (the pipeline and the back office go on), or by panicking.
     let mut puller_returned = false;
     let outcome = loop {
-        if let Some(pipeline) = &pipeline {
-            process_pending(config, store, pipeline, reports.as_ref()).await;
+        if let Some(current) = &mut pipeline {
+            reload_sources(config, store, current, &mut sources).await;
+            process_pending(config, store, current, reports.as_ref()).await;
         }
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -556,6 +558,48 @@ async fn run_daemon(
     }
     tracing::info!("lineprobe-sync stopped");
     outcome
+}
+
+/// Opens the address sources again when their data files changed (and
+/// settled), so that new reports are judged with the new data; the
+/// sources in use stay when the new files cannot be opened. Reports judged
+/// before are judged again only by `reprocess`.
+async fn reload_sources(
+    config: &SyncConfig,
+    store: &Store,
+    current: &mut Pipeline,
+    sources: &mut SourceWatch,
+) {
+    if !sources.due(std::time::Instant::now()) {
+        return;
+    }
+    // The lookup services' answers so far, kept for the new sources.
+    if let Err(e) = save_resolver_cache(current.chain(), store).await {
+        tracing::warn!(error = %e, "resolver cache not saved");
+    }
+    match pipeline(config, store).await {
+        Ok(reloaded) => {
+            sources.reloaded();
+            *current = reloaded;
+            let versions: Vec<String> = current
+                .chain()
+                .sources()
+                .iter()
+                .map(|s| format!("{} {}", s.name(), s.data_version()))
+                .collect();
+            tracing::info!(
+                versions = %versions.join(", "),
+                "address data changed: sources opened again; new reports are judged with it \
+                 (run `reprocess` for reports judged before)"
+            );
+        }
+        Err(e) => {
+            sources.reload_failed();
+            tracing::warn!(error = %e,
+                "address data changed but cannot be opened; judging with the data in use until \
+                 the files change again");
+        }
+    }
 }
 
 /// One run of the pipeline over the pending reports, the resolver cache

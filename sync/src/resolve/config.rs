@@ -345,6 +345,16 @@ impl ChainConfig {
         format!("source #{} ({})", i + 1, s.display_name())
     }
 
+    /// Every data file the sources read (relative paths taken from
+    /// `base`), for noticing when they change.
+    pub fn data_files(&self, base: &Path) -> Vec<PathBuf> {
+        self.sources
+            .iter()
+            .flat_map(|s| s.path.iter().chain(&s.paths))
+            .map(|p| base.join(p))
+            .collect()
+    }
+
     /// Validates, then opens every source; relative paths are taken from
     /// `base`.
     pub fn build(&self, base: &Path, catalog: &Arc<Catalog>) -> Result<Chain, Error> {

@@ -23,6 +23,7 @@ mod http;
 mod ipplan;
 mod mmdb;
 mod ranges;
+mod watch;
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
@@ -44,6 +45,7 @@ pub use http::{
 pub use ipplan::{IpPlanFormat, IpPlanSource};
 pub use mmdb::{MmdbKind, MmdbSource};
 pub use ranges::{RangesFormat, RangesSource};
+pub use watch::{SOURCE_SETTLE, SourceWatch};
 
 /// A source of facts about addresses.
 pub trait IpSource: fmt::Debug + Send + Sync {
