@@ -139,7 +139,12 @@ pub(crate) fn in_force(manifest: Option<Manifest>, now: DateTime<Utc>) -> Option
 }
 
 /// Verifies `body` (a [`SignedManifest`] document) and stores it when it is
-/// newer than `current`.
+/// newer than `current` and than the one stored by then.
+///
+/// `current` is the serial the caller read before fetching, which another
+/// agent process on the same state folder (or a fetch that took a while)
+/// may have overtaken: the stored manifest is read again under the state
+/// folder's manifest lock, so an older manifest never replaces a newer one.
 pub fn apply_signed(
     state: &StateDir,
     key: &ManifestVerifyingKey,
@@ -149,6 +154,8 @@ pub fn apply_signed(
     from: &str,
 ) -> Result<ManifestCheck, Error> {
     let signed = SignedManifest::from_json(body)?;
+    let _lock = state.lock(MANIFEST_FILE)?;
+    let current = current.max(load_applied(state, Some(key)).map(|m| m.serial));
     match accept_update(current, now, &signed, key) {
         Ok(manifest) => {
             state.write_json(MANIFEST_FILE, &signed)?;

@@ -39,7 +39,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::state::{create_private_dir, io, remove_if_present, sweep_stale_temp, write_atomic};
+use crate::state::{
+    FileLock, create_private_dir, io, remove_if_present, sweep_stale_temp, write_atomic,
+};
 
 const EVICTED_FILE: &str = "evicted";
 const ENTRY_SUFFIX: &str = ".json";
@@ -372,6 +374,13 @@ impl Spool {
         Ok(untold)
     }
 
+    /// The tally's lock across processes: the daemon and a scheduled
+    /// `probe` on one state folder both read and rewrite the count.
+    fn lock_tally(&self) -> Result<FileLock, Error> {
+        self.ensure_dir()?;
+        FileLock::acquire(&self.dir.join(format!("{EVICTED_FILE}.lock")))
+    }
+
     fn set_evicted(&self, count: u64) -> Result<(), Error> {
         self.ensure_dir()?;
         let path = self.dir.join(EVICTED_FILE);
@@ -393,6 +402,7 @@ impl Spool {
             .tally
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let _other_processes = self.lock_tally()?;
         self.set_evicted(self.evicted()?.saturating_sub(told))
     }
 
@@ -407,6 +417,7 @@ impl Spool {
             .tally
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let _other_processes = self.lock_tally()?;
         self.set_evicted(self.evicted()?.saturating_add(count))
     }
 

@@ -19,6 +19,33 @@ pub(crate) const STATUS_FILE: &str = "status.json";
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 const SPOOL_DIR: &str = "spool";
 
+/// An exclusive lock on a lock file, held until dropped.
+///
+/// Two agent processes may share a state folder (the daemon, and a `probe`
+/// run by a scheduler): a read–compare–write of a state file by one must
+/// not interleave with the other's, or the later writer puts back what the
+/// earlier one had replaced. The lock is the operating system's on an open
+/// file (`flock`, `LockFileEx`), so it also keeps two threads of one
+/// process apart, and a process that dies lets go of it.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: fs::File,
+}
+
+impl FileLock {
+    /// Waits for the lock on `path` (created when missing).
+    pub(crate) fn acquire(path: &Path) -> Result<Self, Error> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| io(path, "open the lock file", e))?;
+        file.lock().map_err(|e| io(path, "lock", e))?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// The agent's state folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
@@ -78,6 +105,11 @@ impl StateDir {
     }
 
     /// Reads the JSON state file `name`; `None` when it does not exist.
+    /// Holds the lock named `name` (a file `name.lock` in the folder).
+    pub(crate) fn lock(&self, name: &str) -> Result<FileLock, Error> {
+        FileLock::acquire(&self.path(&format!("{name}.lock")))
+    }
+
     pub(crate) fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
         read_json(&self.path(name))
     }

@@ -230,6 +230,50 @@ async fn a_manifest_signed_with_another_key_changes_nothing() {
     evil_collector.shutdown().await.expect("shutdown");
 }
 
+/// Two agent processes on one state folder (the daemon and a scheduled
+/// `probe`) each read the applied serial, fetch, and apply: the one that
+/// applies last must not put back an older manifest than the other stored.
+#[test]
+fn a_manifest_older_than_the_one_stored_meanwhile_is_not_applied() {
+    let key = signing_key();
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = with_key(agent_config(&["https://192.0.2.1".to_owned()], None), &key);
+    let (agent, _) = agent(state.path(), config, 3);
+    let now = Utc::now();
+    let signed = |serial| {
+        SignedManifest::sign(
+            &manifest(serial, vec!["https://192.0.2.5".to_owned()]),
+            &key,
+        )
+        .expect("sign")
+        .to_json()
+        .expect("json")
+    };
+    let apply = |serial, read_before| {
+        apply_signed(
+            agent.state(),
+            &key.verifying_key(),
+            read_before,
+            now,
+            &signed(serial),
+            "test",
+        )
+        .expect("verifies")
+    };
+    assert!(matches!(
+        apply(5, None),
+        ManifestCheck::Applied { serial: 5, .. }
+    ));
+    // Both read 5; one applies 7, then the other, slower, 6.
+    assert!(matches!(
+        apply(7, Some(5)),
+        ManifestCheck::Applied { serial: 7, .. }
+    ));
+    let late = apply(6, Some(5));
+    assert!(matches!(late, ManifestCheck::Current { .. }), "{late:?}");
+    assert_eq!(agent.applied_manifest().map(|m| m.serial), Some(7));
+}
+
 #[test]
 #[allow(clippy::too_many_lines)] // one scenario, one refusal after another
 fn altered_unsigned_older_expired_and_tampered_manifests_change_nothing() {

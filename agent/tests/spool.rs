@@ -198,3 +198,31 @@ async fn an_older_agent_leaves_a_newer_ones_reports_alone_and_shows_them() {
         "{status}"
     );
 }
+
+/// The eviction tally is read and rewritten by every process on the state
+/// folder (the daemon, a scheduled `probe`): two spools over one folder,
+/// each with its own in-process lock, count every eviction once.
+#[test]
+fn the_eviction_tally_counts_every_eviction_of_two_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spools = [
+        Spool::new(dir.path().join("spool"), 10),
+        Spool::new(dir.path().join("spool"), 10),
+    ];
+    std::thread::scope(|scope| {
+        for spool in &spools {
+            for _ in 0..2 {
+                scope.spawn(move || {
+                    for _ in 0..100 {
+                        spool.evictions_untold(1).expect("counted");
+                    }
+                });
+            }
+        }
+    });
+    assert_eq!(spools[0].evicted().expect("read"), 400);
+    for spool in &spools {
+        spool.evictions_reported(150).expect("taken");
+    }
+    assert_eq!(spools[1].evicted().expect("read"), 100);
+}
