@@ -105,8 +105,22 @@ async fn users_are_managed_from_the_command_line() {
 
     let changed = sync(&db, &["user", "passwd", "ann"], "a new long passphrase\r\n");
     assert!(changed.status.success(), "{}", text(&changed.stderr));
-    let disabled = sync(&db, &["user", "disable", "ann"], "");
-    assert!(disabled.status.success());
+    // Ann is the only admin: disabling her is refused without --force,
+    // and nothing changes.
+    let refused = sync(&db, &["user", "disable", "ann"], "");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stdout));
+    for want in ["\"ann\" is the last enabled admin", "--force"] {
+        assert!(
+            text(&refused.stderr).contains(want),
+            "{want}: {}",
+            text(&refused.stderr)
+        );
+    }
+    let store = Store::open(&db).await.unwrap();
+    assert!(!store.user_by_name("ann").await.unwrap().unwrap().disabled);
+    store.close().await;
+    let disabled = sync(&db, &["user", "disable", "ann", "--force"], "");
+    assert!(disabled.status.success(), "{}", text(&disabled.stderr));
     assert!(text(&disabled.stdout).contains("no enabled admin is left"));
     let viewer = sync(
         &db,
@@ -327,25 +341,57 @@ fn the_example_configuration_documents_the_defaults() {
     assert_eq!(format!("{shown:?}"), format!("{default:?}"));
 }
 
-/// Demoting the last admin, like disabling them, says that no admin is
-/// left (the back office's users page is then out of everyone's reach).
+/// Demoting the last enabled admin, like disabling them, is refused
+/// unless `--force` (the back office's users page would be out of
+/// everyone's reach), in the same guarded update the users page makes;
+/// with another enabled admin it is done, and with `--force` it is done
+/// with a warning.
 #[test]
-fn demoting_the_last_admin_warns() {
+fn demoting_the_last_admin_needs_force() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", dir.path().join("sync.db").display());
-    let added = sync(
-        &db,
-        &["user", "add", "ann", "--role", "admin"],
-        "correct horse battery\n",
-    );
-    assert!(added.status.success(), "{}", text(&added.stderr));
+    for (name, role) in [("ann", "admin"), ("bob", "admin"), ("vic", "viewer")] {
+        let added = sync(
+            &db,
+            &["user", "add", name, "--role", role],
+            "correct horse battery\n",
+        );
+        assert!(added.status.success(), "{}", text(&added.stderr));
+    }
+    // Bob remains: Ann is demoted without a word about admins.
     let demoted = sync(&db, &["user", "role", "ann", "viewer"], "");
     assert!(demoted.status.success(), "{}", text(&demoted.stderr));
+    assert!(!text(&demoted.stdout).contains("no enabled admin"));
+    // Bob is the last one now.
+    for args in [
+        &["user", "role", "bob", "viewer"][..],
+        &["user", "disable", "bob"][..],
+    ] {
+        let refused = sync(&db, args, "");
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        let said = text(&refused.stderr);
+        assert!(said.contains("\"bob\" is the last enabled admin"), "{said}");
+        assert!(said.contains("--force"), "{said}");
+    }
+    // A viewer is still disabled freely, and an admin still made.
+    let disabled = sync(&db, &["user", "disable", "vic"], "");
+    assert!(disabled.status.success(), "{}", text(&disabled.stderr));
+    let listed = sync(&db, &["user", "list"], "");
+    let users: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let bob = &users.as_array().unwrap()[1];
+    assert_eq!(
+        (&bob["name"], &bob["role"], &bob["disabled"]),
+        (&"bob".into(), &"admin".into(), &false.into())
+    );
+
+    let forced = sync(&db, &["user", "role", "bob", "viewer", "--force"], "");
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
     assert!(
-        text(&demoted.stdout).contains("no enabled admin is left"),
+        text(&forced.stdout).contains("no enabled admin is left"),
         "{}",
-        text(&demoted.stdout)
+        text(&forced.stdout)
     );
     let promoted = sync(&db, &["user", "role", "ann", "admin"], "");
+    assert!(promoted.status.success(), "{}", text(&promoted.stderr));
     assert!(!text(&promoted.stdout).contains("no enabled admin"));
 }

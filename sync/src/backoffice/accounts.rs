@@ -9,6 +9,7 @@ use clap::{Subcommand, ValueEnum};
 use rand::RngCore as _;
 use serde::Serialize;
 
+use crate::store::backoffice::UserChanged;
 use crate::{Error, Store};
 
 /// Shortest password accepted, in characters.
@@ -65,22 +66,34 @@ pub enum UserCommand {
         name: String,
     },
     /// Disable a user: no further sign-in, and the user's sessions end now.
+    /// Refused when it would leave no enabled admin, unless `--force`.
     Disable {
         /// The sign-in name.
         name: String,
+        /// Disable the last enabled admin too (the back office's admin
+        /// pages are then out of everyone's reach until `user enable` or
+        /// `user role NAME admin` here).
+        #[arg(long)]
+        force: bool,
     },
     /// Enable a disabled user again.
     Enable {
         /// The sign-in name.
         name: String,
     },
-    /// Change a user's role; ends the user's sessions.
+    /// Change a user's role; ends the user's sessions. Demoting the last
+    /// enabled admin is refused unless `--force`.
     Role {
         /// The sign-in name.
         name: String,
         /// The new role.
         #[arg(value_enum)]
         role: Role,
+        /// Demote the last enabled admin too (the back office's admin
+        /// pages are then out of everyone's reach until `user role NAME
+        /// admin` here).
+        #[arg(long)]
+        force: bool,
     },
     /// List the users (JSON; never the password hashes).
     List,
@@ -261,36 +274,34 @@ pub async fn run_user_command(
                 format!("password of {name} changed; its sessions ended"),
             )
         }
-        UserCommand::Disable { name } | UserCommand::Enable { name } => {
-            let disable = matches!(command, UserCommand::Disable { .. });
-            if !store.user_set_disabled(name, disable, now).await? {
+        UserCommand::Disable { name, force } => {
+            if !change_an_admin(store, name, None, *force, now).await? {
                 return Err(missing(name));
             }
-            let action = if disable {
-                "user_disable"
-            } else {
-                "user_enable"
-            };
-            audit(action, serde_json::json!({ "user": name })).await?;
-            if disable && store.active_admins().await? == 0 {
+            audit(
+                "user_disable",
+                serde_json::json!({ "user": name, "force": force }),
+            )
+            .await?;
+            if store.active_admins().await? == 0 {
                 say(out, NO_ADMIN_LEFT.to_owned())?;
             }
-            say(
-                out,
-                if disable {
-                    format!("user {name} disabled; its sessions ended")
-                } else {
-                    format!("user {name} enabled")
-                },
-            )
+            say(out, format!("user {name} disabled; its sessions ended"))
         }
-        UserCommand::Role { name, role } => {
-            if !store.user_set_role(name, role.as_str(), now).await? {
+        UserCommand::Enable { name } => {
+            if !store.user_set_disabled(name, false, now).await? {
+                return Err(missing(name));
+            }
+            audit("user_enable", serde_json::json!({ "user": name })).await?;
+            say(out, format!("user {name} enabled"))
+        }
+        UserCommand::Role { name, role, force } => {
+            if !change_an_admin(store, name, Some(*role), *force, now).await? {
                 return Err(missing(name));
             }
             audit(
                 "user_role",
-                serde_json::json!({ "user": name, "role": role.as_str() }),
+                serde_json::json!({ "user": name, "role": role.as_str(), "force": force }),
             )
             .await?;
             if *role != Role::Admin && store.active_admins().await? == 0 {
@@ -309,9 +320,57 @@ pub async fn run_user_command(
     }
 }
 
-/// What `user disable` and `user role` say when no enabled admin is left.
+/// What `user disable --force` and `user role --force` say when no enabled
+/// admin is left.
 const NO_ADMIN_LEFT: &str =
     "warning: no enabled admin is left; enable one or add one with `user add NAME --role admin`";
+
+/// `user role` (`role` given) or `user disable` (`None`) of `name`: made in
+/// the same guarded update the users page makes, refused when it would
+/// leave no enabled admin; with `force`, made regardless. `false` when
+/// there is no such user.
+async fn change_an_admin(
+    store: &Store,
+    name: &str,
+    role: Option<Role>,
+    force: bool,
+    now: i64,
+) -> Result<bool, Error> {
+    let changed = match (role, force) {
+        (Some(role), true) => return store.user_set_role(name, role.as_str(), now).await,
+        (None, true) => return store.user_set_disabled(name, true, now).await,
+        (Some(role), false) => {
+            store
+                .user_set_role_keeping_an_admin(name, role.as_str(), now)
+                .await?
+        }
+        (None, false) => {
+            store
+                .user_set_disabled_keeping_an_admin(name, true, now)
+                .await?
+        }
+    };
+    match changed {
+        UserChanged::Changed => Ok(true),
+        UserChanged::NoSuchUser => Ok(false),
+        UserChanged::LastAdmin => Err(last_admin(
+            name,
+            if role.is_some() { "demote" } else { "disable" },
+        )),
+    }
+}
+
+/// Why `user disable` or `user role` (`verb`: what it would have done to
+/// `name`) was refused: no enabled admin would be left, checked in the
+/// same guarded update the users page makes.
+fn last_admin(name: &str, verb: &str) -> Error {
+    Error::UserAccount(format!(
+        "not changed: {name:?} is the last enabled admin; to {verb} it would leave no one who \
+         can manage users or publish the probe configuration in the back office. Make another \
+         user admin first (`user role OTHER admin`, or `user add OTHER --role admin`), or give \
+         --force to do it anyway (`user enable {name}` / `user role {name} admin` undo it)"
+    ))
+}
 
 /// `user add`: checks the name and the password read, then stores the
 /// account.

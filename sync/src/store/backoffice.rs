@@ -462,7 +462,8 @@ impl Store {
 
     /// Disables (ending its sessions) or enables an account; `false` when
     /// there is no such account. It may disable the last enabled admin (the
-    /// command line's, which says so); the pages' change keeps one.
+    /// command line's `--force`, which says so); the pages' change and the
+    /// command line's without `--force` keep one.
     pub async fn user_set_disabled(
         &self,
         name: &str,
@@ -476,8 +477,9 @@ impl Store {
 
     /// Changes an account's role and ends its sessions (they carry the old
     /// role's forms); `false` when there is no such account. It may demote
-    /// the last enabled admin (the command line's, which says so); the
-    /// pages' change keeps one.
+    /// the last enabled admin (the command line's `--force`, which says
+    /// so); the pages' change and the command line's without `--force` keep
+    /// one.
     pub async fn user_set_role(&self, name: &str, role: &str, now_ms: i64) -> Result<bool, Error> {
         self.user_change(name, UserChange::Role(role), now_ms, false)
             .await
