@@ -18,14 +18,16 @@ use crate::store::backoffice::UserChanged;
 const AUDIT_PAGE: u32 = 100;
 
 /// The actions the audit log records, for its filter.
-const AUDIT_ACTIONS: [&str; 14] = [
+const AUDIT_ACTIONS: [&str; 16] = [
     "login",
     "login_failed",
     "logout",
     "access_denied",
     "export_csv",
     "manifest_publish",
+    "manifest_publish_result",
     "manifest_republish",
+    "manifest_republish_result",
     "user_add",
     "user_passwd",
     "user_disable",

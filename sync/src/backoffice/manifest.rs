@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::auth::Viewer;
 use super::layout::{self, Notice, csrf_field};
 use super::query::{PageQuery, QueryParams};
-use super::{BackofficeState, ManifestRow, PublicationRow};
+use super::{AuditEntry, BackofficeState, ManifestRow, PublicationRow};
 use crate::{CollectorClient, Error};
 
 /// Reads the manifest signing key: a PEM `PRIVATE KEY` (PKCS#8 Ed25519)
@@ -572,7 +572,8 @@ pub(super) async fn publish(
         created_at_ms: state.now_ms(),
         created_by: viewer.name.clone(),
     };
-    match store.manifest_insert(&row).await {
+    let stored = store_audited(&state, &viewer, &row, &manifest).await;
+    match stored {
         Ok(true) => {}
         Ok(false) => {
             return config_response(
@@ -589,53 +590,91 @@ pub(super) async fn publish(
         }
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     }
-    let outcome = match publish_to_collectors(&state, row.serial, &row.signed_json, None).await {
-        Ok(outcome) => outcome,
-        Err(e) => return layout::internal_error(Some(&viewer), &e),
-    };
-    audit_publication(
+    let outcome = publish_to_collectors(&state, row.serial, &row.signed_json, None).await;
+    audit_outcome(
         &state,
         &viewer,
-        "manifest_publish",
+        "manifest_publish_result",
+        row.serial,
         &outcome,
-        Some(&manifest),
     )
     .await;
-    Redirect::to(&format!("/config?published={}", outcome.serial)).into_response()
+    match outcome {
+        Ok(outcome) => {
+            Redirect::to(&format!("/config?published={}", outcome.serial)).into_response()
+        }
+        Err(e) => layout::internal_error(Some(&viewer), &e),
+    }
 }
 
-async fn audit_publication(
+/// Stores the signed manifest `row` (of `manifest`) with the audit entry of
+/// the attempt to publish it, in one transaction, before anything is sent:
+/// however the sending ends (an error, a crash, a hung collector), the log
+/// says who published which serial, and what, to which collectors. The
+/// outcome follows as its own entry (the log is append-only). `false` when
+/// the serial is taken.
+async fn store_audited(
+    state: &BackofficeState,
+    viewer: &Viewer,
+    row: &ManifestRow,
+    manifest: &Manifest,
+) -> Result<bool, Error> {
+    let attempt = serde_json::json!({
+        "serial": row.serial,
+        "key_id": row.key_id,
+        "collectors": enabled_collectors(state),
+        "manifest": manifest,
+    });
+    let entry = AuditEntry {
+        at_ms: state.now_ms(),
+        actor: &viewer.name,
+        action: "manifest_publish",
+        source_ip: &viewer.ip,
+        detail: &attempt,
+    };
+    state.store().manifest_insert_audited(row, &entry).await
+}
+
+/// The names of the enabled collectors (the ones a publication goes to).
+fn enabled_collectors(state: &BackofficeState) -> Vec<&str> {
+    state
+        .inner
+        .collectors
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+/// Audits how a publication of `serial` ended (`action`, the entry after
+/// the attempt's): which collectors accepted and which refused and why, or
+/// the error that cut it short.
+async fn audit_outcome(
     state: &BackofficeState,
     viewer: &Viewer,
     action: &str,
-    outcome: &PublishOutcome,
-    manifest: Option<&Manifest>,
+    serial: i64,
+    outcome: &Result<PublishOutcome, Error>,
 ) {
-    let accepted: Vec<&str> = outcome
-        .results
-        .iter()
-        .filter(|r| r.accepted)
-        .map(|r| r.collector.as_str())
-        .collect();
-    let refused: Vec<serde_json::Value> = outcome
-        .results
-        .iter()
-        .filter(|r| !r.accepted)
-        .map(|r| serde_json::json!({ "collector": r.collector, "message": r.message }))
-        .collect();
-    state
-        .audit(
-            &viewer.name,
-            action,
-            &viewer.ip,
-            serde_json::json!({
-                "serial": outcome.serial,
-                "accepted": accepted,
-                "refused": refused,
-                "manifest": manifest,
-            }),
-        )
-        .await;
+    let detail = match outcome {
+        Ok(outcome) => {
+            let accepted: Vec<&str> = outcome
+                .results
+                .iter()
+                .filter(|r| r.accepted)
+                .map(|r| r.collector.as_str())
+                .collect();
+            let refused: Vec<serde_json::Value> = outcome
+                .results
+                .iter()
+                .filter(|r| !r.accepted)
+                .map(|r| serde_json::json!({ "collector": r.collector, "message": r.message }))
+                .collect();
+            serde_json::json!({ "serial": serial, "accepted": accepted, "refused": refused })
+        }
+        Err(e) => serde_json::json!({ "serial": serial, "error": e.to_string() }),
+    };
+    state.audit(&viewer.name, action, &viewer.ip, detail).await;
 }
 
 /// The republish form.
@@ -680,13 +719,34 @@ pub(super) async fn republish(
         .map(|c| c.name.clone())
         .filter(|n| !done.iter().any(|p| &p.collector == n && p.accepted))
         .collect();
-    let outcome =
-        match publish_to_collectors(&state, row.serial, &row.signed_json, Some(&pending)).await {
-            Ok(outcome) => outcome,
-            Err(e) => return layout::internal_error(Some(&viewer), &e),
-        };
-    audit_publication(&state, &viewer, "manifest_republish", &outcome, None).await;
-    Redirect::to(&format!("/config?published={}", outcome.serial)).into_response()
+    // Audited before anything is sent, as a first publication is; nothing
+    // is sent when the entry cannot be written.
+    let attempt = serde_json::json!({ "serial": row.serial, "collectors": pending });
+    let entry = AuditEntry {
+        at_ms: state.now_ms(),
+        actor: &viewer.name,
+        action: "manifest_republish",
+        source_ip: &viewer.ip,
+        detail: &attempt,
+    };
+    if let Err(e) = store.audit(&entry).await {
+        return layout::internal_error(Some(&viewer), &e);
+    }
+    let outcome = publish_to_collectors(&state, row.serial, &row.signed_json, Some(&pending)).await;
+    audit_outcome(
+        &state,
+        &viewer,
+        "manifest_republish_result",
+        row.serial,
+        &outcome,
+    )
+    .await;
+    match outcome {
+        Ok(outcome) => {
+            Redirect::to(&format!("/config?published={}", outcome.serial)).into_response()
+        }
+        Err(e) => layout::internal_error(Some(&viewer), &e),
+    }
 }
 
 #[cfg(test)]

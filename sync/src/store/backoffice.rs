@@ -916,6 +916,61 @@ impl Store {
         .map(|n| n == 1)
     }
 
+    /// Stores a signed manifest and, in the same transaction, the audit
+    /// entry of the attempt to publish it: the manifest is never stored
+    /// (and so never sent) without a record of who signed it for
+    /// publication, and the entry never names a serial that was not
+    /// stored. `false`, and neither written, when the serial is taken
+    /// (another admin signed one at the same moment).
+    pub async fn manifest_insert_audited(
+        &self,
+        row: &ManifestRow,
+        entry: &AuditEntry<'_>,
+    ) -> Result<bool, Error> {
+        let context = || {
+            format!(
+                "cannot store probe manifest {} and its audit entry",
+                row.serial
+            )
+        };
+        let detail = entry.detail.to_string();
+        on_writer!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let stored = sqlx::query(
+                "INSERT INTO manifests (serial, manifest, signed, key_id, created_at, \
+                 created_by) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (serial) DO NOTHING",
+            )
+            .bind(row.serial)
+            .bind(&row.manifest_json)
+            .bind(&row.signed_json)
+            .bind(&row.key_id)
+            .bind(row.created_at_ms)
+            .bind(&row.created_by)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !stored {
+                tx.rollback().await?;
+                return Ok::<_, sqlx::Error>(false);
+            }
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, source_ip, detail) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(entry.at_ms)
+            .bind(entry.actor)
+            .bind(entry.action)
+            .bind(entry.source_ip)
+            .bind(&detail)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        }.await)
+        .map_err(self.db(context))
+    }
+
     /// Records an attempt to publish a manifest to a collector.
     pub async fn publication_insert(&self, row: &PublicationRow) -> Result<(), Error> {
         execute!(
