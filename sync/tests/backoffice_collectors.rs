@@ -5,13 +5,16 @@
 //! shared, one request per collector at a time.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[path = "../../testsupport/ports.rs"]
+mod ports;
+
 mod backoffice_support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -355,4 +358,98 @@ async fn a_publication_is_audited_before_it_is_sent() {
         },
     )
     .await;
+}
+
+/// Several viewers of the traffic page at once cause one request to each
+/// collector; for the next 15 s the page shows that answer (saying how old
+/// it is) without asking again; after that it asks again. A collector that
+/// never answers costs its timeout once, not on every view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_traffic_page_shares_one_recent_answer_per_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite:{}", dir.path().join("sync.db").display()))
+        .await
+        .unwrap();
+    let fake = Fake::new(Duration::from_millis(400));
+    let counted = fake.start().await;
+    // Accepts connections and never answers.
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = blackhole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = blackhole.accept().await {
+            held.push(socket);
+        }
+    });
+    let down = ports::unused_loopback_addr();
+    let clock = Arc::new(AtomicI64::new(now_ms()));
+    let router = app(
+        &store,
+        vec![
+            endpoint("counted", counted, 10),
+            endpoint("silent", silent, 2),
+            endpoint("down", down, 2),
+        ],
+        &clock,
+    );
+    let ann = Session::sign_in(&router, &store, "ann").await;
+
+    let started = Instant::now();
+    let views = futures_util::future::join_all((0..5).map(|_| {
+        let mut viewer = ann.clone();
+        async move { viewer.get("/traffic").await }
+    }))
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        fake.traffic_asks.load(Ordering::SeqCst),
+        1,
+        "one request for five viewers"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "bounded by the silent one's timeout: {took:?}"
+    );
+    for (status, page) in &views {
+        assert_eq!(*status, StatusCode::OK);
+        assert!(
+            page.contains("1 opened since the collector started"),
+            "{page}"
+        );
+        assert!(page.contains("(0 s ago)"), "{page}");
+        assert_eq!(
+            page.matches("Could not read its traffic view").count(),
+            2,
+            "{page}"
+        );
+    }
+
+    // Five seconds on: the same answers, five seconds old, at once.
+    clock.fetch_add(5_000, Ordering::SeqCst);
+    let started = Instant::now();
+    let (status, page) = ann.clone().get("/traffic").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.traffic_asks.load(Ordering::SeqCst), 1);
+    assert!(
+        page.contains("1 opened since the collector started"),
+        "{page}"
+    );
+    assert_eq!(page.matches("(5 s ago)").count(), 3, "{page}");
+
+    // Past 15 s: asked again.
+    clock.fetch_add(11_000, Ordering::SeqCst);
+    let (status, page) = ann.clone().get("/traffic").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fake.traffic_asks.load(Ordering::SeqCst), 2);
+    assert!(
+        page.contains("2 opened since the collector started"),
+        "{page}"
+    );
+    assert!(page.contains("(0 s ago)"), "{page}");
+    store.close().await;
 }

@@ -78,6 +78,8 @@ struct Inner {
     /// sign-in does not exist, so that the answer takes as long.
     dummy_hash: String,
     dashboard: dashboard::Cache,
+    /// The collectors' traffic views, kept briefly for every viewer.
+    traffic: traffic::Cache,
 }
 
 impl std::fmt::Debug for BackofficeState {
@@ -138,6 +140,7 @@ impl BackofficeState {
                 secure_cookies,
                 dummy_hash,
                 dashboard: dashboard::Cache::default(),
+                traffic: traffic::Cache::default(),
             }),
             clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
             passwords: Arc::new(auth::PasswordSlots::for_this_machine()),

@@ -1,21 +1,138 @@
 //! Traffic defences: what each collector reports about anomaly episodes
 //! (a flood is one event with its degree, not sixty minutes) and about the
-//! sources it trusts little now. Asked live from the collectors' export API,
+//! sources it trusts little now. Asked from the collectors' export API,
 //! outbound like everything else the internal side does.
+//!
+//! Each collector's answer is kept for [`MAX_AGE_MS`] and shared by every
+//! viewer: a busy page asks each collector at most once in that time, and
+//! viewers arriving while a collector is being asked wait for that same
+//! request (never one of their own). A collector that is down answers with
+//! its error once per [`MAX_AGE_MS`] too, so only the first viewer after
+//! that waits its timeout. The page says how old each answer is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use maud::{Markup, html};
 
 use super::BackofficeState;
 use super::auth::Viewer;
 use super::layout;
-use crate::{CollectorClient, Error, TrafficView};
+use crate::{CollectorClient, CollectorEndpoint, Error, TrafficView};
 
 /// Most episodes and sources shown per collector.
 const SHOWN: usize = 100;
+
+/// How long a collector's answer (or its error) is shown before the
+/// collector is asked again, in ms.
+pub(super) const MAX_AGE_MS: i64 = 15_000;
+
+/// One collector's answer, as read at `fetched_at_ms`.
+#[derive(Debug)]
+pub(super) struct Answer {
+    /// When the collector was asked (the state's clock, Unix ms).
+    fetched_at_ms: i64,
+    /// Its traffic view, or why it could not be read.
+    view: Result<TrafficView, String>,
+}
+
+/// The request to a collector under way, shared by every viewer waiting.
+type InFlight = Shared<BoxFuture<'static, Arc<Answer>>>;
+
+/// One collector's newest answer and the request under way.
+#[derive(Default)]
+struct Slot {
+    last: Option<Arc<Answer>>,
+    in_flight: Option<InFlight>,
+}
+
+/// The collectors' answers, by collector name.
+#[derive(Default)]
+pub(super) struct Cache {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl Cache {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl BackofficeState {
+    /// `endpoint`'s traffic view: the one in memory while younger than
+    /// [`MAX_AGE_MS`], else the request under way, else a new request. The
+    /// request runs on its own task, so that it finishes (and is kept) even
+    /// when every viewer waiting for it has gone.
+    async fn traffic_of(&self, endpoint: &CollectorEndpoint) -> Arc<Answer> {
+        let now = self.now_ms();
+        let request = {
+            let mut slots = self.inner.traffic.slots();
+            let slot = slots.entry(endpoint.name.clone()).or_default();
+            if let Some(last) = slot
+                .last
+                .as_ref()
+                .filter(|a| (0..MAX_AGE_MS).contains(&(now - a.fetched_at_ms)))
+            {
+                return Arc::clone(last);
+            }
+            if let Some(request) = &slot.in_flight {
+                request.clone()
+            } else {
+                let request = self.ask(endpoint);
+                slot.in_flight = Some(request.clone());
+                request
+            }
+        };
+        request.await
+    }
+
+    /// Asks `endpoint`'s collector on a task of its own; the answer goes
+    /// into the cache when it comes.
+    fn ask(&self, endpoint: &CollectorEndpoint) -> InFlight {
+        let state = self.clone();
+        let endpoint = endpoint.clone();
+        let name = endpoint.name.clone();
+        let task = tokio::spawn(async move {
+            let fetched_at_ms = state.now_ms();
+            let view = match CollectorClient::new(&endpoint) {
+                Ok(client) => client.traffic(SHOWN).await,
+                Err(e) => Err(e),
+            };
+            let answer = Arc::new(Answer {
+                fetched_at_ms,
+                view: view.map_err(|e| unreachable(&e)),
+            });
+            let mut slots = state.inner.traffic.slots();
+            let slot = slots.entry(endpoint.name.clone()).or_default();
+            slot.last = Some(Arc::clone(&answer));
+            slot.in_flight = None;
+            answer
+        });
+        let state = self.clone();
+        async move {
+            task.await.unwrap_or_else(|e| {
+                // The task failed before it could record anything: the
+                // next viewer asks again.
+                let answer = Arc::new(Answer {
+                    fetched_at_ms: state.now_ms(),
+                    view: Err(format!("Could not read its traffic view: {e}")),
+                });
+                if let Some(slot) = state.inner.traffic.slots().get_mut(&name) {
+                    slot.in_flight = None;
+                }
+                answer
+            })
+        }
+        .boxed()
+        .shared()
+    }
+}
 
 /// `GET /traffic`.
 pub(super) async fn page(
@@ -27,27 +144,30 @@ pub(super) async fn page(
         .collectors
         .iter()
         .filter(|c| c.enabled)
-        .map(|endpoint| async move {
-            let view = match CollectorClient::new(endpoint) {
-                Ok(client) => client.traffic(SHOWN).await,
-                Err(e) => Err(e),
-            };
-            (endpoint.name.clone(), view)
+        .map(|endpoint| {
+            let state = &state;
+            async move { (endpoint.name.clone(), state.traffic_of(endpoint).await) }
         });
     let views = futures_util::future::join_all(asks).await;
+    let now = state.now_ms();
     let body = html! {
         h1 { "Traffic 流量防护" }
         p.muted {
             "Each collector learns every source's normal traffic per minute (source prefix, probe installation, path) "
             "and groups the minutes outside it into anomaly episodes; units in an episode are throttled against their own budget, "
-            "and their trust drops. Verdicts from low-trust sources are marked in the lines and the reports."
+            "and their trust drops. Verdicts from low-trust sources are marked in the lines and the reports. "
+            "Each collector's answer is shown for up to " (MAX_AGE_MS / 1000) " s before it is asked again."
         }
         @if views.is_empty() { (layout::Notice::info("No collector is configured.")) }
-        @for (name, view) in &views {
+        @for (name, answer) in &views {
             h2 { "Collector " span.mono { (name) } }
-            @match view {
+            p.muted.age {
+                "As read from the collector at " (state.time(answer.fetched_at_ms))
+                " (" ((now - answer.fetched_at_ms).max(0) / 1000) " s ago)."
+            }
+            @match &answer.view {
                 Ok(v) => (collector_view(&state, v)),
-                Err(e) => (layout::Notice::error(&unreachable(e))),
+                Err(e) => (layout::Notice::error(e)),
             }
         }
     };
