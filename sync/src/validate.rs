@@ -46,6 +46,7 @@
 //! | `clock_skew` | `created_at` is more than a day after the receiver's `received_at` |
 //! | `unknown_city` | `declared.city` names no catalog city (nor one in another province) |
 //! | `raw_format_mismatch` | the probe's `raw_format` is not the format the parser recognised |
+//! | `impossible_hop_address` | a hop lists an address no router answers from: unspecified (`0.0.0.0`, `::`), multicast, or the limited broadcast `255.255.255.255` |
 //!
 //! `clock_skew` warns rather than quarantines: the device clock belongs to the
 //! subscriber and is often wrong (a flat CMOS battery, a hand-set clock),
@@ -57,8 +58,17 @@
 //! `unknown_city` warns because the city catalog stops at prefecture level
 //! and subscribers write districts and towns; such a city simply cannot be
 //! compared.
+//!
+//! `impossible_hop_address` warns: such an address is never a router's (a
+//! trace tool's parser or a probe got it wrong, or the report was made up),
+//! and the classifier already passes it by as not public, so the verdict
+//! rests on the other hops; the warning tells the operator the trace was
+//! not what a tool saw. (The collector accepts it, as the schema does: a
+//! probe drops a report its collector refuses, and the line's other
+//! evidence is still worth having.)
 
 use std::fmt;
+use std::net::IpAddr;
 
 use chrono::{TimeDelta, Utc};
 use lineprobe_shared::{
@@ -125,6 +135,8 @@ pub enum ReasonCode {
     UnknownCity,
     /// Warning: the raw text is not in the format the probe said.
     RawFormatMismatch,
+    /// Warning: a hop lists an address no router answers from.
+    ImpossibleHopAddress,
 }
 
 impl ReasonCode {
@@ -150,6 +162,7 @@ impl ReasonCode {
             Self::ClockSkew => "clock_skew",
             Self::UnknownCity => "unknown_city",
             Self::RawFormatMismatch => "raw_format_mismatch",
+            Self::ImpossibleHopAddress => "impossible_hop_address",
         }
     }
 }
@@ -320,6 +333,7 @@ pub fn extract(
     let declared = check_declared(&report, catalog, &mut problems, &mut warnings);
     let parsed = parse_raw_trace(&mut report, &mut problems, &mut warnings);
     check_complete(&report, parsed.failed, &mut problems);
+    check_hop_addresses(&report, &mut warnings);
     if problems.is_empty() {
         Ok(Extracted {
             report,
@@ -749,6 +763,35 @@ fn parse_raw_trace(
     RawParse {
         format: None,
         failed: true,
+    }
+}
+
+/// Warns of every hop address no router answers from (see the module
+/// documentation), at most one warning per hop.
+fn check_hop_addresses(report: &Report, warnings: &mut Vec<Reason>) {
+    for (i, hop) in report.trace.hops.iter().enumerate() {
+        let found = hop.addrs.iter().enumerate().find_map(|(j, addr)| {
+            let what = match addr {
+                IpAddr::V4(a) if a.is_unspecified() => "the unspecified address",
+                IpAddr::V6(a) if a.is_unspecified() => "the unspecified address",
+                IpAddr::V4(a) if a.is_broadcast() => "the limited broadcast address",
+                a if a.is_multicast() => "a multicast address",
+                _ => return None,
+            };
+            Some((j, addr, what))
+        });
+        if let Some((j, addr, what)) = found {
+            warnings.push(Reason::new(
+                ReasonCode::ImpossibleHopAddress,
+                Some(&format!("trace.hops[{i}].addrs[{j}]")),
+                format!(
+                    "TTL {} lists {addr}, {what}, which no router answers from: the trace is \
+                     not what a trace tool saw (a parser or the probe got it wrong); the hop's \
+                     address is not used",
+                    hop.ttl
+                ),
+            ));
+        }
     }
 }
 

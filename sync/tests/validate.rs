@@ -467,6 +467,41 @@ fn a_device_clock_far_ahead_warns_but_keeps_the_report() {
 }
 
 #[test]
+fn hop_addresses_no_router_answers_from_warn_but_keep_the_report() {
+    let mut v = base();
+    v["trace"]["hops"] = json!([
+        { "ttl": 1, "addrs": ["192.168.1.1"], "rtt_ms": [0.4] },
+        { "ttl": 2, "addrs": ["0.0.0.0"], "rtt_ms": [1.0] },
+        { "ttl": 3, "addrs": ["120.196.10.1", "224.0.0.5"], "rtt_ms": [5.0, 5.1] },
+        { "ttl": 4, "addrs": ["255.255.255.255", "ff02::1"], "rtt_ms": [6.0, 6.0] },
+        { "ttl": 5, "addrs": ["221.183.1.1"], "rtt_ms": [8.0] },
+    ]);
+    let e = ok(&v);
+    let warned: Vec<(&str, Option<&str>)> = e
+        .warnings
+        .iter()
+        .map(|w| (w.code.as_str(), w.field.as_deref()))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            ("impossible_hop_address", Some("trace.hops[1].addrs[0]")),
+            ("impossible_hop_address", Some("trace.hops[2].addrs[1]")),
+            ("impossible_hop_address", Some("trace.hops[3].addrs[0]")),
+        ]
+    );
+    assert!(
+        e.warnings[0].message.contains("TTL 2 lists 0.0.0.0"),
+        "{}",
+        e.warnings[0].message
+    );
+    assert!(e.warnings[1].message.contains("multicast"));
+    assert!(e.warnings[2].message.contains("broadcast"));
+    // Ordinary hops warn of nothing.
+    assert!(ok(&base()).warnings.is_empty());
+}
+
+#[test]
 fn a_chinese_tracert_text_is_parsed_into_hops() {
     let e = ok(&with_raw(TRACERT_ZH, "tracert"));
     assert!(e.hops_from_raw);
