@@ -211,7 +211,40 @@ fn default_route_mac() -> Option<MacAddress> {
     MacAddress::parse(address.trim()).ok()
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+/// The PowerShell that prints the MAC of the adapter the lowest-metric
+/// default route (IPv4, else IPv6) leaves through, as `00-15-5D-01-02-03`.
+#[cfg(windows)]
+const DEFAULT_ROUTE_MAC_PS: &str = "$r = Get-NetRoute -DestinationPrefix '0.0.0.0/0','::/0' \
+    -ErrorAction SilentlyContinue | Sort-Object { $_.DestinationPrefix -ne '0.0.0.0/0' }, \
+    RouteMetric | Select-Object -First 1; if ($r) { (Get-NetAdapter -InterfaceIndex $r.ifIndex \
+    -ErrorAction SilentlyContinue).MacAddress }";
+
+#[cfg(windows)]
+fn default_route_mac() -> Option<MacAddress> {
+    // The NetTCPIP and NetAdapter modules (Windows 8 and later): their
+    // output is the same in every display language, unlike `getmac`'s or
+    // `ipconfig`'s.
+    let mut ps = std::process::Command::new("powershell");
+    ps.args([
+        "-NoProfile",
+        "-NonInteractive",
+        "-Command",
+        DEFAULT_ROUTE_MAC_PS,
+    ]);
+    let out = crate::engine::helper_output(ps, HELPER_DEADLINE)?;
+    mac_from_windows(&String::from_utf8_lossy(&out))
+}
+
+/// A MAC as Windows prints it (`00-15-5D-01-02-03`), the first line that is
+/// one.
+#[cfg(any(windows, test))]
+fn mac_from_windows(text: &str) -> Option<MacAddress> {
+    text.lines()
+        .map(str::trim)
+        .find_map(|line| MacAddress::parse(&line.replace('-', ":").to_ascii_lowercase()).ok())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
 fn default_route_mac() -> Option<MacAddress> {
     // Not read on this platform yet: left out rather than guessed.
     None
@@ -415,6 +448,16 @@ mod tests {
             internet_settings_proxy(&off),
             ["AutoConfigURL=http://wpad.corp/proxy.pac"]
         );
+    }
+
+    #[test]
+    fn a_windows_mac_is_read_in_its_own_notation() {
+        assert_eq!(
+            mac_from_windows("\r\n00-15-5D-01-02-0A\r\n").map(|m| m.to_string()),
+            Some("00:15:5d:01:02:0a".to_owned())
+        );
+        assert_eq!(mac_from_windows(""), None);
+        assert_eq!(mac_from_windows("Get-NetRoute : not recognized"), None);
     }
 
     #[test]
