@@ -1939,6 +1939,106 @@ async fn concurrent_wrong_guesses_each_count_and_only_the_free_ones_are_checked(
     .await;
 }
 
+/// An older database may hold two accounts whose names differ only by
+/// letter case (new ones are refused): each has a sign-in throttle of its
+/// own, while names matching no account share one key per lower-cased
+/// name, and a name with no such twin shares its key with its case
+/// variants as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one story, step by step")]
+async fn accounts_differing_only_by_case_are_throttled_apart() {
+    on_each_backend("case_pair_throttle", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        add_user(&store, "ann", "viewer").await;
+        add_user(&store, "bob", "viewer").await;
+        // As an older version let it be made.
+        let hash = hash_password(PASSWORD).unwrap();
+        execute_all(
+            &url,
+            &[format!(
+                "INSERT INTO users (name, role, password_hash, disabled, created_at, \
+                 updated_at) VALUES ('Ann', 'viewer', '{hash}', FALSE, 0, 0)"
+            )],
+        )
+        .await;
+        let big_ann = store.user_by_name("Ann").await.unwrap().unwrap().id;
+        let ann = store.user_by_name("ann").await.unwrap().unwrap().id;
+        let clock = Clock::new();
+        let app = app(&store, quick_backoff(), &clock);
+        // Every attempt from an address of its own: only the names' keys
+        // count here.
+        let mut next_ip = 0;
+        let mut sign_in = async |name: &str, password: &str| {
+            next_ip += 1;
+            let mut browser = Browser::from(&app, &format!("203.0.113.{next_ip}"));
+            browser.sign_in(name, password).await.status
+        };
+        let (refused, locked, signed_in) = (
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SEE_OTHER,
+        );
+
+        // Guessing Ann's password locks Ann, not ann.
+        assert_eq!(sign_in("Ann", "guess number 1").await, refused);
+        assert_eq!(sign_in("Ann", "guess number 2").await, refused);
+        assert_eq!(sign_in("Ann", "guess number 3").await, refused);
+        assert_eq!(sign_in("Ann", PASSWORD).await, locked);
+        assert_eq!(sign_in("ann", PASSWORD).await, signed_in);
+        let own = store
+            .throttle_state(&format!("account:{big_ann}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(own.failures, 3);
+        assert!(store.throttle_state("user:ann").await.unwrap().is_none());
+
+        // Ann's right password clears Ann's failures only: ann's stay.
+        clock.advance_s(5);
+        assert_eq!(sign_in("ann", "guess number 4").await, refused);
+        assert_eq!(sign_in("ann", "guess number 5").await, refused);
+        assert_eq!(sign_in("ann", "guess number 6").await, refused);
+        assert_eq!(sign_in("Ann", PASSWORD).await, signed_in);
+        assert_eq!(sign_in("ann", PASSWORD).await, locked);
+        let own = store
+            .throttle_state(&format!("account:{ann}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(own.failures, 3);
+        assert!(
+            store
+                .throttle_state(&format!("account:{big_ann}"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // Case variants that are no account share one key, which locks
+        // neither account.
+        clock.advance_s(5);
+        assert_eq!(sign_in("ANN", "guess number 7").await, refused);
+        assert_eq!(sign_in("aNN", "guess number 8").await, refused);
+        assert_eq!(sign_in("AnN", "guess number 9").await, refused);
+        assert_eq!(sign_in("anN", "guess number 10").await, locked);
+        let shared = store.throttle_state("user:ann").await.unwrap().unwrap();
+        assert_eq!(shared.failures, 3);
+        assert_eq!(sign_in("ann", PASSWORD).await, signed_in);
+        assert_eq!(sign_in("Ann", PASSWORD).await, signed_in);
+
+        // A name without a twin keeps one key with its case variants:
+        // guessing by case meets the account's backoff.
+        assert_eq!(sign_in("BOB", "guess number 11").await, refused);
+        assert_eq!(sign_in("Bob", "guess number 12").await, refused);
+        assert_eq!(sign_in("bOB", "guess number 13").await, refused);
+        assert_eq!(sign_in("bob", PASSWORD).await, locked);
+        let bob = store.throttle_state("user:bob").await.unwrap().unwrap();
+        assert_eq!(bob.failures, 3);
+        store.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_checks_beyond_the_limit_are_shed_and_not_counted() {
     on_each_backend("password_checks_are_shed", |url| async move {

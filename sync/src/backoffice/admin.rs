@@ -466,7 +466,10 @@ pub(super) async fn change_own_password(
     Extension(viewer): Extension<Viewer>,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let keys = throttle_keys(&viewer.name, &viewer.ip);
+    let keys = match throttle_keys(state.store(), &viewer.name, &viewer.ip).await {
+        Ok(keys) => keys,
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
+    };
     let checked = match attempt(&state, &viewer.name, form.current, &keys).await {
         Ok(checked) => checked,
         Err(e) => return layout::internal_error(Some(&viewer), &e),

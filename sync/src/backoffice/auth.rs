@@ -441,7 +441,10 @@ pub(super) async fn login(
             }
         })
         .collect();
-    let keys = throttle_keys(&name, &ip);
+    let keys = match throttle_keys(state.store(), &name, &ip).await {
+        Ok(keys) => keys,
+        Err(e) => return layout::internal_error(None, &e),
+    };
     let outcome = match attempt(&state, &name, form.password, &keys).await {
         Ok(outcome) => outcome,
         Err(e) => return layout::internal_error(None, &e),
@@ -545,11 +548,30 @@ pub(super) async fn turned_away(
     response
 }
 
-/// The throttle keys of a password check: the account's name and the
-/// client's address. Sign-in and the password change count failures against
-/// the same keys, so neither form is a way around the other's backoff.
-pub(super) fn throttle_keys(name: &str, ip: &str) -> [String; 2] {
-    [format!("user:{}", name.to_lowercase()), address_key(ip)]
+/// The throttle keys of a password check: the name's and the client's
+/// address. Sign-in and the password change count failures against the
+/// same keys, so neither form is a way around the other's backoff.
+///
+/// The name's key is the name in lower case (`user:ann`): names that differ
+/// only by letter case share it, so guessing by case variants of a name
+/// (none of which is an account, or the one account the name stands for)
+/// meets one backoff. New names are refused when another differs only by
+/// case, but an older database may hold such a pair (`ann` and `Ann`): a
+/// name that is exactly one of them gets that account's own key
+/// (`account:ID`), so that one's failures do not lock the other out and
+/// one's right password does not clear the failures guessed against the
+/// other; a case variant that is neither keeps the shared lower-case key.
+pub(super) async fn throttle_keys(
+    store: &crate::Store,
+    name: &str,
+    ip: &str,
+) -> Result<[String; 2], crate::Error> {
+    let alike = store.users_named_alike(name).await?;
+    let name_key = match alike.iter().find(|(_, n)| n == name) {
+        Some((id, _)) if alike.len() > 1 => format!("account:{id}"),
+        _ => format!("user:{}", name.to_lowercase()),
+    };
+    Ok([name_key, address_key(ip)])
 }
 
 /// The address throttle key of a client: its IPv4 address, or its IPv6 /64.

@@ -7,10 +7,12 @@
 //! - Sessions are random tokens in `HttpOnly`, `SameSite=Strict`, `Secure`
 //!   cookies; the database keeps only their SHA-256. Every form carries the
 //!   session's anti-forgery token and every POST is checked against it.
-//! - Sign-ins are throttled per user name and per address with an
-//!   exponential backoff, each check counted before it runs so that
-//!   guesses sent at once are throttled too; only a few password checks
-//!   (argon2id) run at once. An error never says whether the name exists.
+//! - Sign-ins are throttled per user name (in lower case; per account for
+//!   each of two accounts differing only by case, which an older database
+//!   may hold) and per address with an exponential backoff, each check
+//!   counted before it runs so that guesses sent at once are throttled
+//!   too; only a few password checks (argon2id) run at once. An error
+//!   never says whether the name exists.
 //! - Sign-ins (also failed), configuration changes and exports go to the
 //!   audit log.
 //! - Pages: the dashboard, the lines with filters and CSV export, a line's

@@ -439,6 +439,21 @@ impl Store {
         .map_err(self.db(context))
     }
 
+    /// The ids and names of the accounts whose name is `name` but for
+    /// letter case (`name`'s own account among them), by id. New names are
+    /// refused when another differs only so, but a database from before
+    /// may hold such pairs.
+    pub async fn users_named_alike(&self, name: &str) -> Result<Vec<(i64, String)>, Error> {
+        let context = || format!("cannot read the back-office users named like `{name}`");
+        on_reader!(self, pool => sqlx::query_as(
+            "SELECT id, name FROM users WHERE lower(name) = lower($1) ORDER BY id",
+        )
+        .bind(name)
+        .fetch_all(pool)
+        .await)
+        .map_err(self.db(context))
+    }
+
     /// Every account, by name.
     pub async fn users(&self) -> Result<Vec<UserRow>, Error> {
         let context = || "cannot list the back-office users".to_owned();
