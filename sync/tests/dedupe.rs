@@ -15,16 +15,16 @@ use lineprobe_sync::{Pipeline, PullBatch, PulledReport, demo_chain};
 use serde_json::{Value, json};
 
 /// The demo's Guangdong China Mobile report as pulled from node `n1`
-/// (seq `seq`), with hop 3 answered by `hop3` in that order.
-fn pulled(template: &Value, seq: u8, hop3: &[&str]) -> PulledReport {
+/// (seq `seq`), with hop 3 answered by `third_hop` in that order.
+fn pulled(template: &Value, seq: u8, third_hop: &[&str]) -> PulledReport {
     let mut doc = template.clone();
     let id = doc["report_id"].as_str().unwrap().to_owned();
     doc["report_id"] = json!(format!("{}{seq:02x}", &id[..id.len() - 2]));
     let hops = doc["trace"]["hops"].as_array_mut().unwrap();
     let hop = hops.iter_mut().find(|h| h["ttl"] == 3).unwrap();
-    hop["addrs"] = json!(hop3);
-    hop["rtt_ms"] = json!(vec![5.0; hop3.len()]);
-    hop["received"] = json!(hop3.len());
+    hop["addrs"] = json!(third_hop);
+    hop["rtt_ms"] = json!(vec![5.0; third_hop.len()]);
+    hop["received"] = json!(third_hop.len());
     let now = Utc::now();
     doc["envelope"] = json!({
         "received_at": now.to_rfc3339(),
