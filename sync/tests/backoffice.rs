@@ -2295,7 +2295,7 @@ async fn a_query_value_that_does_not_fit_gets_the_error_page_naming_it() {
         (
             "/case?line=a&line=b",
             "\u{201c}line\u{201d} is given more than once",
-            "key",
+            "reference",
         ),
     ];
     for (path, names, should_be) in cases {
@@ -2418,6 +2418,95 @@ async fn the_case_view_of_a_line_with_many_observations_is_bounded() {
             assert!(case.body.contains(want), "case view lacks {want}");
         }
         assert_eq!(case.body.matches(">current<").count(), 2, "one each");
+        store.close().await;
+    })
+    .await;
+}
+
+/// The `href`s of a page, as a browser reads them.
+fn hrefs(body: &str) -> Vec<String> {
+    body.split("href=\"")
+        .skip(1)
+        .map(|a| a[..a.find('"').unwrap()].replace("&amp;", "&"))
+        .collect()
+}
+
+/// Page links name a line by a reference, never by its key, which holds
+/// the subscriber's account: URLs are kept in access logs and browser
+/// histories. A reference opens its line in any back office on the same
+/// database; one altered or made up opens none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_name_lines_without_their_accounts() {
+    on_each_backend("links_name_lines", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        seed_demo(&store).await;
+        add_user(&store, "vic", "viewer").await;
+        let config = BackofficeConfig {
+            page_size: 3,
+            ..BackofficeConfig::default()
+        };
+        let app1 = app(&store, config.clone(), &Clock::new());
+        let mut vic = Browser::new(&app1);
+        vic.sign_in("vic", PASSWORD).await;
+        let list = vic.get("/lines").await;
+        assert_eq!(list.status, StatusCode::OK);
+        let links = hrefs(&list.body);
+        let cases: Vec<&String> = links.iter().filter(|h| h.starts_with("/case?")).collect();
+        assert_eq!(cases.len(), 3, "{links:?}");
+        for link in &links {
+            assert!(
+                !link.contains("account:")
+                    && !link.contains("account%3A")
+                    && !link.contains("install%3A")
+                    && !link.contains("0755"),
+                "a link names a line by its key: {link}"
+            );
+        }
+        let case = vic.get(cases[0]).await;
+        assert_eq!(case.status, StatusCode::OK, "{}", cases[0]);
+        assert!(
+            case.body.contains("account:0"),
+            "the page itself shows the line"
+        );
+        let mut altered = cases[0].clone();
+        let final_char = altered.pop().unwrap();
+        altered.push(if final_char == 'A' { 'B' } else { 'A' });
+        assert_eq!(vic.get(&altered).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            vic.get("/case?line=rAAAA").await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        // The next page's position is a reference too, and leads on.
+        let next = links
+            .iter()
+            .find(|h| h.starts_with("/lines?") && h.contains("after="))
+            .expect("a next page");
+        let second = vic.get(next).await;
+        assert_eq!(second.status, StatusCode::OK, "{next}");
+        assert!(!second.body.contains("is not a page position"), "{next}");
+        let later: Vec<String> = hrefs(&second.body)
+            .into_iter()
+            .filter(|h| h.starts_with("/case?"))
+            .collect();
+        assert_eq!(later.len(), 3);
+        assert!(later.iter().all(|h| !cases.contains(&h)), "{later:?}");
+
+        let probes = vic.get("/probes").await;
+        assert!(
+            hrefs(&probes.body)
+                .iter()
+                .all(|h| !h.contains("account%3A") && !h.contains("0755")),
+            "{}",
+            probes.body
+        );
+        assert!(probes.body.contains("href=\"/case?line=r"));
+
+        // Another back office on the database names lines alike.
+        let app2 = app(&store, config, &Clock::new());
+        let mut ann = Browser::new(&app2);
+        ann.sign_in("vic", PASSWORD).await;
+        assert_eq!(hrefs(&ann.get("/lines").await.body), links);
         store.close().await;
     })
     .await;

@@ -512,10 +512,19 @@ async fn an_admin_works_through_the_back_office_in_chromium() {
     assert_eq!(csv.lines().count(), rows + 1);
     assert!(csv.lines().skip(1).all(|l| l.contains(",non_compliant,")));
 
-    // A case view.
-    browser
-        .click("a[href='/case?line=account%3A07552660505']")
+    // A case view: its link names the line by a reference, not its key.
+    let href = browser
+        .script(
+            "const a = [...document.querySelectorAll(\"td a[href^='/case?line=']\")]\
+             .find(a => a.textContent === 'account:07552660505'); \
+             a.click(); return a.getAttribute('href');",
+        )
         .await;
+    let href = href.as_str().unwrap_or_default();
+    assert!(
+        href.starts_with("/case?line=r") && !href.contains("0755"),
+        "{href}"
+    );
     let case = browser.wait_for_text("Declared against actual").await;
     for want in [
         "carrier_mismatch",

@@ -1584,7 +1584,7 @@ struct SchemaSql {
     /// 0008 are no-ops, and the outcomes table 0010 built again keeps its
     /// third state (0010 builds it again, whatever its states); the
     /// cursors lose 0011's store column, and 0012's table of installations'
-    /// keys goes.
+    /// keys and 0014's of the back office's secrets go.
     back_to_7: &'static str,
 }
 
@@ -1598,6 +1598,7 @@ const PG_SCHEMA: SchemaSql = SchemaSql {
         ALTER TABLE resolver_cache ALTER COLUMN ip TYPE TEXT COLLATE \"default\";
         ALTER TABLE pull_cursors DROP COLUMN store_id;
         DROP TABLE install_keys;
+        DROP TABLE backoffice_secrets;
         DROP TABLE counted_reports;
         ALTER TABLE raw_outcomes DROP CONSTRAINT raw_outcomes_state_check;
         ALTER TABLE raw_outcomes ADD CONSTRAINT raw_outcomes_state_check
@@ -1615,7 +1616,7 @@ const SQLITE_SCHEMA: SchemaSql = SchemaSql {
               ORDER BY name",
     statistics: "SELECT 0",
     back_to_7: "ALTER TABLE pull_cursors DROP COLUMN store_id; DROP TABLE install_keys; \
-                DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
+                DROP TABLE backoffice_secrets; DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
 };
 
 /// Applied migrations, the lines table's indexes and the statistics count,

@@ -37,8 +37,10 @@ pub(super) struct CaseQuery {
 }
 
 impl QueryParams for CaseQuery {
-    const PARAMS: &'static [(&'static str, &'static str)] =
-        &[("line", "a line\u{2019}s key, as the lines page links to it")];
+    const PARAMS: &'static [(&'static str, &'static str)] = &[(
+        "line",
+        "a line\u{2019}s reference, as the lines page links to it",
+    )];
 }
 
 /// A JSON string field, or nothing.
@@ -151,7 +153,14 @@ pub(super) async fn page(
     PageQuery(query): PageQuery<CaseQuery>,
 ) -> Response {
     let store = state.store();
-    let key = query.line.as_str();
+    let refs = match state.line_refs().await {
+        Ok(refs) => refs,
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
+    };
+    // Links name the line by its reference; a key as it is (a link from
+    // before references) is read too.
+    let key = refs.read(&query.line).key().unwrap_or_default();
+    let key = key.as_str();
     // A key no line can have is not asked for (PostgreSQL fails the query).
     let found = if storable(key) {
         store.line(key).await

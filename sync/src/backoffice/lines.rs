@@ -16,6 +16,7 @@ use super::layout::{
     self, Notice, VERDICTS, carrier_name, city_name, low_trust_badge, or_dash, province_name,
     verdict_badge, verdict_style,
 };
+use super::lineref::LineRefs;
 use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, LineCursor, NOT_DECLARED, header_value, storable};
 use crate::spreadsheet::text;
@@ -190,17 +191,18 @@ impl LinesQuery {
 
     /// The keyset cursor, if any; a message when `after` is set but not
     /// understood (the page then starts at the first line).
-    fn cursor(&self) -> Result<Option<LineCursor>, String> {
+    fn cursor(&self, refs: &LineRefs) -> Result<Option<LineCursor>, String> {
         let Some(after) = set(self.after.as_ref()) else {
             return Ok(None);
         };
         after
             .split_once('.')
+            .and_then(|(ms, line)| Some((ms, refs.read(line).key()?)))
             .filter(|(_, key)| storable(key))
             .and_then(|(ms, key)| {
                 Some(LineCursor {
                     last_seen_ms: ms.parse().ok()?,
-                    line_key: key.to_owned(),
+                    line_key: key,
                 })
             })
             .map(Some)
@@ -266,12 +268,10 @@ async fn notes_of(state: &BackofficeState, rows: &[LineRow]) -> Result<Vec<LineN
         .collect())
 }
 
-/// The link to a line's case view.
-pub(super) fn case_link(line_key: &str) -> String {
-    format!(
-        "/case?{}",
-        serde_urlencoded::to_string([("line", line_key)]).unwrap_or_default()
-    )
+/// The link to a line's case view: the line named by its reference, not
+/// its key (see `lineref`).
+pub(super) fn case_link(refs: &LineRefs, line_key: &str) -> String {
+    format!("/case?line={}", refs.encode(line_key))
 }
 
 /// `GET /lines`.
@@ -281,7 +281,11 @@ pub(super) async fn page(
     PageQuery(query): PageQuery<LinesQuery>,
 ) -> Response {
     let (filter, problems) = query.filter(&state, state.config().page_size);
-    let (cursor, cursor_problem) = match query.cursor() {
+    let refs = match state.line_refs().await {
+        Ok(refs) => refs,
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
+    };
+    let (cursor, cursor_problem) = match query.cursor(refs) {
         Ok(cursor) => (cursor, None),
         Err(problem) => (None, Some(problem)),
     };
@@ -318,7 +322,11 @@ pub(super) async fn page(
         .flatten()
         .map(|last| {
             let mut q = query.clone();
-            q.after = Some(format!("{}.{}", last.last_seen_ms, last.line_key));
+            q.after = Some(format!(
+                "{}.{}",
+                last.last_seen_ms,
+                refs.encode(&last.line_key)
+            ));
             q.n = Some(last_shown);
             format!(
                 "/lines?{}",
@@ -350,7 +358,7 @@ pub(super) async fn page(
                 tbody {
                     @for (row, notes) in rows.iter().zip(&notes) {
                         tr {
-                            td { a href=(case_link(&row.line_key)) { (row.line_key) } }
+                            td { a href=(case_link(refs, &row.line_key)) { (row.line_key) } }
                             td { (verdict_badge(&row.verdict)) @if row.low_trust { (low_trust_badge()) } }
                             td { (declared_place(catalog, row, notes)) }
                             td { (place(catalog, row.actual_carrier.as_deref(), row.actual_province.as_deref(), row.actual_city.as_deref())) }
@@ -742,23 +750,31 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_through_the_query() {
+        let refs = LineRefs::new(&[3; 32]).unwrap();
         let q = LinesQuery {
+            after: Some(format!("1700000000000.{}", refs.encode("account:a.b"))),
+            ..LinesQuery::default()
+        };
+        let c = q.cursor(&refs).unwrap().unwrap();
+        assert_eq!(c.last_seen_ms, 1_700_000_000_000);
+        assert_eq!(c.line_key, "account:a.b");
+        // A cursor written with the key itself (a link from before
+        // references) still reads.
+        let raw = LinesQuery {
             after: Some("1700000000000.account:a.b".to_owned()),
             ..LinesQuery::default()
         };
-        let c = q.cursor().unwrap().unwrap();
-        assert_eq!(c.last_seen_ms, 1_700_000_000_000);
-        assert_eq!(c.line_key, "account:a.b");
+        assert_eq!(raw.cursor(&refs).unwrap().unwrap().line_key, "account:a.b");
         let bad = LinesQuery {
             after: Some("x.y".to_owned()),
             ..LinesQuery::default()
         };
-        assert!(bad.cursor().is_err());
+        assert!(bad.cursor(&refs).is_err());
         let nul = LinesQuery {
             after: Some("1700000000000.account:\0".to_owned()),
             ..LinesQuery::default()
         };
-        assert!(nul.cursor().is_err());
-        assert_eq!(LinesQuery::default().cursor(), Ok(None));
+        assert!(nul.cursor(&refs).is_err());
+        assert_eq!(LinesQuery::default().cursor(&refs), Ok(None));
     }
 }

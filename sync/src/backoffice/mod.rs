@@ -31,6 +31,7 @@ mod case;
 mod charts;
 mod dashboard;
 mod layout;
+mod lineref;
 mod lines;
 mod manifest;
 mod monitor;
@@ -82,6 +83,8 @@ struct Inner {
     dashboard: dashboard::Cache,
     /// The collectors' traffic views, kept briefly for every viewer.
     traffic: traffic::Cache,
+    /// How page links name lines (see `lineref`), once its key is read.
+    line_refs: tokio::sync::OnceCell<lineref::LineRefs>,
 }
 
 impl std::fmt::Debug for BackofficeState {
@@ -143,6 +146,7 @@ impl BackofficeState {
                 dummy_hash,
                 dashboard: dashboard::Cache::default(),
                 traffic: traffic::Cache::default(),
+                line_refs: tokio::sync::OnceCell::new(),
             }),
             clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
             passwords: Arc::new(auth::PasswordSlots::for_this_machine()),
@@ -170,6 +174,30 @@ impl BackofficeState {
             passwords: Arc::new(auth::PasswordSlots::new(slots, wait)),
             ..self
         }
+    }
+
+    /// How page links name lines: the key is read from the database (made
+    /// on first use) when a page first needs it.
+    pub(super) async fn line_refs(&self) -> Result<&lineref::LineRefs, Error> {
+        self.inner
+            .line_refs
+            .get_or_try_init(|| async {
+                let mut fresh = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+                let secret = self
+                    .inner
+                    .store
+                    .backoffice_secret(lineref::SECRET_NAME, &fresh)
+                    .await?;
+                lineref::LineRefs::new(&secret).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "the stored {} secret is {} bytes long, not 32",
+                        lineref::SECRET_NAME,
+                        secret.len()
+                    ))
+                })
+            })
+            .await
     }
 
     /// The database.

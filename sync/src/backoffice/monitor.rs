@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::auth::Viewer;
 use super::layout;
+use super::lineref::LineRefs;
 use super::lines::case_link;
 use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, LineCursor, storable};
@@ -171,12 +172,16 @@ pub(super) async fn probes_page(
             &format!("{install:?} is not an installation ID; correct it and search again."),
         );
     }
+    let refs = match state.line_refs().await {
+        Ok(refs) => refs,
+        Err(e) => return layout::internal_error(Some(&viewer), &e),
+    };
     let after = query.after.as_deref().filter(|a| !a.is_empty());
     let cursor = after.and_then(|a| {
-        let (ms, key) = a.split_once('.')?;
+        let (ms, line) = a.split_once('.')?;
         Some(LineCursor {
             last_seen_ms: ms.parse().ok()?,
-            line_key: key.to_owned(),
+            line_key: refs.read(line).key()?,
         })
         .filter(|c| storable(&c.line_key))
     });
@@ -212,7 +217,10 @@ pub(super) async fn probes_page(
         .then(|| rows.last())
         .flatten()
         .map(|last| {
-            let mut pairs = vec![("after", format!("{}.{}", last.last_seen_ms, last.line_key))];
+            let mut pairs = vec![(
+                "after",
+                format!("{}.{}", last.last_seen_ms, refs.encode(&last.line_key)),
+            )];
             if let Some(i) = install {
                 pairs.push(("install", i.to_owned()));
             }
@@ -233,7 +241,7 @@ pub(super) async fn probes_page(
             "Installations by their last report, newest first. Endpoint failures are the submission attempts the last report records as failed (DNS, connect, TLS, HTTP status, timeout): interference on the path shows here."
             @if let Some(v) = &latest_agent { " The latest published agent version is " strong { (v) } "." }
         }
-        (probe_table(&state, &rows, &failures, latest_agent.as_deref()))
+        (probe_table(&state, refs, &rows, &failures, latest_agent.as_deref()))
         div.pager {
             @if cursor.is_some() { a href="/probes" { "← First page" } }
             @if let Some(next) = next { a href=(next) { "Next page →" } }
@@ -245,6 +253,7 @@ pub(super) async fn probes_page(
 /// The probes with their endpoint failures.
 fn probe_table(
     state: &BackofficeState,
+    refs: &LineRefs,
     rows: &[crate::ProbeRow],
     failures: &[Vec<Failure>],
     latest_agent: Option<&str>,
@@ -258,7 +267,7 @@ fn probe_table(
                 @for (row, fails) in rows.iter().zip(failures) {
                     tr {
                         td.mono { (row.install_id) }
-                        td { a href=(case_link(&row.line_key)) { (row.line_key) } }
+                        td { a href=(case_link(refs, &row.line_key)) { (row.line_key) } }
                         td { (state.time(row.last_seen_ms)) br; span.muted { (ago(now - row.last_seen_ms)) } }
                         td { (row.engine) }
                         td {

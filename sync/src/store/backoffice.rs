@@ -885,6 +885,30 @@ impl Store {
         .map_err(self.db(context))
     }
 
+    // ----- the back office's secrets -----
+
+    /// The back office's secret named `name`: the stored one, or `fresh`,
+    /// stored now when there is none (the first of several back offices
+    /// starting at once wins, and all use its secret).
+    pub async fn backoffice_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, Error> {
+        let context = || format!("cannot read or store the back office's {name} secret");
+        on_writer!(self, pool => async {
+            sqlx::query(
+                "INSERT INTO backoffice_secrets (name, secret) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(fresh)
+            .execute(pool)
+            .await?;
+            sqlx::query_scalar("SELECT secret FROM backoffice_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(pool)
+                .await
+        }.await)
+        .map_err(self.db(context))
+    }
+
     // ----- probe manifests -----
 
     /// The manifest with the highest serial.
