@@ -1115,8 +1115,12 @@ impl<'e> Judge<'e, '_> {
             );
             Some(Strength::Strong)
         } else {
+            let kind = match self.cat.carrier_by_id(&hop.carrier.value).map(|c| c.kind) {
+                Some(lineprobe_shared::CarrierKind::Research) => "a research and education network",
+                _ => "an access network",
+            };
             let message = format!(
-                "the public hop {} (TTL {}) is on {}, an access network",
+                "the public hop {} (TTL {}) is on {}, {kind}",
                 hop.hop.ip,
                 hop.hop.ttl,
                 carrier_name(self.cat, &hop.carrier.value)

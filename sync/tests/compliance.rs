@@ -840,6 +840,27 @@ fn silent_access_receiver_on_telecom() -> LineEvidence<'static> {
 }
 
 #[test]
+fn a_research_network_hop_is_called_what_it_is() {
+    let mut ev = mobile_line();
+    ev.declared = declared(Some("CN-BJ"), None, Some("cernet"));
+    ev.public_hops = vec![hop(3, "202.112.0.1", R::default().carrier("cernet").done())];
+    let v = judge(&ev);
+    let f = finding(&v, FindingCode::FirstHopHosting);
+    assert_eq!(f.outcome, Outcome::Pass);
+    assert!(
+        f.message.contains("a research and education network"),
+        "{}",
+        f.message
+    );
+    let v = judge(&mobile_line());
+    assert!(
+        finding(&v, FindingCode::FirstHopHosting)
+            .message
+            .contains("an access network")
+    );
+}
+
+#[test]
 fn a_first_hop_in_the_receivers_network_after_silence_does_not_stand_for_the_line() {
     let v = judge(&silent_access_receiver_on_telecom());
     assert_eq!(v.kind, VerdictKind::Compliant, "{:#?}", v.reasons);
