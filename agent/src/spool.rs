@@ -394,22 +394,19 @@ impl Spool {
     /// Records that a report took `told` evictions to tell (it carries them
     /// on every attempt); evictions since they were read stay counted.
     pub fn evictions_reported(&self, told: u64) -> Result<(), Error> {
-        if told == 0 {
-            return Ok(());
-        }
-        let _tally = self
-            .shared
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _other_processes = self.lock_tally()?;
-        self.set_evicted(self.evicted()?.saturating_sub(told))
+        self.adjust_tally(told, |count| count.saturating_sub(told))
     }
 
     /// Adds `count` evictions to those no report has taken: new ones, or
     /// those a report carried that no collector stored (refused, evicted).
     pub fn evictions_untold(&self, count: u64) -> Result<(), Error> {
-        if count == 0 {
+        self.adjust_tally(count, |tally| tally.saturating_add(count))
+    }
+
+    /// Rewrites the tally with `change`, unless `by` is zero: under this
+    /// process's lock and the other processes' (the file lock).
+    fn adjust_tally(&self, by: u64, change: impl FnOnce(u64) -> u64) -> Result<(), Error> {
+        if by == 0 {
             return Ok(());
         }
         let _tally = self
@@ -418,7 +415,7 @@ impl Spool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let _other_processes = self.lock_tally()?;
-        self.set_evicted(self.evicted()?.saturating_add(count))
+        self.set_evicted(change(self.evicted()?))
     }
 
     /// Deletes every spooled report (a newer version's too) and the
