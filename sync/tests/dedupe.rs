@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
-use lineprobe_sync::{Pipeline, PullBatch, PulledReport, demo_chain};
+use lineprobe_sync::{Pipeline, PulledReport, demo_chain};
 use serde_json::{Value, json};
 
 /// The demo's Guangdong China Mobile report as pulled from node `n1`
@@ -50,11 +50,7 @@ async fn a_load_balanced_hop_in_another_order_is_the_same_observation() {
         Arc::new(demo_chain(&catalog).unwrap()),
         Classifier::new(&ClassifierConfig::default()).unwrap(),
     );
-    let case = lineprobe_sync::demo_cases(Utc::now().fixed_offset())
-        .unwrap()
-        .into_iter()
-        .find(|c| c.label == "gd-mobile")
-        .unwrap();
+    let case = support::demo_case("gd-mobile");
     let template: Value = serde_json::from_slice(&case.report.to_json().unwrap()).unwrap();
     let line_key = lineprobe_sync::line_key(&case.report.account, case.report.install_id.as_str());
     let reports = [
@@ -64,16 +60,7 @@ async fn a_load_balanced_hop_in_another_order_is_the_same_observation() {
     for db in support::backends("dedupe_order", dir.path()).await {
         let store = db.store().await;
         let label = db.label();
-        store
-            .commit_pull(&PullBatch {
-                collector: "c1",
-                node_id: "n1",
-                reports: &reports,
-                next_after: 2,
-                pulled_at_ms: Utc::now().timestamp_millis(),
-            })
-            .await
-            .unwrap();
+        support::commit_pulled(&store, "c1", "n1", &reports).await;
         let run = pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
         assert_eq!(run.applied.quarantined, 0, "{label}");
         assert_eq!(

@@ -8,55 +8,17 @@
 
 mod support;
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
 use chrono::Utc;
-use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
 use lineprobe_sync::{
-    Chain, Error, IpFacts, IpSource, LineFilter, Pipeline, PullBatch, PulledReport,
-    print_verdict_table, verdict_rows, write_verdicts_csv,
+    LineFilter, PulledReport, print_verdict_table, verdict_rows, write_verdicts_csv,
 };
 use serde_json::{Value, json};
-
-/// Knows every address as China Mobile in Shenzhen, Guangdong.
-#[derive(Debug)]
-struct Shenzhen(IpFacts);
-
-impl IpSource for Shenzhen {
-    fn name(&self) -> &'static str {
-        "plan"
-    }
-
-    fn data_version(&self) -> &'static str {
-        "test"
-    }
-
-    fn lookup(&self, _ip: IpAddr) -> Result<Option<IpFacts>, Error> {
-        Ok(Some(self.0.clone()))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filled_attributes_become_the_lines_and_are_marked_as_filled() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(Catalog::embedded().unwrap());
-    let facts = IpFacts {
-        carrier: Some(catalog.carrier("china_mobile").unwrap().id.clone()),
-        province: Some(catalog.province("CN-GD").unwrap().id.clone()),
-        city: catalog.city(None, "深圳").unwrap().code.clone(),
-        ..IpFacts::default()
-    };
-    let pipeline = Pipeline::new(
-        Arc::clone(&catalog),
-        Arc::new(Chain::new(vec![Box::new(Shenzhen(facts))])),
-        Classifier::new(&ClassifierConfig::default()).unwrap(),
-    );
-    let case = lineprobe_sync::demo_cases(Utc::now().fixed_offset())
-        .unwrap()
-        .into_iter()
-        .find(|c| c.label == "gd-mobile")
-        .unwrap();
+    let (catalog, pipeline) = support::shenzhen_pipeline();
+    let case = support::demo_case("gd-mobile");
     let mut doc: Value = serde_json::from_slice(&case.report.to_json().unwrap()).unwrap();
     // The subscriber gave the carrier (and the street address) only.
     let address = doc["declared"]["address"].clone();
@@ -79,16 +41,7 @@ async fn filled_attributes_become_the_lines_and_are_marked_as_filled() {
     for db in support::backends("fill", dir.path()).await {
         let store = db.store().await;
         let label = db.label();
-        store
-            .commit_pull(&PullBatch {
-                collector: "c1",
-                node_id: "n1",
-                reports: &reports,
-                next_after: 1,
-                pulled_at_ms: now.timestamp_millis(),
-            })
-            .await
-            .unwrap();
+        support::commit_pulled(&store, "c1", "n1", &reports).await;
         pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
         let line = store.line("account:07559990001").await.unwrap().unwrap();
         assert_eq!(line.verdict, "compliant", "{label}");

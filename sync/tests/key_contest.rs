@@ -10,34 +10,9 @@
 
 mod support;
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
 use chrono::{DateTime, Duration, Utc};
-use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
-use lineprobe_sync::{
-    Chain, Error, IpFacts, IpSource, KeySpan, Pipeline, PullBatch, PulledReport, Store,
-    TrustPolicy, read_evidence,
-};
+use lineprobe_sync::{KeySpan, Pipeline, PulledReport, Store, TrustPolicy, read_evidence};
 use serde_json::{Value, json};
-
-/// Knows every address as China Mobile in Shenzhen, Guangdong.
-#[derive(Debug)]
-struct Shenzhen(IpFacts);
-
-impl IpSource for Shenzhen {
-    fn name(&self) -> &'static str {
-        "plan"
-    }
-
-    fn data_version(&self) -> &'static str {
-        "test"
-    }
-
-    fn lookup(&self, _ip: IpAddr) -> Result<Option<IpFacts>, Error> {
-        Ok(Some(self.0.clone()))
-    }
-}
 
 const KEY_A: &str = "aaaaaaaaaaaaaaa1";
 const KEY_B: &str = "bbbbbbbbbbbbbbb2";
@@ -108,27 +83,12 @@ async fn marks(store: &Store, line_key: &str) -> Vec<(String, bool, Value)> {
 /// A pipeline that knows every address as China Mobile in Shenzhen, with
 /// a ten-day key contest period, and a report of a line there to copy.
 fn pipeline_and_template() -> (Pipeline, Value) {
-    let catalog = Arc::new(Catalog::embedded().unwrap());
-    let facts = IpFacts {
-        carrier: Some(catalog.carrier("china_mobile").unwrap().id.clone()),
-        province: Some(catalog.province("CN-GD").unwrap().id.clone()),
-        city: catalog.city(None, "深圳").unwrap().code.clone(),
-        ..IpFacts::default()
-    };
-    let pipeline = Pipeline::new(
-        Arc::clone(&catalog),
-        Arc::new(Chain::new(vec![Box::new(Shenzhen(facts))])),
-        Classifier::new(&ClassifierConfig::default()).unwrap(),
-    )
-    .with_trust_policy(TrustPolicy {
+    let (_, pipeline) = support::shenzhen_pipeline();
+    let pipeline = pipeline.with_trust_policy(TrustPolicy {
         key_change_flag_days: 10,
         ..TrustPolicy::default()
     });
-    let case = lineprobe_sync::demo_cases(Utc::now().fixed_offset())
-        .unwrap()
-        .into_iter()
-        .find(|c| c.label == "gd-mobile")
-        .unwrap();
+    let case = support::demo_case("gd-mobile");
     let template: Value = serde_json::from_slice(&case.report.to_json().unwrap()).unwrap();
     (pipeline, template)
 }
@@ -177,16 +137,7 @@ async fn two_keys_for_one_install_across_nodes_mark_its_verdicts() {
             ("n2", &fourth[..]),
         ];
         for (pull, (node, reports)) in pulls.into_iter().enumerate() {
-            let collector = format!("c-{node}");
-            let next_after = reports.iter().map(|r| r.seq).max().unwrap();
-            let batch = PullBatch {
-                collector: &collector,
-                node_id: node,
-                reports,
-                next_after,
-                pulled_at_ms: now.timestamp_millis(),
-            };
-            store.commit_pull(&batch).await.unwrap();
+            support::commit_pulled(&store, &format!("c-{node}"), node, reports).await;
             let run = pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
             assert_eq!(
                 run.read,

@@ -67,6 +67,77 @@ pub fn demo_data_dir() -> PathBuf {
     repo_config_dir().join("demo")
 }
 
+// --- pipelines over fixed address data -------------------------------------
+
+/// Knows every address as China Mobile in Shenzhen, Guangdong.
+#[derive(Debug)]
+struct Shenzhen(lineprobe_sync::IpFacts);
+
+impl lineprobe_sync::IpSource for Shenzhen {
+    fn name(&self) -> &'static str {
+        "plan"
+    }
+
+    fn data_version(&self) -> &'static str {
+        "test"
+    }
+
+    fn lookup(
+        &self,
+        _ip: std::net::IpAddr,
+    ) -> Result<Option<lineprobe_sync::IpFacts>, lineprobe_sync::Error> {
+        Ok(Some(self.0.clone()))
+    }
+}
+
+/// A pipeline on the embedded catalogs whose one address source says every
+/// address is China Mobile's in Shenzhen, Guangdong.
+pub fn shenzhen_pipeline() -> (Arc<lineprobe_shared::Catalog>, lineprobe_sync::Pipeline) {
+    let catalog = Arc::new(lineprobe_shared::Catalog::embedded().unwrap());
+    let facts = lineprobe_sync::IpFacts {
+        carrier: Some(catalog.carrier("china_mobile").unwrap().id.clone()),
+        province: Some(catalog.province("CN-GD").unwrap().id.clone()),
+        city: catalog.city(None, "深圳").unwrap().code.clone(),
+        ..lineprobe_sync::IpFacts::default()
+    };
+    let pipeline = lineprobe_sync::Pipeline::new(
+        Arc::clone(&catalog),
+        Arc::new(lineprobe_sync::Chain::new(vec![Box::new(Shenzhen(facts))])),
+        lineprobe_shared::Classifier::new(&lineprobe_shared::ClassifierConfig::default()).unwrap(),
+    );
+    (catalog, pipeline)
+}
+
+/// The demo case `label`, made now.
+pub fn demo_case(label: &str) -> DemoCase {
+    lineprobe_sync::demo_cases(chrono::Utc::now().fixed_offset())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.label == label)
+        .unwrap_or_else(|| panic!("no demo case {label}"))
+}
+
+/// Stores `reports` as one pull of `collector` from node `node`, with the
+/// cursor after the highest seq.
+pub async fn commit_pulled(
+    store: &Store,
+    collector: &str,
+    node: &str,
+    reports: &[lineprobe_sync::PulledReport],
+) {
+    let next_after = reports.iter().map(|r| r.seq).max().unwrap_or(0);
+    store
+        .commit_pull(&lineprobe_sync::PullBatch {
+            collector,
+            node_id: node,
+            reports,
+            next_after,
+            pulled_at_ms: chrono::Utc::now().timestamp_millis(),
+        })
+        .await
+        .unwrap();
+}
+
 /// A TOML string literal.
 pub fn q(text: impl AsRef<str>) -> String {
     toml::Value::String(text.as_ref().to_owned()).to_string()
