@@ -590,21 +590,15 @@ pub(super) async fn publish(
         }
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     }
-    let outcome = publish_to_collectors(&state, row.serial, &row.signed_json, None).await;
-    audit_outcome(
+    send_and_audit(
         &state,
         &viewer,
         "manifest_publish_result",
         row.serial,
-        &outcome,
+        &row.signed_json,
+        None,
     )
-    .await;
-    match outcome {
-        Ok(outcome) => {
-            Redirect::to(&format!("/config?published={}", outcome.serial)).into_response()
-        }
-        Err(e) => layout::internal_error(Some(&viewer), &e),
-    }
+    .await
 }
 
 /// Stores the signed manifest `row` (of `manifest`) with the audit entry of
@@ -649,6 +643,27 @@ fn enabled_collectors(state: &BackofficeState) -> Vec<&str> {
 /// Audits how a publication of `serial` ended (`action`, the entry after
 /// the attempt's): which collectors accepted and which refused and why, or
 /// the error that cut it short.
+/// Sends the signed manifest `serial` to the collectors (`only` those
+/// named, or all), audits the outcome as `action` and answers the admin:
+/// back to the configuration page, or the error.
+async fn send_and_audit(
+    state: &BackofficeState,
+    viewer: &Viewer,
+    action: &str,
+    serial: i64,
+    signed_json: &str,
+    only: Option<&[String]>,
+) -> Response {
+    let outcome = publish_to_collectors(state, serial, signed_json, only).await;
+    audit_outcome(state, viewer, action, serial, &outcome).await;
+    match outcome {
+        Ok(outcome) => {
+            Redirect::to(&format!("/config?published={}", outcome.serial)).into_response()
+        }
+        Err(e) => layout::internal_error(Some(viewer), &e),
+    }
+}
+
 async fn audit_outcome(
     state: &BackofficeState,
     viewer: &Viewer,
@@ -732,21 +747,15 @@ pub(super) async fn republish(
     if let Err(e) = store.audit(&entry).await {
         return layout::internal_error(Some(&viewer), &e);
     }
-    let outcome = publish_to_collectors(&state, row.serial, &row.signed_json, Some(&pending)).await;
-    audit_outcome(
+    send_and_audit(
         &state,
         &viewer,
         "manifest_republish_result",
         row.serial,
-        &outcome,
+        &row.signed_json,
+        Some(&pending),
     )
-    .await;
-    match outcome {
-        Ok(outcome) => {
-            Redirect::to(&format!("/config?published={}", outcome.serial)).into_response()
-        }
-        Err(e) => layout::internal_error(Some(&viewer), &e),
-    }
+    .await
 }
 
 #[cfg(test)]
