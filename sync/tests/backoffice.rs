@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use backoffice_support::{execute_all, on_each_backend, seed_demo, seed_filled, seed_synthetic};
+use backoffice_support::{
+    execute_all, keep_cookies, on_each_backend, seed_demo, seed_filled, seed_synthetic,
+};
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig};
 use lineprobe_sync::{
     BackofficeConfig, BackofficeState, NewSession, Store, backoffice_router, hash_password,
@@ -166,16 +168,7 @@ impl Browser {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        for cookie in headers.get_all(header::SET_COOKIE) {
-            let text = cookie.to_str().unwrap();
-            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
+        keep_cookies(&mut self.cookies, &headers);
         let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
             .await
             .unwrap();

@@ -168,16 +168,7 @@ impl Session {
             });
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        for cookie in response.headers().get_all(header::SET_COOKIE) {
-            let text = cookie.to_str().unwrap();
-            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
+        backoffice_support::keep_cookies(&mut self.cookies, response.headers());
         let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
             .await
             .unwrap();

@@ -387,3 +387,21 @@ pub async fn execute_all(url: &str, statements: &[String]) {
         conn.close().await.unwrap();
     }
 }
+
+/// Takes a response's `Set-Cookie` headers into `jar` as a browser does:
+/// each cookie set, one with `Max-Age=0` removed.
+pub fn keep_cookies(
+    jar: &mut std::collections::BTreeMap<String, String>,
+    headers: &axum::http::HeaderMap,
+) {
+    for cookie in headers.get_all(axum::http::header::SET_COOKIE) {
+        let text = cookie.to_str().unwrap();
+        let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+        let (name, value) = pair.split_once('=').unwrap();
+        if attributes.contains("Max-Age=0") {
+            jar.remove(name);
+        } else {
+            jar.insert(name.to_owned(), value.to_owned());
+        }
+    }
+}
