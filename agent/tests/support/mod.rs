@@ -224,26 +224,7 @@ pub(crate) async fn canned_https(
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("certificate");
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![generated.cert.der().clone()], key.into())
-    .expect("TLS config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "https://127.0.0.1:{}",
-        listener.local_addr().expect("addr").port()
-    );
+    let (acceptor, listener, url, cert_pem) = tls_listener().await;
     let headers: String = headers
         .iter()
         .fold(String::new(), |mut out, (name, value)| {
@@ -310,7 +291,7 @@ pub(crate) async fn canned_https(
     });
     CannedServer {
         url,
-        cert_pem: generated.cert.pem(),
+        cert_pem,
         requests,
         paths,
         task,
@@ -337,13 +318,15 @@ pub(crate) fn spool_entry() -> SpoolEntry {
     }
 }
 
-/// An HTTPS relay on loopback in front of `upstream` (a collector whose
-/// certificate is `upstream_ca`) that loses the answers to reports: each
-/// request goes on to the collector, whose answer to a report (a `POST`
-/// other than a key enrolment) is dropped and replaced by a `502`. The
-/// collector stores the report; the agent never hears so. Other answers
-/// (enrolments, the manifest) come back as the collector gave them.
-pub(crate) async fn answer_losing_relay(upstream: &str, upstream_ca: &Path) -> CannedServer {
+/// A TLS acceptor with a fresh self-signed certificate for `localhost` and
+/// `127.0.0.1`, a listener on a free loopback port, its `https://` URL, and
+/// the certificate (PEM) for clients to trust.
+async fn tls_listener() -> (
+    tokio_rustls::TlsAcceptor,
+    tokio::net::TcpListener,
+    String,
+    String,
+) {
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("certificate");
@@ -364,6 +347,17 @@ pub(crate) async fn answer_losing_relay(upstream: &str, upstream_ca: &Path) -> C
         "https://127.0.0.1:{}",
         listener.local_addr().expect("addr").port()
     );
+    (acceptor, listener, url, generated.cert.pem())
+}
+
+/// An HTTPS relay on loopback in front of `upstream` (a collector whose
+/// certificate is `upstream_ca`) that loses the answers to reports: each
+/// request goes on to the collector, whose answer to a report (a `POST`
+/// other than a key enrolment) is dropped and replaced by a `502`. The
+/// collector stores the report; the agent never hears so. Other answers
+/// (enrolments, the manifest) come back as the collector gave them.
+pub(crate) async fn answer_losing_relay(upstream: &str, upstream_ca: &Path) -> CannedServer {
+    let (acceptor, listener, url, cert_pem) = tls_listener().await;
     let client = reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(
@@ -406,7 +400,7 @@ pub(crate) async fn answer_losing_relay(upstream: &str, upstream_ca: &Path) -> C
     });
     CannedServer {
         url,
-        cert_pem: generated.cert.pem(),
+        cert_pem,
         requests,
         paths,
         task,
