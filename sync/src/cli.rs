@@ -380,15 +380,29 @@ fn verdict_filter(
 /// The pipeline of the configuration, its lookup services' caches loaded
 /// from the database.
 async fn pipeline(config: &SyncConfig, store: &Store) -> Result<Pipeline, Error> {
+    let pipeline = open_pipeline(config)?;
+    load_caches(&pipeline, store).await?;
+    Ok(pipeline)
+}
+
+/// The pipeline of the configuration, its address sources opened from
+/// their files; the database is not read.
+fn open_pipeline(config: &SyncConfig) -> Result<Pipeline, Error> {
     let catalog = config.catalog()?;
     let chain = Arc::new(config.chain(&catalog)?);
-    let cached = load_resolver_cache(&chain, store).await?;
-    if cached > 0 {
-        tracing::debug!(answers = cached, "resolver cache loaded");
-    }
     Ok(Pipeline::new(catalog, chain, config.classifier()?)
         .with_trust_policy(config.trust_policy())
         .with_source_retry(config.pipeline.source_retry()))
+}
+
+/// Loads the lookup services' cached answers from the database into the
+/// pipeline's sources.
+async fn load_caches(pipeline: &Pipeline, store: &Store) -> Result<(), Error> {
+    let cached = load_resolver_cache(pipeline.chain(), store).await?;
+    if cached > 0 {
+        tracing::debug!(answers = cached, "resolver cache loaded");
+    }
+    Ok(())
 }
 
 fn puller(config: &SyncConfig) -> Result<Puller, Error> {
@@ -577,29 +591,39 @@ async fn reload_sources(
     if let Err(e) = save_resolver_cache(current.chain(), store).await {
         tracing::warn!(error = %e, "resolver cache not saved");
     }
-    match pipeline(config, store).await {
-        Ok(reloaded) => {
-            sources.reloaded();
-            *current = reloaded;
-            let versions: Vec<String> = current
-                .chain()
-                .sources()
-                .iter()
-                .map(|s| format!("{} {}", s.name(), s.data_version()))
-                .collect();
-            tracing::info!(
-                versions = %versions.join(", "),
-                "address data changed: sources opened again; new reports are judged with it \
-                 (run `reprocess` for reports judged before)"
-            );
-        }
+    // Only the files decide whether the new sources can be opened: when
+    // they cannot, they are tried again once they change. The database
+    // (the lookup services' cached answers) can fail for a moment, so the
+    // reload is then tried again on the next run, files unchanged.
+    let reloaded = match open_pipeline(config) {
+        Ok(reloaded) => reloaded,
         Err(e) => {
             sources.reload_failed();
             tracing::warn!(error = %e,
                 "address data changed but cannot be opened; judging with the data in use until \
                  the files change again");
+            return;
         }
+    };
+    if let Err(e) = load_caches(&reloaded, store).await {
+        tracing::warn!(error = %e,
+            "address data changed, but the resolver cache cannot be read for the new sources; \
+             judging with the data in use, and trying again on the next run");
+        return;
     }
+    sources.reloaded();
+    *current = reloaded;
+    let versions: Vec<String> = current
+        .chain()
+        .sources()
+        .iter()
+        .map(|s| format!("{} {}", s.name(), s.data_version()))
+        .collect();
+    tracing::info!(
+        versions = %versions.join(", "),
+        "address data changed: sources opened again; new reports are judged with it \
+         (run `reprocess` for reports judged before)"
+    );
 }
 
 /// One run of the pipeline over the pending reports, the resolver cache

@@ -110,3 +110,79 @@ async fn the_daemon_judges_new_reports_with_changed_address_data() {
     })
     .await;
 }
+
+/// A database that cannot be read for a moment while the changed sources
+/// are opened (the lookup services' cached answers are read for them)
+/// does not leave the daemon on the old data until the files change
+/// again: the reload is tried again on the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_the_database_failed_is_tried_again_with_the_files_unchanged() {
+    bounded(TEST_BOUND, "source reload retry", async {
+        let lab = Lab::start("reload-db-node", false, 50).await;
+        let case = moved_line_case();
+        lab.post_cases(std::slice::from_ref(&case)).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("cmcc-plan.csv");
+        let v1 = std::fs::read_to_string(demo_data_dir().join("ipplan.csv")).unwrap();
+        std::fs::write(&plan, &v1).unwrap();
+        // A lookup service (never answering; judged without it at once),
+        // so that opening the sources reads its cache from the database.
+        let body = format!(
+            "\n[pipeline]\nsource_retry_minutes = 0\n\
+             \n[pull]\ninterval_s = 1\nmax_pages_per_round = 1000\n{}{}\
+             \n[[resolve.source]]\nkind = \"http\"\nname = \"lookup\"\n\
+             url = \"http://127.0.0.1:9/{{ip}}\"\ntimeout_ms = 200\n\
+             fields = {{ carrier = \"/isp\" }}\n",
+            lab.collector_toml("dmz-reload-db", ""),
+            demo_sources_toml(&plan, "demo"),
+        );
+        let config = dir.path().join("sync.toml");
+        std::fs::write(&config, body).unwrap();
+        let db_path = dir.path().join("sync.sqlite3");
+        let db = TestDb::sqlite(&db_path);
+        let cli = SyncCli::new(&config, &db.url, &dir.path().join("logs"));
+        let mut daemon = cli.spawn(&["run"]);
+        wait_for_verdict(&cli, &daemon, "compliant").await;
+
+        // The resolver cache's table is away while the plan changes.
+        let sql = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_path.display()))
+            .await
+            .unwrap();
+        let exec = |q: &'static str| {
+            let sql = sql.clone();
+            async move {
+                sqlx::query(q).execute(&sql).await.unwrap();
+            }
+        };
+        exec("ALTER TABLE resolver_cache RENAME TO resolver_cache_away").await;
+        let old = "120.229.0.0/16,中国移动,广东,深圳,家宽,";
+        assert!(v1.contains(old), "the demo plan changed; update this test");
+        replace(
+            &plan,
+            &v1.replace(old, "120.229.0.0/16,中国移动,湖南,长沙,家宽,"),
+        );
+        let started = Instant::now();
+        while !daemon.stderr().contains("address data changed") {
+            assert!(
+                started.elapsed() < Duration::from_mins(1),
+                "the change was never noticed: {}",
+                daemon.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // The database is back; the files are as they were when the
+        // reload failed.
+        exec("ALTER TABLE resolver_cache_away RENAME TO resolver_cache").await;
+        sql.close().await;
+        let mut again = case.clone();
+        again.report.report_id = ReportId::new_v7();
+        lab.post_cases(std::slice::from_ref(&again)).await;
+        wait_for_verdict(&cli, &daemon, "violating_ip").await;
+
+        daemon.signal("-TERM");
+        let out = daemon.wait(Duration::from_secs(15)).await;
+        assert_eq!(out.code(), Some(0), "{out:?}");
+    })
+    .await;
+}
