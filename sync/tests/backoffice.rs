@@ -183,6 +183,16 @@ impl Browser {
         self.send(Method::GET, path, None).await
     }
 
+    /// A case page by a link from before references, which name the line
+    /// by its key: the answer after the redirect to its reference.
+    async fn get_old_case_link(&mut self, path: &str) -> Page {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        let to = page.location().to_owned();
+        assert!(to.starts_with("/case?line=r"), "{path} -> {to}");
+        self.get(&to).await
+    }
+
     async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> Page {
         let form = serde_urlencoded::to_string(pairs).unwrap();
         self.send(Method::POST, path, Some(form)).await
@@ -1373,7 +1383,7 @@ async fn a_case_stored_with_the_old_evidence_shape_reads_the_same() {
             let mut vic = Browser::new(&app);
             vic.sign_in("vic", PASSWORD).await;
             let path = "/case?line=account%3A07552660505";
-            let now = vic.get(path).await;
+            let now = vic.get_old_case_link(path).await;
             assert_eq!(now.status, StatusCode::OK);
             let verdicts = store.line_verdicts("account:07552660505").await.unwrap();
             assert!(!verdicts.is_empty());
@@ -1406,7 +1416,7 @@ async fn a_case_stored_with_the_old_evidence_shape_reads_the_same() {
                     conn.close().await.unwrap();
                 }
             }
-            let old = vic.get(path).await;
+            let old = vic.get_old_case_link(path).await;
             assert_eq!(old.status, StatusCode::OK);
             for want in [
                 "carrier_mismatch",
@@ -1508,7 +1518,9 @@ async fn the_pages_show_the_lines() {
 
         check_trust_filter(&mut vic, &url).await;
 
-        let case = vic.get("/case?line=account%3A07552660505").await;
+        let case = vic
+            .get_old_case_link("/case?line=account%3A07552660505")
+            .await;
         assert_eq!(case.status, StatusCode::OK);
         for want in [
             "carrier_mismatch",
@@ -1525,7 +1537,9 @@ async fn the_pages_show_the_lines() {
             assert!(case.body.contains(want), "case view lacks {want}");
         }
         assert_eq!(
-            vic.get("/case?line=account%3Anobody").await.status,
+            vic.get_old_case_link("/case?line=account%3Anobody")
+                .await
+                .status,
             StatusCode::NOT_FOUND
         );
 
@@ -2393,7 +2407,9 @@ async fn the_case_view_of_a_line_with_many_observations_is_bounded() {
         let app = app(&store, BackofficeConfig::default(), &Clock::new());
         let mut vic = Browser::new(&app);
         vic.sign_in("vic", PASSWORD).await;
-        let case = vic.get("/case?line=account%3A07552660505").await;
+        let case = vic
+            .get_old_case_link("/case?line=account%3A07552660505")
+            .await;
         assert_eq!(case.status, StatusCode::OK);
         // At most 200 of the 300 verdicts and of the 300 observations.
         let verdicts = case.body.matches(">bulk-report-").count();
@@ -2469,6 +2485,23 @@ async fn links_name_lines_without_their_accounts() {
             vic.get("/case?line=rAAAA").await.status,
             StatusCode::NOT_FOUND
         );
+        // A link from before references, naming the key, is sent on to
+        // the line's reference, and the account leaves the address bar.
+        for old_link in [
+            "/case?line=account:07552660505",
+            "/case?line=account%3A07552660505",
+        ] {
+            let old = vic.get(old_link).await;
+            assert_eq!(old.status, StatusCode::SEE_OTHER, "{old_link}");
+            let to = old.location().to_owned();
+            assert!(
+                to.starts_with("/case?line=r") && !to.contains("0755"),
+                "{old_link} -> {to}"
+            );
+            let case = vic.get(&to).await;
+            assert_eq!(case.status, StatusCode::OK, "{to}");
+            assert!(case.body.contains("account:07552660505"), "{to}");
+        }
 
         // The next page's position is a reference too, and leads on.
         let next = links

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -17,7 +17,8 @@ use super::auth::Viewer;
 use super::layout::{
     self, carrier_name, city_name, low_trust_badge, or_dash, province_name, verdict_badge,
 };
-use super::lines::deciding_reasons;
+use super::lineref::Named;
+use super::lines::{case_link, deciding_reasons};
 use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, storable};
 use crate::{LineHistoryRow, LineRow, ObservationRow, VerdictRow};
@@ -158,8 +159,15 @@ pub(super) async fn page(
         Err(e) => return layout::internal_error(Some(&viewer), &e),
     };
     // Links name the line by its reference; a key as it is (a link from
-    // before references) is read too.
-    let key = refs.read(&query.line).key().unwrap_or_default();
+    // before references) is sent on to its reference, so that the account
+    // leaves the address bar, and the bookmark or history entry made now.
+    let key = match refs.read(&query.line) {
+        Named::Reference(key) => key,
+        Named::Key(key) if storable(&key) => {
+            return Redirect::to(&case_link(refs, &key)).into_response();
+        }
+        Named::Key(_) | Named::Nothing => String::new(),
+    };
     let key = key.as_str();
     // A key no line can have is not asked for (PostgreSQL fails the query).
     let found = if storable(key) {
