@@ -87,14 +87,18 @@ pub struct KeyContest {
 /// key contest of its installation, whose keys were seen as `spans` (the
 /// report's own sighting included): another key `o` whose change with
 /// this one — the newer's first sighting `n` — lies at or before the
-/// report, and the report before `max(older's last sighting, n) + period`.
+/// report, and the report before `max(e, n) + period`, where `e` is the
+/// earlier of the two keys' last sightings.
 ///
 /// A change of key (a reinstalled probe, or a rotation) marks both keys'
 /// reports for `period` after it, as a receiver marks a change it saw
-/// itself; when the older key keeps signing after the newer appeared, the
-/// mark lasts until `period` after the older's last report. Reports from
+/// itself; while both keys go on signing (the older after the newer
+/// appeared), the mark lasts until `period` after one of them stops — so
+/// a key that signed once does not mark the line for good. Reports from
 /// before the newer key appeared are not marked. When several keys
-/// qualify, the one seen last is named.
+/// qualify, the one seen last is named. Reports pulled later from another
+/// node can show a contest that verdicts already made did not see;
+/// `reprocess` judges them again.
 pub fn key_contest(
     spans: &[KeySpan],
     key_id: &str,
@@ -114,7 +118,10 @@ pub fn key_contest(
                 (own, o)
             };
             let start = newer.first_seen_ms;
-            let end = older.last_seen_ms.max(start).saturating_add(period_ms);
+            // Both keys signed until the first of them stopped: a key that
+            // signed once and no more ends the overlap with its last report.
+            let overlap_end = older.last_seen_ms.min(newer.last_seen_ms);
+            let end = overlap_end.max(start).saturating_add(period_ms);
             (start <= at_ms && at_ms < end).then(|| KeyContest {
                 other_key_id: o.key_id.clone(),
                 other_first_seen_ms: o.first_seen_ms,
@@ -334,6 +341,19 @@ mod tests {
             assert!(c.at_once);
         }
         assert_eq!(at("b", 130), None);
+    }
+
+    #[test]
+    fn a_key_that_signed_once_does_not_mark_the_line_for_good() {
+        // Someone signs once with key b on day 20; the probe goes on with
+        // key a. The mark ends a period after key b's only report.
+        let spans = [span("a", 0, 100 * DAY), span("b", 20 * DAY, 20 * DAY)];
+        let at = |key, day: i64| key_contest(&spans, key, day * DAY, PERIOD);
+        let c = at("a", 25).expect("marked after the other key appeared");
+        assert!(c.at_once, "{c:?}");
+        assert!(at("a", 49).is_some());
+        assert_eq!(at("a", 50), None);
+        assert_eq!(at("a", 90), None);
     }
 
     #[test]
