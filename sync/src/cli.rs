@@ -66,6 +66,10 @@ pub enum Command {
         /// `report.utc_offset`) or time (RFC 3339).
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
+        /// The quarantined reports instead: validated and judged again (after the
+        /// catalogs or the program changed); those that pass leave quarantine.
+        #[arg(long)]
+        quarantined: bool,
     },
     /// List the current verdicts: declared vs actual, first public hop, reasons.
     Verdicts {
@@ -231,16 +235,23 @@ async fn run_async(cli: &Cli, command: &Command, stdout: &mut dyn Write) -> Resu
             print_run(&run);
             Ok(())
         }
-        Command::Reprocess { since } => {
+        Command::Reprocess { since, quarantined } => {
             let offset = day_offset(&config)?;
             let since_ms = since
                 .as_deref()
                 .map(|s| parse_since(s, offset))
                 .transpose()?;
             let pipeline = pipeline(&config, &store).await?;
-            let run = pipeline
-                .reprocess(&store, since_ms, config.pipeline.batch, log_progress)
-                .await?;
+            let batch = config.pipeline.batch;
+            let run = if *quarantined {
+                pipeline
+                    .reprocess_quarantined(&store, since_ms, batch, log_progress)
+                    .await?
+            } else {
+                pipeline
+                    .reprocess(&store, since_ms, batch, log_progress)
+                    .await?
+            };
             save_resolver_cache(pipeline.chain(), &store).await?;
             print_run(&run);
             Ok(())
@@ -506,12 +517,14 @@ async fn run_daemon(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let puller = puller(config)?;
+    // Watched from before the sources are opened: a file replaced while
+    // they open is then a change, not the state taken as loaded.
+    let mut sources = SourceWatch::new(config.resolve.data_files(&config.base_dir), SOURCE_SETTLE);
     let mut pipeline = if process {
         Some(pipeline(config, store).await?)
     } else {
         None
     };
-    let mut sources = SourceWatch::new(config.resolve.data_files(&config.base_dir), SOURCE_SETTLE);
     let reports = ReportScheduler::from_config(config)?;
     let interval = std::time::Duration::from_secs(config.pull.interval_s);
     tracing::info!(

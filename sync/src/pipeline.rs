@@ -411,6 +411,22 @@ impl Pipeline {
             .await
     }
 
+    /// Runs the quarantined reports received since `since_ms` (all when
+    /// `None`) through validation and the pipeline again, after the
+    /// catalogs or this program changed: one that passes now leaves
+    /// quarantine and is judged (it counts then, for the first time); one
+    /// that still fails keeps its quarantine row with today's reasons.
+    pub async fn reprocess_quarantined(
+        &self,
+        store: &Store,
+        since_ms: Option<i64>,
+        batch: u32,
+        progress: impl FnMut(&PipelineRun),
+    ) -> Result<PipelineRun, Error> {
+        self.run(store, batch, Selection::Quarantined { since_ms }, progress)
+            .await
+    }
+
     async fn run(
         &self,
         store: &Store,
@@ -430,6 +446,9 @@ impl Pipeline {
                     Selection::Pending => store.pending_raw(after, batch).await,
                     Selection::Processed { since_ms } => {
                         store.processed_raw(since_ms, after, batch).await
+                    }
+                    Selection::Quarantined { since_ms } => {
+                        store.quarantined_raw(since_ms, after, batch).await
                     }
                 }
             }
@@ -504,6 +523,8 @@ enum Selection {
     Pending,
     /// Those processed already, received since `since_ms` (all when `None`).
     Processed { since_ms: Option<i64> },
+    /// Those in quarantine, received since `since_ms` (all when `None`).
+    Quarantined { since_ms: Option<i64> },
 }
 
 /// A report half processed: decoded and checked, or already decided

@@ -357,6 +357,24 @@ impl Store {
         .map_err(self.db(context))
     }
 
+    /// Raw reports in quarantine with an id above `after_id` and, when
+    /// `since_ms` is given, received (or else pulled) at or after it; in id
+    /// order. For `reprocess --quarantined`.
+    pub async fn quarantined_raw(
+        &self,
+        since_ms: Option<i64>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<RawReport>, Error> {
+        let context = || "cannot list the quarantined raw reports".to_owned();
+        on_reader!(self, pool => sqlx::query_as(queries::QUARANTINED_RAW)
+            .bind(after_id)
+            .bind(since_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool).await)
+        .map_err(self.db(context))
+    }
+
     /// Applies a batch of pipeline results in one transaction.
     ///
     /// - A record whose raw report is no longer pending is skipped unless it

@@ -58,6 +58,14 @@ pub(super) const PROCESSED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.s
      AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(o.received_at, o.pulled_at) >= $2) \
      ORDER BY o.id LIMIT $3";
 
+/// The quarantined reports, for `reprocess --quarantined`: the catalogs or
+/// the code may have changed since they were refused.
+pub(super) const QUARANTINED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
+     r.pulled_at AS pulled_at_ms, CAST(NULL AS TEXT) AS obs_key FROM raw_outcomes o \
+     JOIN raw_reports r ON r.id = o.id WHERE o.state = 'quarantined' AND o.id > $1 \
+     AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(o.received_at, o.pulled_at) >= $2) \
+     ORDER BY o.id LIMIT $3";
+
 /// The raw reports of an apply with their state (pending when they have no
 /// outcome yet) and what their outcome row copies; `{ids}` is replaced by
 /// each backend's list of ids.

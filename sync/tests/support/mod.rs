@@ -94,18 +94,22 @@ impl lineprobe_sync::IpSource for Shenzhen {
 /// address is China Mobile's in Shenzhen, Guangdong.
 pub fn shenzhen_pipeline() -> (Arc<lineprobe_shared::Catalog>, lineprobe_sync::Pipeline) {
     let catalog = Arc::new(lineprobe_shared::Catalog::embedded().unwrap());
+    (Arc::clone(&catalog), shenzhen_pipeline_on(catalog))
+}
+
+/// [`shenzhen_pipeline`] on the catalogs `catalog`.
+pub fn shenzhen_pipeline_on(catalog: Arc<lineprobe_shared::Catalog>) -> lineprobe_sync::Pipeline {
     let facts = lineprobe_sync::IpFacts {
         carrier: Some(catalog.carrier("china_mobile").unwrap().id.clone()),
         province: Some(catalog.province("CN-GD").unwrap().id.clone()),
         city: catalog.city(None, "深圳").unwrap().code.clone(),
         ..lineprobe_sync::IpFacts::default()
     };
-    let pipeline = lineprobe_sync::Pipeline::new(
-        Arc::clone(&catalog),
+    lineprobe_sync::Pipeline::new(
+        catalog,
         Arc::new(lineprobe_sync::Chain::new(vec![Box::new(Shenzhen(facts))])),
         lineprobe_shared::Classifier::new(&lineprobe_shared::ClassifierConfig::default()).unwrap(),
-    );
-    (catalog, pipeline)
+    )
 }
 
 /// The demo case `label`, made now.
