@@ -233,7 +233,9 @@ pub(super) async fn page(
     };
     layout::page_response(
         StatusCode::OK,
-        &format!("Line {key}"),
+        // The title goes into the browser's history; the line's key (the
+        // account) stays in the page.
+        "Line case",
         Some(&viewer),
         "/lines",
         &body,
