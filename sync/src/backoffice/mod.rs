@@ -191,9 +191,11 @@ impl BackofficeState {
                     .await?;
                 lineref::LineRefs::new(&secret).ok_or_else(|| {
                     Error::Internal(format!(
-                        "the stored {} secret is {} bytes long, not 32",
-                        lineref::SECRET_NAME,
-                        secret.len()
+                        "the stored {name} secret is {} bytes long, not 32: delete the row \
+                         named {name} from the table backoffice_secrets and a new secret is \
+                         made (links to lines made before stop working)",
+                        secret.len(),
+                        name = lineref::SECRET_NAME,
                     ))
                 })
             })
