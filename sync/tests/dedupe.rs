@@ -17,28 +17,13 @@ use serde_json::{Value, json};
 /// The demo's Guangdong China Mobile report as pulled from node `n1`
 /// (seq `seq`), with hop 3 answered by `third_hop` in that order.
 fn pulled(template: &Value, seq: u8, third_hop: &[&str]) -> PulledReport {
-    let mut doc = template.clone();
-    let id = doc["report_id"].as_str().unwrap().to_owned();
-    doc["report_id"] = json!(format!("{}{seq:02x}", &id[..id.len() - 2]));
-    let hops = doc["trace"]["hops"].as_array_mut().unwrap();
-    let hop = hops.iter_mut().find(|h| h["ttl"] == 3).unwrap();
-    hop["addrs"] = json!(third_hop);
-    hop["rtt_ms"] = json!(vec![5.0; third_hop.len()]);
-    hop["received"] = json!(third_hop.len());
-    let now = Utc::now();
-    doc["envelope"] = json!({
-        "received_at": now.to_rfc3339(),
-        "peer_ip": "120.196.200.7",
-        "path": "/api/v1/report",
-        "node_id": "n1",
-        "seq": seq,
-    });
-    PulledReport {
-        seq: u64::from(seq),
-        report_id: doc["report_id"].as_str().map(str::to_owned),
-        received_at_ms: Some(now.timestamp_millis()),
-        body: serde_json::to_vec(&doc).unwrap(),
-    }
+    support::pulled_report(template, seq, "n1", "120.196.200.7", Utc::now(), |doc| {
+        let hops = doc["trace"]["hops"].as_array_mut().unwrap();
+        let hop = hops.iter_mut().find(|h| h["ttl"] == 3).unwrap();
+        hop["addrs"] = json!(third_hop);
+        hop["rtt_ms"] = json!(vec![5.0; third_hop.len()]);
+        hop["received"] = json!(third_hop.len());
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,33 +30,19 @@ fn report(
     node: &str,
     key: Option<&str>,
 ) -> PulledReport {
-    let mut doc = template.clone();
-    let id = doc["report_id"].as_str().unwrap().to_owned();
-    doc["report_id"] = json!(format!("{}{n:02x}", &id[..id.len() - 2]));
-    doc["install_id"] = json!(install);
-    doc["account"] = json!(account);
-    doc["created_at"] = json!(at.to_rfc3339());
-    let mut trust = json!({
-        "score": 100, "install": 100, "prefix": 100,
-        "signature": if key.is_some() { "verified" } else { "unsigned" },
-    });
-    if let Some(key) = key {
-        trust["key_id"] = json!(key);
-    }
-    doc["envelope"] = json!({
-        "received_at": at.to_rfc3339(),
-        "peer_ip": format!("120.230.1.{n}"),
-        "path": "/api/v1/report",
-        "node_id": node,
-        "seq": u64::from(n),
-        "trust": trust,
-    });
-    PulledReport {
-        seq: u64::from(n),
-        report_id: doc["report_id"].as_str().map(str::to_owned),
-        received_at_ms: Some(at.timestamp_millis()),
-        body: serde_json::to_vec(&doc).unwrap(),
-    }
+    support::pulled_report(template, n, node, &format!("120.230.1.{n}"), at, |doc| {
+        doc["install_id"] = json!(install);
+        doc["account"] = json!(account);
+        doc["created_at"] = json!(at.to_rfc3339());
+        let mut trust = json!({
+            "score": 100, "install": 100, "prefix": 100,
+            "signature": if key.is_some() { "verified" } else { "unsigned" },
+        });
+        if let Some(key) = key {
+            trust["key_id"] = json!(key);
+        }
+        doc["envelope"]["trust"] = trust;
+    })
 }
 
 /// Each report's verdict of `line_key`: (report id, low trust, the key

@@ -38,25 +38,10 @@ fn catalog_without_cstnet(dir: &std::path::Path) -> Catalog {
 }
 
 fn pulled(template: &Value, seq: u8, carrier: &str, account: &str) -> PulledReport {
-    let mut doc = template.clone();
-    let id = doc["report_id"].as_str().unwrap().to_owned();
-    doc["report_id"] = json!(format!("{}{seq:02x}", &id[..id.len() - 2]));
-    doc["declared"]["carrier"] = json!(carrier);
-    doc["account"] = json!(account);
-    let now = Utc::now();
-    doc["envelope"] = json!({
-        "received_at": now.to_rfc3339(),
-        "peer_ip": "120.196.200.7",
-        "path": "/api/v1/report",
-        "node_id": "n1",
-        "seq": seq,
-    });
-    PulledReport {
-        seq: u64::from(seq),
-        report_id: doc["report_id"].as_str().map(str::to_owned),
-        received_at_ms: Some(now.timestamp_millis()),
-        body: serde_json::to_vec(&doc).unwrap(),
-    }
+    support::pulled_report(template, seq, "n1", "120.196.200.7", Utc::now(), |doc| {
+        doc["declared"]["carrier"] = json!(carrier);
+        doc["account"] = json!(account);
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

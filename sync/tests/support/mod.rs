@@ -121,6 +121,36 @@ pub fn demo_case(label: &str) -> DemoCase {
         .unwrap_or_else(|| panic!("no demo case {label}"))
 }
 
+/// A pulled report made from `template` (a report's JSON): its id ending
+/// in `seq`, received at `at` by `node` (seq `seq`) from `peer_ip`, then
+/// changed by `edit` (which may add to the envelope, say its trust).
+pub fn pulled_report(
+    template: &Value,
+    seq: u8,
+    node: &str,
+    peer_ip: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    edit: impl FnOnce(&mut Value),
+) -> lineprobe_sync::PulledReport {
+    let mut doc = template.clone();
+    let id = doc["report_id"].as_str().unwrap().to_owned();
+    doc["report_id"] = json!(format!("{}{seq:02x}", &id[..id.len() - 2]));
+    doc["envelope"] = json!({
+        "received_at": at.to_rfc3339(),
+        "peer_ip": peer_ip,
+        "path": "/api/v1/report",
+        "node_id": node,
+        "seq": seq,
+    });
+    edit(&mut doc);
+    lineprobe_sync::PulledReport {
+        seq: u64::from(seq),
+        report_id: doc["report_id"].as_str().map(str::to_owned),
+        received_at_ms: Some(at.timestamp_millis()),
+        body: serde_json::to_vec(&doc).unwrap(),
+    }
+}
+
 /// Stores `reports` as one pull of `collector` from node `node`, with the
 /// cursor after the highest seq.
 pub async fn commit_pulled(
