@@ -113,7 +113,7 @@ fn full_report_round_trips_exactly() {
 
 /// A round-trip time written with more digits than a double holds reads
 /// as the nearest double, and written back and read again it is the same:
-/// serde_json's fast float parser could land one unit off (found by the
+/// `serde_json`'s fast float parser could land one unit off (found by the
 /// `report_ingest` fuzz target), so a stored report read back differed.
 #[test]
 fn long_decimal_round_trip_times_survive_a_round_trip() {
