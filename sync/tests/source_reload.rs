@@ -7,12 +7,12 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lineprobe_shared::ReportId;
 use lineprobe_sync::{DemoCase, demo_cases};
-use support::{Lab, Proc, SyncCli, TestDb, bounded, demo_data_dir, demo_sources_toml};
+use support::{Lab, Proc, SyncCli, TestDb, bounded, demo_sources_toml};
 
 const TEST_BOUND: Duration = Duration::from_mins(3);
 
@@ -61,52 +61,88 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&next, path).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_judges_new_reports_with_changed_address_data() {
-    bounded(TEST_BOUND, "source reload", async {
-        let lab = Lab::start("reload-node", false, 50).await;
+/// A collector holding a report of the Shenzhen line, and the daemon
+/// pulling from it with the demo's sources, the China Mobile plan a copy
+/// that the test replaces.
+struct Running {
+    lab: Lab,
+    case: DemoCase,
+    dir: tempfile::TempDir,
+    plan: PathBuf,
+    moved: String,
+    cli: SyncCli,
+    daemon: Proc,
+}
+
+impl Running {
+    /// Starts it, `extra` appended to the daemon's configuration, and waits
+    /// for the line's first verdict (compliant under the plan as it is).
+    async fn start(node: &str, extra: &str) -> Running {
+        let lab = Lab::start(node, false, 50).await;
         let case = moved_line_case();
         lab.post_cases(std::slice::from_ref(&case)).await;
-
         let dir = tempfile::tempdir().unwrap();
         let plan = dir.path().join("cmcc-plan.csv");
-        let v1 = std::fs::read_to_string(demo_data_dir().join("ipplan.csv")).unwrap();
-        std::fs::write(&plan, &v1).unwrap();
+        let (current, moved) = support::demo_plan_and_moved();
+        std::fs::write(&plan, current).unwrap();
         let body = format!(
-            "\n[pull]\ninterval_s = 1\nmax_pages_per_round = 1000\n{}{}",
-            lab.collector_toml("dmz-reload", ""),
+            "\n[pull]\ninterval_s = 1\nmax_pages_per_round = 1000\n{}{}{extra}",
+            lab.collector_toml(&format!("dmz-{node}"), ""),
             demo_sources_toml(&plan, "demo"),
         );
         let config = dir.path().join("sync.toml");
         std::fs::write(&config, body).unwrap();
         let db = TestDb::sqlite(&dir.path().join("sync.sqlite3"));
         let cli = SyncCli::new(&config, &db.url, &dir.path().join("logs"));
-        let mut daemon = cli.spawn(&["run"]);
+        let daemon = cli.spawn(&["run"]);
         wait_for_verdict(&cli, &daemon, "compliant").await;
+        Running {
+            lab,
+            case,
+            dir,
+            plan,
+            moved,
+            cli,
+            daemon,
+        }
+    }
 
-        // The plan moves the line's egress block to Changsha, Hunan.
-        let old = "120.229.0.0/16,中国移动,广东,深圳,家宽,";
-        assert!(v1.contains(old), "the demo plan changed; update this test");
-        replace(
-            &plan,
-            &v1.replace(old, "120.229.0.0/16,中国移动,湖南,长沙,家宽,"),
-        );
+    /// Moves the line's egress block to Changsha, Hunan.
+    fn move_plan(&self) {
+        replace(&self.plan, &self.moved);
+    }
+
+    /// Sends the line's report again (a new report id) and waits for the
+    /// verdict the moved plan gives it.
+    async fn judged_with_the_moved_plan(&self) {
+        let mut again = self.case.clone();
+        again.report.report_id = ReportId::new_v7();
+        self.lab.post_cases(std::slice::from_ref(&again)).await;
+        wait_for_verdict(&self.cli, &self.daemon, "violating_ip").await;
+    }
+
+    async fn stop(mut self) {
+        self.daemon.signal("-TERM");
+        let out = self.daemon.wait(Duration::from_secs(15)).await;
+        assert_eq!(out.code(), Some(0), "{out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_judges_new_reports_with_changed_address_data() {
+    bounded(TEST_BOUND, "source reload", async {
+        let running = Running::start("reload", "").await;
+        running.move_plan();
         // Once the change has settled, the next report of the line is
         // judged with it.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let mut again = case.clone();
-        again.report.report_id = ReportId::new_v7();
-        lab.post_cases(std::slice::from_ref(&again)).await;
-        wait_for_verdict(&cli, &daemon, "violating_ip").await;
+        running.judged_with_the_moved_plan().await;
         assert!(
-            daemon.stderr().contains("address data changed"),
+            running.daemon.stderr().contains("address data changed"),
             "{}",
-            daemon.stderr()
+            running.daemon.stderr()
         );
-
-        daemon.signal("-TERM");
-        let out = daemon.wait(Duration::from_secs(15)).await;
-        assert_eq!(out.code(), Some(0), "{out:?}");
+        running.stop().await;
     })
     .await;
 }
@@ -118,34 +154,19 @@ async fn the_daemon_judges_new_reports_with_changed_address_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_the_database_failed_is_tried_again_with_the_files_unchanged() {
     bounded(TEST_BOUND, "source reload retry", async {
-        let lab = Lab::start("reload-db-node", false, 50).await;
-        let case = moved_line_case();
-        lab.post_cases(std::slice::from_ref(&case)).await;
-
-        let dir = tempfile::tempdir().unwrap();
-        let plan = dir.path().join("cmcc-plan.csv");
-        let v1 = std::fs::read_to_string(demo_data_dir().join("ipplan.csv")).unwrap();
-        std::fs::write(&plan, &v1).unwrap();
         // A lookup service (never answering; judged without it at once),
         // so that opening the sources reads its cache from the database.
-        let body = format!(
-            "\n[pipeline]\nsource_retry_minutes = 0\n\
-             \n[pull]\ninterval_s = 1\nmax_pages_per_round = 1000\n{}{}\
-             \n[[resolve.source]]\nkind = \"http\"\nname = \"lookup\"\n\
-             url = \"http://127.0.0.1:9/{{ip}}\"\ntimeout_ms = 200\n\
-             fields = {{ carrier = \"/isp\" }}\n",
-            lab.collector_toml("dmz-reload-db", ""),
-            demo_sources_toml(&plan, "demo"),
-        );
-        let config = dir.path().join("sync.toml");
-        std::fs::write(&config, body).unwrap();
-        let db_path = dir.path().join("sync.sqlite3");
-        let db = TestDb::sqlite(&db_path);
-        let cli = SyncCli::new(&config, &db.url, &dir.path().join("logs"));
-        let mut daemon = cli.spawn(&["run"]);
-        wait_for_verdict(&cli, &daemon, "compliant").await;
+        let running = Running::start(
+            "reload-db",
+            "\n[[resolve.source]]\nkind = \"http\"\nname = \"lookup\"\n\
+             url = \"http://127.0.0.1:9/{ip}\"\ntimeout_ms = 200\n\
+             fields = { carrier = \"/isp\" }\n\
+             \n[pipeline]\nsource_retry_minutes = 0\n",
+        )
+        .await;
 
         // The resolver cache's table is away while the plan changes.
+        let db_path = running.dir.path().join("sync.sqlite3");
         let sql = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_path.display()))
             .await
             .unwrap();
@@ -156,18 +177,13 @@ async fn a_reload_the_database_failed_is_tried_again_with_the_files_unchanged() 
             }
         };
         exec("ALTER TABLE resolver_cache RENAME TO resolver_cache_away").await;
-        let old = "120.229.0.0/16,中国移动,广东,深圳,家宽,";
-        assert!(v1.contains(old), "the demo plan changed; update this test");
-        replace(
-            &plan,
-            &v1.replace(old, "120.229.0.0/16,中国移动,湖南,长沙,家宽,"),
-        );
+        running.move_plan();
         let started = Instant::now();
-        while !daemon.stderr().contains("address data changed") {
+        while !running.daemon.stderr().contains("address data changed") {
             assert!(
                 started.elapsed() < Duration::from_mins(1),
                 "the change was never noticed: {}",
-                daemon.stderr()
+                running.daemon.stderr()
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -175,14 +191,8 @@ async fn a_reload_the_database_failed_is_tried_again_with_the_files_unchanged() 
         // reload failed.
         exec("ALTER TABLE resolver_cache_away RENAME TO resolver_cache").await;
         sql.close().await;
-        let mut again = case.clone();
-        again.report.report_id = ReportId::new_v7();
-        lab.post_cases(std::slice::from_ref(&again)).await;
-        wait_for_verdict(&cli, &daemon, "violating_ip").await;
-
-        daemon.signal("-TERM");
-        let out = daemon.wait(Duration::from_secs(15)).await;
-        assert_eq!(out.code(), Some(0), "{out:?}");
+        running.judged_with_the_moved_plan().await;
+        running.stop().await;
     })
     .await;
 }

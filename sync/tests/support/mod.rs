@@ -172,6 +172,21 @@ pub async fn commit_pulled(
         .unwrap();
 }
 
+/// The demo's China Mobile address plan, and the same plan with the block
+/// of the Shenzhen line's egress (`120.229.0.0/16`) moved to Changsha,
+/// Hunan: new IP data under which that line's egress is in another
+/// province.
+pub fn demo_plan_and_moved() -> (String, String) {
+    let plan = std::fs::read_to_string(demo_data_dir().join("ipplan.csv")).unwrap();
+    let old = "120.229.0.0/16,中国移动,广东,深圳,家宽,";
+    assert!(
+        plan.contains(old),
+        "the demo plan changed; update the tests"
+    );
+    let moved = plan.replace(old, "120.229.0.0/16,中国移动,湖南,长沙,家宽,");
+    (plan, moved)
+}
+
 /// A TOML string literal.
 pub fn q(text: impl AsRef<str>) -> String {
     toml::Value::String(text.as_ref().to_owned()).to_string()
