@@ -348,29 +348,36 @@ impl Store {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<RawReport>, Error> {
-        let context = || "cannot list the processed raw reports".to_owned();
-        on_reader!(self, pool => sqlx::query_as(queries::PROCESSED_RAW)
-            .bind(after_id)
-            .bind(since_ms)
-            .bind(i64::from(limit))
-            .fetch_all(pool).await)
-        .map_err(self.db(context))
+        self.decided_raw("processed", since_ms, after_id, limit)
+            .await
     }
 
-    /// Raw reports in quarantine with an id above `after_id` and, when
-    /// `since_ms` is given, received (or else pulled) at or after it; in id
-    /// order. For `reprocess --quarantined`.
+    /// Raw reports in quarantine, chosen and ordered as by
+    /// [`Store::processed_raw`]. For `reprocess --quarantined`.
     pub async fn quarantined_raw(
         &self,
         since_ms: Option<i64>,
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<RawReport>, Error> {
-        let context = || "cannot list the quarantined raw reports".to_owned();
-        on_reader!(self, pool => sqlx::query_as(queries::QUARANTINED_RAW)
+        self.decided_raw("quarantined", since_ms, after_id, limit)
+            .await
+    }
+
+    /// The raw reports whose outcome is `state` (see `queries::DECIDED_RAW`).
+    async fn decided_raw(
+        &self,
+        state: &str,
+        since_ms: Option<i64>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<RawReport>, Error> {
+        let context = || format!("cannot list the {state} raw reports");
+        on_reader!(self, pool => sqlx::query_as(queries::DECIDED_RAW)
             .bind(after_id)
             .bind(since_ms)
             .bind(i64::from(limit))
+            .bind(state)
             .fetch_all(pool).await)
         .map_err(self.db(context))
     }

@@ -48,21 +48,15 @@ pub(super) const PENDING_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq
      r.pulled_at AS pulled_at_ms, CAST(NULL AS TEXT) AS obs_key FROM raw_pending p \
      JOIN raw_reports r ON r.id = p.raw_id WHERE p.raw_id > $1 ORDER BY p.raw_id LIMIT $2";
 
-/// Only the reports decided as observations: of a report's copies, the one
-/// that counted is re-decided, never a duplicate. Each with the key of the
-/// observation it counted in, which re-deciding keeps.
-pub(super) const PROCESSED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
+/// The raw reports whose outcome is in state `$4` (`processed` for
+/// `reprocess`, `quarantined` for `reprocess --quarantined`), each with the
+/// key of the observation it counted in (none for a quarantined one), which
+/// re-deciding keeps. Of a report's copies only the one that counted is
+/// `processed`; a duplicate is never listed.
+pub(super) const DECIDED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
      r.pulled_at AS pulled_at_ms, b.obs_key FROM raw_outcomes o JOIN raw_reports r ON r.id = o.id \
      LEFT JOIN observations b ON b.id = o.observation_id \
-     WHERE o.state = 'processed' AND o.id > $1 \
-     AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(o.received_at, o.pulled_at) >= $2) \
-     ORDER BY o.id LIMIT $3";
-
-/// The quarantined reports, for `reprocess --quarantined`: the catalogs or
-/// the code may have changed since they were refused.
-pub(super) const QUARANTINED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
-     r.pulled_at AS pulled_at_ms, CAST(NULL AS TEXT) AS obs_key FROM raw_outcomes o \
-     JOIN raw_reports r ON r.id = o.id WHERE o.state = 'quarantined' AND o.id > $1 \
+     WHERE o.state = $4 AND o.id > $1 \
      AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(o.received_at, o.pulled_at) >= $2) \
      ORDER BY o.id LIMIT $3";
 
