@@ -601,10 +601,11 @@ impl KeyBook {
 
     /// The spans the store does not know well enough: new keys, earlier
     /// first sightings, and last sightings more than
-    /// [`KEY_SEEN_RESOLUTION_MS`] after the stored one.
+    /// [`KEY_SEEN_RESOLUTION_MS`] after the stored one, in no order
+    /// (`Store::record_install_keys` writes them in one order for every
+    /// writer).
     fn to_write(&self) -> Vec<KeySpan> {
-        let mut out: Vec<KeySpan> = self
-            .spans
+        self.spans
             .values()
             .flatten()
             .filter(|s| {
@@ -616,11 +617,7 @@ impl KeyBook {
                     })
             })
             .cloned()
-            .collect();
-        // One order for every writer, so concurrent upserts of the same
-        // rows cannot deadlock.
-        out.sort_unstable_by(|a, b| (&a.install_id, &a.key_id).cmp(&(&b.install_id, &b.key_id)));
-        out
+            .collect()
     }
 }
 
