@@ -2,7 +2,10 @@
 //! running daemon judges new reports with the new data instead of the data
 //! it started with.
 //!
-//! Files are compared by modification time and size. A change is acted on
+//! Files are compared by modification time, size and identity (on Unix the
+//! inode and the inode's change time, which no tool sets back: a file
+//! replaced by one of the same size and modification time, as `cp -p` or an
+//! unpacked archive leaves it, is a change too). A change is acted on
 //! once the files have stayed the same for a settling time, so a file still
 //! being copied into place is not read half-written (replacing a file by
 //! renaming a finished one over it is safest: the change is then whole at
@@ -14,9 +17,34 @@ use std::time::{Duration, Instant, SystemTime};
 /// How long changed files must stay unchanged before they are reloaded.
 pub const SOURCE_SETTLE: Duration = Duration::from_secs(2);
 
-/// What is known of one file: its modification time and size, `None` when
-/// it cannot be read (missing, mid-rename).
-type Stamp = Option<(SystemTime, u64)>;
+/// What is known of one file, `None` when it cannot be read (missing,
+/// mid-rename).
+type Stamp = Option<FileStamp>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    len: u64,
+    identity: Identity,
+}
+
+/// The file's identity beyond its times and size: on Unix its device and
+/// inode (a file renamed over it is another inode) and its inode's change
+/// time (rewritten in place, its modification time set back, the change
+/// time still moves).
+#[cfg(unix)]
+type Identity = (u64, u64, i64, i64);
+#[cfg(not(unix))]
+type Identity = ();
+
+#[cfg(unix)]
+fn identity(m: &std::fs::Metadata) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> Identity {}
 
 /// Watches the data files of a chain of address sources.
 #[derive(Debug, Clone)]
@@ -92,7 +120,11 @@ fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
         .iter()
         .map(|f| {
             let m = std::fs::metadata(f).ok()?;
-            Some((m.modified().ok()?, m.len()))
+            Some(FileStamp {
+                modified: m.modified().ok()?,
+                len: m.len(),
+                identity: identity(&m),
+            })
         })
         .collect()
 }
@@ -153,5 +185,35 @@ mod tests {
         assert!(!watch.due(now));
         // Back to the same stamps as loaded: nothing to do.
         assert_eq!(watch.files(), [file]);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_file_replaced_with_the_same_size_and_time_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plan.csv");
+        std::fs::write(&file, "v1").unwrap();
+        set_mtime(&file, 1_000);
+        let mut watch = SourceWatch::new(vec![file.clone()], Duration::ZERO);
+        let now = Instant::now();
+        assert!(!watch.due(now));
+
+        // Rewritten in place, its time set back (`cp -p`, `touch -r`).
+        std::fs::write(&file, "v2").unwrap();
+        set_mtime(&file, 1_000);
+        assert!(!watch.due(now));
+        assert!(watch.due(now), "rewritten in place");
+        watch.reloaded();
+        assert!(!watch.due(now));
+
+        // Another file of the same size and time renamed over it.
+        let new = dir.path().join("plan.csv.new");
+        std::fs::write(&new, "v3").unwrap();
+        set_mtime(&new, 1_000);
+        std::fs::rename(&new, &file).unwrap();
+        assert!(!watch.due(now));
+        assert!(watch.due(now), "renamed over");
+        watch.reloaded();
+        assert!(!watch.due(now));
     }
 }
