@@ -451,6 +451,9 @@ pub struct BackofficeConfig {
     /// seconds (in the background; the page never waits for a refresh once
     /// it has figures).
     pub dashboard_max_age_s: u64,
+    /// Each collector's traffic view is shown for this many seconds before
+    /// the collector is asked again (every viewer shares the one answer).
+    pub traffic_max_age_s: u64,
     /// Times are shown, and date filters and the daily trend are taken, at
     /// this offset from UTC in minutes (480: China Standard Time).
     pub utc_offset_minutes: i32,
@@ -481,6 +484,7 @@ impl Default for BackofficeConfig {
             page_size: 50,
             export_max_rows: 1_000_000,
             dashboard_max_age_s: 30,
+            traffic_max_age_s: 15,
             utc_offset_minutes: 480,
         }
     }
@@ -609,6 +613,12 @@ impl BackofficeConfig {
                     "{} is out of range: use 1 to 3600",
                     self.dashboard_max_age_s
                 ),
+            );
+        }
+        if !(1..=600).contains(&self.traffic_max_age_s) {
+            return bad(
+                "traffic_max_age_s",
+                format!("{} is out of range: use 1 to 600", self.traffic_max_age_s),
             );
         }
         if !(-720..=840).contains(&self.utc_offset_minutes) {

@@ -314,6 +314,10 @@ fn the_backoffice_section_is_checked() {
             "dashboard_max_age_s",
         ),
         (
+            "[backoffice]\ntraffic_max_age_s = 601\n",
+            "traffic_max_age_s",
+        ),
+        (
             "[pipeline]\nlow_trust_below = 101\n",
             "pipeline.low_trust_below",
         ),

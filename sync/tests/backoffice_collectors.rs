@@ -111,9 +111,18 @@ fn endpoint(name: &str, addr: SocketAddr, timeout_s: u64) -> CollectorEndpoint {
 /// The back office over `store` with `collectors`, a manifest key and the
 /// clock `clock` (Unix ms).
 fn app(store: &Store, collectors: Vec<CollectorEndpoint>, clock: &Arc<AtomicI64>) -> Router {
+    app_with(BackofficeConfig::default(), store, collectors, clock)
+}
+
+fn app_with(
+    config: BackofficeConfig,
+    store: &Store,
+    collectors: Vec<CollectorEndpoint>,
+    clock: &Arc<AtomicI64>,
+) -> Router {
     let clock = Arc::clone(clock);
     let state = BackofficeState::with_parts(
-        BackofficeConfig::default(),
+        config,
         store.clone(),
         Arc::new(Catalog::embedded().unwrap()),
         Classifier::new(&ClassifierConfig::default()).unwrap(),
@@ -447,5 +456,43 @@ async fn the_traffic_page_shares_one_recent_answer_per_collector() {
         "{page}"
     );
     assert!(page.contains("(0 s ago)"), "{page}");
+    store.close().await;
+}
+
+/// `backoffice.traffic_max_age_s` sets how long an answer is shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_traffic_pages_answers_are_kept_as_long_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite:{}", dir.path().join("sync.db").display()))
+        .await
+        .unwrap();
+    let fake = Fake::new(Duration::ZERO);
+    let counted = fake.start().await;
+    let clock = Arc::new(AtomicI64::new(now_ms()));
+    let config = BackofficeConfig {
+        traffic_max_age_s: 60,
+        ..BackofficeConfig::default()
+    };
+    let router = app_with(
+        config,
+        &store,
+        vec![endpoint("counted", counted, 10)],
+        &clock,
+    );
+    let ann = Session::sign_in(&router, &store, "ann").await;
+    let (status, page) = ann.clone().get("/traffic").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("shown for up to 60 s"), "{page}");
+    assert_eq!(fake.traffic_asks.load(Ordering::SeqCst), 1);
+
+    clock.fetch_add(59_000, Ordering::SeqCst);
+    let (_, page) = ann.clone().get("/traffic").await;
+    assert!(page.contains("(59 s ago)"), "{page}");
+    assert_eq!(fake.traffic_asks.load(Ordering::SeqCst), 1, "still shown");
+
+    clock.fetch_add(1_000, Ordering::SeqCst);
+    let (_, page) = ann.clone().get("/traffic").await;
+    assert!(page.contains("(0 s ago)"), "{page}");
+    assert_eq!(fake.traffic_asks.load(Ordering::SeqCst), 2, "asked again");
     store.close().await;
 }

@@ -3,11 +3,11 @@
 //! sources it trusts little now. Asked from the collectors' export API,
 //! outbound like everything else the internal side does.
 //!
-//! Each collector's answer is kept for [`MAX_AGE_MS`] and shared by every
-//! viewer: a busy page asks each collector at most once in that time, and
-//! viewers arriving while a collector is being asked wait for that same
-//! request (never one of their own). A collector that is down answers with
-//! its error once per [`MAX_AGE_MS`] too, so only the first viewer after
+//! Each collector's answer is kept for `backoffice.traffic_max_age_s` and
+//! shared by every viewer: a busy page asks each collector at most once in
+//! that time, and viewers arriving while a collector is being asked wait for
+//! that same request (never one of their own). A collector that is down
+//! answers with its error once in that time too, so only the first viewer after
 //! that waits its timeout. The page says how old each answer is.
 
 use std::collections::HashMap;
@@ -28,10 +28,6 @@ use crate::{CollectorClient, CollectorEndpoint, Error, TrafficView};
 
 /// Most episodes and sources shown per collector.
 const SHOWN: usize = 100;
-
-/// How long a collector's answer (or its error) is shown before the
-/// collector is asked again, in ms.
-pub(super) const MAX_AGE_MS: i64 = 15_000;
 
 /// One collector's answer, as read at `fetched_at_ms`.
 #[derive(Debug)]
@@ -65,19 +61,26 @@ impl Cache {
 }
 
 impl BackofficeState {
+    /// How long a collector's answer (or its error) is shown before the
+    /// collector is asked again, in ms.
+    fn traffic_max_age_ms(&self) -> i64 {
+        i64::try_from(self.config().traffic_max_age_s).unwrap_or(600) * 1000
+    }
+
     /// `endpoint`'s traffic view: the one in memory while younger than
-    /// [`MAX_AGE_MS`], else the request under way, else a new request. The
+    /// `traffic_max_age_s`, else the request under way, else a new request. The
     /// request runs on its own task, so that it finishes (and is kept) even
     /// when every viewer waiting for it has gone.
     async fn traffic_of(&self, endpoint: &CollectorEndpoint) -> Arc<Answer> {
         let now = self.now_ms();
+        let max_age_ms = self.traffic_max_age_ms();
         let request = {
             let mut slots = self.inner.traffic.slots();
             let slot = slots.entry(endpoint.name.clone()).or_default();
             if let Some(last) = slot
                 .last
                 .as_ref()
-                .filter(|a| (0..MAX_AGE_MS).contains(&(now - a.fetched_at_ms)))
+                .filter(|a| (0..max_age_ms).contains(&(now - a.fetched_at_ms)))
             {
                 return Arc::clone(last);
             }
@@ -156,7 +159,7 @@ pub(super) async fn page(
             "Each collector learns every source's normal traffic per minute (source prefix, probe installation, path) "
             "and groups the minutes outside it into anomaly episodes; units in an episode are throttled against their own budget, "
             "and their trust drops. Verdicts from low-trust sources are marked in the lines and the reports. "
-            "Each collector's answer is shown for up to " (MAX_AGE_MS / 1000) " s before it is asked again."
+            "Each collector's answer is shown for up to " (state.config().traffic_max_age_s) " s before it is asked again."
         }
         @if views.is_empty() { (layout::Notice::info("No collector is configured.")) }
         @for (name, answer) in &views {
