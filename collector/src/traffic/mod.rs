@@ -165,7 +165,8 @@ struct Monitor {
     /// [`Traffic::settle`]).
     clock_offset_ms: u64,
     /// Bands restored from the staging store for units not seen since
-    /// start, taken by each unit when it is first counted.
+    /// start, and those of units evicted from a full table, taken by each
+    /// unit when it is (next) counted.
     remembered: HashMap<UnitKey, BandMemory>,
     /// The minute after which every band in `remembered` is too old to use
     /// (the map is then dropped).
@@ -471,11 +472,18 @@ impl Traffic {
             episodes,
             opened_total,
             remembered,
+            remembered_until,
             ..
         } = m;
         let table = tables.entry(kind).or_default();
         if !table.contains_key(unit) && table.len() >= self.config.max_units {
-            evict(table, episodes, minute);
+            let mut memory = Memory {
+                bands: remembered,
+                until: remembered_until,
+                cap: self.config.max_units,
+                min_minutes: self.config.min_history_minutes,
+            };
+            evict(table, episodes, &mut memory, minute);
         }
         let state = table.entry(unit.clone()).or_insert_with(|| {
             let mut state = UnitState::new(minute);
@@ -945,14 +953,46 @@ fn split(episodes: &mut EpisodeLog, id: u64, unit: &UnitKey, closed: &Bucket) ->
     episodes.open(unit, closed.minute, closed, 0.0)
 }
 
+/// Where evicted units' bands go: the monitor's `remembered`, bounded.
+struct Memory<'a> {
+    bands: &'a mut HashMap<UnitKey, BandMemory>,
+    until: &'a mut u64,
+    /// Most bands kept so (`traffic.max_units`, as many as a table holds).
+    cap: usize,
+    min_minutes: u32,
+}
+
+impl Memory<'_> {
+    /// Keeps an evicted unit's band, as a restart keeps it, when it is one
+    /// that could stand in for the unit's history.
+    fn keep(&mut self, unit: UnitKey, band: Option<BandMemory>, minute: u64) {
+        let Some(band) = band.filter(|b| b.usable(minute, self.min_minutes)) else {
+            return;
+        };
+        if self.bands.len() >= self.cap && !self.bands.contains_key(&unit) {
+            return;
+        }
+        *self.until = (*self.until).max(band.learned_minute.saturating_add(BAND_MEMORY_MINUTES));
+        self.bands.insert(unit, band);
+    }
+}
+
 /// Forgets a tenth of a full table, closing their episodes: the units
 /// with the least traffic in their history window, the least recently
 /// active first among equals. Least recently active alone, a source
 /// spraying new prefixes (an IPv6 /48 holds 256 of them) or install ids
 /// at the start of each minute outranked every busy unit that had not yet
 /// sent in it, and a busy unit forgotten is a young one again, held to the
-/// floor: its next minute an episode, a trust penalty, a 429.
-fn evict(table: &mut HashMap<UnitKey, UnitState>, episodes: &mut EpisodeLog, minute: u64) {
+/// floor: its next minute an episode, a trust penalty, a 429. A forgotten
+/// unit's band is remembered as across a restart (a unit sending again
+/// after a quiet spell may be among the least active), so back at its
+/// usual rate it is judged by it.
+fn evict(
+    table: &mut HashMap<UnitKey, UnitState>,
+    episodes: &mut EpisodeLog,
+    memory: &mut Memory<'_>,
+    minute: u64,
+) {
     let key = |state: &UnitState| (state.weight(), state.last_active_minute());
     let mut keys: Vec<(u64, u64)> = table.values().map(key).collect();
     if keys.is_empty() {
@@ -962,12 +1002,13 @@ fn evict(table: &mut HashMap<UnitKey, UnitState>, episodes: &mut EpisodeLog, min
     let (_, cut, _) = keys.select_nth_unstable(n - 1);
     let cut = *cut;
     let mut budget = n;
-    table.retain(|_, state| {
+    table.retain(|unit, state| {
         if budget > 0 && key(state) <= cut {
             budget -= 1;
             if let Some(id) = state.episode {
                 episodes.close(id, minute);
             }
+            memory.keep(unit.clone(), state.memory, minute);
             false
         } else {
             true

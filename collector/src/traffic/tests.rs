@@ -452,3 +452,55 @@ fn a_unit_back_after_a_long_silence_is_judged_by_its_remembered_band() {
     }
     assert_eq!(episodes_of("203.0.113.0/24"), 1);
 }
+
+/// A busy unit evicted from a full table (quiet for a while, it had the
+/// least traffic in its window) keeps its band as across a restart: back
+/// at its usual rate it is no anomaly.
+#[test]
+fn an_evicted_unit_is_judged_by_its_remembered_band() {
+    let clock = ManualClock::at(T0);
+    let t = Traffic::new(&config(|c| c.traffic.max_units = 16), clock.clone(), None);
+    let episodes_of = |unit: &str| {
+        t.episodes(false, 1_000)
+            .iter()
+            .filter(|e| e.unit == unit)
+            .count()
+    };
+    // A NAT prefix grows to 100 requests a minute, within its band.
+    for k in 0..=30_u32 {
+        for _ in 0..(20 + 5 * k).min(100) {
+            assert!(send(&t, "198.51.100.7"), "minute {k}");
+        }
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    // Then it is quiet while fifteen other prefixes send steadily, each
+    // more in the window than it has left.
+    for _ in 0..55 {
+        for i in 0..15 {
+            for _ in 0..15 {
+                send(&t, &format!("10.0.{i}.1"));
+            }
+        }
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    // A seventeenth prefix fills the table: the quiet one is evicted.
+    send(&t, "203.0.113.9");
+    let a = UnitKey::prefix_of(ip("198.51.100.7"));
+    assert!(
+        !lock(&t.monitor).tables[&UnitKind::Prefix].contains_key(&a),
+        "evicted"
+    );
+    assert_eq!(episodes_of("198.51.100.0/24"), 0);
+    // Back at its usual rate: judged by its band, not the floor of 20.
+    for _ in 0..100 {
+        assert!(send(&t, "198.51.100.7"));
+    }
+    assert_eq!(
+        episodes_of("198.51.100.0/24"),
+        0,
+        "{:#?}",
+        t.episodes(false, 10)
+    );
+}
