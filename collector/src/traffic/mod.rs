@@ -627,8 +627,19 @@ impl Traffic {
         if let Some(own) = own
             && !young
         {
-            state.memory = Some(BandMemory::of(own, observed, minute));
-            return own;
+            if own.median > 0.0 {
+                state.memory = Some(BandMemory::of(own, observed, minute));
+                return own;
+            }
+            // Quiet for at least half its window: learned mostly from that
+            // silence, its band is the floor's, and a unit busier than the
+            // floor back at its usual rate would be an episode. Its band
+            // remembered from when it was busy (at most a day old) counts
+            // as after a restart, and the silence does not replace it.
+            return state
+                .memory
+                .filter(|m| m.usable(minute, self.config.min_history_minutes))
+                .map_or(own, |m| own.widest(m.band(self.rules)));
         }
         let base = match own {
             Some(own) => own.widest(norm.unwrap_or(floor)),

@@ -504,3 +504,43 @@ fn an_evicted_unit_is_judged_by_its_remembered_band() {
         t.episodes(false, 10)
     );
 }
+
+/// A busy unit quiet for more than half (not all) of its history window
+/// is judged by its band from when it was busy, not by the floor that the
+/// silence alone would teach; far above that band it is still an anomaly.
+#[test]
+fn a_unit_back_after_a_short_silence_keeps_its_band() {
+    let clock = ManualClock::at(T0);
+    let t = Traffic::new(&config(|_| {}), clock.clone(), None);
+    let episodes_of = |unit: &str| {
+        t.episodes(false, 1_000)
+            .iter()
+            .filter(|e| e.unit == unit)
+            .count()
+    };
+    for k in 0..=30_u32 {
+        for _ in 0..(20 + 5 * k).min(100) {
+            assert!(send(&t, "198.51.100.7"), "minute {k}");
+        }
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    // Quiet for 40 of the 60 minutes of its window.
+    for _ in 0..40 {
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+    for _ in 0..100 {
+        assert!(send(&t, "198.51.100.7"));
+    }
+    assert_eq!(
+        episodes_of("198.51.100.0/24"),
+        0,
+        "{:#?}",
+        t.episodes(false, 10)
+    );
+    for _ in 0..500 {
+        send(&t, "198.51.100.7");
+    }
+    assert_eq!(episodes_of("198.51.100.0/24"), 1);
+}
