@@ -1074,6 +1074,83 @@ async fn catch_up_fills_exactly_the_missed_periods() {
     .await;
 }
 
+/// A period written again (after late reports were processed) whose rewrite
+/// stops half-way — the process killed, a file that cannot be replaced —
+/// must not stay marked as written over CSV tables of two runs: its summary
+/// (the CSV marker) goes before the first table changes and comes back
+/// last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_cut_short_leaves_the_period_unmarked() {
+    on_each_backend("rewrite_cut_short", |ctx| async move {
+        let (gd, gd_egress) = case("gd-mobile", 21);
+        pull_and_process(
+            &ctx.store,
+            &[stored(gd, &gd_egress, at(21, 9, 0), 1)],
+            at(21, 9, 5),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::embedded().unwrap();
+        let s = settings(dir.path(), &[ReportFormat::Csv]);
+        write_reports(&ctx.store, &catalog, &s, &[day(21)], &Progress::hidden())
+            .await
+            .unwrap();
+        let stem = "lineprobe-report-day-2026-11-21";
+        let marked = |s: &ReportSettings| {
+            lineprobe_sync::written_periods(&s.out_dir, PeriodKind::Day, &s.formats)
+                .unwrap()
+                .contains(&day(21))
+        };
+        assert!(marked(&s));
+
+        // A late report of the day, then a rewrite that fails at the
+        // collectors table (after the group tables changed).
+        let (bj, bj_egress) = case("bj-unicom", 21);
+        pull_and_process(
+            &ctx.store,
+            &[stored(bj, &bj_egress, at(21, 10, 0), 2)],
+            at(21, 23, 0),
+        )
+        .await;
+        let blocked = dir.path().join(format!("{stem}-collectors.csv"));
+        std::fs::remove_file(&blocked).unwrap();
+        std::fs::create_dir(&blocked).unwrap();
+        write_reports(&ctx.store, &catalog, &s, &[day(21)], &Progress::hidden())
+            .await
+            .unwrap_err();
+        let carriers = read_csv(&dir.path().join(format!("{stem}-by-carrier.csv")));
+        assert_eq!(carriers.len(), 2, "the by-carrier table is the new one");
+        assert!(
+            !marked(&s),
+            "the day is marked written while its tables come from two runs: summary {:?}",
+            read_csv(&dir.path().join(format!("{stem}-summary.csv")))
+                .first()
+                .map(|r| r["value"].clone())
+        );
+        // Once the rewrite can finish, the day is whole and marked again.
+        std::fs::remove_dir(&blocked).unwrap();
+        write_reports(&ctx.store, &catalog, &s, &[day(21)], &Progress::hidden())
+            .await
+            .unwrap();
+        assert!(marked(&s));
+        let summary = read_csv(&dir.path().join(format!("{stem}-summary.csv")));
+        assert_eq!(summary[0]["metric"], "lines_observed");
+        assert_eq!(summary[0]["value"], "2");
+        // An unchanged rewrite takes nothing away.
+        let again = write_reports(&ctx.store, &catalog, &s, &[day(21)], &Progress::hidden())
+            .await
+            .unwrap();
+        assert!(
+            again[0]
+                .files
+                .iter()
+                .all(|f| f.outcome == FileOutcome::Unchanged)
+        );
+        assert!(marked(&s));
+    })
+    .await;
+}
+
 // ---- the command line ------------------------------------------------------
 
 /// Exit code, standard output, standard error.

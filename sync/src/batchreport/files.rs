@@ -4,7 +4,9 @@
 //! A period's files share the stem `lineprobe-report-{kind}-{label}`:
 //! `.json`, `.html`, and the CSV tables `-{table}.csv`. A format of a period
 //! counts as written when its marker file is there: the `.json`, the
-//! `.html`, or `-summary.csv` (the CSV table written last).
+//! `.html`, or `-summary.csv` (the CSV table written last). A rewrite that
+//! changes any CSV table takes `-summary.csv` away first, so one cut short
+//! leaves the period unmarked rather than marked over tables of two runs.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
@@ -87,12 +89,44 @@ pub enum FileOutcome {
 
 /// Writes `bytes` to `dir/name`: through a temporary file renamed into
 /// place, so the file is either the old one or the whole new one. A file
-/// that already holds these bytes is not touched.
+/// that already holds these bytes is not touched. (A report's files are
+/// written by [`super::write_report`], which first takes a marker away.)
+#[cfg(test)]
 pub(super) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileOutcome, Error> {
-    let path = dir.join(name);
-    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+    if holds(dir, name, bytes) {
         return Ok(FileOutcome::Unchanged);
     }
+    replace_file(dir, name, bytes)?;
+    Ok(FileOutcome::Written)
+}
+
+/// Whether `dir/name` already holds exactly `bytes` (a file of another
+/// length is not read).
+pub(super) fn holds(dir: &Path, name: &str, bytes: &[u8]) -> bool {
+    let path = dir.join(name);
+    std::fs::metadata(&path)
+        .is_ok_and(|m| m.is_file() && u64::try_from(bytes.len()).is_ok_and(|n| n == m.len()))
+        && std::fs::read(&path).is_ok_and(|old| old == bytes)
+}
+
+/// Takes a format's marker file away (when it is there), durably: a
+/// format written in several files is rewritten unmarked, so a rewrite cut
+/// short leaves no marker over files of two runs.
+pub(super) fn remove_marker(dir: &Path, name: &str) -> Result<(), Error> {
+    let path = dir.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            lineprobe_shared::sync_dir(dir).map_err(|source| Error::ReportFile { path, source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::ReportFile { path, source }),
+    }
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file renamed into
+/// place, so the file is either the old one or the whole new one.
+pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    let path = dir.join(name);
     let file_error = |path: &PathBuf| {
         let path = path.clone();
         move |source| Error::ReportFile { path, source }
@@ -114,7 +148,7 @@ pub(super) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileOut
         let _ = std::fs::remove_file(&temp);
         return Err(file_error(&path)(source));
     }
-    Ok(FileOutcome::Written)
+    Ok(())
 }
 
 /// A new report file, readable and writable by its owner only: the line

@@ -101,22 +101,36 @@ pub fn render(
     period: &Period,
     formats: &[ReportFormat],
 ) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    let stem = file_stem(period);
+    Ok(render_formats(figures, *period, formats)?
+        .into_iter()
+        .map(|(_, name, bytes)| (name, bytes))
+        .collect())
+}
+
+/// [`render`], each file with its format.
+fn render_formats(
+    figures: &PeriodFigures,
+    period: Period,
+    formats: &[ReportFormat],
+) -> Result<Vec<(ReportFormat, String, Vec<u8>)>, Error> {
+    let stem = file_stem(&period);
     let mut out = Vec::new();
     for format in settings::normalise_formats(formats) {
         match format {
             ReportFormat::Csv => {
                 for (table, bytes) in csv_tables(figures)? {
-                    out.push((format!("{stem}-{table}.csv"), bytes));
+                    out.push((format, format!("{stem}-{table}.csv"), bytes));
                 }
             }
             ReportFormat::Json => {
                 let mut bytes =
                     serde_json::to_vec_pretty(figures).map_err(|e| Error::Output(e.into()))?;
                 bytes.push(b'\n');
-                out.push((format!("{stem}.json"), bytes));
+                out.push((format, format!("{stem}.json"), bytes));
             }
-            ReportFormat::Html => out.push((format!("{stem}.html"), html(figures).into_bytes())),
+            ReportFormat::Html => {
+                out.push((format, format!("{stem}.html"), html(figures).into_bytes()));
+            }
         }
     }
     Ok(out)
@@ -130,12 +144,45 @@ pub async fn write_report(
     period: Period,
 ) -> Result<WrittenReport, Error> {
     let figures = period_figures(store, catalog, period, settings.offset).await?;
-    files::create_dir(&settings.out_dir)?;
+    let dir = &settings.out_dir;
+    files::create_dir(dir)?;
+    let rendered = render_formats(&figures, period, &settings.formats)?;
+    let mut changed: Vec<bool> = rendered
+        .iter()
+        .map(|(_, name, bytes)| !files::holds(dir, name, bytes))
+        .collect();
+    // A format of several files (the CSV tables) is marked written by its
+    // last file. When any of its files is to change, the marker goes first
+    // and is written again last: a rewrite cut short (a crash, a file that
+    // cannot be replaced) leaves the period unmarked, never marked over
+    // tables of two runs.
+    for format in settings::normalise_formats(&settings.formats) {
+        let own = || {
+            rendered
+                .iter()
+                .zip(&changed)
+                .filter(move |((f, _, _), _)| *f == format)
+        };
+        if own().count() > 1 && own().any(|(_, changed)| *changed) {
+            let marker = marker_name(&period, format);
+            files::remove_marker(dir, &marker)?;
+            for ((_, name, _), changed) in rendered.iter().zip(changed.iter_mut()) {
+                if *name == marker {
+                    *changed = true;
+                }
+            }
+        }
+    }
     let mut written = Vec::new();
-    for (name, bytes) in render(&figures, &period, &settings.formats)? {
-        let outcome = files::write_file(&settings.out_dir, &name, &bytes)?;
+    for ((_, name, bytes), changed) in rendered.into_iter().zip(changed) {
+        let outcome = if changed {
+            files::replace_file(dir, &name, &bytes)?;
+            FileOutcome::Written
+        } else {
+            FileOutcome::Unchanged
+        };
         written.push(WrittenFile {
-            path: settings.out_dir.join(name),
+            path: dir.join(name),
             outcome,
         });
     }
