@@ -163,6 +163,12 @@ async fn pull_and_process(
     reports: &[PulledReport],
     pulled_at: DateTime<FixedOffset>,
 ) {
+    pull(store, reports, pulled_at).await;
+    assert_eq!(process(store).await, reports.len() as u64);
+}
+
+/// Commits one pull (its reports left pending).
+async fn pull(store: &Store, reports: &[PulledReport], pulled_at: DateTime<FixedOffset>) {
     let next_after = reports.iter().map(|r| r.seq).max().unwrap();
     store
         .commit_pull(&PullBatch {
@@ -174,6 +180,10 @@ async fn pull_and_process(
         })
         .await
         .unwrap();
+}
+
+/// Runs the pipeline over the pending reports; how many it read.
+async fn process(store: &Store) -> u64 {
     let catalog = Arc::new(Catalog::embedded().unwrap());
     let chain = Arc::new(demo_chain(&catalog).unwrap());
     let pipeline = Pipeline::new(
@@ -182,8 +192,7 @@ async fn pull_and_process(
         Classifier::new(&ClassifierConfig::default()).unwrap(),
     )
     .with_workers(2);
-    let run = pipeline.run_pending(store, 100, |_| {}).await.unwrap();
-    assert_eq!(run.read, reports.len() as u64);
+    pipeline.run_pending(store, 100, |_| {}).await.unwrap().read
 }
 
 /// The three days of the seed (see the module comment).
@@ -1070,6 +1079,70 @@ async fn catch_up_fills_exactly_the_missed_periods() {
             days_written(reports.path()),
             ["2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"]
         );
+    })
+    .await;
+}
+
+/// The daemon writes a day's report on time even while reports received
+/// that day are still pending (an address source was down, say), and the
+/// report says it will change once they are processed: the daemon then
+/// writes it again, instead of leaving the incomplete report as the day's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
+    on_each_backend("scheduled_pending_rewritten", |ctx| async move {
+        let (gd, gd_egress) = case("gd-mobile", 21);
+        pull(
+            &ctx.store,
+            &[stored(gd, &gd_egress, at(21, 23, 50), 1)],
+            at(21, 23, 55),
+        )
+        .await;
+        let reports = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[report]\nout_dir = {:?}\nformats = [\"json\", \"csv\"]\n\
+             schedule = [{{ period = \"day\", at = \"01:30\" }}]\n",
+            reports.path().display().to_string()
+        );
+        let config = SyncConfig::from_toml_with_env(&toml, "test", []).unwrap();
+        let scheduler = ReportScheduler::from_config(&config).unwrap().unwrap();
+        let json = || -> Value {
+            serde_json::from_slice(
+                &std::fs::read(reports.path().join("lineprobe-report-day-2026-11-21.json"))
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 30).to_utc())
+            .await
+            .unwrap();
+        assert_eq!(run.len(), 1);
+        assert_eq!(run[0].pending, 1);
+        assert_eq!(json()["summary"]["reports_pending"], 1);
+        // Still pending: nothing new to write.
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 45).to_utc())
+            .await
+            .unwrap();
+        assert!(run.is_empty(), "{run:?}");
+
+        assert_eq!(process(&ctx.store).await, 1);
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 2, 0).to_utc())
+            .await
+            .unwrap();
+        let labels: Vec<String> = run.iter().map(|r| r.period.to_string()).collect();
+        assert_eq!(labels, ["day 2026-11-21"], "written again once processed");
+        let f = json();
+        assert_eq!(f["summary"]["reports_pending"], 0, "{:#}", f["summary"]);
+        assert_eq!(f["summary"]["lines_observed"], 1);
+        // Whole now: not written again.
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 3, 0).to_utc())
+            .await
+            .unwrap();
+        assert!(run.is_empty(), "{run:?}");
     })
     .await;
 }

@@ -15,7 +15,9 @@
 //! so writing a period again gives byte-identical files (and a file whose
 //! bytes would not change is not touched). `--catch-up`, and the daemon's
 //! schedule, write every complete period after the newest one already in
-//! the report folder.
+//! the report folder; the daemon also writes a period again, each round,
+//! when it wrote it while reports received in it were still pending, until
+//! they are processed (what it remembers of that is lost on a restart).
 
 mod csvfiles;
 mod figures;
@@ -24,9 +26,10 @@ mod html;
 mod period;
 mod settings;
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use lineprobe_shared::Catalog;
@@ -143,6 +146,25 @@ pub async fn write_report(
     settings: &ReportSettings,
     period: Period,
 ) -> Result<WrittenReport, Error> {
+    let report = write_period(store, catalog, settings, period).await?;
+    if report.pending > 0 {
+        tracing::warn!(
+            period = %period,
+            pending = report.pending,
+            "reports received in the period are still pending: the report changes once they \
+             are processed (run `lineprobe-sync process`, then write it again)"
+        );
+    }
+    Ok(report)
+}
+
+/// [`write_report`] without its warning about pending reports.
+async fn write_period(
+    store: &Store,
+    catalog: &Catalog,
+    settings: &ReportSettings,
+    period: Period,
+) -> Result<WrittenReport, Error> {
     let figures = period_figures(store, catalog, period, settings.offset).await?;
     let dir = &settings.out_dir;
     files::create_dir(dir)?;
@@ -186,19 +208,10 @@ pub async fn write_report(
             outcome,
         });
     }
-    let pending = figures.summary.reports_pending;
-    if pending > 0 {
-        tracing::warn!(
-            period = %period,
-            pending,
-            "reports received in the period are still pending: the report changes once they \
-             are processed (run `lineprobe-sync process`, then write it again)"
-        );
-    }
     Ok(WrittenReport {
         period,
         files: written,
-        pending,
+        pending: figures.summary.reports_pending,
     })
 }
 
@@ -417,6 +430,10 @@ pub struct ReportScheduler {
     settings: ReportSettings,
     entries: Vec<(PeriodKind, chrono::NaiveTime)>,
     catalog: Arc<Catalog>,
+    /// Periods written while reports received in them were still pending:
+    /// written again every round until none is (their reports say they
+    /// change once those are processed). Kept in memory only.
+    unsettled: Arc<Mutex<BTreeSet<Period>>>,
 }
 
 impl ReportScheduler {
@@ -431,6 +448,7 @@ impl ReportScheduler {
             settings: ReportSettings::from_config(config)?,
             entries,
             catalog: config.catalog()?,
+            unsettled: Arc::default(),
         }))
     }
 
@@ -456,31 +474,59 @@ impl ReportScheduler {
     }
 
     /// Writes every scheduled report due at `now` that is not in the
-    /// folder yet, with catch-up.
+    /// folder yet, with catch-up, and again each one written while reports
+    /// received in its period were pending, until none is (returned when
+    /// its files changed).
     pub async fn run_due(
         &self,
         store: &Store,
         now: DateTime<Utc>,
     ) -> Result<Vec<WrittenReport>, Error> {
         let mut out = Vec::new();
+        let unsettled: Vec<Period> = self.unsettled().iter().copied().collect();
+        for period in unsettled {
+            let report = write_period(store, &self.catalog, &self.settings, period).await?;
+            if report.pending == 0 {
+                self.unsettled().remove(&period);
+                tracing::info!(
+                    period = %period,
+                    folder = %self.settings.out_dir.display(),
+                    "report written again: the reports that were pending are processed"
+                );
+            }
+            if report
+                .files
+                .iter()
+                .any(|f| f.outcome == FileOutcome::Written)
+            {
+                out.push(report);
+            }
+        }
         for (kind, at) in &self.entries {
             let target = self.due_period(*kind, *at, now);
             let periods = periods_to_catch_up(&self.settings, target)?;
             if periods.is_empty() {
                 continue;
             }
-            out.extend(
-                write_reports(
-                    store,
-                    &self.catalog,
-                    &self.settings,
-                    &periods,
-                    &Progress::hidden(),
-                )
-                .await?,
-            );
+            let written = write_reports(
+                store,
+                &self.catalog,
+                &self.settings,
+                &periods,
+                &Progress::hidden(),
+            )
+            .await?;
+            self.unsettled()
+                .extend(written.iter().filter(|r| r.pending > 0).map(|r| r.period));
+            out.extend(written);
         }
         Ok(out)
+    }
+
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, BTreeSet<Period>> {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// One round of the daemon: writes what is due now; a failure is
