@@ -487,31 +487,20 @@ impl Agent {
             return Err(e);
         }
         // The evictions no report has told yet go with this one, on this
-        // first send and every retry: were a retry to take more, those
-        // would be lost when the collector answers `duplicate` (it stored
-        // an earlier copy whose answer was lost), and were the first
-        // copy's count left in the tally, the next report would tell it
-        // again. The copy carrying them is written before they leave the
-        // tally, so a process killed in between tells them twice rather
-        // than never.
-        let mut report = report;
-        let told = self.spool.evicted()?;
-        report.spool_evicted = (told > 0).then_some(told);
+        // first send and every retry, taken in one step with writing the
+        // copy that carries them.
         let now = Utc::now();
-        let held = SpoolEntry {
-            report: report.clone(),
+        let mut held = SpoolEntry {
+            report,
             spooled_at: now,
             retries: 0,
             next_attempt_at: now,
         };
-        if let Err(e) = self.spool.hold(&held) {
+        if let Err(e) = self.spool.hold_telling_evictions(&mut held) {
             tracing::warn!(report_id = %held.report.report_id, error = %e,
                 "cannot keep a copy of the report while it is sent");
         }
-        if let Err(e) = self.spool.evictions_reported(told) {
-            tracing::warn!(report_id = %held.report.report_id, error = %e,
-                "cannot take the evictions the report tells off the spool's tally");
-        }
+        let report = held.report;
         let outcome = self.deliver(submitter, report, None).await;
         let (report_id, result) = match &outcome {
             Ok(

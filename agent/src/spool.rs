@@ -9,8 +9,9 @@
 //!
 //! Evictions are told to a collector in a report's `spool_evicted`, each
 //! once. A report takes the evictions not yet told when it is first sent
-//! (they leave the spool's tally then) and carries that same count on every
-//! retry, so whichever of its copies the collector stored (the first, whose
+//! (they leave the spool's tally then, in one step with writing the copy of
+//! the report that carries them: see [`Spool::hold_telling_evictions`]) and
+//! carries that same count on every retry, so whichever of its copies the collector stored (the first, whose
 //! answer was lost, or a later one answered `duplicate`) told them. A report
 //! refused as invalid gives its count back to the tally; so does a report
 //! that is evicted in turn, with one more for its own eviction. An entry
@@ -44,6 +45,8 @@ use crate::state::{
 };
 
 const EVICTED_FILE: &str = "evicted";
+/// A report's taking of the tally while it is under way (see [`Claim`]).
+const CLAIM_FILE: &str = "evicted.claim";
 const ENTRY_SUFFIX: &str = ".json";
 
 /// One spooled report and its retry bookkeeping.
@@ -73,6 +76,38 @@ enum Found {
     /// Cannot be read here, or holds another report than its name says;
     /// left where it is.
     Skipped,
+}
+
+/// A report taking the evictions no report has told yet: written before
+/// the tally is set to zero and removed once the report's copy carrying
+/// them is written, all under the tally's locks. A process killed in
+/// between leaves it behind, and the next one to take the locks settles it
+/// ([`Spool::settle_claim`]): with the copy written the evictions are the
+/// report's, without it the tally gets them back. So a kill at any point
+/// tells them once, neither twice nor never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Claim {
+    report_id: ReportId,
+    /// The evictions the report takes.
+    told: u64,
+    /// The tally before it took them.
+    before: u64,
+}
+
+impl Claim {
+    fn encode(&self) -> String {
+        format!("{} {} {}\n", self.report_id, self.told, self.before)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split_whitespace();
+        let claim = Self {
+            report_id: ReportId::parse(parts.next()?).ok()?,
+            told: parts.next()?.parse().ok()?,
+            before: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(claim)
+    }
 }
 
 /// What the handles of one spool in one process share.
@@ -153,6 +188,9 @@ impl Spool {
         // Report ids are UUIDv7: sorted, they are oldest first.
         let others: Vec<ReportId> = self.ids()?.into_iter().filter(|id| *id != own).collect();
         let mut over = (others.len() + 1).saturating_sub(self.max_reports);
+        if over > 0 {
+            self.settle_claim_before_removal()?;
+        }
         let mut evicted: u64 = 0;
         let mut returned: u64 = 0;
         for oldest in others {
@@ -183,6 +221,101 @@ impl Spool {
             self.evictions_untold(evicted.saturating_add(returned))?;
         }
         Ok(evicted)
+    }
+
+    /// Takes the evictions no report has told yet for `entry`'s report,
+    /// fresh and on its first send (its `spool_evicted`, carried on every
+    /// retry), and writes the entry as [`Spool::hold`] does, in one step
+    /// under the tally's locks: see [`Claim`]. Returns how many it took.
+    ///
+    /// Were a retry to take more, those would be lost when the collector
+    /// answers `duplicate` (it stored an earlier copy whose answer was
+    /// lost); were the count left in the tally, the next report would tell
+    /// it again. When the entry cannot be written, the report still takes
+    /// the evictions (it is sent carrying them) and the error is returned.
+    pub fn hold_telling_evictions(&self, entry: &mut SpoolEntry) -> Result<u64, Error> {
+        let _tally = self
+            .shared
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _other_processes = self.lock_tally()?;
+        self.settle_claim()?;
+        entry.report.spool_evicted = None;
+        let before = self.evicted()?;
+        if before == 0 {
+            return self.hold(entry).map(|()| 0);
+        }
+        let claim = Claim {
+            report_id: entry.report.report_id,
+            told: before,
+            before,
+        };
+        write_atomic(&self.dir.join(CLAIM_FILE), claim.encode().as_bytes())?;
+        if let Err(e) = self.set_evicted(0) {
+            // The tally kept them: the report takes none.
+            let _ = self.clear_claim();
+            return Err(e);
+        }
+        entry.report.spool_evicted = Some(before);
+        let held = self.hold(entry);
+        self.clear_claim()?;
+        held.map(|()| before)
+    }
+
+    /// Settles a claim a killed process left (call under the tally's
+    /// locks): the evictions stay taken when the report's copy carrying
+    /// them was written, else they go back to the tally. Nothing else
+    /// changes the tally before the claim is settled (every change settles
+    /// first), so the tally is set from the claim's own figures.
+    fn settle_claim(&self) -> Result<(), Error> {
+        let path = self.dir.join(CLAIM_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(io(&path, "read", source)),
+        };
+        match Claim::decode(&text) {
+            Some(claim) => {
+                let written = !matches!(self.find(&claim.report_id)?, Found::Gone);
+                let tally = if written {
+                    claim.before.saturating_sub(claim.told)
+                } else {
+                    claim.before
+                };
+                tracing::info!(report_id = %claim.report_id, told = claim.told, written,
+                    "settling the eviction count a report was taking when its process ended");
+                self.set_evicted(tally)?;
+            }
+            None => {
+                tracing::warn!(path = %path.display(), "removing an unreadable eviction claim");
+            }
+        }
+        self.clear_claim()
+    }
+
+    fn clear_claim(&self) -> Result<(), Error> {
+        remove_if_present(&self.dir.join(CLAIM_FILE))?;
+        // Flushed, so that a claim settled (or finished) never comes back
+        // after a power cut to be settled again against a newer tally.
+        let _ = lineprobe_shared::sync_dir(&self.dir);
+        Ok(())
+    }
+
+    /// Settles a claim a killed process left, before an entry is removed:
+    /// once its entry is gone, a claim could no longer tell whether the
+    /// report took its evictions. Cheap when there is none (one look).
+    fn settle_claim_before_removal(&self) -> Result<(), Error> {
+        if !self.dir.join(CLAIM_FILE).exists() {
+            return Ok(());
+        }
+        let _tally = self
+            .shared
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _other_processes = self.lock_tally()?;
+        self.settle_claim()
     }
 
     /// Deletes one entry to make room: the evictions it had taken to tell,
@@ -340,6 +473,7 @@ impl Spool {
 
     /// Removes a delivered (or refused) report.
     pub fn remove(&self, id: &ReportId) -> Result<(), Error> {
+        self.settle_claim_before_removal()?;
         remove_if_present(&self.entry_path(id))
     }
 
@@ -391,12 +525,6 @@ impl Spool {
         }
     }
 
-    /// Records that a report took `told` evictions to tell (it carries them
-    /// on every attempt); evictions since they were read stay counted.
-    pub fn evictions_reported(&self, told: u64) -> Result<(), Error> {
-        self.adjust_tally(told, |count| count.saturating_sub(told))
-    }
-
     /// Adds `count` evictions to those no report has taken: new ones, or
     /// those a report carried that no collector stored (refused, evicted).
     pub fn evictions_untold(&self, count: u64) -> Result<(), Error> {
@@ -415,6 +543,7 @@ impl Spool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let _other_processes = self.lock_tally()?;
+        self.settle_claim()?;
         self.set_evicted(change(self.evicted()?))
     }
 
@@ -497,6 +626,104 @@ mod tests {
         assert!(fresh.exists(), "a write in progress was touched");
         assert!(other.exists(), "not ours");
         assert_eq!(spool.depth().expect("depth"), 1);
+    }
+
+    fn example_entry() -> SpoolEntry {
+        let report = lineprobe_shared::Report::from_json(
+            &std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../config/report.example.json"),
+            )
+            .expect("example"),
+        )
+        .expect("report");
+        let now = Utc::now();
+        SpoolEntry {
+            report: Report {
+                report_id: ReportId::new_v7(),
+                spool_evicted: None,
+                ..report
+            },
+            spooled_at: now,
+            retries: 0,
+            next_attempt_at: now,
+        }
+    }
+
+    /// The files a process killed while a report took 5 evictions leaves:
+    /// the claim, the tally (5 before it was set to zero, 0 after) and,
+    /// when it got that far, the report's copy carrying them.
+    fn killed_while_taking(spool: &Spool, tally: u64, copy_written: bool) -> SpoolEntry {
+        let mut taking = example_entry();
+        let claim = Claim {
+            report_id: taking.report.report_id,
+            told: 5,
+            before: 5,
+        };
+        spool.ensure_dir().expect("dir");
+        write_atomic(&spool.dir.join(CLAIM_FILE), claim.encode().as_bytes()).expect("claim");
+        spool.set_evicted(tally).expect("tally");
+        if copy_written {
+            taking.report.spool_evicted = Some(5);
+            spool.hold(&taking).expect("copy");
+        }
+        taking
+    }
+
+    #[test]
+    fn evictions_a_killed_report_was_taking_are_told_once() {
+        for (tally, copy_written) in [(5, false), (0, false), (0, true)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let spool = Spool::new(dir.path(), 10);
+            killed_while_taking(&spool, tally, copy_written);
+            // The next report takes them unless the killed one's copy,
+            // which carries them, was written.
+            let mut next = example_entry();
+            let taken = spool.hold_telling_evictions(&mut next).expect("held");
+            let case = format!("tally {tally}, copy written: {copy_written}");
+            assert_eq!(taken, if copy_written { 0 } else { 5 }, "{case}");
+            assert_eq!(spool.untold_evictions().expect("untold"), 5, "{case}");
+            assert!(!dir.path().join(CLAIM_FILE).exists(), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_killed_reports_copy_delivered_keeps_its_evictions_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::new(dir.path(), 10);
+        let taking = killed_while_taking(&spool, 0, true);
+        // Another process delivers the copy before anything else looks at
+        // the tally: once the copy is gone, the claim is settled already.
+        spool.remove(&taking.report.report_id).expect("delivered");
+        spool.evictions_untold(1).expect("one more");
+        assert_eq!(spool.evicted().expect("tally"), 1);
+        // And evicted instead: its count goes back to the tally, once.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::new(dir.path(), 1);
+        killed_while_taking(&spool, 0, true);
+        spool.put(&example_entry()).expect("put");
+        assert_eq!(spool.evicted().expect("tally"), 6);
+    }
+
+    #[test]
+    fn claims_are_read_back_and_damaged_ones_refused() {
+        let claim = Claim {
+            report_id: ReportId::new_v7(),
+            told: 3,
+            before: 7,
+        };
+        assert_eq!(Claim::decode(&claim.encode()), Some(claim));
+        for bad in ["", "x 1 2", "0190 1", &format!("{} 1 2 3", claim.report_id)] {
+            assert_eq!(Claim::decode(bad), None, "{bad:?}");
+        }
+        // A damaged claim is removed; the tally stays as it is.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::new(dir.path(), 10);
+        spool.set_evicted(4).expect("tally");
+        std::fs::write(dir.path().join(CLAIM_FILE), b"half").expect("claim");
+        spool.evictions_untold(1).expect("one more");
+        assert_eq!(spool.evicted().expect("tally"), 5);
+        assert!(!dir.path().join(CLAIM_FILE).exists());
     }
 
     #[test]

@@ -57,9 +57,17 @@ fn entries_come_oldest_first_and_the_oldest_is_evicted() {
     assert_eq!(spool.evicted().expect("count"), 2);
     let ids: Vec<_> = entries.iter().map(|e| e.report.report_id).collect();
     assert_eq!(spool.ids().expect("ids"), ids[2..].to_vec());
-    spool.evictions_reported(1).expect("told");
-    assert_eq!(spool.evicted().expect("count"), 1);
-    assert_eq!(spool.purge().expect("purge"), 3);
+    // A fresh report takes both to tell, written with them.
+    let mut fresh = spool_entry();
+    assert_eq!(spool.hold_telling_evictions(&mut fresh).expect("held"), 2);
+    assert_eq!(fresh.report.spool_evicted, Some(2));
+    assert_eq!(spool.evicted().expect("count"), 0);
+    let held = spool.get(&fresh.report.report_id).expect("read");
+    assert_eq!(held.expect("held").report.spool_evicted, Some(2));
+    let mut next = spool_entry();
+    assert_eq!(spool.hold_telling_evictions(&mut next).expect("held"), 0);
+    assert_eq!(next.report.spool_evicted, None);
+    assert_eq!(spool.purge().expect("purge"), 5);
     assert_eq!(spool.depth().expect("depth"), 0);
     assert_eq!(spool.evicted().expect("count"), 0);
 }
@@ -201,28 +209,39 @@ async fn an_older_agent_leaves_a_newer_ones_reports_alone_and_shows_them() {
 
 /// The eviction tally is read and rewritten by every process on the state
 /// folder (the daemon, a scheduled `probe`): two spools over one folder,
-/// each with its own in-process lock, count every eviction once.
+/// each with its own in-process lock, count every eviction once, and
+/// every eviction counted is taken by exactly one report or left in the
+/// tally.
 #[test]
 fn the_eviction_tally_counts_every_eviction_of_two_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spools = [
-        Spool::new(dir.path().join("spool"), 10),
-        Spool::new(dir.path().join("spool"), 10),
+        Spool::new(dir.path().join("spool"), 1_000),
+        Spool::new(dir.path().join("spool"), 1_000),
     ];
-    std::thread::scope(|scope| {
-        for spool in &spools {
-            for _ in 0..2 {
+    let taken: u64 = std::thread::scope(|scope| {
+        let threads: Vec<_> = spools
+            .iter()
+            .flat_map(|spool| [spool, spool])
+            .map(|spool| {
                 scope.spawn(move || {
-                    for _ in 0..100 {
+                    let mut taken = 0;
+                    for i in 0..100 {
                         spool.evictions_untold(1).expect("counted");
+                        if i % 10 == 9 {
+                            let mut entry = spool_entry();
+                            let n = spool.hold_telling_evictions(&mut entry).expect("held");
+                            assert_eq!(entry.report.spool_evicted.unwrap_or(0), n);
+                            taken += n;
+                        }
                     }
-                });
-            }
-        }
+                    taken
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("thread")).sum()
     });
-    assert_eq!(spools[0].evicted().expect("read"), 400);
-    for spool in &spools {
-        spool.evictions_reported(150).expect("taken");
-    }
-    assert_eq!(spools[1].evicted().expect("read"), 100);
+    assert!(taken > 0);
+    assert_eq!(taken + spools[1].evicted().expect("read"), 400);
+    assert_eq!(spools[0].untold_evictions().expect("read"), 400);
 }
