@@ -97,8 +97,21 @@ fn plain_both(n: &Named) -> String {
     }
 }
 
+/// A rate as a percentage with one decimal; one that is not whole or
+/// nothing never shows as 100.0% or 0.0% (a carrier with one non-compliant
+/// line among 10 000 is not 100.0% compliant).
 fn pct(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "–".to_owned(), |r| format!("{:.1}%", r * 100.0))
+    let Some(r) = rate else {
+        return "–".to_owned();
+    };
+    let shown = format!("{:.1}", r * 100.0);
+    if r < 1.0 && shown == "100.0" {
+        ">99.9%".to_owned()
+    } else if r > 0.0 && shown == "0.0" {
+        "<0.1%".to_owned()
+    } else {
+        format!("{shown}%")
+    }
 }
 
 fn signed(n: i64) -> String {
@@ -812,6 +825,12 @@ mod tests {
         assert_eq!(signed(-2), "−2");
         assert_eq!(signed(0), "±0");
         assert_eq!(pp(None), "–");
+        assert_eq!(pct(Some(0.9999)), ">99.9%");
+        assert_eq!(pct(Some(0.9995)), ">99.9%");
+        assert_eq!(pct(Some(1.0)), "100.0%");
+        assert_eq!(pct(Some(0.0001)), "<0.1%");
+        assert_eq!(pct(Some(0.0)), "0.0%");
+        assert_eq!(pct(Some(0.6667)), "66.7%");
         assert!(pp(Some(-0.4167)).contains("−41.7 pp"));
         assert_eq!(fit("中国移动通信集团", 60.0), "中国移动…");
         assert_eq!(fit("广东省 Guangdong", 200.0), "广东省 Guangdong");
