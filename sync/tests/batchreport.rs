@@ -266,7 +266,12 @@ fn settings(dir: &Path, formats: &[ReportFormat]) -> ReportSettings {
     }
 }
 
-const ALL: [ReportFormat; 3] = [ReportFormat::Csv, ReportFormat::Json, ReportFormat::Html];
+const ALL: [ReportFormat; 4] = [
+    ReportFormat::Csv,
+    ReportFormat::Json,
+    ReportFormat::Html,
+    ReportFormat::Xlsx,
+];
 
 async fn figures(store: &Store, period: Period) -> PeriodFigures {
     let catalog = Catalog::embedded().unwrap();
@@ -439,7 +444,7 @@ async fn fields_that_look_like_formulas_are_defused_in_every_csv() {
 
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::embedded().unwrap();
-        let settings = settings(dir.path(), &[ReportFormat::Csv]);
+        let settings = settings(dir.path(), &[ReportFormat::Csv, ReportFormat::Xlsx]);
         write_reports(
             &ctx.store,
             &catalog,
@@ -457,10 +462,24 @@ async fn fields_that_look_like_formulas_are_defused_in_every_csv() {
         assert_eq!(listed[0]["declared_city"], format!("'{CITY}"), "{listed:?}");
         let probes = read_csv(&dir.path().join(format!("{stem}-probes.csv")));
         assert_eq!(probes[0]["agent_version"], format!("'{VERSION}"));
+        // The workbook holds them as they are, as text cells, which a
+        // spreadsheet never runs: no apostrophe.
+        let book = std::fs::read(dir.path().join(format!("{stem}.xlsx"))).unwrap();
+        let listed = xlsx_sheet(&book, "listed-lines");
+        let column = |name: &str| listed[0].iter().position(|c| c == name).unwrap();
+        let text = |s: &str| calamine::Data::String(s.to_owned());
+        assert_eq!(listed[1][column("account")], text(ACCOUNT));
+        assert_eq!(listed[1][column("declared_city")], text(CITY));
+        let probes = xlsx_sheet(&book, "probes");
+        let version = probes[0].iter().position(|c| c == "agent_version").unwrap();
+        assert_eq!(probes[1][version], text(VERSION));
         // No cell of any table starts like a formula; the program's own
         // numbers (a negative change among them) stay numbers.
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "xlsx") {
+                continue;
+            }
             for row in read_csv(&path) {
                 for (column, cell) in &row {
                     let number = cell.parse::<f64>().is_ok();
@@ -860,10 +879,12 @@ async fn the_files_agree_and_a_second_run_is_identical() {
             .collect();
             expected.push(format!("{stem}.html"));
             expected.push(format!("{stem}.json"));
+            expected.push(format!("{stem}.xlsx"));
             expected.sort();
             assert_eq!(first.keys().cloned().collect::<Vec<_>>(), expected);
 
             check_csv_matches_json(&out, stem, &first);
+            check_xlsx_matches_csv(&out, stem, &first);
             check_html(&String::from_utf8(first[&format!("{stem}.html")].clone()).unwrap());
 
             // A second run writes nothing new: every file is unchanged.
@@ -959,6 +980,65 @@ fn check_csv_matches_json(out: &Path, stem: &str, files: &BTreeMap<String, Vec<u
             .iter()
             .any(|r| r["reason"] == "not_json" && r["reports"] == "1")
     );
+}
+
+/// The cells of the workbook's `sheet`, as calamine reads them.
+fn xlsx_sheet(bytes: &[u8], sheet: &str) -> Vec<Vec<calamine::Data>> {
+    use calamine::Reader as _;
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let range = book.worksheet_range(sheet).unwrap();
+    range.rows().map(<[calamine::Data]>::to_vec).collect()
+}
+
+/// The workbook has a sheet per CSV table, the summary first, with the
+/// same cells, typed: text as text (an account keeps its leading zero),
+/// counts and rates as numbers.
+fn check_xlsx_matches_csv(out: &Path, stem: &str, files: &BTreeMap<String, Vec<u8>>) {
+    use calamine::{Data, Reader as _};
+    let bytes = &files[&format!("{stem}.xlsx")];
+    let book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.clone())).unwrap();
+    let sheets = book.sheet_names();
+    assert_eq!(sheets[0], "summary");
+    let mut tables: Vec<String> = files
+        .keys()
+        .filter_map(|n| n.strip_prefix(&format!("{stem}-"))?.strip_suffix(".csv"))
+        .map(str::to_owned)
+        .collect();
+    let mut sorted_sheets = sheets.clone();
+    tables.sort();
+    sorted_sheets.sort();
+    assert_eq!(sorted_sheets, tables);
+    for table in &tables {
+        let mut reader = csv::Reader::from_path(out.join(format!("{stem}-{table}.csv"))).unwrap();
+        let header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        let cells = xlsx_sheet(bytes, table);
+        let got: Vec<String> = cells[0].iter().map(ToString::to_string).collect();
+        assert_eq!(got, header, "{table}: header");
+        assert_eq!(cells.len(), rows.len() + 1, "{table}: rows");
+        for (row, csv_row) in cells[1..].iter().zip(&rows) {
+            for (column, (cell, csv_cell)) in header.iter().zip(row.iter().zip(csv_row.iter())) {
+                match cell {
+                    Data::Float(x) => {
+                        assert_eq!(csv_cell.parse::<f64>().ok(), Some(*x), "{table}.{column}");
+                    }
+                    Data::String(text) => assert_eq!(text, csv_cell, "{table}.{column}"),
+                    Data::Empty => assert_eq!(csv_cell, "", "{table}.{column}"),
+                    other => panic!("{table}.{column}: {other:?}"),
+                }
+            }
+        }
+    }
+    let listed = xlsx_sheet(bytes, "listed-lines");
+    let account = listed[0].iter().position(|c| c == "account").unwrap();
+    assert_eq!(listed[1][account], Data::String("07552660101".to_owned()));
 }
 
 /// The HTML page: self-contained, with its charts and the catalog's
@@ -1337,12 +1417,12 @@ async fn the_command_writes_the_files() {
             &weekly.display().to_string(),
         ]);
         assert_eq!(code, 0, "{stdout}\n{stderr}");
-        assert_eq!(stdout.lines().count(), 13, "{stdout}");
-        assert!(
-            weekly
-                .join("lineprobe-report-week-2026-W47-summary.csv")
-                .exists()
-        );
+        assert_eq!(stdout.lines().count(), 14, "{stdout}");
+        for name in ["summary.csv", "xlsx"] {
+            let sep = if name == "xlsx" { '.' } else { '-' };
+            let file = format!("lineprobe-report-week-2026-W47{sep}{name}");
+            assert!(weekly.join(&file).exists(), "{file}");
+        }
 
         check_mistakes(&run, &out_s);
     })

@@ -2,9 +2,9 @@
 //! writes that never leave a half-written file behind.
 //!
 //! A period's files share the stem `lineprobe-report-{kind}-{label}`:
-//! `.json`, `.html`, and the CSV tables `-{table}.csv`. A format of a period
-//! counts as written when its marker file is there: the `.json`, the
-//! `.html`, or `-summary.csv` (the CSV table written last). A rewrite that
+//! `.json`, `.html`, `.xlsx`, and the CSV tables `-{table}.csv`. A format of
+//! a period counts as written when its marker file is there: the `.json`,
+//! the `.html`, the `.xlsx`, or `-summary.csv` (the CSV table written last). A rewrite that
 //! changes any CSV table takes `-summary.csv` away first, so one cut short
 //! leaves the period unmarked rather than marked over tables of two runs.
 
@@ -32,6 +32,7 @@ pub fn marker_name(period: &Period, format: ReportFormat) -> String {
         ReportFormat::Json => format!("{stem}.json"),
         ReportFormat::Html => format!("{stem}.html"),
         ReportFormat::Csv => format!("{stem}-{CSV_MARKER}.csv"),
+        ReportFormat::Xlsx => format!("{stem}.xlsx"),
     }
 }
 

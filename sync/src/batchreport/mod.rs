@@ -10,8 +10,9 @@
 //! definitions are written into every report ([`DEFINITIONS`]).
 //!
 //! The same figures go out as JSON (one document), CSV (one file per table,
-//! see [`csv_tables`]) and HTML (one self-contained page with inline SVG
-//! charts). Files hold only the period and the data — no time of writing —
+//! see [`csv_tables`]), HTML (one self-contained page with inline SVG
+//! charts) and, when asked for, an Excel workbook (a sheet per table, typed
+//! cells: the form for spreadsheets). Files hold only the period and the data — no time of writing —
 //! so writing a period again gives byte-identical files (and a file whose
 //! bytes would not change is not touched). `--catch-up`, and the daemon's
 //! schedule, write every complete period after the newest one already in
@@ -25,6 +26,8 @@ mod files;
 mod html;
 mod period;
 mod settings;
+mod tables;
+mod xlsx;
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal as _, Write};
@@ -58,8 +61,8 @@ pub struct ReportArgs {
     /// (2026-W47, 2026-11); default: the last complete period.
     #[arg(long, value_name = "DATE", conflicts_with = "catch_up")]
     pub at: Option<String>,
-    /// Formats to write, comma separated: csv, json, html (default: `report.formats` of the
-    /// configuration, all three).
+    /// Formats to write, comma separated: csv, json, html, xlsx (default: `report.formats` of
+    /// the configuration, all four).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
     pub format: Vec<ReportFormat>,
     /// Folder to write to (default: `report.out_dir` of the configuration, `reports`).
@@ -133,6 +136,10 @@ fn render_formats(
             }
             ReportFormat::Html => {
                 out.push((format, format!("{stem}.html"), html(figures).into_bytes()));
+            }
+            ReportFormat::Xlsx => {
+                let bytes = xlsx::workbook(figures, period.start())?;
+                out.push((format, format!("{stem}.xlsx"), bytes));
             }
         }
     }

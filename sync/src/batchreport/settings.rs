@@ -32,6 +32,9 @@ pub enum ReportFormat {
     Json,
     /// One self-contained HTML page.
     Html,
+    /// One Excel workbook, a sheet per table (typed cells: for
+    /// spreadsheets).
+    Xlsx,
 }
 
 /// `[report]`: the batch compliance reports.
@@ -55,7 +58,12 @@ impl Default for ReportConfig {
     fn default() -> Self {
         Self {
             out_dir: PathBuf::from("reports"),
-            formats: vec![ReportFormat::Csv, ReportFormat::Json, ReportFormat::Html],
+            formats: vec![
+                ReportFormat::Csv,
+                ReportFormat::Json,
+                ReportFormat::Html,
+                ReportFormat::Xlsx,
+            ],
             utc_offset: "+08:00".to_owned(),
             schedule: Vec::new(),
         }
@@ -92,7 +100,8 @@ impl ReportConfig {
         if self.formats.is_empty() {
             return Err(bad(
                 "formats",
-                "names no format: list one or more of \"csv\", \"json\", \"html\"".to_owned(),
+                "names no format: list one or more of \"csv\", \"json\", \"html\", \"xlsx\""
+                    .to_owned(),
             ));
         }
         if self.out_dir.as_os_str().is_empty() {
@@ -129,7 +138,7 @@ impl ReportConfig {
 pub struct ReportSettings {
     /// The report folder.
     pub out_dir: PathBuf,
-    /// The formats, each once, in the order csv, json, html.
+    /// The formats, each once, in the order csv, json, html, xlsx.
     pub formats: Vec<ReportFormat>,
     /// The UTC offset periods are taken in.
     pub offset: FixedOffset,
