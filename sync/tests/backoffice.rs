@@ -81,6 +81,7 @@ struct Page {
     status: StatusCode,
     headers: HeaderMap,
     body: String,
+    bytes: Vec<u8>,
 }
 
 impl Page {
@@ -176,6 +177,7 @@ impl Browser {
             status,
             headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes: bytes.to_vec(),
         }
     }
 
@@ -1576,6 +1578,42 @@ async fn the_pages_show_the_lines() {
         assert_eq!(export.len(), 1);
         assert_eq!(export[0].actor, "vic");
         assert!(export[0].detail_json.contains("\"verdict\":\"compliant\""));
+
+        store.close().await;
+    })
+    .await;
+}
+
+/// The lines export as an Excel workbook: the CSV export's lines and cells,
+/// typed; audited as an export of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_excel_export_holds_the_csv_exports_cells_typed() {
+    on_each_backend("excel_export", |url| async move {
+        let store = Store::open(&url).await.unwrap();
+        seed_demo(&store).await;
+        add_user(&store, "vic", "viewer").await;
+        let app = app(&store, BackofficeConfig::default(), &Clock::new());
+        let mut vic = Browser::new(&app);
+        vic.sign_in("vic", PASSWORD).await;
+        let csv = vic.get("/lines/export.csv?verdict=compliant").await;
+        let text = csv.body.strip_prefix('\u{feff}').unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 6);
+        let book = vic.get("/lines/export.xlsx?verdict=compliant").await;
+        let csv_header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        check_workbook_matches_csv(&book, &csv_header, &rows);
+        let export = store
+            .audit_page(None, Some("export_xlsx"), 5)
+            .await
+            .unwrap();
+        assert_eq!(export.len(), 1);
+        assert!(export[0].detail_json.contains("\"verdict\":\"compliant\""));
         store.close().await;
     })
     .await;
@@ -1771,6 +1809,7 @@ async fn not_declared_links_select_their_lines_and_a_cut_export_says_so() {
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let widths: Vec<usize> = reader.records().map(|r| r.unwrap().len()).collect();
         assert!(widths.iter().all(|w| *w == 24), "{widths:?}");
+        check_cut_workbook(&mut vic, &store).await;
         // A HEAD (a link checker, a download manager) runs no export and is
         // not audited as one; axum answers it with the GET handler.
         let audited = store
@@ -1799,6 +1838,81 @@ async fn not_declared_links_select_their_lines_and_a_cut_export_says_so() {
         store.close().await;
     })
     .await;
+}
+
+/// The lines export's workbook holds the CSV export's cells, typed: text
+/// as text (an account keeps its leading zero), counts as numbers, times as
+/// dates (to the second, in the back office's offset), yes/no as booleans.
+fn check_workbook_matches_csv(book: &Page, csv_header: &[String], rows: &[csv::StringRecord]) {
+    use calamine::{Data, DataType as _};
+    assert_eq!(book.status, StatusCode::OK, "{}", book.body);
+    assert_eq!(
+        book.headers[header::CONTENT_TYPE],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let name = book.headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(
+        name.starts_with("attachment") && name.ends_with(".xlsx\""),
+        "{name}"
+    );
+    let cells = xlsx_lines(&book.bytes);
+    assert_eq!(cells.len(), rows.len() + 1);
+    let header: Vec<String> = cells[0].iter().map(ToString::to_string).collect();
+    assert_eq!(header, csv_header);
+    for (row, csv_row) in cells[1..].iter().zip(rows) {
+        for ((column, cell), csv_cell) in header.iter().zip(row).zip(csv_row) {
+            match cell {
+                Data::String(text) => assert_eq!(text, csv_cell, "{column}"),
+                Data::Float(x) => {
+                    assert_eq!(csv_cell.parse::<f64>().ok(), Some(*x), "{column}");
+                }
+                Data::Bool(b) => assert_eq!(b.to_string(), csv_cell, "{column}"),
+                Data::DateTime(_) => {
+                    let csv_time = chrono::DateTime::parse_from_rfc3339(csv_cell).unwrap();
+                    assert_eq!(cell.as_datetime(), Some(csv_time.naive_local()), "{column}");
+                }
+                Data::Empty => assert_eq!(csv_cell, "", "{column}"),
+                other => panic!("{column}: {other:?}"),
+            }
+        }
+    }
+    let account = header.iter().position(|h| h == "account").unwrap();
+    assert!(
+        cells[1..]
+            .iter()
+            .any(|r| r[account] == Data::String("07552660101".to_owned())),
+        "an account keeps its leading zero: {cells:?}"
+    );
+}
+
+/// The lines export's workbook, cut at 25 of 60 lines, says so in its last
+/// row; a HEAD makes none and is not audited.
+async fn check_cut_workbook(vic: &mut Browser, store: &Store) {
+    let book = vic.get("/lines/export.xlsx").await;
+    let cells = xlsx_lines(&book.bytes);
+    assert_eq!(cells.len(), 1 + 25 + 1);
+    assert!(
+        cells[26][0]
+            .to_string()
+            .starts_with("# export cut at 25 lines (export_max_rows)"),
+        "{:?}",
+        cells[26]
+    );
+    let head = vic.send(Method::HEAD, "/lines/export.xlsx", None).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    let audited = store.audit_page(None, Some("export_xlsx"), 50).await;
+    assert_eq!(audited.unwrap().len(), 1, "only the GET is audited");
+}
+
+/// The rows of the lines export's workbook, as calamine reads them.
+fn xlsx_lines(bytes: &[u8]) -> Vec<Vec<calamine::Data>> {
+    use calamine::Reader as _;
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    assert_eq!(book.sheet_names(), ["lines"]);
+    let range = book.worksheet_range("lines").unwrap();
+    range.rows().map(<[calamine::Data]>::to_vec).collect()
 }
 
 fn app_with_max(store: &Store, export_max_rows: u32) -> Router {

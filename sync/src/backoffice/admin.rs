@@ -18,12 +18,13 @@ use crate::store::backoffice::UserChanged;
 const AUDIT_PAGE: u32 = 100;
 
 /// The actions the audit log records, for its filter.
-const AUDIT_ACTIONS: [&str; 16] = [
+const AUDIT_ACTIONS: [&str; 17] = [
     "login",
     "login_failed",
     "logout",
     "access_denied",
     "export_csv",
+    "export_xlsx",
     "manifest_publish",
     "manifest_publish_result",
     "manifest_republish",

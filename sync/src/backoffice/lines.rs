@@ -19,11 +19,11 @@ use super::layout::{
 use super::lineref::LineRefs;
 use super::query::{PageQuery, QueryParams};
 use super::{BackofficeState, LineCursor, NOT_DECLARED, header_value, storable};
-use crate::spreadsheet::text;
+use crate::spreadsheet::Cell;
 use crate::{Error, Filled, LineFilter, LineRow};
 
 /// Lines read per database round trip while exporting.
-const EXPORT_BATCH: u32 = 2000;
+pub(super) const EXPORT_BATCH: u32 = 2000;
 
 /// The lines page's query string: the filters as the form sends them.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -348,6 +348,7 @@ pub(super) async fn page(
         div.pager {
             span { (count_text) @if shown > 0 { "; showing " (first_shown) "–" (last_shown) } "." }
             a.button.secondary href={"/lines/export.csv?" (filters)} { "Export CSV" }
+            a.button.secondary href={"/lines/export.xlsx?" (filters)} { "Export Excel" }
         }
         div.panel {
             table {
@@ -474,7 +475,8 @@ fn filter_form(state: &BackofficeState, query: &LinesQuery) -> Markup {
     }
 }
 
-const CSV_HEADER: [&str; 24] = [
+/// The columns of a lines export, CSV or Excel.
+pub(super) const EXPORT_HEADER: [&str; 24] = [
     "line",
     "account",
     "install_id",
@@ -501,27 +503,26 @@ const CSV_HEADER: [&str; 24] = [
     "filled",
 ];
 
-/// CSV rows of `rows`, the header first when `header`.
-/// The last row of an export cut at `max` lines: the sentence in the first
-/// column, the others empty, so that the file stays rectangular.
-fn cut_row(max: u32) -> Result<Vec<u8>, csv::Error> {
-    let mut row = vec![String::new(); CSV_HEADER.len()];
-    row[0] = format!(
+/// The sentence that ends an export cut at `max` lines.
+pub(super) fn cut_note(max: u32) -> String {
+    format!(
         "# export cut at {max} lines (export_max_rows): more lines match; narrow the filters \
          or raise backoffice.export_max_rows 导出已截断"
-    );
+    )
+}
+
+/// The last row of a CSV export cut at `max` lines: the sentence in the
+/// first column, the others empty, so that the file stays rectangular.
+fn cut_row(max: u32) -> Result<Vec<u8>, csv::Error> {
+    let mut row = vec![String::new(); EXPORT_HEADER.len()];
+    row[0] = cut_note(max);
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(&row)?;
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-fn csv_chunk(
-    state: &BackofficeState,
-    rows: &[LineRow],
-    notes: &[LineNotes],
-    header: bool,
-) -> Result<Vec<u8>, csv::Error> {
-    let catalog = state.catalog();
+/// CSV rows of `rows`, the header first when `header`.
+fn csv_chunk(rows: &[Vec<Cell>], header: bool) -> Result<Vec<u8>, csv::Error> {
     let mut out = Vec::with_capacity(rows.len() * 300 + 400);
     if header {
         // Spreadsheets read UTF-8 CSV with Chinese text right only with a BOM.
@@ -529,63 +530,188 @@ fn csv_chunk(
     }
     let mut w = csv::Writer::from_writer(out);
     if header {
-        w.write_record(CSV_HEADER)?;
+        w.write_record(EXPORT_HEADER)?;
     }
-    let opt = |v: Option<&str>| v.map(text).unwrap_or_default();
-    let named =
-        |v: Option<&str>, f: &dyn Fn(&str) -> String| v.map(|v| text(&f(v))).unwrap_or_default();
-    let time = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|t| {
-                t.with_timezone(&state.offset())
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-            })
-            .unwrap_or_default()
-    };
-    for (r, notes) in rows.iter().zip(notes) {
-        w.write_record([
-            text(&r.line_key),
-            text(&r.account),
-            text(&r.install_id),
-            r.verdict.clone(),
-            opt(r.declared_province.as_deref()),
-            named(r.declared_province.as_deref(), &|p| {
-                province_name(catalog, p)
-            }),
-            opt(r.declared_city.as_deref()),
-            named(r.declared_city.as_deref(), &|c| city_name(catalog, c)),
-            opt(r.declared_carrier.as_deref()),
-            named(r.declared_carrier.as_deref(), &|c| carrier_name(catalog, c)),
-            opt(r.actual_carrier.as_deref()),
-            named(r.actual_carrier.as_deref(), &|c| carrier_name(catalog, c)),
-            opt(r.actual_province.as_deref()),
-            named(r.actual_province.as_deref(), &|p| province_name(catalog, p)),
-            opt(r.actual_city.as_deref()),
-            named(r.actual_city.as_deref(), &|c| city_name(catalog, c)),
-            opt(r.first_hop_ip.as_deref()),
-            text(&r.egress_ip),
-            r.reports.to_string(),
-            time(r.first_seen_ms),
-            time(r.last_seen_ms),
-            notes.reasons.join(" "),
-            r.low_trust.to_string(),
-            // The declared attributes the subscriber left out, filled from
-            // the actual ones: their declared_* cells are not declarations.
-            notes.filled.join(" "),
-        ])?;
+    for row in rows {
+        w.write_record(row.iter().map(Cell::csv))?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// Where an export stream stands.
-struct Export {
+/// A line's cells in an export, in the order of [`EXPORT_HEADER`].
+fn export_cells(state: &BackofficeState, r: &LineRow, notes: &LineNotes) -> Vec<Cell> {
+    let catalog = state.catalog();
+    let text = |v: &str| Cell::Text(v.to_owned());
+    let opt = |v: Option<&str>| text(v.unwrap_or_default());
+    let named = |v: Option<&str>, f: &dyn Fn(&str) -> String| {
+        v.map_or_else(|| text(""), |v| Cell::Text(f(v)))
+    };
+    let time = |ms: i64| {
+        Cell::Time(
+            chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&state.offset())),
+        )
+    };
+    vec![
+        text(&r.line_key),
+        text(&r.account),
+        text(&r.install_id),
+        text(&r.verdict),
+        opt(r.declared_province.as_deref()),
+        named(r.declared_province.as_deref(), &|p| {
+            province_name(catalog, p)
+        }),
+        opt(r.declared_city.as_deref()),
+        named(r.declared_city.as_deref(), &|c| city_name(catalog, c)),
+        opt(r.declared_carrier.as_deref()),
+        named(r.declared_carrier.as_deref(), &|c| carrier_name(catalog, c)),
+        opt(r.actual_carrier.as_deref()),
+        named(r.actual_carrier.as_deref(), &|c| carrier_name(catalog, c)),
+        opt(r.actual_province.as_deref()),
+        named(r.actual_province.as_deref(), &|p| province_name(catalog, p)),
+        opt(r.actual_city.as_deref()),
+        named(r.actual_city.as_deref(), &|c| city_name(catalog, c)),
+        opt(r.first_hop_ip.as_deref()),
+        text(&r.egress_ip),
+        Cell::Int(i128::from(r.reports)),
+        time(r.first_seen_ms),
+        time(r.last_seen_ms),
+        text(&notes.reasons.join(" ")),
+        Cell::Bool(r.low_trust),
+        // The declared attributes the subscriber left out, filled from
+        // the actual ones: their declared_* cells are not declarations.
+        text(&notes.filled.join(" ")),
+    ]
+}
+
+/// Where an export stands.
+pub(super) struct Export {
     state: BackofficeState,
     filter: LineFilter,
     lead: Option<super::LineLead>,
     cursor: Option<LineCursor>,
     left: u64,
-    first: bool,
     done: bool,
+}
+
+/// What the next read of an export gives.
+pub(super) enum Page {
+    /// The next lines' cells (none when no line matches).
+    Rows(Vec<Vec<Cell>>),
+    /// The row limit is reached and more lines match: the export is cut.
+    Cut,
+    /// Every line matching is exported.
+    End,
+}
+
+/// The filters of an export asked for by `query`, checked, and its row
+/// limit; or the page refusing it.
+pub(super) fn export_filter(
+    state: &BackofficeState,
+    viewer: &Viewer,
+    query: &LinesQuery,
+    max_rows: u32,
+) -> Result<Export, Box<Response>> {
+    let (mut filter, problems) = query.filter(state, EXPORT_BATCH);
+    if !problems.is_empty() {
+        return Err(Box::new(layout::error_page(
+            StatusCode::BAD_REQUEST,
+            Some(viewer),
+            "Export refused",
+            &format!("{}; fix the filters and export again.", problems.join("; ")),
+        )));
+    }
+    filter.limit = EXPORT_BATCH.min(max_rows);
+    let lead = state.figures_if_ready().and_then(|f| f.lead(&filter));
+    Ok(Export {
+        state: state.clone(),
+        filter,
+        lead,
+        cursor: None,
+        left: u64::from(max_rows),
+        done: false,
+    })
+}
+
+impl Export {
+    /// Reads the next lines of the export.
+    pub(super) async fn next_page(&mut self) -> Result<Page, Error> {
+        if self.done {
+            return Ok(Page::End);
+        }
+        let limit = u32::try_from(self.left.min(u64::from(EXPORT_BATCH))).unwrap_or(EXPORT_BATCH);
+        if limit == 0 {
+            self.done = true;
+            // At the row limit with lines left over: say so in the file
+            // itself, or a cut export reads as every line the filters select.
+            self.filter.limit = 1;
+            let more = self
+                .state
+                .store()
+                .line_page(&self.filter, self.cursor.as_ref(), self.lead)
+                .await?;
+            return Ok(if more.is_empty() {
+                Page::End
+            } else {
+                Page::Cut
+            });
+        }
+        self.filter.limit = limit;
+        let rows = self
+            .state
+            .store()
+            .line_page(&self.filter, self.cursor.as_ref(), self.lead)
+            .await?;
+        let notes = notes_of(&self.state, &rows).await?;
+        self.left -= rows.len() as u64;
+        if rows.len() < limit as usize {
+            self.done = true;
+        }
+        self.cursor = rows.last().map(|r| LineCursor {
+            last_seen_ms: r.last_seen_ms,
+            line_key: r.line_key.clone(),
+        });
+        Ok(Page::Rows(
+            rows.iter()
+                .zip(&notes)
+                .map(|(r, n)| export_cells(&self.state, r, n))
+                .collect(),
+        ))
+    }
+}
+
+/// The audit record of an export (`action`: `export_csv`, `export_xlsx`).
+pub(super) async fn audit_export(
+    state: &BackofficeState,
+    viewer: &Viewer,
+    action: &str,
+    query: &LinesQuery,
+    max_rows: u32,
+) {
+    state
+        .audit(
+            &viewer.name,
+            action,
+            &viewer.ip,
+            serde_json::json!({
+                "what": "lines",
+                "filters": serde_json::to_value(query).unwrap_or_default(),
+                "max_rows": max_rows,
+            }),
+        )
+        .await;
+}
+
+/// `attachment; filename="lineprobe-lines-{now}.{extension}"`.
+pub(super) fn export_file_name(state: &BackofficeState, extension: &str) -> String {
+    format!(
+        "attachment; filename=\"lineprobe-lines-{}.{extension}\"",
+        chrono::DateTime::from_timestamp_millis(state.now_ms())
+            .map(|t| t
+                .with_timezone(&state.offset())
+                .format("%Y%m%d-%H%M%S")
+                .to_string())
+            .unwrap_or_default()
+    )
 }
 
 /// `GET /lines/export.csv`: every line the filters select (up to
@@ -596,127 +722,55 @@ pub(super) async fn export_csv(
     method: Method,
     PageQuery(query): PageQuery<LinesQuery>,
 ) -> Response {
-    let (mut filter, problems) = query.filter(&state, EXPORT_BATCH);
-    if !problems.is_empty() {
-        return layout::error_page(
-            StatusCode::BAD_REQUEST,
-            Some(&viewer),
-            "Export refused",
-            &format!("{}; fix the filters and export again.", problems.join("; ")),
-        );
-    }
     let max = state.config().export_max_rows;
-    filter.limit = EXPORT_BATCH.min(max);
+    let export = match export_filter(&state, &viewer, &query, max) {
+        Ok(export) => export,
+        Err(refused) => return *refused,
+    };
+    let content_type = header_value("text/csv; charset=utf-8");
     // axum answers HEAD with the GET handler: a HEAD (a link checker, a
     // download manager probing the size) must neither run the export nor
     // be audited as one.
     if method == Method::HEAD {
-        return (
-            [(
-                header::CONTENT_TYPE,
-                header_value("text/csv; charset=utf-8"),
-            )],
-            Body::empty(),
-        )
-            .into_response();
+        return ([(header::CONTENT_TYPE, content_type)], Body::empty()).into_response();
     }
-    state
-        .audit(
-            &viewer.name,
-            "export_csv",
-            &viewer.ip,
-            serde_json::json!({
-                "what": "lines",
-                "filters": serde_json::to_value(&query).unwrap_or_default(),
-                "max_rows": max,
-            }),
-        )
-        .await;
-    let lead = state.figures_if_ready().and_then(|f| f.lead(&filter));
-    let export = Export {
-        state: state.clone(),
-        filter,
-        lead,
-        cursor: None,
-        left: u64::from(max),
-        first: true,
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(export, |mut ex| async move {
-        if ex.done {
+    audit_export(&state, &viewer, "export_csv", &query, max).await;
+    let stream = futures_util::stream::unfold((export, true), |(mut ex, first)| async move {
+        if ex.done && !first {
             return None;
         }
-        let chunk = next_chunk(&mut ex).await;
+        let chunk = next_chunk(&mut ex, first).await;
         if chunk.is_err() {
             ex.done = true;
         }
-        Some((chunk, ex))
+        Some((chunk, (ex, false)))
     });
-    let name = format!(
-        "attachment; filename=\"lineprobe-lines-{}.csv\"",
-        chrono::DateTime::from_timestamp_millis(state.now_ms())
-            .map(|t| t
-                .with_timezone(&state.offset())
-                .format("%Y%m%d-%H%M%S")
-                .to_string())
-            .unwrap_or_default()
-    );
     (
         [
+            (header::CONTENT_TYPE, content_type),
             (
-                header::CONTENT_TYPE,
-                header_value("text/csv; charset=utf-8"),
+                header::CONTENT_DISPOSITION,
+                header_value(&export_file_name(&state, "csv")),
             ),
-            (header::CONTENT_DISPOSITION, header_value(&name)),
         ],
         Body::from_stream(stream),
     )
         .into_response()
 }
 
-/// The next piece of an export.
-async fn next_chunk(ex: &mut Export) -> Result<Bytes, std::io::Error> {
+/// The next piece of a CSV export, the header with the first.
+async fn next_chunk(ex: &mut Export, first: bool) -> Result<Bytes, std::io::Error> {
     let fail = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "CSV export failed midway");
         std::io::Error::other(e.to_string())
     };
-    let limit = u32::try_from(ex.left.min(u64::from(EXPORT_BATCH))).unwrap_or(EXPORT_BATCH);
-    if limit == 0 {
-        ex.done = true;
-        // At the row limit with lines left over: say so in the file itself,
-        // or a cut export reads as every line the filters select.
-        ex.filter.limit = 1;
-        let more = ex
-            .state
-            .store()
-            .line_page(&ex.filter, ex.cursor.as_ref(), ex.lead)
-            .await
-            .map_err(|e| fail(&e))?;
-        if more.is_empty() {
-            return Ok(Bytes::new());
-        }
-        let max = ex.state.config().export_max_rows;
-        return cut_row(max).map(Bytes::from).map_err(|e| fail(&e));
-    }
-    ex.filter.limit = limit;
-    let rows = ex
-        .state
-        .store()
-        .line_page(&ex.filter, ex.cursor.as_ref(), ex.lead)
-        .await
-        .map_err(|e| fail(&e))?;
-    let notes = notes_of(&ex.state, &rows).await.map_err(|e| fail(&e))?;
-    let chunk = csv_chunk(&ex.state, &rows, &notes, ex.first).map_err(|e| fail(&e))?;
-    ex.first = false;
-    ex.left -= rows.len() as u64;
-    if rows.len() < limit as usize {
-        ex.done = true;
-    }
-    ex.cursor = rows.last().map(|r| LineCursor {
-        last_seen_ms: r.last_seen_ms,
-        line_key: r.line_key.clone(),
-    });
-    Ok(Bytes::from(chunk))
+    let chunk = match ex.next_page().await.map_err(|e| fail(&e))? {
+        Page::Rows(rows) => csv_chunk(&rows, first),
+        Page::Cut => cut_row(ex.state.config().export_max_rows),
+        Page::End if first => csv_chunk(&[], true),
+        Page::End => Ok(Vec::new()),
+    };
+    chunk.map(Bytes::from).map_err(|e| fail(&e))
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ mod manifest;
 mod monitor;
 mod query;
 mod traffic;
+mod workbook;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -311,6 +312,7 @@ pub fn router(state: BackofficeState) -> Router {
         .route("/", get(dashboard::page))
         .route("/lines", get(lines::page))
         .route("/lines/export.csv", get(lines::export_csv))
+        .route("/lines/export.xlsx", get(workbook::export_xlsx))
         .route("/case", get(case::page))
         .route("/quarantine", get(monitor::quarantine_page))
         .route("/probes", get(monitor::probes_page))

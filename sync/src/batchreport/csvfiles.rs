@@ -2,14 +2,13 @@
 //! `{stem}-{table}.csv`, UTF-8 without a byte-order mark (spreadsheets that
 //! take CSV for the local code page show Chinese names garbled: the Excel
 //! form, [`super::xlsx`], is for them). Text that starts like a formula is
-//! defused ([`crate::spreadsheet::text`]).
+//! defused ([`Cell::csv`]).
 //!
 //! `-summary.csv` is written last: when it is there, so are the others.
 
 use super::figures::PeriodFigures;
 use super::tables::{Cell, SUMMARY, Table, tables};
 use crate::Error;
-use crate::spreadsheet::text;
 
 /// The suffix of the CSV file written last; its presence marks the CSV form
 /// of a period as written.
@@ -29,20 +28,12 @@ fn csv_table(table: &Table) -> Result<Vec<u8>, Error> {
     writer.write_record(&table.header).map_err(csv_error)?;
     for row in &table.rows {
         writer
-            .write_record(row.iter().map(cell))
+            .write_record(row.iter().map(Cell::csv))
             .map_err(csv_error)?;
     }
     writer
         .into_inner()
         .map_err(|e| Error::Output(std::io::Error::other(e.to_string())))
-}
-
-fn cell(cell: &Cell) -> String {
-    match cell {
-        Cell::Text(s) => text(s),
-        Cell::Int(n) => n.to_string(),
-        Cell::Rate(r) => r.map(|r| r.to_string()).unwrap_or_default(),
-    }
 }
 
 fn csv_error(e: csv::Error) -> Error {

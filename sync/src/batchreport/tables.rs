@@ -18,36 +18,7 @@
 //! | `summary` | figure of the period's totals, with the previous period's and the change |
 
 use super::figures::{GroupFigures, ListedLine, Named, PeriodFigures, VERDICTS};
-
-/// One cell, typed: each form writes it its own way.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Cell {
-    /// Text, as it is (the CSV form defuses what starts like a formula).
-    Text(String),
-    /// A count, or a change of one (negative).
-    Int(i128),
-    /// A rate (a fraction: 0.95 is 95 %), or a change of one; `None` when
-    /// there is none (no line judged).
-    Rate(Option<f64>),
-}
-
-impl Cell {
-    fn count(n: u64) -> Self {
-        Self::Int(i128::from(n))
-    }
-}
-
-impl From<String> for Cell {
-    fn from(text: String) -> Self {
-        Self::Text(text)
-    }
-}
-
-impl From<&str> for Cell {
-    fn from(text: &str) -> Self {
-        Self::Text(text.to_owned())
-    }
-}
+pub(super) use crate::spreadsheet::Cell;
 
 /// One table: its name (the CSV file's suffix, the sheet's name), its
 /// header and its rows, the period's label first in each.

@@ -10,36 +10,20 @@
 //! first day, so that writing a period again gives the same bytes.
 
 use chrono::{Datelike as _, NaiveDate};
-use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
+use rust_xlsxwriter::{DocProperties, ExcelDateTime, Workbook, Worksheet, XlsxError};
 
 use super::figures::PeriodFigures;
-use super::tables::{Cell, SUMMARY, Table, tables};
+use super::tables::{SUMMARY, Table, tables};
 use crate::Error;
-
-/// The most characters a cell holds (Excel's own limit).
-const MAX_CELL_CHARS: usize = 32_767;
-/// The most rows a sheet holds (Excel's own limit), the header among them.
-const MAX_ROWS: usize = 1_048_576;
-/// The widest a column is made to fit its contents, in pixels (long
-/// sentences and evidence stay readable in their cells without a column
-/// wider than a screen).
-const MAX_COLUMN_PIXELS: u32 = 400;
+use crate::spreadsheet::{XLSX_MAX_ROWS, XlsxFormats, fit_columns};
 
 /// The workbook of a report on the period starting `first_day`.
 pub(super) fn workbook(f: &PeriodFigures, first_day: NaiveDate) -> Result<Vec<u8>, Error> {
-    render(&tables(f), first_day).map_err(xlsx_error)
+    render(&tables(f), first_day, XLSX_MAX_ROWS).map_err(xlsx_error)
 }
 
-fn render(tables: &[Table], first_day: NaiveDate) -> Result<Vec<u8>, XlsxError> {
-    render_within(tables, first_day, MAX_ROWS)
-}
-
-/// [`render`] with sheets of at most `max_rows` rows.
-fn render_within(
-    tables: &[Table],
-    first_day: NaiveDate,
-    max_rows: usize,
-) -> Result<Vec<u8>, XlsxError> {
+/// The workbook of `tables`, each sheet of at most `max_rows` rows.
+fn render(tables: &[Table], first_day: NaiveDate, max_rows: u32) -> Result<Vec<u8>, XlsxError> {
     let mut book = Workbook::new();
     let created = ExcelDateTime::from_ymd(
         u16::try_from(first_day.year()).unwrap_or(1900),
@@ -51,8 +35,7 @@ fn render_within(
             .set_title("LineProbe compliance report")
             .set_creation_datetime(&created),
     );
-    let header = Format::new().set_bold();
-    let rate = Format::new().set_num_format("0.00%");
+    let formats = XlsxFormats::default();
     let ordered = tables
         .iter()
         .filter(|t| t.name == SUMMARY)
@@ -60,7 +43,7 @@ fn render_within(
     for table in ordered {
         let sheet = book.add_worksheet();
         sheet.set_name(table.name)?;
-        write_table(sheet, table, &header, &rate, max_rows)?;
+        write_table(sheet, table, &formats, max_rows)?;
     }
     book.save_to_buffer()
 }
@@ -68,57 +51,23 @@ fn render_within(
 fn write_table(
     sheet: &mut Worksheet,
     table: &Table,
-    header: &Format,
-    rate: &Format,
-    max_rows: usize,
+    formats: &XlsxFormats,
+    max_rows: u32,
 ) -> Result<(), XlsxError> {
-    for (c, name) in (0_u16..).zip(&table.header) {
-        sheet.write_string_with_format(0, c, *name, header)?;
-    }
+    formats.header(sheet, &table.header)?;
     // The header, the rows that fit, and a row saying what did not.
     let fits = max_rows - 2;
-    for (r, row) in (1_u32..).zip(table.rows.iter().take(fits)) {
-        for (c, cell) in (0_u16..).zip(row) {
-            match cell {
-                Cell::Text(s) if s.is_empty() => {}
-                Cell::Text(s) => {
-                    sheet.write_string(r, c, clip(s))?;
-                }
-                // Counts are far below 2^53: exact as a double.
-                #[allow(clippy::cast_precision_loss, reason = "counts below 2^53")]
-                Cell::Int(n) => {
-                    sheet.write_number(r, c, *n as f64)?;
-                }
-                Cell::Rate(Some(x)) => {
-                    sheet.write_number_with_format(r, c, *x, rate)?;
-                }
-                Cell::Rate(None) => {}
-            }
-        }
+    for (r, row) in (1..=fits).zip(&table.rows) {
+        formats.row(sheet, r, row)?;
     }
-    if table.rows.len() > fits {
-        let note = format!(
-            "{} more rows than a sheet holds: see the CSV or JSON form of this report",
-            table.rows.len() - fits
-        );
-        sheet.write_string(u32::try_from(fits + 1).unwrap_or(u32::MAX), 0, note)?;
+    let left = table.rows.len().saturating_sub(fits as usize);
+    if left > 0 {
+        let note =
+            format!("{left} more rows than a sheet holds: see the CSV or JSON form of this report");
+        sheet.write_string(fits + 1, 0, note)?;
     }
-    sheet.set_freeze_panes(1, 0)?;
-    sheet.set_autofit_max_width(MAX_COLUMN_PIXELS);
-    sheet.autofit();
+    fit_columns(sheet);
     Ok(())
-}
-
-/// `s` cut to what a cell holds, saying so.
-fn clip(s: &str) -> std::borrow::Cow<'_, str> {
-    const MORE: &str = "… (cut: see the JSON form)";
-    if s.chars().count() <= MAX_CELL_CHARS {
-        return s.into();
-    }
-    let keep = MAX_CELL_CHARS - MORE.chars().count();
-    let mut out: String = s.chars().take(keep).collect();
-    out.push_str(MORE);
-    out.into()
 }
 
 fn xlsx_error(e: XlsxError) -> Error {
@@ -135,6 +84,7 @@ mod tests {
     use calamine::{Data, Reader as _};
 
     use super::*;
+    use crate::spreadsheet::Cell;
 
     fn table(rows: usize) -> Table {
         Table::for_test(
@@ -162,7 +112,7 @@ mod tests {
     #[test]
     fn cells_keep_their_types_and_rows_past_a_sheet_are_told() {
         let day = NaiveDate::from_ymd_opt(2026, 11, 21).expect("a day");
-        let bytes = render_within(&[table(6)], day, 5).expect("rendered");
+        let bytes = render(&[table(6)], day, 5).expect("rendered");
         let rows = read(bytes, "listed-lines");
         assert_eq!(rows.len(), 5, "{rows:?}");
         let text = |s: &str| Data::String(s.to_owned());
@@ -183,17 +133,8 @@ mod tests {
         );
         // The same tables give the same bytes.
         assert_eq!(
-            render_within(&[table(6)], day, 5).expect("rendered"),
-            render_within(&[table(6)], day, 5).expect("rendered")
+            render(&[table(6)], day, 5).expect("rendered"),
+            render(&[table(6)], day, 5).expect("rendered")
         );
-    }
-
-    #[test]
-    fn text_longer_than_a_cell_is_cut_and_says_so() {
-        let long = "证".repeat(MAX_CELL_CHARS + 10);
-        let cut = clip(&long);
-        assert_eq!(cut.chars().count(), MAX_CELL_CHARS);
-        assert!(cut.ends_with("(cut: see the JSON form)"));
-        assert_eq!(clip("短"), "短");
     }
 }
