@@ -209,7 +209,19 @@ async fn run_async(cli: &Cli, command: &Command, stdout: &mut dyn Write) -> Resu
         std::env::vars(),
         cli.database.as_deref(),
     )?;
-    let store = Store::open(&config.database_url()).await?;
+    // Lists and reports of what was pulled: a database that is not there
+    // is a mistyped path, whose new, empty database would answer with
+    // nothing as if nothing had been found.
+    let lists = matches!(
+        command,
+        Command::Verdicts { .. } | Command::Report(_) | Command::Quarantine { .. }
+    );
+    let url = config.database_url();
+    let store = if lists {
+        Store::open_existing(&url).await?
+    } else {
+        Store::open(&url).await?
+    };
     let result = match command {
         Command::Pull { once, no_process } => {
             if *once {
@@ -267,6 +279,9 @@ async fn run_async(cli: &Cli, command: &Command, stdout: &mut dyn Write) -> Resu
         Command::Status => {
             let status = serde_json::json!({
                 "database": store.backend_name(),
+                // Which one: a mistyped path shows here (and its counts
+                // are zero).
+                "database_location": store.describe(),
                 "collectors": store.cursors().await?,
                 "counts": store.counts().await?,
             });

@@ -85,6 +85,18 @@ pub enum Error {
         /// What is wrong, and the forms that work.
         reason: String,
     },
+    /// A listing or report of what was pulled (`verdicts`, `quarantine`,
+    /// `report`) named an SQLite file that does not exist: a mistyped path,
+    /// which would otherwise be created empty and answer with nothing.
+    #[error(
+        "no database at {}: check --database (or database.url and data_dir in the \
+         configuration); `lineprobe-sync pull` or `run` creates it",
+        path.display()
+    )]
+    NoDatabase {
+        /// The SQLite file.
+        path: std::path::PathBuf,
+    },
     /// The directory of an SQLite database cannot be created.
     #[error(
         "cannot create the directory {} for the SQLite database: {source}; \
@@ -209,6 +221,7 @@ impl Error {
             | Self::Mmdb { .. }
             | Self::CollectorConfig { .. }
             | Self::BadDatabaseUrl { .. }
+            | Self::NoDatabase { .. }
             | Self::CollectorReplaced { .. }
             | Self::NodeShared { .. }
             | Self::CollectorStoreReplaced { .. }

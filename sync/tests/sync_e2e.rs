@@ -420,6 +420,28 @@ async fn bad_configuration_exits_2_naming_the_key_for_every_subcommand() {
             assert_eq!(out.code(), Some(2), "{args:?}: {out:?}");
             assert!(out.stderr.contains(flag), "{args:?}: {out:?}");
         }
+
+        // Listings and reports of a database that is not there (a mistyped
+        // path) say so, and create nothing; `status` names the database.
+        let typo = dir.path().join("sycn.sqlite3");
+        let typo_url = format!("sqlite://{}", typo.display());
+        for args in [
+            &["verdicts"][..],
+            &["quarantine"][..],
+            &["report", "--period", "day", "--out", "reports"][..],
+        ] {
+            let out = SyncCli::new(&good, &typo_url, &logs).run(args).await;
+            assert_eq!(out.code(), Some(2), "{args:?}: {out:?}");
+            assert!(
+                out.stderr.contains("no database at") && out.stderr.contains("sycn.sqlite3"),
+                "{args:?}: {out:?}"
+            );
+            assert!(!typo.exists(), "{args:?} created the database");
+        }
+        let out = SyncCli::new(&good, &db, &logs).run(&["status"]).await;
+        assert!(out.status.success(), "{out:?}");
+        let location = out.json()["database_location"].as_str().unwrap().to_owned();
+        assert!(location.ends_with("db.sqlite3"), "{location}");
     })
     .await;
 }

@@ -164,6 +164,18 @@ impl Store {
         }
     }
 
+    /// [`Store::open`] for a command that works on what is stored already
+    /// (lists, reports, processing): an SQLite file that does not exist is
+    /// an error ([`Error::NoDatabase`]) instead of a new, empty database.
+    pub async fn open_existing(url: &str) -> Result<Store, Error> {
+        if let Location::Sqlite(path) = locate(url)?
+            && !path.exists()
+        {
+            return Err(Error::NoDatabase { path });
+        }
+        Self::open(url).await
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
