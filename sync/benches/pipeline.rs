@@ -1237,6 +1237,10 @@ impl PullSink for TimedSink {
         self.store.acked(collector, up_to).await
     }
 
+    async fn caught_up(&self, collector: &str, round_started_ms: i64) -> Result<(), Error> {
+        self.store.caught_up(collector, round_started_ms).await
+    }
+
     async fn failed(&self, collector: &str, message: &str) -> Result<(), Error> {
         self.store.failed(collector, message).await
     }

@@ -736,6 +736,10 @@ impl PullSink for WakeOnCommit {
         PullSink::acked(&self.store, collector, up_to).await
     }
 
+    async fn caught_up(&self, collector: &str, round_started_ms: i64) -> Result<(), Error> {
+        PullSink::caught_up(&self.store, collector, round_started_ms).await
+    }
+
     async fn failed(&self, collector: &str, message: &str) -> Result<(), Error> {
         PullSink::failed(&self.store, collector, message).await
     }

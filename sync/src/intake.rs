@@ -46,6 +46,10 @@ impl PullSink for Store {
         self.record_ack(collector, up_to).await
     }
 
+    async fn caught_up(&self, collector: &str, round_started_ms: i64) -> Result<(), Error> {
+        self.record_caught_up(collector, round_started_ms).await
+    }
+
     async fn failed(&self, collector: &str, message: &str) -> Result<(), Error> {
         self.record_pull_error(collector, chrono::Utc::now().timestamp_millis(), message)
             .await

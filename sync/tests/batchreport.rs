@@ -263,6 +263,7 @@ fn settings(dir: &Path, formats: &[ReportFormat]) -> ReportSettings {
         out_dir: dir.to_path_buf(),
         formats: formats.to_vec(),
         offset: cst(),
+        collectors: Vec::new(),
     }
 }
 
@@ -1218,6 +1219,100 @@ async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
         assert_eq!(f["summary"]["reports_pending"], 0, "{:#}", f["summary"]);
         assert_eq!(f["summary"]["lines_observed"], 1);
         // Whole now: not written again.
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 3, 0).to_utc())
+            .await
+            .unwrap();
+        assert!(run.is_empty(), "{run:?}");
+    })
+    .await;
+}
+
+/// A report written before every configured collector was pulled past the
+/// period's end says which were not (their late reports may be missing) and
+/// is written again until they are, each time with how far they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_report_waits_for_every_collector_to_be_pulled_past_its_end() {
+    on_each_backend("scheduled_collectors_behind", |ctx| async move {
+        let (gd, gd_egress) = case("gd-mobile", 21);
+        pull_and_process(
+            &ctx.store,
+            &[stored(gd, &gd_egress, at(21, 23, 50), 1)],
+            at(21, 23, 55),
+        )
+        .await;
+        let reports = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[report]\nout_dir = {:?}\nformats = [\"json\", \"html\", \"csv\"]\n\
+             schedule = [{{ period = \"day\", at = \"01:30\" }}]\n\
+             [[collector]]\nname = \"{COLLECTOR}\"\nurl = \"https://127.0.0.1:9\"\n\
+             token_env = \"X\"\n",
+            reports.path().display().to_string()
+        );
+        let config = SyncConfig::from_toml_with_env(&toml, "test", []).unwrap();
+        let scheduler = ReportScheduler::from_config(&config).unwrap().unwrap();
+        let stem = reports.path().join("lineprobe-report-day-2026-11-21");
+        let json = || -> Value {
+            serde_json::from_slice(&std::fs::read(stem.with_extension("json")).unwrap()).unwrap()
+        };
+        let html = || std::fs::read_to_string(stem.with_extension("html")).unwrap();
+        let behind_in_csv = || {
+            let summary = read_csv(
+                &reports
+                    .path()
+                    .join("lineprobe-report-day-2026-11-21-summary.csv"),
+            );
+            summary
+                .iter()
+                .find(|r| r["metric"] == "collectors_behind")
+                .unwrap()["value"]
+                .clone()
+        };
+
+        // Written on time, never pulled to its end: says so.
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 30).to_utc())
+            .await
+            .unwrap();
+        assert_eq!(run.len(), 1);
+        assert_eq!(run[0].behind, [COLLECTOR]);
+        assert_eq!(
+            json()["collectors_behind"],
+            json!([{"collector": COLLECTOR, "pulled_through": null}])
+        );
+        assert!(html().contains("Incomplete"));
+        assert_eq!(behind_in_csv(), "1");
+
+        // Pulled to its end by a round that started at midnight: not a
+        // margin past the end yet, still behind, now with how far.
+        ctx.store
+            .record_caught_up(COLLECTOR, at(22, 0, 0).timestamp_millis())
+            .await
+            .unwrap();
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 45).to_utc())
+            .await
+            .unwrap();
+        assert_eq!(run.len(), 1);
+        assert_eq!(
+            json()["collectors_behind"][0]["pulled_through"],
+            "2026-11-22T00:00:00+08:00"
+        );
+
+        // By a round two minutes past the end: whole, written again.
+        ctx.store
+            .record_caught_up(COLLECTOR, at(22, 0, 2).timestamp_millis())
+            .await
+            .unwrap();
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 2, 0).to_utc())
+            .await
+            .unwrap();
+        assert_eq!(run.len(), 1);
+        assert!(run[0].behind.is_empty());
+        assert_eq!(json()["collectors_behind"], json!([]));
+        assert!(!html().contains("Incomplete"));
+        assert_eq!(behind_in_csv(), "0");
         let run = scheduler
             .run_due(&ctx.store, at(22, 3, 0).to_utc())
             .await

@@ -43,6 +43,8 @@ struct SinkState {
     stores: BTreeMap<String, String>,
     acked: BTreeMap<String, u64>,
     failures: Vec<(String, String)>,
+    /// When each collector's last round caught up started.
+    caught_up: BTreeMap<String, i64>,
     fail_commits: bool,
     commits: usize,
     /// When each collector's last commit landed.
@@ -128,6 +130,13 @@ impl PullSink for MemSink {
 
     async fn acked(&self, collector: &str, up_to: u64) -> Result<(), Error> {
         self.state().acked.insert(collector.to_owned(), up_to);
+        Ok(())
+    }
+
+    async fn caught_up(&self, collector: &str, round_started_ms: i64) -> Result<(), Error> {
+        self.state()
+            .caught_up
+            .insert(collector.to_owned(), round_started_ms);
         Ok(())
     }
 
@@ -300,6 +309,9 @@ async fn pulls_every_page_in_order_commits_then_acknowledges() {
             assert_eq!(state.commits, 4, "one commit per page");
             assert_eq!(state.cursors["a"], ("node-a".to_owned(), 7));
             assert_eq!(state.acked["a"], 7);
+            // Pulled to the end: everything received before the round
+            // started is stored.
+            assert_eq!(state.caught_up["a"], round.started_at_ms);
             for (seq, row) in state.rows.values().enumerate() {
                 let stored: Value = serde_json::from_slice(&row.body).unwrap();
                 assert_eq!(stored["envelope"]["seq"], seq as u64 + 1);
@@ -315,6 +327,7 @@ async fn pulls_every_page_in_order_commits_then_acknowledges() {
         assert_eq!((again[0].pages, again[0].pulled), (0, 0));
         assert!(again[0].caught_up);
         assert_eq!(sink.state().commits, 4);
+        assert_eq!(sink.state().caught_up["a"], again[0].started_at_ms);
         lab.stop().await;
     })
     .await;
@@ -335,6 +348,7 @@ async fn the_cursor_resumes_after_a_restart_and_rounds_are_bounded() {
         assert_eq!(round.error, None);
         assert_eq!((round.pages, round.pulled, round.cursor), (1, 2, 2));
         assert!(!round.caught_up);
+        assert!(sink.state().caught_up.is_empty(), "not pulled to its end");
         assert_eq!(lab.unacked().await, (3, 2));
         drop(first);
 

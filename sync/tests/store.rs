@@ -504,6 +504,36 @@ async fn a_cursor_keeps_the_first_staging_store_it_was_bound_to() {
 }
 
 #[tokio::test]
+async fn rounds_pulled_to_the_end_are_recorded_and_never_move_back() {
+    on_each_backend("caught_up", |ctx| async move {
+        let s = &ctx.store;
+        // A collector with nothing to pull yet gets a cursor saying so.
+        s.record_caught_up("dmz-1", 5_000).await.unwrap();
+        let cursor = s.cursor("dmz-1").await.unwrap().unwrap();
+        assert_eq!((cursor.node_id.as_str(), cursor.after_seq), ("", 0));
+        assert_eq!(cursor.caught_up_at_ms, Some(5_000));
+        // A round that started earlier (a slower process) does not move it
+        // back; a later one moves it on; a commit leaves it alone.
+        s.record_caught_up("dmz-1", 4_000).await.unwrap();
+        assert_eq!(
+            s.cursor("dmz-1").await.unwrap().unwrap().caught_up_at_ms,
+            Some(5_000)
+        );
+        s.commit_pull(&pull("node-a", &[report(1, b"a")], 1))
+            .await
+            .unwrap();
+        s.record_caught_up("dmz-1", 7_000).await.unwrap();
+        let cursors = s.cursors().await.unwrap();
+        assert_eq!(cursors[0].caught_up_at_ms, Some(7_000));
+        assert_eq!(
+            (cursors[0].node_id.as_str(), cursors[0].after_seq),
+            ("node-a", 1)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pull_errors_are_recorded_and_cleared_by_the_next_good_pull() {
     on_each_backend("pull_errors", |ctx| async move {
         let s = &ctx.store;
@@ -1591,7 +1621,7 @@ struct SchemaSql {
     /// place of the merged one and no pair statistics. On SQLite 0013, 0009 and
     /// 0008 are no-ops, and the outcomes table 0010 built again keeps its
     /// third state (0010 builds it again, whatever its states); the
-    /// cursors lose 0011's store column, and 0012's table of installations'
+    /// cursors lose 0011's store column and 0016's caught-up time, and 0012's table of installations'
     /// keys and 0014's of the back office's secrets go. SQLite's quarantine
     /// table stays as 0015 built it (0015 builds it again, whatever it was).
     back_to_7: &'static str,
@@ -1606,6 +1636,7 @@ const PG_SCHEMA: SchemaSql = SchemaSql {
         ALTER TABLE raw_outcomes ALTER COLUMN collector TYPE TEXT COLLATE \"default\";
         ALTER TABLE resolver_cache ALTER COLUMN ip TYPE TEXT COLLATE \"default\";
         ALTER TABLE pull_cursors DROP COLUMN store_id;
+        ALTER TABLE pull_cursors DROP COLUMN caught_up_at;
         DROP TABLE install_keys;
         DROP TABLE backoffice_secrets;
         DROP TABLE counted_reports;
@@ -1624,7 +1655,8 @@ const SQLITE_SCHEMA: SchemaSql = SchemaSql {
     indexes: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lines' \
               ORDER BY name",
     statistics: "SELECT 0",
-    back_to_7: "ALTER TABLE pull_cursors DROP COLUMN store_id; DROP TABLE install_keys; \
+    back_to_7: "ALTER TABLE pull_cursors DROP COLUMN store_id; \
+                ALTER TABLE pull_cursors DROP COLUMN caught_up_at; DROP TABLE install_keys; \
                 DROP TABLE backoffice_secrets; DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
 };
 

@@ -33,7 +33,7 @@ pub const REPORT_FORMAT: u32 = 1;
 
 /// The definitions a report's numbers follow, written into the JSON and the
 /// HTML so that a reader need not look them up.
-pub const DEFINITIONS: [(&str, &str); 7] = [
+pub const DEFINITIONS: [(&str, &str); 8] = [
     (
         "period",
         "Periods are calendar days, ISO weeks (Monday to Sunday) and calendar months in the \
@@ -75,7 +75,22 @@ pub const DEFINITIONS: [(&str, &str); 7] = [
          engine and agent version; installs = distinct installations among accepted reports and \
          quarantined reports whose install id could be read.",
     ),
+    (
+        "collectors_behind",
+        "Configured collectors not yet pulled to the end of their export since a minute after \
+         the period's end when the report was written: reports they received late in the period \
+         may be missing from it (its counts can only grow). Empty: every report received in the \
+         period had been pulled. pulled_through is when the last round that pulled a collector \
+         to its end started.",
+    ),
 ];
+
+/// How long after a period's end a collector must have been pulled to its
+/// end for the period's reports from it to count as all pulled: a report
+/// is stamped `received_at` by the collector's clock when its request
+/// arrives and exported once committed a moment later, and the round's
+/// start is taken by this host's clock.
+pub const PULLED_PAST_END_MARGIN_MS: i64 = 60_000;
 
 /// Verdict counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -185,6 +200,19 @@ pub struct PeriodFigures {
     pub activity: Activity,
     /// The period bucket by bucket (hours of a day, days of a week or month).
     pub trend: Trend,
+    /// Configured collectors not yet pulled past the period's end when the
+    /// report was written (see the definition `collectors_behind`).
+    pub collectors_behind: Vec<CollectorBehind>,
+}
+
+/// A collector not yet pulled past the end of a report's period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CollectorBehind {
+    /// The collector's configured name.
+    pub collector: String,
+    /// When the last round that pulled it to its end started (RFC 3339, in
+    /// the report's offset); `None` when none ever did.
+    pub pulled_through: Option<String>,
 }
 
 /// Which period a report covers.
@@ -518,7 +546,34 @@ pub fn build_figures(
         quarantine: quarantine(current, previous),
         activity: activity(current, previous),
         trend: trend(period, offset, current),
+        collectors_behind: Vec::new(),
     }
+}
+
+/// The collectors of `configured` whose cursor in `cursors` was not pulled
+/// to its end since [`PULLED_PAST_END_MARGIN_MS`] after `period` ended.
+pub fn collectors_behind(
+    period: Period,
+    offset: FixedOffset,
+    configured: &[String],
+    cursors: &[crate::PullCursor],
+) -> Vec<CollectorBehind> {
+    let due = period.ends_at(offset).timestamp_millis() + PULLED_PAST_END_MARGIN_MS;
+    configured
+        .iter()
+        .filter_map(|name| {
+            let through = cursors
+                .iter()
+                .find(|c| c.collector == *name)
+                .and_then(|c| c.caught_up_at_ms);
+            (through < Some(due)).then(|| CollectorBehind {
+                collector: name.clone(),
+                pulled_through: through
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| rfc3339(t.with_timezone(&offset))),
+            })
+        })
+        .collect()
 }
 
 fn summary_of(label: &str, rows: &PeriodRows) -> Summary {

@@ -37,6 +37,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .v-compliant{color:var(--ok)}.v-non_compliant{color:var(--bad)}.v-violating_ip{color:var(--ip)}.v-proxy_suspected{color:var(--proxy)}.v-indeterminate{color:var(--unk)}
 .reason{margin:0 0 2px}.reason code{font-weight:600}
 .note{color:var(--mute);font-size:12px}
+.incomplete{border:1px solid var(--ip);border-left-width:4px;border-radius:4px;padding:8px 12px;margin:0 0 16px;background:#fff8e1}
 svg{display:block;margin:8px 0;max-width:100%;height:auto}
 svg text{font-family:inherit;font-size:12px;fill:var(--ink)}
 svg .axis{stroke:#9aa5b1;stroke-width:1}
@@ -155,6 +156,7 @@ pub fn html(f: &PeriodFigures) -> String {
         offset = esc(&f.period.utc_offset),
         previous = esc(&f.period.previous_label),
     );
+    incomplete(&mut h, f);
     cards(&mut h, f);
     section(&mut h, "按运营商合规情况", "Compliance by declared carrier");
     h.push_str(&bar_chart(&f.by_carrier));
@@ -691,6 +693,29 @@ fn quarantine(h: &mut String, f: &PeriodFigures) {
         );
     }
     h.push_str("</table>\n");
+}
+
+/// The warning that collectors were not pulled past the period's end.
+fn incomplete(h: &mut String, f: &PeriodFigures) {
+    if f.collectors_behind.is_empty() {
+        return;
+    }
+    let behind: Vec<String> = f
+        .collectors_behind
+        .iter()
+        .map(|c| match &c.pulled_through {
+            Some(t) => format!("{} ({})", esc(&c.collector), esc(t)),
+            None => format!("{} (never)", esc(&c.collector)),
+        })
+        .collect();
+    let _ = writeln!(
+        h,
+        "<p class=\"incomplete\"><strong>未完整 Incomplete:</strong> 以下采集节点在本期结束后尚未\
+         拉取完毕，本期末段收到的报告可能未计入，拉取后报告将更新。 These collectors had not been \
+         pulled past the period's end when this report was written: reports they received late \
+         in the period may be missing, and the report changes once they are pulled. {}</p>",
+        behind.join(", ")
+    );
 }
 
 fn activity(h: &mut String, f: &PeriodFigures) {

@@ -39,10 +39,11 @@ use lineprobe_shared::Catalog;
 
 pub use csvfiles::{CSV_MARKER, csv_tables};
 pub use figures::{
-    Activity, CarrierPair, Change, CollectorActivity, DEFINITIONS, GroupFigures, LISTED_VERDICTS,
-    ListedLine, ListedReason, Named, PeriodFigures, PeriodInfo, Place, ProbeActivity,
-    QuarantineFigures, REPORT_FORMAT, REPORT_KIND, ReasonCount, Summary, Trend, TrendPoint,
-    VERDICTS, VerdictCounts, build_figures, period_figures,
+    Activity, CarrierPair, Change, CollectorActivity, CollectorBehind, DEFINITIONS, GroupFigures,
+    LISTED_VERDICTS, ListedLine, ListedReason, Named, PULLED_PAST_END_MARGIN_MS, PeriodFigures,
+    PeriodInfo, Place, ProbeActivity, QuarantineFigures, REPORT_FORMAT, REPORT_KIND, ReasonCount,
+    Summary, Trend, TrendPoint, VERDICTS, VerdictCounts, build_figures, collectors_behind,
+    period_figures,
 };
 pub use files::{FILE_PREFIX, FileOutcome, file_stem, marker_name, written_periods};
 pub use html::{HTML_MAX_LISTED, html};
@@ -97,6 +98,16 @@ pub struct WrittenReport {
     pub files: Vec<WrittenFile>,
     /// Reports received in the period that were still pending.
     pub pending: u64,
+    /// Configured collectors not yet pulled past the period's end.
+    pub behind: Vec<String>,
+}
+
+impl WrittenReport {
+    /// Whether the report may still change: reports received in its period
+    /// were pending, or not yet pulled from a collector.
+    pub fn unsettled(&self) -> bool {
+        self.pending > 0 || !self.behind.is_empty()
+    }
 }
 
 /// The files of a period's report in `formats`: (file name, contents), in
@@ -162,6 +173,15 @@ pub async fn write_report(
              are processed (run `lineprobe-sync process`, then write it again)"
         );
     }
+    if !report.behind.is_empty() {
+        tracing::warn!(
+            period = %period,
+            collectors = %report.behind.join(", "),
+            "collectors not yet pulled past the period's end: reports they received late in \
+             it may be missing, and the report changes once they are pulled (run \
+             `lineprobe-sync pull --once`, then write it again)"
+        );
+    }
     Ok(report)
 }
 
@@ -172,7 +192,13 @@ async fn write_period(
     settings: &ReportSettings,
     period: Period,
 ) -> Result<WrittenReport, Error> {
-    let figures = period_figures(store, catalog, period, settings.offset).await?;
+    let mut figures = period_figures(store, catalog, period, settings.offset).await?;
+    figures.collectors_behind = collectors_behind(
+        period,
+        settings.offset,
+        &settings.collectors,
+        &store.cursors().await?,
+    );
     let dir = &settings.out_dir;
     files::create_dir(dir)?;
     let rendered = render_formats(&figures, period, &settings.formats)?;
@@ -219,6 +245,11 @@ async fn write_period(
         period,
         files: written,
         pending: figures.summary.reports_pending,
+        behind: figures
+            .collectors_behind
+            .iter()
+            .map(|c| c.collector.clone())
+            .collect(),
     })
 }
 
@@ -437,9 +468,10 @@ pub struct ReportScheduler {
     settings: ReportSettings,
     entries: Vec<(PeriodKind, chrono::NaiveTime)>,
     catalog: Arc<Catalog>,
-    /// Periods written while reports received in them were still pending:
-    /// written again every round until none is (their reports say they
-    /// change once those are processed). Kept in memory only.
+    /// Periods written while reports received in them were still pending
+    /// or not yet pulled from every collector: written again every round
+    /// until neither is so (their reports say they change). Kept in memory
+    /// only.
     unsettled: Arc<Mutex<BTreeSet<Period>>>,
 }
 
@@ -493,12 +525,13 @@ impl ReportScheduler {
         let unsettled: Vec<Period> = self.unsettled().iter().copied().collect();
         for period in unsettled {
             let report = write_period(store, &self.catalog, &self.settings, period).await?;
-            if report.pending == 0 {
+            if !report.unsettled() {
                 self.unsettled().remove(&period);
                 tracing::info!(
                     period = %period,
                     folder = %self.settings.out_dir.display(),
-                    "report written again: the reports that were pending are processed"
+                    "report written again: every report received in the period is pulled and \
+                     processed"
                 );
             }
             if report
@@ -524,7 +557,7 @@ impl ReportScheduler {
             )
             .await?;
             self.unsettled()
-                .extend(written.iter().filter(|r| r.pending > 0).map(|r| r.period));
+                .extend(written.iter().filter(|r| r.unsettled()).map(|r| r.period));
             out.extend(written);
         }
         Ok(out)

@@ -142,6 +142,9 @@ pub struct ReportSettings {
     pub formats: Vec<ReportFormat>,
     /// The UTC offset periods are taken in.
     pub offset: FixedOffset,
+    /// The configured collectors: a report says which of them were not
+    /// pulled past its period's end yet.
+    pub collectors: Vec<String>,
 }
 
 impl ReportSettings {
@@ -157,6 +160,7 @@ impl ReportSettings {
             out_dir: config.resolve_path(&report.out_dir),
             formats: normalise_formats(&report.formats),
             offset,
+            collectors: config.collectors.iter().map(|c| c.name.clone()).collect(),
         })
     }
 }

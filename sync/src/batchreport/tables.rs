@@ -148,6 +148,14 @@ fn summary(f: &PeriodFigures) -> Table {
         p.reports_pending,
     );
     count(&mut t, "installs", s.installs, p.installs);
+    // Not a figure of the period's reports: how many collectors had not
+    // been pulled past its end (their late reports may be missing).
+    t.row(vec![
+        text("collectors_behind"),
+        Cell::count(f.collectors_behind.len() as u64),
+        text(""),
+        text(""),
+    ]);
     t
 }
 

@@ -78,6 +78,15 @@ pub trait PullSink: Send + Sync {
     /// `up_to` (bookkeeping; nothing depends on it).
     fn acked(&self, collector: &str, up_to: u64) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Records that a round started at `round_started_ms` (Unix ms) pulled
+    /// `collector` to the end of its export: every report the collector
+    /// received before then is stored (batch reports wait for it).
+    fn caught_up(
+        &self,
+        collector: &str,
+        round_started_ms: i64,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Records a failed round or a failed acknowledgement of `collector`,
     /// for operators; `message` says what failed and what to check.
     fn failed(
@@ -115,6 +124,9 @@ pub struct CollectorRound {
     pub ack_error: Option<String>,
     /// How long the round took.
     pub elapsed: Duration,
+    /// When the round started (Unix ms): once it is caught up, every
+    /// report the collector received before then is stored.
+    pub started_at_ms: i64,
 }
 
 impl CollectorRound {
@@ -129,6 +141,7 @@ impl CollectorRound {
             cursor: 0,
             acked_up_to: None,
             caught_up: false,
+            started_at_ms: chrono::Utc::now().timestamp_millis(),
             error: None,
             ack_error: None,
             elapsed: Duration::ZERO,
@@ -367,6 +380,12 @@ impl Puller {
             check_store(sink, name, &page, &mut known_store).await?;
             if page.reports.is_empty() {
                 round.caught_up = true;
+                // Bookkeeping for batch reports: a failure to record it
+                // only leaves them waiting for the next round.
+                if let Err(e) = sink.caught_up(name, round.started_at_ms).await {
+                    tracing::warn!(collector = name, error = %e,
+                        "cannot record that the collector was pulled to its end");
+                }
                 // An acknowledgement lost in an earlier round (or before a
                 // restart) is repeated once nothing new would carry it; one
                 // that failed in this round waits for the next.

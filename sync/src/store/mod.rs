@@ -321,6 +321,23 @@ impl Store {
         .map_err(self.db(context))
     }
 
+    /// Records that a round started at `round_started_ms` pulled
+    /// `collector` to the end of its export (the time never moves back).
+    pub async fn record_caught_up(
+        &self,
+        collector: &str,
+        round_started_ms: i64,
+    ) -> Result<(), Error> {
+        let context = || format!("cannot record the pull round of collector `{collector}`");
+        on_writer!(self, pool => sqlx::query(queries::RECORD_CAUGHT_UP)
+            .bind(collector)
+            .bind(round_started_ms)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(self.db(context))
+    }
+
     /// Records a failed pull of `collector` (creating its cursor when it
     /// never pulled; its node id stays empty until a pull succeeds).
     pub async fn record_pull_error(

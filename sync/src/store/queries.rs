@@ -7,11 +7,13 @@ use super::records::LineFilter;
 
 pub(super) const CURSOR: &str = "SELECT collector, node_id, after_seq, acked_seq, \
      last_pull_at AS last_pull_at_ms, last_ok_at AS last_ok_at_ms, last_error, \
-     last_error_at AS last_error_at_ms, pulled_total FROM pull_cursors WHERE collector = $1";
+     last_error_at AS last_error_at_ms, pulled_total, caught_up_at AS caught_up_at_ms \
+     FROM pull_cursors WHERE collector = $1";
 
 pub(super) const CURSORS: &str = "SELECT collector, node_id, after_seq, acked_seq, \
      last_pull_at AS last_pull_at_ms, last_ok_at AS last_ok_at_ms, last_error, \
-     last_error_at AS last_error_at_ms, pulled_total FROM pull_cursors ORDER BY collector";
+     last_error_at AS last_error_at_ms, pulled_total, caught_up_at AS caught_up_at_ms \
+     FROM pull_cursors ORDER BY collector";
 
 pub(super) const CURSOR_NODE: &str = "SELECT node_id FROM pull_cursors WHERE collector = $1";
 
@@ -35,6 +37,14 @@ pub(super) const CURSOR_STORE: &str = "SELECT store_id FROM pull_cursors WHERE c
 pub(super) const BIND_CURSOR_STORE: &str = "INSERT INTO pull_cursors (collector, store_id) \
      VALUES ($1, $2) ON CONFLICT (collector) DO UPDATE \
      SET store_id = COALESCE(pull_cursors.store_id, excluded.store_id)";
+
+/// Records that a round pulled the collector to the end of its export, the
+/// round having started at `$2` (never moving the time back), creating the
+/// cursor when the collector never had a report to pull.
+pub(super) const RECORD_CAUGHT_UP: &str = "INSERT INTO pull_cursors (collector, caught_up_at) \
+     VALUES ($1, $2) ON CONFLICT (collector) DO UPDATE SET caught_up_at = CASE \
+     WHEN pull_cursors.caught_up_at IS NULL OR pull_cursors.caught_up_at < excluded.caught_up_at \
+     THEN excluded.caught_up_at ELSE pull_cursors.caught_up_at END";
 
 /// Records a failed pull, creating the cursor when the collector never
 /// pulled (its node id stays empty until a pull succeeds).

@@ -30,6 +30,9 @@ pub struct PullCursor {
     /// Reports stored from this collector, duplicates not counted.
     #[sqlx(try_from = "i64")]
     pub pulled_total: u64,
+    /// The start of the last round that pulled the collector to the end of
+    /// its export: every report it received before then is stored.
+    pub caught_up_at_ms: Option<i64>,
 }
 
 /// A stored report, exactly as pulled.
