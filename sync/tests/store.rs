@@ -1621,9 +1621,10 @@ struct SchemaSql {
     /// place of the merged one and no pair statistics. On SQLite 0013, 0009 and
     /// 0008 are no-ops, and the outcomes table 0010 built again keeps its
     /// third state (0010 builds it again, whatever its states); the
-    /// cursors lose 0011's store column and 0016's caught-up time, and 0012's table of installations'
-    /// keys and 0014's of the back office's secrets go. SQLite's quarantine
-    /// table stays as 0015 built it (0015 builds it again, whatever it was).
+    /// cursors lose 0011's store column and 0016's caught-up time, and
+    /// 0012's table of installations' keys and 0014's of the back office's
+    /// secrets go. SQLite's quarantine table stays as 0015 built it (0015
+    /// builds it again, whatever it was).
     back_to_7: &'static str,
 }
 
