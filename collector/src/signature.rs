@@ -24,7 +24,9 @@
 //!
 //! The replay cache is in memory and bounded. An entry lives until its
 //! timestamp leaves the window, after which the timestamp check refuses the
-//! request anyway. When the cache is full the entry closest to expiry is
+//! request anyway (and so does the claim, for a request whose window ends
+//! while its keys are read: its first copy may have been forgotten by
+//! then). When the cache is full the entry closest to expiry is
 //! dropped (counted in metrics); a replay that slips through that way, or
 //! one sent to a restarted node, still cannot store anything twice, because
 //! staging answers a known `report_id` with `duplicate`.
@@ -322,7 +324,10 @@ pub struct SignatureVerifier {
 impl SignatureVerifier {
     /// A verifier for `config`, reading enrolled keys from `staging`.
     pub fn new(config: SigningConfig, staging: Staging, metrics: SignatureMetrics) -> Arc<Self> {
-        let replay = Mutex::new(ReplayCache::new(config.replay_cache_max));
+        let replay = Mutex::new(ReplayCache::new(
+            config.replay_cache_max,
+            config.max_clock_skew_secs,
+        ));
         Arc::new(Self {
             config,
             staging,
@@ -502,6 +507,17 @@ impl SignatureVerifier {
                 }
                 Ok(key)
             }
+            Claim::Expired => Err(SignatureRejection {
+                outcome: SignatureOutcome::Stale,
+                status: StatusCode::UNAUTHORIZED,
+                code: "stale_timestamp",
+                detail: format!(
+                    "the signature's timestamp {ts} expired while the request was being checked \
+                     (more than {} s from this receiver's clock); sign every request (retries \
+                     too) when it is sent, correcting the clock by server_time",
+                    self.config.max_clock_skew_secs
+                ),
+            }),
             Claim::Seen => Err(SignatureRejection {
                 outcome: SignatureOutcome::Replayed,
                 status: StatusCode::CONFLICT,
@@ -630,25 +646,54 @@ struct ReplayCache {
     max: usize,
     expiry_of: HashMap<[u8; 32], i64>,
     by_expiry: BTreeSet<(i64, [u8; 32])>,
+    /// The latest `now` any claim pruned with: every entry that expired
+    /// before it may be gone, so a request whose window ended before it
+    /// can no longer be told from a replay.
+    pruned_before: i64,
+    /// A `now` this far behind `pruned_before` is the clock stepped back,
+    /// not a request checked a little earlier: the window's length.
+    step_back: i64,
 }
 
 enum Claim {
-    Fresh { evicted: u64 },
+    Fresh {
+        evicted: u64,
+    },
     Seen,
+    /// The request's window ended before entries were last pruned: its
+    /// first copy may have been forgotten, so it cannot be claimed.
+    Expired,
 }
 
 impl ReplayCache {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, window_secs: u64) -> Self {
         Self {
             max: max.max(1),
             expiry_of: HashMap::new(),
             by_expiry: BTreeSet::new(),
+            pruned_before: i64::MIN,
+            step_back: i64::try_from(window_secs).unwrap_or(i64::MAX),
         }
     }
 
+    /// Claims `key`, a request valid until `expires`, checked at `now`.
+    ///
+    /// Requests are checked concurrently, each with the time it was read
+    /// at, and claimed after an await (the enrolled keys' lookup): a claim
+    /// with a later `now` may meanwhile have pruned an entry this request's
+    /// own `now` still counts as alive. Pruning goes by the latest `now`
+    /// seen, and a request whose window ended before it is refused, never
+    /// taken as fresh because its first copy was pruned. A `now` a whole
+    /// window behind that is the clock set back (requests are checked
+    /// within `limits.request_timeout_ms`): pruning then starts again from
+    /// it, rather than refusing every request until the clock catches up.
     fn claim(&mut self, key: [u8; 32], expires: i64, now: i64) -> Claim {
+        if now.saturating_add(self.step_back) < self.pruned_before {
+            self.pruned_before = now;
+        }
+        self.pruned_before = self.pruned_before.max(now);
         while let Some(&(at, old)) = self.by_expiry.first() {
-            if at >= now {
+            if at >= self.pruned_before {
                 break;
             }
             self.by_expiry.pop_first();
@@ -656,6 +701,9 @@ impl ReplayCache {
         }
         if self.expiry_of.contains_key(&key) {
             return Claim::Seen;
+        }
+        if expires < self.pruned_before {
+            return Claim::Expired;
         }
         let mut evicted = 0;
         while self.expiry_of.len() >= self.max {
@@ -683,7 +731,7 @@ mod tests {
 
     #[test]
     fn replay_cache_remembers_within_the_window_and_stays_bounded() {
-        let mut cache = ReplayCache::new(3);
+        let mut cache = ReplayCache::new(3, 300);
         assert!(matches!(
             cache.claim([1; 32], 100, 50),
             Claim::Fresh { evicted: 0 }
@@ -710,6 +758,40 @@ mod tests {
             Claim::Fresh { .. }
         ));
         assert_eq!(cache.expiry_of.len(), cache.by_expiry.len());
+    }
+
+    /// A replay checked before the original's window ended, but claimed
+    /// after a later claim pruned the original (its enrolled keys were
+    /// being read meanwhile), must not be taken as fresh.
+    #[test]
+    fn a_replay_claimed_after_its_original_was_pruned_is_not_fresh() {
+        let mut cache = ReplayCache::new(10, 300);
+        // The original, valid until 1000, claimed at 995.
+        assert!(matches!(
+            cache.claim([1; 32], 1000, 995),
+            Claim::Fresh { evicted: 0 }
+        ));
+        // Another request, claimed at 1002, prunes it.
+        assert!(matches!(
+            cache.claim([2; 32], 1200, 1002),
+            Claim::Fresh { evicted: 0 }
+        ));
+        // The replay passed the time check at 999 and is claimed now.
+        assert!(matches!(cache.claim([1; 32], 1000, 999), Claim::Expired));
+        assert!(!cache.expiry_of.contains_key(&[1; 32]));
+        // A request still inside its window is claimed as ever.
+        assert!(matches!(
+            cache.claim([3; 32], 1100, 999),
+            Claim::Fresh { evicted: 0 }
+        ));
+        assert!(matches!(cache.claim([2; 32], 1200, 1001), Claim::Seen));
+        // The clock set back by more than a window: requests are claimed
+        // from the new time, not refused until it catches up.
+        assert!(matches!(
+            cache.claim([4; 32], 600, 500),
+            Claim::Fresh { evicted: 0 }
+        ));
+        assert!(matches!(cache.claim([4; 32], 600, 501), Claim::Seen));
     }
 
     #[test]
