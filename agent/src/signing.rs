@@ -25,8 +25,12 @@
 //! again after [`UNSUPPORTED_RECHECK`].
 //!
 //! Every attempt is signed when it is sent, with a timestamp that never
-//! repeats within the process, so a retry of a spooled report is a fresh
-//! request and never looks like a replay. The collector's `server_time`
+//! repeats for the same report (or enrolment) and endpoint within the
+//! process, so a retry of a spooled report is a fresh request and never
+//! looks like a replay. Different reports may share a second: their nonces
+//! (report ids) differ, and so do their signed messages; a timestamp that
+//! rose for every request would run ahead of the clock while a spool drains
+//! (a few hundred reports sent in a burst) and be refused as stale. The collector's `server_time`
 //! (in enrolment answers and `stale_timestamp` refusals) corrects a wrong
 //! device clock.
 
@@ -161,10 +165,18 @@ pub(crate) struct Signer {
 #[derive(Debug, Default)]
 struct Learned {
     endpoints: HashMap<String, Enrolment>,
-    /// The last timestamp signed with, per endpoint: timestamps never
-    /// repeat, so no two attempts ever carry the same signature.
-    last_ts: HashMap<String, i64>,
+    /// The last timestamp signed with, per endpoint and nonce: an attempt
+    /// never repeats an earlier one's timestamp, so no two attempts ever
+    /// carry the same signed message.
+    last_ts: HashMap<(String, String), i64>,
 }
+
+/// Nonces remembered before the old ones are pruned.
+const LAST_TS_PRUNE_AT: usize = 4_096;
+/// How old a remembered timestamp must be to be pruned: beyond twice the
+/// widest window a collector may keep signatures in (`max_clock_skew_secs`
+/// is at most a day), no collector remembers it any more.
+const LAST_TS_KEEP_SECS: i64 = 2 * 86_400;
 
 impl Learned {
     /// After `endpoint`'s clock offset was learned: timestamps continue from
@@ -174,9 +186,11 @@ impl Learned {
     /// The ones signed ahead were refused (a stale timestamp is checked
     /// before anything is remembered), so none of them can repeat.
     fn follow_clock(&mut self, endpoint: &str, offset: i64) {
-        if let Some(last) = self.last_ts.get_mut(endpoint) {
-            let corrected = Utc::now().timestamp().saturating_add(offset);
-            *last = (*last).min(corrected.saturating_sub(1)).max(0);
+        let corrected = Utc::now().timestamp().saturating_add(offset);
+        for ((e, _), last) in &mut self.last_ts {
+            if e == endpoint {
+                *last = (*last).min(corrected.saturating_sub(1)).max(0);
+            }
         }
     }
 }
@@ -253,19 +267,25 @@ impl Signer {
         learned.follow_clock(endpoint, offset);
     }
 
-    /// A timestamp for `endpoint`: our clock corrected by its offset, and
-    /// above every timestamp signed before.
-    fn timestamp(&self, endpoint: &str) -> i64 {
+    /// A timestamp for signing `nonce` to `endpoint`: our clock corrected
+    /// by its offset, and above every timestamp `nonce` was signed with for
+    /// it before.
+    fn timestamp(&self, endpoint: &str, nonce: &str) -> i64 {
         let mut learned = self.learned();
         let offset = match learned.endpoints.get(endpoint) {
             Some(Enrolment::Enrolled { offset }) => *offset,
             _ => 0,
         };
-        let last = learned.last_ts.entry(endpoint.to_owned()).or_insert(0);
-        let ts = Utc::now()
-            .timestamp()
-            .saturating_add(offset)
-            .max(last.saturating_add(1));
+        let now = Utc::now().timestamp().saturating_add(offset);
+        if learned.last_ts.len() >= LAST_TS_PRUNE_AT {
+            let old = now.saturating_sub(LAST_TS_KEEP_SECS);
+            learned.last_ts.retain(|_, last| *last >= old);
+        }
+        let last = learned
+            .last_ts
+            .entry((endpoint.to_owned(), nonce.to_owned()))
+            .or_insert(0);
+        let ts = now.max(last.saturating_add(1));
         *last = ts;
         ts
     }
@@ -309,7 +329,7 @@ impl Signer {
         nonce: &str,
         body: &[u8],
     ) -> Result<String, Error> {
-        let ts = self.timestamp(endpoint);
+        let ts = self.timestamp(endpoint, nonce);
         let message = signed_message(purpose, install_id, nonce, ts, &body_sha256_hex(body));
         let header = SignatureHeader {
             key_id: self.store.public_key()?.key_id(),
@@ -388,11 +408,11 @@ mod tests {
             Arc::new(FileKeyStore::new(dir.path().join(KEY_FILE))),
             vec!["/api/v1/enrol".to_owned()],
         );
-        let a = signer.timestamp("https://c");
-        let b = signer.timestamp("https://c");
+        let a = signer.timestamp("https://c", "r1");
+        let b = signer.timestamp("https://c", "r1");
         assert!(b > a);
         signer.clock("https://c", Utc::now().timestamp() + 10_000);
-        assert!(signer.timestamp("https://c") >= Utc::now().timestamp() + 9_990);
+        assert!(signer.timestamp("https://c", "r1") >= Utc::now().timestamp() + 9_990);
         assert_eq!(signer.mode("https://c"), Mode::Sign);
         signer.forget("https://c");
         assert_eq!(signer.mode("https://c"), Mode::Enrol);
@@ -409,21 +429,61 @@ mod tests {
         );
         // The probe's clock as if 10 minutes fast: its first signatures.
         signer.clock("https://c", Utc::now().timestamp() + 600);
-        let fast = signer.timestamp("https://c");
-        assert!(signer.timestamp("https://c") > fast);
+        let fast = signer.timestamp("https://c", "r1");
+        assert!(signer.timestamp("https://c", "r1") > fast);
         // The collector answers stale_timestamp with its own time.
         signer.clock("https://c", Utc::now().timestamp());
-        let corrected = signer.timestamp("https://c");
+        let corrected = signer.timestamp("https://c", "r1");
         assert!(
             (corrected - Utc::now().timestamp()).abs() <= 2,
             "{corrected} still follows the fast clock ({fast})"
         );
-        assert!(signer.timestamp("https://c") > corrected);
+        assert!(signer.timestamp("https://c", "r1") > corrected);
         // The same after an enrolment's answer.
         signer.clock("https://c", Utc::now().timestamp() + 600);
-        let _ = signer.timestamp("https://c");
+        let _ = signer.timestamp("https://c", "r1");
         signer.enrolled("https://c", Some(Utc::now().timestamp()));
-        assert!((signer.timestamp("https://c") - Utc::now().timestamp()).abs() <= 2);
+        assert!((signer.timestamp("https://c", "r1") - Utc::now().timestamp()).abs() <= 2);
+    }
+
+    /// A spool drained in a burst: every report signed within the same
+    /// seconds, none pushed ahead of the clock (a timestamp that rose for
+    /// every request ran 300 s ahead after 300 reports, refused as stale),
+    /// while a retry of one report still never repeats its timestamp.
+    #[test]
+    fn many_reports_signed_at_once_stay_on_the_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = Signer::new(
+            Arc::new(FileKeyStore::new(dir.path().join(KEY_FILE))),
+            vec!["/api/v1/enrol".to_owned()],
+        );
+        let ids: Vec<String> = (0..1_000).map(|i| format!("report-{i}")).collect();
+        for id in &ids {
+            let ts = signer.timestamp("https://c", id);
+            assert!((ts - Utc::now().timestamp()).abs() <= 2, "{id}: {ts}");
+        }
+        let retries: Vec<i64> = (0..3)
+            .map(|_| signer.timestamp("https://c", &ids[0]))
+            .collect();
+        assert!(retries.windows(2).all(|w| w[1] > w[0]), "{retries:?}");
+        // Another endpoint keeps its own.
+        let other = signer.timestamp("https://d", &ids[0]);
+        assert!((other - Utc::now().timestamp()).abs() <= 2);
+        // Old nonces are forgotten past the bound; recent ones are kept.
+        signer
+            .learned()
+            .last_ts
+            .insert(("https://old".to_owned(), "x".to_owned()), 5);
+        for i in 0..(LAST_TS_PRUNE_AT + 10) {
+            signer.timestamp("https://e", &format!("n-{i}"));
+        }
+        let learned = signer.learned();
+        assert!(learned.last_ts.len() > LAST_TS_PRUNE_AT);
+        assert!(
+            !learned
+                .last_ts
+                .contains_key(&("https://old".to_owned(), "x".to_owned()))
+        );
     }
 
     #[test]
@@ -437,9 +497,9 @@ mod tests {
         );
         signer.clock("https://low", i64::MIN);
         // Far in the past: held at one past the last timestamp (none yet).
-        assert_eq!(signer.timestamp("https://low"), 1);
+        assert_eq!(signer.timestamp("https://low", "r1"), 1);
         signer.enrolled("https://high", Some(i64::MAX));
-        assert_eq!(signer.timestamp("https://high"), i64::MAX);
-        assert_eq!(signer.timestamp("https://high"), i64::MAX);
+        assert_eq!(signer.timestamp("https://high", "r1"), i64::MAX);
+        assert_eq!(signer.timestamp("https://high", "r1"), i64::MAX);
     }
 }
