@@ -21,10 +21,15 @@
 //!   clean, and the internal side sees the installation as contested;
 //! - earlier keys stay valid: a hijacker cannot lock the real probe out by
 //!   enrolling over it, only make its reports flagged;
-//! - every key ever enrolled is kept with when and from which address, so
+//! - keys are kept with when and from which address they were enrolled, so
 //!   a contested installation can be investigated; at most
-//!   `signing.max_keys_per_install` keys per installation (409 beyond), so
-//!   the history stays bounded;
+//!   `signing.max_keys_per_install` keys per installation, so the history
+//!   stays bounded: one more retires the key enrolled least recently (the
+//!   retirement is logged with its history). Refusing it instead (409) let
+//!   anyone who knew an `install_id` fill its keys at a node before the
+//!   probe enrolled there and lock the probe out for good; now a probe
+//!   whose key was retired is answered `unknown_key` and enrols again,
+//!   retiring one of theirs, and its reports are flagged as contested;
 //! - unsigned reports for an enrolled installation are refused (see
 //!   [`crate::signature`]), so enrolling never makes it easier to speak in a
 //!   probe's name than not enrolling.
@@ -86,8 +91,8 @@ pub(crate) async fn enrol(
 /// trust — or refused by policy or for the receiver's own failure.
 fn traffic_outcome(result: &str) -> Option<IngestOutcome> {
     match result {
-        "enrolled" | "already_enrolled" | "key_changed" | "too_many_keys" | "storage_error"
-        | "timeout" | "aborted" | "overloaded" => None,
+        "enrolled" | "already_enrolled" | "key_changed" | "storage_error" | "timeout"
+        | "aborted" | "overloaded" => None,
         "invalid" => Some(IngestOutcome::Invalid),
         "unsupported" => Some(IngestOutcome::UnsupportedMedia),
         _ => Some(IngestOutcome::SignatureRejected),
@@ -276,26 +281,28 @@ fn answer(
     match outcome {
         EnrolOutcome::New => respond("enrolled", StatusCode::CREATED),
         EnrolOutcome::Same => respond("already_enrolled", StatusCode::OK),
-        EnrolOutcome::Changed { previous_key_id } => {
+        EnrolOutcome::Changed {
+            previous_key_id,
+            retired,
+        } => {
             tracing::warn!(
                 %install_id,
                 previous_key_id,
                 key_id = key.key_id(),
                 "a probe enrolled a different key for a known install_id; its reports are flagged"
             );
+            if let Some(r) = retired {
+                tracing::warn!(
+                    %install_id,
+                    retired_key_id = r.key_id,
+                    enrolled_at = %r.enrolled_at,
+                    last_enrolled_at = %r.last_enrolled_at,
+                    enrolled_from = r.enrolled_from,
+                    "the installation has as many keys as signing.max_keys_per_install keeps: \
+                     the key enrolled least recently is retired (a probe holding it enrols again)"
+                );
+            }
             respond("key_changed", StatusCode::CREATED)
-        }
-        EnrolOutcome::TooManyKeys { max } => {
-            let refusal = refuse(
-                "too_many_keys",
-                StatusCode::CONFLICT,
-                "too_many_keys",
-                &format!(
-                    "install_id {install_id} has already enrolled {max} different keys; no more \
-                     are accepted for it (keep the probe's key, or reinstall for a new install_id)"
-                ),
-            );
-            *refusal
         }
     }
 }

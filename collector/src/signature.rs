@@ -71,9 +71,9 @@ pub struct SigningConfig {
     /// Reports of an installation whose key changed are flagged
     /// `key_changed` for this many days after the change.
     pub key_change_flag_days: u64,
-    /// Most distinct keys one `install_id` may enrol; further keys are
-    /// refused (409), so that nobody can grow one installation's history
-    /// without bound.
+    /// Most keys one `install_id` keeps, so that nobody can grow one
+    /// installation's history without bound; one more retires the key
+    /// enrolled least recently (the enrolment policy, `enrol.rs`).
     pub max_keys_per_install: usize,
 }
 

@@ -360,21 +360,49 @@ async fn a_changed_key_is_accepted_but_flagged() {
     .expect("test timed out");
 }
 
+/// An installation keeps at most `max_keys_per_install` keys: one more
+/// retires the one enrolled least recently. So whoever fills an install
+/// id's keys before its probe enrols at a node (an install id is no
+/// secret) cannot lock the probe out there: its enrolment retires one of
+/// theirs, and a probe whose key was retired enrols again.
 #[tokio::test]
-async fn key_history_is_bounded() {
+async fn key_history_is_bounded_and_cannot_lock_a_probe_out() {
     tokio::time::timeout(LIMIT, async {
         let dir = tempfile::tempdir().expect("tempdir");
         let (running, client) =
             support::start(dir.path(), "[signing]\nmax_keys_per_install = 2\n").await;
-        for expected in [
-            StatusCode::CREATED,
-            StatusCode::CREATED,
-            StatusCode::CONFLICT,
-        ] {
-            let probe = Probe::new("probe-many-keys");
-            let (status, answer) = enrol(&client, &running, &probe).await;
-            assert_eq!(status, expected, "{answer}");
+        // Two throwaway keys for the victim's install id, then the probe.
+        let squatters = [Probe::new("probe-many-keys"), Probe::new("probe-many-keys")];
+        for squatter in &squatters {
+            let (status, answer) = enrol(&client, &running, squatter).await;
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
         }
+        let probe = Probe::new("probe-many-keys");
+        let (status, answer) = enrol(&client, &running, &probe).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert_eq!(answer["status"], "key_changed");
+        let now = Utc::now().timestamp();
+        let (status, answer, _) = send_signed(&client, &running, &probe, now).await;
+        assert_eq!(status, StatusCode::CREATED, "the probe's report: {answer}");
+        // The key enrolled least recently was retired; the other still
+        // verifies (flagged, as every report of a contested install id).
+        let (status, answer, _) = send_signed(&client, &running, &squatters[0], now).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        assert_eq!(answer["error"], "unknown_key");
+        let (status, answer, _) = send_signed(&client, &running, &squatters[1], now).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        // More throwaway keys retire the probe's in turn; it enrols again
+        // (as the agent does on `unknown_key`) and is heard again.
+        for _ in 0..2 {
+            let (status, _) = enrol(&client, &running, &Probe::new("probe-many-keys")).await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let (status, answer, _) = send_signed(&client, &running, &probe, now).await;
+        assert_eq!(answer["error"], "unknown_key", "{status}");
+        let (status, answer) = enrol(&client, &running, &probe).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        let (status, answer, _) = send_signed(&client, &running, &probe, now).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
         running.shutdown().await.expect("shutdown");
     })
     .await

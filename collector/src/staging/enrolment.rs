@@ -4,7 +4,8 @@
 //! Writes go through the single writer like everything else; lookups use
 //! the read-only connections. The policy — what an enrolment of a new key
 //! for a known `install_id` means — lives in [`crate::enrol`]; this module
-//! only records facts: every key ever enrolled, when, and from where.
+//! only records facts: the keys enrolled (as many as an installation may
+//! keep), when, and from where.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -65,12 +66,24 @@ pub enum EnrolOutcome {
     Changed {
         /// The key that was current before.
         previous_key_id: String,
+        /// The key retired to make room, the installation having as many
+        /// keys as it may keep: the one enrolled least recently.
+        retired: Option<RetiredKey>,
     },
-    /// The installation already has this many keys; nothing changed.
-    TooManyKeys {
-        /// The configured bound.
-        max: usize,
-    },
+}
+
+/// A key an installation no longer keeps: it verifies nothing any more (a
+/// probe still holding it is answered `unknown_key` and enrols again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKey {
+    /// Its id.
+    pub key_id: String,
+    /// When it was first enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// When it was last enrolled.
+    pub last_enrolled_at: DateTime<Utc>,
+    /// The address it was first enrolled from.
+    pub enrolled_from: String,
 }
 
 /// Which installations ever enrolled a key, as fingerprints in memory.
@@ -273,6 +286,7 @@ pub(super) fn enrol(
         .map_err(sql("recording an enrolment"))?;
         return Ok(EnrolOutcome::Same);
     }
+    let mut retired = None;
     if known {
         tx.execute(
             "UPDATE probe_keys SET last_enrolled_at_us = ?3 WHERE install_id = ?1 AND key_id = ?2",
@@ -288,7 +302,7 @@ pub(super) fn enrol(
             )
             .map_err(sql("counting an installation's keys"))?;
         if usize::try_from(count).unwrap_or(usize::MAX) >= e.max_keys {
-            return Ok(EnrolOutcome::TooManyKeys { max: e.max_keys });
+            retired = Some(retire_one(tx, &e.install_id, &current)?);
         }
         insert_key(tx, e)?;
     }
@@ -300,6 +314,40 @@ pub(super) fn enrol(
     .map_err(sql("recording a key change"))?;
     Ok(EnrolOutcome::Changed {
         previous_key_id: current,
+        retired,
+    })
+}
+
+/// Retires the key of `install_id` enrolled least recently, the current
+/// one only when it is the only one (`max_keys_per_install = 1`). Refusing
+/// the enrolment instead let anyone who knew an install id (it is no
+/// secret) enrol throwaway keys for it at a node before its probe did and
+/// lock the probe out there for good; now the probe's next enrolment (on
+/// `unknown_key`) retires one of theirs, and every change stays flagged.
+fn retire_one(
+    tx: &rusqlite::Transaction<'_>,
+    install_id: &str,
+    current: &str,
+) -> Result<RetiredKey, TxError> {
+    let (key_id, enrolled_at_us, last_us, from): (String, i64, i64, String) = tx
+        .query_row(
+            "SELECT key_id, enrolled_at_us, last_enrolled_at_us, enrolled_from FROM probe_keys \
+             WHERE install_id = ?1 \
+             ORDER BY key_id = ?2, last_enrolled_at_us, key_id LIMIT 1",
+            params![install_id, current],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .map_err(sql("choosing a key to retire"))?;
+    tx.execute(
+        "DELETE FROM probe_keys WHERE install_id = ?1 AND key_id = ?2",
+        params![install_id, key_id],
+    )
+    .map_err(sql("retiring a probe key"))?;
+    Ok(RetiredKey {
+        key_id,
+        enrolled_at: at(enrolled_at_us),
+        last_enrolled_at: at(last_us),
+        enrolled_from: from,
     })
 }
 
