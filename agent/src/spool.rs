@@ -605,23 +605,7 @@ mod tests {
                 .and_then(|f| f.set_modified(old))
                 .expect("age it");
         }
-        let report = lineprobe_shared::Report::from_json(
-            &std::fs::read(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../config/report.example.json"),
-            )
-            .expect("example"),
-        )
-        .expect("report");
-        let now = Utc::now();
-        spool
-            .put(&SpoolEntry {
-                report,
-                spooled_at: now,
-                retries: 0,
-                next_attempt_at: now,
-            })
-            .expect("put");
+        spool.put(&example_entry()).expect("put");
         assert!(!stale.exists(), "a stale temporary file was kept");
         assert!(fresh.exists(), "a write in progress was touched");
         assert!(other.exists(), "not ours");

@@ -1164,6 +1164,18 @@ async fn catch_up_fills_exactly_the_missed_periods() {
     .await;
 }
 
+/// The daemon's scheduler writing a day's report at 01:30 in `formats`
+/// (TOML list items) into `out`, with `more` configuration.
+fn daily_at_0130(out: &Path, formats: &str, more: &str) -> ReportScheduler {
+    let toml = format!(
+        "[report]\nout_dir = {:?}\nformats = [{formats}]\n\
+         schedule = [{{ period = \"day\", at = \"01:30\" }}]\n{more}",
+        out.display().to_string()
+    );
+    let config = SyncConfig::from_toml_with_env(&toml, "test", []).unwrap();
+    ReportScheduler::from_config(&config).unwrap().unwrap()
+}
+
 /// The daemon writes a day's report on time even while reports received
 /// that day are still pending (an address source was down, say), and the
 /// report says it will change once they are processed: the daemon then
@@ -1179,13 +1191,7 @@ async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
         )
         .await;
         let reports = tempfile::tempdir().unwrap();
-        let toml = format!(
-            "[report]\nout_dir = {:?}\nformats = [\"json\", \"csv\"]\n\
-             schedule = [{{ period = \"day\", at = \"01:30\" }}]\n",
-            reports.path().display().to_string()
-        );
-        let config = SyncConfig::from_toml_with_env(&toml, "test", []).unwrap();
-        let scheduler = ReportScheduler::from_config(&config).unwrap().unwrap();
+        let scheduler = daily_at_0130(reports.path(), "\"json\", \"csv\"", "");
         let json = || -> Value {
             serde_json::from_slice(
                 &std::fs::read(reports.path().join("lineprobe-report-day-2026-11-21.json"))
@@ -1242,15 +1248,11 @@ async fn a_scheduled_report_waits_for_every_collector_to_be_pulled_past_its_end(
         )
         .await;
         let reports = tempfile::tempdir().unwrap();
-        let toml = format!(
-            "[report]\nout_dir = {:?}\nformats = [\"json\", \"html\", \"csv\"]\n\
-             schedule = [{{ period = \"day\", at = \"01:30\" }}]\n\
-             [[collector]]\nname = \"{COLLECTOR}\"\nurl = \"https://127.0.0.1:9\"\n\
-             token_env = \"X\"\n",
-            reports.path().display().to_string()
+        let collector = format!(
+            "[[collector]]\nname = \"{COLLECTOR}\"\nurl = \"https://127.0.0.1:9\"\n\
+             token_env = \"X\"\n"
         );
-        let config = SyncConfig::from_toml_with_env(&toml, "test", []).unwrap();
-        let scheduler = ReportScheduler::from_config(&config).unwrap().unwrap();
+        let scheduler = daily_at_0130(reports.path(), "\"json\", \"html\", \"csv\"", &collector);
         let stem = reports.path().join("lineprobe-report-day-2026-11-21");
         let json = || -> Value {
             serde_json::from_slice(&std::fs::read(stem.with_extension("json")).unwrap()).unwrap()

@@ -401,12 +401,7 @@ fn a_spray_of_new_prefixes_does_not_evict_busy_units() {
 fn a_unit_back_after_a_long_silence_is_judged_by_its_remembered_band() {
     let clock = ManualClock::at(T0);
     let t = Traffic::new(&config(|_| {}), clock.clone(), None);
-    let episodes_of = |unit: &str| {
-        t.episodes(false, 1_000)
-            .iter()
-            .filter(|e| e.unit == unit)
-            .count()
-    };
+    let episodes_of = |unit: &str| episodes_of(&t, unit);
     // Two busy NAT prefixes grow to 100 requests a minute (slowly enough
     // never to leave their bands, the floor being 20) and stay there for a
     // history window.
@@ -453,6 +448,26 @@ fn a_unit_back_after_a_long_silence_is_judged_by_its_remembered_band() {
     assert_eq!(episodes_of("203.0.113.0/24"), 1);
 }
 
+/// Episodes of `unit` (open or closed).
+fn episodes_of(t: &Traffic, unit: &str) -> usize {
+    t.episodes(false, 1_000)
+        .iter()
+        .filter(|e| e.unit == unit)
+        .count()
+}
+
+/// `from` grows to 100 requests a minute over 31 minutes, slowly enough
+/// never to leave its band (the floor being 20).
+fn grow_to_100_a_minute(t: &Traffic, clock: &ManualClock, from: &str) {
+    for k in 0..=30_u32 {
+        for _ in 0..(20 + 5 * k).min(100) {
+            assert!(send(t, from), "minute {k}");
+        }
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+}
+
 /// A busy unit evicted from a full table (quiet for a while, it had the
 /// least traffic in its window) keeps its band as across a restart: back
 /// at its usual rate it is no anomaly.
@@ -460,20 +475,8 @@ fn a_unit_back_after_a_long_silence_is_judged_by_its_remembered_band() {
 fn an_evicted_unit_is_judged_by_its_remembered_band() {
     let clock = ManualClock::at(T0);
     let t = Traffic::new(&config(|c| c.traffic.max_units = 16), clock.clone(), None);
-    let episodes_of = |unit: &str| {
-        t.episodes(false, 1_000)
-            .iter()
-            .filter(|e| e.unit == unit)
-            .count()
-    };
-    // A NAT prefix grows to 100 requests a minute, within its band.
-    for k in 0..=30_u32 {
-        for _ in 0..(20 + 5 * k).min(100) {
-            assert!(send(&t, "198.51.100.7"), "minute {k}");
-        }
-        clock.advance(Duration::from_mins(1));
-        t.sweep();
-    }
+    let episodes_of = |unit: &str| episodes_of(&t, unit);
+    grow_to_100_a_minute(&t, &clock, "198.51.100.7");
     // Then it is quiet while fifteen other prefixes send steadily, each
     // more in the window than it has left.
     for _ in 0..55 {
@@ -512,19 +515,8 @@ fn an_evicted_unit_is_judged_by_its_remembered_band() {
 fn a_unit_back_after_a_short_silence_keeps_its_band() {
     let clock = ManualClock::at(T0);
     let t = Traffic::new(&config(|_| {}), clock.clone(), None);
-    let episodes_of = |unit: &str| {
-        t.episodes(false, 1_000)
-            .iter()
-            .filter(|e| e.unit == unit)
-            .count()
-    };
-    for k in 0..=30_u32 {
-        for _ in 0..(20 + 5 * k).min(100) {
-            assert!(send(&t, "198.51.100.7"), "minute {k}");
-        }
-        clock.advance(Duration::from_mins(1));
-        t.sweep();
-    }
+    let episodes_of = |unit: &str| episodes_of(&t, unit);
+    grow_to_100_a_minute(&t, &clock, "198.51.100.7");
     // Quiet for 40 of the 60 minutes of its window.
     for _ in 0..40 {
         clock.advance(Duration::from_mins(1));
