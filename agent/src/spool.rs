@@ -226,7 +226,9 @@ impl Spool {
     /// Takes the evictions no report has told yet for `entry`'s report,
     /// fresh and on its first send (its `spool_evicted`, carried on every
     /// retry), and writes the entry as [`Spool::hold`] does, in one step
-    /// under the tally's locks: see [`Claim`]. Returns how many it took.
+    /// under the tally's locks, a claim file standing for the step while it
+    /// is under way (settled by the next process when this one is killed).
+    /// Returns how many it took.
     ///
     /// Were a retry to take more, those would be lost when the collector
     /// answers `duplicate` (it stored an earlier copy whose answer was
