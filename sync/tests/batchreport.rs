@@ -1215,6 +1215,9 @@ async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
         assert!(run.is_empty(), "{run:?}");
 
         assert_eq!(process(&ctx.store).await, 1);
+        // The daemon restarted meanwhile: what it kept in memory is gone,
+        // and the newest report written is looked at again.
+        let scheduler = daily_at_0130(reports.path(), "\"json\", \"csv\"", "");
         let run = scheduler
             .run_due(&ctx.store, at(22, 2, 0).to_utc())
             .await

@@ -470,9 +470,12 @@ pub struct ReportScheduler {
     catalog: Arc<Catalog>,
     /// Periods written while reports received in them were still pending
     /// or not yet pulled from every collector: written again every round
-    /// until neither is so (their reports say they change). Kept in memory
-    /// only.
+    /// until neither is so (their reports say they change). Kept in memory;
+    /// after a restart the newest period written of each scheduled kind is
+    /// looked at again ([`Self::run_due`]'s first round).
     unsettled: Arc<Mutex<BTreeSet<Period>>>,
+    /// Whether the first round has looked at the periods written before.
+    resumed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ReportScheduler {
@@ -488,6 +491,7 @@ impl ReportScheduler {
             entries,
             catalog: config.catalog()?,
             unsettled: Arc::default(),
+            resumed: Arc::default(),
         }))
     }
 
@@ -522,23 +526,37 @@ impl ReportScheduler {
         now: DateTime<Utc>,
     ) -> Result<Vec<WrittenReport>, Error> {
         let mut out = Vec::new();
+        if !self.resumed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            // A restart forgot which periods were unsettled: the newest one
+            // written of each kind is the one that may be (an older one
+            // was settled before the newer was due, short of a long stop).
+            for (kind, _) in &self.entries {
+                let written =
+                    written_periods(&self.settings.out_dir, *kind, &self.settings.formats)?;
+                if let Some(newest) = written.last() {
+                    self.unsettled().insert(*newest);
+                }
+            }
+        }
         let unsettled: Vec<Period> = self.unsettled().iter().copied().collect();
         for period in unsettled {
             let report = write_period(store, &self.catalog, &self.settings, period).await?;
-            if !report.unsettled() {
-                self.unsettled().remove(&period);
-                tracing::info!(
-                    period = %period,
-                    folder = %self.settings.out_dir.display(),
-                    "report written again: every report received in the period is pulled and \
-                     processed"
-                );
-            }
-            if report
+            let changed = report
                 .files
                 .iter()
-                .any(|f| f.outcome == FileOutcome::Written)
-            {
+                .any(|f| f.outcome == FileOutcome::Written);
+            if !report.unsettled() {
+                self.unsettled().remove(&period);
+                if changed {
+                    tracing::info!(
+                        period = %period,
+                        folder = %self.settings.out_dir.display(),
+                        "report written again: every report received in the period is pulled \
+                         and processed"
+                    );
+                }
+            }
+            if changed {
                 out.push(report);
             }
         }
