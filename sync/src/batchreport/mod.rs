@@ -11,14 +11,15 @@
 //!
 //! The same figures go out as JSON (one document), CSV (one file per table,
 //! see [`csv_tables`]), HTML (one self-contained page with inline SVG
-//! charts) and, when asked for, an Excel workbook (a sheet per table, typed
-//! cells: the form for spreadsheets). Files hold only the period and the data — no time of writing —
-//! so writing a period again gives byte-identical files (and a file whose
-//! bytes would not change is not touched). `--catch-up`, and the daemon's
-//! schedule, write every complete period after the newest one already in
-//! the report folder; the daemon also writes a period again, each round,
-//! when it wrote it while reports received in it were still pending, until
-//! they are processed (what it remembers of that is lost on a restart).
+//! charts) and an Excel workbook (a sheet per table, typed cells: the form
+//! for spreadsheets). Files hold only the period and the data — no time of
+//! writing — so writing a period again gives byte-identical files (and a
+//! file whose bytes would not change is not touched). `--catch-up`, and the
+//! daemon's schedule, write every complete period after the newest one
+//! already in the report folder; the daemon also writes a period again,
+//! each round, when it wrote it while reports received in it were still
+//! pending or not yet pulled from every collector, until they are (after a
+//! restart it looks again at the newest period written of each kind).
 
 mod csvfiles;
 mod figures;
