@@ -41,6 +41,10 @@ pub const NEXT_AFTER_HEADER: &str = "x-lineprobe-next-after";
 pub const COUNT_HEADER: &str = "x-lineprobe-count";
 /// The staging store's id (see [`crate::Staging::store_id`]).
 pub const STORE_HEADER: &str = "x-lineprobe-store";
+/// Response header on `GET /export`: the highest `seq` durably stored when
+/// the request arrived. A page whose next `after` reaches it has brought
+/// the puller to the end of the export as of then.
+pub const DURABLE_SEQ_HEADER: &str = "x-lineprobe-durable-seq";
 /// Response header carrying the serial of the manifest served.
 pub const MANIFEST_SERIAL_HEADER: &str = "x-lineprobe-manifest-serial";
 /// The NDJSON media type of `GET /export`.
@@ -319,6 +323,11 @@ struct ExportQuery {
               description = "The last `seq` returned (or `after` when none): the `after` of the \
                              next page"),
              ("X-LineProbe-Count" = u64, description = "How many reports the page holds"),
+             ("X-LineProbe-Durable-Seq" = u64,
+              description = "The highest `seq` durably stored when the request arrived: once \
+                             `X-LineProbe-Next-After` reaches it, the puller holds every report \
+                             the collector had received by then (a page is cut by `limit` and \
+                             by size, so a short page does not say so by itself)"),
              ("X-LineProbe-Store" = String,
               description = "The staging store's id, drawn at random when the store was made: \
                              sequence numbers are only unique within one store, so a puller \
@@ -361,17 +370,25 @@ async fn list_reports(
         Some(limit) => limit.min(max),
         None => max,
     };
+    // Read before the page: the page then holds every report up to it that
+    // its limits allow.
+    let durable_seq = state.staging.durable_seq();
     match state.staging.export_after(query.after, limit).await {
         Ok(reports) => {
             if let Some(metrics) = &state.metrics {
                 metrics.exported(u64::try_from(reports.len()).unwrap_or(u64::MAX));
             }
-            ndjson_page(
+            let mut page = ndjson_page(
                 &state.node_id,
                 state.staging.store_id(),
                 query.after,
                 reports,
-            )
+            );
+            page.headers_mut().insert(
+                HeaderName::from_static(DURABLE_SEQ_HEADER),
+                HeaderValue::from(durable_seq),
+            );
+            page
         }
         Err(err) => staging_error(&err),
     }

@@ -293,6 +293,8 @@ async fn export_pages_through_reports_in_seq_order() {
         let lines = answer.lines();
         assert!(lines.len() <= 2);
         assert_eq!(answer.header("x-lineprobe-count"), lines.len().to_string());
+        // Every page says how far the export reaches: all five are durable.
+        assert_eq!(answer.header("x-lineprobe-durable-seq"), "5");
         let next: u64 = answer
             .header("x-lineprobe-next-after")
             .parse()

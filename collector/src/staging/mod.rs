@@ -442,6 +442,12 @@ impl Staging {
         &self.inner.path
     }
 
+    /// The highest `seq` durably stored: an export asked for now returns
+    /// every report up to it (within its limits).
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.durability.durable_seq()
+    }
+
     /// The store's id: drawn at random when the store was made. A store
     /// made afresh (the old one lost) has another, so that the puller does
     /// not take its sequence numbers for the old store's.

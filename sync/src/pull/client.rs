@@ -20,6 +20,9 @@ const NEXT_AFTER_HEADER: &str = "x-lineprobe-next-after";
 const COUNT_HEADER: &str = "x-lineprobe-count";
 /// The collector's staging store (absent from collectors before it).
 const STORE_HEADER: &str = "x-lineprobe-store";
+/// The highest seq durable when the page was asked for (absent from
+/// collectors before it).
+const DURABLE_SEQ_HEADER: &str = "x-lineprobe-durable-seq";
 /// The NDJSON media type of export pages.
 const NDJSON: &str = "application/x-ndjson";
 /// Most bytes read of an error answer or an ack answer.
@@ -42,6 +45,18 @@ pub struct Page {
     pub next_after: u64,
     /// The reports, in strictly increasing `seq` order.
     pub reports: Vec<PulledLine>,
+    /// The highest `seq` the collector had durably stored when it was asked
+    /// (`X-LineProbe-Durable-Seq`), when it says: once `next_after` reaches
+    /// it, every report it had received by then is pulled.
+    pub durable_seq: Option<u64>,
+}
+
+impl Page {
+    /// Whether this page reaches the end of the export as it was when the
+    /// page was asked for (an empty page always does).
+    pub fn reaches_the_end(&self) -> bool {
+        self.reports.is_empty() || self.durable_seq.is_some_and(|d| self.next_after >= d)
+    }
 }
 
 /// The collector's answer to an acknowledgement.
@@ -358,6 +373,11 @@ impl CollectorClient {
         }
         let count = number_header(&headers, COUNT_HEADER).map_err(PageFault::Other)?;
         let next_after = number_header(&headers, NEXT_AFTER_HEADER).map_err(PageFault::Other)?;
+        let durable_seq = headers
+            .contains_key(DURABLE_SEQ_HEADER)
+            .then(|| number_header(&headers, DURABLE_SEQ_HEADER))
+            .transpose()
+            .map_err(PageFault::Other)?;
         let body = self.read_capped(response).await?;
         let page = check_page(&body, after, limit, count, next_after).map_err(PageFault::Other)?;
         Ok(Page {
@@ -365,6 +385,7 @@ impl CollectorClient {
             store_id,
             next_after,
             reports: page,
+            durable_seq,
         })
     }
 

@@ -380,12 +380,7 @@ impl Puller {
             check_store(sink, name, &page, &mut known_store).await?;
             if page.reports.is_empty() {
                 round.caught_up = true;
-                // Bookkeeping for batch reports: a failure to record it
-                // only leaves them waiting for the next round.
-                if let Err(e) = sink.caught_up(name, round.started_at_ms).await {
-                    tracing::warn!(collector = name, error = %e,
-                        "cannot record that the collector was pulled to its end");
-                }
+                self.record_caught_up(sink, name, round).await;
                 // An acknowledgement lost in an earlier round (or before a
                 // restart) is repeated once nothing new would carry it; one
                 // that failed in this round waits for the next.
@@ -414,11 +409,26 @@ impl Puller {
             };
             let (stored, fetched_next) = tokio::join!(store, fetch_next);
             stored?;
+            // A page that reached the collector's durable end when asked
+            // for: under steady traffic the page after it is seldom empty.
+            if page.reaches_the_end() {
+                self.record_caught_up(sink, name, round).await;
+            }
             after = next_after;
             expected_node = Some(page.node_id);
             ahead = fetched_next;
         }
         Ok(())
+    }
+
+    /// Records that `round` pulled the collector to its end. Bookkeeping
+    /// for batch reports: a failure only leaves them waiting for a later
+    /// round.
+    async fn record_caught_up<S: PullSink>(&self, sink: &S, name: &str, round: &CollectorRound) {
+        if let Err(e) = sink.caught_up(name, round.started_at_ms).await {
+            tracing::warn!(collector = name, error = %e,
+                "cannot record that the collector was pulled to its end");
+        }
     }
 
     /// Commits one page (its reports and the new cursor in one transaction)
