@@ -30,6 +30,18 @@
 //!   probe enrolled there and lock the probe out for good; now a probe
 //!   whose key was retired is answered `unknown_key` and enrols again,
 //!   retiring one of theirs, and its reports are flagged as contested;
+//! - at most `signing.max_enrolled_installs` installations are kept, so
+//!   that nobody can grow the store (and the index of enrolled
+//!   installations in memory) without bound by enrolling made-up install
+//!   ids: one more forgets the installation heard from least recently (its
+//!   last enrolment, or the first verified report of the latest day it sent
+//!   one), logged. A contested one (key changed within
+//!   `signing.key_change_flag_days`) is never forgotten, so a contest cannot
+//!   be washed out by a flood of enrolments; when every one is contested
+//!   the enrolment is refused (503, `enrolments_full`). A forgotten
+//!   installation is as one that never enrolled: its probe is answered
+//!   `unknown_key` and enrols again, and until it does, unsigned reports in
+//!   its name are taken (flagged `unsigned`) unless `signing.require` is on;
 //! - unsigned reports for an enrolled installation are refused (see
 //!   [`crate::signature`]), so enrolling never makes it easier to speak in a
 //!   probe's name than not enrolling.
@@ -91,8 +103,8 @@ pub(crate) async fn enrol(
 /// trust — or refused by policy or for the receiver's own failure.
 fn traffic_outcome(result: &str) -> Option<IngestOutcome> {
     match result {
-        "enrolled" | "already_enrolled" | "key_changed" | "storage_error" | "timeout"
-        | "aborted" | "overloaded" => None,
+        "enrolled" | "already_enrolled" | "key_changed" | "enrolments_full" | "storage_error"
+        | "timeout" | "aborted" | "overloaded" => None,
         "invalid" => Some(IngestOutcome::Invalid),
         "unsupported" => Some(IngestOutcome::UnsupportedMedia),
         _ => Some(IngestOutcome::SignatureRejected),
@@ -186,47 +198,63 @@ async fn enrol_inner(
             &enrolment.install_id,
             key,
             from,
-            verifier.config().max_keys_per_install,
+            verifier.config().enrolment_bounds(),
         ),
     )
     .await;
     let outcome = match stored {
         Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            // As after a timeout, the replay entry is forgotten so that the
+            // probe may send the same signed request again.
+            verifier.release_key(replay_key);
+            return Err(not_recorded(Some(&e)));
+        }
         Err(_) => {
             // The key may still be recorded after this; a retry is then
-            // answered `already_enrolled`. As after a storage error, the
-            // replay entry is forgotten so that the probe may send the
-            // same signed request again.
+            // answered `already_enrolled`.
             verifier.release_key(replay_key);
-            let mut refusal = refuse(
-                "timeout",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "the enrolment was not confirmed recorded in time; retry later",
-            );
-            refusal
-                .1
-                .headers_mut()
-                .insert(header::RETRY_AFTER, 5.into());
-            return Err(refusal);
-        }
-        Ok(Err(e)) => {
-            verifier.release_key(replay_key);
-            tracing::error!(error = %e, "cannot record an enrolment; answering 503");
-            let mut refusal = refuse(
-                "storage_error",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "the enrolment was not recorded; retry later",
-            );
-            refusal
-                .1
-                .headers_mut()
-                .insert(header::RETRY_AFTER, 30.into());
-            return Err(refusal);
+            return Err(not_recorded(None));
         }
     };
     Ok(answer(&enrolment.install_id, &key, &outcome))
+}
+
+/// The refusal of an enrolment the store did not record: `error`, or no
+/// confirmation in time (`None`).
+fn not_recorded(error: Option<&crate::Error>) -> Refusal {
+    let (result, code, detail, retry_after) = match error {
+        None => (
+            "timeout",
+            "timeout",
+            "the enrolment was not confirmed recorded in time; retry later",
+            5,
+        ),
+        Some(e @ crate::Error::EnrolmentsFull { .. }) => {
+            tracing::warn!(error = %e, "an enrolment was refused");
+            (
+                "enrolments_full",
+                "enrolments_full",
+                "the receiver cannot take more enrolled installations right now; retry later",
+                3600,
+            )
+        }
+        Some(e) => {
+            tracing::error!(error = %e, "cannot record an enrolment; answering 503");
+            (
+                "storage_error",
+                "storage_unavailable",
+                "the enrolment was not recorded; retry later",
+                30,
+            )
+        }
+    };
+    let mut refusal = refuse(result, StatusCode::SERVICE_UNAVAILABLE, code, detail);
+    refusal
+        .1
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after.into());
+    refusal
 }
 
 /// The enrolment and its key, checked.
@@ -279,7 +307,19 @@ fn answer(
         (result, (status, axum::Json(body)).into_response())
     };
     match outcome {
-        EnrolOutcome::New => respond("enrolled", StatusCode::CREATED),
+        EnrolOutcome::New { forgotten } => {
+            for gone in forgotten {
+                tracing::info!(
+                    install_id = gone.install_id,
+                    first_seen = %gone.first_seen,
+                    last_active = %gone.last_active,
+                    "the node keeps as many enrolled installations as \
+                     signing.max_enrolled_installs allows: the one heard from least recently is \
+                     forgotten (its probe enrols again when it is next answered unknown_key)"
+                );
+            }
+            respond("enrolled", StatusCode::CREATED)
+        }
         EnrolOutcome::Same => respond("already_enrolled", StatusCode::OK),
         EnrolOutcome::Changed {
             previous_key_id,

@@ -57,6 +57,19 @@ pub enum Error {
         limit: usize,
     },
 
+    /// An enrolment refused: the node keeps as many enrolled installations
+    /// as `signing.max_enrolled_installs` allows, and every one is
+    /// contested (a key changed within `signing.key_change_flag_days`), so
+    /// none may be forgotten to make room.
+    #[error(
+        "the receiver keeps {max} enrolled installations (signing.max_enrolled_installs) and \
+         every one's key changed within signing.key_change_flag_days; raise the bound"
+    )]
+    EnrolmentsFull {
+        /// The bound.
+        max: u64,
+    },
+
     /// The staging store failed (disk full, I/O error, corruption).
     #[error("staging store: {0}")]
     Staging(String),

@@ -94,6 +94,7 @@ pub struct Metrics {
     staging_highest_seq: Gauge,
     oldest_unacked_seconds: Gauge<f64, AtomicU64>,
     exported: Counter,
+    enrolled_installs: Gauge,
     /// Signature checks and enrolments.
     pub signatures: crate::SignatureMetrics,
     episodes_open: Gauge,
@@ -149,6 +150,13 @@ impl Metrics {
             "Reports sent to the puller",
             exported.clone(),
         );
+        let enrolled_installs = Gauge::default();
+        registry.register(
+            "enrolled_installations",
+            "Installations with enrolled keys kept at this node (at most \
+             signing.max_enrolled_installs)",
+            enrolled_installs.clone(),
+        );
         let signatures = crate::SignatureMetrics::register(&mut registry);
         let episodes_open = Gauge::default();
         registry.register(
@@ -185,6 +193,7 @@ impl Metrics {
             staging_highest_seq,
             oldest_unacked_seconds,
             exported,
+            enrolled_installs,
             signatures,
             episodes_open,
             episodes_opened,
@@ -283,6 +292,8 @@ impl Metrics {
             secs
         });
         self.oldest_unacked_seconds.set(age);
+        self.enrolled_installs
+            .set(i64::try_from(staging.enrolled_installs()).unwrap_or(i64::MAX));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(|e| Error::Staging(format!("cannot encode metrics: {e}")))?;

@@ -75,6 +75,14 @@ pub struct SigningConfig {
     /// installation's history without bound; one more retires the key
     /// enrolled least recently (the enrolment policy, `enrol.rs`).
     pub max_keys_per_install: usize,
+    /// Most installations with enrolled keys this node keeps, so that
+    /// nobody can grow the store (and the index of enrolled installations
+    /// it keeps in memory) without bound by enrolling made-up install ids.
+    /// One more forgets the installation heard from least recently (its
+    /// last enrolment or the first signed report of its latest day), never
+    /// one whose key changed within `key_change_flag_days`; when every
+    /// installation is such a one, the enrolment is refused (503).
+    pub max_enrolled_installs: u64,
 }
 
 impl Default for SigningConfig {
@@ -86,11 +94,23 @@ impl Default for SigningConfig {
             replay_cache_max: 200_000,
             key_change_flag_days: 30,
             max_keys_per_install: 8,
+            max_enrolled_installs: 1_000_000,
         }
     }
 }
 
 impl SigningConfig {
+    /// The bounds enrolments are recorded within.
+    pub fn enrolment_bounds(&self) -> crate::EnrolmentBounds {
+        crate::EnrolmentBounds {
+            max_keys_per_install: self.max_keys_per_install,
+            max_enrolled_installs: self.max_enrolled_installs,
+            contested_for: chrono::Duration::days(
+                i64::try_from(self.key_change_flag_days).unwrap_or(i64::MAX / 86_400_000),
+            ),
+        }
+    }
+
     /// Checks the rules types cannot; `report_paths` are `public.paths`,
     /// which the enrolment paths must not overlap.
     pub fn validate(&self, report_paths: &crate::PathSet) -> Result<(), Error> {
@@ -153,6 +173,16 @@ impl SigningConfig {
             return bad(
                 "max_keys_per_install",
                 format!("{} is out of range: use 1 to 64", self.max_keys_per_install),
+            );
+        }
+        if !(1..=100_000_000).contains(&self.max_enrolled_installs) {
+            return bad(
+                "max_enrolled_installs",
+                format!(
+                    "{} is out of range: use 1 to 100000000 (each takes about 300 bytes on disk \
+                     and 20 in memory)",
+                    self.max_enrolled_installs
+                ),
             );
         }
         Ok(())
@@ -402,6 +432,9 @@ impl SignatureVerifier {
             .verify(&message, &header.signature)
             .map_err(|e| forged(&e))?;
         let replay_key = self.claim(&message, header.ts, now)?;
+        // Heard from: the bound on enrolled installations forgets the one
+        // silent longest.
+        self.staging.note_active(&report.install_id);
         Ok(CheckedSignature {
             check: self.key_check(&install, now),
             key_id: Some(header.key_id.clone()),
@@ -417,9 +450,7 @@ impl SignatureVerifier {
     /// the real probe, so everything from that installation is marked until
     /// the period has passed without another change.
     fn key_check(&self, install: &InstallKeys, now: DateTime<Utc>) -> SignatureCheck {
-        let period = chrono::Duration::days(
-            i64::try_from(self.config.key_change_flag_days).unwrap_or(i64::MAX / 86_400_000),
-        );
+        let period = self.config.enrolment_bounds().contested_for;
         match install.key_changed_at {
             Some(changed) if now - changed < period => SignatureCheck::KeyChanged,
             _ => SignatureCheck::Verified,
@@ -814,5 +845,24 @@ mod tests {
             ..SigningConfig::default()
         };
         assert!(empty.validate(&paths).is_err());
+        for (installs, ok) in [
+            (0, false),
+            (1, true),
+            (100_000_000, true),
+            (100_000_001, false),
+        ] {
+            let bound = SigningConfig {
+                max_enrolled_installs: installs,
+                ..SigningConfig::default()
+            };
+            let result = bound.validate(&paths);
+            assert_eq!(result.is_ok(), ok, "{installs}: {result:?}");
+            if let Err(e) = result {
+                assert!(
+                    e.to_string().contains("signing.max_enrolled_installs"),
+                    "{e}"
+                );
+            }
+        }
     }
 }

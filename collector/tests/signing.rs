@@ -409,6 +409,69 @@ async fn key_history_is_bounded_and_cannot_lock_a_probe_out() {
     .expect("test timed out");
 }
 
+/// A node keeps at most `max_enrolled_installs` installations: one more
+/// forgets the one heard from least recently, whose probe is then
+/// answered `unknown_key` and enrols again (as new, not as a key change);
+/// until it does, its install id is taken unsigned like any other.
+#[tokio::test]
+async fn enrolled_installations_are_bounded_and_a_forgotten_probe_enrols_again() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (running, client) =
+            support::start(dir.path(), "[signing]\nmax_enrolled_installs = 2\n").await;
+        let probes = [
+            Probe::new("probe-bound-1"),
+            Probe::new("probe-bound-2"),
+            Probe::new("probe-bound-3"),
+        ];
+        for probe in &probes[..2] {
+            let (status, answer) = enrol(&client, &running, probe).await;
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+        }
+        let now = Utc::now().timestamp();
+        let (status, answer, _) = send_signed(&client, &running, &probes[0], now).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        let (status, answer) = enrol(&client, &running, &probes[2]).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert_eq!(answer["status"], "enrolled");
+        assert_eq!(running.staging.enrolled_installs(), 2);
+
+        // The first enrolled least recently (its report the same day does
+        // not count again): forgotten.
+        let (status, answer, _) = send_signed(&client, &running, &probes[0], now).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        assert_eq!(answer["error"], "unknown_key");
+        let (_, unsigned) = probes[0].report();
+        let (status, answer) = send(&client, &running, REPORT, unsigned, None).await;
+        assert_eq!(status, StatusCode::CREATED, "taken unsigned: {answer}");
+        let (status, answer) = enrol(&client, &running, &probes[0]).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert_eq!(answer["status"], "enrolled", "a new installation again");
+        let (status, answer, (id, _, _)) = send_signed(&client, &running, &probes[0], now).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert_eq!(check_of(&stored_checks(&running).await, &id), "verified");
+        // Its enrolment forgot the second.
+        let (status, answer, _) = send_signed(&client, &running, &probes[1], now).await;
+        assert_eq!(answer["error"], "unknown_key", "{status}");
+        assert_eq!(running.staging.enrolled_installs(), 2);
+        let metrics = client
+            .get(support::export_url(&running, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("lineprobe_collector_enrolled_installations 2"),
+            "{metrics}"
+        );
+        running.shutdown().await.expect("shutdown");
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test]
 async fn enrolment_must_be_signed_by_the_enrolled_key() {
     tokio::time::timeout(LIMIT, async {

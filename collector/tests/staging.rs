@@ -191,14 +191,18 @@ async fn stage_export_ack_purge_round_trip() {
 async fn retention_counts_from_the_ack_and_ids_outlive_the_purge() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(&db_path(&dir));
-    opts.retention = Duration::from_millis(400);
+    // Long enough that a loaded machine's pauses between the steps below
+    // stay well within one retention.
+    let retention = Duration::from_millis(1500);
+    opts.retention = retention;
     let staging = Staging::open(opts).unwrap();
+    let past_retention = retention + Duration::from_millis(200);
 
     let r = report();
     let seq = stored_seq(staging.stage(r.clone()).await.unwrap());
     staging.ack(NODE, seq).await.unwrap();
     assert_eq!(staging.purge().await.unwrap(), 0, "acknowledged just now");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(past_retention).await;
     assert_eq!(staging.purge().await.unwrap(), 1);
     assert!(staging.export_after(0, 10).await.unwrap().is_empty());
 
@@ -213,7 +217,7 @@ async fn retention_counts_from_the_ack_and_ids_outlive_the_purge() {
         staging.stage(r.clone()).await.unwrap(),
         StageOutcome::Duplicate { seq }
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(past_retention).await;
     staging.purge().await.unwrap();
     // Forgotten now: stored again, under a new seq (never the old one).
     assert_eq!(

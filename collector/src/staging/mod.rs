@@ -35,7 +35,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::checkpoint::{CHECKPOINT_INTERVAL, Checkpointer};
 use self::enrolment::EnrolledIndex;
-pub use self::enrolment::{EnrolOutcome, EnrolledKey, InstallKeys};
+pub use self::enrolment::{
+    EnrolOutcome, EnrolledKey, EnrolmentBounds, ForgottenInstall, InstallKeys,
+};
 pub use self::live::PublishedManifest;
 use self::live::{Backlog, ManifestCell, ReadinessProbe};
 use self::schema::{migrate, open_reader, open_writer, sql_error};

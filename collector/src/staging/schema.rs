@@ -66,9 +66,10 @@ const MIGRATIONS: &[&str] = &[
     // `probe_installs` has one row per enrolled `install_id`: when it was
     // first seen, the key it enrolled last and when its key last changed
     // (NULL while it has only ever had one). `probe_keys` is the key
-    // history: every key ever enrolled for an install, never deleted, so
-    // that a contested `install_id` stays visible. See `crate::enrol` for
-    // the policy.
+    // history: the keys enrolled for an install, kept so that a contested
+    // `install_id` stays visible (up to `signing.max_keys_per_install`; an
+    // installation forgotten under `signing.max_enrolled_installs` loses
+    // its rows in both). See `crate::enrol` for the policy.
     "CREATE TABLE probe_installs (
          install_id        TEXT    PRIMARY KEY,
          first_seen_us     INTEGER NOT NULL,
@@ -152,6 +153,19 @@ const MIGRATIONS: &[&str] = &[
          band_minutes        INTEGER NOT NULL CHECK (band_minutes >= 0),
          band_learned_minute INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // Version 8.
+    //
+    // When each installation was last heard from — its last enrolment, or
+    // the first verified report of the latest day it sent one — so that the
+    // bound on enrolled installations (`signing.max_enrolled_installs`)
+    // forgets the one silent longest. Existing rows start from their last
+    // enrolment.
+    "ALTER TABLE probe_installs ADD COLUMN last_active_us INTEGER NOT NULL DEFAULT 0;
+     UPDATE probe_installs SET last_active_us = coalesce(
+         (SELECT max(k.last_enrolled_at_us) FROM probe_keys k
+          WHERE k.install_id = probe_installs.install_id),
+         first_seen_us);
+     CREATE INDEX probe_installs_by_activity ON probe_installs (last_active_us);",
 ];
 
 /// Wraps a SQLite error with what was being done, and says what to do about
@@ -442,7 +456,7 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .expect("version");
-        assert_eq!(version, 7);
+        assert_eq!(version, i64::try_from(MIGRATIONS.len()).expect("few"));
         let retention = TrustRetention {
             max_units: 10,
             initial: 50,
@@ -468,6 +482,56 @@ mod tests {
             super::super::trust::load_path_bands(&conn).expect("load"),
             vec![stored]
         );
+    }
+
+    /// A store of schema 7 is upgraded in place: each enrolled
+    /// installation was last heard from at its latest enrolment of any key
+    /// (its first sighting when no key is left), so the bound on enrolled
+    /// installations has an order to forget them in from the start.
+    #[test]
+    fn a_schema_7_store_dates_each_installation_by_its_latest_enrolment() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let mut conn = Connection::open(&path).expect("open");
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).expect("an older migration");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7;
+             INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id)
+                 VALUES (1, 'edge-1', 0, 0, 'abc');
+             INSERT INTO probe_installs (install_id, first_seen_us, current_key_id)
+                 VALUES ('two-keys', 100, 'k2'), ('keyless', 150, 'k9');
+             INSERT INTO probe_keys (install_id, key_id, public_key, enrolled_at_us,
+                 last_enrolled_at_us, enrolled_from)
+                 VALUES ('two-keys', 'k1', zeroblob(32), 100, 400, '192.0.2.1'),
+                        ('two-keys', 'k2', zeroblob(32), 200, 300, '192.0.2.1');",
+        )
+        .expect("a schema 7 store");
+        migrate(&mut conn, "edge-1", &path).expect("upgraded");
+        let active: Vec<(String, i64)> = conn
+            .prepare(
+                "SELECT install_id, last_active_us FROM probe_installs ORDER BY last_active_us",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .expect("read back");
+        assert_eq!(
+            active,
+            vec![("keyless".to_owned(), 150), ("two-keys".to_owned(), 400)]
+        );
+        // The order the bound forgets in is read through an index.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT install_id FROM probe_installs \
+                 ORDER BY last_active_us LIMIT 1",
+                [],
+                |row| row.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("probe_installs_by_activity"), "{plan}");
     }
 
     /// The checkpoint thread's WAL restart (or another process) holds the

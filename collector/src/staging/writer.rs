@@ -73,6 +73,14 @@ pub(super) enum Request {
         /// Where the outcome goes.
         reply: Reply<super::EnrolOutcome>,
     },
+    /// Note that an installation was heard from (`Staging::note_active`);
+    /// nobody waits for it.
+    Touch {
+        /// The installation.
+        install_id: String,
+        /// When, in µs since the epoch.
+        at_us: i64,
+    },
     /// Replace the manifest.
     PutManifest {
         /// Its serial.
@@ -308,13 +316,39 @@ impl Writer {
                 self.reply_when_durable(reply, result);
             }
             Request::Enrol { enrolment, reply } => {
-                // Before the commit, so that no unsigned report of an
-                // installation that has enrolled is let through unchecked.
-                self.enrolled.insert(&enrolment.install_id);
+                let index = Arc::clone(&self.enrolled);
+                let installs = index.installs();
                 let result = self.transact("recording an enrolment", |tx, _| {
-                    super::enrolment::enrol(tx, &enrolment)
+                    let outcome = super::enrolment::enrol(tx, &enrolment, installs)?;
+                    // Before the commit, so that no unsigned report of an
+                    // installation that has enrolled is let through
+                    // unchecked.
+                    if matches!(outcome, super::EnrolOutcome::New { .. }) {
+                        index.insert(&enrolment.install_id, enrolment.now_us);
+                    } else {
+                        index.mark_active(&enrolment.install_id, enrolment.now_us);
+                    }
+                    Ok(outcome)
                 });
+                // After it: until then a forgotten installation is looked
+                // up in the store, which still answers for it.
+                if let Ok(super::EnrolOutcome::New { forgotten }) = &result {
+                    for gone in forgotten {
+                        index.remove(&gone.install_id);
+                    }
+                    index.counted(1, forgotten.len() as u64);
+                }
                 self.reply_when_durable(reply, result);
+            }
+            Request::Touch { install_id, at_us } => {
+                // Committed now and made durable by the next sync: losing
+                // it to a crash costs only a day's precision in the order
+                // installations are forgotten in.
+                if let Err(e) = self.transact("noting an installation's activity", |tx, _| {
+                    super::enrolment::touch(tx, &install_id, at_us)
+                }) {
+                    tracing::debug!(error = %e, "an installation's activity was not noted");
+                }
             }
         }
     }
