@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lineprobe_shared::Report;
@@ -52,6 +52,10 @@ use crate::{Error, StagingConfig};
 /// puller asks again from where a shorter page ends.
 pub const EXPORT_PAGE_BYTES: usize = 32 << 20;
 
+/// How long opening waits for the store's lock before calling the store
+/// in use.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
 /// Takes the store's lock file (`<store>.lock`, an exclusive `flock`), so
 /// that a second collector on the same store is refused at start: each
 /// process knows only its own syncs, so one could export (and have
@@ -71,7 +75,17 @@ fn lock_store(path: &Path) -> Result<Option<std::fs::File>, Error> {
             what: format!("cannot open the staging lock {}", lock_path.display()),
             source,
         })?;
-    match file.try_lock() {
+    // A lock held only for a moment is waited for: one in a process that
+    // is exiting (a restart), or a copy of the descriptor in a child some
+    // thread of this process forked that has not yet exec'd (which closes
+    // it), as the tests' subprocesses do.
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut locked = file.try_lock();
+    while matches!(locked, Err(std::fs::TryLockError::WouldBlock)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        locked = file.try_lock();
+    }
+    match locked {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Staging(format!(
             "the staging store {} is in use by another collector (it holds {}): run one \
