@@ -469,14 +469,7 @@ async fn health_and_metrics() {
             StatusCode::OK
         );
     }
-    let text = client
-        .get(support::export_url(&running, "/metrics"))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let text = support::metrics_text(&client, &running).await;
     for needle in [
         "lineprobe_collector_ingest_requests_total{outcome=\"Stored\"} 1",
         "lineprobe_collector_staging_unacked_reports 1",

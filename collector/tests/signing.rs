@@ -454,14 +454,7 @@ async fn enrolled_installations_are_bounded_and_a_forgotten_probe_enrols_again()
         let (status, answer, _) = send_signed(&client, &running, &probes[1], now).await;
         assert_eq!(answer["error"], "unknown_key", "{status}");
         assert_eq!(running.staging.enrolled_installs(), 2);
-        let metrics = client
-            .get(support::export_url(&running, "/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = support::metrics_text(&client, &running).await;
         assert!(
             metrics.contains("lineprobe_collector_enrolled_installations 2"),
             "{metrics}"

@@ -257,14 +257,7 @@ async fn check_stored(
 
 async fn check_metrics(admin: &reqwest::Client, running: &RunningCollector) {
     // Metrics.
-    let metrics = admin
-        .get(export_url(running, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(admin, running).await;
     assert!(
         metrics.contains("lineprobe_collector_traffic_throttled_requests_total{kind=\"prefix\"}"),
         "{metrics}"

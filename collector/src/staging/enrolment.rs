@@ -624,23 +624,12 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, e: &Enrolment) -> Result<(), TxErr
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use lineprobe_shared::ProbeSigningKey;
 
+    use super::super::tests::open;
     use super::*;
-    use crate::{StagingConfig, StagingOptions};
 
     const DAY_US: i64 = 86_400_000_000;
-
-    fn open(dir: &Path) -> Staging {
-        Staging::open(StagingOptions::from_config(
-            dir.join("staging.sqlite3"),
-            "node-a".to_owned(),
-            &StagingConfig::default(),
-        ))
-        .expect("open")
-    }
 
     fn bounds(max_enrolled_installs: u64) -> EnrolmentBounds {
         EnrolmentBounds {

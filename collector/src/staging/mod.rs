@@ -982,7 +982,8 @@ impl Staging {
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> Staging {
+    /// A store of node `node-a` with the default settings in `dir`.
+    pub(super) fn open(dir: &Path) -> Staging {
         Staging::open(StagingOptions::from_config(
             dir.join("staging.sqlite3"),
             "node-a".to_owned(),

@@ -68,3 +68,15 @@ pub(crate) fn public_url(running: &RunningCollector, path: &str) -> String {
 pub(crate) fn export_url(running: &RunningCollector, path: &str) -> String {
     format!("https://localhost:{}{path}", running.export_addr.port())
 }
+
+/// The collector's metrics, as the export listener serves them.
+pub(crate) async fn metrics_text(client: &reqwest::Client, running: &RunningCollector) -> String {
+    client
+        .get(export_url(running, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
