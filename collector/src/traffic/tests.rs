@@ -419,26 +419,9 @@ fn a_unit_back_after_a_long_silence_is_judged_by_its_remembered_band() {
         0
     );
     // Quiet for an hour and a half: nothing of their history is left.
-    for _ in 0..90 {
-        clock.advance(Duration::from_mins(1));
-        t.sweep();
-    }
-    // One is back at its usual rate: no anomaly (the floor alone would
-    // make one of it at the 21st request)…
-    for _ in 0..100 {
-        assert!(send(&t, "198.51.100.7"));
-    }
-    assert_eq!(
-        episodes_of("198.51.100.0/24"),
-        0,
-        "{:#?}",
-        t.episodes(false, 10)
-    );
-    // …but far above it, it is one.
-    for _ in 0..500 {
-        send(&t, "198.51.100.7");
-    }
-    assert_eq!(episodes_of("198.51.100.0/24"), 1);
+    quiet_for(&t, &clock, 90);
+    // One is back at its usual rate: no anomaly; far above it, one.
+    judged_by_its_band(&t, "198.51.100.7", "198.51.100.0/24");
     // The other is back after more than a day: its band is too old.
     clock.advance(Duration::from_hours(23));
     t.sweep();
@@ -466,6 +449,28 @@ fn grow_to_100_a_minute(t: &Traffic, clock: &ManualClock, from: &str) {
         clock.advance(Duration::from_mins(1));
         t.sweep();
     }
+}
+
+/// Nothing is sent for `minutes`, swept each minute.
+fn quiet_for(t: &Traffic, clock: &ManualClock, minutes: u32) {
+    for _ in 0..minutes {
+        clock.advance(Duration::from_mins(1));
+        t.sweep();
+    }
+}
+
+/// `from`, of `unit`, back at its usual 100 requests: no episode (its
+/// band holds it, not the floor of 20, which would make one at the 21st);
+/// 500 more, far above the band: one.
+fn judged_by_its_band(t: &Traffic, from: &str, unit: &str) {
+    for _ in 0..100 {
+        assert!(send(t, from));
+    }
+    assert_eq!(episodes_of(t, unit), 0, "{:#?}", t.episodes(false, 10));
+    for _ in 0..500 {
+        send(t, from);
+    }
+    assert_eq!(episodes_of(t, unit), 1);
 }
 
 /// A busy unit evicted from a full table (quiet for a while, it had the
@@ -515,24 +520,8 @@ fn an_evicted_unit_is_judged_by_its_remembered_band() {
 fn a_unit_back_after_a_short_silence_keeps_its_band() {
     let clock = ManualClock::at(T0);
     let t = Traffic::new(&config(|_| {}), clock.clone(), None);
-    let episodes_of = |unit: &str| episodes_of(&t, unit);
     grow_to_100_a_minute(&t, &clock, "198.51.100.7");
     // Quiet for 40 of the 60 minutes of its window.
-    for _ in 0..40 {
-        clock.advance(Duration::from_mins(1));
-        t.sweep();
-    }
-    for _ in 0..100 {
-        assert!(send(&t, "198.51.100.7"));
-    }
-    assert_eq!(
-        episodes_of("198.51.100.0/24"),
-        0,
-        "{:#?}",
-        t.episodes(false, 10)
-    );
-    for _ in 0..500 {
-        send(&t, "198.51.100.7");
-    }
-    assert_eq!(episodes_of("198.51.100.0/24"), 1);
+    quiet_for(&t, &clock, 40);
+    judged_by_its_band(&t, "198.51.100.7", "198.51.100.0/24");
 }
