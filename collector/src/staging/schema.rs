@@ -380,6 +380,23 @@ mod tests {
         assert_eq!(writer_retry_after(BUSY_TIMEOUT), None);
     }
 
+    /// A store of node `edge-1` at `path` as schema `version` left it, with
+    /// `rows` inserted.
+    fn older_store(path: &Path, version: usize, rows: &str) -> Connection {
+        let conn = Connection::open(path).expect("open");
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).expect("an older migration");
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = {version};
+             INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id)
+                 VALUES (1, 'edge-1', 0, 0, 'abc');
+             {rows}"
+        ))
+        .expect("an older store");
+        conn
+    }
+
     /// A store of schema 5 (scores without bands) is upgraded in place:
     /// its scores are kept, without a band until their units are saved
     /// again, and bands can be stored and read back.
@@ -388,19 +405,13 @@ mod tests {
         use crate::traffic::{BandMemory, TrustRetention, TrustRow, UnitKey};
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.sqlite3");
-        let mut conn = Connection::open(&path).expect("open");
-        for sql in &MIGRATIONS[..5] {
-            conn.execute_batch(sql).expect("an older migration");
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 5;
-             INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id)
-                 VALUES (1, 'edge-1', 0, 0, 'abc');
-             INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies,
+        let mut conn = older_store(
+            &path,
+            5,
+            "INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies,
                  last_seen_minute, last_reject_minute, keep_until)
                  VALUES ('prefix', '203.0.113.0/24', 80.0, 10, 0, 0, 100, NULL, 1900);",
-        )
-        .expect("a schema 5 store");
+        );
         migrate(&mut conn, "edge-1", &path).expect("upgraded");
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -437,21 +448,15 @@ mod tests {
         use crate::traffic::{BandMemory, PathBand, TrustRetention};
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.sqlite3");
-        let mut conn = Connection::open(&path).expect("open");
-        for sql in &MIGRATIONS[..6] {
-            conn.execute_batch(sql).expect("an older migration");
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 6;
-             INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id)
-                 VALUES (1, 'edge-1', 0, 0, 'abc');
-             INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies,
+        let mut conn = older_store(
+            &path,
+            6,
+            "INSERT INTO trust_scores (kind, unit, score, accepted, rejects, anomalies,
                  last_seen_minute, last_reject_minute, keep_until, band_median, band_scale,
                  band_minutes, band_learned_minute)
                  VALUES ('prefix', '203.0.113.0/24', 80.0, 10, 0, 0, 100, NULL, 1900,
                      600.0, 60.0, 60, 100);",
-        )
-        .expect("a schema 6 store");
+        );
         migrate(&mut conn, "edge-1", &path).expect("upgraded");
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -492,22 +497,16 @@ mod tests {
     fn a_schema_7_store_dates_each_installation_by_its_latest_enrolment() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.sqlite3");
-        let mut conn = Connection::open(&path).expect("open");
-        for sql in &MIGRATIONS[..7] {
-            conn.execute_batch(sql).expect("an older migration");
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 7;
-             INSERT INTO state (id, node_id, highest_seq, acked_up_to, store_id)
-                 VALUES (1, 'edge-1', 0, 0, 'abc');
-             INSERT INTO probe_installs (install_id, first_seen_us, current_key_id)
+        let mut conn = older_store(
+            &path,
+            7,
+            "INSERT INTO probe_installs (install_id, first_seen_us, current_key_id)
                  VALUES ('two-keys', 100, 'k2'), ('keyless', 150, 'k9');
              INSERT INTO probe_keys (install_id, key_id, public_key, enrolled_at_us,
                  last_enrolled_at_us, enrolled_from)
                  VALUES ('two-keys', 'k1', zeroblob(32), 100, 400, '192.0.2.1'),
                         ('two-keys', 'k2', zeroblob(32), 200, 300, '192.0.2.1');",
-        )
-        .expect("a schema 7 store");
+        );
         migrate(&mut conn, "edge-1", &path).expect("upgraded");
         let active: Vec<(String, i64)> = conn
             .prepare(
