@@ -434,7 +434,7 @@ impl SignatureVerifier {
         let replay_key = self.claim(&message, header.ts, now)?;
         // Heard from: the bound on enrolled installations forgets the one
         // silent longest.
-        self.staging.note_active(&report.install_id);
+        self.staging.note_active(&report.install_id, now);
         Ok(CheckedSignature {
             check: self.key_check(&install, now),
             key_id: Some(header.key_id.clone()),

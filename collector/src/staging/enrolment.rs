@@ -302,13 +302,13 @@ impl Staging {
             .await
     }
 
-    /// Notes that `install_id` was heard from: a report verified with one
-    /// of its keys. Only an installation's first such report of a day
+    /// Notes that `install_id` was heard from at `at`: a report verified
+    /// with one of its keys. Only an installation's first such report of a day
     /// reaches the store, and never waits for it (when the writer's queue
     /// is full the day is noted in memory only); the bound on enrolled
     /// installations forgets the one silent longest.
-    pub fn note_active(&self, install_id: &InstallId) {
-        self.note_active_at(install_id.as_str(), Utc::now().timestamp_micros());
+    pub fn note_active(&self, install_id: &InstallId, at: DateTime<Utc>) {
+        self.note_active_at(install_id.as_str(), at.timestamp_micros());
     }
 
     fn note_active_at(&self, install_id: &str, now_us: i64) {
