@@ -1176,6 +1176,18 @@ fn daily_at_0130(out: &Path, formats: &str, more: &str) -> ReportScheduler {
     ReportScheduler::from_config(&config).unwrap().unwrap()
 }
 
+/// Pulls one report received at 23:50 on the 21st, and leaves it pending
+/// (as if an address source had been down when it was pulled).
+async fn pull_late_report_of_21st(store: &Store) {
+    let (gd, gd_egress) = case("gd-mobile", 21);
+    pull(
+        store,
+        &[stored(gd, &gd_egress, at(21, 23, 50), 1)],
+        at(21, 23, 55),
+    )
+    .await;
+}
+
 /// The daemon writes a day's report on time even while reports received
 /// that day are still pending (an address source was down, say), and the
 /// report says it will change once they are processed: the daemon then
@@ -1183,13 +1195,7 @@ fn daily_at_0130(out: &Path, formats: &str, more: &str) -> ReportScheduler {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
     on_each_backend("scheduled_pending_rewritten", |ctx| async move {
-        let (gd, gd_egress) = case("gd-mobile", 21);
-        pull(
-            &ctx.store,
-            &[stored(gd, &gd_egress, at(21, 23, 50), 1)],
-            at(21, 23, 55),
-        )
-        .await;
+        pull_late_report_of_21st(&ctx.store).await;
         let reports = tempfile::tempdir().unwrap();
         let scheduler = daily_at_0130(reports.path(), "\"json\", \"csv\"", "");
         let json = || -> Value {
@@ -1207,6 +1213,14 @@ async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
         assert_eq!(run.len(), 1);
         assert_eq!(run[0].pending, 1);
         assert_eq!(json()["summary"]["reports_pending"], 1);
+        let marker = reports
+            .path()
+            .join("lineprobe-report-day-2026-11-21.unsettled");
+        let note = std::fs::read_to_string(&marker).unwrap();
+        assert!(
+            note.contains("1 report(s) received in the period were still pending"),
+            "{note}"
+        );
         // Still pending: nothing new to write.
         let run = scheduler
             .run_due(&ctx.store, at(22, 1, 45).to_utc())
@@ -1227,12 +1241,88 @@ async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
         let f = json();
         assert_eq!(f["summary"]["reports_pending"], 0, "{:#}", f["summary"]);
         assert_eq!(f["summary"]["lines_observed"], 1);
+        assert!(
+            !marker.exists(),
+            "a settled report is no longer marked unsettled"
+        );
         // Whole now: not written again.
         let run = scheduler
             .run_due(&ctx.store, at(22, 3, 0).to_utc())
             .await
             .unwrap();
         assert!(run.is_empty(), "{run:?}");
+    })
+    .await;
+}
+
+/// A restarted daemon writes again every period it wrote unsettled, not
+/// only the newest: the day before it stopped is still pending after the
+/// next day's report was written, and is found by its `.unsettled` file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_writes_again_an_older_unsettled_period() {
+    on_each_backend("restart_older_unsettled", |ctx| async move {
+        pull_late_report_of_21st(&ctx.store).await;
+        let reports = tempfile::tempdir().unwrap();
+        let marked = |d: u32| {
+            reports
+                .path()
+                .join(format!("lineprobe-report-day-2026-11-{d}.unsettled"))
+                .exists()
+        };
+        let scheduler = daily_at_0130(reports.path(), "\"json\", \"xlsx\"", "");
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 30).to_utc())
+            .await
+            .unwrap();
+        assert_eq!(run.len(), 1);
+        assert!(run[0].unsettled());
+        assert!(marked(21));
+        // The next day's report (nothing pending in it) is written while
+        // the 21st still waits: the 21st is no longer the newest.
+        let run = scheduler
+            .run_due(&ctx.store, at(23, 1, 30).to_utc())
+            .await
+            .unwrap();
+        let labels: Vec<String> = run.iter().map(|r| r.period.to_string()).collect();
+        assert_eq!(labels, ["day 2026-11-22"]);
+        assert!(!run[0].unsettled());
+        assert!(marked(21) && !marked(22));
+
+        // The daemon restarts, and the report is processed meanwhile.
+        drop(scheduler);
+        assert_eq!(process(&ctx.store).await, 1);
+        let scheduler = daily_at_0130(reports.path(), "\"json\", \"xlsx\"", "");
+        let run = scheduler
+            .run_due(&ctx.store, at(23, 2, 0).to_utc())
+            .await
+            .unwrap();
+        // The 22nd's report compares it with the 21st: written again too.
+        let labels: Vec<String> = run.iter().map(|r| r.period.to_string()).collect();
+        assert_eq!(
+            labels,
+            ["day 2026-11-21", "day 2026-11-22"],
+            "the older unsettled day is written again, and the day after it"
+        );
+        let json = |d: u32| -> Value {
+            let name = format!("lineprobe-report-day-2026-11-{d}.json");
+            serde_json::from_slice(&std::fs::read(reports.path().join(name)).unwrap()).unwrap()
+        };
+        let f = json(21);
+        assert_eq!(f["summary"]["reports_pending"], 0, "{:#}", f["summary"]);
+        assert_eq!(f["summary"]["lines_observed"], 1);
+        assert_eq!(json(22)["previous"]["lines_observed"], 1);
+        assert!(!marked(21));
+        // Settled: nothing more to write, and no marker left behind.
+        let run = scheduler
+            .run_due(&ctx.store, at(23, 3, 0).to_utc())
+            .await
+            .unwrap();
+        assert!(run.is_empty(), "{run:?}");
+        let leftovers: Vec<String> = snapshot(reports.path())
+            .into_keys()
+            .filter(|n| n.ends_with(".unsettled"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     })
     .await;
 }
@@ -1303,6 +1393,14 @@ async fn a_scheduled_report_waits_for_every_collector_to_be_pulled_past_its_end(
             json()["collectors_behind"][0]["pulled_through"],
             "2026-11-22T00:00:00+08:00"
         );
+        let note = std::fs::read_to_string(stem.with_extension("unsettled")).unwrap();
+        assert!(
+            note.contains(&format!(
+                "Collector {COLLECTOR} was not yet pulled past the period's end (last pulled to \
+                 its end by the round of 2026-11-22T00:00:00+08:00)"
+            )),
+            "{note}"
+        );
 
         // By a round two minutes past the end: whole, written again.
         ctx.store
@@ -1318,6 +1416,7 @@ async fn a_scheduled_report_waits_for_every_collector_to_be_pulled_past_its_end(
         assert_eq!(json()["collectors_behind"], json!([]));
         assert!(!html().contains("Incomplete"));
         assert_eq!(behind_in_csv(), "0");
+        assert!(!stem.with_extension("unsettled").exists());
         let run = scheduler
             .run_due(&ctx.store, at(22, 3, 0).to_utc())
             .await

@@ -7,6 +7,13 @@
 //! the `.html`, the `.xlsx`, or `-summary.csv` (the CSV table written last). A rewrite that
 //! changes any CSV table takes `-summary.csv` away first, so one cut short
 //! leaves the period unmarked rather than marked over tables of two runs.
+//!
+//! A period whose report may still change (reports received in it were
+//! pending, or a collector was not yet pulled past its end) has one more
+//! file, `{stem}.unsettled`, saying why: written before the report's files
+//! and taken away after a settled report's, so the daemon finds every
+//! period it still has to write again after a restart, and an operator
+//! sees which reports are not final.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
@@ -36,6 +43,12 @@ pub fn marker_name(period: &Period, format: ReportFormat) -> String {
     }
 }
 
+/// The file whose presence marks `period`'s report as unsettled: it may
+/// still change, and the daemon writes it again until it does not.
+pub fn unsettled_name(period: &Period) -> String {
+    format!("{}.unsettled", file_stem(period))
+}
+
 /// The periods of `kind` whose every format in `formats` is written in
 /// `dir` (none when `dir` does not exist).
 pub fn written_periods(
@@ -43,9 +56,33 @@ pub fn written_periods(
     kind: PeriodKind,
     formats: &[ReportFormat],
 ) -> Result<BTreeSet<Period>, Error> {
+    let (names, candidates) = period_files(dir, kind)?;
+    Ok(candidates
+        .into_iter()
+        .filter(|p| formats.iter().all(|f| names.contains(&marker_name(p, *f))))
+        .collect())
+}
+
+/// The periods of `kind` marked unsettled in `dir` ([`unsettled_name`]).
+pub fn unsettled_periods(dir: &Path, kind: PeriodKind) -> Result<BTreeSet<Period>, Error> {
+    let (names, candidates) = period_files(dir, kind)?;
+    Ok(candidates
+        .into_iter()
+        .filter(|p| names.contains(&unsettled_name(p)))
+        .collect())
+}
+
+/// The names of the files in `dir`, and the periods of `kind` some file
+/// is named for (both empty when `dir` does not exist).
+fn period_files(
+    dir: &Path,
+    kind: PeriodKind,
+) -> Result<(HashSet<String>, BTreeSet<Period>), Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((HashSet::new(), BTreeSet::new()));
+        }
         Err(source) => {
             return Err(Error::ReportFile {
                 path: dir.to_path_buf(),
@@ -73,10 +110,7 @@ pub fn written_periods(
         }
         names.insert(name);
     }
-    Ok(candidates
-        .into_iter()
-        .filter(|p| formats.iter().all(|f| names.contains(&marker_name(p, *f))))
-        .collect())
+    Ok((names, candidates))
 }
 
 /// What writing one batch-report file did.

@@ -18,8 +18,9 @@
 //! daemon's schedule, write every complete period after the newest one
 //! already in the report folder; the daemon also writes a period again,
 //! each round, when it wrote it while reports received in it were still
-//! pending or not yet pulled from every collector, until they are (after a
-//! restart it looks again at the newest period written of each kind).
+//! pending or not yet pulled from every collector, until they are. Such a
+//! period's report has a `.unsettled` file beside it saying why
+//! ([`unsettled_name`]), so a restarted daemon still writes it again.
 
 mod csvfiles;
 mod figures;
@@ -30,7 +31,8 @@ mod settings;
 mod tables;
 mod xlsx;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,7 +48,10 @@ pub use figures::{
     Summary, Trend, TrendPoint, VERDICTS, VerdictCounts, build_figures, collectors_behind,
     period_figures,
 };
-pub use files::{FILE_PREFIX, FileOutcome, file_stem, marker_name, written_periods};
+pub use files::{
+    FILE_PREFIX, FileOutcome, file_stem, marker_name, unsettled_name, unsettled_periods,
+    written_periods,
+};
 pub use html::{HTML_MAX_LISTED, html};
 pub use period::{Period, PeriodKind, parse_utc_offset, period_at};
 pub use settings::{ReportConfig, ReportFormat, ReportSchedule, ReportSettings};
@@ -203,6 +208,16 @@ async fn write_period(
     let dir = &settings.out_dir;
     files::create_dir(dir)?;
     let rendered = render_formats(&figures, period, &settings.formats)?;
+    // The unsettled marker goes before the files it speaks for and away
+    // after them: a write cut short never leaves an unsettled report
+    // unmarked, which a restarted daemon would take as final.
+    let unsettled = unsettled_note(&figures);
+    let unsettled_marker = unsettled_name(&period);
+    if let Some(note) = &unsettled
+        && !files::holds(dir, &unsettled_marker, note.as_bytes())
+    {
+        files::replace_file(dir, &unsettled_marker, note.as_bytes())?;
+    }
     let mut changed: Vec<bool> = rendered
         .iter()
         .map(|(_, name, bytes)| !files::holds(dir, name, bytes))
@@ -242,6 +257,9 @@ async fn write_period(
             outcome,
         });
     }
+    if unsettled.is_none() {
+        files::remove_marker(dir, &unsettled_marker)?;
+    }
     Ok(WrittenReport {
         period,
         files: written,
@@ -252,6 +270,42 @@ async fn write_period(
             .map(|c| c.collector.clone())
             .collect(),
     })
+}
+
+/// What a period's `.unsettled` file says: why its report may still change
+/// (`None` when it may not).
+fn unsettled_note(figures: &PeriodFigures) -> Option<String> {
+    let pending = figures.summary.reports_pending;
+    let behind = &figures.collectors_behind;
+    if pending == 0 && behind.is_empty() {
+        return None;
+    }
+    let mut note = String::from(
+        "This period's report may still change; `lineprobe-sync run` writes it again each round \
+         until it cannot (or run `lineprobe-sync report --at` for the period again).\n",
+    );
+    if pending > 0 {
+        let _ = writeln!(
+            note,
+            "{pending} report(s) received in the period were still pending (not yet processed)."
+        );
+    }
+    for c in behind {
+        let _ = match &c.pulled_through {
+            Some(at) => writeln!(
+                note,
+                "Collector {} was not yet pulled past the period's end (last pulled to its end \
+                 by the round of {at}).",
+                c.collector
+            ),
+            None => writeln!(
+                note,
+                "Collector {} was not yet pulled past the period's end (never pulled to its end).",
+                c.collector
+            ),
+        };
+    }
+    Some(note)
 }
 
 /// The periods catch-up writes to bring the folder up to `target`: every
@@ -471,9 +525,9 @@ pub struct ReportScheduler {
     catalog: Arc<Catalog>,
     /// Periods written while reports received in them were still pending
     /// or not yet pulled from every collector: written again every round
-    /// until neither is so (their reports say they change). Kept in memory;
-    /// after a restart the newest period written of each scheduled kind is
-    /// looked at again ([`Self::run_due`]'s first round).
+    /// until neither is so (their reports say they change). After a
+    /// restart, [`Self::run_due`]'s first round finds them by their
+    /// `.unsettled` files.
     unsettled: Arc<Mutex<BTreeSet<Period>>>,
     /// Whether the first round has looked at the periods written before.
     resumed: Arc<std::sync::atomic::AtomicBool>,
@@ -528,36 +582,49 @@ impl ReportScheduler {
     ) -> Result<Vec<WrittenReport>, Error> {
         let mut out = Vec::new();
         if !self.resumed.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            // A restart forgot which periods were unsettled: the newest one
-            // written of each kind is the one that may be (an older one
-            // was settled before the newer was due, short of a long stop).
+            // A restart forgot which periods were unsettled: their
+            // `.unsettled` files say. The newest period written of each
+            // kind is looked at too, for a folder written before those
+            // files were (an unchanged, settled report is not touched).
             for (kind, _) in &self.entries {
-                let written =
-                    written_periods(&self.settings.out_dir, *kind, &self.settings.formats)?;
-                if let Some(newest) = written.last() {
-                    self.unsettled().insert(*newest);
-                }
+                let dir = &self.settings.out_dir;
+                let marked = unsettled_periods(dir, *kind)?;
+                let written = written_periods(dir, *kind, &self.settings.formats)?;
+                let mut unsettled = self.unsettled();
+                unsettled.extend(marked);
+                unsettled.extend(written.last());
             }
         }
-        let unsettled: Vec<Period> = self.unsettled().iter().copied().collect();
-        for period in unsettled {
+        // A period's report compares it with the period before, so when an
+        // unsettled period's files change, the report of the period after it
+        // (when written already) is written again too.
+        let mut queue: VecDeque<Period> = self.unsettled().iter().copied().collect();
+        let mut looked_at = BTreeSet::new();
+        while let Some(period) = queue.pop_front() {
+            if !looked_at.insert(period) {
+                continue;
+            }
             let report = write_period(store, &self.catalog, &self.settings, period).await?;
             let changed = report
                 .files
                 .iter()
                 .any(|f| f.outcome == FileOutcome::Written);
-            if !report.unsettled() {
-                self.unsettled().remove(&period);
-                if changed {
-                    tracing::info!(
-                        period = %period,
-                        folder = %self.settings.out_dir.display(),
-                        "report written again: every report received in the period is pulled \
-                         and processed"
-                    );
-                }
+            if report.unsettled() {
+                self.unsettled().insert(period);
+            } else if self.unsettled().remove(&period) && changed {
+                tracing::info!(
+                    period = %period,
+                    folder = %self.settings.out_dir.display(),
+                    "report written again: every report received in the period is pulled \
+                     and processed"
+                );
             }
             if changed {
+                let next = period.next();
+                let dir = &self.settings.out_dir;
+                if written_periods(dir, next.kind(), &self.settings.formats)?.contains(&next) {
+                    queue.push_back(next);
+                }
                 out.push(report);
             }
         }
