@@ -257,6 +257,16 @@ fn run(
     }
 }
 
+/// Opens a file to be synced and never written. Read-only is enough for
+/// `fdatasync`; Windows' `FlushFileBuffers` refuses a handle without write
+/// access.
+fn open_for_sync(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(cfg!(windows))
+        .open(path)
+}
+
 /// The open WAL file.
 struct WalFile {
     path: PathBuf,
@@ -268,7 +278,7 @@ impl WalFile {
         let mut path = db.as_os_str().to_owned();
         path.push("-wal");
         let path = PathBuf::from(path);
-        let file = File::open(&path).map_err(|source| Error::Io {
+        let file = open_for_sync(&path).map_err(|source| Error::Io {
             what: format!(
                 "cannot open the staging WAL {} (the store must be in WAL mode on a local file system)",
                 path.display()
@@ -285,7 +295,7 @@ impl WalFile {
     fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()?;
         if self.replaced()? {
-            let current = File::open(&self.path)?;
+            let current = open_for_sync(&self.path)?;
             current.sync_data()?;
             self.file = current;
         }
