@@ -1255,6 +1255,55 @@ async fn a_scheduled_report_written_with_pending_reports_is_written_again() {
     .await;
 }
 
+/// While nothing changes for an unsettled period (a collector down, an
+/// address source failing), the daemon looks at it less and less often,
+/// the wait doubling from a minute up to an hour; what it waited for is
+/// written at the next look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsettled_period_that_does_not_change_is_looked_at_less_often() {
+    on_each_backend("unsettled_backoff", |ctx| async move {
+        pull_late_report_of_21st(&ctx.store).await;
+        let reports = tempfile::tempdir().unwrap();
+        let scheduler = daily_at_0130(reports.path(), "\"json\"", "");
+        let labels = |run: Vec<lineprobe_sync::WrittenReport>| -> Vec<String> {
+            run.iter().map(|r| r.period.to_string()).collect()
+        };
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 30).to_utc())
+            .await
+            .unwrap();
+        assert_eq!(labels(run), ["day 2026-11-21"]);
+        // Looked at (01:31, nothing changed: next after a minute), again
+        // at 01:32 (next after two minutes, at 01:34).
+        for minute in [31, 32] {
+            let run = scheduler
+                .run_due(&ctx.store, at(22, 1, minute).to_utc())
+                .await
+                .unwrap();
+            assert!(run.is_empty(), "{run:?}");
+        }
+        // Processed meanwhile: not looked at before 01:34.
+        assert_eq!(process(&ctx.store).await, 1);
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 33).to_utc())
+            .await
+            .unwrap();
+        assert!(run.is_empty(), "looked at before its wait ended: {run:?}");
+        let run = scheduler
+            .run_due(&ctx.store, at(22, 1, 34).to_utc())
+            .await
+            .unwrap();
+        assert_eq!(labels(run), ["day 2026-11-21"]);
+        assert!(
+            !reports
+                .path()
+                .join("lineprobe-report-day-2026-11-21.unsettled")
+                .exists()
+        );
+    })
+    .await;
+}
+
 /// A restarted daemon writes again every period it wrote unsettled, not
 /// only the newest: the day before it stopped is still pending after the
 /// next day's report was written, and is found by its `.unsettled` file.

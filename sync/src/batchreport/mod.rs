@@ -31,13 +31,13 @@ mod settings;
 mod tables;
 mod xlsx;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeDelta, Utc};
 use lineprobe_shared::Catalog;
 
 pub use csvfiles::{CSV_MARKER, csv_tables};
@@ -517,6 +517,45 @@ fn parse_now(text: &str, offset: FixedOffset) -> Result<DateTime<Utc>, Error> {
         })
 }
 
+/// When the scheduler looks at an unsettled period again: the next round
+/// after its report changed (reports are coming in), then after a wait that
+/// doubles each time nothing changed, from [`RECHECK_FIRST_WAIT`] up to
+/// [`RECHECK_MAX_WAIT`]. A period's figures cost a scan of its reports, and
+/// while a collector is down every period since is unsettled: recomputing
+/// them all every round would load the database for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Recheck {
+    /// Not before this.
+    at: DateTime<Utc>,
+    /// The wait that led here (zero after a change).
+    wait: TimeDelta,
+}
+
+/// The first wait after a look at an unsettled period changed nothing.
+pub const RECHECK_FIRST_WAIT: TimeDelta = TimeDelta::minutes(1);
+/// The longest wait between looks at an unsettled period: once what it
+/// waited for arrives, its report is written again within this.
+pub const RECHECK_MAX_WAIT: TimeDelta = TimeDelta::hours(1);
+
+impl Recheck {
+    /// At the next round from `now` on.
+    fn at_once(now: DateTime<Utc>) -> Self {
+        Self {
+            at: now,
+            wait: TimeDelta::zero(),
+        }
+    }
+
+    /// After a look at `now` that changed nothing: the wait doubled.
+    fn after_unchanged(self, now: DateTime<Utc>) -> Self {
+        let wait = (self.wait * 2).clamp(RECHECK_FIRST_WAIT, RECHECK_MAX_WAIT);
+        Self {
+            at: now + wait,
+            wait,
+        }
+    }
+}
+
 /// The reports `lineprobe-sync run` writes by itself (`report.schedule`).
 #[derive(Debug, Clone)]
 pub struct ReportScheduler {
@@ -524,11 +563,11 @@ pub struct ReportScheduler {
     entries: Vec<(PeriodKind, chrono::NaiveTime)>,
     catalog: Arc<Catalog>,
     /// Periods written while reports received in them were still pending
-    /// or not yet pulled from every collector: written again every round
-    /// until neither is so (their reports say they change). After a
-    /// restart, [`Self::run_due`]'s first round finds them by their
-    /// `.unsettled` files.
-    unsettled: Arc<Mutex<BTreeSet<Period>>>,
+    /// or not yet pulled from every collector, with when each is looked at
+    /// again: written again until neither is so (their reports say they
+    /// change). After a restart, [`Self::run_due`]'s first round finds them
+    /// by their `.unsettled` files.
+    unsettled: Arc<Mutex<BTreeMap<Period, Recheck>>>,
     /// Whether the first round has looked at the periods written before.
     resumed: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -574,7 +613,8 @@ impl ReportScheduler {
     /// Writes every scheduled report due at `now` that is not in the
     /// folder yet, with catch-up, and again each one written while reports
     /// received in its period were pending, until none is (returned when
-    /// its files changed).
+    /// its files changed; looked at less often while it does not change,
+    /// see [`RECHECK_MAX_WAIT`]).
     pub async fn run_due(
         &self,
         store: &Store,
@@ -591,14 +631,20 @@ impl ReportScheduler {
                 let marked = unsettled_periods(dir, *kind)?;
                 let written = written_periods(dir, *kind, &self.settings.formats)?;
                 let mut unsettled = self.unsettled();
-                unsettled.extend(marked);
-                unsettled.extend(written.last());
+                for period in marked.into_iter().chain(written.last().copied()) {
+                    unsettled.insert(period, Recheck::at_once(now));
+                }
             }
         }
         // A period's report compares it with the period before, so when an
         // unsettled period's files change, the report of the period after it
         // (when written already) is written again too.
-        let mut queue: VecDeque<Period> = self.unsettled().iter().copied().collect();
+        let mut queue: VecDeque<Period> = self
+            .unsettled()
+            .iter()
+            .filter(|(_, recheck)| recheck.at <= now)
+            .map(|(period, _)| *period)
+            .collect();
         let mut looked_at = BTreeSet::new();
         while let Some(period) = queue.pop_front() {
             if !looked_at.insert(period) {
@@ -610,8 +656,13 @@ impl ReportScheduler {
                 .iter()
                 .any(|f| f.outcome == FileOutcome::Written);
             if report.unsettled() {
-                self.unsettled().insert(period);
-            } else if self.unsettled().remove(&period) && changed {
+                let mut unsettled = self.unsettled();
+                let recheck = match unsettled.get(&period) {
+                    Some(before) if !changed => before.after_unchanged(now),
+                    _ => Recheck::at_once(now),
+                };
+                unsettled.insert(period, recheck);
+            } else if self.unsettled().remove(&period).is_some() && changed {
                 tracing::info!(
                     period = %period,
                     folder = %self.settings.out_dir.display(),
@@ -642,14 +693,18 @@ impl ReportScheduler {
                 &Progress::hidden(),
             )
             .await?;
-            self.unsettled()
-                .extend(written.iter().filter(|r| r.unsettled()).map(|r| r.period));
+            self.unsettled().extend(
+                written
+                    .iter()
+                    .filter(|r| r.unsettled())
+                    .map(|r| (r.period, Recheck::at_once(now))),
+            );
             out.extend(written);
         }
         Ok(out)
     }
 
-    fn unsettled(&self) -> std::sync::MutexGuard<'_, BTreeSet<Period>> {
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, BTreeMap<Period, Recheck>> {
         self.unsettled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -667,6 +722,25 @@ impl ReportScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unchanged_unsettled_period_is_looked_at_less_and_less_often() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T01:30:00Z")
+            .unwrap()
+            .to_utc();
+        let mut recheck = Recheck::at_once(now);
+        assert_eq!(recheck.at, now);
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            recheck = recheck.after_unchanged(recheck.at);
+            waits.push(recheck.wait.num_minutes());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(
+            recheck.at,
+            now + TimeDelta::minutes(1 + 2 + 4 + 8 + 16 + 32 + 180)
+        );
+    }
 
     #[test]
     fn a_day_given_as_now_is_its_midnight_in_the_offset() {
