@@ -240,6 +240,9 @@ mod tests {
         touch("lineprobe-report-week-2026-W47.json");
         touch("lineprobe-report-day-2026-13-01.json");
         touch(".lineprobe-report-day-2026-11-22.json.1.tmp");
+        touch("lineprobe-report-day-2026-11-23.unsettled");
+        touch("lineprobe-report-day-2026-11-21.unsettled");
+        touch("lineprobe-report-week-2026-W47.unsettled");
         let all = [ReportFormat::Csv, ReportFormat::Json, ReportFormat::Html];
         let written = written_periods(dir.path(), PeriodKind::Day, &all).unwrap();
         assert_eq!(written.into_iter().collect::<Vec<_>>(), [day("2026-11-20")]);
@@ -250,6 +253,24 @@ mod tests {
         );
         let weeks = written_periods(dir.path(), PeriodKind::Week, &[ReportFormat::Json]).unwrap();
         assert_eq!(weeks.len(), 1);
+        // An unsettled marker marks nothing as written, and is found by
+        // kind (whether or not the report's files are there).
+        let unsettled = unsettled_periods(dir.path(), PeriodKind::Day).unwrap();
+        assert_eq!(
+            unsettled.into_iter().collect::<Vec<_>>(),
+            [day("2026-11-21"), day("2026-11-23")]
+        );
+        assert_eq!(
+            unsettled_periods(dir.path(), PeriodKind::Week)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            unsettled_periods(&dir.path().join("absent"), PeriodKind::Day)
+                .unwrap()
+                .is_empty()
+        );
         assert!(
             written_periods(&dir.path().join("absent"), PeriodKind::Day, &all)
                 .unwrap()
