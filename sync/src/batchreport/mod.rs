@@ -16,9 +16,9 @@
 //! writing — so writing a period again gives byte-identical files (and a
 //! file whose bytes would not change is not touched). `--catch-up`, and the
 //! daemon's schedule, write every complete period after the newest one
-//! already in the report folder; the daemon also writes a period again,
-//! each round, when it wrote it while reports received in it were still
-//! pending or not yet pulled from every collector, until they are. Such a
+//! already in the report folder; the daemon also writes a period again
+//! when it wrote it while reports received in it were still pending or not
+//! yet pulled from every collector, until they are. Such a
 //! period's report has a `.unsettled` file beside it saying why
 //! ([`unsettled_name`]), so a restarted daemon still writes it again.
 
@@ -281,8 +281,8 @@ fn unsettled_note(figures: &PeriodFigures) -> Option<String> {
         return None;
     }
     let mut note = String::from(
-        "This period's report may still change; `lineprobe-sync run` writes it again each round \
-         until it cannot (or run `lineprobe-sync report --at` for the period again).\n",
+        "This period's report may still change; `lineprobe-sync run` writes it again until it \
+         cannot (or run `lineprobe-sync report --at` for the period again).\n",
     );
     if pending > 0 {
         let _ = writeln!(
