@@ -31,7 +31,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -236,12 +236,7 @@ impl Spool {
     /// it again. When the entry cannot be written, the report still takes
     /// the evictions (it is sent carrying them) and the error is returned.
     pub fn hold_telling_evictions(&self, entry: &mut SpoolEntry) -> Result<u64, Error> {
-        let _tally = self
-            .shared
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _other_processes = self.lock_tally()?;
+        let _tally = self.lock_tally()?;
         self.settle_claim()?;
         entry.report.spool_evicted = None;
         let before = self.evicted()?;
@@ -311,12 +306,7 @@ impl Spool {
         if !self.dir.join(CLAIM_FILE).exists() {
             return Ok(());
         }
-        let _tally = self
-            .shared
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _other_processes = self.lock_tally()?;
+        let _tally = self.lock_tally()?;
         self.settle_claim()
     }
 
@@ -510,11 +500,19 @@ impl Spool {
         Ok(untold)
     }
 
-    /// The tally's lock across processes: the daemon and a scheduled
-    /// `probe` on one state folder both read and rewrite the count.
-    fn lock_tally(&self) -> Result<FileLock, Error> {
+    /// The tally's locks, held together while it is read and rewritten:
+    /// this process's (its threads share one spool) and the file lock
+    /// across processes (the daemon and a scheduled `probe` on one state
+    /// folder both read and rewrite the count), in that order.
+    fn lock_tally(&self) -> Result<(MutexGuard<'_, ()>, FileLock), Error> {
+        let threads = self
+            .shared
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.ensure_dir()?;
-        FileLock::acquire(&self.dir.join(format!("{EVICTED_FILE}.lock")))
+        let processes = FileLock::acquire(&self.dir.join(format!("{EVICTED_FILE}.lock")))?;
+        Ok((threads, processes))
     }
 
     fn set_evicted(&self, count: u64) -> Result<(), Error> {
@@ -539,12 +537,7 @@ impl Spool {
         if by == 0 {
             return Ok(());
         }
-        let _tally = self
-            .shared
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _other_processes = self.lock_tally()?;
+        let _tally = self.lock_tally()?;
         self.settle_claim()?;
         self.set_evicted(change(self.evicted()?))
     }
