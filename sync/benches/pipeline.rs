@@ -1344,6 +1344,46 @@ struct Setup<'a> {
     expected: &'a Expected,
 }
 
+/// What a timed run works with: a fresh store, the puller's sink into it,
+/// the puller of the bench's collector, and the pipeline.
+struct Parts {
+    store: Store,
+    sink: TimedSink,
+    puller: Puller,
+    pipeline: Pipeline,
+}
+
+impl Parts {
+    async fn open(url: &str, setup: &Setup<'_>) -> anyhow::Result<Self> {
+        let store = Store::open(url).await?;
+        let sink = TimedSink {
+            store: store.clone(),
+            commit_ns: AtomicU64::new(0),
+            committed: tokio::sync::Notify::new(),
+        };
+        let puller = Puller::from_clients(
+            vec![CollectorClient::new(setup.endpoint)?],
+            PullSettings {
+                interval_s: 60,
+                max_pages_per_round: 10_000,
+            },
+        )?;
+        let classifier = Classifier::new(&ClassifierConfig::default())?;
+        let pipeline = Pipeline::new(
+            Arc::clone(setup.catalog),
+            Arc::clone(setup.chain),
+            classifier,
+        )
+        .with_workers(setup.options.workers);
+        Ok(Self {
+            store,
+            sink,
+            puller,
+            pipeline,
+        })
+    }
+}
+
 #[allow(
     clippy::too_many_lines,
     reason = "pull, process, then check what the store holds"
@@ -1355,28 +1395,17 @@ async fn end_to_end(
     measure_stages: bool,
 ) -> anyhow::Result<EndToEnd> {
     let Setup {
-        endpoint,
         catalog,
-        chain,
         options,
         expected,
+        ..
     } = *setup;
-    let store = Store::open(url).await?;
-    let sink = TimedSink {
-        store: store.clone(),
-        commit_ns: AtomicU64::new(0),
-        committed: tokio::sync::Notify::new(),
-    };
-    let puller = Puller::from_clients(
-        vec![CollectorClient::new(endpoint)?],
-        PullSettings {
-            interval_s: 60,
-            max_pages_per_round: 10_000,
-        },
-    )?;
-    let classifier = Classifier::new(&ClassifierConfig::default())?;
-    let pipeline = Pipeline::new(Arc::clone(catalog), Arc::clone(chain), classifier)
-        .with_workers(options.workers);
+    let Parts {
+        store,
+        sink,
+        puller,
+        pipeline,
+    } = Parts::open(url, setup).await?;
 
     let wal_start = if store.backend_name() == "postgres" {
         wal_position(url).await
@@ -1491,28 +1520,11 @@ impl Overlapped {
 /// last report is pulled and processed.
 async fn overlapped(url: &str, setup: &Setup<'_>) -> anyhow::Result<Overlapped> {
     let Setup {
-        endpoint,
-        catalog,
-        chain,
-        options,
-        expected,
+        options, expected, ..
     } = *setup;
-    let store = Store::open(url).await?;
-    let sink = Arc::new(TimedSink {
-        store: store.clone(),
-        commit_ns: AtomicU64::new(0),
-        committed: tokio::sync::Notify::new(),
-    });
-    let puller = Puller::from_clients(
-        vec![CollectorClient::new(endpoint)?],
-        PullSettings {
-            interval_s: 60,
-            max_pages_per_round: 10_000,
-        },
-    )?;
-    let classifier = Classifier::new(&ClassifierConfig::default())?;
-    let pipeline = Pipeline::new(Arc::clone(catalog), Arc::clone(chain), classifier)
-        .with_workers(options.workers);
+    let parts = Parts::open(url, setup).await?;
+    let (store, puller, pipeline) = (parts.store, parts.puller, parts.pipeline);
+    let sink = Arc::new(parts.sink);
 
     let cpu_start = process_cpu();
     let started = Instant::now();
