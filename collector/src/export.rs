@@ -413,20 +413,14 @@ fn ndjson_page(
     let frames = std::iter::from_fn(move || {
         let mut frame = Vec::with_capacity(FRAME_BYTES + FRAME_BYTES / 4);
         for report in reports.by_ref() {
-            let start = frame.len();
-            frame.extend_from_slice(&report.json);
             // One document per line is the framing: raw line breaks can
             // only be insignificant whitespace in JSON, so dropping them is
             // safe.
-            let line = &frame[start..];
-            if line.iter().any(|b| *b == b'\n' || *b == b'\r') {
-                let kept: Vec<u8> = line
-                    .iter()
-                    .copied()
-                    .filter(|b| *b != b'\n' && *b != b'\r')
-                    .collect();
-                frame.truncate(start);
-                frame.extend_from_slice(&kept);
+            let line_break = |b: &u8| *b == b'\n' || *b == b'\r';
+            if report.json.iter().any(line_break) {
+                frame.extend(report.json.iter().filter(|b| !line_break(b)));
+            } else {
+                frame.extend_from_slice(&report.json);
             }
             frame.push(b'\n');
             if frame.len() >= FRAME_BYTES {
