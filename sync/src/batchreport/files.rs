@@ -56,61 +56,92 @@ pub fn written_periods(
     kind: PeriodKind,
     formats: &[ReportFormat],
 ) -> Result<BTreeSet<Period>, Error> {
-    let (names, candidates) = period_files(dir, kind)?;
-    Ok(candidates
-        .into_iter()
-        .filter(|p| formats.iter().all(|f| names.contains(&marker_name(p, *f))))
-        .collect())
+    Ok(PeriodFiles::read(dir, kind)?.written(formats))
 }
 
 /// The periods of `kind` marked unsettled in `dir` ([`unsettled_name`]).
 pub fn unsettled_periods(dir: &Path, kind: PeriodKind) -> Result<BTreeSet<Period>, Error> {
-    let (names, candidates) = period_files(dir, kind)?;
-    Ok(candidates
-        .into_iter()
-        .filter(|p| names.contains(&unsettled_name(p)))
-        .collect())
+    Ok(PeriodFiles::read(dir, kind)?.unsettled())
 }
 
-/// The names of the files in `dir`, and the periods of `kind` some file
-/// is named for (both empty when `dir` does not exist).
-fn period_files(
-    dir: &Path,
-    kind: PeriodKind,
-) -> Result<(HashSet<String>, BTreeSet<Period>), Error> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((HashSet::new(), BTreeSet::new()));
-        }
-        Err(source) => {
-            return Err(Error::ReportFile {
+/// Whether every format in `formats` of `period` is written in `dir` (its
+/// marker files are there), without listing the folder.
+pub(super) fn is_written(dir: &Path, period: Period, formats: &[ReportFormat]) -> bool {
+    formats
+        .iter()
+        .all(|f| dir.join(marker_name(&period, *f)).is_file())
+}
+
+/// One listing of the report folder: the names of its files, and the
+/// periods of one kind some file is named for.
+pub(super) struct PeriodFiles {
+    names: HashSet<String>,
+    candidates: BTreeSet<Period>,
+}
+
+impl PeriodFiles {
+    /// Lists `dir` for periods of `kind` (nothing when `dir` does not
+    /// exist).
+    pub(super) fn read(dir: &Path, kind: PeriodKind) -> Result<Self, Error> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    names: HashSet::new(),
+                    candidates: BTreeSet::new(),
+                });
+            }
+            Err(source) => {
+                return Err(Error::ReportFile {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let prefix = format!("{FILE_PREFIX}-{kind}-");
+        let mut names = HashSet::new();
+        let mut candidates = BTreeSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::ReportFile {
                 path: dir.to_path_buf(),
                 source,
-            });
+            })?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if let Some(period) = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.get(..kind.label_len()))
+                .and_then(|label| Period::parse_label(kind, label))
+            {
+                candidates.insert(period);
+            }
+            names.insert(name);
         }
-    };
-    let prefix = format!("{FILE_PREFIX}-{kind}-");
-    let mut names = HashSet::new();
-    let mut candidates = BTreeSet::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::ReportFile {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if let Some(period) = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.get(..kind.label_len()))
-            .and_then(|label| Period::parse_label(kind, label))
-        {
-            candidates.insert(period);
-        }
-        names.insert(name);
+        Ok(Self { names, candidates })
     }
-    Ok((names, candidates))
+
+    /// The periods whose every format in `formats` is written.
+    pub(super) fn written(&self, formats: &[ReportFormat]) -> BTreeSet<Period> {
+        self.candidates
+            .iter()
+            .filter(|p| {
+                formats
+                    .iter()
+                    .all(|f| self.names.contains(&marker_name(p, *f)))
+            })
+            .copied()
+            .collect()
+    }
+
+    /// The periods marked unsettled.
+    pub(super) fn unsettled(&self) -> BTreeSet<Period> {
+        self.candidates
+            .iter()
+            .filter(|p| self.names.contains(&unsettled_name(p)))
+            .copied()
+            .collect()
+    }
 }
 
 /// What writing one batch-report file did.

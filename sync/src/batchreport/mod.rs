@@ -627,11 +627,10 @@ impl ReportScheduler {
             // kind is looked at too, for a folder written before those
             // files were (an unchanged, settled report is not touched).
             for (kind, _) in &self.entries {
-                let dir = &self.settings.out_dir;
-                let marked = unsettled_periods(dir, *kind)?;
-                let written = written_periods(dir, *kind, &self.settings.formats)?;
+                let folder = files::PeriodFiles::read(&self.settings.out_dir, *kind)?;
+                let newest = folder.written(&self.settings.formats).last().copied();
                 let mut unsettled = self.unsettled();
-                for period in marked.into_iter().chain(written.last().copied()) {
+                for period in folder.unsettled().into_iter().chain(newest) {
                     unsettled.insert(period, Recheck::at_once(now));
                 }
             }
@@ -672,8 +671,7 @@ impl ReportScheduler {
             }
             if changed {
                 let next = period.next();
-                let dir = &self.settings.out_dir;
-                if written_periods(dir, next.kind(), &self.settings.formats)?.contains(&next) {
+                if files::is_written(&self.settings.out_dir, next, &self.settings.formats) {
                     queue.push_back(next);
                 }
                 out.push(report);
