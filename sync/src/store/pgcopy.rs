@@ -15,7 +15,6 @@ use super::tables::{Cell, TableRow};
 #[derive(Debug)]
 pub(super) struct CopyRows {
     buf: Vec<u8>,
-    rows: usize,
 }
 
 /// The signature, flags (no OIDs) and header extension length (none).
@@ -26,20 +25,14 @@ impl CopyRows {
     pub(super) fn with_capacity(capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(capacity + HEADER.len() + 2);
         buf.extend_from_slice(HEADER);
-        Self { buf, rows: 0 }
+        Self { buf }
     }
 
     /// Starts a row of `fields` values; each must follow, in the table
     /// order of the COPY's column list.
     pub(super) fn row(&mut self, fields: i16) -> &mut Self {
-        self.rows += 1;
         self.buf.extend_from_slice(&fields.to_be_bytes());
         self
-    }
-
-    /// Rows started so far.
-    pub(super) fn rows(&self) -> usize {
-        self.rows
     }
 
     fn len_prefix(&mut self, len: usize) {
@@ -111,16 +104,6 @@ impl CopyRows {
         self
     }
 
-    /// The stream of `rows`, in the order of the table's column list;
-    /// `bytes_per_row` is a guess of their size.
-    pub(super) fn of<R: TableRow>(rows: &[R], bytes_per_row: usize) -> Self {
-        let mut out = Self::with_capacity(rows.len() * bytes_per_row);
-        for row in rows {
-            out.push(row);
-        }
-        out
-    }
-
     /// One row of a table.
     pub(super) fn push<R: TableRow>(&mut self, row: &R) {
         let cells = row.cells();
@@ -138,9 +121,27 @@ impl CopyRows {
     }
 
     /// The whole stream, with its trailer.
+    #[cfg(test)]
     pub(super) fn finish(mut self) -> Vec<u8> {
-        self.buf.extend_from_slice(&(-1_i16).to_be_bytes());
+        self.end();
         self.buf
+    }
+
+    /// Ends the stream with its trailer; no row may follow.
+    pub(super) fn end(&mut self) {
+        self.buf.extend_from_slice(&(-1_i16).to_be_bytes());
+    }
+
+    /// The bytes encoded since the last [`CopyRows::sent`] (the header
+    /// among the first), to send as the stream's next chunk.
+    pub(super) fn unsent(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forgets the bytes [`CopyRows::unsent`] gave, keeping the buffer for
+    /// the next chunk.
+    pub(super) fn sent(&mut self) {
+        self.buf.clear();
     }
 }
 
@@ -158,7 +159,6 @@ mod tests {
             .opt_int2(Some(-2))
             .bool(true);
         rows.row(1).bytea(&[0, 0xff]);
-        assert_eq!(rows.rows(), 2);
         let bytes = rows.finish();
         let mut expected = b"PGCOPY\n\xff\r\n\0".to_vec();
         expected.extend([0, 0, 0, 0, 0, 0, 0, 0]);
@@ -171,5 +171,28 @@ mod tests {
         expected.extend([0, 1, 0, 0, 0, 2, 0, 0xff]);
         expected.extend([0xff, 0xff]);
         assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_stream_sent_in_chunks_is_the_stream_built_whole() {
+        let encode = |rows: &mut CopyRows, i: i64| {
+            rows.row(2)
+                .int8(i)
+                .text(&"x".repeat(usize::try_from(i).unwrap()));
+        };
+        let mut whole = CopyRows::with_capacity(0);
+        let mut chunked = CopyRows::with_capacity(0);
+        let mut sent = Vec::new();
+        for i in 0..50 {
+            encode(&mut whole, i);
+            encode(&mut chunked, i);
+            if i % 7 == 0 {
+                sent.extend_from_slice(chunked.unsent());
+                chunked.sent();
+            }
+        }
+        chunked.end();
+        sent.extend_from_slice(chunked.unsent());
+        assert_eq!(sent, whole.finish());
     }
 }

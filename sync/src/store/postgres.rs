@@ -177,10 +177,9 @@ async fn commit_pull_copy(
         .fetch_one(&mut *tx)
         .await?
     };
-    let bytes: usize = reports.iter().map(|r| r.body.len() + 96).sum();
-    let mut rows = CopyRows::with_capacity(bytes);
-    for (report, &id) in reports.iter().zip(&ids) {
-        rows.row(8)
+    let rows = reports.iter().zip(&ids);
+    copy_in(&mut tx, COPY_RAW_REPORTS, rows, |(report, &id), out| {
+        out.row(8)
             .int8(id)
             .text(batch.collector)
             .text(batch.node_id)
@@ -190,8 +189,8 @@ async fn commit_pull_copy(
             .opt_int8(report.received_at_ms)
             .bytea(&report.body)
             .int8(batch.pulled_at_ms);
-    }
-    copy_in(&mut tx, COPY_RAW_REPORTS, rows).await?;
+    })
+    .await?;
     // When the cursor belongs to another node, the upsert's WHERE leaves it
     // alone and returns nothing, and the transaction is rolled back below.
     let after: Option<i64> = sqlx::query_scalar(concat!(
@@ -532,28 +531,49 @@ static WRITE_PLAN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Sends whole rows of a table by COPY (`bytes_per_row` a guess of their
-/// size); nothing when there are none.
-async fn copy_rows<R: TableRow>(
-    tx: &mut Tx,
-    rows: &[R],
-    bytes_per_row: usize,
-) -> Result<(), sqlx::Error> {
-    copy_in(
-        tx,
-        &copy_statement::<R>(),
-        CopyRows::of(rows, bytes_per_row),
-    )
-    .await
+/// Sends whole rows of a table by COPY; nothing when there are none.
+async fn copy_rows<R: TableRow + Sync>(tx: &mut Tx, rows: &[R]) -> Result<(), sqlx::Error> {
+    copy_in(tx, &copy_statement::<R>(), rows, |row, out| out.push(row)).await
 }
 
-/// Sends `rows` with the COPY `statement`; nothing when there are none.
-async fn copy_in(tx: &mut Tx, statement: &str, rows: CopyRows) -> Result<(), sqlx::Error> {
-    if rows.rows() == 0 {
+/// How many bytes of COPY data are encoded before they are sent.
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// Sends `rows`, each encoded by `encode`, with the COPY `statement`;
+/// nothing when there are none.
+///
+/// The data goes out a chunk at a time as it is encoded: a batch's verdicts
+/// are some 25 MB of it, and building them whole took fresh pages from the
+/// kernel for every batch (zeroing them was 4 % of the pipeline's CPU) and
+/// sent every byte through main memory on each of its copies on the way out
+/// (into the connection's buffer, then TLS), where a chunk stays in cache.
+async fn copy_in<I>(
+    tx: &mut Tx,
+    statement: &str,
+    rows: I,
+    mut encode: impl FnMut(I::Item, &mut CopyRows) + Send,
+) -> Result<(), sqlx::Error>
+where
+    I: IntoIterator,
+    I::IntoIter: ExactSizeIterator + Send,
+{
+    let rows = rows.into_iter();
+    if rows.len() == 0 {
         return Ok(());
     }
     let mut copy = tx.copy_in_raw(statement).await?;
-    copy.send(rows.finish()).await?;
+    // Room for a chunk and the row that overflows it (a raw report is at
+    // most the collector's body limit, 64 KiB by default).
+    let mut out = CopyRows::with_capacity(COPY_CHUNK + 64 * 1024);
+    for row in rows {
+        encode(row, &mut out);
+        if out.unsent().len() >= COPY_CHUNK {
+            copy.send(out.unsent()).await?;
+            out.sent();
+        }
+    }
+    out.end();
+    copy.send(out.unsent()).await?;
     copy.finish().await?;
     Ok(())
 }
@@ -563,11 +583,11 @@ async fn write_plan(
     plan: &Plan<'_>,
     origins: &HashMap<i64, RawOrigin>,
 ) -> Result<(), sqlx::Error> {
-    copy_rows(tx, &plan.new_observations, 640).await?;
-    copy_rows(tx, &plan.verdicts, 5120).await?;
-    copy_rows(tx, &plan.history, 128).await?;
-    copy_rows(tx, &plan.new_lines, 320).await?;
-    copy_rows(tx, &plan.counted, 64).await?;
+    copy_rows(tx, &plan.new_observations).await?;
+    copy_rows(tx, &plan.verdicts).await?;
+    copy_rows(tx, &plan.history).await?;
+    copy_rows(tx, &plan.new_lines).await?;
+    copy_rows(tx, &plan.counted).await?;
     // The outcome rows of the raw reports that were pending: none of them
     // has one yet (a report is pending exactly while it has none, and the
     // apply lock keeps it so), so they are plain inserts. A report decided
@@ -576,7 +596,7 @@ async fn write_plan(
     // insertion: a probe of the key first and an extra WAL record to
     // confirm each row; nearly every outcome is a report's first.)
     let first_outcomes = OutcomeRow::of(plan.raws.iter().filter(|r| r.was_pending), origins);
-    copy_rows(tx, &first_outcomes, 96).await?;
+    copy_rows(tx, &first_outcomes).await?;
     let changed = &plan.changed_observations;
     let quarantine = &plan.quarantine;
     let redecided: Vec<&apply::RawWrite> = plan.raws.iter().filter(|r| !r.was_pending).collect();
