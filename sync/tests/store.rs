@@ -408,6 +408,61 @@ async fn a_repeated_pull_stores_nothing_twice_and_the_cursor_only_moves_forward(
     .await;
 }
 
+/// A report body of about 2 KB that names its sequence number.
+fn sized_body(seq: u64) -> Vec<u8> {
+    let mut body = format!("{{\"seq\":{seq},\"pad\":\"").into_bytes();
+    body.resize(2_000, b'a' + u8::try_from(seq % 26).unwrap());
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+#[tokio::test]
+async fn pages_larger_than_a_copy_chunk_are_stored_whole_and_repeats_once() {
+    on_each_backend("large_pages", |ctx| async move {
+        let s = &ctx.store;
+        let page = |seqs: &mut dyn Iterator<Item = u64>| -> Vec<PulledReport> {
+            seqs.map(|seq| report(seq, &sized_body(seq))).collect()
+        };
+        // 300 reports of 2 KB: PostgreSQL's COPY sends them in several
+        // chunks.
+        let first = page(&mut (1..=300));
+        let c = s.commit_pull(&pull("node-a", &first, 300)).await.unwrap();
+        assert_eq!((c.inserted, c.duplicates), (300, 0));
+        // Repeats first (the server refuses the COPY at its first row) and
+        // last (after several chunks went out): the page is stored again
+        // without its repeats, whole or not at all.
+        let repeats_first = page(&mut (251..=550));
+        let c = s
+            .commit_pull(&pull("node-a", &repeats_first, 550))
+            .await
+            .unwrap();
+        assert_eq!((c.inserted, c.duplicates), (250, 50));
+        let repeats_last = page(&mut (551..=850).chain(290..=299));
+        let c = s
+            .commit_pull(&pull("node-a", &repeats_last, 850))
+            .await
+            .unwrap();
+        assert_eq!((c.inserted, c.duplicates, c.after_seq), (300, 10, 850));
+
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.raw, counts.pending), (850, 850));
+        let mut stored = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = s.pending_raw(after, 200).await.unwrap();
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            stored.extend(rows);
+        }
+        let seqs: Vec<u64> = stored.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=850).collect::<Vec<_>>());
+        for raw in &stored {
+            assert_eq!(raw.body, sized_body(raw.seq), "seq {}", raw.seq);
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_replaced_collector_is_refused_and_nothing_is_written() {
     on_each_backend("replaced_collector", |ctx| async move {
