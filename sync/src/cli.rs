@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     DemoOptions, Error, LineFilter, Pipeline, PipelineRun, PullSettings, PullSink, PulledLine,
-    Puller, ReportArgs, ReportScheduler, SOURCE_SETTLE, SourceWatch, Store, SyncConfig,
-    UserCommand, load_resolver_cache, print_verdict_table, run_user_command, save_resolver_cache,
+    Puller, ReportArgs, ReportScheduler, SourceWatch, Store, SyncConfig, UserCommand,
+    load_resolver_cache, print_verdict_table, run_user_command, save_resolver_cache,
     serve_backoffice, verdict_rows, write_verdicts_csv,
 };
 
@@ -534,7 +534,10 @@ async fn run_daemon(
     let puller = puller(config)?;
     // Watched from before the sources are opened: a file replaced while
     // they open is then a change, not the state taken as loaded.
-    let mut sources = SourceWatch::new(config.resolve.data_files(&config.base_dir), SOURCE_SETTLE);
+    let mut sources = SourceWatch::new(
+        config.resolve.data_files(&config.base_dir),
+        config.resolve.reload_settle(),
+    );
     let mut pipeline = if process {
         Some(pipeline(config, store).await?)
     } else {
@@ -570,10 +573,29 @@ async fn run_daemon(
     // The puller returns before shutdown only when there is no collector
     // to pull (the pipeline and the back office go on), or by panicking.
     let mut puller_returned = false;
+    // The reports judged since the data files were last seen as loaded: if
+    // the files changed meanwhile, some were judged with data the files no
+    // longer hold (even by a run that began before the change), and once
+    // the new data is loaded they are judged again with it. Without this a
+    // run under way when the files changed (and the runs while the change
+    // settled) kept their verdicts from the old data: `reprocess`, started
+    // after the change, may already have passed them.
+    let mut judged_unsure: Option<(i64, i64)> = None;
+    let mut judge_again: Option<(i64, i64)> = None;
     let outcome = loop {
         if let Some(current) = &mut pipeline {
-            reload_sources(config, store, current, &mut sources).await;
-            process_pending(config, store, current, reports.as_ref()).await;
+            if reload_sources(config, store, current, &mut sources).await {
+                judge_again = widen(judge_again, judged_unsure.take());
+            } else if sources.as_loaded() {
+                judged_unsure = None;
+            }
+            if let Some(ids) = judge_again
+                && judge_with_new_data(config, store, current, ids).await
+            {
+                judge_again = None;
+            }
+            let ids = process_pending(config, store, current, reports.as_ref()).await;
+            judged_unsure = widen(judged_unsure, ids);
         }
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -602,18 +624,59 @@ async fn run_daemon(
     outcome
 }
 
+/// The smallest id range holding both.
+fn widen(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Judges the processed reports with ids in `ids` again with the data now
+/// loaded (see `run_daemon`); false when that failed, to be tried again.
+async fn judge_with_new_data(
+    config: &SyncConfig,
+    store: &Store,
+    pipeline: &Pipeline,
+    ids: (i64, i64),
+) -> bool {
+    match pipeline
+        .reprocess_ids(store, ids, config.pipeline.batch, log_progress)
+        .await
+    {
+        Ok(run) => {
+            tracing::info!(
+                read = run.read,
+                verdicts_new = run.applied.verdicts_new,
+                lines_changed = run.applied.lines_changed,
+                kept = run.deferred,
+                "reports judged while the address data changed, judged again with the new data"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e,
+                "reports judged while the address data changed could not be judged again with \
+                 the new data; trying again on the next run");
+            false
+        }
+    }
+}
+
 /// Opens the address sources again when their data files changed (and
 /// settled), so that new reports are judged with the new data; the
 /// sources in use stay when the new files cannot be opened. Reports judged
-/// before are judged again only by `reprocess`.
+/// before are judged again only by `reprocess` (but see `run_daemon` for
+/// those judged while the files changed). True when the sources were
+/// opened again.
 async fn reload_sources(
     config: &SyncConfig,
     store: &Store,
     current: &mut Pipeline,
     sources: &mut SourceWatch,
-) {
+) -> bool {
     if !sources.due(std::time::Instant::now()) {
-        return;
+        return false;
     }
     // The lookup services' answers so far, kept for the new sources.
     if let Err(e) = save_resolver_cache(current.chain(), store).await {
@@ -630,14 +693,14 @@ async fn reload_sources(
             tracing::warn!(error = %e,
                 "address data changed but cannot be opened; judging with the data in use until \
                  the files change again");
-            return;
+            return false;
         }
     };
     if let Err(e) = load_caches(&reloaded, store).await {
         tracing::warn!(error = %e,
             "address data changed, but the resolver cache cannot be read for the new sources; \
              judging with the data in use, and trying again on the next run");
-        return;
+        return false;
     }
     sources.reloaded();
     *current = reloaded;
@@ -652,21 +715,32 @@ async fn reload_sources(
         "address data changed: sources opened again; new reports are judged with it \
          (run `reprocess` for reports judged before)"
     );
+    true
 }
 
 /// One run of the pipeline over the pending reports, the resolver cache
 /// saved, then any scheduled batch report that is due. A failure is logged
-/// and retried on the next run; the reports stay pending.
+/// and retried on the next run; the reports stay pending. Returns the ids
+/// of the raw reports the run read (those of the batches it applied, when
+/// it failed).
 async fn process_pending(
     config: &SyncConfig,
     store: &Store,
     pipeline: &Pipeline,
     reports: Option<&ReportScheduler>,
-) {
-    let resolved = match pipeline
-        .run_pending(store, config.pipeline.batch, log_progress)
-        .await
-    {
+) -> Option<(i64, i64)> {
+    let mut ids = None;
+    let progress = |run: &PipelineRun| {
+        ids = run.raw_ids;
+        log_progress(run);
+    };
+    let outcome = pipeline
+        .run_pending(store, config.pipeline.batch, progress)
+        .await;
+    if let Ok(run) = &outcome {
+        ids = run.raw_ids;
+    }
+    let resolved = match outcome {
         Ok(run) if run.read == 0 => false,
         Ok(run) => {
             tracing::info!(
@@ -693,6 +767,7 @@ async fn process_pending(
     if let Some(reports) = reports {
         reports.tick(store).await;
     }
+    ids
 }
 
 /// The daemon's sink: the internal database, and a wake-up for the

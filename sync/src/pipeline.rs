@@ -51,12 +51,27 @@ pub struct PipelineRun {
     /// ones are judged on a later run (after the source retry window, with
     /// the other sources alone), reprocessed ones keep their verdict.
     pub deferred: u64,
+    /// The lowest and the highest id of the raw reports read, when any
+    /// were (see [`Pipeline::reprocess_ids`]).
+    #[serde(skip)]
+    pub raw_ids: Option<(i64, i64)>,
 }
 
 impl PipelineRun {
     fn add(&mut self, read: usize, s: &ApplySummary) {
         self.read += read as u64;
         self.applied += s;
+    }
+
+    fn saw(&mut self, rows: &[RawReport]) {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return;
+        };
+        // Pages come in id order.
+        self.raw_ids = Some(match self.raw_ids {
+            Some((low, high)) => (low.min(first.id), high.max(last.id)),
+            None => (first.id, last.id),
+        });
     }
 }
 
@@ -393,7 +408,8 @@ impl Pipeline {
         batch: u32,
         progress: impl FnMut(&PipelineRun),
     ) -> Result<PipelineRun, Error> {
-        self.run(store, batch, Selection::Pending, progress).await
+        self.run(store, batch, Selection::Pending, Ids::ALL, progress)
+            .await
     }
 
     /// Runs the verdicts again for the processed reports received since
@@ -407,8 +423,39 @@ impl Pipeline {
         batch: u32,
         progress: impl FnMut(&PipelineRun),
     ) -> Result<PipelineRun, Error> {
-        self.run(store, batch, Selection::Processed { since_ms }, progress)
-            .await
+        self.run(
+            store,
+            batch,
+            Selection::Processed { since_ms },
+            Ids::ALL,
+            progress,
+        )
+        .await
+    }
+
+    /// [`Pipeline::reprocess`] for the processed reports with ids from
+    /// `first` to `last`: those a run read (its
+    /// [`raw_ids`](PipelineRun::raw_ids)), when the address data changed
+    /// while it judged them with the data it started with.
+    pub async fn reprocess_ids(
+        &self,
+        store: &Store,
+        (first, last): (i64, i64),
+        batch: u32,
+        progress: impl FnMut(&PipelineRun),
+    ) -> Result<PipelineRun, Error> {
+        let ids = Ids {
+            after: first.saturating_sub(1),
+            up_to: last,
+        };
+        self.run(
+            store,
+            batch,
+            Selection::Processed { since_ms: None },
+            ids,
+            progress,
+        )
+        .await
     }
 
     /// Runs the quarantined reports received since `since_ms` (all when
@@ -423,8 +470,14 @@ impl Pipeline {
         batch: u32,
         progress: impl FnMut(&PipelineRun),
     ) -> Result<PipelineRun, Error> {
-        self.run(store, batch, Selection::Quarantined { since_ms }, progress)
-            .await
+        self.run(
+            store,
+            batch,
+            Selection::Quarantined { since_ms },
+            Ids::ALL,
+            progress,
+        )
+        .await
     }
 
     async fn run(
@@ -432,6 +485,7 @@ impl Pipeline {
         store: &Store,
         batch: u32,
         selection: Selection,
+        ids: Ids,
         mut progress: impl FnMut(&PipelineRun),
     ) -> Result<PipelineRun, Error> {
         let started = Instant::now();
@@ -442,7 +496,10 @@ impl Pipeline {
         let fetch = |after: i64| {
             let store = store.clone();
             async move {
-                match selection {
+                if after >= ids.up_to {
+                    return Ok(Vec::new());
+                }
+                let mut rows = match selection {
                     Selection::Pending => store.pending_raw(after, batch).await,
                     Selection::Processed { since_ms } => {
                         store.processed_raw(since_ms, after, batch).await
@@ -450,14 +507,16 @@ impl Pipeline {
                     Selection::Quarantined { since_ms } => {
                         store.quarantined_raw(since_ms, after, batch).await
                     }
-                }
+                }?;
+                rows.retain(|r| r.id <= ids.up_to);
+                Ok::<_, Error>(rows)
             }
         };
         let mut fetch_time = Duration::ZERO;
         let mut process_time = Duration::ZERO;
         let mut apply_time = Duration::ZERO;
         let t = Instant::now();
-        let mut rows = fetch(0).await?;
+        let mut rows = fetch(ids.after).await?;
         fetch_time += t.elapsed();
         // While the database applies one batch, the next is read and
         // processed: the CPU and the database work at the same time.
@@ -466,7 +525,8 @@ impl Pipeline {
             if rows.is_empty() {
                 break;
             }
-            let after = rows.last().map_or(0, |r| r.id);
+            run.saw(&rows);
+            let after = rows.last().map_or(ids.up_to, |r| r.id);
             // The next page is read while this one is processed and the one
             // before is applied: it lists only reports after this page's
             // last, which neither apply touches.
@@ -514,6 +574,21 @@ impl Pipeline {
         progress(&run);
         Ok(run)
     }
+}
+
+/// The ids of the raw reports a run may read: above `after`, at most
+/// `up_to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ids {
+    after: i64,
+    up_to: i64,
+}
+
+impl Ids {
+    const ALL: Ids = Ids {
+        after: 0,
+        up_to: i64::MAX,
+    };
 }
 
 /// Which raw reports a run reads.

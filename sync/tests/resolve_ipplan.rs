@@ -285,3 +285,20 @@ fn two_sources_may_not_share_a_name() {
         "{e}"
     );
 }
+
+#[test]
+fn the_reload_settling_time_is_bounded_and_defaults_to_two_seconds() {
+    let parse = |toml: &str| lineprobe_sync::ChainConfig::from_toml("chain.toml", toml).unwrap();
+    assert_eq!(parse("").reload_settle(), std::time::Duration::from_secs(2));
+    let ten = parse("reload_settle_s = 10\n");
+    ten.validate().unwrap();
+    assert_eq!(ten.reload_settle(), std::time::Duration::from_secs(10));
+    let e = parse("reload_settle_s = 3601\n")
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("resolve.reload_settle_s") && e.contains("3600"),
+        "{e}"
+    );
+}

@@ -1,17 +1,20 @@
 //! The daemon (`lineprobe-sync run`) opens the address sources again when
 //! their data files change, so reports arriving afterwards are judged with
-//! the new data without a restart. Through the real binary, on SQLite (the
-//! reload does not depend on the database).
+//! the new data without a restart, and the reports it judged while the
+//! files changed are judged again with it. Through the real binary, on
+//! SQLite (the reload does not depend on the database); the id-range
+//! reprocessing it uses for the latter on both backends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lineprobe_shared::ReportId;
-use lineprobe_sync::{DemoCase, demo_cases};
+use lineprobe_shared::{Catalog, Classifier, ClassifierConfig, ReportId};
+use lineprobe_sync::{ChainConfig, DemoCase, Pipeline, demo_cases};
 use support::{Lab, Proc, SyncCli, TestDb, bounded, demo_sources_toml};
 
 const TEST_BOUND: Duration = Duration::from_mins(3);
@@ -78,6 +81,12 @@ impl Running {
     /// Starts it, `extra` appended to the daemon's configuration, and waits
     /// for the line's first verdict (compliant under the plan as it is).
     async fn start(node: &str, extra: &str) -> Running {
+        Self::start_with(node, None, extra).await
+    }
+
+    /// [`Running::start`] with changed files settling `settle_s` seconds
+    /// before they are opened again (the daemon's default when `None`).
+    async fn start_with(node: &str, settle_s: Option<u64>, extra: &str) -> Running {
         let lab = Lab::start(node, false, 50).await;
         let case = moved_line_case();
         lab.post_cases(std::slice::from_ref(&case)).await;
@@ -85,8 +94,11 @@ impl Running {
         let plan = dir.path().join("cmcc-plan.csv");
         let (current, moved) = support::demo_plan_and_moved();
         std::fs::write(&plan, current).unwrap();
+        let settle = settle_s.map_or_else(String::new, |s| {
+            format!("\n[resolve]\nreload_settle_s = {s}\n")
+        });
         let body = format!(
-            "\n[pull]\ninterval_s = 1\nmax_pages_per_round = 1000\n{}{}{extra}",
+            "\n[pull]\ninterval_s = 1\nmax_pages_per_round = 1000\n{}{settle}{}{extra}",
             lab.collector_toml(&format!("dmz-{node}"), ""),
             demo_sources_toml(&plan, "demo"),
         );
@@ -115,10 +127,26 @@ impl Running {
     /// Sends the line's report again (a new report id) and waits for the
     /// verdict the moved plan gives it.
     async fn judged_with_the_moved_plan(&self) {
+        self.send_again().await;
+        wait_for_verdict(&self.cli, &self.daemon, "violating_ip").await;
+    }
+
+    /// Sends the line's report again, with a new report id.
+    async fn send_again(&self) {
         let mut again = self.case.clone();
         again.report.report_id = ReportId::new_v7();
         self.lab.post_cases(std::slice::from_ref(&again)).await;
-        wait_for_verdict(&self.cli, &self.daemon, "violating_ip").await;
+    }
+
+    /// The line's current verdict and how many reports it counts.
+    async fn line_now(&self) -> Option<(String, u64)> {
+        let out = self.cli.run(&["verdicts", "--format", "json"]).await;
+        let rows = out.json();
+        let row = rows.as_array()?.iter().find(|r| r["line"] == LINE)?;
+        Some((
+            row["verdict"].as_str()?.to_owned(),
+            row["reports"].as_u64()?,
+        ))
     }
 
     async fn stop(mut self) {
@@ -143,6 +171,143 @@ async fn the_daemon_judges_new_reports_with_changed_address_data() {
             running.daemon.stderr()
         );
         running.stop().await;
+    })
+    .await;
+}
+
+/// A report the daemon judges while the changed files settle is judged with
+/// the data in use (the files may still be being written), and once the
+/// new data is loaded it is judged again with it: no new report and no
+/// `reprocess` are needed for the line to show the new data's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_judged_while_the_data_changed_are_judged_again_with_it() {
+    bounded(TEST_BOUND, "judged while the data changed", async {
+        // Long enough to see the second report judged before the reload.
+        let settle = Duration::from_secs(8);
+        let running = Running::start_with("settling", Some(settle.as_secs()), "").await;
+        running.move_plan();
+        let changed = Instant::now();
+        running.send_again().await;
+        loop {
+            let now = running.line_now().await;
+            if now == Some(("compliant".to_owned(), 2)) {
+                break;
+            }
+            assert!(
+                changed.elapsed() < settle,
+                "the second report was not judged while the change settled: {now:?}\n{}",
+                running.daemon.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            changed.elapsed() < settle,
+            "judged only after the change settled: the test says nothing"
+        );
+        wait_for_verdict(&running.cli, &running.daemon, "violating_ip").await;
+        assert_eq!(
+            running.line_now().await,
+            Some(("violating_ip".to_owned(), 2)),
+            "judged again, not counted again"
+        );
+        assert!(
+            running
+                .daemon
+                .stderr()
+                .contains("judged again with the new data"),
+            "{}",
+            running.daemon.stderr()
+        );
+        running.stop().await;
+    })
+    .await;
+}
+
+/// `Pipeline::reprocess_ids` (what the daemon judges those reports again
+/// with) judges again exactly the processed reports of its id range, with
+/// the pipeline's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_range_is_judged_again_with_new_data_on_both_backends() {
+    bounded(TEST_BOUND, "reprocess ids", async {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::embedded().unwrap());
+        let (current, moved) = support::demo_plan_and_moved();
+        let pipeline_with = |text: &str, version: &str| {
+            let plan = dir.path().join(format!("plan-{version}.csv"));
+            std::fs::write(&plan, text).unwrap();
+            let toml =
+                demo_sources_toml(&plan, version).replace("[[resolve.source]]", "[[source]]");
+            let chain = ChainConfig::from_toml("test", &toml)
+                .unwrap()
+                .build(dir.path(), &catalog)
+                .unwrap();
+            Pipeline::new(
+                Arc::clone(&catalog),
+                Arc::new(chain),
+                Classifier::new(&ClassifierConfig::default()).unwrap(),
+            )
+        };
+        let old = pipeline_with(&current, "old");
+        let new = pipeline_with(&moved, "new");
+        let case = moved_line_case();
+        let egress = case.egress.unwrap().to_string();
+        let template = serde_json::to_value(&case.report).unwrap();
+        // Four lines on the moved block, a report each.
+        let accounts: Vec<String> = (1..=4).map(|i| format!("075526609{i:02}")).collect();
+        let reports: Vec<_> = (1..=4u8)
+            .map(|i| {
+                let account = accounts[usize::from(i) - 1].clone();
+                support::pulled_report(&template, i, "n1", &egress, chrono::Utc::now(), |doc| {
+                    doc["account"] = serde_json::json!(account);
+                    doc["install_id"] = serde_json::json!(format!("SZ-NS-9001{i:02}"));
+                })
+            })
+            .collect();
+        let verdict = |store: &lineprobe_sync::Store, account: String| {
+            let store = store.clone();
+            async move {
+                let key = lineprobe_sync::line_key(&account, "");
+                store.line(&key).await.unwrap().unwrap().verdict
+            }
+        };
+        for db in support::backends("reprocess_ids", dir.path()).await {
+            let store = db.store().await;
+            let label = db.label();
+            support::commit_pulled(&store, "c1", "n1", &reports).await;
+            let ids: Vec<i64> = store
+                .pending_raw(0, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(ids.len(), 4, "{label}");
+            let run = old.run_pending(&store, 100, |_| {}).await.unwrap();
+            assert_eq!(run.raw_ids, Some((ids[0], ids[3])), "{label}");
+            for account in &accounts {
+                assert_eq!(
+                    verdict(&store, account.clone()).await,
+                    "compliant",
+                    "{label}"
+                );
+            }
+
+            let run = new
+                .reprocess_ids(&store, (ids[1], ids[2]), 100, |_| {})
+                .await
+                .unwrap();
+            assert_eq!(run.read, 2, "{label}: {run:?}");
+            assert_eq!(run.raw_ids, Some((ids[1], ids[2])), "{label}");
+            let now: Vec<String> =
+                futures_util::future::join_all(accounts.iter().map(|a| verdict(&store, a.clone())))
+                    .await;
+            assert_eq!(
+                now,
+                ["compliant", "violating_ip", "violating_ip", "compliant"],
+                "{label}"
+            );
+            store.close().await;
+        }
     })
     .await;
 }

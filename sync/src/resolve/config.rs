@@ -55,8 +55,11 @@ use lineprobe_shared::Catalog;
 use serde::Deserialize;
 
 use super::http::{FieldMap, HttpSettings, HttpSource, SuccessCheck};
-use super::{Chain, IpPlanSource, IpSource, MmdbSource, RangesSource};
+use super::{Chain, IpPlanSource, IpSource, MmdbSource, RangesSource, SOURCE_SETTLE};
 use crate::Error;
+
+/// The longest settling time `resolve.reload_settle_s` may ask for.
+const MAX_RELOAD_SETTLE_S: u64 = 3_600;
 
 /// The kind of a configured source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -298,6 +301,12 @@ pub struct ChainConfig {
     /// The sources, asked in this order.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// Seconds the sources' changed data files must stay as they are
+    /// before `lineprobe-sync run` opens them again (so that a file still
+    /// being copied is not read half-written); [`SOURCE_SETTLE`] when not
+    /// given.
+    #[serde(default)]
+    pub reload_settle_s: Option<u64>,
 }
 
 impl ChainConfig {
@@ -316,6 +325,18 @@ impl ChainConfig {
     /// kind needs, options given to a kind they do not apply to, and an
     /// `http` source's address, mapping and limits.
     pub fn validate(&self) -> Result<(), Error> {
+        if self
+            .reload_settle_s
+            .is_some_and(|s| s > MAX_RELOAD_SETTLE_S)
+        {
+            return Err(Error::SourceData {
+                what: "resolve.reload_settle_s".to_owned(),
+                message: format!(
+                    "at most {MAX_RELOAD_SETTLE_S} seconds (an hour); the default is {}",
+                    SOURCE_SETTLE.as_secs()
+                ),
+            });
+        }
         for (i, s) in self.sources.iter().enumerate() {
             s.validate(&Self::what(i, s))?;
             // Every attribute, and a verdict's record of the data versions
@@ -343,6 +364,13 @@ impl ChainConfig {
 
     fn what(i: usize, s: &SourceConfig) -> String {
         format!("source #{} ({})", i + 1, s.display_name())
+    }
+
+    /// How long changed data files must stay as they are before they are
+    /// opened again.
+    pub fn reload_settle(&self) -> Duration {
+        self.reload_settle_s
+            .map_or(SOURCE_SETTLE, Duration::from_secs)
     }
 
     /// Every data file the sources read (relative paths taken from

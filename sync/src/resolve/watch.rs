@@ -56,6 +56,8 @@ pub struct SourceWatch {
     pending: Option<(Vec<Stamp>, Instant)>,
     /// Files whose reload failed: not tried again until they change.
     failed: Option<Vec<Stamp>>,
+    /// Whether the last look found the files as loaded.
+    as_loaded: bool,
     settle: Duration,
 }
 
@@ -68,6 +70,7 @@ impl SourceWatch {
             loaded,
             pending: None,
             failed: None,
+            as_loaded: true,
             settle,
         }
     }
@@ -83,7 +86,8 @@ impl SourceWatch {
     /// [`SourceWatch::reloaded`] or [`SourceWatch::reload_failed`] called.
     pub fn due(&mut self, now: Instant) -> bool {
         let current = stamps(&self.files);
-        if current == self.loaded {
+        self.as_loaded = current == self.loaded;
+        if self.as_loaded {
             self.pending = None;
             return false;
         }
@@ -99,11 +103,21 @@ impl SourceWatch {
         }
     }
 
+    /// Whether [`SourceWatch::due`] last found the files as the sources in
+    /// use were opened from (true before its first look): false while a
+    /// change settles, is due, or could not be opened. Reports judged since
+    /// a look that found them so may have been judged with data the files
+    /// no longer hold.
+    pub fn as_loaded(&self) -> bool {
+        self.as_loaded
+    }
+
     /// The sources were opened again from the files as [`SourceWatch::due`]
     /// last saw them.
     pub fn reloaded(&mut self) {
         if let Some((seen, _)) = self.pending.take() {
             self.loaded = seen;
+            self.as_loaded = true;
         }
         self.failed = None;
     }
@@ -148,11 +162,14 @@ mod tests {
         let settle = Duration::from_secs(2);
         let mut watch = SourceWatch::new(vec![file.clone()], settle);
         let t0 = Instant::now();
+        assert!(watch.as_loaded());
         assert!(!watch.due(t0), "nothing changed");
+        assert!(watch.as_loaded());
 
         std::fs::write(&file, "ab").unwrap();
         set_mtime(&file, 2_000);
         assert!(!watch.due(t0), "just changed");
+        assert!(!watch.as_loaded(), "settling");
         assert!(!watch.due(t0 + Duration::from_secs(1)));
         // Still being written: the settling starts again.
         std::fs::write(&file, "abc").unwrap();
@@ -160,8 +177,11 @@ mod tests {
         assert!(!watch.due(t0 + Duration::from_secs(2)));
         assert!(!watch.due(t0 + Duration::from_secs(3)));
         assert!(watch.due(t0 + Duration::from_secs(4)));
+        assert!(!watch.as_loaded(), "due");
         watch.reloaded();
+        assert!(watch.as_loaded());
         assert!(!watch.due(t0 + Duration::from_secs(10)), "loaded now");
+        assert!(watch.as_loaded());
     }
 
     #[test]
@@ -177,6 +197,7 @@ mod tests {
         assert!(watch.due(now), "a missing file is a change too");
         watch.reload_failed();
         assert!(!watch.due(now), "not tried again as it is");
+        assert!(!watch.as_loaded(), "still the old data in use");
         std::fs::write(&file, "v2").unwrap();
         set_mtime(&file, 3_000);
         assert!(!watch.due(now));
