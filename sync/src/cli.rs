@@ -238,21 +238,14 @@ async fn run_async(cli: &Cli, command: &Command, stdout: &mut dyn Write) -> Resu
             signals.abort();
             served
         }
-        Command::Process => {
-            let pipeline = pipeline(&config, &store).await?;
-            let run = pipeline
-                .run_pending(&store, config.pipeline.batch, log_progress)
-                .await?;
-            save_resolver_cache(pipeline.chain(), &store).await?;
-            print_run(&run);
-            Ok(())
-        }
+        Command::Process => process_once(&config, &store).await,
         Command::Reprocess { since, quarantined } => {
             let offset = day_offset(&config)?;
             let since_ms = since
                 .as_deref()
                 .map(|s| parse_since(s, offset))
                 .transpose()?;
+            let mut sources = source_watch(&config);
             let pipeline = pipeline(&config, &store).await?;
             let batch = config.pipeline.batch;
             let run = if *quarantined {
@@ -266,7 +259,7 @@ async fn run_async(cli: &Cli, command: &Command, stdout: &mut dyn Write) -> Resu
             };
             save_resolver_cache(pipeline.chain(), &store).await?;
             print_run(&run);
-            Ok(())
+            judge_again_if_changed(&config, &store, &mut sources, run.raw_ids).await
         }
         Command::Verdicts { .. } => list_verdicts(&config, &store, command, stdout).await,
         Command::Report(args) => crate::report_command(&config, &store, args, stdout).await,
@@ -465,16 +458,81 @@ async fn pull_round(config: &SyncConfig, store: &Store, process: bool) -> Result
         .collect();
     let failure = collector_failure(&failed);
     if process {
-        let pipeline = pipeline(config, store).await?;
-        let run = pipeline
-            .run_pending(store, config.pipeline.batch, log_progress)
-            .await?;
-        save_resolver_cache(pipeline.chain(), store).await?;
-        print_run(&run);
+        process_once(config, store).await?;
     }
     // The healthy collectors were pulled and processed; the exit code
     // still tells a scheduler that one was not.
     failure.map_or(Ok(()), Err)
+}
+
+/// One run of the pipeline over the pending reports (`process`, `pull
+/// --once`), with the address data as its files are at the start; see
+/// [`judge_again_if_changed`] for a change while it runs.
+async fn process_once(config: &SyncConfig, store: &Store) -> Result<(), Error> {
+    let mut sources = source_watch(config);
+    let pipeline = pipeline(config, store).await?;
+    let run = pipeline
+        .run_pending(store, config.pipeline.batch, log_progress)
+        .await?;
+    save_resolver_cache(pipeline.chain(), store).await?;
+    print_run(&run);
+    judge_again_if_changed(config, store, &mut sources, run.raw_ids).await
+}
+
+/// How long a one-off run waits for address data files that changed while
+/// it ran to settle: a command run by a scheduler should not hang for long.
+const ONE_OFF_PATIENCE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// The watch on the address sources' data files, made before the sources
+/// are opened: a file replaced while they open is then a change, not the
+/// state taken as loaded.
+fn source_watch(config: &SyncConfig) -> SourceWatch {
+    SourceWatch::new(
+        config.resolve.data_files(&config.base_dir),
+        config.resolve.reload_settle(),
+    )
+}
+
+/// After a one-off run that judged the reports with ids in `ids`: when the
+/// address data files changed while it ran, waits for the change to settle
+/// and judges those reports again with the new data, as the daemon does
+/// (see `run_daemon`). Files that take longer than [`ONE_OFF_PATIENCE`] to
+/// settle, or that cannot be opened, are only reported: `reprocess` once
+/// they are in place.
+async fn judge_again_if_changed(
+    config: &SyncConfig,
+    store: &Store,
+    sources: &mut SourceWatch,
+    ids: Option<(i64, i64)>,
+) -> Result<(), Error> {
+    let Some(ids) = ids else { return Ok(()) };
+    let started = std::time::Instant::now();
+    while !sources.due(std::time::Instant::now()) {
+        if sources.as_loaded() {
+            return Ok(());
+        }
+        if started.elapsed() > ONE_OFF_PATIENCE {
+            tracing::warn!(
+                "the address data files changed while reports were judged and are still \
+                 changing: run `reprocess` once they are in place"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let pipeline = match pipeline(config, store).await {
+        Ok(pipeline) => pipeline,
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "the address data files changed while reports were judged, and cannot be \
+                 opened: run `reprocess` once they are in place");
+            return Ok(());
+        }
+    };
+    tracing::info!("address data changed while reports were judged: judging them again with it");
+    judge_with_new_data(config, store, &pipeline, ids).await?;
+    save_resolver_cache(pipeline.chain(), store).await?;
+    Ok(())
 }
 
 /// The error of a pull in which the collectors listed (name, what went
@@ -532,12 +590,7 @@ async fn run_daemon(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let puller = puller(config)?;
-    // Watched from before the sources are opened: a file replaced while
-    // they open is then a change, not the state taken as loaded.
-    let mut sources = SourceWatch::new(
-        config.resolve.data_files(&config.base_dir),
-        config.resolve.reload_settle(),
-    );
+    let mut sources = source_watch(config);
     let mut pipeline = if process {
         Some(pipeline(config, store).await?)
     } else {
@@ -589,10 +642,13 @@ async fn run_daemon(
             } else if sources.as_loaded() {
                 judged_unsure = None;
             }
-            if let Some(ids) = judge_again
-                && judge_with_new_data(config, store, current, ids).await
-            {
-                judge_again = None;
+            if let Some(ids) = judge_again {
+                match judge_with_new_data(config, store, current, ids).await {
+                    Ok(()) => judge_again = None,
+                    Err(e) => tracing::error!(error = %e,
+                        "reports judged while the address data changed could not be judged \
+                         again with the new data; trying again on the next run"),
+                }
             }
             let ids = process_pending(config, store, current, reports.as_ref()).await;
             judged_unsure = widen(judged_unsure, ids);
@@ -633,34 +689,24 @@ fn widen(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
 }
 
 /// Judges the processed reports with ids in `ids` again with the data now
-/// loaded (see `run_daemon`); false when that failed, to be tried again.
+/// loaded (see `run_daemon`).
 async fn judge_with_new_data(
     config: &SyncConfig,
     store: &Store,
     pipeline: &Pipeline,
     ids: (i64, i64),
-) -> bool {
-    match pipeline
+) -> Result<(), Error> {
+    let run = pipeline
         .reprocess_ids(store, ids, config.pipeline.batch, log_progress)
-        .await
-    {
-        Ok(run) => {
-            tracing::info!(
-                read = run.read,
-                verdicts_new = run.applied.verdicts_new,
-                lines_changed = run.applied.lines_changed,
-                kept = run.deferred,
-                "reports judged while the address data changed, judged again with the new data"
-            );
-            true
-        }
-        Err(e) => {
-            tracing::error!(error = %e,
-                "reports judged while the address data changed could not be judged again with \
-                 the new data; trying again on the next run");
-            false
-        }
-    }
+        .await?;
+    tracing::info!(
+        read = run.read,
+        verdicts_new = run.applied.verdicts_new,
+        lines_changed = run.applied.lines_changed,
+        kept = run.deferred,
+        "reports judged while the address data changed, judged again with the new data"
+    );
+    Ok(())
 }
 
 /// Opens the address sources again when their data files changed (and

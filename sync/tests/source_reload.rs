@@ -2,8 +2,8 @@
 //! their data files change, so reports arriving afterwards are judged with
 //! the new data without a restart, and the reports it judged while the
 //! files changed are judged again with it. Through the real binary, on
-//! SQLite (the reload does not depend on the database); the id-range
-//! reprocessing it uses for the latter on both backends.
+//! SQLite (the reload does not depend on the database); the same for a
+//! one-off run; the id-range reprocessing they use on both backends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -219,6 +219,90 @@ async fn reports_judged_while_the_data_changed_are_judged_again_with_it() {
             running.daemon.stderr()
         );
         running.stop().await;
+    })
+    .await;
+}
+
+/// A lookup service on loopback that answers `{}` (it knows nothing) and,
+/// before its first answer, replaces `plan` with `moved`: the address data
+/// changes while the run that asked it is judging.
+async fn changing_lookup_service(plan: PathBuf, moved: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut replaced = false;
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            if !replaced {
+                replace(&plan, &moved);
+                replaced = true;
+            }
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          content-length: 2\r\nconnection: close\r\n\r\n{}",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A one-off `pull --once` whose address data files change while its
+/// pipeline runs (replaced while the run asks a lookup service) judges its
+/// reports again with the new data once the change has settled, like the
+/// daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_off_run_during_a_data_change_judges_its_reports_again() {
+    bounded(TEST_BOUND, "one-off run during a change", async {
+        let lab = Lab::start("one-off", false, 50).await;
+        lab.post_cases(&[moved_line_case()]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("cmcc-plan.csv");
+        let (current, moved) = support::demo_plan_and_moved();
+        std::fs::write(&plan, current).unwrap();
+        let lookup = changing_lookup_service(plan.clone(), moved).await;
+        // The lookup service first, so that the run asks it.
+        let body = format!(
+            "\n[pipeline]\nsource_retry_minutes = 0\n\n[resolve]\nreload_settle_s = 1\n\n\
+             [[resolve.source]]\nkind = \"http\"\nname = \"lookup\"\n\
+             url = \"http://{lookup}/{{ip}}\"\ntimeout_ms = 5000\nfields = {{ carrier = \"/isp\" }}\n\
+             {}{}",
+            demo_sources_toml(&plan, "demo"),
+            lab.collector_toml("dmz-one-off", ""),
+        );
+        let config = dir.path().join("sync.toml");
+        std::fs::write(&config, body).unwrap();
+        let db = TestDb::sqlite(&dir.path().join("sync.sqlite3"));
+        let cli = SyncCli::new(&config, &db.url, &dir.path().join("logs"));
+        let out = cli.ok(&["pull", "--once"]).await;
+        assert!(
+            out.stderr.contains("judging them again"),
+            "the change was not noticed: {out:?}"
+        );
+        let rows = cli.ok(&["verdicts", "--format", "json"]).await.json();
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["line"] == LINE)
+            .unwrap()
+            .clone();
+        assert_eq!(row["verdict"], "violating_ip", "{row:#}\n{out:?}");
+        assert_eq!(row["reports"], 1, "{row:#}");
     })
     .await;
 }
