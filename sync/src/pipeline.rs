@@ -526,7 +526,13 @@ impl Pipeline {
                 break;
             }
             run.saw(&rows);
-            let after = rows.last().map_or(ids.up_to, |r| r.id);
+            // A short page of a bounded run read past the range's end (or
+            // found nothing after it): no need to read past it again.
+            let past_end = ids.up_to < i64::MAX && rows.len() < batch as usize;
+            let after = match rows.last() {
+                Some(last) if !past_end => last.id,
+                _ => ids.up_to,
+            };
             // The next page is read while this one is processed and the one
             // before is applied: it lists only reports after this page's
             // last, which neither apply touches.

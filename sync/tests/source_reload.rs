@@ -390,6 +390,22 @@ async fn an_id_range_is_judged_again_with_new_data_on_both_backends() {
                 ["compliant", "violating_ip", "violating_ip", "compliant"],
                 "{label}"
             );
+
+            // A page at a time: the range's end is found on a later page.
+            let run = new
+                .reprocess_ids(&store, (ids[0], ids[2]), 1, |_| {})
+                .await
+                .unwrap();
+            assert_eq!(run.read, 3, "{label}: {run:?}");
+            assert_eq!(run.applied.verdicts_new, 1, "{label}: {run:?}");
+            let now: Vec<String> =
+                futures_util::future::join_all(accounts.iter().map(|a| verdict(&store, a.clone())))
+                    .await;
+            assert_eq!(
+                now,
+                ["violating_ip", "violating_ip", "violating_ip", "compliant"],
+                "{label}"
+            );
             store.close().await;
         }
     })
