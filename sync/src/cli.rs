@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     DemoOptions, Error, LineFilter, Pipeline, PipelineRun, PullSettings, PullSink, PulledLine,
-    Puller, ReportArgs, ReportScheduler, SourceWatch, Store, SyncConfig, UserCommand,
+    Puller, RawIdRange, ReportArgs, ReportScheduler, SourceWatch, Store, SyncConfig, UserCommand,
     load_resolver_cache, print_verdict_table, run_user_command, save_resolver_cache,
     serve_backoffice, verdict_rows, write_verdicts_csv,
 };
@@ -503,7 +503,7 @@ async fn judge_again_if_changed(
     config: &SyncConfig,
     store: &Store,
     sources: &mut SourceWatch,
-    ids: Option<(i64, i64)>,
+    ids: Option<RawIdRange>,
 ) -> Result<(), Error> {
     let Some(ids) = ids else { return Ok(()) };
     let started = std::time::Instant::now();
@@ -633,12 +633,12 @@ async fn run_daemon(
     // run under way when the files changed (and the runs while the change
     // settled) kept their verdicts from the old data: `reprocess`, started
     // after the change, may already have passed them.
-    let mut judged_unsure: Option<(i64, i64)> = None;
-    let mut judge_again: Option<(i64, i64)> = None;
+    let mut judged_unsure: Option<RawIdRange> = None;
+    let mut judge_again: Option<RawIdRange> = None;
     let outcome = loop {
         if let Some(current) = &mut pipeline {
             if reload_sources(config, store, current, &mut sources).await {
-                judge_again = widen(judge_again, judged_unsure.take());
+                judge_again = RawIdRange::join(judge_again, judged_unsure.take());
             } else if sources.as_loaded() {
                 judged_unsure = None;
             }
@@ -651,7 +651,7 @@ async fn run_daemon(
                 }
             }
             let ids = process_pending(config, store, current, reports.as_ref()).await;
-            judged_unsure = widen(judged_unsure, ids);
+            judged_unsure = RawIdRange::join(judged_unsure, ids);
         }
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -680,21 +680,13 @@ async fn run_daemon(
     outcome
 }
 
-/// The smallest id range holding both.
-fn widen(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
-        (a, b) => a.or(b),
-    }
-}
-
 /// Judges the processed reports with ids in `ids` again with the data now
 /// loaded (see `run_daemon`).
 async fn judge_with_new_data(
     config: &SyncConfig,
     store: &Store,
     pipeline: &Pipeline,
-    ids: (i64, i64),
+    ids: RawIdRange,
 ) -> Result<(), Error> {
     let run = pipeline
         .reprocess_ids(store, ids, config.pipeline.batch, log_progress)
@@ -774,7 +766,8 @@ async fn process_pending(
     store: &Store,
     pipeline: &Pipeline,
     reports: Option<&ReportScheduler>,
-) -> Option<(i64, i64)> {
+) -> Option<RawIdRange> {
+    // Progress is told after every batch applied and at the end.
     let mut ids = None;
     let progress = |run: &PipelineRun| {
         ids = run.raw_ids;
@@ -783,9 +776,6 @@ async fn process_pending(
     let outcome = pipeline
         .run_pending(store, config.pipeline.batch, progress)
         .await;
-    if let Ok(run) = &outcome {
-        ids = run.raw_ids;
-    }
     let resolved = match outcome {
         Ok(run) if run.read == 0 => false,
         Ok(run) => {

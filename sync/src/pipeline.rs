@@ -51,10 +51,33 @@ pub struct PipelineRun {
     /// ones are judged on a later run (after the source retry window, with
     /// the other sources alone), reprocessed ones keep their verdict.
     pub deferred: u64,
-    /// The lowest and the highest id of the raw reports read, when any
-    /// were (see [`Pipeline::reprocess_ids`]).
+    /// The ids of the raw reports read, when any were (see
+    /// [`Pipeline::reprocess_ids`]).
     #[serde(skip)]
-    pub raw_ids: Option<(i64, i64)>,
+    pub raw_ids: Option<RawIdRange>,
+}
+
+/// A range of raw report ids, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawIdRange {
+    /// The lowest id.
+    pub first: i64,
+    /// The highest id.
+    pub last: i64,
+}
+
+impl RawIdRange {
+    /// The smallest range holding both, or the one there is.
+    #[must_use]
+    pub fn join(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Self {
+                first: a.first.min(b.first),
+                last: a.last.max(b.last),
+            }),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl PipelineRun {
@@ -64,14 +87,15 @@ impl PipelineRun {
     }
 
     fn saw(&mut self, rows: &[RawReport]) {
-        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-            return;
-        };
         // Pages come in id order.
-        self.raw_ids = Some(match self.raw_ids {
-            Some((low, high)) => (low.min(first.id), high.max(last.id)),
-            None => (first.id, last.id),
-        });
+        let page = rows
+            .first()
+            .zip(rows.last())
+            .map(|(first, last)| RawIdRange {
+                first: first.id,
+                last: last.id,
+            });
+        self.raw_ids = RawIdRange::join(self.raw_ids, page);
     }
 }
 
@@ -433,20 +457,20 @@ impl Pipeline {
         .await
     }
 
-    /// [`Pipeline::reprocess`] for the processed reports with ids from
-    /// `first` to `last`: those a run read (its
-    /// [`raw_ids`](PipelineRun::raw_ids)), when the address data changed
-    /// while it judged them with the data it started with.
+    /// [`Pipeline::reprocess`] for the processed reports with ids in
+    /// `range`: those a run read (its [`raw_ids`](PipelineRun::raw_ids)),
+    /// when the address data changed while it judged them with the data it
+    /// started with.
     pub async fn reprocess_ids(
         &self,
         store: &Store,
-        (first, last): (i64, i64),
+        range: RawIdRange,
         batch: u32,
         progress: impl FnMut(&PipelineRun),
     ) -> Result<PipelineRun, Error> {
         let ids = Ids {
-            after: first.saturating_sub(1),
-            up_to: last,
+            after: range.first.saturating_sub(1),
+            up_to: range.last,
         };
         self.run(
             store,

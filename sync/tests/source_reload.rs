@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lineprobe_shared::{Catalog, Classifier, ClassifierConfig, ReportId};
-use lineprobe_sync::{ChainConfig, DemoCase, Pipeline, demo_cases};
+use lineprobe_sync::{ChainConfig, DemoCase, Pipeline, RawIdRange, demo_cases};
 use support::{Lab, Proc, SyncCli, TestDb, bounded, demo_sources_toml};
 
 const TEST_BOUND: Duration = Duration::from_mins(3);
@@ -347,13 +347,22 @@ async fn an_id_range_is_judged_again_with_new_data_on_both_backends() {
                 })
             })
             .collect();
-        let verdict = |store: &lineprobe_sync::Store, account: String| {
+        // The four lines' current verdicts, in order.
+        let verdicts = |store: &lineprobe_sync::Store| {
             let store = store.clone();
+            let keys: Vec<String> = accounts
+                .iter()
+                .map(|a| lineprobe_sync::line_key(a, ""))
+                .collect();
             async move {
-                let key = lineprobe_sync::line_key(&account, "");
-                store.line(&key).await.unwrap().unwrap().verdict
+                let mut out = Vec::new();
+                for key in keys {
+                    out.push(store.line(&key).await.unwrap().unwrap().verdict);
+                }
+                out
             }
         };
+        let range = |first: i64, last: i64| RawIdRange { first, last };
         for db in support::backends("reprocess_ids", dir.path()).await {
             let store = db.store().await;
             let label = db.label();
@@ -367,42 +376,30 @@ async fn an_id_range_is_judged_again_with_new_data_on_both_backends() {
                 .collect();
             assert_eq!(ids.len(), 4, "{label}");
             let run = old.run_pending(&store, 100, |_| {}).await.unwrap();
-            assert_eq!(run.raw_ids, Some((ids[0], ids[3])), "{label}");
-            for account in &accounts {
-                assert_eq!(
-                    verdict(&store, account.clone()).await,
-                    "compliant",
-                    "{label}"
-                );
-            }
+            assert_eq!(run.raw_ids, Some(range(ids[0], ids[3])), "{label}");
+            assert_eq!(verdicts(&store).await, ["compliant"; 4], "{label}");
 
             let run = new
-                .reprocess_ids(&store, (ids[1], ids[2]), 100, |_| {})
+                .reprocess_ids(&store, range(ids[1], ids[2]), 100, |_| {})
                 .await
                 .unwrap();
             assert_eq!(run.read, 2, "{label}: {run:?}");
-            assert_eq!(run.raw_ids, Some((ids[1], ids[2])), "{label}");
-            let now: Vec<String> =
-                futures_util::future::join_all(accounts.iter().map(|a| verdict(&store, a.clone())))
-                    .await;
+            assert_eq!(run.raw_ids, Some(range(ids[1], ids[2])), "{label}");
             assert_eq!(
-                now,
+                verdicts(&store).await,
                 ["compliant", "violating_ip", "violating_ip", "compliant"],
                 "{label}"
             );
 
             // A page at a time: the range's end is found on a later page.
             let run = new
-                .reprocess_ids(&store, (ids[0], ids[2]), 1, |_| {})
+                .reprocess_ids(&store, range(ids[0], ids[2]), 1, |_| {})
                 .await
                 .unwrap();
             assert_eq!(run.read, 3, "{label}: {run:?}");
             assert_eq!(run.applied.verdicts_new, 1, "{label}: {run:?}");
-            let now: Vec<String> =
-                futures_util::future::join_all(accounts.iter().map(|a| verdict(&store, a.clone())))
-                    .await;
             assert_eq!(
-                now,
+                verdicts(&store).await,
                 ["violating_ip", "violating_ip", "violating_ip", "compliant"],
                 "{label}"
             );
