@@ -29,16 +29,6 @@ fn expected_responding(lab: &Lab, v6: bool) -> Vec<(u8, IpAddr)> {
 }
 
 /// Skips (or fails under `LINEPROBE_REQUIRE_LAB=1`) when `tool` is missing.
-fn tool_or_skip(test: &str, tool: &str, package: &str) -> bool {
-    if lab::which(tool).is_some() {
-        return true;
-    }
-    let reason = format!("`{tool}` is not installed (Debian package {package})");
-    assert!(!lab::lab_required(), "LINEPROBE_REQUIRE_LAB=1 but {reason}");
-    eprintln!("SKIPPED {test}: {reason}");
-    false
-}
-
 fn trace_from_sub(lab: &Lab, tool: SystemTool, request: &TraceRequest) -> TraceOutcome {
     let engine = SystemEngine::with_tool(tool);
     assert_eq!(engine.check_available(), Ok(()));
@@ -52,7 +42,7 @@ fn lab_system_traceroute_finds_the_responding_hops_and_keeps_its_text() {
     let Some(lab) = Lab::start_or_skip(test) else {
         return;
     };
-    if !tool_or_skip(test, "traceroute", "traceroute") {
+    if !lab::tool_or_skip(test, "traceroute", "traceroute") {
         return;
     }
     for v6 in [false, true] {
@@ -87,7 +77,7 @@ fn lab_system_traceroute_reaches_an_answering_target() {
     let Some(lab) = Lab::start_or_skip(test) else {
         return;
     };
-    if !tool_or_skip(test, "traceroute", "traceroute") {
+    if !lab::tool_or_skip(test, "traceroute", "traceroute") {
         return;
     }
     let target = lab.answering_target(false);
@@ -107,7 +97,7 @@ fn lab_system_tracepath_is_cut_at_the_deadline_and_still_parsed() {
     let Some(lab) = Lab::start_or_skip(test) else {
         return;
     };
-    if !tool_or_skip(test, "tracepath", "iputils-tracepath") {
+    if !lab::tool_or_skip(test, "tracepath", "iputils-tracepath") {
         return;
     }
     for v6 in [false, true] {
@@ -141,7 +131,7 @@ fn lab_system_tracepath_reaches_an_answering_target() {
     let Some(lab) = Lab::start_or_skip(test) else {
         return;
     };
-    if !tool_or_skip(test, "tracepath", "iputils-tracepath") {
+    if !lab::tool_or_skip(test, "tracepath", "iputils-tracepath") {
         return;
     }
     let target = lab.answering_target(true);

@@ -141,6 +141,86 @@ fn lab_trippy_reaches_an_answering_target_with_each_protocol() {
     }
 }
 
+/// The addresses a classic `traceroute` (one destination port per probe)
+/// from `sub` sees at TTL 4 with ten probes.
+fn classic_traceroute_ttl4(lab: &Lab, target: IpAddr) -> Vec<IpAddr> {
+    let target = target.to_string();
+    let cmd = lab.exec(
+        "sub",
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "10",
+            "-f",
+            "4",
+            "-m",
+            "4",
+            "-w",
+            "1",
+            &target,
+        ],
+    );
+    let out = run_bounded(cmd, Duration::from_secs(30)).expect("traceroute runs");
+    assert!(out.status.success(), "traceroute: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut seen: Vec<IpAddr> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("4 "))
+        .flat_map(str::split_whitespace)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
+#[test]
+fn lab_trippy_udp_keeps_one_path_through_a_router_balancing_per_flow() {
+    let test = "lab_trippy_udp_keeps_one_path_through_a_router_balancing_per_flow";
+    let Some(mut lab) = Lab::start_or_skip(test) else {
+        return;
+    };
+    if !lab::tool_or_skip(test, "traceroute", "traceroute") {
+        return;
+    }
+    lab.add_ecmp();
+    for v6 in [false, true] {
+        let target = lab.answering_target(v6);
+        let branches = lab.ecmp_addrs(v6);
+        // The lab does balance per flow: a classic traceroute's ten probes
+        // at TTL 4 (ten destination ports) pass both routers. Each run has
+        // a 2 in 1024 chance of hashing all ten alike; a few runs rule
+        // that out.
+        let classic = (0..5)
+            .map(|_| classic_traceroute_ttl4(&lab, target))
+            .find(|seen| seen.len() > 1);
+        assert_eq!(
+            classic.as_deref(),
+            Some(&branches[..]),
+            "v6={v6}: classic traceroute should see both of {branches:?} at TTL 4"
+        );
+        // trippy's UDP probes of a trace are one flow: one router at TTL 4
+        // in every round (the later rounds are a second trippy run), and a
+        // path of routers that exist.
+        for attempt in 0..3 {
+            let mut request = TraceRequest::new(target, target.to_string());
+            request.protocol = TraceProtocol::Udp;
+            request.rounds = 6;
+            let (outcome, _) = trippy_from_sub(&lab, &request);
+            let label = format!("v6={v6}, trace {attempt}");
+            assert!(outcome.reached, "{label}: {:#?}", outcome.hops);
+            let hop4 = outcome.hops.iter().find(|h| h.ttl == 4).expect("TTL 4");
+            assert_eq!(hop4.addrs.len(), 1, "{label}: {hop4:?}");
+            assert!(branches.contains(&hop4.addrs[0]), "{label}: {hop4:?}");
+            assert_eq!((hop4.sent, hop4.received), (6, 6), "{label}: {hop4:?}");
+            let mut expected = expected_responding(&lab, v6);
+            expected.insert(3, (4, hop4.addrs[0]));
+            assert_eq!(responding(&outcome.hops), expected, "{label}");
+        }
+    }
+}
+
 #[test]
 fn lab_trippy_with_the_agents_default_rounds_keeps_to_the_bound() {
     let Some(lab) =

@@ -110,8 +110,8 @@ mod platform {
 
     use lineprobe_shared::{TraceEngine, TraceProtocol};
     use trippy_core::{
-        Builder, CompletionReason, IcmpPacketType, Port, PortDirection, PrivilegeMode, ProbeStatus,
-        Protocol, Round,
+        Builder, CompletionReason, IcmpPacketType, MultipathStrategy, Port, PortDirection,
+        PrivilegeMode, ProbeStatus, Protocol, Round,
     };
     use trippy_privilege::Privilege;
 
@@ -202,15 +202,15 @@ mod platform {
         }
     }
 
-    fn builder(
-        request: &TraceRequest,
-        first_ttl: u8,
-        max_ttl: u8,
-        rounds: u8,
-        grace: Duration,
-        send_allowance: Duration,
-        sequence_offset: u16,
-    ) -> Builder {
+    fn builder(request: &TraceRequest, first_ttl: u8, part: &RunPlan) -> Builder {
+        let RunPlan {
+            max_ttl,
+            rounds,
+            grace,
+            send_allowance,
+            sequence_offset,
+            udp_src_port,
+        } = *part;
         let builder = Builder::new(request.target)
             .privilege_mode(PrivilegeMode::Privileged)
             .trace_identifier(next_trace_id())
@@ -227,11 +227,19 @@ mod platform {
             .drop_privileges(false);
         match request.protocol {
             TraceProtocol::Icmp => builder.protocol(Protocol::Icmp),
-            // Classic traceroute: the destination port counts up from the
-            // requested one, one port per probe.
+            // Paris traceroute: every probe of the trace, in every round,
+            // is one flow (the same source and destination port), and the
+            // UDP checksum carries the probe's sequence number. A router
+            // balancing per flow sends them all the same way, so the hops
+            // are of one path; counting the destination port up (classic
+            // traceroute) would show a mix of the paths at each TTL.
             TraceProtocol::Udp => builder
                 .protocol(Protocol::Udp)
-                .port_direction(PortDirection::FixedSrc(Port(udp_src_port())))
+                .multipath_strategy(MultipathStrategy::Paris)
+                .port_direction(PortDirection::FixedBoth(
+                    Port(udp_src_port),
+                    Port(request.port),
+                ))
                 .initial_sequence(
                     request
                         .port
@@ -245,11 +253,15 @@ mod platform {
         }
     }
 
+    /// The UDP source port of a new trace: in the dynamic range, and
+    /// different per process and per trace so that concurrent traces (two
+    /// agents, a daemon and a manual run) do not take each other's
+    /// replies. Every probe of the trace keeps it.
     fn udp_src_port() -> u16 {
-        // In the dynamic range, varied per process so that two agents do
-        // not read each other's port-unreachables.
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
         #[allow(clippy::cast_possible_truncation, reason = "the modulo fits")]
-        let offset = (std::process::id() % 10_000) as u16;
+        let offset = ((std::process::id() % 10_000 + n) % 10_000) as u16;
         50_000 + offset
     }
 
@@ -269,12 +281,14 @@ mod platform {
         // the whole grace period, the later ones only what the routers that
         // answered need (`later_round_wait`). So the first round runs alone
         // and the rest as a second trippy run with the shorter wait.
+        let udp_src_port = udp_src_port();
         let first = RunPlan {
             max_ttl,
             rounds: 1,
             grace: request.grace,
             send_allowance: SEND_ALLOWANCE,
             sequence_offset: 0,
+            udp_src_port,
         };
         let (mut rounds_seen, finished) = run(request, first_ttl, &first, deadline)?;
         if finished && rounds > 1 && Instant::now() < deadline {
@@ -298,9 +312,10 @@ mod platform {
             let last = end_ttl(&rounds_seen)
                 .or_else(|| last_answer.map(|ttl| ttl.saturating_add(LATER_TTL_SLACK)))
                 .map_or(max_ttl, |end| end.clamp(first_ttl, max_ttl));
-            // The later probes go to the next ports, as they would in one
-            // run, so that a late answer to the first round is not taken
-            // for theirs.
+            // The later probes take the next sequence numbers (UDP
+            // checksums, TCP source ports), as they would in one run, so
+            // that a late answer to the first round is not taken for
+            // theirs; UDP keeps the first round's flow.
             let offset = u16::from(max_ttl - first_ttl) + 1;
             let later = RunPlan {
                 max_ttl: last,
@@ -311,6 +326,7 @@ mod platform {
                     .saturating_mul(u32::from(last - first_ttl) + 1)
                     .saturating_add(LATER_SEND_SLACK),
                 sequence_offset: offset,
+                udp_src_port,
             };
             match run(request, first_ttl, &later, deadline) {
                 Ok((later, _)) => rounds_seen.extend(later),
@@ -347,6 +363,7 @@ mod platform {
     }
 
     /// What one trippy-core run does: the first round, or the later ones.
+    #[derive(Clone, Copy)]
     struct RunPlan {
         max_ttl: u8,
         rounds: u8,
@@ -354,8 +371,10 @@ mod platform {
         grace: Duration,
         /// Added to the wait for sending a round's probes.
         send_allowance: Duration,
-        /// Added to the first UDP destination port.
+        /// Added to the first UDP sequence number.
         sequence_offset: u16,
+        /// The trace's UDP source port (one flow for all its runs).
+        udp_src_port: u16,
     }
 
     /// One trippy-core run on its own thread, waited for until `deadline`:
@@ -366,17 +385,9 @@ mod platform {
         part: &RunPlan,
         deadline: Instant,
     ) -> Result<(Vec<RoundRecord>, bool), Error> {
-        let tracer = builder(
-            request,
-            first_ttl,
-            part.max_ttl,
-            part.rounds,
-            part.grace,
-            part.send_allowance,
-            part.sequence_offset,
-        )
-        .build()
-        .map_err(|e| trippy_error(format!("bad settings: {e}")))?;
+        let tracer = builder(request, first_ttl, part)
+            .build()
+            .map_err(|e| trippy_error(format!("bad settings: {e}")))?;
         let target = request.target;
         let rounds_seen: Arc<Mutex<Vec<RoundRecord>>> = Arc::default();
         let sink = Arc::clone(&rounds_seen);

@@ -14,6 +14,10 @@
 //! UDP, TCP and echo requests, except TCP to [`Lab::RECV_TCP_PORT`], so a
 //! trace to it never reaches it.
 //!
+//! [`Lab::add_ecmp`] adds two routers, `r2a` and `r2b`, as two more paths
+//! from `r1` to `r3` (198.51.100.16/28, `2001:db8:1:10::/62`), over which `r1`
+//! balances per flow.
+//!
 //! Every namespace is named uniquely per run (`lp<pid>x<n>-<node>`), every
 //! command is bounded in time, and [`Lab`]'s `Drop` removes everything it
 //! made, also when a test panics. Namespaces left by a killed test run (whose
@@ -47,6 +51,9 @@ use ipnet::IpNet;
 
 /// The lab's nodes, from the subscriber to the receiver.
 pub const NODES: [&str; 7] = ["sub", "home", "cgn", "r1", "r2", "r3", "recv"];
+
+/// The routers [`Lab::add_ecmp`] adds between `r1` and `r3`.
+pub const ECMP_NODES: [&str; 2] = ["r2a", "r2b"];
 
 /// How long any one setup or tear-down command may take.
 const COMMAND_LIMIT: Duration = Duration::from_secs(10);
@@ -107,6 +114,41 @@ const LINKS: [(End, End); 6] = [
         end("r3", "up0", "203.0.113.1/24", "2001:db8:1:6::1/64"),
         end("recv", "eth0", "203.0.113.10/24", "2001:db8:1:6::2/64"),
     ),
+];
+
+/// The links [`Lab::add_ecmp`] adds: two more paths from `r1` to `r3`.
+const ECMP_LINKS: [(End, End); 4] = [
+    (
+        end("r1", "ea0", "198.51.100.17/30", "2001:db8:1:10::1/64"),
+        end("r2a", "down0", "198.51.100.18/30", "2001:db8:1:10::2/64"),
+    ),
+    (
+        end("r2a", "up0", "198.51.100.21/30", "2001:db8:1:11::1/64"),
+        end("r3", "ea0", "198.51.100.22/30", "2001:db8:1:11::2/64"),
+    ),
+    (
+        end("r1", "eb0", "198.51.100.25/30", "2001:db8:1:12::1/64"),
+        end("r2b", "down0", "198.51.100.26/30", "2001:db8:1:12::2/64"),
+    ),
+    (
+        end("r2b", "up0", "198.51.100.29/30", "2001:db8:1:13::1/64"),
+        end("r3", "eb0", "198.51.100.30/30", "2001:db8:1:13::2/64"),
+    ),
+];
+
+/// The routes of [`ECMP_NODES`]: on to `r3`, back to the subscriber's side
+/// through `r1`.
+const ECMP_ROUTES: &[(&str, &str, &str)] = &[
+    ("r2a", "default", "198.51.100.22"),
+    ("r2a", "198.51.100.0/30", "198.51.100.17"),
+    ("r2a", "default", "2001:db8:1:11::2"),
+    ("r2a", "2001:db8::/48", "2001:db8:1:10::1"),
+    ("r2a", "2001:db8:1:3::/64", "2001:db8:1:10::1"),
+    ("r2b", "default", "198.51.100.30"),
+    ("r2b", "198.51.100.0/30", "198.51.100.25"),
+    ("r2b", "default", "2001:db8:1:13::2"),
+    ("r2b", "2001:db8::/48", "2001:db8:1:12::1"),
+    ("r2b", "2001:db8:1:3::/64", "2001:db8:1:12::1"),
 ];
 
 /// Routes per node: (node, destination, gateway).
@@ -220,7 +262,7 @@ impl Lab {
 
     /// The namespace name of a node (`lp<pid>x<n>-r1`).
     pub fn ns(&self, node: &str) -> String {
-        assert!(NODES.contains(&node), "no lab node `{node}`");
+        assert!(is_node(node), "no lab node `{node}`");
         format!("{}-{node}", self.prefix)
     }
 
@@ -380,34 +422,42 @@ impl Lab {
 
     fn build_nodes(&mut self) -> Result<(), String> {
         for node in NODES {
-            let ns = self.ns(node);
-            run_ok(command("ip", &["netns", "add", &ns]))?;
-            self.made.push(ns);
-            // Before any interface exists so that every one inherits it:
-            // no duplicate address detection (addresses usable at once), no
-            // ICMP rate limits (several traces run back to back).
-            self.sysctl(
-                node,
-                &[
-                    "net.ipv6.conf.all.accept_dad=0",
-                    "net.ipv6.conf.default.accept_dad=0",
-                    "net.ipv4.icmp_ratelimit=0",
-                    "net.ipv6.icmp.ratelimit=0",
-                ],
-            )?;
-            if node != "sub" && node != "recv" {
-                self.sysctl(
-                    node,
-                    &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
-                )?;
-            }
-            self.ip(node, &["link", "set", "lo", "up"])?;
+            self.add_node(node)?;
         }
         Ok(())
     }
 
+    fn add_node(&mut self, node: &str) -> Result<(), String> {
+        let ns = self.ns(node);
+        run_ok(command("ip", &["netns", "add", &ns]))?;
+        self.made.push(ns);
+        // Before any interface exists so that every one inherits it:
+        // no duplicate address detection (addresses usable at once), no
+        // ICMP rate limits (several traces run back to back).
+        self.sysctl(
+            node,
+            &[
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv4.icmp_ratelimit=0",
+                "net.ipv6.icmp.ratelimit=0",
+            ],
+        )?;
+        if node != "sub" && node != "recv" {
+            self.sysctl(
+                node,
+                &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+            )?;
+        }
+        self.ip(node, &["link", "set", "lo", "up"])
+    }
+
     fn build_links(&self) -> Result<(), String> {
-        for (a, b) in &LINKS {
+        self.add_links(&LINKS, ROUTES)
+    }
+
+    fn add_links(&self, links: &[(End, End)], routes: &[(&str, &str, &str)]) -> Result<(), String> {
+        for (a, b) in links {
             let peer_ns = self.ns(b.node);
             self.ip(
                 a.node,
@@ -422,11 +472,58 @@ impl Lab {
                 self.ip(e.node, &["link", "set", e.ifname, "up"])?;
             }
         }
-        for (node, dst, via) in ROUTES {
+        for (node, dst, via) in routes {
             let family = if via.contains(':') { "-6" } else { "-4" };
             self.ip(node, &[family, "route", "add", dst, "via", via])?;
         }
         Ok(())
+    }
+
+    /// Adds two routers, `r2a` and `r2b`, as two more paths from `r1` to
+    /// `r3`, and makes `r1` balance per flow over them (a multipath default
+    /// route hashed on addresses and ports, IPv4 and IPv6): a probe to `r3`
+    /// passes `r2a` or `r2b` at TTL 4 by its ports, and always the same one
+    /// for the same ports. Both answer time-exceeded.
+    pub fn add_ecmp(&mut self) {
+        self.build_ecmp()
+            .unwrap_or_else(|e| panic!("adding the ECMP paths to the lab failed: {e}"));
+    }
+
+    fn build_ecmp(&mut self) -> Result<(), String> {
+        for node in ECMP_NODES {
+            self.add_node(node)?;
+        }
+        self.add_links(&ECMP_LINKS, ECMP_ROUTES)?;
+        self.sysctl(
+            "r1",
+            &[
+                "net.ipv4.fib_multipath_hash_policy=1",
+                "net.ipv6.fib_multipath_hash_policy=1",
+            ],
+        )?;
+        for (family, a, b) in [
+            ("-4", "198.51.100.18", "198.51.100.26"),
+            ("-6", "2001:db8:1:10::2", "2001:db8:1:12::2"),
+        ] {
+            self.ip(
+                "r1",
+                &[
+                    family, "route", "replace", "default", "nexthop", "via", a, "nexthop", "via", b,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The addresses `r2a` and `r2b` answer a trace from `sub` with.
+    pub fn ecmp_addrs(&self, v6: bool) -> [IpAddr; 2] {
+        [&ECMP_LINKS[0].1, &ECMP_LINKS[2].1].map(|e| {
+            let cidr = if v6 { e.v6 } else { e.v4 };
+            cidr.split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .expect("a valid address")
+        })
     }
 
     fn build_firewalls(&self) -> Result<(), String> {
@@ -556,6 +653,10 @@ fn facing(node: &str) -> (&'static str, Ipv4Addr, Ipv6Addr) {
         .unwrap_or_else(|| panic!("no lab node `{node}`"))
 }
 
+fn is_node(node: &str) -> bool {
+    NODES.contains(&node) || ECMP_NODES.contains(&node)
+}
+
 /// True when `LINEPROBE_REQUIRE_LAB=1`: a lab that cannot run is a failure.
 pub fn lab_required() -> bool {
     std::env::var("LINEPROBE_REQUIRE_LAB").is_ok_and(|v| v == "1")
@@ -585,6 +686,18 @@ fn check_prerequisites() -> Result<(), SkipReason> {
         }
     }
     Ok(())
+}
+
+/// Whether `tool` is installed; when it is not, prints why `test` skips and
+/// says `false`, or panics with `LINEPROBE_REQUIRE_LAB=1`.
+pub fn tool_or_skip(test: &str, tool: &str, package: &str) -> bool {
+    if which(tool).is_some() {
+        return true;
+    }
+    let reason = format!("`{tool}` is not installed (Debian package {package})");
+    assert!(!lab_required(), "LINEPROBE_REQUIRE_LAB=1 but {reason}");
+    eprintln!("SKIPPED {test}: {reason}");
+    false
 }
 
 /// Where a program is on `PATH`, if it is.
@@ -621,7 +734,7 @@ pub fn stale_lab_pid(name: &str) -> Option<u32> {
     let (pid, rest) = rest.split_once('x')?;
     let (n, node) = rest.split_once('-')?;
     n.parse::<u32>().ok()?;
-    NODES.contains(&node).then_some(())?;
+    is_node(node).then_some(())?;
     pid.parse().ok()
 }
 
