@@ -890,6 +890,7 @@ fn print_run(run: &PipelineRun) {
         verdicts_new = run.applied.verdicts_new,
         lines_changed = run.applied.lines_changed,
         deferred = run.deferred,
+        rejudged = run.rejudged,
         elapsed_ms = run.elapsed_ms,
         "pipeline done"
     );

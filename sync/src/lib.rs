@@ -48,6 +48,9 @@ pub use pull::*;
 pub use resolve::*;
 pub use resolvercache::{load_resolver_cache, save_resolver_cache};
 pub use store::*;
-pub use trust::{KEY_SEEN_RESOLUTION_MS, KeyContest, KeySpan, TrustMark, TrustPolicy, key_contest};
+pub use trust::{
+    KEY_SEEN_RESOLUTION_MS, KeyContest, KeySpan, TrustMark, TrustPolicy, contest_changes,
+    key_contest,
+};
 pub use validate::*;
 pub use verdicts::*;

@@ -20,7 +20,7 @@ use crate::{
     ApplySummary, Attribute, Chain, DeclaredFills, Error, Extracted, KEY_SEEN_RESOLUTION_MS,
     KeyContest, KeySpan, LineEvidence, ObservationFacts, ObservationRecord, Processed,
     QuarantineRecord, RawReport, Resolved, Store, TrustMark, TrustPolicy, Verdict, VerdictRecord,
-    extract, judge, key_contest, line_key, observation_key,
+    contest_changes, extract, judge, key_contest, line_key, observation_key,
 };
 
 /// What a pipeline run did.
@@ -51,10 +51,47 @@ pub struct PipelineRun {
     /// ones are judged on a later run (after the source retry window, with
     /// the other sources alone), reprocessed ones keep their verdict.
     pub deferred: u64,
+    /// Reports judged again at the end of the run because reports it read
+    /// (pulled late from another node) changed a key contest of their
+    /// installation at the time they arrived (see
+    /// [`crate::contest_changes`]); what the database did with them is in
+    /// `applied`.
+    pub rejudged: u64,
     /// The ids of the raw reports read, when any were (see
-    /// [`Pipeline::reprocess_ids`]).
+    /// [`Pipeline::reprocess_ids`]); the ones judged again for a key contest
+    /// are not among them.
     #[serde(skip)]
     pub raw_ids: Option<RawIdRange>,
+}
+
+/// An installation's reports that arrived in `[from_ms, to_ms)` and are to
+/// be judged again: a key contest of the installation changed there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContestChange {
+    /// The installation.
+    pub install_id: String,
+    /// The earliest arrival concerned (Unix ms).
+    pub from_ms: i64,
+    /// The end of the arrivals concerned, not included (Unix ms).
+    pub to_ms: i64,
+}
+
+/// Merges `changes` of the same installation that overlap or touch, so
+/// that no report is listed twice.
+fn merge_changes(mut changes: Vec<ContestChange>) -> Vec<ContestChange> {
+    changes.sort_unstable_by(|a, b| {
+        (a.install_id.as_str(), a.from_ms).cmp(&(b.install_id.as_str(), b.from_ms))
+    });
+    let mut merged: Vec<ContestChange> = Vec::with_capacity(changes.len());
+    for c in changes {
+        match merged.last_mut() {
+            Some(last) if last.install_id == c.install_id && c.from_ms <= last.to_ms => {
+                last.to_ms = last.to_ms.max(c.to_ms);
+            }
+            _ => merged.push(c),
+        }
+    }
+    merged
 }
 
 /// A range of raw report ids, both ends included.
@@ -321,7 +358,7 @@ impl Pipeline {
         })
         .await?;
         let stages = stages?;
-        let contests = self.key_contests(store, &stages).await?;
+        let contests = self.key_contests(store, &stages, now_ms).await?;
         let this = self.clone();
         blocking(move || {
             let work: Vec<(&RawReport, &Stage, Option<&KeyContest>)> = rows
@@ -351,12 +388,15 @@ impl Pipeline {
     /// For each decoded report of a batch, the key contest its installation
     /// is in at the report's arrival, from the keys `store` has seen for it
     /// and this batch's own; records the batch's sightings that widen what
-    /// the store knows. Reports not signed (or from receivers that do not
-    /// name the key) are in none.
+    /// the store knows and, with them, where they change the contests of
+    /// reports judged before (those that arrived by `now_ms`), for the end
+    /// of the run to judge again. Reports not signed (or from receivers
+    /// that do not name the key) are in none.
     async fn key_contests(
         &self,
         store: &Store,
         stages: &[Stage],
+        now_ms: i64,
     ) -> Result<Vec<Option<KeyContest>>, Error> {
         let sightings: Vec<Option<KeySpan>> = stages.iter().map(Stage::key_sighting).collect();
         if sightings.iter().all(Option::is_none) {
@@ -374,8 +414,27 @@ impl Pipeline {
         for sighting in sightings.iter().flatten() {
             book.sight(sighting);
         }
-        store.record_install_keys(&book.to_write()).await?;
+        let to_write = book.to_write();
         let period = self.trust.key_change_flag_ms();
+        // Only what the store is told changes what later batches (and the
+        // reports judged before) see.
+        let mut touched: Vec<&str> = to_write.iter().map(|s| s.install_id.as_str()).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let rejudge: Vec<ContestChange> = touched
+            .into_iter()
+            .flat_map(|install| {
+                contest_changes(book.stored_spans(install), book.spans(install), period)
+                    .into_iter()
+                    .filter(|&(from, _)| from <= now_ms)
+                    .map(move |(from, to)| ContestChange {
+                        install_id: install.to_owned(),
+                        from_ms: from,
+                        to_ms: to.min(now_ms.saturating_add(1)),
+                    })
+            })
+            .collect();
+        store.record_install_keys(&to_write, &rejudge).await?;
         Ok(sightings
             .iter()
             .map(|s| {
@@ -504,6 +563,9 @@ impl Pipeline {
         .await
     }
 
+    /// Runs the reports `selection` and `ids` choose, then judges again
+    /// the reports queued because sightings changed their key contest (this
+    /// run's, or those a run stopped before it could).
     async fn run(
         &self,
         store: &Store,
@@ -513,12 +575,58 @@ impl Pipeline {
         mut progress: impl FnMut(&PipelineRun),
     ) -> Result<PipelineRun, Error> {
         let started = Instant::now();
+        let mut run = self
+            .run_pass(store, batch, selection, ids, &mut progress)
+            .await?;
+        // After the whole run is applied: every report it read is stored,
+        // and the store knows every sighting.
+        let queued = store.queued_rejudges().await?;
+        if queued.is_empty() {
+            return Ok(run);
+        }
+        let (ids, changes): (Vec<i64>, Vec<ContestChange>) = queued.into_iter().unzip();
+        for change in merge_changes(changes) {
+            let selection = Selection::Contested(Arc::new(change));
+            let again = self
+                .run_pass(store, batch, selection, Ids::ALL, &mut |_| {})
+                .await?;
+            run.rejudged += again.read;
+            run.applied += &again.applied;
+            // A report a source failed for keeps the verdict it has.
+            run.deferred += again.deferred;
+        }
+        // Another run may have judged (and taken off) some already; taking
+        // one off twice changes nothing.
+        for id in ids {
+            store.rejudged(id).await?;
+        }
+        tracing::info!(
+            reports = run.rejudged,
+            verdicts_new = run.applied.verdicts_new,
+            "judged again: reports pulled in this run changed a key contest of their installation"
+        );
+        run.elapsed_ms = elapsed_ms(started.elapsed());
+        progress(&run);
+        Ok(run)
+    }
+
+    /// One pass over the reports `selection` and `ids` choose.
+    async fn run_pass(
+        &self,
+        store: &Store,
+        batch: u32,
+        selection: Selection,
+        ids: Ids,
+        progress: &mut impl FnMut(&PipelineRun),
+    ) -> Result<PipelineRun, Error> {
+        let started = Instant::now();
         let mut run = PipelineRun {
             workers: self.workers,
             ..PipelineRun::default()
         };
         let fetch = |after: i64| {
             let store = store.clone();
+            let selection = selection.clone();
             async move {
                 if after >= ids.up_to {
                     return Ok(Vec::new());
@@ -530,6 +638,9 @@ impl Pipeline {
                     }
                     Selection::Quarantined { since_ms } => {
                         store.quarantined_raw(since_ms, after, batch).await
+                    }
+                    Selection::Contested(change) => {
+                        store.contested_raw(&change, after, batch).await
                     }
                 }?;
                 rows.retain(|r| r.id <= ids.up_to);
@@ -622,7 +733,7 @@ impl Ids {
 }
 
 /// Which raw reports a run reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Selection {
     /// Those not processed yet.
     Pending,
@@ -630,6 +741,9 @@ enum Selection {
     Processed { since_ms: Option<i64> },
     /// Those in quarantine, received since `since_ms` (all when `None`).
     Quarantined { since_ms: Option<i64> },
+    /// Those processed already of an installation whose key contest
+    /// changed when they arrived.
+    Contested(Arc<ContestChange>),
 }
 
 /// A report half processed: decoded and checked, or already decided
@@ -665,6 +779,8 @@ struct KeyBook {
     spans: HashMap<String, Vec<KeySpan>>,
     /// The store's record before the batch, to tell what to write.
     stored: HashMap<(String, String), (i64, i64)>,
+    /// The same, by installation: what the reports judged before saw.
+    stored_spans: HashMap<String, Vec<KeySpan>>,
 }
 
 impl KeyBook {
@@ -672,6 +788,7 @@ impl KeyBook {
         let mut book = Self {
             spans: HashMap::new(),
             stored: HashMap::new(),
+            stored_spans: HashMap::new(),
         };
         for span in stored {
             book.stored.insert(
@@ -683,6 +800,7 @@ impl KeyBook {
                 .or_default()
                 .push(span);
         }
+        book.stored_spans.clone_from(&book.spans);
         book
     }
 
@@ -702,6 +820,10 @@ impl KeyBook {
 
     fn spans(&self, install_id: &str) -> &[KeySpan] {
         self.spans.get(install_id).map_or(&[], Vec::as_slice)
+    }
+
+    fn stored_spans(&self, install_id: &str) -> &[KeySpan] {
+        self.stored_spans.get(install_id).map_or(&[], Vec::as_slice)
     }
 
     /// The spans the store does not know well enough: new keys, earlier
@@ -810,6 +932,32 @@ mod tests {
 
     use super::*;
     use crate::{demo_cases, demo_chain};
+
+    #[test]
+    fn contest_changes_of_one_installation_merge_where_they_meet() {
+        let change = |install: &str, from_ms, to_ms| ContestChange {
+            install_id: install.to_owned(),
+            from_ms,
+            to_ms,
+        };
+        let merged = merge_changes(vec![
+            change("b", 50, 60),
+            change("a", 30, 40),
+            change("a", 10, 20),
+            change("a", 20, 25),
+            change("b", 10, 20),
+            change("a", 35, 50),
+        ]);
+        assert_eq!(
+            merged,
+            [
+                change("a", 10, 25),
+                change("a", 30, 50),
+                change("b", 10, 20),
+                change("b", 50, 60),
+            ]
+        );
+    }
 
     #[test]
     fn a_run_adds_up_its_batches_and_serialises_flat() {

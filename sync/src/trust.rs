@@ -97,8 +97,8 @@ pub struct KeyContest {
 /// a key that signed once does not mark the line for good. Reports from
 /// before the newer key appeared are not marked. When several keys
 /// qualify, the one seen last is named. Reports pulled later from another
-/// node can show a contest that verdicts already made did not see;
-/// `reprocess` judges them again.
+/// node can show a contest that verdicts already made did not see: the
+/// pipeline judges those again ([`contest_changes`]).
 pub fn key_contest(
     spans: &[KeySpan],
     key_id: &str,
@@ -110,27 +110,98 @@ pub fn key_contest(
         .iter()
         .filter(|o| o.key_id != key_id)
         .filter_map(|o| {
-            let (older, newer) = if (o.first_seen_ms, o.key_id.as_str())
-                < (own.first_seen_ms, own.key_id.as_str())
-            {
-                (o, own)
-            } else {
-                (own, o)
-            };
-            let start = newer.first_seen_ms;
-            // Both keys signed until the first of them stopped: a key that
-            // signed once and no more ends the overlap with its last report.
-            let overlap_end = older.last_seen_ms.min(newer.last_seen_ms);
-            let end = overlap_end.max(start).saturating_add(period_ms);
-            (start <= at_ms && at_ms < end).then(|| KeyContest {
+            let window = ContestWindow::of(own, o, period_ms);
+            (window.start <= at_ms && at_ms < window.end).then(|| KeyContest {
                 other_key_id: o.key_id.clone(),
                 other_first_seen_ms: o.first_seen_ms,
                 other_last_seen_ms: o.last_seen_ms,
                 other_first_node: o.first_node.clone(),
-                at_once: older.last_seen_ms > newer.first_seen_ms,
+                at_once: window.at_once,
             })
         })
         .max_by_key(|c| (c.other_last_seen_ms, c.other_key_id.clone()))
+}
+
+/// When two keys of an installation mark its reports (see [`key_contest`]).
+struct ContestWindow {
+    /// The newer key's first sighting.
+    start: i64,
+    /// A period after the first of the two stopped signing (or after
+    /// `start`, when that was before it).
+    end: i64,
+    /// Whether the older key signed again after the newer one appeared.
+    at_once: bool,
+}
+
+impl ContestWindow {
+    fn of(a: &KeySpan, b: &KeySpan, period_ms: i64) -> Self {
+        let (older, newer) =
+            if (b.first_seen_ms, b.key_id.as_str()) < (a.first_seen_ms, a.key_id.as_str()) {
+                (b, a)
+            } else {
+                (a, b)
+            };
+        let start = newer.first_seen_ms;
+        // Both keys signed until the first of them stopped: a key that
+        // signed once and no more ends the overlap with its last report.
+        let overlap_end = older.last_seen_ms.min(newer.last_seen_ms);
+        Self {
+            start,
+            end: overlap_end.max(start).saturating_add(period_ms),
+            at_once: older.last_seen_ms > newer.first_seen_ms,
+        }
+    }
+}
+
+/// The arrival times, as ordered, disjoint `[from, to)` intervals, at which
+/// an installation's reports may be judged differently with its keys seen
+/// as `after` than as `before` (both the installation's spans): where
+/// sightings that came in later — reports pulled late from another node —
+/// opened, widened, moved or closed a [`key_contest`]. Reports judged
+/// before that arrived in them are to be judged again. Empty when the
+/// contests are the same.
+pub fn contest_changes(before: &[KeySpan], after: &[KeySpan], period_ms: i64) -> Vec<(i64, i64)> {
+    let a = contested(before, period_ms);
+    let b = contested(after, period_ms);
+    let mut points: Vec<i64> = a.iter().chain(&b).flat_map(|&(s, e)| [s, e]).collect();
+    points.sort_unstable();
+    points.dedup();
+    let inside = |set: &[(i64, i64)], t: i64| set.iter().any(|&(s, e)| s <= t && t < e);
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for pair in points.windows(2) {
+        let (from, to) = (pair[0], pair[1]);
+        if inside(&a, from) == inside(&b, from) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 == from => last.1 = to,
+            _ => out.push((from, to)),
+        }
+    }
+    out
+}
+
+/// The union of the windows of every two of `spans`, merged and in order.
+fn contested(spans: &[KeySpan], period_ms: i64) -> Vec<(i64, i64)> {
+    let mut windows: Vec<(i64, i64)> = spans
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            spans[i + 1..].iter().map(move |b| {
+                let w = ContestWindow::of(a, b, period_ms);
+                (w.start, w.end)
+            })
+        })
+        .collect();
+    windows.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(windows.len());
+    for (s, e) in windows {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
 }
 
 /// The mark a verdict carries.
@@ -369,6 +440,72 @@ mod tests {
         assert_eq!(c.other_key_id, "c", "{c:?}");
         // Key c at day 55: a change from b on day 20 is 35 days back.
         assert_eq!(key_contest(&spans, "c", 55 * DAY, PERIOD), None);
+    }
+
+    #[test]
+    fn a_second_key_pulled_later_opens_a_contest_to_judge_again() {
+        let before = [span("a", 0, 100 * DAY)];
+        // Key b signed once on day 20, at a node pulled only now.
+        let after = [span("a", 0, 100 * DAY), span("b", 20 * DAY, 20 * DAY)];
+        assert_eq!(
+            contest_changes(&before, &after, PERIOD),
+            [(20 * DAY, 50 * DAY)]
+        );
+        // The other way round (the contest closes) is a change too, and
+        // the same spans are none.
+        assert_eq!(
+            contest_changes(&after, &before, PERIOD),
+            [(20 * DAY, 50 * DAY)]
+        );
+        assert_eq!(contest_changes(&after, &after, PERIOD), []);
+        assert_eq!(contest_changes(&[], &before, PERIOD), []);
+    }
+
+    #[test]
+    fn a_later_last_sighting_widens_a_contest_at_its_end() {
+        let before = [span("a", 0, 100 * DAY), span("b", 20 * DAY, 60 * DAY)];
+        let after = [span("a", 0, 100 * DAY), span("b", 20 * DAY, 100 * DAY)];
+        assert_eq!(
+            contest_changes(&before, &after, PERIOD),
+            [(90 * DAY, 130 * DAY)]
+        );
+    }
+
+    #[test]
+    fn an_earlier_first_sighting_moves_a_contest_both_ways() {
+        // a on day 10 only, b from day 20 to 30: a change on day 20,
+        // marked until day 50.
+        let before = [span("a", 10 * DAY, 10 * DAY), span("b", 20 * DAY, 30 * DAY)];
+        // A report pulled later shows b already on day 5: b is the older
+        // key, the change is a's appearance on day 10, marked until 40.
+        let after = [span("a", 10 * DAY, 10 * DAY), span("b", 5 * DAY, 30 * DAY)];
+        let changes = contest_changes(&before, &after, PERIOD);
+        assert_eq!(changes, [(10 * DAY, 20 * DAY), (40 * DAY, 50 * DAY)]);
+        // Every report the change concerns is in them: those judged
+        // differently now, and no others.
+        for day in 0..60 {
+            let at = day * DAY;
+            let differs = ["a", "b"].iter().any(|key| {
+                key_contest(&before, key, at, PERIOD).is_some()
+                    != key_contest(&after, key, at, PERIOD).is_some()
+            });
+            let listed = changes.iter().any(|&(s, e)| s <= at && at < e);
+            assert_eq!(differs, listed, "day {day}");
+        }
+    }
+
+    #[test]
+    fn a_third_key_changes_only_where_its_own_contests_reach() {
+        let before = [span("a", 0, 10 * DAY), span("b", 10 * DAY, 20 * DAY)];
+        let mut after = before.to_vec();
+        after.push(span("c", 30 * DAY, 31 * DAY));
+        // a-b marks days 10 to 40 already; c's contests (from its first
+        // report on day 30, to a period later: a and b stopped before it
+        // came) add 40 to 60.
+        assert_eq!(
+            contest_changes(&before, &after, PERIOD),
+            [(40 * DAY, 60 * DAY)]
+        );
     }
 
     #[test]

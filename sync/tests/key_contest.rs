@@ -11,7 +11,9 @@
 mod support;
 
 use chrono::{DateTime, Duration, Utc};
-use lineprobe_sync::{KeySpan, Pipeline, PulledReport, Store, TrustPolicy, read_evidence};
+use lineprobe_sync::{
+    ContestChange, KeySpan, Pipeline, PulledReport, Store, TrustPolicy, read_evidence,
+};
 use serde_json::{Value, json};
 
 const KEY_A: &str = "aaaaaaaaaaaaaaa1";
@@ -176,6 +178,112 @@ async fn two_keys_for_one_install_across_nodes_mark_its_verdicts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contest_that_a_later_pull_shows_reaches_the_verdicts_made_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, template) = pipeline_and_template();
+    let now = Utc::now();
+    let day = |d: i64| now - Duration::days(60) + Duration::days(d);
+    let t = &template;
+    // Node n1 is pulled first: the victim's key A on days 0, 22 and 24,
+    // judged while nobody knows of another key. Node n2, pulled later
+    // (it was down), received a report signed by key B on day 20.
+    let early = [
+        report(t, 1, "GD-VICTIM", "0755001", day(0), "n1", Some(KEY_A)),
+        report(t, 2, "GD-VICTIM", "0755001", day(22), "n1", Some(KEY_A)),
+        report(t, 3, "GD-VICTIM", "0755001", day(24), "n1", Some(KEY_A)),
+        // Another installation's report in the same days is left alone.
+        report(t, 4, "GD-OTHER", "0755002", day(23), "n1", Some(KEY_A)),
+    ];
+    let late = [report(
+        t,
+        5,
+        "GD-VICTIM",
+        "0755001",
+        day(20),
+        "n2",
+        Some(KEY_B),
+    )];
+    let id_of = |r: &PulledReport| r.report_id.clone().unwrap();
+    for db in support::backends("key_contest_late", dir.path()).await {
+        let store = db.store().await;
+        let label = db.label();
+        support::commit_pulled(&store, "c-n1", "n1", &early).await;
+        let run = pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
+        assert_eq!((run.read, run.rejudged), (4, 0), "{label}");
+        let before = marks(&store, "account:0755001").await;
+        assert!(
+            before.iter().all(|(_, low, c)| !low && c.is_null()),
+            "{label}: {before:?}"
+        );
+
+        support::commit_pulled(&store, "c-n2", "n2", &late).await;
+        let run = pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
+        assert_eq!(run.read, 1, "{label}");
+        // Key B on day 20 and key A after it (days 22 and 24) are in a
+        // contest until ten days after key B's only report: the two
+        // verdicts made before are judged again (and B's own report, which
+        // comes out as it was judged).
+        assert_eq!(run.rejudged, 3, "{label}: {run:?}");
+        assert_eq!(run.applied.verdicts_new, 3, "{label}: {run:?}");
+        let after = marks(&store, "account:0755001").await;
+        let newest = |r: &PulledReport| {
+            // Newest first within a report (a stable sort of newest first).
+            after
+                .iter()
+                .find(|(id, _, _)| *id == id_of(r))
+                .unwrap_or_else(|| panic!("{label}: no verdict of report {}", id_of(r)))
+                .clone()
+        };
+        let (_, low, contest) = newest(&early[0]);
+        assert!(
+            !low && contest.is_null(),
+            "{label}: before key B: {contest}"
+        );
+        for r in [&early[1], &early[2]] {
+            let (_, low, contest) = newest(r);
+            assert!(low, "{label}: {}", r.seq);
+            assert_eq!(contest["other_key_id"], KEY_B, "{label}: {contest}");
+            assert_eq!(contest["other_first_node"], "n2", "{label}");
+            assert_eq!(contest["at_once"], true, "{label}: {contest}");
+        }
+        let (_, low, contest) = newest(&late[0]);
+        assert!(
+            low && contest["other_key_id"] == KEY_A,
+            "{label}: {contest}"
+        );
+        // The verdicts made before stay as history, and the line follows
+        // its newest report's verdict, now marked.
+        assert_eq!(after.len(), 6, "{label}: {after:?}");
+        let line = store.line("account:0755001").await.unwrap().unwrap();
+        assert!(line.low_trust, "{label}: {line:?}");
+        let other = marks(&store, "account:0755002").await;
+        assert_eq!(other.len(), 1, "{label}");
+        assert!(!other[0].1 && other[0].2.is_null(), "{label}: {other:?}");
+
+        // Running again finds nothing new to judge: the queue is empty.
+        assert_eq!(store.queued_rejudges().await.unwrap(), [], "{label}");
+        let run = pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
+        assert_eq!((run.read, run.rejudged), (0, 0), "{label}");
+
+        // What a run stopped after recording the sightings leaves queued is
+        // judged by the next one, reports or not; judged again, verdicts
+        // that are right already stay as they are.
+        let change = ContestChange {
+            install_id: "GD-VICTIM".to_owned(),
+            from_ms: day(20).timestamp_millis(),
+            to_ms: day(30).timestamp_millis(),
+        };
+        store.record_install_keys(&[], &[change]).await.unwrap();
+        let run = pipeline.run_pending(&store, 100, |_| {}).await.unwrap();
+        assert_eq!((run.read, run.rejudged), (0, 3), "{label}");
+        assert_eq!(run.applied.verdicts_new, 0, "{label}: {run:?}");
+        assert_eq!(store.queued_rejudges().await.unwrap(), [], "{label}");
+        assert_eq!(marks(&store, "account:0755001").await, after, "{label}");
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_keys_widens_their_spans_in_any_order() {
     let dir = tempfile::tempdir().unwrap();
     let span = |key: &str, first: i64, last: i64, node: &str| KeySpan {
@@ -191,18 +299,24 @@ async fn recording_keys_widens_their_spans_in_any_order() {
         assert!(store.install_keys_seen(&["I1"]).await.unwrap().is_empty());
         // Two sightings of one key in one call, and another key.
         store
-            .record_install_keys(&[
-                span(KEY_A, 100, 200, "n1"),
-                span(KEY_A, 50, 80, "n2"),
-                span(KEY_B, 300, 300, "n3"),
-            ])
+            .record_install_keys(
+                &[
+                    span(KEY_A, 100, 200, "n1"),
+                    span(KEY_A, 50, 80, "n2"),
+                    span(KEY_B, 300, 300, "n3"),
+                ],
+                &[],
+            )
             .await
             .unwrap();
         // Later calls widen, never narrow; the same call again changes
         // nothing.
         for _ in 0..2 {
             store
-                .record_install_keys(&[span(KEY_A, 70, 500, "n4"), span(KEY_B, 10, 20, "n5")])
+                .record_install_keys(
+                    &[span(KEY_A, 70, 500, "n4"), span(KEY_B, 10, 20, "n5")],
+                    &[],
+                )
                 .await
                 .unwrap();
         }

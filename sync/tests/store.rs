@@ -1694,6 +1694,7 @@ const PG_SCHEMA: SchemaSql = SchemaSql {
         ALTER TABLE pull_cursors DROP COLUMN store_id;
         ALTER TABLE pull_cursors DROP COLUMN caught_up_at;
         DROP TABLE install_keys;
+        DROP TABLE contest_rejudge;
         DROP TABLE backoffice_secrets;
         DROP TABLE counted_reports;
         ALTER TABLE raw_outcomes DROP CONSTRAINT raw_outcomes_state_check;
@@ -1713,7 +1714,7 @@ const SQLITE_SCHEMA: SchemaSql = SchemaSql {
     statistics: "SELECT 0",
     back_to_7: "ALTER TABLE pull_cursors DROP COLUMN store_id; \
                 ALTER TABLE pull_cursors DROP COLUMN caught_up_at; DROP TABLE install_keys; \
-                DROP TABLE backoffice_secrets; DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
+                DROP TABLE contest_rejudge; DROP TABLE backoffice_secrets; DROP TABLE counted_reports; DELETE FROM _sqlx_migrations WHERE version > 7;",
 };
 
 /// Applied migrations, the lines table's indexes and the statistics count,

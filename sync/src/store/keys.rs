@@ -1,11 +1,14 @@
 //! The signing keys seen for each installation (`install_keys`): when each
 //! key of an installation first and last signed a report, on any receiver
 //! node. See [`crate::key_contest`] for what the pipeline makes of them.
+//! With them, the queue of reports to judge again where sightings pulled
+//! later changed a contest (`contest_rejudge`, see
+//! [`crate::contest_changes`]).
 
 use sqlx::{PgPool, SqlitePool};
 
 use super::{Backend, Store};
-use crate::{Error, KeySpan};
+use crate::{ContestChange, Error, KeySpan};
 
 impl Store {
     /// Every key seen for these installations.
@@ -29,9 +32,15 @@ impl Store {
     /// Widens the stored span of each installation's key to take in
     /// `spans` (a key not seen before is added): the earliest first
     /// sighting with its node, the latest last sighting. Idempotent, and
-    /// in any order the same.
-    pub async fn record_install_keys(&self, spans: &[KeySpan]) -> Result<(), Error> {
-        if spans.is_empty() {
+    /// in any order the same. In the same transaction, queues `rejudge`:
+    /// where the new sightings change key contests of reports judged
+    /// before (see [`Store::queued_rejudges`]).
+    pub async fn record_install_keys(
+        &self,
+        spans: &[KeySpan],
+        rejudge: &[ContestChange],
+    ) -> Result<(), Error> {
+        if spans.is_empty() && rejudge.is_empty() {
             return Ok(());
         }
         let context = || {
@@ -41,10 +50,47 @@ impl Store {
             )
         };
         match &self.backend {
-            Backend::Sqlite(p) => sqlite_record(&p.writer, spans).await,
-            Backend::Postgres(p) => postgres_record(p, spans).await,
+            Backend::Sqlite(p) => sqlite_record(&p.writer, spans, rejudge).await,
+            Backend::Postgres(p) => postgres_record(p, spans, rejudge).await,
         }
         .map_err(self.db(context))
+    }
+
+    /// The queued changes of key contests whose reports are still to be
+    /// judged again, with their ids, oldest first.
+    pub async fn queued_rejudges(&self) -> Result<Vec<(i64, ContestChange)>, Error> {
+        let context = || "cannot read the reports queued to be judged again".to_owned();
+        let rows: Vec<(i64, String, i64, i64)> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT id, install_id, from_ms, to_ms FROM contest_rejudge ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await)
+        .map_err(self.db(context))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, install_id, from_ms, to_ms)| {
+                (
+                    id,
+                    ContestChange {
+                        install_id,
+                        from_ms,
+                        to_ms,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Takes the queued change `id` off the queue: its reports were judged
+    /// again.
+    pub async fn rejudged(&self, id: i64) -> Result<(), Error> {
+        execute!(
+            self,
+            format!("cannot take change {id} off the queue of reports to judge again"),
+            "DELETE FROM contest_rejudge WHERE id = $1",
+            id,
+        )?;
+        Ok(())
     }
 }
 
@@ -83,10 +129,15 @@ async fn sqlite_seen(pool: &SqlitePool, installs: &[&str]) -> Result<Vec<KeySpan
     .await
 }
 
-async fn postgres_record(pool: &PgPool, spans: &[KeySpan]) -> Result<(), sqlx::Error> {
+async fn postgres_record(
+    pool: &PgPool,
+    spans: &[KeySpan],
+    rejudge: &[ContestChange],
+) -> Result<(), sqlx::Error> {
     let spans = one_per_key(spans);
     let column = |f: fn(&KeySpan) -> &str| spans.iter().map(f).collect::<Vec<&str>>();
     let times = |f: fn(&KeySpan) -> i64| spans.iter().map(f).collect::<Vec<i64>>();
+    let mut tx = pool.begin().await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO install_keys ({COLUMNS}) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) \
@@ -97,12 +148,32 @@ async fn postgres_record(pool: &PgPool, spans: &[KeySpan]) -> Result<(), sqlx::E
     .bind(times(|s| s.first_seen_ms))
     .bind(times(|s| s.last_seen_ms))
     .bind(column(|s| &s.first_node))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    if !rejudge.is_empty() {
+        sqlx::query(
+            "INSERT INTO contest_rejudge (install_id, from_ms, to_ms) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])",
+        )
+        .bind(
+            rejudge
+                .iter()
+                .map(|c| c.install_id.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(rejudge.iter().map(|c| c.from_ms).collect::<Vec<i64>>())
+        .bind(rejudge.iter().map(|c| c.to_ms).collect::<Vec<i64>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
-async fn sqlite_record(pool: &SqlitePool, spans: &[KeySpan]) -> Result<(), sqlx::Error> {
+async fn sqlite_record(
+    pool: &SqlitePool,
+    spans: &[KeySpan],
+    rejudge: &[ContestChange],
+) -> Result<(), sqlx::Error> {
     let spans = one_per_key(spans);
     let rows: Vec<serde_json::Value> = spans
         .iter()
@@ -117,17 +188,30 @@ async fn sqlite_record(pool: &SqlitePool, spans: &[KeySpan]) -> Result<(), sqlx:
         })
         .collect();
     let rows = serde_json::Value::Array(rows).to_string();
-    // One statement, so the batch is written whole or not at all; the
-    // `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join's.
+    let mut tx = pool.begin().await?;
+    // The `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join's.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO install_keys ({COLUMNS}) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
          FROM json_each($1) WHERE true {WIDEN}"
     )))
     .bind(rows)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    if !rejudge.is_empty() {
+        let rows: Vec<serde_json::Value> = rejudge
+            .iter()
+            .map(|c| serde_json::json!([c.install_id, c.from_ms, c.to_ms]))
+            .collect();
+        sqlx::query(
+            "INSERT INTO contest_rejudge (install_id, from_ms, to_ms) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 /// The spans with one per installation and key (merged as the upsert

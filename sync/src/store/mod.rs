@@ -91,7 +91,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use queries::Param;
 
-use crate::Error;
+use crate::{ContestChange, Error};
 
 pub use period::{
     PeriodLine, PeriodLineGroup, PeriodProbeReports, PeriodQuarantineReason, PeriodQuery,
@@ -391,6 +391,31 @@ impl Store {
     ) -> Result<Vec<RawReport>, Error> {
         self.decided_raw("quarantined", since_ms, after_id, limit)
             .await
+    }
+
+    /// The processed raw reports of `change`'s installation that arrived in
+    /// its window, with an id above `after_id`, in id order (see
+    /// [`crate::ContestChange`]).
+    pub async fn contested_raw(
+        &self,
+        change: &ContestChange,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<RawReport>, Error> {
+        let context = || {
+            format!(
+                "cannot list the reports of installation {} to judge again",
+                change.install_id
+            )
+        };
+        on_reader!(self, pool => sqlx::query_as(queries::CONTESTED_RAW)
+            .bind(after_id)
+            .bind(&change.install_id)
+            .bind(change.from_ms)
+            .bind(change.to_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool).await)
+        .map_err(self.db(context))
     }
 
     /// The raw reports whose outcome is `state` (see `queries::DECIDED_RAW`).

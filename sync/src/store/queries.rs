@@ -70,6 +70,18 @@ pub(super) const DECIDED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq
      AND (CAST($2 AS BIGINT) IS NULL OR COALESCE(o.received_at, o.pulled_at) >= $2) \
      ORDER BY o.id LIMIT $3";
 
+/// The processed raw reports of installation `$2` that arrived (were
+/// received, or else pulled) in `[$3, $4)`, with the key of the observation
+/// each counted in, in id order after `$1`: those a change of the
+/// installation's key contest concerns. Found through the arrival-time
+/// index, then their observations' installation.
+pub(super) const CONTESTED_RAW: &str = "SELECT r.id, r.collector, r.node_id, r.seq, r.body, \
+     r.pulled_at AS pulled_at_ms, b.obs_key FROM raw_outcomes o \
+     JOIN observations b ON b.id = o.observation_id JOIN raw_reports r ON r.id = o.id \
+     WHERE COALESCE(o.received_at, o.pulled_at) >= $3 AND COALESCE(o.received_at, o.pulled_at) < $4 \
+     AND o.state = 'processed' AND b.install_id = $2 AND o.id > $1 \
+     ORDER BY o.id LIMIT $5";
+
 /// The raw reports of an apply with their state (pending when they have no
 /// outcome yet) and what their outcome row copies; `{ids}` is replaced by
 /// each backend's list of ids.
