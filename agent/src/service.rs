@@ -202,11 +202,20 @@ mod tests {
             "service",
             "install",
         ]);
-        let default = default_service_state_dir(Some(OsString::from("/programdata")));
+        // %ProgramData% as each platform spells an absolute folder.
+        let programdata = if cfg!(windows) {
+            r"C:\ProgramData"
+        } else {
+            "/programdata"
+        };
+        let default = default_service_state_dir(Some(OsString::from(programdata)));
         let plan = ServicePlan::from_cli(&cli, PathBuf::from("/bin/agent"), dir.path(), default)
             .expect("plan");
         assert_eq!(plan.config, dir.path().join("agent.toml"));
-        assert_eq!(plan.state_dir, Path::new("/programdata/LineProbe/agent"));
+        assert_eq!(
+            plan.state_dir,
+            Path::new(programdata).join("LineProbe").join("agent")
+        );
         let args = plan.launch_arguments();
         // What the SCM starts parses as the daemon's service entry, with
         // the same configuration, state and endpoints.

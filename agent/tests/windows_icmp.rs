@@ -1,5 +1,5 @@
 //! The `windows-icmp` engine against the real IP Helper API (on Windows, or
-//! under Wine), and its refusal elsewhere.
+//! under Wine, as `.ci/run` runs it), and its refusal elsewhere.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -41,7 +41,20 @@ fn traces_to_ipv6_loopback() {
     let engine = WindowsIcmpEngine::new();
     let mut request = loopback_request();
     request.target = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
-    let out = engine.trace(&request).expect("trace");
+    let out = match engine.trace(&request) {
+        Ok(out) => out,
+        // Wine (where CI runs these tests) has no ICMPv6 in its IP Helper:
+        // Icmp6CreateFile answers ERROR_CALL_NOT_IMPLEMENTED. Windows has.
+        Err(e)
+            if std::env::var_os("LINEPROBE_UNDER_WINE").is_some()
+                && e.to_string()
+                    .contains("Icmp6CreateFile failed (Windows error 120)") =>
+        {
+            eprintln!("SKIPPED traces_to_ipv6_loopback: {e} (Wine does not implement it)");
+            return;
+        }
+        Err(e) => panic!("trace: {e}"),
+    };
     eprintln!("{out:#?}");
     assert!(out.reached, "::1 answers its own echo");
     assert_eq!(out.hops.len(), 1);
