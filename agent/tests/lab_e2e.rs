@@ -5,7 +5,9 @@
 //! The stored report must carry the CGN's public address as its peer and the
 //! lab's hops as its trace — when the first endpoint is dead, and after the
 //! collector was down (the spool delivers the report once, later, with its
-//! original id) — as root (trippy-core) and as `nobody` (unprivileged).
+//! original id) — as root (trippy-core) and as `nobody` (unprivileged); and
+//! from the agent built for Windows, under Wine, when `.ci/run` names it
+//! (`LINEPROBE_WINDOWS_AGENT`; the test says it skips otherwise).
 #![cfg(target_os = "linux")]
 
 mod lab;
@@ -302,11 +304,14 @@ fn runtime() -> tokio::runtime::Runtime {
 // ───────────────────────────────── agent ────────────────────────────────
 
 /// How an agent runs in `sub`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum User {
     Root,
     /// `nobody` without any capability.
     Nobody,
+    /// The agent built for Windows (this file), under Wine as root, in a
+    /// Wine prefix of the install's own (its Wine server starts in `sub`).
+    Windows(PathBuf),
 }
 
 /// One agent install in `sub`: its config and state folder.
@@ -316,6 +321,8 @@ struct AgentSite<'a> {
     user: User,
     config: PathBuf,
     state: PathBuf,
+    /// The Wine prefix of a Windows install.
+    wine_prefix: PathBuf,
 }
 
 impl<'a> AgentSite<'a> {
@@ -334,6 +341,10 @@ impl<'a> AgentSite<'a> {
         // `nobody` must read the config and CA, and own its state folder.
         let ca_copy = dir.join("collector-ca.pem");
         fs::copy(ca, &ca_copy).expect("copy the collector certificate");
+        let ca_path = match user {
+            User::Windows(_) => lab::wine_path(&ca_copy),
+            User::Root | User::Nobody => ca_copy.display().to_string(),
+        };
         let urls = endpoints
             .iter()
             .map(|e| format!("{e:?}"))
@@ -344,13 +355,12 @@ impl<'a> AgentSite<'a> {
             &config,
             format!(
                 "[endpoints]\nurls = [{urls}]\nconnect_timeout_secs = 2\nrequest_timeout_secs = 10\n\
-                 ca_file = {:?}\n\
+                 ca_file = {ca_path:?}\n\
                  [schedule]\ninterval_secs = 3600\njitter_secs = 0\nretry_base_secs = 1\n\
                  retry_max_secs = 2\n\
                  [trace]\nrounds = 1\ndeadline_secs = 20\n\
                  [declared]\nprovince = \"广东\"\ncity = \"深圳\"\ncarrier = \"中国电信\"\n\
                  account = \"07550001111\"\naddress = \"南山区实验路 1 号\"\n",
-                ca_copy.display().to_string()
             ),
         )
         .expect("agent config");
@@ -364,20 +374,42 @@ impl<'a> AgentSite<'a> {
             user,
             config,
             state,
+            wine_prefix: dir.join("wine"),
         }
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let state = self.state.to_str().expect("a UTF-8 path");
-        let config = self.config.to_str().expect("a UTF-8 path");
-        let full = [
-            &[agent_binary(), "--state-dir", state, "--config", config][..],
-            args,
-        ]
-        .concat();
-        match self.user {
-            User::Root => self.lab.exec("sub", &full),
-            User::Nobody => self.lab.exec_unprivileged("sub", &full),
+        let (state, config) = match self.user {
+            User::Windows(_) => (lab::wine_path(&self.state), lab::wine_path(&self.config)),
+            User::Root | User::Nobody => (
+                self.state.display().to_string(),
+                self.config.display().to_string(),
+            ),
+        };
+        let with = |program: &[&str]| -> Vec<String> {
+            program
+                .iter()
+                .copied()
+                .chain(["--state-dir", &state, "--config", &config])
+                .chain(args.iter().copied())
+                .map(str::to_owned)
+                .collect()
+        };
+        match &self.user {
+            User::Root => self.lab.exec("sub", &refs(&with(&[agent_binary()]))),
+            User::Nobody => self
+                .lab
+                .exec_unprivileged("sub", &refs(&with(&[agent_binary()]))),
+            User::Windows(exe) => {
+                let runner = lab::wine_runner();
+                let program = [
+                    runner.to_str().expect("a UTF-8 path"),
+                    exe.to_str().expect("a UTF-8 path"),
+                ];
+                let mut cmd = self.lab.exec("sub", &refs(&with(&program)));
+                cmd.env("WINEPREFIX", &self.wine_prefix);
+                cmd
+            }
         }
     }
 
@@ -441,6 +473,10 @@ impl<'a> AgentSite<'a> {
             rx,
         )
     }
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 // ──────────────────────────────── checks ────────────────────────────────
@@ -596,6 +632,50 @@ fn lab_probe_reports_the_public_nat_address_and_the_labs_hops() {
         n.trace.engine_fallbacks
     );
     assert_ne!(n.install_id, r.install_id);
+    collector.stop(&site);
+}
+
+#[test]
+fn lab_windows_probe_reports_the_public_nat_address_and_the_labs_hops() {
+    let test = "lab_windows_probe_reports_the_public_nat_address_and_the_labs_hops";
+    let Some(exe) = lab::windows_agent_or_skip(test) else {
+        return;
+    };
+    let Some(lab) = Lab::start_or_skip(test) else {
+        return;
+    };
+    let work = work_dir();
+    let site = CollectorSite::new(&lab, work.path());
+    let collector = site.start(&lab);
+    lab.open_recv_loopback();
+    let live = CollectorSite::public_url(&lab);
+
+    // The agent built for Windows, under Wine: its facts, its engines, its
+    // HTTPS to the collector.
+    let windows = AgentSite::new(
+        &lab,
+        work.path(),
+        "windows",
+        User::Windows(exe),
+        &[live],
+        &site.cert(),
+    );
+    windows.accept_consent();
+    let (id, stored) = windows.probe();
+    assert!(stored, "not stored; status:\n{}", windows.status());
+
+    let reports = collector.export(&lab, &site);
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let r = by_id(&reports)[&id];
+    // Wine runs as root: trippy-core has its raw sockets, as under an
+    // Administrator.
+    check_line(&lab, r, &TraceEngine::TrippyCore);
+    assert_eq!(r.device.os, "windows", "{:?}", r.device);
+    assert!(
+        r.device.local_addrs.contains(&lab.addr("sub")),
+        "the Windows interface list shows the LAN address: {:?}",
+        r.device.local_addrs
+    );
     collector.stop(&site);
 }
 

@@ -47,8 +47,9 @@ fn report(
     })
 }
 
-/// Each report's verdict of `line_key`: (report id, low trust, the key
-/// contest in its evidence).
+/// Each report's verdicts of `line_key`, by report id and newest first
+/// within a report (a stable sort of the store's newest-first list): (report
+/// id, low trust, the key contest in its evidence).
 async fn marks(store: &Store, line_key: &str) -> Vec<(String, bool, Value)> {
     let mut rows: Vec<(String, bool, Value)> = store
         .line_verdicts(line_key)
@@ -66,6 +67,16 @@ async fn marks(store: &Store, line_key: &str) -> Vec<(String, bool, Value)> {
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows
+}
+
+/// The newest of `rows` (from [`marks`]) for report `r`.
+fn mark_of(rows: &[(String, bool, Value)], r: &PulledReport, label: &str) -> (bool, Value) {
+    let id = r.report_id.as_deref().unwrap();
+    let (_, low, contest) = rows
+        .iter()
+        .find(|(report, _, _)| report == id)
+        .unwrap_or_else(|| panic!("{label}: no verdict of report {id}"));
+    (*low, contest.clone())
 }
 
 /// A pipeline that knows every address as China Mobile in Shenzhen, with
@@ -112,7 +123,6 @@ async fn two_keys_for_one_install_across_nodes_mark_its_verdicts() {
         // Ten days after key A last signed (day 25) the mark ends.
         report(t, 10, "GD-VICTIM", "0755001", day(36), "n2", Some(KEY_B)),
     ];
-    let id_of = |r: &PulledReport| r.report_id.clone().unwrap();
     for db in support::backends("key_contest", dir.path()).await {
         let store = db.store().await;
         let label = db.label();
@@ -136,31 +146,25 @@ async fn two_keys_for_one_install_across_nodes_mark_its_verdicts() {
         }
 
         let victim = marks(&store, "account:0755001").await;
-        let mark = |r: &PulledReport| {
-            victim
-                .iter()
-                .find(|(id, _, _)| *id == id_of(r))
-                .unwrap_or_else(|| panic!("{label}: no verdict of report {}", id_of(r)))
-                .clone()
-        };
+        let mark = |r: &PulledReport| mark_of(&victim, r, label);
         for r in [&first[0], &first[1], &third[1], &fourth[1]] {
-            let (_, low, contest) = mark(r);
+            let (low, contest) = mark(r);
             assert!(!low && contest.is_null(), "{label}: {} {contest}", r.seq);
         }
         // Key B's first report: a change of key, seen only here.
-        let (_, low, contest) = mark(&second[0]);
+        let (low, contest) = mark(&second[0]);
         assert!(low, "{label}");
         assert_eq!(contest["other_key_id"], KEY_A, "{label}: {contest}");
         assert_eq!(contest["other_first_node"], "n1", "{label}");
         assert_eq!(contest["at_once"], false, "{label}: {contest}");
         // Key A signing again after key B appeared: two keys at once,
         // and both keys' reports are marked until the period has passed.
-        let (_, low, contest) = mark(&third[0]);
+        let (low, contest) = mark(&third[0]);
         assert!(low, "{label}");
         assert_eq!(contest["other_key_id"], KEY_B, "{label}: {contest}");
         assert_eq!(contest["other_first_node"], "n2", "{label}");
         assert_eq!(contest["at_once"], true, "{label}: {contest}");
-        let (_, low, contest) = mark(&fourth[0]);
+        let (low, contest) = mark(&fourth[0]);
         assert!(low && contest["at_once"] == true, "{label}: {contest}");
 
         for (line, n) in [("account:0755002", 2), ("account:0755003", 1)] {
@@ -203,7 +207,6 @@ async fn a_contest_that_a_later_pull_shows_reaches_the_verdicts_made_before() {
         "n2",
         Some(KEY_B),
     )];
-    let id_of = |r: &PulledReport| r.report_id.clone().unwrap();
     for db in support::backends("key_contest_late", dir.path()).await {
         let store = db.store().await;
         let label = db.label();
@@ -226,27 +229,20 @@ async fn a_contest_that_a_later_pull_shows_reaches_the_verdicts_made_before() {
         assert_eq!(run.rejudged, 3, "{label}: {run:?}");
         assert_eq!(run.applied.verdicts_new, 3, "{label}: {run:?}");
         let after = marks(&store, "account:0755001").await;
-        let newest = |r: &PulledReport| {
-            // Newest first within a report (a stable sort of newest first).
-            after
-                .iter()
-                .find(|(id, _, _)| *id == id_of(r))
-                .unwrap_or_else(|| panic!("{label}: no verdict of report {}", id_of(r)))
-                .clone()
-        };
-        let (_, low, contest) = newest(&early[0]);
+        let newest = |r: &PulledReport| mark_of(&after, r, label);
+        let (low, contest) = newest(&early[0]);
         assert!(
             !low && contest.is_null(),
             "{label}: before key B: {contest}"
         );
         for r in [&early[1], &early[2]] {
-            let (_, low, contest) = newest(r);
+            let (low, contest) = newest(r);
             assert!(low, "{label}: {}", r.seq);
             assert_eq!(contest["other_key_id"], KEY_B, "{label}: {contest}");
             assert_eq!(contest["other_first_node"], "n2", "{label}");
             assert_eq!(contest["at_once"], true, "{label}: {contest}");
         }
-        let (_, low, contest) = newest(&late[0]);
+        let (low, contest) = newest(&late[0]);
         assert!(
             low && contest["other_key_id"] == KEY_A,
             "{label}: {contest}"

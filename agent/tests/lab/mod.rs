@@ -700,6 +700,41 @@ pub fn tool_or_skip(test: &str, tool: &str, package: &str) -> bool {
     false
 }
 
+/// The environment variable naming the agent built for
+/// `x86_64-pc-windows-gnu`, for the tests that run it under Wine in the lab.
+pub const WINDOWS_AGENT_ENV: &str = "LINEPROBE_WINDOWS_AGENT";
+
+/// The agent built for Windows, or `None` after printing why `test` skips:
+/// `.ci/run` builds it and runs the Windows lab tests with it; the README's
+/// test command builds nothing for Windows.
+pub fn windows_agent_or_skip(test: &str) -> Option<PathBuf> {
+    let Some(agent) = std::env::var_os(WINDOWS_AGENT_ENV).map(PathBuf::from) else {
+        eprintln!(
+            "SKIPPED {test}: {WINDOWS_AGENT_ENV} does not name the agent built for \
+             x86_64-pc-windows-gnu (.ci/run builds it and runs this test with it)"
+        );
+        return None;
+    };
+    assert!(
+        agent.is_file(),
+        "{WINDOWS_AGENT_ENV}={}: no such file",
+        agent.display()
+    );
+    Some(agent)
+}
+
+/// `.ci/wine-run`, which runs a Windows program under Wine in the prefix
+/// `WINEPREFIX` names (made on first use: 10-20 s).
+pub fn wine_runner() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/wine-run")
+}
+
+/// A Linux path as a Windows program under Wine reads it (Wine maps the
+/// root to drive Z:).
+pub fn wine_path(path: &Path) -> String {
+    format!("Z:{}", path.display())
+}
+
 /// Where a program is on `PATH`, if it is.
 pub fn which(tool: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
