@@ -312,10 +312,10 @@ mod platform {
             let last = end_ttl(&rounds_seen)
                 .or_else(|| last_answer.map(|ttl| ttl.saturating_add(LATER_TTL_SLACK)))
                 .map_or(max_ttl, |end| end.clamp(first_ttl, max_ttl));
-            // The later probes take the next sequence numbers (UDP
-            // checksums, TCP source ports), as they would in one run, so
-            // that a late answer to the first round is not taken for
-            // theirs; UDP keeps the first round's flow.
+            // The later UDP probes take the next sequence numbers (their
+            // checksums), as they would in one run, so that a late answer
+            // to the first round is not taken for theirs; they keep the
+            // first round's flow (its ports).
             let offset = u16::from(max_ttl - first_ttl) + 1;
             let later = RunPlan {
                 max_ttl: last,
